@@ -1,0 +1,85 @@
+"""Kafka and Elasticsearch clients built from the settings (TLS and credentials included).
+
+The only place that turns connection settings into client arguments, so every part talks
+to a real cluster the same way it talks to the local one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from finsent.settings import Settings
+
+
+def kafka_common(settings: Settings) -> dict[str, Any]:
+    """Connection arguments shared by kafka-python producers, consumers and admin clients."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_ssl_cafile:
+        kwargs["ssl_cafile"] = str(settings.kafka_ssl_cafile)
+    if settings.kafka_sasl_mechanism:
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return kwargs
+
+
+def kafka_producer(settings: Settings, **overrides: Any):
+    """A durable producer: acks=all, idempotent, retried; callers own flush() and close()."""
+    from kafka import KafkaProducer
+
+    kwargs = kafka_common(settings) | {
+        "acks": "all",
+        "enable_idempotence": True,
+        "retries": 2**31 - 1,
+        "max_in_flight_requests_per_connection": 5,
+        "linger_ms": 5,
+        "compression_type": None,
+        "request_timeout_ms": 30_000,
+        "delivery_timeout_ms": 120_000,
+    }
+    kwargs.update(overrides)
+    return KafkaProducer(**kwargs)
+
+
+def kafka_consumer(settings: Settings, *topics: str, **overrides: Any):
+    from kafka import KafkaConsumer
+
+    kwargs = kafka_common(settings) | {"auto_offset_reset": "earliest", "enable_auto_commit": False}
+    kwargs.update(overrides)
+    return KafkaConsumer(*topics, **kwargs)
+
+
+def kafka_admin(settings: Settings, **overrides: Any):
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(**(kafka_common(settings) | {"request_timeout_ms": 15_000} | overrides))
+
+
+def elasticsearch_kwargs(settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"hosts": [settings.elasticsearch_url], "request_timeout": 30}
+    if settings.elasticsearch_api_key is not None:
+        kwargs["api_key"] = settings.elasticsearch_api_key.get_secret_value()
+    elif settings.elasticsearch_username:
+        password = settings.elasticsearch_password.get_secret_value() if settings.elasticsearch_password else ""
+        kwargs["basic_auth"] = (settings.elasticsearch_username, password)
+    if settings.elasticsearch_url.startswith("https://"):
+        kwargs["verify_certs"] = settings.elasticsearch_verify_certs
+        if settings.elasticsearch_ca_certs:
+            kwargs["ca_certs"] = str(settings.elasticsearch_ca_certs)
+    return kwargs
+
+
+def elasticsearch(settings: Settings, **overrides: Any):
+    from elasticsearch import Elasticsearch
+
+    return Elasticsearch(**(elasticsearch_kwargs(settings) | overrides))
+
+
+def async_elasticsearch(settings: Settings, **overrides: Any):
+    from elasticsearch import AsyncElasticsearch
+
+    return AsyncElasticsearch(**(elasticsearch_kwargs(settings) | overrides))

@@ -1,0 +1,229 @@
+"""Event schemas: the records that travel between the parts (DESIGN.md, "Names").
+
+Every model is strict about its shape: unknown fields are refused, times must carry a time
+zone (and are normalised to UTC), and a malformed record raises
+:class:`pydantic.ValidationError` whose messages name each bad field. Nothing is ever
+half-accepted. ``parse_record`` turns raw bytes into a record with one clear error type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Annotated, Literal, TypeVar
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
+Label = Literal["negative", "neutral", "positive"]
+
+# Timezone-aware only; stored and emitted as UTC.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(UTC))]
+Ticker = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9]{0,9}([.\-][A-Z0-9]{1,4})?$")]
+NonEmptyText = Annotated[str, Field(min_length=1, max_length=1_000_000)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def document_id(source: str, source_id: str | None = None, url: str | None = None) -> str:
+    """The stable id of DESIGN.md: a hash of source + source id, else of the canonical URL."""
+    if source_id:
+        key = f"{source}\x1f{source_id}"
+    elif url:
+        key = f"url\x1f{url}"
+    else:
+        raise ValueError("a document id needs a source_id or a canonical url")
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=False)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=False))
+
+
+class RawDocument(Record):
+    """A normalised document as ingest produces it to ``finsent.raw``."""
+
+    id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    source: Annotated[str, Field(min_length=1, max_length=64)]
+    source_id: Annotated[str, Field(max_length=512)] | None = None
+    url: Annotated[str, Field(max_length=4096)] | None = None
+    title: Annotated[str, Field(max_length=4096)] | None = None
+    text: NonEmptyText
+    lang: Annotated[str, Field(max_length=16)] | None = None
+    tickers: list[Ticker] = Field(default_factory=list, max_length=64)
+    published_at: UtcDatetime | None = None
+    ingested_at: UtcDatetime
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is blank")
+        return value
+
+
+class Sentiment(Record):
+    label: Label
+    score: Annotated[float, Field(ge=-1.0, le=1.0)]
+    probabilities: dict[Label, Annotated[float, Field(ge=0.0, le=1.0)]]
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Sentiment:
+        if set(self.probabilities) != set(LABELS):
+            raise ValueError(f"probabilities must have exactly the labels {list(LABELS)}")
+        if abs(sum(self.probabilities.values()) - 1.0) > 1e-3:
+            raise ValueError("probabilities must sum to 1")
+        return self
+
+
+class ScoredDocument(RawDocument):
+    """A raw document plus its sentiment: what goes to ``finsent.scored`` and ``finsent-docs``."""
+
+    scored_at: UtcDatetime
+    indexed_at: UtcDatetime | None = None
+    sentiment: Sentiment
+    model_version: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class LabelRecord(Record):
+    """A human (or imported) label for a document: ``finsent.labels`` → ``finsent-labels``."""
+
+    doc_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    text: NonEmptyText
+    label: Label
+    annotator: Annotated[str, Field(min_length=1, max_length=128)] = "unknown"
+    source: Annotated[str, Field(max_length=64)] = "api"
+    labeled_at: UtcDatetime
+
+
+class Aggregate(Record):
+    """Per-ticker tumbling-window statistics: ``finsent.aggregates`` → ``finsent-aggregates``."""
+
+    ticker: Ticker
+    window: Annotated[str, Field(pattern=r"^\d+[smhd]$")]
+    window_start: UtcDatetime
+    window_end: UtcDatetime
+    count: Annotated[int, Field(ge=0)]
+    counts: dict[Label, Annotated[int, Field(ge=0)]]
+    mean_score: Annotated[float, Field(ge=-1.0, le=1.0)]
+    weighted_mean_score: Annotated[float, Field(ge=-1.0, le=1.0)]
+    sentiment_z: float | None = None
+    volume_z: float | None = None
+    updated_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _window_order(self) -> Aggregate:
+        if self.window_end <= self.window_start:
+            raise ValueError("window_end must be after window_start")
+        return self
+
+
+class AlertDocument(Record):
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    title: str | None = None
+    url: str | None = None
+    score: float
+
+
+class Alert(Record):
+    """An alert raised by a rule; ``idempotency_key`` is the same on every delivery attempt."""
+
+    idempotency_key: Annotated[str, Field(min_length=8, max_length=128)]
+    rule: Annotated[str, Field(min_length=1, max_length=128)]
+    kind: Literal["sentiment_shift", "volume_spike", "negative_burst", "model", "drift"]
+    ticker: Ticker | None = None
+    window: str | None = None
+    window_start: UtcDatetime | None = None
+    value: float | None = None
+    baseline: float | None = None
+    threshold: float | None = None
+    message: Annotated[str, Field(max_length=4096)]
+    documents: list[AlertDocument] = Field(default_factory=list, max_length=50)
+    dashboard_url: str | None = None
+    created_at: UtcDatetime
+    status: Literal["pending", "delivered", "failed"] = "pending"
+    attempts: Annotated[int, Field(ge=0)] = 0
+
+
+class ControlMessage(Record):
+    """Sent on ``finsent.control``: workers load the named model and swap between batches."""
+
+    action: Literal["promote", "rollback"]
+    model_version: Annotated[str, Field(min_length=1, max_length=128)]
+    model_path: str | None = None
+    reason: Annotated[str, Field(max_length=4096)] | None = None
+    issued_at: UtcDatetime
+
+
+class DeadLetter(Record):
+    """A record that could not be processed, kept whole with the reason (``finsent.dlq``)."""
+
+    stage: Annotated[str, Field(min_length=1, max_length=64)]
+    reason: Annotated[str, Field(min_length=1, max_length=8192)]
+    original: str = Field(description="the original bytes, decoded with backslash escapes if not UTF-8")
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    failed_at: UtcDatetime
+
+
+class RecordError(ValueError):
+    """Raw bytes that are not a valid record; ``reason`` says what and where."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+R = TypeVar("R", bound=Record)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(record)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_record(model: type[R], data: bytes | str | dict, *, max_bytes: int | None = None) -> R:
+    """Validate one record from JSON bytes (or an already-decoded dict); raise RecordError."""
+    if isinstance(data, dict):
+        obj = data
+    else:
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        if max_bytes is not None and len(raw) > max_bytes:
+            raise RecordError(f"record is {len(raw)} bytes, over the limit of {max_bytes}")
+        if not raw.strip():
+            raise RecordError("record is empty")
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise RecordError(f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise RecordError(f"expected a JSON object, got {type(obj).__name__}")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        raise RecordError(f"invalid {model.__name__}: {describe_validation_error(exc)}") from None
+
+
+def original_text(raw: bytes) -> str:
+    """Bytes as text for a dead letter, without losing any byte (invalid UTF-8 escaped)."""
+    return raw.decode("utf-8", errors="backslashreplace")

@@ -1,0 +1,1 @@
+"""Embedded real servers (Kafka, Elasticsearch) for machines without Docker, and for tests."""

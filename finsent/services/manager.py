@@ -1,0 +1,107 @@
+"""`finsent services up|down|status`: the embedded Kafka and Elasticsearch, health-checked."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from finsent.services.elasticsearch_server import ElasticsearchServer
+from finsent.services.kafka_server import KafkaServer
+from finsent.services.process import ServiceError, port_in_use
+from finsent.settings import Settings
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    address: str
+    pid: int | None
+    running: bool
+    healthy: bool
+    detail: str
+
+
+def servers(settings: Settings) -> list[KafkaServer | ElasticsearchServer]:
+    return [KafkaServer(settings), ElasticsearchServer(settings)]
+
+
+def up(settings: Settings, *, bootstrap: bool = True, echo: Callable[[str], None] = print) -> list[ServiceStatus]:
+    """Start whatever is not running (idempotent), wait for health, create topics and indices."""
+    kafka, es = servers(settings)
+    ports = {
+        kafka: (settings.kafka_port, settings.kafka_controller_port),
+        es: (settings.elasticsearch_port, settings.elasticsearch_transport_port),
+    }
+    started = []
+    for server in (kafka, es):
+        if server.process() is not None:
+            echo(f"{server.name}: already running (pid {server.process().pid})")
+            continue
+        for port in ports[server]:
+            if port_in_use(port):
+                raise ServiceError(
+                    f"port {port} for {server.name} is taken by another process; stop it or choose other ports "
+                    "(FINSENT_KAFKA_PORT, FINSENT_KAFKA_CONTROLLER_PORT, FINSENT_ELASTICSEARCH_PORT, "
+                    "FINSENT_ELASTICSEARCH_TRANSPORT_PORT)"
+                )
+        echo(f"{server.name}: starting (first run downloads it from Maven Central)")
+        started.append((server, server.start()))
+    deadline = time.monotonic() + settings.services_start_timeout
+    for server, proc in started:
+        try:
+            server.wait_healthy(proc, timeout=max(5.0, deadline - time.monotonic()))
+        except ServiceError:
+            server.stop()
+            raise
+        echo(f"{server.name}: healthy (pid {proc.pid})")
+    if bootstrap:
+        init(settings, echo=echo)
+    return status(settings)
+
+
+def init(settings: Settings, *, echo: Callable[[str], None] = print) -> None:
+    """Create the topics and index templates/indices of DESIGN.md; idempotent."""
+    from finsent import clients, topology
+
+    admin = clients.kafka_admin(settings)
+    try:
+        created = topology.ensure_topics(admin, settings)
+    finally:
+        admin.close()
+    echo(f"kafka topics: {len(created)} created, {len(topology.TOPICS) - len(created)} already there")
+    with clients.elasticsearch(settings) as es:
+        created = topology.ensure_indices(es, settings)
+    echo(f"elasticsearch indices: {len(created)} created, {len(topology.INDICES) - len(created)} already there")
+
+
+def down(settings: Settings, *, echo: Callable[[str], None] = print) -> None:
+    """Stop exactly the processes ``up`` started (from their pid files)."""
+    for server in reversed(servers(settings)):
+        echo(f"{server.name}: {'stopped' if server.stop() else 'not running'}")
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    result = []
+    kafka, es = servers(settings)
+    for server, address in ((kafka, kafka.bootstrap), (es, es.url)):
+        proc = server.process()
+        healthy, detail = False, "not running"
+        if proc is not None:
+            try:
+                health = server.health()
+                healthy, detail = bool(health), (health if isinstance(health, str) else "metadata ok")
+            except Exception as exc:  # noqa: BLE001 - status reports, never raises
+                detail = f"unhealthy: {exc}"
+        result.append(ServiceStatus(server.name, address, proc.pid if proc else None, proc is not None, healthy, detail))
+    return result
+
+
+def status_json(settings: Settings) -> dict:
+    entries = status(settings)
+    return {
+        "kafka_bootstrap": entries[0].address,
+        "elasticsearch_url": entries[1].address,
+        "healthy": all(e.healthy for e in entries),
+        "services": {e.name: asdict(e) for e in entries},
+    }

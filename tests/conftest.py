@@ -1,0 +1,60 @@
+"""Shared fixtures. Integration tests get the real Kafka and Elasticsearch that
+`finsent services up` starts; the session starts them when needed and stops only what it
+started. Each test gets its own topic and index prefix, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from finsent.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def services(base_settings: Settings):
+    """The real local Kafka and Elasticsearch, up and healthy, with the default topology."""
+    from finsent.services import manager
+
+    was_running = all(s.process() is not None for s in manager.servers(base_settings))
+    manager.up(base_settings, echo=lambda m: print(f"[services] {m}"))
+    yield base_settings
+    if not was_running:
+        manager.down(base_settings, echo=lambda m: print(f"[services] {m}"))
+
+
+@pytest.fixture
+def settings(services: Settings, tmp_path: Path) -> Settings:
+    """Settings isolated for one test: its own topic/index prefix and model/state folders."""
+    tag = "t" + uuid.uuid4().hex[:10]
+    return services.model_copy(
+        update={
+            "topic_prefix": tag,
+            "index_prefix": tag,
+            "model_dir": tmp_path / "models",
+        }
+    )
+
+
+@pytest.fixture
+def bootstrapped(settings: Settings) -> Settings:
+    """Isolated settings whose topics and indices already exist."""
+    from finsent.services import manager
+
+    manager.init(settings, echo=lambda m: None)
+    yield settings
+    from finsent import clients
+
+    with clients.elasticsearch(settings) as es:
+        es.options(ignore_status=404).indices.delete(index=f"{settings.index_prefix}-*")
+        es.options(ignore_status=404).indices.delete_index_template(name=f"{settings.index_prefix}-*")
