@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     max_text_bytes: int = Field(100_000, ge=1024, description="Larger raw documents go to the DLQ")
     windows: str = Field("1m,15m,1h,1d", pattern=r"^\d+[smhd](,\d+[smhd])*$")
 
+    # --- alerts (alerts/) ----------------------------------------------------------------
+
+    # --- retrain and labels (retrain/) ---------------------------------------------------
+
+    # --- dashboards (dashboards/) --------------------------------------------------------
+
     # --- processes ----------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
