@@ -162,12 +162,14 @@ class Alert(Record):
 
 
 class ControlMessage(Record):
-    """Sent on ``finsent.control``: workers load the named model and swap between batches."""
+    """Sent on ``finsent.control``. ``promote``/``rollback``: workers load the named model and
+    swap between batches. ``drift``: a drift check fired (alert rules listen; workers ignore it)."""
 
-    action: Literal["promote", "rollback"]
+    action: Literal["promote", "rollback", "drift"]
     model_version: Annotated[str, Field(min_length=1, max_length=128)]
     model_path: str | None = None
     reason: Annotated[str, Field(max_length=4096)] | None = None
+    details: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
     issued_at: UtcDatetime
 
 

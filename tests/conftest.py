@@ -12,6 +12,9 @@ import pytest
 
 from finsent.settings import Settings, load_settings
 
+# Fixtures that give tests a real (tiny) trained model live with the model's tests.
+pytest_plugins = ["tests.model_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

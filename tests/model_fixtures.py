@@ -1,0 +1,1 @@
+"""Model fixtures for tests of other parts (filled in by the model work)."""
