@@ -88,6 +88,17 @@ class Settings(BaseSettings):
     push_token: SecretStr | None = Field(None, description="Bearer token of the HTTP push endpoint")
     push_max_bytes: int = Field(1_000_000, ge=1024)
     dedup_window_hours: float = Field(48.0, gt=0)
+    dedup_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard above which a text is a near-duplicate")
+    dedup_retention_days: float = Field(30.0, gt=0, description="How long exact ids and URLs are remembered")
+    ingest_metrics_port: int = Field(9108, ge=0, le=65535, description="/metrics of long-running ingest commands (0: off)")
+    ingest_poll_interval: float = Field(300.0, gt=0, description="Default seconds between two polls of a source")
+    ingest_backoff_max: float = Field(900.0, gt=0, description="Longest wait after repeated fetch errors")
+    ingest_fetch_timeout: float = Field(20.0, gt=0)
+    ingest_max_fetch_bytes: int = Field(5_000_000, ge=1024, description="Larger fetched bodies are refused")
+    ingest_future_tolerance: float = Field(300.0, ge=0, description="Seconds of clock skew allowed on published_at")
+    ingest_user_agent: str = Field("finsent/0.1 (financial sentiment monitor)", min_length=1)
+    reddit_base_url: str = Field("https://www.reddit.com", pattern=r"^https?://")
+    stocktwits_base_url: str = Field("https://api.stocktwits.com/api/2", pattern=r"^https?://")
     tickers_file: Path | None = Field(None, description="Ticker dictionary (default: the shipped one)")
 
     # --- stream worker (stream/) ---------------------------------------------------------
