@@ -32,7 +32,6 @@ class SettingsError(ValueError):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
-        env_file=os.environ.get("FINSENT_CONFIG_FILE", ".env"),
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
@@ -88,6 +87,7 @@ class Settings(BaseSettings):
     push_token: SecretStr | None = Field(None, description="Bearer token of the HTTP push endpoint")
     push_max_bytes: int = Field(1_000_000, ge=1024)
     dedup_window_hours: float = Field(48.0, gt=0)
+    tickers_file: Path | None = Field(None, description="Ticker dictionary (default: the shipped one)")
     dedup_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard above which a text is a near-duplicate")
     dedup_retention_days: float = Field(30.0, gt=0, description="How long exact ids and URLs are remembered")
     ingest_metrics_port: int = Field(9108, ge=0, le=65535, description="/metrics of long-running ingest commands (0: off)")
@@ -99,7 +99,6 @@ class Settings(BaseSettings):
     ingest_user_agent: str = Field("finsent/0.1 (financial sentiment monitor)", min_length=1)
     reddit_base_url: str = Field("https://www.reddit.com", pattern=r"^https?://")
     stocktwits_base_url: str = Field("https://api.stocktwits.com/api/2", pattern=r"^https?://")
-    tickers_file: Path | None = Field(None, description="Ticker dictionary (default: the shipped one)")
 
     # --- stream worker (stream/) ---------------------------------------------------------
     worker_batch_size: int = Field(64, ge=1, le=4096)
@@ -109,6 +108,14 @@ class Settings(BaseSettings):
     windows: str = Field("1m,15m,1h,1d", pattern=r"^\d+[smhd](,\d+[smhd])*$")
 
     # --- alerts (alerts/) ----------------------------------------------------------------
+    alerts_webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key that signs every webhook body")
+    alerts_outbox: Path | None = Field(None, description="SQLite outbox of the alert engine (default: <state_dir>/alerts/outbox.sqlite3)")
+    alerts_metrics_port: int = Field(9466, ge=0, le=65535, description="Prometheus /metrics of `finsent alerts run` (0: off)")
+    alerts_offset_reset: Literal["earliest", "latest"] = Field("latest", description="Where a new alerts consumer group starts")
+    alerts_dashboard_url: str = Field(
+        "http://127.0.0.1:5601/app/dashboards#/view/finsent-overview?_a=(query:(language:kuery,query:'tickers:{ticker}'))",
+        description="Dashboard link template for alerts ({ticker}, {window}, {rule}, {from}, {to})",
+    )
 
     # --- retrain and labels (retrain/) ---------------------------------------------------
 
@@ -143,13 +150,18 @@ class Settings(BaseSettings):
         return f"{self.index_prefix}-{name}"
 
 
-_SECRET_FIELDS = {"kafka_sasl_password", "elasticsearch_password", "elasticsearch_api_key", "push_token"}
+_SECRET_FIELDS = {"kafka_sasl_password", "elasticsearch_password", "elasticsearch_api_key", "push_token",
+                  "alerts_webhook_secret"}
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Build the settings from the environment, turning validation errors into one clear message."""
+    """Build the settings from the environment (and ``FINSENT_CONFIG_FILE``, a dotenv-style file of
+    ``FINSENT_*`` lines, when set), turning validation errors into one clear message."""
+    config_file = os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
+    if config_file and not Path(config_file).is_file():
+        raise SettingsError(f"{ENV_PREFIX}CONFIG_FILE: no such file {config_file!r}")
     try:
-        return Settings(**overrides)
+        return Settings(_env_file=config_file, **overrides)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

@@ -1,0 +1,120 @@
+"""The embedded real servers: produce/consume through Kafka, index/search in Elasticsearch,
+and the full up → status → down cycle of a second, private pair of servers."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import uuid
+
+import psutil
+import pytest
+
+from finsent import clients, topology
+from finsent.services import manager
+from finsent.services.process import ServiceError
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_produce_and_consume_through_real_kafka(bootstrapped):
+    topic = bootstrapped.topic("raw")
+    producer = clients.kafka_producer(bootstrapped)
+    for i in range(20):
+        producer.send(topic, key=b"AAPL", value=f'{{"n": {i}}}'.encode())
+    producer.flush()
+    producer.close()
+    consumer = clients.kafka_consumer(bootstrapped, topic, group_id=f"{bootstrapped.topic_prefix}-test",
+                                      consumer_timeout_ms=15_000)
+    values = sorted(int(m.value.decode().split(":")[1].strip(" }")) for m in consumer)
+    consumer.close()
+    assert values == list(range(20))
+
+
+def test_topics_have_configured_partitions(bootstrapped):
+    admin = clients.kafka_admin(bootstrapped)
+    try:
+        described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(
+            [bootstrapped.topic(n) for n in topology.TOPICS])}
+        assert described[bootstrapped.topic("raw")] == bootstrapped.topic_partitions
+        assert described[bootstrapped.topic("control")] == 1
+        assert topology.ensure_topics(admin, bootstrapped) == []  # idempotent
+    finally:
+        admin.close()
+
+
+def test_index_and_search_with_explicit_mappings(bootstrapped):
+    index = bootstrapped.index("docs")
+    with clients.elasticsearch(bootstrapped) as es:
+        mapping = es.indices.get_mapping(index=index)[index]["mappings"]
+        assert mapping["dynamic"] == "strict"
+        assert mapping["properties"]["tickers"]["type"] == "keyword"
+        assert mapping["properties"]["title"]["fields"]["keyword"]["type"] == "keyword"
+        es.index(index=index, id="d1", document={"id": "d1", "title": "Apple beats", "tickers": ["AAPL"],
+                                                 "published_at": "2026-11-28T12:00:00Z"}, refresh=True)
+        hits = es.search(index=index, query={"term": {"tickers": "AAPL"}})["hits"]["hits"]
+        assert [h["_id"] for h in hits] == ["d1"]
+        # an undeclared field is a mapping error, never a dynamic guess
+        with pytest.raises(Exception, match="strict_dynamic_mapping_exception"):
+            es.index(index=index, id="d2", document={"id": "d2", "mystery": 1})
+        assert topology.ensure_indices(es, bootstrapped) == []  # idempotent
+
+
+@pytest.fixture
+def private_settings(services):
+    """Settings for a second pair of servers on free ports with their own state folder (the
+    state folder sits inside the clone, since /tmp/pytest-of-root is closed to the ES user)."""
+    ports = []
+    for _ in range(4):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    state = ROOT / ".finsent" / f"test-services-{uuid.uuid4().hex[:8]}"
+    settings = services.model_copy(update={
+        "state_dir": state, "kafka_port": ports[0], "kafka_controller_port": ports[1],
+        "elasticsearch_port": ports[2], "elasticsearch_transport_port": ports[3],
+        "kafka_bootstrap": f"127.0.0.1:{ports[0]}", "elasticsearch_url": f"http://127.0.0.1:{ports[2]}",
+        "elasticsearch_heap": "384m", "kafka_heap": "256m",
+    })
+    yield settings
+    manager.down(settings, echo=lambda m: None)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_up_status_down_cycle(private_settings):
+    entries = manager.up(private_settings, echo=lambda m: None)
+    assert all(e.healthy for e in entries)
+    report = manager.status_json(private_settings)
+    assert report["healthy"] is True
+    assert report["kafka_bootstrap"] == private_settings.kafka_bootstrap
+    assert report["elasticsearch_url"] == private_settings.elasticsearch_url
+    pids = [e["pid"] for e in report["services"].values()]
+    assert all(psutil.pid_exists(p) for p in pids)
+    family = [psutil.Process(p) for p in pids]
+    family += [c for p in family for c in p.children(recursive=True)]
+
+    # idempotent: a second up starts nothing new
+    again = manager.up(private_settings, echo=lambda m: None)
+    assert [e.pid for e in again] == pids
+
+    manager.down(private_settings, echo=lambda m: None)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family)
+    assert manager.status_json(private_settings)["healthy"] is False
+    # the shared servers were not touched
+    assert manager.status_json(private_settings.model_copy(update={"state_dir": ROOT / ".finsent"}))
+
+
+def test_port_taken_is_a_clear_error(private_settings):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", private_settings.kafka_port))
+        sock.listen()
+        with pytest.raises(ServiceError, match=f"port {private_settings.kafka_port}.*FINSENT_KAFKA_PORT"):
+            manager.up(private_settings, echo=lambda m: None)
+
+
+def test_wrong_java_is_a_clear_error(private_settings, tmp_path):
+    broken = private_settings.model_copy(update={"elasticsearch_java_home": tmp_path})
+    with pytest.raises(ServiceError, match="FINSENT_ELASTICSEARCH_JAVA_HOME"):
+        manager.up(broken, echo=lambda m: None)

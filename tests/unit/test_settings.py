@@ -1,0 +1,78 @@
+"""Settings come from FINSENT_* variables once; a wrong value names the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finsent.settings import SettingsError, load_settings
+
+
+def test_defaults_point_at_local_services(monkeypatch):
+    monkeypatch.delenv("FINSENT_KAFKA_BOOTSTRAP", raising=False)
+    settings = load_settings()
+    assert settings.kafka_bootstrap == "127.0.0.1:9092"
+    assert settings.elasticsearch_url == "http://127.0.0.1:9200"
+    assert settings.topic("raw") == "finsent.raw"
+    assert settings.index("docs") == "finsent-docs"
+
+
+def test_environment_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("FINSENT_KAFKA_BOOTSTRAP", "k1:9092,k2:9093")
+    monkeypatch.setenv("FINSENT_TOPIC_PREFIX", "prod")
+    monkeypatch.setenv("FINSENT_MODEL_DIR", str(tmp_path / "reg"))
+    settings = load_settings()
+    assert settings.kafka_bootstrap == "k1:9092,k2:9093"
+    assert settings.topic("dlq") == "prod.dlq"
+    assert settings.models_path == (tmp_path / "reg").resolve()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FINSENT_KAFKA_PORT", "not-a-port"),
+        ("FINSENT_KAFKA_PORT", "70000"),
+        ("FINSENT_KAFKA_BOOTSTRAP", "localhost"),
+        ("FINSENT_ELASTICSEARCH_URL", "ftp://x"),
+        ("FINSENT_INDEX_PREFIX", "Has Spaces"),
+        ("FINSENT_KAFKA_SECURITY_PROTOCOL", "TLS"),
+        ("FINSENT_WORKER_BATCH_SIZE", "0"),
+        ("FINSENT_WINDOWS", "1 minute"),
+    ],
+)
+def test_wrong_value_names_the_variable(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert variable in str(info.value)
+
+
+def test_secret_values_are_never_shown(monkeypatch):
+    monkeypatch.setenv("FINSENT_ELASTICSEARCH_PASSWORD", "hunter2-secret")
+    settings = load_settings()
+    assert "hunter2-secret" not in repr(settings)
+    assert settings.elasticsearch_password.get_secret_value() == "hunter2-secret"
+
+
+def test_config_file(monkeypatch, tmp_path: Path):
+    config = tmp_path / "finsent.env"
+    config.write_text("FINSENT_TOPIC_PREFIX=fromfile\n")
+    monkeypatch.setenv("FINSENT_CONFIG_FILE", str(config))
+    assert load_settings().topic_prefix == "fromfile"
+    monkeypatch.setenv("FINSENT_TOPIC_PREFIX", "fromenv")
+    assert load_settings().topic_prefix == "fromenv"  # the environment wins over the file
+    monkeypatch.setenv("FINSENT_CONFIG_FILE", str(tmp_path / "missing.env"))
+    with pytest.raises(SettingsError, match="FINSENT_CONFIG_FILE"):
+        load_settings()
+
+
+def test_cli_reports_bad_settings(monkeypatch):
+    from typer.testing import CliRunner
+
+    from finsent.cli import app
+
+    monkeypatch.setenv("FINSENT_ELASTICSEARCH_PORT", "-1")
+    result = CliRunner().invoke(app, ["services", "status"])
+    assert result.exit_code == 2
+    assert "FINSENT_ELASTICSEARCH_PORT" in result.output
