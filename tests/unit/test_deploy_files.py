@@ -1,0 +1,59 @@
+"""docker-compose.yml is checked without a Docker engine: its structure, its references, and
+that every FINSENT_* value it sets passes the real settings validation."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from finsent.settings import load_settings
+from tests.conftest import ROOT
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+FINSENT_SERVICES = [name for name, svc in SERVICES.items() if svc.get("image") == "finsent:local"]
+
+
+def test_every_service_has_an_image_or_build_and_known_dependencies():
+    for name, service in SERVICES.items():
+        assert "image" in service or "build" in service, name
+        for dependency in service.get("depends_on", {}):
+            assert dependency in SERVICES, f"{name} depends on unknown service {dependency}"
+
+
+def test_the_system_is_all_there():
+    assert {"kafka", "elasticsearch", "kibana", "prometheus"} <= set(SERVICES)
+    assert {"ingest", "worker", "scheduler", "alerts", "dashboard"} <= set(FINSENT_SERVICES)
+    assert "ports" not in SERVICES["worker"], "the worker must stay scalable with --scale"
+
+
+def test_elasticsearch_keeps_security_on():
+    assert SERVICES["elasticsearch"]["environment"]["xpack.security.enabled"] == "true"
+
+
+@pytest.mark.parametrize("name", FINSENT_SERVICES)
+def test_finsent_environment_is_valid_settings(monkeypatch, name):
+    for key, value in SERVICES[name]["environment"].items():
+        monkeypatch.setenv(key, re.sub(r"\$\{[^}]+\}", "placeholder", str(value)))
+    settings = load_settings()
+    assert settings.kafka_bootstrap == "kafka:9092"
+    assert settings.elasticsearch_username == "elastic"
+
+
+@pytest.mark.parametrize("name", FINSENT_SERVICES)
+def test_finsent_commands_name_real_cli_groups(name):
+    from finsent.cli import _GROUPS
+
+    command = SERVICES[name]["command"]
+    words = command if command[0] == "finsent" else command[-1].split()
+    groups = {g for g, _, _ in _GROUPS}
+    assert words[0] == "finsent" and words[1] in groups
+
+
+def test_prometheus_scrapes_every_finsent_process():
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    for name in ("worker", "ingest", "alerts", "scheduler", "dashboard"):
+        assert f"finsent-{name}" in jobs
