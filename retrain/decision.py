@@ -1,0 +1,91 @@
+"""When to retrain and whether to promote: pure decisions over figures, unit-tested alone.
+
+Promotion rule: the challenger replaces the champion only if
+
+- on the fixed golden set its macro-F1 is not below the champion's by more than
+  ``golden_tolerance`` (no forgetting of what the model knew), AND
+- on the held-back fresh labels its macro-F1 beats the champion's by more than
+  ``min_fresh_gain`` (it learned what changed), with at least ``min_fresh_eval`` of them.
+
+Retrain gate: drift was detected (or the cron fallback fired), at least ``min_labels`` fresh
+labels exist, and — if an earlier attempt was made — the cooldown has passed and labels have
+arrived since that attempt (retraining on the very same data would decide the same way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Scores:
+    accuracy: float
+    macro_f1: float
+    n: int
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    golden_tolerance: float = 0.02
+    min_fresh_gain: float = 0.0
+    min_fresh_eval: int = 10
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reasons: tuple[str, ...]
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def decide_promotion(champion_golden: Scores, challenger_golden: Scores, champion_fresh: Scores,
+                     challenger_fresh: Scores, policy: PromotionPolicy = PromotionPolicy()) -> Decision:
+    golden_drop = champion_golden.macro_f1 - challenger_golden.macro_f1
+    fresh_gain = challenger_fresh.macro_f1 - champion_fresh.macro_f1
+    figures: dict[str, Any] = {
+        "golden_drop": round(golden_drop, 6), "fresh_gain": round(fresh_gain, 6),
+        "golden_tolerance": policy.golden_tolerance, "min_fresh_gain": policy.min_fresh_gain,
+    }
+    for name, scores in (("champion_golden", champion_golden), ("challenger_golden", challenger_golden),
+                         ("champion_fresh", champion_fresh), ("challenger_fresh", challenger_fresh)):
+        figures |= {f"{name}_{k}": v for k, v in asdict(scores).items()}
+
+    reasons = []
+    if challenger_golden.n == 0:
+        reasons.append("golden set is empty")
+    elif golden_drop > policy.golden_tolerance:
+        reasons.append(f"worse on the golden set: macro-F1 {challenger_golden.macro_f1:.4f} vs champion "
+                       f"{champion_golden.macro_f1:.4f} (drop {golden_drop:.4f} > tolerance {policy.golden_tolerance})")
+    if challenger_fresh.n < policy.min_fresh_eval:
+        reasons.append(f"only {challenger_fresh.n} held-back fresh labels (need {policy.min_fresh_eval})")
+    elif fresh_gain <= policy.min_fresh_gain:
+        reasons.append(f"not better on fresh labels: macro-F1 {challenger_fresh.macro_f1:.4f} vs champion "
+                       f"{champion_fresh.macro_f1:.4f} (gain {fresh_gain:.4f} <= {policy.min_fresh_gain})")
+    if reasons:
+        return Decision(False, tuple(reasons), figures)
+    return Decision(True, (f"golden drop {golden_drop:.4f} within {policy.golden_tolerance}; "
+                           f"fresh gain {fresh_gain:.4f}",), figures)
+
+
+@dataclass(frozen=True)
+class LastAttempt:
+    at: datetime
+    labels_until: datetime | None
+
+
+def should_retrain(*, trigger: str, drift_detected: bool, fresh_labels: int, newest_label: datetime | None,
+                   min_labels: int, last_attempt: LastAttempt | None, now: datetime,
+                   cooldown: timedelta) -> tuple[bool, str]:
+    """(go, why). ``trigger`` is "drift", "cron" or "manual" (manual skips drift and cooldown)."""
+    if trigger == "drift" and not drift_detected:
+        return False, "no drift detected"
+    if fresh_labels < min_labels:
+        return False, f"{fresh_labels} fresh labels, need {min_labels}"
+    if trigger != "manual" and last_attempt is not None:
+        if now - last_attempt.at < cooldown:
+            return False, f"last attempt at {last_attempt.at.isoformat()} is within the cooldown of {cooldown}"
+        if last_attempt.labels_until is not None and (newest_label is None or newest_label <= last_attempt.labels_until):
+            return False, "no labels since the last attempt"
+    return True, f"{trigger}: {fresh_labels} fresh labels"

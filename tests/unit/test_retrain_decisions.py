@@ -1,0 +1,118 @@
+"""Pure rules of retrain/: label conflicts, holdout split, retrain gate, promotion, review ranking."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from finsent.schemas import LabelRecord
+from retrain.conflicts import document_key, label_id, parse_annotators, resolve, split_holdout
+from retrain.decision import LastAttempt, PromotionPolicy, Scores, decide_promotion, should_retrain
+from retrain.ranking import rank
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def lab(label: str, annotator: str, minutes: int, doc_id: str | None = "d1", text: str = "t") -> LabelRecord:
+    return LabelRecord(doc_id=doc_id, text=text, label=label, annotator=annotator,
+                       labeled_at=T0 + timedelta(minutes=minutes))
+
+
+def test_latest_label_of_an_annotator_replaces_earlier() -> None:
+    resolved, unresolved = resolve([lab("positive", "ann", 2), lab("negative", "ann", 1)])
+    assert [(r.label, r.rule) for r in resolved] == [("positive", "single")]
+    assert not unresolved
+
+
+def test_trusted_annotator_wins_over_majority() -> None:
+    records = [lab("positive", "a", 1), lab("positive", "b", 2), lab("negative", "lead", 0)]
+    resolved, _ = resolve(records, trusted=frozenset({"lead"}))
+    assert resolved[0].label == "negative" and resolved[0].rule == "trusted"
+    assert resolved[0].labeled_at == T0 + timedelta(minutes=2)  # freshness = newest label
+    resolved, _ = resolve(records)
+    assert resolved[0].label == "positive" and resolved[0].rule == "majority"
+
+
+def test_latest_trusted_label_wins_among_trusted() -> None:
+    records = [lab("negative", "lead", 1), lab("neutral", "boss", 5), lab("positive", "x", 9)]
+    resolved, _ = resolve(records, trusted=parse_annotators("lead, boss"))
+    assert resolved[0].label == "neutral"
+
+
+def test_tie_is_unresolved() -> None:
+    resolved, unresolved = resolve([lab("positive", "a", 1), lab("negative", "b", 2)])
+    assert resolved == [] and unresolved[0].votes == {"positive": 1, "negative": 1}
+
+
+def test_documents_without_id_group_by_text() -> None:
+    records = [lab("positive", "a", 1, doc_id=None, text="same"), lab("positive", "b", 2, doc_id=None, text="same"),
+               lab("negative", "a", 3, doc_id=None, text="other")]
+    resolved, _ = resolve(records)
+    assert sorted(r.label for r in resolved) == ["negative", "positive"]
+    assert document_key(None, "same") == document_key(None, "same") != document_key("x", "same")
+
+
+def test_label_id_is_document_plus_annotator() -> None:
+    assert label_id(lab("positive", "a", 1)) == label_id(lab("negative", "a", 9))
+    assert label_id(lab("positive", "a", 1)) != label_id(lab("positive", "b", 1))
+
+
+def test_holdout_split_is_deterministic_and_roughly_sized() -> None:
+    records = [lab("positive", "a", i, doc_id=f"d{i}") for i in range(400)]
+    resolved, _ = resolve(records)
+    train, held = split_holdout(resolved, 0.3)
+    train2, held2 = split_holdout(list(reversed(resolved)), 0.3)
+    assert {r.key for r in held} == {r.key for r in held2}
+    assert 80 < len(held) < 160 and len(train) + len(held) == 400
+
+
+def test_promotion_rejects_challenger_worse_on_golden() -> None:
+    decision = decide_promotion(Scores(0.8, 0.80, 500), Scores(0.7, 0.70, 500),
+                                Scores(0.5, 0.50, 40), Scores(0.9, 0.90, 40))
+    assert not decision.promote
+    assert any("golden" in r for r in decision.reasons)
+    assert decision.figures["golden_drop"] == 0.1
+
+
+def test_promotion_requires_gain_on_fresh_labels() -> None:
+    policy = PromotionPolicy(golden_tolerance=0.02, min_fresh_gain=0.0, min_fresh_eval=10)
+    same = decide_promotion(Scores(0.8, 0.8, 500), Scores(0.8, 0.8, 500), Scores(0.6, 0.6, 40),
+                            Scores(0.6, 0.6, 40), policy)
+    assert not same.promote and "not better" in same.reasons[0]
+    few = decide_promotion(Scores(0.8, 0.8, 500), Scores(0.8, 0.8, 500), Scores(0.6, 0.6, 3),
+                           Scores(0.9, 0.9, 3), policy)
+    assert not few.promote and "held-back" in few.reasons[0]
+    good = decide_promotion(Scores(0.8, 0.80, 500), Scores(0.79, 0.79, 500), Scores(0.6, 0.6, 40),
+                            Scores(0.7, 0.7, 40), policy)
+    assert good.promote and good.figures["challenger_fresh_macro_f1"] == 0.7
+
+
+def test_retrain_gate() -> None:
+    now = T0 + timedelta(days=1)
+    base = dict(fresh_labels=100, newest_label=now, min_labels=50, last_attempt=None, now=now,
+                cooldown=timedelta(hours=1))
+    assert should_retrain(trigger="drift", drift_detected=True, **base)[0]
+    assert not should_retrain(trigger="drift", drift_detected=False, **base)[0]
+    assert should_retrain(trigger="cron", drift_detected=False, **base)[0]
+    assert not should_retrain(trigger="drift", drift_detected=True, **(base | {"fresh_labels": 10}))[0]
+    recent = LastAttempt(at=now - timedelta(minutes=5), labels_until=now - timedelta(hours=2))
+    assert "cooldown" in should_retrain(trigger="drift", drift_detected=True, **(base | {"last_attempt": recent}))[1]
+    same_data = LastAttempt(at=now - timedelta(hours=3), labels_until=now)
+    go, why = should_retrain(trigger="drift", drift_detected=True, **(base | {"last_attempt": same_data}))
+    assert not go and "no labels since" in why
+    assert should_retrain(trigger="manual", drift_detected=False, **(base | {"last_attempt": same_data}))[0]
+
+
+def doc(doc_id: str, probs: tuple[float, float, float], text: str = "plain words here") -> dict:
+    return {"id": doc_id, "text": text, "model_version": "v1", "tickers": ["AAPL"],
+            "sentiment": {"label": "neutral", "probabilities": dict(zip(("negative", "neutral", "positive"), probs))}}
+
+
+def test_rank_by_uncertainty_then_drifted_region() -> None:
+    docs = [doc("sure", (0.01, 0.98, 0.01)), doc("unsure", (0.34, 0.33, 0.33)), doc("mid", (0.2, 0.6, 0.2)),
+            doc("novel", (0.05, 0.9, 0.05), text="memecoin airdrop tokenomics pump"), {"id": "broken"}]
+    plain = rank(docs, drift_weight=0.0, limit=10)
+    assert [i.doc_id for i in plain] == ["unsure", "mid", "novel", "sure"]
+    drifted = rank(docs, novel_tokens=["memecoin", "airdrop", "tokenomics"], drift_weight=0.6, limit=2)
+    assert [i.doc_id for i in drifted] == ["novel", "unsure"]
+    assert drifted[0].novelty == 1.0
+    assert [i.doc_id for i in rank(docs, exclude=["unsure"], limit=1)] == ["mid"]

@@ -1,0 +1,146 @@
+"""Drift monitors on seeded synthetic streams: stable streams stay quiet, drifting ones fire."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from retrain.drift import InputDrift, PageHinkley, PerformanceDrift, PredictionDrift, confidence_monitor
+from retrain.statistics import accuracy_and_macro_f1, entropy, js_divergence, margin, psi
+
+LABELS = ["negative", "neutral", "positive"]
+WORDS = "shares rose fell company profit loss quarter revenue market stock earnings sales growth".split()
+NEW_WORDS = "blockchain memecoin airdrop nft tokenomics staking defi rugpull hodl whale".split()
+
+
+def labels_stream(rng: random.Random, weights: list[float], n: int) -> list[str]:
+    return rng.choices(LABELS, weights=weights, k=n)
+
+
+def sentence(rng: random.Random, vocab: list[str], n: int) -> str:
+    return " ".join(rng.choice(vocab) for _ in range(n))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_prediction_drift_quiet_on_stable_stream(seed: int) -> None:
+    rng = random.Random(seed)
+    monitor = PredictionDrift(reference_size=400, window_size=200, threshold=0.02)
+    for label in labels_stream(rng, [0.3, 0.5, 0.2], 2000):
+        monitor.update(label)
+    assert not monitor.drift_detected
+    assert monitor.statistic is not None and monitor.statistic < 0.02
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_prediction_drift_fires_on_shift(seed: int) -> None:
+    rng = random.Random(seed)
+    monitor = PredictionDrift(reference_size=400, window_size=200, threshold=0.02)
+    for label in labels_stream(rng, [0.3, 0.5, 0.2], 600):
+        monitor.update(label)
+    assert not monitor.drift_detected
+    for label in labels_stream(rng, [0.6, 0.2, 0.2], 300):
+        monitor.update(label)
+    assert monitor.drift_detected
+    assert monitor.details()["window_negative"] > monitor.details()["reference_negative"]
+
+
+def test_prediction_drift_rejects_unknown_label() -> None:
+    with pytest.raises(ValueError, match="unknown label"):
+        PredictionDrift().update("bullish")
+
+
+def test_prediction_drift_needs_a_full_window() -> None:
+    monitor = PredictionDrift(reference_size=10, window_size=10)
+    for _ in range(15):
+        monitor.update("neutral")
+    assert monitor.statistic is None and not monitor.drift_detected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_confidence_page_hinkley(seed: int) -> None:
+    rng = random.Random(seed)
+    stable = confidence_monitor(min_instances=30, delta=0.01, threshold=3.0)
+    for _ in range(3000):
+        stable.update(min(1.0, max(0.34, rng.gauss(0.85, 0.08))))
+    assert not stable.drift_detected
+
+    drifting = confidence_monitor(min_instances=30, delta=0.01, threshold=3.0)
+    for _ in range(500):
+        drifting.update(min(1.0, max(0.34, rng.gauss(0.85, 0.08))))
+    assert not drifting.drift_detected
+    for _ in range(300):
+        drifting.update(min(1.0, max(0.34, rng.gauss(0.6, 0.1))))
+    assert drifting.drift_detected
+    assert drifting.statistic > 3.0
+
+
+def test_page_hinkley_up_mode_and_reset() -> None:
+    ph = PageHinkley(min_instances=5, delta=0.0, threshold=1.0, mode="up")
+    for x in [0.0] * 50 + [1.0] * 10:
+        ph.update(x)
+    assert ph.drift_detected
+    ph.reset()
+    assert not ph.drift_detected and ph.statistic is None
+    with pytest.raises(ValueError):
+        PageHinkley(mode="sideways")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_input_drift_oov_rise(seed: int) -> None:
+    rng = random.Random(seed)
+    stable = InputDrift(reference_size=300, window_size=200, threshold=0.1)
+    for _ in range(900):
+        stable.update(sentence(rng, WORDS, rng.randint(8, 20)))
+    assert not stable.drift_detected
+    assert abs(stable.statistic) < 0.05
+
+    drifting = InputDrift(reference_size=300, window_size=200, threshold=0.1)
+    for _ in range(400):
+        drifting.update(sentence(rng, WORDS, rng.randint(8, 20)))
+    for _ in range(200):
+        drifting.update(sentence(rng, WORDS, 6) + " " + sentence(rng, NEW_WORDS, 6))
+    assert drifting.drift_detected
+    assert set(drifting.novel()) <= set(NEW_WORDS) and len(drifting.novel()) >= 5
+
+
+def test_input_drift_length_shift_fires_through_psi() -> None:
+    rng = random.Random(7)
+    monitor = InputDrift(reference_size=300, window_size=200, threshold=0.5, length_threshold=0.25)
+    for _ in range(300):
+        monitor.update(sentence(rng, WORDS, rng.randint(8, 18)))
+    for _ in range(200):
+        monitor.update(sentence(rng, WORDS, rng.randint(60, 120)))
+    assert monitor.drift_detected
+    assert monitor.details()["length_psi"] > 0.25
+    assert monitor.statistic < 0.5  # OOV did not move: the length test fired
+
+
+def test_performance_drift() -> None:
+    rng = random.Random(3)
+    good = PerformanceDrift(baseline=0.8, threshold=0.1, min_samples=50)
+    bad = PerformanceDrift(baseline=0.8, threshold=0.1, min_samples=50)
+    for _ in range(200):
+        truth = rng.choice(LABELS)
+        good.update((truth, truth if rng.random() < 0.85 else rng.choice(LABELS)))
+        bad.update((truth, truth if rng.random() < 0.4 else rng.choice(LABELS)))
+    assert not good.drift_detected
+    assert bad.drift_detected and bad.statistic > 0.1
+    unknown = PerformanceDrift(baseline=None)
+    for _ in range(100):
+        unknown.update(("positive", "negative"))
+    assert unknown.statistic is None and not unknown.drift_detected
+    assert unknown.details()["accuracy"] == 0.0
+
+
+def test_statistics() -> None:
+    same = {"a": 10, "b": 20}
+    assert js_divergence(same, same) == pytest.approx(0.0, abs=1e-9)
+    assert js_divergence({"a": 1}, {"b": 1}) == pytest.approx(1.0, abs=1e-3)
+    assert psi(same, {"a": 20, "b": 10}) > 0.1
+    assert entropy({"negative": 1 / 3, "neutral": 1 / 3, "positive": 1 / 3}) == pytest.approx(1.0)
+    assert entropy({"negative": 1.0, "neutral": 0.0, "positive": 0.0}) == pytest.approx(0.0)
+    assert margin({"negative": 0.5, "neutral": 0.3, "positive": 0.2}) == pytest.approx(0.2)
+    acc, f1 = accuracy_and_macro_f1(["a", "a", "b", "b"], ["a", "b", "b", "b"])
+    assert acc == 0.75
+    assert f1 == pytest.approx((2 / 3 + 0.8) / 2)
