@@ -1,0 +1,219 @@
+"""Labelled data: CSV (``text,label`` columns) or JSONL (``{"text": ..., "label": ...}``).
+
+Bad rows — missing or blank text, unknown label, bytes that are not UTF-8, a line that is not
+JSON — are reported with file and line. ``on_bad_rows="skip"`` drops them (and counts them);
+``"reject"`` raises :class:`BadDataError` listing them. Also: the stratified validation split,
+class weights and the training-data fingerprint.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from finsent.schemas import LABELS
+from model.labels import LabelError, normalise_label
+
+OnBadRows = Literal["skip", "reject"]
+JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: str
+    source: str = "extra"
+
+
+@dataclass(frozen=True)
+class BadRow:
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}"
+
+
+@dataclass
+class LoadReport:
+    examples: list[Example] = field(default_factory=list)
+    bad: list[BadRow] = field(default_factory=list)
+
+
+class BadDataError(ValueError):
+    def __init__(self, bad: Sequence[BadRow], limit: int = 20) -> None:
+        shown = "\n  ".join(str(b) for b in bad[:limit])
+        more = f"\n  ... and {len(bad) - limit} more" if len(bad) > limit else ""
+        super().__init__(f"{len(bad)} bad row(s):\n  {shown}{more}")
+        self.bad = list(bad)
+
+
+def is_jsonl(path: Path) -> bool:
+    return path.suffix.lower() in JSONL_SUFFIXES
+
+
+def _bad_encoding(text: str) -> bool:
+    # surrogateescape turns undecodable bytes into lone surrogates U+DC80..U+DCFF.
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def iter_records(path: Path, *, keep_blank: bool = False) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line, record, error) for each data row of a CSV or JSONL file; line is 1-based.
+
+    Blank lines are skipped, or reported as errors with ``keep_blank`` (so that output stays
+    aligned with input line for line)."""
+    raw = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    if raw.startswith("\ufeff"):
+        raw = raw[1:]
+    if is_jsonl(path):
+        for number, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                if keep_blank:
+                    yield number, None, "blank line"
+                continue
+            if _bad_encoding(line):
+                yield number, None, "not valid UTF-8"
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                yield number, None, f"not valid JSON ({exc.msg})"
+                continue
+            if not isinstance(obj, dict):
+                yield number, None, f"expected a JSON object, got {type(obj).__name__}"
+                continue
+            yield number, obj, None
+        return
+    reader = csv.reader(io.StringIO(raw, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    columns = [h.strip().lower() for h in header]
+    previous_end = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, None, f"malformed CSV ({exc})"
+            previous_end = reader.line_num
+            continue
+        start, previous_end = previous_end + 1, reader.line_num
+        if not row or not any(cell.strip() for cell in row):
+            if keep_blank:
+                yield start, None, "blank line"
+            continue
+        if any(_bad_encoding(cell) for cell in row):
+            yield start, None, "not valid UTF-8"
+            continue
+        if len(row) != len(columns):
+            yield start, None, f"expected {len(columns)} columns ({', '.join(columns)}), got {len(row)}"
+            continue
+        yield start, dict(zip(columns, row)), None
+
+
+def load_file(path: Path | str, *, source: str | None = None) -> LoadReport:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no data file {path}")
+    src = source or (path.parent.name if path.stem in {"train", "test", "validation", "val"} else path.stem)
+    report = LoadReport()
+    for line, record, error in iter_records(path):
+        if error is None:
+            assert record is not None
+            text = record.get("text")
+            if not isinstance(text, str) or not text.strip():
+                error = "missing text" if text is None else "blank text" if isinstance(text, str) else "text is not a string"
+            elif "label" not in record or record["label"] in (None, ""):
+                error = "missing label"
+            else:
+                try:
+                    report.examples.append(Example(text=text, label=normalise_label(record["label"]), source=src))
+                    continue
+                except LabelError as exc:
+                    error = str(exc)
+        report.bad.append(BadRow(str(path), line, error))
+    return report
+
+
+def load(paths: Sequence[Path | str], *, on_bad_rows: OnBadRows = "skip") -> LoadReport:
+    """Every example of ``paths``; bad rows skipped (listed in the report) or rejected."""
+    total = LoadReport()
+    for path in paths:
+        part = load_file(path)
+        total.examples.extend(part.examples)
+        total.bad.extend(part.bad)
+    if total.bad and on_bad_rows == "reject":
+        raise BadDataError(total.bad)
+    return total
+
+
+def fingerprint(examples: Sequence[Example]) -> str:
+    """Order-independent hash of the (text, label) pairs: same data, same fingerprint."""
+    digest = hashlib.sha256()
+    for line in sorted(f"{e.label}\x1f{e.text}" for e in examples):
+        digest.update(line.encode("utf-8", errors="surrogatepass"))
+        digest.update(b"\n")
+    return "sha256:" + digest.hexdigest()
+
+
+def stratified_split(examples: Sequence[Example], val_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Train/validation split stratified by source and label (each source keeps its own mix)."""
+    if not 0 < val_fraction < 1:
+        return list(examples), []
+    from sklearn.model_selection import train_test_split
+
+    keys = [f"{e.source}|{e.label}" for e in examples]
+    counts = Counter(keys)
+    # Strata too small to split go to training whole; stratification needs two per stratum.
+    splittable = [i for i, k in enumerate(keys) if counts[k] >= 2]
+    small = [examples[i] for i, k in enumerate(keys) if counts[k] < 2]
+    n_val = max(1, round(len(splittable) * val_fraction)) if splittable else 0
+    if n_val < len(set(keys[i] for i in splittable)) or len(splittable) - n_val < 1:
+        train_idx, val_idx = train_test_split(splittable, test_size=val_fraction, random_state=seed)
+    else:
+        train_idx, val_idx = train_test_split(
+            splittable, test_size=n_val, random_state=seed, stratify=[keys[i] for i in splittable]
+        )
+    return [examples[i] for i in sorted(train_idx)] + small, [examples[i] for i in sorted(val_idx)]
+
+
+def class_weights(labels: Sequence[str], power: float = 0.5) -> list[float]:
+    """Per-class loss weights in LABELS order: (n / (k · count))^power, mean 1.
+
+    power=1 is sklearn's "balanced"; the square root (default) evens out rare classes without
+    trading away much accuracy on the common one.
+    """
+    counts = Counter(labels)
+    n, k = len(labels), len(LABELS)
+    raw = [(n / (k * counts[c])) ** power if counts[c] else 1.0 for c in LABELS]
+    mean = sum(raw) / k
+    return [w / mean for w in raw] if mean and not math.isnan(mean) else [1.0] * k
+
+
+def read_texts(path: Path | str) -> Iterator[tuple[int, str | None, str | None]]:
+    """(line, text, error) per input row for ``predict``: JSONL ``text`` field or CSV ``text`` column."""
+    path = Path(path)
+    for line, record, error in iter_records(path, keep_blank=True):
+        if error is None:
+            assert record is not None
+            text = record.get("text")
+            if not isinstance(text, str):
+                error = "missing text" if text is None else "text is not a string"
+            elif not text.strip():
+                error = "blank text"
+            else:
+                yield line, text, None
+                continue
+        yield line, None, f"{path}:{line}: {error}"

@@ -1,0 +1,68 @@
+"""Classification metrics: accuracy, macro-F1, per-class precision/recall/F1, confusion matrix,
+expected calibration error (ECE) and n. ``metrics`` is pure; ``evaluate`` runs a scorer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from finsent.schemas import LABELS
+
+ECE_BINS = 10
+
+
+def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], bins: int = ECE_BINS) -> float:
+    """Σ_b |B_b|/n · |accuracy(B_b) − mean confidence(B_b)| over equal-width confidence bins."""
+    n = len(confidences)
+    if n == 0:
+        return 0.0
+    total = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        # The first bin is closed on the left so a confidence of exactly 0 is counted.
+        members = [i for i, c in enumerate(confidences) if (lo < c <= hi) or (b == 0 and c == lo)]
+        if members:
+            acc = sum(bool(correct[i]) for i in members) / len(members)
+            conf = sum(confidences[i] for i in members) / len(members)
+            total += len(members) / n * abs(acc - conf)
+    return total
+
+
+def metrics(y_true: Sequence[str], y_pred: Sequence[str], probs: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
+    """Metrics over LABELS. ``probs`` rows are in LABELS order; without them ECE is omitted."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    labels = list(LABELS)
+    n = len(y_true)
+    if n == 0:
+        return {"n": 0}
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    result: dict[str, Any] = {
+        "n": n,
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(sum(f1) / len(labels)),
+        "per_class": {
+            label: {"precision": float(precision[k]), "recall": float(recall[k]), "f1": float(f1[k]),
+                    "support": int(support[k])}
+            for k, label in enumerate(labels)
+        },
+        "confusion_matrix": {
+            "labels": labels,
+            "rows_true_cols_pred": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        },
+    }
+    if probs is not None:
+        confidences = [max(p) for p in probs]
+        result["ece"] = expected_calibration_error(confidences, [t == p for t, p in zip(y_true, y_pred)])
+    return result
+
+
+def evaluate(scorer: Any, texts: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
+    """Score ``texts`` with ``scorer`` and compare with ``labels`` (already normalised)."""
+    probs = scorer.predict_proba(list(texts))
+    preds = [LABELS[max(range(len(LABELS)), key=p.__getitem__)] for p in probs]
+    return metrics(list(labels), preds, probs)

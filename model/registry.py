@@ -1,0 +1,243 @@
+"""The model registry: immutable version folders and an atomically switched champion pointer.
+
+Layout under ``root``::
+
+    versions/<version>/       HF weights + tokenizer + metadata.json (never changed after register,
+                              except metadata.json, which is replaced atomically)
+    champion.json             {"champion": <version>, "history": [{"version", "promoted_at"}, ...]}
+    .lock                     flock taken by writers (register, promote, rollback, update)
+
+A version folder is assembled in a temporary folder and renamed into place, and the pointer is
+written to a temporary file and ``os.replace``-d, so a reader that resolves ``champion`` always
+gets a complete folder. Metadata is mirrored to the ``finsent-models`` index when an
+Elasticsearch client is given; a mirror failure is logged, never fatal (the files are the truth).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+METADATA = "metadata.json"
+_VERSION = re.compile(r"^v\d{8}-\d{6}-[0-9a-f]{4}$")
+
+
+class RegistryError(LookupError):
+    """A version or reference the registry does not know, or an impossible operation."""
+
+
+def new_version(now: datetime | None = None) -> str:
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"v{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class Registry:
+    def __init__(self, root: Path | str, es: Any = None, *, index: str = "finsent-models") -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.es = es
+        self.index = index
+
+    # --- paths and locking -------------------------------------------------------------
+    @property
+    def versions_dir(self) -> Path:
+        return self.root / "versions"
+
+    @property
+    def pointer_file(self) -> Path:
+        return self.root / "champion.json"
+
+    def _ensure(self) -> None:
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._ensure()
+        with open(self.root / ".lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _pointer(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.pointer_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"champion": None, "history": []}
+
+    # --- reading -----------------------------------------------------------------------
+    def champion(self) -> str | None:
+        return self._pointer().get("champion")
+
+    def history(self) -> list[dict[str, Any]]:
+        return list(self._pointer().get("history", []))
+
+    def exists(self, version: str) -> bool:
+        return bool(_VERSION.match(version)) and (self.versions_dir / version / METADATA).is_file()
+
+    def get(self, version: str) -> dict[str, Any]:
+        if version == CHAMPION:
+            version = self._require_champion()
+        if not self.exists(version):
+            raise RegistryError(f"no model version {version!r} in {self.root}")
+        meta = json.loads((self.versions_dir / version / METADATA).read_text(encoding="utf-8"))
+        meta["champion"] = version == self.champion()
+        return meta
+
+    def list(self) -> list[dict[str, Any]]:
+        """Metadata of every version, oldest first."""
+        if not self.versions_dir.is_dir():
+            return []
+        return [self.get(p.name) for p in sorted(self.versions_dir.iterdir()) if self.exists(p.name)]
+
+    def path(self, ref: str | Path) -> Path:
+        """The folder of a version, of ``champion``, or of a folder path given as is."""
+        text = str(ref)
+        if text == CHAMPION:
+            return self.versions_dir / self._require_champion()
+        if _VERSION.match(text):
+            if not self.exists(text):
+                raise RegistryError(f"no model version {text!r} in {self.root}")
+            return self.versions_dir / text
+        folder = Path(text).expanduser()
+        if (folder / "config.json").is_file():
+            return folder.resolve()
+        raise RegistryError(f"{text!r} is neither a version in {self.root}, 'champion', nor a model folder")
+
+    def _require_champion(self) -> str:
+        version = self.champion()
+        if version is None:
+            raise RegistryError(f"no champion model in {self.root}: train one and promote it")
+        return version
+
+    # --- writing -----------------------------------------------------------------------
+    def register(self, src_dir: Path | str, metadata: dict[str, Any]) -> str:
+        """Copy a saved HF model folder in as a new version; returns the version."""
+        src = Path(src_dir)
+        if not (src / "config.json").is_file():
+            raise RegistryError(f"{src} is not a saved model folder (no config.json)")
+        self._ensure()
+        version = metadata.get("version") or new_version()
+        meta = {
+            "base_model": None, "labels": None, "metrics": {}, "data_fingerprint": None,
+            "parent_version": None, "status": "registered",
+        } | dict(metadata) | {"version": version, "created_at": datetime.now(UTC).isoformat()}
+        meta.pop("champion", None)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.versions_dir))
+        try:
+            shutil.copytree(src, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(METADATA))
+            _write_json_atomic(staging / METADATA, meta)
+            with self._locked():
+                if (self.versions_dir / version).exists():
+                    raise RegistryError(f"version {version} already exists")
+                os.rename(staging, self.versions_dir / version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self._mirror(version)
+        return version
+
+    def update_metadata(self, version: str, **fields: Any) -> dict[str, Any]:
+        with self._locked():
+            meta = self.get(version)
+            meta.pop("champion", None)
+            meta.update(fields)
+            _write_json_atomic(self.versions_dir / version / METADATA, meta)
+        self._mirror(version)
+        return self.get(version)
+
+    def promote(self, version: str) -> None:
+        """Make ``version`` the champion; the previous one stays in the history for rollback."""
+        if not self.exists(version):
+            raise RegistryError(f"no model version {version!r} in {self.root}")
+        now = datetime.now(UTC).isoformat()
+        with self._locked():
+            pointer = self._pointer()
+            previous = pointer.get("champion")
+            if previous == version:
+                return
+            history = pointer.get("history", []) + [{"version": version, "promoted_at": now}]
+            _write_json_atomic(self.pointer_file, {"champion": version, "history": history})
+            self._set_status(version, status="champion", promoted_at=now)
+            if previous and self.exists(previous):
+                self._set_status(previous, status="retired")
+        self._mirror(version, previous)
+
+    def rollback(self) -> str:
+        """Make the previous champion the champion again; returns its version."""
+        now = datetime.now(UTC).isoformat()
+        with self._locked():
+            pointer = self._pointer()
+            history = list(pointer.get("history", []))
+            current = pointer.get("champion")
+            if current is None:
+                raise RegistryError("no champion to roll back from")
+            # Drop the current reign, then any entries for the same version right before it.
+            while history and history[-1]["version"] == current:
+                history.pop()
+            if not history:
+                raise RegistryError(f"{current} has no previous champion to roll back to")
+            target = history[-1]["version"]
+            _write_json_atomic(self.pointer_file, {"champion": target, "history": history})
+            self._set_status(current, status="rolled_back")
+            self._set_status(target, status="champion", promoted_at=now)
+        self._mirror(target, current)
+        return target
+
+    def _set_status(self, version: str, **fields: Any) -> None:
+        meta_file = self.versions_dir / version / METADATA
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        meta.update(fields)
+        _write_json_atomic(meta_file, meta)
+
+    # --- Elasticsearch mirror ----------------------------------------------------------
+    def mirror_all(self) -> int:
+        """Index every version's metadata; returns how many were written."""
+        return sum(self._mirror_one(m["version"]) for m in self.list())
+
+    def _mirror(self, *versions: str | None) -> None:
+        for version in versions:
+            if version:
+                self._mirror_one(version)
+
+    def _mirror_one(self, version: str) -> bool:
+        if self.es is None:
+            return False
+        meta = self.get(version)
+        doc = {k: meta.get(k) for k in (
+            "version", "base_model", "parent_version", "created_at", "promoted_at", "status",
+            "champion", "data_fingerprint", "metrics", "labels",
+        )}
+        try:
+            self.es.index(index=self.index, id=version, document=doc)
+            return True
+        except Exception as exc:  # the registry folder is the truth; ES is a view of it
+            log.warning("could not mirror model %s to index %s: %s", version, self.index, exc)
+            return False

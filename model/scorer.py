@@ -1,0 +1,154 @@
+"""The scorer the stream worker (and ``finsent model predict``) uses.
+
+Loads a sequence classifier once; ``score(texts)`` tokenises, splits long texts (rule in
+:mod:`model.chunking`), runs length-sorted, dynamically padded batches under
+``torch.inference_mode`` and returns one :class:`finsent.schemas.Sentiment` per text, in order.
+A lock makes one Scorer safe to share between threads (tokenizers are not re-entrant).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from finsent.schemas import LABELS, Sentiment
+from model import chunking
+from model.labels import model_label_order
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for but torch sees no CUDA device")
+    return device
+
+
+def quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantisation of the Linear layers (CPU only)."""
+    import torch
+
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a single sequence ([CLS] … [SEP] for BERT)."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return list(full[:start]), list(full[start + len(bare) :])
+    raise ValueError(f"cannot find where {type(tokenizer).__name__} puts its special tokens")
+
+
+def to_sentiment(probs: list[float]) -> Sentiment:
+    """Probabilities in LABELS order → Sentiment (score = P(pos) − P(neg))."""
+    p = dict(zip(LABELS, (float(x) for x in probs)))
+    label = max(p, key=p.get)
+    score = max(-1.0, min(1.0, p["positive"] - p["negative"]))
+    return Sentiment(label=label, score=score, probabilities=p, confidence=p[label])
+
+
+class Scorer:
+    def __init__(self, model: Any, tokenizer: Any, *, version: str, device: str = "cpu",
+                 max_length: int = 128, batch_size: int = 64, max_chunks: int = 32,
+                 label_order: list[str] | None = None, quantized: bool = False) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.version = version
+        self.device = device
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.max_chunks = max_chunks
+        self.quantized = quantized
+        order = label_order or model_label_order(model.config.id2label)
+        # Column of each of LABELS in the model's output.
+        self._columns = [order.index(label) for label in LABELS]
+        self._lock = threading.Lock()
+        self._prefix, self._suffix = special_tokens(tokenizer)
+        self._special = len(self._prefix) + len(self._suffix)
+
+    @classmethod
+    def load(cls, path_or_ref: str | Path, *, registry: Any = None, device: str = "auto",
+             max_length: int = 128, batch_size: int = 64, quantize: Literal["int8"] | None = None,
+             threads: int | None = None) -> Scorer:
+        """Load a model folder, a registry version or ``champion`` (needs ``registry``)."""
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = registry.path(path_or_ref) if registry is not None else Path(path_or_ref)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a model folder (no config.json)")
+        if threads:
+            torch.set_num_threads(threads)
+        dev = pick_device(device)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True)
+        model.eval()
+        quantized = False
+        if dev == "cuda":
+            model = model.half().to(dev)  # half precision on GPU: twice the throughput, same labels
+        elif quantize == "int8":
+            model = quantize_int8(model)
+            quantized = True
+        return cls(model, tokenizer, version=_version_of(path), device=dev, max_length=max_length,
+                   batch_size=batch_size, quantized=quantized)
+
+    def score(self, texts: list[str]) -> list[Sentiment]:
+        if not texts:
+            return []
+        with self._lock:
+            probs = self._probabilities(list(texts))
+        return [to_sentiment(p) for p in probs]
+
+    def predict_proba(self, texts: list[str]) -> list[list[float]]:
+        """Probabilities in LABELS order, one row per text."""
+        if not texts:
+            return []
+        with self._lock:
+            return self._probabilities(list(texts))
+
+    def _probabilities(self, texts: list[str]) -> list[list[float]]:
+        import torch
+
+        window = max(1, self.max_length - self._special)
+        encoded = self.tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        chunks: list[list[int]] = []
+        owner: list[int] = []
+        for i, ids in enumerate(encoded):
+            for piece in chunking.split_tokens(ids, window, self.max_chunks):
+                chunks.append(self._prefix + piece + self._suffix)
+                owner.append(i)
+        chunk_probs: list[list[float]] = [[]] * len(chunks)
+        with torch.inference_mode():
+            for batch in chunking.length_sorted_batches([len(c) for c in chunks], self.batch_size):
+                padded = self.tokenizer.pad({"input_ids": [chunks[j] for j in batch]}, return_tensors="pt")
+                inputs = {k: v.to(self.device) for k, v in padded.items()}
+                logits = self.model(**inputs).logits.float()
+                out = torch.softmax(logits, dim=-1)[:, self._columns].cpu().tolist()
+                for j, row in zip(batch, out):
+                    chunk_probs[j] = row
+        per_text: list[list[list[float]]] = [[] for _ in texts]
+        weights: list[list[int]] = [[] for _ in texts]
+        for j, i in enumerate(owner):
+            per_text[i].append(chunk_probs[j])
+            weights[i].append(len(chunks[j]))
+        return [chunking.aggregate(p, w) if len(p) > 1 else p[0] for p, w in zip(per_text, weights)]
+
+
+def _version_of(path: Path) -> str:
+    meta = path / "metadata.json"
+    if meta.is_file():
+        try:
+            return str(json.loads(meta.read_text(encoding="utf-8"))["version"])
+        except (ValueError, KeyError):
+            log.warning("unreadable %s; naming the model after its folder", meta)
+    return f"local:{os.path.basename(os.path.normpath(path))}"

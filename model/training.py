@@ -1,0 +1,280 @@
+"""Fine-tuning a three-class sentiment classifier and registering the result.
+
+``train`` reads labelled files (or rows), splits off a stratified validation set, fine-tunes
+with AdamW (weight decay, linear warmup/decay), a class-weighted loss, length-bucketed batches
+(less padding on CPU), bf16/fp16 autocast on CUDA, evaluates validation macro-F1 after every
+epoch, keeps the best epoch's weights, stops early after ``patience`` epochs without
+improvement, and registers the best model with its metrics and data fingerprint.
+Seeded: the same data, seed and machine give the same model.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finsent.schemas import LABELS
+from model import data as datamod
+from model.base_models import DEFAULT_BASE, resolve_base
+from model.evaluation import evaluate
+from model.labels import LabelError, model_label_order, normalise_label
+from model.registry import CHAMPION, Registry
+from model.scorer import Scorer, pick_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    version: str
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Base:
+    path: str
+    parent_version: str | None
+
+
+def _resolve(base_model: str | Path, registry: Registry | None) -> _Base:
+    text = str(base_model)
+    if registry is not None and (text == CHAMPION or registry.exists(text)):
+        version = registry.champion() if text == CHAMPION else text
+        return _Base(str(registry.path(text)), version)
+    path = Path(text)
+    meta = path / "metadata.json"
+    if meta.is_file():  # a registry folder given by path
+        import json
+
+        return _Base(resolve_base(path), json.loads(meta.read_text(encoding="utf-8")).get("version"))
+    return _Base(resolve_base(text), None)
+
+
+def _examples(data: Sequence[Any], extra_rows: Sequence[Any] | None, on_bad_rows: str) -> tuple[list[datamod.Example], list[datamod.BadRow]]:
+    files = [d for d in data if isinstance(d, (str, Path))]
+    rows = [d for d in data if not isinstance(d, (str, Path))]
+    report = datamod.load(files, on_bad_rows=on_bad_rows) if files else datamod.LoadReport()
+    examples = list(report.examples)
+    for source, items in (("rows", rows), ("extra", list(extra_rows or []))):
+        for n, item in enumerate(items):
+            if isinstance(item, datamod.Example):
+                examples.append(item)
+                continue
+            text, label = (item.text, item.label) if hasattr(item, "text") else (item[0], item[1])
+            try:
+                examples.append(datamod.Example(text=text, label=normalise_label(label), source=source))
+            except LabelError as exc:
+                report.bad.append(datamod.BadRow(f"<{source}>", n + 1, str(exc)))
+    if report.bad and on_bad_rows == "reject":
+        raise datamod.BadDataError(report.bad)
+    return examples, report.bad
+
+
+def _load_model(base: str, seed: int) -> tuple[Any, Any, list[str]]:
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, set_seed
+
+    set_seed(seed)
+    config = AutoConfig.from_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    has_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    order: list[str] | None = None
+    if has_head:
+        try:
+            order = model_label_order(config.id2label)
+        except LabelError as exc:
+            log.warning("base model head does not fit our labels (%s); training a new head", exc)
+    if order is None:
+        order = list(LABELS)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=len(LABELS), id2label=dict(enumerate(order)),
+            label2id={label: i for i, label in enumerate(order)}, ignore_mismatched_sizes=True,
+        )
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(base)
+    # Save plain label names whatever the base called them ("Positive", "LABEL_2", ...).
+    model.config.id2label = dict(enumerate(order))
+    model.config.label2id = {label: i for i, label in enumerate(order)}
+    return model, tokenizer, order
+
+
+def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar-length rows: shuffle, sort within pools of 50 batches, shuffle batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=Console(stderr=True), disable=not enabled,
+    )
+
+
+def train(
+    data: Sequence[Path | str] | Sequence[tuple[str, str]],
+    *,
+    base_model: str | Path = DEFAULT_BASE,
+    registry: Registry,
+    epochs: int = 4,
+    max_steps: int | None = None,
+    seed: int = 13,
+    batch_size: int = 32,
+    learning_rate: float = 8e-5,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.1,
+    max_length: int = 96,
+    patience: int = 2,
+    parent_version: str | None = None,
+    val_fraction: float = 0.1,
+    progress: bool = True,
+    extra_rows: Sequence[Any] | None = None,
+    on_bad_rows: str = "skip",
+    device: str = "auto",
+    threads: int | None = None,
+    notes: dict[str, Any] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    if threads:
+        torch.set_num_threads(threads)
+    base = _resolve(base_model, registry)
+    examples, bad = _examples(data, extra_rows, on_bad_rows)
+    if bad:
+        log.warning("skipped %d bad row(s); first: %s", len(bad), bad[0])
+    if len(examples) < 2:
+        raise ValueError(f"need at least 2 labelled rows to train, got {len(examples)}")
+    train_set, val_set = datamod.stratified_split(examples, val_fraction, seed)
+    dev = pick_device(device)
+    model, tokenizer, order = _load_model(base.path, seed)
+    model.to(dev)
+
+    encoded = tokenizer([e.text for e in train_set], truncation=True, max_length=max_length)["input_ids"]
+    targets = [order.index(e.label) for e in train_set]
+    weights = datamod.class_weights([e.label for e in train_set])
+    loss_fn = torch.nn.CrossEntropyLoss(
+        weight=torch.tensor([weights[LABELS.index(label)] for label in order], dtype=torch.float, device=dev)
+    )
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)], "weight_decay": weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate)
+    steps_per_epoch = max(1, -(-len(train_set) // batch_size))
+    total_steps = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    if max_steps is not None and max_steps > epochs * steps_per_epoch:
+        total_steps = max_steps
+        epochs = -(-max_steps // steps_per_epoch)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
+    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if dev == "cuda" else None
+    grad_scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    rng = random.Random(seed)
+
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"macro_f1": -1.0, "epoch": 0, "state": None}
+    step, stale = 0, 0
+    started = time.monotonic()
+    with _progress(progress) as bar:
+        task = bar.add_task("training", total=total_steps, status="")
+        for epoch in range(1, epochs + 1):
+            model.train()
+            running, seen = 0.0, 0
+            for batch in _batches([len(x) for x in encoded], batch_size, rng):
+                if step >= total_steps:
+                    break
+                padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+                inputs = {k: v.to(dev) for k, v in padded.items()}
+                labels = torch.tensor([targets[i] for i in batch], device=dev)
+                with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss = loss_fn(model(**inputs).logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                grad_scaler.scale(loss).backward()
+                grad_scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                grad_scaler.step(optimizer)
+                grad_scaler.update()
+                scheduler.step()
+                step += 1
+                running, seen = running + loss.item() * len(batch), seen + len(batch)
+                bar.update(task, advance=1, status=f"epoch {epoch}/{epochs} loss {running / seen:.4f}")
+                if not progress and step % 50 == 0:
+                    rate = step / (time.monotonic() - started)
+                    log.info("step %d/%d epoch %d loss %.4f, %.2f steps/s, ETA %.0f s", step, total_steps,
+                             epoch, running / seen, rate, (total_steps - step) / rate)
+            record: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": running / max(seen, 1),
+                                      "elapsed_s": round(time.monotonic() - started, 1)}
+            if val_set:
+                model.eval()
+                scorer = Scorer(model, tokenizer, version="training", device=dev, max_length=max_length,
+                                batch_size=128, label_order=order)
+                val = evaluate(scorer, [e.text for e in val_set], [e.label for e in val_set])
+                record |= {"val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]}
+                improved = val["macro_f1"] > best["macro_f1"]
+            else:
+                improved = True
+            history.append(record)
+            log.info("epoch %s", record)
+            if on_epoch:
+                on_epoch(record)
+            if improved:
+                best = {"macro_f1": record.get("val_macro_f1", 0.0), "epoch": epoch,
+                        "state": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
+                stale = 0
+            else:
+                stale += 1
+            if step >= total_steps or stale >= patience:
+                break
+
+    model.load_state_dict(best["state"])
+    model.to("cpu").eval()
+    scorer = Scorer(model, tokenizer, version="training", device="cpu", max_length=max_length,
+                    batch_size=128, label_order=order)
+    validation: dict[str, Any] = {}
+    if val_set:
+        validation = evaluate(scorer, [e.text for e in val_set], [e.label for e in val_set])
+        sources = sorted({e.source for e in val_set})
+        if len(sources) > 1:
+            validation["by_source"] = {
+                s: evaluate(scorer, [e.text for e in val_set if e.source == s], [e.label for e in val_set if e.source == s])
+                for s in sources
+            }
+    metadata = {
+        "base_model": str(base_model),
+        "parent_version": parent_version or base.parent_version,
+        "labels": list(LABELS),
+        "data_fingerprint": datamod.fingerprint(examples),
+        "metrics": {"validation": validation},
+        "training": {
+            "train_size": len(train_set), "val_size": len(val_set), "bad_rows": len(bad),
+            "sources": sorted({e.source for e in examples}), "seed": seed, "epochs": epochs,
+            "max_steps": max_steps, "steps": step, "best_epoch": best["epoch"], "batch_size": batch_size,
+            "learning_rate": learning_rate, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
+            "max_length": max_length, "patience": patience, "device": dev, "history": history,
+            "class_weights": dict(zip(LABELS, weights)), "duration_s": round(time.monotonic() - started, 1),
+        } | (notes or {}),
+    }
+    with tempfile.TemporaryDirectory(prefix="finsent-train-") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        version = registry.register(tmp, metadata)
+    return TrainResult(version=version, metrics=validation, history=history)
