@@ -118,6 +118,43 @@ class Settings(BaseSettings):
     )
 
     # --- retrain and labels (retrain/) ---------------------------------------------------
+    label_token: SecretStr | None = Field(None, description="Bearer token of the labels HTTP API (POST /labels, GET /review)")
+    label_max_bytes: int = Field(1_000_000, ge=1024, description="Largest labels request body")
+    labels_host: str = Field("127.0.0.1", description="Address `finsent labels serve` binds")
+    labels_port: int = Field(8094, ge=1, le=65535, description="Port of `finsent labels serve`")
+    trusted_annotators: str = Field("", description="Comma-separated annotators whose latest label wins conflicts")
+    review_lookback_hours: float = Field(72.0, gt=0, description="How far back the review queue looks for documents")
+    review_candidates: int = Field(1000, ge=1, le=10_000, description="Recent documents ranked for review")
+    review_drift_weight: float = Field(0.3, ge=0, le=1, description="Weight of the drifted region vs uncertainty")
+    retrain_data: str | None = Field(None, description="Original training files/folders (comma-separated) replayed when retraining")
+    golden_set: Path | None = Field(None, description="Fixed golden CSV, built once from the training data (default: <state_dir>/retrain/golden.csv)")
+    golden_size: int = Field(600, ge=10, description="Rows in the golden set when it is built")
+    drift_check_minutes: float = Field(15.0, gt=0, description="Minutes between scheduled drift checks")
+    drift_reference_size: int = Field(500, ge=10, description="Earliest documents of the champion that form the reference")
+    drift_window_size: int = Field(300, ge=10, description="Latest documents compared with the reference")
+    drift_prediction_threshold: float = Field(0.02, gt=0, le=1, description="Jensen-Shannon divergence (bits) of predicted labels")
+    drift_confidence_delta: float = Field(0.01, ge=0, description="Page-Hinkley tolerated change of mean top probability")
+    drift_confidence_threshold: float = Field(3.0, gt=0, description="Page-Hinkley lambda on the top probability")
+    drift_oov_threshold: float = Field(0.1, gt=0, le=1, description="Rise of the out-of-vocabulary token rate")
+    drift_length_threshold: float = Field(0.25, gt=0, description="PSI of text lengths")
+    drift_f1_drop: float = Field(0.1, gt=0, le=1, description="Fall of champion macro-F1 on fresh labels")
+    drift_min_labels: int = Field(30, ge=1, description="Fresh labels needed before performance drift is judged")
+    drift_max_labels: int = Field(2000, ge=1, description="Newest fresh labels scored per performance check")
+    retrain_min_labels: int = Field(50, ge=1, description="Fresh labels needed before a retrain (K)")
+    retrain_cron: str = Field("0 3 * * 0", description="Crontab of the fallback retrain (empty: none)")
+    retrain_cooldown_minutes: float = Field(60.0, ge=0, description="Least time between two retrain attempts")
+    retrain_replay_rows: int = Field(2000, ge=0, description="Rows of the original training data replayed")
+    retrain_fresh_repeat: int = Field(2, ge=1, le=20, description="Times each fresh label is repeated in training")
+    retrain_holdout_fraction: float = Field(0.3, gt=0, lt=1, description="Fresh labels held back for evaluation")
+    retrain_epochs: int = Field(2, ge=1)
+    retrain_max_steps: int | None = Field(None, ge=1, description="Cap on optimiser steps (tests and small machines)")
+    retrain_batch_size: int = Field(32, ge=1)
+    retrain_golden_tolerance: float = Field(0.02, ge=0, le=1, description="Allowed fall of golden macro-F1")
+    retrain_min_fresh_gain: float = Field(0.0, ge=0, le=1, description="Fresh-label macro-F1 gain that must be exceeded")
+    retrain_min_fresh_eval: int = Field(10, ge=1, description="Held-back fresh labels needed to judge a challenger")
+    retrain_misfire_grace_s: int = Field(300, ge=1, description="How late a missed scheduled run may still start")
+    retrain_metrics_port: int = Field(9467, ge=0, le=65535, description="/metrics of `finsent retrain scheduler` (0: off)")
+
 
     # --- dashboards (dashboards/) --------------------------------------------------------
 
@@ -151,7 +188,7 @@ class Settings(BaseSettings):
 
 
 _SECRET_FIELDS = {"kafka_sasl_password", "elasticsearch_password", "elasticsearch_api_key", "push_token",
-                  "alerts_webhook_secret"}
+                  "alerts_webhook_secret", "label_token"}
 
 
 def load_settings(**overrides: object) -> Settings:
