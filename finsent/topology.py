@@ -66,6 +66,15 @@ MAPPINGS: dict[str, dict[str, Any]] = {
         "drift_detected": {"type": "boolean"}, "model_version": _KEYWORD,
         "details": {"type": "object", "enabled": False},
     },
+    # One audit record per retrain decision (retrain/): promoted, rejected, skipped or failed.
+    "retrain": {
+        "decided_at": _DATE, "trigger": _KEYWORD, "decision": _KEYWORD, "reasons": _TEXT,
+        "champion_version": _KEYWORD, "challenger_version": _KEYWORD, "fresh_labels": _INT,
+        "fresh_train": _INT, "fresh_heldout": _INT, "replay_rows": _INT, "labels_until": _DATE,
+        "champion_golden_f1": _FLOAT, "challenger_golden_f1": _FLOAT,
+        "champion_fresh_f1": _FLOAT, "challenger_fresh_f1": _FLOAT, "duration_s": _FLOAT,
+        "figures": {"type": "object", "enabled": False},
+    },
 }
 INDICES: tuple[str, ...] = tuple(MAPPINGS)
 
