@@ -63,5 +63,80 @@ for _name, _module, _help in _GROUPS:
     app.add_typer(_sub, name=_name, help=_help)
 
 
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create topics and indices, and train the first model if the registry has no champion."""
+    from finsent import system
+    from finsent.cli_support import fail, settings_of
+
+    try:
+        system.init(settings_of(ctx), echo=typer.echo)
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        fail(f"init failed: {exc}")
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    detach: bool = typer.Option(False, "--detach", "-d", help="Return after starting; stop with `finsent down`"),
+) -> None:
+    """The whole system on this machine: services, model, ingest, worker, scheduler, alerts, dashboard."""
+    from finsent import system
+    from finsent.cli_support import fail, settings_of
+
+    settings = settings_of(ctx)
+    try:
+        started = system.up(settings, echo=typer.echo)
+    except Exception as exc:  # noqa: BLE001
+        fail(f"up failed: {exc} (run `finsent down` to stop what started)")
+    typer.echo("\nfinsent is up:")
+    typer.echo(f"  Kafka          {settings.kafka_bootstrap}")
+    typer.echo(f"  Elasticsearch  {settings.elasticsearch_url}")
+    for spec, proc in started:
+        if spec.url:
+            typer.echo(f"  {spec.name:<14} {spec.url}")
+    if detach:
+        return
+    typer.echo("Ctrl-C stops everything.")
+    try:
+        system.watch(settings, started, echo=typer.echo)
+    except KeyboardInterrupt:
+        typer.echo("\nstopping…")
+        system.down(settings, echo=typer.echo)
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop every process `finsent up` started, then the local services."""
+    from finsent import system
+    from finsent.cli_support import settings_of
+
+    system.down(settings_of(ctx), echo=typer.echo)
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """The whole system's health in one table; exit 1 if a service is unhealthy."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from finsent import system
+    from finsent.cli_support import settings_of
+
+    rows = system.status(settings_of(ctx))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        table = Table("name", "kind", "pid", "healthy", "address", "detail")
+        for row in rows:
+            table.add_row(row["name"], row["kind"], str(row["pid"] or "-"), "yes" if row["healthy"] else "no",
+                          row["address"], row["detail"])
+        Console().print(table)
+    if not all(row["healthy"] for row in rows if row["kind"] == "service"):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()

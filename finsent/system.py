@@ -1,0 +1,169 @@
+"""The whole system on one machine: `finsent up|down|status|init` (what `make up` runs).
+
+``up`` brings up the embedded Kafka and Elasticsearch (unless the settings point at other
+clusters), creates topics and indices, trains the first model when the registry has no
+champion, then starts the finsent processes in the background, each with a pid file and a
+log under ``<state_dir>/processes``. ``down`` stops exactly those pids, then the services.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import psutil
+
+from finsent.services import manager
+from finsent.services.process import PidFile, start_background, stop_process, tail
+from finsent.settings import Settings
+from finsent.training_data import PROJECT_ROOT, find_training_data
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    args: tuple[str, ...]
+    url: str | None = None  # what a person opens, or what status probes
+    health_path: str | None = None
+
+
+def process_specs(settings: Settings) -> list[ProcessSpec]:
+    sample = PROJECT_ROOT / "ingest" / "data" / "sample_news.jsonl"
+    rules = PROJECT_ROOT / "alerts" / "rules.example.yml"
+    port = settings.worker_web_port
+    return [
+        ProcessSpec("worker", ("stream", "worker"), f"http://127.0.0.1:{port}/metrics", "/health"),
+        ProcessSpec("alerts", ("alerts", "run", "--rules", str(rules))),
+        ProcessSpec("scheduler", ("retrain", "scheduler")),
+        ProcessSpec("dashboard", ("dashboards", "serve", "--port", "8000"), "http://127.0.0.1:8000/", "/"),
+        ProcessSpec("push", ("ingest", "serve", "--port", "8080"), "http://127.0.0.1:8080/"),
+        ProcessSpec("replay", ("ingest", "file", str(sample), "--rate", "2")),
+    ]
+
+
+def _finsent_executable() -> str:
+    beside = Path(sys.executable).parent / "finsent"
+    return str(beside) if beside.exists() else (shutil.which("finsent") or "finsent")
+
+
+def _available_groups() -> set[str]:
+    from finsent.cli import app
+
+    return {group.name for group in app.registered_groups}
+
+
+def _uses_embedded_services(settings: Settings) -> bool:
+    return (
+        settings.kafka_bootstrap == f"127.0.0.1:{settings.kafka_port}"
+        and settings.elasticsearch_url == f"http://127.0.0.1:{settings.elasticsearch_port}"
+    )
+
+
+def _pid_file(settings: Settings, name: str) -> PidFile:
+    return PidFile(settings.state_dir.resolve() / "processes" / f"{name}.pid")
+
+
+def _log_path(settings: Settings, name: str) -> Path:
+    return settings.state_dir.resolve() / "processes" / f"{name}.log"
+
+
+def init(settings: Settings, echo: Echo = print) -> None:
+    """Topics, indices and (when the registry has no champion) the first model."""
+    manager.init(settings, echo=echo)
+    ensure_model(settings, echo)
+
+
+def ensure_model(settings: Settings, echo: Echo = print) -> str:
+    from model.registry import Registry
+
+    registry = Registry(settings.models_path)
+    champion = registry.champion()
+    if champion:
+        echo(f"model: champion {champion}")
+        return champion
+    files = find_training_data(settings.train_data_paths, settings.state_dir.resolve() / "training-data")
+    echo(f"model: no champion yet; training the first one on {', '.join(map(str, files))}")
+    echo("       (seconds on a GPU, minutes on a CPU; the bar below shows the ETA)")
+    from model.training import train
+
+    result = train(files, base_model=settings.base_model, registry=registry, epochs=settings.bootstrap_epochs)
+    registry.promote(result.version)
+    echo(f"model: {result.version} promoted (validation {result.metrics})")
+    return result.version
+
+
+def up(settings: Settings, echo: Echo = print) -> list[tuple[ProcessSpec, psutil.Process]]:
+    if _uses_embedded_services(settings):
+        manager.up(settings, bootstrap=False, echo=echo)
+    init(settings, echo)
+    groups = _available_groups()
+    exe = _finsent_executable()
+    started = []
+    for spec in process_specs(settings):
+        if spec.args[0] not in groups:
+            echo(f"{spec.name}: skipped (`finsent {spec.args[0]}` is not part of this build)")
+            continue
+        pid_file = _pid_file(settings, spec.name)
+        proc = pid_file.process()
+        if proc is None:
+            proc = start_background(
+                [exe, *spec.args], pid_file=pid_file, log_path=_log_path(settings, spec.name),
+                env=dict(os.environ), cwd=Path.cwd(),
+            )
+            echo(f"{spec.name}: started (pid {proc.pid}, log {_log_path(settings, spec.name)})")
+        else:
+            echo(f"{spec.name}: already running (pid {proc.pid})")
+        started.append((spec, proc))
+    return started
+
+
+def watch(settings: Settings, started: list[tuple[ProcessSpec, psutil.Process]], echo: Echo = print) -> None:
+    """Block until Ctrl-C; report a long-running process that dies (the replay may finish)."""
+    reported = set()
+    while True:
+        time.sleep(2)
+        for spec, proc in started:
+            if spec.name not in reported and (not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE):
+                reported.add(spec.name)
+                if spec.name != "replay":
+                    echo(f"{spec.name} exited; last lines of its log:\n{tail(_log_path(settings, spec.name), 15)}")
+
+
+def down(settings: Settings, echo: Echo = print) -> None:
+    for spec in reversed(process_specs(settings)):
+        pid_file = _pid_file(settings, spec.name)
+        proc = pid_file.process()
+        if proc is not None:
+            stop_process(proc, timeout=30)
+            echo(f"{spec.name}: stopped")
+        pid_file.remove()
+    if _uses_embedded_services(settings):
+        manager.down(settings, echo=echo)
+
+
+def status(settings: Settings) -> list[dict]:
+    rows = []
+    for entry in manager.status(settings):
+        rows.append({"name": entry.name, "kind": "service", "pid": entry.pid, "healthy": entry.healthy,
+                     "address": entry.address, "detail": entry.detail})
+    for spec in process_specs(settings):
+        proc = _pid_file(settings, spec.name).process()
+        healthy, detail = proc is not None, "running" if proc else "not running"
+        if proc is not None and spec.url and spec.health_path:
+            base = spec.url.split("/", 3)
+            try:
+                code = httpx.get("/".join(base[:3]) + spec.health_path, timeout=3).status_code
+                healthy, detail = code == 200, f"HTTP {code}"
+            except httpx.HTTPError as exc:
+                healthy, detail = False, f"unreachable: {exc.__class__.__name__}"
+        rows.append({"name": spec.name, "kind": "process", "pid": proc.pid if proc else None, "healthy": healthy,
+                     "address": spec.url or "-", "detail": detail})
+    return rows
