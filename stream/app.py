@@ -1,0 +1,208 @@
+"""The Faust app of the stream worker.
+
+Two agents:
+
+* ``score-raw`` takes batches from ``<prefix>.raw`` (``noack_take``: nothing is acked by
+  Faust itself), runs :class:`~stream.pipeline.RawBatchPipeline`, and only then acks the
+  batch's events. Faust commits acked offsets only (contiguously, every
+  ``worker_commit_interval`` seconds, on rebalance and on shutdown), so an offset is never
+  committed before Elasticsearch acknowledged its document: at-least-once delivery, and
+  with ``_id`` = document id, exactly one document per record in the index. (``take()``
+  would not do: it acks the previous batch in a ``finally``, also when processing raised
+  or the task was cancelled mid-batch.)
+* ``windows`` consumes per-ticker window events from an internal topic keyed by ticker
+  (one event per ticker of a document, so every ticker's state lives in exactly one
+  partition, whichever partition the document came through), keeps the windows in a
+  Faust table with a changelog (restored on restart) and publishes changed windows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from finsent.schemas import Aggregate, DeadLetter, ScoredDocument
+from finsent.settings import Settings
+from stream.aggregator import WindowAggregator
+from stream.model_holder import ScorerLoader
+from stream.pipeline import RawBatchPipeline, RawRecord
+from stream.runtime import WorkerRuntime, default_scorer_loader
+from stream.validation import Origin, dead_letter
+from stream.windows import WindowEvent
+
+log = logging.getLogger(__name__)
+
+
+class _BytesKeyed(MutableMapping[str, Any]):
+    """The Faust table with ``str`` keys (the table stores raw bytes keys, as its changelog does)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __getitem__(self, key: str) -> Any:
+        return self.table[key.encode()]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.table.get(key.encode(), default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[key.encode()] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key.encode()]
+
+    def __iter__(self) -> Iterator[str]:
+        return (k.decode() for k in self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def _broker_credentials(settings: Settings) -> Any:
+    import faust
+
+    if settings.kafka_sasl_mechanism:
+        ssl_context = None
+        if settings.kafka_security_protocol == "SASL_SSL":
+            from aiokafka.helpers import create_ssl_context
+
+            ssl_context = create_ssl_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile
+                                             else None)
+        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        return faust.SASLCredentials(username=settings.kafka_sasl_username, password=password,
+                                     ssl_context=ssl_context, mechanism=settings.kafka_sasl_mechanism)
+    if settings.kafka_security_protocol == "SSL":
+        from aiokafka.helpers import create_ssl_context
+
+        return faust.SSLCredentials(create_ssl_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None))
+    return None
+
+
+def window_topic_name(settings: Settings) -> str:
+    return f"{settings.topic_prefix}.stream-window-events"
+
+
+def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *, model_ref: str | None = None,
+               registry: CollectorRegistry | None = None, web_port: int | None = None) -> Any:
+    """Build the worker's Faust app (nothing connects until the worker starts it)."""
+    import faust
+
+    registry = registry if registry is not None else CollectorRegistry()
+    runtime = WorkerRuntime(settings, scorer_loader or default_scorer_loader(settings),
+                            model_ref or settings.worker_model, registry)
+    datadir = (settings.state_dir / "stream" / settings.topic_prefix).resolve()
+    app = faust.App(
+        f"{settings.topic_prefix}-stream",  # the consumer group: one per topic prefix
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=_broker_credentials(settings),
+        store="memory://",  # tables are rebuilt from their changelog topics at start
+        datadir=str(datadir),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        broker_commit_interval=settings.worker_commit_interval,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_port=web_port or settings.worker_web_port,
+        web_host="127.0.0.1",
+        autodiscover=False,
+        table_standby_replicas=0,
+    )
+    app.finsent_runtime = runtime
+
+    raw_topic = app.topic(settings.topic("raw"))
+    scored_topic = app.topic(settings.topic("scored"))
+    dlq_topic = app.topic(settings.topic("dlq"))
+    aggregates_topic = app.topic(settings.topic("aggregates"))
+    window_topic = app.topic(window_topic_name(settings), internal=True, partitions=settings.topic_partitions)
+    # use_partitioner: a changelog record goes where the producer's partitioner puts its key,
+    # the same partition as the window events of that ticker (same key bytes, same count).
+    window_table = app.Table("windows", default=None, partitions=settings.topic_partitions, use_partitioner=True,
+                             key_serializer="raw", value_serializer="json")
+
+    async def send_dead_letter(key: bytes | None, letter: DeadLetter):
+        return await dlq_topic.send(key=key, value=letter.to_json())
+
+    async def send_scored(key: bytes | None, doc: ScoredDocument):
+        return await scored_topic.send(key=key, value=doc.to_json())
+
+    async def send_window_event(event: WindowEvent):
+        return await window_topic.send(key=event.ticker.encode(), value=orjson.dumps(event.to_json()))
+
+    async def send_aggregate(agg: Aggregate):
+        return await aggregates_topic.send(key=agg.ticker.encode(), value=agg.to_json())
+
+    pipeline = RawBatchPipeline(settings, runtime.holder, runtime.sink, runtime.metrics,
+                                send_dead_letter=send_dead_letter, send_scored=send_scored,
+                                send_window_event=send_window_event)
+    aggregator = WindowAggregator(settings, runtime.sink, runtime.metrics, send_aggregate=send_aggregate)
+
+    def observe_lag(events: list[Any]) -> None:
+        last: dict[Any, int] = {}
+        for event in events:
+            last[event.message.tp] = max(last.get(event.message.tp, -1), event.message.offset)
+        for tp, offset in last.items():
+            try:
+                highwater = app.consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - lag is best effort (e.g. during a rebalance)
+                continue
+            if highwater is not None:
+                runtime.metrics.lag.labels(str(tp.partition)).set(max(0, highwater - offset - 1))
+
+    @app.agent(raw_topic, name="score-raw", concurrency=1)
+    async def score_raw(stream):
+        await runtime.ready.wait()
+        async for events in stream.noack_take(settings.worker_batch_size, within=settings.worker_batch_within):
+            records = [RawRecord(e.key, e.value, Origin(e.message.topic, e.message.partition, e.message.offset))
+                       for e in events]
+            await runtime.until_done("raw batch", lambda records=records: pipeline.process(records))
+            for event in events:
+                await stream.ack(event)
+            observe_lag(events)
+
+    @app.agent(window_topic, name="windows", concurrency=1)
+    async def windows(stream):
+        await runtime.ready.wait()
+        store = _BytesKeyed(window_table)
+        async for events in stream.noack_take(settings.worker_batch_size * 4, within=settings.worker_batch_within):
+            parsed: list[WindowEvent] = []
+            for e in events:
+                try:
+                    parsed.append(WindowEvent.from_json(orjson.loads(e.value)))
+                except (ValueError, KeyError, TypeError) as exc:
+                    origin = Origin(e.message.topic, e.message.partition, e.message.offset)
+                    letter = dead_letter("windows", f"bad window event: {exc}", e.value, origin)
+                    await (await send_dead_letter(e.key, letter))
+                    runtime.metrics.dead_letters.labels("windows").inc()
+            await runtime.until_done("window batch", lambda parsed=parsed: aggregator.process(store, parsed))
+            for event in events:
+                await stream.ack(event)
+
+    @app.task
+    async def start_runtime() -> None:
+        await runtime.start()
+
+    @app.on_before_shutdown.connect
+    async def stop_runtime(app: Any, **kwargs: Any) -> None:
+        await runtime.stop()
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):
+        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/health")
+    async def health_page(web, request):
+        ok, checks = runtime.health()
+        if runtime.ready.is_set():
+            checks["elasticsearch"] = checks["elasticsearch"] and await runtime.sink.ping()
+            ok = ok and checks["elasticsearch"]
+        checks["status"] = "ok" if ok else "unhealthy"
+        return web.json(checks, status=200 if ok else 503)
+
+    return app

@@ -1,0 +1,36 @@
+"""``finsent stream worker``: run the scoring and indexing worker until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import typer
+
+from finsent.cli_support import fail, settings_of
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    model: str = typer.Option(None, "--model", help="champion (default: FINSENT_WORKER_MODEL), a version or a path"),
+    web_port: int = typer.Option(None, "--web-port", help="Port of /metrics and /health (FINSENT_WORKER_WEB_PORT)"),
+) -> None:
+    """Consume raw documents, score them in batches, index them; stops cleanly on SIGTERM."""
+    settings = settings_of(ctx)
+    if web_port is not None and not 1 <= web_port <= 65535:
+        fail(f"--web-port {web_port} is not a port number")
+    import faust
+
+    from stream.app import create_app
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    faust_app = create_app(settings, model_ref=model, web_port=web_port)
+    # mode's Worker installs SIGTERM/SIGINT handlers that stop the app: the agents stop, acked
+    # offsets are committed, the producer is flushed; a batch still in flight is not acked and
+    # is delivered again to whoever owns its partition next.
+    runner = faust.Worker(faust_app, loglevel=settings.log_level, override_logging=False, quiet=True)
+    try:
+        runner.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+        raise typer.Exit(code) from None

@@ -1,0 +1,88 @@
+"""Per-worker listener on the control topic.
+
+Every worker must see every promote/rollback, so this is not part of the worker's
+consumer group: each worker assigns itself the single control partition, starts at its
+end (older commands were already applied by whoever loaded the champion at start), and
+hands model requests to the :class:`~stream.model_holder.ModelHolder`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from finsent.schemas import ControlMessage, RecordError, parse_record
+from finsent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:
+    """aiokafka connection arguments (the kafka-python ones live in finsent.clients)."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        kwargs["ssl_context"] = create_ssl_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    if settings.kafka_sasl_mechanism:
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return kwargs
+
+
+def model_request(message: ControlMessage) -> str | None:
+    """The model reference a control message asks workers to load, or None to ignore it."""
+    if message.action not in ("promote", "rollback"):
+        return None  # "drift" is for the alert rules
+    return message.model_path or message.model_version
+
+
+class ControlListener:
+    def __init__(self, settings: Settings, on_request: Callable[[str, ControlMessage], None]) -> None:
+        self.settings = settings
+        self.on_request = on_request
+        self._consumer: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        tp = TopicPartition(self.settings.topic("control"), 0)
+        self._consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **aiokafka_kwargs(self.settings))
+        await self._consumer.start()
+        self._consumer.assign([tp])
+        await self._consumer.seek_to_end(tp)
+        await self._consumer.position(tp)  # resolve the end now, so later messages are not missed
+        self.ready.set()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        async for record in self._consumer:
+            try:
+                message = parse_record(ControlMessage, record.value or b"")
+            except RecordError as exc:
+                log.error("ignoring bad control message at offset %s: %s", record.offset, exc.reason)
+                continue
+            ref = model_request(message)
+            if ref is not None:
+                log.info("control: %s → loading %s", message.action, ref)
+                self.on_request(ref, message)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
+                pass
+        if self._consumer is not None:
+            await self._consumer.stop()

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the stream worker, created against an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.consumed = Counter("finsent_stream_consumed_total", "Raw records consumed", registry=registry)
+        self.scored = Counter("finsent_stream_documents_scored_total", "Documents scored", registry=registry)
+        self.indexed = Counter("finsent_stream_documents_indexed_total", "Documents acknowledged by Elasticsearch",
+                               registry=registry)
+        self.dead_letters = Counter("finsent_stream_dead_letters_total", "Records sent to the DLQ", ["stage"],
+                                    registry=registry)
+        self.es_retries = Counter("finsent_stream_es_retries_total", "Elasticsearch bulk retries", registry=registry)
+        self.aggregates = Counter("finsent_stream_aggregates_total", "Window aggregates emitted", registry=registry)
+        self.late_events = Counter("finsent_stream_late_window_events_total",
+                                   "Ticker events older than every kept window", registry=registry)
+        self.batch_size = Histogram("finsent_stream_batch_size", "Raw records per batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=registry)
+        self.inference_seconds = Histogram("finsent_stream_inference_seconds", "Model time per batch",
+                                           registry=registry)
+        self.latency = Histogram("finsent_stream_end_to_end_latency_seconds", "ingested_at → indexed_at",
+                                 buckets=_LATENCY_BUCKETS, registry=registry)
+        self.lag = Gauge("finsent_stream_consumer_lag", "Records behind the log end", ["partition"],
+                         registry=registry)
+        self.model_info = Info("finsent_stream_model", "Model scoring new documents", registry=registry)
+        self.model_swaps = Counter("finsent_stream_model_swaps_total", "Hot model swaps", registry=registry)
+        self.model_load_failures = Counter("finsent_stream_model_load_failures_total",
+                                           "Model loads that failed (the old model stays)", registry=registry)

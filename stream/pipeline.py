@@ -1,0 +1,155 @@
+"""One raw batch, start to finish: validate → score → index → produce. Kafka-agnostic.
+
+The caller hands in records and acknowledges their offsets only after :meth:`process`
+returns, which it does once Elasticsearch has acknowledged (or definitively rejected into
+the DLQ) every document and every produced message is on the broker. A crash anywhere
+before that means the batch is delivered again; ids make the re-delivery overwrite.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from finsent.schemas import DeadLetter, RawDocument, RecordError, ScoredDocument, Sentiment, utc_now
+from finsent.settings import Settings
+from stream.es_sink import BulkItem, ElasticsearchSink
+from stream.metrics import WorkerMetrics
+from stream.model_holder import ModelHolder, Scorer
+from stream.validation import Origin, dead_letter, parse_raw
+from stream.windows import WindowEvent
+
+log = logging.getLogger(__name__)
+
+# Each returns an awaitable that completes when the broker has the message.
+SendDeadLetter = Callable[[bytes | None, DeadLetter], Awaitable[Awaitable[Any]]]
+SendScored = Callable[[bytes | None, ScoredDocument], Awaitable[Awaitable[Any]]]
+SendWindowEvent = Callable[[WindowEvent], Awaitable[Awaitable[Any]]]
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    key: bytes | None
+    value: bytes | None
+    origin: Origin
+
+
+@dataclass
+class _Doc:
+    record: RawRecord
+    raw: RawDocument
+    scored: ScoredDocument | None = None
+
+
+def text_to_score(doc: RawDocument) -> str:
+    """The title carries much of a headline's sentiment: score it with the body."""
+    title = (doc.title or "").strip()
+    if title and not doc.text.lstrip().startswith(title):
+        return f"{title}. {doc.text}"
+    return doc.text
+
+
+def window_events(doc: ScoredDocument, origin: Origin) -> list[WindowEvent]:
+    at = doc.published_at or doc.ingested_at
+    return [
+        WindowEvent(ticker=t, doc_id=doc.id, at=at, label=doc.sentiment.label, score=doc.sentiment.score,
+                    confidence=doc.sentiment.confidence, raw_partition=origin.partition, raw_offset=origin.offset)
+        for t in dict.fromkeys(doc.tickers)
+    ]
+
+
+class RawBatchPipeline:
+    def __init__(self, settings: Settings, holder: ModelHolder, sink: ElasticsearchSink, metrics: WorkerMetrics,
+                 *, send_dead_letter: SendDeadLetter, send_scored: SendScored, send_window_event: SendWindowEvent,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.settings = settings
+        self.holder = holder
+        self.sink = sink
+        self.metrics = metrics
+        self.send_dead_letter = send_dead_letter
+        self.send_scored = send_scored
+        self.send_window_event = send_window_event
+        self.clock = clock
+
+    async def process(self, records: Sequence[RawRecord]) -> None:
+        self.metrics.consumed.inc(len(records))
+        self.metrics.batch_size.observe(len(records))
+        deliveries: list[Awaitable[Any]] = []
+
+        async def reject(record: RawRecord, stage: str, reason: str) -> None:
+            letter = dead_letter(stage, reason, record.value, record.origin, self.clock())
+            deliveries.append(await self.send_dead_letter(record.key, letter))
+            self.metrics.dead_letters.labels(stage).inc()
+            log.warning("dead letter (%s) %s[%s]@%s: %s", stage, record.origin.topic, record.origin.partition,
+                        record.origin.offset, reason)
+
+        docs: list[_Doc] = []
+        for record in records:
+            try:
+                docs.append(_Doc(record, parse_raw(record.value, self.settings.max_text_bytes)))
+            except RecordError as exc:
+                await reject(record, "validate", exc.reason)
+
+        if docs:
+            scorer = self.holder.current()
+            sentiments = await self._score(scorer, docs)
+            scored_at = self.clock()
+            kept: list[_Doc] = []
+            for doc, sentiment in zip(docs, sentiments, strict=True):
+                if isinstance(sentiment, str):
+                    await reject(doc.record, "score", sentiment)
+                    continue
+                doc.scored = ScoredDocument(**doc.raw.model_dump(), scored_at=scored_at, sentiment=sentiment,
+                                            model_version=scorer.version)
+                kept.append(doc)
+            self.metrics.scored.inc(len(kept))
+            docs = kept
+
+        if docs:
+            indexed_at = self.clock()
+            by_id: dict[str, _Doc] = {}
+            items = []
+            for doc in docs:
+                doc.scored.indexed_at = indexed_at
+                by_id[doc.scored.id] = doc
+                items.append(BulkItem(doc.scored.id, doc.scored.model_dump(mode="json")))
+            rejections = await self.sink.index(self.settings.index("docs"), items)
+            rejected_ids = set()
+            for rejection in rejections:
+                rejected_ids.add(rejection.item.id)
+                await reject(by_id[rejection.item.id].record, "index",
+                             f"Elasticsearch refused the document ({rejection.status}): {rejection.reason}")
+            acked_at = self.clock()
+            indexed = [d for d in docs if d.scored.id not in rejected_ids]
+            self.metrics.indexed.inc(len(indexed))
+            for doc in indexed:
+                self.metrics.latency.observe(max(0.0, (acked_at - doc.scored.ingested_at).total_seconds()))
+                deliveries.append(await self.send_scored(doc.record.key, doc.scored))
+                for event in window_events(doc.scored, doc.record.origin):
+                    deliveries.append(await self.send_window_event(event))
+
+        for delivery in deliveries:
+            await delivery  # everything on the broker before the caller commits the offsets
+
+    async def _score(self, scorer: Scorer, docs: list[_Doc]) -> list[Sentiment | str]:
+        """Sentiments in order; a document the model cannot score gets the reason instead."""
+        texts = [text_to_score(d.raw) for d in docs]
+        started = time.perf_counter()
+        try:
+            results: list[Sentiment | str] = list(await self.holder.score(scorer, texts))
+            if len(results) != len(texts):
+                raise RuntimeError(f"scorer returned {len(results)} results for {len(texts)} texts")
+        except Exception as batch_exc:  # noqa: BLE001 - find the one document that breaks the model
+            log.warning("batch scoring failed (%s); scoring one by one", batch_exc)
+            results = []
+            for text in texts:
+                try:
+                    results.extend(await self.holder.score(scorer, [text]))
+                except Exception as exc:  # noqa: BLE001 - that document goes to the DLQ
+                    results.append(f"model {scorer.version} could not score it: {type(exc).__name__}: {exc}")
+        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        return results

@@ -1,0 +1,105 @@
+"""Everything a worker process holds besides the Faust app: model, sink, control listener,
+metrics and health. Built unconnected; :meth:`start` connects (DESIGN.md style)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from finsent.settings import Settings
+from stream.control import ControlListener
+from stream.es_sink import Backoff, ElasticsearchSink
+from stream.metrics import WorkerMetrics
+from stream.model_holder import ModelHolder, ScorerLoader
+
+log = logging.getLogger(__name__)
+
+
+def default_scorer_loader(settings: Settings) -> ScorerLoader:
+    """Load ``champion``, a version or a path through the model registry (model/)."""
+
+    def load(ref: str):
+        from model.registry import Registry
+        from model.scorer import Scorer
+
+        return Scorer.load(ref, registry=Registry(settings.models_path), device=settings.device,
+                           max_length=settings.max_length, batch_size=settings.worker_batch_size)
+
+    return load
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, scorer_loader: ScorerLoader, model_ref: str,
+                 registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.model_ref = model_ref
+        self.metrics = WorkerMetrics(registry)
+        self.es_ok = True
+        self.sink = ElasticsearchSink(settings, on_retry=self._on_es_retry, on_healthy=self._on_es_healthy)
+        self.holder = ModelHolder(scorer_loader, on_swap=self._on_swap,
+                                  on_load_failure=lambda ref, exc: self.metrics.model_load_failures.inc())
+        self.control = ControlListener(settings, lambda ref, message: self.holder.request(ref))
+        self.ready = asyncio.Event()
+        self.failing: str | None = None  # the last unexpected processing error, while retrying
+        self._swaps = 0
+
+    def _on_es_retry(self, reason: str) -> None:
+        self.es_ok = False
+        self.metrics.es_retries.inc()
+
+    def _on_es_healthy(self) -> None:
+        self.es_ok = True
+
+    def _on_swap(self, scorer: Any) -> None:
+        self.metrics.model_info.info({"version": str(scorer.version)})
+        if self._swaps:
+            self.metrics.model_swaps.inc()
+        self._swaps += 1
+        log.info("scoring with model %s", scorer.version)
+
+    async def start(self) -> None:
+        await self.control.start()  # first, so a promotion during the initial load is not missed
+        await self.holder.load_initial(self.model_ref)
+        await self.sink.start()
+        self.ready.set()
+        log.info("worker ready: model %s, topic %s → index %s", self.holder.version,
+                 self.settings.topic("raw"), self.settings.index("docs"))
+
+    async def stop(self) -> None:
+        await self.control.stop()
+        await self.sink.stop()
+        self.holder.close()
+
+    async def until_done(self, what: str, step: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``step`` until it succeeds: an unexpected error holds the stream, never skips it."""
+        attempt = 0
+        rng = random.Random()
+        while True:
+            try:
+                result = await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried; the offsets stay uncommitted
+                self.failing = f"{what}: {type(exc).__name__}: {exc}"
+                log.exception("%s failed; retrying the batch", what)
+                await asyncio.sleep(Backoff(base=0.5, cap=30).delay(attempt, rng))
+                attempt += 1
+            else:
+                self.failing = None
+                return result
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        checks = {
+            "ready": self.ready.is_set(),
+            "elasticsearch": self.es_ok,
+            "processing": self.failing is None,
+            "model_version": self.holder.version,
+        }
+        if self.failing:
+            checks["error"] = self.failing
+        return bool(checks["ready"] and self.es_ok and self.failing is None), checks

@@ -1,0 +1,123 @@
+"""Window maths: sizes, counting, idempotent replays, baselines and z-scores by hand."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.aggregator import apply_events
+from stream.windows import TickerWindows, WindowEvent, aggregate_id, parse_window, parse_windows
+
+T0 = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
+
+
+def ev(offset: int, minute: float, label: str = "positive", score: float = 0.5, conf: float = 0.8,
+       ticker: str = "AAPL", partition: int = 0) -> WindowEvent:
+    return WindowEvent(ticker=ticker, doc_id=f"d{partition}-{offset}", at=T0 + timedelta(minutes=minute),
+                       label=label, score=score, confidence=conf, raw_partition=partition, raw_offset=offset)
+
+
+def test_parse_windows():
+    assert parse_window("1m") == 60 and parse_window("1d") == 86400 and parse_window("15s") == 15
+    assert parse_windows("1m,15m,1h,1d") == {"1m": 60, "15m": 900, "1h": 3600, "1d": 86400}
+    for bad in ("0m", "5x", "m", "1m,1m", ""):
+        with pytest.raises(ValueError):
+            parse_windows(bad)
+
+
+def test_counts_means_and_weighted_mean():
+    tw = TickerWindows("AAPL", {"1m": 60, "1h": 3600})
+    tw.add(ev(0, 0.1, "positive", 0.8, 0.9))
+    tw.add(ev(1, 0.5, "negative", -0.6, 0.5))
+    tw.add(ev(2, 0.9, "neutral", 0.1, 0.2))
+    touched = tw.add(ev(3, 1.2, "positive", 0.4, 1.0))
+    assert touched == [("1m", int((T0 + timedelta(minutes=1)).timestamp())), ("1h", int(T0.timestamp()))]
+    first = tw.aggregate("1m", int(T0.timestamp()), T0)
+    assert first.count == 3
+    assert first.counts == {"negative": 1, "neutral": 1, "positive": 1}
+    assert first.mean_score == pytest.approx((0.8 - 0.6 + 0.1) / 3)
+    assert first.weighted_mean_score == pytest.approx((0.9 * 0.8 + 0.5 * -0.6 + 0.2 * 0.1) / (0.9 + 0.5 + 0.2))
+    assert first.window_end - first.window_start == timedelta(minutes=1)
+    hour = tw.aggregate("1h", int(T0.timestamp()), T0)
+    assert hour.count == 4
+    assert aggregate_id(hour) == "AAPL|1h|2025-03-03T10:00:00+00:00"
+
+
+def test_replayed_offsets_are_not_counted_twice():
+    tw = TickerWindows("AAPL", {"1m": 60})
+    for offset in range(5):
+        tw.add(ev(offset, 0.1))
+    assert tw.add(ev(3, 0.1)) is None  # replay after a crash
+    assert tw.add(ev(3, 0.1, partition=1)) is not None  # another partition has its own offsets
+    assert tw.aggregate("1m", int(T0.timestamp()), T0).count == 6
+
+
+def test_z_scores_against_trailing_baseline():
+    tw = TickerWindows("AAPL", {"1m": 60}, baseline=4, min_baseline=3)
+    # minutes 0..3: counts 1,2,0(empty),3 with means; minute 4 is the window under test
+    plan = {0: [0.2], 1: [0.0, 0.4], 3: [-0.2, -0.4, 0.0], 4: [0.9] * 6}
+    offset = 0
+    for minute, scores in plan.items():
+        for s in scores:
+            tw.add(ev(offset, minute + 0.5, score=s))
+            offset += 1
+    start = int((T0 + timedelta(minutes=4)).timestamp())
+    agg = tw.aggregate("1m", start, T0)
+    counts = [3, 0, 2, 1]  # the 4 slots before minute 4, newest first; minute 2 had none
+    means = [-0.2, 0.2, 0.2]
+    assert agg.volume_z == pytest.approx((6 - statistics.fmean(counts)) / statistics.stdev(counts))
+    assert agg.sentiment_z == pytest.approx((0.9 - statistics.fmean(means)) / statistics.stdev(means))
+
+
+def test_z_scores_need_a_baseline():
+    tw = TickerWindows("AAPL", {"1m": 60}, baseline=10, min_baseline=3)
+    tw.add(ev(0, 0))
+    tw.add(ev(1, 1))
+    agg = tw.aggregate("1m", int((T0 + timedelta(minutes=1)).timestamp()), T0)
+    assert agg.volume_z is None and agg.sentiment_z is None  # one window of history: too little
+
+
+def test_old_windows_are_pruned_and_late_events_refused():
+    tw = TickerWindows("AAPL", {"1m": 60}, baseline=2)
+    for minute in range(5):
+        tw.add(ev(minute, minute))
+    assert len(tw.series["1m"].windows) == 3
+    assert tw.add(ev(99, 0.5)) == []  # minute 0 is gone: too late to count
+
+
+def test_state_round_trip_keeps_everything():
+    tw = TickerWindows("AAPL", {"1m": 60, "15m": 900})
+    for i in range(7):
+        tw.add(ev(i, i * 0.7, score=i / 10, partition=i % 2))
+    import orjson
+
+    state = orjson.loads(orjson.dumps(tw.to_state()))  # what the Faust table's changelog stores
+    back = TickerWindows.from_state("AAPL", {"1m": 60, "15m": 900}, state)
+    assert back.to_state() == tw.to_state()
+    assert back.add(ev(5, 0.1, partition=1)) is None
+
+
+def test_apply_events_writes_each_ticker_once_and_reports_changed_windows():
+    store: dict = {}
+    events = [ev(0, 0.1), ev(1, 0.2, ticker="MSFT"), ev(2, 0.3)]
+    aggs, late = apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=T0)
+    assert set(store) == {"AAPL", "MSFT"} and late == 0
+    assert sorted((a.ticker, a.count) for a in aggs) == [("AAPL", 2), ("MSFT", 1)]
+    again, _ = apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=T0)
+    assert again == []  # a full replay changes nothing
+
+
+@given(st.lists(st.tuples(st.floats(0, 200), st.floats(-1, 1), st.floats(0, 1),
+                          st.sampled_from(["negative", "neutral", "positive"])), min_size=1, max_size=40))
+def test_aggregates_always_valid(rows):
+    tw = TickerWindows("AAPL", {"1m": 60, "15m": 900}, baseline=3)
+    for i, (minute, score, conf, label) in enumerate(rows):
+        tw.add(ev(i, minute, label, score, conf))
+    for name, series in tw.series.items():
+        for start in series.windows:
+            agg = tw.aggregate(name, start, T0)  # validates ranges and shapes
+            assert agg.count == sum(agg.counts.values())
