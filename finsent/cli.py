@@ -138,5 +138,17 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
         raise typer.Exit(1)
 
 
+@app.command()
+def config(markdown: bool = typer.Option(False, "--markdown", help="The README's configuration table")) -> None:
+    """Every FINSENT_* setting with its default and meaning."""
+    from finsent import config_table
+
+    if markdown:
+        typer.echo(config_table.markdown())
+        return
+    for variable, default, description in config_table.rows():
+        typer.echo(f"{variable}={default}    # {description}" if description else f"{variable}={default}")
+
+
 def main() -> None:
     app()
