@@ -7,6 +7,7 @@ and belong to that user.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -37,12 +38,26 @@ cluster.routing.allocation.disk.threshold_enabled: false
 """
 
 
+def _reachable_by_others(path: Path) -> bool:
+    return all(parent.stat().st_mode & 0o001 for parent in path.parents if parent.exists())
+
+
+def _service_root(preferred: Path) -> Path:
+    """Where Elasticsearch's config, data and logs live: the state folder, unless we are root
+    and the unprivileged service user cannot reach it (a clone under /root, say); then a folder
+    of its own under /var/lib/finsent, one per state folder."""
+    if os.geteuid() != 0 or _reachable_by_others(preferred):
+        return preferred
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
+    return Path("/var/lib/finsent") / f"elasticsearch-{digest}"
+
+
 class ElasticsearchServer:
     name = "elasticsearch"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.root = settings.services_path / "elasticsearch"
+        self.root = _service_root(settings.services_path / "elasticsearch")
         self.config = self.root / "config"
         self.data = self.root / "data"
         self.logs = self.root / "logs"
@@ -97,7 +112,7 @@ class ElasticsearchServer:
             self._check_reachable(user, home)
 
     def _check_reachable(self, user: str, home: Path) -> None:
-        """The service user must traverse every parent folder of the state and cache folders."""
+        """The service user must traverse every parent folder of its folders and the distribution."""
         for target in (self.root, home):
             for parent in reversed(target.parents):
                 mode = parent.stat().st_mode

@@ -20,6 +20,7 @@ class ServiceStatus:
     running: bool
     healthy: bool
     detail: str
+    folder: str  # config, data and logs
 
 
 def servers(settings: Settings) -> list[KafkaServer | ElasticsearchServer]:
@@ -93,7 +94,8 @@ def status(settings: Settings) -> list[ServiceStatus]:
                 healthy, detail = bool(health), (health if isinstance(health, str) else "metadata ok")
             except Exception as exc:  # noqa: BLE001 - status reports, never raises
                 detail = f"unhealthy: {exc}"
-        result.append(ServiceStatus(server.name, address, proc.pid if proc else None, proc is not None, healthy, detail))
+        result.append(ServiceStatus(server.name, address, proc.pid if proc else None, proc is not None, healthy,
+                                    detail, str(server.root)))
     return result
 
 
