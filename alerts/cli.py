@@ -1,0 +1,201 @@
+"""``finsent alerts``: run the alert engine, check a rules file, list alerts, test a webhook."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from finsent.cli_support import fail, settings_of
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+
+RulesOption = Annotated[Path, typer.Option("--rules", "-r", help="Rules file (YAML); see alerts/rules.example.yml")]
+
+
+def _load(path: Path):
+    from alerts.rules import RulesError, load_rules
+
+    try:
+        return load_rules(path)
+    except RulesError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def check(rules: RulesOption) -> None:
+    """Validate a rules file and show what it will do."""
+    from rich.console import Console
+    from rich.table import Table
+
+    parsed = _load(rules)
+    table = Table(title=f"{rules}: {len(parsed.rules)} rules, {len(parsed.webhooks)} webhooks")
+    for column in ("rule", "kind", "condition", "filters", "cooldown", "webhooks"):
+        table.add_column(column)
+    for rule in parsed.rules:
+        condition = {
+            "sentiment_shift": lambda r: f"|z| >= {r.threshold:g} ({r.direction}), count >= {r.min_count}",
+            "volume_spike": lambda r: f"volume z >= {r.threshold:g}, count >= {r.min_count}",
+            "negative_burst": lambda r: f">= {r.count} negative (conf >= {r.min_confidence:g}) within {format_duration(r.within)}",
+            "model": lambda r: ", ".join(r.actions),
+            "drift": lambda r: "drift event" + (f" from {', '.join(r.monitors)}" if r.monitors else ""),
+        }[rule.kind](rule)
+        filters = []
+        if getattr(rule, "tickers", None):
+            filters.append("tickers " + ",".join(rule.tickers))
+        if getattr(rule, "windows", None):
+            filters.append("windows " + ",".join(rule.windows))
+        table.add_row(rule.name + ("" if rule.enabled else " (off)"), rule.kind, condition,
+                      "; ".join(filters) or "all", format_duration(rule.cooldown), ", ".join(parsed.webhooks_of(rule)) or "-")
+    Console().print(table)
+    typer.echo("rules ok")
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    rules: RulesOption,
+    metrics_port: Annotated[Optional[int], typer.Option(help="Prometheus port (default FINSENT_ALERTS_METRICS_PORT; 0: off)")] = None,
+) -> None:
+    """Consume aggregates, scored documents and control messages; deliver alerts to webhooks."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from alerts.service import AlertsConfigError, AlertService, consumer_group, outbox_path
+
+    settings = settings_of(ctx)
+    parsed = _load(rules)
+    registry = CollectorRegistry()
+    try:
+        service = AlertService(settings, parsed, registry=registry)
+    except AlertsConfigError as exc:
+        fail(str(exc))
+    port = settings.alerts_metrics_port if metrics_port is None else metrics_port
+    if port:
+        start_http_server(port, addr="127.0.0.1", registry=registry)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        service.start()
+    except Exception as exc:
+        service.close()
+        fail(f"cannot start the alert engine: {exc}")
+    typer.echo(f"alerts: {len(parsed.enabled_rules())} rules, group {consumer_group(settings)}, "
+               f"outbox {outbox_path(settings)}" + (f", metrics on 127.0.0.1:{port}" if port else ""), err=True)
+    try:
+        service.run(stop)
+    finally:
+        service.close()
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: Annotated[Optional[str], typer.Option(help="pending, delivered or failed")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
+    outbox: Annotated[bool, typer.Option("--outbox", help="Read this machine's outbox instead of Elasticsearch")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+) -> None:
+    """Recent alerts with their delivery status."""
+    import orjson
+
+    from finsent import clients
+
+    if status not in (None, "pending", "delivered", "failed"):
+        fail(f"--status must be pending, delivered or failed, not {status!r}")
+    settings = settings_of(ctx)
+    if outbox:
+        from alerts.outbox import Outbox
+        from alerts.service import outbox_path
+
+        path = outbox_path(settings)
+        if not path.exists():
+            fail(f"no outbox at {path} (has `finsent alerts run` run here?)")
+        with Outbox(path) as box:
+            docs = [row.document() for row in box.list(status, limit)]
+    else:
+        query = {"term": {"status": status}} if status else {"match_all": {}}
+        try:
+            with clients.elasticsearch(settings) as es:
+                found = es.options(ignore_status=404).search(
+                    index=settings.index("alerts"), query=query, size=limit,
+                    sort=[{"created_at": {"order": "desc"}}])
+        except Exception as exc:
+            fail(f"cannot read {settings.index('alerts')} from {settings.elasticsearch_url}: {exc}")
+        docs = [hit["_source"] for hit in found.get("hits", {}).get("hits", [])]
+    if as_json:
+        for doc in docs:
+            typer.echo(orjson.dumps(doc).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(docs)} alerts" + (f" ({status})" if status else ""))
+    for column in ("created", "status", "tries", "rule", "ticker", "window", "message"):
+        table.add_column(column, overflow="fold")
+    for doc in docs:
+        table.add_row(doc["created_at"][:19], doc["status"], str(doc["attempts"]), doc["rule"], doc.get("ticker") or "",
+                      doc.get("window") or "", (doc.get("last_error") or doc["message"])[:120])
+    Console().print(table)
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    key: Annotated[Optional[str], typer.Argument(help="Idempotency key (default: every failed delivery)")] = None,
+) -> None:
+    """Give dead-lettered deliveries a fresh set of attempts (the running engine picks them up)."""
+    from alerts.outbox import Outbox
+    from alerts.service import outbox_path
+
+    path = outbox_path(settings_of(ctx))
+    if not path.exists():
+        fail(f"no outbox at {path}")
+    with Outbox(path) as box:
+        count = box.requeue_failed(time.time(), key)
+    typer.echo(f"requeued {count} deliveries")
+
+
+@app.command("test-webhook")
+def test_webhook(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Argument(help="Receiver URL (http:// or https://)")],
+    fmt: Annotated[str, typer.Option("--format", help="json or slack")] = "json",
+    timeout: Annotated[float, typer.Option(min=0.1, max=300)] = 10.0,
+) -> None:
+    """Send one signed sample alert to URL and report the answer."""
+    import httpx
+    from pydantic import ValidationError
+
+    from alerts.delivery import post
+    from alerts.payload import idempotency_key
+    from alerts.rules import Webhook
+    from finsent.schemas import Alert
+
+    settings = settings_of(ctx)
+    secret = settings.alerts_webhook_secret.get_secret_value() if settings.alerts_webhook_secret else ""
+    if not secret:
+        fail("FINSENT_ALERTS_WEBHOOK_SECRET is not set: webhooks are always signed")
+    try:
+        hook = Webhook(url=url, format=fmt, timeout=timeout)
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    now = datetime.now(UTC)
+    alert = Alert(idempotency_key=idempotency_key("test-webhook", None, None, now), rule="test-webhook",
+                  kind="model", message="finsent test alert: if you can read this, the webhook works.",
+                  created_at=now)
+    started = time.perf_counter()
+    try:
+        with httpx.Client() as client:
+            response = post(client, hook, alert, secret, attempt=1, now=time.time())
+    except httpx.HTTPError as exc:
+        fail(f"{url}: {type(exc).__name__}: {exc}")
+    elapsed = (time.perf_counter() - started) * 1000
+    typer.echo(f"{url}: HTTP {response.status_code} in {elapsed:.0f} ms (key {alert.idempotency_key})")
+    if not 200 <= response.status_code < 300:
+        fail(f"receiver answered {response.status_code}: {response.text[:200]}")

@@ -1,0 +1,156 @@
+"""Webhook delivery: signed POSTs from the outbox, retried with exponential backoff and jitter.
+
+Every attempt of one alert carries the same ``X-Finsent-Idempotency-Key`` and the same body
+bytes (rebuilt deterministically from the stored alert); only the signature's timestamp is
+fresh, so receivers can both reject replays and drop duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from alerts import signing
+from alerts.metrics import AlertMetrics
+from alerts.outbox import DueDelivery, Outbox
+from alerts.payload import body_for
+from alerts.rules import Webhook
+from finsent.schemas import Alert
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "finsent-alerts/0.1"
+# A receiver that says "gone" will not come back; everything else (5xx, 429, timeouts, refused
+# connections, even 4xx from a half-deployed receiver) is worth another try.
+_PERMANENT_STATUS = {410}
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
+    """Seconds before attempt ``attempt + 1``: exponential, capped, with "equal jitter" so that
+    retries of many alerts spread out but never come back sooner than half the step."""
+    step = min(maximum, initial * 2 ** max(0, attempt - 1))
+    return step / 2 + rng.uniform(0, step / 2)
+
+
+def retry_after_seconds(response: httpx.Response, now: float) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+def post(client: httpx.Client, hook: Webhook, alert: Alert, secret: str, *, attempt: int,
+         now: float) -> httpx.Response:
+    """One signed POST of ``alert`` to ``hook``; raises httpx errors for transport failures."""
+    body = body_for(alert, hook.format)
+    headers = {
+        **hook.headers,
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        signing.SIGNATURE_HEADER: signing.sign(secret, body, int(now)),
+        signing.IDEMPOTENCY_HEADER: alert.idempotency_key,
+        "X-Finsent-Attempt": str(attempt),
+    }
+    return client.post(hook.url, content=body, headers=headers, timeout=hook.timeout)
+
+
+class Dispatcher:
+    """Drains due deliveries from the outbox. ``on_dead(alert, webhook, error)`` is told about each
+    delivery that used up its attempts (the service turns it into a dead letter)."""
+
+    def __init__(self, outbox: Outbox, webhooks: dict[str, Webhook], secret: str, metrics: AlertMetrics, *,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 on_dead: Callable[[Alert, str, str], None] | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.outbox = outbox
+        self.webhooks = webhooks
+        self._secret = secret
+        self.metrics = metrics
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.on_dead = on_dead
+        self.on_change = on_change
+        self._client: httpx.Client | None = None
+
+    def start(self) -> Dispatcher:
+        self._client = httpx.Client(follow_redirects=False)
+        return self
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def deliver_due(self, limit: int = 100) -> int:
+        """Attempt every delivery that is due now; returns the number of attempts made."""
+        items = self.outbox.due(self.clock(), limit)
+        for item in items:
+            self.attempt(item)
+        if items and self.on_change is not None:
+            self.on_change()
+        return len(items)
+
+    def attempt(self, item: DueDelivery) -> str:
+        """Try one delivery and record the outcome; returns the alert's status afterwards."""
+        hook = self.webhooks.get(item.webhook)
+        number = item.attempts + 1
+        if hook is None:
+            error = f"webhook {item.webhook!r} is not in the rules file any more"
+            return self._dead(item, error, outcome="unconfigured")
+        started = time.perf_counter()
+        now = self.clock()
+        try:
+            response = post(self._client, hook, item.alert, self._secret, attempt=number, now=now)
+        except httpx.HTTPError as exc:
+            self.metrics.latency.labels(item.webhook).observe(time.perf_counter() - started)
+            return self._retry_or_dead(item, hook, f"{type(exc).__name__}: {exc or 'no detail'}", None)
+        self.metrics.latency.labels(item.webhook).observe(time.perf_counter() - started)
+        if 200 <= response.status_code < 300:
+            delivered = datetime.now(UTC)
+            status = self.outbox.record_attempt(item.key, item.webhook, ok=True, error=None, at=delivered,
+                                                retry_at=None)
+            self.metrics.sent.labels(item.webhook).inc()
+            self.metrics.attempts.labels(item.webhook, "delivered").inc()
+            self.metrics.end_to_end.labels(item.webhook).observe(
+                max(0.0, (delivered - item.alert.created_at).total_seconds()))
+            log.info("alert %s delivered to %s (attempt %d)", item.key, item.webhook, number)
+            return status
+        error = f"HTTP {response.status_code}: {response.text[:200]}"
+        if response.status_code in _PERMANENT_STATUS:
+            return self._dead(item, error, outcome="rejected")
+        return self._retry_or_dead(item, hook, error, retry_after_seconds(response, now))
+
+    def _retry_or_dead(self, item: DueDelivery, hook: Webhook, error: str, retry_after: float | None) -> str:
+        number = item.attempts + 1
+        if number >= hook.max_attempts:
+            return self._dead(item, error, outcome="error")
+        delay = backoff_delay(number, hook.backoff_initial.total_seconds(), hook.backoff_max.total_seconds(),
+                              self.rng)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, hook.backoff_max.total_seconds()))
+        log.warning("alert %s to %s: attempt %d failed (%s); retrying in %.1fs",
+                    item.key, item.webhook, number, error, delay)
+        self.metrics.attempts.labels(item.webhook, "retry").inc()
+        return self.outbox.record_attempt(item.key, item.webhook, ok=False, error=error, at=datetime.now(UTC),
+                                          retry_at=self.clock() + delay)
+
+    def _dead(self, item: DueDelivery, error: str, *, outcome: str) -> str:
+        log.error("alert %s to %s: giving up after %d attempts: %s", item.key, item.webhook, item.attempts + 1, error)
+        status = self.outbox.record_attempt(item.key, item.webhook, ok=False, error=error, at=datetime.now(UTC),
+                                            retry_at=None)
+        self.metrics.failed.labels(item.webhook).inc()
+        self.metrics.attempts.labels(item.webhook, outcome).inc()
+        if self.on_dead is not None:
+            self.on_dead(item.alert, item.webhook, error)
+        return status

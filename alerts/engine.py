@@ -1,0 +1,302 @@
+"""Pure rule evaluation: records in, :class:`~finsent.schemas.Alert` objects out. No I/O.
+
+The engine keeps a little state per ticker (trailing window statistics, recent documents,
+negative bursts) plus cooldowns and dedup keys, and takes its time from an injected clock,
+so every decision is reproducible in a unit test. Durable dedup lives in the outbox (the
+idempotency key is its primary key); the in-memory set only spares it the work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from alerts.payload import dashboard_url, idempotency_key
+from alerts.rules import (
+    DriftRule,
+    ModelRule,
+    NegativeBurstRule,
+    RulesFile,
+    SentimentShiftRule,
+    VolumeSpikeRule,
+    format_duration,
+)
+from finsent.schemas import Aggregate, Alert, AlertDocument, ControlMessage, ScoredDocument
+
+Clock = Callable[[], datetime]
+
+
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _WindowSeries:
+    """Final values of past windows of one (ticker, window), plus the window now filling."""
+
+    history: deque = field(default_factory=lambda: deque(maxlen=48))
+    current_start: datetime | None = None
+    current: tuple[float, int] | None = None
+
+    def observe(self, agg: Aggregate) -> None:
+        if self.current_start is None or agg.window_start > self.current_start:
+            if self.current is not None:
+                self.history.append(self.current)  # the previous window is closed
+            self.current_start = agg.window_start
+            self.current = (agg.mean_score, agg.count)
+        elif agg.window_start == self.current_start:
+            self.current = (agg.mean_score, agg.count)
+        # an update to an older window: too late to change the baseline
+
+    def stats(self, index: int) -> tuple[float | None, float | None, int]:
+        """(mean, standard deviation, n) of the closed windows' values (0: mean score, 1: count)."""
+        values = [item[index] for item in self.history]
+        if not values:
+            return None, None, 0
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+        return mean, math.sqrt(var), len(values)
+
+
+def _z(value: float, mean: float | None, std: float | None, n: int, min_n: int) -> float | None:
+    if mean is None or std is None or n < min_n or std <= 1e-12:
+        return None
+    return (value - mean) / std
+
+
+def _event_time(doc: ScoredDocument) -> datetime:
+    return doc.published_at or doc.ingested_at
+
+
+@dataclass
+class EngineStats:
+    deduplicated: int = 0
+    cooled_down: int = 0
+
+
+class RuleEngine:
+    """Evaluates the enabled rules of a :class:`RulesFile` against aggregates, documents and control messages."""
+
+    def __init__(self, rules: RulesFile, *, clock: Clock = _system_clock, dashboard_template: str | None = None,
+                 docs_per_ticker: int = 500, max_tickers: int = 20_000, dedup_memory: int = 100_000) -> None:
+        self.rules = rules
+        self.clock = clock
+        self.dashboard_template = rules.dashboard_url or dashboard_template
+        self.stats = EngineStats()
+        self._docs_per_ticker = docs_per_ticker
+        self._max_tickers = max_tickers
+        self._dedup_memory = dedup_memory
+        self._series: dict[tuple[str, str], _WindowSeries] = defaultdict(_WindowSeries)
+        self._docs: OrderedDict[str, deque[ScoredDocument]] = OrderedDict()
+        self._bursts: dict[tuple[str, str], dict[str, ScoredDocument]] = defaultdict(dict)
+        self._cooldown_until: dict[tuple[str, str | None], datetime] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    # --- state carried over a restart ----------------------------------------------------
+    def restore(self, fired: Iterable[tuple[str, str | None, datetime]], keys: Iterable[str] = ()) -> None:
+        """Re-arm cooldowns from alerts raised before a restart: (rule, ticker, created_at)."""
+        by_name = {rule.name: rule for rule in self.rules.rules}
+        for rule_name, ticker, created_at in fired:
+            rule = by_name.get(rule_name)
+            if rule is None:
+                continue
+            until = created_at + rule.cooldown
+            slot = (rule_name, ticker)
+            if until > self._cooldown_until.get(slot, datetime.min.replace(tzinfo=UTC)):
+                self._cooldown_until[slot] = until
+        for key in keys:
+            self._remember(key)
+
+    # --- inputs ----------------------------------------------------------------------------
+    def on_aggregate(self, agg: Aggregate) -> list[Alert]:
+        series = self._series[(agg.ticker, agg.window)]
+        series.observe(agg)
+        alerts = []
+        for rule in self.rules.enabled_rules():
+            if isinstance(rule, SentimentShiftRule):
+                alert = self._sentiment_shift(rule, agg, series)
+            elif isinstance(rule, VolumeSpikeRule):
+                alert = self._volume_spike(rule, agg, series)
+            else:
+                continue
+            if alert is not None:
+                alerts.append(alert)
+        return alerts
+
+    def on_scored(self, doc: ScoredDocument) -> list[Alert]:
+        for ticker in doc.tickers:
+            self._keep_document(ticker, doc)
+        alerts = []
+        for rule in self.rules.enabled_rules():
+            if isinstance(rule, NegativeBurstRule):
+                for ticker in doc.tickers:
+                    alert = self._negative_burst(rule, ticker, doc)
+                    if alert is not None:
+                        alerts.append(alert)
+        return alerts
+
+    def on_control(self, msg: ControlMessage) -> list[Alert]:
+        alerts = []
+        for rule in self.rules.enabled_rules():
+            alert = None
+            if isinstance(rule, ModelRule) and msg.action in rule.actions:
+                verb = "promoted to champion" if msg.action == "promote" else "rolled back to"
+                text = f"Model {msg.model_version}: {verb}" if msg.action == "promote" else f"Model {verb} {msg.model_version}"
+                if msg.reason:
+                    text += f" ({msg.reason})"
+                alert = self._fire(rule, kind="model", ticker=None, window=None, start=msg.issued_at, end=None,
+                                   value=None, baseline=None, threshold=None, message=text, documents=[])
+            elif isinstance(rule, DriftRule) and msg.action == "drift":
+                monitor = msg.details.get("monitor")
+                if rule.monitors and monitor not in rule.monitors:
+                    continue
+                statistic = _number(msg.details.get("statistic"))
+                threshold = _number(msg.details.get("threshold"))
+                shown = ", ".join(f"{k}={v}" for k, v in sorted(msg.details.items()))
+                text = f"Drift detected for model {msg.model_version}" + (f" by {monitor}" if monitor else "")
+                if msg.reason:
+                    text += f": {msg.reason}"
+                if shown:
+                    text += f" [{shown}]"
+                alert = self._fire(rule, kind="drift", ticker=None, window=None, start=msg.issued_at, end=None,
+                                   value=statistic, baseline=None, threshold=threshold, message=text[:4096],
+                                   documents=[])
+            if alert is not None:
+                alerts.append(alert)
+        return alerts
+
+    # --- rules ------------------------------------------------------------------------------
+    def _sentiment_shift(self, rule: SentimentShiftRule, agg: Aggregate, series: _WindowSeries) -> Alert | None:
+        if not self._applies(rule, agg) or agg.count < rule.min_count:
+            return None
+        mean, std, n = series.stats(0)
+        z = agg.sentiment_z if agg.sentiment_z is not None else _z(agg.mean_score, mean, std, n, rule.min_history)
+        if z is None or not math.isfinite(z):
+            return None
+        hit = {"both": abs(z) >= rule.threshold, "up": z >= rule.threshold, "down": z <= -rule.threshold}
+        if not hit[rule.direction]:
+            return None
+        verb = "fell" if z < 0 else "rose"
+        against = f" vs baseline {mean:+.3f}" if mean is not None else ""
+        message = (f"{agg.ticker} {agg.window} sentiment {verb}: mean score {agg.mean_score:+.3f}{against} "
+                   f"(z={z:+.2f}, threshold ±{rule.threshold:g}, {agg.count} documents, "
+                   f"window from {agg.window_start.isoformat()})")
+        docs = self._top_documents(agg.ticker, agg.window_start, agg.window_end, rule.top_documents,
+                                   lowest_first=z < 0)
+        return self._fire(rule, kind="sentiment_shift", ticker=agg.ticker, window=agg.window, start=agg.window_start,
+                          end=agg.window_end, value=agg.mean_score, baseline=mean, threshold=rule.threshold,
+                          message=message, documents=docs)
+
+    def _volume_spike(self, rule: VolumeSpikeRule, agg: Aggregate, series: _WindowSeries) -> Alert | None:
+        if not self._applies(rule, agg) or agg.count < rule.min_count:
+            return None
+        mean, std, n = series.stats(1)
+        z = agg.volume_z if agg.volume_z is not None else _z(agg.count, mean, std, n, rule.min_history)
+        if z is None or not math.isfinite(z) or z < rule.threshold:
+            return None
+        against = f" vs baseline {mean:.1f}" if mean is not None else ""
+        message = (f"{agg.ticker} {agg.window} volume spike: {agg.count} documents{against} "
+                   f"(z={z:+.2f}, threshold {rule.threshold:g}, mean score {agg.mean_score:+.3f})")
+        docs = self._top_documents(agg.ticker, agg.window_start, agg.window_end, rule.top_documents,
+                                   lowest_first=None)
+        return self._fire(rule, kind="volume_spike", ticker=agg.ticker, window=agg.window, start=agg.window_start,
+                          end=agg.window_end, value=float(agg.count), baseline=mean, threshold=rule.threshold,
+                          message=message, documents=docs)
+
+    def _negative_burst(self, rule: NegativeBurstRule, ticker: str, doc: ScoredDocument) -> Alert | None:
+        if not rule.matches_ticker(ticker):
+            return None
+        if doc.sentiment.label != "negative" or doc.sentiment.confidence < rule.min_confidence:
+            return None
+        burst = self._bursts[(rule.name, ticker)]
+        burst[doc.id] = doc  # keyed by id: a redelivered document counts once
+        now = _event_time(doc)
+        for doc_id in [i for i, d in burst.items() if _event_time(d) < now - rule.within]:
+            del burst[doc_id]
+        in_window = [d for d in burst.values() if now - rule.within <= _event_time(d) <= now]
+        if len(in_window) < rule.count:
+            return None
+        burst.clear()
+        # One alert per tumbling bucket of `within` (stable when the stream is replayed).
+        span = rule.within.total_seconds()
+        bucket = datetime.fromtimestamp(math.floor(now.timestamp() / span) * span, UTC)
+        ranked = sorted(in_window, key=lambda d: d.sentiment.score)[: rule.top_documents]
+        window = format_duration(rule.within)
+        message = (f"{ticker}: {len(in_window)} negative documents (confidence >= {rule.min_confidence:g}) "
+                   f"within {window}, up to {now.isoformat()}")
+        return self._fire(rule, kind="negative_burst", ticker=ticker, window=window, start=bucket,
+                          end=bucket + rule.within, value=float(len(in_window)), baseline=None,
+                          threshold=float(rule.count), message=message, documents=[_as_alert_doc(d) for d in ranked])
+
+    # --- shared ------------------------------------------------------------------------------
+    @staticmethod
+    def _applies(rule: SentimentShiftRule | VolumeSpikeRule, agg: Aggregate) -> bool:
+        return rule.matches_ticker(agg.ticker) and (not rule.windows or agg.window in rule.windows)
+
+    def _fire(self, rule, *, kind, ticker, window, start, end, value, baseline, threshold, message,
+              documents) -> Alert | None:
+        key = idempotency_key(rule.name, ticker, window, start)
+        if key in self._seen:
+            self.stats.deduplicated += 1
+            return None
+        now = self.clock()
+        slot = (rule.name, ticker)
+        until = self._cooldown_until.get(slot)
+        if until is not None and now < until:
+            self.stats.cooled_down += 1
+            return None
+        self._remember(key)
+        if rule.cooldown > timedelta(0):
+            self._cooldown_until[slot] = now + rule.cooldown
+        return Alert(
+            idempotency_key=key, rule=rule.name, kind=kind, ticker=ticker, window=window, window_start=start,
+            value=value, baseline=baseline, threshold=threshold, message=message[:4096], documents=documents,
+            dashboard_url=dashboard_url(self.dashboard_template, rule=rule.name, ticker=ticker, window=window,
+                                        start=start, end=end),
+            created_at=now,
+        )
+
+    def _remember(self, key: str) -> None:
+        self._seen[key] = None
+        self._seen.move_to_end(key)
+        while len(self._seen) > self._dedup_memory:
+            self._seen.popitem(last=False)
+
+    def _keep_document(self, ticker: str, doc: ScoredDocument) -> None:
+        docs = self._docs.get(ticker)
+        if docs is None:
+            docs = self._docs[ticker] = deque(maxlen=self._docs_per_ticker)
+            while len(self._docs) > self._max_tickers:
+                self._docs.popitem(last=False)
+        self._docs.move_to_end(ticker)
+        if all(d.id != doc.id for d in docs):
+            docs.append(doc)
+
+    def _top_documents(self, ticker: str, start: datetime, end: datetime, n: int,
+                       lowest_first: bool | None) -> list[AlertDocument]:
+        """Documents of the window that moved it most: lowest scores for a fall, highest for a rise,
+        largest |score| when there is no direction."""
+        if n == 0:
+            return []
+        docs = [d for d in self._docs.get(ticker, ())
+                if any(t is not None and start <= t < end for t in (d.published_at, d.ingested_at, d.scored_at))]
+        if lowest_first is None:
+            key = lambda d: -abs(d.sentiment.score)  # noqa: E731
+        elif lowest_first:
+            key = lambda d: d.sentiment.score  # noqa: E731
+        else:
+            key = lambda d: -d.sentiment.score  # noqa: E731
+        return [_as_alert_doc(d) for d in sorted(docs, key=key)[:n]]
+
+
+def _as_alert_doc(doc: ScoredDocument) -> AlertDocument:
+    return AlertDocument(id=doc.id, title=doc.title, url=doc.url, score=doc.sentiment.score)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None

@@ -1,0 +1,31 @@
+"""Prometheus metrics of the alert engine, created against an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class AlertMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.raised = Counter("finsent_alerts_raised_total", "Alerts raised by rules (after dedup and cooldown)",
+                              ["rule", "kind"], registry=registry)
+        self.suppressed = Counter("finsent_alerts_suppressed_total", "Rule hits suppressed",
+                                  ["reason"], registry=registry)
+        self.sent = Counter("finsent_alerts_sent_total", "Webhook deliveries acknowledged with 2xx",
+                            ["webhook"], registry=registry)
+        self.failed = Counter("finsent_alerts_failed_total", "Webhook deliveries dead-lettered after the last attempt",
+                              ["webhook"], registry=registry)
+        self.attempts = Counter("finsent_alerts_attempts_total", "Webhook delivery attempts by outcome",
+                                ["webhook", "outcome"], registry=registry)
+        self.latency = Histogram("finsent_alerts_delivery_latency_seconds", "HTTP round trip of one attempt",
+                                 ["webhook"], registry=registry,
+                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.end_to_end = Histogram("finsent_alerts_end_to_end_seconds", "Alert created → delivered",
+                                    ["webhook"], registry=registry,
+                                    buckets=(0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600))
+        self.pending = Gauge("finsent_alerts_outbox_pending", "Deliveries waiting in the outbox", registry=registry)
+        self.bad_records = Counter("finsent_alerts_bad_records_total", "Input records that failed validation",
+                                   ["topic"], registry=registry)
+        self.sync_errors = Counter("finsent_alerts_sync_errors_total",
+                                   "Failed mirrors of the outbox to Elasticsearch/Kafka (retried)",
+                                   ["sink"], registry=registry)

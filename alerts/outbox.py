@@ -1,0 +1,254 @@
+"""The persisted outbox: every alert and each of its webhook deliveries, in SQLite.
+
+An alert is written here (one transaction, keyed by its idempotency key) before the Kafka
+offsets that produced it are committed, and a delivery leaves the outbox only when a
+receiver answered 2xx or the maximum attempts are spent. So a crash, a restart or a
+receiver outage loses nothing, and a replayed input raises nothing twice.
+
+The outbox is also the source of truth for the ``alerts`` index and topic: each change bumps
+the row's ``version``, and a sync pass mirrors rows whose ``synced_version`` lags behind.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from finsent.schemas import Alert
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    key TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    ticker TEXT,
+    created_at TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    delivered_at TEXT,
+    version INTEGER NOT NULL DEFAULT 1,
+    synced_version INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS alerts_unsynced ON alerts (synced_version, version);
+CREATE INDEX IF NOT EXISTS alerts_rule_ticker ON alerts (rule, ticker, created_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    key TEXT NOT NULL REFERENCES alerts (key),
+    webhook TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    delivered_at TEXT,
+    PRIMARY KEY (key, webhook)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
+"""
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    key: str
+    webhook: str
+    attempts: int
+    alert: Alert
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    alert: Alert
+    delivered_at: datetime | None
+    last_error: str | None
+    version: int
+
+    def document(self) -> dict:
+        """The ``alerts`` index document (the Alert plus delivery bookkeeping)."""
+        doc = self.alert.model_dump(mode="json")
+        doc["delivered_at"] = self.delivered_at.isoformat() if self.delivered_at else None
+        doc["last_error"] = self.last_error
+        return doc
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+class Outbox:
+    """Thread-safe (one connection behind a lock); the engine and the dispatcher share it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    def start(self) -> Outbox:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # an acknowledged alert survives a power cut
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Outbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._conn is None:
+            raise RuntimeError("outbox not started")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # --- writing -------------------------------------------------------------------------------
+    def enqueue(self, alert: Alert, webhooks: list[str], now: float) -> bool:
+        """Store a new alert and one pending delivery per webhook; False when the key exists."""
+        with self._tx() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO alerts (key, rule, ticker, created_at, alert, status, delivered_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (alert.idempotency_key, alert.rule, alert.ticker, _iso(alert.created_at),
+                 alert.model_dump_json(), "pending" if webhooks else "delivered",
+                 None if webhooks else _iso(alert.created_at)),
+            )
+            if cursor.rowcount == 0:
+                return False
+            conn.executemany(
+                "INSERT INTO deliveries (key, webhook, next_attempt_at) VALUES (?, ?, ?)",
+                [(alert.idempotency_key, hook, now) for hook in webhooks],
+            )
+            return True
+
+    def record_attempt(self, key: str, webhook: str, *, ok: bool, error: str | None, at: datetime,
+                       retry_at: float | None) -> str:
+        """Record one attempt: delivered (``ok``), retry at ``retry_at``, or dead (``retry_at`` None).
+
+        Returns the alert's status after the attempt.
+        """
+        status = "delivered" if ok else ("pending" if retry_at is not None else "failed")
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE deliveries SET status = ?, attempts = attempts + 1, last_error = ?,"
+                " next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = ?"
+                " WHERE key = ? AND webhook = ?",
+                (status, error, retry_at, _iso(at) if ok else None, key, webhook),
+            )
+            return self._refresh(conn, key)
+
+    def requeue_failed(self, now: float, key: str | None = None) -> int:
+        """Give dead-lettered deliveries a fresh set of attempts; returns how many."""
+        with self._tx() as conn:
+            where, args = ("status = 'failed'", ()) if key is None else ("status = 'failed' AND key = ?", (key,))
+            keys = [row["key"] for row in conn.execute(f"SELECT DISTINCT key FROM deliveries WHERE {where}", args)]
+            count = conn.execute(
+                f"UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ? WHERE {where}",
+                (now, *args),
+            ).rowcount
+            for k in keys:
+                self._refresh(conn, k)
+            return count
+
+    def _refresh(self, conn: sqlite3.Connection, key: str) -> str:
+        rows = conn.execute(
+            "SELECT status, attempts, last_error, delivered_at FROM deliveries WHERE key = ?", (key,)
+        ).fetchall()
+        statuses = {row["status"] for row in rows}
+        status = "pending" if "pending" in statuses else ("failed" if "failed" in statuses else "delivered")
+        attempts = sum(row["attempts"] for row in rows)
+        errors = [row["last_error"] for row in rows if row["last_error"] and row["status"] != "delivered"]
+        delivered = [row["delivered_at"] for row in rows if row["delivered_at"]]
+        conn.execute(
+            "UPDATE alerts SET status = ?, attempts = ?, last_error = ?, delivered_at = ?, version = version + 1"
+            " WHERE key = ?",
+            (status, attempts, errors[-1] if errors else None,
+             max(delivered) if status == "delivered" and delivered else None, key),
+        )
+        return status
+
+    def mark_synced(self, key: str, version: int) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE alerts SET synced_version = MAX(synced_version, ?) WHERE key = ?", (version, key))
+
+    # --- reading -------------------------------------------------------------------------------
+    def due(self, now: float, limit: int = 100) -> list[DueDelivery]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT d.key, d.webhook, d.attempts, a.alert FROM deliveries d JOIN alerts a ON a.key = d.key"
+                " WHERE d.status = 'pending' AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [DueDelivery(r["key"], r["webhook"], r["attempts"], Alert.model_validate_json(r["alert"])) for r in rows]
+
+    def next_due(self) -> float | None:
+        with self._tx() as conn:
+            row = conn.execute("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE status = 'pending'").fetchone()
+        return row["t"]
+
+    def get(self, key: str) -> AlertRow | None:
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM alerts WHERE key = ?", (key,)).fetchone()
+        return self._row(row) if row else None
+
+    def unsynced(self, limit: int = 500) -> list[AlertRow]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT * FROM alerts WHERE synced_version < version ORDER BY created_at LIMIT ?", (limit,)
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def list(self, status: str | None = None, limit: int = 50) -> list[AlertRow]:
+        with self._tx() as conn:
+            if status:
+                rows = conn.execute("SELECT * FROM alerts WHERE status = ? ORDER BY created_at DESC LIMIT ?",
+                                    (status, limit)).fetchall()
+            else:
+                rows = conn.execute("SELECT * FROM alerts ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        return [self._row(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._tx() as conn:
+            rows = conn.execute("SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status").fetchall()
+        return {row["status"]: row["n"] for row in rows}
+
+    def last_fired(self) -> list[tuple[str, str | None, datetime]]:
+        """The newest alert per (rule, ticker), to re-arm cooldowns after a restart."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT rule, ticker, MAX(created_at) AS created_at FROM alerts GROUP BY rule, ticker"
+            ).fetchall()
+        return [(r["rule"], r["ticker"], datetime.fromisoformat(r["created_at"])) for r in rows]
+
+    def recent_keys(self, limit: int = 100_000) -> list[str]:
+        with self._tx() as conn:
+            rows = conn.execute("SELECT key FROM alerts ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        return [r["key"] for r in rows]
+
+    @staticmethod
+    def _row(row: sqlite3.Row) -> AlertRow:
+        alert = Alert.model_validate_json(row["alert"]).model_copy(
+            update={"status": row["status"], "attempts": row["attempts"]}
+        )
+        delivered = datetime.fromisoformat(row["delivered_at"]) if row["delivered_at"] else None
+        return AlertRow(alert=alert, delivered_at=delivered, last_error=row["last_error"], version=row["version"])

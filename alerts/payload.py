@@ -1,0 +1,85 @@
+"""What an alert looks like on the wire: its idempotency key, dashboard link and webhook bodies.
+
+Bodies are built once when the alert is created and stored in the outbox, so every delivery
+attempt sends exactly the same bytes (only the signature's timestamp changes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from datetime import datetime
+from typing import Literal
+
+import orjson
+
+from finsent.schemas import Alert
+
+Format = Literal["json", "slack"]
+
+
+def idempotency_key(rule: str, ticker: str | None, window: str | None, window_start: datetime | None) -> str:
+    """Stable across processes and restarts: one key per (rule, ticker, window, window_start)."""
+    start = window_start.isoformat() if window_start is not None else ""
+    raw = "\x1f".join((rule, ticker or "", window or "", start))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
+
+
+def dashboard_url(template: str | None, *, rule: str, ticker: str | None, window: str | None,
+                  start: datetime | None, end: datetime | None) -> str | None:
+    """Fill ``{ticker} {window} {rule} {from} {to}`` in the template; unknown names become empty."""
+    if not template:
+        return None
+    values = defaultdict(str, rule=rule, ticker=ticker or "", window=window or "",
+                         **{"from": start.isoformat() if start else "", "to": end.isoformat() if end else ""})
+    try:
+        return template.format_map(values)
+    except (ValueError, IndexError):
+        return template  # a template with stray braces is still a useful link
+
+
+def json_body(alert: Alert) -> bytes:
+    """The generic body: the alert itself, without the delivery bookkeeping (status, attempts)."""
+    return orjson.dumps(alert.model_dump(mode="json", exclude={"status", "attempts"}))
+
+
+def slack_body(alert: Alert) -> bytes:
+    """Slack incoming-webhook shape: ``text`` (notifications, fallbacks) plus Block Kit ``blocks``."""
+    title = f"[finsent] {alert.rule}" + (f" · {alert.ticker}" if alert.ticker else "")
+    blocks: list[dict] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": alert.message[:2900]}},
+    ]
+    facts = [f"*{name}:* {value}" for name, value in (
+        ("kind", alert.kind), ("window", alert.window), ("value", _num(alert.value)),
+        ("baseline", _num(alert.baseline)), ("threshold", _num(alert.threshold)),
+    ) if value is not None]
+    if facts:
+        blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in facts[:10]]})
+    if alert.documents:
+        lines = []
+        for doc in alert.documents[:10]:
+            label = _slack_escape(doc.title or doc.id)[:200]
+            link = f"<{doc.url}|{label}>" if doc.url else label
+            lines.append(f"• {link} ({doc.score:+.2f})")
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900]}})
+    if alert.dashboard_url:
+        blocks.append({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Open dashboard"}, "url": alert.dashboard_url},
+        ]})
+    blocks.append({"type": "context", "elements": [
+        {"type": "mrkdwn", "text": f"key `{alert.idempotency_key}` · {alert.created_at.isoformat()}"},
+    ]})
+    return orjson.dumps({"text": f"{title}: {alert.message}"[:3000], "blocks": blocks})
+
+
+def body_for(alert: Alert, fmt: Format) -> bytes:
+    return slack_body(alert) if fmt == "slack" else json_body(alert)
+
+
+def _num(value: float | None) -> str | None:
+    return None if value is None else f"{value:.4g}"
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "/")

@@ -1,0 +1,295 @@
+"""The alert engine process: Kafka in, outbox, webhooks, Elasticsearch and Kafka out.
+
+Two threads share one :class:`~alerts.outbox.Outbox`:
+
+* the consumer (``poll_once``) reads ``aggregates``, ``scored`` and ``control`` in its own
+  group ``<prefix>-alerts``, evaluates the rules and writes new alerts to the outbox, and only
+  then commits its offsets (a crash replays input; the idempotency key drops the repeats);
+* the dispatcher (``deliver_due`` + ``sync``) posts due deliveries and mirrors every alert's
+  state to the ``alerts`` index (``_id`` = idempotency key) and the ``alerts`` topic (keyed by
+  it, so a compacted topic keeps each alert's latest state).
+
+A receiver outage therefore never blocks consumption, and Elasticsearch or Kafka being away
+only delays the mirror: the outbox keeps each change until it is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from alerts.delivery import Dispatcher
+from alerts.engine import Clock, RuleEngine
+from alerts.metrics import AlertMetrics
+from alerts.outbox import Outbox
+from alerts.rules import RulesFile, SentimentShiftRule, parse_duration
+from finsent import clients
+from finsent.schemas import (
+    Aggregate,
+    Alert,
+    AlertDocument,
+    ControlMessage,
+    DeadLetter,
+    RecordError,
+    ScoredDocument,
+    original_text,
+    parse_record,
+    utc_now,
+)
+from finsent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INPUTS = {"aggregates": Aggregate, "scored": ScoredDocument, "control": ControlMessage}
+
+
+class AlertsConfigError(ValueError):
+    """The engine cannot start with this configuration; the message says what to set."""
+
+
+def outbox_path(settings: Settings) -> Path:
+    return (settings.alerts_outbox or settings.state_dir / "alerts" / "outbox.sqlite3").resolve()
+
+
+def consumer_group(settings: Settings) -> str:
+    return f"{settings.topic_prefix}-alerts"
+
+
+def webhook_secret(settings: Settings, rules: RulesFile) -> str:
+    if settings.alerts_webhook_secret is None or not settings.alerts_webhook_secret.get_secret_value():
+        if rules.webhooks:
+            raise AlertsConfigError(
+                "FINSENT_ALERTS_WEBHOOK_SECRET is not set: webhooks are always signed "
+                "(generate one with: python -c 'import secrets; print(secrets.token_hex(32))')"
+            )
+        return ""
+    return settings.alerts_webhook_secret.get_secret_value()
+
+
+class AlertService:
+    def __init__(self, settings: Settings, rules: RulesFile, *, registry: CollectorRegistry,
+                 clock: Clock | None = None, wall: Callable[[], float] = time.time,
+                 consumer_overrides: dict | None = None) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.metrics = AlertMetrics(registry)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.wall = wall
+        self.consumer_overrides = consumer_overrides or {}
+        self.secret = webhook_secret(settings, rules)  # fail before connecting to anything
+        self.outbox = Outbox(outbox_path(settings))
+        self.engine: RuleEngine | None = None
+        self.dispatcher: Dispatcher | None = None
+        self._consumer = self._producer = self._es = None
+        self._wake = threading.Event()
+        self._sync_lock = threading.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> AlertService:
+        self.outbox.start()
+        self.engine = RuleEngine(self.rules, clock=self.clock, dashboard_template=self.settings.alerts_dashboard_url)
+        self.engine.restore(self.outbox.last_fired(), self.outbox.recent_keys())
+        self.dispatcher = Dispatcher(self.outbox, self.rules.webhooks, self.secret, self.metrics, clock=self.wall,
+                                     on_dead=self._dead_letter).start()
+        self._producer = clients.kafka_producer(self.settings)
+        self._es = clients.elasticsearch(self.settings)
+        topics = [self.settings.topic(name) for name in INPUTS]
+        self._consumer = clients.kafka_consumer(
+            self.settings, *topics,
+            **({"group_id": consumer_group(self.settings), "auto_offset_reset": self.settings.alerts_offset_reset,
+                "enable_auto_commit": False, "max_poll_records": 500} | self.consumer_overrides),
+        )
+        self._topic_kinds = {self.settings.topic(name): name for name in INPUTS}
+        self._update_pending()
+        return self
+
+    def close(self) -> None:
+        for closer in (
+            lambda: self._consumer and self._consumer.close(autocommit=False),
+            lambda: self.dispatcher and self.dispatcher.close(),
+            lambda: self._producer and (self._producer.flush(10), self._producer.close(10)),
+            lambda: self._es and self._es.close(),
+            self.outbox.close,
+        ):
+            try:
+                closer()
+            except Exception:  # closing is best effort; the outbox already holds everything
+                log.exception("error while closing the alert engine")
+        self._consumer = self._producer = self._es = None
+
+    def __enter__(self) -> AlertService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- consuming -----------------------------------------------------------------------------
+    def poll_once(self, timeout_ms: int = 500) -> list[Alert]:
+        """Consume one batch, store the alerts it raises, then commit; returns the new alerts."""
+        batch = self._consumer.poll(timeout_ms=timeout_ms)
+        new: list[Alert] = []
+        for tp, records in batch.items():
+            for record in records:
+                for alert in self.handle(tp.topic, record.value, partition=tp.partition, offset=record.offset):
+                    if self._store(alert):
+                        new.append(alert)
+        if batch:
+            self._producer.flush(30)  # dead letters of bad records are written before we move on
+            self._consumer.commit()
+        if new:
+            self._wake.set()
+        return new
+
+    def handle(self, topic: str, value: bytes | None, *, partition: int | None = None,
+               offset: int | None = None) -> list[Alert]:
+        kind = self._topic_kinds.get(topic)
+        if kind is None:
+            return []
+        try:
+            record = parse_record(INPUTS[kind], value or b"")
+        except RecordError as exc:
+            self.metrics.bad_records.labels(kind).inc()
+            log.warning("bad record on %s[%s]@%s: %s", topic, partition, offset, exc.reason)
+            self._send_dead_letter(DeadLetter(stage="alerts.input", reason=exc.reason,
+                                              original=original_text(value or b""), topic=topic,
+                                              partition=partition, offset=offset, failed_at=utc_now()))
+            return []
+        before = (self.engine.stats.deduplicated, self.engine.stats.cooled_down)
+        if kind == "aggregates":
+            alerts = self.engine.on_aggregate(record)
+        elif kind == "scored":
+            alerts = self.engine.on_scored(record)
+        else:
+            alerts = self.engine.on_control(record)
+        self.metrics.suppressed.labels("dedup").inc(self.engine.stats.deduplicated - before[0])
+        self.metrics.suppressed.labels("cooldown").inc(self.engine.stats.cooled_down - before[1])
+        return alerts
+
+    def _store(self, alert: Alert) -> bool:
+        alert = self._enrich(alert)
+        rule = next(r for r in self.rules.rules if r.name == alert.rule)
+        if not self.outbox.enqueue(alert, self.rules.webhooks_of(rule), self.wall()):
+            return False  # raised before a restart: already in the outbox
+        self.metrics.raised.labels(alert.rule, alert.kind).inc()
+        self._update_pending()
+        log.info("alert %s raised by %s: %s", alert.idempotency_key, alert.rule, alert.message)
+        return True
+
+    def _enrich(self, alert: Alert) -> Alert:
+        """Fill the top documents of a sentiment shift from the docs index when the engine's own
+        buffer had none (after a restart, or when aggregates overtook the scored documents)."""
+        rule = next((r for r in self.rules.rules if r.name == alert.rule), None)
+        if alert.documents or not isinstance(rule, SentimentShiftRule) or not rule.top_documents:
+            return alert
+        if alert.ticker is None or alert.window_start is None:
+            return alert
+        falling = alert.value is not None and alert.value < (alert.baseline or 0.0)
+        agg_end = alert.window_start + parse_duration(alert.window or 0)
+        try:
+            found = self._es.search(
+                index=self.settings.index("docs"), size=rule.top_documents,
+                query={"bool": {"filter": [
+                    {"term": {"tickers": alert.ticker}},
+                    {"bool": {"should": [
+                        {"range": {field: {"gte": alert.window_start.isoformat(), "lt": agg_end.isoformat()}}}
+                        for field in ("published_at", "ingested_at", "scored_at")
+                    ], "minimum_should_match": 1}},
+                ]}},
+                sort=[{"sentiment.score": {"order": "asc" if falling else "desc"}}],
+                source_includes=["id", "title", "url", "sentiment.score"],
+            )
+        except Exception as exc:  # the alert is still worth sending without its documents
+            log.warning("could not look up documents for alert %s: %s", alert.idempotency_key, exc)
+            return alert
+        docs = [AlertDocument(id=h["_source"].get("id", h["_id"]), title=h["_source"].get("title"),
+                              url=h["_source"].get("url"), score=h["_source"]["sentiment"]["score"])
+                for h in found["hits"]["hits"]]
+        return alert.model_copy(update={"documents": docs})
+
+    # --- delivering and mirroring ---------------------------------------------------------------
+    def deliver_due(self) -> int:
+        attempts = self.dispatcher.deliver_due()
+        if attempts:
+            self._update_pending()
+        return attempts
+
+    def sync(self) -> int:
+        """Mirror changed alerts to Elasticsearch and the alerts topic; returns how many."""
+        with self._sync_lock:
+            rows = self.outbox.unsynced()
+            if not rows:
+                return 0
+            try:
+                actions = []
+                for row in rows:
+                    actions.append({"index": {"_index": self.settings.index("alerts"), "_id": row.alert.idempotency_key}})
+                    actions.append(row.document())
+                result = self._es.bulk(operations=actions, refresh="wait_for")
+            except Exception as exc:
+                self.metrics.sync_errors.labels("elasticsearch").inc()
+                log.warning("alerts index not updated (will retry): %s", exc)
+                return 0
+            indexed = {item["index"]["_id"] for item in result["items"] if item["index"].get("status", 500) < 300}
+            for item in result["items"]:
+                if item["index"].get("status", 500) >= 300:
+                    self.metrics.sync_errors.labels("elasticsearch").inc()
+                    log.error("alert %s not indexed: %s", item["index"]["_id"], item["index"].get("error"))
+            try:
+                for row in rows:
+                    if row.alert.idempotency_key in indexed:
+                        self._producer.send(self.settings.topic("alerts"), key=row.alert.idempotency_key.encode(),
+                                            value=row.alert.to_json())
+                self._producer.flush(30)
+            except Exception as exc:
+                self.metrics.sync_errors.labels("kafka").inc()
+                log.warning("alerts topic not updated (will retry): %s", exc)
+                return 0
+            for row in rows:
+                if row.alert.idempotency_key in indexed:
+                    self.outbox.mark_synced(row.alert.idempotency_key, row.version)
+            return len(indexed)
+
+    def _dead_letter(self, alert: Alert, webhook: str, error: str) -> None:
+        self._send_dead_letter(DeadLetter(stage="alerts.delivery", reason=f"webhook {webhook}: {error}"[:8192],
+                                          original=alert.model_dump_json(), failed_at=utc_now()))
+
+    def _send_dead_letter(self, letter: DeadLetter) -> None:
+        try:
+            self._producer.send(self.settings.topic("dlq"), value=letter.to_json())
+        except Exception:  # the outbox row (status failed) remains the record of it
+            log.exception("could not produce a dead letter")
+
+    def _update_pending(self) -> None:
+        self.metrics.pending.set(self.outbox.counts().get("pending", 0))
+
+    # --- the process -----------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set, with deliveries and the mirror in a second thread."""
+        worker = threading.Thread(target=self._dispatch_loop, args=(stop,), name="alerts-dispatch", daemon=True)
+        worker.start()
+        try:
+            while not stop.is_set():
+                self.poll_once(timeout_ms=500)
+        finally:
+            stop.set()
+            self._wake.set()
+            worker.join(timeout=60)
+
+    def _dispatch_loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.deliver_due()
+                self.sync()
+                next_due = self.outbox.next_due()
+            except Exception:  # keep delivering: one bad pass must not stop the engine
+                log.exception("delivery pass failed")
+                next_due = None
+            wait = 1.0 if next_due is None else min(1.0, max(0.0, next_due - self.wall()))
+            self._wake.wait(wait)
+            self._wake.clear()
