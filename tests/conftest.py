@@ -5,12 +5,17 @@ started. Each test gets its own topic and index prefix, so tests never see each 
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
 import pytest
 
 from finsent.settings import Settings, load_settings
+
+# Tests never reach a model hub, and tokenizer threads must not fight the scorer's.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Fixtures that give tests a real (tiny) trained model live with the model's tests.
 pytest_plugins = ["tests.model_fixtures"]
