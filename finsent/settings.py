@@ -162,6 +162,15 @@ class Settings(BaseSettings):
     retrain_metrics_port: int = Field(9467, ge=0, le=65535, description="/metrics of `finsent retrain scheduler` (0: off)")
 
     # --- dashboards (dashboards/) --------------------------------------------------------
+    dashboard_host: str = Field("127.0.0.1", description="Address `finsent dashboards serve` binds")
+    dashboard_port: int = Field(8000, ge=1, le=65535, description="Port of `finsent dashboards serve`")
+    dashboard_refresh_seconds: float = Field(10.0, ge=1, le=3600, description="Auto-refresh period of the built-in dashboard")
+    kibana_url: str = Field("http://127.0.0.1:5601", pattern=r"^https?://", description="Kibana for `finsent dashboards import`")
+    kibana_username: str | None = None
+    kibana_password: SecretStr | None = None
+    kibana_api_key: SecretStr | None = Field(None, description="Kibana API key (base64 id:key), instead of a username")
+    kibana_space: str | None = Field(None, pattern=r"^[a-z0-9_-]{1,100}$", description="Kibana space to import into")
+    kibana_verify_certs: bool = True
 
     # --- processes ----------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -197,7 +206,7 @@ class Settings(BaseSettings):
 
 
 _SECRET_FIELDS = {"kafka_sasl_password", "elasticsearch_password", "elasticsearch_api_key", "push_token",
-                  "alerts_webhook_secret", "label_token"}
+                  "alerts_webhook_secret", "label_token", "kibana_password", "kibana_api_key"}
 
 
 def load_settings(**overrides: object) -> Settings:
