@@ -1,0 +1,131 @@
+"""Consumes ``<prefix>.labels`` into ``<prefix>-labels``; bad records go to ``<prefix>.dlq``.
+
+Offsets are committed only after Elasticsearch (and the DLQ) took the batch, and a batch that
+fails is re-read from its first offset, so a label is never lost; writes are idempotent, so a
+re-read never duplicates. Several processes may run it: they share one consumer group.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from finsent.schemas import DeadLetter, LabelRecord, RecordError, original_text, parse_record, utc_now
+from finsent.settings import Settings
+from retrain.label_store import index_labels
+
+log = logging.getLogger(__name__)
+
+
+class LabelIndexer:
+    def __init__(self, settings: Settings, *, group_id: str | None = None, max_records: int = 500,
+                 refresh: bool = False) -> None:
+        self.settings = settings
+        self.topic = settings.topic("labels")
+        self.group_id = group_id or f"{settings.topic_prefix}-labels-indexer"
+        self.max_records = max_records
+        self.refresh = refresh
+        self.indexed = 0
+        self.dead = 0
+        self._consumer = self._producer = self._es = None
+
+    def start(self) -> LabelIndexer:
+        from finsent import clients
+
+        self._es = clients.elasticsearch(self.settings)
+        self._producer = clients.kafka_producer(self.settings)
+        self._consumer = clients.kafka_consumer(self.settings, self.topic, group_id=self.group_id,
+                                                max_poll_records=self.max_records)
+        return self
+
+    def poll_once(self, timeout_ms: int = 1000) -> int:
+        """Process one batch; returns the records handled. Raises if Elasticsearch is unreachable
+        (after rewinding, so the next call re-reads the same records)."""
+        batch = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        if not batch:
+            return 0
+        messages = [m for msgs in batch.values() for m in msgs]
+        try:
+            self._handle(messages)
+        except Exception:
+            for tp, msgs in batch.items():
+                self._consumer.seek(tp, msgs[0].offset)
+            raise
+        self._consumer.commit()
+        return len(messages)
+
+    def _handle(self, messages: list[Any]) -> None:
+        good: list[tuple[Any, LabelRecord]] = []
+        dead: list[tuple[Any, str]] = []
+        for message in messages:
+            try:
+                good.append((message, parse_record(LabelRecord, message.value or b"",
+                                                   max_bytes=self.settings.label_max_bytes)))
+            except RecordError as exc:
+                dead.append((message, exc.reason))
+        report = index_labels(self._es, self.settings, [r for _, r in good], refresh=self.refresh)
+        failed_ids = {id(record): reason for record, reason in report.failed}
+        dead += [(m, f"elasticsearch refused the label: {failed_ids[id(r)]}") for m, r in good if id(r) in failed_ids]
+        for message, reason in dead:
+            letter = DeadLetter(stage="labels", reason=reason, original=original_text(message.value or b""),
+                                topic=message.topic, partition=message.partition, offset=message.offset,
+                                failed_at=utc_now())
+            self._producer.send(self.settings.topic("dlq"), value=letter.to_json())
+            log.warning("label at %s[%s]@%s to the DLQ: %s", message.topic, message.partition, message.offset, reason)
+        if dead:
+            self._producer.flush(timeout=30)
+        self.indexed += report.indexed
+        self.dead += len(dead)
+
+    def run(self, stop: threading.Event, *, backoff_max: float = 30.0) -> None:
+        """Loop until ``stop`` is set; Elasticsearch or Kafka outages are retried with backoff."""
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                self.poll_once(timeout_ms=1000)
+                delay = 1.0
+            except Exception as exc:  # keep the process alive; the batch is re-read
+                log.error("label indexing failed, retrying in %.0fs: %s", delay, exc)
+                stop.wait(delay)
+                delay = min(backoff_max, delay * 2)
+
+    def run_until_idle(self, *, idle_polls: int = 2, deadline_s: float = 60.0) -> int:
+        """Drain what is in the topic now (CLI ``labels index --once`` and tests)."""
+        total, idle, end = 0, 0, time.monotonic() + deadline_s
+        while idle < idle_polls and time.monotonic() < end:
+            n = self.poll_once(timeout_ms=1000)
+            total += n
+            idle = idle + 1 if n == 0 else 0
+        return total
+
+    def close(self) -> None:
+        for name in ("_consumer", "_producer", "_es"):
+            client = getattr(self, name)
+            if client is not None:
+                client.close()
+                setattr(self, name, None)
+
+    def __enter__(self) -> LabelIndexer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_background(settings: Settings, stop: threading.Event) -> threading.Thread:
+    """Run an indexer in a daemon thread until ``stop`` is set (the scheduler and server use it)."""
+
+    def target() -> None:
+        while not stop.is_set():
+            try:
+                with LabelIndexer(settings) as indexer:
+                    indexer.run(stop)
+            except Exception as exc:  # e.g. Kafka down at start: try again later
+                log.error("label indexer could not start: %s", exc)
+                stop.wait(10)
+
+    thread = threading.Thread(target=target, name="label-indexer", daemon=True)
+    thread.start()
+    return thread

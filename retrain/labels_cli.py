@@ -1,0 +1,127 @@
+"""``finsent labels``: add labels, see the review queue, serve the labels API, index the topic."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import typer
+
+from finsent.cli_support import fail, settings_of
+
+app = typer.Typer(no_args_is_help=True, help="Add and review labels.")
+
+
+@app.command()
+def add(
+    ctx: typer.Context,
+    text: str | None = typer.Option(None, "--text", help="Text of the labelled document"),
+    label: str | None = typer.Option(None, "--label", help="negative, neutral or positive"),
+    doc_id: str | None = typer.Option(None, "--doc-id", help="Id of the document in <prefix>-docs"),
+    csv_file: Path | None = typer.Option(None, "--csv", help="CSV with text,label[,doc_id][,annotator]"),
+    annotator: str = typer.Option("cli", "--annotator", help="Who labelled (when the CSV does not say)"),
+) -> None:
+    """Publish one label (--text/--label) or a CSV of labels to the labels topic."""
+    from retrain.label_intake import LabelInputError, LabelPublisher, build_records, read_csv
+
+    settings = settings_of(ctx)
+    try:
+        if csv_file is not None:
+            if text or label or doc_id:
+                fail("give either --csv or --text/--label, not both")
+            records = read_csv(csv_file, annotator=annotator)
+        elif text is not None and label is not None:
+            records = build_records([{"text": text, "label": label, "doc_id": doc_id}], where="label",
+                                    annotator=annotator, source="cli")
+        else:
+            fail("give --text and --label, or --csv FILE")
+    except LabelInputError as exc:
+        fail("labels refused, nothing was published:\n  " + "\n  ".join(exc.problems))
+    if not records:
+        fail(f"{csv_file}: no labels in the file")
+    try:
+        with LabelPublisher(settings) as publisher:
+            ids = publisher.publish(records)
+    except Exception as exc:
+        fail(f"could not publish to {settings.topic('labels')} at {settings.kafka_bootstrap}: {exc}")
+    typer.echo(f"published {len(ids)} label(s) to {settings.topic('labels')}")
+
+
+@app.command()
+def review(
+    ctx: typer.Context,
+    limit: int = typer.Option(20, "--limit", min=1, max=500),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table"),
+) -> None:
+    """Recent unlabelled documents the model is least sure about (and drifted ones) first."""
+    from finsent import clients
+    from retrain.review import review_queue
+
+    settings = settings_of(ctx)
+    try:
+        with clients.elasticsearch(settings) as es:
+            items = review_queue(es, settings, limit=limit)
+    except Exception as exc:
+        fail(f"could not read {settings.index('docs')} at {settings.elasticsearch_url}: {exc}")
+    if as_json:
+        for item in items:
+            typer.echo(json.dumps(item.to_dict(), ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("priority", "uncertainty", "novelty", "predicted", "doc id", "text")
+    for item in items:
+        table.add_row(f"{item.priority:.3f}", f"{item.uncertainty:.3f}", f"{item.novelty:.2f}", item.predicted,
+                      item.doc_id, (item.title or item.text)[:80])
+    Console().print(table)
+
+
+@app.command()
+def index(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="Drain the topic and exit"),
+) -> None:
+    """Consume the labels topic into the labels index (bad records to the DLQ)."""
+    from retrain.label_indexer import LabelIndexer
+
+    settings = settings_of(ctx)
+    with LabelIndexer(settings, refresh=once) as indexer:
+        if once:
+            n = indexer.run_until_idle()
+            typer.echo(f"read {n} record(s): {indexer.indexed} indexed, {indexer.dead} to the DLQ")
+            return
+        stop = threading.Event()
+        try:
+            indexer.run(stop)
+        except KeyboardInterrupt:
+            stop.set()
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, "--host"),
+    port: int | None = typer.Option(None, "--port"),
+    with_indexer: bool = typer.Option(True, "--indexer/--no-indexer", help="Also index the labels topic"),
+) -> None:
+    """Serve POST /labels and GET /review (bearer token FINSENT_LABEL_TOKEN), plus /metrics."""
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from retrain.label_indexer import start_background
+    from retrain.labels_http import create_app
+
+    settings = settings_of(ctx)
+    try:
+        api = create_app(settings, registry=CollectorRegistry(), serve_metrics=True)
+    except ValueError as exc:
+        fail(str(exc))
+    stop = threading.Event()
+    if with_indexer:
+        start_background(settings, stop)
+    try:
+        web.run_app(api, host=host or settings.labels_host, port=port or settings.labels_port, print=typer.echo)
+    finally:
+        stop.set()

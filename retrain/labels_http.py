@@ -1,0 +1,141 @@
+"""The labels HTTP API, an aiohttp application other processes can mount (the dashboard does).
+
+- ``POST /labels`` — one label object, a list of them, or ``{"labels": [...]}``; each with
+  ``text``, ``label`` and optionally ``doc_id``, ``annotator``, ``labeled_at``. 202 with the
+  label ids once Kafka has them; 400 naming each bad field; 401 without the bearer token;
+  413 over ``FINSENT_LABEL_MAX_BYTES``.
+- ``GET /review?limit=N`` — the review queue as JSON (``{"items": [...]}``).
+
+Both need ``Authorization: Bearer <FINSENT_LABEL_TOKEN>`` (compared in constant time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from finsent.settings import Settings
+from retrain.label_intake import LabelInputError, LabelPublisher, build_records
+
+log = logging.getLogger(__name__)
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+PUBLISHER_KEY = web.AppKey("publisher", LabelPublisher)
+ES_KEY = web.AppKey("es", object)
+METRIC_KEY = web.AppKey("requests", Counter)
+REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+_PUBLIC = {"/metrics"}  # Prometheus scrapes without the token; it shows counts, never labels
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def _authorised(request: web.Request) -> bool:
+    token = request.app[SETTINGS_KEY].label_token
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if token is None or scheme.lower() != "bearer" or not given:
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode())
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
+    # Only the routes this app owns are public; a mounted sub-app sees its own relative path.
+    if request.match_info.route.resource is not None and request.match_info.route.resource.canonical in _PUBLIC:
+        return await handler(request)
+    if not _authorised(request):
+        request.app[METRIC_KEY].labels(endpoint=request.path, status="401").inc()
+        return _json(401, {"error": "missing or wrong bearer token"})
+    return await handler(request)
+
+
+async def post_labels(request: web.Request) -> web.Response:
+    app, limit = request.app, request.app[SETTINGS_KEY].label_max_bytes
+    requests = app[METRIC_KEY]
+    if request.content_length is not None and request.content_length > limit:
+        requests.labels(endpoint="/labels", status="413").inc()
+        return _json(413, {"error": f"body of {request.content_length} bytes is over the limit of {limit}"})
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        requests.labels(endpoint="/labels", status="413").inc()
+        return _json(413, {"error": f"body is over the limit of {limit} bytes"})
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        requests.labels(endpoint="/labels", status="400").inc()
+        return _json(400, {"error": f"body is not valid JSON: {exc}"})
+    items = data.get("labels") if isinstance(data, dict) and "labels" in data else data
+    items = [items] if isinstance(items, dict) else items
+    if not isinstance(items, list) or not items:
+        requests.labels(endpoint="/labels", status="400").inc()
+        return _json(400, {"error": "expected a label object, a non-empty list, or {\"labels\": [...]}"})
+    try:
+        records = build_records(items, where="labels", annotator="api", source="api")
+    except LabelInputError as exc:
+        requests.labels(endpoint="/labels", status="400").inc()
+        return _json(400, {"error": "invalid labels", "problems": exc.problems})
+    try:
+        ids = await asyncio.get_running_loop().run_in_executor(None, app[PUBLISHER_KEY].publish, records)
+    except Exception as exc:  # Kafka unavailable: the client must retry, nothing was accepted
+        log.error("could not publish %d label(s): %s", len(records), exc)
+        requests.labels(endpoint="/labels", status="503").inc()
+        return _json(503, {"error": "labels topic unavailable, retry later"})
+    requests.labels(endpoint="/labels", status="202").inc()
+    return _json(202, {"accepted": len(ids), "ids": ids})
+
+
+async def get_review(request: web.Request) -> web.Response:
+    from retrain.review import review_queue
+
+    raw = request.query.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= 500:
+        request.app[METRIC_KEY].labels(endpoint="/review", status="400").inc()
+        return _json(400, {"error": "limit must be an integer from 1 to 500"})
+    settings, es = request.app[SETTINGS_KEY], request.app[ES_KEY]
+    items = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: review_queue(es, settings, limit=int(raw)))
+    request.app[METRIC_KEY].labels(endpoint="/review", status="200").inc()
+    return _json(200, {"items": [item.to_dict() for item in items]})
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    from prometheus_client import generate_latest
+
+    return web.Response(body=generate_latest(request.app[REGISTRY_KEY]), content_type="text/plain")
+
+
+def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
+               serve_metrics: bool = False) -> web.Application:
+    """The API as an application; Kafka and Elasticsearch clients open on startup, close on cleanup."""
+    if settings.label_token is None:
+        raise ValueError("FINSENT_LABEL_TOKEN is not set: the labels API refuses to run without a token")
+    app = web.Application(middlewares=[_auth], client_max_size=settings.label_max_bytes + 1024)
+    app[SETTINGS_KEY] = settings
+    app[REGISTRY_KEY] = registry = registry or CollectorRegistry()
+    app[METRIC_KEY] = Counter("finsent_label_api_requests", "Labels API requests by endpoint and status",
+                              ["endpoint", "status"], registry=registry)
+    if serve_metrics:
+        app.router.add_get("/metrics", get_metrics)
+    app.router.add_post("/labels", post_labels)
+    app.router.add_get("/review", get_review)
+
+    async def clients(app: web.Application):
+        from finsent import clients as factory
+
+        loop = asyncio.get_running_loop()
+        app[PUBLISHER_KEY] = await loop.run_in_executor(None, LabelPublisher(settings).start)
+        app[ES_KEY] = factory.elasticsearch(settings)
+        yield
+        await loop.run_in_executor(None, app[PUBLISHER_KEY].close)
+        app[ES_KEY].close()
+
+    app.cleanup_ctx.append(clients)
+    return app

@@ -1,0 +1,110 @@
+"""Labels through the CLI, the HTTP API and the Kafka topic land in the labels index."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from finsent import clients
+from finsent.schemas import LabelRecord
+from retrain.label_indexer import LabelIndexer
+from retrain.label_intake import LabelPublisher
+from retrain.label_store import fetch_labels
+
+pytestmark = pytest.mark.integration
+TOKEN = "s3cret-token"
+
+
+def env_of(settings) -> dict[str, str]:
+    return {"FINSENT_TOPIC_PREFIX": settings.topic_prefix, "FINSENT_INDEX_PREFIX": settings.index_prefix,
+            "FINSENT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "FINSENT_ELASTICSEARCH_URL": settings.elasticsearch_url}
+
+
+@pytest.fixture
+def label_settings(bootstrapped):
+    return bootstrapped.model_copy(update={"label_token": SecretStr(TOKEN), "label_max_bytes": 4096})
+
+
+def drain(settings) -> LabelIndexer:
+    with LabelIndexer(settings, refresh=True) as indexer:
+        indexer.run_until_idle()
+    return indexer
+
+
+def dlq_records(settings) -> list[dict]:
+    consumer = clients.kafka_consumer(settings, settings.topic("dlq"), group_id=None, consumer_timeout_ms=3000)
+    try:
+        return [orjson.loads(m.value) for m in consumer]
+    finally:
+        consumer.close()
+
+
+async def test_labels_from_cli_http_and_kafka_land_in_elasticsearch(label_settings, tmp_path) -> None:
+    from finsent.cli import app
+
+    settings = label_settings
+    runner = CliRunner()
+    one = runner.invoke(app, ["labels", "add", "--text", "Profit soared", "--label", "Positive", "--doc-id", "d-cli"],
+                        env=env_of(settings))
+    assert one.exit_code == 0, one.output
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text("text,label,annotator\nSales fell,negative,alice\nFlat quarter,neutral,bob\n", encoding="utf-8")
+    many = runner.invoke(app, ["labels", "add", "--csv", str(csv_file)], env=env_of(settings))
+    assert many.exit_code == 0 and "published 2 label(s)" in many.output
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("text,label\nok,positive\nwhat,bullish\n", encoding="utf-8")
+    refused = runner.invoke(app, ["labels", "add", "--csv", str(bad_csv)], env=env_of(settings))
+    assert refused.exit_code == 1 and "bad.csv:3" in refused.output and "label" in refused.output
+
+    from retrain.labels_http import create_app
+
+    async with TestClient(TestServer(create_app(settings))) as client:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        body = {"labels": [{"text": "Guidance cut", "label": "negative", "doc_id": "d-http", "annotator": "carol"}]}
+        assert (await client.post("/labels", json=body)).status == 401
+        assert (await client.post("/labels", json=body, headers={"Authorization": "Bearer nope"})).status == 401
+        bad = await client.post("/labels", json={"text": "x", "label": "meh"}, headers=auth)
+        assert bad.status == 400 and "label" in (await bad.json())["problems"][0]
+        assert (await client.post("/labels", data=b"{not json", headers=auth)).status == 400
+        big = await client.post("/labels", data=b"x" * 5000, headers=auth)
+        assert big.status == 413
+        ok = await client.post("/labels", json=body, headers=auth)
+        assert ok.status == 202 and (await ok.json())["accepted"] == 1
+
+    # Straight onto the topic, as another system would; plus one garbage record.
+    with LabelPublisher(settings) as publisher:
+        publisher.publish([LabelRecord(doc_id="d-kafka", text="Beat estimates", label="positive", annotator="feed",
+                                       source="kafka", labeled_at=datetime(2025, 3, 1, tzinfo=UTC))])
+        publisher._producer.send(settings.topic("labels"), value=b'{"text": "no label"}')
+        publisher._producer.flush()
+
+    indexer = drain(settings)
+    assert indexer.dead == 1
+    with clients.elasticsearch(settings) as es:
+        stored = {(r.doc_id, r.text): r for r in fetch_labels(es, settings)}
+    assert set(stored) == {("d-cli", "Profit soared"), (None, "Sales fell"), (None, "Flat quarter"),
+                           ("d-http", "Guidance cut"), ("d-kafka", "Beat estimates")}
+    assert stored[("d-cli", "Profit soared")].label == "positive"
+    assert stored[(None, "Sales fell")].annotator == "alice"
+    assert stored[("d-http", "Guidance cut")].annotator == "carol"
+    letters = dlq_records(settings)
+    assert len(letters) == 1 and letters[0]["stage"] == "labels" and "label" in letters[0]["reason"]
+
+
+def test_relabel_replaces_and_late_older_label_is_ignored(bootstrapped) -> None:
+    settings = bootstrapped
+    def rec(label: str, day: int) -> LabelRecord:
+        return LabelRecord(doc_id="d1", text="t", label=label, annotator="ann", labeled_at=datetime(2025, 1, day, tzinfo=UTC))
+
+    with LabelPublisher(settings) as publisher:
+        publisher.publish([rec("negative", 1), rec("positive", 3), rec("neutral", 2)])
+    indexer = drain(settings)
+    assert indexer.dead == 0
+    with clients.elasticsearch(settings) as es:
+        stored = fetch_labels(es, settings)
+    assert [(r.label, r.labeled_at.day) for r in stored] == [("positive", 3)]
