@@ -124,7 +124,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
     # use_partitioner: a changelog record goes where the producer's partitioner puts its key,
     # the same partition as the window events of that ticker (same key bytes, same count).
     window_table = app.Table("windows", default=None, partitions=settings.topic_partitions, use_partitioner=True,
-                             key_serializer="raw", value_serializer="json")
+                             key_type=bytes)  # bytes keys: raw serializer; values: JSON
 
     async def send_dead_letter(key: bytes | None, letter: DeadLetter):
         return await dlq_topic.send(key=key, value=letter.to_json())

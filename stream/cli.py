@@ -23,7 +23,7 @@ def worker(
 
     from stream.app import create_app
 
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / "stream").mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     faust_app = create_app(settings, model_ref=model, web_port=web_port)
     # mode's Worker installs SIGTERM/SIGINT handlers that stop the app: the agents stop, acked
     # offsets are committed, the producer is flushed; a batch still in flight is not acked and
