@@ -109,7 +109,7 @@ class Dispatcher:
             error = f"webhook {item.webhook!r} is not in the rules file any more"
             return self._dead(item, error, outcome="unconfigured")
         started = time.perf_counter()
-        now = self.clock()
+        now = time.time()  # the signature's timestamp is real time, whatever clock schedules retries
         try:
             response = post(self._client, hook, item.alert, self._secret, attempt=number, now=now)
         except httpx.HTTPError as exc:

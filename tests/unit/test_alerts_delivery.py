@@ -1,0 +1,202 @@
+"""Outbox + dispatcher against a real local HTTP receiver (no Kafka or Elasticsearch needed).
+
+Time for backoff is an injected clock, so retries happen without sleeping.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from alerts import signing
+from alerts.delivery import Dispatcher, backoff_delay
+from alerts.metrics import AlertMetrics
+from alerts.outbox import Outbox
+from alerts.receiver import WebhookReceiver
+from alerts.rules import Webhook
+from finsent.schemas import Alert
+
+SECRET = "test-secret"
+T0 = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
+
+
+class Wall:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_alert(key="a" * 40, **kw):
+    return Alert(**({"idempotency_key": key, "rule": "shift", "kind": "sentiment_shift", "ticker": "AAPL",
+                     "window": "15m", "window_start": T0, "message": "AAPL fell", "created_at": T0} | kw))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def outbox(tmp_path):
+    with Outbox(tmp_path / "outbox.sqlite3") as box:
+        yield box
+
+
+def dispatcher(outbox, hooks, wall, registry=None, dead=None):
+    registry = registry or CollectorRegistry()
+    return Dispatcher(outbox, hooks, SECRET, AlertMetrics(registry), clock=wall, rng=random.Random(7),
+                      on_dead=(lambda a, w, e: dead.append((a.idempotency_key, w, e))) if dead is not None else None
+                      ).start()
+
+
+def test_backoff_grows_is_capped_and_jittered():
+    rng = random.Random(1)
+    delays = [backoff_delay(n, 2, 60, rng) for n in range(1, 9)]
+    for n, delay in enumerate(delays, start=1):
+        step = min(60, 2 * 2 ** (n - 1))
+        assert step / 2 <= delay <= step
+    assert len({round(backoff_delay(3, 2, 60, rng), 6) for _ in range(20)}) > 1
+
+
+def test_enqueue_is_idempotent(outbox):
+    assert outbox.enqueue(make_alert(), ["ops"], 0) is True
+    assert outbox.enqueue(make_alert(message="again"), ["ops"], 0) is False
+    assert outbox.counts() == {"pending": 1}
+    assert outbox.get("a" * 40).alert.message == "AAPL fell"
+    assert outbox.enqueue(make_alert(key="b" * 40), [], 0) is True  # no webhooks: nothing to deliver
+    assert outbox.get("b" * 40).alert.status == "delivered"
+
+
+def test_delivered_once_with_valid_signature(outbox):
+    wall, registry = Wall(), CollectorRegistry()
+    with WebhookReceiver(SECRET) as receiver:
+        sender = dispatcher(outbox, {"ops": Webhook(url=receiver.url)}, wall, registry)
+        outbox.enqueue(make_alert(), ["ops"], wall())
+        assert sender.deliver_due() == 1
+        assert sender.deliver_due() == 0
+        sender.close()
+    [got] = receiver.received
+    assert got.verified and not got.duplicate
+    assert got.headers[signing.IDEMPOTENCY_HEADER] == "a" * 40
+    assert got.json()["message"] == "AAPL fell"
+    row = outbox.get("a" * 40)
+    assert row.alert.status == "delivered" and row.alert.attempts == 1 and row.delivered_at is not None
+    assert registry.get_sample_value("finsent_alerts_sent_total", {"webhook": "ops"}) == 1
+    assert registry.get_sample_value("finsent_alerts_delivery_latency_seconds_count", {"webhook": "ops"}) == 1
+
+
+def test_receiver_down_then_up_delivers_once_with_the_same_key(outbox):
+    wall, port = Wall(), free_port()
+    hook = Webhook(url=f"http://127.0.0.1:{port}/hook", timeout=2, backoff_initial="1s", backoff_max="8s")
+    sender = dispatcher(outbox, {"ops": hook}, wall)
+    outbox.enqueue(make_alert(), ["ops"], wall())
+    assert sender.deliver_due() == 1  # connection refused
+    row = outbox.get("a" * 40)
+    assert row.alert.status == "pending" and row.alert.attempts == 1 and "ConnectError" in row.last_error
+    assert sender.deliver_due() == 0  # not due before the backoff
+    receiver = WebhookReceiver(SECRET, port=port, status=503).start()  # up, but the app fails
+    try:
+        wall.now += 1
+        assert sender.deliver_due() == 1
+        receiver.status = 200
+        wall.now += 4
+        assert sender.deliver_due() == 1
+        wall.now += 100
+        assert sender.deliver_due() == 0
+    finally:
+        receiver.stop()
+        sender.close()
+    assert len(receiver.received) == 2
+    assert {r.headers[signing.IDEMPOTENCY_HEADER] for r in receiver.received} == {"a" * 40}
+    assert len({r.body for r in receiver.received}) == 1  # the same bytes on every attempt
+    assert [r.headers["X-Finsent-Attempt"] for r in receiver.received] == ["2", "3"]
+    assert len(receiver.delivered) == 1
+    row = outbox.get("a" * 40)
+    assert row.alert.status == "delivered" and row.alert.attempts == 3 and row.last_error is None
+
+
+def test_dead_letter_after_max_attempts_and_requeue(outbox):
+    wall, dead, registry = Wall(), [], CollectorRegistry()
+    with WebhookReceiver(SECRET, status=500) as receiver:
+        hook = Webhook(url=receiver.url, max_attempts=3, backoff_initial="1s", backoff_max="1s")
+        sender = dispatcher(outbox, {"ops": hook}, wall, registry, dead)
+        outbox.enqueue(make_alert(), ["ops"], wall())
+        for _ in range(5):
+            sender.deliver_due()
+            wall.now += 10
+        assert len(receiver.received) == 3
+        row = outbox.get("a" * 40)
+        assert row.alert.status == "failed" and row.alert.attempts == 3 and "HTTP 500" in row.last_error
+        assert dead == [("a" * 40, "ops", row.last_error)]
+        assert registry.get_sample_value("finsent_alerts_failed_total", {"webhook": "ops"}) == 1
+        # An operator fixes the receiver and requeues the dead letter.
+        receiver.status = 200
+        assert outbox.requeue_failed(wall()) == 1
+        assert outbox.get("a" * 40).alert.status == "pending"
+        sender.deliver_due()
+        sender.close()
+    assert outbox.get("a" * 40).alert.status == "delivered"
+    assert len(receiver.delivered) == 1
+
+
+def test_gone_is_permanent_and_unknown_webhook_is_dead(outbox):
+    wall, dead = Wall(), []
+    with WebhookReceiver(SECRET, status=410) as receiver:
+        sender = dispatcher(outbox, {"ops": Webhook(url=receiver.url)}, wall, dead=dead)
+        outbox.enqueue(make_alert(), ["ops", "removed"], wall())
+        assert sender.deliver_due() == 2
+        sender.close()
+    assert len(receiver.received) == 1
+    assert {(w, e.split(":")[0]) for _, w, e in dead} == {("ops", "HTTP 410"), ("removed", "webhook 'removed' is not in the rules file any more")}
+    assert outbox.get("a" * 40).alert.status == "failed"
+
+
+def test_two_webhooks_status_waits_for_both(outbox):
+    wall = Wall()
+    with WebhookReceiver(SECRET) as good, WebhookReceiver(SECRET, status=503) as bad:
+        sender = dispatcher(outbox, {"good": Webhook(url=good.url),
+                                     "bad": Webhook(url=bad.url, format="slack", backoff_initial="1s")}, wall)
+        outbox.enqueue(make_alert(), ["good", "bad"], wall())
+        sender.deliver_due()
+        assert outbox.get("a" * 40).alert.status == "pending"
+        bad.status = 200
+        wall.now += 5
+        sender.deliver_due()
+        sender.close()
+    assert outbox.get("a" * 40).alert.status == "delivered"
+    assert "blocks" in bad.delivered[0].json() and "idempotency_key" in good.delivered[0].json()
+
+
+def test_bad_signature_is_refused_by_the_receiver(outbox):
+    wall = Wall()
+    with WebhookReceiver("another-secret") as receiver:
+        sender = dispatcher(outbox, {"ops": Webhook(url=receiver.url, max_attempts=1)}, wall)
+        outbox.enqueue(make_alert(), ["ops"], wall())
+        sender.deliver_due()
+        sender.close()
+    assert receiver.delivered == [] and "does not match" in receiver.received[0].error
+    assert outbox.get("a" * 40).alert.status == "failed"
+
+
+def test_outbox_survives_reopen_and_remembers_cooldowns(tmp_path):
+    path = tmp_path / "o.sqlite3"
+    with Outbox(path) as box:
+        box.enqueue(make_alert(), ["ops"], 5.0)
+        box.enqueue(make_alert(key="c" * 40, created_at=T0 + timedelta(minutes=5)), ["ops"], 5.0)
+    with Outbox(path) as box:
+        [a, c] = sorted(box.due(10.0), key=lambda d: d.key)
+        assert a.alert.idempotency_key == "a" * 40 and a.attempts == 0 and c.webhook == "ops"
+        assert box.last_fired() == [("shift", "AAPL", T0 + timedelta(minutes=5))]
+        assert set(box.recent_keys()) == {"a" * 40, "c" * 40}
+        assert box.next_due() == 5.0
+        rows = box.unsynced()
+        assert len(rows) == 2 and rows[0].document()["status"] == "pending"
+        box.mark_synced(rows[0].alert.idempotency_key, rows[0].version)
+        assert len(box.unsynced()) == 1

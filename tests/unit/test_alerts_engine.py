@@ -1,0 +1,183 @@
+"""Pure rule evaluation with an injected clock: thresholds, filters, dedup, cooldown, bursts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from alerts.engine import RuleEngine
+from alerts.payload import idempotency_key
+from alerts.rules import parse_rules
+from finsent.schemas import Aggregate, ControlMessage, ScoredDocument, Sentiment
+
+T0 = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw) -> None:
+        self.now += timedelta(**kw)
+
+
+def rules(*items, **extra):
+    return parse_rules({"rules": list(items), **extra})
+
+
+def agg(ticker="AAPL", window="15m", start=T0, count=30, mean=-0.5, z=None, vz=None):
+    length = {"15m": 900, "1h": 3600, "1m": 60}[window]
+    return Aggregate(ticker=ticker, window=window, window_start=start, window_end=start + timedelta(seconds=length),
+                     count=count, counts={"negative": count, "neutral": 0, "positive": 0}, mean_score=mean,
+                     weighted_mean_score=mean, sentiment_z=z, volume_z=vz, updated_at=start)
+
+
+def doc(i, ticker="AAPL", score=-0.9, label="negative", conf=0.95, at=T0):
+    probs = {"negative": 0.9, "neutral": 0.05, "positive": 0.05} if label == "negative" else \
+            {"negative": 0.05, "neutral": 0.05, "positive": 0.9}
+    return ScoredDocument(id=f"d{i}", source="test", title=f"title {i}", url=f"https://news.example/{i}",
+                          text="x", tickers=[ticker], published_at=at, ingested_at=at, scored_at=at,
+                          sentiment=Sentiment(label=label, score=score, probabilities=probs, confidence=conf),
+                          model_version="v1")
+
+
+SHIFT = {"name": "shift", "kind": "sentiment_shift", "threshold": 3, "min_count": 10, "cooldown": "30m"}
+
+
+def test_shift_fires_once_with_payload():
+    clock = Clock()
+    engine = RuleEngine(rules(SHIFT), clock=clock, dashboard_template="https://kb/{ticker}/{window}?from={from}")
+    for i in range(3):
+        engine.on_scored(doc(i, score=-0.2 - i * 0.3, at=T0 + timedelta(minutes=i)))
+    engine.on_scored(doc(9, ticker="MSFT", at=T0))
+    [alert] = engine.on_aggregate(agg(z=-4.2))
+    assert alert.kind == "sentiment_shift" and alert.rule == "shift" and alert.ticker == "AAPL"
+    assert alert.window == "15m" and alert.window_start == T0 and alert.threshold == 3
+    assert alert.value == -0.5 and alert.created_at == T0 and alert.status == "pending"
+    assert alert.idempotency_key == idempotency_key("shift", "AAPL", "15m", T0)
+    assert [d.id for d in alert.documents] == ["d2", "d1", "d0"]  # most negative first, MSFT excluded
+    assert alert.dashboard_url == f"https://kb/AAPL/15m?from={T0.isoformat()}"
+    assert "fell" in alert.message and "z=-4.20" in alert.message
+    # The same window again (an updated aggregate): deduplicated, even after the cooldown.
+    clock.advance(hours=2)
+    assert engine.on_aggregate(agg(z=-5.0, count=40)) == []
+    assert engine.stats.deduplicated == 1
+
+
+def test_shift_thresholds_direction_and_min_count():
+    engine = RuleEngine(rules({**SHIFT, "direction": "up"}), clock=Clock())
+    assert engine.on_aggregate(agg(z=-9)) == []  # wrong direction
+    assert engine.on_aggregate(agg(start=T0 + timedelta(minutes=15), z=2.99)) == []  # below threshold
+    assert engine.on_aggregate(agg(start=T0 + timedelta(minutes=30), z=8, count=9)) == []  # too few documents
+    [alert] = engine.on_aggregate(agg(start=T0 + timedelta(minutes=45), z=3.0, mean=0.6))
+    assert "rose" in alert.message
+
+
+def test_cooldown_per_rule_and_ticker():
+    clock = Clock()
+    engine = RuleEngine(rules(SHIFT), clock=clock)
+    assert len(engine.on_aggregate(agg(z=-4))) == 1
+    clock.advance(minutes=29)
+    nxt = T0 + timedelta(minutes=15)
+    assert engine.on_aggregate(agg(start=nxt, z=-6)) == []  # within the cooldown
+    assert engine.stats.cooled_down == 1
+    assert len(engine.on_aggregate(agg(ticker="MSFT", start=nxt, z=-6))) == 1  # other ticker: own cooldown
+    clock.advance(minutes=1)
+    assert len(engine.on_aggregate(agg(start=T0 + timedelta(minutes=30), z=-6))) == 1
+
+
+def test_filters_on_tickers_and_windows():
+    engine = RuleEngine(rules({**SHIFT, "tickers": ["TSLA"], "windows": ["1h"]}), clock=Clock())
+    assert engine.on_aggregate(agg(ticker="TSLA", window="15m", z=9)) == []
+    assert engine.on_aggregate(agg(ticker="AAPL", window="1h", z=9)) == []
+    assert len(engine.on_aggregate(agg(ticker="TSLA", window="1h", z=9))) == 1
+
+
+def test_shift_from_own_trailing_baseline_when_z_missing():
+    engine = RuleEngine(rules({**SHIFT, "min_history": 5}), clock=Clock())
+    for i, mean in enumerate([0.10, 0.12, 0.08, 0.11, 0.09]):
+        assert engine.on_aggregate(agg(start=T0 + timedelta(minutes=15 * i), mean=mean)) == []
+    [alert] = engine.on_aggregate(agg(start=T0 + timedelta(minutes=75), mean=-0.4))
+    assert alert.baseline == pytest.approx(0.10)
+    assert alert.value == -0.4
+
+
+def test_trailing_baseline_uses_the_final_value_of_each_window():
+    engine = RuleEngine(rules({**SHIFT, "min_history": 2, "min_count": 1}), clock=Clock())
+    engine.on_aggregate(agg(start=T0, mean=0.9, count=1))
+    engine.on_aggregate(agg(start=T0, mean=0.1, count=20))  # the same window, updated
+    engine.on_aggregate(agg(start=T0 + timedelta(minutes=15), mean=0.2, count=20))
+    [alert] = engine.on_aggregate(agg(start=T0 + timedelta(minutes=30), mean=-0.9, count=20))
+    assert alert.baseline == pytest.approx(0.15)
+
+
+def test_volume_spike():
+    engine = RuleEngine(rules({"name": "vol", "kind": "volume_spike", "threshold": 4, "min_count": 20}), clock=Clock())
+    assert engine.on_aggregate(agg(count=100, vz=3.9)) == []
+    assert engine.on_aggregate(agg(start=T0 + timedelta(minutes=15), count=19, vz=10)) == []
+    [alert] = engine.on_aggregate(agg(start=T0 + timedelta(minutes=30), count=100, vz=4.5))
+    assert alert.kind == "volume_spike" and alert.value == 100
+
+
+BURST = {"name": "burst", "kind": "negative_burst", "count": 3, "min_confidence": 0.8, "within": "10m",
+         "cooldown": "1h"}
+
+
+def test_negative_burst_counts_confident_negatives_within_span():
+    engine = RuleEngine(rules(BURST), clock=Clock())
+    assert engine.on_scored(doc(1, at=T0)) == []
+    assert engine.on_scored(doc(2, conf=0.5, at=T0 + timedelta(minutes=1))) == []  # not confident
+    assert engine.on_scored(doc(3, label="positive", score=0.8, at=T0 + timedelta(minutes=2))) == []
+    assert engine.on_scored(doc(1, at=T0)) == []  # redelivered: counts once
+    assert engine.on_scored(doc(4, at=T0 + timedelta(minutes=11))) == []  # d1 fell out of the span
+    assert engine.on_scored(doc(5, score=-0.99, at=T0 + timedelta(minutes=12))) == []  # d4, d5: two
+    [alert] = engine.on_scored(doc(6, score=-0.8, at=T0 + timedelta(minutes=13)))
+    assert [d.id for d in alert.documents] == ["d5", "d4", "d6"]  # most negative first
+    assert engine.on_scored(doc(7, at=T0 + timedelta(minutes=14))) == []  # the burst was consumed
+
+
+def test_negative_burst_fires_with_documents_and_stable_bucket():
+    engine = RuleEngine(rules(BURST), clock=Clock())
+    alerts = []
+    for i in range(3):
+        alerts += engine.on_scored(doc(i, score=-0.7 - 0.1 * i, at=T0 + timedelta(minutes=3 + i)))
+    [alert] = alerts
+    assert alert.kind == "negative_burst" and alert.ticker == "AAPL" and alert.window == "10m"
+    assert alert.window_start == T0  # the 10-minute bucket of the triggering document
+    assert [d.id for d in alert.documents] == ["d2", "d1", "d0"]
+    assert alert.value == 3 and alert.threshold == 3
+
+
+def test_model_and_drift_events():
+    engine = RuleEngine(rules({"name": "models", "kind": "model", "actions": ["rollback"]},
+                              {"name": "drift", "kind": "drift", "monitors": ["psi"]}), clock=Clock())
+    promote = ControlMessage(action="promote", model_version="v2", issued_at=T0)
+    assert engine.on_control(promote) == []
+    [alert] = engine.on_control(ControlMessage(action="rollback", model_version="v1", reason="F1 fell",
+                                               issued_at=T0))
+    assert alert.kind == "model" and alert.ticker is None and "v1" in alert.message and "F1 fell" in alert.message
+    other = ControlMessage(action="drift", model_version="v1", details={"monitor": "adwin"}, issued_at=T0)
+    assert engine.on_control(other) == []
+    [drift] = engine.on_control(ControlMessage(action="drift", model_version="v1", issued_at=T0,
+                                               details={"monitor": "psi", "statistic": 0.4, "threshold": 0.2}))
+    assert drift.kind == "drift" and drift.value == 0.4 and drift.threshold == 0.2 and "psi" in drift.message
+
+
+def test_restore_rearms_cooldown_and_dedup():
+    clock = Clock(T0 + timedelta(minutes=10))
+    engine = RuleEngine(rules(SHIFT), clock=clock)
+    key = idempotency_key("shift", "AAPL", "15m", T0)
+    engine.restore([("shift", "AAPL", T0), ("gone", "AAPL", T0)], [key])
+    assert engine.on_aggregate(agg(z=-9)) == []  # already raised before the restart
+    assert engine.on_aggregate(agg(start=T0 + timedelta(minutes=15), z=-9)) == []  # cooldown until T0+30m
+    clock.advance(minutes=20)
+    assert len(engine.on_aggregate(agg(start=T0 + timedelta(minutes=30), z=-9))) == 1
+
+
+def test_disabled_rule_is_skipped():
+    engine = RuleEngine(rules({**SHIFT, "enabled": False}), clock=Clock())
+    assert engine.on_aggregate(agg(z=-9)) == []

@@ -1,0 +1,97 @@
+"""The rules file: valid files load, every mistake names the rule and the field."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from alerts.rules import RulesError, load_rules, parse_duration, parse_rules
+from finsent.cli import app
+
+EXAMPLE = "alerts/rules.example.yml"
+
+
+def test_example_rules_file_is_valid():
+    rules = load_rules(EXAMPLE)
+    kinds = {rule.kind for rule in rules.rules}
+    assert kinds == {"sentiment_shift", "volume_spike", "negative_burst", "model", "drift"}
+    burst = next(r for r in rules.rules if r.kind == "negative_burst")
+    assert burst.within == timedelta(minutes=10)
+    assert rules.webhooks["slack"].format == "slack"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("30s", 30), ("15m", 900), ("1h", 3600), ("2d", 172800), (90, 90), ("1.5m", 90),
+])
+def test_durations(text, expected):
+    assert parse_duration(text).total_seconds() == expected
+
+
+@pytest.mark.parametrize("bad", ["10 minutes", "-5s", True, "", None])
+def test_bad_durations(bad):
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize("rule,fragment", [
+    ({"name": "shift", "kind": "sentiment_shift", "threshold": 0}, "rule 'shift' (rules[0]) field 'threshold'"),
+    ({"name": "shift", "kind": "sentiment_shift", "threshold": 2, "direction": "sideways"},
+     "rule 'shift' (rules[0]) field 'direction'"),
+    ({"name": "burst", "kind": "negative_burst", "count": 3, "within": "soon"}, "rule 'burst' (rules[0]) field 'within'"),
+    ({"name": "burst", "kind": "negative_burst", "count": 3}, "rule 'burst' (rules[0]) field 'within': Field required"),
+    ({"name": "vol", "kind": "volume_spike", "threshold": 2, "windows": ["5 min"]}, "rule 'vol' (rules[0]) field 'windows.0'"),
+    ({"name": "what", "kind": "sentiment"}, "rule 'what' (rules[0]) field 'kind'"),
+    ({"kind": "drift"}, "rule rules[0] field 'name'"),
+    ({"name": "m", "kind": "model", "actions": ["delete"]}, "rule 'm' (rules[0]) field 'actions.0'"),
+    ({"name": "d", "kind": "drift", "treshold": 1}, "rule 'd' (rules[0]) field 'treshold': Extra inputs"),
+])
+def test_bad_rule_names_rule_and_field(rule, fragment):
+    with pytest.raises(RulesError) as err:
+        parse_rules({"rules": [rule]}, "rules.yml")
+    assert fragment in str(err.value)
+    assert str(err.value).startswith("rules.yml:")
+
+
+def test_unknown_webhook_and_duplicate_name():
+    with pytest.raises(RulesError, match=r"rule 'b' \(rules\[1\]\) field 'webhooks': unknown webhook 'pager'"):
+        parse_rules({"webhooks": {"ops": {"url": "http://x/y"}},
+                     "rules": [{"name": "a", "kind": "drift"}, {"name": "b", "kind": "drift", "webhooks": ["pager"]}]})
+    with pytest.raises(RulesError, match=r"rule 'a' \(rules\[1\]\) field 'name': duplicate"):
+        parse_rules({"rules": [{"name": "a", "kind": "drift"}, {"name": "a", "kind": "model"}]})
+
+
+def test_bad_webhook_and_file_errors(tmp_path):
+    with pytest.raises(RulesError, match=r"field 'webhooks.ops.url'"):
+        parse_rules({"webhooks": {"ops": {"url": "ftp://x"}}, "rules": [{"name": "a", "kind": "drift"}]})
+    with pytest.raises(RulesError, match="cannot read"):
+        load_rules(tmp_path / "missing.yml")
+    broken = tmp_path / "broken.yml"
+    broken.write_text("rules: [\n")
+    with pytest.raises(RulesError, match="not valid YAML"):
+        load_rules(broken)
+    empty = tmp_path / "empty.yml"
+    empty.write_text("rules: []\n")
+    with pytest.raises(RulesError, match="field 'rules'"):
+        load_rules(empty)
+
+
+def test_default_webhooks_are_all(tmp_path):
+    rules = parse_rules({"webhooks": {"b": {"url": "http://b/"}, "a": {"url": "http://a/"}},
+                         "rules": [{"name": "d", "kind": "drift"}, {"name": "e", "kind": "drift", "webhooks": ["b"]}]})
+    assert rules.webhooks_of(rules.rules[0]) == ["a", "b"]
+    assert rules.webhooks_of(rules.rules[1]) == ["b"]
+
+
+def test_cli_check(tmp_path):
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["alerts", "check", "--rules", EXAMPLE])
+    assert ok.exit_code == 0, ok.output
+    assert "rules ok" in ok.output
+    bad = tmp_path / "bad.yml"
+    bad.write_text("rules:\n  - name: spike\n    kind: volume_spike\n    threshold: lots\n")
+    result = runner.invoke(app, ["alerts", "check", "--rules", str(bad)])
+    assert result.exit_code == 1
+    assert "rule 'spike' (rules[0]) field 'threshold'" in result.output
