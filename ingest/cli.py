@@ -1,0 +1,220 @@
+"""``finsent ingest …``: pull or receive documents into Kafka.
+
+Polling commands run until SIGTERM/SIGINT (then flush and exit 0) unless ``--once``; each
+prints what it did. Exit status 1 when a fetch or a Kafka delivery failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from finsent.cli_support import fail, settings_of
+from finsent.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help="Pull or receive documents into Kafka.")
+
+Once = Annotated[bool, typer.Option("--once", help="Poll each source once, then exit.")]
+Interval = Annotated[float | None, typer.Option("--interval", min=0.1, help="Seconds between polls.")]
+MetricsPort = Annotated[int | None, typer.Option("--metrics-port", min=0, max=65535,
+                                                 help="Port of /metrics (default FINSENT_INGEST_METRICS_PORT; 0: off).")]
+
+
+def _summary(label: str, report, errors: int = 0) -> str:
+    return (f"{label}: fetched {report.fetched}, produced {report.produced}, duplicates {report.duplicates}, "
+            f"skipped {len(report.rejected)}, failed {len(report.failed)}, fetch errors {errors}")
+
+
+def _start(settings: Settings, **build):
+    from prometheus_client import CollectorRegistry
+
+    from ingest.pipeline import Pipeline
+
+    registry = CollectorRegistry()
+    try:
+        pipeline = Pipeline.build(settings, registry, **build)
+    except (OSError, ValueError) as exc:
+        fail(f"cannot load the ticker dictionary: {exc}")
+    try:
+        pipeline.start()
+    except Exception as exc:  # no broker, bad credentials…: say so, do not dump a trace
+        pipeline.close()
+        fail(f"cannot connect to Kafka at {settings.kafka_bootstrap}: {type(exc).__name__}: {exc}")
+    return pipeline
+
+
+def _fetcher(settings: Settings):
+    from ingest.sources.http import HttpFetcher
+
+    return HttpFetcher(timeout=settings.ingest_fetch_timeout, max_bytes=settings.ingest_max_fetch_bytes,
+                       user_agent=settings.ingest_user_agent)
+
+
+def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: int | None,
+                 push=None) -> None:
+    """Run polling sources (and optionally the push endpoint) until stopped, or once."""
+    from ingest.pipeline import BatchReport
+    from ingest.runner import install_stop_handlers, poll, poll_forever, start_metrics_server
+    from ingest.sources.http import FetchError
+
+    pipeline = _start(settings)
+    http = _fetcher(settings)
+
+    async def main() -> int:
+        sources = make_sources(http)
+        try:
+            if once:
+                total, errors = BatchReport(), 0
+                for source in sources:
+                    try:
+                        total.add(await poll(source, pipeline))
+                    except FetchError as exc:
+                        errors += 1
+                        typer.echo(f"{source.name}: fetch failed: {exc.detail}", err=True)
+                typer.echo(_summary("ingest", total, errors))
+                return 1 if errors or total.failed else 0
+            stop = asyncio.Event()
+            install_stop_handlers(stop)
+            tasks = [poll_forever(source, pipeline, stop) for source in sources]
+            if push is not None:
+                from ingest.push import make_app, serve
+
+                tasks.append(serve(make_app(pipeline, settings), push.host, push.port, stop))
+            else:
+                port = settings.ingest_metrics_port if metrics_port is None else metrics_port
+                start_metrics_server(pipeline.metrics.registry, port)
+            await asyncio.gather(*tasks)
+            return 0
+        finally:
+            await http.close()
+
+    try:
+        code = asyncio.run(main())
+    finally:
+        pipeline.close()  # flushes the producer: SIGTERM never loses an acknowledged batch
+    raise typer.Exit(code)
+
+
+@app.command()
+def rss(ctx: typer.Context, urls: Annotated[list[str], typer.Argument(help="Feed URLs")], once: Once = False,
+        interval: Interval = None, metrics_port: MetricsPort = None) -> None:
+    """Poll RSS/Atom feeds (conditional GET, backoff, Retry-After)."""
+    from ingest.sources.rss import RssSource
+
+    settings = settings_of(ctx)
+    bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+    if bad:
+        fail(f"not an http(s) URL: {', '.join(bad)}")
+    every = interval or settings.ingest_poll_interval
+    _run_sources(settings, lambda http: [RssSource(http, u, interval=every) for u in urls],
+                 once=once, metrics_port=metrics_port)
+
+
+@app.command()
+def api(ctx: typer.Context, config: Annotated[Path, typer.Option("--config", exists=True, dir_okay=False,
+                                                               help="YAML: name, url, items, fields, headers…")],
+        once: Once = False, interval: Interval = None, metrics_port: MetricsPort = None) -> None:
+    """Poll a JSON news API described by a field-mapping file."""
+    from ingest.config import api_source, load_api_config
+
+    settings = settings_of(ctx)
+    try:
+        entry = load_api_config(config)
+    except ValueError as exc:
+        fail(str(exc))
+    if interval:
+        entry.interval = interval
+    _run_sources(settings, lambda http: [api_source(entry, http, settings)], once=once, metrics_port=metrics_port)
+
+
+@app.command()
+def reddit(ctx: typer.Context, subreddits: Annotated[list[str], typer.Argument(help="e.g. stocks investing")],
+           once: Once = False, interval: Interval = None, metrics_port: MetricsPort = None) -> None:
+    """Poll subreddits' new posts (base URL: FINSENT_REDDIT_BASE_URL)."""
+    from ingest.sources.reddit import RedditSource
+
+    settings = settings_of(ctx)
+    every = interval or settings.ingest_poll_interval
+    _run_sources(settings, lambda http: [RedditSource(http, s, base_url=settings.reddit_base_url, interval=every)
+                                         for s in subreddits], once=once, metrics_port=metrics_port)
+
+
+@app.command()
+def stocktwits(ctx: typer.Context, symbols: Annotated[list[str], typer.Argument(help="e.g. AAPL TSLA")],
+               once: Once = False, interval: Interval = None, metrics_port: MetricsPort = None) -> None:
+    """Poll StockTwits symbol streams (base URL: FINSENT_STOCKTWITS_BASE_URL)."""
+    from ingest.sources.stocktwits import StockTwitsSource
+
+    settings = settings_of(ctx)
+    every = interval or settings.ingest_poll_interval
+    _run_sources(settings, lambda http: [StockTwitsSource(http, s, base_url=settings.stocktwits_base_url,
+                                                          interval=every) for s in symbols],
+                 once=once, metrics_port=metrics_port)
+
+
+@app.command()
+def run(ctx: typer.Context, config: Annotated[Path, typer.Option("--config", exists=True, dir_okay=False,
+                                                               help="sources.yml (see ingest/config.py)")],
+        once: Once = False, metrics_port: MetricsPort = None) -> None:
+    """Run every source of a YAML file (and its push endpoint, if it has one)."""
+    from ingest.config import build_sources, load_sources_file
+
+    settings = settings_of(ctx)
+    try:
+        parsed = load_sources_file(config)
+    except ValueError as exc:
+        fail(str(exc))
+    if not parsed.sources and parsed.push is None:
+        fail(f"{config}: no sources and no push endpoint")
+    if parsed.push is not None and not once and settings.push_token is None:
+        fail("FINSENT_PUSH_TOKEN is not set: the push endpoint requires a bearer token")
+    _run_sources(settings, lambda http: build_sources(parsed, http, settings), once=once,
+                 metrics_port=metrics_port, push=None if once else parsed.push)
+
+
+@app.command()
+def serve(ctx: typer.Context,
+          port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8088,
+          host: Annotated[str, typer.Option("--host", help="Address to bind (0.0.0.0 for all)")] = "127.0.0.1") -> None:
+    """HTTP push endpoint: POST /documents with a bearer token (FINSENT_PUSH_TOKEN)."""
+    from ingest.config import PushConfig
+
+    settings = settings_of(ctx)
+    if settings.push_token is None or not settings.push_token.get_secret_value():
+        fail("FINSENT_PUSH_TOKEN is not set: the push endpoint requires a bearer token")
+    _run_sources(settings, lambda http: [], once=False, metrics_port=0, push=PushConfig(host=host, port=port))
+
+
+@app.command("file")
+def file_(ctx: typer.Context, path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+          rate: Annotated[float | None, typer.Option("--rate", min=0.001, help="Documents per second")] = None,
+          speed: Annotated[float | None, typer.Option("--speed", min=0.001, help="×N the original pace")] = None,
+          fmt: Annotated[str | None, typer.Option("--format", help="jsonl or csv (default: by extension)")] = None,
+          source: Annotated[str, typer.Option("--source", help="source of lines that name none")] = "replay",
+          no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Produce every line, even repeats "
+                                                                    "(benchmarks)")] = False) -> None:
+    """Replay a JSONL or CSV file into Kafka; exits at the end of the file and prints the counts."""
+    from ingest.replay import replay
+    from ingest.runner import install_stop_handlers
+
+    settings = settings_of(ctx)
+    if rate is not None and speed is not None:
+        fail("give --rate or --speed, not both")
+    if fmt not in (None, "jsonl", "csv"):
+        fail(f"--format must be jsonl or csv, not {fmt!r}")
+    pipeline = _start(settings, dedup=not no_dedup)
+
+    async def main():
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+        return await replay(path, pipeline, rate=rate, speed=speed, fmt=fmt, source=source, stop=stop)
+
+    try:
+        report = asyncio.run(main())
+    finally:
+        pipeline.close()
+    typer.echo(_summary(str(path), report))
+    raise typer.Exit(1 if report.failed else 0)

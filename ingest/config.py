@@ -1,0 +1,150 @@
+"""``sources.yml``: many sources in one file, validated with pydantic before anything starts.
+
+```yaml
+sources:
+  - type: rss
+    urls: [https://example.com/markets.xml]
+    interval: 300
+  - type: api
+    name: mynews
+    url: https://news.example.com/v1/latest
+    headers: {Authorization: "Bearer ${NEWS_TOKEN}"}   # ${VAR} comes from the environment
+    items: data.articles
+    fields: {text: summary, title: headline, source_id: id, url: link, published_at: time, tickers: symbols}
+  - type: reddit
+    subreddit: stocks
+  - type: stocktwits
+    symbols: [AAPL, TSLA]
+push: {port: 8088}            # optional: also run the push endpoint
+```
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from finsent.settings import Settings
+from ingest.sources.api import ApiSource, FieldMap
+from ingest.sources.base import Source
+from ingest.sources.http import HttpFetcher
+from ingest.sources.reddit import RedditSource
+from ingest.sources.rss import RssSource
+from ingest.sources.stocktwits import StockTwitsSource
+
+Interval = Annotated[float, Field(gt=0)]
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RssConfig(_Strict):
+    type: Literal["rss"]
+    urls: list[Annotated[str, Field(pattern=r"^https?://")]] = Field(min_length=1)
+    interval: Interval | None = None
+    name: str | None = None
+
+
+class ApiConfig(_Strict):
+    type: Literal["api"] = "api"
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    items: str = ""
+    fields: FieldMap
+    headers: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, str] = Field(default_factory=dict)
+    interval: Interval | None = None
+
+
+class RedditConfig(_Strict):
+    type: Literal["reddit"]
+    subreddit: str | None = None
+    subreddits: list[str] = Field(default_factory=list)
+    interval: Interval | None = None
+
+
+class StockTwitsConfig(_Strict):
+    type: Literal["stocktwits"]
+    symbol: str | None = None
+    symbols: list[str] = Field(default_factory=list)
+    interval: Interval | None = None
+
+
+class PushConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8088, ge=1, le=65535)
+
+
+SourceConfig = Annotated[RssConfig | ApiConfig | RedditConfig | StockTwitsConfig, Field(discriminator="type")]
+
+
+class SourcesFile(_Strict):
+    sources: list[SourceConfig] = Field(default_factory=list)
+    push: PushConfig | None = None
+
+
+def expand_env(text: str, environ: dict[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+
+    def value(match: re.Match) -> str:
+        if match.group(1) not in environ:
+            raise ValueError(f"${{{match.group(1)}}} is not set in the environment")
+        return environ[match.group(1)]
+
+    return _VAR.sub(value, text)
+
+
+def _load_yaml(path: Path) -> object:
+    try:
+        return yaml.safe_load(expand_env(path.read_text("utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _validated(model: type[BaseModel], data: object, path: Path):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{path}: {problems}") from None
+
+
+def load_sources_file(path: Path) -> SourcesFile:
+    """The validated file; ValueError naming the file and each bad field."""
+    return _validated(SourcesFile, _load_yaml(path) or {}, path)
+
+
+def load_api_config(path: Path) -> ApiConfig:
+    """One API source (``finsent ingest api --config F``): the ``api`` entry without ``type``."""
+    return _validated(ApiConfig, _load_yaml(path) or {}, path)
+
+
+def build_sources(config: SourcesFile, http: HttpFetcher, settings: Settings) -> list[Source]:
+    default = settings.ingest_poll_interval
+    sources: list[Source] = []
+    for entry in config.sources:
+        interval = entry.interval or default
+        if isinstance(entry, RssConfig):
+            sources += [RssSource(http, url, name=entry.name if len(entry.urls) == 1 else None, interval=interval)
+                        for url in entry.urls]
+        elif isinstance(entry, ApiConfig):
+            sources.append(api_source(entry, http, settings))
+        elif isinstance(entry, RedditConfig):
+            for sub in [*([entry.subreddit] if entry.subreddit else []), *entry.subreddits]:
+                sources.append(RedditSource(http, sub, base_url=settings.reddit_base_url, interval=interval))
+        elif isinstance(entry, StockTwitsConfig):
+            for symbol in [*([entry.symbol] if entry.symbol else []), *entry.symbols]:
+                sources.append(StockTwitsSource(http, symbol, base_url=settings.stocktwits_base_url, interval=interval))
+    return sources
+
+
+def api_source(entry: ApiConfig, http: HttpFetcher, settings: Settings) -> ApiSource:
+    return ApiSource(http, entry.url, name=f"api:{entry.name}"[:64], fields=entry.fields, items=entry.items,
+                     headers=entry.headers, params=entry.params, interval=entry.interval or settings.ingest_poll_interval)

@@ -1,0 +1,221 @@
+"""Duplicate detection: exact (document id, canonical URL) and near-duplicate (MinHash LSH).
+
+Two-phase, so a document is remembered only once Kafka holds it: :meth:`DedupIndex.check`
+classifies a document and, when it is new, *stages* it (later documents of the same batch
+see it); :meth:`commit` persists staged documents after the broker acknowledged them and
+:meth:`rollback` forgets the ones whose delivery failed, so the next poll retries them.
+
+State lives in SQLite: ids and URLs for ``retention`` (a feed may keep an item for weeks),
+MinHash signatures for the near-duplicate ``window``. A restart reloads the signatures of
+the window into the LSH index, so nothing already produced is produced again.
+Near-duplicates are looked for only in texts of ``min_tokens`` words or more: two short posts
+that say the same thing are two opinions, a syndicated wire story is one.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from finsent.schemas import RawDocument, utc_now
+
+_WORD = re.compile(r"\w+")
+NUM_PERM = 128
+SCHEME = "affine32"  # datasketch 2 default; stored signatures are uint32
+SHINGLE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    kind: str  # "id" | "url" | "near"
+    of: str  # id of the document already seen
+    similarity: float = 1.0
+
+
+def shingles(text: str, size: int = SHINGLE) -> list[str]:
+    words = _WORD.findall(text.lower())
+    if len(words) <= size:
+        return [" ".join(words)] if words else []
+    return [" ".join(words[i:i + size]) for i in range(len(words) - size + 1)]
+
+
+def dedup_text(doc: RawDocument) -> str:
+    return f"{doc.title} {doc.text}" if doc.title and doc.title not in doc.text else doc.text
+
+
+class DedupIndex:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        window_hours: float = 48.0,
+        retention_days: float = 30.0,
+        threshold: float = 0.8,
+        min_tokens: int = 8,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.path = Path(path)
+        self.window = timedelta(hours=window_hours)
+        self.retention = max(timedelta(days=retention_days), self.window)
+        self.threshold = threshold
+        self.min_tokens = min_tokens
+        self.clock = clock
+        self._db: sqlite3.Connection | None = None
+        self._lsh = None
+        self._in_lsh: deque[tuple[float, str]] = deque()  # (seen_at, id), oldest first
+        self._staged: dict[str, tuple[RawDocument, np.ndarray | None]] = {}
+        self._staged_urls: dict[str, str] = {}
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        from datasketch import MinHashLSH
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS seen (
+                id TEXT PRIMARY KEY, url TEXT, source TEXT, seen_at REAL NOT NULL, minhash BLOB);
+            CREATE INDEX IF NOT EXISTS seen_url ON seen(url) WHERE url IS NOT NULL;
+            CREATE INDEX IF NOT EXISTS seen_at ON seen(seen_at);
+            """
+        )
+        self._db = db
+        # LSH finds a pair at its own threshold only half the time: look for candidates well
+        # below ours and keep those whose estimated Jaccard similarity reaches it.
+        self._lsh = MinHashLSH(threshold=max(0.3, self.threshold - 0.2), num_perm=NUM_PERM)
+        self.prune()
+        since = (self.clock() - self.window).timestamp()
+        rows = db.execute(
+            "SELECT id, seen_at, minhash FROM seen WHERE minhash IS NOT NULL AND seen_at >= ? ORDER BY seen_at",
+            (since,),
+        )
+        for doc_id, seen_at, blob in rows:
+            self._lsh_insert(doc_id, np.frombuffer(blob, dtype=np.uint32), seen_at)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __len__(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM seen").fetchone()[0]
+
+    # --- the two phases ----------------------------------------------------------------
+    def check(self, doc: RawDocument) -> Duplicate | None:
+        """The duplicate this document is, or None (and the document is staged)."""
+        db = self._conn()
+        self._expire()
+        if doc.id in self._staged or db.execute("SELECT 1 FROM seen WHERE id = ?", (doc.id,)).fetchone():
+            return Duplicate("id", doc.id)
+        if doc.url:
+            if doc.url in self._staged_urls:
+                return Duplicate("url", self._staged_urls[doc.url])
+            row = db.execute(
+                "SELECT id FROM seen WHERE url = ? AND seen_at >= ? LIMIT 1",
+                (doc.url, (self.clock() - self.retention).timestamp()),
+            ).fetchone()
+            if row:
+                return Duplicate("url", row[0])
+        signature = self.signature(dedup_text(doc))
+        if signature is not None:
+            near = self._nearest(signature)
+            if near is not None:
+                return near
+            self._lsh_insert(doc.id, signature, self.clock().timestamp())
+        self._staged[doc.id] = (doc, signature)
+        if doc.url:
+            self._staged_urls[doc.url] = doc.id
+        return None
+
+    def commit(self, ids: Iterable[str]) -> None:
+        now = self.clock().timestamp()
+        rows = []
+        for doc_id in ids:
+            doc, signature = self._staged.pop(doc_id)
+            if doc.url:
+                self._staged_urls.pop(doc.url, None)
+            blob = signature.tobytes() if signature is not None else None
+            rows.append((doc.id, doc.url, doc.source, now, blob))
+        if rows:
+            db = self._conn()
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?, ?)", rows)
+            db.execute("COMMIT")
+
+    def rollback(self, ids: Iterable[str]) -> None:
+        for doc_id in ids:
+            doc, signature = self._staged.pop(doc_id, (None, None))
+            if doc is None:
+                continue
+            if doc.url:
+                self._staged_urls.pop(doc.url, None)
+            if signature is not None and doc_id in self._lsh:
+                self._lsh.remove(doc_id)
+
+    def prune(self) -> None:
+        """Forget ids past the retention and signatures past the window."""
+        now = self.clock()
+        db = self._conn()
+        db.execute("DELETE FROM seen WHERE seen_at < ?", ((now - self.retention).timestamp(),))
+        db.execute("UPDATE seen SET minhash = NULL WHERE minhash IS NOT NULL AND seen_at < ?",
+                   ((now - self.window).timestamp(),))
+
+    # --- MinHash -----------------------------------------------------------------------
+    def signature(self, text: str) -> np.ndarray | None:
+        from datasketch import MinHash
+
+        grams = shingles(text)
+        if len(grams) < self.min_tokens - SHINGLE + 1:
+            return None
+        minhash = MinHash(num_perm=NUM_PERM, scheme=SCHEME)
+        minhash.update_batch([g.encode("utf-8") for g in grams])
+        return minhash.hashvalues.astype(np.uint32)
+
+    def _nearest(self, signature: np.ndarray) -> Duplicate | None:
+        from datasketch import MinHash
+
+        best: Duplicate | None = None
+        for candidate in self._lsh.query(MinHash(num_perm=NUM_PERM, hashvalues=signature, scheme=SCHEME)):
+            other = self._signature_of(candidate)
+            if other is None:
+                continue
+            similarity = float(np.count_nonzero(other == signature)) / NUM_PERM
+            if similarity >= self.threshold and (best is None or similarity > best.similarity):
+                best = Duplicate("near", candidate, similarity)
+        return best
+
+    def _signature_of(self, doc_id: str) -> np.ndarray | None:
+        if doc_id in self._staged:
+            return self._staged[doc_id][1]
+        row = self._conn().execute("SELECT minhash FROM seen WHERE id = ?", (doc_id,)).fetchone()
+        return np.frombuffer(row[0], dtype=np.uint32) if row and row[0] else None
+
+    def _lsh_insert(self, doc_id: str, signature: np.ndarray, seen_at: float) -> None:
+        from datasketch import MinHash
+
+        if doc_id in self._lsh:
+            return
+        self._lsh.insert(doc_id, MinHash(num_perm=NUM_PERM, hashvalues=signature, scheme=SCHEME))
+        self._in_lsh.append((seen_at, doc_id))
+
+    def _expire(self) -> None:
+        horizon = (self.clock() - self.window).timestamp()
+        while self._in_lsh and self._in_lsh[0][0] < horizon:
+            _, doc_id = self._in_lsh.popleft()
+            if doc_id in self._lsh and doc_id not in self._staged:
+                self._lsh.remove(doc_id)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("DedupIndex.start() was not called")
+        return self._db

@@ -1,0 +1,188 @@
+"""Normalisation: a :class:`SourceItem` becomes a :class:`RawDocument`, or is rejected with a reason.
+
+Pure apart from the injected clock. Text: HTML to text (selectolax), control and zero-width
+characters removed, Unicode NFC, whitespace collapsed. Times: timezone-aware UTC only; a
+timestamp without a zone or in the future is rejected, never guessed. Language: the source's
+when it gives a valid one, else langdetect (seeded, so the answer is reproducible).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html as html_lib
+import re
+import unicodedata
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+from finsent.schemas import RawDocument, document_id, utc_now
+from ingest.items import Rejected, SourceItem
+from ingest.tickers import TickerExtractor, normalise_ticker
+from ingest.urls import canonical_url
+
+MAX_TEXT_CHARS = 500_000  # a Kafka message must stay under 1 MB
+_TAG = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*|!--)[^<>]*>")
+_WHITESPACE = re.compile(r"\s+")
+_LANG = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z]{2,4})?$")
+_ZERO_WIDTH = {"\u200b", "\u200c", "\u200e", "\u200f", "\u2060", "\ufeff", "\ufffe", "\uffff"}
+
+
+def looks_like_html(text: str) -> bool:
+    return bool(_TAG.search(text))
+
+
+def html_to_text(markup: str) -> str:
+    from selectolax.lexbor import LexborHTMLParser
+
+    tree = LexborHTMLParser(markup)
+    tree.strip_tags(["script", "style", "noscript", "template", "head"])
+    root = tree.body or tree.root
+    return root.text(separator=" ") if root is not None else ""
+
+
+def clean_text(text: str) -> str:
+    """NFC, control/zero-width/surrogate characters removed, whitespace collapsed to single spaces."""
+    text = unicodedata.normalize("NFC", text)
+    kept = []
+    for ch in text:
+        if ch.isspace():
+            kept.append(" ")
+        elif ch in _ZERO_WIDTH or unicodedata.category(ch) in ("Cc", "Cs", "Co"):
+            continue
+        else:
+            kept.append(ch)
+    return _WHITESPACE.sub(" ", "".join(kept)).strip()
+
+
+def parse_timestamp(value: datetime | str | float | int) -> datetime:
+    """An aware UTC datetime from a datetime, ISO 8601 or RFC 2822 string, or epoch seconds."""
+    if isinstance(value, bool):
+        raise Rejected("bad_timestamp", f"timestamp {value!r} is not a time")
+    if isinstance(value, int | float):
+        try:
+            return datetime.fromtimestamp(float(value), UTC)
+        except (OverflowError, OSError, ValueError):
+            raise Rejected("bad_timestamp", f"epoch timestamp {value!r} is out of range") from None
+    if isinstance(value, str):
+        text = value.strip()
+        parsed = _parse_time_string(text)
+        if parsed is None:
+            raise Rejected("bad_timestamp", f"cannot read timestamp {value!r}")
+        value = parsed
+    if not isinstance(value, datetime):
+        raise Rejected("bad_timestamp", f"timestamp {value!r} is not a time")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise Rejected("naive_timestamp", f"timestamp {value.isoformat()} has no time zone")
+    return value.astimezone(UTC)
+
+
+def _parse_time_string(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        pass
+    try:
+        parsed = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    # RFC 2822 "-0000" means "UTC, local zone unknown": parsedate returns it naive.
+    if parsed.tzinfo is None and text.rstrip().endswith("-0000"):
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def detect_language(text: str) -> str | None:
+    from langdetect import DetectorFactory, detect
+    from langdetect.lang_detect_exception import LangDetectException
+
+    DetectorFactory.seed = 0
+    if sum(ch.isalpha() for ch in text[:200]) < 3:
+        return None
+    try:
+        return detect(text[:2000])
+    except LangDetectException:
+        return None
+
+
+class Normaliser:
+    """Turns source items into raw documents; raises :class:`Rejected` with a reason code."""
+
+    def __init__(
+        self,
+        extractor: TickerExtractor,
+        *,
+        future_tolerance: float = 300.0,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.extractor = extractor
+        self.future_tolerance = timedelta(seconds=future_tolerance)
+        self.clock = clock
+
+    def normalise(self, item: SourceItem) -> RawDocument:
+        try:
+            return self._normalise(item)
+        except Rejected as exc:
+            if not exc.where:
+                exc.where = item.where
+                exc.args = (f"{item.where}: {exc.detail}" if item.where else exc.detail,)
+            raise
+
+    def _normalise(self, item: SourceItem) -> RawDocument:
+        source = clean_text(item.source or "")
+        if not source or len(source) > 64:
+            raise Rejected("bad_source", f"source name {item.source!r} must be 1-64 characters")
+        now = self.clock()
+        title = self._text(item.title, item.html) if item.title else None
+        text = self._text(item.text, item.html) if item.text else ""
+        text = text or title or ""
+        if not text:
+            raise Rejected("empty_text", "no text and no title")
+        if len(text) > MAX_TEXT_CHARS:
+            raise Rejected("too_large", f"text is {len(text)} characters, over {MAX_TEXT_CHARS}")
+        published = None
+        if item.published_at is not None and item.published_at != "":
+            published = parse_timestamp(item.published_at)
+            if published > now + self.future_tolerance:
+                raise Rejected("future_timestamp", f"published_at {published.isoformat()} is in the future")
+        url = canonical_url(item.url)
+        source_id = clean_text(str(item.source_id)) if item.source_id is not None else ""
+        if len(source_id) > 512:
+            raise Rejected("bad_source_id", f"source_id is {len(source_id)} characters, over 512")
+        if not source_id and not url:
+            # Nothing stable from the source: the content itself names the document.
+            source_id = "sha256:" + hashlib.sha256(f"{title or ''}\x1f{text}".encode()).hexdigest()[:32]
+        lang = item.lang if item.lang and _LANG.match(item.lang) else detect_language(f"{title or ''} {text}")
+        tickers = self._tickers(item.tickers, title, text)
+        return RawDocument(
+            id=document_id(source, source_id or None, url),
+            source=source,
+            source_id=source_id or None,
+            url=url,
+            title=title or None,
+            text=text,
+            lang=lang,
+            tickers=tickers,
+            published_at=published,
+            ingested_at=now,
+        )
+
+    @staticmethod
+    def _text(value: str, is_html: bool | None) -> str:
+        if is_html or (is_html is None and looks_like_html(value)):
+            value = html_to_text(value)
+        elif is_html is None and "&" in value:
+            value = html_lib.unescape(value)
+        return clean_text(value)
+
+    def _tickers(self, given: list[str], title: str | None, text: str) -> list[str]:
+        found: list[str] = []
+        for raw in given:
+            ticker = normalise_ticker(raw)
+            if ticker and ticker not in found:
+                found.append(ticker)
+        body = f"{title}\n{text}" if title else text
+        for ticker in self.extractor.extract(body):
+            if ticker not in found:
+                found.append(ticker)
+        return found[:64]

@@ -1,0 +1,158 @@
+"""normalise → tickers → dedup → Kafka, for one batch of items from one source.
+
+Synchronous and single-threaded by design (the dedup index and the producer wait are not
+shared between threads); async callers go through :meth:`Pipeline.submit`, which runs batches
+one after another on a dedicated thread so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry
+
+from finsent.schemas import RawDocument, utc_now
+from finsent.settings import Settings
+from ingest.dedup import DedupIndex
+from ingest.items import FetchResult, Rejected, SourceItem
+from ingest.metrics import IngestMetrics
+from ingest.normalise import Normaliser
+from ingest.producer import KafkaSink
+from ingest.tickers import TickerDictionary, TickerExtractor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class BatchReport:
+    fetched: int = 0
+    produced: int = 0
+    duplicates: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    failed: list[tuple[RawDocument, str]] = field(default_factory=list)
+    documents: list[RawDocument] = field(default_factory=list)  # the ones produced
+
+    @property
+    def delivered(self) -> bool:
+        """True when nothing was lost to Kafka: the source may move its cursor."""
+        return not self.failed
+
+    def add(self, other: BatchReport) -> None:
+        self.fetched += other.fetched
+        self.produced += other.produced
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.failed += other.failed
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: IngestMetrics,
+        sink: KafkaSink,
+        normaliser: Normaliser,
+        dedup: DedupIndex | None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.sink = sink
+        self.normaliser = normaliser
+        self.dedup = dedup
+        self._executor: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+        *,
+        dedup: bool = True,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> Pipeline:
+        extractor = TickerExtractor(TickerDictionary.load(settings.tickers_file))
+        index = None
+        if dedup:
+            index = DedupIndex(
+                settings.state_dir / "ingest" / f"dedup-{settings.topic_prefix}.sqlite3",
+                window_hours=settings.dedup_window_hours,
+                retention_days=settings.dedup_retention_days,
+                threshold=settings.dedup_threshold,
+                clock=clock,
+            )
+        return cls(
+            settings,
+            metrics=IngestMetrics(registry or CollectorRegistry()),
+            sink=KafkaSink(settings),
+            normaliser=Normaliser(extractor, future_tolerance=settings.ingest_future_tolerance, clock=clock),
+            dedup=index,
+        )
+
+    def start(self) -> None:
+        if self.dedup is not None:
+            self.dedup.start()
+        self.sink.start()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-pipeline")
+
+    def close(self) -> None:
+        """Flush what Kafka still holds, then release everything (safe to call twice)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self.sink.close()
+        if self.dedup is not None:
+            self.dedup.close()
+
+    async def submit(self, source: str, batch: FetchResult | list[SourceItem]) -> BatchReport:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.process, source, batch)
+
+    def process(self, source: str, batch: FetchResult | list[SourceItem]) -> BatchReport:
+        """Process one batch from ``source`` (the metric label); never raises for bad documents."""
+        result = batch if isinstance(batch, FetchResult) else FetchResult(items=list(batch))
+        report = BatchReport()
+        for bad in result.rejected:
+            self._reject(source, bad, report)
+        to_send: list[RawDocument] = []
+        for item in result.items:
+            report.fetched += 1
+            self.metrics.fetched.labels(source).inc()
+            try:
+                doc = self.normaliser.normalise(item)
+            except Rejected as bad:
+                self._reject(source, bad, report)
+                continue
+            duplicate = self.dedup.check(doc) if self.dedup is not None else None
+            if duplicate is not None:
+                report.duplicates += 1
+                self.metrics.duplicates.labels(source, duplicate.kind).inc()
+                log.info("%s: duplicate (%s, similarity %.2f) of %s: %s %s", source, duplicate.kind,
+                         duplicate.similarity, duplicate.of, doc.id, doc.url or doc.source_id)
+                continue
+            to_send.append(doc)
+        if to_send:
+            acked, failed = self.sink.send(to_send)
+            if self.dedup is not None:
+                self.dedup.commit(d.id for d in acked)
+                self.dedup.rollback(d.id for d, _ in failed)
+            report.produced += len(acked)
+            report.documents = acked
+            self.metrics.produced.labels(source).inc(len(acked))
+            for doc, error in failed:
+                self.metrics.errors.labels(source, "delivery", "kafka").inc()
+                log.error("%s: document %s NOT delivered to %s: %s", source, doc.id, self.sink.topic, error)
+            report.failed = failed
+        if report.delivered and result.on_delivered is not None:
+            result.on_delivered()
+        return report
+
+    def _reject(self, source: str, bad: Rejected, report: BatchReport) -> None:
+        report.rejected.append(bad)
+        self.metrics.errors.labels(source, "invalid", bad.code).inc()
+        log.warning("%s: skipped %s", source, bad)

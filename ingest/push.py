@@ -1,0 +1,135 @@
+"""The HTTP push endpoint: anyone with a feed POSTs documents to us.
+
+``POST /documents`` with ``Authorization: Bearer <FINSENT_PUSH_TOKEN>`` and a JSON body: one
+document, a list of documents, or ``{"documents": [...]}`` (the shape of
+:class:`ingest.inbound.InboundDocument`). Answers
+
+- 202 ``{"accepted", "duplicates", "rejected": [...]}`` once Kafka acknowledged the good
+  documents (bad ones of a batch are listed, the others still go through);
+- 400 with the field errors when no document of the body is usable (or the body is not JSON);
+- 401 without a valid token (compared in constant time); 413 above ``push_max_bytes``;
+- 503 with Retry-After when Kafka did not acknowledge: nothing was remembered, send again.
+
+``GET /healthz`` and ``GET /metrics`` (Prometheus) need no token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from finsent.settings import Settings
+from ingest.inbound import to_item
+from ingest.items import FetchResult, Rejected
+from ingest.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+LABEL = "push"
+_PIPELINE = web.AppKey("pipeline", Pipeline)
+
+
+def _json(status: int, body: dict, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+def _rejection(bad: Rejected) -> dict:
+    entry = {"where": bad.where, "reason": bad.code, "detail": bad.detail}
+    if bad.errors:
+        entry["errors"] = bad.errors
+    return entry
+
+
+def make_app(pipeline: Pipeline, settings: Settings) -> web.Application:
+    if settings.push_token is None or not settings.push_token.get_secret_value():
+        raise ValueError("FINSENT_PUSH_TOKEN is not set: the push endpoint requires a bearer token")
+    token = settings.push_token.get_secret_value().encode("utf-8")
+    max_bytes = settings.push_max_bytes
+    metrics = pipeline.metrics
+
+    def authorised(request: web.Request) -> bool:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # compare_digest on bytes: constant time, and no error on non-ASCII input.
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8"), token)
+
+    async def read_body(request: web.Request) -> bytes | None:
+        """The body, or None when it is over the limit (checked while reading, not only the header)."""
+        if request.content_length is not None and request.content_length > max_bytes:
+            return None
+        chunks, size = [], 0
+        while chunk := await request.content.read(65536):
+            size += len(chunk)
+            if size > max_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def post_documents(request: web.Request) -> web.Response:
+        if not authorised(request):
+            metrics.errors.labels(LABEL, "auth", "unauthorized").inc()
+            return _json(401, {"error": "missing or invalid bearer token"}, {"WWW-Authenticate": 'Bearer realm="finsent"'})
+        body = await read_body(request)
+        if body is None:
+            metrics.errors.labels(LABEL, "invalid", "too_large").inc()
+            return _json(413, {"error": f"body is over the limit of {max_bytes} bytes"})
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            metrics.errors.labels(LABEL, "invalid", "invalid_json").inc()
+            return _json(400, {"error": f"body is not valid UTF-8 JSON: {exc}"})
+        if isinstance(payload, dict) and isinstance(payload.get("documents"), list):
+            documents, prefix = payload["documents"], "documents"
+        elif isinstance(payload, list):
+            documents, prefix = payload, "documents"
+        else:
+            documents, prefix = [payload], "document"
+        if not documents:
+            return _json(400, {"error": "no documents in the body"})
+        batch = FetchResult()
+        for index, raw in enumerate(documents):
+            where = f"{prefix}[{index}]" if prefix == "documents" else "document"
+            try:
+                batch.items.append(to_item(raw, default_source=LABEL, where=where))
+            except Rejected as bad:
+                batch.rejected.append(bad)
+        report = await request.app[_PIPELINE].submit(LABEL, batch)
+        rejected = [_rejection(bad) for bad in report.rejected]
+        if report.failed:
+            return _json(503, {"error": f"{len(report.failed)} document(s) not acknowledged by Kafka; send again",
+                               "accepted": report.produced, "duplicates": report.duplicates, "rejected": rejected},
+                         {"Retry-After": "5"})
+        if report.produced == 0 and report.duplicates == 0:
+            return _json(400, {"error": "no valid document", "rejected": rejected})
+        return _json(202, {"accepted": report.produced, "duplicates": report.duplicates, "rejected": rejected,
+                           "ids": [doc.id for doc in report.documents]})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return _json(200, {"status": "ok"})
+
+    async def metrics_page(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # client_max_size above our own limit: read_body() enforces it and answers a clean 413.
+    app = web.Application(client_max_size=max_bytes + 1024)
+    app[_PIPELINE] = pipeline
+    app.router.add_post("/documents", post_documents)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("push endpoint on http://%s:%d/documents", host, port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

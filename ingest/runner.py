@@ -1,0 +1,85 @@
+"""Running sources: one poll, or polling forever with backoff, until SIGTERM/SIGINT.
+
+A stop signal lets the batch in flight finish (it waits for Kafka's acknowledgement),
+then the producer is flushed and closed: nothing acknowledged to a source is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+
+from ingest.backoff import Backoff
+from ingest.pipeline import BatchReport, Pipeline
+from ingest.sources.base import Source
+from ingest.sources.http import FetchError
+
+log = logging.getLogger(__name__)
+
+
+async def poll(source: Source, pipeline: Pipeline) -> BatchReport:
+    """Fetch once and process what came; FetchError propagates (after counting it)."""
+    metrics = pipeline.metrics
+    started = time.perf_counter()
+    try:
+        result = await source.fetch()
+    except FetchError as exc:
+        metrics.errors.labels(source.name, "fetch", exc.reason).inc()
+        raise
+    finally:
+        metrics.fetch_seconds.labels(source.name).observe(time.perf_counter() - started)
+    if result.not_modified:
+        log.debug("%s: not modified", source.name)
+    report = await pipeline.submit(source.name, result)
+    log.info("%s: fetched %d, produced %d, duplicates %d, skipped %d, failed %d", source.name, report.fetched,
+             report.produced, report.duplicates, len(report.rejected), len(report.failed))
+    return report
+
+
+async def poll_forever(source: Source, pipeline: Pipeline, stop: asyncio.Event, *,
+                       backoff: Backoff | None = None, on_report: Callable[[BatchReport], None] | None = None) -> None:
+    backoff = backoff or Backoff(cap=pipeline.settings.ingest_backoff_max)
+    while not stop.is_set():
+        try:
+            report = await poll(source, pipeline)
+        except FetchError as exc:
+            delay = backoff.failure(exc.retry_after)
+            log.warning("%s: %s; retrying in %.1fs", source.name, exc.detail, delay)
+        except Exception:  # a bug in one source must not stop the others
+            delay = backoff.failure()
+            log.exception("%s: unexpected error; retrying in %.1fs", source.name, delay)
+            pipeline.metrics.errors.labels(source.name, "fetch", "unexpected").inc()
+        else:
+            if report.failed:  # Kafka trouble: retry the same items sooner than the interval
+                delay = backoff.failure()
+            else:
+                backoff.success()
+                delay = source.interval
+            if on_report is not None:
+                on_report(report)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+
+
+def install_stop_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+def start_metrics_server(registry, port: int) -> None:
+    """Serve /metrics on ``port`` (0: off). A busy port is logged, not fatal: ingest matters more."""
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr="0.0.0.0", registry=registry)
+        log.info("metrics on http://0.0.0.0:%d/metrics", port)
+    except OSError as exc:
+        log.warning("cannot serve metrics on port %d: %s", port, exc)

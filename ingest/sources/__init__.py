@@ -1,0 +1,1 @@
+"""Sources: everything that reads documents from outside, behind one interface (base.Source)."""

@@ -1,0 +1,131 @@
+"""Normalisation: text cleaning, times, language, ids, canonical URLs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from finsent.schemas import document_id
+from ingest.items import Rejected, SourceItem
+from ingest.normalise import Normaliser, clean_text, html_to_text, parse_timestamp
+from ingest.tickers import TickerDictionary, TickerExtractor
+from ingest.urls import canonical_url
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def normaliser() -> Normaliser:
+    return Normaliser(TickerExtractor(TickerDictionary.load()), future_tolerance=300, clock=lambda: NOW)
+
+
+def item(**fields) -> SourceItem:
+    return SourceItem(**({"source": "test", "text": "Apple shares rise after strong iPhone sales"} | fields))
+
+
+def test_html_becomes_text(normaliser: Normaliser) -> None:
+    doc = normaliser.normalise(item(
+        text="<p>Apple&nbsp;<b>beats</b> estimates</p><script>alert(1)</script><style>p{}</style>", html=True))
+    assert doc.text == "Apple beats estimates"
+
+
+def test_html_is_detected_when_unknown(normaliser: Normaliser) -> None:
+    assert normaliser.normalise(item(text="<div>Tesla <i>falls</i></div>")).text == "Tesla falls"
+    assert normaliser.normalise(item(text="AT&amp;T &amp; Verizon")).text == "AT&T & Verizon"
+
+
+def test_control_zero_width_whitespace_and_nfc() -> None:
+    assert clean_text("Cafe\u0301\x00\x07 \u200bprofits\t\n\n  up\x1b") == "Café profits up"
+    assert clean_text("lone \ud800 surrogate") == "lone surrogate"
+
+
+@given(st.text())
+def test_clean_text_is_idempotent_and_safe(text: str) -> None:
+    cleaned = clean_text(text)
+    assert clean_text(cleaned) == cleaned
+    cleaned.encode("utf-8")  # never a lone surrogate left
+    assert "\x00" not in cleaned and "  " not in cleaned
+
+
+def test_times_are_utc(normaliser: Normaliser) -> None:
+    doc = normaliser.normalise(item(published_at="2026-11-28T06:00:00-05:00"))
+    assert doc.published_at == datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
+    assert doc.published_at.utcoffset() == timedelta(0)
+    assert doc.ingested_at == NOW
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("Fri, 27 Nov 2026 10:00:00 GMT", datetime(2026, 11, 27, 10, tzinfo=UTC)),
+    ("Fri, 27 Nov 2026 10:00:00 -0000", datetime(2026, 11, 27, 10, tzinfo=UTC)),
+    ("2026-11-27T10:00:00Z", datetime(2026, 11, 27, 10, tzinfo=UTC)),
+    (1795773600, datetime(2026, 11, 27, 10, tzinfo=UTC)),
+])
+def test_timestamp_formats(value, expected) -> None:
+    assert parse_timestamp(value) == expected
+
+
+@pytest.mark.parametrize("value,code", [
+    ("2026-11-27T10:00:00", "naive_timestamp"),
+    ("27 Nov 2026 10:00:00", "naive_timestamp"),
+    ("yesterday", "bad_timestamp"),
+    ("2026-11-28T12:30:00Z", "future_timestamp"),
+])
+def test_zone_less_unreadable_or_future_times_are_rejected(normaliser: Normaliser, value: str, code: str) -> None:
+    with pytest.raises(Rejected) as caught:
+        normaliser.normalise(item(published_at=value, where="feed.xml entry 3"))
+    assert caught.value.code == code
+    assert "feed.xml entry 3" in str(caught.value)
+
+
+def test_small_clock_skew_is_tolerated(normaliser: Normaliser) -> None:
+    doc = normaliser.normalise(item(published_at="2026-11-28T12:04:00Z"))
+    assert doc.published_at == datetime(2026, 11, 28, 12, 4, tzinfo=UTC)
+
+
+def test_empty_text_falls_back_to_title_else_rejected(normaliser: Normaliser) -> None:
+    assert normaliser.normalise(item(text="", title="Nvidia guides higher")).text == "Nvidia guides higher"
+    with pytest.raises(Rejected) as caught:
+        normaliser.normalise(item(text=" \x00\u200b ", title=None))
+    assert caught.value.code == "empty_text"
+
+
+def test_id_from_source_id_else_canonical_url_else_content(normaliser: Normaliser) -> None:
+    by_source_id = normaliser.normalise(item(source_id="42", url="https://x.com/a"))
+    assert by_source_id.id == document_id("test", "42")
+    by_url = normaliser.normalise(item(url="HTTPS://News.Example.com/a?utm_source=x&b=2&a=1#top"))
+    assert by_url.url == "https://news.example.com/a?a=1&b=2"
+    assert by_url.id == document_id("test", None, by_url.url)
+    by_text = normaliser.normalise(item())
+    assert by_text.source_id.startswith("sha256:") and by_text.id == normaliser.normalise(item()).id
+
+
+def test_tickers_from_source_first_then_text(normaliser: Normaliser) -> None:
+    doc = normaliser.normalise(item(text="Microsoft and Apple rally", tickers=["$nvda", "not a ticker!", "MSFT"]))
+    assert doc.tickers == ["NVDA", "MSFT", "AAPL"]
+
+
+def test_language(normaliser: Normaliser) -> None:
+    assert normaliser.normalise(item(text="Les actions d'Apple montent après des résultats solides")).lang == "fr"
+    assert normaliser.normalise(item(text="Apple shares climb after the company reported strong results")).lang == "en"
+    assert normaliser.normalise(item(lang="de")).lang == "de"
+
+
+def test_html_to_text_survives_garbage() -> None:
+    assert html_to_text("<<<>>><p>ok") .strip().endswith("ok")
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("https://Example.COM:443/Path?b=2&a=1&utm_medium=rss&fbclid=x#frag", "https://example.com/Path?a=1&b=2"),
+    ("http://example.com:8080", "http://example.com:8080/"),
+    ("https://example.com/a?gclid=1&ref=home", "https://example.com/a"),
+    ("https://example.com/a?id=7&ref_src=twsrc", "https://example.com/a?id=7"),
+    ("javascript:alert(1)", None),
+    ("not a url", None),
+    ("https://[::1]:99999/", None),
+    (None, None),
+])
+def test_canonical_url(url, expected) -> None:
+    assert canonical_url(url) == expected
