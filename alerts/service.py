@@ -280,6 +280,10 @@ class AlertService:
             stop.set()
             self._wake.set()
             worker.join(timeout=60)
+            try:
+                self.sync()  # the last delivery results reach the index before we exit
+            except Exception:
+                log.exception("final sync failed; the outbox keeps the changes for the next start")
 
     def _dispatch_loop(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -200,3 +200,13 @@ def test_outbox_survives_reopen_and_remembers_cooldowns(tmp_path):
         assert len(rows) == 2 and rows[0].document()["status"] == "pending"
         box.mark_synced(rows[0].alert.idempotency_key, rows[0].version)
         assert len(box.unsynced()) == 1
+
+
+def test_engine_refuses_to_start_without_a_secret(tmp_path):
+    from alerts.rules import parse_rules
+    from alerts.service import AlertsConfigError, AlertService
+    from finsent.settings import Settings
+
+    rules = parse_rules({"webhooks": {"ops": {"url": "http://127.0.0.1:9/x"}}, "rules": [{"name": "d", "kind": "drift"}]})
+    with pytest.raises(AlertsConfigError, match="FINSENT_ALERTS_WEBHOOK_SECRET is not set"):
+        AlertService(Settings(state_dir=tmp_path), rules, registry=CollectorRegistry())

@@ -1,0 +1,215 @@
+"""The alert engine against the real Kafka and Elasticsearch, delivering to a real local receiver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from alerts import signing
+from alerts.receiver import WebhookReceiver
+from alerts.rules import parse_rules
+from alerts.service import AlertService
+from finsent import clients
+from finsent.schemas import Aggregate, DeadLetter, ScoredDocument, Sentiment
+
+pytestmark = pytest.mark.integration
+
+SECRET = "integration-secret"
+FINSENT = os.path.join(os.path.dirname(sys.executable), "finsent")
+T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+
+
+def aggregate(start=T0, z=-4.5, ticker="AAPL", count=40):
+    return Aggregate(ticker=ticker, window="15m", window_start=start, window_end=start + timedelta(minutes=15),
+                     count=count, counts={"negative": count - 5, "neutral": 5, "positive": 0}, mean_score=-0.6,
+                     weighted_mean_score=-0.62, sentiment_z=z, volume_z=1.0, updated_at=start + timedelta(minutes=1))
+
+
+def scored(i, ticker="AAPL", score=-0.8, at=T0 + timedelta(minutes=2)):
+    return ScoredDocument(id=f"doc{i}", source="test", source_id=str(i), title=f"Apple warns {i}",
+                          url=f"https://news.example/{i}", text="Apple cuts guidance", tickers=[ticker],
+                          published_at=at, ingested_at=at, scored_at=at, model_version="v1",
+                          sentiment=Sentiment(label="negative", score=score, confidence=0.9,
+                                              probabilities={"negative": 0.9, "neutral": 0.1, "positive": 0.0}))
+
+
+def produce(settings, topic, *records):
+    producer = clients.kafka_producer(settings)
+    try:
+        for record in records:
+            value = record if isinstance(record, bytes) else record.to_json()
+            producer.send(settings.topic(topic), value=value)
+        producer.flush(30)
+    finally:
+        producer.close(10)
+
+
+def rules_for(url, **hook):
+    return parse_rules({
+        "webhooks": {"ops": {"url": url, "timeout": 3, "backoff_initial": "1s", "backoff_max": "2s", **hook}},
+        "rules": [{"name": "shift", "kind": "sentiment_shift", "threshold": 3, "min_count": 10, "cooldown": "1h"}],
+    })
+
+
+@pytest.fixture
+def alert_settings(bootstrapped, tmp_path):
+    return bootstrapped.model_copy(update={
+        "alerts_webhook_secret": SecretStr(SECRET), "alerts_offset_reset": "earliest",
+        "alerts_outbox": tmp_path / "outbox.sqlite3", "state_dir": tmp_path,
+    })
+
+
+def poll_until(service, predicate, limit=60):
+    """Consume until predicate() holds (bounded, not a timing assertion)."""
+    raised = []
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        raised += service.poll_once(timeout_ms=500)
+        if predicate(raised):
+            return raised
+    raise AssertionError(f"condition not met; raised so far: {raised}")
+
+
+def es_alert(settings, key):
+    with clients.elasticsearch(settings) as es:
+        es.indices.refresh(index=settings.index("alerts"))
+        return es.get(index=settings.index("alerts"), id=key)["_source"]
+
+
+def topic_records(settings, topic, expected):
+    consumer = clients.kafka_consumer(settings, settings.topic(topic), consumer_timeout_ms=3000)
+    try:
+        records = []
+        deadline = time.monotonic() + 30
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records += batch
+        return records
+    finally:
+        consumer.close()
+
+
+def test_sentiment_shift_raises_one_signed_alert_and_respects_cooldown(alert_settings):
+    settings = alert_settings
+    produce(settings, "scored", *(scored(i, score=-0.5 - i / 10) for i in range(4)))
+    produce(settings, "aggregates", aggregate(), b"{not json", aggregate(z=-6.0))  # an update of the same window
+    with WebhookReceiver(SECRET) as receiver:
+        with AlertService(settings, rules_for(receiver.url), registry=CollectorRegistry()) as service:
+            [alert] = poll_until(service, lambda raised: service.metrics.bad_records.labels("aggregates")._value.get() >= 1
+                                 and len(raised) >= 1)
+            # The next window, within the cooldown: no second alert.
+            produce(settings, "aggregates", aggregate(start=T0 + timedelta(minutes=15), z=-8.0))
+            poll_until(service, lambda _: service.metrics.suppressed.labels("cooldown")._value.get() >= 1)
+            assert service.deliver_due() == 1
+            assert service.sync() == 1
+    assert len(receiver.received) == 1
+    [got] = receiver.delivered
+    assert signing.verify(SECRET, got.body, got.headers[signing.SIGNATURE_HEADER]) > 0
+    body = got.json()
+    assert body["rule"] == "shift" and body["ticker"] == "AAPL" and body["idempotency_key"] == alert.idempotency_key
+    assert [d["id"] for d in body["documents"]] == ["doc3", "doc2", "doc1", "doc0"]
+    doc = es_alert(settings, alert.idempotency_key)
+    assert doc["status"] == "delivered" and doc["attempts"] == 1 and doc["delivered_at"]
+    [record] = topic_records(settings, "alerts", 1)
+    assert record.key == alert.idempotency_key.encode() and orjson.loads(record.value)["status"] == "delivered"
+    letters = [DeadLetter.model_validate_json(r.value) for r in topic_records(settings, "dlq", 1)]
+    assert letters[0].stage == "alerts.input" and letters[0].original == "{not json"
+
+
+def test_receiver_down_then_up_across_a_restart_delivers_once(alert_settings):
+    settings = alert_settings
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    rules = rules_for(f"http://127.0.0.1:{port}/hook")
+    produce(settings, "aggregates", aggregate())
+    with AlertService(settings, rules, registry=CollectorRegistry()) as first:
+        [alert] = poll_until(first, lambda raised: len(raised) == 1)
+        assert first.deliver_due() == 1  # refused: the receiver is down
+        first.sync()
+    assert es_alert(settings, alert.idempotency_key)["status"] == "pending"
+    # The engine restarts (same outbox, same consumer group) and the receiver comes up.
+    produce(settings, "aggregates", aggregate())  # a replayed input: same key, nothing new
+    with WebhookReceiver(SECRET, port=port) as receiver:
+        later = lambda: time.time() + 60  # noqa: E731 (past the backoff without sleeping)
+        with AlertService(settings, rules, registry=CollectorRegistry(), wall=later) as second:
+            poll_until(second, lambda _: second.metrics.suppressed.labels("dedup")._value.get() >= 1)
+            assert second.deliver_due() == 1
+            assert second.deliver_due() == 0
+            second.sync()
+    [got] = receiver.received
+    assert got.verified and got.headers[signing.IDEMPOTENCY_HEADER] == alert.idempotency_key
+    assert got.headers["X-Finsent-Attempt"] == "2"
+    doc = es_alert(settings, alert.idempotency_key)
+    assert doc["status"] == "delivered" and doc["attempts"] == 2 and doc["last_error"] is None
+
+
+def test_dead_letter_after_max_attempts(alert_settings):
+    settings = alert_settings
+    clock = [time.time()]
+    with WebhookReceiver(SECRET, status=500) as receiver:
+        rules = rules_for(receiver.url, max_attempts=2)
+        produce(settings, "aggregates", aggregate())
+        with AlertService(settings, rules, registry=CollectorRegistry(), wall=lambda: clock[0]) as service:
+            [alert] = poll_until(service, lambda raised: len(raised) == 1)
+            for _ in range(3):
+                service.deliver_due()
+                clock[0] += 10
+            service.sync()
+            service._producer.flush(10)
+    assert len(receiver.received) == 2
+    doc = es_alert(settings, alert.idempotency_key)
+    assert doc["status"] == "failed" and doc["attempts"] == 2 and "HTTP 500" in doc["last_error"]
+    [letter] = [DeadLetter.model_validate_json(r.value) for r in topic_records(settings, "dlq", 1)]
+    assert letter.stage == "alerts.delivery" and "webhook ops: HTTP 500" in letter.reason
+    assert orjson.loads(letter.original)["idempotency_key"] == alert.idempotency_key
+
+
+def test_cli_run_delivers_and_lists(alert_settings, tmp_path):
+    settings = alert_settings
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        metrics_port = sock.getsockname()[1]
+    with WebhookReceiver(SECRET) as receiver:
+        rules_file = tmp_path / "rules.yml"
+        rules_file.write_text(
+            f"webhooks:\n  ops: {{url: '{receiver.url}', format: slack}}\n"
+            "rules:\n  - {name: cli-shift, kind: sentiment_shift, threshold: 3, min_count: 10}\n")
+        env = os.environ | {
+            "FINSENT_TOPIC_PREFIX": settings.topic_prefix, "FINSENT_INDEX_PREFIX": settings.index_prefix,
+            "FINSENT_ALERTS_WEBHOOK_SECRET": SECRET, "FINSENT_ALERTS_OFFSET_RESET": "earliest",
+            "FINSENT_ALERTS_OUTBOX": str(tmp_path / "cli-outbox.sqlite3"),
+            "FINSENT_ALERTS_METRICS_PORT": str(metrics_port),
+        }
+        produce(settings, "aggregates", aggregate())
+        proc = subprocess.Popen([FINSENT, "alerts", "run", "--rules", str(rules_file)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 90
+            while not receiver.delivered and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.2)
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, output
+    [got] = receiver.delivered
+    assert "blocks" in got.json() and got.json()["text"].startswith("[finsent] cli-shift · AAPL")
+    assert 'finsent_alerts_sent_total{webhook="ops"} 1.0' in metrics
+    listed = subprocess.run([FINSENT, "alerts", "list", "--status", "delivered", "--json"],
+                            env=env, capture_output=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    rows = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["rule"], r["status"]) for r in rows] == [("cli-shift", "delivered")]
