@@ -1,0 +1,125 @@
+"""``finsent retrain check|run|scheduler|golden``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+
+import typer
+
+from finsent.cli_support import fail, settings_of
+
+app = typer.Typer(no_args_is_help=True, help="Drift checks, retraining and promotion.")
+
+
+def _context(settings):
+    from retrain.context import Context
+
+    try:
+        return Context.open(settings)
+    except Exception as exc:
+        fail(f"could not connect to Kafka/Elasticsearch: {exc}")
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    then_retrain: bool = typer.Option(False, "--retrain", help="Retrain now if drift is found (and enough labels)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run every drift monitor once, record the figures, publish a drift message if any fired."""
+    from retrain.drift_check import run_check
+    from retrain.retraining import run_retrain
+
+    settings = settings_of(ctx)
+    with _context(settings) as rctx:
+        report = run_check(rctx)
+        outcome = run_retrain(rctx, trigger="drift", drift_detected=True) if then_retrain and report.drift_detected else None
+    if as_json:
+        typer.echo(json.dumps({
+            "model_version": report.model_version, "drift_detected": report.drift_detected, "skipped": report.skipped,
+            "fresh_labels": len(report.fresh_labels),
+            "monitors": [{"monitor": r.monitor, "statistic": r.statistic, "threshold": r.threshold,
+                          "drift_detected": r.drift_detected, "details": r.details} for r in report.results],
+            "retrain": outcome.__dict__ if outcome else None,
+        }, default=str))
+    else:
+        typer.echo(report.summary())
+        if outcome:
+            typer.echo(f"retrain: {outcome.decision}: {'; '.join(outcome.reasons)}")
+    if report.drift_detected:
+        raise typer.Exit(3)  # scripts can tell "drift" from "ok" (0) and errors (1, 2)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    force: bool = typer.Option(False, "--force", help="Skip the drift requirement and the cooldown"),
+) -> None:
+    """Retrain from the champion on replayed data + fresh labels, evaluate, promote if better."""
+    from retrain.retraining import run_retrain
+
+    settings = settings_of(ctx)
+    with _context(settings) as rctx:
+        outcome = run_retrain(rctx, trigger="manual" if force else "cron")
+    typer.echo(f"{outcome.decision}: {'; '.join(outcome.reasons)}")
+    for key in ("champion_golden_macro_f1", "challenger_golden_macro_f1", "champion_fresh_macro_f1",
+                "challenger_fresh_macro_f1"):
+        if key in outcome.figures:
+            typer.echo(f"  {key}: {outcome.figures[key]:.4f}")
+    if outcome.challenger_version:
+        typer.echo(f"  challenger: {outcome.challenger_version} (champion was {outcome.champion_version})")
+    if outcome.decision in ("failed", "busy"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def scheduler(
+    ctx: typer.Context,
+    with_indexer: bool = typer.Option(True, "--indexer/--no-indexer", help="Also index the labels topic"),
+) -> None:
+    """Run the drift-check / retrain schedule until interrupted (jobs persist in SQLite)."""
+    from prometheus_client import start_http_server
+
+    from retrain.label_indexer import start_background
+    from retrain.metrics import RetrainMetrics
+    from retrain.scheduler import RetrainScheduler
+
+    settings = settings_of(ctx)
+    metrics = RetrainMetrics()
+    from retrain.context import Context
+
+    sched = RetrainScheduler(settings, context_factory=lambda s: Context.open(s, metrics=metrics))
+    try:
+        sched.start()
+    except Exception as exc:
+        fail(f"could not start the scheduler: {exc}")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if settings.retrain_metrics_port:
+        start_http_server(settings.retrain_metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    if with_indexer:
+        start_background(settings, stop)
+    for job_id, job in sched.jobs().items():
+        typer.echo(f"{job_id}: {job['trigger']}, next run {job['next_run_time']}")
+    try:
+        stop.wait()
+    finally:
+        sched.shutdown()
+
+
+@app.command()
+def golden(ctx: typer.Context) -> None:
+    """Build the golden set from the training data if it does not exist yet; print where it is."""
+    from retrain.golden import ensure_golden, golden_path
+
+    settings = settings_of(ctx)
+    path = golden_path(settings)
+    existed = path.is_file()
+    try:
+        rows = ensure_golden(settings)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"{'kept' if existed else 'built'} golden set {path}: {len(rows)} rows")

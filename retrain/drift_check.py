@@ -1,0 +1,134 @@
+"""One drift check: read the champion's documents and fresh labels, run every monitor, record.
+
+Reference = the earliest ``drift_reference_size`` documents the champion scored; window = its
+latest ``drift_window_size``. Until it has scored both, the document monitors report "not
+enough data" (no statistic, no drift). Every monitor's result goes to ``<prefix>-drift`` and
+to the metrics; any drift publishes ``ControlMessage(action="drift")`` on ``<prefix>.control``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from elasticsearch import helpers
+
+from finsent.schemas import ControlMessage
+from retrain.conflicts import ResolvedLabel
+from retrain.context import Context, flat_details
+from retrain.drift import InputDrift, PerformanceDrift, PredictionDrift, confidence_monitor
+
+log = logging.getLogger(__name__)
+_DOC_FIELDS = ["text", "sentiment.label", "sentiment.confidence", "scored_at"]
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    monitor: str
+    statistic: float | None
+    threshold: float
+    drift_detected: bool
+    details: dict[str, Any]
+
+
+@dataclass
+class CheckReport:
+    model_version: str | None
+    results: list[MonitorResult] = field(default_factory=list)
+    fresh_labels: list[ResolvedLabel] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def drift_detected(self) -> bool:
+        return any(r.drift_detected for r in self.results)
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"skipped: {self.skipped}"
+        parts = [f"{r.monitor}={'n/a' if r.statistic is None else f'{r.statistic:.4f}'}"
+                 f"{' DRIFT' if r.drift_detected else ''}" for r in self.results]
+        return f"model {self.model_version}: " + ", ".join(parts) + f"; {len(self.fresh_labels)} fresh labels"
+
+
+def _docs(ctx: Context, version: str, size: int, order: str) -> list[dict[str, Any]]:
+    resp = ctx.es.search(index=ctx.settings.index("docs"), size=size, source=_DOC_FIELDS,
+                         sort=[{"scored_at": order}, {"id": order}], query={"term": {"model_version": version}})
+    docs = [h["_source"] for h in resp["hits"]["hits"]]
+    return docs if order == "asc" else docs[::-1]
+
+
+def _document_monitors(ctx: Context, version: str) -> list[MonitorResult]:
+    s = ctx.settings
+    monitors = [
+        PredictionDrift(s.drift_reference_size, s.drift_window_size, s.drift_prediction_threshold),
+        confidence_monitor(min_instances=min(30, s.drift_reference_size), delta=s.drift_confidence_delta,
+                           threshold=s.drift_confidence_threshold),
+        InputDrift(s.drift_reference_size, s.drift_window_size, s.drift_oov_threshold, s.drift_length_threshold),
+    ]
+    total = ctx.es.count(index=s.index("docs"), query={"term": {"model_version": version}})["count"]
+    needed = s.drift_reference_size + s.drift_window_size
+    if total < needed:
+        why = {"reason": f"{total} documents scored by {version}, need {needed}", "documents": total}
+        return [MonitorResult(m.name, None, m.threshold, False, why) for m in monitors]
+    docs = _docs(ctx, version, s.drift_reference_size, "asc") + _docs(ctx, version, s.drift_window_size, "desc")
+    feeds = {
+        "prediction": lambda d: d["sentiment"]["label"],
+        "confidence": lambda d: d["sentiment"]["confidence"],
+        "input": lambda d: d.get("text") or "",
+    }
+    for doc in docs:
+        for monitor in monitors:
+            monitor.update(feeds[monitor.name](doc))
+    return [MonitorResult(m.name, m.statistic, m.threshold, m.drift_detected, m.details() | {"documents": total})
+            for m in monitors]
+
+
+def _performance(ctx: Context, version: str, meta: dict[str, Any], fresh: list[ResolvedLabel]) -> MonitorResult:
+    s = ctx.settings
+    baseline = ((meta.get("metrics") or {}).get("validation") or {}).get("macro_f1")
+    monitor = PerformanceDrift(baseline=baseline, threshold=s.drift_f1_drop, min_samples=s.drift_min_labels)
+    recent = fresh[-s.drift_max_labels:]
+    if len(recent) >= s.drift_min_labels:
+        predicted = ctx.scorer(version).score([r.text for r in recent])
+        for label, sentiment in zip(recent, predicted, strict=True):
+            monitor.update((label.label, sentiment.label))
+    return MonitorResult(monitor.name, monitor.statistic, monitor.threshold, monitor.drift_detected,
+                         monitor.details() | {"fresh_labels": len(fresh)})
+
+
+def record(ctx: Context, version: str | None, results: list[MonitorResult]) -> None:
+    now = ctx.clock().isoformat()
+    actions = [{"_index": ctx.settings.index("drift"), "_source": {
+        "checked_at": now, "monitor": r.monitor, "statistic": r.statistic, "threshold": r.threshold,
+        "drift_detected": r.drift_detected, "model_version": version, "details": r.details}} for r in results]
+    helpers.bulk(ctx.es, actions, refresh="wait_for")
+    for r in results:
+        ctx.metrics.drift_threshold.labels(monitor=r.monitor).set(r.threshold)
+        ctx.metrics.drift_detected.labels(monitor=r.monitor).set(1 if r.drift_detected else 0)
+        if r.statistic is not None:
+            ctx.metrics.drift_statistic.labels(monitor=r.monitor).set(r.statistic)
+
+
+def run_check(ctx: Context) -> CheckReport:
+    version = ctx.registry.champion()
+    if version is None:
+        ctx.metrics.drift_checks.labels(outcome="skipped").inc()
+        return CheckReport(None, skipped="no champion model in the registry")
+    meta = ctx.registry.get(version)
+    fresh, unresolved = ctx.fresh_labels(meta)
+    ctx.metrics.fresh_labels.set(len(fresh))
+    results = _document_monitors(ctx, version) + [_performance(ctx, version, meta, fresh)]
+    report = CheckReport(version, results, fresh)
+    record(ctx, version, results)
+    if report.drift_detected:
+        fired = [r for r in results if r.drift_detected]
+        details: dict[str, Any] = {"fresh_labels": len(fresh), "unresolved_labels": len(unresolved)}
+        for r in fired:
+            details |= {f"{r.monitor}_statistic": r.statistic, f"{r.monitor}_threshold": r.threshold}
+        ctx.publish_control(ControlMessage(
+            action="drift", model_version=version, reason="drift: " + ", ".join(r.monitor for r in fired),
+            details=flat_details(details), issued_at=ctx.clock()))
+    ctx.metrics.drift_checks.labels(outcome="drift" if report.drift_detected else "stable").inc()
+    log.info("drift check %s", report.summary())
+    return report

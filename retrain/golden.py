@@ -1,0 +1,106 @@
+"""The fixed golden set and the replay sample, both drawn from the original training data.
+
+The golden set is built ONCE — a seeded sample stratified by source and label of the files
+in ``FINSENT_RETRAIN_DATA`` (the same labelled files the first model was trained on; never
+any held-out evaluation split) — and written to ``FINSENT_GOLDEN_SET`` (default
+``<state_dir>/retrain/golden.csv``, outside the repository). Every later retrain reads that
+file unchanged, so champion and challenger are always compared on the same rows. Its rows
+are kept out of the replay sample, so a challenger is never trained on what judges it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from finsent.settings import Settings
+
+
+@dataclass(frozen=True)
+class Row:
+    text: str
+    label: str
+    source: str = "golden"
+
+
+def data_paths(settings: Settings) -> list[Path]:
+    """The original training files: ``FINSENT_RETRAIN_DATA`` (files or folders, comma-separated),
+    else ``FINSENT_TRAIN_DATA`` when the model part defines it."""
+    spec = settings.retrain_data or getattr(settings, "train_data", None)
+    if not spec:
+        raise ValueError("FINSENT_RETRAIN_DATA is not set: name the original training CSV files or folders "
+                         "(e.g. ../shared/data) so retraining can replay them and build the golden set")
+    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
+    paths: list[Path] = []
+    for item in items:
+        path = Path(str(item).strip()).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in {".csv", ".jsonl"} and p.is_file())
+            if not found:
+                raise ValueError(f"FINSENT_RETRAIN_DATA: folder {path} holds no .csv or .jsonl file")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise ValueError(f"FINSENT_RETRAIN_DATA: {path} does not exist")
+    return paths
+
+
+def load_rows(paths: Sequence[Path]) -> list[Row]:
+    from model import data as datamod
+
+    return [Row(e.text, e.label, e.source) for e in datamod.load(list(paths)).examples]
+
+
+def stratified_sample(rows: Sequence[Row], size: int, seed: int) -> list[Row]:
+    """``size`` rows keeping each (source, label) share; deterministic for a seed."""
+    if size >= len(rows):
+        return list(rows)
+    strata: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for row in rows:
+        strata[(row.source, row.label)].append(row)
+    rng = random.Random(seed)
+    picked: list[Row] = []
+    for key in sorted(strata):
+        group = strata[key]
+        take = max(1, round(size * len(group) / len(rows)))
+        picked.extend(rng.sample(group, min(take, len(group))))
+    rng.shuffle(picked)
+    return picked[:size]
+
+
+def golden_path(settings: Settings) -> Path:
+    return settings.golden_set or settings.state_dir / "retrain" / "golden.csv"
+
+
+def read_golden(path: Path) -> list[Row]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [Row(r["text"], r["label"], r.get("source") or "golden") for r in csv.DictReader(fh)]
+
+
+def ensure_golden(settings: Settings, rows: Sequence[Row] | None = None, *, seed: int = 20240601) -> list[Row]:
+    """Read the golden set; build it first if the file does not exist yet (never rebuilt after)."""
+    path = golden_path(settings)
+    if path.is_file():
+        return read_golden(path)
+    rows = rows if rows is not None else load_rows(data_paths(settings))
+    golden = stratified_sample(rows, settings.golden_size, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label", "source"])
+        writer.writerows((r.text, r.label, r.source) for r in golden)
+    os.replace(tmp, path)
+    return golden
+
+
+def replay_sample(rows: Sequence[Row], size: int, *, exclude: Sequence[Row] = (), seed: int = 0) -> list[Row]:
+    """A stratified sample of the original data, without the golden rows."""
+    banned = {r.text for r in exclude}
+    return stratified_sample([r for r in rows if r.text not in banned], size, seed)

@@ -1,0 +1,24 @@
+"""Prometheus metrics of drift checks and retrains, created against an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class RetrainMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.drift_statistic = Gauge("finsent_drift_statistic", "Latest statistic of each drift monitor",
+                                     ["monitor"], registry=self.registry)
+        self.drift_threshold = Gauge("finsent_drift_threshold", "Threshold of each drift monitor",
+                                     ["monitor"], registry=self.registry)
+        self.drift_detected = Gauge("finsent_drift_detected", "1 if the latest check of the monitor found drift",
+                                    ["monitor"], registry=self.registry)
+        self.drift_checks = Counter("finsent_drift_checks", "Drift checks run, by outcome",
+                                    ["outcome"], registry=self.registry)
+        self.fresh_labels = Gauge("finsent_fresh_labels", "Resolved labels newer than the champion's training data",
+                                  registry=self.registry)
+        self.retrain_decisions = Counter("finsent_retrain_decisions", "Retrain decisions by outcome",
+                                         ["decision"], registry=self.registry)
+        self.retrain_seconds = Gauge("finsent_retrain_last_duration_seconds", "Duration of the last retrain",
+                                     registry=self.registry)

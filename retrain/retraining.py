@@ -1,0 +1,188 @@
+"""A retrain: gate → fine-tune from the champion (replay + fresh labels) → evaluate → decide.
+
+Every outcome — promoted, rejected, skipped (when a retrain was wanted but gated) or failed —
+is an audit record in ``<prefix>-retrain`` with its figures, and a line in
+``<state_dir>/retrain/audit.jsonl`` (kept even when Elasticsearch is down). Only one retrain
+runs at a time on a machine: a lock file under ``state_dir`` guards it across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from finsent.schemas import ControlMessage
+from retrain import golden as goldenmod
+from retrain.conflicts import ResolvedLabel, split_holdout
+from retrain.context import Context, flat_details
+from retrain.decision import LastAttempt, PromotionPolicy, Scores, decide_promotion, should_retrain
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    decision: str  # promoted | rejected | skipped | failed | busy
+    reasons: list[str]
+    champion_version: str | None = None
+    challenger_version: str | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+class RetrainBusy(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def exclusive(state_dir: Path) -> Iterator[None]:
+    """At most one retrain per state folder, across threads and processes."""
+    path = state_dir / "retrain" / "retrain.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RetrainBusy("another retrain is running") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def last_attempt(ctx: Context) -> LastAttempt | None:
+    resp = ctx.es.options(ignore_status=404).search(
+        index=ctx.settings.index("retrain"), size=1, sort=[{"decided_at": "desc"}],
+        query={"terms": {"decision": ["promoted", "rejected", "failed"]}}, source=["decided_at", "labels_until"])
+    hits = resp.get("hits", {}).get("hits", []) if resp else []
+    if not hits:
+        return None
+    src = hits[0]["_source"]
+    until = src.get("labels_until")
+    return LastAttempt(at=datetime.fromisoformat(src["decided_at"]), labels_until=datetime.fromisoformat(until) if until else None)
+
+
+def _scores(result: dict[str, Any], n: int) -> Scores:
+    return Scores(accuracy=float(result.get("accuracy", 0.0)), macro_f1=float(result.get("macro_f1", 0.0)), n=n)
+
+
+def _evaluate(ctx: Context, version: str, rows: list[tuple[str, str]]) -> Scores:
+    from model.evaluation import evaluate
+
+    if not rows:
+        return Scores(0.0, 0.0, 0)
+    scorer = ctx.scorer(version)
+    return _scores(evaluate(scorer, [t for t, _ in rows], [label for _, label in rows]), len(rows))
+
+
+def audit(ctx: Context, outcome: Outcome, *, trigger: str, started: float, fresh: list[ResolvedLabel],
+          extra: dict[str, Any] | None = None) -> None:
+    f = outcome.figures
+    doc = {
+        "decided_at": ctx.clock().isoformat(), "trigger": trigger, "decision": outcome.decision,
+        "reasons": "; ".join(outcome.reasons), "champion_version": outcome.champion_version,
+        "challenger_version": outcome.challenger_version, "fresh_labels": len(fresh),
+        "labels_until": fresh[-1].labeled_at.isoformat() if fresh else None,
+        "champion_golden_f1": f.get("champion_golden_macro_f1"), "challenger_golden_f1": f.get("challenger_golden_macro_f1"),
+        "champion_fresh_f1": f.get("champion_fresh_macro_f1"), "challenger_fresh_f1": f.get("challenger_fresh_macro_f1"),
+        "duration_s": round(time.monotonic() - started, 3), "figures": f,
+    } | (extra or {})
+    path = ctx.settings.state_dir / "retrain" / "audit.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as fh:
+        fh.write(orjson.dumps(doc) + b"\n")
+    try:
+        ctx.es.index(index=ctx.settings.index("retrain"), document=doc, refresh="wait_for")
+    except Exception as exc:  # the JSONL line above keeps the record
+        log.error("could not index the retrain audit record: %s", exc)
+    ctx.metrics.retrain_decisions.labels(decision=outcome.decision).inc()
+    log.info("retrain %s (%s): %s", outcome.decision, trigger, "; ".join(outcome.reasons))
+
+
+def run_retrain(ctx: Context, *, trigger: str, drift_detected: bool = False) -> Outcome:
+    """``trigger``: "drift" (after a check found drift), "cron" (fallback) or "manual"."""
+    started = time.monotonic()
+    try:
+        with exclusive(ctx.settings.state_dir):
+            return _run(ctx, trigger=trigger, drift_detected=drift_detected, started=started)
+    except RetrainBusy as exc:
+        return Outcome("busy", [str(exc)])
+
+
+def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float) -> Outcome:
+    s = ctx.settings
+    champion = ctx.registry.champion()
+    if champion is None:
+        outcome = Outcome("skipped", ["no champion model: train one with `finsent model train` and promote it"])
+        audit(ctx, outcome, trigger=trigger, started=started, fresh=[])
+        return outcome
+    meta = ctx.registry.get(champion)
+    fresh, unresolved = ctx.fresh_labels(meta)
+    go, why = should_retrain(trigger=trigger, drift_detected=drift_detected, fresh_labels=len(fresh),
+                             newest_label=fresh[-1].labeled_at if fresh else None, min_labels=s.retrain_min_labels,
+                             last_attempt=last_attempt(ctx), now=ctx.clock(),
+                             cooldown=timedelta(minutes=s.retrain_cooldown_minutes))
+    if not go:
+        outcome = Outcome("skipped", [why], champion_version=champion)
+        if trigger != "drift" or drift_detected:
+            audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh)
+        return outcome
+    try:
+        return _train_and_decide(ctx, champion, fresh, len(unresolved), trigger=trigger, started=started)
+    except Exception as exc:
+        log.exception("retrain failed")
+        outcome = Outcome("failed", [f"{type(exc).__name__}: {exc}"], champion_version=champion)
+        audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh)
+        return outcome
+
+
+def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], unresolved: int, *,
+                      trigger: str, started: float) -> Outcome:
+    from model.data import Example
+    from model.training import train
+
+    s = ctx.settings
+    fresh_train, fresh_held = split_holdout(fresh, s.retrain_holdout_fraction)
+    rows = goldenmod.load_rows(goldenmod.data_paths(s))
+    golden = goldenmod.ensure_golden(s, rows)
+    replay = goldenmod.replay_sample(rows, s.retrain_replay_rows, exclude=golden, seed=len(fresh))
+    examples = [Example(r.text, r.label, "replay") for r in replay]
+    extra = [Example(r.text, r.label, "fresh") for r in fresh_train] * s.retrain_fresh_repeat
+    result = train(examples, extra_rows=extra, base_model=ctx.registry.path(champion), registry=ctx.registry,
+                   parent_version=champion, epochs=s.retrain_epochs, max_steps=s.retrain_max_steps,
+                   batch_size=s.retrain_batch_size, val_fraction=0.1, progress=False, device=s.device,
+                   seed=len(fresh), notes={"retrain_trigger": trigger, "fresh_train": len(fresh_train),
+                                           "replay_rows": len(replay)})
+    challenger = result.version
+    golden_rows = [(r.text, r.label) for r in golden]
+    held_rows = [(r.text, r.label) for r in fresh_held]
+    champion_golden, champion_fresh = _evaluate(ctx, champion, golden_rows), _evaluate(ctx, champion, held_rows)
+    challenger_golden, challenger_fresh = _evaluate(ctx, challenger, golden_rows), _evaluate(ctx, challenger, held_rows)
+    policy = PromotionPolicy(golden_tolerance=s.retrain_golden_tolerance, min_fresh_gain=s.retrain_min_fresh_gain,
+                             min_fresh_eval=s.retrain_min_fresh_eval)
+    decision = decide_promotion(champion_golden, challenger_golden, champion_fresh, challenger_fresh, policy)
+    figures = decision.figures | {"unresolved_labels": unresolved}
+    labels_until = fresh[-1].labeled_at.isoformat()
+    ctx.registry.update_metadata(challenger, labels_until=labels_until,
+                                 retrain={"decision": "promoted" if decision.promote else "rejected",
+                                          "figures": figures, "reasons": list(decision.reasons)})
+    outcome = Outcome("promoted" if decision.promote else "rejected", list(decision.reasons),
+                      champion_version=champion, challenger_version=challenger, figures=figures)
+    if decision.promote:
+        ctx.registry.promote(challenger)
+        ctx.publish_control(ControlMessage(
+            action="promote", model_version=challenger, model_path=str(ctx.registry.path(challenger)),
+            reason=f"retrain ({trigger}): " + "; ".join(decision.reasons),
+            details=flat_details({"previous_version": champion} | figures), issued_at=ctx.clock()))
+    ctx.metrics.retrain_seconds.set(time.monotonic() - started)
+    audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh,
+          extra={"fresh_train": len(fresh_train), "fresh_heldout": len(fresh_held), "replay_rows": len(replay)})
+    return outcome

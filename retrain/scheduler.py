@@ -1,0 +1,143 @@
+"""APScheduler 3 jobs for drift checks and retrains, persisted in SQLite so schedules survive restarts.
+
+Jobs (in ``<state_dir>/retrain/scheduler.sqlite``):
+
+- ``drift-check`` — every ``FINSENT_DRIFT_CHECK_MINUTES``; when it finds drift it adds the
+  one-shot ``retrain-on-drift`` job (persisted too: a crash between the two loses nothing).
+- ``retrain-cron`` — the fallback retrain on ``FINSENT_RETRAIN_CRON`` (UTC), gated on fresh labels.
+
+All jobs: ``max_instances=1``, ``coalesce=True`` (missed runs collapse into one),
+``misfire_grace_time=FINSENT_RETRAIN_MISFIRE_GRACE_S``. On start, a stored job whose trigger is
+unchanged is kept as stored (its next run time included); a changed one is replaced.
+Jobs are stored by reference with one string argument (the topic prefix), never with
+settings or secrets; the running process maps that key to its live context.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
+
+from finsent.settings import Settings
+from retrain.context import Context
+
+log = logging.getLogger(__name__)
+
+CHECK_JOB, CRON_JOB, DRIFT_RETRAIN_JOB = "drift-check", "retrain-cron", "retrain-on-drift"
+_RUNNING: dict[str, RetrainScheduler] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+def check_job(key: str) -> None:
+    owner = _owner(key)
+    from retrain.drift_check import run_check
+
+    report = run_check(owner.ctx)
+    owner.checks += 1
+    if report.drift_detected:
+        owner.scheduler.add_job(f"{__name__}:retrain_job", trigger="date", id=DRIFT_RETRAIN_JOB,
+                                args=[key, "drift"], replace_existing=True, name="retrain after drift")
+
+
+def retrain_job(key: str, trigger: str) -> None:
+    owner = _owner(key)
+    from retrain.retraining import run_retrain
+
+    outcome = run_retrain(owner.ctx, trigger=trigger, drift_detected=trigger == "drift")
+    owner.outcomes.append(outcome)
+
+
+def _owner(key: str) -> RetrainScheduler:
+    with _RUNNING_LOCK:
+        owner = _RUNNING.get(key)
+    if owner is None:
+        raise RuntimeError(f"no running retrain scheduler for {key!r} in this process")
+    return owner
+
+
+class RetrainScheduler:
+    def __init__(self, settings: Settings, *, context_factory: Callable[[Settings], Context] = Context.open) -> None:
+        self.settings = settings
+        self.key = settings.topic_prefix
+        self.context_factory = context_factory
+        self.store_path = settings.state_dir.resolve() / "retrain" / "scheduler.sqlite"
+        self.ctx: Context | None = None
+        self.scheduler: Any = None
+        self.checks = 0
+        self.outcomes: list[Any] = []
+
+    def start(self) -> RetrainScheduler:
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        with _RUNNING_LOCK:
+            if self.key in _RUNNING:
+                raise RuntimeError(f"a retrain scheduler for {self.key!r} already runs in this process")
+            _RUNNING[self.key] = self
+        try:
+            self.ctx = self.context_factory(self.settings)
+            self.store_path.parent.mkdir(parents=True, exist_ok=True)
+            self.scheduler = BackgroundScheduler(
+                jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{self.store_path}")},
+                job_defaults={"coalesce": True, "max_instances": 1,
+                              "misfire_grace_time": self.settings.retrain_misfire_grace_s},
+                timezone=UTC,
+            )
+            self.scheduler.start(paused=True)  # load stored jobs before deciding what to change
+            self.sync_jobs()
+            self.scheduler.resume()
+        except BaseException:
+            self.shutdown(wait=False)
+            raise
+        return self
+
+    def _desired(self) -> dict[str, tuple[str, Any, list[Any], str]]:
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        jobs = {CHECK_JOB: (f"{__name__}:check_job", IntervalTrigger(minutes=self.settings.drift_check_minutes,
+                                                                     timezone=UTC), [self.key], "drift check")}
+        if self.settings.retrain_cron.strip():
+            try:
+                cron = CronTrigger.from_crontab(self.settings.retrain_cron, timezone=UTC)
+            except ValueError as exc:
+                raise ValueError(f"FINSENT_RETRAIN_CRON: {exc}") from None
+            jobs[CRON_JOB] = (f"{__name__}:retrain_job", cron, [self.key, "cron"], "fallback retrain")
+        return jobs
+
+    def sync_jobs(self) -> list[str]:
+        """Add or replace jobs whose definition changed; returns the ids (re)written."""
+        desired = self._desired()
+        written = []
+        for job_id, (func, trigger, args, name) in desired.items():
+            stored = self.scheduler.get_job(job_id)
+            if stored is not None and str(stored.trigger) == str(trigger) and list(stored.args) == args:
+                continue
+            self.scheduler.add_job(func, trigger=trigger, id=job_id, args=args, name=name, replace_existing=True)
+            written.append(job_id)
+        if CRON_JOB not in desired and self.scheduler.get_job(CRON_JOB) is not None:
+            self.scheduler.remove_job(CRON_JOB)
+        return written
+
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        return {job.id: {"name": job.name, "trigger": str(job.trigger), "next_run_time": job.next_run_time}
+                for job in self.scheduler.get_jobs()}
+
+    def shutdown(self, wait: bool = True) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=wait)
+        if self.ctx is not None:
+            self.ctx.close()
+            self.ctx = None
+        with _RUNNING_LOCK:
+            if _RUNNING.get(self.key) is self:
+                del _RUNNING[self.key]
+
+    def __enter__(self) -> RetrainScheduler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
