@@ -56,7 +56,7 @@ _KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_le
              "offset", "inf", "nan", "atan2", "le"}
 _STRINGS = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')
 _GROUPINGS = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
-_TOKEN = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+_TOKEN = re.compile(r"(?<![\w.])[A-Za-z_:][A-Za-z0-9_:]*")  # not the unit of 5m or 1e-9
 
 
 def series_in(expr: str) -> set[str]:
