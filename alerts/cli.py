@@ -201,3 +201,33 @@ def test_webhook(
     typer.echo(f"{url}: HTTP {response.status_code} in {elapsed:.0f} ms (key {alert.idempotency_key})")
     if not 200 <= response.status_code < 300:
         fail(f"receiver answered {response.status_code}: {response.text[:200]}")
+
+
+@app.command()
+def receive(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8099,
+) -> None:
+    """Run the reference receiver on 127.0.0.1:PORT: verifies signatures and prints each alert."""
+    from alerts.receiver import WebhookReceiver
+
+    settings = settings_of(ctx)
+    secret = settings.alerts_webhook_secret.get_secret_value() if settings.alerts_webhook_secret else ""
+    if not secret:
+        fail("FINSENT_ALERTS_WEBHOOK_SECRET is not set: the receiver needs it to verify signatures")
+
+    def show(record) -> None:
+        if record.error:
+            typer.echo(f"rejected: {record.error}", err=True)
+            return
+        body = record.json()
+        state = "duplicate" if record.duplicate else "new"
+        typer.echo(f"{state} {record.headers.get('X-Finsent-Idempotency-Key')}: {body.get('message') or body.get('text')}")
+
+    receiver = WebhookReceiver(secret, port=port, on_receive=show).start()
+    typer.echo(f"listening on {receiver.url} (Ctrl-C to stop)", err=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    receiver.stop()

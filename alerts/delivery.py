@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -93,16 +94,35 @@ class Dispatcher:
             self._client = None
 
     def deliver_due(self, limit: int = 100) -> int:
-        """Attempt every delivery that is due now; returns the number of attempts made."""
+        """Attempt the deliveries due now; returns the number of attempts made.
+
+        Each webhook gets its own thread, so a slow or dead receiver never holds up the others;
+        and once a webhook fails, its other due deliveries wait for that failure's retry time
+        (without spending an attempt) instead of each hitting a receiver that is down.
+        """
         items = self.outbox.due(self.clock(), limit)
+        by_hook: dict[str, list[DueDelivery]] = {}
         for item in items:
-            self.attempt(item)
-        if items and self.on_change is not None:
+            by_hook.setdefault(item.webhook, []).append(item)
+        if len(by_hook) <= 1:
+            made = sum(self._deliver_to(group) for group in by_hook.values())
+        else:
+            with ThreadPoolExecutor(max_workers=min(8, len(by_hook)), thread_name_prefix="alerts-hook") as pool:
+                made = sum(pool.map(self._deliver_to, by_hook.values()))
+        if made and self.on_change is not None:
             self.on_change()
-        return len(items)
+        return made
+
+    def _deliver_to(self, group: list[DueDelivery]) -> int:
+        for made, item in enumerate(group, start=1):
+            if self.attempt(item) == "retry" and made < len(group):
+                retry_at = self.outbox.retry_time(item.key, item.webhook)
+                self.outbox.defer(item.webhook, retry_at, self.clock())
+                return made
+        return len(group)
 
     def attempt(self, item: DueDelivery) -> str:
-        """Try one delivery and record the outcome; returns the alert's status afterwards."""
+        """Try one delivery and record it; returns "delivered", "retry" or "dead"."""
         hook = self.webhooks.get(item.webhook)
         number = item.attempts + 1
         if hook is None:
@@ -118,14 +138,13 @@ class Dispatcher:
         self.metrics.latency.labels(item.webhook).observe(time.perf_counter() - started)
         if 200 <= response.status_code < 300:
             delivered = datetime.now(UTC)
-            status = self.outbox.record_attempt(item.key, item.webhook, ok=True, error=None, at=delivered,
-                                                retry_at=None)
+            self.outbox.record_attempt(item.key, item.webhook, ok=True, error=None, at=delivered, retry_at=None)
             self.metrics.sent.labels(item.webhook).inc()
             self.metrics.attempts.labels(item.webhook, "delivered").inc()
             self.metrics.end_to_end.labels(item.webhook).observe(
                 max(0.0, (delivered - item.alert.created_at).total_seconds()))
             log.info("alert %s delivered to %s (attempt %d)", item.key, item.webhook, number)
-            return status
+            return "delivered"
         error = f"HTTP {response.status_code}: {response.text[:200]}"
         if response.status_code in _PERMANENT_STATUS:
             return self._dead(item, error, outcome="rejected")
@@ -142,15 +161,15 @@ class Dispatcher:
         log.warning("alert %s to %s: attempt %d failed (%s); retrying in %.1fs",
                     item.key, item.webhook, number, error, delay)
         self.metrics.attempts.labels(item.webhook, "retry").inc()
-        return self.outbox.record_attempt(item.key, item.webhook, ok=False, error=error, at=datetime.now(UTC),
-                                          retry_at=self.clock() + delay)
+        self.outbox.record_attempt(item.key, item.webhook, ok=False, error=error, at=datetime.now(UTC),
+                                   retry_at=self.clock() + delay)
+        return "retry"
 
     def _dead(self, item: DueDelivery, error: str, *, outcome: str) -> str:
         log.error("alert %s to %s: giving up after %d attempts: %s", item.key, item.webhook, item.attempts + 1, error)
-        status = self.outbox.record_attempt(item.key, item.webhook, ok=False, error=error, at=datetime.now(UTC),
-                                            retry_at=None)
+        self.outbox.record_attempt(item.key, item.webhook, ok=False, error=error, at=datetime.now(UTC), retry_at=None)
         self.metrics.failed.labels(item.webhook).inc()
         self.metrics.attempts.labels(item.webhook, outcome).inc()
         if self.on_dead is not None:
             self.on_dead(item.alert, item.webhook, error)
-        return status
+        return "dead"

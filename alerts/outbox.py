@@ -187,6 +187,20 @@ class Outbox:
         )
         return status
 
+    def defer(self, webhook: str, until: float, now: float) -> int:
+        """Push the due deliveries of a failing webhook back to ``until`` (no attempt is spent)."""
+        with self._tx() as conn:
+            return conn.execute(
+                "UPDATE deliveries SET next_attempt_at = ? WHERE webhook = ? AND status = 'pending'"
+                " AND next_attempt_at <= ?", (until, webhook, now),
+            ).rowcount
+
+    def retry_time(self, key: str, webhook: str) -> float:
+        with self._tx() as conn:
+            row = conn.execute("SELECT next_attempt_at FROM deliveries WHERE key = ? AND webhook = ?",
+                               (key, webhook)).fetchone()
+        return row["next_attempt_at"]
+
     def mark_synced(self, key: str, version: int) -> None:
         with self._tx() as conn:
             conn.execute("UPDATE alerts SET synced_version = MAX(synced_version, ?) WHERE key = ?", (version, key))

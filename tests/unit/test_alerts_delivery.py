@@ -210,3 +210,21 @@ def test_engine_refuses_to_start_without_a_secret(tmp_path):
     rules = parse_rules({"webhooks": {"ops": {"url": "http://127.0.0.1:9/x"}}, "rules": [{"name": "d", "kind": "drift"}]})
     with pytest.raises(AlertsConfigError, match="FINSENT_ALERTS_WEBHOOK_SECRET is not set"):
         AlertService(Settings(state_dir=tmp_path), rules, registry=CollectorRegistry())
+
+
+def test_a_down_receiver_is_probed_once_per_backoff_not_once_per_alert(outbox):
+    wall, port = Wall(), free_port()
+    with WebhookReceiver(SECRET) as healthy:
+        hooks = {"down": Webhook(url=f"http://127.0.0.1:{port}/hook", backoff_initial="4s"),
+                 "up": Webhook(url=healthy.url)}
+        sender = dispatcher(outbox, hooks, wall)
+        for i in range(3):
+            outbox.enqueue(make_alert(key=f"{i}" * 40), ["down", "up"], wall())
+        assert sender.deliver_due() == 4  # three to the healthy receiver, one probe of the dead one
+        assert len(healthy.delivered) == 3
+        attempts = sorted(outbox.get(f"{i}" * 40).alert.attempts for i in range(3))
+        assert attempts == [1, 1, 2]  # the other two waited without spending an attempt
+        assert sender.deliver_due() == 0  # everything for "down" now waits for the probe's retry time
+        wall.now += 4
+        assert sender.deliver_due() == 1
+        sender.close()
