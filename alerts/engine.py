@@ -73,6 +73,7 @@ def _event_time(doc: ScoredDocument) -> datetime:
 
 @dataclass
 class EngineStats:
+    documents: int = 0
     deduplicated: int = 0
     cooled_down: int = 0
 
@@ -127,6 +128,7 @@ class RuleEngine:
         return alerts
 
     def on_scored(self, doc: ScoredDocument) -> list[Alert]:
+        self.stats.documents += 1
         for ticker in doc.tickers:
             self._keep_document(ticker, doc)
         alerts = []

@@ -104,9 +104,11 @@ def topic_records(settings, topic, expected):
 def test_sentiment_shift_raises_one_signed_alert_and_respects_cooldown(alert_settings):
     settings = alert_settings
     produce(settings, "scored", *(scored(i, score=-0.5 - i / 10) for i in range(4)))
-    produce(settings, "aggregates", aggregate(), b"{not json", aggregate(z=-6.0))  # an update of the same window
     with WebhookReceiver(SECRET) as receiver:
         with AlertService(settings, rules_for(receiver.url), registry=CollectorRegistry()) as service:
+            # The worker writes documents before the aggregates they make up; here too.
+            poll_until(service, lambda _: service.engine.stats.documents == 4)
+            produce(settings, "aggregates", aggregate(), b"{not json", aggregate(z=-6.0))  # + an update
             [alert] = poll_until(service, lambda raised: service.metrics.bad_records.labels("aggregates")._value.get() >= 1
                                  and len(raised) >= 1)
             # The next window, within the cooldown: no second alert.
@@ -134,6 +136,11 @@ def test_receiver_down_then_up_across_a_restart_delivers_once(alert_settings):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     rules = rules_for(f"http://127.0.0.1:{port}/hook")
+    # Documents the engine never saw on Kafka (indexed before it started): found in the docs index.
+    with clients.elasticsearch(settings) as es:
+        for i in range(3):
+            doc = scored(i, score=-0.3 - i / 10)
+            es.index(index=settings.index("docs"), id=doc.id, document=doc.model_dump(mode="json"), refresh=True)
     produce(settings, "aggregates", aggregate())
     with AlertService(settings, rules, registry=CollectorRegistry()) as first:
         [alert] = poll_until(first, lambda raised: len(raised) == 1)
@@ -151,6 +158,7 @@ def test_receiver_down_then_up_across_a_restart_delivers_once(alert_settings):
             second.sync()
     [got] = receiver.received
     assert got.verified and got.headers[signing.IDEMPOTENCY_HEADER] == alert.idempotency_key
+    assert [d["id"] for d in got.json()["documents"]] == ["doc2", "doc1", "doc0"]
     assert got.headers["X-Finsent-Attempt"] == "2"
     doc = es_alert(settings, alert.idempotency_key)
     assert doc["status"] == "delivered" and doc["attempts"] == 2 and doc["last_error"] is None
