@@ -21,7 +21,7 @@ from ingest.items import Rejected, SourceItem
 from ingest.tickers import TickerExtractor, normalise_ticker
 from ingest.urls import canonical_url
 
-MAX_TEXT_CHARS = 500_000  # a Kafka message must stay under 1 MB
+MAX_TEXT_BYTES = 900_000  # the whole Kafka message must stay under the 1 MB default
 _TAG = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*|!--)[^<>]*>")
 _WHITESPACE = re.compile(r"\s+")
 _LANG = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z]{2,4})?$")
@@ -138,8 +138,9 @@ class Normaliser:
         text = text or title or ""
         if not text:
             raise Rejected("empty_text", "no text and no title")
-        if len(text) > MAX_TEXT_CHARS:
-            raise Rejected("too_large", f"text is {len(text)} characters, over {MAX_TEXT_CHARS}")
+        size = len(text.encode("utf-8")) + len((title or "").encode("utf-8"))
+        if size > MAX_TEXT_BYTES:
+            raise Rejected("too_large", f"text and title are {size} bytes, over {MAX_TEXT_BYTES}")
         published = None
         if item.published_at is not None and item.published_at != "":
             published = parse_timestamp(item.published_at)
