@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -91,6 +92,9 @@ def run(
                f"outbox {outbox_path(settings)}" + (f", metrics on 127.0.0.1:{port}" if port else ""), err=True)
     try:
         service.run(stop)
+    except Exception as exc:
+        logging.getLogger("alerts").exception("alert engine stopped")
+        fail(f"alert engine stopped: {type(exc).__name__}: {exc} (restart it: nothing is lost)")
     finally:
         service.close()
 

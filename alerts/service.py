@@ -141,7 +141,10 @@ class AlertService:
                         new.append(alert)
         if batch:
             self._producer.flush(30)  # dead letters of bad records are written before we move on
-            self._consumer.commit()
+            try:
+                self._consumer.commit()
+            except Exception as exc:  # e.g. a rebalance: the records come again, and the outbox drops repeats
+                log.warning("offset commit failed (records will be read again): %s", exc)
         if new:
             self._wake.set()
         return new
@@ -161,12 +164,19 @@ class AlertService:
                                               partition=partition, offset=offset, failed_at=utc_now()))
             return []
         before = (self.engine.stats.deduplicated, self.engine.stats.cooled_down)
-        if kind == "aggregates":
-            alerts = self.engine.on_aggregate(record)
-        elif kind == "scored":
-            alerts = self.engine.on_scored(record)
-        else:
-            alerts = self.engine.on_control(record)
+        try:
+            if kind == "aggregates":
+                alerts = self.engine.on_aggregate(record)
+            elif kind == "scored":
+                alerts = self.engine.on_scored(record)
+            else:
+                alerts = self.engine.on_control(record)
+        except Exception as exc:  # a rule bug must not stop every other rule: keep the record, go on
+            log.exception("rules failed on %s[%s]@%s", topic, partition, offset)
+            self._send_dead_letter(DeadLetter(stage="alerts.rules", reason=f"{type(exc).__name__}: {exc}"[:8192],
+                                              original=original_text(value or b""), topic=topic,
+                                              partition=partition, offset=offset, failed_at=utc_now()))
+            return []
         self.metrics.suppressed.labels("dedup").inc(self.engine.stats.deduplicated - before[0])
         self.metrics.suppressed.labels("cooldown").inc(self.engine.stats.cooled_down - before[1])
         return alerts
@@ -270,7 +280,12 @@ class AlertService:
 
     # --- the process -----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set, with deliveries and the mirror in a second thread."""
+        """Consume until ``stop`` is set, with deliveries and the mirror in a second thread.
+
+        An error outside a single record (the outbox cannot be written, say) ends the run
+        without committing: the process exits non-zero, and its restart resumes from the last
+        committed offsets with the outbox intact.
+        """
         worker = threading.Thread(target=self._dispatch_loop, args=(stop,), name="alerts-dispatch", daemon=True)
         worker.start()
         try:
