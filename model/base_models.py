@@ -25,3 +25,11 @@ def resolve_base(name: str | Path) -> str:
             raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
         return str(path.resolve())
     return text
+
+
+def quiet_transformers() -> None:
+    """No per-load progress bars or "newly initialized head" reports: we expect a new head."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()

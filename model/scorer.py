@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from finsent.schemas import LABELS, Sentiment
 from model import chunking
+from model.base_models import quiet_transformers
 from model.labels import model_label_order
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class Scorer:
         if threads:
             torch.set_num_threads(threads)
         dev = pick_device(device)
+        quiet_transformers()
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True)
         model.eval()

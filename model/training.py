@@ -21,7 +21,7 @@ from typing import Any
 
 from finsent.schemas import LABELS
 from model import data as datamod
-from model.base_models import DEFAULT_BASE, resolve_base
+from model.base_models import DEFAULT_BASE, quiet_transformers, resolve_base
 from model.evaluation import evaluate
 from model.labels import LabelError, model_label_order, normalise_label
 from model.registry import CHAMPION, Registry
@@ -80,6 +80,7 @@ def _examples(data: Sequence[Any], extra_rows: Sequence[Any] | None, on_bad_rows
 def _load_model(base: str, seed: int) -> tuple[Any, Any, list[str]]:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
+    quiet_transformers()
     set_seed(seed)
     config = AutoConfig.from_pretrained(base)
     tokenizer = AutoTokenizer.from_pretrained(base)

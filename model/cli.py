@@ -1,0 +1,297 @@
+"""``finsent model …``: train, eval, predict, list, promote, rollback.
+
+The registry is ``settings.models_path`` (``FINSENT_MODEL_DIR``). When Elasticsearch answers,
+model metadata is mirrored to the ``finsent-models`` index; when it does not, a warning says so
+and the command still works on the files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from finsent.cli_support import fail, settings_of
+from finsent.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+log = logging.getLogger(__name__)
+
+PREDICT_CHUNK = 512
+
+
+def _registry(settings: Settings, *, mirror: bool = True):
+    from model.registry import Registry
+
+    es = None
+    if mirror:
+        from finsent import clients
+
+        try:
+            client = clients.elasticsearch(settings, request_timeout=5, max_retries=0)
+            if client.ping():
+                es = client
+            else:
+                typer.echo(f"warning: Elasticsearch at {settings.elasticsearch_url} does not answer; "
+                           "model metadata is not mirrored", err=True)
+        except Exception as exc:  # a bad URL or TLS setup must not stop model work
+            typer.echo(f"warning: Elasticsearch unavailable ({exc}); model metadata is not mirrored", err=True)
+    return Registry(settings.models_path, es, index=settings.index("models"))
+
+
+def _offline() -> None:
+    # Never reach for a hub at run time; local folders and the packaged MiniLM need none.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _load_scorer(settings: Settings, ref: str, registry: Any, *, batch_size: int, threads: int | None, quantize: str | None):
+    from model.registry import RegistryError
+    from model.scorer import Scorer
+
+    _offline()
+    try:
+        return Scorer.load(ref, registry=registry, device=settings.device, max_length=settings.max_length,
+                           batch_size=batch_size, quantize=quantize, threads=threads)
+    except (RegistryError, FileNotFoundError, OSError, ValueError) as exc:
+        fail(f"cannot load model {ref!r}: {exc}")
+
+
+def _quantize_option(value: str) -> str | None:
+    if value not in {"auto", "none", "int8"}:
+        fail(f"--quantize must be auto, none or int8, not {value!r}")
+    if value == "auto":
+        from model.quantization import DEFAULT_QUANTIZE
+
+        return DEFAULT_QUANTIZE
+    return None if value == "none" else value
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    data: list[Path] = typer.Option(..., "--data", help="CSV or JSONL with text,label (repeatable)"),
+    epochs: int = typer.Option(4, min=1),
+    max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many optimiser steps"),
+    base_model: Optional[str] = typer.Option(None, help="Packaged MiniLM (default), HF folder or id, version or 'champion'"),
+    batch_size: int = typer.Option(32, min=1),
+    learning_rate: float = typer.Option(8e-5, "--lr", min=0.0),
+    max_length: int = typer.Option(96, min=8, help="Tokens per training example"),
+    val_fraction: float = typer.Option(0.1, min=0.0, max=0.9),
+    patience: int = typer.Option(2, min=1, help="Epochs without a better validation macro-F1 before stopping"),
+    seed: int = 13,
+    on_bad_rows: str = typer.Option("skip", help="skip (and count) or reject bad rows"),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
+    promote: bool = typer.Option(False, help="Make the new version the champion"),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object: version and validation metrics"),
+    progress: bool = typer.Option(True, help="Progress bar with ETA on stderr"),
+) -> None:
+    """Fine-tune a classifier and register it; the last line of output is the version."""
+    from model.data import BadDataError
+    from model.training import train as run_training
+
+    settings = settings_of(ctx)
+    if on_bad_rows not in {"skip", "reject"}:
+        fail(f"--on-bad-rows must be skip or reject, not {on_bad_rows!r}")
+    for path in data:
+        if not path.is_file():
+            fail(f"no data file {path}")
+    _offline()
+    registry = _registry(settings)
+    try:
+        result = run_training(
+            data, base_model=base_model or settings.base_model, registry=registry, epochs=epochs,
+            max_steps=max_steps, seed=seed, batch_size=batch_size, learning_rate=learning_rate,
+            max_length=max_length, val_fraction=val_fraction, patience=patience, progress=progress,
+            on_bad_rows=on_bad_rows, device=settings.device, threads=threads,
+        )
+    except BadDataError as exc:
+        fail(f"rejected the training data: {exc}")
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        fail(str(exc))
+    if promote:
+        registry.promote(result.version)
+    if as_json:
+        typer.echo(json.dumps({"version": result.version, "promoted": promote, "validation": result.metrics}))
+        return
+    m = result.metrics
+    if m:
+        typer.echo(f"validation: n={m['n']} accuracy={m['accuracy']:.4f} macro_f1={m['macro_f1']:.4f} ece={m['ece']:.4f}")
+        for source, sm in m.get("by_source", {}).items():
+            typer.echo(f"  {source}: n={sm['n']} accuracy={sm['accuracy']:.4f} macro_f1={sm['macro_f1']:.4f}")
+    if promote:
+        typer.echo(f"promoted {result.version} to champion")
+    typer.echo(result.version)
+
+
+@app.command("eval")
+def eval_(
+    ctx: typer.Context,
+    model: str = typer.Option("champion", "--model", help="Version, folder or 'champion'"),
+    data: list[Path] = typer.Option(..., "--data", help="CSV or JSONL with text,label"),
+    batch_size: int = typer.Option(64, min=1),
+    threads: Optional[int] = typer.Option(None, min=1),
+    quantize: str = typer.Option("none", help="none, int8 or auto (the measured default)"),
+    on_bad_rows: str = typer.Option("skip"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Accuracy, macro-F1, per-class P/R/F1, confusion matrix, ECE, n (stored in the model's metadata)."""
+    from model import data as datamod
+    from model.evaluation import evaluate
+
+    settings = settings_of(ctx)
+    if on_bad_rows not in {"skip", "reject"}:
+        fail(f"--on-bad-rows must be skip or reject, not {on_bad_rows!r}")
+    try:
+        report = datamod.load(data, on_bad_rows=on_bad_rows)
+    except (datamod.BadDataError, FileNotFoundError) as exc:
+        fail(str(exc))
+    for bad in report.bad:
+        typer.echo(f"warning: skipped {bad}", err=True)
+    if not report.examples:
+        fail("no usable rows to evaluate")
+    registry = _registry(settings)
+    scorer = _load_scorer(settings, model, registry, batch_size=batch_size, threads=threads,
+                          quantize=_quantize_option(quantize))
+    result = evaluate(scorer, [e.text for e in report.examples], [e.label for e in report.examples])
+    result |= {"model_version": scorer.version, "data": [str(p) for p in data], "bad_rows": len(report.bad),
+               "quantized": scorer.quantized}
+    if registry.exists(scorer.version):
+        meta = registry.get(scorer.version)
+        evals = dict(meta.get("metrics", {}).get("eval", {}))
+        evals[",".join(str(Path(p).resolve()) for p in data)] = result
+        registry.update_metadata(scorer.version, metrics=meta.get("metrics", {}) | {"eval": evals})
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    _print_metrics(result)
+
+
+def _print_metrics(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"model {result['model_version']}: n={result['n']} accuracy={result['accuracy']:.4f} "
+                  f"macro_f1={result['macro_f1']:.4f} ece={result['ece']:.4f}")
+    table = Table("label", "precision", "recall", "f1", "support")
+    for label, row in result["per_class"].items():
+        table.add_row(label, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
+    console.print(table)
+    matrix = Table("true \\ predicted", *result["confusion_matrix"]["labels"])
+    for label, row in zip(result["confusion_matrix"]["labels"], result["confusion_matrix"]["rows_true_cols_pred"]):
+        matrix.add_row(label, *map(str, row))
+    console.print(matrix)
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    model: str = typer.Option("champion", "--model", help="Version, folder or 'champion'"),
+    input: Path = typer.Option(..., "--input", help="JSONL with a text field, or CSV with a text column"),
+    output: Path = typer.Option(..., "--output", help="JSONL, one line per input row ('-' for stdout)"),
+    batch_size: int = typer.Option(64, min=1),
+    threads: Optional[int] = typer.Option(None, min=1),
+    quantize: str = typer.Option("auto", help="none, int8 or auto (the measured default)"),
+) -> None:
+    """Score a file; a bad row gets an ``error`` line in its place, so lines stay aligned."""
+    from model.predict import predict_file
+
+    settings = settings_of(ctx)
+    if not input.is_file():
+        fail(f"no input file {input}")
+    registry = _registry(settings, mirror=False)
+    scorer = _load_scorer(settings, model, registry, batch_size=batch_size, threads=threads,
+                          quantize=_quantize_option(quantize))
+    out = sys.stdout if str(output) == "-" else output.open("w", encoding="utf-8")
+    try:
+        counts = predict_file(scorer, input, out, chunk=PREDICT_CHUNK)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    typer.echo(f"scored {counts['scored']} row(s), {counts['errors']} error line(s) with model {scorer.version}",
+               err=True)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every registered version, oldest first; the champion is marked."""
+    registry = _registry(settings_of(ctx), mirror=False)
+    versions = registry.list()
+    if as_json:
+        typer.echo(json.dumps(versions))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("version", "champion", "status", "base model", "parent", "val acc", "val macro-F1", "created")
+    for meta in versions:
+        val = meta.get("metrics", {}).get("validation", {})
+        table.add_row(meta["version"], "*" if meta.get("champion") else "", str(meta.get("status", "")),
+                      str(meta.get("base_model")), str(meta.get("parent_version") or ""),
+                      f"{val['accuracy']:.4f}" if "accuracy" in val else "",
+                      f"{val['macro_f1']:.4f}" if "macro_f1" in val else "", str(meta.get("created_at", "")))
+    Console().print(table)
+    if not versions:
+        typer.echo(f"no models in {registry.root}", err=True)
+
+
+def _announce(settings: Settings, action: str, version: str, path: Path, notify: bool) -> None:
+    """Tell running workers (finsent.control) to load the new champion; warn if Kafka is away."""
+    if not notify:
+        return
+    from finsent import clients
+    from finsent.schemas import ControlMessage, utc_now
+
+    message = ControlMessage(action=action, model_version=version, model_path=str(path),
+                             reason=f"finsent model {action}", issued_at=utc_now())
+    try:
+        producer = clients.kafka_producer(settings, request_timeout_ms=10_000, max_block_ms=10_000)
+        try:
+            producer.send(settings.topic("control"), message.to_json()).get(timeout=15)
+        finally:
+            producer.close(timeout=5)
+    except Exception as exc:
+        typer.echo(f"warning: could not tell workers on {settings.topic('control')} ({exc}); "
+                   "they load the champion when they restart", err=True)
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    version: str = typer.Argument(..., help="Version to make champion"),
+    notify: bool = typer.Option(True, help="Send a control message so running workers swap models"),
+) -> None:
+    """Make VERSION the champion (atomically) and tell running workers."""
+    from model.registry import RegistryError
+
+    settings = settings_of(ctx)
+    registry = _registry(settings)
+    try:
+        registry.promote(version)
+    except RegistryError as exc:
+        fail(str(exc))
+    _announce(settings, "promote", version, registry.path(version), notify)
+    typer.echo(f"champion is now {version}")
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    notify: bool = typer.Option(True, help="Send a control message so running workers swap models"),
+) -> None:
+    """Make the previous champion the champion again."""
+    from model.registry import RegistryError
+
+    settings = settings_of(ctx)
+    registry = _registry(settings)
+    try:
+        version = registry.rollback()
+    except RegistryError as exc:
+        fail(str(exc))
+    _announce(settings, "rollback", version, registry.path(version), notify)
+    typer.echo(f"champion is now {version}")

@@ -1,0 +1,82 @@
+import json
+
+import pytest
+
+from model.data import BadDataError, Example, class_weights, fingerprint, load, read_texts, stratified_split
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def test_csv_bad_rows_are_reported_with_file_and_line(tmp_path):
+    f = _write(tmp_path / "d.csv", (
+        b'text,label\n'
+        b'"Profits rose",positive\n'          # line 2 ok
+        b',negative\n'                         # line 3 missing text
+        b'"Shares fell",awful\n'               # line 4 unknown label
+        b'"multi\nline text",Neutral\n'        # lines 5-6 ok
+        b'"bad \xff bytes",positive\n'         # line 7 bad encoding
+        b'"Loss widened",Bearish\n'            # line 8 ok
+    ))
+    report = load([f])
+    assert [(e.text, e.label) for e in report.examples] == [
+        ("Profits rose", "positive"), ("multi\nline text", "neutral"), ("Loss widened", "negative")]
+    assert [(b.line, b.reason.split(" (")[0]) for b in report.bad] == [
+        (3, "blank text"), (4, "unknown label 'awful'"), (7, "not valid UTF-8")]
+    assert all(b.file == str(f) for b in report.bad)
+    assert str(report.bad[0]).startswith(f"{f}:3: ")
+
+
+def test_jsonl_bad_rows_and_reject(tmp_path):
+    f = _write(tmp_path / "d.jsonl", (
+        b'{"text": "Revenue up", "label": "pos"}\n'
+        b'not json\n'
+        b'\n'
+        b'{"label": "negative"}\n'
+        b'["a list"]\n'
+        b'{"text": "Guidance cut", "label": "negative"}\n'
+    ))
+    report = load([f])
+    assert [e.label for e in report.examples] == ["positive", "negative"]
+    assert [b.line for b in report.bad] == [2, 4, 5]
+    assert "missing text" in report.bad[1].reason
+    with pytest.raises(BadDataError) as exc:
+        load([f], on_bad_rows="reject")
+    assert f"{f}:2:" in str(exc.value) and len(exc.value.bad) == 3
+
+
+def test_source_is_named_after_the_data_folder(tmp_path):
+    folder = tmp_path / "tweets"
+    folder.mkdir()
+    f = _write(folder / "train.csv", b"text,label\nhello,neutral\n")
+    assert load([f]).examples[0].source == "tweets"
+
+
+def test_read_texts_keeps_one_entry_per_line(tmp_path):
+    f = _write(tmp_path / "in.jsonl", b'{"text": "a"}\n\n{"text": 3}\n{"text": "b"}\n')
+    items = list(read_texts(f))
+    assert [(line, text) for line, text, _ in items] == [(1, "a"), (2, None), (3, None), (4, "b")]
+    assert items[1][2].endswith("blank line") and "text is not a string" in items[2][2]
+
+
+def test_stratified_split_keeps_every_source_and_label_in_validation():
+    examples = [Example(f"{s}{lab}{i}", lab, s) for s in ("a", "b") for lab in ("negative", "neutral", "positive")
+                for i in range(10)]
+    train, val = stratified_split(examples, 0.2, seed=1)
+    assert len(train) + len(val) == len(examples) and not set(train) & set(val)
+    assert {(e.source, e.label) for e in val} == {(e.source, e.label) for e in examples}
+    assert stratified_split(examples, 0.2, seed=1) == (train, val)  # seeded
+
+
+def test_fingerprint_ignores_order_and_sees_label_changes():
+    a = [Example("x", "positive"), Example("y", "negative")]
+    assert fingerprint(a) == fingerprint(list(reversed(a)))
+    assert fingerprint(a) != fingerprint([Example("x", "neutral"), Example("y", "negative")])
+
+
+def test_class_weights_favour_rare_classes():
+    w = class_weights(["neutral"] * 8 + ["positive"] * 4 + ["negative"] * 1)
+    assert w[0] > w[2] > w[1]
+    assert sum(w) / 3 == pytest.approx(1.0)

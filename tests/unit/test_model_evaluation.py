@@ -1,0 +1,37 @@
+import pytest
+
+from model.evaluation import expected_calibration_error, metrics
+
+
+def test_metrics_match_a_hand_computed_example():
+    y_true = ["positive", "positive", "negative", "neutral", "neutral", "neutral"]
+    y_pred = ["positive", "neutral", "negative", "neutral", "neutral", "positive"]
+    m = metrics(y_true, y_pred)
+    assert m["n"] == 6
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # negative: P=1 R=1 F1=1; neutral: P=2/3 R=2/3 F1=2/3; positive: P=1/2 R=1/2 F1=1/2
+    assert m["per_class"]["negative"]["f1"] == pytest.approx(1.0)
+    assert m["per_class"]["neutral"]["precision"] == pytest.approx(2 / 3)
+    assert m["per_class"]["neutral"]["recall"] == pytest.approx(2 / 3)
+    assert m["per_class"]["positive"]["f1"] == pytest.approx(0.5)
+    assert m["per_class"]["neutral"]["support"] == 3
+    assert m["macro_f1"] == pytest.approx((1 + 2 / 3 + 0.5) / 3)
+    assert m["confusion_matrix"]["labels"] == ["negative", "neutral", "positive"]
+    assert m["confusion_matrix"]["rows_true_cols_pred"] == [[1, 0, 0], [0, 2, 1], [0, 1, 1]]
+    assert "ece" not in m
+
+
+def test_ece_by_hand():
+    # Two in bin (0.9,1.0]: conf 0.95 both, one right → |0.5-0.95| = 0.45, weight 2/4.
+    # Two in bin (0.5,0.6]: conf 0.55 both, both right → |1-0.55| = 0.45, weight 2/4.
+    ece = expected_calibration_error([0.95, 0.95, 0.55, 0.55], [True, False, True, True])
+    assert ece == pytest.approx(0.45)
+    assert expected_calibration_error([], []) == 0.0
+
+
+def test_metrics_with_probabilities_reports_ece_and_refuses_mismatched_lengths():
+    probs = [[0.1, 0.1, 0.8], [0.7, 0.2, 0.1]]
+    m = metrics(["positive", "neutral"], ["positive", "negative"], probs)
+    assert m["ece"] == pytest.approx(0.5 * abs(1 - 0.8) + 0.5 * abs(0 - 0.7))
+    with pytest.raises(ValueError):
+        metrics(["positive"], [], None)

@@ -1,0 +1,103 @@
+"""Registry file operations on stand-in model folders (no weights needed for these rules)."""
+
+import json
+import threading
+
+import pytest
+
+from model.registry import Registry, RegistryError
+
+
+def _model_folder(tmp_path, name, size=200_000):
+    folder = tmp_path / "src" / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"name": name}))
+    (folder / "model.safetensors").write_bytes(name.encode() * (size // len(name)))
+    return folder
+
+
+def _register(reg, tmp_path, name, **meta):
+    return reg.register(_model_folder(tmp_path, name), {"base_model": "b", "labels": ["negative", "neutral", "positive"]} | meta)
+
+
+def test_register_list_get_and_path(tmp_path):
+    reg = Registry(tmp_path / "models")
+    assert reg.list() == [] and reg.champion() is None
+    v1 = _register(reg, tmp_path, "one", metrics={"validation": {"accuracy": 0.5}}, data_fingerprint="sha256:x")
+    meta = reg.get(v1)
+    assert meta["version"] == v1 and meta["metrics"]["validation"]["accuracy"] == 0.5
+    assert meta["created_at"].endswith("+00:00") and meta["parent_version"] is None and meta["champion"] is False
+    assert (reg.path(v1) / "model.safetensors").is_file()
+    assert reg.path(str(reg.path(v1))) == reg.path(v1)  # a folder path is accepted as is
+    assert [m["version"] for m in reg.list()] == [v1]
+    with pytest.raises(RegistryError, match="no champion"):
+        reg.path("champion")
+    with pytest.raises(RegistryError):
+        reg.get("v20000101-000000-0000")
+    with pytest.raises(RegistryError):
+        reg.register(tmp_path, {})  # not a model folder
+
+
+def test_promote_rollback_and_history(tmp_path):
+    reg = Registry(tmp_path / "models")
+    v1, v2, v3 = (_register(reg, tmp_path, n) for n in ("one", "two", "three"))
+    with pytest.raises(RegistryError):
+        reg.rollback()
+    reg.promote(v1)
+    with pytest.raises(RegistryError, match="no previous champion"):
+        reg.rollback()
+    reg.promote(v2)
+    reg.promote(v3)
+    assert reg.champion() == v3 and reg.get("champion")["champion"] is True
+    assert reg.get(v2)["status"] == "retired"
+    assert reg.rollback() == v2 and reg.champion() == v2
+    assert reg.get(v3)["status"] == "rolled_back" and reg.get(v2)["status"] == "champion"
+    assert reg.rollback() == v1
+    assert reg.path("champion") == reg.path(v1)
+
+
+def test_update_metadata_keeps_other_fields(tmp_path):
+    reg = Registry(tmp_path / "models")
+    v = _register(reg, tmp_path, "one", data_fingerprint="sha256:abc")
+    reg.update_metadata(v, metrics={"eval": {"x": 1}})
+    meta = reg.get(v)
+    assert meta["metrics"] == {"eval": {"x": 1}} and meta["data_fingerprint"] == "sha256:abc"
+
+
+def test_readers_never_see_a_missing_or_partial_champion(tmp_path):
+    reg = Registry(tmp_path / "models")
+    versions = [_register(reg, tmp_path, f"m{i}") for i in range(3)]
+    reg.promote(versions[0])
+    stop = threading.Event()
+    problems: list[str] = []
+    reads = [0]
+
+    def reader():
+        reader_reg = Registry(tmp_path / "models")
+        while not stop.is_set():
+            try:
+                folder = reader_reg.path("champion")
+                name = json.loads((folder / "config.json").read_text())["name"]
+                if (folder / "model.safetensors").stat().st_size != len(name) * (200_000 // len(name)):
+                    problems.append(f"partial weights in {folder}")
+                json.loads((folder / "metadata.json").read_text())
+                reads[0] += 1
+            except Exception as exc:  # any failure to read the champion is the bug we test for
+                problems.append(repr(exc))
+
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(150):
+            reg.promote(versions[i % 3])
+            if i % 7 == 3:  # right after promoting a different version, so there is one to go back to
+                reg.rollback()
+            if i % 25 == 0:  # registering alongside must not disturb readers either
+                versions.append(_register(reg, tmp_path, f"late{i}"))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert problems[:3] == []
+    assert reads[0] > 0
