@@ -152,11 +152,15 @@ class RuleEngine:
                 alert = self._fire(rule, kind="model", ticker=None, window=None, start=msg.issued_at, end=None,
                                    value=None, baseline=None, threshold=None, message=text, documents=[])
             elif isinstance(rule, DriftRule) and msg.action == "drift":
-                monitor = msg.details.get("monitor")
-                if rule.monitors and monitor not in rule.monitors:
+                fired = _drift_monitors(msg.details)
+                wanted = [m for m in fired if not rule.monitors or m in rule.monitors]
+                if rule.monitors and not wanted:
                     continue
-                statistic = _number(msg.details.get("statistic"))
-                threshold = _number(msg.details.get("threshold"))
+                monitor = wanted[0] if wanted else None
+                prefix = f"{monitor}_" if monitor and f"{monitor}_statistic" in msg.details else ""
+                statistic = _number(msg.details.get(f"{prefix}statistic"))
+                threshold = _number(msg.details.get(f"{prefix}threshold"))
+                monitor = ", ".join(wanted) or None
                 shown = ", ".join(f"{k}={v}" for k, v in sorted(msg.details.items()))
                 text = f"Drift detected for model {msg.model_version}" + (f" by {monitor}" if monitor else "")
                 if msg.reason:
@@ -302,3 +306,10 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _drift_monitors(details: dict) -> list[str]:
+    """Monitors that fired: ``details["monitor"]``, or each ``<monitor>_statistic`` key (retrain/)."""
+    if isinstance(details.get("monitor"), str):
+        return [details["monitor"]]
+    return sorted(key.removesuffix("_statistic") for key in details if key.endswith("_statistic") and key != "_statistic")

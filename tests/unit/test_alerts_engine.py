@@ -167,6 +167,19 @@ def test_model_and_drift_events():
     assert drift.kind == "drift" and drift.value == 0.4 and drift.threshold == 0.2 and "psi" in drift.message
 
 
+def test_drift_event_as_retrain_publishes_it():
+    engine = RuleEngine(rules({"name": "drift", "kind": "drift", "monitors": ["performance"]}), clock=Clock())
+    psi_only = ControlMessage(action="drift", model_version="v3", reason="drift: psi", issued_at=T0,
+                              details={"fresh_labels": 12, "psi_statistic": 0.3, "psi_threshold": 0.2})
+    assert engine.on_control(psi_only) == []
+    [alert] = engine.on_control(ControlMessage(
+        action="drift", model_version="v3", reason="drift: performance, psi", issued_at=T0 + timedelta(hours=1),
+        details={"psi_statistic": 0.3, "psi_threshold": 0.2, "performance_statistic": 0.61,
+                 "performance_threshold": 0.7}))
+    assert alert.value == 0.61 and alert.threshold == 0.7
+    assert "by performance" in alert.message and "psi_statistic=0.3" in alert.message
+
+
 def test_restore_rearms_cooldown_and_dedup():
     clock = Clock(T0 + timedelta(minutes=10))
     engine = RuleEngine(rules(SHIFT), clock=clock)
