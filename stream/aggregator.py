@@ -34,11 +34,11 @@ def apply_events(store: MutableMapping[str, Any], events: Sequence[WindowEvent],
                 continue
             late += len(sizes) - len(changed)
             touched.update(dict.fromkeys(changed))
-        if touched:
-            store[ticker] = windows.to_state()  # one state write (changelog record) per ticker and batch
         for name, start in touched:
-            if start in windows.series[name].windows:  # it may have aged out within this batch
-                aggregates.append(windows.aggregate(name, start, now))
+            aggregates.append(windows.aggregate(name, start, now))
+        if touched:
+            windows.prune()
+            store[ticker] = windows.to_state()  # one state write (changelog record) per ticker and batch
     return aggregates, late
 
 

@@ -160,10 +160,16 @@ class WindowSeries:
                 return None  # older than every window we still keep
         self.windows.setdefault(start, WindowStats()).add(event.label, event.score, event.confidence)
         self.first_start = start if self.first_start is None else min(self.first_start, start)
-        newest = max(self.windows)
-        for old in [s for s in self.windows if s <= newest - self.keep * self.size]:
-            del self.windows[old]
         return start
+
+    def prune(self) -> None:
+        """Forget windows that no longer belong to the newest window's baseline. Separate from
+        :meth:`add`, so a batch that spans many windows still reports each changed window
+        against its full baseline before the old ones go."""
+        if self.windows:
+            newest = max(self.windows)
+            for old in [s for s in self.windows if s <= newest - self.keep * self.size]:
+                del self.windows[old]
 
     def baseline(self, start: int) -> tuple[list[float], list[float]]:
         """(counts, means) of the ``keep - 1`` window slots before ``start``."""
@@ -215,6 +221,10 @@ class TickerWindows:
                 touched.append((name, start))
         return touched
 
+    def prune(self) -> None:
+        for series in self.series.values():
+            series.prune()
+
     def aggregate(self, name: str, start: int, now: datetime) -> Aggregate:
         series = self.series[name]
         stats = series.windows[start]
@@ -253,5 +263,7 @@ class TickerWindows:
 
 
 def aggregate_id(agg: Aggregate) -> str:
-    """Elasticsearch id of an aggregate: ``ticker|window|window_start`` (ISO 8601 UTC)."""
-    return f"{agg.ticker}|{agg.window}|{agg.window_start.isoformat()}"
+    """Elasticsearch id of an aggregate: ``ticker|window|window_start``, the start written as
+    in the aggregate's JSON (ISO 8601, ``Z``), so the id can be rebuilt from the document."""
+    start = agg.window_start.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return f"{agg.ticker}|{agg.window}|{start}"

@@ -23,7 +23,7 @@ from finsent.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FINSENT = ROOT / ".venv" / "bin" / "finsent"
-TICKERS = ["AAPL", "MSFT", "TSLA"]
+TICKERS = ["AAPL", "MSFT", "TSLA", "NVDA", "JPM", "XOM"]
 T0 = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
 TEXTS = [
     "{t} shares surge after record quarterly profit beats expectations",
@@ -234,6 +234,10 @@ class TcpProxy:
 
     def stop(self) -> None:
         if self._listener is not None:
+            try:  # wakes the thread blocked in accept(); close() alone does not on Linux
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         with self._lock:

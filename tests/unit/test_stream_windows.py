@@ -44,7 +44,8 @@ def test_counts_means_and_weighted_mean():
     assert first.window_end - first.window_start == timedelta(minutes=1)
     hour = tw.aggregate("1h", int(T0.timestamp()), T0)
     assert hour.count == 4
-    assert aggregate_id(hour) == "AAPL|1h|2025-03-03T10:00:00+00:00"
+    assert aggregate_id(hour) == "AAPL|1h|2025-03-03T10:00:00Z"
+    assert hour.model_dump(mode="json")["window_start"] == "2025-03-03T10:00:00Z"
 
 
 def test_replayed_offsets_are_not_counted_twice():
@@ -85,6 +86,7 @@ def test_old_windows_are_pruned_and_late_events_refused():
     tw = TickerWindows("AAPL", {"1m": 60}, baseline=2)
     for minute in range(5):
         tw.add(ev(minute, minute))
+    tw.prune()
     assert len(tw.series["1m"].windows) == 3
     assert tw.add(ev(99, 0.5)) == []  # minute 0 is gone: too late to count
 
@@ -99,6 +101,18 @@ def test_state_round_trip_keeps_everything():
     back = TickerWindows.from_state("AAPL", {"1m": 60, "15m": 900}, state)
     assert back.to_state() == tw.to_state()
     assert back.add(ev(5, 0.1, partition=1)) is None
+
+
+def test_a_batch_spanning_many_windows_keeps_each_baseline_whole():
+    events = [ev(i, minute) for i, minute in enumerate([0, 1, 1, 2, 3, 3, 3, 4, 5, 6])]
+    one_by_one: dict = {}
+    expected = {}
+    for e in events:  # one event per batch: nothing is pruned before its window is reported
+        for agg in apply_events(one_by_one, [e], {"1m": 60}, baseline=3, min_baseline=3, now=T0)[0]:
+            expected[agg.window_start] = agg
+    aggs, _ = apply_events({}, events, {"1m": 60}, baseline=3, min_baseline=3, now=T0)
+    assert {a.window_start: a for a in aggs} == expected
+    assert any(a.volume_z is not None for a in aggs)
 
 
 def test_apply_events_writes_each_ticker_once_and_reports_changed_windows():

@@ -1,0 +1,216 @@
+"""The stream worker against the real Kafka and Elasticsearch, run as real subprocesses.
+
+Each test has its own topic/index prefix, hence its own Faust app id and consumer group.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from collections import Counter, defaultdict
+from datetime import datetime
+from urllib.parse import urlparse
+
+import orjson
+import pytest
+
+from finsent import clients
+from finsent.schemas import ControlMessage, utc_now
+from tests.integration.stream_harness import (
+    TcpProxy,
+    Worker,
+    es_count,
+    es_docs,
+    json_lines,
+    make_doc,
+    produce,
+    read_topic,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _start_of(iso: str, size: int) -> int:
+    ts = int(datetime.fromisoformat(iso).timestamp())
+    return ts - ts % size
+
+
+def hand_windows(docs: list[dict], size: int) -> dict[tuple[str, int], dict]:
+    """Window statistics computed directly from the indexed documents."""
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for doc in docs:
+        for ticker in dict.fromkeys(doc["tickers"]):
+            groups[(ticker, _start_of(doc["published_at"], size))].append(doc["sentiment"])
+    out = {}
+    for key, sentiments in groups.items():
+        scores = [s["score"] for s in sentiments]
+        weights = [s["confidence"] for s in sentiments]
+        out[key] = {
+            "count": len(sentiments),
+            "counts": dict(Counter(s["label"] for s in sentiments)),
+            "mean_score": statistics.fmean(scores),
+            "weighted_mean_score": sum(w * s for w, s in zip(weights, scores, strict=True)) / sum(weights),
+        }
+    return out
+
+
+def hand_volume_z(stats: dict[tuple[str, int], dict], ticker: str, start: int, size: int, baseline: int = 24):
+    first = min(s for t, s in stats if t == ticker)
+    counts = []
+    for k in range(1, baseline + 1):
+        slot = start - k * size
+        if slot < first:
+            break
+        counts.append(stats.get((ticker, slot), {"count": 0})["count"])
+    if len(counts) < 3 or statistics.stdev(counts) == 0:
+        return None
+    return (stats[(ticker, start)]["count"] - statistics.fmean(counts)) / statistics.stdev(counts)
+
+
+def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstrapped, tiny_model, tmp_path):
+    settings = bootstrapped
+    es = urlparse(settings.elasticsearch_url)
+    proxy = TcpProxy(es.hostname, es.port)
+    proxy.start()
+    worker = Worker(settings, tiny_model.registry_root, tmp_path / "state", tmp_path / "worker.log", es_url=proxy.url)
+    try:
+        worker.start().wait_ready()
+
+        # 1. N good documents and four bad records.
+        n = 120
+        docs = [make_doc(i) for i in range(n)]
+        oversize = orjson.dumps(make_doc(9999).model_dump(mode="json") | {"text": "x" * 200_000})
+        bad = [(b"AAPL", b""), (b"AAPL", b"{not json"), (b"AAPL", b'{"id": "x", "source": "s"}'), (b"AAPL", oversize)]
+        produce(settings, docs, raw=bad)
+        wait_for(lambda: es_count(settings) >= n, 120, f"{n} documents indexed")
+        indexed = es_docs(settings)
+        assert len(indexed) == n
+        assert {d["_id"] for d in indexed} == {d.id for d in docs}
+        assert all(d["_id"] == d["id"] for d in indexed)
+        assert {d["model_version"] for d in indexed} == {tiny_model.version}
+        for d in indexed:
+            assert d["sentiment"]["label"] in ("negative", "neutral", "positive")
+            assert -1 <= d["sentiment"]["score"] <= 1
+            assert d["scored_at"] and d["indexed_at"] >= d["ingested_at"]
+
+        letters = json_lines(read_topic(settings, "dlq", 4))
+        assert len(letters) == 4
+        reasons = " | ".join(letter["reason"] for letter in letters)
+        assert "empty" in reasons and "not valid JSON" in reasons and "over the limit" in reasons
+        assert "invalid RawDocument" in reasons and "text" in reasons
+        assert {letter["original"] for letter in letters} >= {"", "{not json"}
+        assert all(letter["topic"] == settings.topic("raw") and letter["offset"] is not None for letter in letters)
+        assert len(read_topic(settings, "scored", n)) >= n
+
+        # 2. Window aggregates equal a hand computation from the indexed documents.
+        expected = hand_windows(indexed, 60)
+        per_ticker_total = Counter(t for d in indexed for t in dict.fromkeys(d["tickers"]))
+
+        def day_counts_settled():
+            aggs = es_docs(settings, "aggregates")
+            days = {a["ticker"]: a["count"] for a in aggs if a["window"] == "1d"}
+            return aggs if days == dict(per_ticker_total) else None
+
+        aggs = wait_for(day_counts_settled, 60, "daily aggregates to count every document")
+        minute_aggs = {(a["ticker"], _start_of(a["window_start"], 60)): a for a in aggs if a["window"] == "1m"}
+        assert set(minute_aggs) == set(expected)
+        for key, want in expected.items():
+            got = minute_aggs[key]
+            assert got["_id"] == f"{got['ticker']}|1m|{got['window_start']}"
+            assert got["count"] == want["count"]
+            assert {k: v for k, v in got["counts"].items() if v} == want["counts"]
+            assert got["mean_score"] == pytest.approx(want["mean_score"], abs=1e-5)
+            assert got["weighted_mean_score"] == pytest.approx(want["weighted_mean_score"], abs=1e-5)
+        z_mismatch = []
+        for key, got in sorted(minute_aggs.items()):
+            if key[0] in ("AAPL", "TSLA"):  # their events arrive in order (one raw partition each)
+                z = hand_volume_z(expected, key[0], key[1], 60)
+                if got["volume_z"] != (pytest.approx(z, abs=1e-4) if z is not None else None):
+                    z_mismatch.append((key, got["count"], got["volume_z"], z))
+        assert not z_mismatch, z_mismatch
+        assert len(read_topic(settings, "aggregates", len(minute_aggs))) >= len(minute_aggs)
+
+        # 3. Elasticsearch goes away: the worker holds the stream, reports unhealthy, loses nothing.
+        proxy.stop()
+        more = [make_doc(i, tag="outage") for i in range(40)]
+        produce(settings, more)
+        wait_for(lambda: (h := worker.health()) is not None and h[0] == 503, 60, "health 503 while ES is away")
+        assert es_count(settings) == n
+        proxy.start()
+        wait_for(lambda: es_count(settings) >= n + len(more), 120, "documents held during the outage")
+        assert {d["_id"] for d in es_docs(settings)} == {d.id for d in docs + more}
+        wait_for(lambda: (h := worker.health()) is not None and h[0] == 200, 60, "health 200 again")
+        assert "finsent_stream_es_retries_total 0.0" not in worker.metrics()
+
+        # 4. A drift message is ignored; a promotion swaps the model between batches.
+        other = tmp_path / "model-b"
+        shutil.copytree(tiny_model.path, other)
+        (other / "metadata.json").unlink(missing_ok=True)  # the scorer then names it after its folder
+        producer = clients.kafka_producer(settings)
+        for action in ("drift", "promote"):
+            message = ControlMessage(action=action, model_version="local:model-b", model_path=str(other),
+                                     reason="test", issued_at=utc_now())
+            producer.send(settings.topic("control"), value=message.to_json())
+        producer.flush()
+        producer.close()
+        wait_for(lambda: (h := worker.health()) and h[1].get("model_version") == "local:model-b", 120,
+                 "the promoted model")
+        late = [make_doc(i, tag="swap") for i in range(20)]
+        produce(settings, late)
+        wait_for(lambda: es_count(settings) >= n + len(more) + len(late), 120, "documents after the swap")
+        by_id = {d["_id"]: d for d in es_docs(settings)}
+        assert {by_id[d.id]["model_version"] for d in late} == {"local:model-b"}
+        assert {by_id[d.id]["model_version"] for d in docs} == {tiny_model.version}
+        metrics = worker.metrics()
+        assert "finsent_stream_model_swaps_total 1.0" in metrics
+        assert 'finsent_stream_model_info{version="local:model-b"} 1.0' in metrics
+        assert f"finsent_stream_documents_indexed_total {float(n + len(more) + len(late))}" in metrics
+        assert 'finsent_stream_dead_letters_total{stage="validate"} 4.0' in metrics
+
+        # 5. SIGTERM: a clean stop.
+        assert worker.terminate() == 0
+    finally:
+        worker.ensure_stopped()
+        proxy.stop()
+
+
+def test_kill_9_and_two_workers_index_every_document_exactly_once(bootstrapped, tiny_model, tmp_path):
+    settings = bootstrapped
+    first = Worker(settings, tiny_model.registry_root, tmp_path / "s1", tmp_path / "w1.log")
+    second = third = None
+    try:
+        first.start().wait_ready()
+        docs = [make_doc(i, tag="k") for i in range(300)]
+        produce(settings, docs[:150])
+        wait_for(lambda: es_count(settings) >= 40, 120, "the first documents")
+        first.kill()  # mid-stream: some batches indexed, offsets committed or not
+
+        second = Worker(settings, tiny_model.registry_root, tmp_path / "s2", tmp_path / "w2.log").start()
+        third = Worker(settings, tiny_model.registry_root, tmp_path / "s3", tmp_path / "w3.log").start()
+        second.wait_ready()
+        third.wait_ready()
+        produce(settings, docs[150:], pause_every=50, pause=0.2)
+        wait_for(lambda: es_count(settings) >= len(docs), 180, "every document after kill -9 and rebalance")
+        indexed = es_docs(settings)
+        assert len(indexed) == len(docs)
+        assert sorted(d["_id"] for d in indexed) == sorted(d.id for d in docs)
+
+        # Both workers took part, and the windows counted each document once despite the replay.
+        consumed = []
+        for w in (second, third):
+            line = next(x for x in w.metrics().splitlines() if x.startswith("finsent_stream_consumed_total"))
+            consumed.append(float(line.split()[-1]))
+        assert all(c > 0 for c in consumed), consumed
+        per_ticker_total = Counter(t for d in indexed for t in dict.fromkeys(d["tickers"]))
+
+        def day_counts():
+            return {a["ticker"]: a["count"] for a in es_docs(settings, "aggregates") if a["window"] == "1d"}
+
+        wait_for(lambda: day_counts() == dict(per_ticker_total), 90, "daily aggregates equal to the documents")
+        assert second.terminate() == 0
+        assert third.terminate() == 0
+    finally:
+        for w in (first, second, third):
+            if w is not None:
+                w.ensure_stopped()
