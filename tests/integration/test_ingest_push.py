@@ -1,0 +1,89 @@
+"""The HTTP push endpoint: status codes, partial batches, and documents in the real Kafka."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from ingest.pipeline import Pipeline
+from ingest.push import make_app
+from tests.integration.ingest_support import consume_raw
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def push_settings(bootstrapped, tmp_path):
+    return bootstrapped.model_copy(update={
+        "state_dir": tmp_path / "state", "push_token": SecretStr(TOKEN), "push_max_bytes": 4096})
+
+
+async def test_push_endpoint(push_settings) -> None:
+    pipeline = Pipeline.build(push_settings, CollectorRegistry())
+    pipeline.start()
+    runner = web.AppRunner(make_app(pipeline, push_settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    try:
+        async with httpx.AsyncClient(base_url=base) as client:
+            one = {"text": "Nvidia shares jump after record data-center sales", "source": "wire", "source_id": "n1",
+                   "published_at": "2026-11-27T10:00:00Z"}
+            ok = await client.post("/documents", json=one, headers=AUTH)
+            assert ok.status_code == 202 and ok.json()["accepted"] == 1
+
+            batch = [{"text": "Microsoft raises its dividend", "source_id": "p2", "source": "wire"},
+                     {"title": "no text"},
+                     {"text": "Zone-less time", "published_at": "2026-11-27T10:00:00"},
+                     one]
+            partial = await client.post("/documents", json={"documents": batch}, headers=AUTH)
+            body = partial.json()
+            assert partial.status_code == 202 and (body["accepted"], body["duplicates"]) == (1, 1)
+            assert {r["where"]: r["reason"] for r in body["rejected"]} == {
+                "documents[1]": "invalid_document", "documents[2]": "naive_timestamp"}
+            assert any(e["field"] == "text" for e in body["rejected"][0]["errors"])
+
+            bad = await client.post("/documents", json=[{"text": ""}, {"text": "x", "colour": "red"}], headers=AUTH)
+            assert bad.status_code == 400
+            assert {e["field"] for r in bad.json()["rejected"] for e in r["errors"]} == {"text", "colour"}
+            for raw in (b"{not json", b"\xff\xfe", b"[]", b""):
+                assert (await client.post("/documents", content=raw, headers=AUTH)).status_code == 400, raw
+
+            assert (await client.post("/documents", json=one)).status_code == 401
+            wrong = await client.post("/documents", json=one, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401 and "Bearer" in wrong.headers["WWW-Authenticate"]
+            assert (await client.post("/documents", json=one, headers={"Authorization": TOKEN})).status_code == 401
+
+            big = {"text": "x" * 5000}
+            assert (await client.post("/documents", json=big, headers=AUTH)).status_code == 413
+
+            async def chunked():  # no Content-Length: the limit is enforced while reading
+                for _ in range(10):
+                    yield b" " * 1000
+
+            assert (await client.post("/documents", content=chunked(), headers=AUTH)).status_code == 413
+
+            assert (await client.get("/healthz")).status_code == 200
+            metrics = (await client.get("/metrics")).text
+            assert 'finsent_ingest_produced_total{source="push"} 2.0' in metrics
+            assert 'finsent_ingest_duplicates_total{kind="id",source="push"} 1.0' in metrics
+    finally:
+        await runner.cleanup()
+        pipeline.close()
+
+    docs = {d.source_id: d for _, d in consume_raw(push_settings, 2)}
+    assert set(docs) == {"n1", "p2"}
+    assert docs["n1"].tickers == ["NVDA"] and docs["n1"].source == "wire"
+
+
+def test_push_refuses_to_start_without_token(settings, tmp_path) -> None:
+    pipeline = Pipeline.build(settings.model_copy(update={"state_dir": tmp_path}), CollectorRegistry())
+    with pytest.raises(ValueError, match="FINSENT_PUSH_TOKEN"):
+        make_app(pipeline, settings.model_copy(update={"push_token": None}))
