@@ -56,6 +56,9 @@ def parse_feed(body: bytes, url: str, source: str, content_type: str | None = No
     if parsed.bozo and not parsed.entries:
         problem = parsed.get("bozo_exception")
         raise FetchError("parse", f"{url}: not a readable feed ({type(problem).__name__}: {problem})")
+    if not parsed.entries and not parsed.get("version"):
+        # An HTML page (moved feed, login wall) or an empty body: an error, not an empty feed.
+        raise FetchError("parse", f"{url}: not an RSS or Atom document")
     if parsed.bozo:
         log.warning("%s: feed is not well-formed (%s); reading the %d entries found",
                     url, parsed.get("bozo_exception"), len(parsed.entries))
