@@ -169,8 +169,10 @@ def run(ctx: typer.Context, config: Annotated[Path, typer.Option("--config", exi
         fail(str(exc))
     if not parsed.sources and parsed.push is None:
         fail(f"{config}: no sources and no push endpoint")
-    if parsed.push is not None and not once and settings.push_token is None:
-        fail("FINSENT_PUSH_TOKEN is not set: the push endpoint requires a bearer token")
+    if parsed.push is not None and not once:
+        from ingest.push import ensure_token
+
+        settings = ensure_token(settings)
     _run_sources(settings, lambda http: build_sources(parsed, http, settings), once=once,
                  metrics_port=metrics_port, push=None if once else parsed.push)
 
@@ -179,12 +181,13 @@ def run(ctx: typer.Context, config: Annotated[Path, typer.Option("--config", exi
 def serve(ctx: typer.Context,
           port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8088,
           host: Annotated[str, typer.Option("--host", help="Address to bind (0.0.0.0 for all)")] = "127.0.0.1") -> None:
-    """HTTP push endpoint: POST /documents with a bearer token (FINSENT_PUSH_TOKEN)."""
+    """HTTP push endpoint: POST /documents with a bearer token (FINSENT_PUSH_TOKEN, else a generated
+    one kept in <state_dir>/ingest/push-token)."""
     from ingest.config import PushConfig
 
-    settings = settings_of(ctx)
-    if settings.push_token is None or not settings.push_token.get_secret_value():
-        fail("FINSENT_PUSH_TOKEN is not set: the push endpoint requires a bearer token")
+    from ingest.push import ensure_token
+
+    settings = ensure_token(settings_of(ctx))
     _run_sources(settings, lambda http: [], once=False, metrics_port=0, push=PushConfig(host=host, port=port))
 
 

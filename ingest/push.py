@@ -10,7 +10,8 @@ document, a list of documents, or ``{"documents": [...]}`` (the shape of
 - 401 without a valid token (compared in constant time); 413 above ``push_max_bytes``;
 - 503 with Retry-After when Kafka did not acknowledge: nothing was remembered, send again.
 
-``GET /healthz`` and ``GET /metrics`` (Prometheus) need no token.
+``GET /healthz`` (also ``/``) and ``GET /metrics`` (Prometheus) need no token. Without
+``FINSENT_PUSH_TOKEN`` the CLI generates a token once (see :func:`ensure_token`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
+import secrets
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from pydantic import SecretStr
 
 from finsent.settings import Settings
 from ingest.inbound import to_item
@@ -43,6 +48,23 @@ def _rejection(bad: Rejected) -> dict:
     if bad.errors:
         entry["errors"] = bad.errors
     return entry
+
+
+def ensure_token(settings: Settings) -> Settings:
+    """Settings with a push token: FINSENT_PUSH_TOKEN, else one generated once and kept in
+    ``<state_dir>/ingest/push-token`` (mode 600), so a local ``make up`` works and is still
+    never open to anyone without the token."""
+    if settings.push_token is not None and settings.push_token.get_secret_value():
+        return settings
+    path = settings.state_dir / "ingest" / "push-token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    token = path.read_text("utf-8").strip()
+    log.warning("FINSENT_PUSH_TOKEN is not set: the push endpoint uses the token in %s", path.resolve())
+    return settings.model_copy(update={"push_token": SecretStr(token)})
 
 
 def make_app(pipeline: Pipeline, settings: Settings) -> web.Application:
@@ -118,6 +140,7 @@ def make_app(pipeline: Pipeline, settings: Settings) -> web.Application:
     app = web.Application(client_max_size=max_bytes + 1024)
     app[_PIPELINE] = pipeline
     app.router.add_post("/documents", post_documents)
+    app.router.add_get("/", healthz)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
     return app

@@ -87,3 +87,15 @@ def test_push_refuses_to_start_without_token(settings, tmp_path) -> None:
     pipeline = Pipeline.build(settings.model_copy(update={"state_dir": tmp_path}), CollectorRegistry())
     with pytest.raises(ValueError, match="FINSENT_PUSH_TOKEN"):
         make_app(pipeline, settings.model_copy(update={"push_token": None}))
+
+
+def test_generated_token_is_kept_private_and_reused(settings, tmp_path) -> None:
+    from ingest.push import ensure_token
+
+    unset = settings.model_copy(update={"state_dir": tmp_path, "push_token": None})
+    first, second = ensure_token(unset), ensure_token(unset)
+    path = tmp_path / "ingest" / "push-token"
+    assert first.push_token.get_secret_value() == second.push_token.get_secret_value() == path.read_text()
+    assert len(path.read_text()) >= 32 and path.stat().st_mode & 0o077 == 0
+    explicit = settings.model_copy(update={"state_dir": tmp_path, "push_token": SecretStr("mine")})
+    assert ensure_token(explicit).push_token.get_secret_value() == "mine"
