@@ -1,0 +1,105 @@
+"""`finsent model …` end to end against the real Elasticsearch (mirror) and Kafka (control)."""
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.model_fixtures import tiny_rows
+
+
+@pytest.fixture
+def cli_env(bootstrapped, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("FINSENT_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("FINSENT_INDEX_PREFIX", bootstrapped.index_prefix)
+    monkeypatch.setenv("FINSENT_TOPIC_PREFIX", bootstrapped.topic_prefix)
+    monkeypatch.setenv("FINSENT_DEVICE", "cpu")
+    return bootstrapped
+
+
+def _run(*args):
+    from finsent.cli import app
+
+    result = CliRunner().invoke(app, ["model", *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_train_predict_eval_list_promote_rollback(cli_env, tmp_path):
+    from finsent import clients
+    from finsent.schemas import ControlMessage
+
+    data = tmp_path / "train.csv"
+    with data.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(tiny_rows(12))
+        writer.writerow(["", "positive"])  # a bad row: skipped and counted
+    common = ["--data", str(data), "--epochs", "1", "--max-steps", "2", "--batch-size", "8", "--threads", "1",
+              "--no-progress", "--val-fraction", "0.25"]
+
+    first = _run("train", *common).stdout.strip().splitlines()[-1]
+    second = json.loads(_run("train", *common, "--json", "--promote", "--base-model", first).stdout)
+    assert second["promoted"] is True and {"accuracy", "macro_f1", "n"} <= set(second["validation"])
+    listed = json.loads(_run("list", "--json").stdout)
+    assert [m["version"] for m in listed] == [first, second["version"]]
+    assert listed[1]["champion"] is True and listed[1]["parent_version"] == first
+    assert listed[0]["training"]["bad_rows"] == 1
+
+    # predict: one line per input line, in order, errors in place
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"text": "Profit rose"}\nnot json\n{"text": "  "}\n\n{"text": "Sales fell"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    _run("predict", "--model", "champion", "--input", str(inp), "--output", str(out), "--quantize", "none")
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [line["line"] for line in lines] == [1, 2, 3, 4, 5]
+    assert ["error" in line for line in lines] == [False, True, True, True, False]
+    assert "not valid JSON" in lines[1]["error"] and f"{inp}:3" in lines[2]["error"]
+    assert lines[0]["model_version"] == second["version"] and lines[0]["label"] in {"negative", "neutral", "positive"}
+    assert lines[0]["score"] == pytest.approx(lines[0]["probabilities"]["positive"] - lines[0]["probabilities"]["negative"])
+
+    # predict from CSV gives the same numbers for the same text
+    csv_in = tmp_path / "in.csv"
+    csv_in.write_text("id,text\n1,Profit rose\n", encoding="utf-8")
+    _run("predict", "--model", second["version"], "--input", str(csv_in), "--output", str(out), "--quantize", "none")
+    assert json.loads(out.read_text().splitlines()[0])["probabilities"] == pytest.approx(lines[0]["probabilities"])
+
+    # eval: the figures, also stored in the model's metadata
+    report = json.loads(_run("eval", "--model", first, "--data", str(data), "--json").stdout)
+    assert report["n"] == 24 and report["bad_rows"] == 1 and report["model_version"] == first
+    assert sum(map(sum, report["confusion_matrix"]["rows_true_cols_pred"])) == 24
+    assert json.loads(_run("list", "--json").stdout)[0]["metrics"]["eval"]
+
+    # promote / rollback, announced on the control topic and mirrored to finsent-models
+    _run("promote", first)
+    assert _run("rollback").stdout.strip().endswith(second["version"])
+    consumer = clients.kafka_consumer(cli_env, cli_env.topic("control"), consumer_timeout_ms=10_000)
+    try:
+        messages = [ControlMessage.model_validate_json(m.value) for m in consumer]
+    finally:
+        consumer.close()
+    assert [(m.action, m.model_version) for m in messages] == [("promote", first), ("rollback", second["version"])]
+    with clients.elasticsearch(cli_env) as es:
+        es.indices.refresh(index=cli_env.index("models"))
+        docs = {h["_id"]: h["_source"] for h in es.search(index=cli_env.index("models"), size=10)["hits"]["hits"]}
+    assert set(docs) == {first, second["version"]}
+    assert docs[second["version"]]["champion"] is True and docs[first]["champion"] is False
+    assert docs[first]["status"] == "rolled_back" and docs[second["version"]]["parent_version"] == first
+
+
+def test_cli_errors_are_clear(cli_env, tmp_path):
+    from finsent.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["model", "promote", "v20000101-000000-0000", "--no-notify"])
+    assert result.exit_code == 1 and "no model version" in result.output
+    result = runner.invoke(app, ["model", "train", "--data", str(tmp_path / "missing.csv")])
+    assert result.exit_code == 1 and "no data file" in result.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nok,positive\nnope,maybe\n", encoding="utf-8")
+    result = runner.invoke(app, ["model", "train", "--data", str(bad), "--on-bad-rows", "reject"])
+    assert result.exit_code == 1 and f"{bad}:3: unknown label 'maybe'" in result.output
+    result = runner.invoke(app, ["model", "eval", "--model", "champion", "--data", str(bad)])
+    assert result.exit_code == 1 and "no champion" in result.output

