@@ -21,7 +21,14 @@ def worker(
         fail(f"--web-port {web_port} is not a port number")
     import faust
 
+    from model.registry import Registry, RegistryError
     from stream.app import create_app
+
+    ref = model or settings.worker_model
+    try:  # fail now, with the reason, rather than start a worker that cannot score
+        Registry(settings.models_path).path(ref)
+    except RegistryError as exc:
+        fail(f"no model to score with: {exc} (train one with `finsent model train`, or pass --model PATH)")
 
     (settings.state_dir / "stream").mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     faust_app = create_app(settings, model_ref=model, web_port=web_port)

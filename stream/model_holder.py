@@ -1,7 +1,8 @@
 """The worker's current model, hot-swapped between batches.
 
 A control message asks for a model by reference; it loads in a background thread while
-the old model keeps scoring, and the next batch picks the new one up. A load that fails
+the old model keeps scoring, and the next batch picks the new one up (a batch holds the
+model it started with, so no batch mixes two models). A load that fails
 keeps the old model (and is logged and counted), so a bad promotion never stops scoring.
 """
 
@@ -34,7 +35,6 @@ class ModelHolder:
         self.on_swap = on_swap or (lambda scorer: None)
         self.on_load_failure = on_load_failure or (lambda ref, exc: None)
         self._current: Scorer | None = None
-        self._pending: Scorer | None = None
         self._loading: asyncio.Task[Any] | None = None
         # One thread for inference: batches are scored one after another; a second for loads,
         # so a load never waits behind inference and inference never waits for a load.
@@ -64,14 +64,14 @@ class ModelHolder:
             log.error("loading model %r failed, keeping %s: %s", ref, self.version, exc)
             self.on_load_failure(ref, exc)
             return
-        log.info("model %s loaded; swapping in before the next batch", scorer.version)
-        self._pending = scorer
+        # A batch takes its model once, at its start (current()), so swapping the reference
+        # now never mixes two models within a batch: the next batch gets the new one.
+        log.info("model %s loaded; the next batch scores with it", scorer.version)
+        self._current = scorer
+        self.on_swap(scorer)
 
     def current(self) -> Scorer:
-        """The model for the next batch (swapping in a freshly loaded one first)."""
-        if self._pending is not None:
-            self._current, self._pending = self._pending, None
-            self.on_swap(self._current)
+        """The model for the next batch."""
         if self._current is None:
             raise RuntimeError("no model loaded")
         return self._current

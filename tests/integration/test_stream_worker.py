@@ -135,13 +135,14 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
         proxy.stop()
         more = [make_doc(i, tag="outage") for i in range(40)]
         produce(settings, more)
+        wait_for(lambda: "finsent_stream_es_retries_total 0.0" not in worker.metrics(), 90,
+                 "the worker to find Elasticsearch away")
         wait_for(lambda: (h := worker.health()) is not None and h[0] == 503, 60, "health 503 while ES is away")
         assert es_count(settings) == n
         proxy.start()
         wait_for(lambda: es_count(settings) >= n + len(more), 120, "documents held during the outage")
         assert {d["_id"] for d in es_docs(settings)} == {d.id for d in docs + more}
         wait_for(lambda: (h := worker.health()) is not None and h[0] == 200, 60, "health 200 again")
-        assert "finsent_stream_es_retries_total 0.0" not in worker.metrics()
 
         # 4. A drift message is ignored; a promotion swaps the model between batches.
         other = tmp_path / "model-b"
