@@ -205,3 +205,42 @@ def test_scheduler_restart_keeps_its_schedule(rsettings) -> None:
         assert "0:30:00" in changed.jobs()[CHECK_JOB]["trigger"]
     finally:
         changed.shutdown()
+
+
+def test_promotion_reaches_a_running_worker(rsettings, model_registry, tmp_path) -> None:
+    from tests.integration.stream_harness import Worker, es_docs, make_doc, produce, wait_for
+
+    settings = rsettings
+    champion = model_registry.champion()
+    worker = Worker(settings, model_registry.root, tmp_path / "worker-state", tmp_path / "worker.log")
+    try:
+        worker.start().wait_ready(timeout=180)
+        before = [make_doc(i, tag="before") for i in range(8)]
+        produce(settings, before)
+        ids_before = {d.id for d in before}
+        wait_for(lambda: ids_before <= {d["_id"] for d in es_docs(settings)}, 120, "documents before the retrain")
+
+        index_fresh_labels(settings)
+        lenient = settings.model_copy(update={"retrain_golden_tolerance": 1.0, "retrain_min_fresh_gain": -1.0})
+        with Context.open(lenient) as ctx:
+            outcome = run_retrain(ctx, trigger="manual")
+        assert outcome.decision == "promoted", outcome.reasons
+        new = outcome.challenger_version
+        # The worker loads the model in the background and swaps it in before its next batch.
+        try:
+            wait_for(lambda: f"model {new} loaded" in worker.log.read_text(errors="replace"), 180,
+                     f"the worker to load {new}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{worker.tail(30)}") from None
+
+        after = [make_doc(i, tag="after") for i in range(8)]
+        produce(settings, after)
+        ids_after = {d.id for d in after}
+        wait_for(lambda: ids_after <= {d["_id"] for d in es_docs(settings)}, 120, "documents after the promotion")
+        assert worker.health()[1]["model_version"] == new
+        by_id = {d["_id"]: d for d in es_docs(settings)}
+        assert {by_id[i]["model_version"] for i in ids_before} == {champion}
+        assert {by_id[i]["model_version"] for i in ids_after} == {new}
+        assert worker.terminate() == 0
+    finally:
+        worker.ensure_stopped()
