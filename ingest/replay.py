@@ -9,6 +9,7 @@ time) is skipped with its line number; the rest of the file goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import logging
 import time
@@ -119,6 +120,15 @@ class Pacer:
         return self._last_due
 
 
+async def _sleep(seconds: float, stop: asyncio.Event | None) -> None:
+    """Sleep, but wake at once on a stop signal (a --speed replay may wait for hours)."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
 async def replay(path: Path, pipeline: Pipeline, *, rate: float | None = None, speed: float | None = None,
                  fmt: str | None = None, source: str = "replay", label: str | None = None,
                  stop: asyncio.Event | None = None, clock: Callable[[], float] = time.monotonic) -> BatchReport:
@@ -145,7 +155,7 @@ async def replay(path: Path, pipeline: Pipeline, *, rate: float | None = None, s
             await flush()
             delay = due - clock()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await _sleep(delay, stop)
         batch.items.append(entry)
         if len(batch.items) >= BATCH:
             await flush()
