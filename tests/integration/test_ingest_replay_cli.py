@@ -125,3 +125,48 @@ async def test_cli_sigterm_flushes_and_exits_cleanly(bootstrapped, tmp_path) -> 
     assert proc.returncode == 0, err.decode()
     records = consume_raw(bootstrapped, 3)
     assert len(records) == 3
+
+
+async def test_cli_run_config_and_api_once(bootstrapped, tmp_path) -> None:
+    import orjson
+
+    listing = {"kind": "Listing", "data": {"children": [{"kind": "t3", "data": {
+        "id": "q", "name": "t3_q", "title": "Is $NVDA still a buy?", "selftext": "", "created_utc": 1795773600,
+        "permalink": "/r/stocks/comments/q/x/"}}]}}
+    stream = {"messages": [{"id": 77, "body": "$TSLA breakout", "created_at": "2026-11-27T13:00:00Z",
+                            "user": {"username": "u"}, "symbols": [{"symbol": "TSLA"}]}]}
+    news = {"articles": [{"uid": "w1", "body": "Boeing wins a large jet order", "ts": "2026-11-27T09:00:00Z"}]}
+    async with FakeSite() as site:
+        site.serve("/feed.xml", RSS, "application/rss+xml")
+        site.serve("/r/stocks/new.json", orjson.dumps(listing))
+        site.serve("/streams/symbol/TSLA.json", orjson.dumps(stream))
+        site.serve("/news", orjson.dumps(news))
+        env = _env(bootstrapped, tmp_path) | {"FINSENT_REDDIT_BASE_URL": site.url(""),
+                                              "FINSENT_STOCKTWITS_BASE_URL": site.url("")}
+        config = tmp_path / "sources.yml"
+        config.write_text(f"""
+sources:
+  - {{type: rss, urls: ["{site.url('/feed.xml')}"]}}
+  - {{type: reddit, subreddit: stocks}}
+  - {{type: stocktwits, symbols: [tsla]}}
+""", "utf-8")
+        proc = await _finsent("ingest", "run", "--config", str(config), "--once", env=env)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        assert "produced 5" in out.decode()
+
+        api = tmp_path / "api.yml"
+        api.write_text(f"name: wire\nurl: {site.url('/news')}\nitems: articles\n"
+                       "fields: {text: body, source_id: uid, published_at: ts}\n", "utf-8")
+        proc = await _finsent("ingest", "api", "--config", str(api), "--once", env=env)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        assert "produced 1" in out.decode()
+
+        bad = tmp_path / "bad.yml"
+        bad.write_text("sources: [{type: rss}]", "utf-8")
+        proc = await _finsent("ingest", "run", "--config", str(bad), env=env)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 1 and "sources.0.rss.urls" in err.decode()
+    sources = sorted(d.source for _, d in consume_raw(bootstrapped, 6))
+    assert sources == ["api:wire", "reddit", "rss:127.0.0.1", "rss:127.0.0.1", "rss:127.0.0.1", "stocktwits"]
