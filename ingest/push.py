@@ -25,7 +25,6 @@ import secrets
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from pydantic import SecretStr
 
 from finsent.settings import Settings

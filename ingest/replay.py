@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import logging
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -23,8 +22,6 @@ from ingest.inbound import to_item
 from ingest.items import FetchResult, Rejected, SourceItem
 from ingest.normalise import parse_timestamp
 from ingest.pipeline import BatchReport, Pipeline
-
-log = logging.getLogger(__name__)
 
 BATCH = 500
 LINGER = 0.1  # seconds: documents due this soon go in the current batch
