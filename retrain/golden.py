@@ -64,14 +64,16 @@ def stratified_sample(rows: Sequence[Row], size: int, seed: int) -> list[Row]:
     strata: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for row in rows:
         strata[(row.source, row.label)].append(row)
+    # Largest-remainder allocation: exactly ``size`` rows, each stratum within one of its share.
+    keys = sorted(strata)
+    quotas = {k: size * len(strata[k]) / len(rows) for k in keys}
+    take = {k: int(quotas[k]) for k in keys}
+    for k in sorted(keys, key=lambda k: quotas[k] - take[k], reverse=True)[: size - sum(take.values())]:
+        take[k] += 1
     rng = random.Random(seed)
-    picked: list[Row] = []
-    for key in sorted(strata):
-        group = strata[key]
-        take = max(1, round(size * len(group) / len(rows)))
-        picked.extend(rng.sample(group, min(take, len(group))))
+    picked = [row for k in keys for row in rng.sample(strata[k], take[k])]
     rng.shuffle(picked)
-    return picked[:size]
+    return picked
 
 
 def golden_path(settings: Settings) -> Path:

@@ -244,3 +244,36 @@ def test_promotion_reaches_a_running_worker(rsettings, model_registry, tmp_path)
         assert worker.terminate() == 0
     finally:
         worker.ensure_stopped()
+
+
+def test_cli_check_golden_and_gated_run(rsettings) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from finsent.cli import app
+
+    s = rsettings
+    env = {"FINSENT_TOPIC_PREFIX": s.topic_prefix, "FINSENT_INDEX_PREFIX": s.index_prefix,
+           "FINSENT_MODEL_DIR": str(s.model_dir), "FINSENT_STATE_DIR": str(s.state_dir),
+           "FINSENT_RETRAIN_DATA": str(SHARED_DATA), "FINSENT_GOLDEN_SIZE": "30", "FINSENT_RETRAIN_MIN_LABELS": "20",
+           "FINSENT_DRIFT_REFERENCE_SIZE": "60", "FINSENT_DRIFT_WINDOW_SIZE": "40", "FINSENT_DEVICE": "cpu"}
+    runner = CliRunner()
+    check = runner.invoke(app, ["retrain", "check", "--json"], env=env)
+    assert check.exit_code == 0, check.output
+    report = json.loads(check.output.strip().splitlines()[-1])
+    assert report["drift_detected"] is False and len(report["monitors"]) == 4
+    assert "need 100" in report["monitors"][0]["details"]["reason"]
+
+    built = runner.invoke(app, ["retrain", "golden"], env=env)
+    assert built.exit_code == 0 and "built golden set" in built.output and "30 rows" in built.output
+    golden = (s.state_dir / "retrain" / "golden.csv").read_bytes()
+    kept = runner.invoke(app, ["retrain", "golden"], env=env | {"FINSENT_GOLDEN_SIZE": "50"})
+    assert "kept golden set" in kept.output
+    assert (s.state_dir / "retrain" / "golden.csv").read_bytes() == golden  # never rebuilt
+
+    gated = runner.invoke(app, ["retrain", "run"], env=env)
+    assert gated.exit_code == 0 and "skipped: 0 fresh labels, need 20" in gated.output
+    missing = runner.invoke(app, ["retrain", "golden"], env=env | {"FINSENT_RETRAIN_DATA": "/nonexistent",
+                                                                   "FINSENT_GOLDEN_SET": str(s.state_dir / "g2.csv")})
+    assert missing.exit_code == 1 and "/nonexistent does not exist" in missing.output

@@ -108,3 +108,43 @@ def test_relabel_replaces_and_late_older_label_is_ignored(bootstrapped) -> None:
     with clients.elasticsearch(settings) as es:
         stored = fetch_labels(es, settings)
     assert [(r.label, r.labeled_at.day) for r in stored] == [("positive", 3)]
+
+
+async def test_review_queue_from_api_and_cli(label_settings) -> None:
+    from elasticsearch import helpers
+
+    from finsent.cli import app
+    from finsent.schemas import utc_now
+    from retrain.labels_http import create_app
+
+    settings = label_settings
+    now = utc_now().isoformat()
+
+    def doc(doc_id: str, probs: tuple[float, float, float], text: str) -> dict:
+        p = dict(zip(("negative", "neutral", "positive"), probs))
+        return {"id": doc_id, "source": "t", "text": text, "tickers": ["AAPL"], "ingested_at": now, "scored_at": now,
+                "model_version": "v1", "sentiment": {"label": max(p, key=p.get), "score": p["positive"] - p["negative"],
+                                                     "probabilities": p, "confidence": max(probs)}}
+
+    docs = [doc("sure", (0.02, 0.96, 0.02), "flat quarter"), doc("unsure", (0.34, 0.33, 0.33), "mixed signals"),
+            doc("labelled", (0.33, 0.34, 0.33), "already done"), doc("mid", (0.2, 0.6, 0.2), "some doubt")]
+    with clients.elasticsearch(settings) as es:
+        helpers.bulk(es, ({"_index": settings.index("docs"), "_id": d["id"], "_source": d} for d in docs),
+                     refresh="wait_for")
+        es.index(index=settings.index("labels"), id="x", refresh="wait_for", document=LabelRecord(
+            doc_id="labelled", text="already done", label="neutral", labeled_at=utc_now()).model_dump(mode="json"))
+
+    async with TestClient(TestServer(create_app(settings))) as client:
+        assert (await client.get("/review")).status == 401
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await client.get("/review?limit=0", headers=auth)).status == 400
+        resp = await client.get("/review?limit=2", headers=auth)
+        assert resp.status == 200
+        items = (await resp.json())["items"]
+    assert [i["doc_id"] for i in items] == ["unsure", "mid"]
+    assert items[0]["uncertainty"] > items[1]["uncertainty"] and items[0]["text"] == "mixed signals"
+
+    result = CliRunner().invoke(app, ["labels", "review", "--json", "--limit", "5"], env=env_of(settings))
+    assert result.exit_code == 0, result.output
+    lines = [orjson.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [i["doc_id"] for i in lines] == ["unsure", "mid", "sure"]

@@ -116,3 +116,17 @@ def test_rank_by_uncertainty_then_drifted_region() -> None:
     assert [i.doc_id for i in drifted] == ["novel", "unsure"]
     assert drifted[0].novelty == 1.0
     assert [i.doc_id for i in rank(docs, exclude=["unsure"], limit=1)] == ["mid"]
+
+
+def test_stratified_sample_exact_size_keeps_shares_and_is_seeded() -> None:
+    from retrain.golden import Row, replay_sample, stratified_sample
+
+    rows = ([Row(f"a{i}", "positive", "fpb") for i in range(70)] + [Row(f"b{i}", "negative", "fpb") for i in range(20)]
+            + [Row(f"c{i}", "neutral", "tw") for i in range(10)])
+    sample = stratified_sample(rows, 29, seed=1)
+    assert len(sample) == 29 and len({r.text for r in sample}) == 29
+    counts = {label: sum(r.label == label for r in sample) for label in ("positive", "negative", "neutral")}
+    assert counts == {"positive": 20, "negative": 6, "neutral": 3}
+    assert stratified_sample(rows, 29, seed=1) == sample
+    replay = replay_sample(rows, 50, exclude=sample, seed=2)
+    assert len(replay) == 50 and not {r.text for r in replay} & {r.text for r in sample}
