@@ -67,6 +67,9 @@ def build_bert_base(folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
+    from model.base_models import quiet_transformers
+
+    quiet_transformers()
     torch.manual_seed(0)
     labels = {0: "positive", 1: "negative", 2: "neutral"}  # FinBERT's order
     model = BertForSequenceClassification(BertConfig(num_labels=3, id2label=labels,

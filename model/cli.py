@@ -26,20 +26,9 @@ PREDICT_CHUNK = 512
 
 
 def _registry(settings: Settings, *, mirror: bool = True):
-    from model.registry import Registry
+    from model.registry import open_registry
 
-    es = None
-    if mirror:
-        from finsent import clients
-
-        try:
-            client = clients.elasticsearch(settings, request_timeout=5, max_retries=0)
-            # Cluster health, not ping: the integration-test distribution answers GET / with 405.
-            client.cluster.health()
-            es = client
-        except Exception as exc:  # unreachable, bad URL or TLS setup: must not stop model work
-            typer.echo(f"warning: Elasticsearch unavailable ({exc}); model metadata is not mirrored", err=True)
-    return Registry(settings.models_path, es, index=settings.index("models"))
+    return open_registry(settings, mirror=mirror)
 
 
 def _offline() -> None:
@@ -54,19 +43,19 @@ def _load_scorer(settings: Settings, ref: str, registry: Any, *, batch_size: int
     _offline()
     try:
         return Scorer.load(ref, registry=registry, device=settings.device, max_length=settings.max_length,
-                           batch_size=batch_size, quantize=quantize, threads=threads)
+                           batch_size=batch_size or settings.model_batch_size, quantize=quantize,
+                           threads=threads or settings.model_threads)
     except (RegistryError, FileNotFoundError, OSError, ValueError) as exc:
         fail(f"cannot load model {ref!r}: {exc}")
 
 
-def _quantize_option(value: str) -> str | None:
-    if value not in {"auto", "none", "int8"}:
-        fail(f"--quantize must be auto, none or int8, not {value!r}")
-    if value == "auto":
-        from model.quantization import DEFAULT_QUANTIZE
+def _quantize_option(settings: Settings, value: str | None) -> str | None:
+    from model.quantization import resolve_quantize
 
-        return DEFAULT_QUANTIZE
-    return None if value == "none" else value
+    try:
+        return resolve_quantize(value or settings.model_quantize)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -131,9 +120,9 @@ def eval_(
     ctx: typer.Context,
     model: str = typer.Option("champion", "--model", help="Version, folder or 'champion'"),
     data: list[Path] = typer.Option(..., "--data", help="CSV or JSONL with text,label"),
-    batch_size: int = typer.Option(64, min=1),
-    threads: Optional[int] = typer.Option(None, min=1),
-    quantize: str = typer.Option("none", help="none, int8 or auto (the measured default)"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Default: FINSENT_MODEL_BATCH_SIZE"),
+    threads: Optional[int] = typer.Option(None, min=1, help="Default: FINSENT_MODEL_THREADS"),
+    quantize: str = typer.Option("none", help="none, int8 or auto (the measured default); fp32 unless asked"),
     on_bad_rows: str = typer.Option("skip"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -154,7 +143,7 @@ def eval_(
         fail("no usable rows to evaluate")
     registry = _registry(settings)
     scorer = _load_scorer(settings, model, registry, batch_size=batch_size, threads=threads,
-                          quantize=_quantize_option(quantize))
+                          quantize=_quantize_option(settings, quantize))
     result = evaluate(scorer, [e.text for e in report.examples], [e.label for e in report.examples])
     result |= {"model_version": scorer.version, "data": [str(p) for p in data], "bad_rows": len(report.bad),
                "quantized": scorer.quantized}
@@ -192,9 +181,9 @@ def predict(
     model: str = typer.Option("champion", "--model", help="Version, folder or 'champion'"),
     input: Path = typer.Option(..., "--input", help="JSONL with a text field, or CSV with a text column"),
     output: Path = typer.Option(..., "--output", help="JSONL, one line per input row ('-' for stdout)"),
-    batch_size: int = typer.Option(64, min=1),
-    threads: Optional[int] = typer.Option(None, min=1),
-    quantize: str = typer.Option("auto", help="none, int8 or auto (the measured default)"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Default: FINSENT_MODEL_BATCH_SIZE"),
+    threads: Optional[int] = typer.Option(None, min=1, help="Default: FINSENT_MODEL_THREADS"),
+    quantize: Optional[str] = typer.Option(None, help="none, int8 or auto; default FINSENT_MODEL_QUANTIZE"),
 ) -> None:
     """Score a file; a bad row gets an ``error`` line in its place, so lines stay aligned."""
     from model.predict import predict_file
@@ -204,7 +193,7 @@ def predict(
         fail(f"no input file {input}")
     registry = _registry(settings, mirror=False)
     scorer = _load_scorer(settings, model, registry, batch_size=batch_size, threads=threads,
-                          quantize=_quantize_option(quantize))
+                          quantize=_quantize_option(settings, quantize))
     out = sys.stdout if str(output) == "-" else output.open("w", encoding="utf-8")
     try:
         counts = predict_file(scorer, input, out, chunk=PREDICT_CHUNK)

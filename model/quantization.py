@@ -17,6 +17,17 @@ DEFAULT_QUANTIZE: str | None = None
 MAX_ACCURACY_LOSS = 0.005
 
 
+def resolve_quantize(setting: str | None) -> str | None:
+    """``auto`` → the measured default; ``none`` → None; ``int8`` → "int8"."""
+    if setting in (None, "none"):
+        return None
+    if setting == "auto":
+        return DEFAULT_QUANTIZE
+    if setting == "int8":
+        return "int8"
+    raise ValueError(f"quantisation must be auto, none or int8, not {setting!r}")
+
+
 def decide(fp32: dict[str, float], int8: dict[str, float]) -> bool:
     """Whether int8 should be the default: faster, and accuracy within MAX_ACCURACY_LOSS."""
     return int8["docs_per_s"] > fp32["docs_per_s"] and fp32["accuracy"] - int8["accuracy"] <= MAX_ACCURACY_LOSS

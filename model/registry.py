@@ -241,3 +241,24 @@ class Registry:
         except Exception as exc:  # the registry folder is the truth; ES is a view of it
             log.warning("could not mirror model %s to index %s: %s", version, self.index, exc)
             return False
+
+
+def open_registry(settings: Any, *, mirror: bool = True) -> Registry:
+    """The registry of ``settings.models_path``, mirrored to ``finsent-models`` when Elasticsearch answers.
+
+    An unreachable or misconfigured Elasticsearch is a logged warning, never an error: the files
+    are the truth and training or promotion must not depend on the mirror.
+    """
+    es = None
+    if mirror:
+        from finsent import clients
+
+        try:
+            client = clients.elasticsearch(settings, request_timeout=5, max_retries=0)
+            # Cluster health, not ping: the integration-test distribution answers GET / with 405.
+            client.cluster.health()
+            es = client
+        except Exception as exc:
+            log.warning("Elasticsearch at %s unavailable (%s); model metadata is not mirrored",
+                        settings.elasticsearch_url, exc)
+    return Registry(settings.models_path, es, index=settings.index("models"))

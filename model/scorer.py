@@ -104,6 +104,17 @@ class Scorer:
         return cls(model, tokenizer, version=_version_of(path), device=dev, max_length=max_length,
                    batch_size=batch_size, quantized=quantized)
 
+    @classmethod
+    def from_settings(cls, settings: Any, ref: str | Path = "champion", *, registry: Any = None) -> Scorer:
+        """Load ``ref`` the way the settings say (device, max_length, batch size, threads, quantisation)."""
+        from model.quantization import resolve_quantize
+        from model.registry import Registry
+
+        registry = registry if registry is not None else Registry(settings.models_path)
+        return cls.load(ref, registry=registry, device=settings.device, max_length=settings.max_length,
+                        batch_size=settings.model_batch_size, threads=settings.model_threads,
+                        quantize=resolve_quantize(settings.model_quantize))
+
     def score(self, texts: list[str]) -> list[Sentiment]:
         if not texts:
             return []

@@ -1,0 +1,20 @@
+import pytest
+
+from model import quantization
+from model.quantization import decide, resolve_quantize
+
+
+def test_int8_is_chosen_only_when_faster_and_within_half_a_point():
+    fp32 = {"docs_per_s": 100.0, "accuracy": 0.870}
+    assert decide(fp32, {"docs_per_s": 150.0, "accuracy": 0.866}) is True
+    assert decide(fp32, {"docs_per_s": 150.0, "accuracy": 0.864}) is False  # 0.6 points lost
+    assert decide(fp32, {"docs_per_s": 90.0, "accuracy": 0.870}) is False  # slower
+
+
+def test_resolve_quantize(monkeypatch):
+    monkeypatch.setattr(quantization, "DEFAULT_QUANTIZE", "int8")
+    assert resolve_quantize("auto") == "int8"
+    assert resolve_quantize("none") is None and resolve_quantize(None) is None
+    assert resolve_quantize("int8") == "int8"
+    with pytest.raises(ValueError, match="auto, none or int8"):
+        resolve_quantize("fp16")
