@@ -144,7 +144,7 @@ def _in_child(fn, *args):
         return pool.apply(fn, args)
 
 
-def run(*, model_folder: Path | None, data_files: Sequence[Path], baseline_docs: int = 200, scorer_docs: int = 1024,
+def run(*, model_folder: Path | None, data_files: Sequence[Path], baseline_docs: int = 100, scorer_docs: int = 256,
         batch_sizes: Sequence[int] = (1, 16, 64, 256), lengths: Sequence[int] = (16, 48, 128),
         threads: int | None = None, device: str = "auto", quantize: str | None = None,
         echo=print) -> dict[str, Any]:
