@@ -282,3 +282,48 @@ def rollback(
         fail(str(exc))
     _announce(settings, "rollback", version, registry.path(version), notify)
     typer.echo(f"champion is now {version}")
+
+
+@app.command("quantization")
+def quantization_(
+    ctx: typer.Context,
+    model: str = typer.Option("champion", "--model", help="Version, folder or 'champion'"),
+    data: list[Path] = typer.Option(..., "--data", help="Labelled CSV/JSONL files"),
+    validation_split: bool = typer.Option(
+        True, help="Use only the validation rows the trainer split off (same --seed and --val-fraction)"),
+    val_fraction: float = typer.Option(0.1, min=0.01, max=0.9),
+    seed: int = 13,
+    batch_size: int = typer.Option(64, min=1),
+    threads: Optional[int] = typer.Option(None, min=1),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Measure int8 dynamic quantisation against fp32 on CPU: docs/s and accuracy of both."""
+    from model import data as datamod
+    from model.quantization import MAX_ACCURACY_LOSS, compare
+
+    settings = settings_of(ctx)
+    _offline()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        examples = datamod.load(data).examples
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    if validation_split:
+        examples = datamod.stratified_split(examples, val_fraction, seed)[1]
+    if not examples:
+        fail("no rows to measure on")
+    registry = _registry(settings, mirror=False)
+    result = compare(model, [e.text for e in examples], [e.label for e in examples], registry=registry,
+                     batch_size=batch_size, max_length=settings.max_length)
+    result["threads"] = threads
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for name in ("fp32", "int8"):
+        r = result[name]
+        typer.echo(f"{name}: {r['docs_per_s']:.1f} docs/s accuracy={r['accuracy']:.4f} macro_f1={r['macro_f1']:.4f}")
+    typer.echo(f"int8 {'is' if result['int8_recommended'] else 'is not'} worth it "
+               f"(rule: faster and at most {MAX_ACCURACY_LOSS * 100:.1f} accuracy points lost), n={result['n']}")

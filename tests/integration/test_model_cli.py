@@ -72,6 +72,12 @@ def test_train_predict_eval_list_promote_rollback(cli_env, tmp_path):
     assert sum(map(sum, report["confusion_matrix"]["rows_true_cols_pred"])) == 24
     assert json.loads(_run("list", "--json").stdout)[0]["metrics"]["eval"]
 
+    # the int8-vs-fp32 measurement behind the quantisation default
+    quant = json.loads(_run("quantization", "--model", first, "--data", str(data), "--no-validation-split",
+                            "--json").stdout)
+    assert quant["n"] == 24 and {"docs_per_s", "accuracy", "macro_f1"} <= set(quant["int8"]) <= set(quant["fp32"])
+    assert isinstance(quant["int8_recommended"], bool)
+
     # promote / rollback, announced on the control topic and mirrored to finsent-models
     _run("promote", first)
     assert _run("rollback").stdout.strip().endswith(second["version"])
