@@ -33,6 +33,7 @@ class ProcessSpec:
     args: tuple[str, ...]
     url: str | None = None  # what a person opens, or what status probes
     health_path: str | None = None
+    env: tuple[tuple[str, str], ...] = ()  # per-process overrides, e.g. a port two processes would share
 
 
 def process_specs(settings: Settings) -> list[ProcessSpec]:
@@ -45,7 +46,8 @@ def process_specs(settings: Settings) -> list[ProcessSpec]:
         ProcessSpec("scheduler", ("retrain", "scheduler")),
         ProcessSpec("dashboard", ("dashboards", "serve", "--port", "8000"), "http://127.0.0.1:8000/", "/"),
         ProcessSpec("push", ("ingest", "serve", "--port", "8080"), "http://127.0.0.1:8080/"),
-        ProcessSpec("replay", ("ingest", "file", str(sample), "--rate", "2")),
+        ProcessSpec("replay", ("ingest", "file", str(sample), "--rate", "2"),
+                    env=(("FINSENT_INGEST_METRICS_PORT", "0"),)),
     ]
 
 
@@ -116,7 +118,7 @@ def up(settings: Settings, echo: Echo = print) -> list[tuple[ProcessSpec, psutil
         if proc is None:
             proc = start_background(
                 [exe, *spec.args], pid_file=pid_file, log_path=_log_path(settings, spec.name),
-                env=dict(os.environ), cwd=Path.cwd(),
+                env=dict(os.environ) | dict(spec.env), cwd=Path.cwd(),
             )
             echo(f"{spec.name}: started (pid {proc.pid}, log {_log_path(settings, spec.name)})")
         else:
