@@ -150,11 +150,14 @@ async def drift(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    # Cluster health, not ping(): some distributions answer HEAD / with 405.
     try:
-        ok = bool(await request.app[ES].ping())
-    except Exception:  # noqa: BLE001 - any failure means "not healthy", said in the body
-        ok = False
-    return web.json_response({"status": "ok" if ok else "degraded", "elasticsearch": ok},
+        cluster = (await request.app[ES].cluster.health(timeout="5s")).body.get("status", "unknown")
+    except Exception as exc:  # noqa: BLE001 - any failure means "not healthy", said in the body
+        log.warning("health: Elasticsearch unreachable: %s", exc)
+        cluster = "unreachable"
+    ok = cluster in ("green", "yellow")
+    return web.json_response({"status": "ok" if ok else "degraded", "elasticsearch": ok, "cluster": cluster},
                              status=200 if ok else 503)
 
 

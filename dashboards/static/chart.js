@@ -48,7 +48,8 @@ const FinsentChart = (() => {
     const band = w / n;
     const x = (i) => m.left + i * band;
     const maxVolume = niceMax(Math.max(...points.map((p) => p.count)));
-    const yVol = (v) => m.top + h - (v / maxVolume) * h;
+    // Bars use the lower half, so the score line above them stays readable.
+    const yVol = (v) => m.top + h - (v / maxVolume) * h * 0.5;
     const yScore = (s) => m.top + h / 2 - (s * h) / 2;
 
     for (const s of [-1, -0.5, 0, 0.5, 1]) {

@@ -72,7 +72,7 @@
   }
 
   function renderTimeline(data) {
-    $("chart-title").textContent = `${data.ticker}, ${data.range} in ${data.interval} intervals`;
+    $("chart-title").textContent = `${data.ticker}, last ${data.range} in ${data.interval} intervals (UTC)`;
     FinsentChart.render($("chart"), data.points);
   }
 
@@ -123,7 +123,7 @@
 
   function renderDrift(data) {
     const pill = $("status-drift");
-    pill.textContent = `drift: ${data.status}`;
+    pill.textContent = `drift: ${{ drift: "detected", ok: "none", unknown: "no checks yet" }[data.status] || data.status}`;
     pill.className = `pill ${data.status}`;
     const body = $("drift");
     if (!data.monitors.length) { body.replaceChildren(emptyRow(4, "No drift checks yet.")); return; }
