@@ -57,3 +57,9 @@ def model(
         typer.echo(json.dumps(report))
     else:
         model_bench.render(report)
+
+
+# pipeline, memory, profile, all and plot (issue 9) live in bench/suite_cli.py.
+from bench.suite_cli import register as _register_suite  # noqa: E402
+
+_register_suite(app)
