@@ -72,7 +72,5 @@ def series_in(expr: str) -> set[str]:
         rest = text[match.end():].lstrip()
         if rest.startswith("(") or name.lower() in _KEYWORDS:
             continue
-        if re.fullmatch(r"\d.*", name):
-            continue
         found.add(name)
     return found
