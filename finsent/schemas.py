@@ -27,8 +27,17 @@ from pydantic import (
 LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 Label = Literal["negative", "neutral", "positive"]
 
+def _to_utc(value: datetime) -> datetime:
+    # A time at the edge of the calendar (9999-12-31T23:59-01:00) has no UTC form; astimezone's
+    # OverflowError would escape pydantic (it only converts ValueError) and crash the caller.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time is out of range once converted to UTC") from None
+
+
 # Timezone-aware only; stored and emitted as UTC.
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(UTC))]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 Ticker = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9]{0,9}([.\-][A-Z0-9]{1,4})?$")]
 NonEmptyText = Annotated[str, Field(min_length=1, max_length=1_000_000)]
 

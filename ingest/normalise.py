@@ -74,7 +74,10 @@ def parse_timestamp(value: datetime | str | float | int) -> datetime:
         raise Rejected("bad_timestamp", f"timestamp {value!r} is not a time")
     if value.tzinfo is None or value.utcoffset() is None:
         raise Rejected("naive_timestamp", f"timestamp {value.isoformat()} has no time zone")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00: no UTC form
+        raise Rejected("bad_timestamp", f"timestamp {value.isoformat()} is out of range in UTC") from None
 
 
 def _parse_time_string(text: str) -> datetime | None:

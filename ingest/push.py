@@ -8,6 +8,7 @@ document, a list of documents, or ``{"documents": [...]}`` (the shape of
   documents (bad ones of a batch are listed, the others still go through);
 - 400 with the field errors when no document of the body is usable (or the body is not JSON);
 - 401 without a valid token (compared in constant time); 413 above ``push_max_bytes``;
+- 429 with Retry-After above ``push_rate_limit`` requests per second per client IP;
 - 503 with Retry-After when Kafka did not acknowledge: nothing was remembered, send again.
 
 ``GET /healthz`` (also ``/``) and ``GET /metrics`` (Prometheus) need no token. Without
@@ -27,6 +28,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
+from finsent import rate_limit
+from finsent.rate_limit import TokenBucketLimiter
 from finsent.settings import Settings
 from ingest.inbound import to_item
 from ingest.items import FetchResult, Rejected
@@ -135,8 +138,11 @@ def make_app(pipeline: Pipeline, settings: Settings) -> web.Application:
     async def metrics_page(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    limiter = TokenBucketLimiter(settings.push_rate_limit, settings.push_rate_burst)
+    limited = rate_limit.middleware(limiter, exempt={"/", "/healthz", "/metrics"},
+                                    on_limited=lambda _: metrics.errors.labels(LABEL, "auth", "rate_limited").inc())
     # client_max_size above our own limit: read_body() enforces it and answers a clean 413.
-    app = web.Application(client_max_size=max_bytes + 1024)
+    app = web.Application(client_max_size=max_bytes + 1024, middlewares=[limited])
     app[_PIPELINE] = pipeline
     app.router.add_post("/documents", post_documents)
     app.router.add_get("/", healthz)

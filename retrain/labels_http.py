@@ -6,7 +6,8 @@
   413 over ``FINSENT_LABEL_MAX_BYTES``.
 - ``GET /review?limit=N`` — the review queue as JSON (``{"items": [...]}``).
 
-Both need ``Authorization: Bearer <FINSENT_LABEL_TOKEN>`` (compared in constant time).
+Both need ``Authorization: Bearer <FINSENT_LABEL_TOKEN>`` (compared in constant time); above
+``FINSENT_LABEL_RATE_LIMIT`` requests per second per client IP the answer is 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
+from finsent import rate_limit
+from finsent.rate_limit import TokenBucketLimiter
 from finsent.settings import Settings
 from retrain.label_intake import LabelInputError, LabelPublisher, build_records
 
@@ -117,11 +120,17 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
     """The API as an application; Kafka and Elasticsearch clients open on startup, close on cleanup."""
     if settings.label_token is None:
         raise ValueError("FINSENT_LABEL_TOKEN is not set: the labels API refuses to run without a token")
-    app = web.Application(middlewares=[_auth], client_max_size=settings.label_max_bytes + 1024)
+    registry = registry or CollectorRegistry()
+    requests = Counter("finsent_label_api_requests", "Labels API requests by endpoint and status",
+                       ["endpoint", "status"], registry=registry)
+    # The rate limit runs first, so a client guessing tokens is slowed down as well.
+    limited = rate_limit.middleware(TokenBucketLimiter(settings.label_rate_limit, settings.label_rate_burst),
+                                    exempt={"/metrics"},
+                                    on_limited=lambda r: requests.labels(endpoint=r.path, status="429").inc())
+    app = web.Application(middlewares=[limited, _auth], client_max_size=settings.label_max_bytes + 1024)
     app[SETTINGS_KEY] = settings
-    app[REGISTRY_KEY] = registry = registry or CollectorRegistry()
-    app[METRIC_KEY] = Counter("finsent_label_api_requests", "Labels API requests by endpoint and status",
-                              ["endpoint", "status"], registry=registry)
+    app[REGISTRY_KEY] = registry
+    app[METRIC_KEY] = requests
     if serve_metrics:
         app.router.add_get("/metrics", get_metrics)
     app.router.add_post("/labels", post_labels)

@@ -93,6 +93,9 @@ class RawBatchPipeline:
                 docs.append(_Doc(record, parse_raw(record.value, self.settings.max_text_bytes)))
             except RecordError as exc:
                 await reject(record, "validate", exc.reason)
+            except Exception as exc:  # noqa: BLE001 - a validator bug must not make a poison record
+                # (the batch would be retried forever); the record is kept whole in the DLQ.
+                await reject(record, "validate", f"unexpected {type(exc).__name__} while validating: {exc}")
 
         if docs:
             scorer = self.holder.current()
