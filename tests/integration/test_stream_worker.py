@@ -192,7 +192,8 @@ def test_kill_9_and_two_workers_index_every_document_exactly_once(bootstrapped, 
         second.wait_ready()
         third.wait_ready()
         produce(settings, docs[150:], pause_every=50, pause=0.2)
-        wait_for(lambda: es_count(settings) >= len(docs), 180, "every document after kill -9 and rebalance")
+        # The dead member holds its partitions until its session times out; then two rebalances.
+        wait_for(lambda: es_count(settings) >= len(docs), 300, "every document after kill -9 and rebalance")
         indexed = es_docs(settings)
         assert len(indexed) == len(docs)
         assert sorted(d["_id"] for d in indexed) == sorted(d.id for d in docs)
