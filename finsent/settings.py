@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     model_threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads when scoring (default: torch's)")
     model_batch_size: int = Field(64, ge=1, le=4096, description="Scorer batch size (chunks per forward pass)")
     train_data: str | None = Field(None, description="Labelled files or folders for the first model, comma-separated")
-    bootstrap_epochs: float = Field(3.0, gt=0, le=50, description="Epochs of the first model `finsent up` trains")
+    bootstrap_epochs: int = Field(3, ge=1, le=50, description="Epochs of the first model `finsent up` trains")
 
     # --- ingest (ingest/) ----------------------------------------------------------------
     push_token: SecretStr | None = Field(None, description="Bearer token of the HTTP push endpoint")

@@ -84,9 +84,9 @@ def init(settings: Settings, echo: Echo = print) -> None:
 
 
 def ensure_model(settings: Settings, echo: Echo = print) -> str:
-    from model.registry import Registry
+    from model.registry import open_registry
 
-    registry = Registry(settings.models_path)
+    registry = open_registry(settings)
     champion = registry.champion()
     if champion:
         echo(f"model: champion {champion}")
