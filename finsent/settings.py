@@ -165,6 +165,12 @@ class Settings(BaseSettings):
     retrain_misfire_grace_s: int = Field(300, ge=1, description="How late a missed scheduled run may still start")
     retrain_metrics_port: int = Field(9467, ge=0, le=65535, description="/metrics of `finsent retrain scheduler` (0: off)")
 
+    @field_validator("label_token", mode="before")
+    @classmethod
+    def _blank_label_token_is_unset(cls, value: object) -> object:
+        # FINSENT_LABEL_TOKEN= (empty) must not become a token everyone knows.
+        return None if isinstance(value, str) and not value.strip() else value
+
     # --- dashboards (dashboards/) --------------------------------------------------------
     dashboard_host: str = Field("127.0.0.1", description="Address `finsent dashboards serve` binds")
     dashboard_port: int = Field(8000, ge=1, le=65535, description="Port of `finsent dashboards serve`")
