@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
 
 from ingest.items import Rejected, SourceItem
 
@@ -22,10 +22,11 @@ class InboundDocument(BaseModel):
 
     text: Annotated[str, Field(min_length=1, max_length=1_000_000)]
     source: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    source_id: Annotated[str, Field(min_length=1, max_length=512)] | int | None = None
+    # Strict numbers: pydantic would otherwise read true/false as 1/0 (a 1970 date, an id "1").
+    source_id: Annotated[str, Field(min_length=1, max_length=512)] | StrictInt | None = None
     title: Short | None = None
     url: Short | None = None
-    published_at: Annotated[str, Field(max_length=64)] | int | float | None = None
+    published_at: Annotated[str, Field(max_length=64)] | StrictInt | StrictFloat | None = None
     tickers: list[Annotated[str, Field(max_length=16)]] = Field(default_factory=list, max_length=64)
     lang: Annotated[str, Field(max_length=16)] | None = None
 
