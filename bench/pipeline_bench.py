@@ -160,6 +160,8 @@ def run(settings: Settings, config: PipelineConfig = PipelineConfig(), *, echo: 
             peaks = sampler.stop()
             worker.stop()
         return {
+            "prefix": {"topics": s.topic_prefix, "indices": s.index_prefix, "kept": keep,
+                       "folder": str(world.root) if keep else None},
             "model": {"origin": choice.origin, "ref": choice.ref},
             "config": asdict(config) | {"batch_size": batch_size, "batch_within": batch_within},
             "scorer": scorer,

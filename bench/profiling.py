@@ -1,7 +1,9 @@
 """Where the worker's time goes: py-spy samples a real worker while it drains a backlog.
 
 py-spy (not pyinstrument) because scoring runs in a thread of its own and py-spy samples
-every thread, native frames of torch and tokenizers included, from outside the process.
+every thread from outside the process. Python frames only (``--native`` would count the
+spinning OpenMP and lock-waiting threads as busy): time in torch's or tokenizers' native
+code is charged to the Python call that entered it, and idle threads are left out.
 The collapsed stacks (``stacks.txt``, loadable in speedscope) are summarised by two pure
 functions: ``self_time`` (leaf functions) and ``inclusive`` (share of on-CPU samples whose
 stack passes through each pipeline stage).
@@ -24,19 +26,21 @@ Echo = Callable[[str], None]
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
-# Stage → predicate on one frame's (function, file). A sample counts once per stage.
+# Stage → predicate on one frame's (function, file); py-spy names methods ``Class.method``
+# and :func:`parse_collapsed` keeps only ``method``. A sample counts once per stage.
 STAGES: dict[str, Callable[[str, str], bool]] = {
     "scoring (Scorer._probabilities, whole)": lambda f, p: f == "_probabilities" and p.endswith("model/scorer.py"),
     "tokenisation": lambda f, p: "tokenization_utils" in p and f not in ("pad", "_pad"),
     "padding (tokenizer.pad)": lambda f, p: "tokenization_utils" in p and f == "pad",
-    "model forward (torch)": lambda f, p: f == "forward" and "transformers/models/" in p,
+    "model forward (torch)": lambda f, p: f == "forward" and p.startswith("transformers/models/"),
     "pipeline.process (event loop side)": lambda f, p: f == "process" and p.endswith("stream/pipeline.py"),
     "validation (parse_raw)": lambda f, p: f == "parse_raw" and p.endswith("stream/validation.py"),
-    "pydantic models (build, dump)": lambda f, p: "pydantic/" in p,
+    "pydantic models (build, dump)": lambda f, p: p.startswith("pydantic/"),
     "JSON encoding (to_json, orjson)": lambda f, p: f == "to_json" and p.endswith("finsent/schemas.py"),
-    "Elasticsearch client (bulk)": lambda f, p: "elasticsearch/" in p or "elastic_transport/" in p,
-    "Kafka client (aiokafka)": lambda f, p: "aiokafka/" in p,
-    "Faust / mode": lambda f, p: "/faust/" in p or "/mode/" in p,
+    "Elasticsearch client (bulk)": lambda f, p: p.startswith(("elasticsearch/", "elastic_transport/")),
+    "Kafka client (aiokafka)": lambda f, p: p.startswith("aiokafka/"),
+    "asyncio event loop (all)": lambda f, p: f == "_run_once" and p.startswith("asyncio/"),
+    "Faust / mode": lambda f, p: p.startswith(("faust/", "mode/")),
     "window events / aggregates": lambda f, p: p.endswith(("stream/aggregator.py", "stream/windows.py")),
 }
 
@@ -51,9 +55,19 @@ def parse_collapsed(lines: Iterable[str]) -> list[tuple[list[tuple[str, str]], i
         frames = []
         for frame in match["stack"].split(";"):
             parsed = _FRAME.match(frame)
-            frames.append((parsed["func"], parsed["file"]) if parsed else (frame, ""))
+            frames.append((parsed["func"].rsplit(".", 1)[-1], parsed["file"]) if parsed else (frame, ""))
         stacks.append((frames, int(match["count"])))
     return stacks
+
+
+def by_thread(stacks: list[tuple[list[tuple[str, str]], int]]) -> dict[str, float]:
+    """Share of samples per thread name (py-spy ``--threads`` puts ``thread (id): name`` first)."""
+    total = sum(count for _, count in stacks) or 1
+    threads: Counter[str] = Counter()
+    for frames, count in stacks:
+        first = frames[0][0] if frames else ""
+        threads[first.split(": ", 1)[1] if first.startswith("thread (") and ": " in first else "?"] += count
+    return {name: count / total for name, count in threads.most_common()}
 
 
 def self_time(stacks: list[tuple[list[tuple[str, str]], int]], top: int = 15) -> list[tuple[str, float]]:
@@ -105,7 +119,7 @@ def run(settings: Any, *, seconds: float, backlog: int, model: str | None, train
             producer.close()
         echo(f"py-spy: sampling worker pid {worker.pid} for {seconds:g}s while it drains {backlog} docs")
         spy = subprocess.run([str(py_spy), "record", "--pid", str(worker.pid), "--duration", str(int(seconds)),
-                              "--rate", "100", "--format", "raw", "--threads", "--native", "--nonblocking",
+                              "--rate", "100", "--format", "raw", "--threads",
                               "--output", str(stacks_file)], capture_output=True, text=True)
         if spy.returncode != 0:
             raise RuntimeError(f"py-spy failed ({spy.returncode}): {spy.stderr.strip()[-500:]}")
@@ -113,7 +127,7 @@ def run(settings: Any, *, seconds: float, backlog: int, model: str | None, train
         drained = stats.drain_rate([indexed for _, indexed in _es_times(s, "bench-profile", backlog)])
     stacks = parse_collapsed(stacks_file.read_text().splitlines())
     result = {"model": choice.origin, "seconds": seconds, "samples": sum(c for _, c in stacks),
-              "drain_docs_per_s_while_sampled": drained["docs_per_s"], "stages": inclusive(stacks),
+              "drain_docs_per_s_while_sampled": drained["docs_per_s"], "stages": inclusive(stacks), "threads": by_thread(stacks),
               "self_time": self_time(stacks, 40), "stacks_file": str(stacks_file)}
     (out_dir / "summary.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     return result
@@ -130,6 +144,10 @@ def print_summary(result: dict[str, Any], top: int = 15) -> None:
     for name, share in sorted(result["stages"].items(), key=lambda kv: -kv[1]):
         stages.add_row(name, f"{share:.1%}")
     console.print(stages)
+    threads = Table("thread", "share of samples", title="On-CPU samples by thread")
+    for name, share in result["threads"].items():
+        threads.add_row(name, f"{share:.1%}")
+    console.print(threads)
     leaves = Table("function", "self", title=f"Top {top} leaf functions")
     for name, share in result["self_time"][:top]:
         leaves.add_row(name, f"{share:.1%}")

@@ -1,0 +1,74 @@
+"""Smoke test of `finsent bench pipeline` with a tiny load: real Kafka, a real worker
+subprocess and real Elasticsearch. It checks the shape of the results and that every
+document was indexed, never how fast (speed is what the benchmark reports, not asserts)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+
+from finsent import clients
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+BACKLOG, WARMUP = 80, 10
+
+
+def test_bench_pipeline_end_to_end(services, tiny_model, tmp_path):
+    output = tmp_path / "pipeline.json"
+    env = os.environ | {"FINSENT_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+                        "FINSENT_ELASTICSEARCH_URL": services.elasticsearch_url,
+                        "FINSENT_MODEL_DIR": str(tmp_path / "no-registry"), "FINSENT_DEVICE": "cpu",
+                        "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    run = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "finsent"), "bench", "pipeline", "--model", str(tiny_model.path),
+         "--backlog", str(BACKLOG), "--warmup", str(WARMUP), "--level-seconds", "1", "--batch-size", "16",
+         "--batch-within", "0.2", "--keep", "--output", str(output)],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=540,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = orjson.loads(output.read_bytes())
+    pipeline = results["pipeline"]
+    prefix = pipeline["prefix"]["indices"]
+    try:
+        assert results["machine"]["nproc"] >= 1
+        assert pipeline["model"]["origin"] == f"given: {tiny_model.path}"
+        assert pipeline["scorer"]["docs_per_s"] > 0 and pipeline["scorer"]["batch_size"] == 16
+        assert pipeline["max_sustained"]["docs_per_s"] > 0
+        assert pipeline["max_sustained"]["docs"] + 16 >= BACKLOG  # all but the first batch are in the rate
+        assert pipeline["end_to_end_vs_scorer"] > 0
+        assert [level["fraction"] for level in pipeline["latency"]] == [0.25, 0.5, 0.75]
+        for level in pipeline["latency"]:
+            assert level["n"] >= 1
+            assert 0 <= level["p50_s"] <= level["p95_s"] <= level["p99_s"] <= level["max_s"]
+        assert pipeline["worker_peak_rss_bytes"] > 50_000_000
+        with clients.elasticsearch(services) as es:
+            es.indices.refresh(index=f"{prefix}-docs")
+            counts = {source: es.count(index=f"{prefix}-docs", query={"term": {"source": source}})["count"]
+                      for source in ("bench-warmup", "bench-backlog")}
+            level_docs = es.count(index=f"{prefix}-docs", query={"prefix": {"source": "bench-level-"}})["count"]
+        assert counts == {"bench-warmup": WARMUP, "bench-backlog": BACKLOG}
+        assert level_docs == sum(level["n"] for level in pipeline["latency"])
+        assert "Pipeline (model: given:" in run.stdout
+    finally:
+        _delete(services, prefix, pipeline["prefix"]["topics"])
+        shutil.rmtree(pipeline["prefix"]["folder"], ignore_errors=True)
+
+
+def _delete(settings, index_prefix: str, topic_prefix: str) -> None:
+    with clients.elasticsearch(settings) as es:
+        es.options(ignore_status=404).indices.delete(index=f"{index_prefix}-*")
+        es.options(ignore_status=404).indices.delete_index_template(name=f"{index_prefix}-*")
+    admin = clients.kafka_admin(settings)
+    try:
+        ours = [t for t in admin.list_topics() if t.startswith((topic_prefix + ".", topic_prefix + "-"))]
+        if ours:
+            admin.delete_topics(ours)
+    finally:
+        admin.close()
