@@ -133,7 +133,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
         for row in rows:
             table.add_row(row["name"], row["kind"], str(row["pid"] or "-"), "yes" if row["healthy"] else "no",
                           row["address"], row["detail"])
-        Console().print(table)
+        Console(width=160).print(table)
     if not all(row["healthy"] for row in rows if row["kind"] == "service"):
         raise typer.Exit(1)
 

@@ -9,6 +9,7 @@ log under ``<state_dir>/processes``. ``down`` stops exactly those pids, then the
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -38,14 +39,17 @@ class ProcessSpec:
 
 def process_specs(settings: Settings) -> list[ProcessSpec]:
     sample = PROJECT_ROOT / "ingest" / "data" / "sample_news.jsonl"
-    rules = PROJECT_ROOT / "alerts" / "rules.example.yml"
-    port = settings.worker_web_port
+    rules = PROJECT_ROOT / "alerts" / "rules.local.yml"
+    worker = f"http://127.0.0.1:{settings.worker_web_port}"
+    dashboard = f"http://127.0.0.1:{settings.dashboard_port}"
     return [
-        ProcessSpec("worker", ("stream", "worker"), f"http://127.0.0.1:{port}/metrics", "/health"),
+        ProcessSpec("worker", ("stream", "worker"), f"{worker}/metrics", "/health"),
+        ProcessSpec("receiver", ("alerts", "receive", "--port", "8099")),
         ProcessSpec("alerts", ("alerts", "run", "--rules", str(rules))),
-        ProcessSpec("scheduler", ("retrain", "scheduler")),
-        ProcessSpec("dashboard", ("dashboards", "serve", "--port", "8000"), "http://127.0.0.1:8000/", "/"),
-        ProcessSpec("push", ("ingest", "serve", "--port", "8080"), "http://127.0.0.1:8080/"),
+        ProcessSpec("scheduler", ("retrain", "scheduler"), f"http://127.0.0.1:{settings.retrain_metrics_port}/metrics"),
+        ProcessSpec("dashboard", ("dashboards", "serve", "--port", str(settings.dashboard_port)), f"{dashboard}/",
+                    "/health"),
+        ProcessSpec("push", ("ingest", "serve", "--port", "8080"), "http://127.0.0.1:8080/", "/healthz"),
         ProcessSpec("replay", ("ingest", "file", str(sample), "--rate", "2"),
                     env=(("FINSENT_INGEST_METRICS_PORT", "0"),)),
     ]
@@ -75,6 +79,25 @@ def _pid_file(settings: Settings, name: str) -> PidFile:
 
 def _log_path(settings: Settings, name: str) -> Path:
     return settings.state_dir.resolve() / "processes" / f"{name}.log"
+
+
+def local_secrets(settings: Settings, echo: Echo = print) -> dict[str, str]:
+    """Secrets the local processes share when the user set none: generated once into
+    ``<state_dir>/secrets`` (mode 600) and handed to the processes through their environment."""
+    wanted = {"FINSENT_LABEL_TOKEN": settings.label_token, "FINSENT_ALERTS_WEBHOOK_SECRET": settings.alerts_webhook_secret}
+    folder = settings.state_dir.resolve() / "secrets"
+    env = {}
+    for variable, configured in wanted.items():
+        if configured is not None and configured.get_secret_value():
+            continue
+        path = folder / variable.lower()
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+            echo(f"{variable}: generated into {path}")
+        env[variable] = path.read_text().strip()
+    return env
 
 
 def init(settings: Settings, echo: Echo = print) -> None:
@@ -108,6 +131,7 @@ def up(settings: Settings, echo: Echo = print) -> list[tuple[ProcessSpec, psutil
     init(settings, echo)
     groups = _available_groups()
     exe = _finsent_executable()
+    shared_env = dict(os.environ) | local_secrets(settings, echo)
     started = []
     for spec in process_specs(settings):
         if spec.args[0] not in groups:
@@ -118,7 +142,7 @@ def up(settings: Settings, echo: Echo = print) -> list[tuple[ProcessSpec, psutil
         if proc is None:
             proc = start_background(
                 [exe, *spec.args], pid_file=pid_file, log_path=_log_path(settings, spec.name),
-                env=dict(os.environ) | dict(spec.env), cwd=Path.cwd(),
+                env=shared_env | dict(spec.env), cwd=Path.cwd(),
             )
             echo(f"{spec.name}: started (pid {proc.pid}, log {_log_path(settings, spec.name)})")
         else:
