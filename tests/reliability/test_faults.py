@@ -224,3 +224,139 @@ def test_kafka_broker_restart(private_kafka, tiny_model, tmp_path):
         worker.ensure_stopped()
     record("fault.kafka_restart", broker_down_s=round(restart_s, 1), worker_survived=alive, **figures)
     check(figures)
+
+
+RECEIVER_DOWN_S = float(os.environ.get("RELIABILITY_RECEIVER_DOWN_S", "10"))
+
+
+def test_webhook_receiver_down_then_up_delivers_every_alert_once(bootstrapped, tmp_path):
+    """Alerts raised while the receiver is down, across an engine restart: each delivered once."""
+    from datetime import UTC, datetime, timedelta
+
+    from alerts.receiver import WebhookReceiver
+    from finsent.schemas import Aggregate
+    from tests.reliability.processes import Proc, env_for, free_port
+
+    settings = bootstrapped
+    secret = "fault-hook-secret"
+    port = free_port()
+    rules = tmp_path / "rules.yml"
+    rules.write_text(f"webhooks:\n  ops: {{url: 'http://127.0.0.1:{port}/hook', timeout: 2, backoff_initial: 1s, "
+                     "backoff_max: 2s, max_attempts: 100}\n"
+                     "rules:\n  - {name: shift, kind: sentiment_shift, threshold: 3, min_count: 10}\n")
+    env = env_for(settings, tmp_path / "s", FINSENT_ALERTS_WEBHOOK_SECRET=secret, FINSENT_ALERTS_OFFSET_RESET="earliest",
+                  FINSENT_ALERTS_METRICS_PORT=0)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    tickers = ["AAPL", "MSFT", "TSLA", "NVDA", "JPM", "XOM"]
+    aggs = [Aggregate(ticker=t, window="15m", window_start=start, window_end=start + timedelta(minutes=15), count=40,
+                      counts={"negative": 35, "neutral": 5, "positive": 0}, mean_score=-0.6, weighted_mean_score=-0.6,
+                      sentiment_z=-5.0, volume_z=1.0, updated_at=start) for t in tickers]
+    producer = clients.kafka_producer(settings)
+    for agg in aggs:
+        producer.send(settings.topic("aggregates"), key=agg.ticker.encode(), value=agg.to_json())
+    producer.flush(30)
+    producer.close(10)
+
+    def alerts_in_index() -> list[dict]:
+        with clients.elasticsearch(settings) as es:
+            es.indices.refresh(index=settings.index("alerts"))
+            return [h["_source"] for h in es.search(index=settings.index("alerts"), size=100)["hits"]["hits"]]
+
+    first = Proc(["alerts", "run", "--rules", str(rules)], env, tmp_path / "a1.log").start()
+    second = None
+    receiver = WebhookReceiver(secret, port=port)
+    try:
+        wait_for(lambda: len(alerts_in_index()) == len(aggs) or not first.alive, 120, "every alert raised")
+        time.sleep(RECEIVER_DOWN_S)  # deliveries fail and back off
+        assert first.terminate() == 0, first.tail()  # a restart while the receiver is still down
+        assert {a["status"] for a in alerts_in_index()} == {"pending"}
+        second = Proc(["alerts", "run", "--rules", str(rules)], env, tmp_path / "a2.log").start()
+        receiver.start()
+        wait_for(lambda: {a["status"] for a in alerts_in_index()} == {"delivered"} or not second.alive, 120,
+                 "every alert delivered")
+        assert second.terminate() == 0, second.tail()
+    finally:
+        receiver.stop()
+        for proc in (first, second):
+            if proc is not None:
+                proc.ensure_stopped()
+    raised = alerts_in_index()
+    keys = [r.headers.get("X-Finsent-Idempotency-Key") for r in receiver.received if r.verified]
+    delivered = {r.headers.get("X-Finsent-Idempotency-Key") for r in receiver.delivered}
+    record("fault.webhook_receiver_down", receiver_down_s=RECEIVER_DOWN_S, alerts_raised=len(raised),
+           delivered=len(delivered), lost=len({a["idempotency_key"] for a in raised} - delivered),
+           doubled=len(keys) - len(set(keys)), attempts_max=max(a["attempts"] for a in raised))
+    assert len(raised) == len(aggs) and delivered == {a["idempotency_key"] for a in raised}
+    assert len(keys) == len(set(keys)), "an alert reached the receiver twice"
+    # Failed attempts while it was down (the other alerts of a failing webhook wait without spending any).
+    assert max(a["attempts"] for a in raised) >= 2
+
+
+def _retrain_running(lock_path) -> bool:
+    """Whether some process holds the retrain lock (read from /proc/locks, without taking it)."""
+    try:
+        inode = os.stat(lock_path).st_ino
+    except FileNotFoundError:
+        return False
+    with open("/proc/locks") as fh:
+        return any(line.split()[5].split(":")[-1] == str(inode) for line in fh if "FLOCK" in line)
+
+
+def test_scheduler_killed_mid_retrain(bootstrapped, model_registry, tmp_path):
+    """kill -9 during training: the champion is intact, nothing half-promoted; a restart completes."""
+    from tests.integration.test_retrain_flow import SHARED_DATA, control_messages, index_docs, index_fresh_labels
+    from tests.reliability.processes import Proc, env_for
+
+    settings = bootstrapped.model_copy(update={"model_dir": model_registry.root})
+    champion = model_registry.champion()
+    index_docs(settings, champion, drifting=True)
+    index_fresh_labels(settings)
+    state = tmp_path / "state"
+    env = env_for(settings, state, FINSENT_RETRAIN_DATA=SHARED_DATA, FINSENT_GOLDEN_SIZE=30,
+                  FINSENT_RETRAIN_REPLAY_ROWS=40, FINSENT_RETRAIN_BATCH_SIZE=8, FINSENT_RETRAIN_EPOCHS=1,
+                  FINSENT_RETRAIN_MIN_LABELS=20, FINSENT_RETRAIN_MIN_FRESH_EVAL=1, FINSENT_RETRAIN_CRON="",
+                  FINSENT_DRIFT_REFERENCE_SIZE=60, FINSENT_DRIFT_WINDOW_SIZE=40, FINSENT_DRIFT_MIN_LABELS=20,
+                  FINSENT_DRIFT_CHECK_MINUTES=0.02, FINSENT_RETRAIN_METRICS_PORT=0, FINSENT_RETRAIN_GOLDEN_TOLERANCE=1.0)
+    lock = state / "retrain" / "retrain.lock"
+    first = Proc(["retrain", "scheduler", "--no-indexer"], env | {"FINSENT_RETRAIN_MAX_STEPS": "400"},
+                 tmp_path / "s1.log").start()
+    second = None
+    try:
+        wait_for(lambda: _retrain_running(lock) or not first.alive, 240, "a retrain to start")
+        time.sleep(3)  # into the training loop
+        assert _retrain_running(lock), first.tail()
+        first.kill()
+        versions = sorted(p.name for p in model_registry.versions_dir.iterdir())
+        intact = model_registry.champion() == champion and model_registry.get(champion)["version"] == champion
+        half = [v for v in versions if not v.startswith(".") and not model_registry.exists(v)]
+        promoted_then = [m for m in control_messages(settings) if m["action"] == "promote"]
+        assert not _retrain_running(lock)  # the lock died with the process
+
+        second = Proc(["retrain", "scheduler", "--no-indexer"], env | {"FINSENT_RETRAIN_MAX_STEPS": "3"},
+                      tmp_path / "s2.log").start()
+        audit = state / "retrain" / "audit.jsonl"
+
+        def decided():
+            assert second.alive, second.tail()
+            lines = audit.read_text().splitlines() if audit.exists() else []
+            done = [orjson.loads(x) for x in lines if orjson.loads(x)["decision"] in ("promoted", "rejected", "failed")]
+            return done or None
+
+        done = wait_for(decided, 300, "the retrain to complete after the restart")
+        assert second.terminate() == 0, second.tail()
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.ensure_stopped()
+    now_champion = model_registry.champion()
+    promotes = [m for m in control_messages(settings) if m["action"] == "promote"]
+    record("fault.scheduler_killed_mid_retrain", champion_intact_after_kill=intact, half_registered=len(half),
+           promote_messages_after_kill=len(promoted_then), decision_after_restart=done[0]["decision"],
+           completed_retrains=len(done), champion_changed=now_champion != champion)
+    assert intact and not half and not promoted_then
+    assert len(done) == 1 and done[0]["decision"] in ("promoted", "rejected"), done
+    if done[0]["decision"] == "promoted":
+        assert now_champion == done[0]["challenger_version"] and model_registry.exists(now_champion)
+        assert [m["model_version"] for m in promotes] == [now_champion]
+    else:
+        assert now_champion == champion and not promotes
