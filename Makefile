@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up down test test-unit services-up services-down lock clean
+.PHONY: install up down test test-unit audit services-up services-down lock clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ test: install
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -q
+
+# Known vulnerabilities in the pinned dependencies (needs the network: PyPI's advisory service).
+# Not part of `make test`, which must pass offline; CI runs it as its own step.
+audit: install
+	$(BIN)/pip-audit --strict --progress-spinner off -r constraints.txt --no-deps --disable-pip
 
 # Re-resolve the pins from requirements.in (commit the result).
 lock:
