@@ -90,7 +90,8 @@ class RssSampler:
 # --- the memory benchmark: every finsent process under a paced load ----------------------
 
 def run(settings: Any, *, seconds: float = 30.0, per_second: float = 20.0, model: str | None = None,
-        train_steps: int = 20, keep: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
+        train_steps: int = 20, keep: bool = False, threads: int | None = None,
+        echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Start the worker, the alerts engine, the retrain scheduler and the dashboard on an
     isolated prefix, replay ``per_second × seconds`` documents through ``finsent ingest file``,
     and report every process's peak RSS."""
@@ -110,8 +111,9 @@ def run(settings: Any, *, seconds: float = 30.0, per_second: float = 20.0, model
         choice = choose_model(settings, model, train_steps, Path(scratch), echo)
         echo(f"model: {choice.origin}")
         env = world.env(choice.model_dir)
+        threads_env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
         worker = world.start_worker(choice.model_dir, choice.ref, settings.worker_batch_size,
-                                    settings.worker_batch_within)
+                                    settings.worker_batch_within, **threads_env)
         dash_port = free_port()
         others = [
             world.start("alerts", ["alerts", "run", "--rules", str(PROJECT_ROOT / "alerts" / "rules.example.yml")], env),

@@ -49,15 +49,18 @@ class PipelineConfig:
     model: str | None = None        # a version or a model folder instead of the champion
     drain_timeout: float = 600.0    # seconds without progress before giving up
     max_docs_per_level: int = 10_000
+    threads: int | None = None      # torch threads of the worker and the scorer (None: torch's default)
 
 
-def measure_scorer(settings: Settings, model_path: Path, texts: list[str], batch_size: int) -> dict[str, Any]:
+def measure_scorer(settings: Settings, model_path: Path, texts: list[str], batch_size: int,
+                   threads: int | None = None) -> dict[str, Any]:
     """Docs/s of the worker's scorer on ``texts``, in the worker's batches, after one warm-up batch."""
     import torch
 
     from model.scorer import Scorer
 
-    scorer = Scorer.load(model_path, device=settings.device, max_length=settings.max_length, batch_size=batch_size)
+    scorer = Scorer.load(model_path, device=settings.device, max_length=settings.max_length, batch_size=batch_size,
+                         threads=threads)
     scorer.score(texts[:batch_size])
     started = time.perf_counter()
     for i in range(0, len(texts), batch_size):
@@ -119,10 +122,13 @@ def run(settings: Settings, config: PipelineConfig = PipelineConfig(), *, echo: 
         from stream.pipeline import text_to_score
 
         echo(f"scorer: {min(len(backlog), 1024)} docs in batches of {batch_size}")
-        scorer = measure_scorer(settings, choice.path, [text_to_score(d) for d in backlog[:1024]], batch_size)
+        scorer = measure_scorer(settings, choice.path, [text_to_score(d) for d in backlog[:1024]], batch_size,
+                                config.threads)
         echo(f"scorer: {scorer['docs_per_s']:.1f} docs/s")
 
-        worker = world.start_worker(choice.model_dir, choice.ref, batch_size, batch_within)
+        # torch reads OMP_NUM_THREADS for its intra-op pool: the worker scores with the same threads.
+        threads_env = {"OMP_NUM_THREADS": str(config.threads)} if config.threads else {}
+        worker = world.start_worker(choice.model_dir, choice.ref, batch_size, batch_within, **threads_env)
         sampler.watch("worker", worker.pid)
         sampler.start()
         worker.wait_healthy(timeout=300)

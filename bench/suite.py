@@ -60,9 +60,29 @@ def gpu_section(model_report: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def run_all(settings: Settings, *, backlog: int, level_seconds: float, memory_seconds: float, baseline_docs: int,
-            scorer_docs: int, model: str | None, train_steps: int, skip_model: bool, echo: Echo) -> dict[str, Any]:
+            scorer_docs: int, model: str | None, train_steps: int, skip_model: bool, echo: Echo,
+            threads: int | None = None) -> dict[str, Any]:
+    import tempfile
+
+    from bench.model_choice import choose_model
+
+    with tempfile.TemporaryDirectory(prefix="finsent-bench-model-") as scratch:
+        # One model for every section (a tiny one is trained once, when there is no champion).
+        choice = choose_model(settings, model, train_steps, Path(scratch), echo)
+        echo(f"model: {choice.origin}")
+        results = _run_sections(settings, str(choice.path), backlog=backlog, level_seconds=level_seconds,
+                                memory_seconds=memory_seconds, baseline_docs=baseline_docs, scorer_docs=scorer_docs,
+                                skip_model=skip_model, echo=echo, threads=threads)
+        results["model_origin"] = choice.origin
+    return results
+
+
+def _run_sections(settings: Settings, model: str, *, backlog: int, level_seconds: float, memory_seconds: float,
+                  baseline_docs: int, scorer_docs: int, skip_model: bool, echo: Echo,
+                  threads: int | None) -> dict[str, Any]:
     from bench import memory, pipeline_bench, report, targets
 
+    train_steps = 1  # never used: the model is chosen already
     results: dict[str, Any] = {"machine": report.machine()}
     if not skip_model:
         from bench import model_bench
@@ -71,12 +91,12 @@ def run_all(settings: Settings, *, backlog: int, level_seconds: float, memory_se
 
         echo("== scorer and baselines (bench/model_bench.py) ==")
         try:
-            folder = Registry(settings.models_path).path(model or "champion")
+            folder = Registry(settings.models_path).path(model)
         except RegistryError:
             folder = None
         data = sorted(SHARED_DATA.glob("*/train.csv")) if SHARED_DATA.is_dir() else []
         model_report = model_bench.run(model_folder=folder, data_files=data, baseline_docs=baseline_docs,
-                                       scorer_docs=scorer_docs, device=settings.device, echo=echo)
+                                       scorer_docs=scorer_docs, device=settings.device, threads=threads, echo=echo)
         model_report["summary"] = model_summary(model_report)
         results["model"] = model_report
         gpu = gpu_section(model_report)
@@ -84,12 +104,12 @@ def run_all(settings: Settings, *, backlog: int, level_seconds: float, memory_se
             results["gpu"] = gpu
     echo("== pipeline ==")
     config = pipeline_bench.PipelineConfig(backlog=backlog, level_seconds=level_seconds, model=model,
-                                           train_steps=train_steps)
+                                           train_steps=train_steps, threads=threads)
     results["pipeline"] = pipeline_bench.run(settings, config, echo=echo)
     half = 0.5 * results["pipeline"]["max_sustained"]["docs_per_s"]
     echo(f"== memory (every process, {half:.0f} docs/s through ingest) ==")
     results["memory"] = memory.run(settings, seconds=memory_seconds, per_second=half, model=model,
-                                   train_steps=train_steps, echo=echo)
+                                   train_steps=train_steps, threads=threads, echo=echo)
     results["figures"] = figures(results)
     results["targets"] = targets.judge(results["figures"])
     results["passed"] = targets.overall(results["targets"])

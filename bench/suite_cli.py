@@ -43,6 +43,7 @@ def pipeline(
     batch_within: Optional[float] = typer.Option(None, min=0.001, help="Seconds a batch may wait to fill"),
     model: Optional[str] = typer.Option(None, "--model", help="Version or folder (default: the champion, else a tiny one)"),
     train_steps: int = typer.Option(20, min=1, help="Steps of the tiny model trained when there is no champion"),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads of worker and scorer (OMP_NUM_THREADS)"),
     keep: bool = typer.Option(False, "--keep", help="Keep the run's topics, indices and logs"),
     output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON results here"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table"),
@@ -52,7 +53,7 @@ def pipeline(
 
     config = pipeline_bench.PipelineConfig(backlog=backlog, level_seconds=level_seconds, warmup=warmup,
                                            batch_size=batch_size, batch_within=batch_within, model=model,
-                                           train_steps=train_steps)
+                                           train_steps=train_steps, threads=threads)
     try:
         result = pipeline_bench.run(settings_of(ctx), config, echo=_echo, keep=keep)
     except Exception as exc:  # noqa: BLE001 - one clear line; the worker log tail is in the message
@@ -114,6 +115,7 @@ def all_(
     model: Optional[str] = typer.Option(None, "--model"),
     train_steps: int = typer.Option(20, min=1),
     skip_model: bool = typer.Option(False, "--skip-model", help="Leave out the scorer/baseline grid"),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads everywhere (OMP_NUM_THREADS)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Everything, in one run: scorer vs baselines, pipeline, memory, GPU (if any), targets."""
@@ -123,7 +125,7 @@ def all_(
     try:
         results = suite.run_all(settings, backlog=backlog, level_seconds=level_seconds, memory_seconds=memory_seconds,
                                 baseline_docs=baseline_docs, scorer_docs=scorer_docs, model=model,
-                                train_steps=train_steps, skip_model=skip_model, echo=_echo)
+                                train_steps=train_steps, skip_model=skip_model, threads=threads, echo=_echo)
     except Exception as exc:  # noqa: BLE001
         fail(f"benchmark failed: {exc}")
     if plot and results.get("model"):
