@@ -15,9 +15,10 @@ settings or secrets; the running process maps that key to its live context.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any
 
@@ -35,19 +36,21 @@ def check_job(key: str) -> None:
     owner = _owner(key)
     from retrain.drift_check import run_check
 
-    report = run_check(owner.ctx)
-    owner.checks += 1
-    if report.drift_detected:
-        owner.scheduler.add_job(f"{__name__}:retrain_job", trigger="date", id=DRIFT_RETRAIN_JOB,
-                                args=[key, "drift"], replace_existing=True, name="retrain after drift")
+    with owner.running():
+        report = run_check(owner.ctx)
+        owner.checks += 1
+        if report.drift_detected and not owner.stopping:
+            owner.scheduler.add_job(f"{__name__}:retrain_job", trigger="date", id=DRIFT_RETRAIN_JOB,
+                                    args=[key, "drift"], replace_existing=True, name="retrain after drift")
 
 
 def retrain_job(key: str, trigger: str) -> None:
     owner = _owner(key)
     from retrain.retraining import run_retrain
 
-    outcome = run_retrain(owner.ctx, trigger=trigger, drift_detected=trigger == "drift")
-    owner.outcomes.append(outcome)
+    with owner.running():
+        outcome = run_retrain(owner.ctx, trigger=trigger, drift_detected=trigger == "drift")
+        owner.outcomes.append(outcome)
 
 
 def _owner(key: str) -> RetrainScheduler:
@@ -68,6 +71,21 @@ class RetrainScheduler:
         self.scheduler: Any = None
         self.checks = 0
         self.outcomes: list[Any] = []
+        self.stopping = False
+        self._active = 0
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Counts a job in flight, so that shutdown can wait for it (see :meth:`shutdown`)."""
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
 
     def start(self) -> RetrainScheduler:
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -127,8 +145,15 @@ class RetrainScheduler:
                 for job in self.scheduler.get_jobs()}
 
     def shutdown(self, wait: bool = True) -> None:
+        self.stopping = True
         if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=wait)
+            # Never APScheduler's shutdown(wait=True): it holds the job-store lock while it waits
+            # for running jobs, and a drift check that found drift needs that lock for add_job, so
+            # a SIGTERM during such a check hung the process. Stop first, then wait for the jobs.
+            self.scheduler.shutdown(wait=False)
+        if wait:
+            with self._idle:
+                self._idle.wait_for(lambda: self._active == 0)
         if self.ctx is not None:
             self.ctx.close()
             self.ctx = None
