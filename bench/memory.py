@@ -111,6 +111,10 @@ def run(settings: Any, *, seconds: float = 30.0, per_second: float = 20.0, model
         choice = choose_model(settings, model, train_steps, Path(scratch), echo)
         echo(f"model: {choice.origin}")
         env = world.env(choice.model_dir)
+        if settings.alerts_webhook_secret is None:  # the engine signs every webhook and refuses to start without
+            import secrets
+
+            env["FINSENT_ALERTS_WEBHOOK_SECRET"] = secrets.token_hex(32)
         threads_env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
         worker = world.start_worker(choice.model_dir, choice.ref, settings.worker_batch_size,
                                     settings.worker_batch_within, **threads_env)

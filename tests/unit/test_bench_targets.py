@@ -75,3 +75,13 @@ def test_figures_from_a_bench_all_result():
     verdicts = by_key(targets.judge(figures))
     assert verdicts["scorer_vs_baseline"]["value"] == pytest.approx(25.0)
     assert verdicts["end_to_end_vs_scorer"]["value"] == pytest.approx(0.875)
+
+
+def test_gpu_section_only_when_the_grid_ran_on_cuda():
+    cpu = {"machine": {"cuda": None}, "scorer": {"device": "cpu", "cells": [{"batch_size": 64, "max_length": 130,
+                                                                              "docs_per_s": 100.0}]}}
+    assert suite.gpu_section(cpu) is None
+    gpu = {"machine": {"cuda": "NVIDIA H200"}, "scorer": {"device": "cuda", "cells": [
+        {"batch_size": 256, "max_length": 130, "docs_per_s": 9000.0, "name": "b256", "texts": ["x"]}]}}
+    assert suite.gpu_section(gpu) == {"device": "NVIDIA H200",
+                                      "rows": [{"batch_size": 256, "max_length": 130, "docs_per_s": 9000.0}]}
