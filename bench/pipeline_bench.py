@@ -75,7 +75,7 @@ def measure_scorer(settings: Settings, model_path: Path, texts: list[str], batch
     return result
 
 
-def _es_times(settings: Settings, source: str, size: int) -> list[tuple[datetime, datetime]]:
+def es_times(settings: Settings, source: str, size: int) -> list[tuple[datetime, datetime]]:
     with clients.elasticsearch(settings) as es:
         es.indices.refresh(index=settings.index("docs"))
         answer = es.search(index=settings.index("docs"), size=size, query={"term": {"source": source}},
@@ -143,7 +143,7 @@ def run(settings: Settings, config: PipelineConfig = PipelineConfig(), *, echo: 
             load.produce_backlog(producer, raw_topic, backlog)
             wait_indexed(s, "bench-backlog", config.backlog, worker, config.drain_timeout)
             wall = time.monotonic() - started
-            stamps = [indexed for _, indexed in _es_times(s, "bench-backlog", config.backlog)]
+            stamps = [indexed for _, indexed in es_times(s, "bench-backlog", config.backlog)]
             drain = stats.drain_rate(stamps) | {"wall_docs_per_s": config.backlog / wall, "wall_seconds": wall}
             echo(f"max sustained: {drain['docs_per_s']:.1f} docs/s (wall clock incl. start: "
                  f"{drain['wall_docs_per_s']:.1f})")
@@ -157,7 +157,7 @@ def run(settings: Settings, config: PipelineConfig = PipelineConfig(), *, echo: 
                 docs = load.synthetic_docs(count, source, seed=round(fraction * 100))
                 achieved = load.produce_paced(producer, raw_topic, docs, per_second)
                 wait_indexed(s, source, count, worker, config.drain_timeout)
-                summary = stats.latency_summary(stats.latencies(_es_times(s, source, count)))
+                summary = stats.latency_summary(stats.latencies(es_times(s, source, count)))
                 levels.append({"fraction": fraction, "target_docs_per_s": per_second,
                                "achieved_docs_per_s": achieved} | summary)
                 echo(f"  p50 {summary['p50_s']:.3f}s p95 {summary['p95_s']:.3f}s p99 {summary['p99_s']:.3f}s")

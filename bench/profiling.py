@@ -95,7 +95,7 @@ def run(settings: Any, *, seconds: float, backlog: int, model: str | None, train
         echo: Echo = print) -> dict[str, Any]:
     from bench import load, stats
     from bench.model_choice import choose_model
-    from bench.pipeline_bench import _es_times, wait_indexed
+    from bench.pipeline_bench import es_times, wait_indexed
     from bench.processes import BenchWorld
     from finsent import clients
 
@@ -124,7 +124,7 @@ def run(settings: Any, *, seconds: float, backlog: int, model: str | None, train
         if spy.returncode != 0:
             raise RuntimeError(f"py-spy failed ({spy.returncode}): {spy.stderr.strip()[-500:]}")
         wait_indexed(s, "bench-profile", backlog, worker, 600)
-        drained = stats.drain_rate([indexed for _, indexed in _es_times(s, "bench-profile", backlog)])
+        drained = stats.drain_rate([indexed for _, indexed in es_times(s, "bench-profile", backlog)])
     stacks = parse_collapsed(stacks_file.read_text().splitlines())
     result = {"model": choice.origin, "seconds": seconds, "samples": sum(c for _, c in stacks),
               "drain_docs_per_s_while_sampled": drained["docs_per_s"], "stages": inclusive(stacks), "threads": by_thread(stacks),

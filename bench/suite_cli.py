@@ -67,6 +67,7 @@ def memory(
     rate: float = typer.Option(20.0, min=0.1, help="Documents per second through `finsent ingest file`"),
     model: Optional[str] = typer.Option(None, "--model"),
     train_steps: int = typer.Option(20, min=1),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads of the worker (OMP_NUM_THREADS)"),
     keep: bool = typer.Option(False, "--keep"),
     output: Optional[Path] = typer.Option(None, "--output"),
     as_json: bool = typer.Option(False, "--json"),
@@ -77,7 +78,7 @@ def memory(
 
     try:
         result = memory_bench.run(settings_of(ctx), seconds=seconds, per_second=rate, model=model,
-                                  train_steps=train_steps, keep=keep, echo=_echo)
+                                  train_steps=train_steps, keep=keep, threads=threads, echo=_echo)
     except Exception as exc:  # noqa: BLE001
         fail(f"memory benchmark failed: {exc}")
     _finish({"machine": report.machine(), "memory": result}, output, as_json)
