@@ -13,7 +13,8 @@ import typer
 
 from finsent.cli_support import fail, settings_of
 
-DEFAULT_PLOT = Path("docs/bench-batch-size.png")
+# Under bench-results/ (git-ignored); BENCHMARKS.md's plot is written with --plot docs/bench-batch-size.png.
+DEFAULT_PLOT = Path("bench-results/batch-size.png")
 
 
 def _echo(message: str) -> None:
@@ -90,7 +91,7 @@ def profile(
     backlog: int = typer.Option(4000, min=100, max=10_000, help="Documents drained while sampling"),
     model: Optional[str] = typer.Option(None, "--model"),
     train_steps: int = typer.Option(20, min=1),
-    out_dir: Path = typer.Option(Path("bench-profile"), "--out", help="Folder for the flame graph and stacks"),
+    out_dir: Path = typer.Option(Path("bench-results/profile"), "--out", help="Folder for the stacks and summary"),
     top: int = typer.Option(15, min=1, help="Hottest functions to list"),
 ) -> None:
     """Profile the worker with py-spy while it drains a backlog; where does its time go?"""
@@ -106,7 +107,7 @@ def profile(
 
 def all_(
     ctx: typer.Context,
-    output: Path = typer.Option(Path("bench-results.json"), "--output", help="JSON results"),
+    output: Path = typer.Option(Path("bench-results/results.json"), "--output", help="JSON results"),
     plot: Optional[Path] = typer.Option(DEFAULT_PLOT, "--plot", help="PNG of throughput against batch size"),
     backlog: int = typer.Option(3000, min=1, max=10_000),
     level_seconds: float = typer.Option(20.0, min=0.1),
