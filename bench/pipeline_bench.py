@@ -68,7 +68,7 @@ def measure_scorer(settings: Settings, model_path: Path, texts: list[str], batch
     elapsed = time.perf_counter() - started
     lengths = [len(ids) for ids in scorer.tokenizer(texts, truncation=False)["input_ids"]]
     result = {"docs_per_s": len(texts) / elapsed, "docs": len(texts), "seconds": elapsed, "batch_size": batch_size,
-              "device": scorer.device, "torch_threads": torch.get_num_threads(),
+              "device": scorer.device, "torch_threads": torch.get_num_threads(), "quantized": scorer.quantized,
               "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths)}
     del scorer
     gc.collect()
@@ -127,7 +127,8 @@ def run(settings: Settings, config: PipelineConfig = PipelineConfig(), *, echo: 
         echo(f"scorer: {scorer['docs_per_s']:.1f} docs/s")
 
         # torch reads OMP_NUM_THREADS for its intra-op pool: the worker scores with the same threads.
-        threads_env = {"OMP_NUM_THREADS": str(config.threads)} if config.threads else {}
+        threads_env = ({"OMP_NUM_THREADS": str(config.threads), "FINSENT_MODEL_THREADS": str(config.threads)}
+                       if config.threads else {})
         worker = world.start_worker(choice.model_dir, choice.ref, batch_size, batch_within, **threads_env)
         sampler.watch("worker", worker.pid)
         sampler.start()
