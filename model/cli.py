@@ -66,7 +66,7 @@ def train(
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many optimiser steps"),
     base_model: Optional[str] = typer.Option(None, help="Packaged MiniLM (default), HF folder or id, version or 'champion'"),
     batch_size: int = typer.Option(32, min=1),
-    learning_rate: float = typer.Option(8e-5, "--lr", min=0.0),
+    learning_rate: float = typer.Option(1e-4, "--lr", min=0.0),
     max_length: int = typer.Option(96, min=8, help="Tokens per training example"),
     val_fraction: float = typer.Option(0.1, min=0.0, max=0.9),
     patience: int = typer.Option(2, min=1, help="Epochs without a better validation macro-F1 before stopping"),

@@ -138,7 +138,7 @@ def train(
     max_steps: int | None = None,
     seed: int = 13,
     batch_size: int = 32,
-    learning_rate: float = 8e-5,
+    learning_rate: float = 1e-4,
     weight_decay: float = 0.01,
     warmup_ratio: float = 0.1,
     max_length: int = 96,
