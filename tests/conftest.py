@@ -10,12 +10,18 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from finsent.settings import Settings, load_settings
 
 # Tests never reach a model hub, and tokenizer threads must not fight the scorer's.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Property-based tests explore the same cases on every run (CI must not be a lottery) and are
+# judged on what they find, not on how fast a loaded machine runs them.
+hypothesis_settings.register_profile("finsent", derandomize=True, deadline=None)
+hypothesis_settings.load_profile("finsent")
 
 # Fixtures that give tests a real (tiny) trained model live with the model's tests.
 pytest_plugins = ["tests.model_fixtures"]

@@ -89,7 +89,7 @@ push_documents = st.fixed_dictionaries(
     {"text": _or_wrong(hostile_text(min_size=1))},
     optional={
         "source": _or_wrong(st.text(_ANY_CHAR, min_size=1, max_size=80)),
-        "source_id": _or_wrong(st.text(_ANY_CHAR, min_size=1, max_size=40) | st.integers()),
+        "source_id": _or_wrong(st.text(_ANY_CHAR, min_size=1, max_size=40) | st.integers(min_value=-(2**63), max_value=2**63 - 1)),
         "title": _or_wrong(hostile_text(max_size=100)),
         "url": _or_wrong(st.sampled_from(["https://news.example/a?utm_source=x", "http://[::1", "javascript:alert(1)",
                                           "ftp://x", "http://exa mple.com", "https://" + "a" * 5000])
