@@ -24,11 +24,10 @@ def default_scorer_loader(settings: Settings) -> ScorerLoader:
     """Load ``champion``, a version or a path through the model registry (model/)."""
 
     def load(ref: str):
-        from model.registry import Registry
         from model.scorer import Scorer
 
-        return Scorer.load(ref, registry=Registry(settings.models_path), device=settings.device,
-                           max_length=settings.max_length, batch_size=settings.worker_batch_size)
+        # The model settings (device, threads, quantisation, batch size) apply to the worker too.
+        return Scorer.from_settings(settings, ref)
 
     return load
 
