@@ -83,6 +83,28 @@ def _broker_credentials(settings: Settings) -> Any:
     return None
 
 
+def _worker_app_class() -> type:
+    import faust
+
+    class _WorkerApp(faust.App):
+        """Starts the worker runtime (model, sink, control listener) before anything consumes.
+
+        ``on_first_start`` runs before the app's children (consumer, agents, tables, web
+        server) start, so the agents iterate their streams from the first record. With the
+        model loaded in an ``app.task`` (run only after the first assignment and table
+        recovery) the agents waited before their first ``async for`` while the fetcher
+        already delivered; a replacement worker after a kill -9 then stalled with part of
+        the backlog unconsumed and a few records tracked but never handed to the agent
+        (RELIABILITY.md, "Replacement worker idle after kill -9").
+        """
+
+        async def on_first_start(self) -> None:
+            await super().on_first_start()
+            await self.finsent_runtime.start()
+
+    return _WorkerApp
+
+
 def window_topic_name(settings: Settings) -> str:
     return f"{settings.topic_prefix}.stream-window-events"
 
@@ -90,13 +112,11 @@ def window_topic_name(settings: Settings) -> str:
 def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *, model_ref: str | None = None,
                registry: CollectorRegistry | None = None, web_port: int | None = None) -> Any:
     """Build the worker's Faust app (nothing connects until the worker starts it)."""
-    import faust
-
     registry = registry if registry is not None else CollectorRegistry()
     runtime = WorkerRuntime(settings, scorer_loader or default_scorer_loader(settings),
                             model_ref or settings.worker_model, registry)
     datadir = (settings.state_dir / "stream" / settings.topic_prefix).resolve()
-    app = faust.App(
+    app = _worker_app_class()(
         f"{settings.topic_prefix}-stream",  # the consumer group: one per topic prefix
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
         broker_credentials=_broker_credentials(settings),
@@ -155,9 +175,10 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
             if highwater is not None:
                 runtime.metrics.lag.labels(str(tp.partition)).set(max(0, highwater - offset - 1))
 
+    # The agents iterate their streams at once: the runtime is ready before they start
+    # (_WorkerApp.on_first_start), never wait for it inside an agent (see _WorkerApp).
     @app.agent(raw_topic, name="score-raw", concurrency=1)
     async def score_raw(stream):
-        await runtime.ready.wait()
         async for events in stream.noack_take(settings.worker_batch_size, within=settings.worker_batch_within):
             records = [RawRecord(e.key, e.value, Origin(e.message.topic, e.message.partition, e.message.offset))
                        for e in events]
@@ -168,7 +189,6 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
 
     @app.agent(window_topic, name="windows", concurrency=1)
     async def windows(stream):
-        await runtime.ready.wait()
         store = _BytesKeyed(window_table)
         async for events in stream.noack_take(settings.worker_batch_size * 4, within=settings.worker_batch_within):
             parsed: list[WindowEvent] = []
@@ -183,10 +203,6 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
             await runtime.until_done("window batch", lambda parsed=parsed: aggregator.process(store, parsed))
             for event in events:
                 await stream.ack(event)
-
-    @app.task
-    async def start_runtime() -> None:
-        await runtime.start()
 
     @app.on_before_shutdown.connect
     async def stop_runtime(app: Any, **kwargs: Any) -> None:
