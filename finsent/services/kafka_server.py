@@ -133,7 +133,14 @@ class KafkaServer:
 
 
 def _kafka_uuid() -> str:
-    """A random cluster id in Kafka's base64url form (what ``kafka-storage random-uuid`` prints)."""
+    """A random cluster id in Kafka's base64url form (what ``kafka-storage random-uuid`` prints).
+
+    Like Kafka's own ``Uuid.randomUuid``, it never starts with "-": the storage tool's
+    argument parser would read such an id as an option and refuse to format.
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
