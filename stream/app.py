@@ -19,6 +19,7 @@ Two agents:
 from __future__ import annotations
 
 import logging
+from time import monotonic as loop_time
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -31,6 +32,7 @@ from stream.aggregator import WindowAggregator
 from stream.model_holder import ScorerLoader
 from stream.pipeline import RawBatchPipeline, RawRecord
 from stream.runtime import WorkerRuntime, default_scorer_loader
+from stream.stall import StallDetector
 from stream.validation import Origin, dead_letter
 from stream.windows import WindowEvent
 
@@ -203,6 +205,29 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
             await runtime.until_done("window batch", lambda parsed=parsed: aggregator.process(store, parsed))
             for event in events:
                 await stream.ack(event)
+
+    stall = StallDetector(after_s=settings.worker_stall_after)
+    runtime.stall = stall
+
+    @app.timer(interval=min(5.0, settings.worker_stall_after / 2))
+    async def watch_for_stall():
+        consumer = app.consumer
+        tps = sorted(tp for tp in consumer.assignment() if tp.topic in (raw_topic.get_topic_name(),
+                                                                         window_topic.get_topic_name()))
+        ends = await consumer.highwaters(*tps) if tps else {}
+        committed = {tp: consumer._committed_offset.get(tp) for tp in tps}  # Faust's own view
+        waiting = sum(max(0, (ends.get(tp) or 0) - (committed[tp] or 0)) for tp in tps)
+        excused = app.rebalancing or not runtime.es_ok or runtime.failing is not None
+        was_stalled = stall.stalled
+        progress = (registry.get_sample_value("finsent_stream_consumed_total") or 0) + sum(
+            c or 0 for c in committed.values())
+        if stall.observe(loop_time(), progress, waiting, excused) and not was_stalled:
+            state = {str(tp): {"end": ends.get(tp), "committed": committed[tp],
+                               "read": consumer._read_offset.get(tp), "paused": tp in consumer._paused_partitions}
+                     for tp in tps}
+            log.warning("stalled: %d record(s) waiting, none consumed for %.0f s; flow active %s, %d unacked; %s",
+                        waiting, settings.worker_stall_after, consumer.flow_active, len(consumer.unacked), state)
+        runtime.metrics.stalled.set(1 if stall.stalled else 0)
 
     @app.on_before_shutdown.connect
     async def stop_runtime(app: Any, **kwargs: Any) -> None:

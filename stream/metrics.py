@@ -28,6 +28,7 @@ class WorkerMetrics:
                                  buckets=_LATENCY_BUCKETS, registry=registry)
         self.lag = Gauge("finsent_stream_consumer_lag", "Records behind the log end", ["partition"],
                          registry=registry)
+        self.stalled = Gauge("finsent_stream_stalled", "1 while records wait and none are consumed", registry=registry)
         self.model_info = Info("finsent_stream_model", "Model scoring new documents", registry=registry)
         self.model_swaps = Counter("finsent_stream_model_swaps_total", "Hot model swaps", registry=registry)
         self.model_load_failures = Counter("finsent_stream_model_load_failures_total",

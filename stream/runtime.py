@@ -46,6 +46,7 @@ class WorkerRuntime:
         self.ready = asyncio.Event()
         self.failing: str | None = None  # the last unexpected processing error, while retrying
         self._swaps = 0
+        self.stall: Any = None  # the app's StallDetector, for health
 
     def _on_es_retry(self, reason: str) -> None:
         self.es_ok = False
@@ -98,7 +99,8 @@ class WorkerRuntime:
             "elasticsearch": self.es_ok,
             "processing": self.failing is None,
             "model_version": self.holder.version,
+            "consuming": not (self.stall is not None and self.stall.stalled),
         }
         if self.failing:
             checks["error"] = self.failing
-        return bool(checks["ready"] and self.es_ok and self.failing is None), checks
+        return bool(checks["ready"] and self.es_ok and self.failing is None and checks["consuming"]), checks

@@ -38,15 +38,19 @@ cluster.routing.allocation.disk.threshold_enabled: false
 """
 
 
-def _reachable_by_others(path: Path) -> bool:
-    return all(parent.stat().st_mode & 0o001 for parent in path.parents if parent.exists())
+def _first_closed_parent(path: Path) -> Path | None:
+    """The outermost existing parent folder that other users cannot enter (no o+x), if any."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            return parent
+    return None
 
 
 def _service_root(preferred: Path) -> Path:
     """Where Elasticsearch's config, data and logs live: the state folder, unless we are root
     and the unprivileged service user cannot reach it (a clone under /root, say); then a folder
     of its own under /var/lib/finsent, one per state folder."""
-    if os.geteuid() != 0 or _reachable_by_others(preferred):
+    if os.geteuid() != 0 or _first_closed_parent(preferred) is None:
         return preferred
     digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
     return Path("/var/lib/finsent") / f"elasticsearch-{digest}"
@@ -114,13 +118,13 @@ class ElasticsearchServer:
     def _check_reachable(self, user: str, home: Path) -> None:
         """The service user must traverse every parent folder of its folders and the distribution."""
         for target in (self.root, home):
-            for parent in reversed(target.parents):
-                mode = parent.stat().st_mode
-                if not mode & 0o001:
-                    raise ServiceError(
-                        f"Elasticsearch runs as {user!r}, which cannot enter {parent} (mode {oct(mode & 0o777)}). "
-                        f"Set FINSENT_STATE_DIR / FINSENT_CACHE_DIR to folders outside it, or chmod o+x {parent}."
-                    )
+            closed = _first_closed_parent(target)
+            if closed is not None:
+                raise ServiceError(
+                    f"Elasticsearch runs as {user!r}, which cannot enter {closed} "
+                    f"(mode {oct(closed.stat().st_mode & 0o777)}). "
+                    f"Set FINSENT_STATE_DIR / FINSENT_CACHE_DIR to folders outside it, or chmod o+x {closed}."
+                )
 
     def start(self) -> psutil.Process:
         java_home = find_java_home(
