@@ -4,7 +4,8 @@ table in the worker, a dict in tests)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,13 +18,26 @@ from stream.windows import TickerWindows, WindowEvent, aggregate_id, parse_windo
 SendAggregate = Callable[[Aggregate], Awaitable[Awaitable[Any]]]
 
 
-def apply_events(store: MutableMapping[str, Any], events: Sequence[WindowEvent], sizes: dict[str, int],
-                 baseline: int, min_baseline: int, now: datetime) -> tuple[list[Aggregate], int]:
-    """Count events into the store; return (aggregates of every changed window, late events)."""
+@dataclass(frozen=True)
+class WindowUpdate:
+    aggregates: list[Aggregate]  # every window the batch changed
+    late: int  # ticker events older than every kept window
+    states: dict[str, Any]  # ticker → new state, to store once the aggregates are out
+
+
+def apply_events(store: Mapping[str, Any], events: Sequence[WindowEvent], sizes: dict[str, int],
+                 baseline: int, min_baseline: int, now: datetime) -> WindowUpdate:
+    """Count events against the stored state, without writing it.
+
+    The caller stores ``states`` only after the aggregates are published: a batch that fails
+    half-way is then counted again from the same state on its retry and publishes the same
+    aggregates, instead of finding its events already counted and publishing nothing.
+    """
     by_ticker: dict[str, list[WindowEvent]] = {}
     for event in events:
         by_ticker.setdefault(event.ticker, []).append(event)
     aggregates: list[Aggregate] = []
+    states: dict[str, Any] = {}
     late = 0
     for ticker, ticker_events in by_ticker.items():
         windows = TickerWindows.from_state(ticker, sizes, store.get(ticker), baseline, min_baseline)
@@ -38,8 +52,8 @@ def apply_events(store: MutableMapping[str, Any], events: Sequence[WindowEvent],
             aggregates.append(windows.aggregate(name, start, now))
         if touched:
             windows.prune()
-            store[ticker] = windows.to_state()  # one state write (changelog record) per ticker and batch
-    return aggregates, late
+            states[ticker] = windows.to_state()  # one state write (changelog record) per ticker and batch
+    return WindowUpdate(aggregates, late, states)
 
 
 class WindowAggregator:
@@ -53,10 +67,11 @@ class WindowAggregator:
         self.clock = clock
 
     async def process(self, store: MutableMapping[str, Any], events: Sequence[WindowEvent]) -> list[Aggregate]:
-        aggregates, late = apply_events(store, events, self.sizes, self.settings.window_baseline,
-                                        self.settings.window_min_baseline, self.clock())
-        self.metrics.late_events.inc(late)
+        update = apply_events(store, events, self.sizes, self.settings.window_baseline,
+                              self.settings.window_min_baseline, self.clock())
+        aggregates = update.aggregates
         if not aggregates:
+            self.metrics.late_events.inc(update.late)
             return []
         # Aggregates are overwritten by id, so a replayed batch converges on the same documents.
         items = [BulkItem(aggregate_id(a), a.model_dump(mode="json")) for a in aggregates]
@@ -66,5 +81,8 @@ class WindowAggregator:
         deliveries = [await self.send_aggregate(a) for a in aggregates]
         for delivery in deliveries:
             await delivery
+        for ticker, state in update.states.items():
+            store[ticker] = state
+        self.metrics.late_events.inc(update.late)
         self.metrics.aggregates.inc(len(aggregates))
         return aggregates

@@ -108,21 +108,27 @@ def test_a_batch_spanning_many_windows_keeps_each_baseline_whole():
     one_by_one: dict = {}
     expected = {}
     for e in events:  # one event per batch: nothing is pruned before its window is reported
-        for agg in apply_events(one_by_one, [e], {"1m": 60}, baseline=3, min_baseline=3, now=T0)[0]:
+        update = apply_events(one_by_one, [e], {"1m": 60}, baseline=3, min_baseline=3, now=T0)
+        one_by_one.update(update.states)
+        for agg in update.aggregates:
             expected[agg.window_start] = agg
-    aggs, _ = apply_events({}, events, {"1m": 60}, baseline=3, min_baseline=3, now=T0)
+    aggs = apply_events({}, events, {"1m": 60}, baseline=3, min_baseline=3, now=T0).aggregates
     assert {a.window_start: a for a in aggs} == expected
     assert any(a.volume_z is not None for a in aggs)
 
 
-def test_apply_events_writes_each_ticker_once_and_reports_changed_windows():
+def test_apply_events_gives_one_state_per_ticker_and_the_changed_windows():
     store: dict = {}
     events = [ev(0, 0.1), ev(1, 0.2, ticker="MSFT"), ev(2, 0.3)]
-    aggs, late = apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=T0)
-    assert set(store) == {"AAPL", "MSFT"} and late == 0
-    assert sorted((a.ticker, a.count) for a in aggs) == [("AAPL", 2), ("MSFT", 1)]
-    again, _ = apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=T0)
-    assert again == []  # a full replay changes nothing
+    update = apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=T0)
+    assert store == {}  # nothing written: the caller stores once the aggregates are out
+    assert set(update.states) == {"AAPL", "MSFT"} and update.late == 0
+    assert sorted((a.ticker, a.count) for a in update.aggregates) == [("AAPL", 2), ("MSFT", 1)]
+    retried = apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=T0)
+    assert retried == update  # a failed publication is retried with the very same aggregates
+    store.update(update.states)
+    again = apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=T0)
+    assert again.aggregates == [] and again.states == {}  # a full replay changes nothing
 
 
 @given(st.lists(st.tuples(st.floats(0, 200), st.floats(-1, 1), st.floats(0, 1),
@@ -135,3 +141,47 @@ def test_aggregates_always_valid(rows):
         for start in series.windows:
             agg = tw.aggregate(name, start, T0)  # validates ranges and shapes
             assert agg.count == sum(agg.counts.values())
+
+
+def test_a_publication_that_fails_half_way_is_retried_with_the_same_aggregates():
+    """Regression: the state used to be written before publishing, so the retry of a batch whose
+    aggregates could not be sent (broker away) found its events counted and published nothing."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from finsent.settings import Settings
+    from stream.aggregator import WindowAggregator
+    from stream.metrics import WorkerMetrics
+
+    class Sink:  # stands in for Elasticsearch: this test is about the order of the steps
+        def __init__(self):
+            self.indexed: dict[str, dict] = {}
+
+        async def index(self, index, items):
+            self.indexed |= {item.id: item.doc for item in items}
+            return []
+
+    sent: list = []
+    broker_up = False
+
+    async def send_aggregate(agg):
+        if not broker_up:
+            raise ConnectionError("broker away")
+        sent.append(agg)
+        return asyncio.sleep(0)
+
+    sink = Sink()
+    aggregator = WindowAggregator(Settings(windows="1m"), sink, WorkerMetrics(CollectorRegistry()),
+                                  send_aggregate=send_aggregate, clock=lambda: T0)
+    store: dict = {}
+    events = [ev(0, 0.1), ev(1, 0.2), ev(2, 0.3, ticker="MSFT")]
+    with pytest.raises(ConnectionError):
+        asyncio.run(aggregator.process(store, events))
+    assert store == {}
+    broker_up = True
+    published = asyncio.run(aggregator.process(store, events))
+    assert sorted((a.ticker, a.count) for a in published) == [("AAPL", 2), ("MSFT", 1)]
+    assert sorted((a.ticker, a.count) for a in sent) == [("AAPL", 2), ("MSFT", 1)]
+    assert set(store) == {"AAPL", "MSFT"}
+    assert asyncio.run(aggregator.process(store, events)) == []  # and a replay after success counts nothing
