@@ -107,6 +107,45 @@ def _worker_app_class() -> type:
     return _WorkerApp
 
 
+def task_stacks() -> str:
+    """Where every asyncio task of the process waits (the whole await chain, which
+    ``Task.print_stack`` does not show): what a stall report needs to be acted on."""
+    import asyncio
+
+    lines = []
+    for task in asyncio.all_tasks():
+        chain, step = [], task.get_coro()
+        while step is not None:
+            frame = getattr(step, "cr_frame", None) or getattr(step, "ag_frame", None) or getattr(step, "gi_frame", None)
+            if frame is None:
+                chain.append(f"waits on {type(step).__name__}")
+                break
+            chain.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno})")
+            step = getattr(step, "cr_await", None) or getattr(step, "ag_await", None) or getattr(step, "gi_yieldfrom", None)
+        lines.append(f"  task {task.get_name()}: " + " → ".join(chain))
+    import gc
+    import types
+
+    for gen in gc.get_objects():
+        if isinstance(gen, types.AsyncGeneratorType) and gen.ag_frame is not None:
+            chain, step = [], gen
+            while step is not None:
+                frame = getattr(step, "cr_frame", None) or getattr(step, "ag_frame", None)
+                if frame is None:
+                    chain.append(f"waits on {type(step).__name__}")
+                    break
+                chain.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno})")
+                step = getattr(step, "cr_await", None) or getattr(step, "ag_await", None)
+            local = gen.ag_frame.f_locals
+            extra = {k: (len(v) if isinstance(v, list) else v) for k, v in local.items()
+                     if k in ("buffer", "events", "buffer_consuming", "buffer_full", "buffer_consumed")}
+            if "self" in local and hasattr(local["self"], "channel"):
+                queue = getattr(local["self"].channel, "queue", None)
+                extra["channel_queue"] = queue.qsize() if queue is not None else None
+            lines.append(f"  asyncgen: " + " → ".join(chain) + (f" {extra}" if extra else ""))
+    return "\n".join(sorted(lines))
+
+
 def window_topic_name(settings: Settings) -> str:
     return f"{settings.topic_prefix}.stream-window-events"
 
@@ -135,6 +174,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
         web_host="127.0.0.1",
         autodiscover=False,
         table_standby_replicas=0,
+        TableManager="stream.recovery_order:OrderedTableManager",  # seek before resuming (see there)
     )
     app.finsent_runtime = runtime
 
@@ -225,8 +265,9 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
             state = {str(tp): {"end": ends.get(tp), "committed": committed[tp],
                                "read": consumer._read_offset.get(tp), "paused": tp in consumer._paused_partitions}
                      for tp in tps}
-            log.warning("stalled: %d record(s) waiting, none consumed for %.0f s; flow active %s, %d unacked; %s",
-                        waiting, settings.worker_stall_after, consumer.flow_active, len(consumer.unacked), state)
+            log.warning("stalled: %d record(s) waiting, none consumed for %.0f s; flow active %s, %d unacked; %s\n%s",
+                        waiting, settings.worker_stall_after, consumer.flow_active, len(consumer.unacked), state,
+                        task_stacks())
         runtime.metrics.stalled.set(1 if stall.stalled else 0)
 
     @app.on_before_shutdown.connect
