@@ -249,25 +249,28 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
     stall = StallDetector(after_s=settings.worker_stall_after)
     runtime.stall = stall
 
-    @app.timer(interval=min(5.0, settings.worker_stall_after / 2))
+    @app.timer(interval=min(5.0, settings.worker_stall_after / 4))
     async def watch_for_stall():
         consumer = app.consumer
         tps = sorted(tp for tp in consumer.assignment() if tp.topic in (raw_topic.get_topic_name(),
                                                                          window_topic.get_topic_name()))
         ends = await consumer.highwaters(*tps) if tps else {}
         committed = {tp: consumer._committed_offset.get(tp) for tp in tps}  # Faust's own view
-        waiting = sum(max(0, (ends.get(tp) or 0) - (committed[tp] or 0)) for tp in tps)
-        excused = app.rebalancing or not runtime.es_ok or runtime.failing is not None
-        was_stalled = stall.stalled
+        behind = {tp: max(0, (ends.get(tp) or 0) - (committed[tp] or 0)) for tp in tps}
+        excused = app.rebalancing or app.in_recovery or not runtime.es_ok or runtime.failing is not None
         progress = (registry.get_sample_value("finsent_stream_consumed_total") or 0) + sum(
             c or 0 for c in committed.values())
-        if stall.observe(loop_time(), progress, waiting, excused) and not was_stalled:
+        if stall.observe(loop_time(), progress, sum(behind.values()), excused):
             state = {str(tp): {"end": ends.get(tp), "committed": committed[tp],
                                "read": consumer._read_offset.get(tp), "paused": tp in consumer._paused_partitions}
                      for tp in tps}
-            log.warning("stalled: %d record(s) waiting, none consumed for %.0f s; flow active %s, %d unacked; %s\n%s",
-                        waiting, settings.worker_stall_after, consumer.flow_active, len(consumer.unacked), state,
-                        task_stacks())
+            log.warning("stalled: %d record(s) waiting, none consumed for %.0f s; flow active %s, %d unacked; %s; "
+                        "rewinding to the committed offsets\n%s", sum(behind.values()), settings.worker_stall_after,
+                        consumer.flow_active, len(consumer.unacked), state, task_stacks())
+            # Fetch the stuck partitions again from their committed offsets (safe: at-least-once).
+            consumer.resume_partitions({tp for tp, n in behind.items() if n})
+            await consumer.perform_seek()
+            runtime.metrics.rewinds.inc()
         runtime.metrics.stalled.set(1 if stall.stalled else 0)
 
     @app.on_before_shutdown.connect

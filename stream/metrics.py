@@ -29,6 +29,8 @@ class WorkerMetrics:
         self.lag = Gauge("finsent_stream_consumer_lag", "Records behind the log end", ["partition"],
                          registry=registry)
         self.stalled = Gauge("finsent_stream_stalled", "1 while records wait and none are consumed", registry=registry)
+        self.rewinds = Counter("finsent_stream_stall_rewinds_total",
+                               "Rewinds to the committed offsets after a stall", registry=registry)
         self.model_info = Info("finsent_stream_model", "Model scoring new documents", registry=registry)
         self.model_swaps = Counter("finsent_stream_model_swaps_total", "Hot model swaps", registry=registry)
         self.model_load_failures = Counter("finsent_stream_model_load_failures_total",

@@ -122,6 +122,7 @@ class Worker:
             "FINSENT_WORKER_BATCH_SIZE": "16",
             "FINSENT_WORKER_BATCH_WITHIN": "0.2",
             "FINSENT_WORKER_COMMIT_INTERVAL": "0.5",
+            "FINSENT_WORKER_STALL_AFTER": "20",  # a stalled worker rewinds well within the tests' waits
             "FINSENT_WINDOWS": "1m,1d",
             "FINSENT_DEVICE": "cpu",
             "HF_HUB_OFFLINE": "1",
