@@ -229,9 +229,22 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
                 await stream.ack(event)
             observe_lag(events)
 
+    changelog_name = window_table.changelog_topic.get_topic_name()
+
+    async def count_windows(parsed: list[WindowEvent]) -> Any:
+        # The table picks each changelog record's partition from the producer's metadata
+        # without fetching it (use_partitioner). Track the topic, so that metadata refreshes
+        # (after a broker restart, say) keep it, and wait for it when it is missing: without
+        # both, every table write failed with a TypeError until the worker restarted.
+        producer = app.producer._ensure_producer()
+        producer.client.add_topic(changelog_name)
+        await producer.partitions_for(changelog_name)
+        return await aggregator.process(store, parsed)
+
+    store = _BytesKeyed(window_table)
+
     @app.agent(window_topic, name="windows", concurrency=1)
     async def windows(stream):
-        store = _BytesKeyed(window_table)
         async for events in stream.noack_take(settings.worker_batch_size * 4, within=settings.worker_batch_within):
             parsed: list[WindowEvent] = []
             for e in events:
@@ -242,7 +255,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
                     letter = dead_letter("windows", f"bad window event: {exc}", e.value, origin)
                     await (await send_dead_letter(e.key, letter))
                     runtime.metrics.dead_letters.labels("windows").inc()
-            await runtime.until_done("window batch", lambda parsed=parsed: aggregator.process(store, parsed))
+            await runtime.until_done("window batch", lambda parsed=parsed: count_windows(parsed))
             for event in events:
                 await stream.ack(event)
 

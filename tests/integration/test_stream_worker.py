@@ -212,7 +212,10 @@ def test_kill_9_and_two_workers_index_every_document_exactly_once(bootstrapped, 
         def day_counts():
             return {a["ticker"]: a["count"] for a in es_docs(settings, "aggregates") if a["window"] == "1d"}
 
-        wait_for(lambda: day_counts() == dict(per_ticker_total), 90, "daily aggregates equal to the documents")
+        try:
+            wait_for(lambda: day_counts() == dict(per_ticker_total), 90, "daily aggregates equal to the documents")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: expected {dict(per_ticker_total)}, counted {day_counts()}") from None
         assert second.terminate() == 0
         assert third.terminate() == 0
     finally:
