@@ -18,6 +18,7 @@ Two agents:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from time import monotonic as loop_time
 from collections.abc import Iterator, MutableMapping
@@ -110,8 +111,6 @@ def _worker_app_class() -> type:
 def task_stacks() -> str:
     """Where every asyncio task of the process waits (the whole await chain, which
     ``Task.print_stack`` does not show): what a stall report needs to be acted on."""
-    import asyncio
-
     lines = []
     for task in asyncio.all_tasks():
         chain, step = [], task.get_coro()
@@ -237,8 +236,10 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
         # (after a broker restart, say) keep it, and wait for it when it is missing: without
         # both, every table write failed with a TypeError until the worker restarted.
         producer = app.producer._ensure_producer()
-        producer.client.add_topic(changelog_name)
-        await producer.partitions_for(changelog_name)
+        if changelog_name not in producer.client._topics:
+            producer.client.add_topic(changelog_name)
+        if producer.client.cluster.partitions_for_topic(changelog_name) is None:
+            await asyncio.wait_for(producer.partitions_for(changelog_name), 30)  # a timeout is retried
         return await aggregator.process(store, parsed)
 
     store = _BytesKeyed(window_table)
@@ -271,17 +272,17 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
         committed = {tp: consumer._committed_offset.get(tp) for tp in tps}  # Faust's own view
         behind = {tp: max(0, (ends.get(tp) or 0) - (committed[tp] or 0)) for tp in tps}
         excused = app.rebalancing or app.in_recovery or not runtime.es_ok or runtime.failing is not None
-        progress = (registry.get_sample_value("finsent_stream_consumed_total") or 0) + sum(
-            c or 0 for c in committed.values())
-        if stall.observe(loop_time(), progress, sum(behind.values()), excused):
+        stuck = stall.observe(loop_time(), {tp: (committed[tp], behind[tp]) for tp in tps}, excused)
+        if stuck:
             state = {str(tp): {"end": ends.get(tp), "committed": committed[tp],
                                "read": consumer._read_offset.get(tp), "paused": tp in consumer._paused_partitions}
                      for tp in tps}
-            log.warning("stalled: %d record(s) waiting, none consumed for %.0f s; flow active %s, %d unacked; %s; "
-                        "rewinding to the committed offsets\n%s", sum(behind.values()), settings.worker_stall_after,
-                        consumer.flow_active, len(consumer.unacked), state, task_stacks())
+            log.warning("stalled: %s have records waiting and nothing committed for %.0f s; flow active %s, "
+                        "%d unacked; %s; rewinding to the committed offsets\n%s", sorted(map(str, stuck)),
+                        settings.worker_stall_after, consumer.flow_active, len(consumer.unacked), state,
+                        task_stacks())
             # Fetch the stuck partitions again from their committed offsets (safe: at-least-once).
-            consumer.resume_partitions({tp for tp, n in behind.items() if n})
+            consumer.resume_partitions(stuck)
             await consumer.perform_seek()
             runtime.metrics.rewinds.inc()
         runtime.metrics.stalled.set(1 if stall.stalled else 0)

@@ -99,7 +99,7 @@ class WorkerRuntime:
             "elasticsearch": self.es_ok,
             "processing": self.failing is None,
             "model_version": self.holder.version,
-            "consuming": not (self.stall is not None and self.stall.stalled),
+            "consuming": not (self.stall is not None and bool(self.stall.stalled)),
         }
         if self.failing:
             checks["error"] = self.failing
