@@ -176,9 +176,6 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
         proxy.stop()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open bug: a replacement worker after kill -9 has been seen to stall on part of the backlog "
-    "(no loss, no doubles when it completes); RELIABILITY.md, 'Still open'"))
 def test_kill_9_and_two_workers_index_every_document_exactly_once(bootstrapped, tiny_model, tmp_path):
     settings = bootstrapped
     first = Worker(settings, tiny_model.registry_root, tmp_path / "s1", tmp_path / "w1.log")

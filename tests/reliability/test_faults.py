@@ -80,9 +80,6 @@ def check(figures: dict) -> None:
     assert figures["aggregate_doubles"] == 0 and figures["aggregate_missing"] == 0, figures
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open bug: after kill -9 the replacement worker has been seen to stall with part of the backlog "
-    "unconsumed (nothing lost: offsets stay uncommitted); RELIABILITY.md, 'Still open'"))
 def test_kill_9_mid_batch(bootstrapped, tiny_model, tmp_path):
     settings = bootstrapped
     docs = [make_doc(i, tag="k9") for i in range(240)]
@@ -211,9 +208,6 @@ def private_kafka(services):
             es.options(ignore_status=404).indices.delete_index_template(name=f"{settings.index_prefix}-*")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open bug: after a broker restart every document is indexed exactly once, but the per-ticker "
-    "daily window aggregates can miss or double-count (RELIABILITY.md, 'Still open')"))
 def test_kafka_broker_restart(private_kafka, tiny_model, tmp_path):
     settings, server = private_kafka
     before = [make_doc(i, tag="kb") for i in range(100)]
