@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from time import monotonic as loop_time
 from collections.abc import Iterator, MutableMapping
+from time import monotonic as loop_time
 from typing import Any
 
 import orjson
@@ -34,6 +34,7 @@ from stream.model_holder import ScorerLoader
 from stream.pipeline import RawBatchPipeline, RawRecord
 from stream.runtime import WorkerRuntime, default_scorer_loader
 from stream.stall import StallDetector
+from stream.task_dump import task_dump
 from stream.validation import Origin, dead_letter
 from stream.windows import WindowEvent
 
@@ -106,43 +107,6 @@ def _worker_app_class() -> type:
             await self.finsent_runtime.start()
 
     return _WorkerApp
-
-
-def task_stacks() -> str:
-    """Where every asyncio task of the process waits (the whole await chain, which
-    ``Task.print_stack`` does not show): what a stall report needs to be acted on."""
-    lines = []
-    for task in asyncio.all_tasks():
-        chain, step = [], task.get_coro()
-        while step is not None:
-            frame = getattr(step, "cr_frame", None) or getattr(step, "ag_frame", None) or getattr(step, "gi_frame", None)
-            if frame is None:
-                chain.append(f"waits on {type(step).__name__}")
-                break
-            chain.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno})")
-            step = getattr(step, "cr_await", None) or getattr(step, "ag_await", None) or getattr(step, "gi_yieldfrom", None)
-        lines.append(f"  task {task.get_name()}: " + " → ".join(chain))
-    import gc
-    import types
-
-    for gen in gc.get_objects():
-        if isinstance(gen, types.AsyncGeneratorType) and gen.ag_frame is not None:
-            chain, step = [], gen
-            while step is not None:
-                frame = getattr(step, "cr_frame", None) or getattr(step, "ag_frame", None)
-                if frame is None:
-                    chain.append(f"waits on {type(step).__name__}")
-                    break
-                chain.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno})")
-                step = getattr(step, "cr_await", None) or getattr(step, "ag_await", None)
-            local = gen.ag_frame.f_locals
-            extra = {k: (len(v) if isinstance(v, list) else v) for k, v in local.items()
-                     if k in ("buffer", "events", "buffer_consuming", "buffer_full", "buffer_consumed")}
-            if "self" in local and hasattr(local["self"], "channel"):
-                queue = getattr(local["self"].channel, "queue", None)
-                extra["channel_queue"] = queue.qsize() if queue is not None else None
-            lines.append(f"  asyncgen: " + " → ".join(chain) + (f" {extra}" if extra else ""))
-    return "\n".join(sorted(lines))
 
 
 def window_topic_name(settings: Settings) -> str:
@@ -236,8 +200,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
         # (after a broker restart, say) keep it, and wait for it when it is missing: without
         # both, every table write failed with a TypeError until the worker restarted.
         producer = app.producer._ensure_producer()
-        if changelog_name not in producer.client._topics:
-            producer.client.add_topic(changelog_name)
+        producer.client.add_topic(changelog_name)  # idempotent
         if producer.client.cluster.partitions_for_topic(changelog_name) is None:
             await asyncio.wait_for(producer.partitions_for(changelog_name), 30)  # a timeout is retried
         return await aggregator.process(store, parsed)
@@ -280,7 +243,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
             log.warning("stalled: %s have records waiting and nothing committed for %.0f s; flow active %s, "
                         "%d unacked; %s; rewinding to the committed offsets\n%s", sorted(map(str, stuck)),
                         settings.worker_stall_after, consumer.flow_active, len(consumer.unacked), state,
-                        task_stacks())
+                        task_dump())
             # Fetch the stuck partitions again from their committed offsets (safe: at-least-once).
             consumer.resume_partitions(stuck)
             await consumer.perform_seek()
