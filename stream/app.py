@@ -18,7 +18,6 @@ Two agents:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator, MutableMapping
 from time import monotonic as loop_time
@@ -109,6 +108,22 @@ def _worker_app_class() -> type:
     return _WorkerApp
 
 
+def _key_partitioned_table_class() -> type:
+    import faust
+    from aiokafka.partitioner import murmur2
+
+    class KeyPartitionedTable(faust.Table):
+        """Each changelog record goes to the partition Kafka's default partitioner gives its key
+        (murmur2), where that ticker's window events are: computed here, because Faust's
+        ``use_partitioner`` asks the producer's cached metadata, which lost the changelog topic
+        after a broker restart (every table write then failed with a TypeError for good)."""
+
+        def partition_for_key(self, key: Any) -> int:
+            return (murmur2(key) & 0x7FFFFFFF) % self.partitions
+
+    return KeyPartitionedTable
+
+
 def window_topic_name(settings: Settings) -> str:
     return f"{settings.topic_prefix}.stream-window-events"
 
@@ -148,8 +163,9 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
     window_topic = app.topic(window_topic_name(settings), internal=True, partitions=settings.topic_partitions)
     # use_partitioner: a changelog record goes where the producer's partitioner puts its key,
     # the same partition as the window events of that ticker (same key bytes, same count).
-    window_table = app.Table("windows", default=None, partitions=settings.topic_partitions, use_partitioner=True,
-                             key_type=bytes)  # bytes keys: raw serializer; values: JSON
+    window_table = app.tables.add(_key_partitioned_table_class()(
+        app, name="windows", default=None, partitions=settings.topic_partitions, use_partitioner=True,
+        key_type=bytes, beacon=app.tables.beacon))  # bytes keys: raw serializer; values: JSON
 
     async def send_dead_letter(key: bytes | None, letter: DeadLetter):
         return await dlq_topic.send(key=key, value=letter.to_json())
@@ -192,19 +208,6 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
                 await stream.ack(event)
             observe_lag(events)
 
-    changelog_name = window_table.changelog_topic.get_topic_name()
-
-    async def count_windows(parsed: list[WindowEvent]) -> Any:
-        # The table picks each changelog record's partition from the producer's metadata
-        # without fetching it (use_partitioner). Track the topic, so that metadata refreshes
-        # (after a broker restart, say) keep it, and wait for it when it is missing: without
-        # both, every table write failed with a TypeError until the worker restarted.
-        producer = app.producer._ensure_producer()
-        producer.client.add_topic(changelog_name)  # idempotent
-        if producer.client.cluster.partitions_for_topic(changelog_name) is None:
-            await asyncio.wait_for(producer.partitions_for(changelog_name), 30)  # a timeout is retried
-        return await aggregator.process(store, parsed)
-
     store = _BytesKeyed(window_table)
 
     @app.agent(window_topic, name="windows", concurrency=1)
@@ -219,7 +222,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
                     letter = dead_letter("windows", f"bad window event: {exc}", e.value, origin)
                     await (await send_dead_letter(e.key, letter))
                     runtime.metrics.dead_letters.labels("windows").inc()
-            await runtime.until_done("window batch", lambda parsed=parsed: count_windows(parsed))
+            await runtime.until_done("window batch", lambda parsed=parsed: aggregator.process(store, parsed))
             for event in events:
                 await stream.ack(event)
 
