@@ -207,7 +207,11 @@ def test_cli_run_delivers_and_lists(alert_settings, tmp_path):
             deadline = time.monotonic() + 90
             while not receiver.delivered and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.2)
-            metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+            # The receiver has the webhook a moment before the engine counts it as sent.
+            metrics = ""
+            while 'finsent_alerts_sent_total{webhook="ops"} 1.0' not in metrics and time.monotonic() < deadline:
+                metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+                time.sleep(0.2)
         finally:
             proc.send_signal(signal.SIGTERM)
             output = proc.communicate(timeout=60)[0].decode()
