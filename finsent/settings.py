@@ -116,8 +116,8 @@ class Settings(BaseSettings):
     window_min_baseline: int = Field(3, ge=2, le=1000, description="Baseline windows needed before z-scores")
     worker_model: str = Field("champion", description="Model the worker starts with: champion, a version or a path")
     worker_commit_interval: float = Field(1.0, gt=0, le=60, description="Seconds between offset commits")
-    worker_stall_after: float = Field(60.0, gt=0, description="Seconds with records waiting and none consumed "
-                                      "before the worker reports a stall (/health 503) and rewinds to the committed offsets")
+    worker_stall_after: float = Field(60.0, gt=0, description="Seconds a partition may have records waiting and "
+                                      "nothing committed before the worker reports a stall (/health 503) and rewinds it")
 
     # --- alerts (alerts/) ----------------------------------------------------------------
     alerts_webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key that signs every webhook body")

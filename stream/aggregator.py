@@ -70,9 +70,15 @@ class WindowAggregator:
         update = apply_events(store, events, self.sizes, self.settings.window_baseline,
                               self.settings.window_min_baseline, self.clock())
         aggregates = update.aggregates
-        if not aggregates:
-            self.metrics.late_events.inc(update.late)
-            return []
+        if aggregates:
+            await self._publish(aggregates)
+        for ticker, state in update.states.items():  # only changed tickers: none without aggregates
+            store[ticker] = state
+        self.metrics.late_events.inc(update.late)
+        self.metrics.aggregates.inc(len(aggregates))
+        return aggregates
+
+    async def _publish(self, aggregates: list[Aggregate]) -> None:
         # Aggregates are overwritten by id, so a replayed batch converges on the same documents.
         items = [BulkItem(aggregate_id(a), a.model_dump(mode="json")) for a in aggregates]
         rejections = await self.sink.index(self.settings.index("aggregates"), items)
@@ -81,8 +87,3 @@ class WindowAggregator:
         deliveries = [await self.send_aggregate(a) for a in aggregates]
         for delivery in deliveries:
             await delivery
-        for ticker, state in update.states.items():
-            store[ticker] = state
-        self.metrics.late_events.inc(update.late)
-        self.metrics.aggregates.inc(len(aggregates))
-        return aggregates

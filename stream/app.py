@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, MutableMapping
-from time import monotonic as loop_time
+from time import monotonic
 from typing import Any
 
 import orjson
@@ -32,7 +32,6 @@ from stream.aggregator import WindowAggregator
 from stream.model_holder import ScorerLoader
 from stream.pipeline import RawBatchPipeline, RawRecord
 from stream.runtime import WorkerRuntime, default_scorer_loader
-from stream.stall import StallDetector
 from stream.task_dump import task_dump
 from stream.validation import Origin, dead_letter
 from stream.windows import WindowEvent
@@ -98,7 +97,7 @@ def _worker_app_class() -> type:
         recovery) the agents waited before their first ``async for`` while the fetcher
         already delivered; a replacement worker after a kill -9 then stalled with part of
         the backlog unconsumed and a few records tracked but never handed to the agent
-        (RELIABILITY.md, "Replacement worker idle after kill -9").
+        (RELIABILITY.md, "Liveness and exactness of the stream worker").
         """
 
         async def on_first_start(self) -> None:
@@ -114,7 +113,7 @@ def _key_partitioned_table_class() -> type:
 
     class KeyPartitionedTable(faust.Table):
         """Each changelog record goes to the partition Kafka's default partitioner gives its key
-        (murmur2), where that ticker's window events are: computed here, because Faust's
+        (murmur2), where that ticker's window events are. Computed here: Faust's
         ``use_partitioner`` asks the producer's cached metadata, which lost the changelog topic
         after a broker restart (every table write then failed with a TypeError for good)."""
 
@@ -161,10 +160,8 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
     dlq_topic = app.topic(settings.topic("dlq"))
     aggregates_topic = app.topic(settings.topic("aggregates"))
     window_topic = app.topic(window_topic_name(settings), internal=True, partitions=settings.topic_partitions)
-    # use_partitioner: a changelog record goes where the producer's partitioner puts its key,
-    # the same partition as the window events of that ticker (same key bytes, same count).
     window_table = app.tables.add(_key_partitioned_table_class()(
-        app, name="windows", default=None, partitions=settings.topic_partitions, use_partitioner=True,
+        app, name="windows", default=None, partitions=settings.topic_partitions,
         key_type=bytes, beacon=app.tables.beacon))  # bytes keys: raw serializer; values: JSON
 
     async def send_dead_letter(key: bytes | None, letter: DeadLetter):
@@ -226,9 +223,6 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
             for event in events:
                 await stream.ack(event)
 
-    stall = StallDetector(after_s=settings.worker_stall_after)
-    runtime.stall = stall
-
     @app.timer(interval=min(5.0, settings.worker_stall_after / 4))
     async def watch_for_stall():
         consumer = app.consumer
@@ -238,7 +232,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
         committed = {tp: consumer._committed_offset.get(tp) for tp in tps}  # Faust's own view
         behind = {tp: max(0, (ends.get(tp) or 0) - (committed[tp] or 0)) for tp in tps}
         excused = app.rebalancing or app.in_recovery or not runtime.es_ok or runtime.failing is not None
-        stuck = stall.observe(loop_time(), {tp: (committed[tp], behind[tp]) for tp in tps}, excused)
+        stuck = runtime.stall.observe(monotonic(), {tp: (committed[tp], behind[tp]) for tp in tps}, excused)
         if stuck:
             state = {str(tp): {"end": ends.get(tp), "committed": committed[tp],
                                "read": consumer._read_offset.get(tp), "paused": tp in consumer._paused_partitions}
@@ -251,7 +245,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
             consumer.resume_partitions(stuck)
             await consumer.perform_seek()
             runtime.metrics.rewinds.inc()
-        runtime.metrics.stalled.set(1 if stall.stalled else 0)
+        runtime.metrics.stalled.set(1 if runtime.stall.stalled else 0)
 
     @app.on_before_shutdown.connect
     async def stop_runtime(app: Any, **kwargs: Any) -> None:

@@ -11,7 +11,7 @@ Records fetched during step 2 are delivered into the queues and marked read, the
 away in step 3; no seek follows, so they are never fetched again and their offsets never
 committed. A replacement worker that joins with a backlog (after a kill -9) hit that
 window often enough to stall for good with part of the backlog unconsumed
-(RELIABILITY.md, "Replacement worker stalls after kill -9").
+(RELIABILITY.md, "Liveness and exactness of the stream worker").
 
 Here the seek runs while the stream partitions are still paused, and the queues are cleared
 before they are resumed, with no await in between: nothing of the new assignment can be

@@ -16,6 +16,7 @@ from stream.control import ControlListener
 from stream.es_sink import Backoff, ElasticsearchSink
 from stream.metrics import WorkerMetrics
 from stream.model_holder import ModelHolder, ScorerLoader
+from stream.stall import StallDetector
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class WorkerRuntime:
         self.ready = asyncio.Event()
         self.failing: str | None = None  # the last unexpected processing error, while retrying
         self._swaps = 0
-        self.stall: Any = None  # the app's StallDetector, for health
+        self.stall = StallDetector(after_s=settings.worker_stall_after)  # fed by the app's timer
 
     def _on_es_retry(self, reason: str) -> None:
         self.es_ok = False
@@ -99,7 +100,7 @@ class WorkerRuntime:
             "elasticsearch": self.es_ok,
             "processing": self.failing is None,
             "model_version": self.holder.version,
-            "consuming": not (self.stall is not None and bool(self.stall.stalled)),
+            "consuming": not self.stall.stalled,
         }
         if self.failing:
             checks["error"] = self.failing

@@ -103,6 +103,21 @@ def es_count(settings: Settings, index: str = "docs") -> int:
         return es.count(index=settings.index(index))["count"]
 
 
+def settle_daily_counts(settings: Settings, expected: dict[str, int], timeout: float, what: str) -> None:
+    """Wait until the 1d aggregates count ``expected`` per ticker; on timeout say both sides."""
+    seen: dict[str, int] = {}
+
+    def settled() -> bool:
+        seen.clear()
+        seen.update({a["ticker"]: a["count"] for a in es_docs(settings, "aggregates") if a["window"] == "1d"})
+        return seen == expected
+
+    try:
+        wait_for(settled, timeout, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: expected {expected}, counted {seen}") from None
+
+
 class Worker:
     """``finsent stream worker`` as a real subprocess configured through FINSENT_* variables."""
 

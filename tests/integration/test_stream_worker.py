@@ -25,6 +25,7 @@ from tests.integration.stream_harness import (
     make_doc,
     produce,
     read_topic,
+    settle_daily_counts,
     wait_for,
 )
 
@@ -209,13 +210,7 @@ def test_kill_9_and_two_workers_index_every_document_exactly_once(bootstrapped, 
         assert all(c > 0 for c in consumed), consumed
         per_ticker_total = Counter(t for d in indexed for t in dict.fromkeys(d["tickers"]))
 
-        def day_counts():
-            return {a["ticker"]: a["count"] for a in es_docs(settings, "aggregates") if a["window"] == "1d"}
-
-        try:
-            wait_for(lambda: day_counts() == dict(per_ticker_total), 90, "daily aggregates equal to the documents")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}: expected {dict(per_ticker_total)}, counted {day_counts()}") from None
+        settle_daily_counts(settings, dict(per_ticker_total), 90, "daily aggregates equal to the documents")
         assert second.terminate() == 0
         assert third.terminate() == 0
     finally:

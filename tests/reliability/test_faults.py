@@ -32,6 +32,7 @@ from tests.integration.stream_harness import (
     make_doc,
     produce,
     read_topic,
+    settle_daily_counts,
     wait_for,
 )
 from tests.reliability.figures import record
@@ -62,17 +63,7 @@ def index_figures(settings, sent: list[RawDocument]) -> dict:
 
 def settle_aggregates(settings, sent: list[RawDocument], timeout: float = 90) -> None:
     per_ticker = dict(Counter(t for d in sent for t in dict.fromkeys(d.tickers)))
-    seen: dict = {}
-
-    def settled() -> bool:
-        seen.clear()
-        seen.update({a["ticker"]: a["count"] for a in es_docs(settings, "aggregates") if a["window"] == "1d"})
-        return seen == per_ticker
-
-    try:
-        wait_for(settled, timeout, "daily aggregates to count every document once")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}: expected {per_ticker}, counted {seen}") from None
+    settle_daily_counts(settings, per_ticker, timeout, "daily aggregates to count every document once")
 
 
 def check(figures: dict) -> None:
