@@ -34,10 +34,10 @@ test: install
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -q
 
-# Known vulnerabilities in the pinned dependencies (needs the network: PyPI's advisory service).
-# Not part of `make test`, which must pass offline; CI runs it as its own step.
+# Known vulnerabilities in the pinned dependencies, from PyPI's advisory records (needs the network).
+# Not part of `make test`, which must pass offline; `.ci/run` runs it as its own step.
 audit: install
-	$(BIN)/pip-audit --strict --progress-spinner off -r constraints.txt --no-deps --disable-pip
+	$(BIN)/python -m finsent.dependency_audit constraints.txt
 
 # Re-resolve the pins from requirements.in (commit the result).
 lock:
