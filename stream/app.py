@@ -13,7 +13,8 @@ Two agents:
 * ``windows`` consumes per-ticker window events from an internal topic keyed by ticker
   (one event per ticker of a document, so every ticker's state lives in exactly one
   partition, whichever partition the document came through), keeps the windows in a
-  Faust table with a changelog (restored on restart) and publishes changed windows.
+  Faust table with a changelog (restored on restart), publishes changed windows and acks a
+  batch only once its changelog records are on the broker.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from finsent.schemas import Aggregate, DeadLetter, ScoredDocument
 from finsent.settings import Settings
 from stream.aggregator import WindowAggregator
+from stream.changelog_confirm import ChangelogConfirmations
 from stream.model_holder import ScorerLoader
 from stream.pipeline import RawBatchPipeline, RawRecord
 from stream.runtime import WorkerRuntime, default_scorer_loader
@@ -115,10 +117,29 @@ def _key_partitioned_table_class() -> type:
         """Each changelog record goes to the partition Kafka's default partitioner gives its key
         (murmur2), where that ticker's window events are. Computed here: Faust's
         ``use_partitioner`` asks the producer's cached metadata, which lost the changelog topic
-        after a broker restart (every table write then failed with a TypeError for good)."""
+        after a broker restart (every table write then failed with a TypeError for good).
+
+        Every changelog send is tracked until :meth:`changelog_confirmed` sees it on the broker
+        (see :mod:`stream.changelog_confirm`)."""
 
         def partition_for_key(self, key: Any) -> int:
             return (murmur2(key) & 0x7FFFFFFF) % self.partitions
+
+        @property
+        def unconfirmed(self) -> ChangelogConfirmations:
+            if "_unconfirmed" not in self.__dict__:
+                self._unconfirmed = ChangelogConfirmations()
+            return self._unconfirmed
+
+        def send_changelog(self, partition: Any, key: Any, value: Any, key_serializer: Any = None,
+                           value_serializer: Any = None) -> Any:
+            args = (partition, key, value, key_serializer, value_serializer)
+            future = super().send_changelog(*args)
+            self.unconfirmed.track(args, future)
+            return future
+
+        async def changelog_confirmed(self) -> None:
+            await self.unconfirmed.confirm(lambda args: self.send_changelog(*args))
 
     return KeyPartitionedTable
 
@@ -220,6 +241,8 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
                     await (await send_dead_letter(e.key, letter))
                     runtime.metrics.dead_letters.labels("windows").inc()
             await runtime.until_done("window batch", lambda parsed=parsed: aggregator.process(store, parsed))
+            # The new window state on the broker before the offsets can be committed.
+            await runtime.until_done("window state", window_table.changelog_confirmed)
             for event in events:
                 await stream.ack(event)
 
