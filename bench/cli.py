@@ -23,7 +23,7 @@ def model(
     batch_size: list[int] = typer.Option([], "--batch-size", help="Batch sizes to measure (repeatable)"),
     length: list[int] = typer.Option([], "--length", help="Text lengths in tokens to measure (repeatable)"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads (default: torch's choice)"),
-    quantize: str = typer.Option("none", help="none or int8 for the main scorer grid"),
+    quantize: str = typer.Option("none", help="none, int8 or onnx-int8 for the main scorer grid"),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the JSON report here"),
 ) -> None:
@@ -32,8 +32,8 @@ def model(
     from model.registry import Registry, RegistryError
 
     settings = settings_of(ctx)
-    if quantize not in {"none", "int8"}:
-        fail("--quantize must be none or int8")
+    if quantize not in {"none", "int8", "onnx-int8"}:
+        fail("--quantize must be none, int8 or onnx-int8")
     try:
         folder = Registry(settings.models_path).path(model_ref)
     except RegistryError:

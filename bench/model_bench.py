@@ -119,7 +119,8 @@ def scorer_phase(folder: str, cells: list[dict[str, Any]], threads: int | None, 
     scorer = None
     for cell in cells:
         if scorer is None or scorer.max_length != cell["max_length"]:
-            scorer = Scorer.load(folder, device=device, max_length=cell["max_length"], quantize=quantize)
+            scorer = Scorer.load(folder, device=device, max_length=cell["max_length"], quantize=quantize,
+                                 threads=threads)
         scorer.batch_size = cell["batch_size"]
         texts = cell["texts"]
         scorer.score(texts[: cell["batch_size"]])  # warm-up
@@ -188,6 +189,9 @@ def run(*, model_folder: Path | None, data_files: Sequence[Path], baseline_docs:
         if not cuda and quantize is None:
             echo("scorer (int8 dynamic quantisation), realistic texts ...")
             report["scorer_int8"] = _in_child(scorer_phase, str(model_folder), cells[:1], threads, "cpu", "int8")
+            echo("scorer (int8 ONNX Runtime), realistic texts ...")
+            report["scorer_onnx_int8"] = _in_child(scorer_phase, str(model_folder), cells[:1], threads, "cpu",
+                                                   "onnx-int8")
     realistic_cell = report["scorer"]["cells"][0]
     report["speedup_vs_baseline"] = realistic_cell["docs_per_s"] / report["baseline"]["docs_per_s"]
     report["target_speedup"] = 15.0
@@ -206,7 +210,7 @@ def render(report: dict[str, Any]) -> None:
     table = Table("run", "batch", "max tokens", "text tokens", "docs", "docs/s", "peak RSS MB")
     table.add_row("baseline pipeline", "1", "512", "mixed", str(base["docs"]), f"{base['docs_per_s']:.1f}",
                   f"{base['peak_rss_mb']:.0f}")
-    for key in ("scorer", "scorer_int8"):
+    for key in ("scorer", "scorer_int8", "scorer_onnx_int8"):
         if key not in report:
             continue
         for cell in report[key]["cells"]:

@@ -24,8 +24,12 @@ def model_summary(model_report: dict[str, Any]) -> dict[str, Any]:
         f"scorer docs/s (batch {realistic['batch_size']}, realistic texts)": realistic["docs_per_s"],
         "scorer / baseline": realistic["docs_per_s"] / model_report["baseline"]["docs_per_s"],
     }
-    if "scorer_int8" in model_report:
-        summary["scorer int8 docs/s (same texts)"] = model_report["scorer_int8"]["cells"][0]["docs_per_s"]
+    baseline = model_report["baseline"]["docs_per_s"]
+    for key, name in (("scorer_int8", "scorer int8 (torch)"), ("scorer_onnx_int8", "scorer int8 (ONNX Runtime)")):
+        if key in model_report:
+            docs_per_s = model_report[key]["cells"][0]["docs_per_s"]
+            summary[f"{name} docs/s (same texts)"] = docs_per_s
+            summary[f"{name} / baseline"] = docs_per_s / baseline
     return summary
 
 

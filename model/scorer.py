@@ -79,9 +79,13 @@ class Scorer:
 
     @classmethod
     def load(cls, path_or_ref: str | Path, *, registry: Any = None, device: str = "auto",
-             max_length: int = 128, batch_size: int = 64, quantize: Literal["int8"] | None = None,
+             max_length: int = 128, batch_size: int = 64, quantize: Literal["int8", "onnx-int8"] | None = None,
              threads: int | None = None) -> Scorer:
-        """Load a model folder, a registry version or ``champion`` (needs ``registry``)."""
+        """Load a model folder, a registry version or ``champion`` (needs ``registry``).
+
+        ``quantize``: ``int8`` is torch's dynamic quantisation of the Linear layers; ``onnx-int8``
+        runs an int8 ONNX Runtime export instead (:mod:`model.onnx_runtime`). Both apply on CPU
+        only; a GPU runs the model in half precision."""
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -93,6 +97,15 @@ class Scorer:
         dev = pick_device(device)
         quiet_transformers()
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        if quantize == "onnx-int8" and dev == "cpu":
+            from transformers import AutoConfig
+
+            from model.onnx_runtime import OnnxClassifier, onnx_file
+
+            model = OnnxClassifier(onnx_file(path), AutoConfig.from_pretrained(str(path), local_files_only=True),
+                                   threads=threads)
+            return cls(model, tokenizer, version=_version_of(path), device=dev, max_length=max_length,
+                       batch_size=batch_size, quantized=True)
         model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True)
         model.eval()
         quantized = False

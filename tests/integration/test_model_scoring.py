@@ -95,6 +95,47 @@ def test_int8_quantised_scorer_gives_valid_close_results(tiny_model, scorer):
 
     q = Scorer.load(tiny_model.path, device="cpu", quantize="int8")
     assert q.quantized is True
-    for a, b in zip(q.score(TEXTS), scorer.score(TEXTS)):
+    scored = q.score(TEXTS)
+    assert len({tuple(s.probabilities.values()) for s in scored}) == len(TEXTS)  # the input matters
+    for a, b in zip(scored, scorer.score(TEXTS)):
         assert sum(a.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
-        assert a.probabilities == pytest.approx(b.probabilities, abs=0.1)
+        assert a.probabilities == pytest.approx(b.probabilities, abs=0.02)
+
+
+@pytest.fixture(scope="module")
+def model_copy(tiny_model, tmp_path_factory):
+    """The tiny model's folder copied, so the ONNX files cached in it stay out of the shared registry."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("onnx") / "model"
+    shutil.copytree(tiny_model.path, folder)
+    return folder
+
+
+def test_onnx_export_computes_what_torch_computes(model_copy, scorer):
+    from transformers import AutoConfig
+
+    from model.onnx_runtime import OnnxClassifier, onnx_file
+    from model.scorer import Scorer
+
+    path = onnx_file(model_copy, quantize=False)
+    assert path == model_copy / "onnx" / "model-fp32.onnx"
+    assert onnx_file(model_copy, quantize=False).stat().st_mtime == path.stat().st_mtime  # cached, not redone
+    onnx = Scorer(OnnxClassifier(path, AutoConfig.from_pretrained(str(model_copy))), scorer.tokenizer,
+                  version="onnx-fp32", batch_size=2)
+    for a, b in zip(onnx.score(TEXTS), scorer.score(TEXTS)):  # mixed lengths: padding and masks matter
+        assert a.label == b.label
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-4)
+
+
+def test_onnx_int8_scorer_gives_valid_close_results(model_copy, scorer):
+    from model.scorer import Scorer
+
+    q = Scorer.load(model_copy, device="cpu", quantize="onnx-int8", threads=1)
+    assert q.quantized is True and (model_copy / "onnx" / "model-int8.onnx").is_file()
+    assert not list((model_copy / "onnx").glob(".export-*"))  # the temporary export folder is gone
+    scored = q.score(TEXTS)
+    assert len({tuple(s.probabilities.values()) for s in scored}) == len(TEXTS)  # the input matters
+    for a, b in zip(scored, scorer.score(TEXTS)):
+        assert sum(a.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+        assert a.probabilities == pytest.approx(b.probabilities, abs=0.02)

@@ -15,6 +15,17 @@ def test_resolve_quantize(monkeypatch):
     monkeypatch.setattr(quantization, "DEFAULT_QUANTIZE", "int8")
     assert resolve_quantize("auto") == "int8"
     assert resolve_quantize("none") is None and resolve_quantize(None) is None
-    assert resolve_quantize("int8") == "int8"
-    with pytest.raises(ValueError, match="auto, none or int8"):
+    assert resolve_quantize("int8") == "int8" and resolve_quantize("onnx-int8") == "onnx-int8"
+    with pytest.raises(ValueError, match="auto, none, int8, onnx-int8"):
         resolve_quantize("fp16")
+
+
+def test_the_fastest_variant_within_the_budget_is_recommended():
+    result = {"fp32": {"docs_per_s": 100.0, "accuracy": 0.870},
+              "int8": {"docs_per_s": 130.0, "accuracy": 0.866},
+              "onnx-int8": {"docs_per_s": 160.0, "accuracy": 0.866}}
+    assert quantization.recommended(result) == "onnx-int8"
+    result["onnx-int8"]["accuracy"] = 0.860  # a point lost: out, however fast
+    assert quantization.recommended(result) == "int8"
+    result["int8"]["docs_per_s"] = 95.0
+    assert quantization.recommended(result) == "fp32"
