@@ -177,9 +177,6 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
         proxy.stop()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open: every document is indexed exactly once, but the daily aggregates have been seen one count "
-    "short for a ticker after the kill -9 and rebalance (RELIABILITY.md, 'Open findings')"))
 def test_kill_9_and_two_workers_index_every_document_exactly_once(bootstrapped, tiny_model, tmp_path):
     settings = bootstrapped
     first = Worker(settings, tiny_model.registry_root, tmp_path / "s1", tmp_path / "w1.log")
