@@ -316,7 +316,8 @@ def quantization_(
     if not examples:
         fail("no rows to measure on")
     registry = _registry(settings, mirror=False)
-    result = compare(model, [e.text for e in examples], [e.label for e in examples], registry=registry,
+    result = compare(model, [e.text for e in examples], [e.label for e in examples],
+                     sources=[e.source for e in examples], registry=registry,
                      batch_size=batch_size, max_length=settings.max_length, threads=threads)
     result["threads"] = threads
     if as_json:
@@ -324,6 +325,8 @@ def quantization_(
         return
     for name, _ in VARIANTS:
         r = result[name]
-        typer.echo(f"{name}: {r['docs_per_s']:.1f} docs/s accuracy={r['accuracy']:.4f} macro_f1={r['macro_f1']:.4f}")
+        per_source = " ".join(f"{k}={v:.4f}" for k, v in r.get("by_source", {}).items())
+        typer.echo(f"{name}: {r['docs_per_s']:.1f} docs/s accuracy={r['accuracy']:.4f} macro_f1={r['macro_f1']:.4f}"
+                   + (f" ({per_source})" if per_source else ""))
     typer.echo(f"recommended: {result['recommended']} (rule: faster than fp32 and at most "
-               f"{MAX_ACCURACY_LOSS * 100:.1f} accuracy points lost), n={result['n']}")
+               f"{MAX_ACCURACY_LOSS * 100:.1f} accuracy points lost, overall and per source), n={result['n']}")

@@ -11,6 +11,14 @@ def test_int8_is_chosen_only_when_faster_and_within_half_a_point():
     assert decide(fp32, {"docs_per_s": 90.0, "accuracy": 0.870}) is False  # slower
 
 
+def test_the_budget_holds_for_each_source_too():
+    fp32 = {"docs_per_s": 100.0, "accuracy": 0.870, "by_source": {"fpb": 0.865, "tweets": 0.872}}
+    even = {"docs_per_s": 150.0, "accuracy": 0.867, "by_source": {"fpb": 0.862, "tweets": 0.869}}
+    lopsided = {"docs_per_s": 150.0, "accuracy": 0.867, "by_source": {"fpb": 0.855, "tweets": 0.872}}
+    assert decide(fp32, even) is True
+    assert decide(fp32, lopsided) is False  # a point lost on fpb, hidden in the average
+
+
 def test_resolve_quantize(monkeypatch):
     monkeypatch.setattr(quantization, "DEFAULT_QUANTIZE", "int8")
     assert resolve_quantize("auto") == "int8"
