@@ -125,11 +125,9 @@ def _key_partitioned_table_class() -> type:
         def partition_for_key(self, key: Any) -> int:
             return (murmur2(key) & 0x7FFFFFFF) % self.partitions
 
-        @property
-        def unconfirmed(self) -> ChangelogConfirmations:
-            if "_unconfirmed" not in self.__dict__:
-                self._unconfirmed = ChangelogConfirmations()
-            return self._unconfirmed
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.unconfirmed = ChangelogConfirmations()
 
         def send_changelog(self, partition: Any, key: Any, value: Any, key_serializer: Any = None,
                            value_serializer: Any = None) -> Any:
