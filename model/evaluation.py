@@ -61,8 +61,12 @@ def metrics(y_true: Sequence[str], y_pred: Sequence[str], probs: Sequence[Sequen
     return result
 
 
+def predicted_labels(probs: Sequence[Sequence[float]]) -> list[str]:
+    """The most probable label of each row of probabilities (in LABELS order)."""
+    return [LABELS[max(range(len(LABELS)), key=p.__getitem__)] for p in probs]
+
+
 def evaluate(scorer: Any, texts: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
     """Score ``texts`` with ``scorer`` and compare with ``labels`` (already normalised)."""
     probs = scorer.predict_proba(list(texts))
-    preds = [LABELS[max(range(len(LABELS)), key=p.__getitem__)] for p in probs]
-    return metrics(list(labels), preds, probs)
+    return metrics(list(labels), predicted_labels(probs), probs)

@@ -60,8 +60,7 @@ def compare(model: str | Path, texts: Sequence[str], labels: Sequence[str], *, s
             registry: Any = None, batch_size: int = 64, max_length: int = 128,
             threads: int | None = None) -> dict[str, Any]:
     """docs/s, accuracy and macro-F1 of each variant on the same texts (and accuracy per source)."""
-    from finsent.schemas import LABELS
-    from model.evaluation import metrics
+    from model.evaluation import metrics, predicted_labels
     from model.scorer import Scorer
 
     result: dict[str, Any] = {"n": len(texts), "batch_size": batch_size}
@@ -72,15 +71,20 @@ def compare(model: str | Path, texts: Sequence[str], labels: Sequence[str], *, s
         start = time.perf_counter()
         probs = scorer.predict_proba(list(texts))
         elapsed = time.perf_counter() - start
-        preds = [LABELS[max(range(len(LABELS)), key=p.__getitem__)] for p in probs]
+        preds = predicted_labels(probs)
         overall = metrics(list(labels), preds)
         result[name] = {"docs_per_s": len(texts) / elapsed, "accuracy": overall["accuracy"],
                         "macro_f1": overall["macro_f1"], "seconds": elapsed}
         if sources is not None:
-            result[name]["by_source"] = {
-                source: metrics([labels[i] for i in rows], [preds[i] for i in rows])["accuracy"]
-                for source in sorted(set(sources)) for rows in [[i for i, s in enumerate(sources) if s == source]]}
+            result[name]["by_source"] = _accuracy_by_source(labels, preds, sources)
         result["model_version"] = scorer.version
     result["int8_recommended"] = decide(result["fp32"], result["int8"])
     result["recommended"] = recommended(result)
     return result
+
+
+def _accuracy_by_source(labels: Sequence[str], preds: Sequence[str], sources: Sequence[str]) -> dict[str, float]:
+    rows: dict[str, list[int]] = {}
+    for i, source in enumerate(sources):
+        rows.setdefault(source, []).append(i)
+    return {source: sum(labels[i] == preds[i] for i in idx) / len(idx) for source, idx in sorted(rows.items())}
