@@ -31,6 +31,7 @@ from finsent.schemas import Aggregate, DeadLetter, ScoredDocument
 from finsent.settings import Settings
 from stream.aggregator import WindowAggregator
 from stream.changelog_confirm import ChangelogConfirmations
+from stream.consumer_view import client_partition_states
 from stream.model_holder import ScorerLoader
 from stream.pipeline import RawBatchPipeline, RawRecord
 from stream.runtime import WorkerRuntime, default_scorer_loader
@@ -259,9 +260,9 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
                                "read": consumer._read_offset.get(tp), "paused": tp in consumer._paused_partitions}
                      for tp in tps}
             log.warning("stalled: %s have records waiting and nothing committed for %.0f s; flow active %s, "
-                        "%d unacked; %s; rewinding to the committed offsets\n%s", sorted(map(str, stuck)),
-                        settings.worker_stall_after, consumer.flow_active, len(consumer.unacked), state,
-                        task_dump())
+                        "%d unacked; %s; Kafka client: %s; rewinding to the committed offsets\n%s",
+                        sorted(map(str, stuck)), settings.worker_stall_after, consumer.flow_active,
+                        len(consumer.unacked), state, client_partition_states(consumer, stuck), task_dump())
             # Fetch the stuck partitions again from their committed offsets (safe: at-least-once).
             consumer.resume_partitions(stuck)
             await consumer.perform_seek()
