@@ -29,11 +29,12 @@ def model(
 ) -> None:
     """docs/s of the batched Scorer against batch size and text length, and of a HF pipeline baseline."""
     from bench import model_bench
+    from model.quantization import QUANTIZED
     from model.registry import Registry, RegistryError
 
     settings = settings_of(ctx)
-    if quantize not in {"none", "int8", "onnx-int8"}:
-        fail("--quantize must be none, int8 or onnx-int8")
+    if quantize not in ("none", *QUANTIZED):
+        fail(f"--quantize must be one of none, {', '.join(QUANTIZED)}")
     try:
         folder = Registry(settings.models_path).path(model_ref)
     except RegistryError:

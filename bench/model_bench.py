@@ -187,11 +187,9 @@ def run(*, model_folder: Path | None, data_files: Sequence[Path], baseline_docs:
         echo(f"scorer: {len(cells)} cells of {scorer_docs} documents ...")
         report["scorer"] = _in_child(scorer_phase, str(model_folder), cells, threads, "cuda" if cuda else "cpu", quantize)
         if not cuda and quantize is None:
-            echo("scorer (int8 dynamic quantisation), realistic texts ...")
-            report["scorer_int8"] = _in_child(scorer_phase, str(model_folder), cells[:1], threads, "cpu", "int8")
-            echo("scorer (int8 ONNX Runtime), realistic texts ...")
-            report["scorer_onnx_int8"] = _in_child(scorer_phase, str(model_folder), cells[:1], threads, "cpu",
-                                                   "onnx-int8")
+            for key, variant in (("scorer_int8", "int8"), ("scorer_onnx_int8", "onnx-int8")):
+                echo(f"scorer ({variant}), realistic texts ...")
+                report[key] = _in_child(scorer_phase, str(model_folder), cells[:1], threads, "cpu", variant)
     realistic_cell = report["scorer"]["cells"][0]
     report["speedup_vs_baseline"] = realistic_cell["docs_per_s"] / report["baseline"]["docs_per_s"]
     report["target_speedup"] = 15.0

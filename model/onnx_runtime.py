@@ -56,9 +56,8 @@ def _export(folder: Path, tmp: Path, quantize: bool) -> Path:
     sample = dict(tokenizer(["shares rose after the results", "profit fell"], padding=True, return_tensors="pt"))
     # Positional, in the order of forward()'s parameters: exported from a kwargs dict, the graph
     # gave the same logits whatever its input.
-    params = [p for p in inspect.signature(model.forward).parameters if p in sample]
-    names = list(inspect.signature(model.forward).parameters)[: len(params)]
-    if names != params:
+    names = list(inspect.signature(model.forward).parameters)[: len(sample)]
+    if set(names) != set(sample):
         raise ValueError(f"{folder}: forward() does not take {sorted(sample)} as its first parameters")
     raw = tmp / "raw.onnx"
     with torch.inference_mode(), warnings.catch_warnings():

@@ -25,7 +25,8 @@ from typing import Any
 DEFAULT_QUANTIZE: str | None = None
 MAX_ACCURACY_LOSS = 0.005
 VARIANTS: tuple[tuple[str, str | None], ...] = (("fp32", None), ("int8", "int8"), ("onnx-int8", "onnx-int8"))
-CHOICES = ("auto", "none", "int8", "onnx-int8")
+QUANTIZED = tuple(q for _, q in VARIANTS if q)
+CHOICES = ("auto", "none", *QUANTIZED)
 
 
 def resolve_quantize(setting: str | None) -> str | None:
@@ -34,7 +35,7 @@ def resolve_quantize(setting: str | None) -> str | None:
         return None
     if setting == "auto":
         return DEFAULT_QUANTIZE
-    if setting in ("int8", "onnx-int8"):
+    if setting in QUANTIZED:
         return setting
     raise ValueError(f"quantisation must be one of {', '.join(CHOICES)}, not {setting!r}")
 
