@@ -266,6 +266,10 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
             # Fetch the stuck partitions again from their committed offsets (safe: at-least-once).
             consumer.resume_partitions(stuck)
             await consumer.perform_seek()
+            # A partition the group never committed has nothing to seek back to: start it over
+            # from its first record (offset 0; out of range resets to the earliest, as configured).
+            for tp in sorted(tp for tp in stuck if committed[tp] is None):
+                await consumer.seek(tp, 0)
             runtime.metrics.rewinds.inc()
         runtime.metrics.stalled.set(1 if runtime.stall.stalled else 0)
 

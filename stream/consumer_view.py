@@ -16,7 +16,7 @@ from typing import Any
 def client_partition_states(consumer: Any, tps: Iterable[Any]) -> dict[str, Any]:
     """``{str(tp): {"paused", "position", "awaiting_reset"}}`` from aiokafka's subscription state."""
     try:
-        assignment = consumer._ensure_consumer()._subscription.subscription.assignment
+        assignment = consumer._thread._ensure_consumer()._subscription.subscription.assignment  # Faust → aiokafka
     except Exception as exc:  # noqa: BLE001 - diagnostics only; no assignment or another client layout
         return {"error": f"{type(exc).__name__}: {exc}"}
     states: dict[str, Any] = {}

@@ -19,7 +19,9 @@ def test_paused_position_and_pending_reset_per_partition():
         assignment.state_value(seeked).seek(16)
         assignment.state_value(paused).seek(8)
         subscription.pause(paused)
-        consumer = SimpleNamespace(_ensure_consumer=lambda: SimpleNamespace(_subscription=subscription))
+        # Faust's consumer delegates to a thread object that owns the aiokafka client.
+        client = SimpleNamespace(_subscription=subscription)
+        consumer = SimpleNamespace(_thread=SimpleNamespace(_ensure_consumer=lambda: client))
         return client_partition_states(consumer, [seeked, paused, fresh, TopicPartition("raw", 9)])
 
     states = asyncio.run(scenario())
@@ -33,5 +35,6 @@ def test_a_consumer_without_a_client_gives_an_error_entry():
     def not_started():
         raise RuntimeError("consumer not started")
 
-    assert client_partition_states(SimpleNamespace(_ensure_consumer=not_started), []) == {
+    consumer = SimpleNamespace(_thread=SimpleNamespace(_ensure_consumer=not_started))
+    assert client_partition_states(consumer, []) == {
         "error": "RuntimeError: consumer not started"}
