@@ -57,6 +57,7 @@ def measure_scorer(settings: Settings, model_path: Path, texts: list[str], batch
     """Docs/s of the worker's scorer on ``texts``, in the worker's batches, after one warm-up batch."""
     import torch
 
+    from model.input_text import for_model
     from model.scorer import Scorer
 
     scorer = Scorer.load(model_path, device=settings.device, max_length=settings.max_length, batch_size=batch_size,
@@ -66,7 +67,7 @@ def measure_scorer(settings: Settings, model_path: Path, texts: list[str], batch
     for i in range(0, len(texts), batch_size):
         scorer.score(texts[i : i + batch_size])
     elapsed = time.perf_counter() - started
-    lengths = [len(ids) for ids in scorer.tokenizer(texts, truncation=False)["input_ids"]]
+    lengths = [len(ids) for ids in scorer.tokenizer([for_model(t) for t in texts], truncation=False)["input_ids"]]
     result = {"docs_per_s": len(texts) / elapsed, "docs": len(texts), "seconds": elapsed, "batch_size": batch_size,
               "device": scorer.device, "torch_threads": torch.get_num_threads(), "quantized": scorer.quantized,
               "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths)}

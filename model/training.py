@@ -1,6 +1,7 @@
 """Fine-tuning a three-class sentiment classifier and registering the result.
 
-``train`` reads labelled files (or rows), splits off a stratified validation set, fine-tunes
+``train`` reads labelled files (or rows), splits off a stratified validation set, collapses
+links (:mod:`model.input_text`, as the scorer does), fine-tunes
 with AdamW (weight decay, linear warmup/decay), a class-weighted loss, length-bucketed batches
 (less padding on CPU), bf16/fp16 autocast on CUDA, evaluates validation macro-F1 after every
 epoch, keeps the best epoch's weights, stops early after ``patience`` epochs without
@@ -23,6 +24,7 @@ from finsent.schemas import LABELS
 from model import data as datamod
 from model.base_models import DEFAULT_BASE, quiet_transformers, resolve_base
 from model.evaluation import evaluate
+from model.input_text import for_model
 from model.labels import LabelError, model_label_order, normalise_label
 from model.registry import CHAMPION, Registry
 from model.scorer import Scorer, pick_device
@@ -169,7 +171,7 @@ def train(
     model, tokenizer, order = _load_model(base.path, seed)
     model.to(dev)
 
-    encoded = tokenizer([e.text for e in train_set], truncation=True, max_length=max_length)["input_ids"]
+    encoded = tokenizer([for_model(e.text) for e in train_set], truncation=True, max_length=max_length)["input_ids"]
     targets = [order.index(e.label) for e in train_set]
     weights = datamod.class_weights([e.label for e in train_set])
     loss_fn = torch.nn.CrossEntropyLoss(
