@@ -129,11 +129,18 @@ def test_onnx_export_computes_what_torch_computes(model_copy, scorer):
 
 
 def test_onnx_int8_scorer_gives_valid_close_results(model_copy, scorer):
+    from model.onnx_runtime import INT8_FILE, fp32_nodes
     from model.scorer import Scorer
 
     q = Scorer.load(model_copy, device="cpu", quantize="onnx-int8", threads=1)
-    assert q.quantized is True and (model_copy / "onnx" / "model-int8.onnx").is_file()
+    assert q.quantized is True and (model_copy / "onnx" / INT8_FILE).is_file()
     assert not list((model_copy / "onnx").glob(".export-*"))  # the temporary export folder is gone
+    import onnx as onnx_lib
+
+    graph = onnx_lib.load(str(model_copy / "onnx" / INT8_FILE)).graph
+    float_ffn = {n.name for n in graph.node if n.op_type == "MatMul" and fp32_nodes([n.name], blocks=99)}
+    assert float_ffn == {f"/bert/encoder/layer.{i}/{part}/dense/MatMul" for i in (0, 1)
+                         for part in ("intermediate", "output")}  # the rest of the feed-forward layers are int8
     scored = q.score(TEXTS)
     assert len({tuple(s.probabilities.values()) for s in scored}) == len(TEXTS)  # the input matters
     for a, b in zip(scored, scorer.score(TEXTS)):
