@@ -68,6 +68,8 @@ def train(
     batch_size: int = typer.Option(32, min=1),
     learning_rate: float = typer.Option(1e-4, "--lr", min=0.0),
     max_length: int = typer.Option(96, min=8, help="Tokens per training example"),
+    pooling: Optional[str] = typer.Option(
+        None, help="Head input: cls, or mean (of the token vectors). Default: what the base was trained with, else cls"),
     val_fraction: float = typer.Option(0.1, min=0.0, max=0.9),
     patience: int = typer.Option(2, min=1, help="Epochs without a better validation macro-F1 before stopping"),
     seed: int = 13,
@@ -79,11 +81,14 @@ def train(
 ) -> None:
     """Fine-tune a classifier and register it; the last line of output is the version."""
     from model.data import BadDataError
+    from model.pooling import POOLINGS
     from model.training import train as run_training
 
     settings = settings_of(ctx)
     if on_bad_rows not in {"skip", "reject"}:
         fail(f"--on-bad-rows must be skip or reject, not {on_bad_rows!r}")
+    if pooling not in (None, *POOLINGS):
+        fail(f"--pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
     for path in data:
         if not path.is_file():
             fail(f"no data file {path}")
@@ -93,7 +98,7 @@ def train(
         result = run_training(
             data, base_model=base_model or settings.base_model, registry=registry, epochs=epochs,
             max_steps=max_steps, seed=seed, batch_size=batch_size, learning_rate=learning_rate,
-            max_length=max_length, val_fraction=val_fraction, patience=patience, progress=progress,
+            max_length=max_length, pooling=pooling, val_fraction=val_fraction, patience=patience, progress=progress,
             on_bad_rows=on_bad_rows, device=settings.device, threads=threads,
         )
     except BadDataError as exc:

@@ -59,16 +59,16 @@ def _export(folder: Path, tmp: Path, quantize: bool) -> Path:
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers import optimizer
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from model.base_models import quiet_transformers
+    from model.pooling import load_classifier
 
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     # sdpa: a graph ONNX Runtime runs as plain MatMul/Softmax (its fused attention quantised
     # worse in the measurement of model.quantization).
-    model = AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True,
-                                                               attn_implementation="sdpa").eval()
+    model = load_classifier(folder, local_files_only=True, attn_implementation="sdpa").eval()
     sample = dict(tokenizer(["shares rose after the results", "profit fell"], padding=True, return_tensors="pt"))
     # Positional, in the order of forward()'s parameters: exported from a kwargs dict, the graph
     # gave the same logits whatever its input.

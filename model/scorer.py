@@ -88,7 +88,9 @@ class Scorer:
         runs an int8 ONNX Runtime export instead (:mod:`model.onnx_runtime`). Both apply on CPU
         only; a GPU runs the model in half precision."""
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from model.pooling import load_classifier
 
         path = registry.path(path_or_ref) if registry is not None else Path(path_or_ref)
         if not (path / "config.json").is_file():
@@ -107,7 +109,7 @@ class Scorer:
                                    threads=threads)
             return cls(model, tokenizer, version=_version_of(path), device=dev, max_length=max_length,
                        batch_size=batch_size, quantized=True)
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True)
+        model = load_classifier(path, local_files_only=True)
         model.eval()
         quantized = False
         if dev == "cuda":

@@ -1,7 +1,8 @@
 """Fine-tuning a three-class sentiment classifier and registering the result.
 
 ``train`` reads labelled files (or rows), splits off a stratified validation set, collapses
-links (:mod:`model.input_text`, as the scorer does), fine-tunes
+links (:mod:`model.input_text`, as the scorer does), fine-tunes (the head reads [CLS], or the mean
+of the token vectors with ``pooling="mean"``, :mod:`model.pooling`)
 with AdamW (weight decay, linear warmup/decay), a class-weighted loss, length-bucketed batches
 (less padding on CPU), bf16/fp16 autocast on CUDA, evaluates validation macro-F1 after every
 epoch, keeps the best epoch's weights, stops early after ``patience`` epochs without
@@ -26,6 +27,7 @@ from model.base_models import DEFAULT_BASE, quiet_transformers, resolve_base
 from model.evaluation import evaluate
 from model.input_text import for_model
 from model.labels import LabelError, model_label_order, normalise_label
+from model.pooling import with_pooling
 from model.registry import CHAMPION, Registry
 from model.scorer import Scorer, pick_device
 
@@ -79,7 +81,7 @@ def _examples(data: Sequence[Any], extra_rows: Sequence[Any] | None, on_bad_rows
     return examples, report.bad
 
 
-def _load_model(base: str, seed: int) -> tuple[Any, Any, list[str]]:
+def _load_model(base: str, seed: int, pooling: str | None = None) -> tuple[Any, Any, list[str]]:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
     quiet_transformers()
@@ -104,7 +106,7 @@ def _load_model(base: str, seed: int) -> tuple[Any, Any, list[str]]:
     # Save plain label names whatever the base called them ("Positive", "LABEL_2", ...).
     model.config.id2label = dict(enumerate(order))
     model.config.label2id = {label: i for i, label in enumerate(order)}
-    return model, tokenizer, order
+    return with_pooling(model, pooling), tokenizer, order
 
 
 def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -144,6 +146,7 @@ def train(
     weight_decay: float = 0.01,
     warmup_ratio: float = 0.1,
     max_length: int = 96,
+    pooling: str | None = None,
     patience: int = 2,
     parent_version: str | None = None,
     val_fraction: float = 0.1,
@@ -168,7 +171,7 @@ def train(
         raise ValueError(f"need at least 2 labelled rows to train, got {len(examples)}")
     train_set, val_set = datamod.stratified_split(examples, val_fraction, seed)
     dev = pick_device(device)
-    model, tokenizer, order = _load_model(base.path, seed)
+    model, tokenizer, order = _load_model(base.path, seed, pooling)
     model.to(dev)
 
     encoded = tokenizer([for_model(e.text) for e in train_set], truncation=True, max_length=max_length)["input_ids"]
@@ -272,7 +275,7 @@ def train(
             "sources": sorted({e.source for e in examples}), "seed": seed, "epochs": epochs,
             "max_steps": max_steps, "steps": step, "best_epoch": best["epoch"], "batch_size": batch_size,
             "learning_rate": learning_rate, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
-            "max_length": max_length, "patience": patience, "device": dev, "history": history,
+            "max_length": max_length, "pooling": model.config.finsent_pooling, "patience": patience, "device": dev, "history": history,
             "class_weights": dict(zip(LABELS, weights)), "duration_s": round(time.monotonic() - started, 1),
         } | (notes or {}),
     }
