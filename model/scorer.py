@@ -1,8 +1,8 @@
 """The scorer the stream worker (and ``finsent model predict``) uses.
 
 Loads a sequence classifier once; ``score(texts)`` collapses links (:mod:`model.input_text`),
-tokenises, splits long texts (rule in :mod:`model.chunking`), runs length-sorted, dynamically padded batches under
-``torch.inference_mode`` and returns one :class:`finsent.schemas.Sentiment` per text, in order.
+tokenises, splits long texts (rule in :mod:`model.chunking`), runs length-sorted, dynamically
+padded batches under ``torch.inference_mode`` and returns one :class:`finsent.schemas.Sentiment` per text, in order.
 A lock makes one Scorer safe to share between threads (tokenizers are not re-entrant).
 """
 
@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from finsent.schemas import LABELS, Sentiment
 from model import chunking
-from model.input_text import for_model
 from model.base_models import quiet_transformers
+from model.input_text import for_model
 from model.labels import model_label_order
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,8 @@ class Scorer:
         import torch
 
         window = max(1, self.max_length - self._special)
-        encoded = self.tokenizer([for_model(t) for t in texts], add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        model_texts = [for_model(t) for t in texts]
+        encoded = self.tokenizer(model_texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         chunks: list[list[int]] = []
         owner: list[int] = []
         for i, ids in enumerate(encoded):
