@@ -90,7 +90,7 @@ def _export(folder: Path, tmp: Path, quantize: bool) -> Path:
     if not quantize:
         return fp32
     int8 = tmp / "int8.onnx"
-    keep = fp32_nodes([node.name for node in onnx.load(str(fp32)).graph.node if node.op_type == "MatMul"])
+    keep = fp32_nodes([node.name for node in optimised.model.graph.node if node.op_type == "MatMul"])
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return int8

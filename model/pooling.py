@@ -49,15 +49,10 @@ def _module() -> type:
     return MeanPooled
 
 
-def recorded(config: Any) -> str | None:
-    """The pooling a saved model was trained with (None: not one of ours; transformers uses cls)."""
-    return getattr(config, CONFIG_KEY, None)
-
-
 def with_pooling(hf: Any, pooling: str | None = None) -> Any:
     """``hf`` with the head ``pooling`` asks for (default: what its config records, else cls), the
     choice recorded in its config so that the saved folder loads the same way."""
-    pooling = pooling or recorded(hf.config) or "cls"
+    pooling = pooling or getattr(hf.config, CONFIG_KEY, None) or "cls"  # no record: transformers' own [CLS]
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
     hf.config.update({CONFIG_KEY: pooling})

@@ -158,14 +158,14 @@ def test_onnx_int8_scorer_gives_valid_close_results(model_copy, scorer):
 
 def test_a_mean_pooled_model_scores_the_same_in_torch_and_onnx(tiny_model, tmp_path):
     import torch
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoTokenizer
 
     from model.onnx_runtime import OnnxClassifier, onnx_file
     from model.pooling import CONFIG_KEY, load_classifier, with_pooling
     from model.scorer import Scorer
 
     with_pooling(load_classifier(tiny_model.path), "mean").save_pretrained(tmp_path)
-    Scorer.load(tiny_model.path, device="cpu").tokenizer.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(str(tiny_model.path)).save_pretrained(tmp_path)
     mean = Scorer.load(tmp_path, device="cpu", batch_size=2)
     assert getattr(mean.model.config, CONFIG_KEY) == "mean" and hasattr(mean.model, "hf")
     inputs = mean.tokenizer([TEXTS[1]], return_tensors="pt")
