@@ -1,11 +1,12 @@
 """ONNX Runtime on CPU: the classifier exported once per model version, graph-optimised and
 quantised to int8, behind the call the :class:`~model.scorer.Scorer` makes of a torch model.
+The exported model is the scorer's: for [CLS] pooling, its last block runs for the first token
+only (:mod:`model.first_token`).
 
 The export (TorchScript-based ``torch.onnx.export``), ONNX Runtime's transformer optimiser
 (fused LayerNorm and GELU) and dynamic int8 quantisation with per-channel weights run on first
-use and are cached in the model folder as ``onnx/model-int8-mixed.onnx`` (written to a temporary
-file and renamed, so two workers loading the same version never see half a file; the name
-changes with the recipe, so an older cache is never reused).
+use and are cached in the model folder as ``onnx/`` :data:`INT8_FILE` (written to a temporary
+file and renamed, so two workers loading the same version never see half a file).
 
 Mixed precision: the feed-forward layers of the first :data:`FP32_FFN_BLOCKS` encoder blocks stay
 fp32. Quantised one at a time on unlabelled training texts, they were the only layers that
@@ -29,8 +30,10 @@ from types import SimpleNamespace
 from typing import Any
 
 CACHE_DIR = "onnx"
-INT8_FILE = "model-int8-mixed.onnx"
-FP32_FILE = "model-fp32.onnx"
+# Named after the recipe (mixed precision; last block cut to the first token, model.first_token):
+# a cache of an older recipe is never reused.
+INT8_FILE = "model-int8-mixed-first-token.onnx"
+FP32_FILE = "model-fp32-first-token.onnx"
 FP32_FFN_BLOCKS = 2
 # The feed-forward MatMuls of a BERT-family graph exported by torch.onnx, and their block number.
 _FFN_MATMUL = re.compile(r"layer\.(\d+)/(?:intermediate|output)/dense/MatMul$")
@@ -62,13 +65,14 @@ def _export(folder: Path, tmp: Path, quantize: bool) -> Path:
     from transformers import AutoTokenizer
 
     from model.base_models import quiet_transformers
+    from model.first_token import first_token_only
     from model.pooling import load_classifier
 
     quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     # sdpa: a graph ONNX Runtime runs as plain MatMul/Softmax (its fused attention quantised
     # worse in the measurement of model.quantization).
-    model = load_classifier(folder, local_files_only=True, attn_implementation="sdpa").eval()
+    model = first_token_only(load_classifier(folder, local_files_only=True, attn_implementation="sdpa")).eval()
     sample = dict(tokenizer(["shares rose after the results", "profit fell"], padding=True, return_tensors="pt"))
     # Positional, in the order of forward()'s parameters: exported from a kwargs dict, the graph
     # gave the same logits whatever its input.

@@ -90,6 +90,7 @@ class Scorer:
         import torch
         from transformers import AutoTokenizer
 
+        from model.first_token import first_token_only
         from model.pooling import load_classifier
 
         path = registry.path(path_or_ref) if registry is not None else Path(path_or_ref)
@@ -109,7 +110,7 @@ class Scorer:
                                    threads=threads)
             return cls(model, tokenizer, version=_version_of(path), device=dev, max_length=max_length,
                        batch_size=batch_size, quantized=True)
-        model = load_classifier(path, local_files_only=True)
+        model = first_token_only(load_classifier(path, local_files_only=True))
         model.eval()
         quantized = False
         if dev == "cuda":

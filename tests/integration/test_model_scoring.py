@@ -55,6 +55,20 @@ def test_scorer_returns_one_valid_sentiment_per_text_in_order(scorer, tiny_model
     assert scorer.score([]) == []
 
 
+def test_the_scorer_computes_what_the_stock_model_computes(scorer, tiny_model):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from model.input_text import for_model
+
+    assert type(scorer.model.base_model.encoder.layer[-1]).__name__ == "FirstTokenBlock"  # model.first_token
+    stock = AutoModelForSequenceClassification.from_pretrained(str(tiny_model.path)).eval()
+    with torch.inference_mode():
+        for text, probs in zip(TEXTS, scorer.predict_proba(TEXTS)):
+            logits = stock(**scorer.tokenizer([for_model(text)], return_tensors="pt")).logits[0]
+            assert probs == pytest.approx(torch.softmax(logits, -1)[scorer._columns].tolist(), abs=1e-5)
+
+
 def test_long_texts_are_chunked_and_aggregated(tiny_model):
     import torch
 
@@ -122,11 +136,11 @@ def model_copy(tiny_model, tmp_path_factory):
 def test_onnx_export_computes_what_torch_computes(model_copy, scorer):
     from transformers import AutoConfig
 
-    from model.onnx_runtime import OnnxClassifier, onnx_file
+    from model.onnx_runtime import FP32_FILE, OnnxClassifier, onnx_file
     from model.scorer import Scorer
 
     path = onnx_file(model_copy, quantize=False)
-    assert path == model_copy / "onnx" / "model-fp32.onnx"
+    assert path == model_copy / "onnx" / FP32_FILE
     assert onnx_file(model_copy, quantize=False).stat().st_mtime == path.stat().st_mtime  # cached, not redone
     onnx = Scorer(OnnxClassifier(path, AutoConfig.from_pretrained(str(model_copy))), scorer.tokenizer,
                   version="onnx-fp32", batch_size=2)
