@@ -20,6 +20,7 @@ def model(
     data: list[Path] = typer.Option([], "--data", help="CSV files to sample realistic texts from (default: ../shared/data if present)"),
     baseline_docs: int = typer.Option(100, min=10),
     scorer_docs: int = typer.Option(256, min=16),
+    repeats: int = typer.Option(3, min=1, help="Rounds of baseline and scorer, alternated; the median round is reported"),
     batch_size: list[int] = typer.Option([], "--batch-size", help="Batch sizes to measure (repeatable)"),
     length: list[int] = typer.Option([], "--length", help="Text lengths in tokens to measure (repeatable)"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads (default: torch's choice)"),
@@ -47,7 +48,8 @@ def model(
     echo = (lambda m: typer.echo(m, err=True))
     report = model_bench.run(
         model_folder=folder, data_files=data, baseline_docs=baseline_docs, scorer_docs=scorer_docs,
-        threads=threads, device=settings.device, quantize=None if quantize == "none" else quantize, echo=echo,
+        threads=threads, device=settings.device, quantize=None if quantize == "none" else quantize,
+        repeats=repeats, echo=echo,
         **({"batch_sizes": tuple(batch_size)} if batch_size else {}),
         **({"lengths": tuple(length)} if length else {}),
     )

@@ -139,6 +139,25 @@ def scorer_phase(folder: str, cells: list[dict[str, Any]], threads: int | None, 
             "quantized": bool(scorer and scorer.quantized)}
 
 
+def round_summary(phases: dict[str, Any]) -> dict[str, float]:
+    """docs/s of each phase of one round, and each scorer's ratio to that round's baseline."""
+    baseline = phases["baseline"]["docs_per_s"]
+    out = {"baseline_docs_per_s": baseline}
+    for key, phase in phases.items():
+        if key != "baseline":
+            out[f"{key}_docs_per_s"] = phase["cells"][0]["docs_per_s"]
+            out[f"{key}_vs_baseline"] = phase["cells"][0]["docs_per_s"] / baseline
+    return out
+
+
+def median_round(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The round whose fp32 scorer/baseline ratio is the median (the lower middle of an even count)."""
+    if not rounds:
+        raise ValueError("no rounds measured")
+    ordered = sorted(rounds, key=lambda r: round_summary(r)["scorer_vs_baseline"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def _in_child(fn, *args):
     """Run ``fn`` in a fresh spawned process (own memory, own peak RSS)."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
@@ -147,9 +166,13 @@ def _in_child(fn, *args):
 
 def run(*, model_folder: Path | None, data_files: Sequence[Path], baseline_docs: int = 100, scorer_docs: int = 256,
         batch_sizes: Sequence[int] = (1, 16, 64, 256), lengths: Sequence[int] = (16, 48, 128),
-        threads: int | None = None, device: str = "auto", quantize: str | None = None,
+        threads: int | None = None, device: str = "auto", quantize: str | None = None, repeats: int = 3,
         echo=print) -> dict[str, Any]:
-    """The whole benchmark; returns a JSON-able dict."""
+    """The whole benchmark; returns a JSON-able dict.
+
+    The baseline and the scorer on realistic texts are measured ``repeats`` times, alternately,
+    each in a fresh process: on a shared machine one measurement moves by 10-20% from run to
+    run. The report's figures are those of the round with the median scorer/baseline ratio."""
     import torch
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -171,27 +194,42 @@ def run(*, model_folder: Path | None, data_files: Sequence[Path], baseline_docs:
         else:
             report["model"] = str(model_folder)
         bert = build_bert_base(Path(tmp) / "bert-base")
-        echo(f"baseline: HF pipeline, one message at a time, {baseline_docs} messages ...")
-        report["baseline"] = _in_child(baseline_phase, str(bert), realistic[:baseline_docs], threads) | {
+        realistic_cell = {"name": "realistic", "batch_size": 64, "max_length": 128, "text_tokens": "mixed",
+                          "texts": realistic[:scorer_docs]}
+        grid = []
+        for length in lengths:
+            texts = synthetic_texts(scorer_docs, max(1, int(length * 0.75)), seed=length)  # ~1.3 tokens/word
+            for batch_size in batch_sizes:
+                grid.append({"name": f"b{batch_size}-len{length}", "batch_size": batch_size, "max_length": max(length, 16) + 2,
+                             "text_tokens": length, "texts": texts})
+        dev = "cuda" if cuda else "cpu"
+        variants = [("scorer", quantize)]
+        if not cuda and quantize is None:
+            variants += [("scorer_int8", "int8"), ("scorer_onnx_int8", "onnx-int8")]
+        rounds = []
+        for i in range(1, repeats + 1):
+            echo(f"round {i}/{repeats}: baseline (HF pipeline, {baseline_docs} messages one at a time), then "
+                 f"{', '.join(v or 'fp32' for _, v in variants)} on {scorer_docs} of the same texts ...")
+            phases = {"baseline": _in_child(baseline_phase, str(bert), realistic[:baseline_docs], threads)}
+            for key, variant in variants:
+                phases[key] = _in_child(scorer_phase, str(model_folder), [realistic_cell], threads, dev, variant)
+            rounds.append(phases)
+        middle = median_round(rounds)
+        report["baseline"] = middle["baseline"] | {
             "what": "transformers pipeline('text-classification'), one message per call, BERT-base geometry "
                     "(BertConfig() defaults: 12 layers, 768 hidden, 110M parameters), random weights, "
                     "MiniLM tokenizer; built offline",
         }
-        cells = [{"name": "realistic", "batch_size": 64, "max_length": 128, "text_tokens": "mixed",
-                  "texts": realistic[:scorer_docs]}]
-        for length in lengths:
-            texts = synthetic_texts(scorer_docs, max(1, int(length * 0.75)), seed=length)  # ~1.3 tokens/word
-            for batch_size in batch_sizes:
-                cells.append({"name": f"b{batch_size}-len{length}", "batch_size": batch_size, "max_length": max(length, 16) + 2,
-                              "text_tokens": length, "texts": texts})
-        echo(f"scorer: {len(cells)} cells of {scorer_docs} documents ...")
-        report["scorer"] = _in_child(scorer_phase, str(model_folder), cells, threads, "cuda" if cuda else "cpu", quantize)
-        if not cuda and quantize is None:
-            for key, variant in (("scorer_int8", "int8"), ("scorer_onnx_int8", "onnx-int8")):
-                echo(f"scorer ({variant}), realistic texts ...")
-                report[key] = _in_child(scorer_phase, str(model_folder), cells[:1], threads, "cpu", variant)
-    realistic_cell = report["scorer"]["cells"][0]
-    report["speedup_vs_baseline"] = realistic_cell["docs_per_s"] / report["baseline"]["docs_per_s"]
+        report.update({key: middle[key] for key, _ in variants})
+        report["rounds"] = [round_summary(r) for r in rounds]
+        if grid:
+            echo(f"scorer grid: {len(grid)} cells of {scorer_docs} documents ...")
+            measured = _in_child(scorer_phase, str(model_folder), grid, threads, dev, quantize)
+            report["scorer"] = report["scorer"] | {"cells": report["scorer"]["cells"] + measured["cells"],
+                                                   "peak_rss_mb": max(report["scorer"]["peak_rss_mb"], measured["peak_rss_mb"])}
+    report["speedup_vs_baseline"] = report["scorer"]["cells"][0]["docs_per_s"] / report["baseline"]["docs_per_s"]
+    report["speedup_range"] = [min(r["scorer_vs_baseline"] for r in report["rounds"]),
+                               max(r["scorer_vs_baseline"] for r in report["rounds"])]
     report["target_speedup"] = 15.0
     return report
 
@@ -216,6 +254,13 @@ def render(report: dict[str, Any]) -> None:
             table.add_row(name, str(cell["batch_size"]), str(cell["max_length"]), str(cell["text_tokens"]),
                           str(cell["docs"]), f"{cell['docs_per_s']:.1f}", f"{report[key]['peak_rss_mb']:.0f}")
     console.print(table)
+    rounds = report.get("rounds", [])
+    for i, r in enumerate(rounds, 1):
+        ratios = ", ".join(f"{key.removesuffix('_vs_baseline')} {value:.1f}x" for key, value in r.items()
+                           if key.endswith("_vs_baseline"))
+        console.print(f"round {i}: baseline {r['baseline_docs_per_s']:.1f} docs/s; {ratios}")
     verdict = "meets" if report["speedup_vs_baseline"] >= report["target_speedup"] else "MISSES"
-    console.print(f"batched scorer (realistic texts, batch 64) vs baseline: {report['speedup_vs_baseline']:.1f}x "
-                  f"({verdict} the {report['target_speedup']:.0f}x target)")
+    spread = (f" (median of {len(rounds)} rounds, range {report['speedup_range'][0]:.1f}-{report['speedup_range'][1]:.1f}x)"
+              if len(rounds) > 1 else "")
+    console.print(f"batched scorer (realistic texts, batch 64) vs baseline: {report['speedup_vs_baseline']:.1f}x"
+                  f"{spread} ({verdict} the {report['target_speedup']:.0f}x target)")

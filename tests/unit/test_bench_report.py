@@ -170,3 +170,31 @@ def test_profile_summaries_from_collapsed_stacks():
     assert profiling.by_thread(stacks) == {"finsent-score_0": pytest.approx(0.9), "MainThread": pytest.approx(0.1)}
     top = profiling.self_time(stacks, top=2)
     assert top == [("linear (torch/nn/functional.py)", 0.8), ("__call__ (transformers/tokenization_utils_base.py)", 0.1)]
+
+
+def _round(baseline: float, fp32: float, int8: float) -> dict:
+    return {"baseline": {"docs_per_s": baseline}, "scorer": {"cells": [{"docs_per_s": fp32}]},
+            "scorer_int8": {"cells": [{"docs_per_s": int8}]}}
+
+
+def test_the_reported_round_is_the_one_with_the_median_ratio():
+    from bench.model_bench import median_round, round_summary
+
+    rounds = [_round(10.0, 150.0, 200.0), _round(8.0, 150.0, 190.0), _round(12.0, 150.0, 210.0)]  # 15x, 18.75x, 12.5x
+    assert median_round(rounds) is rounds[0]
+    assert median_round(rounds[1:]) is rounds[2]  # even count: the lower middle, never a flattering pick
+    assert round_summary(rounds[1]) == {"baseline_docs_per_s": 8.0, "scorer_docs_per_s": 150.0, "scorer_vs_baseline": 18.75,
+                                        "scorer_int8_docs_per_s": 190.0, "scorer_int8_vs_baseline": 23.75}
+    with pytest.raises(ValueError, match="no rounds"):
+        median_round([])
+
+
+def test_model_summary_shows_the_spread_of_the_rounds():
+    from bench.model_bench import round_summary
+
+    rounds = [round_summary(_round(b, 150.0, 200.0)) for b in (10.0, 8.0, 12.0)]
+    summary = suite.model_summary(MODEL_REPORT | {"rounds": rounds, "speedup_range": [12.5, 18.75]})
+    assert summary["scorer / baseline"] == pytest.approx(300.0 / 9.0)
+    assert summary["scorer / baseline, lowest of 3 rounds"] == 12.5
+    assert summary["scorer / baseline, highest of 3 rounds"] == 18.75
+
