@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 
-from finsent import clients
 from finsent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,23 +97,9 @@ class BenchWorld:
         return self.start("worker", ["stream", "worker", "--model", model_ref], env, port=port, health_path="/health")
 
     def cleanup(self) -> None:
-        prefix = self.settings.topic_prefix
-        try:
-            with clients.elasticsearch(self.settings) as es:
-                es.options(ignore_status=404).indices.delete(index=f"{self.settings.index_prefix}-*")
-                es.options(ignore_status=404).indices.delete_index_template(name=f"{self.settings.index_prefix}-*")
-        except Exception as exc:  # noqa: BLE001 - cleanup is best effort; say what is left
-            self.echo(f"could not delete indices {self.settings.index_prefix}-*: {exc}")
-        try:
-            admin = clients.kafka_admin(self.settings)
-            try:
-                ours = [t for t in admin.list_topics() if t.startswith(prefix + ".") or t.startswith(prefix + "-")]
-                if ours:
-                    admin.delete_topics(ours)
-            finally:
-                admin.close()
-        except Exception as exc:  # noqa: BLE001
-            self.echo(f"could not delete topics {prefix}.*: {exc}")
+        from finsent.services.manager import remove_prefixed
+
+        remove_prefixed(self.settings, echo=self.echo)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

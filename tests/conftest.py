@@ -49,15 +49,20 @@ def services(base_settings: Settings):
 
 @pytest.fixture
 def settings(services: Settings, tmp_path: Path) -> Settings:
-    """Settings isolated for one test: its own topic/index prefix and model/state folders."""
+    """Settings isolated for one test: its own topic/index prefix and model/state folders; its
+    topics and indices are deleted afterwards."""
+    from finsent.services import manager
+
     tag = "t" + uuid.uuid4().hex[:10]
-    return services.model_copy(
+    isolated = services.model_copy(
         update={
             "topic_prefix": tag,
             "index_prefix": tag,
             "model_dir": tmp_path / "models",
         }
     )
+    yield isolated
+    manager.remove_prefixed(isolated, echo=print)
 
 
 @pytest.fixture
@@ -66,9 +71,4 @@ def bootstrapped(settings: Settings) -> Settings:
     from finsent.services import manager
 
     manager.init(settings, echo=lambda m: None)
-    yield settings
-    from finsent import clients
-
-    with clients.elasticsearch(settings) as es:
-        es.options(ignore_status=404).indices.delete(index=f"{settings.index_prefix}-*")
-        es.options(ignore_status=404).indices.delete_index_template(name=f"{settings.index_prefix}-*")
+    return settings

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from finsent import clients
+from finsent.services import manager
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,18 +58,7 @@ def test_bench_pipeline_end_to_end(services, tiny_model, tmp_path):
         assert level_docs == sum(level["n"] for level in pipeline["latency"])
         assert "Pipeline (model: given:" in run.stdout
     finally:
-        _delete(services, prefix, pipeline["prefix"]["topics"])
+        manager.remove_prefixed(services.model_copy(update={"index_prefix": prefix,
+                                                            "topic_prefix": pipeline["prefix"]["topics"]}))
         shutil.rmtree(pipeline["prefix"]["folder"], ignore_errors=True)
 
-
-def _delete(settings, index_prefix: str, topic_prefix: str) -> None:
-    with clients.elasticsearch(settings) as es:
-        es.options(ignore_status=404).indices.delete(index=f"{index_prefix}-*")
-        es.options(ignore_status=404).indices.delete_index_template(name=f"{index_prefix}-*")
-    admin = clients.kafka_admin(settings)
-    try:
-        ours = [t for t in admin.list_topics() if t.startswith((topic_prefix + ".", topic_prefix + "-"))]
-        if ours:
-            admin.delete_topics(ours)
-    finally:
-        admin.close()

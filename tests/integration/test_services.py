@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
 import uuid
 
 import psutil
@@ -41,6 +42,32 @@ def test_topics_have_configured_partitions(bootstrapped):
         assert described[bootstrapped.topic("control")] == 1
         assert topology.ensure_topics(admin, bootstrapped) == []  # idempotent
     finally:
+        admin.close()
+
+
+def test_remove_prefixed_deletes_one_prefix_and_nothing_else(bootstrapped):
+    from kafka.admin import NewTopic
+
+    other = bootstrapped.model_copy(update={"topic_prefix": bootstrapped.topic_prefix + "x",
+                                            "index_prefix": bootstrapped.index_prefix + "x"})
+    manager.init(other, echo=lambda m: None)
+    admin = clients.kafka_admin(bootstrapped)
+    try:
+        admin.create_topics([NewTopic(f"{bootstrapped.topic_prefix}-worker-windows-changelog", 1, 1)])  # Faust's kind
+        manager.remove_prefixed(bootstrapped, echo=pytest.fail)  # nothing to complain about
+        ours = (bootstrapped.topic_prefix + ".", bootstrapped.topic_prefix + "-")
+        for _ in range(50):  # the broker's metadata follows the controller's within moments
+            left = set(admin.list_topics())
+            if not any(t.startswith(ours) for t in left):
+                break
+            time.sleep(0.2)
+        assert not [t for t in left if t.startswith(ours)]
+        assert {other.topic(name) for name in topology.TOPICS} <= left
+        with clients.elasticsearch(bootstrapped) as es:
+            assert not es.indices.get(index=f"{bootstrapped.index_prefix}-*")
+            assert es.indices.exists(index=other.index("docs"))
+    finally:
+        manager.remove_prefixed(other)
         admin.close()
 
 

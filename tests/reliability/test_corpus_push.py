@@ -93,10 +93,7 @@ def push_server(services, tmp_path_factory):
         assert len(on_kafka) == tally.accepted and not lost and doubled == 0
     finally:
         proc.ensure_stopped()
-        from finsent import clients
-
-        with clients.elasticsearch(settings) as es:
-            es.options(ignore_status=404).indices.delete(index=f"{settings.index_prefix}-*")
+        manager.remove_prefixed(settings)
 
 
 def post(client: httpx.Client, tally: Tally, body: bytes, *, auth: str = "valid", method: str = "POST",
