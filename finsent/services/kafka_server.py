@@ -34,11 +34,23 @@ log.retention.hours=168
 message.max.bytes=11534336
 """
 
+# The broker's own log rolls (KAFKA_LOG_MAX_BYTES x KAFKA_LOG_BACKUPS): at INFO a test run writes
+# about 200 MB. The process's stdout, which start_background appends to server.log and which a
+# failed start quotes, gets warnings, errors and whatever the JVM itself prints.
+KAFKA_LOG_MAX_BYTES = "50MB"
+KAFKA_LOG_BACKUPS = 4
 _LOG4J = """\
-log4j.rootLogger=INFO, stdout
+log4j.rootLogger=INFO, stdout, rolling
 log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.Threshold=WARN
 log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
 log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.appender.rolling=org.apache.log4j.RollingFileAppender
+log4j.appender.rolling.File={log_file}
+log4j.appender.rolling.MaxFileSize={max_bytes}
+log4j.appender.rolling.MaxBackupIndex={backups}
+log4j.appender.rolling.layout=org.apache.log4j.PatternLayout
+log4j.appender.rolling.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka=INFO
 log4j.logger.org.apache.kafka=INFO
 log4j.logger.state.change.logger=WARN
@@ -52,7 +64,8 @@ class KafkaServer:
         self.settings = settings
         self.root = settings.services_path / "kafka"
         self.data = self.root / "data"
-        self.log_path = self.root / "logs" / "server.log"
+        self.log_path = self.root / "logs" / "server.log"  # stdout: warnings, errors, the JVM's own output
+        self.info_log_path = self.root / "logs" / "kafka.log"  # everything, rolled
         self.pid_file = PidFile(self.root / "kafka.pid")
 
     @property
@@ -77,7 +90,8 @@ class KafkaServer:
                 partitions=self.settings.topic_partitions,
             )
         )
-        (self.root / "log4j.properties").write_text(_LOG4J)
+        (self.root / "log4j.properties").write_text(
+            _LOG4J.format(log_file=self.info_log_path, max_bytes=KAFKA_LOG_MAX_BYTES, backups=KAFKA_LOG_BACKUPS))
         return props
 
     def _format_storage(self, java: Path, classpath: str, props: Path) -> None:

@@ -122,6 +122,13 @@ def test_up_status_down_cycle(private_settings):
     family = [psutil.Process(p) for p in pids]
     family += [c for p in family for c in p.children(recursive=True)]
 
+    # The broker logs everything to its rolling file, and only warnings and worse to its stdout.
+    from finsent.services.kafka_server import KafkaServer
+
+    kafka = KafkaServer(private_settings)
+    assert "Kafka Server started" in kafka.info_log_path.read_text()
+    assert " INFO " not in kafka.log_path.read_text()
+
     # idempotent: a second up starts nothing new
     again = manager.up(private_settings, echo=lambda m: None)
     assert [e.pid for e in again] == pids
