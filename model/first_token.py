@@ -5,7 +5,8 @@ values still need every token, but its query, attention output and feed-forward 
 computed for the first token alone, the logits are the full model's (to float rounding; a test
 holds them to 1e-5) and a 6-block MiniLM does about 14% less matrix work per text.
 
-Applied by the scorer and the ONNX export, never in training. Only where the layout is known:
+Applied by the scorer, the ONNX export and training (whose loss reads only the logits, so the
+gradients are the full model's; the saved weights keep their names). Only where the layout is known:
 the encoder families in :data:`FAMILIES` (BERT's block: ``attention.self`` query/key/value,
 ``attention.output``, ``intermediate``, ``output``), whose classification heads read position 0,
 with sdpa or eager attention. Anything else is left as it is.
@@ -33,6 +34,7 @@ def _module() -> type:
             self.attention = block.attention
             self.intermediate = block.intermediate
             self.output = block.output
+            self.train(block.training)  # a new module starts in training mode: keep the block's
 
         def forward(self, hidden_states: Any, attention_mask: Any = None, *args: Any, **kwargs: Any) -> Any:
             heads = self.attention.self
@@ -45,8 +47,9 @@ def _module() -> type:
             # The block's mask is (batch, 1, queries, tokens), boolean (sdpa) or additive (eager):
             # the first query's row is the one needed.
             mask = attention_mask[:, :, :1] if attention_mask is not None else None
-            context = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask,
-                                                                       scale=heads.scaling)
+            context = torch.nn.functional.scaled_dot_product_attention(
+                query, key, value, attn_mask=mask, scale=heads.scaling,
+                dropout_p=heads.dropout.p if self.training else 0.0)  # the attention dropout of training
             attended = self.attention.output(context.transpose(1, 2).reshape(batch, 1, -1), first)
             return self.output(self.intermediate(attended), attended)
 
@@ -69,7 +72,7 @@ def applies(model: Any) -> bool:
 
 def first_token_only(model: Any) -> Any:
     """``model`` with its last block cut to the first token where :func:`applies`, else as it is.
-    For inference: the other positions of ``last_hidden_state`` are gone."""
+    Only the logits keep their meaning: the other positions of ``last_hidden_state`` are gone."""
     if applies(model):
         blocks = model.base_model.encoder.layer
         blocks[-1] = _module()(blocks[-1])

@@ -25,6 +25,7 @@ from finsent.schemas import LABELS
 from model import data as datamod
 from model.base_models import DEFAULT_BASE, quiet_transformers, resolve_base
 from model.evaluation import evaluate
+from model.first_token import first_token_only
 from model.input_text import for_model
 from model.labels import LabelError, model_label_order, normalise_label
 from model.pooling import with_pooling
@@ -106,7 +107,7 @@ def _load_model(base: str, seed: int, pooling: str | None = None) -> tuple[Any, 
     # Save plain label names whatever the base called them ("Positive", "LABEL_2", ...).
     model.config.id2label = dict(enumerate(order))
     model.config.label2id = {label: i for i, label in enumerate(order)}
-    return with_pooling(model, pooling), tokenizer, order
+    return first_token_only(with_pooling(model, pooling)), tokenizer, order
 
 
 def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:

@@ -37,6 +37,7 @@ def test_the_cut_model_gives_the_full_models_logits(family, attention):
         full = model(**batch).logits
         cut = first_token_only(model)
         assert type(cut.base_model.encoder.layer[-1]).__name__ == "FirstTokenBlock"
+        assert not cut.base_model.encoder.layer[-1].training  # cut after eval(): no dropout sneaks in
         assert torch.allclose(cut(**batch).logits, full, atol=1e-5)
         assert torch.allclose(cut(**{k: v[1:2, :7] for k, v in batch.items()}).logits, full[1:2], atol=1e-5)
         # The mask is honoured: changing a padded token changes nothing, a real one changes the logits.
@@ -66,3 +67,24 @@ def test_models_it_does_not_know_are_left_as_they_are():
     mean = with_pooling(_tiny("bert", "sdpa"), "mean")  # mean pooling reads every position
     assert not applies(mean)
     assert type(first_token_only(mean).hf.base_model.encoder.layer[-1]).__name__ == "BertLayer"
+
+
+def test_training_through_the_cut_model_gets_the_full_models_gradients():
+    import copy
+
+    from model.first_token import first_token_only
+
+    full = _tiny("bert", "sdpa")
+    for module in full.modules():  # dropout off: the two models must see the same function
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    full.config.attention_probs_dropout_prob = 0.0
+    cut = first_token_only(copy.deepcopy(full))
+    batch, labels = _batch(), torch.tensor([0, 2, 1])
+    for model in (full, cut):
+        model.train()
+        torch.nn.functional.cross_entropy(model(**batch).logits, labels).backward()
+    grads = dict(cut.named_parameters())
+    for name, param in full.named_parameters():
+        assert name in grads  # same parameter names: the saved weights load into the stock model
+        assert torch.allclose(param.grad, grads[name].grad, atol=1e-6), name
