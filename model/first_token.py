@@ -1,4 +1,4 @@
-"""Inference with [CLS] pooling: the last encoder block computed for the first token only.
+"""A [CLS]-pooled classifier with its last encoder block computed for the first token only.
 
 A classifier that pools [CLS] reads one vector of the last block's output. That block's keys and
 values still need every token, but its query, attention output and feed-forward layers do not:
