@@ -56,18 +56,29 @@ def _module() -> type:
     return FirstTokenBlock
 
 
+def _blocks(model: Any) -> Any:
+    """The encoder's list of blocks, or None for a layout this module does not know."""
+    return getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", None)
+
+
+def is_cut(model: Any) -> bool:
+    """Whether ``model``'s last block was cut to the first token (its other positions are gone)."""
+    blocks = _blocks(model)
+    return bool(blocks) and isinstance(blocks[-1], _module())
+
+
 def applies(model: Any) -> bool:
     """Whether ``model`` is a [CLS]-pooled classifier of a family whose last block can be cut."""
     config = model.config
-    blocks = getattr(getattr(getattr(model, "base_model", None), "encoder", None), "layer", None)
+    blocks = _blocks(model)
     return (getattr(config, "model_type", None) in FAMILIES
             and getattr(config, "finsent_pooling", "cls") == "cls"
             and getattr(config, "_attn_implementation", None) in ATTENTION
             and not getattr(config, "is_decoder", False)
             and not getattr(config, "chunk_size_feed_forward", 0)
-            and blocks is not None and len(blocks) > 0
+            and bool(blocks)
             and hasattr(blocks[-1], "attention") and hasattr(blocks[-1].attention, "self")
-            and not isinstance(blocks[-1], _module()))  # already cut
+            and not is_cut(model))
 
 
 def first_token_only(model: Any) -> Any:

@@ -28,11 +28,16 @@ def _module() -> type:
     import torch
     from transformers.modeling_outputs import SequenceClassifierOutput
 
+    from model.first_token import is_cut
+
     class MeanPooled(torch.nn.Module):
         def __init__(self, hf: Any) -> None:
             super().__init__()
             if not isinstance(getattr(hf, "classifier", None), torch.nn.Linear) or not hasattr(hf, "dropout"):
                 raise ValueError(f"mean pooling needs a BERT-style head (dropout + one Linear), not {type(hf).__name__}")
+            if is_cut(hf):  # the mean would be of the first position alone
+                raise ValueError("mean pooling reads every position of the last block, and this model's last "
+                                 "block was cut to the first token (model.first_token): load the model again")
             self.hf = hf
             self.config = hf.config
 

@@ -62,7 +62,7 @@ def settings(services: Settings, tmp_path: Path) -> Settings:
         }
     )
     yield isolated
-    manager.remove_prefixed(isolated, echo=print)
+    manager.remove_prefixed(isolated)
 
 
 @pytest.fixture

@@ -88,3 +88,13 @@ def test_training_through_the_cut_model_gets_the_full_models_gradients():
     for name, param in full.named_parameters():
         assert name in grads  # same parameter names: the saved weights load into the stock model
         assert torch.allclose(param.grad, grads[name].grad, atol=1e-6), name
+
+
+def test_a_cut_model_cannot_be_given_a_mean_pooling_head():
+    from model.first_token import first_token_only, is_cut
+    from model.pooling import with_pooling
+
+    cut = first_token_only(_tiny("bert", "sdpa"))
+    assert is_cut(cut) and not is_cut(_tiny("bert", "sdpa")) and not is_cut(_tiny("distilbert", "sdpa"))
+    with pytest.raises(ValueError, match="cut to the first token"):
+        with_pooling(cut, "mean")
