@@ -86,6 +86,9 @@ class Settings(BaseSettings):
         "auto", description="CPU scoring: int8 (torch dynamic), onnx-int8 (ONNX Runtime), none, or auto (the measured default)")
     model_threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads when scoring (default: torch's)")
     model_batch_size: int = Field(64, ge=1, le=4096, description="Scorer batch size (chunks per forward pass)")
+    model_keep_versions: int = Field(
+        10, ge=0, description="After each retrain, keep the champion, this many rollback targets and this many newest "
+                              "versions; delete the rest (0: keep every version)")
     train_data: str | None = Field(None, description="Labelled files or folders for the first model, comma-separated")
     bootstrap_epochs: int = Field(3, ge=1, le=50, description="Epochs of the first model `finsent up` trains")
 

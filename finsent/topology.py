@@ -73,7 +73,7 @@ MAPPINGS: dict[str, dict[str, Any]] = {
         "fresh_train": _INT, "fresh_heldout": _INT, "replay_rows": _INT, "labels_until": _DATE,
         "champion_golden_f1": _FLOAT, "challenger_golden_f1": _FLOAT,
         "champion_fresh_f1": _FLOAT, "challenger_fresh_f1": _FLOAT, "duration_s": _FLOAT,
-        "figures": {"type": "object", "enabled": False},
+        "pruned_versions": _KEYWORD, "figures": {"type": "object", "enabled": False},
     },
 }
 INDICES: tuple[str, ...] = tuple(MAPPINGS)

@@ -289,6 +289,31 @@ def rollback(
     typer.echo(f"champion is now {version}")
 
 
+@app.command()
+def prune(
+    ctx: typer.Context,
+    keep: Optional[int] = typer.Option(
+        None, min=1, help="Newest versions and rollback targets to keep (default: FINSENT_MODEL_KEEP_VERSIONS)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be deleted"),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of the versions"),
+) -> None:
+    """Delete old versions: the champion, its nearest rollback targets and the newest ones stay."""
+    settings = settings_of(ctx)
+    keep = keep or settings.model_keep_versions
+    if not keep:
+        fail("FINSENT_MODEL_KEEP_VERSIONS is 0 (keep every version): give --keep N")
+    registry = _registry(settings, mirror=not dry_run)
+    versions = registry.prune(keep, dry_run=dry_run)
+    if as_json:
+        typer.echo(json.dumps(versions))
+        return
+    for version in versions:
+        typer.echo(version)
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(f"{verb} {len(versions)} version(s) from {registry.root}, keeping {keep} newest and {keep} rollback "
+               "target(s) besides the champion", err=True)
+
+
 @app.command("quantization")
 def quantization_(
     ctx: typer.Context,

@@ -44,6 +44,14 @@ def fp32_nodes(node_names: list[str], blocks: int = FP32_FFN_BLOCKS) -> list[str
     return [name for name in node_names if (m := _FFN_MATMUL.search(name)) and int(m.group(1)) < blocks]
 
 
+def stale_cache_files(folder: Path | str) -> list[Path]:
+    """Exports of an earlier recipe in a model folder's cache: nothing loads them any more."""
+    cache = Path(folder) / CACHE_DIR
+    if not cache.is_dir():
+        return []
+    return sorted(p for p in cache.glob("*.onnx") if p.name not in (INT8_FILE, FP32_FILE))
+
+
 def onnx_file(folder: Path | str, *, quantize: bool = True) -> Path:
     """The ONNX file of a Hugging Face model folder, exported on first use and cached beside it."""
     folder = Path(folder)

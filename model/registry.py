@@ -3,13 +3,15 @@
 Layout under ``root``::
 
     versions/<version>/       HF weights + tokenizer + metadata.json (never changed after register,
-                              except metadata.json, which is replaced atomically)
+                              except metadata.json, which is replaced atomically, and the ONNX
+                              cache of model.onnx_runtime)
     champion.json             {"champion": <version>, "history": [{"version", "promoted_at"}, ...]}
     .lock                     flock taken by writers (register, promote, rollback, update)
 
 A version folder is assembled in a temporary folder and renamed into place, and the pointer is
 written to a temporary file and ``os.replace``-d, so a reader that resolves ``champion`` always
-gets a complete folder. Metadata is mirrored to the ``finsent-models`` index when an
+gets a complete folder. ``prune`` renames a version out of ``versions/`` before deleting it, so
+a version is either whole or gone (rules in :mod:`model.retention`). Metadata is mirrored to the ``finsent-models`` index when an
 Elasticsearch client is given; a mirror failure is logged, never fatal (the files are the truth).
 """
 
@@ -205,11 +207,44 @@ class Registry:
             if not history:
                 raise RegistryError(f"{current} has no previous champion to roll back to")
             target = history[-1]["version"]
+            if not self.exists(target):
+                raise RegistryError(f"the previous champion {target} was pruned from {self.root}; "
+                                    "promote a version that is still there")
             _write_json_atomic(self.pointer_file, {"champion": target, "history": history})
             self._set_status(current, status="rolled_back")
             self._set_status(target, status="champion", promoted_at=now)
         self._mirror(target, current)
         return target
+
+    def prune(self, keep: int, *, dry_run: bool = False) -> list[str]:
+        """Delete the versions :func:`model.retention.versions_to_prune` gives up, and the stale
+        ONNX exports of the others; returns the versions deleted (or, with ``dry_run``, that would be)."""
+        from model.onnx_runtime import stale_cache_files
+        from model.retention import versions_to_prune
+
+        if not self.versions_dir.is_dir():
+            return []
+        with self._locked():
+            pointer = self._pointer()
+            versions = [p.name for p in sorted(self.versions_dir.iterdir()) if self.exists(p.name)]
+            doomed = versions_to_prune(versions, pointer.get("champion"),
+                                       [entry["version"] for entry in pointer.get("history", [])], keep)
+            if dry_run:
+                return doomed
+            for version in doomed:
+                # Renamed out of versions/ first: a reader never finds half a deleted folder.
+                os.rename(self.versions_dir / version, self.versions_dir / f".pruned-{version}-{secrets.token_hex(2)}")
+        # Also what an interrupted prune left behind.
+        for renamed in self.versions_dir.glob(".pruned-*"):
+            shutil.rmtree(renamed, ignore_errors=True)
+        for version in versions:
+            if version not in doomed:
+                for stale in stale_cache_files(self.versions_dir / version):
+                    stale.unlink(missing_ok=True)
+        self._unmirror(doomed)
+        if doomed:
+            log.info("pruned %d model version(s) from %s: %s", len(doomed), self.root, ", ".join(doomed))
+        return doomed
 
     def _set_status(self, version: str, **fields: Any) -> None:
         meta_file = self.versions_dir / version / METADATA
@@ -226,6 +261,15 @@ class Registry:
         for version in versions:
             if version:
                 self._mirror_one(version)
+
+    def _unmirror(self, versions: list[str]) -> None:
+        if self.es is None:
+            return
+        for version in versions:
+            try:
+                self.es.options(ignore_status=404).delete(index=self.index, id=version)
+            except Exception as exc:  # the registry folder is the truth; ES is a view of it
+                log.warning("could not remove pruned model %s from index %s: %s", version, self.index, exc)
 
     def _mirror_one(self, version: str) -> bool:
         if self.es is None:

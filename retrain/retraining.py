@@ -36,6 +36,7 @@ class Outcome:
     champion_version: str | None = None
     challenger_version: str | None = None
     figures: dict[str, Any] = field(default_factory=dict)
+    pruned: list[str] = field(default_factory=list)  # versions deleted from the registry afterwards
 
 
 class RetrainBusy(RuntimeError):
@@ -183,6 +184,23 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
             reason=f"retrain ({trigger}): " + "; ".join(decision.reasons),
             details=flat_details({"previous_version": champion} | figures), issued_at=ctx.clock()))
     ctx.metrics.retrain_seconds.set(time.monotonic() - started)
+    outcome.pruned = prune_registry(ctx)
     audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh,
-          extra={"fresh_train": len(fresh_train), "fresh_heldout": len(fresh_held), "replay_rows": len(replay)})
+          extra={"fresh_train": len(fresh_train), "fresh_heldout": len(fresh_held), "replay_rows": len(replay),
+                 "pruned_versions": outcome.pruned})
     return outcome
+
+
+def prune_registry(ctx: Context) -> list[str]:
+    """Each retrain registers a version, promoted or not: delete the old ones (``model_keep_versions``).
+    A failure is logged: the retrain's outcome stands."""
+    from model.registry import RegistryError
+
+    keep = ctx.settings.model_keep_versions
+    if not keep:
+        return []
+    try:
+        return ctx.registry.prune(keep)
+    except (OSError, RegistryError) as exc:
+        log.warning("could not prune the model registry %s: %s", ctx.registry.root, exc)
+        return []

@@ -98,6 +98,15 @@ def test_train_predict_eval_list_promote_rollback(cli_env, tmp_path):
     assert docs[second["version"]]["champion"] is True and docs[first]["champion"] is False
     assert docs[first]["status"] == "rolled_back" and docs[second["version"]]["parent_version"] == first
 
+    # prune: the rolled-back version goes, from the registry folder and from finsent-models
+    assert json.loads(_run("prune", "--keep", "1", "--dry-run", "--json").stdout) == [first]
+    assert json.loads(_run("prune", "--keep", "1", "--json").stdout) == [first]
+    assert [m["version"] for m in json.loads(_run("list", "--json").stdout)] == [second["version"]]
+    with clients.elasticsearch(cli_env) as es:
+        es.indices.refresh(index=cli_env.index("models"))
+        ids = {h["_id"] for h in es.search(index=cli_env.index("models"), size=10)["hits"]["hits"]}
+    assert ids == {second["version"]}
+
 
 def test_cli_errors_are_clear(cli_env, tmp_path):
     from finsent.cli import app

@@ -146,20 +146,26 @@ def test_drifting_stream_triggers_exactly_one_retrain(rsettings, model_registry)
     assert "prediction" in drift_msgs[0]["reason"]
 
 
-def test_challenger_worse_on_golden_is_rejected(rsettings, model_registry) -> None:
+def test_challenger_worse_on_golden_is_rejected(rsettings, model_registry, tmp_path) -> None:
     champion = model_registry.champion()
     index_fresh_labels(rsettings)
+    stand_in = tmp_path / "old-model"  # an earlier rejected challenger, say: the prune afterwards deletes it
+    stand_in.mkdir()
+    (stand_in / "config.json").write_text("{}")
+    old = model_registry.register(stand_in, {"base_model": "b"})
     # A tolerance below zero demands a golden gain no model reaches: the golden rule must reject.
-    settings = rsettings.model_copy(update={"retrain_golden_tolerance": -1.0})
+    settings = rsettings.model_copy(update={"retrain_golden_tolerance": -1.0, "model_keep_versions": 1})
     with Context.open(settings) as ctx:
         outcome = run_retrain(ctx, trigger="manual")
     assert outcome.decision == "rejected", outcome.reasons
+    assert outcome.pruned == [old] and not model_registry.exists(old)
+    assert model_registry.exists(outcome.challenger_version) and model_registry.exists(champion)
     assert any("worse on the golden set" in r for r in outcome.reasons)
     assert model_registry.champion() == champion
     assert model_registry.get(outcome.challenger_version)["labels_until"]
     (audit,) = audit_records(settings)
     assert audit["decision"] == "rejected" and audit["challenger_version"] == outcome.challenger_version
-    assert audit["figures"]["golden_tolerance"] == -1.0
+    assert audit["figures"]["golden_tolerance"] == -1.0 and audit["pruned_versions"] == [old]
     assert not [m for m in control_messages(settings) if m["action"] == "promote"]
     assert (settings.state_dir / "retrain" / "audit.jsonl").read_text().count("\n") == 1
 

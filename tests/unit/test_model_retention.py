@@ -1,0 +1,61 @@
+"""Which versions a prune keeps (model.retention) and what it does to a registry folder."""
+
+import pytest
+
+from model.onnx_runtime import FP32_FILE, INT8_FILE
+from model.registry import Registry, RegistryError
+from model.retention import rollback_targets, versions_to_prune
+from tests.unit.test_model_registry import _register
+
+V = [f"v2026010{i}-000000-000{i}" for i in range(1, 10)]
+
+
+def test_rollback_targets_are_earlier_champions_nearest_first_each_once():
+    history = [V[0], V[2], V[0], V[4], V[6]]
+    assert rollback_targets(history, V[6], 2) == [V[4], V[0]]
+    assert rollback_targets(history, V[6], 5) == [V[4], V[0], V[2]]
+    assert rollback_targets([], None, 3) == []
+
+
+def test_prune_keeps_champion_newest_and_rollback_targets():
+    history = [V[0], V[2], V[3]]  # champion V[3]; rollbacks reach V[2], then V[0]
+    assert versions_to_prune(V, V[3], history, keep=2) == [V[1], V[4], V[5], V[6]]
+    assert versions_to_prune(V, V[3], history, keep=1) == [V[0], V[1], V[4], V[5], V[6], V[7]]
+    assert versions_to_prune(V, None, [], keep=3) == V[:6]
+    assert versions_to_prune(V[:2], V[0], [V[0]], keep=5) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        versions_to_prune(V, V[3], history, keep=0)
+
+
+def test_registry_prune_deletes_folders_and_stale_exports(tmp_path):
+    reg = Registry(tmp_path / "models")
+    v = [_register(reg, tmp_path, f"m{i}", version=V[i]) for i in range(6)]
+    reg.promote(v[0])
+    reg.promote(v[1])  # champion v1; a rollback reaches v0
+    cache = reg.path(v[1]) / "onnx"
+    cache.mkdir()
+    for name in ("model-int8.onnx", INT8_FILE, FP32_FILE):  # the first is an export of an older recipe
+        (cache / name).write_bytes(b"x")
+    (reg.versions_dir / f".pruned-{v[3]}-dead").mkdir()  # left by an interrupted prune
+
+    assert reg.prune(1, dry_run=True) == [v[2], v[3], v[4]]
+    assert len(reg.list()) == 6 and (cache / "model-int8.onnx").exists()
+
+    assert reg.prune(1) == [v[2], v[3], v[4]]
+    assert [m["version"] for m in reg.list()] == [v[0], v[1], v[5]]
+    assert sorted(p.name for p in reg.versions_dir.iterdir()) == [v[0], v[1], v[5]]
+    assert sorted(p.name for p in cache.iterdir()) == sorted([INT8_FILE, FP32_FILE])
+    assert reg.prune(1) == []
+    assert reg.rollback() == v[0]
+
+
+def test_rollback_to_a_pruned_version_is_a_clear_error(tmp_path):
+    reg = Registry(tmp_path / "models")
+    v = [_register(reg, tmp_path, f"m{i}", version=V[i]) for i in range(4)]
+    for version in v[:3]:
+        reg.promote(version)  # champion v2; rollbacks reach v1, then v0
+    assert reg.prune(1) == [v[0]]
+    assert reg.rollback() == v[1]
+    with pytest.raises(RegistryError, match=f"previous champion {v[0]} was pruned"):
+        reg.rollback()
+    assert reg.champion() == v[1]
