@@ -201,6 +201,22 @@ class Outbox:
                                (key, webhook)).fetchone()
         return row["next_attempt_at"]
 
+    def prune(self, before: datetime) -> int:
+        """Forget alerts created before ``before`` that are delivered and mirrored; returns how many.
+
+        The ``alerts`` index keeps them. Kept: failed alerts (an operator may requeue them), anything
+        not yet mirrored, and the newest alert of each rule and ticker, which re-arms its cooldown
+        after a restart (``last_fired``).
+        """
+        where = (
+            "status = 'delivered' AND synced_version >= version AND created_at < ?"
+            " AND created_at < (SELECT MAX(created_at) FROM alerts newest"
+            " WHERE newest.rule = alerts.rule AND newest.ticker IS alerts.ticker)"
+        )
+        with self._tx() as conn:
+            conn.execute(f"DELETE FROM deliveries WHERE key IN (SELECT key FROM alerts WHERE {where})", (_iso(before),))
+            return conn.execute(f"DELETE FROM alerts WHERE {where}", (_iso(before),)).rowcount
+
     def mark_synced(self, key: str, version: int) -> None:
         with self._tx() as conn:
             conn.execute("UPDATE alerts SET synced_version = MAX(synced_version, ?) WHERE key = ?", (version, key))

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -46,6 +46,7 @@ from finsent.settings import Settings
 
 log = logging.getLogger(__name__)
 
+PRUNE_EVERY_S = 3600.0  # how often the dispatch loop applies alerts_retention_days to the outbox
 INPUTS = {"aggregates": Aggregate, "scored": ScoredDocument, "control": ControlMessage}
 
 
@@ -265,6 +266,16 @@ class AlertService:
                     self.outbox.mark_synced(row.alert.idempotency_key, row.version)
             return len(indexed)
 
+    def prune_outbox(self) -> int:
+        """Delivered, mirrored alerts older than ``alerts_retention_days`` leave the outbox (the index keeps them)."""
+        days = self.settings.alerts_retention_days
+        if not days:
+            return 0
+        pruned = self.outbox.prune(self.clock() - timedelta(days=days))
+        if pruned:
+            log.info("removed %d alert(s) older than %g days from the outbox", pruned, days)
+        return pruned
+
     def _dead_letter(self, alert: Alert, webhook: str, error: str) -> None:
         self._send_dead_letter(DeadLetter(stage="alerts.delivery", reason=f"webhook {webhook}: {error}"[:8192],
                                           original=alert.model_dump_json(), failed_at=utc_now()))
@@ -301,10 +312,14 @@ class AlertService:
                 log.exception("final sync failed; the outbox keeps the changes for the next start")
 
     def _dispatch_loop(self, stop: threading.Event) -> None:
+        next_prune = time.monotonic()
         while not stop.is_set():
             try:
                 self.deliver_due()
                 self.sync()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
+                    self.prune_outbox()
                 next_due = self.outbox.next_due()
             except Exception:  # keep delivering: one bad pass must not stop the engine
                 log.exception("delivery pass failed")

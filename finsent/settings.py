@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     alerts_webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key that signs every webhook body")
     alerts_outbox: Path | None = Field(None, description="SQLite outbox of the alert engine (default: <state_dir>/alerts/outbox.sqlite3)")
     alerts_metrics_port: int = Field(9466, ge=0, le=65535, description="Prometheus /metrics of `finsent alerts run` (0: off)")
+    alerts_retention_days: float = Field(
+        30.0, ge=0, description="Delivered, mirrored alerts older than this leave the outbox; the index keeps them (0: never)")
     alerts_offset_reset: Literal["earliest", "latest"] = Field("latest", description="Where a new alerts consumer group starts")
     alerts_dashboard_url: str = Field(
         "http://127.0.0.1:5601/app/dashboards#/view/finsent-overview?_a=(query:(language:kuery,query:'tickers:{ticker}'))",

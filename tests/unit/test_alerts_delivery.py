@@ -202,6 +202,29 @@ def test_outbox_survives_reopen_and_remembers_cooldowns(tmp_path):
         assert len(box.unsynced()) == 1
 
 
+def test_prune_forgets_old_delivered_mirrored_alerts_only(outbox):
+    def add(key, minutes, *, ticker="AAPL", delivered=True, synced=True, failed=False):
+        outbox.enqueue(make_alert(key=key * 40, ticker=ticker, created_at=T0 + timedelta(minutes=minutes)), ["ops"], 0.0)
+        if delivered or failed:
+            outbox.record_attempt(key * 40, "ops", ok=delivered, error=None if delivered else "gone", at=T0,
+                                  retry_at=None)
+        if synced:
+            row = outbox.get(key * 40)
+            outbox.mark_synced(key * 40, row.version)
+
+    add("a", 0)                     # old, delivered, mirrored: forgotten
+    add("b", 1, synced=False)       # not mirrored yet
+    add("c", 2, delivered=False)    # still pending
+    add("d", 3, delivered=False, failed=True)  # dead-lettered: kept for a requeue
+    add("e", 4, ticker="MSFT")      # the newest MSFT alert: it re-arms that cooldown
+    add("f", 60)                    # newer than the cut
+    assert outbox.prune(T0 + timedelta(minutes=30)) == 1
+    assert outbox.get("a" * 40) is None and not [d for d in outbox.due(1e9) if d.key == "a" * 40]
+    assert all(outbox.get(k * 40) is not None for k in "bcdef")
+    assert ("shift", "MSFT", T0 + timedelta(minutes=4)) in outbox.last_fired()
+    assert outbox.prune(T0 + timedelta(days=1)) == 0  # f is now the newest AAPL alert
+
+
 def test_engine_refuses_to_start_without_a_secret(tmp_path):
     from alerts.rules import parse_rules
     from alerts.service import AlertsConfigError, AlertService
