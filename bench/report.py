@@ -79,8 +79,10 @@ def tables(results: Mapping[str, Any]) -> list[Any]:
     if pipeline:
         t = Table("measure", "value", title=f"Pipeline (model: {pipeline['model']['origin']})")
         sc, dr = pipeline["scorer"], pipeline["max_sustained"]
+        rounds = sc.get("rounds_docs_per_s", [])
+        spread = f" (median of {len(rounds)}: {_num(min(rounds))}–{_num(max(rounds))})" if len(rounds) > 1 else ""
         t.add_row(f"scorer, batches of {sc['batch_size']} ({sc['device']}, {sc['torch_threads']} threads)",
-                  f"{_num(sc['docs_per_s'])} docs/s")
+                  f"{_num(sc['docs_per_s'])} docs/s{spread}")
         t.add_row("end to end, max sustained (Kafka → worker → Elasticsearch)", f"{_num(dr['docs_per_s'])} docs/s")
         t.add_row("end to end / scorer", f"{pipeline['end_to_end_vs_scorer']:.2f}x")
         for level in pipeline["latency"]:

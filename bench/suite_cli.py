@@ -45,6 +45,7 @@ def pipeline(
     model: Optional[str] = typer.Option(None, "--model", help="Version or folder (default: the champion, else a tiny one)"),
     train_steps: int = typer.Option(20, min=1, help="Steps of the tiny model trained when there is no champion"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads of worker and scorer (OMP_NUM_THREADS)"),
+    scorer_rounds: int = typer.Option(3, min=1, help="Passes of the scorer reference; the median counts"),
     keep: bool = typer.Option(False, "--keep", help="Keep the run's topics, indices and logs"),
     output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON results here"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table"),
@@ -54,7 +55,7 @@ def pipeline(
 
     config = pipeline_bench.PipelineConfig(backlog=backlog, level_seconds=level_seconds, warmup=warmup,
                                            batch_size=batch_size, batch_within=batch_within, model=model,
-                                           train_steps=train_steps, threads=threads)
+                                           train_steps=train_steps, threads=threads, scorer_rounds=scorer_rounds)
     try:
         result = pipeline_bench.run(settings_of(ctx), config, echo=_echo, keep=keep)
     except Exception as exc:  # noqa: BLE001 - one clear line; the worker log tail is in the message
