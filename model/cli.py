@@ -168,8 +168,9 @@ def _print_metrics(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
+    low, high = result["accuracy_ci95"]
     console.print(f"model {result['model_version']}: n={result['n']} accuracy={result['accuracy']:.4f} "
-                  f"macro_f1={result['macro_f1']:.4f} ece={result['ece']:.4f}")
+                  f"(95% interval {low:.4f}–{high:.4f}) macro_f1={result['macro_f1']:.4f} ece={result['ece']:.4f}")
     table = Table("label", "precision", "recall", "f1", "support")
     for label, row in result["per_class"].items():
         table.add_row(label, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))

@@ -9,6 +9,8 @@ def test_metrics_match_a_hand_computed_example():
     m = metrics(y_true, y_pred)
     assert m["n"] == 6
     assert m["accuracy"] == pytest.approx(4 / 6)
+    # Wilson, z=1.96: centre (p + z²/2n)/(1 + z²/n) = 0.6016, half-width z·√(p(1−p)/n + z²/4n²)/(1 + z²/n) = 0.3016
+    assert m["accuracy_ci95"] == pytest.approx([0.3000, 0.9032], abs=1e-4)
     # negative: P=1 R=1 F1=1; neutral: P=2/3 R=2/3 F1=2/3; positive: P=1/2 R=1/2 F1=1/2
     assert m["per_class"]["negative"]["f1"] == pytest.approx(1.0)
     assert m["per_class"]["neutral"]["precision"] == pytest.approx(2 / 3)
