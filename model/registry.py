@@ -6,13 +6,14 @@ Layout under ``root``::
                               except metadata.json, which is replaced atomically, and the ONNX
                               cache of model.onnx_runtime)
     champion.json             {"champion": <version>, "history": [{"version", "promoted_at"}, ...]}
-    .lock                     flock taken by writers (register, promote, rollback, update)
+    .lock                     flock taken by writers (register, promote, rollback, update, prune)
 
 A version folder is assembled in a temporary folder and renamed into place, and the pointer is
 written to a temporary file and ``os.replace``-d, so a reader that resolves ``champion`` always
 gets a complete folder. ``prune`` renames a version out of ``versions/`` before deleting it, so
-a version is either whole or gone (rules in :mod:`model.retention`). Metadata is mirrored to the ``finsent-models`` index when an
-Elasticsearch client is given; a mirror failure is logged, never fatal (the files are the truth).
+a version is either whole or gone (which versions go: :mod:`model.retention`). Metadata is
+mirrored to the ``finsent-models`` index when an Elasticsearch client is given; a mirror failure
+is logged, never fatal (the files are the truth).
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ def test_tables_cover_every_section(tmp_path):
     for table in report.tables(results):
         console.print(table)
     text = console.export_text()
-    for expected in ("Pipeline (model: tiny)", "200.0 docs/s", "250.0 docs/s (median of 3: 240.0–262.5)", "p99 0.500s", "700 MB", "Peak memory", "Targets",
+    for expected in ("Pipeline (model: tiny)", "200.0 docs/s", "250.0 docs/s (median of 3: 240.0–262.5)", "p99 0.500s",
+                     "700 MB", "Peak memory", "Targets",
                      "PASS", "not measured", "scorer / baseline"):
         assert expected in text
     report.write_json(results, tmp_path / "r.json")
