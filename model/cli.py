@@ -149,7 +149,8 @@ def eval_(
     registry = _registry(settings)
     scorer = _load_scorer(settings, model, registry, batch_size=batch_size, threads=threads,
                           quantize=_quantize_option(settings, quantize))
-    result = evaluate(scorer, [e.text for e in report.examples], [e.label for e in report.examples])
+    result = evaluate(scorer, [e.text for e in report.examples], [e.label for e in report.examples],
+                      [e.source for e in report.examples])
     result |= {"model_version": scorer.version, "data": [str(p) for p in data], "bad_rows": len(report.bad),
                "quantized": scorer.quantized}
     if registry.exists(scorer.version):
@@ -171,6 +172,10 @@ def _print_metrics(result: dict[str, Any]) -> None:
     low, high = result["accuracy_ci95"]
     console.print(f"model {result['model_version']}: n={result['n']} accuracy={result['accuracy']:.4f} "
                   f"(95% interval {low:.4f}–{high:.4f}) macro_f1={result['macro_f1']:.4f} ece={result['ece']:.4f}")
+    for source, row in result.get("by_source", {}).items():
+        low, high = row["accuracy_ci95"]
+        console.print(f"  {source}: n={row['n']} accuracy={row['accuracy']:.4f} ({low:.4f}–{high:.4f}) "
+                      f"macro_f1={row['macro_f1']:.4f}")
     table = Table("label", "precision", "recall", "f1", "support")
     for label, row in result["per_class"].items():
         table.add_row(label, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))

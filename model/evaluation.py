@@ -1,5 +1,6 @@
 """Classification metrics: accuracy with its 95% interval, macro-F1, per-class precision/recall/F1,
-confusion matrix, expected calibration error (ECE) and n. ``metrics`` is pure; ``evaluate`` runs a scorer."""
+confusion matrix, expected calibration error (ECE) and n, overall and per source. ``metrics`` and
+``by_source`` are pure; ``evaluate`` runs a scorer."""
 
 from __future__ import annotations
 
@@ -71,12 +72,30 @@ def metrics(y_true: Sequence[str], y_pred: Sequence[str], probs: Sequence[Sequen
     return result
 
 
+def by_source(y_true: Sequence[str], y_pred: Sequence[str], sources: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """n, accuracy (with its interval) and macro-F1 of each source: every held-out set is judged on its own."""
+    rows: dict[str, list[int]] = {}
+    for i, source in enumerate(sources):
+        rows.setdefault(source, []).append(i)
+    out = {}
+    for source, idx in sorted(rows.items()):
+        m = metrics([y_true[i] for i in idx], [y_pred[i] for i in idx])
+        out[source] = {k: m[k] for k in ("n", "accuracy", "accuracy_ci95", "macro_f1")}
+    return out
+
+
 def predicted_labels(probs: Sequence[Sequence[float]]) -> list[str]:
     """The most probable label of each row of probabilities (in LABELS order)."""
     return [LABELS[max(range(len(LABELS)), key=p.__getitem__)] for p in probs]
 
 
-def evaluate(scorer: Any, texts: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
-    """Score ``texts`` with ``scorer`` and compare with ``labels`` (already normalised)."""
+def evaluate(scorer: Any, texts: Sequence[str], labels: Sequence[str],
+             sources: Sequence[str] | None = None) -> dict[str, Any]:
+    """Score ``texts`` with ``scorer`` and compare with ``labels`` (already normalised); with
+    ``sources`` of more than one kind, the figures of each too (``by_source``)."""
     probs = scorer.predict_proba(list(texts))
-    return metrics(list(labels), predicted_labels(probs), probs)
+    preds = predicted_labels(probs)
+    result = metrics(list(labels), preds, probs)
+    if sources is not None and len(set(sources)) > 1:
+        result["by_source"] = by_source(list(labels), preds, list(sources))
+    return result

@@ -64,7 +64,7 @@ def compare(model: str | Path, texts: Sequence[str], labels: Sequence[str], *, s
             registry: Any = None, batch_size: int = 64, max_length: int = 128,
             threads: int | None = None) -> dict[str, Any]:
     """docs/s, accuracy and macro-F1 of each variant on the same texts (and accuracy per source)."""
-    from model.evaluation import metrics, predicted_labels
+    from model.evaluation import by_source, metrics, predicted_labels
     from model.scorer import Scorer
 
     result: dict[str, Any] = {"n": len(texts), "batch_size": batch_size}
@@ -85,15 +85,9 @@ def compare(model: str | Path, texts: Sequence[str], labels: Sequence[str], *, s
                         "macro_f1": overall["macro_f1"], "seconds": elapsed,
                         "agreement_with_fp32": sum(a == b for a, b in zip(preds, reference)) / max(len(preds), 1)}
         if sources is not None:
-            result[name]["by_source"] = _accuracy_by_source(labels, preds, sources)
+            result[name]["by_source"] = {source: figures["accuracy"]
+                                         for source, figures in by_source(labels, preds, sources).items()}
         result["model_version"] = scorer.version
     result["int8_recommended"] = decide(result["fp32"], result["int8"])
     result["recommended"] = recommended(result)
     return result
-
-
-def _accuracy_by_source(labels: Sequence[str], preds: Sequence[str], sources: Sequence[str]) -> dict[str, float]:
-    rows: dict[str, list[int]] = {}
-    for i, source in enumerate(sources):
-        rows.setdefault(source, []).append(i)
-    return {source: sum(labels[i] == preds[i] for i in idx) / len(idx) for source, idx in sorted(rows.items())}

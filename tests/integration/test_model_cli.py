@@ -71,6 +71,11 @@ def test_train_predict_eval_list_promote_rollback(cli_env, tmp_path):
     assert report["n"] == 24 and report["bad_rows"] == 1 and report["model_version"] == first
     assert sum(map(sum, report["confusion_matrix"]["rows_true_cols_pred"])) == 24
     assert json.loads(_run("list", "--json").stdout)[0]["metrics"]["eval"]
+    other = tmp_path / "other.csv"  # a second labelled file: each source is judged on its own too
+    other.write_text("text,label\nProfit rose sharply,positive\nSales fell,negative\n", encoding="utf-8")
+    report = json.loads(_run("eval", "--model", first, "--data", str(data), "--data", str(other), "--json").stdout)
+    assert report["n"] == 26 and set(report["by_source"]) == {tmp_path.name, "other"}
+    assert report["by_source"]["other"]["n"] == 2 and sum(r["n"] for r in report["by_source"].values()) == 26
 
     # the int8-vs-fp32 measurement behind the quantisation default
     quant = json.loads(_run("quantization", "--model", first, "--data", str(data), "--no-validation-split",

@@ -1,6 +1,6 @@
 import pytest
 
-from model.evaluation import expected_calibration_error, metrics
+from model.evaluation import by_source, expected_calibration_error, metrics
 
 
 def test_metrics_match_a_hand_computed_example():
@@ -37,3 +37,14 @@ def test_metrics_with_probabilities_reports_ece_and_refuses_mismatched_lengths()
     assert m["ece"] == pytest.approx(0.5 * abs(1 - 0.8) + 0.5 * abs(0 - 0.7))
     with pytest.raises(ValueError):
         metrics(["positive"], [], None)
+
+
+def test_by_source_judges_each_source_on_its_own():
+    y_true = ["positive", "negative", "neutral", "neutral", "positive"]
+    y_pred = ["positive", "negative", "positive", "neutral", "neutral"]
+    figures = by_source(y_true, y_pred, ["fpb", "fpb", "tweets", "tweets", "tweets"])
+    assert list(figures) == ["fpb", "tweets"]
+    assert figures["fpb"]["n"] == 2 and figures["fpb"]["accuracy"] == 1.0 and figures["fpb"]["macro_f1"] == pytest.approx(2 / 3)
+    assert figures["tweets"]["n"] == 3 and figures["tweets"]["accuracy"] == pytest.approx(1 / 3)
+    low, high = figures["tweets"]["accuracy_ci95"]
+    assert low < 1 / 3 < high

@@ -37,10 +37,3 @@ def test_the_fastest_variant_within_the_budget_is_recommended():
     assert quantization.recommended(result) == "int8"
     result["int8"]["docs_per_s"] = 95.0
     assert quantization.recommended(result) == "fp32"
-
-
-def test_accuracy_is_counted_per_source():
-    labels = ["positive", "neutral", "negative", "neutral"]
-    preds = ["positive", "negative", "negative", "neutral"]
-    sources = ["fpb", "fpb", "tweets", "tweets"]
-    assert quantization._accuracy_by_source(labels, preds, sources) == {"fpb": 0.5, "tweets": 1.0}
