@@ -72,16 +72,15 @@ def metrics(y_true: Sequence[str], y_pred: Sequence[str], probs: Sequence[Sequen
     return result
 
 
-def by_source(y_true: Sequence[str], y_pred: Sequence[str], sources: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """n, accuracy (with its interval) and macro-F1 of each source: every held-out set is judged on its own."""
+def by_source(y_true: Sequence[str], y_pred: Sequence[str], sources: Sequence[str],
+              probs: Sequence[Sequence[float]] | None = None) -> dict[str, dict[str, Any]]:
+    """The :func:`metrics` of each source: every held-out set is judged on its own."""
     rows: dict[str, list[int]] = {}
     for i, source in enumerate(sources):
         rows.setdefault(source, []).append(i)
-    out = {}
-    for source, idx in sorted(rows.items()):
-        m = metrics([y_true[i] for i in idx], [y_pred[i] for i in idx])
-        out[source] = {k: m[k] for k in ("n", "accuracy", "accuracy_ci95", "macro_f1")}
-    return out
+    return {source: metrics([y_true[i] for i in idx], [y_pred[i] for i in idx],
+                            [probs[i] for i in idx] if probs is not None else None)
+            for source, idx in sorted(rows.items())}
 
 
 def predicted_labels(probs: Sequence[Sequence[float]]) -> list[str]:
@@ -97,5 +96,5 @@ def evaluate(scorer: Any, texts: Sequence[str], labels: Sequence[str],
     preds = predicted_labels(probs)
     result = metrics(list(labels), preds, probs)
     if sources is not None and len(set(sources)) > 1:
-        result["by_source"] = by_source(list(labels), preds, list(sources))
+        result["by_source"] = by_source(list(labels), preds, list(sources), probs)
     return result
