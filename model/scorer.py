@@ -2,7 +2,8 @@
 
 Loads a sequence classifier once; ``score(texts)`` collapses links (:mod:`model.input_text`),
 tokenises, splits long texts (rule in :mod:`model.chunking`), runs length-sorted, dynamically
-padded batches under ``torch.inference_mode`` and returns one :class:`finsent.schemas.Sentiment` per text, in order.
+padded batches under ``torch.inference_mode``, divides the logits by the model's temperature
+(:mod:`model.calibration`) and returns one :class:`finsent.schemas.Sentiment` per text, in order.
 A lock makes one Scorer safe to share between threads (tokenizers are not re-entrant).
 """
 
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from finsent.schemas import LABELS, Sentiment
 from model import chunking
 from model.base_models import quiet_transformers
+from model.calibration import temperature_of
 from model.input_text import for_model
 from model.labels import model_label_order
 
@@ -74,6 +76,7 @@ class Scorer:
         order = label_order or model_label_order(model.config.id2label)
         # Column of each of LABELS in the model's output.
         self._columns = [order.index(label) for label in LABELS]
+        self.temperature = temperature_of(model.config)  # model.calibration; 1.0 when uncalibrated
         self._lock = threading.Lock()
         self._prefix, self._suffix = special_tokens(tokenizer)
         self._special = len(self._prefix) + len(self._suffix)
@@ -164,7 +167,7 @@ class Scorer:
                 padded = self.tokenizer.pad({"input_ids": [chunks[j] for j in batch]}, return_tensors="pt")
                 inputs = {k: v.to(self.device) for k, v in padded.items()}
                 logits = self.model(**inputs).logits.float()
-                out = torch.softmax(logits, dim=-1)[:, self._columns].cpu().tolist()
+                out = torch.softmax(logits / self.temperature, dim=-1)[:, self._columns].cpu().tolist()
                 for j, row in zip(batch, out):
                     chunk_probs[j] = row
         per_text: list[list[list[float]]] = [[] for _ in texts]

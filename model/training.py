@@ -6,7 +6,8 @@ of the token vectors with ``pooling="mean"``, :mod:`model.pooling`)
 with AdamW (weight decay, linear warmup/decay), a class-weighted loss, length-bucketed batches
 (less padding on CPU), bf16/fp16 autocast on CUDA, evaluates validation macro-F1 after every
 epoch, keeps the best epoch's weights, stops early after ``patience`` epochs without
-improvement, and registers the best model with its metrics and data fingerprint.
+improvement, fits a temperature to the validation split (:mod:`model.calibration`), and registers
+the best model with its metrics and data fingerprint.
 Seeded: the same data, seed and machine give the same model.
 """
 
@@ -24,7 +25,8 @@ from typing import Any
 from finsent.schemas import LABELS
 from model import data as datamod
 from model.base_models import DEFAULT_BASE, quiet_transformers, resolve_base
-from model.evaluation import evaluate
+from model.calibration import CONFIG_KEY as CALIBRATION_KEY, fit_temperature
+from model.evaluation import evaluate, metrics, predicted_labels
 from model.first_token import first_token_only
 from model.input_text import for_model
 from model.labels import LabelError, model_label_order, normalise_label
@@ -107,6 +109,8 @@ def _load_model(base: str, seed: int, pooling: str | None = None) -> tuple[Any, 
     # Save plain label names whatever the base called them ("Positive", "LABEL_2", ...).
     model.config.id2label = dict(enumerate(order))
     model.config.label2id = {label: i for i, label in enumerate(order)}
+    # A calibrated base (a retrain starts from the champion) trains and is refitted from T = 1.
+    setattr(model.config, CALIBRATION_KEY, 1.0)
     return first_token_only(with_pooling(model, pooling)), tokenizer, order
 
 
@@ -257,9 +261,18 @@ def train(
     scorer = Scorer(model, tokenizer, version="training", device="cpu", max_length=max_length,
                     batch_size=128, label_order=order)
     validation: dict[str, Any] = {}
+    calibration: dict[str, Any] = {"temperature": 1.0}
     if val_set:
-        # One scoring pass; with several sources, the figures of each too (by_source).
-        validation = evaluate(scorer, [e.text for e in val_set], [e.label for e in val_set], [e.source for e in val_set])
+        texts, labels = [e.text for e in val_set], [e.label for e in val_set]
+        raw = scorer.predict_proba(texts)
+        temperature = fit_temperature(raw, [LABELS.index(label) for label in labels])
+        setattr(model.config, CALIBRATION_KEY, temperature)  # saved with the model; the scorer divides by it
+        calibration = {"temperature": temperature, "ece_before": metrics(labels, predicted_labels(raw), raw)["ece"]}
+        # Scored again as the saved model scores (calibrated; with several sources, each one's figures too).
+        # The same rows fitted T, so the ECE here is a little optimistic (README: cross-fitted figures).
+        scorer = Scorer(model, tokenizer, version="training", device="cpu", max_length=max_length,
+                        batch_size=128, label_order=order)
+        validation = evaluate(scorer, texts, labels, [e.source for e in val_set])
     metadata = {
         "base_model": str(base_model),
         "parent_version": parent_version or base.parent_version,
@@ -272,7 +285,8 @@ def train(
             "max_steps": max_steps, "steps": step, "best_epoch": best["epoch"], "batch_size": batch_size,
             "learning_rate": learning_rate, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
             "max_length": max_length, "pooling": model.config.finsent_pooling, "patience": patience, "device": dev, "history": history,
-            "class_weights": dict(zip(LABELS, weights)), "duration_s": round(time.monotonic() - started, 1),
+            "class_weights": dict(zip(LABELS, weights)), "calibration": calibration,
+            "duration_s": round(time.monotonic() - started, 1),
         } | (notes or {}),
     }
     with tempfile.TemporaryDirectory(prefix="finsent-train-") as tmp:

@@ -39,6 +39,10 @@ def test_tiny_model_is_a_registered_versioned_champion(tiny_model):
         assert (tiny_model.path / name).is_file(), name
     config = json.loads((tiny_model.path / "config.json").read_text())
     assert sorted(config["id2label"].values()) == sorted(LABELS)
+    # Fitted on the validation split (model.calibration), saved in the config the scorer reads.
+    calibration = meta["training"]["calibration"]
+    assert config["finsent_temperature"] == calibration["temperature"] != 1.0
+    assert 0.05 <= calibration["temperature"] <= 20.0 and 0.0 <= calibration["ece_before"] <= 1.0
 
 
 def test_scorer_returns_one_valid_sentiment_per_text_in_order(scorer, tiny_model):
@@ -66,7 +70,9 @@ def test_the_scorer_computes_what_the_stock_model_computes(scorer, tiny_model):
     with torch.inference_mode():
         for text, probs in zip(TEXTS, scorer.predict_proba(TEXTS)):
             logits = stock(**scorer.tokenizer([for_model(text)], return_tensors="pt")).logits[0]
-            assert probs == pytest.approx(torch.softmax(logits, -1)[scorer._columns].tolist(), abs=1e-5)
+            # model.calibration: the trained model carries a temperature, and the scorer divides by it.
+            assert probs == pytest.approx(torch.softmax(logits / scorer.temperature, -1)[scorer._columns].tolist(),
+                                          abs=1e-5)
 
 
 def test_long_texts_are_chunked_and_aggregated(tiny_model):
@@ -88,7 +94,7 @@ def test_long_texts_are_chunked_and_aggregated(tiny_model):
             ids = torch.tensor([small._prefix + piece + small._suffix])
             logits = small.model(input_ids=ids, attention_mask=torch.ones_like(ids),
                                  token_type_ids=torch.zeros_like(ids)).logits
-            probs.append(torch.softmax(logits, dim=-1)[0, small._columns].tolist())
+            probs.append(torch.softmax(logits / small.temperature, dim=-1)[0, small._columns].tolist())
     expected = chunking.aggregate(probs, [len(p) + small._special for p in pieces])
     assert [result.probabilities[label] for label in LABELS] == pytest.approx(expected, abs=1e-5)
 
@@ -115,10 +121,14 @@ def test_int8_quantised_scorer_gives_valid_close_results(tiny_model, scorer):
     from model.scorer import Scorer
 
     q = Scorer.load(tiny_model.path, device="cpu", quantize="int8")
-    assert q.quantized is True
+    fp32 = Scorer.load(tiny_model.path, device="cpu")
+    assert q.quantized is True and q.temperature == fp32.temperature == scorer.temperature
+    # The models' own outputs: the few-step model's temperature is below 1 (it is under-confident)
+    # and would magnify the int8 rounding along with everything else.
+    q.temperature = fp32.temperature = 1.0
     scored = q.score(TEXTS)
     assert len({tuple(s.probabilities.values()) for s in scored}) == len(TEXTS)  # the input matters
-    for a, b in zip(scored, scorer.score(TEXTS)):
+    for a, b in zip(scored, fp32.score(TEXTS)):
         assert sum(a.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
         assert a.probabilities == pytest.approx(b.probabilities, abs=0.02)
 
@@ -163,9 +173,12 @@ def test_onnx_int8_scorer_gives_valid_close_results(model_copy, scorer):
                  if n.op_type == "MatMul" and fp32_nodes([n.name], blocks=99)}
     assert float_ffn == {f"layer.{i}/{part}/dense/MatMul" for i in (0, 1)
                          for part in ("intermediate", "output")}  # the rest of the feed-forward layers are int8
+    fp32 = Scorer.load(model_copy, device="cpu")
+    assert q.temperature == fp32.temperature == scorer.temperature  # read from the config by both paths
+    q.temperature = fp32.temperature = 1.0  # the models' own outputs, as in the torch int8 test
     scored = q.score(TEXTS)
     assert len({tuple(s.probabilities.values()) for s in scored}) == len(TEXTS)  # the input matters
-    for a, b in zip(scored, scorer.score(TEXTS)):
+    for a, b in zip(scored, fp32.score(TEXTS)):
         assert sum(a.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
         assert a.probabilities == pytest.approx(b.probabilities, abs=0.02)
 
@@ -185,7 +198,8 @@ def test_a_mean_pooled_model_scores_the_same_in_torch_and_onnx(tiny_model, tmp_p
     inputs = mean.tokenizer([TEXTS[1]], return_tensors="pt")
     with torch.inference_mode():
         hidden = mean.model.hf.base_model(**inputs).last_hidden_state
-        by_hand = torch.softmax(mean.model.hf.classifier(hidden.mean(dim=1)), dim=-1)[0, mean._columns]
+        logits = mean.model.hf.classifier(hidden.mean(dim=1))
+        by_hand = torch.softmax(logits / mean.temperature, dim=-1)[0, mean._columns]
     assert mean.predict_proba([TEXTS[1]])[0] == pytest.approx(by_hand.tolist(), abs=1e-5)
     onnx = Scorer(OnnxClassifier(onnx_file(tmp_path, quantize=False), AutoConfig.from_pretrained(str(tmp_path))),
                   mean.tokenizer, version="onnx-fp32", batch_size=2)

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+from model.calibration import BOUNDS, fit_temperature, temperature_of, with_temperature
+from model.evaluation import expected_calibration_error
+
+
+def _overconfident(n=20000, true_temperature=2.0, seed=0):
+    """Logits whose labels were drawn at ``true_temperature``: scored at T = 1, they are over-confident."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 3.0, size=(n, 3))
+    truth = np.array([rng.choice(3, p=row) for row in softmax(logits / true_temperature, axis=1)])
+    return softmax(logits, axis=1).tolist(), truth.tolist()
+
+
+def _ece(probs, truth):
+    return expected_calibration_error([max(p) for p in probs], [int(np.argmax(p)) == t for p, t in zip(probs, truth)])
+
+
+def test_fit_finds_the_temperature_the_labels_were_drawn_at():
+    probs, truth = _overconfident()
+    temperature = fit_temperature(probs, truth)
+    assert temperature == pytest.approx(2.0, abs=0.1)
+    calibrated = with_temperature(probs, temperature)
+    assert _ece(calibrated, truth) < 0.02 < _ece(probs, truth)
+    assert [int(np.argmax(p)) for p in calibrated] == [int(np.argmax(p)) for p in probs]  # no label changes
+
+
+def test_with_temperature_is_the_softmax_of_the_divided_logits():
+    logits = np.array([[2.0, -1.0, 0.5], [0.0, 0.0, 3.0]])
+    np.testing.assert_allclose(with_temperature(softmax(logits, axis=1), 1.0), softmax(logits, axis=1), atol=1e-12)
+    np.testing.assert_allclose(with_temperature(softmax(logits, axis=1), 1.7), softmax(logits / 1.7, axis=1), atol=1e-12)
+
+
+def test_fit_stays_within_bounds_and_checks_its_input():
+    sure_and_wrong = [[0.98, 0.01, 0.01]] * 10  # the likelihood only grows as T grows (towards uniform)
+    assert fit_temperature(sure_and_wrong, [1] * 10) == pytest.approx(BOUNDS[1], rel=0.01)
+    assert fit_temperature([], []) == 1.0
+    with pytest.raises(ValueError, match="2 rows of probabilities but 1 labels"):
+        fit_temperature([[0.5, 0.25, 0.25]] * 2, [0])
+
+
+def test_a_config_without_a_temperature_scores_as_before():
+    class Config:
+        pass
+
+    assert temperature_of(Config()) == 1.0
+    config = Config()
+    config.finsent_temperature = 1.6
+    assert temperature_of(config) == 1.6
