@@ -1,4 +1,4 @@
-"""``finsent model …``: train, eval, predict, list, promote, rollback.
+"""``finsent model …``: train, eval, calibrate, predict, list, promote, rollback, prune, quantization.
 
 The registry is ``settings.models_path`` (``FINSENT_MODEL_DIR``). When Elasticsearch answers,
 model metadata is mirrored to the ``finsent-models`` index; when it does not, a warning says so
@@ -132,20 +132,10 @@ def eval_(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Accuracy, macro-F1, per-class P/R/F1, confusion matrix, ECE, n (stored in the model's metadata)."""
-    from model import data as datamod
     from model.evaluation import evaluate
 
     settings = settings_of(ctx)
-    if on_bad_rows not in {"skip", "reject"}:
-        fail(f"--on-bad-rows must be skip or reject, not {on_bad_rows!r}")
-    try:
-        report = datamod.load(data, on_bad_rows=on_bad_rows)
-    except (datamod.BadDataError, FileNotFoundError) as exc:
-        fail(str(exc))
-    for bad in report.bad:
-        typer.echo(f"warning: skipped {bad}", err=True)
-    if not report.examples:
-        fail("no usable rows to evaluate")
+    report = _labelled(data, on_bad_rows, "evaluate")
     registry = _registry(settings)
     scorer = _load_scorer(settings, model, registry, batch_size=batch_size, threads=threads,
                           quantize=_quantize_option(settings, quantize))
@@ -162,6 +152,81 @@ def eval_(
         typer.echo(json.dumps(result))
         return
     _print_metrics(result)
+
+
+def _labelled(data: list[Path], on_bad_rows: str, purpose: str) -> Any:
+    """The labelled rows of ``data``; bad rows skipped with a warning each, or rejected."""
+    from model import data as datamod
+
+    if on_bad_rows not in {"skip", "reject"}:
+        fail(f"--on-bad-rows must be skip or reject, not {on_bad_rows!r}")
+    try:
+        report = datamod.load(data, on_bad_rows=on_bad_rows)
+    except (datamod.BadDataError, FileNotFoundError) as exc:
+        fail(str(exc))
+    for bad in report.bad:
+        typer.echo(f"warning: skipped {bad}", err=True)
+    if not report.examples:
+        fail(f"no usable rows to {purpose}")
+    return report
+
+
+@app.command()
+def calibrate(
+    ctx: typer.Context,
+    model: str = typer.Option("champion", "--model", help="Version, folder or 'champion'"),
+    data: list[Path] = typer.Option(..., "--data", help="CSV or JSONL with text,label the model was not trained on"),
+    promote: bool = typer.Option(False, "--promote", help="Make the calibrated version the champion and tell workers"),
+    on_bad_rows: str = typer.Option("skip"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fit MODEL's temperature to labelled rows and register the same weights with it as a new version.
+
+    Training already calibrates on its validation split; this is for a model trained before that, or for
+    rows closer to what it will score. No label changes. The ECE after is measured on the fitting rows."""
+    import shutil
+    import tempfile
+
+    from finsent.schemas import LABELS
+    from model import data as datamod
+    from model.calibration import CONFIG_KEY, fit_temperature, negative_log_likelihood, with_temperature
+    from model.evaluation import metrics, predicted_labels
+
+    settings = settings_of(ctx)
+    report = _labelled(data, on_bad_rows, "calibrate on")
+    registry = _registry(settings)
+    scorer = _load_scorer(settings, model, registry, batch_size=None, threads=None, quantize=None)
+    scorer.temperature = 1.0  # fitted to the model's own output, whatever temperature it carries
+    labels = [e.label for e in report.examples]
+    truth = [LABELS.index(label) for label in labels]
+    raw = scorer.predict_proba([e.text for e in report.examples])
+    temperature = fit_temperature(raw, truth)
+    predicted, calibrated = predicted_labels(raw), with_temperature(raw, temperature)
+    calibration = {"temperature": temperature, "n": len(labels), "data": [str(p) for p in data],
+                   "data_fingerprint": datamod.fingerprint(report.examples),
+                   "ece_before": metrics(labels, predicted, raw)["ece"],
+                   "ece_after": metrics(labels, predicted, calibrated)["ece"],
+                   "nll_before": negative_log_likelihood(raw, truth), "nll_after": negative_log_likelihood(calibrated, truth)}
+    parent = registry.get(scorer.version) if registry.exists(scorer.version) else {}
+    inherited = {k: parent[k] for k in ("base_model", "labels", "data_fingerprint", "metrics", "training") if k in parent}
+    with tempfile.TemporaryDirectory(prefix="finsent-calibrate-") as tmp:
+        # The same files (an ONNX export stays valid: the temperature is applied outside the graph).
+        shutil.copytree(registry.path(model), tmp, dirs_exist_ok=True)
+        config_file = Path(tmp) / "config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config_file.write_text(json.dumps(config | {CONFIG_KEY: temperature}, indent=2), encoding="utf-8")
+        version = registry.register(tmp, inherited | {"parent_version": scorer.version, "calibration": calibration})
+    if promote:
+        registry.promote(version)
+        _announce(settings, "promote", version, registry.path(version), True)
+    if as_json:
+        typer.echo(json.dumps({"version": version, "promoted": promote, "calibration": calibration}))
+        return
+    typer.echo(f"temperature {temperature:.3f} on {len(labels)} rows: ECE {calibration['ece_before']:.4f} -> "
+               f"{calibration['ece_after']:.4f}; labels unchanged")
+    if promote:
+        typer.echo(f"promoted {version} to champion")
+    typer.echo(version)
 
 
 def _print_metrics(result: dict[str, Any]) -> None:

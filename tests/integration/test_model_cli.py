@@ -129,3 +129,37 @@ def test_cli_errors_are_clear(cli_env, tmp_path):
     assert result.exit_code == 1 and "--pooling must be one of cls, mean, not 'max'" in result.output
     result = runner.invoke(app, ["model", "eval", "--model", "champion", "--data", str(bad)])
     assert result.exit_code == 1 and "no champion" in result.output
+
+
+def test_calibrate_registers_the_same_weights_with_a_fitted_temperature(cli_env, tmp_path):
+    data = tmp_path / "train.csv"
+    with data.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([["text", "label"], *tiny_rows(12)])
+    first = _run("train", "--data", str(data), "--max-steps", "2", "--batch-size", "8", "--threads", "1",
+                 "--no-progress", "--val-fraction", "0.25").stdout.strip().splitlines()[-1]
+    held_rows = [row for row in tiny_rows(18) if row not in set(tiny_rows(12))]  # not trained on
+    held = tmp_path / "held.csv"
+    with held.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([["text", "label"], *held_rows])
+
+    out = json.loads(_run("calibrate", "--model", first, "--data", str(held), "--promote", "--json").stdout)
+    calibration, version = out["calibration"], out["version"]
+    assert version != first and out["promoted"] is True and calibration["n"] == len(held_rows)
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9  # T = 1 was a candidate of the fit
+    assert 0.0 <= calibration["ece_after"] <= 1.0
+    listed = {m["version"]: m for m in json.loads(_run("list", "--json").stdout)}
+    assert listed[version]["parent_version"] == first and listed[version]["champion"] is True
+    assert listed[version]["calibration"]["temperature"] == calibration["temperature"]
+    assert listed[version]["training"] == listed[first]["training"]  # what it was trained on, inherited
+
+    # Same weights, new temperature: the labels stay, the confidences move.
+    from model.registry import Registry
+    from model.scorer import Scorer
+
+    registry = Registry(tmp_path / "models")
+    before, after = (Scorer.load(v, registry=registry, device="cpu") for v in (first, "champion"))
+    assert after.temperature == calibration["temperature"] != before.temperature
+    texts = [text for text, _ in held_rows]
+    old, new = before.score(texts), after.score(texts)
+    assert [s.label for s in new] == [s.label for s in old]
+    assert [s.confidence for s in new] != pytest.approx([s.confidence for s in old], abs=1e-6)

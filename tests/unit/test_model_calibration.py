@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from model.calibration import BOUNDS, fit_temperature, temperature_of, with_temperature
+from model.calibration import BOUNDS, fit_temperature, negative_log_likelihood, temperature_of, with_temperature
 from model.evaluation import expected_calibration_error
 
 
@@ -24,6 +24,8 @@ def test_fit_finds_the_temperature_the_labels_were_drawn_at():
     assert temperature == pytest.approx(2.0, abs=0.1)
     calibrated = with_temperature(probs, temperature)
     assert _ece(calibrated, truth) < 0.02 < _ece(probs, truth)
+    assert negative_log_likelihood(calibrated, truth) < negative_log_likelihood(probs, truth)
+    assert negative_log_likelihood([[0.5, 0.25, 0.25]], [1]) == pytest.approx(np.log(4))
     assert [int(np.argmax(p)) for p in calibrated] == [int(np.argmax(p)) for p in probs]  # no label changes
 
 
