@@ -59,7 +59,7 @@ MAPPINGS: dict[str, dict[str, Any]] = {
         "version": _KEYWORD, "base_model": _KEYWORD, "parent_version": _KEYWORD,
         "created_at": _DATE, "promoted_at": _DATE, "status": _KEYWORD, "champion": {"type": "boolean"},
         "data_fingerprint": _KEYWORD, "metrics": {"type": "object", "enabled": False},
-        "labels": _KEYWORD,
+        "labels": _KEYWORD, "temperature": _FLOAT,
     },
     "drift": {
         "checked_at": _DATE, "monitor": _KEYWORD, "statistic": _FLOAT, "threshold": _FLOAT,

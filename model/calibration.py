@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from finsent.schemas import LABELS
+
 CONFIG_KEY = "finsent_temperature"
 BOUNDS = (0.05, 20.0)
 _FLOOR = 1e-12  # log(0) guard: softmax in float32 rounds a very unlikely label to 0
@@ -68,3 +70,21 @@ def fit_temperature(probs: Sequence[Sequence[float]], labels: Sequence[int]) -> 
 
     best = minimize_scalar(nll, bounds=(np.log(BOUNDS[0]), np.log(BOUNDS[1])), method="bounded")
     return float(np.exp(best.x))
+
+
+def calibrate(probs: Sequence[Sequence[float]], labels: Sequence[str]) -> dict[str, Any]:
+    """Fit the temperature to rows scored with T = 1 (``labels``: names in LABELS, the rows'
+    order) and say what it changes: ECE and negative log-likelihood before and after, on these rows."""
+    from model.evaluation import expected_calibration_error
+
+    truth = [LABELS.index(label) for label in labels]
+    temperature = fit_temperature(probs, truth)
+    calibrated = with_temperature(probs, temperature)
+
+    def ece(rows: Sequence[Sequence[float]]) -> float:
+        # The label is the same before and after (the order of the logits stays).
+        return expected_calibration_error([max(p) for p in rows],
+                                          [max(range(len(p)), key=p.__getitem__) == t for p, t in zip(probs, truth)])
+
+    return {"temperature": temperature, "n": len(truth), "ece_before": ece(probs), "ece_after": ece(calibrated),
+            "nll_before": negative_log_likelihood(probs, truth), "nll_after": negative_log_likelihood(calibrated, truth)}

@@ -187,28 +187,23 @@ def calibrate(
     import shutil
     import tempfile
 
-    from finsent.schemas import LABELS
     from model import data as datamod
-    from model.calibration import CONFIG_KEY, fit_temperature, negative_log_likelihood, with_temperature
-    from model.evaluation import metrics, predicted_labels
+    from model.calibration import CONFIG_KEY, calibrate as fit_calibration
 
     settings = settings_of(ctx)
     report = _labelled(data, on_bad_rows, "calibrate on")
     registry = _registry(settings)
     scorer = _load_scorer(settings, model, registry, batch_size=None, threads=None, quantize=None)
     scorer.temperature = 1.0  # fitted to the model's own output, whatever temperature it carries
-    labels = [e.label for e in report.examples]
-    truth = [LABELS.index(label) for label in labels]
     raw = scorer.predict_proba([e.text for e in report.examples])
-    temperature = fit_temperature(raw, truth)
-    predicted, calibrated = predicted_labels(raw), with_temperature(raw, temperature)
-    calibration = {"temperature": temperature, "n": len(labels), "data": [str(p) for p in data],
-                   "data_fingerprint": datamod.fingerprint(report.examples),
-                   "ece_before": metrics(labels, predicted, raw)["ece"],
-                   "ece_after": metrics(labels, predicted, calibrated)["ece"],
-                   "nll_before": negative_log_likelihood(raw, truth), "nll_after": negative_log_likelihood(calibrated, truth)}
+    calibration = fit_calibration(raw, [e.label for e in report.examples]) | {
+        "data": [str(p) for p in data], "data_fingerprint": datamod.fingerprint(report.examples)}
+    temperature = calibration["temperature"]
     parent = registry.get(scorer.version) if registry.exists(scorer.version) else {}
-    inherited = {k: parent[k] for k in ("base_model", "labels", "data_fingerprint", "metrics", "training") if k in parent}
+    # What the weights are (training, metrics, labels_until of a retrain, ...); not the registry's own fields.
+    # The metrics stay the parent's: the labels are the same, and the new ECE is in ``calibration``.
+    owned = {"version", "created_at", "status", "promoted_at", "champion", "parent_version", "calibration"}
+    inherited = {k: v for k, v in parent.items() if k not in owned}
     with tempfile.TemporaryDirectory(prefix="finsent-calibrate-") as tmp:
         # The same files (an ONNX export stays valid: the temperature is applied outside the graph).
         shutil.copytree(registry.path(model), tmp, dirs_exist_ok=True)
@@ -222,7 +217,7 @@ def calibrate(
     if as_json:
         typer.echo(json.dumps({"version": version, "promoted": promote, "calibration": calibration}))
         return
-    typer.echo(f"temperature {temperature:.3f} on {len(labels)} rows: ECE {calibration['ece_before']:.4f} -> "
+    typer.echo(f"temperature {temperature:.3f} on {calibration['n']} rows: ECE {calibration['ece_before']:.4f} -> "
                f"{calibration['ece_after']:.4f}; labels unchanged")
     if promote:
         typer.echo(f"promoted {version} to champion")

@@ -279,7 +279,7 @@ class Registry:
         doc = {k: meta.get(k) for k in (
             "version", "base_model", "parent_version", "created_at", "promoted_at", "status",
             "champion", "data_fingerprint", "metrics", "labels",
-        )}
+        )} | {"temperature": meta.get("calibration", {}).get("temperature")}  # model.calibration; None before it
         try:
             self.es.index(index=self.index, id=version, document=doc)
             return True

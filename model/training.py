@@ -25,8 +25,8 @@ from typing import Any
 from finsent.schemas import LABELS
 from model import data as datamod
 from model.base_models import DEFAULT_BASE, quiet_transformers, resolve_base
-from model.calibration import CONFIG_KEY as CALIBRATION_KEY, fit_temperature
-from model.evaluation import evaluate, metrics, predicted_labels
+from model.calibration import CONFIG_KEY as CALIBRATION_KEY, calibrate
+from model.evaluation import evaluate
 from model.first_token import first_token_only
 from model.input_text import for_model
 from model.labels import LabelError, model_label_order, normalise_label
@@ -261,17 +261,14 @@ def train(
     scorer = Scorer(model, tokenizer, version="training", device="cpu", max_length=max_length,
                     batch_size=128, label_order=order)
     validation: dict[str, Any] = {}
-    calibration: dict[str, Any] = {"temperature": 1.0}
+    calibration: dict[str, Any] = {"temperature": 1.0, "data": "none (no validation split)"}
     if val_set:
         texts, labels = [e.text for e in val_set], [e.label for e in val_set]
-        raw = scorer.predict_proba(texts)
-        temperature = fit_temperature(raw, [LABELS.index(label) for label in labels])
-        setattr(model.config, CALIBRATION_KEY, temperature)  # saved with the model; the scorer divides by it
-        calibration = {"temperature": temperature, "ece_before": metrics(labels, predicted_labels(raw), raw)["ece"]}
+        calibration = calibrate(scorer.predict_proba(texts), labels) | {"data": "validation split"}
+        setattr(model.config, CALIBRATION_KEY, calibration["temperature"])  # saved with the model
+        scorer.temperature = calibration["temperature"]
         # Scored again as the saved model scores (calibrated; with several sources, each one's figures too).
         # The same rows fitted T, so the ECE here is a little optimistic (README: cross-fitted figures).
-        scorer = Scorer(model, tokenizer, version="training", device="cpu", max_length=max_length,
-                        batch_size=128, label_order=order)
         validation = evaluate(scorer, texts, labels, [e.source for e in val_set])
     metadata = {
         "base_model": str(base_model),
@@ -279,14 +276,14 @@ def train(
         "labels": list(LABELS),
         "data_fingerprint": datamod.fingerprint(examples),
         "metrics": {"validation": validation},
+        "calibration": calibration,
         "training": {
             "train_size": len(train_set), "val_size": len(val_set), "bad_rows": len(bad),
             "sources": sorted({e.source for e in examples}), "seed": seed, "epochs": epochs,
             "max_steps": max_steps, "steps": step, "best_epoch": best["epoch"], "batch_size": batch_size,
             "learning_rate": learning_rate, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
             "max_length": max_length, "pooling": model.config.finsent_pooling, "patience": patience, "device": dev, "history": history,
-            "class_weights": dict(zip(LABELS, weights)), "calibration": calibration,
-            "duration_s": round(time.monotonic() - started, 1),
+            "class_weights": dict(zip(LABELS, weights)), "duration_s": round(time.monotonic() - started, 1),
         } | (notes or {}),
     }
     with tempfile.TemporaryDirectory(prefix="finsent-train-") as tmp:

@@ -150,7 +150,15 @@ def test_calibrate_registers_the_same_weights_with_a_fitted_temperature(cli_env,
     listed = {m["version"]: m for m in json.loads(_run("list", "--json").stdout)}
     assert listed[version]["parent_version"] == first and listed[version]["champion"] is True
     assert listed[version]["calibration"]["temperature"] == calibration["temperature"]
-    assert listed[version]["training"] == listed[first]["training"]  # what it was trained on, inherited
+    for key in ("training", "metrics", "data_fingerprint", "base_model"):  # what the weights are, inherited
+        assert listed[version][key] == listed[first][key], key
+    from finsent import clients
+
+    with clients.elasticsearch(cli_env) as es:  # the mirror shows each version's temperature
+        es.indices.refresh(index=cli_env.index("models"))
+        docs = {h["_id"]: h["_source"] for h in es.search(index=cli_env.index("models"), size=10)["hits"]["hits"]}
+    assert docs[version]["temperature"] == pytest.approx(calibration["temperature"])
+    assert docs[first]["temperature"] == pytest.approx(listed[first]["calibration"]["temperature"])
 
     # Same weights, new temperature: the labels stay, the confidences move.
     from model.registry import Registry

@@ -40,9 +40,13 @@ def test_tiny_model_is_a_registered_versioned_champion(tiny_model):
     config = json.loads((tiny_model.path / "config.json").read_text())
     assert sorted(config["id2label"].values()) == sorted(LABELS)
     # Fitted on the validation split (model.calibration), saved in the config the scorer reads.
-    calibration = meta["training"]["calibration"]
-    assert config["finsent_temperature"] == calibration["temperature"] != 1.0
-    assert 0.05 <= calibration["temperature"] <= 20.0 and 0.0 <= calibration["ece_before"] <= 1.0
+    calibration = meta["calibration"]
+    assert config["finsent_temperature"] == calibration["temperature"] != 1.0 and calibration["data"] == "validation split"
+    assert 0.05 <= calibration["temperature"] <= 20.0 and calibration["n"] == meta["metrics"]["validation"]["n"]
+    # The validation figures are the calibrated model's (equal but for texts long enough to be chunked,
+    # whose windows are averaged after the division).
+    assert calibration["nll_after"] <= calibration["nll_before"]
+    assert calibration["ece_after"] == pytest.approx(meta["metrics"]["validation"]["ece"], abs=0.01)
 
 
 def test_scorer_returns_one_valid_sentiment_per_text_in_order(scorer, tiny_model):

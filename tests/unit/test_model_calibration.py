@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from model.calibration import BOUNDS, fit_temperature, negative_log_likelihood, temperature_of, with_temperature
+from finsent.schemas import LABELS
+from model.calibration import BOUNDS, calibrate, fit_temperature, negative_log_likelihood, temperature_of, with_temperature
 from model.evaluation import expected_calibration_error
 
 
@@ -51,3 +52,11 @@ def test_a_config_without_a_temperature_scores_as_before():
     config = Config()
     config.finsent_temperature = 1.6
     assert temperature_of(config) == 1.6
+
+
+def test_calibrate_reports_what_the_temperature_changes():
+    probs, truth = _overconfident(n=3000)
+    figures = calibrate(probs, [LABELS[t] for t in truth])
+    assert figures["n"] == 3000 and figures["temperature"] == pytest.approx(fit_temperature(probs, truth))
+    assert figures["ece_after"] < figures["ece_before"] and figures["nll_after"] < figures["nll_before"]
+    assert figures["ece_before"] == pytest.approx(_ece(probs, truth))
