@@ -424,6 +424,7 @@ def quantization_(
         per_source = " ".join(f"{k}={v:.4f}" for k, v in r.get("by_source", {}).items())
         typer.echo(f"{name}: {r['docs_per_s']:.1f} docs/s accuracy={r['accuracy']:.4f} macro_f1={r['macro_f1']:.4f}"
                    + (f" ({per_source})" if per_source else "")
-                   + (f" same label as fp32: {r['agreement_with_fp32']:.4f}" if name != "fp32" else ""))
+                   + (f" same label as fp32: {r['agreement_with_fp32']:.4f}" if name != "fp32" else "")
+                   + f" changed by batching: {r['changed_by_batching']:.4f}")
     typer.echo(f"recommended: {result['recommended']} (rule: faster than fp32 and at most "
                f"{MAX_ACCURACY_LOSS * 100:.1f} accuracy points lost, overall and per source), n={result['n']}")

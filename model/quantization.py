@@ -60,6 +60,21 @@ def recommended(result: dict[str, Any]) -> str:
     return max(passing, key=lambda name: result[name]["docs_per_s"], default="fp32")
 
 
+def changed_by_batching(scorer: Any, texts: Sequence[str], labels: Sequence[str], seed: int = 1) -> float:
+    """Share of ``labels`` (the scorer's, all texts in one call) that change when the same texts come in
+    calls of one batch each, in random company, as the stream's batches do. Dynamic int8 takes one input
+    scale per batch, so a text's rounding depends on its batch-mates; fp32 is independent of them."""
+    import random
+
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    changed = 0
+    for start in range(0, len(order), scorer.batch_size):
+        part = order[start : start + scorer.batch_size]
+        changed += sum(s.label != labels[i] for i, s in zip(part, scorer.score([texts[i] for i in part])))
+    return changed / max(len(texts), 1)
+
+
 def compare(model: str | Path, texts: Sequence[str], labels: Sequence[str], *, sources: Sequence[str] | None = None,
             registry: Any = None, batch_size: int = 64, max_length: int = 128,
             threads: int | None = None) -> dict[str, Any]:
@@ -87,6 +102,7 @@ def compare(model: str | Path, texts: Sequence[str], labels: Sequence[str], *, s
         if sources is not None:
             result[name]["by_source"] = {source: figures["accuracy"]
                                          for source, figures in by_source(labels, preds, sources).items()}
+        result[name]["changed_by_batching"] = changed_by_batching(scorer, texts, preds)
         result["model_version"] = scorer.version
     result["int8_recommended"] = decide(result["fp32"], result["int8"])
     result["recommended"] = recommended(result)

@@ -83,6 +83,8 @@ def test_train_predict_eval_list_promote_rollback(cli_env, tmp_path):
     assert quant["n"] == 24 and {"docs_per_s", "accuracy", "macro_f1"} <= set(quant["int8"]) <= set(quant["fp32"])
     assert isinstance(quant["int8_recommended"], bool)
     assert quant["fp32"]["agreement_with_fp32"] == 1.0
+    assert quant["fp32"]["changed_by_batching"] == 0.0  # fp32 labels do not depend on the batch-mates
+    assert all(0.0 <= quant[v]["changed_by_batching"] <= 1.0 for v in ("int8", "onnx-int8"))
     for variant in ("int8", "onnx-int8"):  # a variant can lose no more accuracy than it changes labels
         r = quant[variant]
         assert abs(quant["fp32"]["accuracy"] - r["accuracy"]) <= 1 - r["agreement_with_fp32"] + 1e-9

@@ -37,3 +37,19 @@ def test_the_fastest_variant_within_the_budget_is_recommended():
     assert quantization.recommended(result) == "int8"
     result["int8"]["docs_per_s"] = 95.0
     assert quantization.recommended(result) == "fp32"
+
+
+def test_changed_by_batching_counts_labels_that_depend_on_the_batch_mates():
+    from types import SimpleNamespace
+
+    class LoudNeighbour:  # a stand-in scorer: one text sways the whole batch, as one scale per batch can
+        batch_size = 2
+
+        def score(self, texts):
+            label = "positive" if "loud" in texts else "neutral"
+            return [SimpleNamespace(label=label) for _ in texts]
+
+    texts = ["loud", "a", "b", "c"]
+    together = [s.label for s in LoudNeighbour().score(texts)]
+    assert quantization.changed_by_batching(LoudNeighbour(), texts, together) == 0.5  # the batch without it
+    assert quantization.changed_by_batching(LoudNeighbour(), texts[1:], ["neutral"] * 3) == 0.0
