@@ -286,13 +286,16 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("version", "champion", "status", "base model", "parent", "val acc", "val macro-F1", "created")
+    table = Table("version", "champion", "status", "base model", "parent", "val acc", "val macro-F1", "temperature",
+                  "created")
     for meta in versions:
         val = meta.get("metrics", {}).get("validation", {})
+        temperature = meta.get("calibration", {}).get("temperature")
         table.add_row(meta["version"], "*" if meta.get("champion") else "", str(meta.get("status", "")),
                       str(meta.get("base_model")), str(meta.get("parent_version") or ""),
                       f"{val['accuracy']:.4f}" if "accuracy" in val else "",
-                      f"{val['macro_f1']:.4f}" if "macro_f1" in val else "", str(meta.get("created_at", "")))
+                      f"{val['macro_f1']:.4f}" if "macro_f1" in val else "",
+                      f"{temperature:.3f}" if temperature is not None else "", str(meta.get("created_at", "")))
     Console().print(table)
     if not versions:
         typer.echo(f"no models in {registry.root}", err=True)
