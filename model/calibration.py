@@ -43,12 +43,16 @@ def with_temperature(probs: Sequence[Sequence[float]], temperature: float) -> li
     return softmax(_log_probs(probs) / temperature, axis=1).tolist()
 
 
+def _nll(log_p: Any, truth: Any, temperature: float) -> float:
+    from scipy.special import log_softmax
+
+    return float(-log_softmax(log_p / temperature, axis=1)[range(len(truth)), truth].mean())
+
+
 def negative_log_likelihood(probs: Sequence[Sequence[float]], labels: Sequence[int]) -> float:
     """Mean −log P(true label): what :func:`fit_temperature` minimises (lower is better calibrated
     and sharper; unlike ECE it needs no bins, so it does not jump on a few rows)."""
-    import numpy as np
-
-    return float(-_log_probs(probs)[np.arange(len(labels)), np.asarray(labels)].mean()) if labels else 0.0
+    return _nll(_log_probs(probs), list(labels), 1.0) if labels else 0.0
 
 
 def fit_temperature(probs: Sequence[Sequence[float]], labels: Sequence[int]) -> float:
@@ -56,35 +60,30 @@ def fit_temperature(probs: Sequence[Sequence[float]], labels: Sequence[int]) -> 
     true label in each row) under ``probs`` (rows scored with T = 1), within :data:`BOUNDS`."""
     import numpy as np
     from scipy.optimize import minimize_scalar
-    from scipy.special import log_softmax
 
     if len(probs) != len(labels):
         raise ValueError(f"{len(probs)} rows of probabilities but {len(labels)} labels")
     if not labels:
         return 1.0
-    log_p = _log_probs(probs)
-    rows, truth = np.arange(len(labels)), np.asarray(labels)
-
-    def nll(log_t: float) -> float:
-        return float(-log_softmax(log_p / np.exp(log_t), axis=1)[rows, truth].mean())
-
-    best = minimize_scalar(nll, bounds=(np.log(BOUNDS[0]), np.log(BOUNDS[1])), method="bounded")
+    log_p, truth = _log_probs(probs), list(labels)
+    best = minimize_scalar(lambda log_t: _nll(log_p, truth, np.exp(log_t)),
+                           bounds=(np.log(BOUNDS[0]), np.log(BOUNDS[1])), method="bounded")
     return float(np.exp(best.x))
 
 
 def calibrate(probs: Sequence[Sequence[float]], labels: Sequence[str]) -> dict[str, Any]:
     """Fit the temperature to rows scored with T = 1 (``labels``: names in LABELS, the rows'
     order) and say what it changes: ECE and negative log-likelihood before and after, on these rows."""
-    from model.evaluation import expected_calibration_error
+    from model.evaluation import expected_calibration_error, predicted_labels
 
     truth = [LABELS.index(label) for label in labels]
     temperature = fit_temperature(probs, truth)
     calibrated = with_temperature(probs, temperature)
+    # The same labels before and after (the order of the logits stays), so one list of hits serves both.
+    correct = [p == t for p, t in zip(predicted_labels(probs), labels)]
 
     def ece(rows: Sequence[Sequence[float]]) -> float:
-        # The label is the same before and after (the order of the logits stays).
-        return expected_calibration_error([max(p) for p in rows],
-                                          [max(range(len(p)), key=p.__getitem__) == t for p, t in zip(probs, truth)])
+        return expected_calibration_error([max(p) for p in rows], correct)
 
     return {"temperature": temperature, "n": len(truth), "ece_before": ece(probs), "ece_after": ece(calibrated),
             "nll_before": negative_log_likelihood(probs, truth), "nll_after": negative_log_likelihood(calibrated, truth)}

@@ -60,8 +60,8 @@ def recommended(result: dict[str, Any]) -> str:
     return max(passing, key=lambda name: result[name]["docs_per_s"], default="fp32")
 
 
-def changed_by_batching(scorer: Any, texts: Sequence[str], labels: Sequence[str], seed: int = 1) -> float:
-    """Share of ``labels`` (the scorer's, all texts in one call) that change when the same texts come in
+def changed_by_batching(scorer: Any, texts: Sequence[str], together: Sequence[str], seed: int = 1) -> float:
+    """Share of the labels ``together`` (the scorer's, all texts in one call) that change when the same texts come in
     calls of one batch each, in random company, as the stream's batches do. Dynamic int8 takes one input
     scale per batch, so a text's rounding depends on its batch-mates; fp32 is independent of them."""
     import random
@@ -71,7 +71,7 @@ def changed_by_batching(scorer: Any, texts: Sequence[str], labels: Sequence[str]
     changed = 0
     for start in range(0, len(order), scorer.batch_size):
         part = order[start : start + scorer.batch_size]
-        changed += sum(s.label != labels[i] for i, s in zip(part, scorer.score([texts[i] for i in part])))
+        changed += sum(s.label != together[i] for i, s in zip(part, scorer.score([texts[i] for i in part])))
     return changed / max(len(texts), 1)
 
 
