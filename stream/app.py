@@ -91,6 +91,8 @@ def _broker_credentials(settings: Settings) -> Any:
 def _worker_app_class() -> type:
     import faust
 
+    from stream.gapless_consumer import GaplessConsumer
+
     class _WorkerApp(faust.App):
         """Starts the worker runtime (model, sink, control listener) before anything consumes.
 
@@ -106,6 +108,17 @@ def _worker_app_class() -> type:
         async def on_first_start(self) -> None:
             await super().on_first_start()
             await self.finsent_runtime.start()
+
+        def _new_transport(self) -> Any:
+            transport = super()._new_transport()
+            transport.Consumer = GaplessConsumer  # see stream.contiguity
+            return transport
+
+        def _new_consumer(self) -> Any:
+            consumer = super()._new_consumer()
+            consumer.guarded_topics = self.finsent_gapless_topics
+            consumer.on_rewind = lambda topic: self.finsent_runtime.metrics.gap_rewinds.labels(topic).inc()
+            return consumer
 
     return _WorkerApp
 
@@ -180,6 +193,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
     dlq_topic = app.topic(settings.topic("dlq"))
     aggregates_topic = app.topic(settings.topic("aggregates"))
     window_topic = app.topic(window_topic_name(settings), internal=True, partitions=settings.topic_partitions)
+    app.finsent_gapless_topics = frozenset({raw_topic.get_topic_name(), window_topic.get_topic_name()})
     window_table = app.tables.add(_key_partitioned_table_class()(
         app, name="windows", default=None, partitions=settings.topic_partitions,
         key_type=bytes, beacon=app.tables.beacon))  # bytes keys: raw serializer; values: JSON

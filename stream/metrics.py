@@ -31,6 +31,9 @@ class WorkerMetrics:
         self.stalled = Gauge("finsent_stream_stalled", "1 while records wait and none are consumed", registry=registry)
         self.rewinds = Counter("finsent_stream_stall_rewinds_total",
                                "Rewinds to the committed offsets after a stall", registry=registry)
+        self.gap_rewinds = Counter("finsent_stream_gap_rewinds_total",
+                                   "Rewinds to a record that was fetched but never handed to the agent", ["topic"],
+                                   registry=registry)
         self.model_info = Info("finsent_stream_model", "Model scoring new documents", registry=registry)
         self.model_swaps = Counter("finsent_stream_model_swaps_total", "Hot model swaps", registry=registry)
         self.model_load_failures = Counter("finsent_stream_model_load_failures_total",

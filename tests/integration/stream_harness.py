@@ -122,7 +122,8 @@ class Worker:
     """``finsent stream worker`` as a real subprocess configured through FINSENT_* variables."""
 
     def __init__(self, settings: Settings, model_dir: Path, state_dir: Path, log: Path,
-                 es_url: str | None = None, **extra: str) -> None:
+                 es_url: str | None = None, program: list[str] | None = None, **extra: str) -> None:
+        self.program = program or [str(FINSENT)]  # or a script that takes finsent's arguments
         self.port = free_port()
         self.log = log
         self.env = os.environ | {
@@ -149,7 +150,7 @@ class Worker:
 
     def start(self) -> Worker:
         self._out = open(self.log, "ab")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen([str(FINSENT), "stream", "worker", "--model", "champion"],
+        self.proc = subprocess.Popen([*self.program, "stream", "worker", "--model", "champion"],
                                      env=self.env, stdout=self._out, stderr=subprocess.STDOUT, cwd=ROOT)
         return self
 

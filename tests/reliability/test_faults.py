@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import time
 import uuid
 from collections import Counter
@@ -94,6 +95,37 @@ def test_kill_9_mid_batch(bootstrapped, tiny_model, tmp_path):
                 w.ensure_stopped()
     record("fault.kill9_worker", indexed_at_kill=indexed_at_kill, **figures)
     assert indexed_at_kill < len(docs), "the kill came too late to be mid-stream"
+    check(figures)
+
+
+def test_records_dropped_between_fetch_and_agent_are_fetched_again(bootstrapped, tiny_model, tmp_path):
+    """Part of a fetch never reaches the agent while the client's position moved past it (what
+    Faust's getmany does on a generation change mid-batch), once on the raw topic and once on
+    the window events: the worker rewinds to the hole at once, and every document is indexed
+    and counted once. Without the rewind Faust commits over the hole when later records come,
+    or the partition stalls until the stall watch (kept out of reach here) rewinds it."""
+    settings = bootstrapped
+    docs = [make_doc(i, tag="gap") for i in range(240)]
+    worker = Worker(settings, tiny_model.registry_root, tmp_path / "s", tmp_path / "w.log",
+                    program=[sys.executable, str(ROOT / "tests" / "integration" / "dropping_worker.py")],
+                    FINSENT_TEST_DROP=".raw:10,.stream-window-events:10", FINSENT_WORKER_STALL_AFTER="600")
+    try:
+        worker.start().wait_ready(timeout=180)
+        produce(settings, docs, pause_every=20, pause=0.5)  # records keep coming after each drop
+        wait_for(lambda: es_count(settings) >= len(docs), 240, "every document despite the drops")
+        settle_aggregates(settings, docs)
+        figures = index_figures(settings, docs)
+        rewinds = {line.split('topic="')[1].split('"')[0]: float(line.split()[-1])
+                   for line in worker.metrics().splitlines() if line.startswith("finsent_stream_gap_rewinds_total{")}
+        assert worker.terminate() == 0
+    finally:
+        worker.ensure_stopped()
+    log = worker.log.read_text(errors="replace")
+    record("fault.fetch_drop", **figures)
+    assert log.count("test drop:") == 2, worker.tail()
+    assert "stalled:" not in log
+    assert rewinds.get(settings.topic("raw"), 0) >= 1 and rewinds.get(
+        f"{settings.topic_prefix}.stream-window-events", 0) >= 1, rewinds
     check(figures)
 
 
