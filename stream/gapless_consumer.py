@@ -60,6 +60,8 @@ class GaplessConsumer(AIOKafkaConsumer):
             # Verdict.DROP: the rest of a batch already refused; the rewind fetches it again.
         # Faust's getmany stops handing over a fetch when the generation changes or the flow
         # stops, and skips records of a partition it no longer counts as active.
+        if self.should_stop:
+            return
         for tp, offset in self.contiguity.stranded(self._fetched).items():
             log.warning("%s: fetched records from offset %d on were never handed over: rewinding to %d",
                         tp, offset, offset)
