@@ -103,6 +103,9 @@ def _worker_app_class() -> type:
         already delivered; a replacement worker after a kill -9 then stalled with part of
         the backlog unconsumed and a few records tracked but never handed to the agent
         (RELIABILITY.md, "Liveness and exactness of the stream worker").
+
+        Its consumer is :class:`~stream.gapless_consumer.GaplessConsumer` on the raw and
+        window-event topics: no record of theirs is skipped on its way to the agents.
         """
 
         async def on_first_start(self) -> None:

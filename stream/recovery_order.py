@@ -14,8 +14,10 @@ window often enough to stall for good with part of the backlog unconsumed
 (RELIABILITY.md, "Liveness and exactness of the stream worker").
 
 Here the seek runs while the stream partitions are still paused, and the queues are cleared
-before they are resumed, with no await in between: nothing of the new assignment can be
-fetched before the seek, or thrown away after it.
+before they are resumed, with no await in between: nothing of the new assignment is thrown
+away from the queues after the seek. A fetch can still return records of those partitions
+while they are being sought, and Faust's ``getmany`` skips them because it counts the
+partitions as paused; :mod:`stream.gapless_consumer` fetches such records again.
 """
 
 from __future__ import annotations
