@@ -129,6 +129,56 @@ def test_records_dropped_between_fetch_and_agent_are_fetched_again(bootstrapped,
     check(figures)
 
 
+def test_records_deleted_by_retention_while_no_worker_ran_are_skipped_not_waited_for(bootstrapped, tiny_model,
+                                                                                     tmp_path):
+    """The committed offsets point at records that retention deleted while no worker ran. The
+    worker first takes the hole for dropped records and rewinds once; the same hole after the
+    rewind means the records are gone, so it goes on from the log's start instead of stalling."""
+    from kafka import TopicPartition
+
+    settings = bootstrapped
+    first = [make_doc(i, tag="ret") for i in range(30)]
+    later = [make_doc(i, tag="ret") for i in range(30, 110)]
+    workers = [Worker(settings, tiny_model.registry_root, tmp_path / f"s{n}", tmp_path / f"w{n}.log",
+                      FINSENT_WORKER_STALL_AFTER="600") for n in (1, 2)]
+    try:
+        workers[0].start().wait_ready(timeout=180)
+        produce(settings, first)
+        wait_for(lambda: es_count(settings) >= len(first), 120, "the first documents")
+        assert workers[0].terminate() == 0  # every raw offset committed
+
+        producer = clients.kafka_producer(settings)
+        try:
+            futures = [(doc, producer.send(settings.topic("raw"), key=doc.tickers[0].encode(), value=doc.to_json()))
+                       for doc in later]
+            placed = {doc.id: future.get(timeout=30) for doc, future in futures}
+        finally:
+            producer.close()
+        arrived: dict[int, list[int]] = {}
+        for meta in placed.values():
+            arrived.setdefault(meta.partition, []).append(meta.offset)
+        # Retention deletes the older half of what arrived in each partition while no worker ran.
+        log_start = {p: sorted(offsets)[len(offsets) // 2] for p, offsets in arrived.items() if len(offsets) >= 2}
+        admin = clients.kafka_admin(settings)
+        try:
+            admin.delete_records({TopicPartition(settings.topic("raw"), p): o for p, o in log_start.items()})
+        finally:
+            admin.close()
+        kept = [d for d in later if placed[d.id].offset >= log_start.get(placed[d.id].partition, 0)]
+        assert 0 < len(kept) < len(later)
+
+        workers[1].start().wait_ready(timeout=180)
+        wait_for(lambda: es_count(settings) >= len(first) + len(kept), 120, "the documents retention kept")
+        assert {d["_id"] for d in es_docs(settings)} == {d.id for d in first + kept}
+        assert workers[1].terminate() == 0
+    finally:
+        for w in workers:
+            w.ensure_stopped()
+    log = workers[1].log.read_text(errors="replace")
+    assert "are not in the log" in log, workers[1].tail()
+    assert "stalled:" not in log
+
+
 def test_elasticsearch_unavailable(bootstrapped, tiny_model, tmp_path):
     settings = bootstrapped
     es = urlparse(settings.elasticsearch_url)
