@@ -2,9 +2,11 @@
 
 The raw and window-event topics have contiguous offsets (no compaction, no transactions), so
 a record whose offset is past the next one expected means records were fetched and dropped
-before they reached the agent. Faust's ``getmany`` does drop the rest of a fetched batch when
-the consumer generation changes in the middle of it, after the client's position has moved
-past it (RELIABILITY.md, "Records dropped between fetch and agent"). Faust then records the
+before they reached the agent. Faust's ``getmany`` does drop records the Kafka client already
+returned, after the client's position has moved past them: those of a partition it counts as
+paused (seen while a recovery seeks the partitions), and the rest of a batch when the consumer
+generation changes in the middle of it (RELIABILITY.md, "Records dropped between fetch and
+agent"). When later records come, Faust records the
 missing offsets as a "gap" and commits over it: the documents are never scored, and the
 windows, which count each (ticker, raw partition) up to a watermark of raw offsets, would
 take the missing events for re-deliveries if they ever came.
