@@ -6,10 +6,10 @@ before they reached the agent. Faust's ``getmany`` does drop records the Kafka c
 returned, after the client's position has moved past them: those of a partition it counts as
 paused (seen while a recovery seeks the partitions), and the rest of a batch when the consumer
 generation changes in the middle of it (RELIABILITY.md, "Records dropped between fetch and
-agent"). When later records come, Faust records the
-missing offsets as a "gap" and commits over it: the documents are never scored, and the
-windows, which count each (ticker, raw partition) up to a watermark of raw offsets, would
-take the missing events for re-deliveries if they ever came.
+agent"). When later records come, Faust records the missing offsets as a "gap" and commits
+over it: the documents are never scored, and the windows, which count each (ticker, raw
+partition) up to a watermark of raw offsets, would take the missing events for re-deliveries
+if they ever came.
 
 So a record past a hole is refused and the partition is rewound to the first missing offset;
 so is a partition whose fetched records were not all handed over by the end of the fetch
