@@ -274,7 +274,8 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
         stuck = runtime.stall.observe(monotonic(), {tp: (committed[tp], behind[tp]) for tp in tps}, excused)
         if stuck:
             state = {str(tp): {"end": ends.get(tp), "committed": committed[tp],
-                               "read": consumer._read_offset.get(tp), "paused": tp in consumer._paused_partitions}
+                               "read": consumer._read_offset.get(tp), "owed": consumer.contiguity.expected(tp),
+                               "paused": tp in consumer._paused_partitions}
                      for tp in tps}
             log.warning("stalled: %s have records waiting and nothing committed for %.0f s; flow active %s, "
                         "%d unacked; %s; Kafka client: %s; rewinding to the committed offsets\n%s",
