@@ -37,9 +37,9 @@ class Verdict(Enum):
 class Contiguity:
     """Per partition: the next offset expected, and the hole last rewound for."""
 
-    _expected: dict[Hashable, int] = field(default_factory=dict)
-    _rewound: dict[Hashable, tuple[int, int]] = field(default_factory=dict)
-    _refused_in_batch: set[Hashable] = field(default_factory=set)
+    _expected: dict[Hashable, int] = field(default_factory=dict, init=False)
+    _rewound: dict[Hashable, tuple[int, int]] = field(default_factory=dict, init=False)  # partition → (owed, seen)
+    _refused_in_batch: set[Hashable] = field(default_factory=set, init=False)
 
     def expected(self, tp: Hashable) -> int | None:
         return self._expected.get(tp)

@@ -176,6 +176,13 @@ class Worker:
     def metrics(self) -> str:
         return httpx.get(self.url("/metrics"), timeout=5).text
 
+    def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """The values of metric sample ``name`` (``…_total`` for a counter), keyed by sorted labels."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        return {tuple(sorted(s.labels.items())): s.value for family in text_string_to_metric_families(self.metrics())
+                for s in family.samples if s.name == name}
+
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 

@@ -200,10 +200,7 @@ def test_kill_9_and_two_workers_index_every_document_exactly_once(bootstrapped, 
         assert sorted(d["_id"] for d in indexed) == sorted(d.id for d in docs)
 
         # Both workers took part, and the windows counted each document once despite the replay.
-        consumed = []
-        for w in (second, third):
-            line = next(x for x in w.metrics().splitlines() if x.startswith("finsent_stream_consumed_total"))
-            consumed.append(float(line.split()[-1]))
+        consumed = [w.samples("finsent_stream_consumed_total")[()] for w in (second, third)]
         assert all(c > 0 for c in consumed), consumed
         per_ticker_total = Counter(t for d in indexed for t in dict.fromkeys(d["tickers"]))
 

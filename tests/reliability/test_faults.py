@@ -115,8 +115,7 @@ def test_records_dropped_between_fetch_and_agent_are_fetched_again(bootstrapped,
         wait_for(lambda: es_count(settings) >= len(docs), 240, "every document despite the drops")
         settle_aggregates(settings, docs)
         figures = index_figures(settings, docs)
-        rewinds = {line.split('topic="')[1].split('"')[0]: float(line.split()[-1])
-                   for line in worker.metrics().splitlines() if line.startswith("finsent_stream_gap_rewinds_total{")}
+        rewinds = {dict(labels)["topic"]: n for labels, n in worker.samples("finsent_stream_gap_rewinds_total").items()}
         assert worker.terminate() == 0
     finally:
         worker.ensure_stopped()
