@@ -24,18 +24,21 @@ def model(
     batch_size: list[int] = typer.Option([], "--batch-size", help="Batch sizes to measure (repeatable)"),
     length: list[int] = typer.Option([], "--length", help="Text lengths in tokens to measure (repeatable)"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads (default: torch's choice)"),
-    quantize: str = typer.Option("none", help="none, int8 or onnx-int8 for the main scorer grid"),
+    quantize: str = typer.Option("auto", help="The main scorer's precision: auto (FINSENT_MODEL_QUANTIZE's default), "
+                                              "none (fp32), int8, onnx-int8 or bf16"),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the JSON report here"),
 ) -> None:
     """docs/s of the batched Scorer against batch size and text length, and of a HF pipeline baseline."""
     from bench import model_bench
-    from model.quantization import QUANTIZED
+    from model.quantization import resolve_quantize
     from model.registry import Registry, RegistryError
 
     settings = settings_of(ctx)
-    if quantize not in ("none", *QUANTIZED):
-        fail(f"--quantize must be one of none, {', '.join(QUANTIZED)}")
+    try:
+        precision = resolve_quantize(quantize)
+    except ValueError as exc:
+        fail(f"--quantize: {exc}")
     try:
         folder = Registry(settings.models_path).path(model_ref)
     except RegistryError:
@@ -48,7 +51,7 @@ def model(
     echo = (lambda m: typer.echo(m, err=True))
     report = model_bench.run(
         model_folder=folder, data_files=data, baseline_docs=baseline_docs, scorer_docs=scorer_docs,
-        threads=threads, device=settings.device, quantize=None if quantize == "none" else quantize,
+        threads=threads, device=settings.device, quantize=precision,
         repeats=repeats, echo=echo,
         **({"batch_sizes": tuple(batch_size)} if batch_size else {}),
         **({"lengths": tuple(length)} if length else {}),

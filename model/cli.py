@@ -127,7 +127,7 @@ def eval_(
     data: list[Path] = typer.Option(..., "--data", help="CSV or JSONL with text,label"),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Default: FINSENT_MODEL_BATCH_SIZE"),
     threads: Optional[int] = typer.Option(None, min=1, help="Default: FINSENT_MODEL_THREADS"),
-    quantize: str = typer.Option("none", help="none, int8, onnx-int8 or auto (the measured default); fp32 unless asked"),
+    quantize: str = typer.Option("none", help="none, int8, onnx-int8, bf16 or auto (the measured default); fp32 unless asked"),
     on_bad_rows: str = typer.Option("skip"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -142,7 +142,7 @@ def eval_(
     result = evaluate(scorer, [e.text for e in report.examples], [e.label for e in report.examples],
                       [e.source for e in report.examples])
     result |= {"model_version": scorer.version, "data": [str(p) for p in data], "bad_rows": len(report.bad),
-               "quantized": scorer.quantized}
+               "quantized": scorer.quantized, "precision": scorer.precision}
     if registry.exists(scorer.version):
         meta = registry.get(scorer.version)
         evals = dict(meta.get("metrics", {}).get("eval", {}))
@@ -254,7 +254,7 @@ def predict(
     output: Path = typer.Option(..., "--output", help="JSONL, one line per input row ('-' for stdout)"),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Default: FINSENT_MODEL_BATCH_SIZE"),
     threads: Optional[int] = typer.Option(None, min=1, help="Default: FINSENT_MODEL_THREADS"),
-    quantize: Optional[str] = typer.Option(None, help="none, int8, onnx-int8 or auto; default FINSENT_MODEL_QUANTIZE"),
+    quantize: Optional[str] = typer.Option(None, help="none, int8, onnx-int8, bf16 or auto; default FINSENT_MODEL_QUANTIZE"),
 ) -> None:
     """Score a file; a bad row gets an ``error`` line in its place, so lines stay aligned."""
     from model.predict import predict_file

@@ -2,7 +2,8 @@
 
 Loads a sequence classifier once; ``score(texts)`` collapses links (:mod:`model.input_text`),
 tokenises, splits long texts (rule in :mod:`model.chunking`), runs length-sorted, dynamically
-padded batches under ``torch.inference_mode``, divides the logits by the model's temperature
+padded batches under ``torch.inference_mode`` (bf16 autocast on a CPU that multiplies bf16 in
+hardware, :mod:`model.quantization`), divides the logits by the model's temperature
 (:mod:`model.calibration`) and returns one :class:`finsent.schemas.Sentiment` per text, in order.
 A lock makes one Scorer safe to share between threads (tokenizers are not re-entrant).
 """
@@ -64,7 +65,7 @@ def to_sentiment(probs: list[float]) -> Sentiment:
 class Scorer:
     def __init__(self, model: Any, tokenizer: Any, *, version: str, device: str = "cpu",
                  max_length: int = 128, batch_size: int = 64, max_chunks: int = 32,
-                 label_order: list[str] | None = None, quantized: bool = False) -> None:
+                 label_order: list[str] | None = None, precision: str = "fp32") -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.version = version
@@ -72,7 +73,7 @@ class Scorer:
         self.max_length = max_length
         self.batch_size = batch_size
         self.max_chunks = max_chunks
-        self.quantized = quantized
+        self.precision = precision  # fp32, fp16 (GPU), bf16 (CPU autocast), int8 or onnx-int8
         order = label_order or model_label_order(model.config.id2label)
         # Column of each of LABELS in the model's output.
         self._columns = [order.index(label) for label in LABELS]
@@ -81,15 +82,20 @@ class Scorer:
         self._prefix, self._suffix = special_tokens(tokenizer)
         self._special = len(self._prefix) + len(self._suffix)
 
+    @property
+    def quantized(self) -> bool:
+        return self.precision in ("int8", "onnx-int8")
+
     @classmethod
     def load(cls, path_or_ref: str | Path, *, registry: Any = None, device: str = "auto",
-             max_length: int = 128, batch_size: int = 64, quantize: Literal["int8", "onnx-int8"] | None = None,
+             max_length: int = 128, batch_size: int = 64, quantize: Literal["int8", "onnx-int8", "bf16"] | None = None,
              threads: int | None = None) -> Scorer:
         """Load a model folder, a registry version or ``champion`` (needs ``registry``).
 
         ``quantize``: ``int8`` is torch's dynamic quantisation of the Linear layers; ``onnx-int8``
-        runs an int8 ONNX Runtime export instead (:mod:`model.onnx_runtime`). Both apply on CPU
-        only; a GPU runs the model in half precision."""
+        runs an int8 ONNX Runtime export instead (:mod:`model.onnx_runtime`); ``bf16`` keeps the fp32
+        weights and runs the forward pass in bf16 autocast. All three apply on CPU only; a GPU runs
+        the model in half precision."""
         import torch
         from transformers import AutoTokenizer
 
@@ -112,17 +118,20 @@ class Scorer:
             model = OnnxClassifier(onnx_file(path), AutoConfig.from_pretrained(str(path), local_files_only=True),
                                    threads=threads)
             return cls(model, tokenizer, version=_version_of(path), device=dev, max_length=max_length,
-                       batch_size=batch_size, quantized=True)
+                       batch_size=batch_size, precision="onnx-int8")
         model = first_token_only(load_classifier(path, local_files_only=True))
         model.eval()
-        quantized = False
+        precision = "fp32"
         if dev == "cuda":
             model = model.half().to(dev)  # half precision on GPU: twice the throughput, same labels
+            precision = "fp16"
         elif quantize == "int8":
             model = quantize_int8(model)
-            quantized = True
+            precision = "int8"
+        elif quantize == "bf16":
+            precision = "bf16"
         return cls(model, tokenizer, version=_version_of(path), device=dev, max_length=max_length,
-                   batch_size=batch_size, quantized=quantized)
+                   batch_size=batch_size, precision=precision)
 
     @classmethod
     def from_settings(cls, settings: Any, ref: str | Path = "champion", *, registry: Any = None) -> Scorer:
@@ -162,7 +171,9 @@ class Scorer:
                 chunks.append(self._prefix + piece + self._suffix)
                 owner.append(i)
         chunk_probs: list[list[float]] = [[]] * len(chunks)
-        with torch.inference_mode():
+        # One autocast region for all batches: it casts each weight to bf16 once per call, not per batch.
+        bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        with torch.inference_mode(), bf16:
             for batch in chunking.length_sorted_batches([len(c) for c in chunks], self.batch_size):
                 padded = self.tokenizer.pad({"input_ids": [chunks[j] for j in batch]}, return_tensors="pt")
                 inputs = {k: v.to(self.device) for k, v in padded.items()}

@@ -137,6 +137,20 @@ def test_int8_quantised_scorer_gives_valid_close_results(tiny_model, scorer):
         assert a.probabilities == pytest.approx(b.probabilities, abs=0.02)
 
 
+def test_bf16_scorer_computes_in_bf16_and_stays_close_to_fp32(tiny_model, scorer):
+    from model.scorer import Scorer
+
+    bf16 = Scorer.load(tiny_model.path, device="cpu", quantize="bf16", batch_size=2)
+    fp32 = Scorer.load(tiny_model.path, device="cpu", batch_size=2)
+    assert bf16.precision == "bf16" and bf16.quantized is False and bf16.temperature == scorer.temperature
+    bf16.temperature = fp32.temperature = 1.0  # the models' own outputs, as for int8 above
+    got, expected = bf16.score(TEXTS), fp32.score(TEXTS)
+    gaps = [abs(a.probabilities[k] - b.probabilities[k]) for a, b in zip(got, expected) for k in LABELS]
+    assert 0.0 < max(gaps) < 0.01  # rounded (so autocast is on), but only just
+    assert [s.label for s in got] == [s.label for s in expected]
+    assert all(sum(s.probabilities.values()) == pytest.approx(1.0, abs=1e-4) for s in got)
+
+
 @pytest.fixture(scope="module")
 def model_copy(tiny_model, tmp_path_factory):
     """The tiny model's folder copied, so the ONNX files cached in it stay out of the shared registry."""

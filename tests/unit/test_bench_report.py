@@ -199,3 +199,24 @@ def test_model_summary_shows_the_spread_of_the_rounds():
     assert summary["scorer / baseline, lowest of 3 rounds"] == 12.5
     assert summary["scorer / baseline, highest of 3 rounds"] == 18.75
 
+
+
+def test_model_summary_names_the_main_scorers_precision_and_each_reference_variant():
+    report = MODEL_REPORT | {"scorer": MODEL_REPORT["scorer"] | {"precision": "bf16"},
+                             "scorer_fp32": {"precision": "fp32", "cells": [{"docs_per_s": 150.0}]},
+                             "scorer_onnx_int8": {"precision": "onnx-int8", "cells": [{"docs_per_s": 180.0}]}}
+    summary = suite.model_summary(report)
+    assert summary["scorer docs/s (bf16, batch 64, realistic texts)"] == 300.0
+    assert summary["scorer fp32 / baseline"] == pytest.approx(150.0 / 9.0)
+    assert summary["scorer onnx-int8 docs/s (same texts)"] == 180.0
+
+
+def test_reference_variants_are_every_other_precision_and_bf16_only_with_hardware(monkeypatch):
+    import torch
+
+    from bench.model_bench import reference_variants
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert reference_variants("bf16") == [("scorer_fp32", None), ("scorer_int8", "int8"), ("scorer_onnx_int8", "onnx-int8")]
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert reference_variants(None) == [("scorer_int8", "int8"), ("scorer_onnx_int8", "onnx-int8")]

@@ -19,13 +19,21 @@ def test_the_budget_holds_for_each_source_too():
     assert decide(fp32, lopsided) is False  # a point lost on fpb, hidden in the average
 
 
-def test_resolve_quantize(monkeypatch):
-    monkeypatch.setattr(quantization, "DEFAULT_QUANTIZE", "int8")
-    assert resolve_quantize("auto") == "int8"
+def test_resolve_quantize():
     assert resolve_quantize("none") is None and resolve_quantize(None) is None
     assert resolve_quantize("int8") == "int8" and resolve_quantize("onnx-int8") == "onnx-int8"
-    with pytest.raises(ValueError, match="auto, none, int8, onnx-int8"):
+    assert resolve_quantize("bf16") == "bf16"
+    with pytest.raises(ValueError, match="auto, none, int8, onnx-int8, bf16"):
         resolve_quantize("fp16")
+
+
+@pytest.mark.parametrize("amx, expected", [(True, "bf16"), (False, None)])
+def test_auto_means_bf16_only_where_the_cpu_multiplies_bf16_in_hardware(monkeypatch, amx, expected):
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert quantization.native_bf16() is amx
+    assert resolve_quantize("auto") == expected
 
 
 def test_the_fastest_variant_within_the_budget_is_recommended():
