@@ -75,6 +75,8 @@ def train(
     seed: int = 13,
     on_bad_rows: str = typer.Option("skip", help="skip (and count) or reject bad rows"),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
+    precision: str = typer.Option("auto", help="auto (bf16/fp16 autocast on a GPU, bf16 on a CPU with AMX, else fp32) "
+                                               "or fp32"),
     promote: bool = typer.Option(False, help="Make the new version the champion"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object: version and validation metrics"),
     progress: bool = typer.Option(True, help="Progress bar with ETA on stderr"),
@@ -99,7 +101,7 @@ def train(
             data, base_model=base_model or settings.base_model, registry=registry, epochs=epochs,
             max_steps=max_steps, seed=seed, batch_size=batch_size, learning_rate=learning_rate,
             max_length=max_length, pooling=pooling, val_fraction=val_fraction, patience=patience, progress=progress,
-            on_bad_rows=on_bad_rows, device=settings.device, threads=threads,
+            on_bad_rows=on_bad_rows, device=settings.device, threads=threads, precision=precision,
         )
     except BadDataError as exc:
         fail(f"rejected the training data: {exc}")

