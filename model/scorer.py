@@ -21,6 +21,7 @@ from finsent.schemas import LABELS, Sentiment
 from model import chunking
 from model.base_models import quiet_transformers
 from model.calibration import temperature_of
+from model.heap import release_freed_memory
 from model.input_text import for_model
 from model.labels import model_label_order
 
@@ -107,6 +108,10 @@ class Scorer:
             raise FileNotFoundError(f"{path} is not a model folder (no config.json)")
         if threads:
             torch.set_num_threads(threads)
+        # oneDNN (bf16 matmuls) keeps up to 1024 compiled kernels, one per input shape, a few MB each;
+        # with dynamic padding almost every batch is a new shape. Read on first use, so it binds
+        # when the scorer is the process's first model; a value in the environment wins.
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
         dev = pick_device(device)
         quiet_transformers()
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
@@ -149,6 +154,7 @@ class Scorer:
             return []
         with self._lock:
             probs = self._probabilities(list(texts))
+            release_freed_memory()
         return [to_sentiment(p) for p in probs]
 
     def predict_proba(self, texts: list[str]) -> list[list[float]]:
@@ -156,7 +162,9 @@ class Scorer:
         if not texts:
             return []
         with self._lock:
-            return self._probabilities(list(texts))
+            probs = self._probabilities(list(texts))
+            release_freed_memory()
+            return probs
 
     def _probabilities(self, texts: list[str]) -> list[list[float]]:
         import torch

@@ -152,6 +152,15 @@ def test_bf16_scorer_computes_in_bf16_and_stays_close_to_fp32(tiny_model, scorer
     assert 0.0 < max(gaps) < 0.01  # rounded (so autocast is on), but only just
     assert [s.label for s in got] == [s.label for s in expected]
     assert all(sum(s.probabilities.values()) == pytest.approx(1.0, abs=1e-4) for s in got)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "16"  # bounded kernel cache (Scorer.load)
+
+
+def test_scoring_hands_freed_memory_back_after_each_call(scorer, monkeypatch):
+    calls = []
+    monkeypatch.setattr("model.scorer.release_freed_memory", lambda: calls.append(1) or True)
+    scorer.score(TEXTS)
+    scorer.predict_proba(TEXTS)
+    assert len(calls) == 2
 
 
 @pytest.fixture(scope="module")
