@@ -14,17 +14,19 @@ from pathlib import Path
 from typing import Any
 
 # Measured with `finsent model quantization --model champion --data ../shared/data/fpb/train.csv
-# --data ../shared/data/twitter_financial_news/train.csv --threads 1` on the production model's
-# validation split (1338 rows; 2-core AMD EPYC, AVX2 only; links collapsed, model.input_text; last
-# block cut to the first token, model.first_token; 2026-11-29):
+# --data ../shared/data/twitter_financial_news/train.csv --validation-split --threads 1` on the
+# champion's validation split (1338 rows; links collapsed, last block cut to the first token).
+# On a 2-core AMD EPYC (AVX2 only, no bf16 hardware; 2026-11-29, the eighth session's champion):
 #   fp32 (torch)                   130.5 docs/s, accuracy 0.8610 (FPB 0.8646, tweets 0.8595)
 #   int8 (torch, per tensor)       203.7 docs/s, accuracy 0.8602 (FPB 0.8490, -1.6 points); same label 95.4%
 #   onnx-int8 (per channel, first  165.1 docs/s, accuracy 0.8602 (FPB 0.8568, -0.8 points); same label 99.3%
 #     two feed-forward blocks fp32)
-# (All-int8 ONNX agreed with fp32 on 98.1% of labels and lost 2.1 points on FPB.) Overall both are
-# within the budget; on the analyst sentences neither is, and FPB then falls below its 0.86
-# target. The budget holds per source (decide), so fp32 stays the default;
-# FINSENT_MODEL_QUANTIZE=onnx-int8 (about 1.3x) or int8 (1.6x) opts in.
+# Neither int8 path keeps FPB within the per-source budget (decide), so fp32 is the default there.
+# On 2 vCPUs of an Intel Xeon with AMX (ninth session's champion, BENCHMARKS.md):
+#   fp32 163.2 docs/s, accuracy 0.8528 (FPB 0.8438, tweets 0.8564)
+#   bf16 498.2 docs/s, accuracy 0.8520 (FPB 0.8438, tweets 0.8553); same label 99.93%, none changed by batching
+#   int8 387.0 docs/s (FPB -2.1 points); onnx-int8 283.9 docs/s (within the budget, slower than bf16)
+# so ``auto`` is bf16 where the CPU has AMX (default_quantize); int8 and onnx-int8 stay opt-in.
 MAX_ACCURACY_LOSS = 0.005
 VARIANTS: tuple[tuple[str, str | None], ...] = (("fp32", None), ("int8", "int8"), ("onnx-int8", "onnx-int8"),
                                                 ("bf16", "bf16"))
@@ -42,7 +44,7 @@ def native_bf16() -> bool:
 
 
 def default_quantize() -> str | None:
-    """What ``auto`` means on this machine: bf16 where the CPU has AMX (measured above), else fp32."""
+    """What ``auto`` means on this machine: bf16 where the CPU has AMX, else fp32 (both measured above)."""
     return "bf16" if native_bf16() else None
 
 

@@ -154,7 +154,6 @@ class Scorer:
             return []
         with self._lock:
             probs = self._probabilities(list(texts))
-            release_freed_memory()
         return [to_sentiment(p) for p in probs]
 
     def predict_proba(self, texts: list[str]) -> list[list[float]]:
@@ -162,9 +161,7 @@ class Scorer:
         if not texts:
             return []
         with self._lock:
-            probs = self._probabilities(list(texts))
-            release_freed_memory()
-            return probs
+            return self._probabilities(list(texts))
 
     def _probabilities(self, texts: list[str]) -> list[list[float]]:
         import torch
@@ -189,6 +186,7 @@ class Scorer:
                 out = torch.softmax(logits / self.temperature, dim=-1)[:, self._columns].cpu().tolist()
                 for j, row in zip(batch, out):
                     chunk_probs[j] = row
+        release_freed_memory()  # model.heap: what the activations freed goes back to the OS
         per_text: list[list[list[float]]] = [[] for _ in texts]
         weights: list[list[int]] = [[] for _ in texts]
         for j, i in enumerate(owner):
