@@ -52,6 +52,7 @@ def test_training_from_a_local_classifier_keeps_its_head_and_is_seeded(tmp_path,
     import torch
     from safetensors.torch import load_file
 
+    from model.quantization import native_bf16
     from model.registry import Registry
     from model.scorer import Scorer
     from model.training import train
@@ -68,8 +69,6 @@ def test_training_from_a_local_classifier_keeps_its_head_and_is_seeded(tmp_path,
     assert all(torch.equal(w1[k], w2[k]) for k in w1)  # same data + seed → same weights
     meta = reg.get(runs[0].version)
     assert meta["base_model"] == str(folder) and meta["training"]["steps"] == 2
-    from model.quantization import native_bf16
-
     assert meta["training"]["precision"] == ("bfloat16" if precision == "auto" and native_bf16() else "fp32")
     scorer = Scorer.load(first, device="cpu")
     assert scorer.model.config.id2label == {0: "positive", 1: "negative", 2: "neutral"}

@@ -200,7 +200,6 @@ def test_model_summary_shows_the_spread_of_the_rounds():
     assert summary["scorer / baseline, highest of 3 rounds"] == 18.75
 
 
-
 def test_model_summary_names_the_main_scorers_precision_and_each_reference_variant():
     report = MODEL_REPORT | {"scorer": MODEL_REPORT["scorer"] | {"precision": "bf16"},
                              "scorer_fp32": {"precision": "fp32", "cells": [{"docs_per_s": 150.0}]},
