@@ -149,6 +149,13 @@ def reference_variants(main: str | None) -> list[tuple[str, str | None]]:
             if q != main and (q != "bf16" or native_bf16())]
 
 
+def scorer_phases(report: dict[str, Any]) -> list[str]:
+    """The report's keys that hold a scorer's measurement: ``scorer`` (the main one) and the
+    reference variants (``scorer_fp32``, ``scorer_int8``, …), in the report's order."""
+    return [k for k, v in report.items() if (k == "scorer" or k.startswith("scorer_")) and isinstance(v, dict)
+            and "cells" in v]
+
+
 def round_summary(phases: dict[str, Any]) -> dict[str, float]:
     """docs/s of each phase of one round, and each scorer's ratio to that round's baseline."""
     baseline = phases["baseline"]["docs_per_s"]
@@ -254,7 +261,7 @@ def render(report: dict[str, Any]) -> None:
     table = Table("run", "batch", "max tokens", "text tokens", "docs", "docs/s", "peak RSS MB")
     table.add_row("baseline pipeline", "1", "512", "mixed", str(base["docs"]), f"{base['docs_per_s']:.1f}",
                   f"{base['peak_rss_mb']:.0f}")
-    for key in [k for k in report if k == "scorer" or k.startswith("scorer_") and isinstance(report[k], dict)]:
+    for key in scorer_phases(report):
         for cell in report[key]["cells"]:
             name = f"{key} {cell['name']} ({report[key].get('precision') or 'fp32'}" + (
                 f", {report[key]['device']})" if report[key]["device"] != "cpu" else ")")

@@ -18,6 +18,8 @@ Echo = Callable[[str], None]
 
 def model_summary(model_report: dict[str, Any]) -> dict[str, Any]:
     """The figures of bench/model_bench.py's report that the targets and the table use."""
+    from bench.model_bench import scorer_phases
+
     realistic = model_report["scorer"]["cells"][0]
     precision = model_report["scorer"].get("precision") or "fp32"
     summary = {
@@ -30,12 +32,12 @@ def model_summary(model_report: dict[str, Any]) -> dict[str, Any]:
         summary[f"scorer / baseline, lowest of {len(model_report['rounds'])} rounds"] = low
         summary[f"scorer / baseline, highest of {len(model_report['rounds'])} rounds"] = high
     baseline = model_report["baseline"]["docs_per_s"]
-    for key, phase in model_report.items():
-        if key.startswith("scorer_") and isinstance(phase, dict) and "cells" in phase:
-            name = f"scorer {phase.get('precision') or key.removeprefix('scorer_')}"
-            docs_per_s = phase["cells"][0]["docs_per_s"]
-            summary[f"{name} docs/s (same texts)"] = docs_per_s
-            summary[f"{name} / baseline"] = docs_per_s / baseline
+    for key in [k for k in scorer_phases(model_report) if k != "scorer"]:  # the reference variants
+        phase = model_report[key]
+        name = f"scorer {phase.get('precision') or key.removeprefix('scorer_')}"
+        docs_per_s = phase["cells"][0]["docs_per_s"]
+        summary[f"{name} docs/s (same texts)"] = docs_per_s
+        summary[f"{name} / baseline"] = docs_per_s / baseline
     return summary
 
 
