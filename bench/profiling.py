@@ -33,7 +33,8 @@ STAGES: dict[str, Callable[[str, str], bool]] = {
     "tokenisation": lambda f, p: "tokenization_utils" in p and f not in ("pad", "_pad"),
     "padding (tokenizer.pad)": lambda f, p: "tokenization_utils" in p and f == "pad",
     "model forward (torch)": lambda f, p: f == "forward" and p.startswith("transformers/models/"),
-    "pipeline.process (event loop side)": lambda f, p: f == "process" and p.endswith("stream/pipeline.py"),
+    "pipeline.score and .deliver (event loop side)":
+        lambda f, p: f in ("score", "deliver") and p.endswith("stream/pipeline.py"),
     "validation (parse_raw)": lambda f, p: f == "parse_raw" and p.endswith("stream/validation.py"),
     "pydantic models (build, dump)": lambda f, p: p.startswith("pydantic/"),
     "JSON encoding (to_json, orjson)": lambda f, p: f == "to_json" and p.endswith("finsent/schemas.py"),

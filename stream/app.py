@@ -3,8 +3,9 @@
 Two agents:
 
 * ``score-raw`` takes batches from ``<prefix>.raw`` (``noack_take``: nothing is acked by
-  Faust itself), runs :class:`~stream.pipeline.RawBatchPipeline`, and only then acks the
-  batch's events. Faust commits acked offsets only (contiguously, every
+  Faust itself), scores each with :class:`~stream.pipeline.RawBatchPipeline`, delivers
+  it (index, produce) while the next one is scored (:mod:`stream.lookahead`), and only
+  then acks the batch's events, batch after batch in order. Faust commits acked offsets only (contiguously, every
   ``worker_commit_interval`` seconds, on rebalance and on shutdown), so an offset is never
   committed before Elasticsearch acknowledged its document: at-least-once delivery, and
   with ``_id`` = document id, exactly one document per record in the index. (``take()``
@@ -33,7 +34,8 @@ from stream.aggregator import WindowAggregator
 from stream.changelog_confirm import ChangelogConfirmations
 from stream.consumer_view import client_partition_states
 from stream.model_holder import ScorerLoader
-from stream.pipeline import RawBatchPipeline, RawRecord
+from stream.lookahead import Lookahead
+from stream.pipeline import RawBatchPipeline, RawRecord, ScoredBatch
 from stream.runtime import WorkerRuntime, default_scorer_loader
 from stream.task_dump import task_dump
 from stream.validation import Origin, dead_letter
@@ -234,13 +236,22 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
     # (_WorkerApp.on_first_start), never wait for it inside an agent (see _WorkerApp).
     @app.agent(raw_topic, name="score-raw", concurrency=1)
     async def score_raw(stream):
-        async for events in stream.noack_take(settings.worker_batch_size, within=settings.worker_batch_within):
-            records = [RawRecord(e.key, e.value, Origin(e.message.topic, e.message.partition, e.message.offset))
-                       for e in events]
-            await runtime.until_done("raw batch", lambda records=records: pipeline.process(records))
+        async def deliver(batch: ScoredBatch, events: list[Any]) -> None:
+            await runtime.until_done("raw batch delivery", lambda: pipeline.deliver(batch))
             for event in events:
                 await stream.ack(event)
             observe_lag(events)
+
+        lookahead = Lookahead(deliver)  # scores the next batch while this one is delivered (see there)
+        try:
+            async for events in stream.noack_take(settings.worker_batch_size, within=settings.worker_batch_within):
+                records = [RawRecord(e.key, e.value, Origin(e.message.topic, e.message.partition, e.message.offset))
+                           for e in events]
+                await lookahead.submit(runtime.until_done("raw batch scoring", lambda r=records: pipeline.score(r)),
+                                       events)
+            await lookahead.join()
+        finally:
+            await lookahead.cancel()
 
     store = _BytesKeyed(window_table)
 

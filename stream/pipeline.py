@@ -1,6 +1,8 @@
 """One raw batch, start to finish: validate → score → index → produce. Kafka-agnostic.
 
-The caller hands in records and acknowledges their offsets only after :meth:`process`
+Two steps, so that the worker can score one batch while the one before is delivered:
+:meth:`~RawBatchPipeline.score` (validate, score) and :meth:`~RawBatchPipeline.deliver`
+(index, produce). The caller acknowledges a batch's offsets only after ``deliver``
 returns, which it does once Elasticsearch has acknowledged (or definitively rejected into
 the DLQ) every document and every produced message is on the broker. A crash anywhere
 before that means the batch is delivered again; ids make the re-delivery overwrite.
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +47,14 @@ class _Doc:
     scored: ScoredDocument | None = None
 
 
+@dataclass
+class ScoredBatch:
+    """A batch between :meth:`RawBatchPipeline.score` and :meth:`RawBatchPipeline.deliver`."""
+
+    docs: list[_Doc] = field(default_factory=list)  # validated and scored, to index
+    deliveries: list[Awaitable[Any]] = field(default_factory=list)  # dead letters sent while scoring
+
+
 def text_to_score(doc: RawDocument) -> str:
     """The title carries much of a headline's sentiment: score it with the body."""
     title = (doc.title or "").strip()
@@ -75,48 +85,45 @@ class RawBatchPipeline:
         self.send_window_event = send_window_event
         self.clock = clock
 
-    async def process(self, records: Sequence[RawRecord]) -> None:
+    async def score(self, records: Sequence[RawRecord]) -> ScoredBatch:
+        """Validate and score; a record that fails either is sent to the DLQ (its delivery kept)."""
         self.metrics.consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
-        deliveries: list[Awaitable[Any]] = []
-
-        async def reject(record: RawRecord, stage: str, reason: str) -> None:
-            letter = dead_letter(stage, reason, record.value, record.origin, self.clock())
-            deliveries.append(await self.send_dead_letter(record.key, letter))
-            self.metrics.dead_letters.labels(stage).inc()
-            log.warning("dead letter (%s) %s[%s]@%s: %s", stage, record.origin.topic, record.origin.partition,
-                        record.origin.offset, reason)
-
+        batch = ScoredBatch()
         docs: list[_Doc] = []
         for record in records:
             try:
                 docs.append(_Doc(record, parse_raw(record.value, self.settings.max_text_bytes)))
             except RecordError as exc:
-                await reject(record, "validate", exc.reason)
+                batch.deliveries.append(await self._reject(record, "validate", exc.reason))
             except Exception as exc:  # noqa: BLE001 - a validator bug must not make a poison record
                 # (the batch would be retried forever); the record is kept whole in the DLQ.
-                await reject(record, "validate", f"unexpected {type(exc).__name__} while validating: {exc}")
+                reason = f"unexpected {type(exc).__name__} while validating: {exc}"
+                batch.deliveries.append(await self._reject(record, "validate", reason))
+        if not docs:
+            return batch
+        scorer = self.holder.current()
+        sentiments = await self._sentiments(scorer, docs)
+        scored_at = self.clock()
+        for doc, sentiment in zip(docs, sentiments, strict=True):
+            if isinstance(sentiment, str):
+                batch.deliveries.append(await self._reject(doc.record, "score", sentiment))
+                continue
+            doc.scored = ScoredDocument(**doc.raw.model_dump(), scored_at=scored_at, sentiment=sentiment,
+                                        model_version=scorer.version)
+            batch.docs.append(doc)
+        self.metrics.scored.inc(len(batch.docs))
+        return batch
 
-        if docs:
-            scorer = self.holder.current()
-            sentiments = await self._score(scorer, docs)
-            scored_at = self.clock()
-            kept: list[_Doc] = []
-            for doc, sentiment in zip(docs, sentiments, strict=True):
-                if isinstance(sentiment, str):
-                    await reject(doc.record, "score", sentiment)
-                    continue
-                doc.scored = ScoredDocument(**doc.raw.model_dump(), scored_at=scored_at, sentiment=sentiment,
-                                            model_version=scorer.version)
-                kept.append(doc)
-            self.metrics.scored.inc(len(kept))
-            docs = kept
-
-        if docs:
+    async def deliver(self, batch: ScoredBatch) -> None:
+        """Index the scored documents, produce their messages and wait until the broker has all of
+        the batch's messages. Safe to repeat after a failure: ids make the index writes overwrite."""
+        deliveries = list(batch.deliveries)
+        if batch.docs:
             indexed_at = self.clock()
             by_id: dict[str, _Doc] = {}
             items = []
-            for doc in docs:
+            for doc in batch.docs:
                 doc.scored.indexed_at = indexed_at
                 by_id[doc.scored.id] = doc
                 items.append(BulkItem(doc.scored.id, doc.scored.model_dump(mode="json")))
@@ -124,10 +131,11 @@ class RawBatchPipeline:
             rejected_ids = set()
             for rejection in rejections:
                 rejected_ids.add(rejection.item.id)
-                await reject(by_id[rejection.item.id].record, "index",
-                             f"Elasticsearch refused the document ({rejection.status}): {rejection.reason}")
+                deliveries.append(await self._reject(
+                    by_id[rejection.item.id].record, "index",
+                    f"Elasticsearch refused the document ({rejection.status}): {rejection.reason}"))
             acked_at = self.clock()
-            indexed = [d for d in docs if d.scored.id not in rejected_ids]
+            indexed = [d for d in batch.docs if d.scored.id not in rejected_ids]
             self.metrics.indexed.inc(len(indexed))
             for doc in indexed:
                 self.metrics.latency.observe(max(0.0, (acked_at - doc.scored.ingested_at).total_seconds()))
@@ -138,7 +146,15 @@ class RawBatchPipeline:
         for delivery in deliveries:
             await delivery  # everything on the broker before the caller commits the offsets
 
-    async def _score(self, scorer: Scorer, docs: list[_Doc]) -> list[Sentiment | str]:
+    async def _reject(self, record: RawRecord, stage: str, reason: str) -> Awaitable[Any]:
+        letter = dead_letter(stage, reason, record.value, record.origin, self.clock())
+        delivery = await self.send_dead_letter(record.key, letter)
+        self.metrics.dead_letters.labels(stage).inc()
+        log.warning("dead letter (%s) %s[%s]@%s: %s", stage, record.origin.topic, record.origin.partition,
+                    record.origin.offset, reason)
+        return delivery
+
+    async def _sentiments(self, scorer: Scorer, docs: list[_Doc]) -> list[Sentiment | str]:
         """Sentiments in order; a document the model cannot score gets the reason instead."""
         texts = [text_to_score(d.raw) for d in docs]
         started = time.perf_counter()

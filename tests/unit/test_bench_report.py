@@ -149,8 +149,8 @@ def test_paced_producer_sends_on_schedule_with_fresh_ingested_at():
 
 
 STACKS = """\
-thread (1): MainThread;BaseEventLoop._run_once (asyncio/base_events.py:1900);RawBatchPipeline.process (stream/pipeline.py:80);parse_raw (stream/validation.py:20);BaseModel.model_validate_json (pydantic/main.py:700) 6
-thread (1): MainThread;BaseEventLoop._run_once (asyncio/base_events.py:1900);RawBatchPipeline.process (stream/pipeline.py:80);AsyncElasticsearch.bulk (elasticsearch/_async/client/__init__.py:900) 4
+thread (1): MainThread;BaseEventLoop._run_once (asyncio/base_events.py:1900);RawBatchPipeline.score (stream/pipeline.py:80);parse_raw (stream/validation.py:20);BaseModel.model_validate_json (pydantic/main.py:700) 6
+thread (1): MainThread;BaseEventLoop._run_once (asyncio/base_events.py:1900);RawBatchPipeline.deliver (stream/pipeline.py:130);AsyncElasticsearch.bulk (elasticsearch/_async/client/__init__.py:900) 4
 thread (2): finsent-score_0;_WorkItem.run (concurrent/futures/thread.py:58);Scorer._probabilities (model/scorer.py:120);PreTrainedTokenizerBase.__call__ (transformers/tokenization_utils_base.py:2800) 10
 thread (2): finsent-score_0;_WorkItem.run (concurrent/futures/thread.py:58);Scorer._probabilities (model/scorer.py:125);BertModel.forward (transformers/models/bert/modeling_bert.py:900);linear (torch/nn/functional.py) 80
 """
@@ -164,7 +164,7 @@ def test_profile_summaries_from_collapsed_stacks():
     assert shares["scoring (Scorer._probabilities, whole)"] == pytest.approx(0.9)
     assert shares["model forward (torch)"] == pytest.approx(0.8)
     assert shares["tokenisation"] == pytest.approx(0.1)
-    assert shares["pipeline.process (event loop side)"] == pytest.approx(0.1)
+    assert shares["pipeline.score and .deliver (event loop side)"] == pytest.approx(0.1)
     assert shares["validation (parse_raw)"] == pytest.approx(0.06)
     assert shares["Elasticsearch client (bulk)"] == pytest.approx(0.04)
     assert shares["asyncio event loop (all)"] == pytest.approx(0.1)
