@@ -3,8 +3,10 @@
 1. Model: the registry's champion, else a tiny model trained for a few steps (the same
    architecture, so the same speed; its accuracy is irrelevant here). The output says which.
 2. Scorer: the worker's scorer on the same documents, batched as the worker batches, in this
-   process before the worker starts (so the two never compete for the CPU). It is measured in
-   rounds and the median is the reference: one pass moved by 10% between runs here.
+   process, never while the worker is busy: rounds before the worker starts and as many again
+   after the drain, once the worker idles. The median of all of them is the reference: one pass
+   moved by 10% between runs, and the machine's speed by 20% within minutes, so rounds on both
+   sides of the drain measure the scorer as fast as the machine was while the worker drained.
 3. Maximum sustained rate: a backlog of N documents produced at once; the rate is read from
    the ``indexed_at`` stamps the worker writes (see :func:`bench.stats.drain_rate`).
 4. Latency at 25/50/75% of that rate: documents produced at a paced rate with a fresh
@@ -51,7 +53,7 @@ class PipelineConfig:
     drain_timeout: float = 600.0    # seconds without progress before giving up
     max_docs_per_level: int = 10_000
     threads: int | None = None      # torch threads of the worker and the scorer (None: torch's default)
-    scorer_rounds: int = 3          # passes of the scorer over the same documents; the median is the reference
+    scorer_rounds: int = 3          # scorer passes before the worker starts, and as many after the drain
 
 
 def measure_scorer(settings: Settings, model_path: Path, texts: list[str], batch_size: int,
@@ -85,6 +87,29 @@ def measure_scorer(settings: Settings, model_path: Path, texts: list[str], batch
     del scorer
     gc.collect()
     return result
+
+
+def wait_idle(pid: int, *, below: float = 10.0, timeout: float = 60.0) -> bool:
+    """Until process ``pid`` uses under ``below`` percent of one CPU over a second; False on timeout."""
+    import psutil
+
+    process = psutil.Process(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.cpu_percent(interval=1.0) < below:
+            return True
+    return False
+
+
+def bracketed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """One scorer reference from the rounds before the worker started and after the drain."""
+    import statistics
+
+    rounds = before["rounds_docs_per_s"] + after["rounds_docs_per_s"]
+    median = statistics.median(rounds)
+    return before | {"docs_per_s": median, "seconds": before["docs"] / median, "rounds_docs_per_s": rounds,
+                     "rounds_before_drain": before["rounds_docs_per_s"],
+                     "rounds_after_drain": after["rounds_docs_per_s"]}
 
 
 def es_times(settings: Settings, source: str, size: int) -> list[tuple[datetime, datetime]]:
@@ -134,9 +159,9 @@ def run(settings: Settings, config: PipelineConfig = PipelineConfig(), *, echo: 
         from stream.pipeline import text_to_score
 
         echo(f"scorer: {min(len(backlog), 1024)} docs in batches of {batch_size}, {config.scorer_rounds} round(s)")
-        scorer = measure_scorer(settings, choice.path, [text_to_score(d) for d in backlog[:1024]], batch_size,
-                                config.threads, config.scorer_rounds)
-        echo(f"scorer: {scorer['docs_per_s']:.1f} docs/s (median; rounds "
+        scorer_texts = [text_to_score(d) for d in backlog[:1024]]
+        scorer = measure_scorer(settings, choice.path, scorer_texts, batch_size, config.threads, config.scorer_rounds)
+        echo(f"scorer before the worker starts: {scorer['docs_per_s']:.1f} docs/s (median; rounds "
              f"{', '.join(f'{r:.1f}' for r in scorer['rounds_docs_per_s'])})")
 
         # torch reads OMP_NUM_THREADS for its intra-op pool: the worker scores with the same threads.
@@ -161,6 +186,12 @@ def run(settings: Settings, config: PipelineConfig = PipelineConfig(), *, echo: 
             drain = stats.drain_rate(stamps) | {"wall_docs_per_s": config.backlog / wall, "wall_seconds": wall}
             echo(f"max sustained: {drain['docs_per_s']:.1f} docs/s (wall clock incl. start: "
                  f"{drain['wall_docs_per_s']:.1f})")
+            quiet = wait_idle(worker.pid)  # the window events of the backlog are aggregated by then
+            after = measure_scorer(settings, choice.path, scorer_texts, batch_size, config.threads,
+                                   config.scorer_rounds)
+            scorer = bracketed(scorer, after) | {"worker_idle_after_drain": quiet}
+            echo(f"scorer after the drain: rounds {', '.join(f'{r:.1f}' for r in after['rounds_docs_per_s'])}; "
+                 f"reference {scorer['docs_per_s']:.1f} docs/s (median of all rounds)")
 
             levels = []
             for fraction in config.fractions:

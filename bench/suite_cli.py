@@ -45,7 +45,8 @@ def pipeline(
     model: Optional[str] = typer.Option(None, "--model", help="Version or folder (default: the champion, else a tiny one)"),
     train_steps: int = typer.Option(20, min=1, help="Steps of the tiny model trained when there is no champion"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads of worker and scorer (OMP_NUM_THREADS)"),
-    scorer_rounds: int = typer.Option(3, min=1, help="Passes of the scorer reference; the median counts"),
+    scorer_rounds: int = typer.Option(3, min=1, help="Scorer passes before the worker starts, and as many after "
+                                      "the drain; the median of all is the reference"),
     keep: bool = typer.Option(False, "--keep", help="Keep the run's topics, indices and logs"),
     output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON results here"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table"),

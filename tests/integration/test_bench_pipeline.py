@@ -42,7 +42,9 @@ def test_bench_pipeline_end_to_end(services, tiny_model, tmp_path):
         assert pipeline["model"]["origin"] == f"given: {tiny_model.path}"
         assert pipeline["scorer"]["docs_per_s"] > 0 and pipeline["scorer"]["batch_size"] == 16
         rounds = pipeline["scorer"]["rounds_docs_per_s"]
-        assert len(rounds) == 3 and min(rounds) <= pipeline["scorer"]["docs_per_s"] <= max(rounds)
+        assert len(rounds) == 6 and min(rounds) <= pipeline["scorer"]["docs_per_s"] <= max(rounds)
+        assert rounds == pipeline["scorer"]["rounds_before_drain"] + pipeline["scorer"]["rounds_after_drain"]
+        assert pipeline["scorer"]["worker_idle_after_drain"] is True
         assert pipeline["max_sustained"]["docs_per_s"] > 0
         assert pipeline["max_sustained"]["docs"] + 16 >= BACKLOG  # all but the first batch are in the rate
         assert pipeline["end_to_end_vs_scorer"] > 0
