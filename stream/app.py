@@ -5,10 +5,11 @@ Two agents:
 * ``score-raw`` takes batches from ``<prefix>.raw`` (``noack_take``: nothing is acked by
   Faust itself), scores each with :class:`~stream.pipeline.RawBatchPipeline`, delivers
   it (index, produce) while the next one is scored (:mod:`stream.lookahead`), and only
-  then acks the batch's events, batch after batch in order. Faust commits acked offsets only (contiguously, every
-  ``worker_commit_interval`` seconds, on rebalance and on shutdown), so an offset is never
-  committed before Elasticsearch acknowledged its document: at-least-once delivery, and
-  with ``_id`` = document id, exactly one document per record in the index. (``take()``
+  then acks the batch's events, batch after batch in order. Faust commits acked offsets
+  only (contiguously, every ``worker_commit_interval`` seconds, on rebalance and on
+  shutdown), so an offset is never committed before Elasticsearch acknowledged its
+  document: at-least-once delivery, and with ``_id`` = document id, exactly one document
+  per record in the index. (``take()``
   would not do: it acks the previous batch in a ``finally``, also when processing raised
   or the task was cancelled mid-batch.)
 * ``windows`` consumes per-ticker window events from an internal topic keyed by ticker

@@ -52,7 +52,9 @@ class ScoredBatch:
     """A batch between :meth:`RawBatchPipeline.score` and :meth:`RawBatchPipeline.deliver`."""
 
     docs: list[_Doc] = field(default_factory=list)  # validated and scored, to index
-    deliveries: list[Awaitable[Any]] = field(default_factory=list)  # dead letters sent while scoring
+    # (record, stage, reason) of the records that failed validation or scoring: deliver sends them
+    # to the DLQ, again on every retry, as it does everything else.
+    rejected: list[tuple[RawRecord, str, str]] = field(default_factory=list)
 
 
 def text_to_score(doc: RawDocument) -> str:
@@ -86,7 +88,7 @@ class RawBatchPipeline:
         self.clock = clock
 
     async def score(self, records: Sequence[RawRecord]) -> ScoredBatch:
-        """Validate and score; a record that fails either is sent to the DLQ (its delivery kept)."""
+        """Validate and score; a record that fails either is kept for the DLQ (sent by :meth:`deliver`)."""
         self.metrics.consumed.inc(len(records))
         self.metrics.batch_size.observe(len(records))
         batch = ScoredBatch()
@@ -95,11 +97,11 @@ class RawBatchPipeline:
             try:
                 docs.append(_Doc(record, parse_raw(record.value, self.settings.max_text_bytes)))
             except RecordError as exc:
-                batch.deliveries.append(await self._reject(record, "validate", exc.reason))
+                batch.rejected.append((record, "validate", exc.reason))
             except Exception as exc:  # noqa: BLE001 - a validator bug must not make a poison record
                 # (the batch would be retried forever); the record is kept whole in the DLQ.
                 reason = f"unexpected {type(exc).__name__} while validating: {exc}"
-                batch.deliveries.append(await self._reject(record, "validate", reason))
+                batch.rejected.append((record, "validate", reason))
         if not docs:
             return batch
         scorer = self.holder.current()
@@ -107,7 +109,7 @@ class RawBatchPipeline:
         scored_at = self.clock()
         for doc, sentiment in zip(docs, sentiments, strict=True):
             if isinstance(sentiment, str):
-                batch.deliveries.append(await self._reject(doc.record, "score", sentiment))
+                batch.rejected.append((doc.record, "score", sentiment))
                 continue
             doc.scored = ScoredDocument(**doc.raw.model_dump(), scored_at=scored_at, sentiment=sentiment,
                                         model_version=scorer.version)
@@ -116,9 +118,9 @@ class RawBatchPipeline:
         return batch
 
     async def deliver(self, batch: ScoredBatch) -> None:
-        """Index the scored documents, produce their messages and wait until the broker has all of
-        the batch's messages. Safe to repeat after a failure: ids make the index writes overwrite."""
-        deliveries = list(batch.deliveries)
+        """Index the scored documents, produce their messages and dead letters, and wait until the
+        broker has all of them. Safe to repeat after a failure: ids make the index writes overwrite."""
+        deliveries = [await self._reject(record, stage, reason) for record, stage, reason in batch.rejected]
         if batch.docs:
             indexed_at = self.clock()
             by_id: dict[str, _Doc] = {}
