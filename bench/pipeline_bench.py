@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from bench import load, stats
 from bench.memory import RssSampler
@@ -60,8 +63,6 @@ def measure_scorer(settings: Settings, model_path: Path, texts: list[str], batch
                    threads: int | None = None, rounds: int = 1) -> dict[str, Any]:
     """Docs/s of the worker's scorer on ``texts``, in the worker's batches, after one warm-up batch:
     the median of ``rounds`` passes (all of them under ``rounds_docs_per_s``)."""
-    import statistics
-
     import torch
 
     from model.input_text import for_model
@@ -80,19 +81,23 @@ def measure_scorer(settings: Settings, model_path: Path, texts: list[str], batch
             scorer.score(texts[i : i + batch_size])
         passes.append(len(texts) / (time.perf_counter() - started))
     lengths = [len(ids) for ids in scorer.tokenizer([for_model(t) for t in texts], truncation=False)["input_ids"]]
-    median = statistics.median(passes)
-    result = {"docs_per_s": median, "rounds_docs_per_s": passes, "docs": len(texts), "seconds": len(texts) / median,
-              "batch_size": batch_size, "device": scorer.device, "torch_threads": torch.get_num_threads(),
-              "quantized": scorer.quantized, "precision": scorer.precision, "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths)}
+    result = with_rounds({"docs": len(texts), "batch_size": batch_size, "device": scorer.device,
+                          "torch_threads": torch.get_num_threads(), "quantized": scorer.quantized,
+                          "precision": scorer.precision, "mean_tokens": sum(lengths) / len(lengths),
+                          "max_tokens": max(lengths)}, passes)
     del scorer
     gc.collect()
     return result
 
 
+def with_rounds(measurement: dict[str, Any], rounds: list[float]) -> dict[str, Any]:
+    """``measurement`` with its rounds and their median as the docs/s."""
+    median = statistics.median(rounds)
+    return measurement | {"docs_per_s": median, "rounds_docs_per_s": rounds, "seconds": measurement["docs"] / median}
+
+
 def wait_idle(pid: int, *, below: float = 10.0, timeout: float = 60.0) -> bool:
     """Until process ``pid`` uses under ``below`` percent of one CPU over a second; False on timeout."""
-    import psutil
-
     process = psutil.Process(pid)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -103,13 +108,8 @@ def wait_idle(pid: int, *, below: float = 10.0, timeout: float = 60.0) -> bool:
 
 def bracketed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """One scorer reference from the rounds before the worker started and after the drain."""
-    import statistics
-
-    rounds = before["rounds_docs_per_s"] + after["rounds_docs_per_s"]
-    median = statistics.median(rounds)
-    return before | {"docs_per_s": median, "seconds": before["docs"] / median, "rounds_docs_per_s": rounds,
-                     "rounds_before_drain": before["rounds_docs_per_s"],
-                     "rounds_after_drain": after["rounds_docs_per_s"]}
+    return with_rounds(before, before["rounds_docs_per_s"] + after["rounds_docs_per_s"]) | {
+        "rounds_before_drain": before["rounds_docs_per_s"], "rounds_after_drain": after["rounds_docs_per_s"]}
 
 
 def es_times(settings: Settings, source: str, size: int) -> list[tuple[datetime, datetime]]:
