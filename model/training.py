@@ -347,5 +347,6 @@ def train_distilled(data: Sequence[Any], *, registry: Registry, folds: int = 3, 
                     "teachers_s": round(time.monotonic() - started, 1)} | targets_summary(soft, examples)
     log.info("distillation targets: %s", distillation)
     return train(examples, registry=registry, seed=seed, val_fraction=val_fraction, on_bad_rows=on_bad_rows,
-                 soft_targets=soft, soft_weight=soft_weight, notes=(notes or {}) | {"distillation": distillation},
+                 soft_targets=soft, soft_weight=soft_weight,
+                 notes=(notes or {}) | {"distillation": distillation, "bad_rows": len(bad)},
                  **options)
