@@ -77,12 +77,6 @@ def train(
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
     precision: str = typer.Option("auto", help="auto (bf16/fp16 autocast on a GPU, bf16 on a CPU with AMX, else fp32) "
                                                "or fp32"),
-    distill_folds: int = typer.Option(
-        0, min=0, help="Train this many cross-fitted teachers first and distil their out-of-fold probabilities "
-                       "into the model (0: off; see model/distillation.py)"),
-    teacher_epochs: int = typer.Option(3, min=1, help="Epochs of each teacher (with --distill-folds)"),
-    soft_weight: float = typer.Option(0.5, min=0.0, max=1.0,
-                                      help="Share of the teachers' probabilities in the loss (with --distill-folds)"),
     promote: bool = typer.Option(False, help="Make the new version the champion"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object: version and validation metrics"),
     progress: bool = typer.Option(True, help="Progress bar with ETA on stderr"),
@@ -90,7 +84,7 @@ def train(
     """Fine-tune a classifier and register it; the last line of output is the version."""
     from model.data import BadDataError
     from model.pooling import POOLINGS
-    from model.training import train as run_training, train_distilled
+    from model.training import train as run_training
 
     settings = settings_of(ctx)
     if on_bad_rows not in {"skip", "reject"}:
@@ -102,17 +96,13 @@ def train(
             fail(f"no data file {path}")
     _offline()
     registry = _registry(settings)
-    options = dict(base_model=base_model or settings.base_model, registry=registry, epochs=epochs,
-                   max_steps=max_steps, seed=seed, batch_size=batch_size, learning_rate=learning_rate,
-                   max_length=max_length, pooling=pooling, val_fraction=val_fraction, patience=patience,
-                   progress=progress, on_bad_rows=on_bad_rows, device=settings.device, threads=threads,
-                   precision=precision)
     try:
-        if distill_folds:
-            result = train_distilled(data, folds=distill_folds, teacher_epochs=teacher_epochs,
-                                     soft_weight=soft_weight, **options)
-        else:
-            result = run_training(data, **options)
+        result = run_training(
+            data, base_model=base_model or settings.base_model, registry=registry, epochs=epochs,
+            max_steps=max_steps, seed=seed, batch_size=batch_size, learning_rate=learning_rate,
+            max_length=max_length, pooling=pooling, val_fraction=val_fraction, patience=patience, progress=progress,
+            on_bad_rows=on_bad_rows, device=settings.device, threads=threads, precision=precision,
+        )
     except BadDataError as exc:
         fail(f"rejected the training data: {exc}")
     except (FileNotFoundError, OSError, ValueError) as exc:

@@ -18,7 +18,7 @@ import logging
 import random
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,6 @@ from finsent.schemas import LABELS
 from model import data as datamod
 from model.base_models import DEFAULT_BASE, quiet_transformers, resolve_base
 from model.calibration import CONFIG_KEY as CALIBRATION_KEY, calibrate
-from model.distillation import mixed_loss, out_of_fold_targets, soft_target_rows, targets_summary
 from model.evaluation import evaluate
 from model.first_token import first_token_only
 from model.input_text import for_model
@@ -45,7 +44,6 @@ class TrainResult:
     version: str
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
-    scorer: Scorer | None = None  # the trained model, when it was not registered (``register=False``)
 
 
 @dataclass
@@ -167,14 +165,7 @@ def train(
     precision: str = "auto",
     notes: dict[str, Any] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    soft_targets: Mapping[str, Sequence[float]] | None = None,
-    soft_weight: float = 0.5,
-    register: bool = True,
 ) -> TrainResult:
-    """Fine-tune, keep the best epoch, calibrate and register (unless ``register`` is false).
-
-    ``soft_targets`` (text → probabilities in LABELS order, from :mod:`model.distillation`) mix
-    into the loss with ``soft_weight`` for the training rows that have one."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
@@ -195,8 +186,6 @@ def train(
 
     encoded = tokenizer([for_model(e.text) for e in train_set], truncation=True, max_length=max_length)["input_ids"]
     targets = [order.index(e.label) for e in train_set]
-    soft_rows, has_soft = soft_target_rows([e.text for e in train_set], soft_targets or {},
-                                           [LABELS.index(label) for label in order])
     weights = datamod.class_weights([e.label for e in train_set])
     loss_fn = torch.nn.CrossEntropyLoss(
         weight=torch.tensor([weights[LABELS.index(label)] for label in order], dtype=torch.float, device=dev)
@@ -238,11 +227,7 @@ def train(
                 inputs = {k: v.to(dev) for k, v in padded.items()}
                 labels = torch.tensor([targets[i] for i in batch], device=dev)
                 with torch.autocast(device_type=dev, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(**inputs).logits.float()
-                    loss = loss_fn(logits, labels)
-                    if soft_targets:
-                        loss = mixed_loss(loss, logits, torch.tensor([soft_rows[i] for i in batch], device=dev),
-                                          torch.tensor([has_soft[i] for i in batch], device=dev), soft_weight)
+                    loss = loss_fn(model(**inputs).logits.float(), labels)
                 optimizer.zero_grad(set_to_none=True)
                 grad_scaler.scale(loss).backward()
                 grad_scaler.unscale_(optimizer)
@@ -285,8 +270,6 @@ def train(
     model.to("cpu").eval()
     scorer = Scorer(model, tokenizer, version="training", device="cpu", max_length=max_length,
                     batch_size=128, label_order=order)
-    if not register:
-        return TrainResult(version="", metrics={}, history=history, scorer=scorer)
     validation: dict[str, Any] = {}
     calibration: dict[str, Any] = {"temperature": 1.0, "data": "none (no validation split)"}
     if val_set:
@@ -319,34 +302,3 @@ def train(
         tokenizer.save_pretrained(tmp)
         version = registry.register(tmp, metadata)
     return TrainResult(version=version, metrics=validation, history=history)
-
-
-def train_distilled(data: Sequence[Any], *, registry: Registry, folds: int = 3, teacher_epochs: int = 3,
-                    soft_weight: float = 0.5, seed: int = 13, val_fraction: float = 0.1,
-                    on_bad_rows: str = "skip", notes: dict[str, Any] | None = None, **options: Any) -> TrainResult:
-    """Train ``folds`` teachers on the training rows, cross-fitted, then a student on their
-    out-of-fold probabilities and the labels (:mod:`model.distillation`); registers the student.
-
-    ``options`` go to every :func:`train` call (base model, batch size, learning rate, ...)."""
-    examples, bad = _examples(data, None, on_bad_rows)
-    if bad:
-        log.warning("skipped %d bad row(s); first: %s", len(bad), bad[0])
-    if teacher_epochs < 1:
-        raise ValueError(f"teachers need at least one epoch, not {teacher_epochs}")
-    teacher_options = {k: v for k, v in options.items() if k not in ("epochs", "max_steps", "patience", "on_epoch")}
-
-    def train_teacher(rows: list[datamod.Example], fold: int) -> Callable[[list[str]], list[list[float]]]:
-        # No validation split of its own: a fixed number of epochs (the best epoch of the recipe was 2-3).
-        teacher = train(rows, registry=registry, epochs=teacher_epochs, seed=seed + 1 + fold, val_fraction=0.0,
-                        register=False, **teacher_options)
-        return teacher.scorer.predict_proba
-
-    started = time.monotonic()
-    soft = out_of_fold_targets(examples, k=folds, seed=seed, val_fraction=val_fraction, train_teacher=train_teacher)
-    distillation = {"folds": folds, "teacher_epochs": teacher_epochs, "soft_weight": soft_weight,
-                    "teachers_s": round(time.monotonic() - started, 1)} | targets_summary(soft, examples)
-    log.info("distillation targets: %s", distillation)
-    return train(examples, registry=registry, seed=seed, val_fraction=val_fraction, on_bad_rows=on_bad_rows,
-                 soft_targets=soft, soft_weight=soft_weight,
-                 notes=(notes or {}) | {"distillation": distillation, "bad_rows": len(bad)},
-                 **options)

