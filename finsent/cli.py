@@ -131,7 +131,8 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
     else:
         table = Table("name", "kind", "pid", "healthy", "address", "detail")
         for row in rows:
-            table.add_row(row["name"], row["kind"], str(row["pid"] or "-"), "yes" if row["healthy"] else "no",
+            healthy = "-" if row["healthy"] is None else "yes" if row["healthy"] else "no"  # None: a one-shot
+            table.add_row(row["name"], row["kind"], str(row["pid"] or "-"), healthy,
                           row["address"], row["detail"])
         Console(width=160).print(table)
     if not all(row["healthy"] for row in rows if row["kind"] == "service"):

@@ -35,6 +35,7 @@ class ProcessSpec:
     url: str | None = None  # what a person opens, or what status probes
     health_path: str | None = None
     env: tuple[tuple[str, str], ...] = ()  # per-process overrides, e.g. a port two processes would share
+    one_shot: bool = False  # ends by itself when its work is done (the sample replay)
 
 
 def process_specs(settings: Settings) -> list[ProcessSpec]:
@@ -51,7 +52,7 @@ def process_specs(settings: Settings) -> list[ProcessSpec]:
                     "/health"),
         ProcessSpec("push", ("ingest", "serve", "--port", "8080"), "http://127.0.0.1:8080/", "/healthz"),
         ProcessSpec("replay", ("ingest", "file", str(sample), "--rate", "2"),
-                    env=(("FINSENT_INGEST_METRICS_PORT", "0"),)),
+                    env=(("FINSENT_INGEST_METRICS_PORT", "0"),), one_shot=True),
     ]
 
 
@@ -79,6 +80,12 @@ def _pid_file(settings: Settings, name: str) -> PidFile:
 
 def _log_path(settings: Settings, name: str) -> Path:
     return settings.state_dir.resolve() / "processes" / f"{name}.log"
+
+
+def _down_marker(settings: Settings) -> Path:
+    """Written by ``down`` before it stops anything, so that a ``finsent up`` still watching in
+    another terminal ends quietly instead of reporting each stopped process as a crash."""
+    return settings.state_dir.resolve() / "processes" / "down-requested"
 
 
 def local_secrets(settings: Settings, echo: Echo = print) -> dict[str, str]:
@@ -129,6 +136,7 @@ def up(settings: Settings, echo: Echo = print) -> list[tuple[ProcessSpec, psutil
     if _uses_embedded_services(settings):
         manager.up(settings, bootstrap=False, echo=echo)
     init(settings, echo)
+    _down_marker(settings).unlink(missing_ok=True)
     groups = _available_groups()
     exe = _finsent_executable()
     shared_env = dict(os.environ) | local_secrets(settings, echo)
@@ -151,19 +159,27 @@ def up(settings: Settings, echo: Echo = print) -> list[tuple[ProcessSpec, psutil
     return started
 
 
-def watch(settings: Settings, started: list[tuple[ProcessSpec, psutil.Process]], echo: Echo = print) -> None:
-    """Block until Ctrl-C; report a long-running process that dies (the replay may finish)."""
+def watch(settings: Settings, started: list[tuple[ProcessSpec, psutil.Process]], echo: Echo = print,
+          poll_seconds: float = 2.0) -> None:
+    """Block until Ctrl-C or a ``finsent down`` from elsewhere; report a long-running process that
+    dies (a one-shot one may finish)."""
     reported = set()
     while True:
-        time.sleep(2)
+        time.sleep(poll_seconds)
+        if _down_marker(settings).exists():
+            echo("stopped by `finsent down`")
+            return
         for spec, proc in started:
             if spec.name not in reported and (not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE):
                 reported.add(spec.name)
-                if spec.name != "replay":
+                if not spec.one_shot:
                     echo(f"{spec.name} exited; last lines of its log:\n{tail(_log_path(settings, spec.name), 15)}")
 
 
 def down(settings: Settings, echo: Echo = print) -> None:
+    marker = _down_marker(settings)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     for spec in reversed(process_specs(settings)):
         pid_file = _pid_file(settings, spec.name)
         proc = pid_file.process()
@@ -183,6 +199,9 @@ def status(settings: Settings) -> list[dict]:
     for spec in process_specs(settings):
         proc = _pid_file(settings, spec.name).process()
         healthy, detail = proc is not None, "running" if proc else "not running"
+        if proc is None and spec.one_shot:  # finished, or never started: its log's last line says which
+            last = tail(_log_path(settings, spec.name), 1).strip()
+            healthy, detail = None, f"not running (one-shot); last log line: {last[-120:]}"
         if proc is not None and spec.url and spec.health_path:
             base = spec.url.split("/", 3)
             try:

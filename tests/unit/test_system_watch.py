@@ -1,0 +1,70 @@
+"""`finsent up` keeps watching its processes; a `finsent down` from another terminal ends that
+watch quietly, and a one-shot process that finished is not shown as unhealthy."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from finsent import system
+from finsent.services.process import start_background
+from finsent.settings import Settings
+
+
+def _settings(tmp_path) -> Settings:
+    # Not the embedded addresses: `down` then stops only the processes, never the services.
+    return Settings(state_dir=tmp_path / "state", kafka_bootstrap="kafka.invalid:9092",
+                    elasticsearch_url="http://es.invalid:9200")
+
+
+def _start(settings: Settings, name: str, code: str):
+    spec = next(s for s in system.process_specs(settings) if s.name == name)
+    proc = start_background([sys.executable, "-c", code], pid_file=system._pid_file(settings, name),
+                            log_path=system._log_path(settings, name), env={}, cwd=settings.state_dir.parent)
+    return spec, proc
+
+
+def test_down_from_elsewhere_ends_the_watch_without_crash_reports(tmp_path):
+    settings = _settings(tmp_path)
+    started = [_start(settings, "worker", "import time; time.sleep(120)")]
+    said: list[str] = []
+    watcher = threading.Thread(target=system.watch, args=(settings, started, said.append, 0.05), daemon=True)
+    watcher.start()
+
+    system.down(settings, echo=said.append)
+    watcher.join(timeout=30)
+
+    assert not watcher.is_alive()
+    assert not started[0][1].is_running() or started[0][1].status() == "zombie"
+    assert "worker: stopped" in said
+    assert said[-1] == "stopped by `finsent down`"
+    assert not any("exited" in line for line in said)
+
+
+def test_a_process_that_dies_on_its_own_is_reported(tmp_path):
+    settings = _settings(tmp_path)
+    started = [_start(settings, "worker", "print('boom'); raise SystemExit(3)")]
+    said: list[str] = []
+    watcher = threading.Thread(target=system.watch, args=(settings, started, said.append, 0.05), daemon=True)
+    watcher.start()
+    try:
+        started[0][1].wait(timeout=30)
+        watcher.join(timeout=1)  # keeps watching: only Ctrl-C or `finsent down` ends it
+        assert watcher.is_alive()
+        assert any(line.startswith("worker exited; last lines of its log:") and "boom" in line for line in said)
+    finally:
+        system.down(settings, echo=said.append)
+        watcher.join(timeout=30)
+    assert not watcher.is_alive()
+
+
+def test_a_finished_one_shot_is_neither_healthy_nor_unhealthy(tmp_path):
+    settings = _settings(tmp_path)
+    _, proc = _start(settings, "replay", "print('sample.jsonl: fetched 3, produced 3')")
+    proc.wait(timeout=30)
+
+    rows = {row["name"]: row for row in system.status(settings) if row["kind"] == "process"}
+
+    assert rows["replay"]["healthy"] is None
+    assert rows["replay"]["detail"].endswith("last log line: sample.jsonl: fetched 3, produced 3")
+    assert rows["worker"]["healthy"] is False and rows["worker"]["detail"] == "not running"
