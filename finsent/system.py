@@ -166,14 +166,16 @@ def watch(settings: Settings, started: list[tuple[ProcessSpec, psutil.Process]],
     reported = set()
     while True:
         time.sleep(poll_seconds)
+        ended = [spec for spec, proc in started if spec.name not in reported
+                 and (not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE)]
+        # Looked at after the processes: `down` writes it before it stops any of them.
         if _down_marker(settings).exists():
             echo("stopped by `finsent down`")
             return
-        for spec, proc in started:
-            if spec.name not in reported and (not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE):
-                reported.add(spec.name)
-                if not spec.one_shot:
-                    echo(f"{spec.name} exited; last lines of its log:\n{tail(_log_path(settings, spec.name), 15)}")
+        for spec in ended:
+            reported.add(spec.name)
+            if not spec.one_shot:
+                echo(f"{spec.name} exited; last lines of its log:\n{tail(_log_path(settings, spec.name), 15)}")
 
 
 def down(settings: Settings, echo: Echo = print) -> None:
