@@ -24,12 +24,17 @@ def _start(settings: Settings, name: str, code: str):
     return spec, proc
 
 
-def test_down_from_elsewhere_ends_the_watch_without_crash_reports(tmp_path):
-    settings = _settings(tmp_path)
-    started = [_start(settings, "worker", "import time; time.sleep(120)")]
+def _watch(settings: Settings, started) -> tuple[threading.Thread, list[str]]:
     said: list[str] = []
     watcher = threading.Thread(target=system.watch, args=(settings, started, said.append, 0.05), daemon=True)
     watcher.start()
+    return watcher, said
+
+
+def test_down_from_elsewhere_ends_the_watch_without_crash_reports(tmp_path):
+    settings = _settings(tmp_path)
+    started = [_start(settings, "worker", "import time; time.sleep(120)")]
+    watcher, said = _watch(settings, started)
 
     system.down(settings, echo=said.append)
     watcher.join(timeout=30)
@@ -44,9 +49,7 @@ def test_down_from_elsewhere_ends_the_watch_without_crash_reports(tmp_path):
 def test_a_process_that_dies_on_its_own_is_reported(tmp_path):
     settings = _settings(tmp_path)
     started = [_start(settings, "worker", "print('boom'); raise SystemExit(3)")]
-    said: list[str] = []
-    watcher = threading.Thread(target=system.watch, args=(settings, started, said.append, 0.05), daemon=True)
-    watcher.start()
+    watcher, said = _watch(settings, started)
     try:
         started[0][1].wait(timeout=30)
         watcher.join(timeout=1)  # keeps watching: only Ctrl-C or `finsent down` ends it
