@@ -30,8 +30,9 @@ def convert(source: Path, target: Path, dtype_name: str) -> Path:
     for name in KEEP:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
-    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(source / WEIGHTS).items()}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, target / WEIGHTS, metadata={"format": "pt"})
+    tensors = {k: v.to(dtype).contiguous() if v.is_floating_point() else v
+               for k, v in load_file(source / WEIGHTS).items()}
+    save_file(tensors, target / WEIGHTS, metadata={"format": "pt"})
     return target
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 from finsent import system
 from finsent.services.process import start_background
@@ -51,10 +52,12 @@ def test_a_process_that_dies_on_its_own_is_reported(tmp_path):
     started = [_start(settings, "worker", "print('boom'); raise SystemExit(3)")]
     watcher, said = _watch(settings, started)
     try:
-        started[0][1].wait(timeout=30)
-        watcher.join(timeout=1)  # keeps watching: only Ctrl-C or `finsent down` ends it
+        deadline = time.monotonic() + 30
+        while not any(line.startswith("worker exited; last lines of its log:") and "boom" in line for line in said):
+            assert time.monotonic() < deadline, said
+            time.sleep(0.05)
+        watcher.join(timeout=0.5)  # and keeps watching: only Ctrl-C or `finsent down` ends it
         assert watcher.is_alive()
-        assert any(line.startswith("worker exited; last lines of its log:") and "boom" in line for line in said)
     finally:
         system.down(settings, echo=said.append)
         watcher.join(timeout=30)
