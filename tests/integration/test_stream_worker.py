@@ -211,3 +211,43 @@ def test_kill_9_and_two_workers_index_every_document_exactly_once(bootstrapped, 
         for w in (first, second, third):
             if w is not None:
                 w.ensure_stopped()
+
+
+def test_worker_takes_up_partitions_added_while_it_runs(bootstrapped, tiny_model, tmp_path):
+    """Partitions that appear after the group formed (added by an operator, or a topic that was
+    created just before the join and not yet in the broker's metadata) are consumed within
+    seconds, not at the client's next scheduled metadata refresh minutes later."""
+    from kafka.admin import NewPartitions
+
+    settings = bootstrapped
+    grown = settings.topic_partitions + 2
+    worker = Worker(settings, tiny_model.registry_root, tmp_path / "s", tmp_path / "w.log")
+    try:
+        worker.start().wait_ready()
+        first = [make_doc(i, tag="joined") for i in range(10)]
+        produce(settings, first)  # indexed only once the group has formed with the old partitions
+        wait_for(lambda: es_count(settings) >= len(first), 120, "the documents sent before the growth")
+        admin = clients.kafka_admin(settings)
+        try:
+            admin.create_partitions({settings.topic("raw"): NewPartitions(total_count=grown)})
+        finally:
+            admin.close()
+        docs = [make_doc(i, tag="grow") for i in range(40)]
+        producer = clients.kafka_producer(settings)
+        try:
+            wait_for(lambda: len(producer.partitions_for(settings.topic("raw")) or ()) == grown, 30,
+                     "the new partitions in the producer's metadata")
+            for i, doc in enumerate(docs):  # only into the partitions the worker was never given
+                producer.send(settings.topic("raw"), key=doc.tickers[0].encode(), value=doc.to_json(),
+                              partition=settings.topic_partitions + i % 2)
+            producer.flush()
+        finally:
+            producer.close()
+        wait_for(lambda: es_count(settings) >= len(first) + len(docs), 90,
+                 f"documents in the added partitions (worker log {worker.log})")
+        assert sorted(d["_id"] for d in es_docs(settings)) == sorted(d.id for d in first + docs)
+        per_ticker = Counter(t for d in first + docs for t in dict.fromkeys(d.tickers))
+        settle_daily_counts(settings, dict(per_ticker), 60, "daily aggregates of the added partitions")
+        assert worker.terminate() == 0
+    finally:
+        worker.ensure_stopped()
