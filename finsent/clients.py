@@ -10,6 +10,12 @@ from typing import Any
 
 from finsent.settings import Settings
 
+# A consumer group's leader rebalances when the metadata shows new partitions of a subscribed
+# topic, but the client refreshes it only this often. The clients' 5 minutes left partitions
+# added by an operator, or a topic created just before the group formed and not yet in the
+# broker's metadata, unconsumed for minutes. A refresh is one small request.
+METADATA_MAX_AGE_MS = 10_000
+
 
 def kafka_common(settings: Settings) -> dict[str, Any]:
     """Connection arguments shared by kafka-python producers, consumers and admin clients."""
@@ -48,7 +54,8 @@ def kafka_producer(settings: Settings, **overrides: Any):
 def kafka_consumer(settings: Settings, *topics: str, **overrides: Any):
     from kafka import KafkaConsumer
 
-    kwargs = kafka_common(settings) | {"auto_offset_reset": "earliest", "enable_auto_commit": False}
+    kwargs = kafka_common(settings) | {"auto_offset_reset": "earliest", "enable_auto_commit": False,
+                                       "metadata_max_age_ms": METADATA_MAX_AGE_MS}
     kwargs.update(overrides)
     return KafkaConsumer(*topics, **kwargs)
 

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from finsent import clients
 from finsent.schemas import Aggregate, DeadLetter, ScoredDocument
 from finsent.settings import Settings
 from stream.aggregator import WindowAggregator
@@ -43,13 +44,6 @@ from stream.validation import Origin, dead_letter
 from stream.windows import WindowEvent
 
 log = logging.getLogger(__name__)
-
-# The group's leader rebalances when the metadata shows new partitions of a subscribed topic,
-# but the client refreshes it only this often. aiokafka's 5 minutes left partitions added by
-# an operator, or a topic created just before the join and not yet in the broker's metadata
-# (the worker's window-events topic on a slow machine), unconsumed for minutes. A refresh is
-# one small request.
-METADATA_MAX_AGE_MS = 10_000
 
 
 class _BytesKeyed(MutableMapping[str, Any]):
@@ -192,7 +186,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
         topic_replication_factor=settings.topic_replication,
         broker_commit_interval=settings.worker_commit_interval,
         consumer_auto_offset_reset="earliest",
-        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
+        consumer_metadata_max_age_ms=clients.METADATA_MAX_AGE_MS,  # see there
         producer_acks=-1,
         web_port=web_port or settings.worker_web_port,
         web_host="127.0.0.1",
