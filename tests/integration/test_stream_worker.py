@@ -233,7 +233,7 @@ def test_worker_takes_up_partitions_added_while_it_runs(bootstrapped, tiny_model
         finally:
             admin.close()
         docs = [make_doc(i, tag="grow") for i in range(40)]
-        producer = clients.kafka_producer(settings)
+        producer = clients.kafka_producer(settings, metadata_max_age_ms=1000)  # it may look before the growth shows
         try:
             wait_for(lambda: len(producer.partitions_for(settings.topic("raw")) or ()) == grown, 30,
                      "the new partitions in the producer's metadata")
