@@ -9,7 +9,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import orjson
 from finsent import clients
 from finsent.schemas import RawDocument, document_id, utc_now
 from finsent.settings import Settings
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 FINSENT = ROOT / ".venv" / "bin" / "finsent"
@@ -38,17 +38,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def make_doc(n: int, tag: str = "d") -> RawDocument:

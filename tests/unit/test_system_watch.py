@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 
 from finsent import system
 from finsent.services.process import start_background
 from finsent.settings import Settings
+from tests.waiting import wait_for
 
 
 def _settings(tmp_path) -> Settings:
@@ -52,10 +52,8 @@ def test_a_process_that_dies_on_its_own_is_reported(tmp_path):
     started = [_start(settings, "worker", "print('boom'); raise SystemExit(3)")]
     watcher, said = _watch(settings, started)
     try:
-        deadline = time.monotonic() + 30
-        while not any(line.startswith("worker exited; last lines of its log:") and "boom" in line for line in said):
-            assert time.monotonic() < deadline, said
-            time.sleep(0.05)
+        wait_for(lambda: any(line.startswith("worker exited; last lines of its log:") and "boom" in line
+                             for line in said), 30, "the crash report", every=0.05)
         watcher.join(timeout=0.5)  # and keeps watching: only Ctrl-C or `finsent down` ends it
         assert watcher.is_alive()
     finally:
