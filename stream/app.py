@@ -116,6 +116,10 @@ def _worker_app_class() -> type:
             await super().on_first_start()
             await self.finsent_runtime.start()
 
+        def on_rebalance_end(self) -> None:
+            super().on_rebalance_end()  # called once recovery has sought and resumed the partitions
+            self.finsent_runtime.on_rebalance_end(self.consumer.assignment())
+
         def _new_transport(self) -> Any:
             transport = super()._new_transport()
             transport.Consumer = GaplessConsumer  # see stream.contiguity

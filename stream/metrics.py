@@ -28,6 +28,8 @@ class WorkerMetrics:
                                  buckets=_LATENCY_BUCKETS, registry=registry)
         self.lag = Gauge("finsent_stream_consumer_lag", "Records behind the log end", ["partition"],
                          registry=registry)
+        self.partitions = Gauge("finsent_stream_assigned_partitions",
+                                "Raw-topic partitions this worker owns (after the last rebalance)", registry=registry)
         self.stalled = Gauge("finsent_stream_stalled", "1 while records wait and none are consumed", registry=registry)
         self.rewinds = Counter("finsent_stream_stall_rewinds_total",
                                "Rewinds to the committed offsets after a stall", registry=registry)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -46,6 +46,8 @@ class WorkerRuntime:
         self.control = ControlListener(settings, lambda ref, message: self.holder.request(ref))
         self.ready = asyncio.Event()
         self.failing: str | None = None  # the last unexpected processing error, while retrying
+        # Raw-topic partitions owned after the last completed rebalance; None until the first.
+        self.partitions: int | None = None
         self._swaps = 0
         self.stall = StallDetector(after_s=settings.worker_stall_after)  # fed by the app's timer
 
@@ -70,6 +72,13 @@ class WorkerRuntime:
         self.ready.set()
         log.info("worker ready: model %s, topic %s → index %s", self.holder.version,
                  self.settings.topic("raw"), self.settings.index("docs"))
+
+    def on_rebalance_end(self, assignment: Iterable[Any]) -> None:
+        """The group has formed (again) and this worker's partitions are sought and resumed.
+        Owning none is legitimate: a group can have more workers than partitions."""
+        raw = self.settings.topic("raw")
+        self.partitions = sum(1 for tp in assignment if tp.topic == raw)
+        self.metrics.partitions.set(self.partitions)
 
     async def stop(self) -> None:
         await self.control.stop()
@@ -101,7 +110,12 @@ class WorkerRuntime:
             "processing": self.failing is None,
             "model_version": self.holder.version,
             "consuming": not self.stall.stalled,
+            # Ready means consuming: a worker whose group has not formed yet reads nothing.
+            "group": "joining" if self.partitions is None else "joined",
+            "partitions": self.partitions,
         }
         if self.failing:
             checks["error"] = self.failing
-        return bool(checks["ready"] and self.es_ok and self.failing is None and checks["consuming"]), checks
+        ok = (checks["ready"] and self.es_ok and self.failing is None and checks["consuming"]
+              and checks["group"] == "joined")
+        return bool(ok), checks

@@ -202,6 +202,9 @@ def test_kill_9_and_two_workers_index_every_document_exactly_once(bootstrapped, 
         # Both workers took part, and the windows counted each document once despite the replay.
         consumed = [w.samples("finsent_stream_consumed_total")[()] for w in (second, third)]
         assert all(c > 0 for c in consumed), consumed
+        # Between them they own every partition, and each owns some (their /health says how many).
+        owned = lambda: [w.samples("finsent_stream_assigned_partitions")[()] for w in (second, third)]  # noqa: E731
+        wait_for(lambda: sum(owned()) == settings.topic_partitions and all(owned()), 60, "the partitions shared")
         per_ticker_total = Counter(t for d in indexed for t in dict.fromkeys(d["tickers"]))
 
         settle_daily_counts(settings, dict(per_ticker_total), 90, "daily aggregates equal to the documents")
@@ -224,6 +227,7 @@ def test_worker_takes_up_partitions_added_while_it_runs(bootstrapped, tiny_model
     worker = Worker(settings, tiny_model.registry_root, tmp_path / "s", tmp_path / "w.log")
     try:
         worker.start().wait_ready()
+        assert worker.health()[1]["partitions"] == settings.topic_partitions  # ready means joined
         first = [make_doc(i, tag="joined") for i in range(10)]
         produce(settings, first)  # indexed only once the group has formed with the old partitions
         wait_for(lambda: es_count(settings) >= len(first), 120, "the documents sent before the growth")
@@ -243,6 +247,8 @@ def test_worker_takes_up_partitions_added_while_it_runs(bootstrapped, tiny_model
             producer.flush()
         finally:
             producer.close()
+        wait_for(lambda: (h := worker.health()) is not None and h[1]["partitions"] == grown, 60,
+                 "the added partitions in the worker's /health")
         wait_for(lambda: es_count(settings) >= len(first) + len(docs), 90,
                  f"documents in the added partitions (worker log {worker.log})")
         assert sorted(d["_id"] for d in es_docs(settings)) == sorted(d.id for d in first + docs)
