@@ -44,12 +44,12 @@ def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def test_promtool_checks_the_rules(promtool):
     result = _run(promtool, "check", "rules", str(PROMETHEUS / "alerts.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 15 rules found" in result.stdout
+    assert "SUCCESS: 17 rules found" in result.stdout
 
 
 def test_rule_unit_tests_fire_the_alerts(promtool):
-    # worker down, DLQ rate, webhook failures, latency objective and lag growth, each with a
-    # series that must fire and (for some) one that must not.
+    # worker down or stalled, no partition owned, DLQ rate, webhook failures, latency objective and
+    # lag growth, each with a series that must fire and (for some) one that must not.
     result = _run(promtool, "test", "rules", "alerts.test.yml", cwd=PROMETHEUS)
     assert result.returncode == 0, result.stdout + result.stderr
 
