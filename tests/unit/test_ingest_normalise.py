@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from finsent.schemas import document_id
 from ingest.items import Rejected, SourceItem
-from ingest.normalise import Normaliser, clean_text, html_to_text, parse_timestamp
+from ingest.normalise import Normaliser, clean_text, detect_language, html_to_text, parse_timestamp
 from ingest.tickers import TickerDictionary, TickerExtractor
 from ingest.urls import canonical_url
 
@@ -111,6 +111,33 @@ def test_language(normaliser: Normaliser) -> None:
     assert normaliser.normalise(item(text="Les actions d'Apple montent après des résultats solides")).lang == "fr"
     assert normaliser.normalise(item(text="Apple shares climb after the company reported strong results")).lang == "en"
     assert normaliser.normalise(item(lang="de")).lang == "de"
+
+
+# English headlines around foreign company names, and one in capitals: langdetect called each of these
+# another language (Catalan, Spanish, Norwegian, French, German).
+ENGLISH_HEADLINES = [
+    "Stora Enso Oyj cuts jobs at Oulu mill",
+    "Acme Corp declares $0.25 dividend",
+    "Fortum Oyj sells stake in Hafslund",
+    "Orion Oyj raises guidance",
+    "Banco Bilbao Vizcaya Argentaria reports Q3 results",
+    "Deutsche Boerse AG to buy Axioma",
+    "Wartsila Oyj Abp order intake falls",
+    "SHARES OF ACME CORP JUMP AFTER EARNINGS BEAT",
+]
+
+
+@pytest.mark.parametrize("headline", ENGLISH_HEADLINES)
+def test_english_headlines_with_foreign_names_are_english(normaliser: Normaliser, headline: str) -> None:
+    assert normaliser.normalise(item(title=headline, text=headline)).lang == "en"
+
+
+def test_languages_of_other_markets() -> None:
+    assert detect_language("Die Aktie von Siemens stieg nach starken Quartalszahlen um vier Prozent.") == "de"
+    assert detect_language("Las acciones del banco suben un tres por ciento tras los resultados.") == "es"
+    assert detect_language("トヨタ自動車の株価は決算発表後に上昇した。") == "ja"
+    assert detect_language("Акции банка выросли после публикации отчетности.") == "ru"
+    assert detect_language("$T +1.5%") is None  # too few letters to tell
 
 
 def test_html_to_text_survives_garbage() -> None:
