@@ -112,7 +112,7 @@ def _language_detector():
 def detect_language(text: str) -> str | None:
     if sum(ch.isalpha() for ch in text[:200]) < 3:
         return None
-    return _language_detector().detect(text[:_DETECT_CHARS], model="lite")[0]["lang"]
+    return _language_detector().detect(text[:_DETECT_CHARS])[0]["lang"]
 
 
 class Normaliser:

@@ -116,6 +116,6 @@ class WorkerRuntime:
         }
         if self.failing:
             checks["error"] = self.failing
-        ok = (checks["ready"] and self.es_ok and self.failing is None and checks["consuming"]
-              and checks["group"] == "joined")
-        return bool(ok), checks
+        ok = all(checks[k] for k in ("ready", "elasticsearch", "processing", "consuming"))
+        ok = ok and self.partitions is not None
+        return ok, checks

@@ -203,8 +203,11 @@ def test_kill_9_and_two_workers_index_every_document_exactly_once(bootstrapped, 
         consumed = [w.samples("finsent_stream_consumed_total")[()] for w in (second, third)]
         assert all(c > 0 for c in consumed), consumed
         # Between them they own every partition, and each owns some (their /health says how many).
-        owned = lambda: [w.samples("finsent_stream_assigned_partitions")[()] for w in (second, third)]  # noqa: E731
-        wait_for(lambda: sum(owned()) == settings.topic_partitions and all(owned()), 60, "the partitions shared")
+        def shared() -> bool:
+            owned = [w.samples("finsent_stream_assigned_partitions")[()] for w in (second, third)]
+            return sum(owned) == settings.topic_partitions and all(owned)
+
+        wait_for(shared, 60, "the partitions shared")
         per_ticker_total = Counter(t for d in indexed for t in dict.fromkeys(d["tickers"]))
 
         settle_daily_counts(settings, dict(per_ticker_total), 90, "daily aggregates equal to the documents")
