@@ -6,9 +6,12 @@ to a real cluster the same way it talks to the local one.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from finsent.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # A consumer group's leader rebalances when the metadata shows new partitions of a subscribed
 # topic, but the client refreshes it only this often. The clients' 5 minutes left partitions
@@ -52,12 +55,32 @@ def kafka_producer(settings: Settings, **overrides: Any):
 
 
 def kafka_consumer(settings: Settings, *topics: str, **overrides: Any):
+    """A consumer subscribed to `topics` (none: the caller assigns), with their partitions already known."""
     from kafka import KafkaConsumer
 
     kwargs = kafka_common(settings) | {"auto_offset_reset": "earliest", "enable_auto_commit": False,
                                        "metadata_max_age_ms": METADATA_MAX_AGE_MS}
     kwargs.update(overrides)
-    return KafkaConsumer(*topics, **kwargs)
+    consumer = KafkaConsumer(**kwargs)
+    if topics:
+        _learn_partitions(consumer, topics)
+        consumer.subscribe(list(topics))
+    return consumer
+
+
+def _learn_partitions(consumer: Any, topics: tuple[str, ...]) -> None:
+    """Fetch the topics' metadata before the group forms.
+
+    A consumer that subscribes at once joins its group before its first metadata answer: the
+    leader assigns nothing, logs "No partition metadata for topic …", and the group rejoins.
+    The fetch is bounded by the request timeout; if it fails the group forms the slow way."""
+    from kafka.errors import KafkaError
+
+    try:
+        for topic in topics:
+            consumer.partitions_for_topic(topic)
+    except KafkaError as exc:
+        log.info("no metadata for %s before subscribing (%s); the group will rejoin once it arrives", topics, exc)
 
 
 def kafka_admin(settings: Settings, **overrides: Any):

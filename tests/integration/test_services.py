@@ -33,6 +33,23 @@ def test_produce_and_consume_through_real_kafka(bootstrapped):
     assert values == list(range(20))
 
 
+def test_group_consumer_knows_its_partitions_before_it_joins(bootstrapped, caplog):
+    """The first rebalance assigns every partition: no "No partition metadata" warning, no second join."""
+    topics = [bootstrapped.topic("scored"), bootstrapped.topic("labels")]
+    group = f"{bootstrapped.topic_prefix}-warm-{uuid.uuid4()}"
+    consumer = clients.kafka_consumer(bootstrapped, *topics, group_id=group)
+    try:
+        with caplog.at_level("WARNING", logger="kafka"):
+            deadline = time.monotonic() + 30
+            while not consumer.assignment() and time.monotonic() < deadline:
+                consumer.poll(timeout_ms=200)
+        owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    finally:
+        consumer.close()
+    assert owned == {(t, p) for t in topics for p in range(bootstrapped.topic_partitions)}
+    assert not [r for r in caplog.records if "No partition metadata" in r.getMessage()]
+
+
 def test_topics_have_configured_partitions(bootstrapped):
     admin = clients.kafka_admin(bootstrapped)
     try:
