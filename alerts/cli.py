@@ -34,7 +34,7 @@ def check(rules: RulesOption) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from alerts.rules import format_duration
+    from finsent.durations import format_duration
 
     parsed = _load(rules)
     table = Table(title=f"{rules}: {len(parsed.rules)} rules, {len(parsed.webhooks)} webhooks")

@@ -22,8 +22,8 @@ from alerts.rules import (
     RulesFile,
     SentimentShiftRule,
     VolumeSpikeRule,
-    format_duration,
 )
+from finsent.durations import format_duration
 from finsent.schemas import Aggregate, Alert, AlertDocument, ControlMessage, ScoredDocument
 
 Clock = Callable[[], datetime]

@@ -28,8 +28,9 @@ from alerts.delivery import Dispatcher
 from alerts.engine import Clock, RuleEngine
 from alerts.metrics import AlertMetrics
 from alerts.outbox import Outbox
-from alerts.rules import RulesFile, SentimentShiftRule, parse_duration
+from alerts.rules import RulesFile, SentimentShiftRule
 from finsent import clients
+from finsent.durations import parse_duration
 from finsent.schemas import (
     Aggregate,
     Alert,

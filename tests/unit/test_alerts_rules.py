@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from alerts.rules import RulesError, load_rules, parse_duration, parse_rules
+from alerts.rules import RulesError, load_rules, parse_rules
+from finsent.durations import parse_duration
 from finsent.cli import app
 
 EXAMPLE = "alerts/rules.example.yml"
