@@ -31,6 +31,7 @@ _GROUPS = [
     ("labels", "retrain.labels_cli", "Add and review labels."),
     ("retrain", "retrain.cli", "Drift checks, retraining and promotion."),
     ("alerts", "alerts.cli", "Alert rules and webhook delivery."),
+    ("dlq", "finsent.dead_letters_cli", "Read the dead-letter topic; replay what would now pass."),
     ("dashboards", "dashboards.cli", "Kibana saved objects and the built-in dashboard."),
     ("bench", "bench.cli", "Benchmarks: scorer, pipeline, memory."),
 ]

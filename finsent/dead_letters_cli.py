@@ -1,0 +1,239 @@
+"""``finsent dlq``: read the dead-letter topic, and replay the letters that would now pass.
+
+Reading never joins a consumer group and commits nothing, so it can run beside the services.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Optional
+
+import typer
+
+from finsent.cli_support import fail, settings_of
+from finsent.dead_letters import REPLAY, LetterFilter, ReplayItem, ReplayPlanner, StoredLetter, Summary, verdict_counts
+from finsent.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+
+SinceOption = Annotated[str, typer.Option(
+    "--since", help="How far back: a duration (30m, 24h, 7d) or an ISO time with its zone")]
+StageOption = Annotated[Optional[str], typer.Option(
+    "--stage", help="Only this stage (validate, score, index, windows, labels, alerts.input, …)")]
+GrepOption = Annotated[Optional[str], typer.Option("--grep", help="Only letters whose reason contains this text")]
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON lines instead of tables")]
+_CHUNK = 500  # letters planned, checked against the index and sent at a time
+
+
+def parse_since(value: str, now: datetime) -> datetime:
+    """``24h`` → that long before ``now``; an ISO time must carry its zone."""
+    from finsent.durations import parse_duration
+
+    try:
+        return now - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--since {value!r} is neither a duration (24h) nor an ISO time") from None
+    if at.tzinfo is None:
+        raise ValueError(f"--since {value!r} has no time zone (add Z or +00:00)")
+    return at
+
+
+def _since(value: str) -> datetime:
+    try:
+        return parse_since(value, datetime.now(UTC))
+    except ValueError as exc:
+        fail(str(exc), code=2)
+
+
+def read_dead_letters(settings: Settings, since: datetime, unreadable: list[str]) -> Iterator[StoredLetter]:
+    """Every letter of the DLQ topic written since ``since``, up to its end when the call began.
+    Records that are not dead letters are described in ``unreadable``."""
+    from kafka import TopicPartition
+
+    from finsent import clients
+    from finsent.dead_letters import read_letter
+    from finsent.schemas import RecordError
+
+    topic = settings.topic("dlq")
+    consumer = clients.kafka_consumer(settings, group_id=None, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise RuntimeError(f"Kafka at {settings.kafka_bootstrap} has no topic {topic} (run `finsent init`)")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        starts = consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
+        ends = consumer.end_offsets(tps)
+        left = {}
+        for tp in tps:
+            if starts[tp] is not None and starts[tp].offset < ends[tp]:
+                consumer.seek(tp, starts[tp].offset)
+                left[tp] = ends[tp]
+        while left:
+            for tp, records in consumer.poll(timeout_ms=1000).items():
+                for record in records:
+                    if record.offset >= left.get(tp, -1):
+                        continue
+                    try:
+                        yield read_letter(record.partition, record.offset, record.key, record.value, None)
+                    except RecordError as exc:
+                        unreadable.append(f"{topic}[{record.partition}]@{record.offset}: {exc.reason}")
+                if tp in left and consumer.position(tp) >= left[tp]:
+                    del left[tp]
+    finally:
+        consumer.close()
+
+
+def _letter_json(stored: StoredLetter, **extra: Any) -> dict[str, Any]:
+    where = {"dlq_partition": stored.partition, "dlq_offset": stored.offset}
+    return where | stored.letter.model_dump(mode="json") | extra
+
+
+def _source(stored: StoredLetter) -> str:
+    letter = stored.letter
+    return f"{letter.topic}[{letter.partition}]@{letter.offset}" if letter.topic else "-"
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    since: SinceOption = "24h",
+    stage: StageOption = None,
+    grep: GrepOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Newest letters listed")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Dead letters: counts by stage and source topic, then the newest, with their reasons."""
+    import orjson
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    settings = settings_of(ctx)
+    wanted = LetterFilter(stage=stage, reason_contains=grep)
+    summary, unreadable = Summary(newest_kept=limit), []
+    try:
+        for stored in read_dead_letters(settings, _since(since), unreadable):
+            if wanted.matches(stored):
+                summary.add(stored)
+                if as_json:
+                    typer.echo(orjson.dumps(_letter_json(stored)).decode())
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        fail(f"cannot read {settings.topic('dlq')}: {exc}")
+    for line in unreadable:
+        typer.echo(f"not a dead letter: {line}", err=True)
+    if as_json:
+        return
+    console = Console()
+    counts = Table(title=f"{settings.topic('dlq')} since {since}: {summary.total} letters")
+    for column in ("stage", "from topic", "letters"):
+        counts.add_column(column)
+    for (letter_stage, topic), n in summary.by_stage.most_common():
+        counts.add_row(escape(letter_stage), escape(topic or "-"), str(n))
+    console.print(counts)
+    if summary.total:
+        newest = Table(title=f"newest {len(summary.newest)}")
+        for column in ("failed at", "stage", "source", "reason"):
+            newest.add_column(column, overflow="fold")
+        for stored in summary.newest_first():
+            # Reasons quote names in brackets ("index [finsent-docs] blocked"), which rich reads as markup.
+            newest.add_row(stored.letter.failed_at.isoformat(timespec="seconds"), escape(stored.letter.stage),
+                           escape(_source(stored)), escape(stored.letter.reason[:300]))
+        console.print(newest)
+
+
+def _checks(settings: Settings) -> dict[str, Any]:
+    """The check each entry topic's consumer makes, as a replay needs it."""
+    from finsent.schemas import LabelRecord, parse_record
+    from stream.validation import parse_raw
+
+    def raw_id(value: bytes) -> str:
+        return parse_raw(value, settings.max_text_bytes).id
+
+    def label(value: bytes) -> None:
+        parse_record(LabelRecord, value, max_bytes=settings.label_max_bytes)  # labels have no document id
+
+    return {settings.topic("raw"): raw_id, settings.topic("labels"): label}
+
+
+def _indexed(es: Any, settings: Settings, ids: list[str]) -> set[str]:
+    if not ids:
+        return set()
+    answer = es.mget(index=settings.index("docs"), ids=ids, source=False)
+    return {doc["_id"] for doc in answer["docs"] if doc.get("found")}
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    since: SinceOption = "24h",
+    stage: StageOption = None,
+    grep: GrepOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be sent; send nothing")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Send dead-lettered documents and labels back to their topic, once they pass its checks.
+
+    Documents already in the index are skipped, so a second replay sends nothing twice. Replayed
+    documents keep their ingest time: the latency histogram counts their wait in the DLQ.
+    """
+    import orjson
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from finsent import clients
+
+    settings = settings_of(ctx)
+    wanted = LetterFilter(stage=stage, reason_contains=grep)
+    planner = ReplayPlanner(_checks(settings))
+    items: list[ReplayItem] = []
+    unreadable: list[str] = []
+    es = clients.elasticsearch(settings)
+    producer = None if dry_run else clients.kafka_producer(settings)
+    try:
+        chunk: list[StoredLetter] = []
+        sends = []
+        letters = read_dead_letters(settings, _since(since), unreadable)
+        for stored in itertools.chain(letters, [None]):  # None: plan the last chunk
+            if stored is not None and wanted.matches(stored):
+                chunk.append(stored)
+            if chunk and (stored is None or len(chunk) >= _CHUNK):
+                planned = planner.plan(chunk)
+                planned = ReplayPlanner.drop_indexed(planned, _indexed(
+                    es, settings, [i.doc_id for i in planned if i.verdict == REPLAY and i.doc_id]))
+                for item in planned:
+                    if producer is not None and item.verdict == REPLAY:
+                        sends.append(producer.send(item.target, key=item.stored.key, value=item.value))
+                    if as_json:
+                        typer.echo(orjson.dumps(_letter_json(item.stored, verdict=item.verdict)).decode())
+                items += planned
+                chunk = []
+        if producer is not None:
+            producer.flush(timeout=60)
+            for send in sends:
+                send.get(timeout=60)  # raises if the broker did not take it
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        fail(f"replay stopped: {exc}")
+    finally:
+        if producer is not None:
+            producer.close(timeout=10)
+        es.close()
+    for line in unreadable:
+        typer.echo(f"not a dead letter: {line}", err=True)
+    if as_json:
+        return
+    table = Table(title=f"{'dry run' if dry_run else 'replay'}: {len(items)} letters since {since}")
+    for column in ("verdict", "letters"):
+        table.add_column(column)
+    for verdict, n in verdict_counts(items).most_common():
+        table.add_row(escape(verdict), str(n))
+    Console().print(table)
+    sent = sum(1 for i in items if i.verdict == REPLAY)
+    typer.echo(f"{'would send' if dry_run else 'sent'} {sent}")

@@ -1,0 +1,82 @@
+"""``finsent dlq`` against the real worker: documents Elasticsearch refused while their index was
+write-blocked go to the DLQ, and a replay after the block is lifted indexes each of them once."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from finsent import clients
+from finsent.schemas import utc_now
+from stream.validation import Origin, dead_letter
+from tests.integration.stream_harness import Worker, es_count, es_docs, make_doc, produce, read_topic
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _dlq(*args: str) -> tuple[str, str]:
+    from finsent.cli import app
+
+    result = CliRunner().invoke(app, ["dlq", *args])
+    assert result.exit_code == 0, result.output + result.stderr
+    return result.stdout, result.stderr
+
+
+def _verdicts(stdout: str) -> Counter[str]:
+    return Counter(orjson.loads(line)["verdict"].split(":")[0] for line in stdout.splitlines())
+
+
+def test_documents_refused_by_a_blocked_index_are_replayed_once(bootstrapped, tiny_model, tmp_path, monkeypatch):
+    settings = bootstrapped
+    monkeypatch.setenv("FINSENT_TOPIC_PREFIX", settings.topic_prefix)
+    monkeypatch.setenv("FINSENT_INDEX_PREFIX", settings.index_prefix)
+    monkeypatch.setenv("COLUMNS", "240")  # rich folds long reasons to the terminal's width
+    docs_index = settings.index("docs")
+    worker = Worker(settings, tiny_model.registry_root, tmp_path / "state", tmp_path / "worker.log")
+    es = clients.elasticsearch(settings)
+    try:
+        worker.start().wait_ready()
+        es.indices.put_settings(index=docs_index, settings={"index.blocks.write": True})
+        docs = [make_doc(i, tag="blocked") for i in range(10)]
+        produce(settings, docs, raw=[(b"AAPL", b"{not json")])
+        # A letter from an internal stage, as the worker writes one for a bad window event.
+        producer = clients.kafka_producer(settings)
+        internal = dead_letter("windows", "bad window event: test", b'{"ticker": 1}',
+                               Origin(settings.topic("stream-window-events"), 0, 7), utc_now())
+        producer.send(settings.topic("dlq"), value=internal.to_json())
+        producer.send(settings.topic("dlq"), value=b"not a dead letter")
+        producer.flush()
+        producer.close()
+        read_topic(settings, "dlq", 13, timeout=120)
+
+        shown, unreadable = _dlq("show", "--json")
+        letters = [orjson.loads(line) for line in shown.splitlines()]
+        assert Counter(letter["stage"] for letter in letters) == {"index": 10, "validate": 1, "windows": 1}
+        assert all("cluster_block_exception" in letter["reason"] for letter in letters if letter["stage"] == "index")
+        assert unreadable.count("not a dead letter") == 1
+        table, _ = _dlq("show", "--stage", "index", "--limit", "3")
+        assert "10 letters" in table and f"index [{docs_index}] blocked" in table  # brackets are not markup
+
+        # While the block holds nothing is indexed; a dry run sends nothing.
+        es.indices.put_settings(index=docs_index, settings={"index.blocks.write": None})
+        dry, _ = _dlq("replay", "--dry-run", "--json")
+        assert _verdicts(dry) == {"replay": 10, "still invalid": 1, "not replayable": 1}
+        assert len(read_topic(settings, "raw", 12, timeout=5)) == 11  # the 10 documents and the bad record
+
+        sent, _ = _dlq("replay")
+        assert "sent 10" in sent
+        wait_for(lambda: es_count(settings) >= len(docs), 120, "the replayed documents indexed")
+        assert {d["_id"] for d in es_docs(settings)} == {d.id for d in docs}
+
+        again, _ = _dlq("replay", "--json")
+        assert _verdicts(again) == {"already indexed": 10, "still invalid": 1, "not replayable": 1}
+        assert len(read_topic(settings, "raw", 22, timeout=5)) == 21
+        assert worker.terminate() == 0
+    finally:
+        es.options(ignore_status=404).indices.put_settings(index=docs_index, settings={"index.blocks.write": None})
+        es.close()
+        worker.ensure_stopped()
