@@ -8,7 +8,7 @@ import pytest
 
 
 def main(argv: list[str]) -> int:
-    code = pytest.main(["-ra", "-q", *argv])
+    code = pytest.main(["-ra", "-q", "--durations=15", *argv])  # the slowest tests, to keep the suite short
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         print("tests.run: pytest collected no tests; failing on purpose", file=sys.stderr)
         return 1
