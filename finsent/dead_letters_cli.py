@@ -5,15 +5,16 @@ Reading never joins a consumer group and commits nothing, so it can run beside t
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Optional
 
 import typer
 
 from finsent.cli_support import fail, settings_of
-from finsent.dead_letters import REPLAY, LetterFilter, ReplayItem, ReplayPlanner, StoredLetter, Summary, verdict_counts
+from finsent.dead_letters import REPLAY, LetterFilter, ReplayPlanner, StoredLetter, Summary, verdict_counts
 from finsent.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
@@ -25,6 +26,7 @@ StageOption = Annotated[Optional[str], typer.Option(
 GrepOption = Annotated[Optional[str], typer.Option("--grep", help="Only letters whose reason contains this text")]
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON lines instead of tables")]
 _CHUNK = 500  # letters planned, checked against the index and sent at a time
+_STUCK_AFTER_S = 60  # a read that gets no record for this long while the topic has more is given up
 
 
 def parse_since(value: str, now: datetime) -> datetime:
@@ -75,8 +77,14 @@ def read_dead_letters(settings: Settings, since: datetime, unreadable: list[str]
             if starts[tp] is not None and starts[tp].offset < ends[tp]:
                 consumer.seek(tp, starts[tp].offset)
                 left[tp] = ends[tp]
+        progress_at = time.monotonic()
         while left:
-            for tp, records in consumer.poll(timeout_ms=1000).items():
+            batch = consumer.poll(timeout_ms=1000)
+            if batch:
+                progress_at = time.monotonic()
+            elif time.monotonic() - progress_at > _STUCK_AFTER_S:
+                raise RuntimeError(f"no record from {topic} for {_STUCK_AFTER_S} s, with more to read")
+            for tp, records in batch.items():
                 for record in records:
                     if record.offset >= left.get(tp, -1):
                         continue
@@ -117,9 +125,10 @@ def show(
 
     settings = settings_of(ctx)
     wanted = LetterFilter(stage=stage, reason_contains=grep)
+    start = _since(since)
     summary, unreadable = Summary(newest_kept=limit), []
     try:
-        for stored in read_dead_letters(settings, _since(since), unreadable):
+        for stored in read_dead_letters(settings, start, unreadable):
             if wanted.matches(stored):
                 summary.add(stored)
                 if as_json:
@@ -162,6 +171,17 @@ def _checks(settings: Settings) -> dict[str, Any]:
     return {settings.topic("raw"): raw_id, settings.topic("labels"): label}
 
 
+def _chunks(letters: Iterable[StoredLetter], size: int) -> Iterator[list[StoredLetter]]:
+    chunk: list[StoredLetter] = []
+    for stored in letters:
+        chunk.append(stored)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _indexed(es: Any, settings: Settings, ids: list[str]) -> set[str]:
     if not ids:
         return set()
@@ -193,34 +213,29 @@ def replay(
     settings = settings_of(ctx)
     wanted = LetterFilter(stage=stage, reason_contains=grep)
     planner = ReplayPlanner(_checks(settings))
-    items: list[ReplayItem] = []
+    start = _since(since)
+    counts: Counter[str] = Counter()
     unreadable: list[str] = []
     es = clients.elasticsearch(settings)
     producer = None if dry_run else clients.kafka_producer(settings)
     try:
-        chunk: list[StoredLetter] = []
-        sends = []
-        letters = read_dead_letters(settings, _since(since), unreadable)
-        for stored in itertools.chain(letters, [None]):  # None: plan the last chunk
-            if stored is not None and wanted.matches(stored):
-                chunk.append(stored)
-            if chunk and (stored is None or len(chunk) >= _CHUNK):
-                planned = planner.plan(chunk)
-                planned = ReplayPlanner.drop_indexed(planned, _indexed(
-                    es, settings, [i.doc_id for i in planned if i.verdict == REPLAY and i.doc_id]))
-                for item in planned:
-                    if producer is not None and item.verdict == REPLAY:
-                        sends.append(producer.send(item.target, key=item.stored.key, value=item.value))
-                    if as_json:
-                        typer.echo(orjson.dumps(_letter_json(item.stored, verdict=item.verdict)).decode())
-                items += planned
-                chunk = []
-        if producer is not None:
-            producer.flush(timeout=60)
+        letters = read_dead_letters(settings, start, unreadable)
+        for chunk in _chunks((s for s in letters if wanted.matches(s)), _CHUNK):
+            planned = planner.plan(chunk)
+            planned = ReplayPlanner.drop_indexed(planned, _indexed(
+                es, settings, [i.doc_id for i in planned if i.verdict == REPLAY and i.doc_id]))
+            sends = [producer.send(i.target, key=i.stored.key, value=i.value)
+                     for i in planned if producer is not None and i.verdict == REPLAY]
+            if producer is not None:
+                producer.flush(timeout=60)
             for send in sends:
                 send.get(timeout=60)  # raises if the broker did not take it
+            if as_json:
+                for item in planned:
+                    typer.echo(orjson.dumps(_letter_json(item.stored, verdict=item.verdict)).decode())
+            counts.update(verdict_counts(planned))
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
-        fail(f"replay stopped: {exc}")
+        fail(f"replay stopped after {counts[REPLAY]} sent: {exc}")
     finally:
         if producer is not None:
             producer.close(timeout=10)
@@ -229,11 +244,10 @@ def replay(
         typer.echo(f"not a dead letter: {line}", err=True)
     if as_json:
         return
-    table = Table(title=f"{'dry run' if dry_run else 'replay'}: {len(items)} letters since {since}")
+    table = Table(title=f"{'dry run' if dry_run else 'replay'}: {counts.total()} letters since {since}")
     for column in ("verdict", "letters"):
         table.add_column(column)
-    for verdict, n in verdict_counts(items).most_common():
+    for verdict, n in counts.most_common():
         table.add_row(escape(verdict), str(n))
     Console().print(table)
-    sent = sum(1 for i in items if i.verdict == REPLAY)
-    typer.echo(f"{'would send' if dry_run else 'sent'} {sent}")
+    typer.echo(f"{'would send' if dry_run else 'sent'} {counts[REPLAY]}")
