@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("finsent", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     topic_partitions: int = Field(4, ge=1, le=1024)
     topic_replication: int = Field(1, ge=1, le=16)
+    dlq_retention_days: float = Field(
+        30.0, gt=0, le=3650, description="How long the DLQ topic keeps dead letters for `finsent dlq replay`")
 
     # --- Elasticsearch ------------------------------------------------------------------
     elasticsearch_url: str = Field("http://127.0.0.1:9200", pattern=r"^https?://")

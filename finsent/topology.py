@@ -110,12 +110,20 @@ def ensure_indices(es: Any, settings: Settings) -> list[str]:
     return created
 
 
+def topic_configs(name: str, settings: Settings) -> dict[str, str]:
+    """The topic settings finsent sets itself; the rest are the broker's defaults."""
+    if name == "dlq":  # kept longer than the broker's default week, so there is time to fix and replay
+        return {"retention.ms": str(round(settings.dlq_retention_days * 86_400_000))}
+    return {}
+
+
 def ensure_topics(admin: Any, settings: Settings) -> list[str]:
-    """Create missing topics with the configured partitions; returns the topics created.
+    """Create missing topics with the configured partitions, and set :func:`topic_configs` on
+    every topic (a changed retention reaches existing topics too); returns the topics created.
 
     ``admin`` is a ``kafka.KafkaAdminClient``.
     """
-    from kafka.admin import NewTopic
+    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     existing = set(admin.list_topics())
@@ -124,14 +132,22 @@ def ensure_topics(admin: Any, settings: Settings) -> list[str]:
             name=settings.topic(name),
             num_partitions=1 if name in SINGLE_PARTITION_TOPICS else settings.topic_partitions,
             replication_factor=settings.topic_replication,
+            topic_configs=topic_configs(name, settings),
         )
         for name in TOPICS
         if settings.topic(name) not in existing
     ]
-    if not wanted:
-        return []
-    try:
-        admin.create_topics(wanted, validate_only=False)
-    except TopicAlreadyExistsError:
-        pass  # another process created them between our list and create
+    if wanted:
+        try:
+            admin.create_topics(wanted, validate_only=False)
+        except TopicAlreadyExistsError:
+            pass  # another process created them between our list and create
+    configured = [ConfigResource(ConfigResourceType.TOPIC, settings.topic(name), configs=topic_configs(name, settings))
+                  for name in TOPICS if settings.topic(name) in existing and topic_configs(name, settings)]
+    if configured:
+        # Incremental: sets these keys and leaves the others alone. Errors come back, not raised.
+        answers = admin.alter_configs(configured)["topic"]
+        failed = {topic: answer for topic, answer in answers.items() if answer != "OK"}
+        if failed:
+            raise RuntimeError(f"Kafka refused the topic settings: {failed}")
     return [t.name for t in wanted]

@@ -50,14 +50,27 @@ def test_group_consumer_knows_its_partitions_before_it_joins(bootstrapped, caplo
     assert not [r for r in caplog.records if "No partition metadata" in r.getMessage()]
 
 
-def test_topics_have_configured_partitions(bootstrapped):
+def _retention_ms(admin, topic: str) -> str | None:
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])["topic"][topic]
+    return described.get("retention.ms", {}).get("value")
+
+
+def test_topics_have_configured_partitions_and_the_dlq_its_retention(bootstrapped):
     admin = clients.kafka_admin(bootstrapped)
     try:
         described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(
             [bootstrapped.topic(n) for n in topology.TOPICS])}
         assert described[bootstrapped.topic("raw")] == bootstrapped.topic_partitions
         assert described[bootstrapped.topic("control")] == 1
+        assert _retention_ms(admin, bootstrapped.topic("dlq")) == str(30 * 86_400_000)
+        assert _retention_ms(admin, bootstrapped.topic("raw")) is None  # the broker's default
         assert topology.ensure_topics(admin, bootstrapped) == []  # idempotent
+
+        longer = bootstrapped.model_copy(update={"dlq_retention_days": 90})
+        assert topology.ensure_topics(admin, longer) == []
+        assert _retention_ms(admin, bootstrapped.topic("dlq")) == str(90 * 86_400_000)  # reaches an existing topic
     finally:
         admin.close()
 
