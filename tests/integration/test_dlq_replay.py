@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from finsent import clients
-from finsent.schemas import utc_now
+from finsent.schemas import LabelRecord, utc_now
 from stream.validation import Origin, dead_letter
 from tests.integration.stream_harness import Worker, es_count, es_docs, make_doc, produce, read_topic
 from tests.waiting import wait_for
@@ -48,14 +48,19 @@ def test_documents_refused_by_a_blocked_index_are_replayed_once(bootstrapped, ti
         internal = dead_letter("windows", "bad window event: test", b'{"ticker": 1}',
                                Origin(settings.topic("stream-window-events"), 0, 7), utc_now())
         producer.send(settings.topic("dlq"), value=internal.to_json())
+        # A label Elasticsearch refused, as the label indexer writes it.
+        label = LabelRecord(doc_id="blocked1", text="Profit soared", label="positive", labeled_at=utc_now())
+        refused = dead_letter("labels", "elasticsearch refused the label: test", label.to_json(),
+                              Origin(settings.topic("labels"), 0, 3), utc_now())
+        producer.send(settings.topic("dlq"), value=refused.to_json())
         producer.send(settings.topic("dlq"), value=b"not a dead letter")
         producer.flush()
         producer.close()
-        read_topic(settings, "dlq", 13, timeout=120)
+        read_topic(settings, "dlq", 14, timeout=120)
 
         shown, unreadable = _dlq("show", "--json")
         letters = [orjson.loads(line) for line in shown.splitlines()]
-        assert Counter(letter["stage"] for letter in letters) == {"index": 10, "validate": 1, "windows": 1}
+        assert Counter(letter["stage"] for letter in letters) == {"index": 10, "validate": 1, "windows": 1, "labels": 1}
         assert all("cluster_block_exception" in letter["reason"] for letter in letters if letter["stage"] == "index")
         assert unreadable.count("not a dead letter") == 1
         table, _ = _dlq("show", "--stage", "index", "--limit", "3")
@@ -64,17 +69,20 @@ def test_documents_refused_by_a_blocked_index_are_replayed_once(bootstrapped, ti
         # While the block holds nothing is indexed; a dry run sends nothing.
         es.indices.put_settings(index=docs_index, settings={"index.blocks.write": None})
         dry, _ = _dlq("replay", "--dry-run", "--json")
-        assert _verdicts(dry) == {"replay": 10, "still invalid": 1, "not replayable": 1}
+        assert _verdicts(dry) == {"replay": 11, "still invalid": 1, "not replayable": 1}
         assert len(read_topic(settings, "raw", 12, timeout=5)) == 11  # the 10 documents and the bad record
 
         sent, _ = _dlq("replay")
-        assert "sent 10" in sent
+        assert "sent 11" in sent
         wait_for(lambda: es_count(settings) >= len(docs), 120, "the replayed documents indexed")
         assert {d["_id"] for d in es_docs(settings)} == {d.id for d in docs}
 
         again, _ = _dlq("replay", "--json")
-        assert _verdicts(again) == {"already indexed": 10, "still invalid": 1, "not replayable": 1}
+        # Labels have no document to look up; their id (document + annotator) makes a second write a no-op.
+        assert _verdicts(again) == {"already indexed": 10, "replay": 1, "still invalid": 1, "not replayable": 1}
         assert len(read_topic(settings, "raw", 22, timeout=5)) == 21
+        labels = [orjson.loads(m.value) for m in read_topic(settings, "labels", 3, timeout=5)]
+        assert [(lab["doc_id"], lab["label"]) for lab in labels] == [("blocked1", "positive")] * 2
         assert worker.terminate() == 0
     finally:
         es.options(ignore_status=404).indices.put_settings(index=docs_index, settings={"index.blocks.write": None})
