@@ -140,19 +140,23 @@ def show(
     if as_json:
         return
     console = Console()
-    counts = Table(title=f"{settings.topic('dlq')} since {since}: {summary.total} letters")
+    console.print(f"{escape(settings.topic('dlq'))} since {escape(since)}: {summary.total} letters")
+    counts = Table()
     for column in ("stage", "from topic", "letters"):
         counts.add_column(column)
     for (letter_stage, topic), n in summary.by_stage.most_common():
         counts.add_row(escape(letter_stage), escape(topic or "-"), str(n))
     console.print(counts)
     if summary.total:
-        newest = Table(title=f"newest {len(summary.newest)}")
-        for column in ("failed at", "stage", "source", "reason"):
-            newest.add_column(column, overflow="fold")
+        console.print(f"the newest {len(summary.newest)}:")
+        newest = Table()
+        for column in ("failed at (UTC)", "stage", "source"):
+            newest.add_column(column, no_wrap=True)
+        newest.add_column("reason", overflow="fold", ratio=1)
         for stored in summary.newest_first():
+            failed_at = stored.letter.failed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
             # Reasons quote names in brackets ("index [finsent-docs] blocked"), which rich reads as markup.
-            newest.add_row(stored.letter.failed_at.isoformat(timespec="seconds"), escape(stored.letter.stage),
+            newest.add_row(failed_at, escape(stored.letter.stage),
                            escape(_source(stored)), escape(stored.letter.reason[:300]))
         console.print(newest)
 
@@ -244,10 +248,12 @@ def replay(
         typer.echo(f"not a dead letter: {line}", err=True)
     if as_json:
         return
-    table = Table(title=f"{'dry run' if dry_run else 'replay'}: {counts.total()} letters since {since}")
+    console = Console()
+    console.print(f"{'dry run: ' if dry_run else ''}{counts.total()} letters since {escape(since)}")
+    table = Table()
     for column in ("verdict", "letters"):
         table.add_column(column)
     for verdict, n in counts.most_common():
         table.add_row(escape(verdict), str(n))
-    Console().print(table)
+    console.print(table)
     typer.echo(f"{'would send' if dry_run else 'sent'} {counts[REPLAY]}")
