@@ -178,40 +178,56 @@ def calibrate(
     ctx: typer.Context,
     model: str = typer.Option("champion", "--model", help="Version, folder or 'champion'"),
     data: list[Path] = typer.Option(..., "--data", help="CSV or JSONL with text,label the model was not trained on"),
+    bias: str = typer.Option("auto", "--bias", help="Per-label biases: auto (kept if they pay on held-out halves), "
+                             "on or off"),
     promote: bool = typer.Option(False, "--promote", help="Make the calibrated version the champion and tell workers"),
     on_bad_rows: str = typer.Option("skip"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Fit MODEL's temperature to labelled rows and register the same weights with it as a new version.
+    """Fit MODEL's temperature (and per-label biases) to labelled rows and register the same weights
+    with them as a new version.
 
     Training already calibrates on its validation split; this is for a model trained before that, or for
-    rows closer to what it will score. No label changes. The ECE after is measured on the fitting rows."""
+    rows closer to what it will score. The temperature changes no label; biases do (model/calibration.py).
+    The figures after are measured on the fitting rows."""
     import shutil
     import tempfile
 
+    from finsent.schemas import LABELS
     from model import data as datamod
-    from model.calibration import CONFIG_KEY, calibrate as fit_calibration
+    from model.calibration import BIAS_KEY, CONFIG_KEY, calibrate as fit_calibration
 
+    if bias not in ("auto", "on", "off"):
+        fail(f"--bias must be auto, on or off, not {bias!r}", code=2)
     settings = settings_of(ctx)
     report = _labelled(data, on_bad_rows, "calibrate on")
     registry = _registry(settings)
     scorer = _load_scorer(settings, model, registry, batch_size=None, threads=None, quantize=None)
-    scorer.temperature = 1.0  # fitted to the model's own output, whatever temperature it carries
+    scorer.temperature, scorer.bias = 1.0, [0.0] * len(LABELS)  # fitted to the model's own output
     raw = scorer.predict_proba([e.text for e in report.examples])
-    calibration = fit_calibration(raw, [e.label for e in report.examples]) | {
+    calibration = fit_calibration(raw, [e.label for e in report.examples], bias=bias) | {
         "data": [str(p) for p in data], "data_fingerprint": datamod.fingerprint(report.examples)}
-    temperature = calibration["temperature"]
     parent = registry.get(scorer.version) if registry.exists(scorer.version) else {}
     # What the weights are (training, metrics, labels_until of a retrain, ...); not the registry's own fields.
-    # The metrics stay the parent's: the labels are the same, and the new ECE is in ``calibration``.
     owned = {"version", "created_at", "status", "promoted_at", "champion", "parent_version", "calibration"}
     inherited = {k: v for k, v in parent.items() if k not in owned}
+    if calibration["bias"]:
+        # Biases change labels, so the parent's validation figures no longer describe this model: these
+        # are measured on the calibration rows (the validation split, if that is what was given).
+        from model.evaluation import evaluate
+
+        scorer.temperature, scorer.bias = calibration["temperature"], [calibration["bias"][x] for x in LABELS]
+        examples = report.examples
+        measured = evaluate(scorer, [e.text for e in examples], [e.label for e in examples],
+                            [e.source for e in examples]) | {"data": [str(p) for p in data]}
+        inherited["metrics"] = inherited.get("metrics", {}) | {"validation": measured}
     with tempfile.TemporaryDirectory(prefix="finsent-calibrate-") as tmp:
-        # The same files (an ONNX export stays valid: the temperature is applied outside the graph).
+        # The same files (an ONNX export stays valid: calibration is applied outside the graph).
         shutil.copytree(registry.path(model), tmp, dirs_exist_ok=True)
         config_file = Path(tmp) / "config.json"
         config = json.loads(config_file.read_text(encoding="utf-8"))
-        config_file.write_text(json.dumps(config | {CONFIG_KEY: temperature}, indent=2), encoding="utf-8")
+        config |= {CONFIG_KEY: calibration["temperature"], BIAS_KEY: calibration["bias"]}
+        config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
         version = registry.register(tmp, inherited | {"parent_version": scorer.version, "calibration": calibration})
     if promote:
         registry.promote(version)
@@ -219,8 +235,16 @@ def calibrate(
     if as_json:
         typer.echo(json.dumps({"version": version, "promoted": promote, "calibration": calibration}))
         return
-    typer.echo(f"temperature {temperature:.3f} on {calibration['n']} rows: ECE {calibration['ece_before']:.4f} -> "
-               f"{calibration['ece_after']:.4f}; labels unchanged")
+    check = calibration["bias_check"]
+    if calibration["bias"]:
+        biases = ", ".join(f"{label} {value:+.2f}" for label, value in calibration["bias"].items() if value)
+        said = f"biases {biases}; accuracy {calibration['accuracy_before']:.4f} -> {calibration['accuracy_after']:.4f}"
+    elif "splits" in check:
+        said = f"no bias (it won {check['splits_won']} of {check['splits']} held-out halves); labels unchanged"
+    else:
+        said = "no bias; labels unchanged"
+    typer.echo(f"temperature {calibration['temperature']:.3f} on {calibration['n']} rows: ECE "
+               f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}; {said}")
     if promote:
         typer.echo(f"promoted {version} to champion")
     typer.echo(version)

@@ -3,8 +3,8 @@
 Loads a sequence classifier once; ``score(texts)`` collapses links (:mod:`model.input_text`),
 tokenises, splits long texts (rule in :mod:`model.chunking`), runs length-sorted, dynamically
 padded batches under ``torch.inference_mode`` (bf16 autocast on a CPU that multiplies bf16 in
-hardware, :mod:`model.quantization`), divides the logits by the model's temperature
-(:mod:`model.calibration`) and returns one :class:`finsent.schemas.Sentiment` per text, in order.
+hardware, :mod:`model.quantization`), divides the logits by the model's temperature and adds its
+per-label biases (:mod:`model.calibration`), and returns one :class:`finsent.schemas.Sentiment` per text, in order.
 A lock makes one Scorer safe to share between threads (tokenizers are not re-entrant).
 """
 
@@ -20,7 +20,7 @@ from typing import Any, Literal
 from finsent.schemas import LABELS, Sentiment
 from model import chunking
 from model.base_models import quiet_transformers
-from model.calibration import temperature_of
+from model.calibration import bias_of, temperature_of
 from model.heap import release_freed_memory
 from model.input_text import for_model
 from model.labels import model_label_order
@@ -78,7 +78,9 @@ class Scorer:
         order = label_order or model_label_order(model.config.id2label)
         # Column of each of LABELS in the model's output.
         self._columns = [order.index(label) for label in LABELS]
-        self.temperature = temperature_of(model.config)  # model.calibration; 1.0 when uncalibrated
+        # model.calibration: T = 1 and no bias when uncalibrated
+        self.temperature = temperature_of(model.config)
+        self.bias: list[float] = bias_of(model.config)  # LABELS order
         self._lock = threading.Lock()
         self._prefix, self._suffix = special_tokens(tokenizer)
         self._special = len(self._prefix) + len(self._suffix)
@@ -178,12 +180,13 @@ class Scorer:
         chunk_probs: list[list[float]] = [[]] * len(chunks)
         # One autocast region for all batches: it casts each weight to bf16 once per call, not per batch.
         bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        bias = torch.tensor(self.bias, dtype=torch.float32, device=self.device)
         with torch.inference_mode(), bf16:
             for batch in chunking.length_sorted_batches([len(c) for c in chunks], self.batch_size):
                 padded = self.tokenizer.pad({"input_ids": [chunks[j] for j in batch]}, return_tensors="pt")
                 inputs = {k: v.to(self.device) for k, v in padded.items()}
                 logits = self.model(**inputs).logits.float()
-                out = torch.softmax(logits / self.temperature, dim=-1)[:, self._columns].cpu().tolist()
+                out = torch.softmax(logits[:, self._columns] / self.temperature + bias, dim=-1).cpu().tolist()
                 for j, row in zip(batch, out):
                     chunk_probs[j] = row
         release_freed_memory()  # model.heap: what the activations freed goes back to the OS

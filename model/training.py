@@ -26,7 +26,7 @@ from typing import Any
 from finsent.schemas import LABELS
 from model import data as datamod
 from model.base_models import DEFAULT_BASE, quiet_transformers, resolve_base
-from model.calibration import CONFIG_KEY as CALIBRATION_KEY, calibrate
+from model.calibration import BIAS_KEY, CONFIG_KEY as CALIBRATION_KEY, bias_of, calibrate
 from model.evaluation import evaluate
 from model.first_token import first_token_only
 from model.input_text import for_model
@@ -111,8 +111,9 @@ def _load_model(base: str, seed: int, pooling: str | None = None) -> tuple[Any, 
     # Save plain label names whatever the base called them ("Positive", "LABEL_2", ...).
     model.config.id2label = dict(enumerate(order))
     model.config.label2id = {label: i for i, label in enumerate(order)}
-    # A calibrated base (a retrain starts from the champion) trains and is refitted from T = 1.
+    # A calibrated base (a retrain starts from the champion) trains and is refitted from T = 1, no bias.
     setattr(model.config, CALIBRATION_KEY, 1.0)
+    setattr(model.config, BIAS_KEY, None)
     return first_token_only(with_pooling(model, pooling)), tokenizer, order
 
 
@@ -276,7 +277,9 @@ def train(
         texts, labels = [e.text for e in val_set], [e.label for e in val_set]
         calibration = calibrate(scorer.predict_proba(texts), labels) | {"data": "validation split"}
         setattr(model.config, CALIBRATION_KEY, calibration["temperature"])  # saved with the model
-        scorer.temperature = calibration["temperature"]
+        if calibration["bias"]:
+            setattr(model.config, BIAS_KEY, calibration["bias"])
+        scorer.temperature, scorer.bias = calibration["temperature"], bias_of(model.config)
         # Scored again as the saved model scores (calibrated; with several sources, each one's figures too).
         # The same rows fitted T, so the ECE here is a little optimistic (README: cross-fitted figures).
         validation = evaluate(scorer, texts, labels, [e.source for e in val_set])

@@ -3,9 +3,12 @@
 import csv
 import json
 
+import numpy as np
 import pytest
+from scipy.special import softmax
 from typer.testing import CliRunner
 
+from finsent.schemas import LABELS
 from tests.model_fixtures import tiny_rows
 
 
@@ -144,7 +147,8 @@ def test_calibrate_registers_the_same_weights_with_a_fitted_temperature(cli_env,
     with held.open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows([["text", "label"], *held_rows])
 
-    out = json.loads(_run("calibrate", "--model", first, "--data", str(held), "--promote", "--json").stdout)
+    out = json.loads(_run("calibrate", "--model", first, "--data", str(held), "--bias", "off", "--promote",
+                          "--json").stdout)
     calibration, version = out["calibration"], out["version"]
     assert version != first and out["promoted"] is True and calibration["n"] == len(held_rows)
     assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9  # T = 1 was a candidate of the fit
@@ -173,3 +177,20 @@ def test_calibrate_registers_the_same_weights_with_a_fitted_temperature(cli_env,
     old, new = before.score(texts), after.score(texts)
     assert [s.label for s in new] == [s.label for s in old]
     assert [s.confidence for s in new] != pytest.approx([s.confidence for s in old], abs=1e-6)
+    assert out["calibration"]["bias"] is None and after.bias == [0.0, 0.0, 0.0]
+
+    # With biases forced on: saved in the config, and the scorer adds them after the division.
+    on = json.loads(_run("calibrate", "--model", first, "--data", str(held), "--bias", "on", "--json").stdout)
+    biased = Scorer.load(on["version"], registry=registry, device="cpu")
+    bias = on["calibration"]["bias"]
+    assert biased.bias == [bias[label] for label in LABELS] and bias["neutral"] == 0.0
+    assert on["calibration"]["bias_check"]["kept"] is True and on["calibration"]["bias_check"]["mode"] == "on"
+    before.temperature, before.bias = 1.0, [0.0, 0.0, 0.0]
+    raw = np.log(np.array(before.predict_proba(texts)))
+    want = softmax(raw / biased.temperature + np.array(biased.bias), axis=1)
+    np.testing.assert_allclose(biased.predict_proba(texts), want, atol=1e-5)
+    # Labels can change, so its validation figures are measured again, on the calibration rows.
+    measured = registry.get(on["version"])["metrics"]["validation"]
+    assert measured["data"] == [str(held)] and measured["n"] == len(held_rows)
+    right = sum(s.label == label for s, (_, label) in zip(biased.score(texts), held_rows))
+    assert measured["accuracy"] == pytest.approx(right / len(held_rows))

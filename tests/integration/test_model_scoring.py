@@ -74,12 +74,18 @@ def test_the_scorer_computes_what_the_stock_model_computes(scorer, tiny_model):
 
     assert type(scorer.model.base_model.encoder.layer[-1]).__name__ == "FirstTokenBlock"  # model.first_token
     stock = AutoModelForSequenceClassification.from_pretrained(str(tiny_model.path)).eval()
-    with torch.inference_mode():
-        for text, probs in zip(TEXTS, scorer.predict_proba(TEXTS)):
-            logits = stock(**scorer.tokenizer([for_model(text)], return_tensors="pt")).logits[0]
-            # model.calibration: the trained model carries a temperature, and the scorer divides by it.
-            assert probs == pytest.approx(torch.softmax(logits / scorer.temperature, -1)[scorer._columns].tolist(),
-                                          abs=1e-5)
+    own = scorer.bias
+    try:
+        with torch.inference_mode():
+            for bias in (own, [-0.7, 0.0, 0.4]):  # the model's own (if it kept one), and one set here
+                scorer.bias = bias
+                for text, probs in zip(TEXTS, scorer.predict_proba(TEXTS)):
+                    logits = stock(**scorer.tokenizer([for_model(text)], return_tensors="pt")).logits[0]
+                    # model.calibration: the scorer divides by the model's temperature and adds the biases.
+                    want = torch.softmax(logits[scorer._columns] / scorer.temperature + torch.tensor(bias), -1)
+                    assert probs == pytest.approx(want.tolist(), abs=1e-5)
+    finally:
+        scorer.bias = own  # the fixture is shared
 
 
 def test_long_texts_are_chunked_and_aggregated(tiny_model):
