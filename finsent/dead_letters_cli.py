@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Optional
 
@@ -103,6 +103,23 @@ def _letter_json(stored: StoredLetter, **extra: Any) -> dict[str, Any]:
     return where | stored.letter.model_dump(mode="json") | extra
 
 
+def _warn_unreadable(unreadable: list[str]) -> None:
+    for line in unreadable:
+        typer.echo(f"not a dead letter: {line}", err=True)
+
+
+def _count_table(columns: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table()
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(escape(str(cell)) for cell in row))
+    return table
+
+
 def _source(stored: StoredLetter) -> str:
     letter = stored.letter
     return f"{letter.topic}[{letter.partition}]@{letter.offset}" if letter.topic else "-"
@@ -135,18 +152,13 @@ def show(
                     typer.echo(orjson.dumps(_letter_json(stored)).decode())
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
         fail(f"cannot read {settings.topic('dlq')}: {exc}")
-    for line in unreadable:
-        typer.echo(f"not a dead letter: {line}", err=True)
+    _warn_unreadable(unreadable)
     if as_json:
         return
     console = Console()
     console.print(f"{escape(settings.topic('dlq'))} since {escape(since)}: {summary.total} letters")
-    counts = Table()
-    for column in ("stage", "from topic", "letters"):
-        counts.add_column(column)
-    for (letter_stage, topic), n in summary.by_stage.most_common():
-        counts.add_row(escape(letter_stage), escape(topic or "-"), str(n))
-    console.print(counts)
+    console.print(_count_table(("stage", "from topic", "letters"),
+                               ((s, topic or "-", n) for (s, topic), n in summary.by_stage.most_common())))
     if summary.total:
         console.print(f"the newest {len(summary.newest)}:")
         newest = Table()
@@ -210,7 +222,6 @@ def replay(
     import orjson
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     from finsent import clients
 
@@ -244,16 +255,10 @@ def replay(
         if producer is not None:
             producer.close(timeout=10)
         es.close()
-    for line in unreadable:
-        typer.echo(f"not a dead letter: {line}", err=True)
+    _warn_unreadable(unreadable)
     if as_json:
         return
     console = Console()
     console.print(f"{'dry run: ' if dry_run else ''}{counts.total()} letters since {escape(since)}")
-    table = Table()
-    for column in ("verdict", "letters"):
-        table.add_column(column)
-    for verdict, n in counts.most_common():
-        table.add_row(escape(verdict), str(n))
-    console.print(table)
+    console.print(_count_table(("verdict", "letters"), counts.most_common()))
     typer.echo(f"{'would send' if dry_run else 'sent'} {counts[REPLAY]}")
