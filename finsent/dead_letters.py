@@ -61,7 +61,6 @@ class Summary:
     newest_kept: int = 20
     total: int = 0
     by_stage: Counter[tuple[str, str | None]] = field(default_factory=Counter)
-    unreadable: int = 0
     newest: deque[StoredLetter] = field(init=False)
 
     def __post_init__(self) -> None:

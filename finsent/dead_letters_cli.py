@@ -21,6 +21,8 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
 SinceOption = Annotated[str, typer.Option(
     "--since", help="How far back: a duration (30m, 24h, 7d) or an ISO time with its zone")]
+UntilOption = Annotated[Optional[str], typer.Option(
+    "--until", help="Only letters that failed before this: a duration ago or an ISO time (default: now)")]
 StageOption = Annotated[Optional[str], typer.Option(
     "--stage", help="Only this stage (validate, score, index, windows, labels, alerts.input, …)")]
 GrepOption = Annotated[Optional[str], typer.Option("--grep", help="Only letters whose reason contains this text")]
@@ -29,7 +31,7 @@ _CHUNK = 500  # letters planned, checked against the index and sent at a time
 _STUCK_AFTER_S = 60  # a read that gets no record for this long while the topic has more is given up
 
 
-def parse_since(value: str, now: datetime) -> datetime:
+def parse_moment(value: str, now: datetime) -> datetime:
     """``24h`` → that long before ``now``; an ISO time must carry its zone."""
     from finsent.durations import parse_duration
 
@@ -40,17 +42,17 @@ def parse_since(value: str, now: datetime) -> datetime:
     try:
         at = datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"--since {value!r} is neither a duration (24h) nor an ISO time") from None
+        raise ValueError(f"{value!r} is neither a duration (24h) nor an ISO time") from None
     if at.tzinfo is None:
-        raise ValueError(f"--since {value!r} has no time zone (add Z or +00:00)")
+        raise ValueError(f"{value!r} has no time zone (add Z or +00:00)")
     return at
 
 
-def _since(value: str) -> datetime:
+def _moment(option: str, value: str) -> datetime:
     try:
-        return parse_since(value, datetime.now(UTC))
+        return parse_moment(value, datetime.now(UTC))
     except ValueError as exc:
-        fail(str(exc), code=2)
+        fail(f"{option}: {exc}", code=2)
 
 
 def read_dead_letters(settings: Settings, since: datetime, unreadable: list[str]) -> Iterator[StoredLetter]:
@@ -129,6 +131,7 @@ def _source(stored: StoredLetter) -> str:
 def show(
     ctx: typer.Context,
     since: SinceOption = "24h",
+    until: UntilOption = None,
     stage: StageOption = None,
     grep: GrepOption = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Newest letters listed")] = 20,
@@ -141,8 +144,8 @@ def show(
     from rich.table import Table
 
     settings = settings_of(ctx)
-    wanted = LetterFilter(stage=stage, reason_contains=grep)
-    start = _since(since)
+    start, end = _moment("--since", since), _moment("--until", until) if until else None
+    wanted = LetterFilter(stage=stage, reason_contains=grep, until=end)
     summary, unreadable = Summary(newest_kept=limit), []
     try:
         for stored in read_dead_letters(settings, start, unreadable):
@@ -209,6 +212,7 @@ def _indexed(es: Any, settings: Settings, ids: list[str]) -> set[str]:
 def replay(
     ctx: typer.Context,
     since: SinceOption = "24h",
+    until: UntilOption = None,
     stage: StageOption = None,
     grep: GrepOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be sent; send nothing")] = False,
@@ -226,9 +230,9 @@ def replay(
     from finsent import clients
 
     settings = settings_of(ctx)
-    wanted = LetterFilter(stage=stage, reason_contains=grep)
+    start, end = _moment("--since", since), _moment("--until", until) if until else None
+    wanted = LetterFilter(stage=stage, reason_contains=grep, until=end)
     planner = ReplayPlanner(_checks(settings))
-    start = _since(since)
     counts: Counter[str] = Counter()
     unreadable: list[str] = []
     es = clients.elasticsearch(settings)

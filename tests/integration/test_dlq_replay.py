@@ -63,6 +63,7 @@ def test_documents_refused_by_a_blocked_index_are_replayed_once(bootstrapped, ti
         assert Counter(letter["stage"] for letter in letters) == {"index": 10, "validate": 1, "windows": 1, "labels": 1}
         assert all("cluster_block_exception" in letter["reason"] for letter in letters if letter["stage"] == "index")
         assert unreadable.count("not a dead letter") == 1
+        assert _dlq("show", "--json", "--until", "1h")[0] == ""  # every letter is newer than that
         table, _ = _dlq("show", "--stage", "index", "--limit", "3")
         assert "10 letters" in table and f"index [{docs_index}] blocked" in table  # brackets are not markup
 

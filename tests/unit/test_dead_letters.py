@@ -10,7 +10,7 @@ import pytest
 from finsent.dead_letters import (
     REPLAY, LetterFilter, ReplayPlanner, StoredLetter, Summary, read_letter, verdict_counts,
 )
-from finsent.dead_letters_cli import parse_since
+from finsent.dead_letters_cli import parse_moment
 from finsent.schemas import DeadLetter, RecordError
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -30,12 +30,12 @@ def _raw_check(value: bytes) -> str:
 
 
 def test_since_takes_a_duration_or_a_zoned_time():
-    assert parse_since("24h", NOW) == NOW - timedelta(hours=24)
-    assert parse_since("2026-11-29T08:00:00Z", NOW) == datetime(2026, 11, 29, 8, tzinfo=UTC)
+    assert parse_moment("24h", NOW) == NOW - timedelta(hours=24)
+    assert parse_moment("2026-11-29T08:00:00Z", NOW) == datetime(2026, 11, 29, 8, tzinfo=UTC)
     with pytest.raises(ValueError, match="no time zone"):
-        parse_since("2026-11-29T08:00:00", NOW)
+        parse_moment("2026-11-29T08:00:00", NOW)
     with pytest.raises(ValueError, match="neither a duration"):
-        parse_since("yesterday", NOW)
+        parse_moment("yesterday", NOW)
 
 
 def test_a_record_that_is_not_a_dead_letter_says_why():
