@@ -134,6 +134,8 @@ def test_cli_errors_are_clear(cli_env, tmp_path):
     assert result.exit_code == 1 and "--pooling must be one of cls, mean, not 'max'" in result.output
     result = runner.invoke(app, ["model", "eval", "--model", "champion", "--data", str(bad)])
     assert result.exit_code == 1 and "no champion" in result.output
+    result = runner.invoke(app, ["model", "calibrate", "--data", str(bad), "--bias", "maybe"])
+    assert result.exit_code == 2 and "--bias must be auto, on or off, not 'maybe'" in result.output
 
 
 def test_calibrate_registers_the_same_weights_with_a_fitted_temperature(cli_env, tmp_path):
