@@ -70,6 +70,19 @@ def alert_settings(bootstrapped, tmp_path):
     })
 
 
+def replay_verdicts(settings, monkeypatch) -> list[str]:
+    """What `finsent dlq replay --dry-run` would do with the letters in the DLQ."""
+    from typer.testing import CliRunner
+
+    from finsent.cli import app
+
+    monkeypatch.setenv("FINSENT_TOPIC_PREFIX", settings.topic_prefix)
+    monkeypatch.setenv("FINSENT_INDEX_PREFIX", settings.index_prefix)
+    result = CliRunner().invoke(app, ["dlq", "replay", "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    return [orjson.loads(line)["verdict"] for line in result.stdout.splitlines()]
+
+
 def poll_until(service, predicate, limit=60):
     """Consume until predicate() holds (bounded, not a timing assertion)."""
     raised = []
@@ -100,7 +113,7 @@ def topic_records(settings, topic, expected):
         consumer.close()
 
 
-def test_sentiment_shift_raises_one_signed_alert_and_respects_cooldown(alert_settings):
+def test_sentiment_shift_raises_one_signed_alert_and_respects_cooldown(alert_settings, monkeypatch):
     settings = alert_settings
     produce(settings, "scored", *(scored(i, score=-0.5 - i / 10) for i in range(4)))
     with WebhookReceiver(SECRET) as receiver:
@@ -127,6 +140,9 @@ def test_sentiment_shift_raises_one_signed_alert_and_respects_cooldown(alert_set
     assert record.key == alert.idempotency_key.encode() and orjson.loads(record.value)["status"] == "delivered"
     letters = [DeadLetter.model_validate_json(r.value) for r in topic_records(settings, "dlq", 1)]
     assert letters[0].stage == "alerts.input" and letters[0].original == "{not json"
+    # An alert input is the worker's output: replaying it would count it twice.
+    assert replay_verdicts(settings, monkeypatch) == [
+        f"not replayable: stage alerts.input from {settings.topic('aggregates')}"]
 
 
 def test_receiver_down_then_up_across_a_restart_delivers_once(alert_settings):
@@ -163,7 +179,7 @@ def test_receiver_down_then_up_across_a_restart_delivers_once(alert_settings):
     assert doc["status"] == "delivered" and doc["attempts"] == 2 and doc["last_error"] is None
 
 
-def test_dead_letter_after_max_attempts(alert_settings):
+def test_dead_letter_after_max_attempts(alert_settings, monkeypatch):
     settings = alert_settings
     clock = [time.time()]
     with WebhookReceiver(SECRET, status=500) as receiver:
@@ -182,6 +198,8 @@ def test_dead_letter_after_max_attempts(alert_settings):
     [letter] = [DeadLetter.model_validate_json(r.value) for r in topic_records(settings, "dlq", 1)]
     assert letter.stage == "alerts.delivery" and "webhook ops: HTTP 500" in letter.reason
     assert orjson.loads(letter.original)["idempotency_key"] == alert.idempotency_key
+    # Deliveries come back with `finsent alerts retry`, not a replay.
+    assert replay_verdicts(settings, monkeypatch) == ["not replayable: stage alerts.delivery with no source topic"]
 
 
 def test_cli_run_delivers_and_lists(alert_settings, tmp_path):
