@@ -5,7 +5,8 @@ Each item of a bulk response is judged on its own:
 * indexed (2xx) → done;
 * rejected for what it is (400 mapping/parse errors and other 4xx) → returned as a
   rejection with the reason, for the caller's dead-letter queue;
-* refused for now (429, 5xx) → retried after a jittered exponential back-off.
+* refused for now (429, 5xx, and a write block on the whole index: 403 ``cluster_block_exception``)
+  → retried after a jittered exponential back-off.
 
 Connection errors, timeouts and 429/5xx answers to the whole request are retried the same
 way, forever: the call only returns once every document is indexed or rejected, which is
@@ -27,6 +28,9 @@ from finsent.settings import Settings
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+# An index an operator made read-only or write-blocked (before a shrink or a reindex) refuses every
+# document alike: hold the stream until the block is lifted, rather than dead-letter the lot.
+INDEX_BLOCKED = "cluster_block_exception"
 
 
 @dataclass(frozen=True)
@@ -72,12 +76,13 @@ def classify(items: Sequence[BulkItem], response_items: Sequence[dict[str, Any]]
     for item, answer in zip(items, response_items, strict=True):
         result = next(iter(answer.values()))
         status = int(result.get("status", 0))
+        error = result.get("error")
         if 200 <= status < 300:
             done.append(item)
-        elif status in RETRYABLE_STATUS:
+        elif status in RETRYABLE_STATUS or (isinstance(error, dict) and error.get("type") == INDEX_BLOCKED):
             retry.append(item)
         else:
-            rejected.append(Rejection(item, status, _reason(result.get("error", f"status {status}"))))
+            rejected.append(Rejection(item, status, _reason(error or f"status {status}")))
     return done, retry, rejected
 
 

@@ -1,5 +1,5 @@
-"""``finsent dlq`` against the real worker: documents Elasticsearch refused while their index was
-write-blocked go to the DLQ, and a replay after the block is lifted indexes each of them once."""
+"""``finsent dlq`` against the real worker: documents Elasticsearch refused because the live index's
+mapping had drifted go to the DLQ, and a replay after the mapping is fixed indexes each of them once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from finsent import clients
+from finsent import clients, topology
 from finsent.schemas import LabelRecord, utc_now
 from stream.validation import Origin, dead_letter
 from tests.integration.stream_harness import Worker, es_count, es_docs, make_doc, produce, read_topic
@@ -30,7 +30,7 @@ def _verdicts(stdout: str) -> Counter[str]:
     return Counter(orjson.loads(line)["verdict"].split(":")[0] for line in stdout.splitlines())
 
 
-def test_documents_refused_by_a_blocked_index_are_replayed_once(bootstrapped, tiny_model, tmp_path, monkeypatch):
+def test_documents_refused_by_a_drifted_mapping_are_replayed_once(bootstrapped, tiny_model, tmp_path, monkeypatch):
     settings = bootstrapped
     monkeypatch.setenv("FINSENT_TOPIC_PREFIX", settings.topic_prefix)
     monkeypatch.setenv("FINSENT_INDEX_PREFIX", settings.index_prefix)
@@ -40,8 +40,11 @@ def test_documents_refused_by_a_blocked_index_are_replayed_once(bootstrapped, ti
     es = clients.elasticsearch(settings)
     try:
         worker.start().wait_ready()
-        es.indices.put_settings(index=docs_index, settings={"index.blocks.write": True})
-        docs = [make_doc(i, tag="blocked") for i in range(10)]
+        # The live index drifts from the template: source_id became a number, and ours are words.
+        es.indices.delete(index=docs_index)
+        es.indices.create(index=docs_index, mappings={
+            "dynamic": "strict", "properties": dict(topology.MAPPINGS["docs"]) | {"source_id": {"type": "long"}}})
+        docs = [make_doc(i, tag="drifted") for i in range(10)]
         produce(settings, docs, raw=[(b"AAPL", b"{not json")])
         # A letter from an internal stage, as the worker writes one for a bad window event.
         producer = clients.kafka_producer(settings)
@@ -49,7 +52,7 @@ def test_documents_refused_by_a_blocked_index_are_replayed_once(bootstrapped, ti
                                Origin(settings.topic("stream-window-events"), 0, 7), utc_now())
         producer.send(settings.topic("dlq"), value=internal.to_json())
         # A label Elasticsearch refused, as the label indexer writes it.
-        label = LabelRecord(doc_id="blocked1", text="Profit soared", label="positive", labeled_at=utc_now())
+        label = LabelRecord(doc_id="drifted1", text="Profit soared", label="positive", labeled_at=utc_now())
         refused = dead_letter("labels", "elasticsearch refused the label: test", label.to_json(),
                               Origin(settings.topic("labels"), 0, 3), utc_now())
         producer.send(settings.topic("dlq"), value=refused.to_json())
@@ -61,14 +64,15 @@ def test_documents_refused_by_a_blocked_index_are_replayed_once(bootstrapped, ti
         shown, unreadable = _dlq("show", "--json")
         letters = [orjson.loads(line) for line in shown.splitlines()]
         assert Counter(letter["stage"] for letter in letters) == {"index": 10, "validate": 1, "windows": 1, "labels": 1}
-        assert all("cluster_block_exception" in letter["reason"] for letter in letters if letter["stage"] == "index")
+        assert all("[source_id]" in letter["reason"] for letter in letters if letter["stage"] == "index")
         assert unreadable.count("not a dead letter") == 1
         assert _dlq("show", "--json", "--until", "1h")[0] == ""  # every letter is newer than that
         table, _ = _dlq("show", "--stage", "index", "--limit", "3")
-        assert "10 letters" in table and f"index [{docs_index}] blocked" in table  # brackets are not markup
+        assert "10 letters" in table and "field [source_id] of type [long]" in table  # brackets are not markup
 
-        # While the block holds nothing is indexed; a dry run sends nothing.
-        es.indices.put_settings(index=docs_index, settings={"index.blocks.write": None})
+        # The mapping is fixed (the index made again from the template); a dry run sends nothing.
+        es.indices.delete(index=docs_index)
+        topology.ensure_indices(es, settings)
         dry, _ = _dlq("replay", "--dry-run", "--json")
         assert _verdicts(dry) == {"replay": 11, "still invalid": 1, "not replayable": 1}
         assert len(read_topic(settings, "raw", 12, timeout=5)) == 11  # the 10 documents and the bad record
@@ -83,7 +87,16 @@ def test_documents_refused_by_a_blocked_index_are_replayed_once(bootstrapped, ti
         assert _verdicts(again) == {"already indexed": 10, "replay": 1, "still invalid": 1, "not replayable": 1}
         assert len(read_topic(settings, "raw", 22, timeout=5)) == 21
         labels = [orjson.loads(m.value) for m in read_topic(settings, "labels", 3, timeout=5)]
-        assert [(lab["doc_id"], lab["label"]) for lab in labels] == [("blocked1", "positive")] * 2
+        assert [(lab["doc_id"], lab["label"]) for lab in labels] == [("drifted1", "positive")] * 2
+
+        # A write block refuses every document alike: the worker holds the stream instead of dead-lettering.
+        es.indices.put_settings(index=docs_index, settings={"index.blocks.write": True})
+        held = [make_doc(i, tag="held") for i in range(5)]
+        produce(settings, held)
+        wait_for(lambda: (h := worker.health()) is not None and h[0] == 503, 60, "health 503 while writes are blocked")
+        es.indices.put_settings(index=docs_index, settings={"index.blocks.write": None})
+        wait_for(lambda: es_count(settings) >= len(docs) + len(held), 120, "the held documents indexed")
+        assert len(read_topic(settings, "dlq", 15, timeout=5)) == 14  # no new letter
         assert worker.terminate() == 0
     finally:
         es.options(ignore_status=404).indices.put_settings(index=docs_index, settings={"index.blocks.write": None})

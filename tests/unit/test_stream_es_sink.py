@@ -13,7 +13,7 @@ from finsent.schemas import RawDocument, RecordError, utc_now
 
 
 def test_classify_splits_done_retry_and_rejected():
-    items = [BulkItem(str(i), {}) for i in range(4)]
+    items = [BulkItem(str(i), {}) for i in range(6)]
     answer = [
         {"index": {"_id": "0", "status": 201}},
         {"index": {"_id": "1", "status": 429, "error": {"type": "es_rejected_execution_exception"}}},
@@ -21,11 +21,15 @@ def test_classify_splits_done_retry_and_rejected():
             "type": "strict_dynamic_mapping_exception", "reason": "mapping set to strict",
             "caused_by": {"type": "x", "reason": "y"}}}},
         {"index": {"_id": "3", "status": 503}},
+        # An operator's write block (Elasticsearch 9.3's answer): the index, not the document, refuses.
+        {"index": {"_id": "4", "status": 403, "error": {
+            "type": "cluster_block_exception", "reason": "index [d] blocked by: [FORBIDDEN/8/index write (api)];"}}},
+        {"index": {"_id": "5", "status": 403, "error": {"type": "security_exception", "reason": "no privilege"}}},
     ]
     done, retry, rejected = classify(items, answer)
     assert [i.id for i in done] == ["0"]
-    assert [i.id for i in retry] == ["1", "3"]
-    assert [(r.item.id, r.status) for r in rejected] == [("2", 400)]
+    assert [i.id for i in retry] == ["1", "3", "4"]
+    assert [(r.item.id, r.status) for r in rejected] == [("2", 400), ("5", 403)]
     assert "strict_dynamic_mapping_exception: mapping set to strict (caused by x: y)" == rejected[0].reason
 
 
