@@ -35,10 +35,9 @@ class StoredLetter:
     letter: DeadLetter
 
 
-def read_letter(partition: int, offset: int, key: bytes | None, value: bytes | None,
-                max_bytes: int) -> StoredLetter:
+def read_letter(partition: int, offset: int, key: bytes | None, value: bytes | None) -> StoredLetter:
     """Parse one DLQ record; raises RecordError if it is not a dead letter."""
-    return StoredLetter(partition, offset, key, parse_record(DeadLetter, value or b"", max_bytes=max_bytes))
+    return StoredLetter(partition, offset, key, parse_record(DeadLetter, value or b""))
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def read_dead_letters(settings: Settings, since: datetime, unreadable: list[str]
     from finsent.schemas import RecordError
 
     topic = settings.topic("dlq")
-    consumer = clients.kafka_consumer(settings, group_id=None, enable_auto_commit=False)
+    consumer = clients.kafka_consumer(settings, group_id=None)  # no group: nothing committed
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -91,7 +91,7 @@ def read_dead_letters(settings: Settings, since: datetime, unreadable: list[str]
                     if record.offset >= left.get(tp, -1):
                         continue
                     try:
-                        yield read_letter(record.partition, record.offset, record.key, record.value, None)
+                        yield read_letter(record.partition, record.offset, record.key, record.value)
                     except RecordError as exc:
                         unreadable.append(f"{topic}[{record.partition}]@{record.offset}: {exc.reason}")
                 if tp in left and consumer.position(tp) >= left[tp]:

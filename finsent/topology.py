@@ -127,12 +127,13 @@ def ensure_topics(admin: Any, settings: Settings) -> list[str]:
     from kafka.errors import TopicAlreadyExistsError
 
     existing = set(admin.list_topics())
+    configs = {settings.topic(name): topic_configs(name, settings) for name in TOPICS}
     wanted = [
         NewTopic(
             name=settings.topic(name),
             num_partitions=1 if name in SINGLE_PARTITION_TOPICS else settings.topic_partitions,
             replication_factor=settings.topic_replication,
-            topic_configs=topic_configs(name, settings),
+            topic_configs=configs[settings.topic(name)],
         )
         for name in TOPICS
         if settings.topic(name) not in existing
@@ -142,8 +143,8 @@ def ensure_topics(admin: Any, settings: Settings) -> list[str]:
             admin.create_topics(wanted, validate_only=False)
         except TopicAlreadyExistsError:
             pass  # another process created them between our list and create
-    configured = [ConfigResource(ConfigResourceType.TOPIC, settings.topic(name), configs=topic_configs(name, settings))
-                  for name in TOPICS if settings.topic(name) in existing and topic_configs(name, settings)]
+    configured = [ConfigResource(ConfigResourceType.TOPIC, topic, configs=wanted_configs)
+                  for topic, wanted_configs in configs.items() if topic in existing and wanted_configs]
     if configured:
         # Incremental: sets these keys and leaves the others alone. Errors come back, not raised.
         answers = admin.alter_configs(configured)["topic"]

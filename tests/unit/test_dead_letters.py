@@ -40,8 +40,8 @@ def test_since_takes_a_duration_or_a_zoned_time():
 
 def test_a_record_that_is_not_a_dead_letter_says_why():
     with pytest.raises(RecordError, match="not valid JSON"):
-        read_letter(0, 5, None, b"not a dead letter", None)
-    stored = read_letter(2, 9, b"k", _stored(3).letter.to_json(), None)
+        read_letter(0, 5, None, b"not a dead letter")
+    stored = read_letter(2, 9, b"k", _stored(3).letter.to_json())
     assert (stored.partition, stored.offset, stored.key, stored.letter.offset) == (2, 9, b"k", 3)
 
 
