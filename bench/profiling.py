@@ -1,7 +1,7 @@
 """Where the worker's time goes: py-spy samples a real worker while it drains a backlog.
 
-py-spy (not pyinstrument) because scoring runs in a thread of its own and py-spy samples
-every thread from outside the process. Python frames only (``--native`` would count the
+py-spy (not pyinstrument) because scoring runs in a process (or a thread) of its own, and py-spy
+samples every thread of the worker and of its child processes from outside. Python frames only (``--native`` would count the
 spinning OpenMP and lock-waiting threads as busy): time in torch's or tokenizers' native
 code is charged to the Python call that entered it, and idle threads are left out.
 The collapsed stacks (``stacks.txt``, loadable in speedscope) are summarised by two pure
@@ -24,6 +24,8 @@ import orjson
 
 Echo = Callable[[str], None]
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
+# With --subprocesses, py-spy puts each process from the sampled one down first; a command line may hold ";".
+_PROCESSES = re.compile(r'^(?:process \d+:"[^"]*";)+')
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 # Stage → predicate on one frame's (function, file); py-spy names methods ``Class.method``
@@ -53,10 +55,15 @@ def parse_collapsed(lines: Iterable[str]) -> list[tuple[list[tuple[str, str]], i
         match = _LINE.match(line.strip())
         if not match:
             continue
+        stack = match["stack"]
+        processes = _PROCESSES.match(stack)
+        child = processes is not None and processes[0].count(":\"") > 1  # deeper than the sampled process
         frames = []
-        for frame in match["stack"].split(";"):
+        for frame in stack[processes.end() if processes else 0:].split(";"):
             parsed = _FRAME.match(frame)
             frames.append((parsed["func"].rsplit(".", 1)[-1], parsed["file"]) if parsed else (frame, ""))
+        if child and frames:
+            frames[0] = (f"{frames[0][0]} [child process]", frames[0][1])
         stacks.append((frames, int(match["count"])))
     return stacks
 
@@ -120,7 +127,7 @@ def run(settings: Any, *, seconds: float, backlog: int, model: str | None, train
             producer.close()
         echo(f"py-spy: sampling worker pid {worker.pid} for {seconds:g}s while it drains {backlog} docs")
         spy = subprocess.run([str(py_spy), "record", "--pid", str(worker.pid), "--duration", str(int(seconds)),
-                              "--rate", "100", "--format", "raw", "--threads",
+                              "--rate", "100", "--format", "raw", "--threads", "--subprocesses",
                               "--output", str(stacks_file)], capture_output=True, text=True)
         if spy.returncode != 0:
             raise RuntimeError(f"py-spy failed ({spy.returncode}): {spy.stderr.strip()[-500:]}")

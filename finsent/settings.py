@@ -114,6 +114,9 @@ class Settings(BaseSettings):
 
     # --- stream worker (stream/) ---------------------------------------------------------
     worker_batch_size: int = Field(64, ge=1, le=4096)
+    worker_scorer: Literal["process", "thread"] = Field(
+        "process", description="Where the worker's model scores: a child process of its own (out of the event loop's "
+                               "interpreter lock; BENCHMARKS.md), or a thread of the worker")
     worker_batch_within: float = Field(0.1, gt=0, description="Seconds to wait for a batch to fill (latency vs batch size)")
     worker_web_port: int = Field(6066, ge=1, le=65535)
     max_text_bytes: int = Field(100_000, ge=1024, description="Larger raw documents go to the DLQ")

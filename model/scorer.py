@@ -28,6 +28,11 @@ from model.labels import model_label_order
 log = logging.getLogger(__name__)
 
 
+class ScorerUnavailable(RuntimeError):
+    """The scorer can score nothing right now (its process is gone): the caller retries the batch
+    rather than blame its texts."""
+
+
 def pick_device(device: str = "auto") -> str:
     import torch
 

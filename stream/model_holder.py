@@ -1,16 +1,18 @@
 """The worker's current model, hot-swapped between batches.
 
 A control message asks for a model by reference; it loads in a background thread while
-the old model keeps scoring, and the next batch picks the new one up (a batch holds the
+the old model keeps scoring, and the next batch picks the new one up (a batch leases the
 model it started with, so no batch mixes two models). A load that fails
 keeps the old model (and is logged and counted), so a bad promotion never stops scoring.
+A model swapped out is closed (a scorer process ends) once no batch leases it any more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -20,6 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
+    """A model that scores; one that holds resources (a process) also has ``close()``."""
+
     version: str
 
     def score(self, texts: Sequence[str]) -> list[Sentiment]: ...
@@ -36,6 +40,7 @@ class ModelHolder:
         self.on_load_failure = on_load_failure or (lambda ref, exc: None)
         self._current: Scorer | None = None
         self._loading: asyncio.Task[Any] | None = None
+        self._leases: dict[int, int] = {}  # id(scorer) → batches scoring with it
         # One thread for inference: batches are scored one after another; a second for loads,
         # so a load never waits behind inference and inference never waits for a load.
         self.inference = ThreadPoolExecutor(1, thread_name_prefix="finsent-score")
@@ -67,14 +72,37 @@ class ModelHolder:
         # A batch takes its model once, at its start (current()), so swapping the reference
         # now never mixes two models within a batch: the next batch gets the new one.
         log.info("model %s loaded; the next batch scores with it", scorer.version)
-        self._current = scorer
+        old, self._current = self._current, scorer
         self.on_swap(scorer)
+        if old is not None and id(old) not in self._leases:
+            self._retire(old)
 
     def current(self) -> Scorer:
         """The model for the next batch."""
         if self._current is None:
             raise RuntimeError("no model loaded")
         return self._current
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Scorer]:
+        """The model for the next batch, held until the batch is scored."""
+        scorer = self.current()
+        key = id(scorer)  # stable: the lease holds the object
+        self._leases[key] = self._leases.get(key, 0) + 1
+        try:
+            yield scorer
+        finally:
+            self._leases[key] -= 1
+            if not self._leases[key]:
+                del self._leases[key]
+                if scorer is not self._current:
+                    self._retire(scorer)
+
+    def _retire(self, scorer: Scorer) -> None:
+        close = getattr(scorer, "close", None)
+        if close is not None:
+            log.info("model %s is no longer used; closing it", scorer.version)
+            self._loader_pool.submit(close)  # ending a process may wait a moment: not on the event loop
 
     @property
     def version(self) -> str | None:
@@ -86,4 +114,8 @@ class ModelHolder:
 
     def close(self) -> None:
         self.inference.shutdown(wait=False, cancel_futures=True)
+        # A load or close still running is not waited for: a scorer process exits with the worker.
         self._loader_pool.shutdown(wait=False, cancel_futures=True)
+        close = getattr(self._current, "close", None)
+        if close is not None:
+            close()

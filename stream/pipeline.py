@@ -19,6 +19,7 @@ from typing import Any
 
 from finsent.schemas import DeadLetter, RawDocument, RecordError, ScoredDocument, Sentiment, utc_now
 from finsent.settings import Settings
+from model.scorer import ScorerUnavailable
 from stream.es_sink import BulkItem, ElasticsearchSink
 from stream.metrics import WorkerMetrics
 from stream.model_holder import ModelHolder, Scorer
@@ -104,8 +105,8 @@ class RawBatchPipeline:
                 batch.rejected.append((record, "validate", reason))
         if not docs:
             return batch
-        scorer = self.holder.current()
-        sentiments = await self._sentiments(scorer, docs)
+        with self.holder.lease() as scorer:
+            sentiments = await self._sentiments(scorer, docs)
         scored_at = self.clock()
         for doc, sentiment in zip(docs, sentiments, strict=True):
             if isinstance(sentiment, str):
@@ -164,6 +165,8 @@ class RawBatchPipeline:
             results: list[Sentiment | str] = list(await self.holder.score(scorer, texts))
             if len(results) != len(texts):
                 raise RuntimeError(f"scorer returned {len(results)} results for {len(texts)} texts")
+        except ScorerUnavailable:
+            raise  # not the texts' fault: the batch is retried, nothing is dead-lettered
         except Exception as batch_exc:  # noqa: BLE001 - find the one document that breaks the model
             log.warning("batch scoring failed (%s); scoring one by one", batch_exc)
             results = []

@@ -25,6 +25,10 @@ def default_scorer_loader(settings: Settings) -> ScorerLoader:
     """Load ``champion``, a version or a path through the model registry (model/)."""
 
     def load(ref: str):
+        if settings.worker_scorer == "process":
+            from model.scorer_process import ScorerProcess
+
+            return ScorerProcess(settings, ref)
         from model.scorer import Scorer
 
         # The model settings (device, threads, quantisation, batch size) apply to the worker too.

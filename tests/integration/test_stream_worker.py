@@ -5,13 +5,16 @@ Each test has its own topic/index prefix, hence its own Faust app id and consume
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import statistics
 from collections import Counter, defaultdict
 from datetime import datetime
 from urllib.parse import urlparse
 
 import orjson
+import psutil
 import pytest
 
 from finsent import clients
@@ -30,6 +33,19 @@ from tests.integration.stream_harness import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+def scorer_pids(worker: Worker) -> list[int]:
+    """The worker's scorer processes (FINSENT_WORKER_SCORER=process, the default)."""
+    return sorted(child.pid for child in psutil.Process(worker.proc.pid).children()
+                  if "spawn_main" in " ".join(child.cmdline()))  # not multiprocessing's resource tracker
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _start_of(iso: str, size: int) -> int:
@@ -145,7 +161,10 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
         assert {d["_id"] for d in es_docs(settings)} == {d.id for d in docs + more}
         wait_for(lambda: (h := worker.health()) is not None and h[0] == 200, 60, "health 200 again")
 
-        # 4. A drift message is ignored; a promotion swaps the model between batches.
+        # 4. A drift message is ignored; a promotion swaps the model between batches, and the old
+        # model's scorer process ends.
+        first_scorer = scorer_pids(worker)
+        assert len(first_scorer) == 1, first_scorer
         other = tmp_path / "model-b"
         shutil.copytree(tiny_model.path, other)
         (other / "metadata.json").unlink(missing_ok=True)  # the scorer then names it after its folder
@@ -169,9 +188,25 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
         assert 'finsent_stream_model_info{version="local:model-b"} 1.0' in metrics
         assert f"finsent_stream_documents_indexed_total {float(n + len(more) + len(late))}" in metrics
         assert 'finsent_stream_dead_letters_total{stage="validate"} 4.0' in metrics
+        second_scorer = wait_for(lambda: (p := scorer_pids(worker)) and p != first_scorer and len(p) == 1 and p, 30,
+                                 "the old model's scorer process to end")
 
-        # 5. SIGTERM: a clean stop.
+        # 5. The scorer process is killed mid-stream: it starts again, and no document is lost or dead-lettered.
+        killed = [make_doc(i, tag="scorer-killed") for i in range(60)]
+        produce(settings, killed, pause_every=10, pause=0.1)
+        wait_for(lambda: es_count(settings) >= n + len(more) + len(late) + 1, 60, "the first of them")
+        os.kill(second_scorer[0], signal.SIGKILL)
+        wait_for(lambda: es_count(settings) >= n + len(more) + len(late) + len(killed), 120,
+                 "every document after the scorer process was killed")
+        assert scorer_pids(worker) not in ([], second_scorer)
+        assert {d["_id"] for d in es_docs(settings)} == {d.id for d in docs + more + late + killed}
+        assert 'finsent_stream_dead_letters_total{stage="score"}' not in worker.metrics()
+        assert "starting the scorer process of model local:model-b again" in worker.tail(400)
+
+        # 6. SIGTERM: a clean stop, the scorer process with it.
+        last_scorer = scorer_pids(worker)
         assert worker.terminate() == 0
+        wait_for(lambda: all(gone(pid) for pid in last_scorer), 30, "the scorer process to end with the worker")
     finally:
         worker.ensure_stopped()
         proxy.stop()

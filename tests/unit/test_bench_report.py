@@ -173,6 +173,19 @@ def test_profile_summaries_from_collapsed_stacks():
     assert top == [("linear (torch/nn/functional.py)", 0.8), ("__call__ (transformers/tokenization_utils_base.py)", 0.1)]
 
 
+def test_profile_stacks_of_a_child_process_are_named_after_it():
+    child = ('process 10:"python finsent stream worker";process 11:"python -c from multiprocessing.spawn import '
+             'spawn_main; spawn_main(tracker_fd=4) --multiprocessing-fork";thread (11): MainThread;'
+             '_serve (model/scorer_process.py:120);Scorer._probabilities (model/scorer.py:125) 7')
+    parent = 'process 10:"python finsent stream worker";thread (10): MainThread;_run_once (asyncio/base_events.py:1) 3'
+    stacks = profiling.parse_collapsed([child, parent])
+    assert [frames[-1] for frames, _ in stacks] == [("_probabilities", "model/scorer.py"),
+                                                    ("_run_once", "asyncio/base_events.py")]
+    assert profiling.by_thread(stacks) == {"MainThread [child process]": pytest.approx(0.7),
+                                           "MainThread": pytest.approx(0.3)}
+    assert profiling.inclusive(stacks)["scoring (Scorer._probabilities, whole)"] == pytest.approx(0.7)
+
+
 def _round(baseline: float, fp32: float, int8: float) -> dict:
     return {"baseline": {"docs_per_s": baseline}, "scorer": {"cells": [{"docs_per_s": fp32}]},
             "scorer_int8": {"cells": [{"docs_per_s": int8}]}}

@@ -55,3 +55,38 @@ async def test_control_messages_select_model_requests():
     assert model_request(msg("rollback", "/m/v8")) == "/m/v8"
     assert model_request(msg("drift")) is None
     await asyncio.sleep(0)
+
+
+class ClosableScorer(FakeScorer):  # a scorer that holds a resource, as a scorer process does
+    def __init__(self, version: str, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(version)
+        self.closed = asyncio.Event()
+        self.loop = loop
+
+    def close(self) -> None:  # called from the holder's loader thread
+        self.loop.call_soon_threadsafe(self.closed.set)
+
+
+async def test_a_swapped_out_model_is_closed_only_once_no_batch_holds_it():
+    from stream.model_holder import ModelHolder
+
+    loop = asyncio.get_running_loop()
+    holder = ModelHolder(lambda ref: ClosableScorer(ref, loop))  # loads run in the holder's thread
+    try:
+        v1 = await holder.load_initial("v1")
+        with holder.lease() as batch_model:
+            await holder.request("v2")
+            await holder.score(batch_model, ["still scoring with v1"])
+            await asyncio.sleep(0.05)
+            assert batch_model is v1 and not v1.closed.is_set()
+        await asyncio.wait_for(v1.closed.wait(), 5)  # the batch is done: v1 goes
+        v2 = holder.current()
+        await holder.request("v3")  # no batch holds v2: it goes at once
+        await asyncio.wait_for(v2.closed.wait(), 5)
+        v3 = holder.current()
+        with holder.lease(), holder.lease():
+            pass
+        assert not v3.closed.is_set()  # the current model stays open after its batches
+    finally:
+        holder.close()
+    await asyncio.wait_for(v3.closed.wait(), 5)  # closing the holder closes the current model

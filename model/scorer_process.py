@@ -1,0 +1,152 @@
+"""A :class:`model.scorer.Scorer` served by a child process of its own.
+
+Why: in the worker, the scoring thread shares the interpreter lock with the event loop (Faust,
+aiokafka, the window aggregation), and each of the forward pass's many small torch calls waits
+for it. In a child process the model has an interpreter to itself; the worker sends texts and
+gets probabilities back over a pipe (a few kB per batch). See BENCHMARKS.md.
+
+The child loads the model folder the way the settings say and answers one request at a time.
+It exits when the pipe closes: on :meth:`ScorerProcess.close`, and when the worker dies without
+closing it (kill -9), since the child then reads end-of-file. A child that dies (killed for
+memory, say) is started again from the same folder, and the batch it was scoring sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from finsent.schemas import Sentiment
+from model.scorer import ScorerUnavailable, to_sentiment
+
+log = logging.getLogger(__name__)
+
+# The child is never forked: a fork of a process running threads (Faust, aiokafka, torch's
+# pools) can inherit a lock some thread held.
+_CONTEXT = multiprocessing.get_context("spawn")
+
+
+class ScorerProcessError(RuntimeError):
+    """The child could not load the model, or could not score a batch of texts."""
+
+
+class ScorerProcess:
+    """``version`` and ``score(texts)`` like a Scorer; the model lives in a child process."""
+
+    def __init__(self, settings: Any, ref: str | Path, *, start_timeout: float = 600.0) -> None:
+        from model.registry import Registry
+
+        self._settings = settings
+        # The folder, not the reference: a restart after a promotion loads the same model.
+        self.path = Registry(settings.models_path).path(ref)
+        self._start_timeout = start_timeout
+        self._lock = threading.Lock()  # one request on the pipe at a time
+        self._closed = False
+        self._start()
+
+    def _start(self) -> None:
+        conn, child_end = _CONTEXT.Pipe()
+        process = _CONTEXT.Process(target=_serve, args=(child_end, self._settings, str(self.path)), daemon=True,
+                                   name="finsent-scorer")
+        process.start()
+        child_end.close()  # the child holds the only other end: its exit closes the pipe
+        self._conn, self._process = conn, process
+        if not conn.poll(self._start_timeout):
+            self._stop()
+            raise ScorerProcessError(f"the scorer process did not load {self.path} in {self._start_timeout:.0f} s")
+        try:
+            status, payload = conn.recv()
+        except (EOFError, OSError):
+            self._stop()
+            raise ScorerProcessError(f"the scorer process exited while loading {self.path} "
+                                     f"(exit code {process.exitcode})") from None
+        if status != "ready":
+            self._stop()
+            raise ScorerProcessError(f"the scorer process could not load {self.path}: {payload}")
+        self.version: str = payload["version"]
+        self.precision: str = payload["precision"]
+        self.pid = process.pid
+
+    def score(self, texts: Sequence[str]) -> list[Sentiment]:
+        return [to_sentiment(p) for p in self.predict_proba(texts)]
+
+    def predict_proba(self, texts: Sequence[str]) -> list[list[float]]:
+        """Probabilities in LABELS order. A child found dead is started again and the batch sent
+        once more; :class:`ScorerUnavailable` when that fails too, :class:`ScorerProcessError` when
+        the model failed on these texts."""
+        if not texts:
+            return []
+        with self._lock:
+            if self._closed:
+                raise ScorerUnavailable(f"the scorer process of model {self.version} is closed")
+            for attempt in (1, 2):
+                if attempt == 2 or not self._process.is_alive():
+                    self._restart()
+                try:
+                    self._conn.send(list(texts))
+                    status, payload = self._conn.recv()
+                    break
+                except (EOFError, OSError) as exc:
+                    self._process.join(1)
+                    log.error("the scorer process of model %s exited while scoring (exit code %s)",
+                              self.version, self._process.exitcode)
+                    if attempt == 2:
+                        raise ScorerUnavailable(f"the scorer process of model {self.version} exited twice while "
+                                                f"scoring one batch (exit code {self._process.exitcode})") from exc
+        if status != "ok":
+            raise ScorerProcessError(payload)
+        return payload
+
+    def _restart(self) -> None:
+        log.warning("starting the scorer process of model %s again", self.version)
+        self._stop()
+        try:
+            self._start()
+        except ScorerProcessError as exc:
+            raise ScorerUnavailable(str(exc)) from exc
+
+    def close(self) -> None:
+        """End the child; it exits once the batch it may be scoring is done."""
+        with self._lock:
+            self._closed = True
+            self._stop()
+
+    def _stop(self, timeout: float = 10.0) -> None:
+        self._conn.close()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(timeout)
+
+
+def _serve(conn: Any, settings: Any, path: str) -> None:
+    """The child: load, say so, then answer each list of texts with their probabilities."""
+    # Ctrl-C in a terminal reaches the whole process group; the worker decides when scoring ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s finsent-scorer %(name)s: %(message)s")
+    from model.scorer import Scorer
+
+    try:
+        scorer = Scorer.from_settings(settings, path)
+    except Exception as exc:  # noqa: BLE001 - reported to the worker, which keeps its old model
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", {"version": scorer.version, "precision": scorer.precision}))
+    while True:
+        try:
+            texts = conn.recv()
+        except (EOFError, OSError):
+            return  # the worker closed the pipe, or died
+        try:
+            reply: tuple[str, Any] = ("ok", scorer.predict_proba(texts))
+        except Exception as exc:  # noqa: BLE001 - the worker finds the text that broke the model
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send(reply)
+        except OSError:
+            return
