@@ -1,9 +1,9 @@
 """Where the worker's time goes: py-spy samples a real worker while it drains a backlog.
 
 py-spy (not pyinstrument) because scoring runs in a process (or a thread) of its own, and py-spy
-samples every thread of the worker and of its child processes from outside. Python frames only (``--native`` would count the
-spinning OpenMP and lock-waiting threads as busy): time in torch's or tokenizers' native
-code is charged to the Python call that entered it, and idle threads are left out.
+samples every thread of the worker and of its child processes from outside. Python frames only
+(``--native`` would count the spinning OpenMP and lock-waiting threads as busy): time in torch's or
+tokenizers' native code is charged to the Python call that entered it, and idle threads are left out.
 The collapsed stacks (``stacks.txt``, loadable in speedscope) are summarised by two pure
 functions: ``self_time`` (leaf functions) and ``inclusive`` (share of on-CPU samples whose
 stack passes through each pipeline stage).
@@ -63,7 +63,7 @@ def parse_collapsed(lines: Iterable[str]) -> list[tuple[list[tuple[str, str]], i
             parsed = _FRAME.match(frame)
             frames.append((parsed["func"].rsplit(".", 1)[-1], parsed["file"]) if parsed else (frame, ""))
         if child and frames:
-            frames[0] = (f"{frames[0][0]} [child process]", frames[0][1])
+            frames[0] = (f"{frames[0][0]} (child process)", frames[0][1])
         stacks.append((frames, int(match["count"])))
     return stacks
 

@@ -128,7 +128,8 @@ def _serve(conn: Any, settings: Any, path: str) -> None:
     """The child: load, say so, then answer each list of texts with their probabilities."""
     # Ctrl-C in a terminal reaches the whole process group; the worker decides when scoring ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s finsent-scorer %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s finsent-scorer %(name)s: %(message)s")
     from model.scorer import Scorer
 
     try:

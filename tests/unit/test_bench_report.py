@@ -181,7 +181,7 @@ def test_profile_stacks_of_a_child_process_are_named_after_it():
     stacks = profiling.parse_collapsed([child, parent])
     assert [frames[-1] for frames, _ in stacks] == [("_probabilities", "model/scorer.py"),
                                                     ("_run_once", "asyncio/base_events.py")]
-    assert profiling.by_thread(stacks) == {"MainThread [child process]": pytest.approx(0.7),
+    assert profiling.by_thread(stacks) == {"MainThread (child process)": pytest.approx(0.7),
                                            "MainThread": pytest.approx(0.3)}
     assert profiling.inclusive(stacks)["scoring (Scorer._probabilities, whole)"] == pytest.approx(0.7)
 
