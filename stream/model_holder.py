@@ -39,7 +39,8 @@ class ModelHolder:
         self.on_swap = on_swap or (lambda scorer: None)
         self.on_load_failure = on_load_failure or (lambda ref, exc: None)
         self._current: Scorer | None = None
-        self._loading: asyncio.Task[Any] | None = None
+        self._loads: set[asyncio.Task[Any]] = set()  # running loads (the loop keeps only weak references)
+        self._requests = 0  # model requests so far; only the latest one's model is swapped in
         self._leases: dict[int, int] = {}  # id(scorer) → batches scoring with it
         # One thread for inference: batches are scored one after another; a second for loads,
         # so a load never waits behind inference and inference never waits for a load.
@@ -53,13 +54,14 @@ class ModelHolder:
         return self._current
 
     def request(self, ref: str) -> asyncio.Task[Any]:
-        """Start loading ``ref`` in the background (a newer request replaces an older one)."""
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()  # the thread finishes, but its result is ignored
-        self._loading = asyncio.get_running_loop().create_task(self._load(ref))
-        return self._loading
+        """Start loading ``ref`` in the background (a newer request wins over an older one)."""
+        self._requests += 1
+        task = asyncio.get_running_loop().create_task(self._load(ref, self._requests))
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
+        return task
 
-    async def _load(self, ref: str) -> None:
+    async def _load(self, ref: str, request: int) -> None:
         loop = asyncio.get_running_loop()
         try:
             scorer = await loop.run_in_executor(self._loader_pool, self.loader, ref)
@@ -69,8 +71,13 @@ class ModelHolder:
             log.error("loading model %r failed, keeping %s: %s", ref, self.version, exc)
             self.on_load_failure(ref, exc)
             return
-        # A batch takes its model once, at its start (current()), so swapping the reference
-        # now never mixes two models within a batch: the next batch gets the new one.
+        if request != self._requests:
+            # Loads run one after another, so the newer request's model comes next.
+            log.info("model %s loaded, but a newer one was asked for meanwhile; dropping it", scorer.version)
+            self._retire(scorer)
+            return
+        # A batch leases its model once, at its start, so swapping the reference now never
+        # mixes two models within a batch: the next batch gets the new one.
         log.info("model %s loaded; the next batch scores with it", scorer.version)
         old, self._current = self._current, scorer
         self.on_swap(scorer)

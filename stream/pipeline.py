@@ -173,6 +173,8 @@ class RawBatchPipeline:
             for text in texts:
                 try:
                     results.extend(await self.holder.score(scorer, [text]))
+                except ScorerUnavailable:
+                    raise
                 except Exception as exc:  # noqa: BLE001 - that document goes to the DLQ
                     results.append(f"model {scorer.version} could not score it: {type(exc).__name__}: {exc}")
         self.metrics.inference_seconds.observe(time.perf_counter() - started)

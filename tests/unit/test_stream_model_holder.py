@@ -90,3 +90,25 @@ async def test_a_swapped_out_model_is_closed_only_once_no_batch_holds_it():
     finally:
         holder.close()
     await asyncio.wait_for(v3.closed.wait(), 5)  # closing the holder closes the current model
+
+
+async def test_of_two_requests_in_a_row_the_newer_model_wins_and_the_older_is_closed():
+    from stream.model_holder import ModelHolder
+
+    loop = asyncio.get_running_loop()
+    loaded: dict[str, ClosableScorer] = {}
+
+    def load(ref: str) -> ClosableScorer:
+        loaded[ref] = ClosableScorer(ref, loop)
+        return loaded[ref]
+
+    swaps = []
+    holder = ModelHolder(load, on_swap=lambda scorer: swaps.append(scorer.version))
+    try:
+        await holder.load_initial("v1")
+        await asyncio.gather(holder.request("v2"), holder.request("v3"))
+        assert holder.current().version == "v3" and swaps == ["v1", "v3"]  # v2 never scores
+        await asyncio.wait_for(asyncio.gather(loaded["v1"].closed.wait(), loaded["v2"].closed.wait()), 5)
+        assert not loaded["v3"].closed.is_set()
+    finally:
+        holder.close()
