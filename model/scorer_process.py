@@ -17,7 +17,7 @@ import logging
 import multiprocessing
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,15 @@ class ScorerProcessError(RuntimeError):
 class ScorerProcess:
     """``version`` and ``score(texts)`` like a Scorer; the model lives in a child process."""
 
-    def __init__(self, settings: Any, ref: str | Path, *, start_timeout: float = 600.0) -> None:
+    def __init__(self, settings: Any, ref: str | Path, *, start_timeout: float = 600.0,
+                 on_restart: Callable[[], None] | None = None) -> None:
         from model.registry import Registry
 
         self._settings = settings
         # The folder, not the reference: a restart after a promotion loads the same model.
         self.path = Registry(settings.models_path).path(ref)
         self._start_timeout = start_timeout
+        self._on_restart = on_restart or (lambda: None)
         self._lock = threading.Lock()  # one request on the pipe at a time
         self._closed = False
         self._start()
@@ -62,7 +64,7 @@ class ScorerProcess:
         try:
             status, payload = conn.recv()
         except (EOFError, OSError):
-            self._stop()
+            self._stop()  # joins it, so its exit code is known
             raise ScorerProcessError(f"the scorer process exited while loading {self.path} "
                                      f"(exit code {process.exitcode})") from None
         if status != "ready":
@@ -103,8 +105,10 @@ class ScorerProcess:
         return payload
 
     def _restart(self) -> None:
-        log.warning("starting the scorer process of model %s again", self.version)
         self._stop()
+        log.warning("starting the scorer process of model %s again (the last one's exit code: %s)", self.version,
+                    self._process.exitcode)
+        self._on_restart()
         try:
             self._start()
         except ScorerProcessError as exc:

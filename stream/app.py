@@ -38,7 +38,7 @@ from stream.consumer_view import client_partition_states
 from stream.model_holder import ScorerLoader
 from stream.lookahead import Lookahead
 from stream.pipeline import RawBatchPipeline, RawRecord, ScoredBatch
-from stream.runtime import WorkerRuntime, default_scorer_loader
+from stream.runtime import WorkerRuntime
 from stream.task_dump import task_dump
 from stream.validation import Origin, dead_letter
 from stream.windows import WindowEvent
@@ -175,8 +175,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
                registry: CollectorRegistry | None = None, web_port: int | None = None) -> Any:
     """Build the worker's Faust app (nothing connects until the worker starts it)."""
     registry = registry if registry is not None else CollectorRegistry()
-    runtime = WorkerRuntime(settings, scorer_loader or default_scorer_loader(settings),
-                            model_ref or settings.worker_model, registry)
+    runtime = WorkerRuntime(settings, scorer_loader, model_ref or settings.worker_model, registry)
     datadir = (settings.state_dir / "stream" / settings.topic_prefix).resolve()
     app = _worker_app_class()(
         f"{settings.topic_prefix}-stream",  # the consumer group: one per topic prefix

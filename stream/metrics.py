@@ -38,5 +38,7 @@ class WorkerMetrics:
                                    registry=registry)
         self.model_info = Info("finsent_stream_model", "Model scoring new documents", registry=registry)
         self.model_swaps = Counter("finsent_stream_model_swaps_total", "Hot model swaps", registry=registry)
+        self.scorer_restarts = Counter("finsent_stream_scorer_restarts_total",
+                                       "Scorer processes started again after they died", registry=registry)
         self.model_load_failures = Counter("finsent_stream_model_load_failures_total",
                                            "Model loads that failed (the old model stays)", registry=registry)

@@ -21,14 +21,15 @@ from stream.stall import StallDetector
 log = logging.getLogger(__name__)
 
 
-def default_scorer_loader(settings: Settings) -> ScorerLoader:
-    """Load ``champion``, a version or a path through the model registry (model/)."""
+def default_scorer_loader(settings: Settings, on_restart: Callable[[], None] | None = None) -> ScorerLoader:
+    """Load ``champion``, a version or a path through the model registry (model/), in a scorer
+    process (``on_restart`` is told each time one is started again) or in this process."""
 
     def load(ref: str):
         if settings.worker_scorer == "process":
             from model.scorer_process import ScorerProcess
 
-            return ScorerProcess(settings, ref)
+            return ScorerProcess(settings, ref, on_restart=on_restart)
         from model.scorer import Scorer
 
         # The model settings (device, threads, quantisation, batch size) apply to the worker too.
@@ -38,13 +39,14 @@ def default_scorer_loader(settings: Settings) -> ScorerLoader:
 
 
 class WorkerRuntime:
-    def __init__(self, settings: Settings, scorer_loader: ScorerLoader, model_ref: str,
+    def __init__(self, settings: Settings, scorer_loader: ScorerLoader | None, model_ref: str,
                  registry: CollectorRegistry) -> None:
         self.settings = settings
         self.model_ref = model_ref
         self.metrics = WorkerMetrics(registry)
         self.es_ok = True
         self.sink = ElasticsearchSink(settings, on_retry=self._on_es_retry, on_healthy=self._on_es_healthy)
+        scorer_loader = scorer_loader or default_scorer_loader(settings, on_restart=self.metrics.scorer_restarts.inc)
         self.holder = ModelHolder(scorer_loader, on_swap=self._on_swap,
                                   on_load_failure=lambda ref, exc: self.metrics.model_load_failures.inc())
         self.control = ControlListener(settings, lambda ref, message: self.holder.request(ref))

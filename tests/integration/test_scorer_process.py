@@ -77,8 +77,8 @@ def test_a_killed_scorer_process_is_started_again_from_the_same_folder(process_s
     from model.scorer_process import ScorerProcess
 
     local = Scorer.from_settings(process_settings, "champion")
-
-    remote = ScorerProcess(process_settings, "champion")
+    restarts: list[int] = []
+    remote = ScorerProcess(process_settings, "champion", on_restart=lambda: restarts.append(1))
     try:
         before = remote.predict_proba(TEXTS[:2])
         first = remote.pid
@@ -92,7 +92,7 @@ def test_a_killed_scorer_process_is_started_again_from_the_same_folder(process_s
         killer.start()
         assert flat(remote.predict_proba(TEXTS * 50)) == pytest.approx(flat(local.predict_proba(TEXTS * 50)), abs=1e-6)
         killer.join()
-        assert remote.pid not in (first, second)
+        assert remote.pid not in (first, second) and len(restarts) == 2
     finally:
         remote.close()
 

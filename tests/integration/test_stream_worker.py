@@ -202,6 +202,7 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
         assert {d["_id"] for d in es_docs(settings)} == {d.id for d in docs + more + late + killed}
         assert 'finsent_stream_dead_letters_total{stage="score"}' not in worker.metrics()
         assert "starting the scorer process of model local:model-b again" in worker.tail(400)
+        assert worker.samples("finsent_stream_scorer_restarts_total") == {(): 1.0}
 
         # 6. SIGTERM: a clean stop, the scorer process with it.
         last_scorer = scorer_pids(worker)
