@@ -29,8 +29,12 @@ log = logging.getLogger(__name__)
 
 
 class ScorerUnavailable(RuntimeError):
-    """The scorer can score nothing right now (its process is gone): the caller retries the batch
-    rather than blame its texts."""
+    """The scorer can score nothing right now (its process cannot start): the caller retries the
+    batch rather than blame its texts."""
+
+
+class ScorerCrashed(ScorerUnavailable):
+    """The scorer's process died twice on the same texts: memory, or a text that crashes the model."""
 
 
 def pick_device(device: str = "auto") -> str:

@@ -8,7 +8,8 @@ gets probabilities back over a pipe (a few kB per batch). See BENCHMARKS.md.
 The child loads the model folder the way the settings say and answers one request at a time.
 It exits when the pipe closes: on :meth:`ScorerProcess.close`, and when the worker dies without
 closing it (kill -9), since the child then reads end-of-file. A child that dies (killed for
-memory, say) is started again from the same folder, and the batch it was scoring sent again.
+memory, say) is started again from the same folder, and the batch it was scoring sent again;
+if it dies on that batch again, :class:`model.scorer.ScorerCrashed` tells the worker to halve it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from finsent.schemas import Sentiment
-from model.scorer import ScorerUnavailable, to_sentiment
+from model.scorer import ScorerCrashed, ScorerUnavailable, to_sentiment
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,9 @@ class ScorerProcess:
     """``version`` and ``score(texts)`` like a Scorer; the model lives in a child process."""
 
     def __init__(self, settings: Any, ref: str | Path, *, start_timeout: float = 600.0,
-                 on_restart: Callable[[], None] | None = None) -> None:
+                 on_restart: Callable[[], None] | None = None,
+                 serve: Callable[[Any, Any, str], None] | None = None) -> None:
+        """``serve`` is the child's main function (:func:`_serve`; tests give it a fake model)."""
         from model.registry import Registry
 
         self._settings = settings
@@ -47,13 +50,14 @@ class ScorerProcess:
         self.path = Registry(settings.models_path).path(ref)
         self._start_timeout = start_timeout
         self._on_restart = on_restart or (lambda: None)
+        self._serve = serve or _serve
         self._lock = threading.Lock()  # one request on the pipe at a time
         self._closed = False
         self._start()
 
     def _start(self) -> None:
         conn, child_end = _CONTEXT.Pipe()
-        process = _CONTEXT.Process(target=_serve, args=(child_end, self._settings, str(self.path)), daemon=True,
+        process = _CONTEXT.Process(target=self._serve, args=(child_end, self._settings, str(self.path)), daemon=True,
                                    name="finsent-scorer")
         process.start()
         child_end.close()  # the child holds the only other end: its exit closes the pipe
@@ -98,8 +102,8 @@ class ScorerProcess:
                     log.error("the scorer process of model %s exited while scoring (exit code %s)",
                               self.version, self._process.exitcode)
                     if attempt == 2:
-                        raise ScorerUnavailable(f"the scorer process of model {self.version} exited twice while "
-                                                f"scoring one batch (exit code {self._process.exitcode})") from exc
+                        raise ScorerCrashed(f"the scorer process of model {self.version} died twice on the same "
+                                            f"{len(texts)} text(s) (exit code {self._process.exitcode})") from exc
         if status != "ok":
             raise ScorerProcessError(payload)
         return payload

@@ -19,7 +19,7 @@ from typing import Any
 
 from finsent.schemas import DeadLetter, RawDocument, RecordError, ScoredDocument, Sentiment, utc_now
 from finsent.settings import Settings
-from model.scorer import ScorerUnavailable
+from model.scorer import ScorerCrashed, ScorerUnavailable
 from stream.es_sink import BulkItem, ElasticsearchSink
 from stream.metrics import WorkerMetrics
 from stream.model_holder import ModelHolder, Scorer
@@ -165,17 +165,44 @@ class RawBatchPipeline:
             results: list[Sentiment | str] = list(await self.holder.score(scorer, texts))
             if len(results) != len(texts):
                 raise RuntimeError(f"scorer returned {len(results)} results for {len(texts)} texts")
+        except ScorerCrashed as exc:
+            log.error("%s; looking for the text that does it", exc)
+            results = await self._halving(scorer, texts)
         except ScorerUnavailable:
             raise  # not the texts' fault: the batch is retried, nothing is dead-lettered
         except Exception as batch_exc:  # noqa: BLE001 - find the one document that breaks the model
             log.warning("batch scoring failed (%s); scoring one by one", batch_exc)
-            results = []
-            for text in texts:
-                try:
-                    results.extend(await self.holder.score(scorer, [text]))
-                except ScorerUnavailable:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - that document goes to the DLQ
-                    results.append(f"model {scorer.version} could not score it: {type(exc).__name__}: {exc}")
+            results = await self._one_by_one(scorer, texts)
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        return results
+
+    async def _halving(self, scorer: Scorer, texts: list[str]) -> list[Sentiment | str]:
+        """Score each half of a batch that crashed the scorer, and halve again the half that
+        crashes it, down to the text that does: a crash under memory pressure passes with a
+        smaller batch, so only a text that crashes the model on its own is dead-lettered."""
+        if len(texts) == 1:
+            return await self._one_by_one(scorer, texts)
+        results: list[Sentiment | str] = []
+        for half in (texts[: len(texts) // 2], texts[len(texts) // 2 :]):
+            try:
+                results.extend(await self.holder.score(scorer, half))
+            except ScorerCrashed:
+                results.extend(await self._halving(scorer, half))
+            except ScorerUnavailable:
+                raise
+            except Exception:  # noqa: BLE001 - the model refused a text of this half
+                results.extend(await self._one_by_one(scorer, half))
+        return results
+
+    async def _one_by_one(self, scorer: Scorer, texts: list[str]) -> list[Sentiment | str]:
+        results: list[Sentiment | str] = []
+        for text in texts:
+            try:
+                results.extend(await self.holder.score(scorer, [text]))
+            except ScorerCrashed as exc:  # that document goes to the DLQ
+                results.append(f"model {scorer.version} crashed on it: {exc}")
+            except ScorerUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - that document goes to the DLQ
+                results.append(f"model {scorer.version} could not score it: {type(exc).__name__}: {exc}")
         return results

@@ -118,3 +118,75 @@ def test_the_scorer_process_exits_when_its_parent_is_killed(process_settings, tm
         parent.kill()
         parent.wait()
     assert wait_dead(child), f"scorer process {child} outlived its killed parent"
+
+
+def serve_poisoned(conn, settings, path):
+    """A scorer process whose model dies, as on a segfault, on any batch that holds POISON."""
+    conn.send(("ready", {"version": "poisoned", "precision": "fp32"}))
+    while True:
+        try:
+            texts = conn.recv()
+        except EOFError:
+            return
+        if any("POISON" in text for text in texts):
+            os._exit(139)
+        conn.send(("ok", [[0.1, 0.2, 0.7] for _ in texts]))
+
+
+@pytest.fixture
+def poisoned(tmp_path: Path):
+    folder = tmp_path / "poisoned-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    return Settings(model_dir=tmp_path / "registry"), str(folder)
+
+
+def test_a_batch_that_kills_the_scorer_process_twice_is_a_crash_and_the_next_batch_scores(poisoned):
+    from model.scorer import ScorerCrashed
+    from model.scorer_process import ScorerProcess
+
+    settings, folder = poisoned
+    restarts: list[int] = []
+    remote = ScorerProcess(settings, folder, serve=serve_poisoned, on_restart=lambda: restarts.append(1))
+    try:
+        with pytest.raises(ScorerCrashed, match=r"died twice on the same 2 text\(s\) \(exit code 139\)"):
+            remote.predict_proba(["fine", "POISON"])
+        assert len(restarts) == 1  # the batch was sent to a second process, which died too
+        assert remote.predict_proba(["fine"]) == [[0.1, 0.2, 0.7]]
+        assert len(restarts) == 2
+    finally:
+        remote.close()
+
+
+async def test_the_worker_halves_a_crashing_batch_down_to_the_text_that_crashes_the_model(poisoned):
+    from prometheus_client import CollectorRegistry
+
+    from finsent.schemas import RawDocument, utc_now
+    from model.scorer_process import ScorerProcess
+    from stream.metrics import WorkerMetrics
+    from stream.model_holder import ModelHolder
+    from stream.pipeline import RawBatchPipeline, RawRecord
+    from stream.validation import Origin
+
+    settings, folder = poisoned
+    holder = ModelHolder(lambda ref: ScorerProcess(settings, ref, serve=serve_poisoned))
+    await holder.load_initial(folder)
+
+    async def refuse(*args):
+        raise AssertionError("nothing is sent while scoring")
+
+    pipeline = RawBatchPipeline(settings, holder=holder, sink=None, metrics=WorkerMetrics(CollectorRegistry()),
+                                send_dead_letter=refuse, send_scored=refuse, send_window_event=refuse)
+    texts = [f"Profit rose {i}%." for i in range(8)]
+    texts[5] = "POISON in a headline"
+    docs = [RawDocument(id=f"d{i}", source="s", text=t, ingested_at=utc_now()) for i, t in enumerate(texts)]
+    records = [RawRecord(b"k", d.model_dump_json().encode(), Origin("t.raw", 0, i)) for i, d in enumerate(docs)]
+    try:
+        batch = await pipeline.score(records)
+    finally:
+        holder.close()
+    assert [d.scored.id for d in batch.docs] == ["d0", "d1", "d2", "d3", "d4", "d6", "d7"]
+    assert all(d.scored.sentiment.label == "positive" for d in batch.docs)
+    [(record, stage, reason)] = batch.rejected
+    assert record.origin.offset == 5 and stage == "score"
+    assert "crashed on it" in reason and "exit code 139" in reason
