@@ -82,9 +82,10 @@ class ScorerProcess:
         return [to_sentiment(p) for p in self.predict_proba(texts)]
 
     def predict_proba(self, texts: Sequence[str]) -> list[list[float]]:
-        """Probabilities in LABELS order. A child found dead is started again and the batch sent
-        once more; :class:`ScorerUnavailable` when that fails too, :class:`ScorerProcessError` when
-        the model failed on these texts."""
+        """Probabilities in LABELS order. A child found dead is started again, and a batch it died
+        on is sent once more. Raises :class:`ScorerCrashed` when a second child dies on the same
+        batch, :class:`ScorerUnavailable` when none can start, and :class:`ScorerProcessError` when
+        the model raised an error on these texts."""
         if not texts:
             return []
         with self._lock:
@@ -134,8 +135,10 @@ class ScorerProcess:
 
 def _serve(conn: Any, settings: Any, path: str) -> None:
     """The child: load, say so, then answer each list of texts with their probabilities."""
-    # Ctrl-C in a terminal reaches the whole process group; the worker decides when scoring ends.
+    # Ctrl-C in a terminal, and a service manager's SIGTERM, reach the whole process group: the
+    # worker decides when scoring ends (its batch in flight is scored), and closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s finsent-scorer %(name)s: %(message)s")
     from model.scorer import Scorer

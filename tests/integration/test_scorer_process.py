@@ -42,7 +42,7 @@ def wait_dead(pid: int, timeout: float = 30.0) -> bool:
     return False
 
 
-def test_a_scorer_process_scores_what_the_scorer_scores_and_ends_on_close(process_settings, tiny_model):
+def test_a_scorer_process_scores_as_the_scorer_does_outlives_group_signals_and_ends_on_close(process_settings, tiny_model):
     from model.scorer import Scorer
     from model.scorer_process import ScorerProcess
 
@@ -50,10 +50,15 @@ def test_a_scorer_process_scores_what_the_scorer_scores_and_ends_on_close(proces
     remote = ScorerProcess(process_settings, "champion")
     try:
         assert remote.version == tiny_model.version and remote.pid != os.getpid()
+        pid = remote.pid
         assert remote.path == tiny_model.path.resolve()
         assert flat(remote.predict_proba(TEXTS)) == pytest.approx(flat(local.predict_proba(TEXTS)), abs=1e-6)
         assert [s.label for s in remote.score(TEXTS)] == [s.label for s in local.score(TEXTS)]
         assert remote.score([]) == []
+        for signum in (signal.SIGINT, signal.SIGTERM):  # sent to a worker's process group: the worker decides
+            os.kill(remote.pid, signum)
+        assert flat(remote.predict_proba(TEXTS)) == pytest.approx(flat(local.predict_proba(TEXTS)), abs=1e-6)
+        assert remote.pid == pid
     finally:
         remote.close()
     assert wait_dead(remote.pid, 15)
