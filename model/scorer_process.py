@@ -62,18 +62,16 @@ class ScorerProcess:
         process.start()
         child_end.close()  # the child holds the only other end: its exit closes the pipe
         self._conn, self._process = conn, process
-        if not conn.poll(self._start_timeout):
-            self._stop()
-            raise ScorerProcessError(f"the scorer process did not load {self.path} in {self._start_timeout:.0f} s")
         try:
-            status, payload = conn.recv()
+            status, payload = conn.recv() if conn.poll(self._start_timeout) else ("timeout", None)
         except (EOFError, OSError):
-            self._stop()  # joins it, so its exit code is known
-            raise ScorerProcessError(f"the scorer process exited while loading {self.path} "
-                                     f"(exit code {process.exitcode})") from None
+            status, payload = "exited", None
         if status != "ready":
-            self._stop()
-            raise ScorerProcessError(f"the scorer process could not load {self.path}: {payload}")
+            self._stop()  # joins it, so an exit code is known
+            why = {"timeout": f"did not load {self.path} in {self._start_timeout:.0f} s",
+                   "exited": f"exited while loading {self.path} (exit code {process.exitcode})"
+                   }.get(status, f"could not load {self.path}: {payload}")
+            raise ScorerProcessError(f"the scorer process {why}")
         self.version: str = payload["version"]
         self.precision: str = payload["precision"]
         self.pid = process.pid

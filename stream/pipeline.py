@@ -159,50 +159,30 @@ class RawBatchPipeline:
 
     async def _sentiments(self, scorer: Scorer, docs: list[_Doc]) -> list[Sentiment | str]:
         """Sentiments in order; a document the model cannot score gets the reason instead."""
-        texts = [text_to_score(d.raw) for d in docs]
         started = time.perf_counter()
+        results = await self._score_or_blame(scorer, [text_to_score(d.raw) for d in docs])
+        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        return results
+
+    async def _score_or_blame(self, scorer: Scorer, texts: list[str]) -> list[Sentiment | str]:
+        """Score the texts; if the model fails on them (an error, or its process died twice on them),
+        score each half apart, down to the text that fails on its own, which gets the reason. Halves,
+        not one text at a time: a crash under memory pressure passes with a smaller batch, so only a
+        text that crashes the model by itself is dead-lettered."""
         try:
             results: list[Sentiment | str] = list(await self.holder.score(scorer, texts))
             if len(results) != len(texts):
                 raise RuntimeError(f"scorer returned {len(results)} results for {len(texts)} texts")
+            return results
         except ScorerCrashed as exc:
-            log.error("%s; looking for the text that does it", exc)
-            results = await self._halving(scorer, texts)
+            failure = f"model {scorer.version} crashed on it: {exc}"
         except ScorerUnavailable:
             raise  # not the texts' fault: the batch is retried, nothing is dead-lettered
-        except Exception as batch_exc:  # noqa: BLE001 - find the one document that breaks the model
-            log.warning("batch scoring failed (%s); scoring one by one", batch_exc)
-            results = await self._one_by_one(scorer, texts)
-        self.metrics.inference_seconds.observe(time.perf_counter() - started)
-        return results
-
-    async def _halving(self, scorer: Scorer, texts: list[str]) -> list[Sentiment | str]:
-        """Score each half of a batch that crashed the scorer, and halve again the half that
-        crashes it, down to the text that does: a crash under memory pressure passes with a
-        smaller batch, so only a text that crashes the model on its own is dead-lettered."""
+        except Exception as exc:  # noqa: BLE001 - find the document that breaks the model
+            failure = f"model {scorer.version} could not score it: {type(exc).__name__}: {exc}"
         if len(texts) == 1:
-            return await self._one_by_one(scorer, texts)
-        results: list[Sentiment | str] = []
-        for half in (texts[: len(texts) // 2], texts[len(texts) // 2 :]):
-            try:
-                results.extend(await self.holder.score(scorer, half))
-            except ScorerCrashed:
-                results.extend(await self._halving(scorer, half))
-            except ScorerUnavailable:
-                raise
-            except Exception:  # noqa: BLE001 - the model refused a text of this half
-                results.extend(await self._one_by_one(scorer, half))
-        return results
-
-    async def _one_by_one(self, scorer: Scorer, texts: list[str]) -> list[Sentiment | str]:
-        results: list[Sentiment | str] = []
-        for text in texts:
-            try:
-                results.extend(await self.holder.score(scorer, [text]))
-            except ScorerCrashed as exc:  # that document goes to the DLQ
-                results.append(f"model {scorer.version} crashed on it: {exc}")
-            except ScorerUnavailable:
-                raise
-            except Exception as exc:  # noqa: BLE001 - that document goes to the DLQ
-                results.append(f"model {scorer.version} could not score it: {type(exc).__name__}: {exc}")
-        return results
+            return [failure]  # that document goes to the DLQ
+        log.warning("scoring %d texts failed (%s); scoring each half apart", len(texts), failure)
+        middle = len(texts) // 2
+        first = await self._score_or_blame(scorer, texts[:middle])
+        return first + await self._score_or_blame(scorer, texts[middle:])

@@ -9,13 +9,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from finsent.settings import Settings
+from tests.waiting import process_gone, wait_for
 
 TEXTS = ["Profit rose 20% on record sales.", "The company cut 500 jobs after losses widened.",
          "The annual meeting is on Tuesday.", "x" * 3000]
@@ -28,18 +28,6 @@ def process_settings(tiny_model) -> Settings:
 
 def flat(rows: list[list[float]]) -> list[float]:
     return [p for row in rows for p in row]
-
-
-def wait_dead(pid: int, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_a_scorer_process_scores_as_the_scorer_does_outlives_group_signals_and_ends_on_close(process_settings, tiny_model):
@@ -61,7 +49,7 @@ def test_a_scorer_process_scores_as_the_scorer_does_outlives_group_signals_and_e
         assert remote.pid == pid
     finally:
         remote.close()
-    assert wait_dead(remote.pid, 15)
+    wait_for(lambda: process_gone(remote.pid), 15, "the scorer process to end on close")
 
 
 def test_a_model_that_cannot_load_is_a_clear_error(process_settings, tmp_path: Path):
@@ -88,7 +76,7 @@ def test_a_killed_scorer_process_is_started_again_from_the_same_folder(process_s
         before = remote.predict_proba(TEXTS[:2])
         first = remote.pid
         os.kill(first, signal.SIGKILL)
-        assert wait_dead(first)
+        wait_for(lambda: process_gone(first), 30, "the killed scorer process to exit")
         assert flat(remote.predict_proba(TEXTS[:2])) == pytest.approx(flat(before), abs=1e-6)
         second = remote.pid
         assert second != first and remote.version == tiny_model.version
@@ -122,7 +110,7 @@ def test_the_scorer_process_exits_when_its_parent_is_killed(process_settings, tm
     finally:
         parent.kill()
         parent.wait()
-    assert wait_dead(child), f"scorer process {child} outlived its killed parent"
+    wait_for(lambda: process_gone(child), 30, f"scorer process {child} to end with its killed parent")
 
 
 def serve_poisoned(conn, settings, path):

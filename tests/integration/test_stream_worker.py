@@ -31,6 +31,7 @@ from tests.integration.stream_harness import (
     settle_daily_counts,
     wait_for,
 )
+from tests.waiting import process_gone
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +40,6 @@ def scorer_pids(worker: Worker) -> list[int]:
     """The worker's scorer processes (FINSENT_WORKER_SCORER=process, the default)."""
     return sorted(child.pid for child in psutil.Process(worker.proc.pid).children()
                   if "spawn_main" in " ".join(child.cmdline()))  # not multiprocessing's resource tracker
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def _start_of(iso: str, size: int) -> int:
@@ -207,7 +201,7 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
         # 6. SIGTERM: a clean stop, the scorer process with it.
         last_scorer = scorer_pids(worker)
         assert worker.terminate() == 0
-        wait_for(lambda: all(gone(pid) for pid in last_scorer), 30, "the scorer process to end with the worker")
+        wait_for(lambda: all(process_gone(pid) for pid in last_scorer), 30, "the scorer process to end with the worker")
     finally:
         worker.ensure_stopped()
         proxy.stop()
