@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -125,9 +126,15 @@ class KafkaServer:
         wait_until(self.health, timeout=timeout, proc=proc, log_path=self.log_path, name="Kafka")
 
     def health(self) -> bool:
-        """Healthy when kafka-python gets cluster metadata with a live broker."""
+        """Healthy when kafka-python gets cluster metadata with a live broker.
+
+        The port is tried first: while the broker starts, kafka-python would log every refused
+        bootstrap at ERROR, and `finsent up` would print a screenful of them.
+        """
         from kafka import KafkaAdminClient
 
+        if not _accepts_connections("127.0.0.1", self.settings.kafka_port):
+            return False
         admin = KafkaAdminClient(bootstrap_servers=[self.bootstrap], request_timeout_ms=5000)
         try:
             return bool(admin.describe_cluster().get("brokers"))
@@ -144,6 +151,14 @@ class KafkaServer:
 
     def log_tail(self) -> str:
         return tail(self.log_path)
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 def _kafka_uuid() -> str:
