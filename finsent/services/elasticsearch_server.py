@@ -18,7 +18,7 @@ import psutil
 
 from finsent.services import artifacts
 from finsent.services.java import find_java_home
-from finsent.services.process import PidFile, ServiceError, start_background, stop_process, tail, wait_until
+from finsent.services.process import PidFile, ServiceError, port_in_use, start_background, stop_process, tail, wait_until
 from finsent.settings import Settings
 
 _CONFIG = """\
@@ -154,7 +154,11 @@ class ElasticsearchServer:
         ``X-Elastic-Product`` header and raises otherwise); None when not green or yellow."""
         from elasticsearch import Elasticsearch
 
-        with Elasticsearch(self.url, request_timeout=5) as es:
+        # Not before the port is open, and once per probe: while the node starts, the client would
+        # log a warning and a traceback for each of its retries.
+        if not port_in_use(self.settings.elasticsearch_port):
+            return None
+        with Elasticsearch(self.url, request_timeout=5, max_retries=0) as es:
             status = es.cluster.health(wait_for_status="yellow", timeout="5s")["status"]
         return status if status in ("green", "yellow") else None
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -12,7 +11,7 @@ import psutil
 
 from finsent.services import artifacts
 from finsent.services.java import find_java_home
-from finsent.services.process import PidFile, ServiceError, start_background, stop_process, tail, wait_until
+from finsent.services.process import PidFile, ServiceError, port_in_use, start_background, stop_process, tail, wait_until
 from finsent.settings import Settings
 
 _PROPERTIES = """\
@@ -133,7 +132,7 @@ class KafkaServer:
         """
         from kafka import KafkaAdminClient
 
-        if not _accepts_connections("127.0.0.1", self.settings.kafka_port):
+        if not port_in_use(self.settings.kafka_port):
             return False
         admin = KafkaAdminClient(bootstrap_servers=[self.bootstrap], request_timeout_ms=5000)
         try:
@@ -151,14 +150,6 @@ class KafkaServer:
 
     def log_tail(self) -> str:
         return tail(self.log_path)
-
-
-def _accepts_connections(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
 
 
 def _kafka_uuid() -> str:
