@@ -24,6 +24,29 @@ Check = Callable[[bytes], str | None]
 
 REPLAY = "replay"
 
+# A replayed record carries the time it was sent again. The worker measures its latency from then:
+# from the document's ingest time, a replay after a day's outage would read as a day of latency and
+# page whoever watches the latency objective.
+REPLAYED_AT_HEADER = "finsent-replayed-at"
+
+
+def replay_headers(now: datetime) -> list[tuple[str, bytes]]:
+    return [(REPLAYED_AT_HEADER, now.isoformat().encode("ascii"))]
+
+
+def replayed_at(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None) -> datetime | None:
+    """The replay time a record's headers carry; None if none, or if it is not a timezone-aware time."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for name, value in pairs:
+        if name != REPLAYED_AT_HEADER:
+            continue
+        try:
+            moment = datetime.fromisoformat(bytes(value).decode("ascii"))
+        except (TypeError, ValueError, UnicodeDecodeError):
+            return None
+        return moment if moment.tzinfo is not None else None
+    return None
+
 
 @dataclass(frozen=True)
 class StoredLetter:

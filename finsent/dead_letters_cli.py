@@ -14,7 +14,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from finsent.cli_support import fail, settings_of
-from finsent.dead_letters import REPLAY, LetterFilter, ReplayPlanner, StoredLetter, Summary, verdict_counts
+from finsent.dead_letters import (
+    REPLAY, LetterFilter, ReplayPlanner, StoredLetter, Summary, replay_headers, verdict_counts)
 from finsent.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
@@ -221,13 +222,15 @@ def replay(
     """Send dead-lettered documents and labels back to their topic, once they pass its checks.
 
     Documents already in the index are skipped, so a second replay sends nothing twice. Replayed
-    documents keep their ingest time: the latency histogram counts their wait in the DLQ.
+    documents keep their ingest time; a header carries the replay's, from which the worker measures
+    their latency (their wait in the DLQ is not the pipeline's).
     """
     import orjson
     from rich.console import Console
     from rich.markup import escape
 
     from finsent import clients
+    from finsent.schemas import utc_now
 
     settings = settings_of(ctx)
     start, end = _moment("--since", since), _moment("--until", until) if until else None
@@ -243,7 +246,7 @@ def replay(
             planned = planner.plan(chunk)
             planned = ReplayPlanner.drop_indexed(planned, _indexed(
                 es, settings, [i.doc_id for i in planned if i.verdict == REPLAY and i.doc_id]))
-            sends = [producer.send(i.target, key=i.stored.key, value=i.value)
+            sends = [producer.send(i.target, key=i.stored.key, value=i.value, headers=replay_headers(utc_now()))
                      for i in planned if producer is not None and i.verdict == REPLAY]
             if producer is not None:
                 producer.flush(timeout=60)

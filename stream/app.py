@@ -30,6 +30,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from finsent import clients
+from finsent.dead_letters import replayed_at
 from finsent.schemas import Aggregate, DeadLetter, ScoredDocument
 from finsent.settings import Settings
 from stream.aggregator import WindowAggregator
@@ -251,8 +252,8 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
         lookahead = Lookahead(deliver)  # scores the next batch while this one is delivered (see there)
         try:
             async for events in stream.noack_take(settings.worker_batch_size, within=settings.worker_batch_within):
-                records = [RawRecord(e.key, e.value, Origin(e.message.topic, e.message.partition, e.message.offset))
-                           for e in events]
+                records = [RawRecord(e.key, e.value, Origin(e.message.topic, e.message.partition, e.message.offset),
+                                     replayed_at(e.message.headers)) for e in events]
                 await lookahead.submit(runtime.until_done("raw batch scoring", lambda r=records: pipeline.score(r)),
                                        events)
             await lookahead.join()

@@ -39,6 +39,7 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     origin: Origin
+    replayed_at: datetime | None = None  # sent again from the DLQ (finsent.dead_letters.REPLAYED_AT_HEADER)
 
 
 @dataclass
@@ -141,7 +142,8 @@ class RawBatchPipeline:
             indexed = [d for d in batch.docs if d.scored.id not in rejected_ids]
             self.metrics.indexed.inc(len(indexed))
             for doc in indexed:
-                self.metrics.latency.observe(max(0.0, (acked_at - doc.scored.ingested_at).total_seconds()))
+                entered = max(doc.scored.ingested_at, doc.record.replayed_at or doc.scored.ingested_at)
+                self.metrics.latency.observe(max(0.0, (acked_at - entered).total_seconds()))
                 deliveries.append(await self.send_scored(doc.record.key, doc.scored))
                 for event in window_events(doc.scored, doc.record.origin):
                     deliveries.append(await self.send_window_event(event))

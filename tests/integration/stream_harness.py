@@ -51,11 +51,12 @@ def make_doc(n: int, tag: str = "d") -> RawDocument:
 
 
 def produce(settings: Settings, docs: list[RawDocument] | None = None, raw: list[tuple[bytes, bytes]] | None = None,
-            pause_every: int = 0, pause: float = 0.0) -> None:
+            pause_every: int = 0, pause: float = 0.0, ingested_at: datetime | None = None) -> None:
+    """Send ``docs`` (stamped ``ingested_at``, by default now) and ``raw`` records to the raw topic."""
     producer = clients.kafka_producer(settings)
     try:
         for i, doc in enumerate(docs or []):
-            doc = doc.model_copy(update={"ingested_at": utc_now()})
+            doc = doc.model_copy(update={"ingested_at": ingested_at or utc_now()})
             producer.send(settings.topic("raw"), key=doc.tickers[0].encode(), value=doc.to_json())
             if pause_every and i % pause_every == pause_every - 1:
                 producer.flush()

@@ -4,6 +4,7 @@ mapping had drifted go to the DLQ, and a replay after the mapping is fixed index
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 import orjson
 import pytest
@@ -45,7 +46,8 @@ def test_documents_refused_by_a_drifted_mapping_are_replayed_once(bootstrapped, 
         es.indices.create(index=docs_index, mappings={
             "dynamic": "strict", "properties": dict(topology.MAPPINGS["docs"]) | {"source_id": {"type": "long"}}})
         docs = [make_doc(i, tag="drifted") for i in range(10)]
-        produce(settings, docs, raw=[(b"AAPL", b"{not json")])
+        # Ingested three hours ago: the replay's latency must count from the replay, not from then.
+        produce(settings, docs, raw=[(b"AAPL", b"{not json")], ingested_at=utc_now() - timedelta(hours=3))
         # A letter from an internal stage, as the worker writes one for a bad window event.
         producer = clients.kafka_producer(settings)
         internal = dead_letter("windows", "bad window event: test", b'{"ticker": 1}',
@@ -81,6 +83,11 @@ def test_documents_refused_by_a_drifted_mapping_are_replayed_once(bootstrapped, 
         assert "sent 11" in sent
         wait_for(lambda: es_count(settings) >= len(docs), 120, "the replayed documents indexed")
         assert {d["_id"] for d in es_docs(settings)} == {d.id for d in docs}
+        # Dead-lettered at the index stage, the ten were never observed before; each replay took seconds.
+        latency = "finsent_stream_end_to_end_latency_seconds"
+        wait_for(lambda: worker.samples(f"{latency}_count") == {(): 10.0}, 30, "ten latencies observed")
+        assert worker.samples(f"{latency}_bucket")[(("le", "30.0"),)] == 10.0
+        assert worker.samples(f"{latency}_sum")[()] < 300
 
         again, _ = _dlq("replay", "--json")
         # Labels have no document to look up; their id (document + annotator) makes a second write a no-op.

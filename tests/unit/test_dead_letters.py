@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from finsent.dead_letters import (
-    REPLAY, LetterFilter, ReplayPlanner, StoredLetter, Summary, read_letter, verdict_counts,
+    REPLAY, LetterFilter, ReplayPlanner, StoredLetter, Summary, read_letter, replay_headers, replayed_at,
+    verdict_counts,
 )
 from finsent.dead_letters_cli import parse_moment
 from finsent.schemas import DeadLetter, RecordError
@@ -89,3 +90,13 @@ def test_replay_sends_only_entry_topic_records_that_pass_their_check_once():
     assert kept[-1].target is None
     assert verdict_counts(kept) == {REPLAY: 1, "still invalid": 1, "duplicate of an earlier letter": 1,
                                     "not replayable": 2, "already indexed": 1}
+
+
+def test_the_replay_time_travels_in_a_header_and_only_a_zoned_time_is_read():
+    headers = replay_headers(NOW)
+    assert replayed_at(headers) == NOW
+    assert replayed_at(dict(headers)) == NOW  # Faust may hand headers over as a mapping
+    assert replayed_at([("other", b"x"), *headers]) == NOW
+    assert replayed_at(None) is None and replayed_at([]) is None  # not a replay
+    for bad in (b"yesterday", b"2026-11-30T12:00:00", b"\xff"):  # unreadable, no zone, not ASCII
+        assert replayed_at([("finsent-replayed-at", bad)]) is None
