@@ -108,12 +108,22 @@ def _load_yaml(path: Path) -> object:
         raise ValueError(f"{path}: {exc}") from None
 
 
+SOURCE_TYPES = tuple(m.model_fields["type"].annotation.__args__[0]
+                     for m in (RssConfig, ApiConfig, RedditConfig, StockTwitsConfig))
+
+
+def _problem(error: dict) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "union_tag_not_found":  # pydantic says "Unable to extract tag using discriminator 'type'"
+        return f"{where}: no type; say which kind of source it is ({', '.join(SOURCE_TYPES)})"
+    return f"{where}: {error['msg']}"
+
+
 def _validated(model: type[BaseModel], data: object, path: Path):
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"{path}: {problems}") from None
+        raise ValueError(f"{path}: {'; '.join(_problem(e) for e in exc.errors())}") from None
 
 
 def load_sources_file(path: Path) -> SourcesFile:

@@ -146,6 +146,8 @@ push: {port: 9999}
 
 @pytest.mark.parametrize("text,message", [
     ("sources: [{type: ftp, url: x}]", "sources.0"),
+    ("sources: [{kind: rss, urls: ['https://x']}]", r"sources\.0: no type; say which kind of source it is "
+                                                    r"\(rss, api, reddit, stocktwits\)"),
     ("sources: [{type: rss, urls: []}]", "urls"),
     ("sources: [{type: rss, urls: [x], colour: red}]", "colour"),
     ("sources: [{type: api, name: a, url: 'https://x', fields: {}}]", "fields.text"),
