@@ -130,6 +130,8 @@ Rule = Annotated[
     Field(discriminator="kind"),
 ]
 TickerRule = SentimentShiftRule | VolumeSpikeRule | NegativeBurstRule
+RULE_KINDS = tuple(m.model_fields["kind"].annotation.__args__[0]
+                   for m in (SentimentShiftRule, VolumeSpikeRule, NegativeBurstRule, ModelRule, DriftRule))
 
 
 class RulesFile(_Strict):
@@ -176,11 +178,13 @@ def _describe(raw: Any, exc: ValidationError) -> list[str]:
     for err in exc.errors():
         loc = list(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "union_tag_not_found":  # pydantic: "Unable to extract tag using discriminator 'kind'"
+            msg = f"missing; say which kind of rule it is ({', '.join(RULE_KINDS)})"
         if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
             where = _rule_label(raw, loc[1])
             rest = loc[2:]
             # pydantic puts the chosen union member (the kind) in the path: drop it.
-            if rest and rest[0] in {"sentiment_shift", "volume_spike", "negative_burst", "model", "drift"}:
+            if rest and rest[0] in RULE_KINDS:
                 rest = rest[1:]
             field = ".".join(str(p) for p in rest) or "kind"
             problems.append(f"{where} field {field!r}: {msg}")

@@ -43,6 +43,8 @@ def test_bad_durations(bad):
     ({"name": "burst", "kind": "negative_burst", "count": 3}, "rule 'burst' (rules[0]) field 'within': Field required"),
     ({"name": "vol", "kind": "volume_spike", "threshold": 2, "windows": ["5 min"]}, "rule 'vol' (rules[0]) field 'windows.0'"),
     ({"name": "what", "kind": "sentiment"}, "rule 'what' (rules[0]) field 'kind'"),
+    ({"name": "what", "type": "drift"}, "rule 'what' (rules[0]) field 'kind': missing; say which kind of rule it is "
+                                        "(sentiment_shift, volume_spike, negative_burst, model, drift)"),
     ({"kind": "drift"}, "rule rules[0] field 'name'"),
     ({"name": "m", "kind": "model", "actions": ["delete"]}, "rule 'm' (rules[0]) field 'actions.0'"),
     ({"name": "d", "kind": "drift", "treshold": 1}, "rule 'd' (rules[0]) field 'treshold': Extra inputs"),
