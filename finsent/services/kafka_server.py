@@ -11,7 +11,8 @@ import psutil
 
 from finsent.services import artifacts
 from finsent.services.java import find_java_home
-from finsent.services.process import PidFile, ServiceError, port_in_use, start_background, stop_process, tail, wait_until
+from finsent.services.process import (
+    PidFile, ServiceError, port_in_use, start_background, stop_process, tail, wait_until)
 from finsent.settings import Settings
 
 _PROPERTIES = """\
