@@ -38,9 +38,23 @@ def _mvn(args: list[str], *, cache: Path, cwd: Path) -> None:
         )
 
 
+def _kafka_folder(cache: Path, version: str) -> Path:
+    return cache / f"kafka-{version}"
+
+
+def _elasticsearch_folder(cache: Path, version: str) -> Path:
+    return cache / f"elasticsearch-{version}"
+
+
+def fetched(cache: Path, name: str, version: str) -> bool:
+    """Whether ``kafka`` or ``elasticsearch`` of this version is in the cache (so starting it fetches nothing)."""
+    folder = {"kafka": _kafka_folder, "elasticsearch": _elasticsearch_folder}[name](cache, version)
+    return (folder / ".complete").exists()
+
+
 def kafka_libs(cache: Path, version: str) -> Path:
     """A folder with the Kafka broker jars and a logging binding; fetched on first use."""
-    target = cache / f"kafka-{version}"
+    target = _kafka_folder(cache, version)
     libs = target / "libs"
     done = target / ".complete"
     if done.exists():
@@ -62,7 +76,7 @@ def kafka_libs(cache: Path, version: str) -> Path:
 
 def elasticsearch_home(cache: Path, version: str) -> Path:
     """The unpacked Elasticsearch integration-test distribution; fetched on first use."""
-    home = cache / f"elasticsearch-{version}"
+    home = _elasticsearch_folder(cache, version)
     done = home / ".complete"
     if done.exists():
         return home

@@ -73,6 +73,10 @@ class KafkaServer:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.settings.kafka_port}"
 
+    def fetched(self) -> bool:
+        """Whether the cache holds this version already, so that starting it downloads nothing."""
+        return artifacts.fetched(self.settings.cache_dir, self.name, self.settings.kafka_version)
+
     def process(self) -> psutil.Process | None:
         return self.pid_file.process()
 

@@ -46,7 +46,8 @@ def up(settings: Settings, *, bootstrap: bool = True, echo: Callable[[str], None
                     "(FINSENT_KAFKA_PORT, FINSENT_KAFKA_CONTROLLER_PORT, FINSENT_ELASTICSEARCH_PORT, "
                     "FINSENT_ELASTICSEARCH_TRANSPORT_PORT)"
                 )
-        echo(f"{server.name}: starting (first run downloads it from Maven Central)")
+        fetch = "" if server.fetched() else f" (fetching it from Maven Central into {settings.cache_dir} first, once)"
+        echo(f"{server.name}: starting{fetch}")
         started.append((server, server.start()))
     deadline = time.monotonic() + settings.services_start_timeout
     for server, proc in started:
