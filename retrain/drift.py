@@ -264,5 +264,10 @@ class PerformanceDrift:
 
     def details(self) -> dict[str, Any]:
         acc, f1 = accuracy_and_macro_f1(self._true, self._pred)
-        return {"n": len(self._true), "accuracy": round(acc, 6), "macro_f1": round(f1, 6),
-                "baseline_macro_f1": self.baseline, "min_samples": self.min_samples}
+        details = {"n": len(self._true), "accuracy": round(acc, 6), "macro_f1": round(f1, 6),
+                   "baseline_macro_f1": self.baseline, "min_samples": self.min_samples}
+        if self.baseline is None:
+            details["reason"] = "the model has no validation macro-F1 to compare with"
+        elif len(self._true) < self.min_samples:
+            details["reason"] = f"{len(self._true)} fresh labels, need {self.min_samples}"
+        return details

@@ -46,9 +46,20 @@ class CheckReport:
     def summary(self) -> str:
         if self.skipped:
             return f"skipped: {self.skipped}"
-        parts = [f"{r.monitor}={'n/a' if r.statistic is None else f'{r.statistic:.4f}'}"
-                 f"{' DRIFT' if r.drift_detected else ''}" for r in self.results]
-        return f"model {self.model_version}: " + ", ".join(parts) + f"; {len(self.fresh_labels)} fresh labels"
+        # Monitors that could not run for the same reason share one line: "prediction, input=n/a (…)".
+        groups: dict[str, list[str]] = {}
+        for r in self.results:
+            groups.setdefault(f"{_figure(r)}{' DRIFT' if r.drift_detected else ''}", []).append(r.monitor)
+        parts = [f"{', '.join(names)}={figure}" if figure.startswith("n/a (") else
+                 ", ".join(f"{name}={figure}" for name in names) for figure, names in groups.items()]
+        return f"model {self.model_version}: " + "; ".join(parts) + f"; {len(self.fresh_labels)} fresh labels"
+
+
+def _figure(result: MonitorResult) -> str:
+    if result.statistic is not None:
+        return f"{result.statistic:.4f}"
+    reason = result.details.get("reason")
+    return f"n/a ({reason})" if reason else "n/a"
 
 
 def _docs(ctx: Context, version: str, size: int, order: str) -> list[dict[str, Any]]:

@@ -131,6 +131,25 @@ def test_performance_drift() -> None:
         unknown.update(("positive", "negative"))
     assert unknown.statistic is None and not unknown.drift_detected
     assert unknown.details()["accuracy"] == 0.0
+    assert unknown.details()["reason"] == "the model has no validation macro-F1 to compare with"
+    assert "reason" not in good.details()
+    few = PerformanceDrift(baseline=0.8, min_samples=30)
+    few.update(("positive", "positive"))
+    assert few.statistic is None and few.details()["reason"] == "1 fresh labels, need 30"
+
+
+def test_a_check_summary_says_why_a_monitor_has_no_figure() -> None:
+    from retrain.drift_check import CheckReport, MonitorResult
+
+    short = {"reason": "12 documents scored by v1, need 800"}
+    report = CheckReport("v1", [
+        MonitorResult("prediction", None, 0.02, False, short), MonitorResult("input", None, 0.1, False, short),
+        MonitorResult("confidence", 3.5, 3.0, True, {}),
+        MonitorResult("performance", None, 0.1, False, {"reason": "4 fresh labels, need 30"}),
+    ])
+    assert report.summary() == (
+        "model v1: prediction, input=n/a (12 documents scored by v1, need 800); confidence=3.5000 DRIFT; "
+        "performance=n/a (4 fresh labels, need 30); 0 fresh labels")
 
 
 def test_statistics() -> None:
