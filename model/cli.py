@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -309,22 +310,45 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
     if as_json:
         typer.echo(json.dumps(versions))
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("version", "champion", "status", "base model", "parent", "val acc", "val macro-F1", "temperature",
-                  "created")
+    # The version is what promote and rollback take, so it is never cut: a terminal narrower than the
+    # whole table gets the main columns only (the status column says which version is the champion).
+    console = Console()
+    wide = console.width >= 120
+    table = Table(box=box.SIMPLE_HEAD, caption="acc, macro-F1: validation split"
+                  + ("; T: calibration temperature" if wide else "; more with --json"))
+    table.add_column("version", no_wrap=True, min_width=21)
+    table.add_column("status", no_wrap=True)
+    for figure in ("acc", "macro-F1") + (("T",) if wide else ()):
+        table.add_column(figure, justify="right", no_wrap=True)
+    table.add_column("created (UTC)", no_wrap=True)
+    if wide:
+        table.add_column("parent", overflow="fold")
+        table.add_column("base model", overflow="fold")
     for meta in versions:
         val = meta.get("metrics", {}).get("validation", {})
         temperature = meta.get("calibration", {}).get("temperature")
-        table.add_row(meta["version"], "*" if meta.get("champion") else "", str(meta.get("status", "")),
-                      str(meta.get("base_model")), str(meta.get("parent_version") or ""),
-                      f"{val['accuracy']:.4f}" if "accuracy" in val else "",
-                      f"{val['macro_f1']:.4f}" if "macro_f1" in val else "",
-                      f"{temperature:.3f}" if temperature is not None else "", str(meta.get("created_at", "")))
-    Console().print(table)
+        row = [meta["version"], str(meta.get("status", "")),
+               f"{val['accuracy']:.3f}" if "accuracy" in val else "",
+               f"{val['macro_f1']:.3f}" if "macro_f1" in val else ""]
+        if wide:
+            row.append(f"{temperature:.2f}" if temperature is not None else "")
+        row.append(_minute(meta.get("created_at")))
+        if wide:
+            row += [str(meta.get("parent_version") or ""), str(meta.get("base_model"))]
+        table.add_row(*row)
+    console.print(table)
     if not versions:
         typer.echo(f"no models in {registry.root}", err=True)
+
+
+def _minute(iso: str | None) -> str:
+    if not iso:
+        return ""
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _announce(settings: Settings, action: str, version: str, path: Path, notify: bool) -> None:

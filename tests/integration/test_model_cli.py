@@ -50,6 +50,8 @@ def test_train_predict_eval_list_promote_rollback(cli_env, tmp_path):
     assert [m["version"] for m in listed] == [first, second["version"]]
     assert listed[1]["champion"] is True and listed[1]["parent_version"] == first
     assert listed[0]["training"]["bad_rows"] == 1
+    table = _run("list").stdout  # 80 columns: the versions promote and rollback take are whole
+    assert first in table and f"{second['version']}   champion" in table
 
     # predict: one line per input line, in order, errors in place
     inp = tmp_path / "in.jsonl"
