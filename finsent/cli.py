@@ -120,6 +120,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
     """The whole system's health in one table; exit 1 if a service is unhealthy."""
     import json
 
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -130,12 +131,19 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
-        table = Table("name", "kind", "pid", "healthy", "address", "detail")
+        # As wide as the terminal: names and addresses stay whole, the detail folds. Below 100 columns
+        # the kind goes (the names say it) and "healthy" becomes "ok", so that the detail keeps some width.
+        console = Console()
+        wide = console.width >= 100
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for column in ("name", "kind", "pid", "healthy", "address") if wide else ("name", "pid", "ok", "address"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("detail", overflow="fold", ratio=1)
         for row in rows:
             healthy = "-" if row["healthy"] is None else "yes" if row["healthy"] else "no"  # None: a one-shot
-            table.add_row(row["name"], row["kind"], str(row["pid"] or "-"), healthy,
-                          row["address"], row["detail"])
-        Console(width=160).print(table)
+            cells = [row["name"], row["kind"], str(row["pid"] or "-"), healthy, row["address"], row["detail"]]
+            table.add_row(*(cells if wide else cells[:1] + cells[2:]))
+        console.print(table)
     if not all(row["healthy"] for row in rows if row["kind"] == "service"):
         raise typer.Exit(1)
 
