@@ -138,16 +138,27 @@ def list_(
         for doc in docs:
             typer.echo(orjson.dumps(doc).decode())
         return
+    from rich import box as boxes
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{len(docs)} alerts" + (f" ({status})" if status else ""))
-    for column in ("created", "status", "tries", "rule", "ticker", "window", "message"):
-        table.add_column(column, overflow="fold")
+    # Short cells stay whole; the message (or the last delivery error) folds into what the terminal
+    # leaves. Below 100 columns the tries and the window go (--json has everything).
+    console = Console()
+    columns = ["created (UTC)", "status", "tries", "rule", "ticker", "window"]
+    if console.width < 100:
+        columns = [c for c in columns if c not in ("tries", "window")]
+    table = Table(title=f"{len(docs)} alerts" + (f" ({status})" if status else ""), box=boxes.SIMPLE_HEAD,
+                  pad_edge=False)
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    table.add_column("message", overflow="fold", ratio=1)
     for doc in docs:
-        table.add_row(doc["created_at"][:19], doc["status"], str(doc["attempts"]), doc["rule"], doc.get("ticker") or "",
-                      doc.get("window") or "", (doc.get("last_error") or doc["message"])[:120])
-    Console().print(table)
+        cells = {"created (UTC)": doc["created_at"][:16].replace("T", " "), "status": doc["status"],
+                 "tries": str(doc["attempts"]), "rule": doc["rule"], "ticker": doc.get("ticker") or "",
+                 "window": doc.get("window") or ""}
+        table.add_row(*(cells[c] for c in columns), (doc.get("last_error") or doc["message"])[:120])
+    console.print(table)
 
 
 @app.command()

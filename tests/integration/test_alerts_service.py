@@ -242,3 +242,8 @@ def test_cli_run_delivers_and_lists(alert_settings, tmp_path):
     assert listed.returncode == 0, listed.stderr
     rows = [orjson.loads(line) for line in listed.stdout.splitlines()]
     assert [(r["rule"], r["status"]) for r in rows] == [("cli-shift", "delivered")]
+    table = subprocess.run([FINSENT, "alerts", "list", "--status", "delivered"], env=env | {"COLUMNS": "80"},
+                           capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    assert "delivered   cli-shift   AAPL" in table.stdout  # short cells whole, in one line
