@@ -126,7 +126,8 @@ async def test_review_queue_from_api_and_cli(label_settings) -> None:
                 "model_version": "v1", "sentiment": {"label": max(p, key=p.get), "score": p["positive"] - p["negative"],
                                                      "probabilities": p, "confidence": max(probs)}}
 
-    docs = [doc("sure", (0.02, 0.96, 0.02), "flat quarter"), doc("unsure", (0.34, 0.33, 0.33), "mixed signals"),
+    sure = "5a7e" * 8  # 32 characters, as document ids are: the table must not cut it
+    docs = [doc(sure, (0.02, 0.96, 0.02), "flat quarter"), doc("unsure", (0.34, 0.33, 0.33), "mixed signals"),
             doc("labelled", (0.33, 0.34, 0.33), "already done"), doc("mid", (0.2, 0.6, 0.2), "some doubt")]
     with clients.elasticsearch(settings) as es:
         helpers.bulk(es, ({"_index": settings.index("docs"), "_id": d["id"], "_source": d} for d in docs),
@@ -147,4 +148,8 @@ async def test_review_queue_from_api_and_cli(label_settings) -> None:
     result = CliRunner().invoke(app, ["labels", "review", "--json", "--limit", "5"], env=env_of(settings))
     assert result.exit_code == 0, result.output
     lines = [orjson.loads(line) for line in result.output.splitlines() if line.startswith("{")]
-    assert [i["doc_id"] for i in lines] == ["unsure", "mid", "sure"]
+    assert [i["doc_id"] for i in lines] == ["unsure", "mid", sure]
+    table = CliRunner().invoke(app, ["labels", "review", "--limit", "5"], env=env_of(settings) | {"COLUMNS": "80"})
+    assert table.exit_code == 0, table.output
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    assert sure in table.stdout and "mixed signals" in table.stdout
