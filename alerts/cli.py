@@ -31,15 +31,26 @@ def _load(path: Path):
 @app.command()
 def check(rules: RulesOption) -> None:
     """Validate a rules file and show what it will do."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     from finsent.durations import format_duration
 
     parsed = _load(rules)
-    table = Table(title=f"{rules}: {len(parsed.rules)} rules, {len(parsed.webhooks)} webhooks")
-    for column in ("rule", "kind", "condition", "filters", "cooldown", "webhooks"):
-        table.add_column(column)
+    # Names stay whole (a rule's name is what its alerts carry); the rest folds into what is left.
+    # Below 100 columns the kind goes: the condition says it.
+    console = Console()
+    wide = console.width >= 100
+    table = Table(title=f"{rules}: {len(parsed.rules)} rules, {len(parsed.webhooks)} webhooks",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("rule", no_wrap=True)
+    if wide:
+        table.add_column("kind", no_wrap=True)
+    table.add_column("condition", ratio=2)
+    table.add_column("filters", ratio=1, overflow="fold")
+    table.add_column("cooldown", no_wrap=True)
+    table.add_column("webhooks", ratio=1)
     for rule in parsed.rules:
         condition = {
             "sentiment_shift": lambda r: f"|z| >= {r.threshold:g} ({r.direction}), count >= {r.min_count}",
@@ -53,9 +64,10 @@ def check(rules: RulesOption) -> None:
             filters.append("tickers " + ",".join(rule.tickers))
         if getattr(rule, "windows", None):
             filters.append("windows " + ",".join(rule.windows))
-        table.add_row(rule.name + ("" if rule.enabled else " (off)"), rule.kind, condition,
-                      "; ".join(filters) or "all", format_duration(rule.cooldown), ", ".join(parsed.webhooks_of(rule)) or "-")
-    Console().print(table)
+        table.add_row(rule.name + ("" if rule.enabled else " (off)"), *([rule.kind] if wide else []), condition,
+                      "; ".join(filters) or "all", format_duration(rule.cooldown),
+                      ", ".join(parsed.webhooks_of(rule)) or "-")
+    console.print(table)
     typer.echo("rules ok")
 
 

@@ -90,9 +90,12 @@ def test_cli_check(tmp_path):
     from typer.testing import CliRunner
 
     runner = CliRunner()
-    ok = runner.invoke(app, ["alerts", "check", "--rules", EXAMPLE])
+    ok = runner.invoke(app, ["alerts", "check", "--rules", EXAMPLE], env={"COLUMNS": "80"})
     assert ok.exit_code == 0, ok.output
     assert "rules ok" in ok.output
+    assert max(len(line) for line in ok.output.splitlines()) <= 80
+    for name in ("sentiment-shift", "big-caps-down", "negative-burst", "model-changes"):  # never cut
+        assert f" {name} " in ok.output
     bad = tmp_path / "bad.yml"
     bad.write_text("rules:\n  - name: spike\n    kind: volume_spike\n    threshold: lots\n")
     result = runner.invoke(app, ["alerts", "check", "--rules", str(bad)])
