@@ -13,6 +13,7 @@ import sys
 
 import typer
 
+from finsent.log_repeats import CLIENT_LOGGERS, RepeatFilter
 from finsent.settings import SettingsError, load_settings
 
 app = typer.Typer(
@@ -49,9 +50,13 @@ def _root(ctx: typer.Context) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # Client libraries log every connection at INFO; keep their chatter out of our output.
-    for noisy in ("kafka", "elastic_transport", "aiokafka", "urllib3", "httpx"):
+    # Client libraries log every connection at INFO, and every retry while a server is away at
+    # WARNING or ERROR; keep the first out of our output and let the retries through once a minute.
+    for noisy in CLIENT_LOGGERS:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RepeatFilter) for f in handler.filters):  # the callback runs per command
+            handler.addFilter(RepeatFilter())
 
 
 for _name, _module, _help in _GROUPS:
