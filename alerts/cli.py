@@ -31,26 +31,11 @@ def _load(path: Path):
 @app.command()
 def check(rules: RulesOption) -> None:
     """Validate a rules file and show what it will do."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
+    from finsent.cli_tables import Column, print_table
     from finsent.durations import format_duration
 
     parsed = _load(rules)
-    # Names stay whole (a rule's name is what its alerts carry); the rest folds into what is left.
-    # Below 100 columns the kind goes: the condition says it.
-    console = Console()
-    wide = console.width >= 100
-    table = Table(title=f"{rules}: {len(parsed.rules)} rules, {len(parsed.webhooks)} webhooks",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("rule", no_wrap=True)
-    if wide:
-        table.add_column("kind", no_wrap=True)
-    table.add_column("condition", ratio=2)
-    table.add_column("filters", ratio=1, overflow="fold")
-    table.add_column("cooldown", no_wrap=True)
-    table.add_column("webhooks", ratio=1)
+    rows = []
     for rule in parsed.rules:
         condition = {
             "sentiment_shift": lambda r: f"|z| >= {r.threshold:g} ({r.direction}), count >= {r.min_count}",
@@ -64,10 +49,13 @@ def check(rules: RulesOption) -> None:
             filters.append("tickers " + ",".join(rule.tickers))
         if getattr(rule, "windows", None):
             filters.append("windows " + ",".join(rule.windows))
-        table.add_row(rule.name + ("" if rule.enabled else " (off)"), *([rule.kind] if wide else []), condition,
-                      "; ".join(filters) or "all", format_duration(rule.cooldown),
-                      ", ".join(parsed.webhooks_of(rule)) or "-")
-    console.print(table)
+        rows.append([rule.name + ("" if rule.enabled else " (off)"), rule.kind, condition, "; ".join(filters) or "all",
+                     format_duration(rule.cooldown), ", ".join(parsed.webhooks_of(rule)) or "-"])
+    # Names stay whole (a rule's name is what its alerts carry); below 100 columns the kind goes (the
+    # condition says it).
+    columns = [Column("rule"), Column("kind", from_width=100), Column("condition", whole=False),
+               Column("filters", whole=False), Column("cooldown"), Column("webhooks", whole=False)]
+    print_table(columns, rows, title=f"{rules}: {len(parsed.rules)} rules, {len(parsed.webhooks)} webhooks")
     typer.echo("rules ok")
 
 
@@ -150,27 +138,15 @@ def list_(
         for doc in docs:
             typer.echo(orjson.dumps(doc).decode())
         return
-    from rich import box as boxes
-    from rich.console import Console
-    from rich.table import Table
+    from finsent.cli_tables import Column, print_table
 
-    # Short cells stay whole; the message (or the last delivery error) folds into what the terminal
-    # leaves. Below 100 columns the tries and the window go (--json has everything).
-    console = Console()
-    columns = ["created (UTC)", "status", "tries", "rule", "ticker", "window"]
-    if console.width < 100:
-        columns = [c for c in columns if c not in ("tries", "window")]
-    table = Table(title=f"{len(docs)} alerts" + (f" ({status})" if status else ""), box=boxes.SIMPLE_HEAD,
-                  pad_edge=False)
-    for column in columns:
-        table.add_column(column, no_wrap=True)
-    table.add_column("message", overflow="fold", ratio=1)
-    for doc in docs:
-        cells = {"created (UTC)": doc["created_at"][:16].replace("T", " "), "status": doc["status"],
-                 "tries": str(doc["attempts"]), "rule": doc["rule"], "ticker": doc.get("ticker") or "",
-                 "window": doc.get("window") or ""}
-        table.add_row(*(cells[c] for c in columns), (doc.get("last_error") or doc["message"])[:120])
-    console.print(table)
+    # The message (or the last delivery error) folds; below 100 columns the tries and window go.
+    columns = [Column("created (UTC)"), Column("status"), Column("tries", from_width=100), Column("rule"),
+               Column("ticker"), Column("window", from_width=100), Column("message", whole=False)]
+    print_table(columns, [
+        [doc["created_at"][:16].replace("T", " "), doc["status"], str(doc["attempts"]), doc["rule"],
+         doc.get("ticker") or "", doc.get("window") or "", (doc.get("last_error") or doc["message"])[:120]]
+        for doc in docs], title=f"{len(docs)} alerts" + (f" ({status})" if status else ""))
 
 
 @app.command()

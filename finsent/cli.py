@@ -125,30 +125,23 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
     """The whole system's health in one table; exit 1 if a service is unhealthy."""
     import json
 
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
     from finsent import system
     from finsent.cli_support import settings_of
+    from finsent.cli_tables import Column, print_table, terminal_width
 
     rows = system.status(settings_of(ctx))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
-        # As wide as the terminal: names and addresses stay whole, the detail folds. Below 100 columns
-        # the kind goes (the names say it) and "healthy" becomes "ok", so that the detail keeps some width.
-        console = Console()
-        wide = console.width >= 100
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-        for column in ("name", "kind", "pid", "healthy", "address") if wide else ("name", "pid", "ok", "address"):
-            table.add_column(column, no_wrap=True)
-        table.add_column("detail", overflow="fold", ratio=1)
-        for row in rows:
-            healthy = "-" if row["healthy"] is None else "yes" if row["healthy"] else "no"  # None: a one-shot
-            cells = [row["name"], row["kind"], str(row["pid"] or "-"), healthy, row["address"], row["detail"]]
-            table.add_row(*(cells if wide else cells[:1] + cells[2:]))
-        console.print(table)
+        # Below 100 columns the kind goes (the names say it) and "healthy" becomes "ok", so that the
+        # detail keeps some width.
+        wide = terminal_width() >= 100
+        columns = [Column("name"), Column("kind", from_width=100), Column("pid"), Column("healthy" if wide else "ok"),
+                   Column("address"), Column("detail", whole=False)]
+        print_table(columns, [
+            [row["name"], row["kind"], str(row["pid"] or "-"),
+             "-" if row["healthy"] is None else "yes" if row["healthy"] else "no",  # None: a one-shot
+             row["address"], row["detail"]] for row in rows])
     if not all(row["healthy"] for row in rows if row["kind"] == "service"):
         raise typer.Exit(1)
 

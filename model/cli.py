@@ -310,37 +310,26 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
     if as_json:
         typer.echo(json.dumps(versions))
         return
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
+    from finsent.cli_tables import Column, print_table, terminal_width
 
-    # The version is what promote and rollback take, so it is never cut: a terminal narrower than the
-    # whole table gets the main columns only (the status column says which version is the champion).
-    console = Console()
-    wide = console.width >= 120
-    table = Table(box=box.SIMPLE_HEAD, caption="acc, macro-F1: validation split"
-                  + ("; T: calibration temperature" if wide else "; more with --json"))
-    table.add_column("version", no_wrap=True, min_width=21)
-    table.add_column("status", no_wrap=True)
-    for figure in ("acc", "macro-F1") + (("T",) if wide else ()):
-        table.add_column(figure, justify="right", no_wrap=True)
-    table.add_column("created (UTC)", no_wrap=True)
-    if wide:
-        table.add_column("parent", overflow="fold")
-        table.add_column("base model", overflow="fold")
+    # The version is what promote and rollback take, so it is never cut; below 120 columns the
+    # temperature, parent and base model go (the status column says which version is the champion).
+    wide = terminal_width() >= 120
+    columns = [Column("version"), Column("status"), Column("acc", justify="right"),
+               Column("macro-F1", justify="right"), Column("T", from_width=120, justify="right"),
+               Column("created (UTC)"), Column("parent", whole=False, from_width=120),
+               Column("base model", whole=False, from_width=120)]
+    rows = []
     for meta in versions:
         val = meta.get("metrics", {}).get("validation", {})
         temperature = meta.get("calibration", {}).get("temperature")
-        row = [meta["version"], str(meta.get("status", "")),
-               f"{val['accuracy']:.3f}" if "accuracy" in val else "",
-               f"{val['macro_f1']:.3f}" if "macro_f1" in val else ""]
-        if wide:
-            row.append(f"{temperature:.2f}" if temperature is not None else "")
-        row.append(_minute(meta.get("created_at")))
-        if wide:
-            row += [str(meta.get("parent_version") or ""), str(meta.get("base_model"))]
-        table.add_row(*row)
-    console.print(table)
+        rows.append([meta["version"], str(meta.get("status", "")),
+                     f"{val['accuracy']:.3f}" if "accuracy" in val else "",
+                     f"{val['macro_f1']:.3f}" if "macro_f1" in val else "",
+                     f"{temperature:.2f}" if temperature is not None else "", _minute(meta.get("created_at")),
+                     str(meta.get("parent_version") or ""), str(meta.get("base_model"))])
+    print_table(columns, rows, caption="acc, macro-F1: validation split"
+                + ("; T: calibration temperature" if wide else "; more with --json"))
     if not versions:
         typer.echo(f"no models in {registry.root}", err=True)
 

@@ -68,23 +68,14 @@ def review(
         for item in items:
             typer.echo(json.dumps(item.to_dict(), ensure_ascii=False))
         return
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
+    from finsent.cli_tables import Column, print_table
 
-    # The doc id is what `finsent labels add --doc-id` takes, so it is never cut; the text folds, and
-    # below 100 columns the two parts of the priority go (--json has them).
-    console = Console()
-    wide = console.width >= 100
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("priority", "uncertainty", "novelty", "predicted", "doc id"):
-        if wide or column not in ("uncertainty", "novelty"):
-            table.add_column(column, no_wrap=True)
-    table.add_column("text", overflow="fold", ratio=1)
-    for item in items:
-        parts = [f"{item.uncertainty:.3f}", f"{item.novelty:.2f}"] if wide else []
-        table.add_row(f"{item.priority:.3f}", *parts, item.predicted, item.doc_id, (item.title or item.text)[:80])
-    console.print(table)
+    # The doc id is what `finsent labels add --doc-id` takes, so it is never cut; below 100 columns
+    # the two parts of the priority go.
+    columns = [Column("priority"), Column("uncertainty", from_width=100), Column("novelty", from_width=100),
+               Column("predicted"), Column("doc id"), Column("text", whole=False)]
+    print_table(columns, [[f"{item.priority:.3f}", f"{item.uncertainty:.3f}", f"{item.novelty:.2f}", item.predicted,
+                           item.doc_id, (item.title or item.text)[:80]] for item in items])
 
 
 @app.command()
