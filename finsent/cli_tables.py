@@ -7,7 +7,7 @@ command that prints a table also has ``--json`` with everything).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,11 +26,13 @@ def terminal_width() -> int:
     return Console().width
 
 
-def print_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], *, title: str | None = None,
+def print_table(columns: Sequence[Column], rows: Iterable[Sequence[object]], *, title: str | None = None,
                 caption: str | None = None) -> None:
-    """Print ``rows`` (one cell per column, in order) to stdout as wide as the terminal."""
+    """Print ``rows`` (one cell per column, in order) to stdout as wide as the terminal. Cells are
+    plain text: brackets in them ("index [finsent-docs] blocked") are not read as rich markup."""
     from rich import box
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -43,5 +45,5 @@ def print_table(columns: Sequence[Column], rows: Sequence[Sequence[str]], *, tit
         else:
             table.add_column(column.header, overflow="fold", ratio=1, justify=column.justify)
     for row in rows:
-        table.add_row(*(row[i] for i in shown))
+        table.add_row(*(escape(str(row[i])) for i in shown))
     console.print(table)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Optional
 
@@ -111,18 +111,6 @@ def _warn_unreadable(unreadable: list[str]) -> None:
         typer.echo(f"not a dead letter: {line}", err=True)
 
 
-def _count_table(columns: tuple[str, ...], rows: Iterable[Sequence[Any]]) -> Any:
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table()
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(escape(str(cell)) for cell in row))
-    return table
-
-
 def _source(stored: StoredLetter) -> str:
     letter = stored.letter
     return f"{letter.topic}[{letter.partition}]@{letter.offset}" if letter.topic else "-"
@@ -140,9 +128,8 @@ def show(
 ) -> None:
     """Dead letters: counts by stage and source topic, then the newest, with their reasons."""
     import orjson
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+
+    from finsent.cli_tables import Column, print_table
 
     settings = settings_of(ctx)
     start, end = _moment("--since", since), _moment("--until", until) if until else None
@@ -159,22 +146,14 @@ def show(
     _warn_unreadable(unreadable)
     if as_json:
         return
-    console = Console()
-    console.print(f"{escape(settings.topic('dlq'))} since {escape(since)}: {summary.total} letters")
-    console.print(_count_table(("stage", "from topic", "letters"),
-                               ((s, topic or "-", n) for (s, topic), n in summary.by_stage.most_common())))
+    typer.echo(f"{settings.topic('dlq')} since {since}: {summary.total} letters")
+    print_table([Column("stage"), Column("from topic"), Column("letters", justify="right")],
+                ((s, topic or "-", n) for (s, topic), n in summary.by_stage.most_common()))
     if summary.total:
-        console.print(f"the newest {len(summary.newest)}:")
-        newest = Table()
-        for column in ("failed at (UTC)", "stage", "source"):
-            newest.add_column(column, no_wrap=True)
-        newest.add_column("reason", overflow="fold", ratio=1)
-        for stored in summary.newest_first():
-            failed_at = stored.letter.failed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-            # Reasons quote names in brackets ("index [finsent-docs] blocked"), which rich reads as markup.
-            newest.add_row(failed_at, escape(stored.letter.stage),
-                           escape(_source(stored)), escape(stored.letter.reason[:300]))
-        console.print(newest)
+        typer.echo(f"the newest {len(summary.newest)}:")
+        print_table([Column("failed at (UTC)"), Column("stage"), Column("source"), Column("reason", whole=False)], (
+            (stored.letter.failed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"), stored.letter.stage,
+             _source(stored), stored.letter.reason[:300]) for stored in summary.newest_first()))
 
 
 def _checks(settings: Settings) -> dict[str, Any]:
@@ -226,10 +205,9 @@ def replay(
     their latency (their wait in the DLQ is not the pipeline's).
     """
     import orjson
-    from rich.console import Console
-    from rich.markup import escape
 
     from finsent import clients
+    from finsent.cli_tables import Column, print_table
     from finsent.schemas import utc_now
 
     settings = settings_of(ctx)
@@ -265,7 +243,6 @@ def replay(
     _warn_unreadable(unreadable)
     if as_json:
         return
-    console = Console()
-    console.print(f"{'dry run: ' if dry_run else ''}{counts.total()} letters since {escape(since)}")
-    console.print(_count_table(("verdict", "letters"), counts.most_common()))
+    typer.echo(f"{'dry run: ' if dry_run else ''}{counts.total()} letters since {since}")
+    print_table([Column("verdict"), Column("letters", justify="right")], counts.most_common())
     typer.echo(f"{'would send' if dry_run else 'sent'} {counts[REPLAY]}")

@@ -6,9 +6,9 @@ import json
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from finsent.cli_support import fail, settings_of
+from finsent.cli_tables import Column, print_table
 from finsent.services import manager
 from finsent.services.process import ServiceError
 
@@ -42,11 +42,10 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
-        table = Table("service", "address", "pid", "healthy", "detail")
-        for entry in report["services"].values():
-            table.add_row(entry["name"], entry["address"], str(entry["pid"] or "-"),
-                          "yes" if entry["healthy"] else "no", entry["detail"])
-        Console().print(table)
+        print_table([Column("service"), Column("address"), Column("pid"), Column("healthy"),
+                     Column("detail", whole=False)],
+                    ([e["name"], e["address"], str(e["pid"] or "-"), "yes" if e["healthy"] else "no", e["detail"]]
+                     for e in report["services"].values()))
     if not report["healthy"]:
         raise typer.Exit(1)
 
