@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from finsent.cli_support import fail, settings_of
@@ -36,6 +38,8 @@ def worker(
     # offsets are committed, the producer is flushed; a batch still in flight is not acked and
     # is delivered again to whoever owns its partition next.
     runner = faust.Worker(faust_app, loglevel=settings.log_level, override_logging=False, quiet=True)
+    if not sys.stdout.isatty():  # the spinner is a terminal's: into a log file it writes escape codes
+        runner.spinner = None
     try:
         runner.execute_from_commandline()
     except SystemExit as exc:

@@ -105,6 +105,7 @@ def test_documents_refused_by_a_drifted_mapping_are_replayed_once(bootstrapped, 
         wait_for(lambda: es_count(settings) >= len(docs) + len(held), 120, "the held documents indexed")
         assert len(read_topic(settings, "dlq", 15, timeout=5)) == 14  # no new letter
         assert worker.terminate() == 0
+        assert "\x1b" not in worker.log.read_text(errors="replace")  # no terminal spinner in a log file
     finally:
         es.options(ignore_status=404).indices.put_settings(index=docs_index, settings={"index.blocks.write": None})
         es.close()
