@@ -46,7 +46,7 @@ class CheckReport:
     def summary(self) -> str:
         if self.skipped:
             return f"skipped: {self.skipped}"
-        # Monitors that could not run for the same reason share one line: "prediction, input=n/a (…)".
+        # Monitors that could not run for the same reason share one entry: "prediction, input=n/a (…)".
         groups: dict[str, list[str]] = {}
         for r in self.results:
             groups.setdefault(f"{_figure(r)}{' DRIFT' if r.drift_detected else ''}", []).append(r.monitor)
