@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from finsent.durations import parse_duration
+from finsent.tagged_unions import union_tags
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
@@ -130,8 +131,7 @@ Rule = Annotated[
     Field(discriminator="kind"),
 ]
 TickerRule = SentimentShiftRule | VolumeSpikeRule | NegativeBurstRule
-RULE_KINDS = tuple(m.model_fields["kind"].annotation.__args__[0]
-                   for m in (SentimentShiftRule, VolumeSpikeRule, NegativeBurstRule, ModelRule, DriftRule))
+RULE_KINDS = union_tags(Rule)
 
 
 class RulesFile(_Strict):

@@ -135,8 +135,9 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
     else:
         # Below 100 columns the kind goes (the names say it) and "healthy" becomes "ok", so that the
         # detail keeps some width.
-        wide = terminal_width() >= 100
-        columns = [Column("name"), Column("kind", from_width=100), Column("pid"), Column("healthy" if wide else "ok"),
+        wide_from = 100
+        healthy = "healthy" if terminal_width() >= wide_from else "ok"
+        columns = [Column("name"), Column("kind", from_width=wide_from), Column("pid"), Column(healthy),
                    Column("address"), Column("detail", whole=False)]
         print_table(columns, [
             [row["name"], row["kind"], str(row["pid"] or "-"),

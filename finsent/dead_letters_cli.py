@@ -224,7 +224,8 @@ def replay(
             planned = planner.plan(chunk)
             planned = ReplayPlanner.drop_indexed(planned, _indexed(
                 es, settings, [i.doc_id for i in planned if i.verdict == REPLAY and i.doc_id]))
-            sends = [producer.send(i.target, key=i.stored.key, value=i.value, headers=replay_headers(utc_now()))
+            headers = replay_headers(utc_now())
+            sends = [producer.send(i.target, key=i.stored.key, value=i.value, headers=headers)
                      for i in planned if producer is not None and i.verdict == REPLAY]
             if producer is not None:
                 producer.flush(timeout=60)

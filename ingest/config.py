@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from finsent.settings import Settings
+from finsent.tagged_unions import union_tags
 from ingest.sources.api import ApiSource, FieldMap
 from ingest.sources.base import Source
 from ingest.sources.http import HttpFetcher
@@ -108,8 +109,7 @@ def _load_yaml(path: Path) -> object:
         raise ValueError(f"{path}: {exc}") from None
 
 
-SOURCE_TYPES = tuple(m.model_fields["type"].annotation.__args__[0]
-                     for m in (RssConfig, ApiConfig, RedditConfig, StockTwitsConfig))
+SOURCE_TYPES = union_tags(SourceConfig)
 
 
 def _problem(error: dict) -> str:

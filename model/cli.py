@@ -314,11 +314,11 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
 
     # The version is what promote and rollback take, so it is never cut; below 120 columns the
     # temperature, parent and base model go (the status column says which version is the champion).
-    wide = terminal_width() >= 120
+    wide_from = 120
     columns = [Column("version"), Column("status"), Column("acc", justify="right"),
-               Column("macro-F1", justify="right"), Column("T", from_width=120, justify="right"),
-               Column("created (UTC)"), Column("parent", whole=False, from_width=120),
-               Column("base model", whole=False, from_width=120)]
+               Column("macro-F1", justify="right"), Column("T", from_width=wide_from, justify="right"),
+               Column("created (UTC)"), Column("parent", whole=False, from_width=wide_from),
+               Column("base model", whole=False, from_width=wide_from)]
     rows = []
     for meta in versions:
         val = meta.get("metrics", {}).get("validation", {})
@@ -329,7 +329,7 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
                      f"{temperature:.2f}" if temperature is not None else "", _minute(meta.get("created_at")),
                      str(meta.get("parent_version") or ""), str(meta.get("base_model"))])
     print_table(columns, rows, caption="acc, macro-F1: validation split"
-                + ("; T: calibration temperature" if wide else "; more with --json"))
+                + ("; T: calibration temperature" if terminal_width() >= wide_from else "; more with --json"))
     if not versions:
         typer.echo(f"no models in {registry.root}", err=True)
 

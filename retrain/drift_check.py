@@ -46,13 +46,16 @@ class CheckReport:
     def summary(self) -> str:
         if self.skipped:
             return f"skipped: {self.skipped}"
-        # Monitors that could not run for the same reason share one entry: "prediction, input=n/a (…)".
-        groups: dict[str, list[str]] = {}
+        # Monitors in a row that could not run for the same reason share it: "prediction, input=n/a (…)".
+        parts: list[tuple[list[str], str]] = []
         for r in self.results:
-            groups.setdefault(f"{_figure(r)}{' DRIFT' if r.drift_detected else ''}", []).append(r.monitor)
-        parts = [f"{', '.join(names)}={figure}" if figure.startswith("n/a (") else
-                 ", ".join(f"{name}={figure}" for name in names) for figure, names in groups.items()]
-        return f"model {self.model_version}: " + "; ".join(parts) + f"; {len(self.fresh_labels)} fresh labels"
+            figure = f"{_figure(r)}{' DRIFT' if r.drift_detected else ''}"
+            if parts and figure.startswith("n/a (") and parts[-1][1] == figure:
+                parts[-1][0].append(r.monitor)
+            else:
+                parts.append(([r.monitor], figure))
+        return (f"model {self.model_version}: " + "; ".join(f"{', '.join(names)}={figure}" for names, figure in parts)
+                + f"; {len(self.fresh_labels)} fresh labels")
 
 
 def _figure(result: MonitorResult) -> str:

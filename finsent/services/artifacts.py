@@ -11,6 +11,7 @@ from pathlib import Path
 from finsent.services.process import ServiceError
 
 SLF4J_BINDING = ("org.slf4j", "slf4j-reload4j", "1.7.36")
+_COMPLETE = ".complete"  # in a server's folder once its fetch has finished
 
 _KAFKA_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -38,26 +39,25 @@ def _mvn(args: list[str], *, cache: Path, cwd: Path) -> None:
         )
 
 
-def _kafka_folder(cache: Path, version: str) -> Path:
+def kafka_folder(cache: Path, version: str) -> Path:
     return cache / f"kafka-{version}"
 
 
-def _elasticsearch_folder(cache: Path, version: str) -> Path:
+def elasticsearch_folder(cache: Path, version: str) -> Path:
     return cache / f"elasticsearch-{version}"
 
 
-def fetched(cache: Path, name: str, version: str) -> bool:
-    """Whether ``kafka`` or ``elasticsearch`` of this version is in the cache (so starting it fetches nothing)."""
-    folder = {"kafka": _kafka_folder, "elasticsearch": _elasticsearch_folder}[name](cache, version)
-    return (folder / ".complete").exists()
+def fetched(folder: Path) -> bool:
+    """Whether a server's folder is complete: the marker is written last, so a fetch that stopped
+    half-way is done again."""
+    return (folder / _COMPLETE).exists()
 
 
 def kafka_libs(cache: Path, version: str) -> Path:
     """A folder with the Kafka broker jars and a logging binding; fetched on first use."""
-    target = _kafka_folder(cache, version)
+    target = kafka_folder(cache, version)
     libs = target / "libs"
-    done = target / ".complete"
-    if done.exists():
+    if fetched(target):
         return libs
     target.mkdir(parents=True, exist_ok=True)
     sg, sa, sv = SLF4J_BINDING
@@ -70,15 +70,14 @@ def kafka_libs(cache: Path, version: str) -> Path:
     )
     if not any(libs.glob(f"kafka_2.13-{version}.jar")):
         raise ServiceError(f"Maven finished but {libs} has no kafka_2.13-{version}.jar")
-    done.touch()
+    (target / _COMPLETE).touch()
     return libs
 
 
 def elasticsearch_home(cache: Path, version: str) -> Path:
     """The unpacked Elasticsearch integration-test distribution; fetched on first use."""
-    home = _elasticsearch_folder(cache, version)
-    done = home / ".complete"
-    if done.exists():
+    home = elasticsearch_folder(cache, version)
+    if fetched(home):
         return home
     downloads = cache / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
@@ -102,5 +101,5 @@ def elasticsearch_home(cache: Path, version: str) -> Path:
     for path in [home, *home.rglob("*")]:
         os.chmod(path, path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
     archive.unlink()
-    done.touch()
+    (home / _COMPLETE).touch()
     return home

@@ -75,7 +75,8 @@ class ElasticsearchServer:
 
     def fetched(self) -> bool:
         """Whether the cache holds this version already, so that starting it downloads nothing."""
-        return artifacts.fetched(self.settings.cache_dir, self.name, self.settings.elasticsearch_version)
+        folder = artifacts.elasticsearch_folder(self.settings.cache_dir, self.settings.elasticsearch_version)
+        return artifacts.fetched(folder)
 
     def process(self) -> psutil.Process | None:
         return self.pid_file.process()

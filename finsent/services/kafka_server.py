@@ -75,7 +75,7 @@ class KafkaServer:
 
     def fetched(self) -> bool:
         """Whether the cache holds this version already, so that starting it downloads nothing."""
-        return artifacts.fetched(self.settings.cache_dir, self.name, self.settings.kafka_version)
+        return artifacts.fetched(artifacts.kafka_folder(self.settings.cache_dir, self.settings.kafka_version))
 
     def process(self) -> psutil.Process | None:
         return self.pid_file.process()

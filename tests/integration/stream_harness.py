@@ -19,6 +19,7 @@ import orjson
 from finsent import clients
 from finsent.schemas import RawDocument, document_id, utc_now
 from finsent.settings import Settings
+from tests.ports import free_port
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,11 +34,6 @@ TEXTS = [
     "{t} announces a new buyback programme and higher dividend",
 ]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def make_doc(n: int, tag: str = "d") -> RawDocument:

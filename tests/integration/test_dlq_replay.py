@@ -83,11 +83,11 @@ def test_documents_refused_by_a_drifted_mapping_are_replayed_once(bootstrapped, 
         assert "sent 11" in sent
         wait_for(lambda: es_count(settings) >= len(docs), 120, "the replayed documents indexed")
         assert {d["_id"] for d in es_docs(settings)} == {d.id for d in docs}
-        # Dead-lettered at the index stage, the ten were never observed before; each replay took seconds.
+        # Dead-lettered at the index stage, the ten were never observed before. Counted from their ingest
+        # time each would read three hours; from the replay, each is under an hour however slow the machine.
         latency = "finsent_stream_end_to_end_latency_seconds"
         wait_for(lambda: worker.samples(f"{latency}_count") == {(): 10.0}, 30, "ten latencies observed")
-        assert worker.samples(f"{latency}_bucket")[(("le", "30.0"),)] == 10.0
-        assert worker.samples(f"{latency}_sum")[()] < 300
+        assert worker.samples(f"{latency}_bucket")[(("le", "3600.0"),)] == 10.0
 
         again, _ = _dlq("replay", "--json")
         # Labels have no document to look up; their id (document + annotator) makes a second write a no-op.

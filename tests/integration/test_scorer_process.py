@@ -30,7 +30,8 @@ def flat(rows: list[list[float]]) -> list[float]:
     return [p for row in rows for p in row]
 
 
-def test_a_scorer_process_scores_as_the_scorer_does_outlives_group_signals_and_ends_on_close(process_settings, tiny_model):
+def test_a_scorer_process_scores_as_the_scorer_does_outlives_group_signals_and_ends_on_close(process_settings,
+                                                                                              tiny_model):
     from model.scorer import Scorer
     from model.scorer_process import ScorerProcess
 

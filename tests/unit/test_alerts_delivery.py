@@ -6,7 +6,6 @@ Time for backoff is an injected clock, so retries happen without sleeping.
 from __future__ import annotations
 
 import random
-import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,6 +18,7 @@ from alerts.outbox import Outbox
 from alerts.receiver import WebhookReceiver
 from alerts.rules import Webhook
 from finsent.schemas import Alert
+from tests.ports import free_port
 
 SECRET = "test-secret"
 T0 = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
@@ -35,12 +35,6 @@ class Wall:
 def make_alert(key="a" * 40, **kw):
     return Alert(**({"idempotency_key": key, "rule": "shift", "kind": "sentiment_shift", "ticker": "AAPL",
                      "window": "15m", "window_start": T0, "message": "AAPL fell", "created_at": T0} | kw))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -6,19 +6,13 @@ which once put a screenful of them, and over a thousand lines, into the output o
 """
 
 import logging
-import socket
 
 import pytest
 
 from finsent.services.elasticsearch_server import ElasticsearchServer
 from finsent.services.kafka_server import KafkaServer
 from finsent.settings import load_settings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 @pytest.mark.parametrize(("server_class", "port_variable", "client_loggers"), [
@@ -27,7 +21,7 @@ def _free_port() -> int:
 ])
 def test_probe_says_not_healthy_without_client_logs(server_class, port_variable, client_loggers, tmp_path,
                                                      monkeypatch, caplog):
-    monkeypatch.setenv(port_variable, str(_free_port()))
+    monkeypatch.setenv(port_variable, str(free_port()))
     monkeypatch.setenv("FINSENT_STATE_DIR", str(tmp_path))
     server = server_class(load_settings())
 

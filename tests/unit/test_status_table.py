@@ -1,15 +1,9 @@
 """`finsent status` fits the terminal: at 80 columns, no line is longer and no address is cut."""
 
-import socket
-
 import pytest
 from typer.testing import CliRunner
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 @pytest.mark.parametrize("columns", [80, 132])
@@ -18,7 +12,7 @@ def test_status_table_fits_the_terminal(columns, tmp_path, monkeypatch):
 
     monkeypatch.setenv("FINSENT_STATE_DIR", str(tmp_path))
     for port in ("FINSENT_KAFKA_PORT", "FINSENT_ELASTICSEARCH_PORT"):  # nothing listens: every row says why
-        monkeypatch.setenv(port, str(_free_port()))
+        monkeypatch.setenv(port, str(free_port()))
     result = CliRunner().invoke(app, ["status"], env={"COLUMNS": str(columns)})
 
     assert result.exit_code == 1  # the services are down
