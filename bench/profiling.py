@@ -33,7 +33,7 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 STAGES: dict[str, Callable[[str, str], bool]] = {
     "scoring (Scorer._probabilities, whole)": lambda f, p: f == "_probabilities" and p.endswith("model/scorer.py"),
     "tokenisation": lambda f, p: "tokenization_utils" in p and f not in ("pad", "_pad"),
-    "padding (tokenizer.pad)": lambda f, p: "tokenization_utils" in p and f == "pad",
+    "padding (model.padding)": lambda f, p: f == "pad_batch" and p.endswith("model/padding.py"),
     "model forward (torch)": lambda f, p: f == "forward" and p.startswith("transformers/models/"),
     "pipeline.score and .deliver (event loop side)":
         lambda f, p: f in ("score", "deliver") and p.endswith("stream/pipeline.py"),

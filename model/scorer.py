@@ -24,6 +24,7 @@ from model.calibration import bias_of, temperature_of
 from model.heap import release_freed_memory
 from model.input_text import for_model
 from model.labels import model_label_order
+from model.padding import pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ class Scorer:
         bias = torch.tensor(self.bias, dtype=torch.float32, device=self.device)
         with torch.inference_mode(), bf16:
             for batch in chunking.length_sorted_batches([len(c) for c in chunks], self.batch_size):
-                padded = self.tokenizer.pad({"input_ids": [chunks[j] for j in batch]}, return_tensors="pt")
+                padded = pad_batch([chunks[j] for j in batch], self.tokenizer)
                 inputs = {k: v.to(self.device) for k, v in padded.items()}
                 logits = self.model(**inputs).logits.float()
                 out = torch.softmax(logits[:, self._columns] / self.temperature + bias, dim=-1).cpu().tolist()

@@ -31,6 +31,7 @@ from model.evaluation import evaluate
 from model.first_token import first_token_only
 from model.input_text import for_model
 from model.labels import LabelError, model_label_order, normalise_label
+from model.padding import pad_batch
 from model.pooling import with_pooling
 from model.quantization import native_bf16
 from model.registry import CHAMPION, Registry
@@ -224,7 +225,7 @@ def train(
             for batch in _batches([len(x) for x in encoded], batch_size, rng):
                 if step >= total_steps:
                     break
-                padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+                padded = pad_batch([encoded[i] for i in batch], tokenizer)
                 inputs = {k: v.to(dev) for k, v in padded.items()}
                 labels = torch.tensor([targets[i] for i in batch], device=dev)
                 with torch.autocast(device_type=dev, dtype=amp_dtype, enabled=amp_dtype is not None):
