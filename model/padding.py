@@ -1,7 +1,7 @@
 """A batch of token-id lists padded into tensors in one vectorised step.
 
 ``tokenizer.pad`` checks and converts each item in Python: 35-59 us a text. On the GPU, where the
-model's forward pass is cheap, that was a sixth to a quarter of the host's time per scored batch
+model's forward pass is cheap, that was a sixth to a third of the host's time per scored batch
 (BENCHMARKS.md, GPU); on the CPU, a few percent. Here the ids go into one flat array and land in the padded matrix
 through the attention mask. Same ids, same mask, same side as the tokenizer pads.
 """

@@ -25,6 +25,7 @@ from model.heap import release_freed_memory
 from model.input_text import for_model
 from model.labels import model_label_order
 from model.padding import pad_batch
+from model.token_ids import plain_ids
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class Scorer:
 
         window = max(1, self.max_length - self._special)
         model_texts = [for_model(t) for t in texts]
-        encoded = self.tokenizer(model_texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        encoded = plain_ids(self.tokenizer, model_texts)
         chunks: list[list[int]] = []
         owner: list[int] = []
         for i, ids in enumerate(encoded):
