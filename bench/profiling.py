@@ -32,7 +32,8 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 # and :func:`parse_collapsed` keeps only ``method``. A sample counts once per stage.
 STAGES: dict[str, Callable[[str, str], bool]] = {
     "scoring (Scorer._probabilities, whole)": lambda f, p: f == "_probabilities" and p.endswith("model/scorer.py"),
-    "tokenisation": lambda f, p: "tokenization_utils" in p and f not in ("pad", "_pad"),
+    "tokenisation": lambda f, p: (f == "plain_ids" and p.endswith("model/token_ids.py"))
+    or ("tokenization_utils" in p and f not in ("pad", "_pad")),
     "padding (model.padding)": lambda f, p: f == "pad_batch" and p.endswith("model/padding.py"),
     "model forward (torch)": lambda f, p: f == "forward" and p.startswith("transformers/models/"),
     "pipeline.score and .deliver (event loop side)":

@@ -151,7 +151,7 @@ def test_paced_producer_sends_on_schedule_with_fresh_ingested_at():
 STACKS = """\
 thread (1): MainThread;BaseEventLoop._run_once (asyncio/base_events.py:1900);RawBatchPipeline.score (stream/pipeline.py:80);parse_raw (stream/validation.py:20);BaseModel.model_validate_json (pydantic/main.py:700) 6
 thread (1): MainThread;BaseEventLoop._run_once (asyncio/base_events.py:1900);RawBatchPipeline.deliver (stream/pipeline.py:130);AsyncElasticsearch.bulk (elasticsearch/_async/client/__init__.py:900) 4
-thread (2): finsent-score_0;_WorkItem.run (concurrent/futures/thread.py:58);Scorer._probabilities (model/scorer.py:120);PreTrainedTokenizerBase.__call__ (transformers/tokenization_utils_base.py:2800) 10
+thread (2): finsent-score_0;_WorkItem.run (concurrent/futures/thread.py:58);Scorer._probabilities (model/scorer.py:120);plain_ids (model/token_ids.py:25) 10
 thread (2): finsent-score_0;_WorkItem.run (concurrent/futures/thread.py:58);Scorer._probabilities (model/scorer.py:125);BertModel.forward (transformers/models/bert/modeling_bert.py:900);linear (torch/nn/functional.py) 80
 """
 
@@ -170,7 +170,7 @@ def test_profile_summaries_from_collapsed_stacks():
     assert shares["asyncio event loop (all)"] == pytest.approx(0.1)
     assert profiling.by_thread(stacks) == {"finsent-score_0": pytest.approx(0.9), "MainThread": pytest.approx(0.1)}
     top = profiling.self_time(stacks, top=2)
-    assert top == [("linear (torch/nn/functional.py)", 0.8), ("__call__ (transformers/tokenization_utils_base.py)", 0.1)]
+    assert top == [("linear (torch/nn/functional.py)", 0.8), ("plain_ids (model/token_ids.py)", 0.1)]
 
 
 def test_profile_stacks_of_a_child_process_are_named_after_it():
