@@ -124,11 +124,14 @@ def ensure_model(settings: Settings, echo: Echo = print) -> str:
     files = find_training_data(settings.train_data_paths, settings.state_dir.resolve() / "training-data")
     echo(f"model: no champion yet; training the first one on {', '.join(map(str, files))}")
     echo("       (seconds on a GPU, minutes on a CPU; the bar below shows the ETA)")
+    from model.evaluation import summary_lines
     from model.training import train
 
     result = train(files, base_model=settings.base_model, registry=registry, epochs=settings.bootstrap_epochs)
     registry.promote(result.version)
-    echo(f"model: {result.version} promoted (validation {result.metrics})")
+    echo(f"model: {result.version} promoted")
+    for line in summary_lines(result.metrics):
+        echo(f"       {line}")
     return result.version
 
 

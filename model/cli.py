@@ -113,11 +113,11 @@ def train(
     if as_json:
         typer.echo(json.dumps({"version": result.version, "promoted": promote, "validation": result.metrics}))
         return
-    m = result.metrics
-    if m:
-        typer.echo(f"validation: n={m['n']} accuracy={m['accuracy']:.4f} macro_f1={m['macro_f1']:.4f} ece={m['ece']:.4f}")
-        for source, sm in m.get("by_source", {}).items():
-            typer.echo(f"  {source}: n={sm['n']} accuracy={sm['accuracy']:.4f} macro_f1={sm['macro_f1']:.4f}")
+    if result.metrics:
+        from model.evaluation import summary_lines
+
+        for line in summary_lines(result.metrics):
+            typer.echo(line)
     if promote:
         typer.echo(f"promoted {result.version} to champion")
     typer.echo(result.version)

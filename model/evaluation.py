@@ -98,3 +98,14 @@ def evaluate(scorer: Any, texts: Sequence[str], labels: Sequence[str],
     if sources is not None and len(set(sources)) > 1:
         result["by_source"] = by_source(list(labels), preds, list(sources), probs)
     return result
+
+
+def summary_lines(validation: dict[str, Any]) -> list[str]:
+    """What a person reads of a training run's validation metrics: the overall line, then one per source."""
+    if not validation:
+        return ["validation: none (no validation split)"]
+    m = validation
+    lines = [f"validation: n={m['n']} accuracy={m['accuracy']:.4f} macro_f1={m['macro_f1']:.4f} ece={m['ece']:.4f}"]
+    for source, sm in m.get("by_source", {}).items():
+        lines.append(f"  {source}: n={sm['n']} accuracy={sm['accuracy']:.4f} macro_f1={sm['macro_f1']:.4f}")
+    return lines

@@ -1,6 +1,6 @@
 import pytest
 
-from model.evaluation import by_source, expected_calibration_error, metrics
+from model.evaluation import by_source, expected_calibration_error, metrics, summary_lines
 
 
 def test_metrics_match_a_hand_computed_example():
@@ -48,3 +48,14 @@ def test_by_source_judges_each_source_on_its_own():
     assert figures["tweets"]["n"] == 3 and figures["tweets"]["accuracy"] == pytest.approx(1 / 3)
     low, high = figures["tweets"]["accuracy_ci95"]
     assert low < 1 / 3 < high
+
+
+def test_summary_lines_say_the_overall_figures_then_each_source_in_a_line():
+    validation = {"n": 1338, "accuracy": 0.85575, "macro_f1": 0.81167, "ece": 0.03705, "accuracy_ci95": [0.83, 0.87],
+                  "per_class": {"negative": {"precision": 0.77}}, "confusion_matrix": {"labels": ["negative"]},
+                  "by_source": {"fpb": {"n": 384, "accuracy": 0.84375, "macro_f1": 0.8305}}}
+    assert summary_lines(validation) == [
+        "validation: n=1338 accuracy=0.8558 macro_f1=0.8117 ece=0.0370",
+        "  fpb: n=384 accuracy=0.8438 macro_f1=0.8305",
+    ]
+    assert summary_lines({}) == ["validation: none (no validation split)"]

@@ -1,0 +1,24 @@
+"""`finsent up`'s first model: trained when the registry has no champion, promoted, and reported in a few lines."""
+
+import csv
+
+from finsent.settings import Settings
+from finsent.system import ensure_model
+from tests.model_fixtures import tiny_rows
+
+
+def test_the_first_model_is_trained_promoted_and_summed_up_in_short_lines(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = tmp_path / "train.csv"
+    with data.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(tiny_rows(20))
+    settings = Settings(state_dir=tmp_path / "state", train_data=str(data), bootstrap_epochs=1, device="cpu",
+                        elasticsearch_url="http://127.0.0.1:9")  # nothing listens: the mirror is skipped
+    said: list[str] = []
+    version = ensure_model(settings, echo=said.append)
+    promoted = said.index(f"model: {version} promoted")
+    assert said[promoted + 1].startswith("       validation: n=")
+    assert all(len(line) <= 120 for line in said[promoted:]), said  # no metrics dict dumped into one line
+    assert ensure_model(settings, echo=said.append) == version and said[-1] == f"model: champion {version}"
