@@ -17,7 +17,7 @@ import random
 import resource
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,20 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _timed_passes(score: Callable[[], object], docs: int, device: str) -> dict[str, float]:
+    """docs/s of one pass of ``score``. On CUDA the kernels of each new batch shape load on first use,
+    so a second pass gives what a long-running worker sees; the first is kept as ``cold_docs_per_s``."""
+    measured: dict[str, float] = {}
+    for name in ("cold_docs_per_s", "docs_per_s") if device == "cuda" else ("docs_per_s",):
+        _synchronize(device)
+        start = time.perf_counter()
+        score()
+        _synchronize(device)
+        elapsed = time.perf_counter() - start
+        measured |= {name: docs / elapsed, "seconds": elapsed}
+    return measured
+
+
 def baseline_phase(folder: str, texts: list[str], threads: int | None, device: str = "cpu") -> dict[str, Any]:
     """The one-at-a-time pipeline, on the device the scorer runs on: on a GPU, people run FinBERT there."""
     _limit_threads(threads)
@@ -117,13 +131,7 @@ def baseline_phase(folder: str, texts: list[str], threads: int | None, device: s
     quiet_transformers()
     pipe = pipeline("text-classification", model=folder, tokenizer=folder, device=0 if device == "cuda" else -1)
     pipe(texts[0])  # warm-up
-    measured = {}
-    for name in ("cold_docs_per_s", "docs_per_s") if device == "cuda" else ("docs_per_s",):  # as scorer_phase
-        start = time.perf_counter()
-        for text in texts:
-            pipe(text, truncation=True)
-        elapsed = time.perf_counter() - start
-        measured |= {name: len(texts) / elapsed, "seconds": elapsed}
+    measured = _timed_passes(lambda: [pipe(text, truncation=True) for text in texts], len(texts), device)
     return {"docs": len(texts)} | measured | {"peak_rss_mb": _peak_rss_mb(), "device": device,
                                               "peak_cuda_mb": _peak_cuda_mb()}
 
@@ -142,16 +150,7 @@ def scorer_phase(folder: str, cells: list[dict[str, Any]], threads: int | None, 
         scorer.batch_size = cell["batch_size"]
         texts = cell["texts"]
         scorer.score(texts[: cell["batch_size"]])  # warm-up
-        measured = {}
-        # On CUDA the kernels of each new batch shape load on first use (the realistic cell: about a hundred
-        # lengths), so a second pass gives what a long-running worker sees; the first is kept as "cold".
-        for name in ("cold_docs_per_s", "docs_per_s") if scorer.device == "cuda" else ("docs_per_s",):
-            _synchronize(scorer.device)
-            start = time.perf_counter()
-            scorer.score(texts)
-            _synchronize(scorer.device)
-            elapsed = time.perf_counter() - start
-            measured |= {name: len(texts) / elapsed, "seconds": elapsed}
+        measured = _timed_passes(lambda: scorer.score(texts), len(texts), scorer.device)
         results.append({k: v for k, v in cell.items() if k != "texts"} | {"docs": len(texts)} | measured)
     return {"cells": results, "peak_rss_mb": _peak_rss_mb(), "peak_cuda_mb": _peak_cuda_mb(),
             "device": scorer.device if scorer else device,

@@ -92,7 +92,12 @@ def evaluate(scorer: Any, texts: Sequence[str], labels: Sequence[str],
              sources: Sequence[str] | None = None) -> dict[str, Any]:
     """Score ``texts`` with ``scorer`` and compare with ``labels`` (already normalised); with
     ``sources`` of more than one kind, the figures of each too (``by_source``)."""
-    probs = scorer.predict_proba(list(texts))
+    return scored_metrics(scorer.predict_proba(list(texts)), labels, sources)
+
+
+def scored_metrics(probs: Sequence[Sequence[float]], labels: Sequence[str],
+                   sources: Sequence[str] | None = None) -> dict[str, Any]:
+    """:func:`evaluate`'s figures from probabilities already computed (LABELS order, one row per label)."""
     preds = predicted_labels(probs)
     result = metrics(list(labels), preds, probs)
     if sources is not None and len(set(sources)) > 1:

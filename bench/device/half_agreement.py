@@ -19,7 +19,7 @@ def compare(version: str, data: list[Path], seed: int, val_fraction: float, gpu:
     from finsent.schemas import LABELS
     from finsent.settings import Settings
     from model.data import load, stratified_split
-    from model.evaluation import evaluate, predicted_labels
+    from model.evaluation import predicted_labels, scored_metrics
     from model.registry import open_registry
     from model.scorer import Scorer
 
@@ -31,7 +31,7 @@ def compare(version: str, data: list[Path], seed: int, val_fraction: float, gpu:
     for name, device in (("gpu", gpu), ("cpu", "cpu")):
         scorer = Scorer.load(version, registry=registry, device=device, batch_size=256)
         probs[name] = scorer.predict_proba(texts)
-        result = evaluate(scorer, texts, labels, sources)
+        result = scored_metrics(probs[name], labels, sources)
         out[name] = {"device": scorer.device, "precision": scorer.precision,
                      "accuracy": result["accuracy"], "macro_f1": result["macro_f1"],
                      "by_source": {s: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}

@@ -35,7 +35,6 @@ TEXTS = [
 ]
 
 
-
 def make_doc(n: int, tag: str = "d") -> RawDocument:
     ticker = TICKERS[n % len(TICKERS)]
     tickers = [ticker] + (["MSFT"] if n % 7 == 0 and ticker != "MSFT" else [])
