@@ -36,7 +36,8 @@ class ScorerUnavailable(RuntimeError):
 
 
 class ScorerCrashed(ScorerUnavailable):
-    """The scorer's process died twice on the same texts: memory, or a text that crashes the model."""
+    """The scorer's process died on these texts (twice, for a single text): memory, or a text that
+    crashes the model."""
 
 
 def pick_device(device: str = "auto") -> str:

@@ -8,8 +8,10 @@ gets probabilities back over a pipe (a few kB per batch). See BENCHMARKS.md.
 The child loads the model folder the way the settings say and answers one request at a time.
 It exits when the pipe closes: on :meth:`ScorerProcess.close`, and when the worker dies without
 closing it (kill -9), since the child then reads end-of-file. A child that dies (killed for
-memory, say) is started again from the same folder, and the batch it was scoring sent again;
-if it dies on that batch again, :class:`model.scorer.ScorerCrashed` tells the worker to halve it.
+memory, say) is started again from the same folder. A batch of several texts it died on is not
+sent again: :class:`model.scorer.ScorerCrashed` tells the worker to halve it, which costs no more
+than a resend and finds a text that crashes the model with one death per halving, not two. A
+single text is sent once more, so only a text that kills two children is blamed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from finsent.schemas import Sentiment
 from model.scorer import ScorerCrashed, ScorerUnavailable, to_sentiment
@@ -72,6 +76,7 @@ class ScorerProcess:
                    "exited": f"exited while loading {self.path} (exit code {process.exitcode})"
                    }.get(status, f"could not load {self.path}: {payload}")
             raise ScorerProcessError(f"the scorer process {why}")
+        self._died = False
         self.version: str = payload["version"]
         self.precision: str = payload["precision"]
         self.pid = process.pid
@@ -80,32 +85,45 @@ class ScorerProcess:
         return [to_sentiment(p) for p in self.predict_proba(texts)]
 
     def predict_proba(self, texts: Sequence[str]) -> list[list[float]]:
-        """Probabilities in LABELS order. A child found dead is started again, and a batch it died
-        on is sent once more. Raises :class:`ScorerCrashed` when a second child dies on the same
-        batch, :class:`ScorerUnavailable` when none can start, and :class:`ScorerProcessError` when
-        the model raised an error on these texts."""
+        """Probabilities in LABELS order. A child found dead is started again. Raises
+        :class:`ScorerCrashed` when the child dies on a batch of several texts, or twice on a single
+        text (sent to a new child once more); :class:`ScorerUnavailable` when none can start; and
+        :class:`ScorerProcessError` when the model raised an error on these texts."""
         if not texts:
             return []
+        tries = 2 if len(texts) == 1 else 1
         with self._lock:
             if self._closed:
                 raise ScorerUnavailable(f"the scorer process of model {self.version} is closed")
-            for attempt in (1, 2):
-                if attempt == 2 or not self._process.is_alive():
+            for attempt in range(1, tries + 1):
+                if self._died or not self._alive():
                     self._restart()
                 try:
                     self._conn.send(list(texts))
                     status, payload = self._conn.recv()
                     break
                 except (EOFError, OSError) as exc:
+                    self._died = True  # even if it has not quite exited yet: the next request restarts it
                     self._process.join(1)
                     log.error("the scorer process of model %s exited while scoring (exit code %s)",
                               self.version, self._process.exitcode)
-                    if attempt == 2:
-                        raise ScorerCrashed(f"the scorer process of model {self.version} died twice on the same "
-                                            f"{len(texts)} text(s) (exit code {self._process.exitcode})") from exc
+                    if attempt == tries:
+                        times = "twice on the same text" if tries == 2 else f"on a batch of {len(texts)} texts"
+                        raise ScorerCrashed(f"the scorer process of model {self.version} died {times} "
+                                            f"(exit code {self._process.exitcode})") from exc
         if status != "ok":
             raise ScorerProcessError(payload)
         return payload
+
+    def _alive(self) -> bool:
+        """Killed between batches, a child is a zombie while its threads (torch's pools) exit, and
+        ``is_alive`` says yes until they have: a batch sent then would be blamed for that death."""
+        if not self._process.is_alive():
+            return False
+        try:
+            return psutil.Process(self._process.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
 
     def _restart(self) -> None:
         self._stop()

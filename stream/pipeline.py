@@ -167,10 +167,10 @@ class RawBatchPipeline:
         return results
 
     async def _score_or_blame(self, scorer: Scorer, texts: list[str]) -> list[Sentiment | str]:
-        """Score the texts; if the model fails on them (an error, or its process died twice on them),
+        """Score the texts; if the model fails on them (an error, or its process died on them),
         score each half apart, down to the text that fails on its own, which gets the reason. Halves,
         not one text at a time: a crash under memory pressure passes with a smaller batch, so only a
-        text that crashes the model by itself is dead-lettered."""
+        text that crashes the model by itself (in two processes: model.scorer_process) is dead-lettered."""
         try:
             results: list[Sentiment | str] = list(await self.holder.score(scorer, texts))
             if len(results) != len(texts):

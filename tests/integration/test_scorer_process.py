@@ -67,7 +67,7 @@ def test_a_model_that_cannot_load_is_a_clear_error(process_settings, tmp_path: P
 
 
 def test_a_killed_scorer_process_is_started_again_from_the_same_folder(process_settings, tiny_model):
-    from model.scorer import Scorer
+    from model.scorer import Scorer, ScorerCrashed
     from model.scorer_process import ScorerProcess
 
     local = Scorer.from_settings(process_settings, "champion")
@@ -81,11 +81,15 @@ def test_a_killed_scorer_process_is_started_again_from_the_same_folder(process_s
         assert flat(remote.predict_proba(TEXTS[:2])) == pytest.approx(flat(before), abs=1e-6)
         second = remote.pid
         assert second != first and remote.version == tiny_model.version
-        # Killed while the next batch is on its way: that batch is sent again to a new child.
+        # Killed while a batch of several texts is on its way: the worker halves that batch
+        # (stream.pipeline), and each half goes to a new child.
         killer = threading.Timer(0.02, os.kill, (second, signal.SIGKILL))
         killer.start()
-        assert flat(remote.predict_proba(TEXTS * 50)) == pytest.approx(flat(local.predict_proba(TEXTS * 50)), abs=1e-6)
+        with pytest.raises(ScorerCrashed, match=r"died on a batch of 200 texts \(exit code -9\)"):
+            remote.predict_proba(TEXTS * 50)
         killer.join()
+        assert len(restarts) == 1
+        assert flat(remote.predict_proba(TEXTS * 25)) == pytest.approx(flat(local.predict_proba(TEXTS * 25)), abs=1e-6)
         assert remote.pid not in (first, second) and len(restarts) == 2
     finally:
         remote.close()
@@ -115,8 +119,11 @@ def test_the_scorer_process_exits_when_its_parent_is_killed(process_settings, tm
 
 
 def serve_poisoned(conn, settings, path):
-    """A scorer process whose model dies, as on a segfault, on any batch that holds POISON."""
+    """A scorer process whose model dies, as on a segfault, on any batch that holds POISON; and on
+    the first batch that holds FLAKY, as a child killed for memory would (the model folder keeps
+    the mark, so the next child scores it)."""
     conn.send(("ready", {"version": "poisoned", "precision": "fp32"}))
+    flaky_mark = Path(path) / "flaky-died"
     while True:
         try:
             texts = conn.recv()
@@ -124,6 +131,9 @@ def serve_poisoned(conn, settings, path):
             return
         if any("POISON" in text for text in texts):
             os._exit(139)
+        if any("FLAKY" in text for text in texts) and not flaky_mark.exists():
+            flaky_mark.touch()
+            os._exit(137)
         conn.send(("ok", [[0.1, 0.2, 0.7] for _ in texts]))
 
 
@@ -135,7 +145,7 @@ def poisoned(tmp_path: Path):
     return Settings(model_dir=tmp_path / "registry"), str(folder)
 
 
-def test_a_batch_that_kills_the_scorer_process_twice_is_a_crash_and_the_next_batch_scores(poisoned):
+def test_a_batch_that_kills_the_scorer_process_is_a_crash_and_the_next_batch_scores(poisoned):
     from model.scorer import ScorerCrashed
     from model.scorer_process import ScorerProcess
 
@@ -143,11 +153,18 @@ def test_a_batch_that_kills_the_scorer_process_twice_is_a_crash_and_the_next_bat
     restarts: list[int] = []
     remote = ScorerProcess(settings, folder, serve=serve_poisoned, on_restart=lambda: restarts.append(1))
     try:
-        with pytest.raises(ScorerCrashed, match=r"died twice on the same 2 text\(s\) \(exit code 139\)"):
+        # Several texts: not sent again, since the worker halves the batch anyway.
+        with pytest.raises(ScorerCrashed, match=r"died on a batch of 2 texts \(exit code 139\)"):
             remote.predict_proba(["fine", "POISON"])
-        assert len(restarts) == 1  # the batch was sent to a second process, which died too
-        assert remote.predict_proba(["fine"]) == [[0.1, 0.2, 0.7]]
+        assert not restarts
+        assert remote.predict_proba(["fine", "also fine"]) == [[0.1, 0.2, 0.7]] * 2
+        assert len(restarts) == 1
+        # One text: sent to a second child before it is blamed.
+        with pytest.raises(ScorerCrashed, match=r"died twice on the same text \(exit code 139\)"):
+            remote.predict_proba(["POISON"])
         assert len(restarts) == 2
+        assert remote.predict_proba(["FLAKY"]) == [[0.1, 0.2, 0.7]]  # the second child scores it
+        assert len(restarts) == 4
     finally:
         remote.close()
 
@@ -163,7 +180,9 @@ async def test_the_worker_halves_a_crashing_batch_down_to_the_text_that_crashes_
     from stream.validation import Origin
 
     settings, folder = poisoned
-    holder = ModelHolder(lambda ref: ScorerProcess(settings, ref, serve=serve_poisoned))
+    restarts: list[int] = []
+    holder = ModelHolder(lambda ref: ScorerProcess(settings, ref, serve=serve_poisoned,
+                                                    on_restart=lambda: restarts.append(1)))
     await holder.load_initial(folder)
 
     async def refuse(*args):
@@ -184,3 +203,5 @@ async def test_the_worker_halves_a_crashing_batch_down_to_the_text_that_crashes_
     [(record, stage, reason)] = batch.rejected
     assert record.origin.offset == 5 and stage == "score"
     assert "crashed on it" in reason and "exit code 139" in reason
+    # One death per halving (8, 4 and 2 texts) and two for the text itself: a new child after each.
+    assert len(restarts) == 5
