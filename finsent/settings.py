@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     max_length: int = Field(128, ge=8, le=4096, description="Tokens per chunk when scoring")
     model_quantize: Literal["auto", "none", "int8", "onnx-int8", "bf16"] = Field(
         "auto", description="CPU scoring: int8 (torch dynamic), onnx-int8 (ONNX Runtime), bf16 (autocast), none (fp32), "
-                            "or auto (the measured default: bf16 on a CPU with AMX, else fp32)")
+                            "or auto (the measured default: bf16 on a CPU with bf16 hardware, AMX or AVX512_BF16; "
+                            "else fp32)")
     model_threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads when scoring (default: torch's)")
     model_batch_size: int = Field(64, ge=1, le=4096, description="Scorer batch size (chunks per forward pass)")
     model_keep_versions: int = Field(

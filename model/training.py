@@ -4,7 +4,7 @@
 links (:mod:`model.input_text`, as the scorer does), fine-tunes (the head reads [CLS], or the mean
 of the token vectors with ``pooling="mean"``, :mod:`model.pooling`)
 with AdamW (weight decay, linear warmup/decay), a class-weighted loss, length-bucketed batches
-(less padding on CPU), mixed precision (bf16/fp16 autocast on CUDA, bf16 on a CPU with AMX;
+(less padding on CPU), mixed precision (bf16/fp16 autocast on CUDA, bf16 on a CPU with AMX or AVX512_BF16;
 ``precision="fp32"`` turns it off), evaluates validation macro-F1 after every epoch, keeps the
 best epoch's weights, stops early after ``patience`` epochs without improvement, fits a
 temperature to the validation split (:mod:`model.calibration`), and registers the best model
@@ -208,7 +208,7 @@ def train(
         amp_dtype = None
     elif dev == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:  # AMX made an epoch about 1.3x as fast (README); elsewhere bf16 is emulated and slower
+    else:  # bf16 hardware (AMX, AVX512_BF16): a step 1.3-1.5x as fast (README); emulated elsewhere, and slower
         amp_dtype = torch.bfloat16 if native_bf16() else None
     grad_scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     rng = random.Random(seed)

@@ -228,6 +228,7 @@ def test_reference_variants_are_every_other_precision_and_bf16_only_with_hardwar
 
     from bench.model_bench import reference_variants
 
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert reference_variants("bf16") == [("scorer_fp32", None), ("scorer_int8", "int8"), ("scorer_onnx_int8", "onnx-int8")]
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)

@@ -27,12 +27,14 @@ def test_resolve_quantize():
         resolve_quantize("fp16")
 
 
-@pytest.mark.parametrize("amx, expected", [(True, "bf16"), (False, None)])
-def test_auto_means_bf16_only_where_the_cpu_multiplies_bf16_in_hardware(monkeypatch, amx, expected):
+@pytest.mark.parametrize("amx, avx512_bf16, expected",
+                         [(True, False, "bf16"), (False, True, "bf16"), (True, True, "bf16"), (False, False, None)])
+def test_auto_means_bf16_only_where_the_cpu_multiplies_bf16_in_hardware(monkeypatch, amx, avx512_bf16, expected):
     import torch
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    assert quantization.native_bf16() is amx
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert quantization.native_bf16() is (expected == "bf16")
     assert resolve_quantize("auto") == expected
 
 
