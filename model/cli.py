@@ -77,8 +77,7 @@ def train(
     on_bad_rows: str = typer.Option("skip", help="skip (and count) or reject bad rows"),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
     precision: str = typer.Option("auto", help="auto (bf16/fp16 autocast on a GPU, bf16 on a CPU with AMX or "
-                                               "AVX512_BF16, else fp32) "
-                                               "or fp32"),
+                                               "AVX512_BF16, else fp32) or fp32"),
     promote: bool = typer.Option(False, help="Make the new version the champion"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object: version and validation metrics"),
     progress: bool = typer.Option(True, help="Progress bar with ETA on stderr"),

@@ -76,7 +76,6 @@ class ScorerProcess:
                    "exited": f"exited while loading {self.path} (exit code {process.exitcode})"
                    }.get(status, f"could not load {self.path}: {payload}")
             raise ScorerProcessError(f"the scorer process {why}")
-        self._died = False
         self.version: str = payload["version"]
         self.precision: str = payload["precision"]
         self.pid = process.pid
@@ -96,15 +95,14 @@ class ScorerProcess:
             if self._closed:
                 raise ScorerUnavailable(f"the scorer process of model {self.version} is closed")
             for attempt in range(1, tries + 1):
-                if self._died or not self._alive():
+                if not self._alive():
                     self._restart()
                 try:
                     self._conn.send(list(texts))
                     status, payload = self._conn.recv()
                     break
                 except (EOFError, OSError) as exc:
-                    self._died = True  # even if it has not quite exited yet: the next request restarts it
-                    self._process.join(1)
+                    self._stop()  # so the next request starts a new child, and the exit code is known
                     log.error("the scorer process of model %s exited while scoring (exit code %s)",
                               self.version, self._process.exitcode)
                     if attempt == tries:
