@@ -1,5 +1,8 @@
 """Peak resident memory of named processes, sampled with psutil in a background thread.
 
+The memory benchmark promotes a second model halfway through its load, so the worker's peak
+includes a hot swap, as it would in a deployment whose models are retrained.
+
 A process's figure includes its children (``finsent`` may fork helpers), summed per sample:
 the peak of the sum, not the sum of peaks. A process that has exited keeps the peak it
 reached. ``PeakTracker`` is the pure part (what a sample does to the peaks).
@@ -94,8 +97,9 @@ def run(settings: Any, *, seconds: float = 30.0, per_second: float = 20.0, model
         echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Start the worker, the alerts engine, the retrain scheduler and the dashboard on an
     isolated prefix, replay ``per_second × seconds`` documents through ``finsent ingest file``,
-    and report every process's peak RSS."""
+    promote a copy of the model halfway, and report every process's peak RSS."""
     import tempfile
+    import time
     from pathlib import Path
 
     from bench import load
@@ -135,6 +139,8 @@ def run(settings: Any, *, seconds: float = 30.0, per_second: float = 20.0, model
             echo(f"ingest: {count} docs at {per_second:g} docs/s through `finsent ingest file`")
             ingest = world.start("ingest", ["ingest", "file", str(feed), "--rate", str(per_second), "--no-dedup"], env)
             sampler.watch("ingest", ingest.pid)
+            time.sleep(seconds / 2)
+            swap = promote_copy(world.settings, choice.model_dir, choice.ref, Path(scratch), worker, echo)
             code = ingest.wait(timeout=seconds * 3 + 120)
             states["ingest"] = "finished" if code == 0 else f"exit code {code}"
             if code != 0:
@@ -149,4 +155,46 @@ def run(settings: Any, *, seconds: float = 30.0, per_second: float = 20.0, model
                         "state": states.get(name, "?")} | ({"log_tail": logs[name]} if name in logs else {})
                  for name, peak in peaks.items()}
     return {"model": choice.origin, "load": {"docs": count, "docs_per_s": per_second, "seconds": seconds},
-            "processes": processes}
+            "swap": swap, "processes": processes}
+
+
+def promote_copy(settings: Any, model_dir: Any, ref: str, scratch: Any, worker: Any,
+                 echo: Callable[[str], None], timeout: float = 120.0) -> dict[str, Any]:
+    """Promote a copy of the model under another version on the control topic, as a retrain
+    does, and wait until the worker's /health names it."""
+    import json
+    import shutil
+    import time
+
+    import httpx
+
+    from finsent import clients
+    from finsent.schemas import ControlMessage, utc_now
+    from model.registry import Registry
+
+    source = Registry(model_dir).path(ref)
+    copy = scratch / "promoted"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("onnx"))
+    metadata_path = copy / "metadata.json"
+    metadata = json.loads(metadata_path.read_text(encoding="utf-8")) if metadata_path.exists() else {}
+    version = f"{metadata.get('version', source.name)}-promoted"
+    metadata_path.write_text(json.dumps(metadata | {"version": version}), encoding="utf-8")
+    message = ControlMessage(action="promote", model_version=version, model_path=str(copy),
+                             reason="bench memory: the peak includes a hot swap", issued_at=utc_now())
+    producer = clients.kafka_producer(settings)
+    try:
+        producer.send(settings.topic("control"), value=message.to_json()).get(timeout=30)
+    finally:
+        producer.close()
+    echo(f"promoted {version}; waiting for the worker to swap")
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if httpx.get(worker.url("/health"), timeout=3).json().get("model_version") == version:
+                seconds = time.monotonic() - started
+                echo(f"the worker scores with {version} after {seconds:.1f} s")
+                return {"version": version, "seconds": round(seconds, 2)}
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the worker did not swap to {version} within {timeout:.0f} s; log:\n{worker.tail()}")

@@ -92,7 +92,11 @@ def tables(results: Mapping[str, Any]) -> list[Any]:
         out.append(t)
     memory = results.get("memory")
     if memory:
-        t = Table("process", "peak RSS", "samples", "state", title="Peak memory of every process")
+        swap = memory.get("swap")
+        title = "Peak memory of every process"
+        if swap:  # bench memory promotes a model halfway (bench/memory.py)
+            title = f"Peak memory, a hot swap included ({swap['seconds']:.1f} s)"
+        t = Table("process", "peak RSS", "samples", "state", title=title)
         for name, row in memory["processes"].items():
             t.add_row(name, _mb(row.get("peak_rss_bytes")), _num(row.get("samples")), row.get("state", ""))
         out.append(t)

@@ -1,21 +1,30 @@
-"""A :class:`model.scorer.Scorer` served by a child process of its own.
+"""Models served by a child process of their own: :class:`ScorerProcess` is the child, and each
+:class:`HostedModel` loaded into it scores like a :class:`model.scorer.Scorer`.
 
-Why: in the worker, the scoring thread shares the interpreter lock with the event loop (Faust,
-aiokafka, the window aggregation), and each of the forward pass's many small torch calls waits
-for it. In a child process the model has an interpreter to itself; the worker sends texts and
-gets probabilities back over a pipe (a few kB per batch). See BENCHMARKS.md.
+Why a child: in the worker, the scoring thread shares the interpreter lock with the event loop
+(Faust, aiokafka, the window aggregation), and each of the forward pass's many small torch calls
+waits for it. In a child process the model has an interpreter to itself; the worker sends texts
+and gets probabilities back over a pipe (a few kB per batch). See BENCHMARKS.md.
 
-The child loads the model folder the way the settings say and answers one request at a time.
-It exits when the pipe closes: on :meth:`ScorerProcess.close`, and when the worker dies without
-closing it (kill -9), since the child then reads end-of-file. A child that dies (killed for
-memory, say) is started again from the same folder. A batch of several texts it died on is not
-sent again: :class:`model.scorer.ScorerCrashed` tells the worker to halve it, which costs no more
-than a resend and finds a text that crashes the model with one death per halving, not two. A
-single text is sent once more, so only a text that kills two children is blamed.
+Why one child for every model: a hot swap loads the new model beside the old one in the same
+child. A second child would hold a second copy of torch (about 800 MB) for the length of the swap;
+a second model in the same child costs its weights (about 60 MB), and it loads in a fraction of
+a second, since the child has torch imported already. Requests go one at a time, so scoring
+waits while a model loads; the ONNX export a new model may need first (``onnx-int8``, seconds)
+runs in a one-off process beforehand.
+
+The child answers one request at a time, and exits when the pipe closes: when its last model
+is closed, and when the worker dies without closing it (kill -9), since the child then reads
+end-of-file. A child that dies (killed for memory, say) is started again and loads the same
+folders. A batch of several texts it died on is not sent again: :class:`model.scorer.ScorerCrashed`
+tells the worker to halve it, which costs no more than a resend and finds a text that crashes
+the model with one death per halving, not two. A single text is sent once more, so only a text
+that kills two children is blamed.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import signal
@@ -40,83 +49,141 @@ class ScorerProcessError(RuntimeError):
     """The child could not load the model, or could not score a batch of texts."""
 
 
+class _ChildDied(Exception):
+    """The child exited while it had a request."""
+
+
 class ScorerProcess:
-    """``version`` and ``score(texts)`` like a Scorer; the model lives in a child process."""
+    """The child process, started on the first :meth:`load` and ended when its last model is closed."""
 
-    def __init__(self, settings: Any, ref: str | Path, *, start_timeout: float = 600.0,
-                 on_restart: Callable[[], None] | None = None,
-                 serve: Callable[[Any, Any, str], None] | None = None) -> None:
+    def __init__(self, settings: Any, *, start_timeout: float = 600.0, on_restart: Callable[[], None] | None = None,
+                 serve: Callable[[Any, Any], None] | None = None) -> None:
         """``serve`` is the child's main function (:func:`_serve`; tests give it a fake model)."""
-        from model.registry import Registry
-
         self._settings = settings
-        # The folder, not the reference: a restart after a promotion loads the same model.
-        self.path = Registry(settings.models_path).path(ref)
         self._start_timeout = start_timeout
         self._on_restart = on_restart or (lambda: None)
         self._serve = serve or _serve
         self._lock = threading.Lock()  # one request on the pipe at a time
-        self._closed = False
-        self._start()
+        self._ids = itertools.count(1)
+        self._models: dict[int, HostedModel] = {}  # the models loaded, by id: a new child loads them again
+        self._process: Any = None
+        self._conn: Any = None
 
-    def _start(self) -> None:
-        conn, child_end = _CONTEXT.Pipe()
-        process = _CONTEXT.Process(target=self._serve, args=(child_end, self._settings, str(self.path)), daemon=True,
-                                   name="finsent-scorer")
-        process.start()
-        child_end.close()  # the child holds the only other end: its exit closes the pipe
-        self._conn, self._process = conn, process
-        try:
-            status, payload = conn.recv() if conn.poll(self._start_timeout) else ("timeout", None)
-        except (EOFError, OSError):
-            status, payload = "exited", None
-        if status != "ready":
-            self._stop()  # joins it, so an exit code is known
-            why = {"timeout": f"did not load {self.path} in {self._start_timeout:.0f} s",
-                   "exited": f"exited while loading {self.path} (exit code {process.exitcode})"
-                   }.get(status, f"could not load {self.path}: {payload}")
-            raise ScorerProcessError(f"the scorer process {why}")
-        self.version: str = payload["version"]
-        self.precision: str = payload["precision"]
-        self.pid = process.pid
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
-    def score(self, texts: Sequence[str]) -> list[Sentiment]:
-        return [to_sentiment(p) for p in self.predict_proba(texts)]
+    @property
+    def folders(self) -> list[Path]:
+        """The models loaded, oldest first: what a new child loads again."""
+        with self._lock:
+            return [model.path for model in self._models.values()]
 
-    def predict_proba(self, texts: Sequence[str]) -> list[list[float]]:
-        """Probabilities in LABELS order. A child found dead is started again. Raises
-        :class:`ScorerCrashed` when the child dies on a batch of several texts, or twice on a single
-        text (sent to a new child once more); :class:`ScorerUnavailable` when none can start; and
-        :class:`ScorerProcessError` when the model raised an error on these texts."""
-        if not texts:
-            return []
+    def load(self, ref: str | Path) -> HostedModel:
+        """Load a model (``champion``, a version or a folder) into the child, starting it if need be.
+        Raises :class:`ScorerProcessError` when the model cannot load; the models already loaded
+        stay."""
+        from model.registry import Registry
+
+        # The folder, not the reference: a restart after a promotion loads the same model.
+        path = Registry(self._settings.models_path).path(ref)
+        if self._models and self._settings.model_quantize == "onnx-int8":
+            _export_apart(path)  # seconds of work that would stall scoring in the child
+        model_id = next(self._ids)
+        with self._lock:
+            try:
+                if not self._alive():
+                    if self._models:
+                        self._restart()  # it died between batches
+                    else:
+                        self._start()
+                info = self._load_into_child(model_id, path)
+            except (ScorerProcessError, ScorerUnavailable):
+                if not self._models:
+                    self._stop()  # no model left to serve: no idle child left behind
+                raise
+            model = self._models[model_id] = HostedModel(self, model_id, path, info["version"], info["precision"])
+        return model
+
+    def score(self, model: HostedModel, texts: Sequence[str]) -> list[list[float]]:
         tries = 2 if len(texts) == 1 else 1
         with self._lock:
-            if self._closed:
-                raise ScorerUnavailable(f"the scorer process of model {self.version} is closed")
+            if model.model_id not in self._models:
+                raise ScorerUnavailable(f"model {model.version} is closed")
             for attempt in range(1, tries + 1):
                 if not self._alive():
                     self._restart()
                 try:
-                    self._conn.send(list(texts))
-                    status, payload = self._conn.recv()
+                    status, payload = self._request(("score", model.model_id, list(texts)))
                     break
-                except (EOFError, OSError) as exc:
-                    self._stop()  # so the next request starts a new child, and the exit code is known
-                    log.error("the scorer process of model %s exited while scoring (exit code %s)",
-                              self.version, self._process.exitcode)
+                except _ChildDied as exc:
+                    log.error("the scorer process of model %s exited while scoring (exit code %s)", model.version,
+                              self._process.exitcode)
                     if attempt == tries:
                         times = "twice on the same text" if tries == 2 else f"on a batch of {len(texts)} texts"
-                        raise ScorerCrashed(f"the scorer process of model {self.version} died {times} "
+                        raise ScorerCrashed(f"the scorer process of model {model.version} died {times} "
                                             f"(exit code {self._process.exitcode})") from exc
         if status != "ok":
             raise ScorerProcessError(payload)
         return payload
 
+    def drop(self, model: HostedModel) -> None:
+        """Unload a model; the child ends with its last one."""
+        with self._lock:
+            if self._models.pop(model.model_id, None) is None:
+                return
+            if not self._models:
+                self._stop()
+            elif self._alive():
+                try:
+                    self._request(("drop", model.model_id))
+                except _ChildDied:
+                    pass  # the next request starts a new child, without this model
+
+    def _start(self) -> None:
+        """A new child, with every model this process holds loaded again."""
+        conn, child_end = _CONTEXT.Pipe()
+        process = _CONTEXT.Process(target=self._serve, args=(child_end, self._settings), daemon=True,
+                                   name="finsent-scorer")
+        process.start()
+        child_end.close()  # the child holds the only other end: its exit closes the pipe
+        self._conn, self._process = conn, process
+        try:
+            for model_id, model in self._models.items():
+                self._load_into_child(model_id, model.path)
+        except ScorerProcessError:
+            self._stop()  # a child without all its models would fail their batches: the next request tries again
+            raise
+
+    def _load_into_child(self, model_id: int, path: Path) -> dict[str, str]:
+        try:
+            status, payload = self._request(("load", model_id, str(path)), timeout=self._start_timeout)
+        except TimeoutError:
+            self._stop()
+            raise ScorerProcessError(f"the scorer process did not load {path} in {self._start_timeout:.0f} s")
+        except _ChildDied:
+            raise ScorerProcessError(f"the scorer process exited while loading {path} "
+                                     f"(exit code {self._process.exitcode})") from None
+        if status != "ok":
+            raise ScorerProcessError(f"the scorer process could not load {path}: {payload}")
+        return payload
+
+    def _request(self, message: tuple, timeout: float | None = None) -> tuple[str, Any]:
+        """Send one request and wait for its reply. A child that dies on it is stopped (joined, so
+        its exit code is known), and the next request starts a new one."""
+        try:
+            self._conn.send(message)
+            if timeout is not None and not self._conn.poll(timeout):
+                raise TimeoutError
+            return self._conn.recv()
+        except (EOFError, OSError) as exc:
+            self._stop()
+            raise _ChildDied from exc
+
     def _alive(self) -> bool:
         """Killed between batches, a child is a zombie while its threads (torch's pools) exit, and
         ``is_alive`` says yes until they have: a batch sent then would be blamed for that death."""
-        if not self._process.is_alive():
+        if self._process is None or not self._process.is_alive():
             return False
         try:
             return psutil.Process(self._process.pid).status() != psutil.STATUS_ZOMBIE
@@ -124,9 +191,11 @@ class ScorerProcess:
             return False
 
     def _restart(self) -> None:
+        versions = ", ".join(model.version for model in self._models.values())
+        exit_code = self._process.exitcode if self._process is not None else None
         self._stop()
-        log.warning("starting the scorer process of model %s again (the last one's exit code: %s)", self.version,
-                    self._process.exitcode)
+        log.warning("starting the scorer process of model %s again (the last one's exit code: %s)", versions,
+                    exit_code)
         self._on_restart()
         try:
             self._start()
@@ -134,12 +203,14 @@ class ScorerProcess:
             raise ScorerUnavailable(str(exc)) from exc
 
     def close(self) -> None:
-        """End the child; it exits once the batch it may be scoring is done."""
+        """End the child, whatever it holds; it exits once the batch it may be scoring is done."""
         with self._lock:
-            self._closed = True
+            self._models.clear()
             self._stop()
 
     def _stop(self, timeout: float = 10.0) -> None:
+        if self._process is None:
+            return
         self._conn.close()
         self._process.join(timeout)
         if self._process.is_alive():
@@ -147,8 +218,53 @@ class ScorerProcess:
             self._process.join(timeout)
 
 
-def _serve(conn: Any, settings: Any, path: str) -> None:
-    """The child: load, say so, then answer each list of texts with their probabilities."""
+class HostedModel:
+    """A model in a :class:`ScorerProcess`: ``version`` and ``score(texts)`` like a Scorer."""
+
+    def __init__(self, process: ScorerProcess, model_id: int, path: Path, version: str, precision: str) -> None:
+        self.process = process
+        self.model_id = model_id
+        self.path = path
+        self.version = version
+        self.precision = precision
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def score(self, texts: Sequence[str]) -> list[Sentiment]:
+        return [to_sentiment(p) for p in self.predict_proba(texts)]
+
+    def predict_proba(self, texts: Sequence[str]) -> list[list[float]]:
+        """Probabilities in LABELS order. A child found dead is started again. Raises
+        :class:`ScorerCrashed` when the child dies on a batch of several texts, or twice on a single
+        text (sent to a new child once more); :class:`ScorerUnavailable` when none can start, or this
+        model is closed; and :class:`ScorerProcessError` when the model raised an error on these texts."""
+        if not texts:
+            return []
+        return self.process.score(self, texts)
+
+    def close(self) -> None:
+        self.process.drop(self)
+
+
+def _export_apart(path: Path) -> None:
+    """Build a model folder's ONNX cache (:mod:`model.onnx_runtime`) in a one-off process, so the
+    scorer process, which answers one request at a time, loads it at once."""
+    from model.onnx_runtime import CACHE_DIR, INT8_FILE, onnx_file
+
+    if (path / CACHE_DIR / INT8_FILE).is_file():
+        return
+    log.info("exporting %s to ONNX before loading it", path)
+    exporter = _CONTEXT.Process(target=onnx_file, args=(str(path),), daemon=True, name="finsent-onnx-export")
+    exporter.start()
+    exporter.join()
+    if exporter.exitcode:  # the load then exports in the scorer process, and reports what failed
+        log.warning("exporting %s to ONNX failed (exit code %s)", path, exporter.exitcode)
+
+
+def _serve(conn: Any, settings: Any) -> None:
+    """The child: answer each request (load a folder, score texts with a model, drop a model)."""
     # Ctrl-C in a terminal, and a service manager's SIGTERM, reach the whole process group: the
     # worker decides when scoring ends (its batch in flight is scored), and closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -157,20 +273,25 @@ def _serve(conn: Any, settings: Any, path: str) -> None:
                         format="%(asctime)s %(levelname)s finsent-scorer %(name)s: %(message)s")
     from model.scorer import Scorer
 
-    try:
-        scorer = Scorer.from_settings(settings, path)
-    except Exception as exc:  # noqa: BLE001 - reported to the worker, which keeps its old model
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        return
-    conn.send(("ready", {"version": scorer.version, "precision": scorer.precision}))
+    models: dict[int, Scorer] = {}
     while True:
         try:
-            texts = conn.recv()
+            action, model_id, *args = conn.recv()
         except (EOFError, OSError):
             return  # the worker closed the pipe, or died
         try:
-            reply: tuple[str, Any] = ("ok", scorer.predict_proba(texts))
-        except Exception as exc:  # noqa: BLE001 - the worker finds the text that broke the model
+            if action == "load":
+                scorer = models[model_id] = Scorer.from_settings(settings, args[0])
+                reply: tuple[str, Any] = ("ok", {"version": scorer.version, "precision": scorer.precision})
+            elif action == "score":
+                reply = ("ok", models[model_id].predict_proba(args[0]))
+            elif action == "drop":
+                models.pop(model_id, None)
+                reply = ("ok", None)
+            else:
+                reply = ("error", f"unknown request {action!r}")
+        except Exception as exc:  # noqa: BLE001 - a load error keeps the other models; a scoring error
+            # lets the worker find the text that broke the model
             reply = ("error", f"{type(exc).__name__}: {exc}")
         try:
             conn.send(reply)

@@ -4,7 +4,7 @@ A control message asks for a model by reference; it loads in a background thread
 the old model keeps scoring, and the next batch picks the new one up (a batch leases the
 model it started with, so no batch mixes two models). A load that fails
 keeps the old model (and is logged and counted), so a bad promotion never stops scoring.
-A model swapped out is closed (a scorer process ends) once no batch leases it any more.
+A model swapped out is closed (it leaves the scorer process) once no batch leases it any more.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class ModelHolder:
 
     def close(self) -> None:
         self.inference.shutdown(wait=False, cancel_futures=True)
-        # A load or close still running is not waited for: a scorer process exits with the worker.
+        # A load or close still running is not waited for: the scorer process exits with the worker.
         self._loader_pool.shutdown(wait=False, cancel_futures=True)
         close = getattr(self._current, "close", None)
         if close is not None:

@@ -25,11 +25,16 @@ def default_scorer_loader(settings: Settings, on_restart: Callable[[], None] | N
     """Load ``champion``, a version or a path through the model registry (model/), in a scorer
     process (``on_restart`` is told each time one is started again) or in this process."""
 
+    process = None  # one scorer process for every model: a hot swap loads the new one beside the old
+
     def load(ref: str):
+        nonlocal process
         if settings.worker_scorer == "process":
             from model.scorer_process import ScorerProcess
 
-            return ScorerProcess(settings, ref, on_restart=on_restart)
+            if process is None:
+                process = ScorerProcess(settings, on_restart=on_restart)
+            return process.load(ref)
         from model.scorer import Scorer
 
         # The model settings (device, threads, quantisation, batch size) apply to the worker too.

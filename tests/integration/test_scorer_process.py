@@ -1,9 +1,12 @@
-"""The model in a child process: same figures as in the worker's own process, a clear error for a
-model that cannot load, a restart after the child dies, and no child left behind by a killed parent."""
+"""Models in a child process: same figures as in the worker's own process, a second model beside the
+first for a hot swap, a clear error for a model that cannot load, a restart after the child dies,
+and no child left behind by a killed parent."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +39,7 @@ def test_a_scorer_process_scores_as_the_scorer_does_outlives_group_signals_and_e
     from model.scorer_process import ScorerProcess
 
     local = Scorer.from_settings(process_settings, "champion")
-    remote = ScorerProcess(process_settings, "champion")
+    remote = ScorerProcess(process_settings).load("champion")
     try:
         assert remote.version == tiny_model.version and remote.pid != os.getpid()
         pid = remote.pid
@@ -57,13 +60,62 @@ def test_a_model_that_cannot_load_is_a_clear_error(process_settings, tmp_path: P
     from model.registry import RegistryError
     from model.scorer_process import ScorerProcess, ScorerProcessError
 
+    process = ScorerProcess(process_settings)
     with pytest.raises(RegistryError, match="v20990101-000000-0000"):
-        ScorerProcess(process_settings, "v20990101-000000-0000")
+        process.load("v20990101-000000-0000")
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ScorerProcessError, match=r"could not load .*broken-model"):
-        ScorerProcess(process_settings, str(broken))
+        process.load(str(broken))
+    assert process.pid is not None and process_gone(process.pid)  # no idle child left behind
+
+
+def copy_model(tiny_model, folder: Path, version: str) -> Path:
+    """The tiny model's files under another version, as a retrain would promote."""
+    shutil.copytree(tiny_model.path, folder)
+    metadata = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+    (folder / "metadata.json").write_text(json.dumps(metadata | {"version": version}), encoding="utf-8")
+    return folder
+
+
+def test_a_second_model_loads_beside_the_first_in_the_same_process(process_settings, tiny_model, tmp_path: Path):
+    from model.scorer import ScorerUnavailable
+    from model.scorer_process import ScorerProcess, ScorerProcessError
+
+    restarts: list[int] = []
+    process = ScorerProcess(process_settings, on_restart=lambda: restarts.append(1))
+    old = process.load("champion")
+    try:
+        pid = old.pid
+        expected = old.predict_proba(TEXTS)
+        new = process.load(str(copy_model(tiny_model, tmp_path / "model-b", "v-promoted")))
+        assert (new.version, new.pid, new.path) == ("v-promoted", pid, tmp_path / "model-b")
+        assert flat(new.predict_proba(TEXTS)) == pytest.approx(flat(expected), abs=1e-6)
+        assert flat(old.predict_proba(TEXTS)) == pytest.approx(flat(expected), abs=1e-6)
+        # A model that cannot load leaves the loaded ones scoring in the same child.
+        broken = tmp_path / "broken-model"
+        broken.mkdir()
+        (broken / "config.json").write_text("{not json", encoding="utf-8")
+        with pytest.raises(ScorerProcessError, match=r"could not load .*broken-model"):
+            process.load(str(broken))
+        old.close()
+        with pytest.raises(ScorerUnavailable, match="closed"):
+            old.predict_proba(TEXTS)
+        assert flat(new.predict_proba(TEXTS)) == pytest.approx(flat(expected), abs=1e-6)
+        assert new.pid == pid and not restarts
+        # A new child loads the models still open, and only those.
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: process_gone(pid), 30, "the killed scorer process to exit")
+        assert flat(new.predict_proba(TEXTS)) == pytest.approx(flat(expected), abs=1e-6)
+        assert new.pid != pid and len(restarts) == 1
+        assert process.folders == [tmp_path / "model-b"]
+        old.close()  # closed already: nothing happens
+        assert new.pid == process.pid and not process_gone(new.pid)
+        new.close()
+        wait_for(lambda: process_gone(process.pid), 15, "the scorer process to end with its last model")
+    finally:
+        process.close()
 
 
 def test_a_killed_scorer_process_is_started_again_from_the_same_folder(process_settings, tiny_model):
@@ -72,7 +124,7 @@ def test_a_killed_scorer_process_is_started_again_from_the_same_folder(process_s
 
     local = Scorer.from_settings(process_settings, "champion")
     restarts: list[int] = []
-    remote = ScorerProcess(process_settings, "champion", on_restart=lambda: restarts.append(1))
+    remote = ScorerProcess(process_settings, on_restart=lambda: restarts.append(1)).load("champion")
     try:
         before = remote.predict_proba(TEXTS[:2])
         first = remote.pid
@@ -95,6 +147,31 @@ def test_a_killed_scorer_process_is_started_again_from_the_same_folder(process_s
         remote.close()
 
 
+def test_a_new_model_s_onnx_export_does_not_stall_the_model_that_scores(process_settings, tiny_model,
+                                                                          tmp_path: Path):
+    from model.onnx_runtime import CACHE_DIR, INT8_FILE
+    from model.scorer_process import ScorerProcess
+
+    process = ScorerProcess(process_settings.model_copy(update={"model_quantize": "onnx-int8"}))
+    old = process.load(str(copy_model(tiny_model, tmp_path / "model-a", "v-old")))
+    new_folder = copy_model(tiny_model, tmp_path / "model-b", "v-new")
+    shutil.rmtree(new_folder / CACHE_DIR, ignore_errors=True)
+    try:
+        assert old.precision == "onnx-int8"
+        loaded = []
+        loading = threading.Thread(target=lambda: loaded.append(process.load(str(new_folder))))
+        loading.start()
+        wait_for(lambda: any((new_folder / CACHE_DIR).glob(".export-*")), 120, "the new model's export to start")
+        old.predict_proba(TEXTS)  # answered while the export runs, not after it
+        assert loading.is_alive()
+        loading.join(300)
+        [new] = loaded
+        assert (new_folder / CACHE_DIR / INT8_FILE).is_file() and new.pid == old.pid
+        assert flat(new.predict_proba(TEXTS)) == pytest.approx(flat(old.predict_proba(TEXTS)), abs=1e-6)
+    finally:
+        process.close()
+
+
 def test_the_scorer_process_exits_when_its_parent_is_killed(process_settings, tmp_path: Path):
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(f"""
@@ -103,7 +180,7 @@ def test_the_scorer_process_exits_when_its_parent_is_killed(process_settings, tm
         from model.scorer_process import ScorerProcess
         if __name__ == "__main__":  # a spawned child imports this file again
             remote = ScorerProcess(Settings(model_dir={str(process_settings.models_path)!r}, device="cpu",
-                                            model_threads=1), "champion")
+                                            model_threads=1)).load("champion")
             print(remote.pid, flush=True)
             time.sleep(600)
     """), encoding="utf-8")
@@ -118,17 +195,22 @@ def test_the_scorer_process_exits_when_its_parent_is_killed(process_settings, tm
     wait_for(lambda: process_gone(child), 30, f"scorer process {child} to end with its killed parent")
 
 
-def serve_poisoned(conn, settings, path):
+def serve_poisoned(conn, settings):
     """A scorer process whose model dies, as on a segfault, on any batch that holds POISON; and on
     the first batch that holds FLAKY, as a child killed for memory would (the model folder keeps
     the mark, so the next child scores it)."""
-    conn.send(("ready", {"version": "poisoned", "precision": "fp32"}))
-    flaky_mark = Path(path) / "flaky-died"
+    folders = {}
     while True:
         try:
-            texts = conn.recv()
+            action, model_id, *args = conn.recv()
         except EOFError:
             return
+        if action == "load":
+            folders[model_id] = Path(args[0])
+            conn.send(("ok", {"version": "poisoned", "precision": "fp32"}))
+            continue
+        texts = args[0]
+        flaky_mark = folders[model_id] / "flaky-died"
         if any("POISON" in text for text in texts):
             os._exit(139)
         if any("FLAKY" in text for text in texts) and not flaky_mark.exists():
@@ -151,7 +233,7 @@ def test_a_batch_that_kills_the_scorer_process_is_a_crash_and_the_next_batch_sco
 
     settings, folder = poisoned
     restarts: list[int] = []
-    remote = ScorerProcess(settings, folder, serve=serve_poisoned, on_restart=lambda: restarts.append(1))
+    remote = ScorerProcess(settings, serve=serve_poisoned, on_restart=lambda: restarts.append(1)).load(folder)
     try:
         # Several texts: not sent again, since the worker halves the batch anyway.
         with pytest.raises(ScorerCrashed, match=r"died on a batch of 2 texts \(exit code 139\)"):
@@ -181,8 +263,8 @@ async def test_the_worker_halves_a_crashing_batch_down_to_the_text_that_crashes_
 
     settings, folder = poisoned
     restarts: list[int] = []
-    holder = ModelHolder(lambda ref: ScorerProcess(settings, ref, serve=serve_poisoned,
-                                                    on_restart=lambda: restarts.append(1)))
+    process = ScorerProcess(settings, serve=serve_poisoned, on_restart=lambda: restarts.append(1))
+    holder = ModelHolder(process.load)
     await holder.load_initial(folder)
 
     async def refuse(*args):

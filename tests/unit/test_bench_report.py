@@ -52,7 +52,8 @@ def test_tables_cover_every_section(tmp_path):
                      "max_sustained": {"docs_per_s": 200.0}, "end_to_end_vs_scorer": 0.8,
                      "latency": [{"fraction": 0.5, "target_docs_per_s": 100.0, "n": 10, "p50_s": 0.2, "p95_s": 0.4,
                                   "p99_s": 0.5}], "worker_peak_rss_bytes": 700_000_000},
-        "memory": {"processes": {"worker": {"peak_rss_bytes": 700_000_000, "samples": 9, "state": "ran"}}},
+        "memory": {"processes": {"worker": {"peak_rss_bytes": 700_000_000, "samples": 9, "state": "ran"}},
+                   "swap": {"version": "v2-promoted", "seconds": 0.4}},
         "targets": targets.judge({"p99_at_half_max_s": 0.5}),
     }
     console = Console(record=True, width=160)
@@ -60,7 +61,7 @@ def test_tables_cover_every_section(tmp_path):
         console.print(table)
     text = console.export_text()
     for expected in ("Pipeline (model: tiny)", "200.0 docs/s", "250.0 docs/s (median of 3: 240.0–262.5)", "p99 0.500s",
-                     "700 MB", "Peak memory", "Targets",
+                     "700 MB", "Peak memory, a hot swap included (0.4 s)", "Targets",
                      "PASS", "not measured", "scorer / baseline"):
         assert expected in text
     report.write_json(results, tmp_path / "r.json")
