@@ -11,7 +11,8 @@ Layout under ``root``::
 A version folder is assembled in a temporary folder and renamed into place, and the pointer is
 written to a temporary file and ``os.replace``-d, so a reader that resolves ``champion`` always
 gets a complete folder. ``prune`` renames a version out of ``versions/`` before deleting it, so
-a version is either whole or gone (which versions go: :mod:`model.retention`). Metadata is
+a version is either whole or gone (which versions go: :mod:`model.retention`), and leaves a
+version that a running worker scores with (:class:`VersionHold`). Metadata is
 mirrored to the ``finsent-models`` index when an Elasticsearch client is given; a mirror failure
 is logged, never fatal (the files are the truth).
 """
@@ -45,6 +46,33 @@ class RegistryError(LookupError):
 def new_version(now: datetime | None = None) -> str:
     now = (now or datetime.now(UTC)).astimezone(UTC)
     return f"v{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+class VersionHold:
+    """A shared flock on a model folder's config.json (never rewritten after register) while a
+    worker scores with it: :meth:`Registry.prune` leaves a held version, so a worker pinned to an
+    old version can still start its scorer process again. The lock ends with the process."""
+
+    def __init__(self, folder: Path | str) -> None:
+        self._file = open(Path(folder) / "config.json", "rb")  # noqa: SIM115 - held until release()
+        fcntl.flock(self._file, fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        self._file.close()
+
+
+def is_held(folder: Path) -> bool:
+    """Whether some process holds a :class:`VersionHold` on the folder."""
+    try:
+        with open(folder / "config.json", "rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+    except FileNotFoundError:
+        return False
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -230,6 +258,11 @@ class Registry:
             versions = [p.name for p in sorted(self.versions_dir.iterdir()) if self.exists(p.name)]
             doomed = versions_to_prune(versions, pointer.get("champion"),
                                        [entry["version"] for entry in pointer.get("history", [])], keep)
+            held = [version for version in doomed if is_held(self.versions_dir / version)]
+            if held:
+                log.info("keeping %s: a running worker scores with %s", ", ".join(held),
+                         "it" if len(held) == 1 else "them")
+                doomed = [version for version in doomed if version not in held]
             if dry_run:
                 return doomed
             for version in doomed:

@@ -83,27 +83,40 @@ class ScorerProcess:
         """Load a model (``champion``, a version or a folder) into the child, starting it if need be.
         Raises :class:`ScorerProcessError` when the model cannot load; the models already loaded
         stay."""
-        from model.registry import Registry
+        from model.registry import Registry, VersionHold
 
         # The folder, not the reference: a restart after a promotion loads the same model.
         path = Registry(self._settings.models_path).path(ref)
-        if self._models and self._settings.model_quantize == "onnx-int8":
-            _export_apart(path)  # seconds of work that would stall scoring in the child
-        model_id = next(self._ids)
-        with self._lock:
-            try:
-                if not self._alive():
-                    if self._models:
-                        self._restart()  # it died between batches
-                    else:
-                        self._start()
-                info = self._load_into_child(model_id, path)
-            except (ScorerProcessError, ScorerUnavailable):
-                if not self._models:
-                    self._stop()  # no model left to serve: no idle child left behind
-                raise
-            model = self._models[model_id] = HostedModel(self, model_id, path, info["version"], info["precision"])
-        return model
+        try:
+            hold = VersionHold(path)  # a prune leaves it while this process may load it again
+        except FileNotFoundError:
+            raise ScorerProcessError(f"{path} is not a model folder (no config.json)") from None
+        try:
+            if self._models and self._settings.model_quantize == "onnx-int8":
+                _export_apart(path)  # seconds of work that would stall scoring in the child
+            with self._lock:
+                model_id = next(self._ids)
+                info = self._load_started(model_id, path)
+                model = self._models[model_id] = HostedModel(self, model_id, path, info["version"],
+                                                             info["precision"], hold)
+            return model
+        except BaseException:
+            hold.release()
+            raise
+
+    def _load_started(self, model_id: int, path: Path) -> dict[str, str]:
+        """Load into the child, starting it (again) if need be."""
+        try:
+            if not self._alive():
+                if self._models:
+                    self._restart()  # it died between batches
+                else:
+                    self._start()
+            return self._load_into_child(model_id, path)
+        except (ScorerProcessError, ScorerUnavailable):
+            if not self._models:
+                self._stop()  # no model left to serve: no idle child left behind
+            raise
 
     def score(self, model: HostedModel, texts: Sequence[str]) -> list[list[float]]:
         tries = 2 if len(texts) == 1 else 1
@@ -132,6 +145,7 @@ class ScorerProcess:
         with self._lock:
             if self._models.pop(model.model_id, None) is None:
                 return
+            model.hold.release()
             if not self._models:
                 self._stop()
             elif self._alive():
@@ -205,6 +219,8 @@ class ScorerProcess:
     def close(self) -> None:
         """End the child, whatever it holds; it exits once the batch it may be scoring is done."""
         with self._lock:
+            for model in self._models.values():
+                model.hold.release()
             self._models.clear()
             self._stop()
 
@@ -221,12 +237,14 @@ class ScorerProcess:
 class HostedModel:
     """A model in a :class:`ScorerProcess`: ``version`` and ``score(texts)`` like a Scorer."""
 
-    def __init__(self, process: ScorerProcess, model_id: int, path: Path, version: str, precision: str) -> None:
+    def __init__(self, process: ScorerProcess, model_id: int, path: Path, version: str, precision: str,
+                 hold: Any) -> None:
         self.process = process
         self.model_id = model_id
         self.path = path
         self.version = version
         self.precision = precision
+        self.hold = hold  # model.registry.VersionHold, released when the model is closed
 
     @property
     def pid(self) -> int | None:

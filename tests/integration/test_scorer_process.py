@@ -80,6 +80,7 @@ def copy_model(tiny_model, folder: Path, version: str) -> Path:
 
 
 def test_a_second_model_loads_beside_the_first_in_the_same_process(process_settings, tiny_model, tmp_path: Path):
+    from model.registry import is_held
     from model.scorer import ScorerUnavailable
     from model.scorer_process import ScorerProcess, ScorerProcessError
 
@@ -91,6 +92,7 @@ def test_a_second_model_loads_beside_the_first_in_the_same_process(process_setti
         expected = old.predict_proba(TEXTS)
         new = process.load(str(copy_model(tiny_model, tmp_path / "model-b", "v-promoted")))
         assert (new.version, new.pid, new.path) == ("v-promoted", pid, tmp_path / "model-b")
+        assert is_held(old.path) and is_held(new.path)  # a prune leaves them (model.registry)
         assert flat(new.predict_proba(TEXTS)) == pytest.approx(flat(expected), abs=1e-6)
         assert flat(old.predict_proba(TEXTS)) == pytest.approx(flat(expected), abs=1e-6)
         # A model that cannot load leaves the loaded ones scoring in the same child.
@@ -100,6 +102,7 @@ def test_a_second_model_loads_beside_the_first_in_the_same_process(process_setti
         with pytest.raises(ScorerProcessError, match=r"could not load .*broken-model"):
             process.load(str(broken))
         old.close()
+        assert not is_held(old.path) and is_held(new.path)
         with pytest.raises(ScorerUnavailable, match="closed"):
             old.predict_proba(TEXTS)
         assert flat(new.predict_proba(TEXTS)) == pytest.approx(flat(expected), abs=1e-6)
@@ -113,6 +116,7 @@ def test_a_second_model_loads_beside_the_first_in_the_same_process(process_setti
         old.close()  # closed already: nothing happens
         assert new.pid == process.pid and not process_gone(new.pid)
         new.close()
+        assert not is_held(new.path)
         wait_for(lambda: process_gone(process.pid), 15, "the scorer process to end with its last model")
     finally:
         process.close()

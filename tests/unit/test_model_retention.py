@@ -3,7 +3,7 @@
 import pytest
 
 from model.onnx_runtime import FP32_FILE, INT8_FILE
-from model.registry import Registry, RegistryError
+from model.registry import Registry, RegistryError, VersionHold, is_held
 from model.retention import rollback_targets, versions_to_prune
 from tests.unit.test_model_registry import _register
 
@@ -47,6 +47,20 @@ def test_registry_prune_deletes_folders_and_stale_exports(tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == sorted([INT8_FILE, FP32_FILE])
     assert reg.prune(1) == []
     assert reg.rollback() == v[0]
+
+
+def test_prune_leaves_a_version_a_running_worker_holds(tmp_path):
+    reg = Registry(tmp_path / "models")
+    v = [_register(reg, tmp_path, f"m{i}", version=V[i]) for i in range(4)]
+    reg.promote(v[3])
+    hold = VersionHold(reg.path(v[0]))  # a worker pinned to v0 (model.scorer_process)
+    assert is_held(reg.path(v[0])) and not is_held(reg.path(v[1]))
+    assert reg.prune(1, dry_run=True) == [v[1], v[2]]
+    assert reg.prune(1) == [v[1], v[2]]
+    assert reg.exists(v[0])
+    hold.release()
+    assert not is_held(reg.path(v[0]))
+    assert reg.prune(1) == [v[0]]
 
 
 def test_rollback_to_a_pruned_version_is_a_clear_error(tmp_path):
