@@ -4,29 +4,18 @@ shape of the results, never a figure (the benchmark reports those, it does not a
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
 import orjson
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+from tests.integration.bench_support import run_bench
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_bench_memory_swaps_the_model_halfway_and_reports_every_process(services, tiny_model, tmp_path):
     output = tmp_path / "memory.json"
-    env = os.environ | {"FINSENT_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-                        "FINSENT_ELASTICSEARCH_URL": services.elasticsearch_url,
-                        "FINSENT_MODEL_DIR": str(tmp_path / "no-registry"), "FINSENT_DEVICE": "cpu",
-                        "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    run = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "finsent"), "bench", "memory", "--model", str(tiny_model.path),
-         "--seconds", "4", "--rate", "10", "--output", str(output)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=540,
-    )
+    run = run_bench(services, tmp_path, "memory", "--model", str(tiny_model.path), "--seconds", "4", "--rate", "10",
+                    "--output", str(output))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     memory = orjson.loads(output.read_bytes())["memory"]
     assert memory["load"] == {"docs": 40, "docs_per_s": 10.0, "seconds": 4.0}

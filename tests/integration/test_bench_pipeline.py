@@ -4,35 +4,25 @@ document was indexed, never how fast (speed is what the benchmark reports, not a
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import orjson
 import pytest
 
 from finsent import clients
 from finsent.services import manager
+from tests.integration.bench_support import run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 BACKLOG, WARMUP = 80, 10
 
 
 def test_bench_pipeline_end_to_end(services, tiny_model, tmp_path):
     output = tmp_path / "pipeline.json"
-    env = os.environ | {"FINSENT_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
-                        "FINSENT_ELASTICSEARCH_URL": services.elasticsearch_url,
-                        "FINSENT_MODEL_DIR": str(tmp_path / "no-registry"), "FINSENT_DEVICE": "cpu",
-                        "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    run = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "finsent"), "bench", "pipeline", "--model", str(tiny_model.path),
-         "--backlog", str(BACKLOG), "--warmup", str(WARMUP), "--level-seconds", "1", "--batch-size", "16",
-         "--batch-within", "0.2", "--keep", "--output", str(output)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=540,
-    )
+    run = run_bench(services, tmp_path, "pipeline", "--model", str(tiny_model.path), "--backlog", str(BACKLOG),
+                    "--warmup", str(WARMUP), "--level-seconds", "1", "--batch-size", "16", "--batch-within", "0.2",
+                    "--keep", "--output", str(output))
     assert run.returncode == 0, run.stderr[-3000:]
     results = orjson.loads(output.read_bytes())
     pipeline = results["pipeline"]
