@@ -205,11 +205,9 @@ class ScorerProcess:
             return False
 
     def _restart(self) -> None:
-        versions = ", ".join(model.version for model in self._models.values())
-        exit_code = self._process.exitcode if self._process is not None else None
-        self._stop()
-        log.warning("starting the scorer process of model %s again (the last one's exit code: %s)", versions,
-                    exit_code)
+        self._stop()  # joins it, so its exit code is known
+        log.warning("starting the scorer process of model %s again (the last one's exit code: %s)",
+                    ", ".join(model.version for model in self._models.values()), self._process.exitcode)
         self._on_restart()
         try:
             self._start()
