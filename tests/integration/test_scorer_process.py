@@ -202,7 +202,7 @@ def test_the_scorer_process_exits_when_its_parent_is_killed(process_settings, tm
 def serve_poisoned(conn, settings):
     """A scorer process whose model dies, as on a segfault, on any batch that holds POISON; and on
     the first batch that holds FLAKY, as a child killed for memory would (the model folder keeps
-    the mark, so the next child scores it)."""
+    the mark, so the next child scores it). Loading a folder marked ``dies-on-load`` kills it too."""
     folders = {}
     while True:
         try:
@@ -210,6 +210,8 @@ def serve_poisoned(conn, settings):
         except EOFError:
             return
         if action == "load":
+            if (Path(args[0]) / "dies-on-load").exists():
+                os._exit(137)
             folders[model_id] = Path(args[0])
             conn.send(("ok", {"version": "poisoned", "precision": "fp32"}))
             continue
@@ -253,6 +255,28 @@ def test_a_batch_that_kills_the_scorer_process_is_a_crash_and_the_next_batch_sco
         assert len(restarts) == 4
     finally:
         remote.close()
+
+
+def test_a_model_whose_load_kills_the_process_leaves_the_loaded_one_scoring(poisoned, tmp_path: Path):
+    from model.registry import is_held
+    from model.scorer_process import ScorerProcess, ScorerProcessError
+
+    settings, folder = poisoned
+    restarts: list[int] = []
+    process = ScorerProcess(settings, serve=serve_poisoned, on_restart=lambda: restarts.append(1))
+    old = process.load(folder)
+    heavy = tmp_path / "heavy-model"
+    heavy.mkdir()
+    (heavy / "config.json").write_text("{}", encoding="utf-8")
+    (heavy / "dies-on-load").touch()  # as a child killed for memory while it loads
+    try:
+        with pytest.raises(ScorerProcessError, match=r"exited while loading .*heavy-model \(exit code 137\)"):
+            process.load(str(heavy))
+        assert process.folders == [Path(folder)] and not is_held(heavy) and is_held(Path(folder))
+        assert old.predict_proba(["fine"]) == [[0.1, 0.2, 0.7]]  # in a new child, which loads the old model only
+        assert len(restarts) == 1
+    finally:
+        process.close()
 
 
 async def test_the_worker_halves_a_crashing_batch_down_to_the_text_that_crashes_the_model(poisoned):
