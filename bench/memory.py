@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -100,7 +101,6 @@ def run(settings: Any, *, seconds: float = 30.0, per_second: float = 20.0, model
     promote a copy of the model halfway, and report every process's peak RSS."""
     import tempfile
     import time
-    from pathlib import Path
 
     from bench import load
     from bench.model_choice import choose_model
@@ -158,10 +158,10 @@ def run(settings: Any, *, seconds: float = 30.0, per_second: float = 20.0, model
             "swap": swap, "processes": processes}
 
 
-def promote_copy(settings: Any, model_dir: Any, ref: str, scratch: Any, worker: Any,
+def promote_copy(settings: Any, model_dir: Path, ref: str, scratch: Path, worker: Any,
                  echo: Callable[[str], None], timeout: float = 120.0) -> dict[str, Any]:
     """Promote a copy of the model under another version on the control topic, as a retrain
-    does, and wait until the worker's /health names it."""
+    does, and wait until ``worker``'s /health (a :class:`bench.processes.FinsentProcess`) names it."""
     import json
     import shutil
     import time
