@@ -10,8 +10,9 @@ Why one child for every model: a hot swap loads the new model beside the old one
 child. A second child would hold a second copy of torch (about 800 MB) for the length of the swap;
 a second model in the same child costs its weights (about 60 MB), and it loads in a fraction of
 a second, since the child has torch imported already. Requests go one at a time, so scoring
-waits while a model loads; the ONNX export a new model may need first (``onnx-int8``, seconds)
-runs in a one-off process beforehand.
+waits while a model loads. The ONNX export a new model needs first (``onnx-int8``, seconds) is
+built by the retrain that promotes it; for a model promoted by hand, a one-off process builds it
+before the load.
 
 The child answers one request at a time, and exits when the pipe closes: when its last model
 is closed, and when the worker dies without closing it (kill -9), since the child then reads

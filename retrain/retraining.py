@@ -170,6 +170,12 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
     policy = PromotionPolicy(golden_tolerance=s.retrain_golden_tolerance, min_fresh_gain=s.retrain_min_fresh_gain,
                              min_fresh_eval=s.retrain_min_fresh_eval)
     decision = decide_promotion(champion_golden, challenger_golden, champion_fresh, challenger_fresh, policy)
+    if decision.promote and s.model_quantize == "onnx-int8":
+        from model.onnx_runtime import onnx_file
+
+        # Here, where torch is loaded already, not in a one-off process beside every worker
+        # (model.scorer_process). A model that cannot be exported is not promoted: the retrain fails.
+        onnx_file(ctx.registry.path(challenger))
     figures = decision.figures | {"unresolved_labels": unresolved}
     labels_until = fresh[-1].labeled_at.isoformat()
     ctx.registry.update_metadata(challenger, labels_until=labels_until,

@@ -171,9 +171,13 @@ def test_challenger_worse_on_golden_is_rejected(rsettings, model_registry, tmp_p
 
 
 def test_promotion_publishes_control_message(rsettings, model_registry) -> None:
+    from model.onnx_runtime import CACHE_DIR, INT8_FILE
+
     champion = model_registry.champion()
     index_fresh_labels(rsettings)
-    settings = rsettings.model_copy(update={"retrain_golden_tolerance": 1.0, "retrain_min_fresh_gain": -1.0})
+    # Workers that score in onnx-int8 find the promoted model's export built.
+    settings = rsettings.model_copy(update={"retrain_golden_tolerance": 1.0, "retrain_min_fresh_gain": -1.0,
+                                            "model_quantize": "onnx-int8"})
     with Context.open(settings) as ctx:
         outcome = run_retrain(ctx, trigger="manual")
         # Nothing new since: a second attempt (not manual) is gated.
@@ -182,6 +186,7 @@ def test_promotion_publishes_control_message(rsettings, model_registry) -> None:
     assert again.decision == "skipped"
     assert model_registry.champion() == outcome.challenger_version != champion
     assert model_registry.get(outcome.challenger_version)["parent_version"] == champion
+    assert (model_registry.path(outcome.challenger_version) / CACHE_DIR / INT8_FILE).is_file()
     (promote,) = [m for m in control_messages(settings) if m["action"] == "promote"]
     assert promote["model_version"] == outcome.challenger_version
     assert Path(promote["model_path"]) == model_registry.path(outcome.challenger_version)
