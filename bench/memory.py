@@ -168,9 +168,9 @@ def promote_copy(settings: Any, model_dir: Path, ref: str, scratch: Path, worker
 
     import httpx
 
-    from finsent import clients
     from finsent.schemas import ControlMessage, utc_now
     from model.registry import Registry
+    from stream.control import publish
 
     source = Registry(model_dir).path(ref)
     copy = scratch / "promoted"
@@ -181,11 +181,7 @@ def promote_copy(settings: Any, model_dir: Path, ref: str, scratch: Path, worker
     metadata_path.write_text(json.dumps(metadata | {"version": version}), encoding="utf-8")
     message = ControlMessage(action="promote", model_version=version, model_path=str(copy),
                              reason="bench memory: the peak includes a hot swap", issued_at=utc_now())
-    producer = clients.kafka_producer(settings)
-    try:
-        producer.send(settings.topic("control"), value=message.to_json()).get(timeout=30)
-    finally:
-        producer.close()
+    publish(settings, message)
     echo(f"promoted {version}; waiting for the worker to swap")
     started = time.monotonic()
     while time.monotonic() - started < timeout:

@@ -344,17 +344,13 @@ def _announce(settings: Settings, action: str, version: str, path: Path, notify:
     """Tell running workers (finsent.control) to load the new champion; warn if Kafka is away."""
     if not notify:
         return
-    from finsent import clients
     from finsent.schemas import ControlMessage, utc_now
+    from stream.control import publish
 
     message = ControlMessage(action=action, model_version=version, model_path=str(path),
                              reason=f"finsent model {action}", issued_at=utc_now())
     try:
-        producer = clients.kafka_producer(settings, request_timeout_ms=10_000, max_block_ms=10_000)
-        try:
-            producer.send(settings.topic("control"), message.to_json()).get(timeout=15)
-        finally:
-            producer.close(timeout=5)
+        publish(settings, message)
     except Exception as exc:
         typer.echo(f"warning: could not tell workers on {settings.topic('control')} ({exc}); "
                    "they load the champion when they restart", err=True)

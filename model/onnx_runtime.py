@@ -52,10 +52,15 @@ def stale_cache_files(folder: Path | str) -> list[Path]:
     return sorted(p for p in cache.glob("*.onnx") if p.name not in (INT8_FILE, FP32_FILE))
 
 
+def cache_file(folder: Path | str, *, quantize: bool = True) -> Path:
+    """Where a model folder's ONNX export is cached (it may not exist yet)."""
+    return Path(folder) / CACHE_DIR / (INT8_FILE if quantize else FP32_FILE)
+
+
 def onnx_file(folder: Path | str, *, quantize: bool = True) -> Path:
     """The ONNX file of a Hugging Face model folder, exported on first use and cached beside it."""
     folder = Path(folder)
-    target = folder / CACHE_DIR / (INT8_FILE if quantize else FP32_FILE)
+    target = cache_file(folder, quantize=quantize)
     if target.is_file():
         return target
     target.parent.mkdir(exist_ok=True)

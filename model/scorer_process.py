@@ -268,9 +268,9 @@ class HostedModel:
 def _export_apart(path: Path) -> None:
     """Build a model folder's ONNX cache (:mod:`model.onnx_runtime`) in a one-off process, so the
     scorer process, which answers one request at a time, loads it at once."""
-    from model.onnx_runtime import CACHE_DIR, INT8_FILE, onnx_file
+    from model.onnx_runtime import cache_file, onnx_file
 
-    if (path / CACHE_DIR / INT8_FILE).is_file():
+    if cache_file(path).is_file():
         return
     log.info("exporting %s to ONNX before loading it", path)
     exporter = _CONTEXT.Process(target=onnx_file, args=(str(path),), daemon=True, name="finsent-onnx-export")

@@ -38,6 +38,18 @@ def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
+def publish(settings: Settings, message: ControlMessage, timeout: float = 15.0) -> None:
+    """Send one control message and wait until the broker has it (one-off senders: the CLI, the
+    benchmarks; the retrain scheduler keeps a producer of its own)."""
+    from finsent import clients
+
+    producer = clients.kafka_producer(settings, request_timeout_ms=10_000, max_block_ms=10_000)
+    try:
+        producer.send(settings.topic("control"), message.to_json()).get(timeout=timeout)
+    finally:
+        producer.close(timeout=5)
+
+
 def model_request(message: ControlMessage) -> str | None:
     """The model reference a control message asks workers to load, or None to ignore it."""
     if message.action not in ("promote", "rollback"):
