@@ -28,11 +28,29 @@ def kafka_common(settings: Settings) -> dict[str, Any]:
     }
     if settings.kafka_ssl_cafile:
         kwargs["ssl_cafile"] = str(settings.kafka_ssl_cafile)
-    if settings.kafka_sasl_mechanism:
-        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
-        if settings.kafka_sasl_password is not None:
-            kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return kwargs | _kafka_sasl(settings)
+
+
+def aiokafka_common(settings: Settings) -> dict[str, Any]:
+    """The same for aiokafka (the worker's control listener), which takes TLS as an SSL context."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        kwargs["ssl_context"] = create_ssl_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    return kwargs | _kafka_sasl(settings)
+
+
+def _kafka_sasl(settings: Settings) -> dict[str, Any]:
+    if not settings.kafka_sasl_mechanism:
+        return {}
+    kwargs = {"sasl_mechanism": settings.kafka_sasl_mechanism, "sasl_plain_username": settings.kafka_sasl_username}
+    if settings.kafka_sasl_password is not None:
+        kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
     return kwargs
 
 

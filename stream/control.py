@@ -13,36 +13,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from finsent import clients
 from finsent.schemas import ControlMessage, RecordError, parse_record
 from finsent.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:
-    """aiokafka connection arguments (the kafka-python ones live in finsent.clients)."""
-    kwargs: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        kwargs["ssl_context"] = create_ssl_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
-    if settings.kafka_sasl_mechanism:
-        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
-        if settings.kafka_sasl_password is not None:
-            kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
-    return kwargs
-
-
 def publish(settings: Settings, message: ControlMessage, timeout: float = 15.0) -> None:
     """Send one control message and wait until the broker has it (one-off senders: the CLI, the
     benchmarks; the retrain scheduler keeps a producer of its own)."""
-    from finsent import clients
-
     producer = clients.kafka_producer(settings, request_timeout_ms=10_000, max_block_ms=10_000)
     try:
         producer.send(settings.topic("control"), message.to_json()).get(timeout=timeout)
@@ -69,7 +49,8 @@ class ControlListener:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         tp = TopicPartition(self.settings.topic("control"), 0)
-        self._consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **aiokafka_kwargs(self.settings))
+        self._consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
+                                          **clients.aiokafka_common(self.settings))
         await self._consumer.start()
         self._consumer.assign([tp])
         await self._consumer.seek_to_end(tp)

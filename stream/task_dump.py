@@ -41,7 +41,9 @@ def task_dump() -> str:
     """One line per task and per suspended async generator, sorted."""
     lines = [f"  task {task.get_name()}: {_await_chain(task.get_coro())}" for task in asyncio.all_tasks()]
     for gen in gc.get_objects():
-        if isinstance(gen, types.AsyncGeneratorType) and gen.ag_frame is not None:
+        # type(), not isinstance(): isinstance reads __class__, and some lazy module proxies (torch.distributed's
+        # reduce_op) warn when it is read. Async generators cannot be subclassed, so the test is exact.
+        if type(gen) is types.AsyncGeneratorType and gen.ag_frame is not None:
             state = _generator_state(gen)
             lines.append(f"  asyncgen: {_await_chain(gen)}" + (f" {state}" if state else ""))
     return "\n".join(sorted(lines))

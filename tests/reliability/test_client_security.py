@@ -7,6 +7,7 @@ sees. Also: secrets never show in the settings' repr or in a configuration error
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 
@@ -46,6 +47,26 @@ def test_ssl_only_kafka_passes_the_ca_file():
     kwargs = clients.kafka_common(make(kafka_security_protocol="SSL", kafka_ssl_cafile=Path("/ca.pem")))
     assert kwargs["security_protocol"] == "SSL" and kwargs["ssl_cafile"] == "/ca.pem"
     assert "sasl_mechanism" not in kwargs
+
+
+def test_control_listener_gets_the_same_credentials():
+    # The worker's control listener is an aiokafka consumer: TLS as an SSL context built from the CA file.
+    plain = clients.aiokafka_common(make(kafka_bootstrap="k1:9092,k2:9092"))
+    assert plain == {"bootstrap_servers": "k1:9092,k2:9092", "security_protocol": "PLAINTEXT"}
+    kwargs = clients.aiokafka_common(make(kafka_bootstrap="b1:9096", kafka_security_protocol="SASL_SSL",
+                                          kafka_sasl_mechanism="SCRAM-SHA-512",
+                                          kafka_sasl_username="finsent", kafka_sasl_password=SecretStr("kafka-pw"),
+                                          kafka_ssl_cafile=CA))
+    assert isinstance(kwargs.pop("ssl_context"), ssl.SSLContext)
+    assert kwargs == {"bootstrap_servers": "b1:9096", "security_protocol": "SASL_SSL",
+                      "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "finsent",
+                      "sasl_plain_password": "kafka-pw"}
+    from aiokafka import AIOKafkaConsumer
+
+    async def build() -> None:  # aiokafka builds its clients inside a running loop only
+        AIOKafkaConsumer(**kwargs, ssl_context=ssl.create_default_context())  # takes every argument
+
+    asyncio.run(build())
 
 
 def test_faust_worker_gets_the_same_credentials():

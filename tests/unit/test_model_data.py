@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from model.data import BadDataError, Example, class_weights, fingerprint, load, read_texts, stratified_split

@@ -32,7 +32,7 @@ def test_every_command_the_documents_name_exists():
 
     root = typer.main.get_command(app)
     named = set()
-    for doc in ("README.md", "RELIABILITY.md", "BENCHMARKS.md"):
+    for doc in ("README.md", "MODEL.md", "RELIABILITY.md", "BENCHMARKS.md"):
         text = (ROOT / doc).read_text()
         named |= {(m[0], m[1]) for m in re.findall(r"`finsent ([a-z][a-z-]*)(?: ([a-z][a-z|-]*))?", text)}
     missing = []

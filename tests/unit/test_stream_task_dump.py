@@ -38,3 +38,18 @@ def test_chains_of_tasks_and_generators():
     assert "→ _innermost (" in dump and "→ wait (locks.py:" in dump
     assert "asyncgen: noack_take (" in dump
     assert "'buffer': 3" in dump and "'events': 0" in dump
+
+
+def test_the_dump_reads_no_attribute_of_other_objects():
+    # The worker has torch loaded; torch.distributed keeps a deprecated alias whose __class__ warns when read.
+    import importlib
+    import warnings
+
+    importlib.import_module("torch.distributed")
+
+    async def dump() -> str:
+        return task_dump()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "task " in asyncio.run(dump())
