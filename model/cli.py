@@ -340,6 +340,18 @@ def _minute(iso: str | None) -> str:
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _export_for_workers(settings: Settings, path: Path) -> None:
+    """Workers that score in onnx-int8 load a model's ONNX export. Build it here, before they are told, as a
+    retrain does: otherwise each worker builds it in a one-off process of its own, torch and all
+    (model.scorer_process)."""
+    from model.onnx_runtime import cache_file, onnx_file
+
+    if settings.model_quantize != "onnx-int8" or cache_file(path).is_file():
+        return
+    typer.echo(f"building the ONNX export of {path.name} for the workers (FINSENT_MODEL_QUANTIZE=onnx-int8) ...")
+    onnx_file(path)
+
+
 def _announce(settings: Settings, action: str, version: str, path: Path, notify: bool) -> None:
     """Tell running workers (finsent.control) to load the new champion; warn if Kafka is away."""
     if not notify:
@@ -367,6 +379,11 @@ def promote(
 
     settings = settings_of(ctx)
     registry = _registry(settings)
+    if registry.exists(version):
+        try:
+            _export_for_workers(settings, registry.path(version))
+        except Exception as exc:  # the workers could not load it either
+            fail(f"{version} not promoted: its ONNX export failed ({exc})")
     try:
         registry.promote(version)
     except RegistryError as exc:
@@ -389,6 +406,10 @@ def rollback(
         version = registry.rollback()
     except RegistryError as exc:
         fail(str(exc))
+    try:  # the earlier champion was served before, so its export is normally there still
+        _export_for_workers(settings, registry.path(version))
+    except Exception as exc:
+        typer.echo(f"warning: the ONNX export of {version} failed ({exc}); each worker tries again", err=True)
     _announce(settings, "rollback", version, registry.path(version), notify)
     typer.echo(f"champion is now {version}")
 

@@ -11,8 +11,8 @@ child. A second child would hold a second copy of torch (about 800 MB) for the l
 a second model in the same child costs its weights (about 60 MB), and it loads in a fraction of
 a second, since the child has torch imported already. Requests go one at a time, so scoring
 waits while a model loads. The ONNX export a new model needs first (``onnx-int8``, seconds) is
-built by the retrain that promotes it; for a model promoted by hand, a one-off process builds it
-before the load.
+built by the retrain or the ``finsent model promote`` that promotes it; for one still missing (a
+model promoted on another machine, say), a one-off process builds it before the load.
 
 The child answers one request at a time, and exits when the pipe closes: when its last model
 is closed, and when the worker dies without closing it (kill -9), since the child then reads

@@ -198,3 +198,31 @@ def test_calibrate_registers_the_same_weights_with_a_fitted_temperature(cli_env,
     assert measured["data"] == [str(held)] and measured["n"] == len(held_rows)
     right = sum(s.label == label for s, (_, label) in zip(biased.score(texts), held_rows))
     assert measured["accuracy"] == pytest.approx(right / len(held_rows))
+
+
+def test_promote_builds_the_onnx_export_first_when_workers_score_in_onnx_int8(cli_env, tmp_path, monkeypatch):
+    from model.onnx_runtime import cache_file
+
+    data = tmp_path / "train.csv"
+    with data.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([["text", "label"], *tiny_rows(8)])
+    common = ["--data", str(data), "--max-steps", "1", "--batch-size", "8", "--threads", "1", "--no-progress",
+              "--val-fraction", "0.25"]
+    exportable = _run("train", *common).stdout.strip().splitlines()[-1]
+    broken = _run("train", *common).stdout.strip().splitlines()[-1]
+    versions = tmp_path / "models" / "versions"
+    monkeypatch.setenv("FINSENT_MODEL_QUANTIZE", "onnx-int8")
+
+    # Before the pointer moves and before the workers are told, so none of them has to export it beside itself.
+    assert not cache_file(versions / exportable).exists()
+    assert "building the ONNX export" in _run("promote", exportable, "--no-notify").stdout
+    assert cache_file(versions / exportable).is_file()
+
+    # A model that cannot be exported is not promoted: the workers could not load it either.
+    (versions / broken / "model.safetensors").unlink()
+    from finsent.cli import app
+
+    result = CliRunner().invoke(app, ["model", "promote", broken, "--no-notify"])
+    assert result.exit_code != 0 and f"{broken} not promoted: its ONNX export failed" in result.output
+    champion = json.loads((tmp_path / "models" / "champion.json").read_text())["champion"]
+    assert champion == exportable
