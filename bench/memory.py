@@ -166,8 +166,6 @@ def promote_copy(settings: Any, model_dir: Path, ref: str, scratch: Path, worker
     import shutil
     import time
 
-    import httpx
-
     from finsent.schemas import ControlMessage, utc_now
     from model.registry import Registry
     from stream.control import publish
@@ -184,13 +182,8 @@ def promote_copy(settings: Any, model_dir: Path, ref: str, scratch: Path, worker
     publish(settings, message)
     echo(f"promoted {version}; waiting for the worker to swap")
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if httpx.get(worker.url("/health"), timeout=3).json().get("model_version") == version:
-                seconds = time.monotonic() - started
-                echo(f"the worker scores with {version} after {seconds:.1f} s")
-                return {"version": version, "seconds": round(seconds, 2)}
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the worker did not swap to {version} within {timeout:.0f} s; log:\n{worker.tail()}")
+    worker.wait_healthy(timeout, until=lambda health: health.get("model_version") == version,
+                        what=f"scoring with {version}", every=0.2)
+    seconds = time.monotonic() - started
+    echo(f"the worker scores with {version} after {seconds:.1f} s")
+    return {"version": version, "seconds": round(seconds, 2)}

@@ -140,19 +140,22 @@ class FinsentProcess:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float, *, until: Callable[[dict[str, Any]], bool] | None = None,
+                     what: str = "healthy", every: float = 0.5) -> None:
+        """Until the health endpoint answers 200, and ``until`` (``what`` it waits for) accepts its JSON body."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running():
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; log {self.log_path}:\n"
                                    f"{self.tail()}")
             try:
-                if httpx.get(self.url(self.health_path or "/"), timeout=3).status_code == 200:
+                response = httpx.get(self.url(self.health_path or "/"), timeout=3)
+                if response.status_code == 200 and (until is None or until(response.json())):
                     return
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{self.name} not healthy after {timeout:.0f}s; log {self.log_path}:\n{self.tail()}")
+            time.sleep(every)
+        raise RuntimeError(f"{self.name} not {what} after {timeout:.0f}s; log {self.log_path}:\n{self.tail()}")
 
     def wait(self, timeout: float) -> int | None:
         try:

@@ -344,9 +344,9 @@ def _export_for_workers(settings: Settings, path: Path) -> None:
     """Workers that score in onnx-int8 load a model's ONNX export. Build it here, before they are told, as a
     retrain does: otherwise each worker builds it in a one-off process of its own, torch and all
     (model.scorer_process)."""
-    from model.onnx_runtime import cache_file, onnx_file
+    from model.onnx_runtime import export_missing, onnx_file
 
-    if settings.model_quantize != "onnx-int8" or cache_file(path).is_file():
+    if not export_missing(settings.model_quantize, path):
         return
     typer.echo(f"building the ONNX export of {path.name} for the workers (FINSENT_MODEL_QUANTIZE=onnx-int8) ...")
     onnx_file(path)

@@ -57,6 +57,13 @@ def cache_file(folder: Path | str, *, quantize: bool = True) -> Path:
     return Path(folder) / CACHE_DIR / (INT8_FILE if quantize else FP32_FILE)
 
 
+def export_missing(quantize_setting: str | None, folder: Path | str) -> bool:
+    """Whether workers that score with this ``FINSENT_MODEL_QUANTIZE`` need an ONNX export of the
+    folder that is not built yet: whoever promotes the model builds it first (retrain, CLI), and the
+    scorer process builds one still missing apart from the model that scores."""
+    return quantize_setting == "onnx-int8" and not cache_file(folder).is_file()
+
+
 def onnx_file(folder: Path | str, *, quantize: bool = True) -> Path:
     """The ONNX file of a Hugging Face model folder, exported on first use and cached beside it."""
     folder = Path(folder)

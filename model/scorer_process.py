@@ -84,6 +84,7 @@ class ScorerProcess:
         """Load a model (``champion``, a version or a folder) into the child, starting it if need be.
         Raises :class:`ScorerProcessError` when the model cannot load; the models already loaded
         stay."""
+        from model.onnx_runtime import export_missing
         from model.registry import Registry, VersionHold
 
         # The folder, not the reference: a restart after a promotion loads the same model.
@@ -93,7 +94,7 @@ class ScorerProcess:
         except FileNotFoundError:
             raise ScorerProcessError(f"{path} is not a model folder (no config.json)") from None
         try:
-            if self._models and self._settings.model_quantize == "onnx-int8":
+            if self._models and export_missing(self._settings.model_quantize, path):
                 _export_apart(path)  # seconds of work that would stall scoring in the child
             with self._lock:
                 model_id = next(self._ids)
@@ -268,10 +269,8 @@ class HostedModel:
 def _export_apart(path: Path) -> None:
     """Build a model folder's ONNX cache (:mod:`model.onnx_runtime`) in a one-off process, so the
     scorer process, which answers one request at a time, loads it at once."""
-    from model.onnx_runtime import cache_file, onnx_file
+    from model.onnx_runtime import onnx_file
 
-    if cache_file(path).is_file():
-        return
     log.info("exporting %s to ONNX before loading it", path)
     exporter = _CONTEXT.Process(target=onnx_file, args=(str(path),), daemon=True, name="finsent-onnx-export")
     exporter.start()

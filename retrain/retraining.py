@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from finsent.schemas import ControlMessage
+from model.onnx_runtime import export_missing, onnx_file
 from retrain import golden as goldenmod
 from retrain.conflicts import ResolvedLabel, split_holdout
 from retrain.context import Context, flat_details
@@ -170,9 +171,7 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
     policy = PromotionPolicy(golden_tolerance=s.retrain_golden_tolerance, min_fresh_gain=s.retrain_min_fresh_gain,
                              min_fresh_eval=s.retrain_min_fresh_eval)
     decision = decide_promotion(champion_golden, challenger_golden, champion_fresh, challenger_fresh, policy)
-    if decision.promote and s.model_quantize == "onnx-int8":
-        from model.onnx_runtime import onnx_file
-
+    if decision.promote and export_missing(s.model_quantize, ctx.registry.path(challenger)):
         # Here, where torch is loaded already, not in a one-off process beside every worker
         # (model.scorer_process). A model that cannot be exported is not promoted: the retrain fails.
         onnx_file(ctx.registry.path(challenger))
