@@ -79,7 +79,7 @@ def run(
         fail(str(exc))
     port = settings.alerts_metrics_port if metrics_port is None else metrics_port
     if port:
-        start_http_server(port, addr="127.0.0.1", registry=registry)
+        start_http_server(port, addr=settings.metrics_host, registry=registry)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

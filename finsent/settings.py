@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     index_shards: int = Field(1, ge=1, le=64)
     index_replicas: int = Field(0, ge=0, le=16)
 
+    # --- Prometheus ---------------------------------------------------------------------
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the /metrics servers of ingest, the worker (with /health), alerts and the "
+                                 "scheduler bind; 0.0.0.0 lets a Prometheus on another host scrape them")
+
     # --- embedded services (finsent services up) ---------------------------------------
     kafka_version: str = Field("3.9.2", pattern=r"^3\.9\.\d+$")
     elasticsearch_version: str = Field("9.3.2", pattern=r"^9\.\d+\.\d+$")

@@ -85,7 +85,7 @@ def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: 
                 tasks.append(serve(make_app(pipeline, settings), push.host, push.port, stop))
             else:
                 port = settings.ingest_metrics_port if metrics_port is None else metrics_port
-                start_metrics_server(pipeline.metrics.registry, port)
+                start_metrics_server(pipeline.metrics.registry, port, settings.metrics_host)
             await asyncio.gather(*tasks)
             return 0
         finally:

@@ -72,14 +72,14 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-def start_metrics_server(registry, port: int) -> None:
-    """Serve /metrics on ``port`` (0: off). A busy port is logged, not fatal: ingest matters more."""
+def start_metrics_server(registry, port: int, host: str) -> None:
+    """Serve /metrics on ``host:port`` (port 0: off). A busy port is logged, not fatal: ingest matters more."""
     if not port:
         return
     from prometheus_client import start_http_server
 
     try:
-        start_http_server(port, addr="0.0.0.0", registry=registry)
-        log.info("metrics on http://0.0.0.0:%d/metrics", port)
+        start_http_server(port, addr=host, registry=registry)
+        log.info("metrics on http://%s:%d/metrics", host, port)
     except OSError as exc:
         log.warning("cannot serve metrics on port %d: %s", port, exc)

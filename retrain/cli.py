@@ -99,7 +99,7 @@ def scheduler(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if settings.retrain_metrics_port:
-        start_http_server(settings.retrain_metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        start_http_server(settings.retrain_metrics_port, addr=settings.metrics_host, registry=metrics.registry)
     if with_indexer:
         start_background(settings, stop)
     for job_id, job in sched.jobs().items():

@@ -194,6 +194,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
         producer_acks=-1,
         web_port=web_port or settings.worker_web_port,
         web_host="127.0.0.1",
+        web_bind=settings.metrics_host,  # Faust binds 0.0.0.0 unless told
         autodiscover=False,
         table_standby_replicas=0,
         TableManager="stream.recovery_order:OrderedTableManager",  # seek before resuming (see there)

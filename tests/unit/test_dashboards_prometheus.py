@@ -4,6 +4,7 @@ tests/setup_promtool.sh), rule unit tests, and the Grafana dashboard's shape and
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -87,6 +88,39 @@ def test_scrape_ports_match_the_settings_defaults():
     assert targets["finsent-alerts"].endswith(f":{defaults.alerts_metrics_port}")
     assert targets["finsent-scheduler"].endswith(f":{defaults.retrain_metrics_port}")
     assert targets["finsent-dashboard"].endswith(f":{defaults.dashboard_port}")
+
+
+def _exposed_buckets() -> dict[str, set[str]]:
+    """``le`` values of every unlabelled histogram, spelt as the processes expose them (30 → "30.0")."""
+    import importlib
+
+    from prometheus_client import CollectorRegistry
+
+    from dashboards.metric_inventory import METRIC_CLASSES
+
+    buckets: dict[str, set[str]] = {}
+    for module_name, class_name in METRIC_CLASSES:
+        registry = CollectorRegistry()
+        getattr(importlib.import_module(module_name), class_name)(registry)
+        for family in registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    buckets.setdefault(sample.name, set()).add(sample.labels["le"])
+    return buckets
+
+
+def test_bucket_bounds_in_rules_and_panels_are_spelt_as_exposed():
+    # le is a string label: le="30" matches nothing when the client exposes le="30.0", and the
+    # alert that reads it then never fires.
+    buckets = _exposed_buckets()
+    texts = [PROMETHEUS / "alerts.yml", PROMETHEUS / "alerts.test.yml", GRAFANA]
+    found = 0
+    for path in texts:
+        for name, le in re.findall(r'(\w+_bucket)\{[^}]*?le=\\?"([^"\\]+)\\?"', path.read_text()):
+            found += 1
+            assert le in buckets.get(name, set()), f"{path.name}: {name}{{le={le!r}}} is not a bucket the " \
+                                                   f"processes expose ({sorted(buckets.get(name, []))})"
+    assert found >= 3
 
 
 def _grafana_exprs(dashboard: dict) -> list[tuple[str, str]]:

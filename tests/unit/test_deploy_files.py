@@ -57,3 +57,30 @@ def test_prometheus_scrapes_every_finsent_process():
     jobs = {job["job_name"] for job in config["scrape_configs"]}
     for name in ("worker", "ingest", "alerts", "scheduler", "dashboard"):
         assert f"finsent-{name}" in jobs
+
+
+def _option(command: list[str], name: str) -> str | None:
+    return command[command.index(name) + 1] if name in command else None
+
+
+def test_scraped_and_published_processes_listen_beyond_the_container():
+    # Prometheus and the published ports reach a container from outside it: a process bound to
+    # 127.0.0.1 there answers no one.
+    assert SERVICES["ingest"]["environment"]["FINSENT_METRICS_HOST"] == "0.0.0.0"
+    for name in ("ingest", "dashboard"):
+        assert _option(SERVICES[name]["command"], "--host") == "0.0.0.0", name
+
+
+def test_prometheus_scrapes_the_ports_the_services_serve():
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"][0]
+               for job in config["scrape_configs"] if "static_configs" in job}
+    # `ingest serve` serves /metrics on its push port.
+    assert targets["finsent-ingest"] == f"ingest:{_option(SERVICES['ingest']['command'], '--port')}"
+    assert targets["finsent-dashboard"] == f"dashboard:{_option(SERVICES['dashboard']['command'], '--port')}"
+
+
+def test_kafka_keeps_its_log_in_the_volume():
+    kafka = SERVICES["kafka"]
+    mounted = {volume.split(":")[1] for volume in kafka["volumes"]}
+    assert kafka["environment"]["KAFKA_LOG_DIRS"] in mounted
