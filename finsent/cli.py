@@ -93,6 +93,10 @@ def up(
     settings = settings_of(ctx)
     try:
         started = system.up(settings, echo=typer.echo)
+    except KeyboardInterrupt:  # during the first model's training, say: leave nothing running behind
+        typer.echo("\nstopping…")
+        system.down(settings, echo=typer.echo)
+        raise typer.Exit(130)
     except Exception as exc:  # noqa: BLE001
         fail(f"up failed: {exc} (run `finsent down` to stop what started)")
     typer.echo("\nfinsent is up:")

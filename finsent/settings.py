@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "FINSENT_"
@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     elasticsearch_api_key: SecretStr | None = None
     elasticsearch_ca_certs: Path | None = None
     elasticsearch_verify_certs: bool = True
-    index_prefix: str = Field("finsent", pattern=r"^[a-z0-9._-]{1,100}$")
+    index_prefix: str = Field("finsent", pattern=r"^[a-z0-9][a-z0-9._-]{0,99}$")  # ES refuses a leading _ - +
     index_shards: int = Field(1, ge=1, le=64)
     index_replicas: int = Field(0, ge=0, le=16)
 
@@ -125,7 +125,8 @@ class Settings(BaseSettings):
                                "interpreter lock; BENCHMARKS.md), or a thread of the worker")
     worker_batch_within: float = Field(0.1, gt=0, description="Seconds to wait for a batch to fill (latency vs batch size)")
     worker_web_port: int = Field(6066, ge=1, le=65535)
-    max_text_bytes: int = Field(100_000, ge=1024, description="Larger raw documents go to the DLQ")
+    max_text_bytes: int = Field(100_000, ge=1024, le=990_000,  # a scored document must fit one Kafka message
+                                description="Larger raw documents go to the DLQ")
     windows: str = Field("1m,15m,1h,1d", pattern=r"^\d+[smhd](,\d+[smhd])*$")
     window_baseline: int = Field(24, ge=1, le=1000, description="Previous windows in the z-score baseline")
     window_min_baseline: int = Field(3, ge=2, le=1000, description="Baseline windows needed before z-scores")
@@ -142,8 +143,9 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Delivered, mirrored alerts older than this leave the outbox; the index keeps them (0: never)")
     alerts_offset_reset: Literal["earliest", "latest"] = Field("latest", description="Where a new alerts consumer group starts")
     alerts_dashboard_url: str = Field(
-        "http://127.0.0.1:5601/app/dashboards#/view/finsent-overview?_a=(query:(language:kuery,query:'tickers:{ticker}'))",
-        description="Dashboard link template for alerts ({ticker}, {window}, {rule}, {from}, {to})",
+        "http://127.0.0.1:5601/app/dashboards#/view/finsent-overview?_a=(query:(language:kuery,query:'{query}'))",
+        description="Dashboard link template for alerts ({ticker}, {query}: a KQL filter on the ticker, {window}, "
+                    "{rule}, {from}, {to})",
     )
 
     # --- retrain and labels (retrain/) ---------------------------------------------------
@@ -170,7 +172,8 @@ class Settings(BaseSettings):
     drift_min_labels: int = Field(30, ge=1, description="Fresh labels needed before performance drift is judged")
     drift_max_labels: int = Field(2000, ge=1, description="Newest fresh labels scored per performance check")
     retrain_min_labels: int = Field(50, ge=1, description="Fresh labels needed before a retrain (K)")
-    retrain_cron: str = Field("0 3 * * 0", description="Crontab of the fallback retrain (empty: none)")
+    retrain_cron: str = Field(
+        "0 3 * * 0", description="Crontab (UTC) of the fallback retrain; day of week 0 or 7 is Sunday (empty: none)")
     retrain_cooldown_minutes: float = Field(60.0, ge=0, description="Least time between two retrain attempts")
     retrain_replay_rows: int = Field(2000, ge=0, description="Rows of the original training data replayed")
     retrain_fresh_repeat: int = Field(2, ge=1, le=20, description="Times each fresh label is repeated in training")
@@ -219,6 +222,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"{server!r} is not host:port")
         return value
 
+    @model_validator(mode="after")
+    def _embedded_ports(self) -> "Settings":
+        ports = {"kafka_port": self.kafka_port, "kafka_controller_port": self.kafka_controller_port,
+                 "elasticsearch_port": self.elasticsearch_port,
+                 "elasticsearch_transport_port": self.elasticsearch_transport_port}
+        seen: dict[int, str] = {}
+        for name, port in ports.items():
+            if port in seen:
+                raise ValueError(f"{ENV_PREFIX}{seen[port].upper()} and {ENV_PREFIX}{name.upper()} are both {port}")
+            seen[port] = name
+        # Moving a local server (the advice when its port is taken) must move its clients too, unless
+        # the user named the address explicitly.
+        if "kafka_bootstrap" not in self.model_fields_set:
+            self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"
+        if "elasticsearch_url" not in self.model_fields_set:
+            self.elasticsearch_url = f"http://127.0.0.1:{self.elasticsearch_port}"
+        return self
+
     @property
     def models_path(self) -> Path:
         return (self.model_dir or self.state_dir / "models").resolve()
@@ -255,7 +276,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a check across fields names them in its message
+                problems.append(err["msg"].removeprefix("Value error, "))
+                continue
+            field = str(err["loc"][0])
             shown = "***" if field in _SECRET_FIELDS else repr(err.get("input"))
             problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']} (got {shown})")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None

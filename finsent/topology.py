@@ -104,10 +104,24 @@ def ensure_indices(es: Any, settings: Settings) -> list[str]:
         if es.indices.exists(index=index):
             # Templates only shape new indices; add new fields to the live one too.
             es.indices.put_mapping(index=index, properties=MAPPINGS[name])
-        else:
-            es.options(ignore_status=400).indices.create(index=index)
+        elif _create_index(es, index):
             created.append(index)
     return created
+
+
+def _create_index(es: Any, index: str) -> bool:
+    """Create ``index``; False when another process created it first. Any other refusal (the
+    cluster's shard limit, say) is raised, not reported as created."""
+    from elasticsearch import BadRequestError
+
+    try:
+        es.indices.create(index=index)
+    except BadRequestError as exc:
+        error = exc.body.get("error") if isinstance(exc.body, dict) else None
+        if isinstance(error, dict) and error.get("type") == "resource_already_exists_exception":
+            return False
+        raise
+    return True
 
 
 def topic_configs(name: str, settings: Settings) -> dict[str, str]:
@@ -151,4 +165,22 @@ def ensure_topics(admin: Any, settings: Settings) -> list[str]:
         failed = {topic: answer for topic, answer in answers.items() if answer != "OK"}
         if failed:
             raise RuntimeError(f"Kafka refused the topic settings: {failed}")
+    _check_partitions(admin, settings, [settings.topic(name) for name in TOPICS if settings.topic(name) in existing])
     return [t.name for t in wanted]
+
+
+def _check_partitions(admin: Any, settings: Settings, topics: list[str]) -> None:
+    """Existing topics keep their partition count (adding partitions would move tickers to other
+    partitions and away from their window state). A control topic with more than one loses the
+    order of promotions, so that is an error; another count than the setting is a warning."""
+    if not topics:
+        return
+    counts = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(topics)}
+    control = settings.topic("control")
+    if counts.get(control, 1) != 1:
+        raise RuntimeError(f"topic {control} has {counts[control]} partitions; control messages need exactly one "
+                           f"to stay in order: delete the topic (no worker running) and run `finsent services init`")
+    for topic, count in sorted(counts.items()):
+        if topic != control and count != settings.topic_partitions:
+            log.warning("topic %s has %d partitions, FINSENT_TOPIC_PARTITIONS says %d; existing topics keep "
+                        "theirs", topic, count, settings.topic_partitions)

@@ -40,11 +40,12 @@ def services(base_settings: Settings):
     """The real local Kafka and Elasticsearch, up and healthy, with the default topology."""
     from finsent.services import manager
 
-    was_running = all(s.process() is not None for s in manager.servers(base_settings))
+    not_running = [server.name for server in manager.servers(base_settings) if server.process() is None]
     manager.up(base_settings, echo=lambda m: print(f"[services] {m}"))
     yield base_settings
-    if not was_running:
-        manager.down(base_settings, echo=lambda m: print(f"[services] {m}"))
+    for server in manager.servers(base_settings):  # only what this session started
+        if server.name in not_running:
+            print(f"[services] {server.name}: {'stopped' if server.stop() else 'not running'}")
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ def up(ctx: typer.Context, no_init: bool = typer.Option(False, "--no-init", help
         entries = manager.up(settings, bootstrap=not no_init, echo=lambda m: console.print(m))
     except ServiceError as exc:
         fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - e.g. init against a cluster that refuses: one clear line
+        fail(f"services up failed: {exc}")
     for entry in entries:
         console.print(f"[green]{entry.name}[/green] {entry.address} pid={entry.pid} {entry.detail}")
 

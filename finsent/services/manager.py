@@ -34,10 +34,13 @@ def up(settings: Settings, *, bootstrap: bool = True, echo: Callable[[str], None
         kafka: (settings.kafka_port, settings.kafka_controller_port),
         es: (settings.elasticsearch_port, settings.elasticsearch_transport_port),
     }
-    started = []
+    started = []  # (server, process, whether this call started it)
     for server in (kafka, es):
-        if server.process() is not None:
-            echo(f"{server.name}: already running (pid {server.process().pid})")
+        running = server.process()
+        if running is not None:
+            # Perhaps still starting (an earlier `up` interrupted): wait for it like a new one.
+            echo(f"{server.name}: already running (pid {running.pid})")
+            started.append((server, running, False))
             continue
         for port in ports[server]:
             if port_in_use(port):
@@ -48,13 +51,14 @@ def up(settings: Settings, *, bootstrap: bool = True, echo: Callable[[str], None
                 )
         fetch = "" if server.fetched() else f" (fetching it from Maven Central into {settings.cache_dir} first, once)"
         echo(f"{server.name}: starting{fetch}")
-        started.append((server, server.start()))
+        started.append((server, server.start(), True))
     deadline = time.monotonic() + settings.services_start_timeout
-    for server, proc in started:
+    for server, proc, ours in started:
         try:
             server.wait_healthy(proc, timeout=max(5.0, deadline - time.monotonic()))
         except ServiceError:
-            server.stop()
+            if ours:
+                server.stop()
             raise
         echo(f"{server.name}: healthy (pid {proc.pid})")
     if bootstrap:
@@ -119,7 +123,8 @@ def status(settings: Settings) -> list[ServiceStatus]:
         if proc is not None:
             try:
                 health = server.health()
-                healthy, detail = bool(health), (health if isinstance(health, str) else "metadata ok")
+                healthy = bool(health)
+                detail = health if isinstance(health, str) else ("metadata ok" if health else "not answering")
             except Exception as exc:  # noqa: BLE001 - status reports, never raises
                 detail = f"unhealthy: {exc}"
         result.append(ServiceStatus(server.name, address, proc.pid if proc else None, proc is not None, healthy,

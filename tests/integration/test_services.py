@@ -15,6 +15,7 @@ from finsent import clients, topology
 from finsent.services import manager
 from finsent.services.process import ServiceError
 from tests.conftest import ROOT
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +74,42 @@ def test_topics_have_configured_partitions_and_the_dlq_its_retention(bootstrappe
         assert _retention_ms(admin, bootstrapped.topic("dlq")) == str(90 * 86_400_000)  # reaches an existing topic
     finally:
         admin.close()
+
+
+def test_init_refuses_a_control_topic_with_more_partitions_and_warns_on_other_counts(settings, caplog):
+    from kafka.admin import NewTopic
+
+    admin = clients.kafka_admin(settings)
+    try:
+        admin.create_topics([NewTopic(settings.topic("raw"), settings.topic_partitions + 1, 1),
+                             NewTopic(settings.topic("control"), 1, 1)])
+        wait_for(lambda: {settings.topic("raw"), settings.topic("control")} <= set(admin.list_topics()), 30,
+                 "the new topics in the metadata")
+        with caplog.at_level("WARNING", logger="finsent.topology"):
+            topology.ensure_topics(admin, settings)
+        assert f"topic {settings.topic('raw')} has {settings.topic_partitions + 1} partitions" in caplog.text
+
+        other = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "b"})
+        admin.create_topics([NewTopic(other.topic("control"), 3, 1)])
+        wait_for(lambda: other.topic("control") in admin.list_topics(), 30, "the new topic in the metadata")
+        with pytest.raises(RuntimeError, match=f"topic {other.topic('control')} has 3 partitions"):
+            topology.ensure_topics(admin, other)
+    finally:
+        admin.close()
+        manager.remove_prefixed(settings.model_copy(update={"topic_prefix": settings.topic_prefix + "b"}))
+
+
+def test_an_index_the_cluster_refuses_is_an_error_not_created(settings):
+    with clients.elasticsearch(settings) as es:
+        shards = es.cluster.health()["active_shards"]
+        # The cluster's shard limit: creating one more index is refused with a 400.
+        es.cluster.put_settings(persistent={"cluster.max_shards_per_node": max(1, shards)})
+        try:
+            with pytest.raises(Exception, match="shards"):
+                topology.ensure_indices(es, settings)
+            assert not es.indices.exists(index=settings.index("docs"))
+        finally:
+            es.cluster.put_settings(persistent={"cluster.max_shards_per_node": None})
 
 
 def test_remove_prefixed_deletes_one_prefix_and_nothing_else(bootstrapped):
