@@ -56,9 +56,7 @@ def _fetcher(settings: Settings):
 def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: int | None,
                  push=None) -> None:
     """Run polling sources (and optionally the push endpoint) until stopped, or once."""
-    from ingest.pipeline import BatchReport
-    from ingest.runner import install_stop_handlers, poll, poll_forever, start_metrics_server
-    from ingest.sources.http import FetchError
+    from ingest.runner import install_stop_handlers, poll_forever, poll_once, start_metrics_server
 
     pipeline = _start(settings)
     http = _fetcher(settings)
@@ -67,13 +65,8 @@ def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: 
         sources = make_sources(http)
         try:
             if once:
-                total, errors = BatchReport(), 0
-                for source in sources:
-                    try:
-                        total.add(await poll(source, pipeline))
-                    except FetchError as exc:
-                        errors += 1
-                        typer.echo(f"{source.name}: fetch failed: {exc.detail}", err=True)
+                total, errors = await poll_once(sources, pipeline,
+                                                lambda source, why: typer.echo(f"{source.name}: {why}", err=True))
                 typer.echo(_summary("ingest", total, errors))
                 return 1 if errors or total.failed else 0
             stop = asyncio.Event()
@@ -102,12 +95,13 @@ def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: 
 def rss(ctx: typer.Context, urls: Annotated[list[str], typer.Argument(help="Feed URLs")], once: Once = False,
         interval: Interval = None, metrics_port: MetricsPort = None) -> None:
     """Poll RSS/Atom feeds (conditional GET, backoff, Retry-After)."""
+    from ingest.sources.http import url_problem
     from ingest.sources.rss import RssSource
 
     settings = settings_of(ctx)
-    bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+    bad = [f"{u}: {problem}" for u in urls if (problem := url_problem(u))]
     if bad:
-        fail(f"not an http(s) URL: {', '.join(bad)}")
+        fail("; ".join(bad))
     every = interval or settings.ingest_poll_interval
     _run_sources(settings, lambda http: [RssSource(http, u, interval=every) for u in urls],
                  once=once, metrics_port=metrics_port)

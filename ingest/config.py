@@ -27,18 +27,29 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from finsent.settings import Settings
 from finsent.tagged_unions import union_tags
 from ingest.sources.api import ApiSource, FieldMap
 from ingest.sources.base import Source
-from ingest.sources.http import HttpFetcher
+from ingest.sources.http import HttpFetcher, url_problem
 from ingest.sources.reddit import RedditSource
 from ingest.sources.rss import RssSource
 from ingest.sources.stocktwits import StockTwitsSource
 
+
+def _fetchable(url: str) -> str:
+    if problem := url_problem(url):  # what httpx cannot read would fail every poll
+        raise ValueError(problem)
+    return url
+
+
 Interval = Annotated[float, Field(gt=0)]
+HttpUrl = Annotated[str, AfterValidator(_fetchable)]
+# What Reddit and StockTwits allow; the name goes into a URL path, so nothing else gets through.
+Subreddit = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,21}$")]
+Symbol = Annotated[str, Field(pattern=r"^\$?[A-Za-z0-9._^-]{1,20}$")]
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -48,7 +59,7 @@ class _Strict(BaseModel):
 
 class RssConfig(_Strict):
     type: Literal["rss"]
-    urls: list[Annotated[str, Field(pattern=r"^https?://")]] = Field(min_length=1)
+    urls: list[HttpUrl] = Field(min_length=1)
     interval: Interval | None = None
     name: str | None = None
 
@@ -56,7 +67,7 @@ class RssConfig(_Strict):
 class ApiConfig(_Strict):
     type: Literal["api"] = "api"
     name: Annotated[str, Field(min_length=1, max_length=64)]
-    url: Annotated[str, Field(pattern=r"^https?://")]
+    url: HttpUrl
     items: str = ""
     fields: FieldMap
     headers: dict[str, str] = Field(default_factory=dict)
@@ -66,16 +77,28 @@ class ApiConfig(_Strict):
 
 class RedditConfig(_Strict):
     type: Literal["reddit"]
-    subreddit: str | None = None
-    subreddits: list[str] = Field(default_factory=list)
+    subreddit: Subreddit | None = None
+    subreddits: list[Subreddit] = Field(default_factory=list)
     interval: Interval | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> RedditConfig:  # an entry that builds no source would run, doing nothing
+        if self.subreddit is None and not self.subreddits:
+            raise ValueError("no subreddit: give subreddit or subreddits")
+        return self
 
 
 class StockTwitsConfig(_Strict):
     type: Literal["stocktwits"]
-    symbol: str | None = None
-    symbols: list[str] = Field(default_factory=list)
+    symbol: Symbol | None = None
+    symbols: list[Symbol] = Field(default_factory=list)
     interval: Interval | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> StockTwitsConfig:
+        if self.symbol is None and not self.symbols:
+            raise ValueError("no symbol: give symbol or symbols")
+        return self
 
 
 class PushConfig(_Strict):

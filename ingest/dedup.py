@@ -9,7 +9,11 @@ State lives in SQLite: ids and URLs for ``retention`` (a feed may keep an item f
 MinHash signatures for the near-duplicate ``window``. A restart reloads the signatures of
 the window into the LSH index, so nothing already produced is produced again.
 Near-duplicates are looked for only in texts of ``min_tokens`` words or more: two short posts
-that say the same thing are two opinions, a syndicated wire story is one.
+that say the same thing are two opinions, a syndicated wire story is one. A near-duplicate is
+never produced, but its id is remembered (without a signature) along with its original's, so it
+stays known for the retention instead of becoming news again once the original leaves the window.
+Old rows are pruned at start and then at most every ``prune_every_hours``, on commit, so a
+long-running process keeps its state to the retention.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class DedupIndex:
         retention_days: float = 30.0,
         threshold: float = 0.8,
         min_tokens: int = 8,
+        prune_every_hours: float = 1.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.path = Path(path)
@@ -66,12 +71,15 @@ class DedupIndex:
         self.retention = max(timedelta(days=retention_days), self.window)
         self.threshold = threshold
         self.min_tokens = min_tokens
+        self.prune_every = timedelta(hours=prune_every_hours)
         self.clock = clock
         self._db: sqlite3.Connection | None = None
         self._lsh = None
         self._in_lsh: deque[tuple[float, str]] = deque()  # (seen_at, id), oldest first
         self._staged: dict[str, tuple[RawDocument, np.ndarray | None]] = {}
         self._staged_urls: dict[str, str] = {}
+        self._staged_near: dict[str, tuple[RawDocument, str]] = {}  # id -> (near-duplicate, id of its staged original)
+        self._pruned_at: datetime | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -112,10 +120,12 @@ class DedupIndex:
 
     # --- the two phases ----------------------------------------------------------------
     def check(self, doc: RawDocument) -> Duplicate | None:
-        """The duplicate this document is, or None (and the document is staged)."""
+        """The duplicate this document is, or None (and the document is staged). A near-duplicate's
+        id is remembered, with its original (see :meth:`_remember_near`)."""
         db = self._conn()
         self._expire()
-        if doc.id in self._staged or db.execute("SELECT 1 FROM seen WHERE id = ?", (doc.id,)).fetchone():
+        if (doc.id in self._staged or doc.id in self._staged_near
+                or db.execute("SELECT 1 FROM seen WHERE id = ?", (doc.id,)).fetchone()):
             return Duplicate("id", doc.id)
         if doc.url:
             if doc.url in self._staged_urls:
@@ -130,6 +140,7 @@ class DedupIndex:
         if signature is not None:
             near = self._nearest(signature)
             if near is not None:
+                self._remember_near(doc, near.of)
                 return near
             self._lsh_insert(doc.id, signature, self.clock().timestamp())
         self._staged[doc.id] = (doc, signature)
@@ -139,36 +150,64 @@ class DedupIndex:
 
     def commit(self, ids: Iterable[str]) -> None:
         now = self.clock().timestamp()
-        rows = []
+        rows, committed = [], set()
         for doc_id in ids:
             doc, signature = self._staged.pop(doc_id)
             if doc.url:
                 self._staged_urls.pop(doc.url, None)
             blob = signature.tobytes() if signature is not None else None
             rows.append((doc.id, doc.url, doc.source, now, blob))
-        if rows:
-            db = self._conn()
-            db.execute("BEGIN")
-            db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?, ?)", rows)
-            db.execute("COMMIT")
+            committed.add(doc_id)
+        for near in self._near_of(committed):
+            rows.append((near.id, near.url, near.source, now, None))
+        self._write(rows)
+        if self._pruned_at is None or self.clock() - self._pruned_at >= self.prune_every:
+            self.prune()
 
     def rollback(self, ids: Iterable[str]) -> None:
+        forgotten = set()
         for doc_id in ids:
             doc, signature = self._staged.pop(doc_id, (None, None))
             if doc is None:
                 continue
+            forgotten.add(doc_id)
             if doc.url:
                 self._staged_urls.pop(doc.url, None)
             if signature is not None and doc_id in self._lsh:
                 self._lsh.remove(doc_id)
+        self._near_of(forgotten)  # sent again, the original finds its near-duplicates again
 
     def prune(self) -> None:
         """Forget ids past the retention and signatures past the window."""
         now = self.clock()
         db = self._conn()
         db.execute("DELETE FROM seen WHERE seen_at < ?", ((now - self.retention).timestamp(),))
-        db.execute("UPDATE seen SET minhash = NULL WHERE minhash IS NOT NULL AND seen_at < ?",
-                   ((now - self.window).timestamp(),))
+        # Only the rows that left the window since the last prune: hourly, it touches an hour of rows.
+        since = (self._pruned_at - self.window).timestamp() if self._pruned_at is not None else 0.0
+        db.execute("UPDATE seen SET minhash = NULL WHERE minhash IS NOT NULL AND seen_at >= ? AND seen_at < ?",
+                   (since, (now - self.window).timestamp()))
+        self._pruned_at = now
+
+    # --- near-duplicates ---------------------------------------------------------------
+    def _remember_near(self, doc: RawDocument, of: str) -> None:
+        """Remember a near-duplicate's id once its original is safe: now if the original is already
+        committed, else with it (and not at all if the original's delivery fails)."""
+        if of in self._staged:
+            self._staged_near[doc.id] = (doc, of)
+        else:
+            self._write([(doc.id, doc.url, doc.source, self.clock().timestamp(), None)])
+
+    def _near_of(self, originals: set[str]) -> list[RawDocument]:
+        """Unstage and return the near-duplicates staged with any of ``originals``."""
+        found = [doc_id for doc_id, (_, of) in self._staged_near.items() if of in originals]
+        return [self._staged_near.pop(doc_id)[0] for doc_id in found]
+
+    def _write(self, rows: list[tuple]) -> None:
+        if rows:
+            db = self._conn()
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?, ?)", rows)
+            db.execute("COMMIT")
 
     # --- MinHash -----------------------------------------------------------------------
     def signature(self, text: str) -> np.ndarray | None:

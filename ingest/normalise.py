@@ -4,7 +4,10 @@ Pure apart from the injected clock. Text: HTML to text (selectolax), control and
 characters removed, Unicode NFC, whitespace collapsed. Times: timezone-aware UTC only; a
 timestamp without a zone or in the future is rejected, never guessed. Language: the source's
 when it gives a valid one, else fastText's language identification (deterministic; BENCHMARKS.md,
-"Language detection").
+"Language detection"). Sizes: a title over 4096 characters is shortened (the body is what is
+scored, and a feed that puts its whole article in the title should still get through); a URL over
+4096 characters or a document over :data:`MAX_MESSAGE_BYTES` as JSON is rejected. Whatever else the
+schema refuses is a rejection too, never an exception that would fail the rest of the batch.
 """
 
 from __future__ import annotations
@@ -18,12 +21,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
+from pydantic import ValidationError
+
 from finsent.schemas import RawDocument, document_id, utc_now
+from ingest.inbound import field_errors
 from ingest.items import Rejected, SourceItem
 from ingest.tickers import TickerExtractor, normalise_ticker
 from ingest.urls import canonical_url
 
-MAX_TEXT_BYTES = 900_000  # the whole Kafka message must stay under the 1 MB default
+MAX_TEXT_BYTES = 900_000  # a cheap early bound on text + title, before the costly steps
+# The document as produced: JSON escaping can double the text (backslashes, quotes), and the Kafka
+# message (key, headers, batch framing) and the worker's scored copy must stay under 1 MiB.
+MAX_MESSAGE_BYTES = 1_000_000
+MAX_TITLE_CHARS = 4096  # RawDocument's limits
+MAX_URL_CHARS = 4096
 _TAG = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*|!--)[^<>]*>")
 _WHITESPACE = re.compile(r"\s+")
 _LANG = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z]{2,4})?$")
@@ -55,6 +66,17 @@ def clean_text(text: str) -> str:
         else:
             kept.append(ch)
     return _WHITESPACE.sub(" ", "".join(kept)).strip()
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, cut at a space when one is near the end, ending in "…"."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
 
 
 def parse_timestamp(value: datetime | str | float | int) -> datetime:
@@ -145,9 +167,11 @@ class Normaliser:
         now = self.clock()
         title = self._text(item.title, item.html) if item.title else None
         text = self._text(item.text, item.html) if item.text else ""
-        text = text or title or ""
+        text = text or title or ""  # the whole title, even when the title field is shortened below
         if not text:
             raise Rejected("empty_text", "no text and no title")
+        if title:
+            title = shorten(title, MAX_TITLE_CHARS)  # NFC may have made it longer than the source sent
         size = len(text.encode("utf-8")) + len((title or "").encode("utf-8"))
         if size > MAX_TEXT_BYTES:
             raise Rejected("too_large", f"text and title are {size} bytes, over {MAX_TEXT_BYTES}")
@@ -157,6 +181,8 @@ class Normaliser:
             if published > now + self.future_tolerance:
                 raise Rejected("future_timestamp", f"published_at {published.isoformat()} is in the future")
         url = canonical_url(item.url)
+        if url and len(url) > MAX_URL_CHARS:  # percent-encoding can make the canonical form longer
+            raise Rejected("url_too_long", f"URL is {len(url)} characters in canonical form, over {MAX_URL_CHARS}")
         source_id = clean_text(str(item.source_id)) if item.source_id is not None else ""
         if len(source_id) > 512:
             raise Rejected("bad_source_id", f"source_id is {len(source_id)} characters, over 512")
@@ -165,18 +191,27 @@ class Normaliser:
             source_id = "sha256:" + hashlib.sha256(f"{title or ''}\x1f{text}".encode()).hexdigest()[:32]
         lang = item.lang if item.lang and _LANG.match(item.lang) else detect_language(f"{title or ''} {text}")
         tickers = self._tickers(item.tickers, title, text)
-        return RawDocument(
-            id=document_id(source, source_id or None, url),
-            source=source,
-            source_id=source_id or None,
-            url=url,
-            title=title or None,
-            text=text,
-            lang=lang,
-            tickers=tickers,
-            published_at=published,
-            ingested_at=now,
-        )
+        try:
+            doc = RawDocument(
+                id=document_id(source, source_id or None, url),
+                source=source,
+                source_id=source_id or None,
+                url=url,
+                title=title or None,
+                text=text,
+                lang=lang,
+                tickers=tickers,
+                published_at=published,
+                ingested_at=now,
+            )
+        except ValidationError as exc:  # a limit the checks above missed: this document only, with its place
+            errors = field_errors(exc)
+            raise Rejected("invalid_document", "; ".join(f"{e['field']}: {e['error']}" for e in errors),
+                           errors=errors) from None
+        size = len(doc.to_json())
+        if size > MAX_MESSAGE_BYTES:
+            raise Rejected("too_large", f"document is {size} bytes as JSON, over {MAX_MESSAGE_BYTES}")
+        return doc
 
     @staticmethod
     def _text(value: str, is_html: bool | None) -> str:

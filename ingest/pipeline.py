@@ -114,43 +114,65 @@ class Pipeline:
         return await loop.run_in_executor(self._executor, self.process, source, batch)
 
     def process(self, source: str, batch: FetchResult | list[SourceItem]) -> BatchReport:
-        """Process one batch from ``source`` (the metric label); never raises for bad documents."""
+        """Process one batch from ``source`` (the metric label); never raises for bad documents.
+
+        Whatever happens, no document of the batch stays staged in the dedup index: what Kafka
+        did not acknowledge is forgotten, so sending it again later is never taken for a duplicate.
+        """
         result = batch if isinstance(batch, FetchResult) else FetchResult(items=list(batch))
         report = BatchReport()
         for bad in result.rejected:
             self._reject(source, bad, report)
         to_send: list[RawDocument] = []
-        for item in result.items:
-            report.fetched += 1
-            self.metrics.fetched.labels(source).inc()
-            try:
-                doc = self.normaliser.normalise(item)
-            except Rejected as bad:
-                self._reject(source, bad, report)
-                continue
-            duplicate = self.dedup.check(doc) if self.dedup is not None else None
-            if duplicate is not None:
-                report.duplicates += 1
-                self.metrics.duplicates.labels(source, duplicate.kind).inc()
-                log.info("%s: duplicate (%s, similarity %.2f) of %s: %s %s", source, duplicate.kind,
-                         duplicate.similarity, duplicate.of, doc.id, doc.url or doc.source_id)
-                continue
-            to_send.append(doc)
-        if to_send:
-            acked, failed = self.sink.send(to_send)
-            if self.dedup is not None:
-                self.dedup.commit(d.id for d in acked)
-                self.dedup.rollback(d.id for d, _ in failed)
-            report.produced += len(acked)
-            report.documents = acked
-            self.metrics.produced.labels(source).inc(len(acked))
-            for doc, error in failed:
-                self.metrics.errors.labels(source, "delivery", "kafka").inc()
-                log.error("%s: document %s NOT delivered to %s: %s", source, doc.id, self.sink.topic, error)
-            report.failed = failed
+        where: dict[str, str] = {}
+        try:
+            for item in result.items:
+                report.fetched += 1
+                self.metrics.fetched.labels(source).inc()
+                doc = self._normalise(source, item, report)
+                if doc is None:
+                    continue
+                duplicate = self.dedup.check(doc) if self.dedup is not None else None
+                if duplicate is not None:
+                    report.duplicates += 1
+                    self.metrics.duplicates.labels(source, duplicate.kind).inc()
+                    log.info("%s: duplicate (%s, similarity %.2f) of %s: %s %s", source, duplicate.kind,
+                             duplicate.similarity, duplicate.of, doc.id, doc.url or doc.source_id)
+                    continue
+                to_send.append(doc)
+                where[doc.id] = item.where
+            if to_send:
+                self._deliver(source, to_send, where, report)
+        finally:
+            if self.dedup is not None and to_send:
+                self.dedup.rollback(d.id for d in to_send)  # no-op for the committed ones
         if report.delivered and result.on_delivered is not None:
             result.on_delivered()
         return report
+
+    def _normalise(self, source: str, item: SourceItem, report: BatchReport) -> RawDocument | None:
+        try:
+            return self.normaliser.normalise(item)
+        except Rejected as bad:
+            self._reject(source, bad, report)
+        except Exception as exc:  # a bug on one document must not fail its batch: the source would retry it forever
+            log.exception("%s: cannot normalise %s", source, item.where or "a document")
+            self._reject(source, Rejected("unexpected", f"{type(exc).__name__}: {exc}", item.where), report)
+        return None
+
+    def _deliver(self, source: str, docs: list[RawDocument], where: dict[str, str], report: BatchReport) -> None:
+        delivery = self.sink.send(docs)
+        if self.dedup is not None:
+            self.dedup.commit(d.id for d in delivery.acked)
+        report.produced += len(delivery.acked)
+        report.documents = delivery.acked
+        self.metrics.produced.labels(source).inc(len(delivery.acked))
+        for doc, code, error in delivery.refused:  # sending it again would fail again: a bad document
+            self._reject(source, Rejected(code, f"Kafka refused document {doc.id}: {error}", where[doc.id]), report)
+        for doc, error in delivery.failed:
+            self.metrics.errors.labels(source, "delivery", "kafka").inc()
+            log.error("%s: document %s NOT delivered to %s: %s", source, doc.id, self.sink.topic, error)
+        report.failed = delivery.failed
 
     def _reject(self, source: str, bad: Rejected, report: BatchReport) -> None:
         report.rejected.append(bad)

@@ -2,12 +2,16 @@
 
 Keyed by the first ticker (else the source) so every document about one ticker lands on one
 partition, in order. Each batch waits for the broker's acknowledgement; the caller learns
-exactly which documents made it, and only those are remembered by the dedup index.
+exactly which documents made it, and only those are remembered by the dedup index. A document
+that the client or the broker refuses for what it is (too large, an invalid record) is told
+apart from a delivery failure: sending it again would fail forever, so it is that document's
+rejection, not the batch's failure.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from finsent import clients
 from finsent.schemas import RawDocument
@@ -18,6 +22,36 @@ log = logging.getLogger(__name__)
 
 def message_key(doc: RawDocument) -> bytes:
     return (doc.tickers[0] if doc.tickers else doc.source).encode("utf-8")
+
+
+def refusal(exc: BaseException | None) -> str | None:
+    """The rejection code when ``exc`` refuses one record for good, else None (worth another try)."""
+    from kafka import errors
+
+    # Only errors about the record itself: an authorisation or topic error is the whole batch's
+    # (and a person's to fix), and dropping every document for it would lose them.
+    if isinstance(exc, errors.MessageSizeTooLargeError | errors.RecordListTooLargeError):
+        return "too_large"
+    if isinstance(exc, errors.InvalidRecordError):  # the broker's validation of this record
+        return "refused_by_kafka"
+    return None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """What became of the documents of one :meth:`KafkaSink.send`; errors are readable strings."""
+
+    acked: list[RawDocument] = field(default_factory=list)
+    failed: list[tuple[RawDocument, str]] = field(default_factory=list)  # may succeed if sent again
+    refused: list[tuple[RawDocument, str, str]] = field(default_factory=list)  # (document, code, error): never
+
+    def add(self, doc: RawDocument, exc: BaseException) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        code = refusal(exc)
+        if code is None:
+            self.failed.append((doc, error))
+        else:
+            self.refused.append((doc, code, error))
 
 
 class KafkaSink:
@@ -32,16 +66,16 @@ class KafkaSink:
         if self._producer is None:
             self._producer = clients.kafka_producer(self.settings, **self.producer_overrides)
 
-    def send(self, docs: list[RawDocument]) -> tuple[list[RawDocument], list[tuple[RawDocument, str]]]:
-        """Produce and wait: (acknowledged documents, [(document, error)] for the rest)."""
+    def send(self, docs: list[RawDocument]) -> Delivery:
+        """Produce and wait for the broker: which documents it acknowledged, which failed, which it refused."""
         if self._producer is None:
             raise RuntimeError("KafkaSink.start() was not called")
-        pending, failed = [], []
+        delivery, pending = Delivery(), []
         for doc in docs:
             try:
                 future = self._producer.send(self.topic, key=message_key(doc), value=doc.to_json())
             except Exception as exc:  # the client refuses before sending: too large, no metadata…
-                failed.append((doc, f"{type(exc).__name__}: {exc}"))
+                delivery.add(doc, exc)
                 continue
             pending.append((doc, future))
         if pending:
@@ -49,15 +83,14 @@ class KafkaSink:
                 self._producer.flush(timeout=self.flush_timeout)
             except Exception as exc:
                 log.error("flush to %s did not complete: %s", self.topic, exc)
-        acked = []
         for doc, future in pending:
             if not future.is_done:
-                failed.append((doc, f"not acknowledged within {self.flush_timeout}s"))
+                delivery.failed.append((doc, f"not acknowledged within {self.flush_timeout}s"))
             elif future.failed():
-                failed.append((doc, f"{type(future.exception).__name__}: {future.exception}"))
+                delivery.add(doc, future.exception)
             else:
-                acked.append(doc)
-        return acked, failed
+                delivery.acked.append(doc)
+        return delivery
 
     def close(self) -> None:
         if self._producer is not None:

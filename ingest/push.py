@@ -9,7 +9,10 @@ document, a list of documents, or ``{"documents": [...]}`` (the shape of
 - 400 with the field errors when no document of the body is usable (or the body is not JSON);
 - 401 without a valid token (compared in constant time); 413 above ``push_max_bytes``;
 - 429 with Retry-After above ``push_rate_limit`` requests per second per client IP;
-- 503 with Retry-After when Kafka did not acknowledge: nothing was remembered, send again.
+- 503 with Retry-After when Kafka did not acknowledge (nothing was remembered, send again), or
+  when ``max_waiting`` batches already wait for Kafka: during an outage each waits up to the
+  producer's flush timeout, one after another, and an unbounded queue would only grow;
+- 500 with a JSON error if processing failed unexpectedly (a bug; the traceback is in the log).
 
 ``GET /healthz`` (also ``/``) and ``GET /metrics`` (Prometheus) need no token. Without
 ``FINSENT_PUSH_TOKEN`` the CLI generates a token once (see :func:`ensure_token`).
@@ -38,7 +41,19 @@ from ingest.pipeline import Pipeline
 log = logging.getLogger(__name__)
 
 LABEL = "push"
+MAX_WAITING = 8  # batches of this endpoint waiting for the pipeline at once
+
+
+class Backlog:
+    """How many push batches wait for the pipeline, and how many may."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.waiting = 0
+
+
 _PIPELINE = web.AppKey("pipeline", Pipeline)
+BACKLOG = web.AppKey("backlog", Backlog)
 
 
 def _json(status: int, body: dict, headers: dict[str, str] | None = None) -> web.Response:
@@ -69,12 +84,13 @@ def ensure_token(settings: Settings) -> Settings:
     return settings.model_copy(update={"push_token": SecretStr(token)})
 
 
-def make_app(pipeline: Pipeline, settings: Settings) -> web.Application:
+def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_WAITING) -> web.Application:
     if settings.push_token is None or not settings.push_token.get_secret_value():
         raise ValueError("FINSENT_PUSH_TOKEN is not set: the push endpoint requires a bearer token")
     token = settings.push_token.get_secret_value().encode("utf-8")
     max_bytes = settings.push_max_bytes
     metrics = pipeline.metrics
+    backlog = Backlog(max_waiting)
 
     def authorised(request: web.Request) -> bool:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -97,6 +113,17 @@ def make_app(pipeline: Pipeline, settings: Settings) -> web.Application:
         if not authorised(request):
             metrics.errors.labels(LABEL, "auth", "unauthorized").inc()
             return _json(401, {"error": "missing or invalid bearer token"}, {"WWW-Authenticate": 'Bearer realm="finsent"'})
+        if backlog.waiting >= backlog.limit:  # checked before the body is read: a full queue holds no more bodies
+            metrics.errors.labels(LABEL, "delivery", "busy").inc()
+            return _json(503, {"error": f"{backlog.waiting} batches are already waiting for Kafka; send again later"},
+                         {"Retry-After": "5"})
+        backlog.waiting += 1
+        try:
+            return await handle_documents(request)
+        finally:
+            backlog.waiting -= 1
+
+    async def handle_documents(request: web.Request) -> web.Response:
         body = await read_body(request)
         if body is None:
             metrics.errors.labels(LABEL, "invalid", "too_large").inc()
@@ -121,7 +148,12 @@ def make_app(pipeline: Pipeline, settings: Settings) -> web.Application:
                 batch.items.append(to_item(raw, default_source=LABEL, where=where))
             except Rejected as bad:
                 batch.rejected.append(bad)
-        report = await request.app[_PIPELINE].submit(LABEL, batch)
+        try:
+            report = await request.app[_PIPELINE].submit(LABEL, batch)
+        except Exception:  # a bug, not the sender's fault: a JSON answer, and the traceback in the log
+            log.exception("push batch of %d document(s) failed", len(batch.items))
+            metrics.errors.labels(LABEL, "delivery", "unexpected").inc()
+            return _json(500, {"error": "internal error while processing the documents; see the server log"})
         rejected = [_rejection(bad) for bad in report.rejected]
         if report.failed:
             return _json(503, {"error": f"{len(report.failed)} document(s) not acknowledged by Kafka; send again",
@@ -144,6 +176,7 @@ def make_app(pipeline: Pipeline, settings: Settings) -> web.Application:
     # client_max_size above our own limit: read_body() enforces it and answers a clean 413.
     app = web.Application(client_max_size=max_bytes + 1024, middlewares=[limited])
     app[_PIPELINE] = pipeline
+    app[BACKLOG] = backlog
     app.router.add_post("/documents", post_documents)
     app.router.add_get("/", healthz)
     app.router.add_get("/healthz", healthz)

@@ -3,12 +3,14 @@
 ``rate``: documents per second. ``speed``: ×N the original pace, from ``published_at`` gaps
 (lines without a readable time go out right after the previous one). Neither: as fast as
 Kafka acknowledges. A bad line (invalid UTF-8 or JSON, a missing ``text``, a zone-less
-time) is skipped with its line number; the rest of the file goes on.
+time) is skipped with its line number; the rest of the file goes on. A UTF-8 byte order mark
+(Excel's "CSV UTF-8") is not part of the first line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import csv
 import time
@@ -44,6 +46,8 @@ def _read_jsonl(path: Path, source: str) -> Iterator[SourceItem | Rejected]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             where = f"{path.name}:{number}"
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             if not raw.strip():
                 continue
             try:
@@ -62,7 +66,7 @@ def _read_jsonl(path: Path, source: str) -> Iterator[SourceItem | Rejected]:
 
 
 def _read_csv(path: Path, source: str) -> Iterator[SourceItem | Rejected]:
-    with path.open("r", encoding="utf-8", errors="surrogateescape", newline="") as handle:
+    with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         if "text" not in (reader.fieldnames or ()):
             yield Rejected("missing_field", f"no 'text' column (columns: {reader.fieldnames})", f"{path.name}:1")

@@ -40,6 +40,27 @@ async def poll(source: Source, pipeline: Pipeline) -> BatchReport:
     return report
 
 
+async def poll_once(sources: list[Source], pipeline: Pipeline,
+                    on_error: Callable[[Source, str], None]) -> tuple[BatchReport, int]:
+    """Poll each source once (``--once``): their reports added up, and how many polls failed.
+
+    A poll that fails, for whatever reason, is told to ``on_error`` in one line; the other
+    sources still run."""
+    total, errors = BatchReport(), 0
+    for source in sources:
+        try:
+            total.add(await poll(source, pipeline))
+        except FetchError as exc:
+            errors += 1
+            on_error(source, f"fetch failed: {exc.detail}")
+        except Exception as exc:  # a bug in one source: the others still run, and no traceback ends the command
+            errors += 1
+            log.debug("%s: unexpected error", source.name, exc_info=True)
+            pipeline.metrics.errors.labels(source.name, "fetch", "unexpected").inc()
+            on_error(source, f"unexpected error: {type(exc).__name__}: {exc} (FINSENT_LOG_LEVEL=DEBUG shows where)")
+    return total, errors
+
+
 async def poll_forever(source: Source, pipeline: Pipeline, stop: asyncio.Event, *,
                        backoff: Backoff | None = None, on_report: Callable[[BatchReport], None] | None = None) -> None:
     backoff = backoff or Backoff(cap=pipeline.settings.ingest_backoff_max)

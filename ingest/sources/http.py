@@ -1,7 +1,12 @@
-"""HTTP GET for polling sources: size-limited, timeouts, errors mapped to :class:`FetchError`."""
+"""HTTP GET for polling sources: size-limited, timeouts, errors mapped to :class:`FetchError`.
+
+httpx's timeout applies to each step (connect, each read), so a server that sends a byte every
+few seconds would hold a source forever; every fetch also has a total deadline.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import httpx
@@ -19,6 +24,17 @@ class FetchError(Exception):
         self.retry_after = retry_after
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be fetched (not http(s), unreadable, no host), or None when it can."""
+    if not url.startswith(("http://", "https://")):
+        return "not an http:// or https:// URL"
+    try:
+        parsed = httpx.URL(url)  # the parser that will fetch it: a prefix check let "http://[::1/feed" through
+    except httpx.InvalidURL as exc:
+        return f"not a valid URL ({exc})"
+    return None if parsed.host else "the URL has no host"
+
+
 @dataclass(slots=True)
 class HttpResponse:
     status: int
@@ -28,10 +44,15 @@ class HttpResponse:
 
 
 class HttpFetcher:
-    """One shared ``httpx.AsyncClient``; bodies over ``max_bytes`` are refused while streaming."""
+    """One shared ``httpx.AsyncClient``; bodies over ``max_bytes`` are refused while streaming.
 
-    def __init__(self, *, timeout: float = 20.0, max_bytes: int = 5_000_000, user_agent: str = "finsent") -> None:
+    ``timeout``: seconds for each step; ``deadline``: seconds for the whole fetch (default 3 × timeout).
+    """
+
+    def __init__(self, *, timeout: float = 20.0, max_bytes: int = 5_000_000, user_agent: str = "finsent",
+                 deadline: float | None = None) -> None:
         self.timeout = timeout
+        self.deadline = deadline if deadline is not None else 3 * timeout
         self.max_bytes = max_bytes
         self.user_agent = user_agent
         self._client: httpx.AsyncClient | None = None
@@ -52,24 +73,32 @@ class HttpFetcher:
         if self._client is None:
             await self.start()
         try:
-            async with self._client.stream("GET", url, headers=headers, params=params) as response:
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                    raise FetchError("too_large", f"{url}: body of {declared} bytes is over {self.max_bytes}")
-                if response.status_code == 304:
-                    return HttpResponse(304, str(response.url), dict(response.headers))
-                if response.status_code == 429 or response.status_code >= 400:
-                    retry_after = parse_retry_after(response.headers.get("retry-after"))
-                    reason = "rate_limited" if response.status_code == 429 else f"http_{response.status_code}"
-                    raise FetchError(reason, f"{url}: HTTP {response.status_code}", retry_after)
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise FetchError("too_large", f"{url}: body is over {self.max_bytes} bytes")
-                    chunks.append(chunk)
-                return HttpResponse(response.status_code, str(response.url), dict(response.headers), b"".join(chunks))
+            async with asyncio.timeout(self.deadline):
+                return await self._get(url, headers, params)
+        except TimeoutError:
+            raise FetchError("timeout", f"{url}: not complete after {self.deadline}s") from None
         except httpx.TimeoutException:
             raise FetchError("timeout", f"{url}: timed out after {self.timeout}s") from None
+        except httpx.InvalidURL as exc:  # not an httpx.HTTPError
+            raise FetchError("bad_url", f"{url}: {exc}") from None
         except httpx.HTTPError as exc:
             raise FetchError("network", f"{url}: {type(exc).__name__}: {exc}") from None
+
+    async def _get(self, url: str, headers: dict[str, str] | None, params: dict[str, str] | None) -> HttpResponse:
+        async with self._client.stream("GET", url, headers=headers, params=params) as response:
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                raise FetchError("too_large", f"{url}: body of {declared} bytes is over {self.max_bytes}")
+            if response.status_code == 304:
+                return HttpResponse(304, str(response.url), dict(response.headers))
+            if response.status_code == 429 or response.status_code >= 400:
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                reason = "rate_limited" if response.status_code == 429 else f"http_{response.status_code}"
+                raise FetchError(reason, f"{url}: HTTP {response.status_code}", retry_after)
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise FetchError("too_large", f"{url}: body is over {self.max_bytes} bytes")
+                chunks.append(chunk)
+            return HttpResponse(response.status_code, str(response.url), dict(response.headers), b"".join(chunks))

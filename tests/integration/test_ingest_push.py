@@ -50,6 +50,18 @@ async def test_push_endpoint(push_settings) -> None:
                 "documents[1]": "invalid_document", "documents[2]": "naive_timestamp"}
             assert any(e["field"] == "text" for e in body["rejected"][0]["errors"])
 
+            # A URL that is too long only once canonical ("/" becomes "%2F"): that document is rejected,
+            # the other goes through, and the batch is not a 500 that leaves the first one half-remembered.
+            too_long = {"text": "Tesla recalls cars", "source": "wire", "source_id": "p3",
+                        "url": "https://x.com/?q=" + "/" * 1400}
+            mixed = await client.post("/documents", headers=AUTH,
+                                      json=[{"text": "Intel cuts jobs", "source": "wire", "source_id": "p4"}, too_long])
+            assert mixed.status_code == 202 and mixed.json()["accepted"] == 1
+            assert [(r["where"], r["reason"]) for r in mixed.json()["rejected"]] == [("documents[1]", "url_too_long")]
+            again = await client.post("/documents", json={"text": "Intel cuts jobs", "source": "wire",
+                                                          "source_id": "p4"}, headers=AUTH)
+            assert again.status_code == 202 and again.json()["duplicates"] == 1
+
             bad = await client.post("/documents", json=[{"text": ""}, {"text": "x", "colour": "red"}], headers=AUTH)
             assert bad.status_code == 400
             assert {e["field"] for r in bad.json()["rejected"] for e in r["errors"]} == {"text", "colour"}
@@ -72,14 +84,14 @@ async def test_push_endpoint(push_settings) -> None:
 
             assert (await client.get("/healthz")).status_code == 200
             metrics = (await client.get("/metrics")).text
-            assert 'finsent_ingest_produced_total{source="push"} 2.0' in metrics
-            assert 'finsent_ingest_duplicates_total{kind="id",source="push"} 1.0' in metrics
+            assert 'finsent_ingest_produced_total{source="push"} 3.0' in metrics
+            assert 'finsent_ingest_duplicates_total{kind="id",source="push"} 2.0' in metrics
     finally:
         await runner.cleanup()
         pipeline.close()
 
-    docs = {d.source_id: d for _, d in consume_raw(push_settings, 2)}
-    assert set(docs) == {"n1", "p2"}
+    docs = {d.source_id: d for _, d in consume_raw(push_settings, 3)}
+    assert set(docs) == {"n1", "p2", "p4"}
     assert docs["n1"].tickers == ["NVDA"] and docs["n1"].source == "wire"
 
 

@@ -16,6 +16,7 @@ from ingest.sources.reddit import RedditSource
 from ingest.sources.rss import RssSource
 from ingest.sources.stocktwits import StockTwitsSource
 from tests.integration.ingest_support import FakeSite, consume_raw
+from tests.ports import free_port
 
 # The async fixture below lives in the session loop (pyproject), so the tests run there too.
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -189,7 +190,10 @@ async def test_undelivered_documents_are_retried_not_forgotten(ingest_settings, 
     async with FakeSite() as site:
         site.serve("/feed.xml", RSS, "application/rss+xml")
         pipe = Pipeline.build(ingest_settings, CollectorRegistry())
-        pipe.sink.producer_overrides = {"max_request_size": 200}  # the client refuses every document
+        # No broker answers (api_version given: the producer does not look for one at start), so every
+        # document fails after max_block_ms: a delivery failure, worth another try.
+        pipe.sink.producer_overrides = {"bootstrap_servers": [f"127.0.0.1:{free_port()}"], "api_version": (3, 9),
+                                        "max_block_ms": 1000}
         pipe.start()
         source = RssSource(http, site.url("/feed.xml"))
         try:
@@ -205,4 +209,24 @@ async def test_undelivered_documents_are_retried_not_forgotten(ingest_settings, 
             assert (await poll(source, healthy)).produced == 3
         finally:
             healthy.close()
+    assert len(consume_raw(ingest_settings, 3)) == 3
+
+
+async def test_a_document_kafka_refuses_is_skipped_the_others_delivered(ingest_settings, http) -> None:
+    big = ("<item><guid>m-7</guid><title>A very long story</title><link>https://news.example.com/a/7</link>"
+           f"<description>{'Markets moved. ' * 400}</description></item></channel>")
+    async with FakeSite() as site:
+        site.serve("/feed.xml", RSS.replace("</channel>", big), "application/rss+xml", headers={"ETag": '"v1"'})
+        pipe = Pipeline.build(ingest_settings, CollectorRegistry())
+        pipe.sink.producer_overrides = {"max_request_size": 2000}  # the client refuses the 6 KB document only
+        pipe.start()
+        source = RssSource(http, site.url("/feed.xml"))
+        try:
+            report = await poll(source, pipe)
+            assert (report.produced, report.failed) == (3, [])
+            assert [r.code for r in report.rejected if r.where.endswith("entry 7")] == ["too_large"]
+            assert source.etag == '"v1"'  # sending it again would fail again: the feed counts as delivered
+            assert len(pipe.dedup) == 3
+        finally:
+            pipe.close()
     assert len(consume_raw(ingest_settings, 3)) == 3

@@ -104,3 +104,38 @@ def test_near_duplicates_only_within_the_window_ids_for_retention(tmp_path: Path
     index.prune()
     assert index.check(doc("a", "brand new text that is unrelated")) is None
     index.close()
+
+
+SYNDICATED = "ACME ROBOTS: " + WIRE + " (Reporting by A. Writer)"
+
+
+def test_near_duplicate_stays_known_after_the_window(index: DedupIndex, clock: Clock) -> None:
+    index.check(doc("a"))
+    index.commit(["a"])
+    assert index.check(doc("b", SYNDICATED, source="rss:b")).kind == "near"
+    clock.now += timedelta(hours=49)  # a's signature has left the window; feed b still lists its copy
+    assert index.check(doc("b", SYNDICATED, source="rss:b")).kind == "id"
+
+
+def test_near_duplicate_of_a_staged_document_is_remembered_with_it(index: DedupIndex, clock: Clock) -> None:
+    index.check(doc("a"))
+    assert index.check(doc("b", SYNDICATED)).of == "a"
+    index.rollback(["a"])  # a did not reach Kafka: b is not its duplicate any more, it may go through
+    assert index.check(doc("b", SYNDICATED)) is None
+    index.rollback(["b"])
+    index.check(doc("a"))
+    assert index.check(doc("b", SYNDICATED)).of == "a"
+    assert index.check(doc("b", SYNDICATED)).kind == "id"  # the same copy twice in one batch
+    index.commit(["a"])
+    clock.now += timedelta(hours=49)
+    assert index.check(doc("b", SYNDICATED)).kind == "id"
+
+
+def test_a_long_running_index_prunes_on_commit(index: DedupIndex, clock: Clock) -> None:
+    index.check(doc("a"))
+    index.commit(["a"])
+    clock.now += timedelta(days=31)  # past the retention, without a restart
+    index.check(doc("c", "an unrelated short note"))
+    index.commit(["c"])
+    assert len(index) == 1
+    assert index.check(doc("a", "brand new text that is unrelated")) is None

@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 
 from finsent.schemas import document_id
 from ingest.items import Rejected, SourceItem
-from ingest.normalise import Normaliser, clean_text, detect_language, html_to_text, parse_timestamp
+from ingest.normalise import (
+    MAX_MESSAGE_BYTES,
+    Normaliser,
+    clean_text,
+    detect_language,
+    html_to_text,
+    parse_timestamp,
+    shorten,
+)
 from ingest.tickers import TickerDictionary, TickerExtractor
 from ingest.urls import canonical_url
 
@@ -90,6 +98,51 @@ def test_empty_text_falls_back_to_title_else_rejected(normaliser: Normaliser) ->
     with pytest.raises(Rejected) as caught:
         normaliser.normalise(item(text=" \x00\u200b ", title=None))
     assert caught.value.code == "empty_text"
+
+
+def test_over_long_title_is_shortened_and_kept_whole_as_text(normaliser: Normaliser) -> None:
+    long = "Acme " + "shares rise " * 500  # 6,005 characters
+    doc = normaliser.normalise(item(text="", title=long, source_id="1"))
+    assert len(doc.title) <= 4096 and doc.title.endswith("…") and doc.text == long.strip()
+    assert long.startswith(doc.title.removesuffix("…") + " ")  # cut between two words
+    with_body = normaliser.normalise(item(title="T" * 5000, source_id="2"))
+    assert with_body.title == "T" * 4095 + "…" and with_body.text == "Apple shares rise after strong iPhone sales"
+    # 4,096 characters as sent (the push limit), 8,192 once NFC decomposes each of them
+    grown = normaliser.normalise(item(title="\u0344" * 4096, source_id="3"))
+    assert len(grown.title) == 4096
+
+
+def test_shorten() -> None:
+    assert shorten("short", 10) == "short"
+    assert shorten("alpha beta gamma delta", 12) == "alpha beta…"
+    assert shorten("x" * 20, 5) == "xxxx…"
+
+
+def test_url_too_long_in_canonical_form_is_rejected_with_its_place(normaliser: Normaliser) -> None:
+    # 1,017 characters as sent, over 4,096 once the canonical form percent-encodes the query
+    with pytest.raises(Rejected) as caught:
+        normaliser.normalise(item(url="https://x.com/?q=" + "é" * 1000, source_id="1", where="feed.xml entry 2"))
+    assert caught.value.code == "url_too_long" and "feed.xml entry 2" in str(caught.value)
+
+
+def test_document_over_the_message_size_as_json_is_rejected(normaliser: Normaliser) -> None:
+    text = 'say "\\' * 150_000  # 900 KB of characters, but every quote and backslash doubles in JSON
+    assert len(text.encode()) <= 900_000
+    with pytest.raises(Rejected) as caught:
+        normaliser.normalise(item(text=text, html=False, source_id="1"))
+    assert caught.value.code == "too_large" and str(MAX_MESSAGE_BYTES) in caught.value.detail
+
+
+def test_any_schema_error_is_a_rejection_of_that_document(normaliser: Normaliser) -> None:
+    class BrokenExtractor:  # stands in for a dictionary bug: the schema is the last check
+        def extract(self, text: str) -> list[str]:
+            return ["not a ticker"]
+
+    broken = Normaliser(BrokenExtractor(), clock=lambda: NOW)
+    with pytest.raises(Rejected) as caught:
+        broken.normalise(item(source_id="1", where="documents[3]"))
+    assert caught.value.code == "invalid_document" and caught.value.where == "documents[3]"
+    assert [e["field"] for e in caught.value.errors] == ["tickers.0"]
 
 
 def test_id_from_source_id_else_canonical_url_else_content(normaliser: Normaliser) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -154,12 +155,68 @@ push: {port: 9999}
     ("sources: [", "sources.yml"),
     ("sources: [{type: api, name: a, url: 'https://x', headers: {A: '${INGEST_UNSET_VAR}'}, fields: {text: t}}]",
      "INGEST_UNSET_VAR"),
+    # entries that would build no source, or one that can never fetch
+    ("sources: [{type: rss, urls: ['https://x']}, {type: reddit}]", r"sources\.1\.reddit: .*no subreddit"),
+    ("sources: [{type: stocktwits, symbols: []}]", r"sources\.0\.stocktwits: .*no symbol"),
+    ("sources: [{type: reddit, subreddit: ''}]", r"sources\.0\.reddit\.subreddit"),
+    ("sources: [{type: reddit, subreddits: [r/stocks]}]", r"sources\.0\.reddit\.subreddits\.0"),
+    ("sources: [{type: rss, urls: ['http://[::1/feed']}]", r"sources\.0\.rss\.urls\.0: .*not a valid URL"),
+    ("sources: [{type: api, name: a, url: 'https://', fields: {text: t}}]", r"sources\.0\.api\.url: .*no host"),
 ])
 def test_bad_sources_file_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "sources.yml"
     path.write_text(text, "utf-8")
     with pytest.raises(ValueError, match=message):
         load_sources_file(path)
+
+
+async def test_an_unusable_url_is_a_fetch_error() -> None:
+    fetcher = HttpFetcher()
+    try:
+        for url in ("http://[::1/feed", "https://exa\u00a0mple.com/x"):
+            with pytest.raises(FetchError) as caught:
+                await fetcher.get(url)
+            assert caught.value.reason == "bad_url" and url in caught.value.detail
+    finally:
+        await fetcher.close()
+
+
+async def test_a_server_that_trickles_cannot_hold_a_source() -> None:
+    from aiohttp import web
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(50):  # a byte every 0.1 s: never idle for the per-read timeout, done after 5 s
+            await response.write(b"x")
+            await asyncio.sleep(0.1)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/feed", trickle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    fetcher = HttpFetcher(timeout=1.0, deadline=0.5)
+    try:
+        with pytest.raises(FetchError) as caught:
+            await fetcher.get(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/feed")
+        assert caught.value.reason == "timeout" and "not complete after 0.5s" in caught.value.detail
+    finally:
+        await fetcher.close()
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("name,content", [
+    ("excel.csv", "text,source\nAcme shares rise,wire\n"),
+    ("notepad.jsonl", '{"text": "Acme shares rise", "source": "wire"}\n'),
+])
+def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path: Path, name: str, content: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(("\ufeff" + content).encode("utf-8"))
+    [entry] = read_items(path)
+    assert isinstance(entry, SourceItem) and (entry.text, entry.source) == ("Acme shares rise", "wire")
 
 
 def test_expand_env() -> None:

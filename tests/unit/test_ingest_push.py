@@ -1,0 +1,82 @@
+"""The push endpoint's answers when a document or the pipeline misbehaves (a real local server;
+tests/integration/test_ingest_push.py has the rest, against the real Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from finsent.settings import load_settings
+from ingest.pipeline import Pipeline
+from ingest.push import make_app
+from tests.unit.test_ingest_pipeline import started_pipeline
+
+AUTH = {"Authorization": "Bearer tok"}
+SETTINGS = load_settings().model_copy(update={"push_token": SecretStr("tok"), "push_rate_limit": 0})
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    with started_pipeline(tmp_path) as pipe:
+        yield pipe
+
+
+@contextlib.asynccontextmanager
+async def serving(app):
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def doc(source_id: str, **fields) -> dict:
+    return {"text": f"Acme shares rise, story {source_id}", "source": "wire", "source_id": source_id} | fields
+
+
+async def test_a_bad_document_is_listed_and_the_others_go_through(pipeline: Pipeline) -> None:
+    async with serving(make_app(pipeline, SETTINGS)) as client:
+        bad_url = doc("2", url="https://x.com/?q=" + "é" * 1000)  # valid as sent, too long once canonical
+        answer = await client.post("/documents", json=[doc("1"), bad_url], headers=AUTH)
+        body = await answer.json()
+        assert answer.status == 202 and body["accepted"] == 1
+        assert [(r["where"], r["reason"]) for r in body["rejected"]] == [("documents[1]", "url_too_long")]
+        again = await client.post("/documents", json=[doc("1")], headers=AUTH)
+        assert (await again.json())["duplicates"] == 1  # it did reach Kafka
+        alone = await client.post("/documents", json=bad_url, headers=AUTH)
+        assert alone.status == 400 and (await alone.json())["rejected"][0]["reason"] == "url_too_long"
+
+
+async def test_batches_beyond_the_backlog_are_told_to_come_back(pipeline: Pipeline) -> None:
+    from ingest.push import BACKLOG
+
+    pipeline.sink.gate = threading.Event()  # Kafka does not answer for now
+    app = make_app(pipeline, SETTINGS, max_waiting=2)
+    async with serving(app) as client:
+        waiting = [asyncio.create_task(client.post("/documents", json=doc(str(n)), headers=AUTH)) for n in (1, 2)]
+        for _ in range(5000):
+            if app[BACKLOG].waiting == 2:
+                break
+            await asyncio.sleep(0.01)
+        busy = await client.post("/documents", json=doc("3"), headers=AUTH)
+        assert busy.status == 503 and busy.headers["Retry-After"] == "5"
+        assert "waiting for Kafka" in (await busy.json())["error"]
+        pipeline.sink.gate.set()
+        assert [(await answer).status for answer in waiting] == [202, 202]
+        assert (await client.post("/documents", json=doc("3"), headers=AUTH)).status == 202
+
+
+async def test_a_failing_pipeline_answers_json_not_a_crash(pipeline: Pipeline) -> None:
+    pipeline.sink.error = RuntimeError("a bug in the sink")
+    async with serving(make_app(pipeline, SETTINGS)) as client:
+        answer = await client.post("/documents", json=doc("1"), headers=AUTH)
+        assert answer.status == 500 and "server log" in (await answer.json())["error"]
+        pipeline.sink.error = None
+        again = await client.post("/documents", json=doc("1"), headers=AUTH)
+        assert (await again.json())["accepted"] == 1  # the failed batch left nothing behind
