@@ -130,6 +130,10 @@ class ReplayPlanner:
                 where = f"from {letter.topic}" if letter.topic else "with no source topic"
                 items.append(ReplayItem(stored, f"not replayable: stage {letter.stage} {where}"))
                 continue
+            if letter.original_truncated:
+                items.append(ReplayItem(stored, f"not replayable: the letter holds only part of the "
+                                                f"{letter.original_bytes or '?'}-byte record"))
+                continue
             try:
                 doc_id = check(letter.original.encode("utf-8"))
             except RecordError as exc:

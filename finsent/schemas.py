@@ -183,11 +183,15 @@ class ControlMessage(Record):
 
 
 class DeadLetter(Record):
-    """A record that could not be processed, kept whole with the reason (``finsent.dlq``)."""
+    """A record that could not be processed, kept whole with the reason (``finsent.dlq``); only a record too big
+    to send in a letter is cut, and says so."""
 
     stage: Annotated[str, Field(min_length=1, max_length=64)]
     reason: Annotated[str, Field(min_length=1, max_length=8192)]
     original: str = Field(description="the original bytes, decoded with backslash escapes if not UTF-8")
+    original_bytes: Annotated[int, Field(ge=0)] | None = Field(None, description="size of the original record")
+    original_truncated: bool = Field(False, description="original holds only the record's first part: the whole "
+                                                        "letter would be over the producer's largest message")
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None

@@ -4,16 +4,20 @@ table in the worker, a dict in tests)."""
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from finsent.schemas import Aggregate, utc_now
 from finsent.settings import Settings
 from stream.es_sink import BulkItem, ElasticsearchSink
 from stream.metrics import WorkerMetrics
-from stream.windows import TickerWindows, WindowEvent, aggregate_id, parse_windows
+from stream.windows import TickerWindows, WindowEvent, aggregate_id, parse_windows, refusal
+
+log = logging.getLogger(__name__)
 
 SendAggregate = Callable[[Aggregate], Awaitable[Awaitable[Any]]]
 
@@ -23,11 +27,14 @@ class WindowUpdate:
     aggregates: list[Aggregate]  # every window the batch changed
     late: int  # ticker events older than every kept window
     states: dict[str, Any]  # ticker → new state, to store once the aggregates are out
+    refused: dict[str, int] = field(default_factory=dict)  # events kept out of the windows, by reason (refusal)
 
 
 def apply_events(store: Mapping[str, Any], events: Sequence[WindowEvent], sizes: dict[str, int],
-                 baseline: int, min_baseline: int, now: datetime) -> WindowUpdate:
-    """Count events against the stored state, without writing it.
+                 baseline: int, min_baseline: int, now: datetime, *,
+                 future_tolerance: timedelta = timedelta(minutes=5)) -> WindowUpdate:
+    """Count events against the stored state, without writing it. Events dated more than
+    ``future_tolerance`` after ``now``, or outside the calendar, are kept out (``refused``).
 
     The caller stores ``states`` only after the aggregates are published: a batch that fails
     half-way is then counted again from the same state on its retry and publishes the same
@@ -39,10 +46,20 @@ def apply_events(store: Mapping[str, Any], events: Sequence[WindowEvent], sizes:
     aggregates: list[Aggregate] = []
     states: dict[str, Any] = {}
     late = 0
+    refused: Counter[str] = Counter()
     for ticker, ticker_events in by_ticker.items():
         windows = TickerWindows.from_state(ticker, sizes, store.get(ticker), baseline, min_baseline)
+        # Windows a future event left in state written before it was refused; twice the tolerance, so that
+        # a clock set back a little does not forget a window an event in tolerance opened.
+        windows.forget_after(now.timestamp() + 2 * future_tolerance.total_seconds())
         touched: dict[tuple[str, int], None] = {}
         for event in ticker_events:
+            if windows.counted(event):
+                continue
+            reason = refusal(event, sizes, now, future_tolerance)
+            if reason is not None:
+                refused[reason] += 1
+                continue
             changed = windows.add(event)
             if changed is None:
                 continue
@@ -53,7 +70,7 @@ def apply_events(store: Mapping[str, Any], events: Sequence[WindowEvent], sizes:
         if touched:
             windows.prune()
             states[ticker] = windows.to_state()  # one state write (changelog record) per ticker and batch
-    return WindowUpdate(aggregates, late, states)
+    return WindowUpdate(aggregates, late, states, dict(refused))
 
 
 class WindowAggregator:
@@ -67,14 +84,21 @@ class WindowAggregator:
         self.clock = clock
 
     async def process(self, store: MutableMapping[str, Any], events: Sequence[WindowEvent]) -> list[Aggregate]:
+        # Ingest's own tolerance of clock skew on published_at.
         update = apply_events(store, events, self.sizes, self.settings.window_baseline,
-                              self.settings.window_min_baseline, self.clock())
+                              self.settings.window_min_baseline, self.clock(),
+                              future_tolerance=timedelta(seconds=self.settings.ingest_future_tolerance))
         aggregates = update.aggregates
         if aggregates:
             await self._publish(aggregates)
         for ticker, state in update.states.items():  # only changed tickers: none without aggregates
             store[ticker] = state
         self.metrics.late_events.inc(update.late)
+        for reason, count in update.refused.items():
+            self.metrics.refused_events.labels(reason).inc(count)
+        if update.refused:
+            log.warning("kept %s window events out of the windows (future: dated more than %.0f s ahead; "
+                        "out_of_range: outside the calendar)", update.refused, self.settings.ingest_future_tolerance)
         self.metrics.aggregates.inc(len(aggregates))
         return aggregates
 

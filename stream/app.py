@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, MutableMapping
-from time import monotonic
 from typing import Any
 
 import orjson
@@ -35,13 +34,12 @@ from finsent.schemas import Aggregate, DeadLetter, ScoredDocument
 from finsent.settings import Settings
 from stream.aggregator import WindowAggregator
 from stream.changelog_confirm import ChangelogConfirmations
-from stream.consumer_view import client_partition_states
 from stream.model_holder import ScorerLoader
 from stream.lookahead import Lookahead
+from stream.partition_watch import PartitionWatch
 from stream.pipeline import RawBatchPipeline, RawRecord, ScoredBatch
 from stream.runtime import WorkerRuntime
-from stream.task_dump import task_dump
-from stream.validation import Origin, dead_letter
+from stream.validation import Origin, dead_letter, message_overhead
 from stream.windows import WindowEvent
 
 log = logging.getLogger(__name__)
@@ -168,6 +166,11 @@ def _key_partitioned_table_class() -> type:
     return KeyPartitionedTable
 
 
+# What a raw document gains on its way to the scored topic: sentiment, times, model version, fields written
+# out as null (a few hundred bytes; a margin for the rest).
+_SCORED_GROWTH = 4096
+
+
 def window_topic_name(settings: Settings) -> str:
     return f"{settings.topic_prefix}.stream-window-events"
 
@@ -223,22 +226,17 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
     async def send_aggregate(agg: Aggregate):
         return await aggregates_topic.send(key=agg.ticker.encode(), value=agg.to_json())
 
+    # The producer refuses larger messages, every time they are sent: letters are cut to fit, and documents
+    # that do not fit are dead-lettered (stream.pipeline), or the partition would be held for ever.
+    max_message_bytes = app.conf.producer_max_request_size
+    if settings.max_text_bytes + _SCORED_GROWTH > max_message_bytes:
+        log.warning("FINSENT_MAX_TEXT_BYTES=%d leaves no room in the producer's largest message (%d bytes) for a "
+                    "document's sentiment: documents near it go to the DLQ (stage produce)",
+                    settings.max_text_bytes, max_message_bytes)
     pipeline = RawBatchPipeline(settings, runtime.holder, runtime.sink, runtime.metrics,
                                 send_dead_letter=send_dead_letter, send_scored=send_scored,
-                                send_window_event=send_window_event)
+                                send_window_event=send_window_event, max_message_bytes=max_message_bytes)
     aggregator = WindowAggregator(settings, runtime.sink, runtime.metrics, send_aggregate=send_aggregate)
-
-    def observe_lag(events: list[Any]) -> None:
-        last: dict[Any, int] = {}
-        for event in events:
-            last[event.message.tp] = max(last.get(event.message.tp, -1), event.message.offset)
-        for tp, offset in last.items():
-            try:
-                highwater = app.consumer.highwater(tp)
-            except Exception:  # noqa: BLE001 - lag is best effort (e.g. during a rebalance)
-                continue
-            if highwater is not None:
-                runtime.metrics.lag.labels(str(tp.partition)).set(max(0, highwater - offset - 1))
 
     # The agents iterate their streams at once: the runtime is ready before they start
     # (_WorkerApp.on_first_start), never wait for it inside an agent (see _WorkerApp).
@@ -248,7 +246,6 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
             await runtime.until_done("raw batch delivery", lambda: pipeline.deliver(batch))
             for event in events:
                 await stream.ack(event)
-            observe_lag(events)
 
         lookahead = Lookahead(deliver)  # scores the next batch while this one is delivered (see there)
         try:
@@ -272,8 +269,13 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
                     parsed.append(WindowEvent.from_json(orjson.loads(e.value)))
                 except (ValueError, KeyError, TypeError) as exc:
                     origin = Origin(e.message.topic, e.message.partition, e.message.offset)
-                    letter = dead_letter("windows", f"bad window event: {exc}", e.value, origin)
-                    await (await send_dead_letter(e.key, letter))
+                    letter = dead_letter("windows", f"bad window event: {exc}", e.value, origin,
+                                         max_bytes=max_message_bytes - message_overhead(e.key))
+
+                    async def send(key=e.key, letter=letter):  # a broker error holds the batch, as elsewhere
+                        await (await send_dead_letter(key, letter))
+
+                    await runtime.until_done("window dead letter", send)
                     runtime.metrics.dead_letters.labels("windows").inc()
             await runtime.until_done("window batch", lambda parsed=parsed: aggregator.process(store, parsed))
             # The new window state on the broker before the offsets can be committed.
@@ -281,34 +283,11 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
             for event in events:
                 await stream.ack(event)
 
+    watch = PartitionWatch(app, runtime, raw_topic.get_topic_name(), window_topic.get_topic_name())
+
     @app.timer(interval=min(5.0, settings.worker_stall_after / 4))
     async def watch_for_stall():
-        consumer = app.consumer
-        tps = sorted(tp for tp in consumer.assignment() if tp.topic in (raw_topic.get_topic_name(),
-                                                                         window_topic.get_topic_name()))
-        ends = await consumer.highwaters(*tps) if tps else {}
-        committed = {tp: consumer._committed_offset.get(tp) for tp in tps}  # Faust's own view
-        behind = {tp: max(0, (ends.get(tp) or 0) - (committed[tp] or 0)) for tp in tps}
-        excused = app.rebalancing or app.in_recovery or not runtime.es_ok or runtime.failing is not None
-        stuck = runtime.stall.observe(monotonic(), {tp: (committed[tp], behind[tp]) for tp in tps}, excused)
-        if stuck:
-            state = {str(tp): {"end": ends.get(tp), "committed": committed[tp],
-                               "read": consumer._read_offset.get(tp), "owed": consumer.contiguity.expected(tp),
-                               "paused": tp in consumer._paused_partitions}
-                     for tp in tps}
-            log.warning("stalled: %s have records waiting and nothing committed for %.0f s; flow active %s, "
-                        "%d unacked; %s; Kafka client: %s; rewinding to the committed offsets\n%s",
-                        sorted(map(str, stuck)), settings.worker_stall_after, consumer.flow_active,
-                        len(consumer.unacked), state, client_partition_states(consumer, stuck), task_dump())
-            # Fetch the stuck partitions again from their committed offsets (safe: at-least-once).
-            consumer.resume_partitions(stuck)
-            await consumer.perform_seek()
-            # A partition the group never committed has nothing to seek back to: start it over
-            # from its first record (offset 0; out of range resets to the earliest, as configured).
-            for tp in sorted(tp for tp in stuck if committed[tp] is None):
-                await consumer.seek(tp, 0)
-            runtime.metrics.rewinds.inc()
-        runtime.metrics.stalled.set(1 if runtime.stall.stalled else 0)
+        await watch.tick()  # lag, stalls and their rewinds; never raises (see there)
 
     @app.on_before_shutdown.connect
     async def stop_runtime(app: Any, **kwargs: Any) -> None:

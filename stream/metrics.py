@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
@@ -20,6 +22,10 @@ class WorkerMetrics:
         self.aggregates = Counter("finsent_stream_aggregates_total", "Window aggregates emitted", registry=registry)
         self.late_events = Counter("finsent_stream_late_window_events_total",
                                    "Ticker events older than every kept window", registry=registry)
+        self.refused_events = Counter(
+            "finsent_stream_refused_window_events_total",
+            "Ticker events kept out of the windows: dated after now plus the tolerance (future), or outside the "
+            "calendar (out_of_range)", ["reason"], registry=registry)
         self.batch_size = Histogram("finsent_stream_batch_size", "Raw records per batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=registry)
         self.inference_seconds = Histogram("finsent_stream_inference_seconds", "Model time per batch",
@@ -28,6 +34,7 @@ class WorkerMetrics:
                                  buckets=_LATENCY_BUCKETS, registry=registry)
         self.lag = Gauge("finsent_stream_consumer_lag", "Records behind the log end", ["partition"],
                          registry=registry)
+        self._lag_partitions: set[str] = set()
         self.partitions = Gauge("finsent_stream_assigned_partitions",
                                 "Raw-topic partitions this worker owns (after the last rebalance)", registry=registry)
         self.stalled = Gauge("finsent_stream_stalled", "1 while records wait and none are consumed", registry=registry)
@@ -42,3 +49,18 @@ class WorkerMetrics:
                                        "Scorer processes started again after they died", registry=registry)
         self.model_load_failures = Counter("finsent_stream_model_load_failures_total",
                                            "Model loads that failed (the old model stays)", registry=registry)
+
+    def set_lag(self, lag: Mapping[int, int]) -> None:
+        """The lag of every raw partition this worker owns; the labels of others go."""
+        self.keep_lag_of(lag)
+        for partition, behind in lag.items():
+            self.lag.labels(str(partition)).set(behind)
+        self._lag_partitions = {str(p) for p in lag}
+
+    def keep_lag_of(self, partitions: Iterable[int]) -> None:
+        """Remove the lag of partitions no longer owned: their new owner reports it (summed, they would count
+        twice)."""
+        keep = {str(p) for p in partitions}
+        for gone in self._lag_partitions - keep:
+            self.lag.remove(gone)
+        self._lag_partitions &= keep

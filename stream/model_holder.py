@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -46,6 +47,7 @@ class ModelHolder:
         # so a load never waits behind inference and inference never waits for a load.
         self.inference = ThreadPoolExecutor(1, thread_name_prefix="finsent-score")
         self._loader_pool = ThreadPoolExecutor(1, thread_name_prefix="finsent-load")
+        self._closed = False
 
     async def load_initial(self, ref: str) -> Scorer:
         loop = asyncio.get_running_loop()
@@ -70,6 +72,9 @@ class ModelHolder:
         except Exception as exc:  # noqa: BLE001 - any failed load keeps the old model
             log.error("loading model %r failed, keeping %s: %s", ref, self.version, exc)
             self.on_load_failure(ref, exc)
+            return
+        if self._closed:  # the worker stops: this model would never score, and nothing else would close it
+            self._retire(scorer)
             return
         if request != self._requests:
             # Loads run one after another, so the newer request's model comes next.
@@ -109,7 +114,12 @@ class ModelHolder:
         close = getattr(scorer, "close", None)
         if close is not None:
             log.info("model %s is no longer used; closing it", scorer.version)
-            self._loader_pool.submit(close)  # ending a process may wait a moment: not on the event loop
+            # Ending a process may wait a moment: not on the event loop. After close() the pool takes no
+            # more work, and a model left open would keep the scorer process (and its hold) to the end.
+            if self._closed:
+                threading.Thread(target=close, name="finsent-close", daemon=True).start()
+            else:
+                self._loader_pool.submit(close)
 
     @property
     def version(self) -> str | None:
@@ -120,6 +130,8 @@ class ModelHolder:
         return await loop.run_in_executor(self.inference, scorer.score, list(texts))
 
     def close(self) -> None:
+        """Close the current model; one a batch still leases, or a load still running, closes when done."""
+        self._closed = True
         self.inference.shutdown(wait=False, cancel_futures=True)
         # A load or close still running is not waited for: the scorer process exits with the worker.
         self._loader_pool.shutdown(wait=False, cancel_futures=True)

@@ -23,7 +23,7 @@ from model.scorer import ScorerCrashed, ScorerUnavailable
 from stream.es_sink import BulkItem, ElasticsearchSink
 from stream.metrics import WorkerMetrics
 from stream.model_holder import ModelHolder, Scorer
-from stream.validation import Origin, dead_letter, parse_raw
+from stream.validation import Origin, dead_letter, message_overhead, parse_raw
 from stream.windows import WindowEvent
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 SendDeadLetter = Callable[[bytes | None, DeadLetter], Awaitable[Awaitable[Any]]]
 SendScored = Callable[[bytes | None, ScoredDocument], Awaitable[Awaitable[Any]]]
 SendWindowEvent = Callable[[WindowEvent], Awaitable[Awaitable[Any]]]
+
+# Scored when a batch fails, to tell a model that fails on anything (a sticky CUDA error, a broken ONNX
+# session) from texts that break it: only the latter may be dead-lettered.
+PROBE_TEXT = "The company reported its quarterly results on Tuesday."
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ def window_events(doc: ScoredDocument, origin: Origin) -> list[WindowEvent]:
 class RawBatchPipeline:
     def __init__(self, settings: Settings, holder: ModelHolder, sink: ElasticsearchSink, metrics: WorkerMetrics,
                  *, send_dead_letter: SendDeadLetter, send_scored: SendScored, send_window_event: SendWindowEvent,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now, max_message_bytes: int | None = None) -> None:
         self.settings = settings
         self.holder = holder
         self.sink = sink
@@ -88,6 +92,8 @@ class RawBatchPipeline:
         self.send_scored = send_scored
         self.send_window_event = send_window_event
         self.clock = clock
+        # The producer's largest message (its max_request_size): a larger one is refused every time it is sent.
+        self.max_message_bytes = max_message_bytes
 
     async def score(self, records: Sequence[RawRecord]) -> ScoredBatch:
         """Validate and score; a record that fails either is kept for the DLQ (sent by :meth:`deliver`)."""
@@ -95,9 +101,10 @@ class RawBatchPipeline:
         self.metrics.batch_size.observe(len(records))
         batch = ScoredBatch()
         docs: list[_Doc] = []
+        now = self.clock()
         for record in records:
             try:
-                docs.append(_Doc(record, parse_raw(record.value, self.settings.max_text_bytes)))
+                docs.append(_Doc(record, parse_raw(record.value, self.settings.max_text_bytes, now)))
             except RecordError as exc:
                 batch.rejected.append((record, "validate", exc.reason))
             except Exception as exc:  # noqa: BLE001 - a validator bug must not make a poison record
@@ -122,42 +129,65 @@ class RawBatchPipeline:
     async def deliver(self, batch: ScoredBatch) -> None:
         """Index the scored documents, produce their messages and dead letters, and wait until the
         broker has all of them. Safe to repeat after a failure: ids make the index writes overwrite."""
-        deliveries = [await self._reject(record, stage, reason) for record, stage, reason in batch.rejected]
+        letters = list(batch.rejected)
+        indexed: list[_Doc] = []
+        deliveries = []
         if batch.docs:
             indexed_at = self.clock()
             by_id: dict[str, _Doc] = {}
             items = []
             for doc in batch.docs:
                 doc.scored.indexed_at = indexed_at
+                too_big = self._too_big(doc)
+                if too_big:  # neither indexed nor produced (the producer refuses it, for ever): dead-lettered
+                    letters.append((doc.record, "produce", too_big))
+                    continue
                 by_id[doc.scored.id] = doc
                 items.append(BulkItem(doc.scored.id, doc.scored.model_dump(mode="json")))
             rejections = await self.sink.index(self.settings.index("docs"), items)
-            rejected_ids = set()
             for rejection in rejections:
-                rejected_ids.add(rejection.item.id)
-                deliveries.append(await self._reject(
-                    by_id[rejection.item.id].record, "index",
-                    f"Elasticsearch refused the document ({rejection.status}): {rejection.reason}"))
+                letters.append((by_id.pop(rejection.item.id).record, "index",
+                                f"Elasticsearch refused the document ({rejection.status}): {rejection.reason}"))
             acked_at = self.clock()
-            indexed = [d for d in batch.docs if d.scored.id not in rejected_ids]
-            self.metrics.indexed.inc(len(indexed))
+            indexed = list(by_id.values())
             for doc in indexed:
-                entered = max(doc.scored.ingested_at, doc.record.replayed_at or doc.scored.ingested_at)
-                self.metrics.latency.observe(max(0.0, (acked_at - entered).total_seconds()))
                 deliveries.append(await self.send_scored(doc.record.key, doc.scored))
                 for event in window_events(doc.scored, doc.record.origin):
                     deliveries.append(await self.send_window_event(event))
+        for record, stage, reason in letters:
+            deliveries.append(await self._reject(record, stage, reason))
 
         for delivery in deliveries:
             await delivery  # everything on the broker before the caller commits the offsets
+        # Counted once the broker has everything: a delivery that fails is retried whole.
+        for record, stage, reason in letters:
+            self.metrics.dead_letters.labels(stage).inc()
+            log.warning("dead letter (%s) %s[%s]@%s: %s", stage, record.origin.topic, record.origin.partition,
+                        record.origin.offset, reason)
+        self.metrics.indexed.inc(len(indexed))
+        for doc in indexed:
+            entered = max(doc.scored.ingested_at, doc.record.replayed_at or doc.scored.ingested_at)
+            self.metrics.latency.observe(max(0.0, (acked_at - entered).total_seconds()))
+
+    def _too_big(self, doc: _Doc) -> str | None:
+        """Why the document's scored message cannot be produced, if it cannot (a raw record near the
+        producer's limit grows by the sentiment and times)."""
+        if self.max_message_bytes is None:
+            return None
+        size = len(doc.scored.to_json()) + message_overhead(doc.record.key)
+        if size <= self.max_message_bytes:
+            return None
+        return (f"the scored message is {size} bytes, over the producer's largest message of "
+                f"{self.max_message_bytes} bytes (FINSENT_MAX_TEXT_BYTES leaves it no room)")
 
     async def _reject(self, record: RawRecord, stage: str, reason: str) -> Awaitable[Any]:
-        letter = dead_letter(stage, reason, record.value, record.origin, self.clock())
-        delivery = await self.send_dead_letter(record.key, letter)
-        self.metrics.dead_letters.labels(stage).inc()
-        log.warning("dead letter (%s) %s[%s]@%s: %s", stage, record.origin.topic, record.origin.partition,
-                    record.origin.offset, reason)
-        return delivery
+        key, max_bytes = record.key, None
+        if self.max_message_bytes is not None:
+            if key is not None and len(key) > self.max_message_bytes // 2:
+                key = None  # a key that big leaves no room for the letter, which names the record's place anyway
+            max_bytes = self.max_message_bytes - message_overhead(key)
+        letter = dead_letter(stage, reason, record.value, record.origin, self.clock(), max_bytes=max_bytes)
+        return await self.send_dead_letter(key, letter)
 
     async def _sentiments(self, scorer: Scorer, docs: list[_Doc]) -> list[Sentiment | str]:
         """Sentiments in order; a document the model cannot score gets the reason instead."""
@@ -170,21 +200,48 @@ class RawBatchPipeline:
         """Score the texts; if the model fails on them (an error, or its process died on them),
         score each half apart, down to the text that fails on its own, which gets the reason. Halves,
         not one text at a time: a crash under memory pressure passes with a smaller batch, so only a
-        text that crashes the model by itself (in two processes: model.scorer_process) is dead-lettered."""
+        text that crashes the model by itself (in two processes: model.scorer_process) is dead-lettered.
+
+        A model that fails on a known-good text too (before the halving, and after it if it blamed a
+        text) is broken, not the texts: ScorerUnavailable holds the batch, as when the scorer is gone."""
+        outcome = await self._attempt(scorer, texts)
+        if not isinstance(outcome, str):
+            return outcome
+        await self._check_scorer(scorer, outcome)
+        results = await self._halve(scorer, texts, outcome)
+        blamed = next((r for r in results if isinstance(r, str)), None)
+        if blamed is not None and len(texts) > 1:  # the model may have broken while the batch was halved
+            await self._check_scorer(scorer, blamed)
+        return results
+
+    async def _halve(self, scorer: Scorer, texts: list[str], failure: str) -> list[Sentiment | str]:
+        """Sentiments of texts the model failed on together (``failure``), each half scored apart."""
+        if len(texts) == 1:
+            return [failure]  # that document goes to the DLQ
+        log.warning("scoring %d texts failed (%s); scoring each half apart", len(texts), failure)
+        results: list[Sentiment | str] = []
+        middle = len(texts) // 2
+        for half in (texts[:middle], texts[middle:]):
+            outcome = await self._attempt(scorer, half)
+            results += await self._halve(scorer, half, outcome) if isinstance(outcome, str) else outcome
+        return results
+
+    async def _attempt(self, scorer: Scorer, texts: list[str]) -> list[Sentiment] | str:
+        """The texts' sentiments, or why the model failed on them."""
         try:
-            results: list[Sentiment | str] = list(await self.holder.score(scorer, texts))
+            results = list(await self.holder.score(scorer, texts))
             if len(results) != len(texts):
                 raise RuntimeError(f"scorer returned {len(results)} results for {len(texts)} texts")
             return results
         except ScorerCrashed as exc:
-            failure = f"model {scorer.version} crashed on it: {exc}"
+            return f"model {scorer.version} crashed on it: {exc}"
         except ScorerUnavailable:
             raise  # not the texts' fault: the batch is retried, nothing is dead-lettered
         except Exception as exc:  # noqa: BLE001 - find the document that breaks the model
-            failure = f"model {scorer.version} could not score it: {type(exc).__name__}: {exc}"
-        if len(texts) == 1:
-            return [failure]  # that document goes to the DLQ
-        log.warning("scoring %d texts failed (%s); scoring each half apart", len(texts), failure)
-        middle = len(texts) // 2
-        first = await self._score_or_blame(scorer, texts[:middle])
-        return first + await self._score_or_blame(scorer, texts[middle:])
+            return f"model {scorer.version} could not score it: {type(exc).__name__}: {exc}"
+
+    async def _check_scorer(self, scorer: Scorer, failure: str) -> None:
+        probe = await self._attempt(scorer, [PROBE_TEXT])
+        if isinstance(probe, str):
+            raise ScorerUnavailable(f"model {scorer.version} fails on a known-good text too ({probe}); holding the "
+                                    f"batch instead of dead-lettering its documents (their failure: {failure})")

@@ -56,7 +56,9 @@ class WorkerRuntime:
                                   on_load_failure=lambda ref, exc: self.metrics.model_load_failures.inc())
         self.control = ControlListener(settings, lambda ref, message: self.holder.request(ref))
         self.ready = asyncio.Event()
-        self.failing: str | None = None  # the last unexpected processing error, while retrying
+        # The last unexpected error of each step being retried (until_done), while it is: the agents retry
+        # theirs at once, and one's success must not hide the other's failure.
+        self._failures: dict[object, str] = {}
         # Raw-topic partitions owned after the last completed rebalance; None until the first.
         self.partitions: int | None = None
         self._swaps = 0
@@ -88,8 +90,15 @@ class WorkerRuntime:
         """The group has formed (again) and this worker's partitions are sought and resumed.
         Owning none is legitimate: a group can have more workers than partitions."""
         raw = self.settings.topic("raw")
-        self.partitions = sum(1 for tp in assignment if tp.topic == raw)
+        owned = [tp.partition for tp in assignment if tp.topic == raw]
+        self.partitions = len(owned)
         self.metrics.partitions.set(self.partitions)
+        self.metrics.keep_lag_of(owned)  # another worker reports the lag of the others now
+
+    @property
+    def failing(self) -> str | None:
+        """What fails while a step is retried, or None."""
+        return "; ".join(self._failures.values()) or None
 
     async def stop(self) -> None:
         await self.control.stop()
@@ -100,19 +109,20 @@ class WorkerRuntime:
         """Run ``step`` until it succeeds: an unexpected error holds the stream, never skips it."""
         attempt = 0
         rng = random.Random()
-        while True:
-            try:
-                result = await step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - retried; the offsets stay uncommitted
-                self.failing = f"{what}: {type(exc).__name__}: {exc}"
-                log.exception("%s failed; retrying the batch", what)
-                await asyncio.sleep(Backoff(base=0.5, cap=30).delay(attempt, rng))
-                attempt += 1
-            else:
-                self.failing = None
-                return result
+        token = object()  # this call's entry in the failures
+        try:
+            while True:
+                try:
+                    return await step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - retried; the offsets stay uncommitted
+                    self._failures[token] = f"{what}: {type(exc).__name__}: {exc}"
+                    log.exception("%s failed; retrying the batch", what)
+                    await asyncio.sleep(Backoff(base=0.5, cap=30).delay(attempt, rng))
+                    attempt += 1
+        finally:
+            self._failures.pop(token, None)  # succeeded, or cancelled (a rebalance, the shutdown)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         checks = {

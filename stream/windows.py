@@ -19,10 +19,15 @@ score. Z-scores compare the window with the ``baseline`` windows just before it:
   over baseline windows that had documents.
 
 Either is ``None`` with fewer than ``min_baseline`` baseline values or a zero stdev.
+
+An event dated after now (plus a tolerance for clock skew) is kept out (:func:`refusal`): its
+window would become the newest, and every real event after it would count as late until that
+date. So is one whose window would start or end outside the calendar ``datetime`` can hold.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -77,14 +82,24 @@ class WindowEvent:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> WindowEvent:
+        """Raises ValueError, KeyError or TypeError, naming what is wrong."""
         at = datetime.fromisoformat(obj["at"])
         if at.tzinfo is None:
             raise ValueError("window event time has no time zone")
+        try:
+            at = at.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"window event time {obj['at']!r} is out of range in UTC") from None
         if obj["label"] not in LABELS:
             raise ValueError(f"unknown label {obj['label']!r}")
+        score, confidence = float(obj["score"]), float(obj["confidence"])
+        # A NaN (float("nan") of a string) would poison the window's sums, and its aggregate fail for good.
+        if not (math.isfinite(score) and -1.0 <= score <= 1.0 and math.isfinite(confidence) and
+                0.0 <= confidence <= 1.0):
+            raise ValueError(f"score {score} or confidence {confidence} out of range")
         return cls(
-            ticker=str(obj["ticker"]), doc_id=str(obj["doc_id"]), at=at.astimezone(UTC),
-            label=obj["label"], score=float(obj["score"]), confidence=float(obj["confidence"]),
+            ticker=str(obj["ticker"]), doc_id=str(obj["doc_id"]), at=at,
+            label=obj["label"], score=score, confidence=confidence,
             raw_partition=int(obj["raw_partition"]), raw_offset=int(obj["raw_offset"]),
         )
 
@@ -124,6 +139,31 @@ class WindowStats:
                    float(score_sum), float(weighted_sum), float(confidence_sum))
 
 
+def window_bounds(start: int, size: int) -> tuple[datetime, datetime] | None:
+    """(start, end) of the window that starts at ``start`` (epoch s), or None where ``datetime`` cannot hold them
+    (years 1 to 9999)."""
+    try:
+        begin = datetime.fromtimestamp(start, UTC)
+        return begin, begin + timedelta(seconds=size)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def refusal(event: WindowEvent, sizes: dict[str, int], now: datetime, tolerance: timedelta) -> str | None:
+    """Why ``event`` must stay out of the windows, or None: ``future`` (dated after ``now`` + ``tolerance``),
+    ``out_of_range`` (a window of it would start or end outside the calendar)."""
+    if event.at - now > tolerance:  # a difference, not now + tolerance: never out of range itself
+        return "future"
+    if any(window_bounds(_start_of(event.at, size), size) is None for size in sizes.values()):
+        return "out_of_range"
+    return None
+
+
+def _start_of(at: datetime, size: int) -> int:
+    ts = int(at.timestamp())
+    return ts - ts % size
+
+
 def _z(value: float, baseline: list[float], min_baseline: int) -> float | None:
     if len(baseline) < max(2, min_baseline):
         return None
@@ -148,12 +188,14 @@ class WindowSeries:
     first_start: int | None = None
 
     def start_of(self, at: datetime) -> int:
-        ts = int(at.timestamp())
-        return ts - ts % self.size
+        return _start_of(at, self.size)
 
     def add(self, event: WindowEvent) -> int | None:
-        """Count the event; returns its window start, or None when it is too late to keep."""
+        """Count the event; returns its window start, or None when it is too late to keep (or its window
+        is outside the calendar: its aggregate could not be written)."""
         start = self.start_of(event.at)
+        if window_bounds(start, self.size) is None:
+            return None
         if self.windows and start not in self.windows:
             newest = max(self.windows)
             if start <= newest - self.keep * self.size:
@@ -161,6 +203,14 @@ class WindowSeries:
         self.windows.setdefault(start, WindowStats()).add(event.label, event.score, event.confidence)
         self.first_start = start if self.first_start is None else min(self.first_start, start)
         return start
+
+    def forget_after(self, start: float) -> None:
+        """Forget windows that start after ``start``: an event :func:`refusal` now keeps out put them there
+        (state written before it did), and they would make every real event late."""
+        for future in [s for s in self.windows if s > start]:
+            del self.windows[future]
+        if self.first_start is not None and self.first_start > start:
+            self.first_start = min(self.windows, default=None)
 
     def prune(self) -> None:
         """Forget windows that no longer belong to the newest window's baseline. Separate from
@@ -207,11 +257,15 @@ class TickerWindows:
         self.series = {name: WindowSeries(size, baseline + 1) for name, size in self.sizes.items()}
         self.watermarks: dict[int, int] = {}  # raw partition → highest raw offset counted
 
+    def counted(self, event: WindowEvent) -> bool:
+        """Whether the event is a re-delivery of one already counted."""
+        seen = self.watermarks.get(event.raw_partition)
+        return seen is not None and event.raw_offset <= seen
+
     def add(self, event: WindowEvent) -> list[tuple[str, int]] | None:
         """Count one event once; returns the (window name, start) pairs it changed (fewer
         than the sizes when it is too late for some), or None for a re-delivery."""
-        seen = self.watermarks.get(event.raw_partition)
-        if seen is not None and event.raw_offset <= seen:
+        if self.counted(event):
             return None  # a re-delivery of something already counted
         self.watermarks[event.raw_partition] = event.raw_offset
         touched = []
@@ -225,16 +279,21 @@ class TickerWindows:
         for series in self.series.values():
             series.prune()
 
+    def forget_after(self, start: float) -> None:
+        """Forget every window that starts after ``start`` (epoch s; see :meth:`WindowSeries.forget_after`)."""
+        for series in self.series.values():
+            series.forget_after(start)
+
     def aggregate(self, name: str, start: int, now: datetime) -> Aggregate:
         series = self.series[name]
         stats = series.windows[start]
         counts, means = series.baseline(start)
-        begin = datetime.fromtimestamp(start, UTC)
+        begin, end = window_bounds(start, series.size)  # add() keeps no window outside the calendar
         return Aggregate(
             ticker=self.ticker,
             window=name,
             window_start=begin,
-            window_end=begin + timedelta(seconds=series.size),
+            window_end=end,
             count=stats.count,
             counts=dict(stats.counts),
             mean_score=_clamp(stats.mean_score),

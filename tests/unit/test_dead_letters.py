@@ -3,6 +3,7 @@ tests/integration/test_dlq_replay.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -90,6 +91,14 @@ def test_replay_sends_only_entry_topic_records_that_pass_their_check_once():
     assert kept[-1].target is None
     assert verdict_counts(kept) == {REPLAY: 1, "still invalid": 1, "duplicate of an earlier letter": 1,
                                     "not replayable": 2, "already indexed": 1}
+
+
+def test_a_letter_cut_to_fit_the_dlq_is_not_replayed():
+    cut = _stored(0, original="doc-1")
+    cut = dataclasses.replace(cut, letter=cut.letter.model_copy(update={"original_truncated": True,
+                                                                       "original_bytes": 2_000_000}))
+    [item] = ReplayPlanner({"f.raw": _raw_check}).plan([cut])
+    assert item.verdict == "not replayable: the letter holds only part of the 2000000-byte record"
 
 
 def test_the_replay_time_travels_in_a_header_and_only_a_zoned_time_is_read():

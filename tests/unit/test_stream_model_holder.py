@@ -112,3 +112,38 @@ async def test_of_two_requests_in_a_row_the_newer_model_wins_and_the_older_is_cl
         assert not loaded["v3"].closed.is_set()
     finally:
         holder.close()
+
+
+async def test_models_in_use_or_loading_when_the_holder_closes_are_closed_too():
+    import threading
+
+    from stream.model_holder import ModelHolder
+
+    loop = asyncio.get_running_loop()
+    started, release = threading.Event(), threading.Event()
+    loaded: dict[str, ClosableScorer] = {}
+
+    def load(ref: str) -> ClosableScorer:
+        if ref == "slow":
+            started.set()
+            release.wait(5)
+        loaded[ref] = ClosableScorer(ref, loop)
+        return loaded[ref]
+
+    holder = ModelHolder(load)
+    v1 = await holder.load_initial("v1")
+    with holder.lease():  # a batch still scores with v1 when v2 arrives and the worker stops
+        await holder.request("v2")
+        v2 = holder.current()
+        holder.close()
+    await asyncio.wait_for(asyncio.gather(v1.closed.wait(), v2.closed.wait()), 5)
+
+    late = ModelHolder(load)
+    await late.load_initial("v1")
+    loading = late.request("slow")  # still loading when the worker stops
+    assert await loop.run_in_executor(None, started.wait, 5)
+    late.close()
+    release.set()
+    await loading
+    assert late.current().version == "v1"  # not installed after close
+    await asyncio.wait_for(loaded["slow"].closed.wait(), 5)

@@ -10,9 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.aggregator import apply_events
-from stream.windows import TickerWindows, WindowEvent, aggregate_id, parse_window, parse_windows
+from stream.windows import TickerWindows, WindowEvent, aggregate_id, parse_window, parse_windows, refusal
 
 T0 = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
+NOW = T0 + timedelta(hours=1)  # the worker's clock: after every event of these tests
+SIZES = {"1m": 60, "15m": 900, "1h": 3600, "1d": 86400}
 
 
 def ev(offset: int, minute: float, label: str = "positive", score: float = 0.5, conf: float = 0.8,
@@ -108,11 +110,11 @@ def test_a_batch_spanning_many_windows_keeps_each_baseline_whole():
     one_by_one: dict = {}
     expected = {}
     for e in events:  # one event per batch: nothing is pruned before its window is reported
-        update = apply_events(one_by_one, [e], {"1m": 60}, baseline=3, min_baseline=3, now=T0)
+        update = apply_events(one_by_one, [e], {"1m": 60}, baseline=3, min_baseline=3, now=NOW)
         one_by_one.update(update.states)
         for agg in update.aggregates:
             expected[agg.window_start] = agg
-    aggs = apply_events({}, events, {"1m": 60}, baseline=3, min_baseline=3, now=T0).aggregates
+    aggs = apply_events({}, events, {"1m": 60}, baseline=3, min_baseline=3, now=NOW).aggregates
     assert {a.window_start: a for a in aggs} == expected
     assert any(a.volume_z is not None for a in aggs)
 
@@ -120,14 +122,14 @@ def test_a_batch_spanning_many_windows_keeps_each_baseline_whole():
 def test_apply_events_gives_one_state_per_ticker_and_the_changed_windows():
     store: dict = {}
     events = [ev(0, 0.1), ev(1, 0.2, ticker="MSFT"), ev(2, 0.3)]
-    update = apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=T0)
+    update = apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=NOW)
     assert store == {}  # nothing written: the caller stores once the aggregates are out
     assert set(update.states) == {"AAPL", "MSFT"} and update.late == 0
     assert sorted((a.ticker, a.count) for a in update.aggregates) == [("AAPL", 2), ("MSFT", 1)]
-    retried = apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=T0)
+    retried = apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=NOW)
     assert retried == update  # a failed publication is retried with the very same aggregates
     store.update(update.states)
-    again = apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=T0)
+    again = apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=NOW)
     assert again.aggregates == [] and again.states == {}  # a full replay changes nothing
 
 
@@ -185,3 +187,77 @@ def test_a_publication_that_fails_half_way_is_retried_with_the_same_aggregates()
     assert sorted((a.ticker, a.count) for a in sent) == [("AAPL", 2), ("MSFT", 1)]
     assert set(store) == {"AAPL", "MSFT"}
     assert asyncio.run(aggregator.process(store, events)) == []  # and a replay after success counts nothing
+
+
+def test_an_event_at_the_end_of_the_calendar_is_refused_not_raised():
+    last_day = WindowEvent("AAPL", "d1", datetime(9999, 12, 31, 12, tzinfo=UTC), "positive", 0.5, 0.9, 0, 1)
+    update = apply_events({}, [last_day], SIZES, 24, 3, NOW)
+    assert update.refused == {"future": 1} and update.aggregates == [] and update.states == {}
+    # The windows themselves never raise: the day's window would end in year 10000.
+    tw = TickerWindows("AAPL", SIZES)
+    assert [name for name, _ in tw.add(last_day)] == ["1m", "15m", "1h"]
+    for name, series in tw.series.items():
+        for start in series.windows:
+            assert tw.aggregate(name, start, NOW).window_end.year == 9999
+
+
+def test_an_event_whose_window_starts_before_the_calendar_is_refused():
+    first_week = WindowEvent("AAPL", "d1", datetime(1, 1, 1, 0, 0, 30, tzinfo=UTC), "positive", 0.5, 0.9, 0, 1)
+    assert refusal(first_week, {"7d": 7 * 86400}, NOW, timedelta(minutes=5)) == "out_of_range"
+    assert apply_events({}, [first_week], {"7d": 7 * 86400}, 24, 3, NOW).refused == {"out_of_range": 1}
+    assert refusal(first_week, SIZES, NOW, timedelta(minutes=5)) is None  # year 1's first day is a day
+
+
+def test_one_event_dated_years_ahead_leaves_the_ticker_s_windows_alone():
+    store: dict = {}
+    for batch in ([ev(1, 0)], [WindowEvent("AAPL", "d2", datetime(2099, 1, 1, tzinfo=UTC), "positive", 0.5, 0.9,
+                                           0, 2)], [ev(3, 0.1), ev(4, 1)]):
+        update = apply_events(store, batch, SIZES, 24, 3, T0)
+        store.update(update.states)
+    assert update.late == 0 and update.refused == {}
+    assert {(a.window, a.count) for a in update.aggregates} == {("1m", 2), ("1m", 1), ("15m", 3), ("1h", 3),
+                                                                ("1d", 3)}
+    assert all(int(start) <= T0.timestamp() + 60 for start in store["AAPL"]["series"]["1m"]["w"])
+
+
+def test_events_a_little_ahead_are_counted_further_ahead_refused():
+    tolerance = timedelta(minutes=5)
+    update = apply_events({}, [ev(1, 4), ev(2, 6)], {"1m": 60}, 24, 3, T0, future_tolerance=tolerance)
+    assert update.refused == {"future": 1} and [a.count for a in update.aggregates] == [1]
+
+
+def test_windows_a_future_event_left_in_older_state_are_forgotten():
+    old = TickerWindows("AAPL", SIZES)  # state written before such events were refused
+    old.add(ev(1, 0))
+    old.add(WindowEvent("AAPL", "d2", datetime(2099, 1, 1, tzinfo=UTC), "positive", 0.5, 0.9, 0, 2))
+    update = apply_events({"AAPL": old.to_state()}, [ev(3, 0.2), ev(4, 1)], SIZES, 24, 3, T0)
+    assert update.late == 0 and sorted(a.count for a in update.aggregates if a.window == "1h") == [3]
+    assert max(int(s) for s in update.states["AAPL"]["series"]["1d"]["w"]) < T0.timestamp()
+
+
+def test_the_worker_counts_refused_events_by_reason():
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from finsent.settings import Settings
+    from stream.aggregator import WindowAggregator
+    from stream.metrics import WorkerMetrics
+
+    async def unused(*args):
+        raise AssertionError("nothing to publish")
+
+    registry = CollectorRegistry()
+    aggregator = WindowAggregator(Settings(), None, WorkerMetrics(registry), send_aggregate=unused, clock=lambda: T0)
+    future = WindowEvent("AAPL", "d1", datetime(2099, 1, 1, tzinfo=UTC), "positive", 0.5, 0.9, 0, 1)
+    assert asyncio.run(aggregator.process({}, [future])) == []
+    assert registry.get_sample_value("finsent_stream_refused_window_events_total", {"reason": "future"}) == 1.0
+
+
+@pytest.mark.parametrize("change, words", [({"score": "nan"}, "out of range"), ({"confidence": 2}, "out of range"),
+                                           ({"at": "9999-12-31T23:59:59-01:00"}, "out of range in UTC")])
+def test_a_window_event_that_would_poison_the_windows_is_refused_with_a_value_error(change, words):
+    good = ev(1, 0).to_json()
+    assert WindowEvent.from_json(good) == ev(1, 0)
+    with pytest.raises(ValueError, match=words):
+        WindowEvent.from_json(good | change)
