@@ -19,22 +19,22 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 RulesOption = Annotated[Path, typer.Option("--rules", "-r", help="Rules file (YAML); see alerts/rules.example.yml")]
 
 
-def _load(path: Path):
+def _load(path: Path, windows: str):
     from alerts.rules import RulesError, load_rules
 
     try:
-        return load_rules(path)
+        return load_rules(path, windows=windows)  # rules may only filter on windows the stream emits
     except RulesError as exc:
         fail(str(exc))
 
 
 @app.command()
-def check(rules: RulesOption) -> None:
-    """Validate a rules file and show what it will do."""
+def check(ctx: typer.Context, rules: RulesOption) -> None:
+    """Validate a rules file (against this environment's FINSENT_WINDOWS) and show what it will do."""
     from finsent.cli_tables import Column, print_table
     from finsent.durations import format_duration
 
-    parsed = _load(rules)
+    parsed = _load(rules, settings_of(ctx).windows)
     rows = []
     for rule in parsed.rules:
         condition = {
@@ -71,7 +71,7 @@ def run(
     from alerts.service import AlertsConfigError, AlertService, consumer_group, outbox_path
 
     settings = settings_of(ctx)
-    parsed = _load(rules)
+    parsed = _load(rules, settings.windows)
     registry = CollectorRegistry()
     try:
         service = AlertService(settings, parsed, registry=registry)
@@ -198,7 +198,7 @@ def test_webhook(
     try:
         with httpx.Client() as client:
             response = post(client, hook, alert, secret, attempt=1, now=time.time())
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # whatever the send raised, the answer is that this URL does not work
         fail(f"{url}: {type(exc).__name__}: {exc}")
     elapsed = (time.perf_counter() - started) * 1000
     typer.echo(f"{url}: HTTP {response.status_code} in {elapsed:.0f} ms (key {alert.idempotency_key})")

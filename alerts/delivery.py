@@ -53,7 +53,7 @@ def retry_after_seconds(response: httpx.Response, now: float) -> float | None:
 
 def post(client: httpx.Client, hook: Webhook, alert: Alert, secret: str, *, attempt: int,
          now: float) -> httpx.Response:
-    """One signed POST of ``alert`` to ``hook``; raises httpx errors for transport failures."""
+    """One signed POST of ``alert`` to ``hook``; raises httpx errors (and others) for transport failures."""
     body = body_for(alert, hook.format)
     headers = {
         **hook.headers,
@@ -132,7 +132,10 @@ class Dispatcher:
         now = time.time()  # the signature's timestamp is real time, whatever clock schedules retries
         try:
             response = post(self._client, hook, item.alert, self._secret, attempt=number, now=now)
-        except httpx.HTTPError as exc:
+        except Exception as exc:
+            # Not only httpx errors: a host the IDNA codec refuses raises UnicodeError at connect time.
+            # Whatever it is, it is this delivery's failed attempt; raising would leave the row due and
+            # first in line on every pass, ahead of every other webhook's alerts.
             self.metrics.latency.labels(item.webhook).observe(time.perf_counter() - started)
             return self._retry_or_dead(item, hook, f"{type(exc).__name__}: {exc or 'no detail'}", None)
         self.metrics.latency.labels(item.webhook).observe(time.perf_counter() - started)

@@ -1,15 +1,17 @@
 """Pure rule evaluation: records in, :class:`~finsent.schemas.Alert` objects out. No I/O.
 
 The engine keeps a little state per ticker (trailing window statistics, recent documents,
-negative bursts) plus cooldowns and dedup keys, and takes its time from an injected clock,
-so every decision is reproducible in a unit test. Durable dedup lives in the outbox (the
-idempotency key is its primary key); the in-memory set only spares it the work.
+negative bursts, cooldowns) for at most ``max_tickers`` tickers, the least recently seen
+going first, plus dedup keys, and takes its time from an injected clock, so every decision
+is reproducible in a unit test. Durable dedup lives in the outbox (the idempotency key is its
+primary key); the in-memory set only spares it the work.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +30,10 @@ from finsent.schemas import Aggregate, Alert, AlertDocument, ControlMessage, Sco
 
 Clock = Callable[[], datetime]
 
+# How far behind the newest negative of a (rule, ticker) an older one may arrive and still count
+# towards a burst: feeds list newest first, and scored documents come from several partitions.
+BURST_LATENESS = timedelta(hours=24)
+
 
 def _system_clock() -> datetime:
     return datetime.now(UTC)
@@ -38,6 +44,7 @@ class _WindowSeries:
     """Final values of past windows of one (ticker, window), plus the window now filling."""
 
     history: deque = field(default_factory=lambda: deque(maxlen=48))
+    closed: int = 0  # windows closed since the engine started (the history keeps the last 48)
     current_start: datetime | None = None
     current: tuple[float, int] | None = None
 
@@ -45,6 +52,7 @@ class _WindowSeries:
         if self.current_start is None or agg.window_start > self.current_start:
             if self.current is not None:
                 self.history.append(self.current)  # the previous window is closed
+                self.closed += 1
             self.current_start = agg.window_start
             self.current = (agg.mean_score, agg.count)
         elif agg.window_start == self.current_start:
@@ -71,6 +79,69 @@ def _event_time(doc: ScoredDocument) -> datetime:
     return doc.published_at or doc.ingested_at
 
 
+def densest_span(times: list[datetime], at: datetime, within: timedelta) -> tuple[int, int]:
+    """``(i, j)``: the most times of the sorted ``times`` that lie within ``within`` of each other
+    with ``at`` among them, as the slice ``times[i:j]`` (earliest such span on a tie)."""
+    lo = bisect.bisect_left(times, at - within)
+    hi = bisect.bisect_right(times, at + within)
+    best, j = (lo, lo), lo
+    for i in range(lo, hi):
+        if times[i] > at:
+            break  # a span starting after `at` does not hold it
+        j = max(j, i)
+        while j < hi and times[j] - times[i] <= within:
+            j += 1
+        if times[j - 1] >= at and j - i > best[1] - best[0]:
+            best = (i, j)
+    return best
+
+
+@dataclass
+class _Burst:
+    """Confident negatives of one (rule, ticker), in event-time order whatever their arrival order."""
+
+    times: list[datetime] = field(default_factory=list)
+    docs: list[AlertDocument] = field(default_factory=list)  # in the order of `times`; no text to hold
+    newest: datetime | None = None
+
+    def add(self, doc: ScoredDocument) -> datetime | None:
+        """Keep ``doc``; returns its event time, or None for a repeat or one too late to count."""
+        at = _event_time(doc)
+        if any(d.id == doc.id for d in self.docs[bisect.bisect_left(self.times, at):
+                                                  bisect.bisect_right(self.times, at)]):
+            return None  # redelivered: counts once
+        if self.newest is not None and at < self.newest - BURST_LATENESS:
+            return None
+        index = bisect.bisect_right(self.times, at)
+        self.times.insert(index, at)
+        self.docs.insert(index, _as_alert_doc(doc))
+        self.newest = max(self.newest or at, at)
+        return at
+
+    def prune(self, within: timedelta, keep: int) -> None:
+        """Forget what no late arrival can join to a burst any more, and beyond ``keep`` the oldest."""
+        cut = bisect.bisect_left(self.times, self.newest - within - BURST_LATENESS)
+        cut = max(cut, len(self.times) - keep)
+        if cut > 0:
+            del self.times[:cut], self.docs[:cut]
+
+    def take(self, i: int, j: int) -> list[AlertDocument]:
+        """Remove and return a burst's documents: they raise no second alert."""
+        taken = self.docs[i:j]
+        del self.times[i:j], self.docs[i:j]
+        return taken
+
+
+@dataclass
+class _TickerState:
+    """Everything the engine remembers about one ticker; evicted as a whole."""
+
+    docs: deque[ScoredDocument]
+    series: dict[str, _WindowSeries] = field(default_factory=dict)  # by window
+    bursts: dict[str, _Burst] = field(default_factory=dict)  # by rule name
+    cooldown_until: dict[str, datetime] = field(default_factory=dict)  # by rule name
+
+
 @dataclass
 class EngineStats:
     documents: int = 0
@@ -79,22 +150,31 @@ class EngineStats:
 
 
 class RuleEngine:
-    """Evaluates the enabled rules of a :class:`RulesFile` against aggregates, documents and control messages."""
+    """Evaluates the enabled rules of a :class:`RulesFile` against aggregates, documents and control messages.
+
+    ``stream_min_baseline`` is the stream's FINSENT_WINDOW_MIN_BASELINE: a z-score in an aggregate rests
+    on at least that many earlier windows, which counts towards a rule's ``min_history``.
+    """
 
     def __init__(self, rules: RulesFile, *, clock: Clock = _system_clock, dashboard_template: str | None = None,
-                 docs_per_ticker: int = 500, max_tickers: int = 20_000, dedup_memory: int = 100_000) -> None:
+                 docs_per_ticker: int = 500, max_tickers: int = 20_000, dedup_memory: int = 100_000,
+                 stream_min_baseline: int = 0) -> None:
         self.rules = rules
         self.clock = clock
+        self.stream_min_baseline = stream_min_baseline
         self.dashboard_template = rules.dashboard_url or dashboard_template
         self.stats = EngineStats()
         self._docs_per_ticker = docs_per_ticker
         self._max_tickers = max_tickers
         self._dedup_memory = dedup_memory
-        self._series: dict[tuple[str, str], _WindowSeries] = defaultdict(_WindowSeries)
-        self._docs: OrderedDict[str, deque[ScoredDocument]] = OrderedDict()
-        self._bursts: dict[tuple[str, str], dict[str, ScoredDocument]] = defaultdict(dict)
-        self._cooldown_until: dict[tuple[str, str | None], datetime] = {}
+        self._tickers: OrderedDict[str, _TickerState] = OrderedDict()  # least recently seen first
+        self._cooldown_until: dict[str, datetime] = {}  # rules without a ticker (model, drift), by name
         self._seen: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def tracked_tickers(self) -> int:
+        """Tickers the engine holds state for (at most ``max_tickers``)."""
+        return len(self._tickers)
 
     # --- state carried over a restart ----------------------------------------------------
     def restore(self, fired: Iterable[tuple[str, str | None, datetime]], keys: Iterable[str] = ()) -> None:
@@ -105,15 +185,15 @@ class RuleEngine:
             if rule is None:
                 continue
             until = created_at + rule.cooldown
-            slot = (rule_name, ticker)
-            if until > self._cooldown_until.get(slot, datetime.min.replace(tzinfo=UTC)):
-                self._cooldown_until[slot] = until
+            cooldowns = self._cooldowns(ticker)
+            if until > cooldowns.get(rule_name, datetime.min.replace(tzinfo=UTC)):
+                cooldowns[rule_name] = until
         for key in keys:
             self._remember(key)
 
     # --- inputs ----------------------------------------------------------------------------
     def on_aggregate(self, agg: Aggregate) -> list[Alert]:
-        series = self._series[(agg.ticker, agg.window)]
+        series = self._ticker(agg.ticker).series.setdefault(agg.window, _WindowSeries())
         series.observe(agg)
         alerts = []
         for rule in self.rules.enabled_rules():
@@ -178,8 +258,10 @@ class RuleEngine:
     def _sentiment_shift(self, rule: SentimentShiftRule, agg: Aggregate, series: _WindowSeries) -> Alert | None:
         if not self._applies(rule, agg) or agg.count < rule.min_count:
             return None
+        if self._history(series, agg.sentiment_z) < rule.min_history:
+            return None
         mean, std, n = series.stats(0)
-        z = agg.sentiment_z if agg.sentiment_z is not None else _z(agg.mean_score, mean, std, n, rule.min_history)
+        z = agg.sentiment_z if agg.sentiment_z is not None else _z(agg.mean_score, mean, std, n, 2)
         if z is None or not math.isfinite(z):
             return None
         hit = {"both": abs(z) >= rule.threshold, "up": z >= rule.threshold, "down": z <= -rule.threshold}
@@ -199,8 +281,10 @@ class RuleEngine:
     def _volume_spike(self, rule: VolumeSpikeRule, agg: Aggregate, series: _WindowSeries) -> Alert | None:
         if not self._applies(rule, agg) or agg.count < rule.min_count:
             return None
+        if self._history(series, agg.volume_z) < rule.min_history:
+            return None
         mean, std, n = series.stats(1)
-        z = agg.volume_z if agg.volume_z is not None else _z(agg.count, mean, std, n, rule.min_history)
+        z = agg.volume_z if agg.volume_z is not None else _z(agg.count, mean, std, n, 2)
         if z is None or not math.isfinite(z) or z < rule.threshold:
             return None
         against = f" vs baseline {mean:.1f}" if mean is not None else ""
@@ -217,27 +301,36 @@ class RuleEngine:
             return None
         if doc.sentiment.label != "negative" or doc.sentiment.confidence < rule.min_confidence:
             return None
-        burst = self._bursts[(rule.name, ticker)]
-        burst[doc.id] = doc  # keyed by id: a redelivered document counts once
-        now = _event_time(doc)
-        for doc_id in [i for i, d in burst.items() if _event_time(d) < now - rule.within]:
-            del burst[doc_id]
-        in_window = [d for d in burst.values() if now - rule.within <= _event_time(d) <= now]
-        if len(in_window) < rule.count:
+        burst = self._ticker(ticker).bursts.setdefault(rule.name, _Burst())
+        at = burst.add(doc)
+        if at is None:
             return None
-        burst.clear()
-        # One alert per tumbling bucket of `within` (stable when the stream is replayed).
+        burst.prune(rule.within, keep=max(4 * rule.count, 256))
+        # Any `count` negatives within `within` of each other, in whatever order they arrived: a
+        # new burst holds the new document, so only spans around it need looking at.
+        i, j = densest_span(burst.times, at, rule.within)
+        if j - i < rule.count:
+            return None
+        now = burst.times[j - 1]
+        in_window = burst.take(i, j)
+        # One alert per tumbling bucket of `within`, of the burst's newest document (stable on replay).
         span = rule.within.total_seconds()
         bucket = datetime.fromtimestamp(math.floor(now.timestamp() / span) * span, UTC)
-        ranked = sorted(in_window, key=lambda d: d.sentiment.score)[: rule.top_documents]
+        ranked = sorted(in_window, key=lambda d: d.score)[: rule.top_documents]
         window = format_duration(rule.within)
         message = (f"{ticker}: {len(in_window)} negative documents (confidence >= {rule.min_confidence:g}) "
                    f"within {window}, up to {now.isoformat()}")
         return self._fire(rule, kind="negative_burst", ticker=ticker, window=window, start=bucket,
                           end=bucket + rule.within, value=float(len(in_window)), baseline=None,
-                          threshold=float(rule.count), message=message, documents=[_as_alert_doc(d) for d in ranked])
+                          threshold=float(rule.count), message=message, documents=ranked)
 
     # --- shared ------------------------------------------------------------------------------
+    def _history(self, series: _WindowSeries, stream_z: float | None) -> int:
+        """Earlier windows known to lie behind this window's z. The stream gives a z from as few as
+        FINSENT_WINDOW_MIN_BASELINE windows and the aggregate does not say how many, so a rule asking
+        for more waits until the engine has seen that many itself."""
+        return max(series.closed, self.stream_min_baseline if stream_z is not None else 0)
+
     @staticmethod
     def _applies(rule: SentimentShiftRule | VolumeSpikeRule, agg: Aggregate) -> bool:
         return rule.matches_ticker(agg.ticker) and (not rule.windows or agg.window in rule.windows)
@@ -249,14 +342,14 @@ class RuleEngine:
             self.stats.deduplicated += 1
             return None
         now = self.clock()
-        slot = (rule.name, ticker)
-        until = self._cooldown_until.get(slot)
+        cooldowns = self._cooldowns(ticker)
+        until = cooldowns.get(rule.name)
         if until is not None and now < until:
             self.stats.cooled_down += 1
             return None
         self._remember(key)
         if rule.cooldown > timedelta(0):
-            self._cooldown_until[slot] = now + rule.cooldown
+            cooldowns[rule.name] = now + rule.cooldown
         return Alert(
             idempotency_key=key, rule=rule.name, kind=kind, ticker=ticker, window=window, window_start=start,
             value=value, baseline=baseline, threshold=threshold, message=message[:4096], documents=documents,
@@ -271,13 +364,21 @@ class RuleEngine:
         while len(self._seen) > self._dedup_memory:
             self._seen.popitem(last=False)
 
+    def _ticker(self, ticker: str) -> _TickerState:
+        """The ticker's state, now the most recently seen; the least recent goes beyond ``max_tickers``."""
+        state = self._tickers.get(ticker)
+        if state is None:
+            state = self._tickers[ticker] = _TickerState(docs=deque(maxlen=self._docs_per_ticker))
+            while len(self._tickers) > self._max_tickers:
+                self._tickers.popitem(last=False)
+        self._tickers.move_to_end(ticker)
+        return state
+
+    def _cooldowns(self, ticker: str | None) -> dict[str, datetime]:
+        return self._cooldown_until if ticker is None else self._ticker(ticker).cooldown_until
+
     def _keep_document(self, ticker: str, doc: ScoredDocument) -> None:
-        docs = self._docs.get(ticker)
-        if docs is None:
-            docs = self._docs[ticker] = deque(maxlen=self._docs_per_ticker)
-            while len(self._docs) > self._max_tickers:
-                self._docs.popitem(last=False)
-        self._docs.move_to_end(ticker)
+        docs = self._ticker(ticker).docs
         if all(d.id != doc.id for d in docs):
             docs.append(doc)
 
@@ -287,7 +388,8 @@ class RuleEngine:
         largest |score| when there is no direction."""
         if n == 0:
             return []
-        docs = [d for d in self._docs.get(ticker, ())
+        state = self._tickers.get(ticker)
+        docs = [d for d in (state.docs if state is not None else ())
                 if any(t is not None and start <= t < end for t in (d.published_at, d.ingested_at, d.scored_at))]
         if lowest_first is None:
             key = lambda d: -abs(d.sentiment.score)  # noqa: E731

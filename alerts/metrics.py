@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Outcomes of finsent_alerts_attempts_total (alerts/delivery.py).
+OUTCOMES = ("delivered", "retry", "error", "rejected", "unconfigured")
 
 
 class AlertMetrics:
@@ -29,3 +34,21 @@ class AlertMetrics:
         self.sync_errors = Counter("finsent_alerts_sync_errors_total",
                                    "Failed mirrors of the outbox to Elasticsearch/Kafka (retried)",
                                    ["sink"], registry=registry)
+
+    def declare(self, webhooks: Iterable[str], rules: Iterable[tuple[str, str]] = (),
+                inputs: Iterable[str] = ()) -> None:
+        """Create the labelled series at 0 before anything happens: a series born at 1 shows no
+        ``increase()``, so the first dead letter per webhook after a restart would page no one."""
+        for webhook in webhooks:
+            for metric in (self.sent, self.failed, self.latency, self.end_to_end):
+                metric.labels(webhook)
+            for outcome in OUTCOMES:
+                self.attempts.labels(webhook, outcome)
+        for rule, kind in rules:
+            self.raised.labels(rule, kind)
+        for topic in inputs:
+            self.bad_records.labels(topic)
+        for reason in ("dedup", "cooldown"):
+            self.suppressed.labels(reason)
+        for sink in ("elasticsearch", "kafka"):
+            self.sync_errors.labels(sink)

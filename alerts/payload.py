@@ -10,6 +10,7 @@ import hashlib
 from collections import defaultdict
 from datetime import datetime
 from typing import Literal
+from urllib.parse import quote
 
 import orjson
 
@@ -25,12 +26,20 @@ def idempotency_key(rule: str, ticker: str | None, window: str | None, window_st
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
 
 
+def ticker_query(ticker: str | None) -> str:
+    """A URL-encoded KQL clause for the alert's ticker, which documents carry in ``tickers`` and
+    aggregates and alerts in ``ticker`` (either field alone blanks some panels); empty without a
+    ticker, where ``tickers:`` alone would be a KQL syntax error."""
+    return quote(f"tickers:{ticker} or ticker:{ticker}", safe=":") if ticker else ""
+
+
 def dashboard_url(template: str | None, *, rule: str, ticker: str | None, window: str | None,
                   start: datetime | None, end: datetime | None) -> str | None:
-    """Fill ``{ticker} {window} {rule} {from} {to}`` in the template; unknown names become empty."""
+    """Fill ``{ticker} {query} {window} {rule} {from} {to}`` in the template (``{query}``: see
+    :func:`ticker_query`); unknown names become empty."""
     if not template:
         return None
-    values = defaultdict(str, rule=rule, ticker=ticker or "", window=window or "",
+    values = defaultdict(str, rule=rule, ticker=ticker or "", query=ticker_query(ticker), window=window or "",
                          **{"from": start.isoformat() if start else "", "to": end.isoformat() if end else ""})
     try:
         return template.format_map(values)

@@ -9,30 +9,100 @@ A rules file is YAML::
 
 Any mistake raises :class:`RulesError` whose lines name the rule (by its ``name``, or its
 position when it has none) and the field, e.g. ``rule 'shift' (rules[0]) field 'threshold':
-Input should be greater than 0``.
+Input should be greater than 0``. Filters that could never match are mistakes too: tickers are
+normalised as ingest writes them (``brk-b`` → ``BRK.B``), and given the stream's windows
+(``FINSENT_WINDOWS``) a rule's window must be one of them (``60m`` is read as the stream's ``1h``).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import httpx
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from finsent.durations import parse_duration
 from finsent.tagged_unions import union_tags
+from ingest.tickers import normalise_ticker
+from stream.windows import parse_window, parse_windows
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+_FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e]*$")  # one line of printable ASCII: what httpx encodes
 
 
 class RulesError(ValueError):
     """The rules file is missing, not YAML, or has invalid rules; the message says where."""
 
 
+def _sendable_url(value: str) -> str:
+    """Refuse what httpx parses but can never send: otherwise every delivery to it fails."""
+    try:
+        url = httpx.URL(value)
+        url.host.encode("idna")  # as getaddrinfo and TLS encode the host: empty or over-long labels fail
+    except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
+        raise ValueError(f"{value!r} is not a URL that can be posted to: {exc}") from None
+    if not url.host:
+        raise ValueError(f"{value!r} has no host")
+    if url.port is not None and not 0 < url.port <= 65535:
+        raise ValueError(f"{value!r}: port {url.port} is not between 1 and 65535")
+    return value
+
+
+def _sendable_headers(value: dict[str, str]) -> dict[str, str]:
+    for name, text in value.items():
+        if not _FIELD_NAME.match(name):
+            raise ValueError(f"header name {name!r} is not an HTTP token (letters, digits, -_.!#$%&'*+^`|~)")
+        if not _FIELD_VALUE.match(text):
+            raise ValueError(f"header {name!r}: the value must be one line of printable ASCII, got {text!r}")
+    return value
+
+
+def _known_tickers(value: list[str]) -> list[str]:
+    """Tickers as ingest writes them: a rule for ``aapl`` or ``BRK-B`` would never match otherwise."""
+    tickers: list[str] = []
+    for raw in value:
+        ticker = normalise_ticker(raw)
+        if ticker is None:
+            raise ValueError(f"{raw!r} is not a ticker symbol such as AAPL or BRK.B")
+        if ticker not in tickers:
+            tickers.append(ticker)
+    return tickers
+
+
+def _emitted_windows(value: list[str], info: ValidationInfo) -> list[str]:
+    """Windows by the stream's names; unchecked when the caller did not say which the stream emits."""
+    emitted: dict[str, int] | None = (info.context or {}).get("windows")
+    windows: list[str] = []
+    for window in value:
+        seconds = parse_window(window)
+        if emitted is not None and window not in emitted:
+            same = [name for name, size in emitted.items() if size == seconds]
+            if not same:
+                raise ValueError(f"the stream emits no {window!r} windows (FINSENT_WINDOWS: {', '.join(emitted)})")
+            window = same[0]  # 60m is the stream's 1h
+        if window not in windows:
+            windows.append(window)
+    return windows
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Window = Annotated[str, Field(pattern=r"^\d+[smhd]$")]
+Windows = Annotated[list[Window], AfterValidator(_emitted_windows)]
+Tickers = Annotated[list[str], AfterValidator(_known_tickers)]
 
 
 class _Strict(BaseModel):
@@ -42,13 +112,13 @@ class _Strict(BaseModel):
 class Webhook(_Strict):
     """Where alerts go, and how hard to try."""
 
-    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    url: Annotated[str, Field(pattern=r"^https?://\S+$"), AfterValidator(_sendable_url)]
     format: Literal["json", "slack"] = "json"
     timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
     backoff_initial: Duration = timedelta(seconds=2)
     backoff_max: Duration = timedelta(minutes=10)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Annotated[dict[str, str], AfterValidator(_sendable_headers)] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _backoff_order(self) -> Webhook:
@@ -68,7 +138,7 @@ class _Rule(_Strict):
 
 
 class _TickerRule(_Rule):
-    tickers: list[str] = Field(default_factory=list, description="only these tickers (default: all)")
+    tickers: Tickers = Field(default_factory=list, description="only these tickers (default: all)")
     top_documents: Annotated[int, Field(ge=0, le=50)] = 5
 
     def matches_ticker(self, ticker: str) -> bool:
@@ -82,8 +152,10 @@ class SentimentShiftRule(_TickerRule):
     threshold: Annotated[float, Field(gt=0)]
     min_count: Annotated[int, Field(ge=1)] = 10
     direction: Literal["both", "up", "down"] = "both"
-    windows: list[Window] = Field(default_factory=list, description="only these windows (default: all)")
-    min_history: Annotated[int, Field(ge=2)] = 5
+    windows: Windows = Field(default_factory=list, description="only these windows (default: all)")
+    min_history: Annotated[int, Field(ge=2)] = Field(
+        5, description="earlier windows behind the z-score: the stream's FINSENT_WINDOW_MIN_BASELINE, or as many "
+                       "the engine saw close since it started")
 
 
 class VolumeSpikeRule(_TickerRule):
@@ -92,8 +164,10 @@ class VolumeSpikeRule(_TickerRule):
     kind: Literal["volume_spike"]
     threshold: Annotated[float, Field(gt=0)]
     min_count: Annotated[int, Field(ge=1)] = 10
-    windows: list[Window] = Field(default_factory=list)
-    min_history: Annotated[int, Field(ge=2)] = 5
+    windows: Windows = Field(default_factory=list)
+    min_history: Annotated[int, Field(ge=2)] = Field(
+        5, description="earlier windows behind the z-score: the stream's FINSENT_WINDOW_MIN_BASELINE, or as many "
+                       "the engine saw close since it started")
 
 
 class NegativeBurstRule(_TickerRule):
@@ -188,6 +262,8 @@ def _describe(raw: Any, exc: ValidationError) -> list[str]:
                 rest = rest[1:]
             field = ".".join(str(p) for p in rest) or "kind"
             problems.append(f"{where} field {field!r}: {msg}")
+        elif len(loc) >= 3 and loc[0] == "webhooks":
+            problems.append(f"webhook {loc[1]!r} field {'.'.join(str(p) for p in loc[2:])!r}: {msg}")
         elif loc:
             problems.append(f"field {'.'.join(str(p) for p in loc)!r}: {msg}")
         else:
@@ -195,12 +271,16 @@ def _describe(raw: Any, exc: ValidationError) -> list[str]:
     return problems
 
 
-def parse_rules(raw: Any, source: str = "rules") -> RulesFile:
-    """Validate an already-loaded YAML document."""
+def parse_rules(raw: Any, source: str = "rules", *, windows: str | None = None) -> RulesFile:
+    """Validate an already-loaded YAML document; ``windows`` is the stream's ``FINSENT_WINDOWS``."""
     if not isinstance(raw, dict):
         raise RulesError(f"{source}: expected a mapping with 'rules' (and 'webhooks'), got {type(raw).__name__}")
     try:
-        return RulesFile.model_validate(raw)
+        emitted = parse_windows(windows) if windows is not None else None
+    except ValueError as exc:
+        raise RulesError(f"{source}: FINSENT_WINDOWS: {exc}") from None
+    try:
+        return RulesFile.model_validate(raw, context={"windows": emitted})
     except _RuleProblem as problem:
         raise RulesError(f"{source}: {_rule_label(raw, problem.index)} field {problem.field!r}: {problem.message}") from None
     except ValidationError as exc:
@@ -213,7 +293,7 @@ def parse_rules(raw: Any, source: str = "rules") -> RulesFile:
         raise RulesError(f"{source}: invalid rules:\n  " + "\n  ".join(_describe(raw, exc))) from None
 
 
-def load_rules(path: Path | str) -> RulesFile:
+def load_rules(path: Path | str, *, windows: str | None = None) -> RulesFile:
     """Read and validate a rules file; every failure is a :class:`RulesError` naming the file."""
     path = Path(path)
     try:
@@ -224,4 +304,4 @@ def load_rules(path: Path | str) -> RulesFile:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RulesError(f"{path}: not valid YAML: {exc}") from None
-    return parse_rules(raw, str(path))
+    return parse_rules(raw, str(path), windows=windows)

@@ -81,6 +81,7 @@ class AlertService:
         self.settings = settings
         self.rules = rules
         self.metrics = AlertMetrics(registry)
+        self.metrics.declare(rules.webhooks, [(rule.name, rule.kind) for rule in rules.enabled_rules()], INPUTS)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.wall = wall
         self.consumer_overrides = consumer_overrides or {}
@@ -95,7 +96,8 @@ class AlertService:
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> AlertService:
         self.outbox.start()
-        self.engine = RuleEngine(self.rules, clock=self.clock, dashboard_template=self.settings.alerts_dashboard_url)
+        self.engine = RuleEngine(self.rules, clock=self.clock, dashboard_template=self.settings.alerts_dashboard_url,
+                                 stream_min_baseline=self.settings.window_min_baseline)
         self.engine.restore(self.outbox.last_fired(), self.outbox.recent_keys())
         self.dispatcher = Dispatcher(self.outbox, self.rules.webhooks, self.secret, self.metrics, clock=self.wall,
                                      on_dead=self._dead_letter).start()

@@ -46,8 +46,8 @@ def verify(secret: str | bytes, body: bytes, header: str | None, *,
            tolerance: float = DEFAULT_TOLERANCE_SECONDS, now: float | None = None) -> int:
     """Check ``header`` against ``body``; return its timestamp or raise :class:`SignatureError`.
 
-    Several ``v1=`` entries are accepted (any match passes), so a sender can sign with an old
-    and a new secret while the secret is being rotated.
+    Several ``v1=`` entries are accepted (any match passes), though finsent sends one. While the
+    secret is being rotated, call this with the new and then the old secret (WEBHOOKS.md).
     """
     if not header:
         raise SignatureError(f"missing {SIGNATURE_HEADER} header")

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Any
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# No finsent duration needs more than a century, and the bound keeps `now ± duration` far from
+# datetime's year 1 and 9999 (timedelta itself overflows near 2.7 million years).
+MAX_DURATION = timedelta(days=36_500)
 
 
-def parse_duration(value: Any) -> timedelta:
-    """``90`` / ``"90s"`` / ``"15m"`` / ``"1h"`` / ``"1d"`` → timedelta."""
+def parse_duration(value: Any, maximum: timedelta = MAX_DURATION) -> timedelta:
+    """``90`` / ``"90s"`` / ``"15m"`` / ``"1h"`` / ``"1d"`` → timedelta; ValueError beyond ``maximum``."""
     if isinstance(value, timedelta):
+        if value > maximum:
+            raise ValueError(f"{format_duration(value)} is longer than the longest duration allowed, "
+                             f"{format_duration(maximum)}")
         return value
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 15m, 1h or a number of seconds")
@@ -22,8 +29,12 @@ def parse_duration(value: Any) -> timedelta:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
         raise ValueError(f"{value!r} is not a duration such as 30s, 15m, 1h or a number of seconds")
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a finite duration")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
+    if seconds > maximum.total_seconds():
+        raise ValueError(f"{value!r} is longer than the longest duration allowed, {format_duration(maximum)}")
     return timedelta(seconds=seconds)
 
 

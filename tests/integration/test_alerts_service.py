@@ -58,7 +58,9 @@ def produce(settings, topic, *records):
 def rules_for(url, **hook):
     return parse_rules({
         "webhooks": {"ops": {"url": url, "timeout": 3, "backoff_initial": "1s", "backoff_max": "2s", **hook}},
-        "rules": [{"name": "shift", "kind": "sentiment_shift", "threshold": 3, "min_count": 10, "cooldown": "1h"}],
+        # min_history within FINSENT_WINDOW_MIN_BASELINE: the stream's z counts from the first aggregate.
+        "rules": [{"name": "shift", "kind": "sentiment_shift", "threshold": 3, "min_count": 10, "cooldown": "1h",
+                   "min_history": 2}],
     })
 
 
@@ -211,7 +213,7 @@ def test_cli_run_delivers_and_lists(alert_settings, tmp_path):
         rules_file = tmp_path / "rules.yml"
         rules_file.write_text(
             f"webhooks:\n  ops: {{url: '{receiver.url}', format: slack}}\n"
-            "rules:\n  - {name: cli-shift, kind: sentiment_shift, threshold: 3, min_count: 10}\n")
+            "rules:\n  - {name: cli-shift, kind: sentiment_shift, threshold: 3, min_count: 10, min_history: 2}\n")
         env = os.environ | {
             "FINSENT_TOPIC_PREFIX": settings.topic_prefix, "FINSENT_INDEX_PREFIX": settings.index_prefix,
             "FINSENT_ALERTS_WEBHOOK_SECRET": SECRET, "FINSENT_ALERTS_OFFSET_RESET": "earliest",

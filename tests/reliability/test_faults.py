@@ -324,7 +324,7 @@ def test_webhook_receiver_down_then_up_delivers_every_alert_once(bootstrapped, t
     rules = tmp_path / "rules.yml"
     rules.write_text(f"webhooks:\n  ops: {{url: 'http://127.0.0.1:{port}/hook', timeout: 2, backoff_initial: 1s, "
                      "backoff_max: 2s, max_attempts: 100}\n"
-                     "rules:\n  - {name: shift, kind: sentiment_shift, threshold: 3, min_count: 10}\n")
+                     "rules:\n  - {name: shift, kind: sentiment_shift, threshold: 3, min_count: 10, min_history: 2}\n")
     env = env_for(settings, tmp_path / "s", FINSENT_ALERTS_WEBHOOK_SECRET=secret, FINSENT_ALERTS_OFFSET_RESET="earliest",
                   FINSENT_ALERTS_METRICS_PORT=0)
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)

@@ -115,7 +115,8 @@ def test_alerts_run_commits_and_delivers_signed(bootstrapped, tmp_path):
     with WebhookReceiver(SECRETS["FINSENT_ALERTS_WEBHOOK_SECRET"]) as receiver:
         rules = tmp_path / "rules.yml"
         rules.write_text(f"webhooks:\n  ops: {{url: '{receiver.url}'}}\n"
-                         "rules:\n  - {name: shift, kind: sentiment_shift, threshold: 3, min_count: 10}\n")
+                         "rules:\n  - {name: shift, kind: sentiment_shift, threshold: 3, min_count: 10,"
+                         " min_history: 2}\n")
         proc = Proc(["alerts", "run", "--rules", str(rules), "--metrics-port", "0"],
                     secret_env(settings, tmp_path / "s", FINSENT_ALERTS_OFFSET_RESET="earliest"),
                     tmp_path / "alerts.log").start()

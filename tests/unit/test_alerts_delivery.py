@@ -245,3 +245,51 @@ def test_a_down_receiver_is_probed_once_per_backoff_not_once_per_alert(outbox):
         wall.now += 4
         assert sender.deliver_due() == 1
         sender.close()
+
+
+def test_a_webhook_that_cannot_be_sent_to_fails_alone(outbox):
+    # Built past validation, as by an older rules file: sending raises UnicodeError (IDNA) and
+    # UnicodeEncodeError (header), neither an httpx error.
+    wall, dead, registry = Wall(), [], CollectorRegistry()
+    once = {"max_attempts": 2, "backoff_initial": timedelta(seconds=1), "backoff_max": timedelta(seconds=1)}
+    with WebhookReceiver(SECRET) as good:
+        hooks = {"host": Webhook.model_construct(url="https://hooks..example.com/x", **once),
+                 "header": Webhook.model_construct(url=good.url, headers={"X-Token": "café"}, **once),
+                 "good": Webhook(url=good.url)}
+        sender = dispatcher(outbox, hooks, wall, registry, dead)
+        for i in range(120):
+            outbox.enqueue(make_alert(key=f"{i:040d}"), ["host", "header"], wall())
+        outbox.enqueue(make_alert(key="g" * 40), ["good"], wall() + 1)
+        wall.now += 5
+        for _ in range(5):
+            sender.deliver_due(limit=100)
+            wall.now += 10
+        sender.close()
+    assert [r.headers[signing.IDEMPOTENCY_HEADER] for r in good.delivered] == ["g" * 40]
+    assert outbox.get("g" * 40).alert.status == "delivered"
+    row = outbox.get("0" * 40)
+    assert row.alert.status == "failed" and row.alert.attempts == 4
+    assert {(w, e.split(":")[0]) for k, w, e in dead if k == "0" * 40} == {
+        ("host", "UnicodeError"), ("header", "UnicodeEncodeError")}
+    assert registry.get_sample_value("finsent_alerts_failed_total", {"webhook": "host"}) >= 1
+
+
+def test_every_configured_webhook_has_its_series_at_zero_from_the_start(tmp_path):
+    # A series born at 1 shows no increase(): the first dead letter after a restart would page no one.
+    from pydantic import SecretStr
+
+    from alerts.rules import parse_rules
+    from alerts.service import AlertService
+    from finsent.settings import Settings
+
+    rules = parse_rules({"webhooks": {"ops": {"url": "http://127.0.0.1:9/x"}, "pager": {"url": "http://p/x"}},
+                         "rules": [{"name": "d", "kind": "drift"}]})
+    registry = CollectorRegistry()
+    AlertService(Settings(state_dir=tmp_path, alerts_webhook_secret=SecretStr("s")), rules, registry=registry)
+    for webhook in ("ops", "pager"):
+        labels = {"webhook": webhook}
+        assert registry.get_sample_value("finsent_alerts_failed_total", labels) == 0
+        assert registry.get_sample_value("finsent_alerts_sent_total", labels) == 0
+        assert registry.get_sample_value("finsent_alerts_attempts_total", labels | {"outcome": "error"}) == 0
+        assert registry.get_sample_value("finsent_alerts_delivery_latency_seconds_count", labels) == 0
+    assert registry.get_sample_value("finsent_alerts_raised_total", {"rule": "d", "kind": "drift"}) == 0

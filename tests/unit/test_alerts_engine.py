@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts.engine import RuleEngine
+from alerts.engine import BURST_LATENESS, RuleEngine
 from alerts.payload import idempotency_key
 from alerts.rules import parse_rules
 from finsent.schemas import Aggregate, ControlMessage, ScoredDocument, Sentiment
@@ -45,12 +45,24 @@ def doc(i, ticker="AAPL", score=-0.9, label="negative", conf=0.95, at=T0):
                           model_version="v1")
 
 
+_LENGTH = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "1m": timedelta(minutes=1)}
+
+
+def warm(engine, *series, n=5):
+    """Show the engine ``n`` quiet windows before T0 of each (ticker, window): a rule's min_history
+    (default 5) counts the windows the engine saw, whatever z-score the stream sends."""
+    for ticker, window in series or [("AAPL", "15m")]:
+        for k in range(n, 0, -1):
+            assert engine.on_aggregate(agg(ticker, window, start=T0 - k * _LENGTH[window], count=1)) == []
+    return engine
+
+
 SHIFT = {"name": "shift", "kind": "sentiment_shift", "threshold": 3, "min_count": 10, "cooldown": "30m"}
 
 
 def test_shift_fires_once_with_payload():
     clock = Clock()
-    engine = RuleEngine(rules(SHIFT), clock=clock, dashboard_template="https://kb/{ticker}/{window}?from={from}")
+    engine = warm(RuleEngine(rules(SHIFT), clock=clock, dashboard_template="https://kb/{ticker}/{window}?from={from}"))
     for i in range(3):
         engine.on_scored(doc(i, score=-0.2 - i * 0.3, at=T0 + timedelta(minutes=i)))
     engine.on_scored(doc(9, ticker="MSFT", at=T0))
@@ -69,7 +81,7 @@ def test_shift_fires_once_with_payload():
 
 
 def test_shift_thresholds_direction_and_min_count():
-    engine = RuleEngine(rules({**SHIFT, "direction": "up"}), clock=Clock())
+    engine = warm(RuleEngine(rules({**SHIFT, "direction": "up"}), clock=Clock()))
     assert engine.on_aggregate(agg(z=-9)) == []  # wrong direction
     assert engine.on_aggregate(agg(start=T0 + timedelta(minutes=15), z=2.99)) == []  # below threshold
     assert engine.on_aggregate(agg(start=T0 + timedelta(minutes=30), z=8, count=9)) == []  # too few documents
@@ -79,7 +91,7 @@ def test_shift_thresholds_direction_and_min_count():
 
 def test_cooldown_per_rule_and_ticker():
     clock = Clock()
-    engine = RuleEngine(rules(SHIFT), clock=clock)
+    engine = warm(RuleEngine(rules(SHIFT), clock=clock), ("AAPL", "15m"), ("MSFT", "15m"))
     assert len(engine.on_aggregate(agg(z=-4))) == 1
     clock.advance(minutes=29)
     nxt = T0 + timedelta(minutes=15)
@@ -91,7 +103,8 @@ def test_cooldown_per_rule_and_ticker():
 
 
 def test_filters_on_tickers_and_windows():
-    engine = RuleEngine(rules({**SHIFT, "tickers": ["TSLA"], "windows": ["1h"]}), clock=Clock())
+    engine = warm(RuleEngine(rules({**SHIFT, "tickers": ["TSLA"], "windows": ["1h"]}), clock=Clock()),
+                  ("TSLA", "15m"), ("AAPL", "1h"), ("TSLA", "1h"))
     assert engine.on_aggregate(agg(ticker="TSLA", window="15m", z=9)) == []
     assert engine.on_aggregate(agg(ticker="AAPL", window="1h", z=9)) == []
     assert len(engine.on_aggregate(agg(ticker="TSLA", window="1h", z=9))) == 1
@@ -116,7 +129,8 @@ def test_trailing_baseline_uses_the_final_value_of_each_window():
 
 
 def test_volume_spike():
-    engine = RuleEngine(rules({"name": "vol", "kind": "volume_spike", "threshold": 4, "min_count": 20}), clock=Clock())
+    engine = warm(RuleEngine(rules({"name": "vol", "kind": "volume_spike", "threshold": 4, "min_count": 20}),
+                             clock=Clock()))
     assert engine.on_aggregate(agg(count=100, vz=3.9)) == []
     assert engine.on_aggregate(agg(start=T0 + timedelta(minutes=15), count=19, vz=10)) == []
     [alert] = engine.on_aggregate(agg(start=T0 + timedelta(minutes=30), count=100, vz=4.5))
@@ -182,7 +196,7 @@ def test_drift_event_as_retrain_publishes_it():
 
 def test_restore_rearms_cooldown_and_dedup():
     clock = Clock(T0 + timedelta(minutes=10))
-    engine = RuleEngine(rules(SHIFT), clock=clock)
+    engine = warm(RuleEngine(rules(SHIFT), clock=clock))
     key = idempotency_key("shift", "AAPL", "15m", T0)
     engine.restore([("shift", "AAPL", T0), ("gone", "AAPL", T0)], [key])
     assert engine.on_aggregate(agg(z=-9)) == []  # already raised before the restart
@@ -192,5 +206,66 @@ def test_restore_rearms_cooldown_and_dedup():
 
 
 def test_disabled_rule_is_skipped():
-    engine = RuleEngine(rules({**SHIFT, "enabled": False}), clock=Clock())
+    engine = warm(RuleEngine(rules({**SHIFT, "enabled": False}), clock=Clock()))
     assert engine.on_aggregate(agg(z=-9)) == []
+
+
+@pytest.mark.parametrize("order", [[2, 1, 0], [0, 2, 1], [1, 2, 0]])
+def test_negative_burst_fires_once_whatever_the_arrival_order(order):
+    # Feeds list newest first, and scored documents come from several partitions.
+    engine = RuleEngine(rules({**BURST, "cooldown": "0s"}), clock=Clock())
+    alerts = []
+    for i in order:
+        alerts += engine.on_scored(doc(i, score=-0.7 - 0.1 * i, at=T0 + timedelta(minutes=i)))
+    [alert] = alerts
+    assert [d.id for d in alert.documents] == ["d2", "d1", "d0"] and alert.value == 3
+    assert alert.window_start == T0 and str(T0 + timedelta(minutes=2)) in alert.message.replace("T", " ")
+    # The burst's documents are spent, even without a cooldown: a late fourth one raises nothing.
+    assert engine.on_scored(doc(3, at=T0 - timedelta(minutes=1))) == []
+
+
+def test_negative_burst_counts_only_documents_within_the_span_of_each_other():
+    engine = RuleEngine(rules({**BURST, "cooldown": "0s"}), clock=Clock())
+    for i in (20, 10, 0):  # newest first, 10 minutes apart: no three within 10 minutes
+        assert engine.on_scored(doc(i, at=T0 + timedelta(minutes=i))) == []
+    [alert] = engine.on_scored(doc(5, at=T0 + timedelta(minutes=5)))  # 0, 5 and 10 lie within 10 minutes
+    assert {d.id for d in alert.documents} == {"d0", "d5", "d10"}
+    assert engine.on_scored(doc(15, at=T0 + timedelta(minutes=15))) == []  # 10 is spent: 15 and 20 are two
+    # The state is bounded: a document more than BURST_LATENESS behind the newest comes too late to count.
+    engine = RuleEngine(rules(BURST), clock=Clock())
+    engine.on_scored(doc(1, at=T0 + BURST_LATENESS + timedelta(hours=1)))
+    for i in (2, 3, 4):
+        assert engine.on_scored(doc(i, at=T0 + timedelta(minutes=i))) == []
+
+
+def test_min_history_holds_when_the_stream_sends_a_z_score():
+    # The stream's z can rest on FINSENT_WINDOW_MIN_BASELINE (3) windows; the rule asks for 20.
+    engine = RuleEngine(rules({**SHIFT, "min_history": 20},
+                              {"name": "vol", "kind": "volume_spike", "threshold": 4, "min_history": 20}),
+                        clock=Clock())
+    assert engine.on_aggregate(agg(z=-4.0, vz=9.0)) == []
+    for k in range(1, 20):  # window k closes window k - 1
+        assert engine.on_aggregate(agg(start=T0 + k * timedelta(minutes=15), count=1)) == []
+    assert engine.on_aggregate(agg(start=T0 + 19 * timedelta(minutes=15), z=-4.0, vz=9.0)) == []  # 19 closed
+    later = engine.on_aggregate(agg(start=T0 + 20 * timedelta(minutes=15), z=-4.0, vz=9.0))
+    assert {a.kind for a in later} == {"sentiment_shift", "volume_spike"}
+    # A rule asking for no more than the stream's minimum baseline trusts its z at once.
+    for min_history, raised in ((3, 1), (4, 0)):
+        engine = RuleEngine(rules({**SHIFT, "min_history": min_history}), clock=Clock(), stream_min_baseline=3)
+        assert len(engine.on_aggregate(agg(z=-4.0))) == raised
+
+
+def test_state_per_ticker_is_bounded_by_max_tickers():
+    clock = Clock()
+    engine = RuleEngine(rules(SHIFT, BURST, {"name": "vol", "kind": "volume_spike", "threshold": 4}), clock=clock,
+                        max_tickers=3)
+    raised = 0
+    for n in range(50):
+        ticker = f"T{n}"
+        warm(engine, (ticker, "15m"), n=5)
+        raised += len(engine.on_aggregate(agg(ticker, z=-5.0)))  # series and cooldowns
+        for i in range(3):  # a burst, spent
+            raised += len(engine.on_scored(doc(f"{n}-{i}", ticker=ticker, at=T0 + timedelta(minutes=i))))
+        engine.on_scored(doc(f"{n}-x", ticker=ticker, at=T0 + timedelta(minutes=5)))  # a burst begun
+        assert engine.tracked_tickers <= 3
+    assert raised == 100  # every ticker still raises its shift and its burst

@@ -65,7 +65,7 @@ def test_unknown_webhook_and_duplicate_name():
 
 
 def test_bad_webhook_and_file_errors(tmp_path):
-    with pytest.raises(RulesError, match=r"field 'webhooks.ops.url'"):
+    with pytest.raises(RulesError, match=r"webhook 'ops' field 'url'"):
         parse_rules({"webhooks": {"ops": {"url": "ftp://x"}}, "rules": [{"name": "a", "kind": "drift"}]})
     with pytest.raises(RulesError, match="cannot read"):
         load_rules(tmp_path / "missing.yml")
@@ -101,3 +101,62 @@ def test_cli_check(tmp_path):
     result = runner.invoke(app, ["alerts", "check", "--rules", str(bad)])
     assert result.exit_code == 1
     assert "rule 'spike' (rules[0]) field 'threshold'" in result.output
+
+
+@pytest.mark.parametrize("hook,fragment", [
+    ({"url": "https://hooks..example.com/x"}, "webhook 'ops' field 'url': 'https://hooks..example.com/x' is not a URL"),
+    ({"url": "http://[::1/x"}, "webhook 'ops' field 'url': 'http://[::1/x' is not a URL"),
+    ({"url": "http://" + "a" * 64 + ".example/x"}, "webhook 'ops' field 'url'"),
+    ({"url": "http://127.0.0.1:70000/x"}, "webhook 'ops' field 'url': 'http://127.0.0.1:70000/x': port 70000"),
+    ({"url": "http://x/y", "headers": {"X-Token": "café"}}, "webhook 'ops' field 'headers': header 'X-Token'"),
+    ({"url": "http://x/y", "headers": {"X-Token": "a\r\nX-Evil: 1"}}, "webhook 'ops' field 'headers'"),
+    ({"url": "http://x/y", "headers": {"X Token": "a"}}, "webhook 'ops' field 'headers': header name 'X Token'"),
+])
+def test_webhooks_httpx_cannot_send_to_are_refused(hook, fragment):
+    with pytest.raises(RulesError) as err:
+        parse_rules({"webhooks": {"ops": hook}, "rules": [{"name": "a", "kind": "drift"}]}, "f.yml")
+    assert fragment in str(err.value) and str(err.value).startswith("f.yml:")
+
+
+def test_cli_test_webhook_refuses_a_url_it_cannot_send_to():
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["alerts", "test-webhook", "https://hooks..example.com/x"],
+                                env={"FINSENT_ALERTS_WEBHOOK_SECRET": "s3cret"})
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "is not a URL that can be posted to" in result.output
+
+
+def test_tickers_are_read_as_ingest_writes_them():
+    rule = {"name": "vol", "kind": "volume_spike", "threshold": 2}
+    parsed = parse_rules({"rules": [{**rule, "tickers": ["aapl", "BRK-B", "$msft", "AAPL"]}]})
+    assert parsed.rules[0].tickers == ["AAPL", "BRK.B", "MSFT"]
+    assert parsed.rules[0].matches_ticker("BRK.B")
+    with pytest.raises(RulesError, match=r"rule 'vol' \(rules\[0\]\) field 'tickers': 'apple inc' is not a ticker"):
+        parse_rules({"rules": [{**rule, "tickers": ["apple inc"]}]})
+
+
+def test_windows_are_those_the_stream_emits(tmp_path):
+    from typer.testing import CliRunner
+
+    rule = {"name": "vol", "kind": "volume_spike", "threshold": 2}
+    stream = "1m,15m,1h,1d"
+    assert parse_rules({"rules": [{**rule, "windows": ["60m", "15m"]}]}, windows=stream).rules[0].windows == [
+        "1h", "15m"]  # the stream calls it 1h
+    assert parse_rules({"rules": [{**rule, "windows": ["60m"]}]}, windows="60m").rules[0].windows == ["60m"]
+    with pytest.raises(RulesError, match=r"rule 'vol' \(rules\[0\]\) field 'windows': the stream emits no '5m' "
+                                         r"windows \(FINSENT_WINDOWS: 1m, 15m, 1h, 1d\)"):
+        parse_rules({"rules": [{**rule, "windows": ["5m"]}]}, windows=stream)
+    bad = tmp_path / "bad.yml"
+    bad.write_text("rules:\n  - {name: vol, kind: volume_spike, threshold: 2, windows: [15m]}\n")
+    result = CliRunner().invoke(app, ["alerts", "check", "--rules", str(bad)], env={"FINSENT_WINDOWS": "1m,1h"})
+    assert result.exit_code == 1
+    assert "rule 'vol' (rules[0]) field 'windows': the stream emits no '15m' windows" in result.output
+
+
+@pytest.mark.parametrize("value", [".inf", "99999999999d", "3000000d"])
+def test_out_of_range_durations_name_rule_and_field(tmp_path, value):
+    path = tmp_path / "f.yml"
+    path.write_text(f"rules:\n  - {{name: a, kind: drift, cooldown: {value}}}\n")
+    with pytest.raises(RulesError, match=rf"^{path}: invalid rules:\n  rule 'a' \(rules\[0\]\) field 'cooldown': "):
+        load_rules(path)

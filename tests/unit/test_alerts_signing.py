@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import shutil
+import subprocess
+import time
 from datetime import UTC, datetime
+from urllib.parse import unquote
 
 import orjson
 import pytest
 
 from alerts import signing
 from alerts.payload import body_for, dashboard_url, idempotency_key, json_body, slack_body
+from dashboards.kibana_objects import DASHBOARDS, MARKET_DASHBOARD, visualisations
 from finsent.schemas import Alert, AlertDocument
+from finsent.settings import Settings
+from finsent.topology import MAPPINGS
+from tests.conftest import ROOT
 
 T0 = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
 
@@ -89,3 +98,44 @@ def test_dashboard_url_template():
     assert url == f"https://kb/AAPL?w=1h&r=r&f={T0.isoformat()}&x="
     assert dashboard_url(None, rule="r", ticker=None, window=None, start=None, end=None) is None
     assert dashboard_url("https://kb/{", rule="r", ticker=None, window=None, start=None, end=None) == "https://kb/{"
+
+
+def test_default_dashboard_link_filters_every_panel_and_needs_no_ticker():
+    template = Settings.model_fields["alerts_dashboard_url"].default
+    link = dashboard_url(template, rule="r", ticker="BRK.B", window="1h", start=T0, end=None)
+    assert " " not in link
+    query = unquote(re.search(r"query:'([^']*)'", link).group(1))
+    fields = set(re.findall(r"(\w+):BRK\.B", query))
+    panels = {lens.id: lens for lens in visualisations()}
+    [market] = [d for d in DASHBOARDS if d[0] == MARKET_DASHBOARD]
+    for lens_id, _, _ in market[3]:
+        view = panels[lens_id].view
+        assert fields & set(MAPPINGS[view]), f"{lens_id} ({view}) has none of {fields}: the panel goes blank"
+    # Model and drift alerts have no ticker: no clause at all (KQL refuses "tickers:").
+    bare = dashboard_url(template, rule="r", ticker=None, window=None, start=None, end=None)
+    assert re.search(r"query:'([^']*)'", bare).group(1) == ""
+
+
+def test_node_recipe_verifies_a_finsent_signature(tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node on this machine")
+    doc = (ROOT / "alerts" / "WEBHOOKS.md").read_text()
+    recipe = doc.split("```js\n", 1)[1].split("```", 1)[0]
+    body = orjson.dumps({"message": "Ünïcode “quotes” 100%", "title": "Apple’s café"})
+    (tmp_path / "body.json").write_bytes(body)
+    now = int(time.time())
+    cases = {"good": signing.sign("s3cret", body, now), "other secret": signing.sign("other", body, now),
+             "stale": signing.sign("s3cret", body, now - 3600),
+             "two signatures": f"{signing.sign('s3cret', body, now)},v1={'0' * 64}"}
+    script = recipe + (
+        "const fs = require('fs');\n"
+        f"const cases = {orjson.dumps(cases).decode()};\n"
+        "const body = fs.readFileSync(process.argv[2]);\n"
+        "for (const [name, header] of Object.entries(cases))\n"
+        "  console.log(name, verifyFinsent('s3cret', body, header));\n")
+    (tmp_path / "verify.js").write_text(script)
+    result = subprocess.run([node, str(tmp_path / "verify.js"), str(tmp_path / "body.json")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["good true", "other secret false", "stale false", "two signatures true"]
