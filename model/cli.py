@@ -374,7 +374,7 @@ def promote(
     version: str = typer.Argument(..., help="Version to make champion"),
     notify: bool = typer.Option(True, help="Send a control message so running workers swap models"),
 ) -> None:
-    """Make VERSION the champion (atomically) and tell running workers."""
+    """Make VERSION the champion (atomically) and tell running workers (for the champion itself: tell them again)."""
     from model.registry import RegistryError
 
     settings = settings_of(ctx)

@@ -14,7 +14,7 @@ import io
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -66,6 +66,15 @@ def _bad_encoding(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
+def jsonl_lines(raw: str) -> list[str]:
+    """The lines of a JSONL text: split at "\n" (and "\r\n") only. Not ``str.splitlines``: U+2028, U+2029
+    and U+0085 may stand unescaped inside a JSON string, and splitting there breaks one row into two."""
+    lines = raw.split("\n")
+    if lines[-1] == "":  # the newline that ends the last line starts no line of its own
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def iter_records(path: Path, *, keep_blank: bool = False) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line, record, error) for each data row of a CSV or JSONL file; line is 1-based.
 
@@ -75,7 +84,7 @@ def iter_records(path: Path, *, keep_blank: bool = False) -> Iterator[tuple[int,
     if raw.startswith("\ufeff"):
         raw = raw[1:]
     if is_jsonl(path):
-        for number, line in enumerate(raw.splitlines(), start=1):
+        for number, line in enumerate(jsonl_lines(raw), start=1):
             if not line.strip():
                 if keep_blank:
                     yield number, None, "blank line"
@@ -187,6 +196,17 @@ def stratified_split(examples: Sequence[Example], val_fraction: float, seed: int
             splittable, test_size=n_val, random_state=seed, stratify=[keys[i] for i in splittable]
         )
     return [examples[i] for i in sorted(train_idx)] + small, [examples[i] for i in sorted(val_idx)]
+
+
+def split_and_repeat(examples: Sequence[Example], val_fraction: float, seed: int,
+                     repeat: Mapping[str, int] | None = None) -> tuple[list[Example], list[Example]]:
+    """:func:`stratified_split`, then each training row of a source in ``repeat`` that many times.
+
+    Repeated after the split, never before: copies on both sides would put rows the model trained on
+    into the validation that picks the best epoch, fits the temperature and becomes the drift baseline."""
+    train, val = stratified_split(examples, val_fraction, seed)
+    times = repeat or {}
+    return [e for e in train for _ in range(times.get(e.source, 1))], val
 
 
 def class_weights(labels: Sequence[str], power: float = 0.5) -> list[float]:

@@ -1,5 +1,5 @@
 """Label names: the three labels of finsent, and normalisation of the many ways data sets and
-model configs spell them ("Positive", "bullish", "LABEL_2", "-1", ...).
+model configs spell them ("Positive", "bullish", "LABEL_2", ...).
 
 Pure functions, no I/O.
 """
@@ -11,12 +11,12 @@ import re
 from finsent.schemas import LABELS
 
 _SYNONYMS: dict[str, str] = {
-    "negative": "negative", "neg": "negative", "bearish": "negative", "bear": "negative", "-1": "negative",
-    "neutral": "neutral", "neu": "neutral", "none": "neutral", "0": "neutral",
-    "positive": "positive", "pos": "positive", "bullish": "positive", "bull": "positive", "1": "positive",
-    "+1": "positive",
+    "negative": "negative", "neg": "negative", "bearish": "negative", "bear": "negative",
+    "neutral": "neutral", "neu": "neutral", "none": "neutral",
+    "positive": "positive", "pos": "positive", "bullish": "positive", "bull": "positive",
 }
 _GENERIC = re.compile(r"^label[_ -]?(\d+)$")
+_NUMBER = re.compile(r"^[+-]?\d+(\.\d*)?$")
 
 
 class LabelError(ValueError):
@@ -26,12 +26,16 @@ class LabelError(ValueError):
 def normalise_label(name: object) -> str:
     """One of ``LABELS`` for a label as found in a data file.
 
-    Numbers are read by sign only (-1/0/1); "0/1/2"-style class ids are ambiguous across data
-    sets (the finance-tweets set uses 0=bearish, 1=bullish, 2=neutral) and are refused.
+    Numbers are refused: data sets number their classes differently (the finance-tweets set uses
+    0=bearish, 1=bullish, 2=neutral; others -1/0/1 or 0=negative), so any reading of "0" would
+    silently mislabel some file.
     """
     key = str(name).strip().lower()
     if key in _SYNONYMS:
         return _SYNONYMS[key]
+    if _NUMBER.match(key):
+        raise LabelError(f"numeric label {str(name)!r} is ambiguous (data sets number their classes differently): "
+                         f"write one of {', '.join(LABELS)}")
     raise LabelError(f"unknown label {str(name)!r} (expected one of {', '.join(LABELS)} or a synonym)")
 
 

@@ -43,6 +43,14 @@ class RegistryError(LookupError):
     """A version or reference the registry does not know, or an impossible operation."""
 
 
+class ChampionChanged(RegistryError):
+    """:meth:`Registry.promote` with ``expected``: the champion is another version by now."""
+
+    def __init__(self, expected: str, actual: str | None) -> None:
+        super().__init__(f"the champion is {actual or 'none'} now, not {expected}")
+        self.expected, self.actual = expected, actual
+
+
 def new_version(now: datetime | None = None) -> str:
     now = (now or datetime.now(UTC)).astimezone(UTC)
     return f"v{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
@@ -204,14 +212,21 @@ class Registry:
         self._mirror(version)
         return self.get(version)
 
-    def promote(self, version: str) -> None:
-        """Make ``version`` the champion; the previous one stays in the history for rollback."""
-        if not self.exists(version):
-            raise RegistryError(f"no model version {version!r} in {self.root}")
+    def promote(self, version: str, *, expected: str | None = None) -> None:
+        """Make ``version`` the champion; the previous one stays in the history for rollback.
+
+        With ``expected``, only while the champion is still that version (compare-and-set: a retrain
+        must not replace a champion promoted while it trained, which it was never compared with);
+        otherwise :class:`ChampionChanged` and the champion stays."""
         now = datetime.now(UTC).isoformat()
         with self._locked():
+            # Checked under the lock: a prune in between could delete it and leave the pointer on nothing.
+            if not self.exists(version):
+                raise RegistryError(f"no model version {version!r} in {self.root}")
             pointer = self._pointer()
             previous = pointer.get("champion")
+            if expected is not None and previous != expected:
+                raise ChampionChanged(expected, previous)
             if previous == version:
                 return
             history = pointer.get("history", []) + [{"version": version, "promoted_at": now}]

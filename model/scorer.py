@@ -74,6 +74,25 @@ def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
     raise ValueError(f"cannot find where {type(tokenizer).__name__} puts its special tokens")
 
 
+# Models whose position ids start after the pad id (RoBERTa's family): the first pad_token_id + 1 of
+# max_position_embeddings are never a token's position.
+_PAD_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "data2vec-text", "roberta-prelayernorm", "xmod"}
+_NO_LIMIT = 1_000_000  # transformers' "no limit" is 1e30; no encoder this project runs reads a million tokens
+
+
+def length_limit(config: Any, tokenizer_max: Any) -> int | None:
+    """The most tokens (special ones included) the model reads in one sequence: the tokenizer's
+    ``model_max_length`` when it states one, and what the model's position embeddings hold; None if
+    neither says. A longer sequence fails in the embeddings (a tensor size error)."""
+    limits = [tokenizer_max] if isinstance(tokenizer_max, int) and 0 < tokenizer_max < _NO_LIMIT else []
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        pad_offset = getattr(config, "model_type", None) in _PAD_OFFSET_POSITIONS
+        offset = (getattr(config, "pad_token_id", None) or 0) + 1 if pad_offset else 0
+        limits.append(positions - offset)
+    return min(limits) if limits else None
+
+
 def to_sentiment(probs: list[float]) -> Sentiment:
     """Probabilities in LABELS order → Sentiment (score = P(pos) − P(neg))."""
     p = dict(zip(LABELS, (float(x) for x in probs)))
@@ -90,6 +109,11 @@ class Scorer:
         self.tokenizer = tokenizer
         self.version = version
         self.device = device
+        limit = length_limit(model.config, getattr(tokenizer, "model_max_length", None))
+        if limit is not None and max_length > limit:  # the rest of a longer text goes in further chunks
+            log.warning("max_length %d is more tokens than model %s reads: texts are scored in chunks of %d",
+                        max_length, version, limit)
+            max_length = limit
         self.max_length = max_length
         self.batch_size = batch_size
         self.max_chunks = max_chunks

@@ -15,12 +15,12 @@ built by the retrain or the ``finsent model promote`` that promotes it; for one 
 model promoted on another machine, say), a one-off process builds it before the load.
 
 The child answers one request at a time, and exits when the pipe closes: when its last model
-is closed, and when the worker dies without closing it (kill -9), since the child then reads
-end-of-file. A child that dies (killed for memory, say) is started again and loads the same
-folders. A batch of several texts it died on is not sent again: :class:`model.scorer.ScorerCrashed`
-tells the worker to halve it, which costs no more than a resend and finds a text that crashes
-the model with one death per halving, not two. A single text is sent once more, so only a text
-that kills two children is blamed.
+is closed, when the worker exits without closing it (the pipe is closed at interpreter exit), and
+when the worker dies (kill -9), since the child then reads end-of-file. A child that dies (killed
+for memory, say) is started again and loads the same folders. A batch of several texts it died on
+is not sent again: :class:`model.scorer.ScorerCrashed` tells the worker to halve it, which costs
+no more than a resend and finds a text that crashes the model with one death per halving, not
+two. A single text is sent once more, so only a text that kills two children is blamed.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.util
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -69,6 +70,7 @@ class ScorerProcess:
         self._models: dict[int, HostedModel] = {}  # the models loaded, by id: a new child loads them again
         self._process: Any = None
         self._conn: Any = None
+        self._closer: Any = None  # closes self._conn, at the latest when the interpreter exits
 
     @property
     def pid(self) -> int | None:
@@ -163,6 +165,11 @@ class ScorerProcess:
                                    name="finsent-scorer")
         process.start()
         child_end.close()  # the child holds the only other end: its exit closes the pipe
+        # A worker that exits with a model still loaded (no close) must not wait for the child
+        # forever: at exit multiprocessing SIGTERMs its daemonic children, which the child ignores,
+        # and joins them with no timeout. Finalizers of priority >= 0 run before that; closing the
+        # pipe there lets the child read end-of-file, finish, and exit.
+        self._closer = multiprocessing.util.Finalize(None, conn.close, exitpriority=0)
         self._conn, self._process = conn, process
         try:
             for model_id, model in self._models.items():
@@ -227,7 +234,7 @@ class ScorerProcess:
     def _stop(self, timeout: float = 10.0) -> None:
         if self._process is None:
             return
-        self._conn.close()
+        self._closer()  # closes the pipe, once
         self._process.join(timeout)
         if self._process.is_alive():
             self._process.kill()

@@ -1,6 +1,7 @@
 """Fine-tuning a three-class sentiment classifier and registering the result.
 
-``train`` reads labelled files (or rows), splits off a stratified validation set, collapses
+``train`` reads labelled files (or rows), splits off a stratified validation set (rows of a source
+in ``repeat`` are repeated afterwards, in the training part only), collapses
 links (:mod:`model.input_text`, as the scorer does), fine-tunes (the head reads [CLS], or the mean
 of the token vectors with ``pooling="mean"``, :mod:`model.pooling`)
 with AdamW (weight decay, linear warmup/decay), a class-weighted loss, length-bucketed batches
@@ -18,7 +19,7 @@ import logging
 import random
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from model.padding import pad_batch
 from model.pooling import with_pooling
 from model.quantization import native_bf16
 from model.registry import CHAMPION, Registry
-from model.scorer import Scorer, pick_device
+from model.scorer import Scorer, length_limit, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ def train(
     val_fraction: float = 0.1,
     progress: bool = True,
     extra_rows: Sequence[Any] | None = None,
+    repeat: Mapping[str, int] | None = None,
     on_bad_rows: str = "skip",
     device: str = "auto",
     threads: int | None = None,
@@ -181,10 +183,14 @@ def train(
         log.warning("skipped %d bad row(s); first: %s", len(bad), bad[0])
     if len(examples) < 2:
         raise ValueError(f"need at least 2 labelled rows to train, got {len(examples)}")
-    train_set, val_set = datamod.stratified_split(examples, val_fraction, seed)
+    train_set, val_set = datamod.split_and_repeat(examples, val_fraction, seed, repeat)
     dev = pick_device(device)
     model, tokenizer, order = _load_model(base.path, seed, pooling)
     model.to(dev)
+    limit = length_limit(model.config, tokenizer.model_max_length)
+    if limit is not None and max_length > limit:  # longer sequences fail in the position embeddings
+        log.warning("max_length %d is more than %s reads; training with %d", max_length, base.path, limit)
+        max_length = limit
 
     encoded = tokenizer([for_model(e.text) for e in train_set], truncation=True, max_length=max_length)["input_ids"]
     targets = [order.index(e.label) for e in train_set]
@@ -292,7 +298,7 @@ def train(
         "metrics": {"validation": validation},
         "calibration": calibration,
         "training": {
-            "train_size": len(train_set), "val_size": len(val_set), "bad_rows": len(bad),
+            "train_size": len(train_set), "val_size": len(val_set), "bad_rows": len(bad), "repeat": dict(repeat or {}),
             "sources": sorted({e.source for e in examples}), "seed": seed, "epochs": epochs,
             "max_steps": max_steps, "steps": step, "best_epoch": best["epoch"], "batch_size": batch_size,
             "learning_rate": learning_rate, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,

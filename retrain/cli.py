@@ -48,6 +48,8 @@ def check(
         typer.echo(report.summary())
         if outcome:
             typer.echo(f"retrain: {outcome.decision}: {'; '.join(outcome.reasons)}")
+            for warning in outcome.warnings:
+                typer.echo(f"warning: {warning}", err=True)
     if report.drift_detected:
         raise typer.Exit(3)  # scripts can tell "drift" from "ok" (0) and errors (1, 2)
 
@@ -57,7 +59,9 @@ def run(
     ctx: typer.Context,
     force: bool = typer.Option(False, "--force", help="Skip the drift requirement and the cooldown"),
 ) -> None:
-    """Retrain from the champion on replayed data + fresh labels, evaluate, promote if better."""
+    """Retrain from the champion on replayed data + fresh labels, evaluate, promote if better.
+
+    Exit status: 0 done, 1 failed or busy, 4 promoted but the running workers were not told."""
     from retrain.retraining import run_retrain
 
     settings = settings_of(ctx)
@@ -70,8 +74,18 @@ def run(
             typer.echo(f"  {key}: {outcome.figures[key]:.4f}")
     if outcome.challenger_version:
         typer.echo(f"  challenger: {outcome.challenger_version} (champion was {outcome.champion_version})")
+    for warning in outcome.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if code := run_exit_code(outcome):
+        raise typer.Exit(code)
+
+
+def run_exit_code(outcome) -> int:
+    """1: failed or busy; 4: promoted, but the running workers were not told (scripts can tell that
+    partial failure, which needs `finsent model promote`, from a failed retrain, which changed nothing)."""
     if outcome.decision in ("failed", "busy"):
-        raise typer.Exit(1)
+        return 1
+    return 4 if outcome.workers_notified is False else 0
 
 
 @app.command()

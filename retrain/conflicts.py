@@ -2,7 +2,11 @@
 
 The rule (pure, applied whenever labels are used for training or evaluation):
 
-1. A document is its ``doc_id`` when the label names one, else the SHA-256 of its text.
+1. A document is its ``doc_id`` when the label names one, else the SHA-256 of its text; this is
+   a label's identity in the index. For the rule, labels that share a ``doc_id`` or a text (as the
+   model reads it: links collapsed, case and spacing ignored) are one document: the model sees
+   only the text, so two copies of it get one label, and never land on both sides of the
+   training / held-back split.
 2. Each annotator counts once per document: their latest label (by ``labeled_at``) replaces
    their earlier ones. The index enforces this too — a label's id is document + annotator.
 3. If a trusted annotator (``FINSENT_TRUSTED_ANNOTATORS``) labelled the document, the latest
@@ -15,15 +19,25 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from finsent.schemas import LabelRecord
+from model.input_text import for_model
 
 
 def document_key(doc_id: str | None, text: str) -> str:
     return f"doc:{doc_id}" if doc_id else "text:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def normalised_text(text: str) -> str:
+    """The text as the model reads it (links collapsed), lower-cased, runs of white space as one space."""
+    return " ".join(for_model(text).lower().split())
+
+
+def text_key(text: str) -> str:
+    return "text:" + hashlib.sha256(normalised_text(text).encode("utf-8")).hexdigest()[:32]
 
 
 def label_id(record: LabelRecord) -> str:
@@ -38,7 +52,7 @@ def parse_annotators(value: str) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class ResolvedLabel:
-    key: str
+    key: str  # the document's: the smallest text_key of its labels, so every copy of a text has one key
     doc_id: str | None
     text: str
     label: str
@@ -54,12 +68,39 @@ class Unresolved:
     votes: dict[str, int]
 
 
+def document_groups(records: Sequence[LabelRecord]) -> list[str]:
+    """Each record's document key for the rule: records linked by a doc id or a text are one document.
+
+    The key is the smallest ``text_key`` in the document, so it does not depend on the order of
+    the records (the holdout split hashes it).
+    """
+    parent: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    texts = [text_key(r.text) for r in records]
+    for record, text in zip(records, texts):
+        a, b = root(text), root(f"doc:{record.doc_id}" if record.doc_id else text)
+        parent[max(a, b)] = min(a, b)
+    smallest: dict[str, str] = {}
+    for text in texts:
+        top = root(text)
+        smallest[top] = min(smallest.get(top, text), text)
+    return [smallest[root(text)] for text in texts]
+
+
 def resolve(records: Iterable[LabelRecord], trusted: frozenset[str] = frozenset()
             ) -> tuple[list[ResolvedLabel], list[Unresolved]]:
     """Apply the rule above; results are ordered by ``labeled_at`` (oldest first)."""
+    records = list(records)
     latest: dict[tuple[str, str], LabelRecord] = {}
-    for record in records:
-        slot = (document_key(record.doc_id, record.text), record.annotator)
+    for record, key in zip(records, document_groups(records)):
+        slot = (key, record.annotator)
         kept = latest.get(slot)
         if kept is None or record.labeled_at >= kept.labeled_at:
             latest[slot] = record
@@ -69,12 +110,13 @@ def resolve(records: Iterable[LabelRecord], trusted: frozenset[str] = frozenset(
 
     resolved, unresolved = [], []
     for key, group in groups.items():
-        newest = max(group, key=lambda r: r.labeled_at)
+        group.sort(key=lambda r: r.labeled_at, reverse=True)
+        newest = group[0]
         trusted_labels = [r for r in group if r.annotator in trusted]
         if len(group) == 1:
-            label, rule = group[0].label, "single"
+            label, rule = newest.label, "single"
         elif trusted_labels:
-            label, rule = max(trusted_labels, key=lambda r: r.labeled_at).label, "trusted"
+            label, rule = trusted_labels[0].label, "trusted"
         else:
             votes = Counter(r.label for r in group)
             (first, n1), *rest = votes.most_common()
@@ -89,8 +131,34 @@ def resolve(records: Iterable[LabelRecord], trusted: frozenset[str] = frozenset(
     return resolved, unresolved
 
 
+def with_related(fresh: Sequence[LabelRecord],
+                 fetch: Callable[[set[str], set[str]], Iterable[LabelRecord]]) -> list[LabelRecord]:
+    """``fresh`` and every earlier label of the same documents, so the rule sees all their labels.
+
+    ``fetch(doc_ids, normalised_texts)`` returns stored labels with one of those doc ids or texts
+    (more is fine: they are matched exactly here). A label found may link further documents (a doc
+    id labelled under two texts), so this asks again for what is new until nothing is.
+    """
+    found = {label_id(r): r for r in fresh}
+    doc_ids: set[str] = set()
+    texts: set[str] = set()
+    new = list(fresh)
+    while new:
+        more_ids = {r.doc_id for r in new if r.doc_id} - doc_ids
+        more_texts = {normalised_text(r.text) for r in new} - texts
+        if not more_ids and not more_texts:
+            break
+        doc_ids |= more_ids
+        texts |= more_texts
+        new = [r for r in fetch(more_ids, more_texts) if label_id(r) not in found
+               and (r.doc_id in doc_ids or normalised_text(r.text) in texts)]
+        found.update((label_id(r), r) for r in new)
+    return sorted(found.values(), key=lambda r: r.labeled_at)
+
+
 def split_holdout(labels: Iterable[ResolvedLabel], fraction: float) -> tuple[list[ResolvedLabel], list[ResolvedLabel]]:
-    """Deterministic train / held-back split by document key: a document never changes side."""
+    """Deterministic train / held-back split by document key: a document, and so every copy of its
+    text, never changes side."""
     train, held = [], []
     for item in labels:
         bucket = int(hashlib.sha256(item.key.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF

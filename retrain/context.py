@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from finsent.schemas import ControlMessage, utc_now
+from finsent.schemas import ControlMessage, LabelRecord, utc_now
 from finsent.settings import Settings
-from retrain.conflicts import ResolvedLabel, Unresolved, parse_annotators, resolve
-from retrain.label_store import fetch_labels
+from retrain.conflicts import ResolvedLabel, Unresolved, parse_annotators, resolve, with_related
+from retrain.label_intake import FUTURE_TOLERANCE
+from retrain.label_store import fetch_labels, fetch_labels_of
 from retrain.metrics import RetrainMetrics
 
 log = logging.getLogger(__name__)
@@ -67,16 +68,25 @@ class Context:
 
     # --- labels --------------------------------------------------------------------------
     def fresh_labels(self, champion_meta: dict[str, Any] | None) -> tuple[list[ResolvedLabel], list[Unresolved]]:
-        """Resolved labels newer than the champion's training data.
+        """Resolved labels of the documents labelled since the champion's training data.
 
         A champion made by retraining records ``labels_until`` (the newest label it saw); one
-        trained from files only has seen no label, so every label is fresh to it.
+        trained from files only has seen no label, so every label is fresh to it. A document with
+        a fresh label is resolved over all its labels, older ones included: an earlier trusted
+        label still wins over a later untrusted one.
         """
-        cutoff = None
-        if champion_meta and champion_meta.get("labels_until"):
-            cutoff = datetime.fromisoformat(champion_meta["labels_until"])
-        resolved, unresolved = resolve(fetch_labels(self.es, self.settings, since=cutoff),
-                                       parse_annotators(self.settings.trusted_annotators))
+        now = self.clock()
+        cutoff = label_cutoff(champion_meta, now)
+        if champion_meta and cutoff != _labels_until(champion_meta):
+            log.warning("the champion's labels_until %s is in the future (a label was dated ahead): labels after "
+                        "%s count as fresh", champion_meta["labels_until"], cutoff.isoformat() if cutoff else None)
+        resolved, unresolved, future = resolve_fresh(
+            fetch_labels(self.es, self.settings, since=cutoff),
+            lambda doc_ids, texts: fetch_labels_of(self.es, self.settings, doc_ids=doc_ids, texts=texts, until=cutoff),
+            cutoff=cutoff, now=now, trusted=parse_annotators(self.settings.trusted_annotators))
+        if future:
+            log.warning("left out %d label(s) dated in the future (the latest %s): they would hold back every "
+                        "later label", len(future), max(r.labeled_at for r in future).isoformat())
         return resolved, unresolved
 
     # --- control topic -------------------------------------------------------------------
@@ -86,6 +96,43 @@ class Context:
         self.producer.flush(timeout=30)
         future.get(timeout=30)
         log.info("published %s for model %s on %s", message.action, message.model_version, self.settings.topic("control"))
+
+
+def _labels_until(champion_meta: dict[str, Any]) -> datetime | None:
+    until = champion_meta.get("labels_until")
+    return datetime.fromisoformat(until) if until else None
+
+
+def label_cutoff(champion_meta: dict[str, Any] | None, now: datetime) -> datetime | None:
+    """Labels after this are fresh to the champion: its ``labels_until``, or None (all) when it has none.
+
+    A ``labels_until`` in the future came from a label dated ahead (before intake refused them);
+    kept, no label would be fresh again. The champion's creation time stands in for it then: it
+    saw no label made later.
+    """
+    until = _labels_until(champion_meta or {})
+    if until is None or until <= now + FUTURE_TOLERANCE:
+        return until
+    created = champion_meta.get("created_at") if champion_meta else None
+    return min(datetime.fromisoformat(created), now) if created else now
+
+
+def resolve_fresh(fresh: Sequence[LabelRecord], related: Callable[[set[str], set[str]], Iterable[LabelRecord]], *,
+                  cutoff: datetime | None, now: datetime, trusted: frozenset[str]
+                  ) -> tuple[list[ResolvedLabel], list[Unresolved], list[LabelRecord]]:
+    """The labels after ``cutoff`` resolved with the earlier labels of their documents (``related``
+    fetches those, see :func:`retrain.conflicts.with_related`), and the labels left out as dated
+    in the future.
+
+    Intake refuses a future ``labeled_at``, but one sent straight to the topic (or stored before
+    that check) would become ``labels_until`` and keep every later label from being fresh.
+    """
+    latest = now + FUTURE_TOLERANCE
+    future = [r for r in fresh if r.labeled_at > latest]
+    fresh = [r for r in fresh if r.labeled_at <= latest]
+    records = with_related(fresh, related) if cutoff is not None and fresh else fresh
+    resolved, unresolved = resolve(records, trusted)
+    return resolved, unresolved, future
 
 
 def flat_details(figures: dict[str, Any]) -> dict[str, float | int | str | bool | None]:

@@ -86,6 +86,9 @@ def should_retrain(*, trigger: str, drift_detected: bool, fresh_labels: int, new
     if trigger != "manual" and last_attempt is not None:
         if now - last_attempt.at < cooldown:
             return False, f"last attempt at {last_attempt.at.isoformat()} is within the cooldown of {cooldown}"
-        if last_attempt.labels_until is not None and (newest_label is None or newest_label <= last_attempt.labels_until):
+        until = last_attempt.labels_until
+        # An attempt that recorded a labels_until ahead of now saw a label dated ahead (before intake
+        # refused those); honoured, it would hold back every label to come.
+        if until is not None and until <= now and (newest_label is None or newest_label <= until):
             return False, "no labels since the last attempt"
     return True, f"{trigger}: {fresh_labels} fresh labels"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
@@ -29,58 +29,93 @@ class LabelInputError(ValueError):
         self.problems = list(problems)
 
 
+# Clock skew allowed on a client's labeled_at, as ingest allows on published_at. A label dated later
+# would be the newest label for good and hold every later label back from retraining as not fresh.
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
 def build_records(items: Iterable[Mapping[str, Any]], *, where: str, annotator: str, source: str,
                   now: datetime | None = None) -> list[LabelRecord]:
     """Validate label dicts; ``annotator``/``source``/``labeled_at`` fill what an item leaves out."""
     now = now or utc_now()
     records, problems = [], []
     for n, item in enumerate(items):
-        if not isinstance(item, Mapping):
-            problems.append(f"{where}[{n}]: expected an object, got {type(item).__name__}")
-            continue
-        data = {"annotator": annotator, "source": source, "labeled_at": now} | {
-            k: v for k, v in item.items() if v not in (None, "")}
-        if isinstance(data.get("label"), str):
-            data["label"] = data["label"].strip().lower()
         try:
-            records.append(LabelRecord.model_validate(data))
-        except ValidationError as exc:
-            problems.append(f"{where}[{n}]: {describe_validation_error(exc)}")
+            records.append(_record(item, annotator=annotator, source=source, now=now))
+        except ValueError as exc:
+            problems.append(f"{where}[{n}]: {exc}")
     if problems:
         raise LabelInputError(problems)
     return records
 
 
-def read_csv(path: Path, *, annotator: str, source: str = "csv", now: datetime | None = None) -> list[LabelRecord]:
-    """Labels from a CSV with a header: ``text,label`` and optionally ``doc_id``, ``annotator``."""
+def _record(item: object, *, annotator: str, source: str, now: datetime) -> LabelRecord:
+    if not isinstance(item, Mapping):
+        raise ValueError(f"expected an object, got {type(item).__name__}")
+    data = {"annotator": annotator, "source": source, "labeled_at": now} | {
+        k: v for k, v in item.items() if v not in (None, "")}
+    if isinstance(data.get("label"), str):
+        data["label"] = data["label"].strip().lower()
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = {"text", "label"} - set(reader.fieldnames or [])
-            if missing:
-                raise LabelInputError([f"{path}: header lacks column(s) {sorted(missing)} (has {reader.fieldnames})"])
-            rows = list(reader)
+        record = LabelRecord.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(describe_validation_error(exc)) from None
+    if record.labeled_at > now + FUTURE_TOLERANCE:
+        raise ValueError(f"labeled_at {record.labeled_at.isoformat()} is in the future")
+    return record
+
+
+def read_csv(path: Path, *, annotator: str, source: str = "csv", now: datetime | None = None) -> list[LabelRecord]:
+    """Labels from a CSV with a header: ``text,label`` and optionally ``doc_id``, ``annotator``.
+
+    Problems name the file and the line a row starts on (the header is line 1).
+    """
+    try:
+        # utf-8-sig: spreadsheet exports start with a byte-order mark, which model.data accepts too.
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            header, rows = _csv_rows(fh, str(path))
     except UnicodeDecodeError as exc:
         raise LabelInputError([f"{path}: not UTF-8 ({exc})"]) from None
     except OSError as exc:
         raise LabelInputError([f"{path}: {exc.strerror or exc}"]) from None
-    allowed = ("text", "label", "doc_id", "annotator")
+    missing = {"text", "label"} - set(header)
+    if missing:
+        raise LabelInputError([f"{path}: header lacks column(s) {sorted(missing)} (has {header})"])
+    now = now or utc_now()
+    records, problems = [], []
+    for line, row in rows:
+        try:
+            if len(row) > len(header):  # an unquoted comma in the text would cut it short
+                raise ValueError(f"{len(row)} fields, the header has {len(header)} ({', '.join(header)})")
+            fields = dict(zip(header, row))
+            item = {k: fields.get(k) for k in ("text", "label", "doc_id", "annotator")}
+            records.append(_record(item, annotator=annotator, source=source, now=now))
+        except ValueError as exc:
+            problems.append(f"{path}:{line}: {exc}")
+    if problems:
+        raise LabelInputError(problems)
+    return records
+
+
+def _csv_rows(fh: TextIO, where: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header (names stripped, lower-cased) and each non-blank row with the line it starts on."""
+    reader = csv.reader(fh)
+    header: list[str] = []
+    rows: list[tuple[int, list[str]]] = []
+    end = 0
     try:
-        return build_records([{k: row.get(k) for k in allowed} for row in rows], where=str(path),
-                             annotator=annotator, source=source, now=now)
-    except LabelInputError as exc:
-        # Report CSV line numbers (header is line 1) rather than list positions.
-        problems = [_csv_line(p, str(path)) for p in exc.problems]
-        raise LabelInputError(problems) from None
-
-
-def _csv_line(problem: str, where: str) -> str:
-    prefix = f"{where}["
-    if problem.startswith(prefix):
-        n, _, rest = problem[len(prefix):].partition("]")
-        if n.isdigit():
-            return f"{where}:{int(n) + 2}{rest}"
-    return problem
+        for row in reader:
+            # A quoted field may span lines: a row starts just after the previous one ended.
+            start, end = end + 1, reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if not header:
+                header = [cell.strip().lower() for cell in row]
+            else:
+                rows.append((start, row))
+    except csv.Error as exc:
+        raise LabelInputError([f"{where}:{reader.line_num}: malformed CSV ({exc})"]) from None
+    return header, rows
 
 
 class LabelPublisher:

@@ -18,6 +18,7 @@ from elasticsearch import helpers
 
 from finsent.schemas import LabelRecord, RecordError, parse_record
 from finsent.settings import Settings
+from model.input_text import PLACEHOLDER
 from retrain.conflicts import label_id
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,52 @@ def fetch_labels(es: Any, settings: Settings, *, since: datetime | None = None) 
     query: dict[str, Any] = {"match_all": {}}
     if since is not None:
         query = {"range": {"labeled_at": {"gt": since.isoformat()}}}
+    out = _scan(es, settings, query)
+    out.sort(key=lambda r: r.labeled_at)
+    return out
+
+
+def fetch_labels_of(es: Any, settings: Settings, *, doc_ids: Iterable[str], texts: Iterable[str],
+                    until: datetime) -> list[LabelRecord]:
+    """Labels up to ``until`` with one of ``doc_ids``, or whose text may normalise to one of ``texts``.
+
+    A superset for the texts (the index's text field is analysed, not a keyword); the caller
+    (:func:`retrain.conflicts.with_related`) keeps the exact matches. One query per chunk of ids
+    or texts, each well under Elasticsearch's 1024-clause limit.
+    """
+    out: list[LabelRecord] = []
+    for should in related_clauses(sorted(doc_ids), sorted(texts)):
+        out.extend(_scan(es, settings, {"bool": {"filter": [{"range": {"labeled_at": {"lte": until.isoformat()}}}],
+                                                 "should": should, "minimum_should_match": 1}}))
+    return out
+
+
+def related_clauses(doc_ids: Sequence[str], texts: Sequence[str], *, ids_per_query: int = 1000,
+                    texts_per_query: int = 20, words: int = 16) -> list[list[dict[str, Any]]]:
+    """The ``should`` clauses of each query of :func:`fetch_labels_of`.
+
+    A text is asked for by its first ``words`` words, all required: every label whose text
+    normalises to it has them (a shorter query only widens the superset). The link placeholder
+    is left out, since the stored text has the link itself.
+    """
+    queries = [[{"terms": {"doc_id": list(doc_ids[i:i + ids_per_query])}}]
+               for i in range(0, len(doc_ids), ids_per_query)]
+    matches = []
+    for text in texts:
+        kept = [w for w in text.split() if w != PLACEHOLDER][:words]
+        if kept:  # a text of links only cannot be asked for; its older copies are left out
+            matches.append({"match": {"text": {"query": " ".join(kept), "operator": "and"}}})
+    queries += [matches[i:i + texts_per_query] for i in range(0, len(matches), texts_per_query)]
+    return queries
+
+
+def _scan(es: Any, settings: Settings, query: dict[str, Any]) -> list[LabelRecord]:
     out = []
     for hit in helpers.scan(es, index=settings.index("labels"), query={"query": query}, size=1000):
         try:
             out.append(parse_record(LabelRecord, hit["_source"]))
         except RecordError as exc:
             log.warning("skipping malformed label %s: %s", hit.get("_id"), exc.reason)
-    out.sort(key=lambda r: r.labeled_at)
     return out
 
 

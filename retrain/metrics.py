@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+DECISIONS = ("promoted", "rejected", "superseded", "skipped", "failed", "busy")  # retrain.retraining.Outcome
+
 
 class RetrainMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -20,5 +22,10 @@ class RetrainMetrics:
                                   registry=self.registry)
         self.retrain_decisions = Counter("finsent_retrain_decisions", "Retrain decisions by outcome",
                                          ["decision"], registry=self.registry)
+        for decision in DECISIONS:  # at 0 from the start: increase() cannot see a series born at 1
+            self.retrain_decisions.labels(decision=decision)
+        self.retrain_unannounced = Counter(
+            "finsent_retrain_unannounced_promotions", "Promotions whose control message failed: running workers "
+            "keep the old model until told (`finsent model promote VERSION`) or restarted", registry=self.registry)
         self.retrain_seconds = Gauge("finsent_retrain_last_duration_seconds", "Duration of the last retrain",
                                      registry=self.registry)

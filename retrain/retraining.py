@@ -1,9 +1,10 @@
 """A retrain: gate → fine-tune from the champion (replay + fresh labels) → evaluate → decide.
 
-Every outcome — promoted, rejected, skipped (when a retrain was wanted but gated) or failed —
-is an audit record in ``<prefix>-retrain`` with its figures, and a line in
-``<state_dir>/retrain/audit.jsonl`` (kept even when Elasticsearch is down). Only one retrain
-runs at a time on a machine: a lock file under ``state_dir`` guards it across processes.
+Every outcome — promoted, rejected, superseded (better, but the champion changed while it
+trained), skipped (when a retrain was wanted but gated) or failed — is an audit record in
+``<prefix>-retrain`` with its figures, and a line in ``<state_dir>/retrain/audit.jsonl`` (kept
+even when Elasticsearch is down). Only one retrain runs at a time on a machine: a lock file
+under ``state_dir`` guards it across processes.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Outcome:
-    decision: str  # promoted | rejected | skipped | failed | busy
+    decision: str  # promoted | rejected | superseded | skipped | failed | busy
     reasons: list[str]
     champion_version: str | None = None
     challenger_version: str | None = None
     figures: dict[str, Any] = field(default_factory=dict)
     pruned: list[str] = field(default_factory=list)  # versions deleted from the registry afterwards
+    workers_notified: bool | None = None  # after a promotion: whether the control message went out
+    warnings: list[str] = field(default_factory=list)
 
 
 class RetrainBusy(RuntimeError):
@@ -61,6 +64,7 @@ def exclusive(state_dir: Path) -> Iterator[None]:
 
 
 def last_attempt(ctx: Context) -> LastAttempt | None:
+    # Not "superseded": that challenger was never compared with the champion a next retrain starts from.
     resp = ctx.es.options(ignore_status=404).search(
         index=ctx.settings.index("retrain"), size=1, sort=[{"decided_at": "desc"}],
         query={"terms": {"decision": ["promoted", "rejected", "failed"]}}, source=["decided_at", "labels_until"])
@@ -90,7 +94,7 @@ def audit(ctx: Context, outcome: Outcome, *, trigger: str, started: float, fresh
     f = outcome.figures
     doc = {
         "decided_at": ctx.clock().isoformat(), "trigger": trigger, "decision": outcome.decision,
-        "reasons": "; ".join(outcome.reasons), "champion_version": outcome.champion_version,
+        "reasons": "; ".join(outcome.reasons + outcome.warnings), "champion_version": outcome.champion_version,
         "challenger_version": outcome.challenger_version, "fresh_labels": len(fresh),
         "labels_until": fresh[-1].labeled_at.isoformat() if fresh else None,
         "champion_golden_f1": f.get("champion_golden_macro_f1"), "challenger_golden_f1": f.get("challenger_golden_macro_f1"),
@@ -107,6 +111,8 @@ def audit(ctx: Context, outcome: Outcome, *, trigger: str, started: float, fresh
         log.error("could not index the retrain audit record: %s", exc)
     ctx.metrics.retrain_decisions.labels(decision=outcome.decision).inc()
     log.info("retrain %s (%s): %s", outcome.decision, trigger, "; ".join(outcome.reasons))
+    for warning in outcome.warnings:
+        log.warning("retrain %s: %s", outcome.decision, warning)
 
 
 def run_retrain(ctx: Context, *, trigger: str, drift_detected: bool = False) -> Outcome:
@@ -157,8 +163,10 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
     golden = goldenmod.ensure_golden(s, rows)
     replay = goldenmod.replay_sample(rows, s.retrain_replay_rows, exclude=golden, seed=len(fresh))
     examples = [Example(r.text, r.label, "replay") for r in replay]
-    extra = [Example(r.text, r.label, "fresh") for r in fresh_train] * s.retrain_fresh_repeat
-    result = train(examples, extra_rows=extra, base_model=ctx.registry.path(champion), registry=ctx.registry,
+    extra = [Example(r.text, r.label, "fresh") for r in fresh_train]
+    # Each fresh label once: train repeats them after its validation split, in the training part only.
+    result = train(examples, extra_rows=extra, repeat={"fresh": s.retrain_fresh_repeat},
+                   base_model=ctx.registry.path(champion), registry=ctx.registry,
                    parent_version=champion, epochs=s.retrain_epochs, max_steps=s.retrain_max_steps,
                    batch_size=s.retrain_batch_size, val_fraction=0.1, progress=False, device=s.device,
                    seed=len(fresh), notes={"retrain_trigger": trigger, "fresh_train": len(fresh_train),
@@ -183,17 +191,51 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
     outcome = Outcome("promoted" if decision.promote else "rejected", list(decision.reasons),
                       champion_version=champion, challenger_version=challenger, figures=figures)
     if decision.promote:
-        ctx.registry.promote(challenger)
-        ctx.publish_control(ControlMessage(
-            action="promote", model_version=challenger, model_path=str(ctx.registry.path(challenger)),
-            reason=f"retrain ({trigger}): " + "; ".join(decision.reasons),
-            details=flat_details({"previous_version": champion} | figures), issued_at=ctx.clock()))
+        promote_challenger(ctx, outcome, trigger=trigger)
     ctx.metrics.retrain_seconds.set(time.monotonic() - started)
     outcome.pruned = prune_registry(ctx)
     audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh,
           extra={"fresh_train": len(fresh_train), "fresh_heldout": len(fresh_held), "replay_rows": len(replay),
                  "pruned_versions": outcome.pruned})
     return outcome
+
+
+def promote_challenger(ctx: Context, outcome: Outcome, *, trigger: str) -> None:
+    """Make the challenger the champion in place of the champion it was compared with — only that one —
+    and tell the workers; ``outcome`` (decided "promoted") says what happened.
+
+    A champion promoted or rolled back while the challenger trained stays: the outcome is "superseded".
+    A control message that cannot be sent leaves the promotion standing (the registry is the truth and
+    workers load the champion when they start): still "promoted", with a warning and the way to tell them."""
+    from model.registry import ChampionChanged
+
+    champion, challenger = outcome.champion_version, outcome.challenger_version
+    assert champion is not None and challenger is not None
+    try:
+        ctx.registry.promote(challenger, expected=champion)
+    except ChampionChanged as exc:
+        outcome.decision = "superseded"
+        outcome.reasons.append(f"not promoted: the champion changed to {exc.actual or 'none'} while the challenger "
+                               f"trained from {champion}, which is all it was compared with (`finsent model promote "
+                               f"{challenger}` promotes it all the same)")
+        ctx.registry.update_metadata(challenger, retrain=ctx.registry.get(challenger)["retrain"] | {
+            "decision": outcome.decision, "reasons": list(outcome.reasons)})
+        return
+    message = ControlMessage(
+        action="promote", model_version=challenger, model_path=str(ctx.registry.path(challenger)),
+        reason=f"retrain ({trigger}): " + "; ".join(outcome.reasons),
+        details=flat_details({"previous_version": champion} | outcome.figures), issued_at=ctx.clock())
+    try:
+        ctx.publish_control(message)
+        outcome.workers_notified = True
+    except Exception as exc:  # Kafka away: the promotion stands, only the announcement is missing
+        outcome.workers_notified = False
+        outcome.warnings.append(
+            f"promoted, but the control message on {ctx.settings.topic('control')} failed ({type(exc).__name__}: "
+            f"{exc}): running workers may keep scoring with {champion} until they restart; to tell them, run "
+            f"`finsent model promote {challenger}` (it sends the message again)")
+        ctx.metrics.retrain_unannounced.inc()
+    outcome.figures["workers_notified"] = outcome.workers_notified
 
 
 def prune_registry(ctx: Context) -> list[str]:

@@ -5,6 +5,8 @@ Jobs (in ``<state_dir>/retrain/scheduler.sqlite``):
 - ``drift-check`` — every ``FINSENT_DRIFT_CHECK_MINUTES``; when it finds drift it adds the
   one-shot ``retrain-on-drift`` job (persisted too: a crash between the two loses nothing).
 - ``retrain-cron`` — the fallback retrain on ``FINSENT_RETRAIN_CRON`` (UTC), gated on fresh labels.
+  A standard crontab: day of week 0 or 7 is Sunday (:func:`cron_trigger`; APScheduler's own
+  ``from_crontab`` counts from Monday).
 
 All jobs: ``max_instances=1``, ``coalesce=True`` (missed runs collapse into one),
 ``misfire_grace_time=FINSENT_RETRAIN_MISFIRE_GRACE_S``. On start, a stored job whose trigger is
@@ -51,6 +53,59 @@ def retrain_job(key: str, trigger: str) -> None:
     with owner.running():
         outcome = run_retrain(owner.ctx, trigger=trigger, drift_detected=trigger == "drift")
         owner.outcomes.append(outcome)
+
+
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab's numbering: 0 (and 7) is Sunday
+
+
+def _crontab_day(text: str) -> int:
+    """0-7 (7 is Sunday again) or a three-letter name."""
+    if text.lower() in _DAY_NAMES:
+        return _DAY_NAMES.index(text.lower())
+    if text.isdigit() and int(text) <= 7:
+        return int(text)
+    raise ValueError(f"day of week {text!r} is neither 0-7 (0 and 7 = Sunday) nor sun-sat")
+
+
+def crontab_days_of_week(field: str) -> str:
+    """A standard crontab day-of-week field as APScheduler 3 reads it: day names, since its numbers
+    count from Monday = 0 (its ``from_crontab`` ran "0" — Sunday to cron — on Mondays, and refused "7").
+
+    Takes numbers and names, ``a-b`` ranges, lists, and ``/n`` steps after ``*`` or a range."""
+    days: set[int] = set()
+    for part in field.split(","):
+        span, slash, step_text = part.partition("/")
+        if slash and not (step_text.isdigit() and int(step_text) > 0):
+            raise ValueError(f"day of week {part!r}: the step after / must be a whole number above 0")
+        if span == "*":
+            first, last = 0, 6
+        elif "-" in span:
+            first, last = (_crontab_day(end) for end in span.split("-", 1))
+            last = 7 if last == 0 < first else last  # "sat-sun": up to Sunday
+            if last < first:
+                raise ValueError(f"day of week {part!r}: the range runs backwards")
+        elif slash:
+            raise ValueError(f"day of week {part!r}: a step needs * or a range before it (e.g. 1-5/2)")
+        else:
+            first = last = _crontab_day(span)
+        days.update(day % 7 for day in range(first, last + 1, int(step_text or 1)))
+    return "*" if len(days) == 7 else ",".join(_DAY_NAMES[day] for day in sorted(days))
+
+
+def cron_trigger(expression: str) -> Any:
+    """APScheduler's ``CronTrigger`` (UTC) for a standard five-field crontab line."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"{expression!r} has {len(fields)} fields, not 5 (minute hour day month day-of-week)")
+    minute, hour, day, month, day_of_week = fields
+    if day != "*" and day_of_week != "*":
+        # cron runs when either matches, APScheduler only when both do: ask for one of them.
+        raise ValueError(f"{expression!r} restricts both the day of the month and the day of the week; "
+                         "cron runs on either, APScheduler would need both: keep one and put * in the other")
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                       day_of_week=crontab_days_of_week(day_of_week), timezone=UTC)
 
 
 def _owner(key: str) -> RetrainScheduler:
@@ -113,14 +168,13 @@ class RetrainScheduler:
         return self
 
     def _desired(self) -> dict[str, tuple[str, Any, list[Any], str]]:
-        from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
         jobs = {CHECK_JOB: (f"{__name__}:check_job", IntervalTrigger(minutes=self.settings.drift_check_minutes,
                                                                      timezone=UTC), [self.key], "drift check")}
         if self.settings.retrain_cron.strip():
             try:
-                cron = CronTrigger.from_crontab(self.settings.retrain_cron, timezone=UTC)
+                cron = cron_trigger(self.settings.retrain_cron)
             except ValueError as exc:
                 raise ValueError(f"FINSENT_RETRAIN_CRON: {exc}") from None
             jobs[CRON_JOB] = (f"{__name__}:retrain_job", cron, [self.key, "cron"], "fallback retrain")

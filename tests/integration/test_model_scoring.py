@@ -112,6 +112,43 @@ def test_long_texts_are_chunked_and_aggregated(tiny_model):
     assert [result.probabilities[label] for label in LABELS] == pytest.approx(expected, abs=1e-5)
 
 
+def test_a_max_length_above_what_the_model_reads_scores_in_chunks_it_reads(tiny_model, caplog):
+    from model.scorer import Scorer
+
+    # FINSENT_MAX_LENGTH allows 4096; the MiniLM's position embeddings hold 512.
+    capped = Scorer.load(tiny_model.path, device="cpu", max_length=1024)
+    [result] = capped.score(["x " * 2000])
+    assert isinstance(result, Sentiment) and capped.max_length == 512
+    assert "max_length 1024 is more tokens than model" in caplog.text
+
+
+def test_training_with_a_max_length_above_what_the_model_reads_trains_at_its_limit(tmp_path):
+    from model.registry import Registry
+    from model.training import train
+    from tests.model_fixtures import tiny_rows
+
+    rows = tiny_rows(8) + [("shares " * 1500 + "rose", "positive")]  # 1,500 words: past 512 tokens
+    registry = Registry(tmp_path / "models")
+    result = train(rows, registry=registry, epochs=1, max_steps=1, batch_size=8,
+                   max_length=1024, val_fraction=0.25, progress=False, threads=1, seed=13)
+    assert registry.get(result.version)["training"]["max_length"] == 512
+
+
+def test_predict_gives_a_row_the_tokenizer_refuses_its_own_error_line(scorer, tmp_path):
+    import io
+
+    from model.predict import predict_file
+
+    # "\ud83d" parses as JSON (half an emoji), and the Rust tokenizer raises TypeError on it.
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text":"profit rose"}\n{"text":"truncated tweet \\ud83d"}\n{"text":"loss widened"}\n',
+                    encoding="utf-8")
+    out = io.StringIO()
+    assert predict_file(scorer, path, out) == {"scored": 2, "errors": 1}
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert ["error" in row for row in rows] == [False, True, False] and f"{path}:2: " in rows[1]["error"]
+
+
 def test_scorer_is_thread_safe(scorer):
     expected = [r.probabilities for r in scorer.score(TEXTS)]
     failures = []

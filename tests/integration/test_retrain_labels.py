@@ -73,6 +73,13 @@ async def test_labels_from_cli_http_and_kafka_land_in_elasticsearch(label_settin
         assert (await client.post("/labels", data=b"{not json", headers=auth)).status == 400
         big = await client.post("/labels", data=b"x" * 5000, headers=auth)
         assert big.status == 413
+        # A label dated in the future would hold back every later label from retraining; one without a zone is a guess.
+        late = [{"text": "x", "label": "neutral", "labeled_at": "2099-01-01T00:00:00Z"},
+                {"text": "y", "label": "neutral", "labeled_at": "2025-01-01T00:00:00"}]
+        refused = await client.post("/labels", json=late, headers=auth)
+        assert refused.status == 400 and (await refused.json())["problems"] == [
+            "labels[0]: labeled_at 2099-01-01T00:00:00+00:00 is in the future",
+            "labels[1]: labeled_at: Input should have timezone info"]
         ok = await client.post("/labels", json=body, headers=auth)
         assert ok.status == 202 and (await ok.json())["accepted"] == 1
 
@@ -108,6 +115,36 @@ def test_relabel_replaces_and_late_older_label_is_ignored(bootstrapped) -> None:
     with clients.elasticsearch(settings) as es:
         stored = fetch_labels(es, settings)
     assert [(r.label, r.labeled_at.day) for r in stored] == [("positive", 3)]
+
+
+def test_fresh_labels_resolve_with_the_earlier_labels_of_their_documents(bootstrapped) -> None:
+    from datetime import timedelta
+
+    from finsent.schemas import utc_now
+    from retrain.context import Context
+    from retrain.label_store import index_labels
+    from retrain.metrics import RetrainMetrics
+
+    settings = bootstrapped.model_copy(update={"trusted_annotators": "lead"})
+    cutoff = utc_now() - timedelta(hours=1)
+
+    def rec(label: str, annotator: str, minutes: int, doc_id: str | None, text: str) -> LabelRecord:
+        return LabelRecord(doc_id=doc_id, text=text, label=label, annotator=annotator,
+                           labeled_at=cutoff + timedelta(minutes=minutes))
+
+    records = [rec("negative", "lead", -30, "d1", "Guidance cut for 2025"),  # before the cutoff, trusted
+               rec("positive", "x", 10, "d1", "Guidance cut for 2025"),
+               rec("negative", "lead", -20, None, "Shares of ACME fell https://t.co/a"),  # a copy of the next
+               rec("positive", "y", 20, "d2", "shares of  acme FELL https://t.co/b"),
+               rec("neutral", "lead", -10, "d3", "Guidance cut for 2026"),  # not labelled since: not fresh
+               rec("positive", "z", 30, "d4", "Record quarter")]
+    with clients.elasticsearch(settings) as es:
+        assert index_labels(es, settings, records, refresh=True).indexed == len(records)
+        ctx = Context(settings=settings, es=es, registry=None, producer=None, metrics=RetrainMetrics())
+        resolved, unresolved = ctx.fresh_labels({"labels_until": cutoff.isoformat()})
+    assert [(r.doc_id, r.label, r.rule) for r in resolved] == [
+        ("d1", "negative", "trusted"), ("d2", "negative", "trusted"), ("d4", "positive", "single")]
+    assert not unresolved
 
 
 async def test_review_queue_from_api_and_cli(label_settings) -> None:

@@ -199,6 +199,32 @@ def test_the_scorer_process_exits_when_its_parent_is_killed(process_settings, tm
     wait_for(lambda: process_gone(child), 30, f"scorer process {child} to end with its killed parent")
 
 
+def test_a_parent_that_exits_with_a_model_still_loaded_ends_and_so_does_its_scorer_process(process_settings,
+                                                                                         tmp_path: Path):
+    # At exit multiprocessing SIGTERMs the daemonic child, which ignores it, then joins it with no timeout.
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(f"""
+        from finsent.settings import Settings
+        from model.scorer_process import ScorerProcess
+        if __name__ == "__main__":  # a spawned child imports this file again
+            remote = ScorerProcess(Settings(model_dir={str(process_settings.models_path)!r}, device="cpu",
+                                            model_threads=1, model_quantize="none")).load("champion")
+            print(remote.pid, len(remote.predict_proba(["Profit rose."])), flush=True)
+            # returns without remote.close(), the model still loaded
+    """), encoding="utf-8")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2])
+    try:
+        out, _ = parent.communicate(timeout=120)  # a hang, not a speed: it scored in the first seconds
+    finally:
+        if parent.poll() is None:
+            parent.kill()  # its child then reads end-of-file
+            parent.wait()
+    child, scored = out.split()
+    assert parent.returncode == 0 and scored == "1"
+    wait_for(lambda: process_gone(int(child)), 30, f"scorer process {child} to end with its parent")
+
+
 def serve_poisoned(conn, settings):
     """A scorer process whose model dies, as on a segfault, on any batch that holds POISON; and on
     the first batch that holds FLAKY, as a child killed for memory would (the model folder keeps

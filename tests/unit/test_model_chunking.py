@@ -1,6 +1,9 @@
+from types import SimpleNamespace
+
 import pytest
 
 from model.chunking import aggregate, length_sorted_batches, split_tokens
+from model.scorer import length_limit
 
 
 def test_split_tokens_windows_without_overlap_and_caps_chunks():
@@ -23,3 +26,18 @@ def test_length_sorted_batches_cover_every_index_once_longest_first():
     batches = length_sorted_batches(lengths, 2)
     assert batches == [[2, 4], [0, 3], [1]]
     assert sorted(i for b in batches for i in b) == list(range(5))
+
+
+@pytest.mark.parametrize(
+    ("config", "tokenizer_max", "limit"),
+    [
+        (SimpleNamespace(model_type="bert", max_position_embeddings=512, pad_token_id=0), 512, 512),
+        (SimpleNamespace(model_type="bert", max_position_embeddings=512, pad_token_id=0), int(1e30), 512),  # no limit
+        (SimpleNamespace(model_type="bert", max_position_embeddings=512), 256, 256),
+        (SimpleNamespace(model_type="roberta", max_position_embeddings=514, pad_token_id=1), None, 512),  # pad offset
+        (SimpleNamespace(model_type="bert", max_position_embeddings=512), 4096, 512),  # the smaller one holds
+        (SimpleNamespace(), None, None),
+    ],
+)
+def test_length_limit_is_what_the_model_reads_in_one_sequence(config, tokenizer_max, limit):
+    assert length_limit(config, tokenizer_max) == limit

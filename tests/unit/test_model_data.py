@@ -59,6 +59,20 @@ def test_read_texts_keeps_one_entry_per_line(tmp_path):
     assert items[1][2].endswith("blank line") and "text is not a string" in items[2][2]
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085"])
+def test_jsonl_lines_end_at_newline_only(tmp_path, separator):
+    # Legal unescaped inside a JSON string; str.splitlines() split the row there.
+    rows = (f'{{"text": "Profit rose{separator}sharply", "label": "positive"}}\r\n'
+            '{"text": "Loss widened", "label": "negative"}\n{"text": "Flat", "label": "bogus"}\n')
+    f = _write(tmp_path / "d.jsonl", rows.encode("utf-8"))
+    report = load([f])
+    assert [(e.text, e.label) for e in report.examples] == [
+        (f"Profit rose{separator}sharply", "positive"), ("Loss widened", "negative")]
+    assert [b.line for b in report.bad] == [3]
+    predict_input = _write(tmp_path / "in.jsonl", f'{{"text": "a{separator}b"}}\n\n{{"text": "c"}}'.encode())
+    assert [(line, text) for line, text, _ in read_texts(predict_input)] == [(1, f"a{separator}b"), (2, None), (3, "c")]
+
+
 def test_stratified_split_keeps_every_source_and_label_in_validation():
     examples = [Example(f"{s}{lab}{i}", lab, s) for s in ("a", "b") for lab in ("negative", "neutral", "positive")
                 for i in range(10)]
@@ -66,6 +80,23 @@ def test_stratified_split_keeps_every_source_and_label_in_validation():
     assert len(train) + len(val) == len(examples) and not set(train) & set(val)
     assert {(e.source, e.label) for e in val} == {(e.source, e.label) for e in examples}
     assert stratified_split(examples, 0.2, seed=1) == (train, val)  # seeded
+
+
+def test_repeated_rows_are_repeated_in_the_training_part_only():
+    from model.data import split_and_repeat
+
+    # A retrain's shape: replayed rows plus fresh labels that count several times.
+    labels = ("negative", "neutral", "positive")
+    examples = ([Example(f"replay {i}", labels[i % 3], "replay") for i in range(600)]
+                + [Example(f"fresh {i}", labels[i % 3], "fresh") for i in range(90)])
+    train, val = split_and_repeat(examples, 0.1, seed=90, repeat={"fresh": 3})
+    assert not {e.text for e in val} & {e.text for e in train}  # nothing it validates on was trained on
+    fresh_val = [e for e in val if e.source == "fresh"]
+    assert fresh_val and len({e.text for e in fresh_val}) == len(fresh_val)
+    fresh_train = [e.text for e in train if e.source == "fresh"]
+    assert len(fresh_train) == 3 * (90 - len(fresh_val)) and all(fresh_train.count(t) == 3 for t in fresh_train)
+    assert sum(e.source == "replay" for e in train) + sum(e.source == "replay" for e in val) == 600
+    assert split_and_repeat(examples, 0.1, seed=90) == stratified_split(examples, 0.1, seed=90)
 
 
 def test_fingerprint_ignores_order_and_sees_label_changes():

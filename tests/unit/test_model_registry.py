@@ -1,6 +1,8 @@
 """Registry file operations on stand-in model folders (no weights needed for these rules)."""
 
+import contextlib
 import json
+import shutil
 import threading
 
 import pytest
@@ -101,3 +103,37 @@ def test_readers_never_see_a_missing_or_partial_champion(tmp_path):
             t.join()
     assert problems[:3] == []
     assert reads[0] > 0
+
+
+def test_promote_with_expected_leaves_a_changed_champion_alone(tmp_path):
+    from model.registry import ChampionChanged
+
+    reg = Registry(tmp_path / "models")
+    compared_with, meanwhile, challenger = (_register(reg, tmp_path, n) for n in ("one", "two", "three"))
+    reg.promote(compared_with)
+    reg.promote(meanwhile)  # promoted by hand while the challenger trained
+    with pytest.raises(ChampionChanged) as err:
+        reg.promote(challenger, expected=compared_with)
+    assert (err.value.expected, err.value.actual) == (compared_with, meanwhile)
+    assert reg.champion() == meanwhile and reg.get(challenger)["status"] == "registered"
+    assert [h["version"] for h in reg.history()] == [compared_with, meanwhile]
+    reg.promote(challenger, expected=meanwhile)
+    assert reg.champion() == challenger and reg.get(meanwhile)["status"] == "retired"
+
+
+def test_promote_checks_the_version_under_the_lock(tmp_path):
+    reg = Registry(tmp_path / "models")
+    champion, doomed = _register(reg, tmp_path, "one"), _register(reg, tmp_path, "two")
+    reg.promote(champion)
+    real_lock = reg._locked
+
+    @contextlib.contextmanager
+    def pruned_before_the_lock():
+        shutil.rmtree(reg.versions_dir / doomed)  # what a prune in another process does in between
+        with real_lock():
+            yield
+
+    reg._locked = pruned_before_the_lock
+    with pytest.raises(RegistryError, match="no model version"):
+        reg.promote(doomed)
+    assert reg.champion() == champion and reg.exists(champion)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from finsent.schemas import LabelRecord
 from retrain.conflicts import document_key, label_id, parse_annotators, resolve, split_holdout
 from retrain.decision import LastAttempt, PromotionPolicy, Scores, decide_promotion, should_retrain
@@ -57,7 +59,7 @@ def test_label_id_is_document_plus_annotator() -> None:
 
 
 def test_holdout_split_is_deterministic_and_roughly_sized() -> None:
-    records = [lab("positive", "a", i, doc_id=f"d{i}") for i in range(400)]
+    records = [lab("positive", "a", i, doc_id=f"d{i}", text=f"t{i}") for i in range(400)]
     resolved, _ = resolve(records)
     train, held = split_holdout(resolved, 0.3)
     train2, held2 = split_holdout(list(reversed(resolved)), 0.3)
@@ -100,6 +102,9 @@ def test_retrain_gate() -> None:
     go, why = should_retrain(trigger="drift", drift_detected=True, **(base | {"last_attempt": same_data}))
     assert not go and "no labels since" in why
     assert should_retrain(trigger="manual", drift_detected=False, **(base | {"last_attempt": same_data}))[0]
+    # A labels_until dated ahead (a label from the future, before intake refused them) holds nothing back.
+    ahead = LastAttempt(at=now - timedelta(hours=3), labels_until=datetime(2099, 1, 1, tzinfo=UTC))
+    assert should_retrain(trigger="cron", drift_detected=False, **(base | {"last_attempt": ahead}))[0]
 
 
 def doc(doc_id: str, probs: tuple[float, float, float], text: str = "plain words here") -> dict:
@@ -130,3 +135,33 @@ def test_stratified_sample_exact_size_keeps_shares_and_is_seeded() -> None:
     assert stratified_sample(rows, 29, seed=1) == sample
     replay = replay_sample(rows, 50, exclude=sample, seed=2)
     assert len(replay) == 50 and not {r.text for r in replay} & {r.text for r in sample}
+
+
+def _weekdays(cron: str) -> list[int]:
+    """Python weekdays (Monday = 0) of the fallback retrain's runs over two weeks, through the scheduler's job."""
+    from finsent.settings import Settings
+    from retrain.scheduler import CRON_JOB, RetrainScheduler
+
+    trigger = RetrainScheduler(Settings(retrain_cron=cron))._desired()[CRON_JOB][1]
+    runs, at = [], T0
+    while (at := trigger.get_next_fire_time(None, at + timedelta(seconds=1))) < T0 + timedelta(days=14):
+        runs.append(at.weekday())
+    return runs
+
+
+def test_retrain_cron_reads_day_of_week_as_crontab_does() -> None:
+    assert _weekdays("0 3 * * 0") == [6, 6]  # the default: Sundays
+    assert _weekdays("0 3 * * 7") == [6, 6]
+    assert _weekdays("0 3 * * 1-5") == [2, 3, 4, 0, 1, 2, 3, 4, 0, 1]  # T0 is a Wednesday
+    assert sorted(set(_weekdays("0 3 * * */2"))) == [1, 3, 5, 6]  # Sun, Tue, Thu, Sat
+    assert sorted(set(_weekdays("0 3 * * sat-sun,3"))) == [2, 5, 6]
+    assert sorted(set(_weekdays("0 3 * * 1-5/2"))) == [0, 2, 4]
+
+
+@pytest.mark.parametrize("cron", ["0 3 * * 8", "0 3 * * 1/2", "0 3 * * 5-1", "0 3 1 * 1", "0 3 * *"])
+def test_retrain_cron_refuses_what_it_cannot_translate(cron: str) -> None:
+    from finsent.settings import Settings
+    from retrain.scheduler import RetrainScheduler
+
+    with pytest.raises(ValueError, match="FINSENT_RETRAIN_CRON"):
+        RetrainScheduler(Settings(retrain_cron=cron))._desired()

@@ -43,3 +43,35 @@ def test_read_csv(tmp_path) -> None:
     binary.write_bytes(b"text,label\n\xff\xfe,positive\n")
     with pytest.raises(LabelInputError, match="not UTF-8"):
         read_csv(binary, annotator="cli")
+
+
+def test_labeled_at_in_the_future_or_without_zone_is_refused() -> None:
+    # One label dated 2099 would be the newest label for good: no later label would ever be fresh.
+    items = [{"text": "a", "label": "neutral", "labeled_at": "2099-01-01T00:00:00Z"},
+             {"text": "b", "label": "neutral", "labeled_at": "2025-05-01T00:00:00"},
+             {"text": "c", "label": "neutral", "labeled_at": "2025-05-01T00:04:59+00:00"}]
+    with pytest.raises(LabelInputError) as err:
+        build_records(items, where="labels", annotator="api", source="api", now=NOW)
+    assert err.value.problems == ["labels[0]: labeled_at 2099-01-01T00:00:00+00:00 is in the future",
+                                  "labels[1]: labeled_at: Input should have timezone info"]
+    # Within the five minutes of clock skew allowed, and in the past, a given time is kept.
+    records = build_records([items[2], {"text": "d", "label": "neutral", "labeled_at": "2020-01-01T01:00:00+01:00"}],
+                            where="labels", annotator="api", source="api", now=NOW)
+    assert [r.labeled_at for r in records] == [datetime(2025, 5, 1, 0, 4, 59, tzinfo=UTC),
+                                               datetime(2020, 1, 1, tzinfo=UTC)]
+
+
+def test_read_csv_accepts_a_byte_order_mark(tmp_path) -> None:
+    exported = tmp_path / "excel.csv"
+    exported.write_bytes("text,label\r\nProfit up,positive\r\n".encode("utf-8-sig"))
+    assert [(r.text, r.label) for r in read_csv(exported, annotator="cli", now=NOW)] == [("Profit up", "positive")]
+
+
+def test_read_csv_names_the_line_a_bad_row_starts_on(tmp_path) -> None:
+    data = tmp_path / "l.csv"
+    data.write_text('text,label\nProfit up,positive\n\n"two\nlines",bogus\nFine,neutral\nLoss,meh\n'
+                    'Up, sharply,positive\n', encoding="utf-8")
+    with pytest.raises(LabelInputError) as err:
+        read_csv(data, annotator="cli", now=NOW)
+    assert [p.split(": ")[0] for p in err.value.problems] == [f"{data}:4", f"{data}:7", f"{data}:8"]
+    assert "label" in err.value.problems[0] and "3 fields, the header has 2" in err.value.problems[2]

@@ -1,0 +1,82 @@
+"""A retrain's promotion step on a real registry of stand-in model folders, with a real Kafka producer
+pointed at a port where no broker listens (Kafka down): what it promotes, and what it says."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from finsent import clients
+from finsent.settings import Settings
+from model.registry import Registry
+from retrain.context import Context
+from retrain.metrics import RetrainMetrics
+from retrain.retraining import Outcome, promote_challenger
+from tests.ports import free_port
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    settings = Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models",
+                        kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    # Kafka down: the send gives up after max_block_ms, as it does after a minute in service.
+    producer = clients.kafka_producer(settings, api_version=(2, 8), max_block_ms=200)
+    context = Context(settings=settings, es=None, registry=Registry(settings.models_path), producer=producer,
+                      metrics=RetrainMetrics())
+    yield context
+    producer.close(timeout=1)
+
+
+def _version(reg: Registry, tmp_path, name: str) -> str:
+    folder = tmp_path / "src" / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"name": name}))
+    return reg.register(folder, {"base_model": "b"})
+
+
+def _decided(ctx: Context, tmp_path) -> tuple[str, str, Outcome]:
+    """A champion and a challenger that beat it, the challenger's metadata written as _train_and_decide does."""
+    champion, challenger = _version(ctx.registry, tmp_path, "champion"), _version(ctx.registry, tmp_path, "challenger")
+    ctx.registry.promote(champion)
+    ctx.registry.update_metadata(challenger, retrain={"decision": "promoted", "figures": {}, "reasons": ["better"]})
+    return champion, challenger, Outcome("promoted", ["better"], champion_version=champion,
+                                         challenger_version=challenger, figures={"fresh_gain": 0.1})
+
+
+def test_a_champion_promoted_meanwhile_is_not_overridden(ctx, tmp_path) -> None:
+    from retrain.cli import run_exit_code
+
+    compared_with, challenger, outcome = _decided(ctx, tmp_path)
+    meanwhile = _version(ctx.registry, tmp_path, "by-hand")
+    ctx.registry.promote(meanwhile)  # `finsent model promote` while the challenger trained
+    promote_challenger(ctx, outcome, trigger="cron")
+    assert ctx.registry.champion() == meanwhile
+    assert outcome.decision == "superseded" and outcome.workers_notified is None  # nothing to announce
+    assert f"champion changed to {meanwhile}" in outcome.reasons[-1] and compared_with in outcome.reasons[-1]
+    assert ctx.registry.get(challenger)["retrain"]["decision"] == "superseded"
+    assert run_exit_code(outcome) == 0
+
+
+def test_a_promotion_whose_control_message_fails_is_reported_as_promoted(ctx, tmp_path) -> None:
+    from retrain.cli import run_exit_code
+
+    champion, challenger, outcome = _decided(ctx, tmp_path)
+    promote_challenger(ctx, outcome, trigger="manual")
+    assert ctx.registry.champion() == challenger
+    assert outcome.decision == "promoted" and outcome.reasons == ["better"]
+    assert outcome.workers_notified is False and outcome.figures["workers_notified"] is False
+    (warning,) = outcome.warnings
+    assert f"finsent model promote {challenger}" in warning and champion in warning and "KafkaTimeoutError" in warning
+    assert ctx.metrics.registry.get_sample_value("finsent_retrain_unannounced_promotions_total") == 1
+    assert run_exit_code(outcome) == 4  # not 1: the retrain did not fail, the announcement did
+    assert run_exit_code(Outcome("failed", ["boom"])) == 1
+
+
+def test_every_retrain_decision_is_counted_from_zero():
+    # FinsentRetrainFailed reads increase(): a series that is born at 1 shows no increase.
+    from retrain.metrics import DECISIONS, RetrainMetrics
+
+    registry = RetrainMetrics().registry
+    for decision in DECISIONS:
+        assert registry.get_sample_value("finsent_retrain_decisions_total", {"decision": decision}) == 0.0
