@@ -56,7 +56,7 @@ def parse_ticker(value: str | None, *, required: bool = False) -> str | None:
 def parse_limit(value: str | None, default: int = 25, maximum: int = 200) -> int:
     if value is None or value == "":
         return default
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
+    if not re.fullmatch(r"[0-9]{1,6}", value) or not 1 <= int(value) <= maximum:  # isdigit() takes "²"
         raise BadRequest(f"limit: {value[:20]!r} is not a number from 1 to {maximum}")
     return int(value)
 

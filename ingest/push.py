@@ -21,7 +21,6 @@ document, a list of documents, or ``{"documents": [...]}`` (the shape of
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import secrets
@@ -32,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
 from finsent import rate_limit
+from finsent.http_requests import bearer_matches, read_limited
 from finsent.rate_limit import TokenBucketLimiter
 from finsent.settings import Settings
 from ingest.inbound import to_item
@@ -92,25 +92,8 @@ def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_W
     metrics = pipeline.metrics
     backlog = Backlog(max_waiting)
 
-    def authorised(request: web.Request) -> bool:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        # compare_digest on bytes: constant time, and no error on non-ASCII input.
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8"), token)
-
-    async def read_body(request: web.Request) -> bytes | None:
-        """The body, or None when it is over the limit (checked while reading, not only the header)."""
-        if request.content_length is not None and request.content_length > max_bytes:
-            return None
-        chunks, size = [], 0
-        while chunk := await request.content.read(65536):
-            size += len(chunk)
-            if size > max_bytes:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     async def post_documents(request: web.Request) -> web.Response:
-        if not authorised(request):
+        if not bearer_matches(request, token):
             metrics.errors.labels(LABEL, "auth", "unauthorized").inc()
             return _json(401, {"error": "missing or invalid bearer token"}, {"WWW-Authenticate": 'Bearer realm="finsent"'})
         if backlog.waiting >= backlog.limit:  # checked before the body is read: a full queue holds no more bodies
@@ -124,7 +107,7 @@ def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_W
             backlog.waiting -= 1
 
     async def handle_documents(request: web.Request) -> web.Response:
-        body = await read_body(request)
+        body = await read_limited(request, max_bytes)
         if body is None:
             metrics.errors.labels(LABEL, "invalid", "too_large").inc()
             return _json(413, {"error": f"body is over the limit of {max_bytes} bytes"})

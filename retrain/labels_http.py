@@ -13,8 +13,8 @@ Both need ``Authorization: Bearer <FINSENT_LABEL_TOKEN>`` (compared in constant 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from finsent import rate_limit
+from finsent.http_requests import bearer_matches, read_limited
 from finsent.rate_limit import TokenBucketLimiter
 from finsent.settings import Settings
 from retrain.label_intake import LabelInputError, LabelPublisher, build_records
@@ -42,11 +43,14 @@ def _json(status: int, body: dict[str, Any]) -> web.Response:
 
 def _authorised(request: web.Request) -> bool:
     token = request.app[SETTINGS_KEY].label_token
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if token is None or scheme.lower() != "bearer" or not given:
-        return False
-    return hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode())
+    return token is not None and bearer_matches(request, token.get_secret_value().encode("utf-8"))
+
+
+def _endpoint(request: web.Request) -> str:
+    """The metric label of a request: its route, never the path the caller typed (every new path
+    would be a new series, and anyone may send one without a token)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
 
 
 @web.middleware
@@ -55,7 +59,7 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.match_info.route.resource is not None and request.match_info.route.resource.canonical in _PUBLIC:
         return await handler(request)
     if not _authorised(request):
-        request.app[METRIC_KEY].labels(endpoint=request.path, status="401").inc()
+        request.app[METRIC_KEY].labels(endpoint=_endpoint(request), status="401").inc()
         return _json(401, {"error": "missing or wrong bearer token"})
     return await handler(request)
 
@@ -63,11 +67,8 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
 async def post_labels(request: web.Request) -> web.Response:
     app, limit = request.app, request.app[SETTINGS_KEY].label_max_bytes
     requests = app[METRIC_KEY]
-    if request.content_length is not None and request.content_length > limit:
-        requests.labels(endpoint="/labels", status="413").inc()
-        return _json(413, {"error": f"body of {request.content_length} bytes is over the limit of {limit}"})
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
+    body = await read_limited(request, limit)
+    if body is None:
         requests.labels(endpoint="/labels", status="413").inc()
         return _json(413, {"error": f"body is over the limit of {limit} bytes"})
     try:
@@ -99,12 +100,17 @@ async def get_review(request: web.Request) -> web.Response:
     from retrain.review import review_queue
 
     raw = request.query.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 500:
+    if not re.fullmatch(r"[0-9]{1,3}", raw) or not 1 <= int(raw) <= 500:  # not isdigit(): it takes "²"
         request.app[METRIC_KEY].labels(endpoint="/review", status="400").inc()
         return _json(400, {"error": "limit must be an integer from 1 to 500"})
     settings, es = request.app[SETTINGS_KEY], request.app[ES_KEY]
-    items = await asyncio.get_running_loop().run_in_executor(
-        None, lambda: review_queue(es, settings, limit=int(raw)))
+    try:
+        items = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: review_queue(es, settings, limit=int(raw)))
+    except Exception as exc:  # noqa: BLE001 - Elasticsearch away: the caller may retry
+        log.error("could not build the review queue: %s", exc)
+        request.app[METRIC_KEY].labels(endpoint="/review", status="503").inc()
+        return _json(503, {"error": "review queue unavailable, retry later"})
     request.app[METRIC_KEY].labels(endpoint="/review", status="200").inc()
     return _json(200, {"items": [item.to_dict() for item in items]})
 
@@ -126,7 +132,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
     # The rate limit runs first, so a client guessing tokens is slowed down as well.
     limited = rate_limit.middleware(TokenBucketLimiter(settings.label_rate_limit, settings.label_rate_burst),
                                     exempt={"/metrics"},
-                                    on_limited=lambda r: requests.labels(endpoint=r.path, status="429").inc())
+                                    on_limited=lambda r: requests.labels(endpoint=_endpoint(r), status="429").inc())
     app = web.Application(middlewares=[limited, _auth], client_max_size=settings.label_max_bytes + 1024)
     app[SETTINGS_KEY] = settings
     app[REGISTRY_KEY] = registry

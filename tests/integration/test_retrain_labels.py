@@ -190,3 +190,56 @@ async def test_review_queue_from_api_and_cli(label_settings) -> None:
     assert table.exit_code == 0, table.output
     assert max(len(line) for line in table.stdout.splitlines()) <= 80
     assert sure in table.stdout and "mixed signals" in table.stdout
+
+
+async def _raw_request(client: TestClient, request: bytes) -> bytes:
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(request)
+    await writer.drain()
+    answer = await reader.read(65536)
+    writer.close()
+    return answer
+
+
+async def test_the_api_survives_what_callers_send_without_growing_its_metrics(label_settings) -> None:
+    import asyncio
+
+    from retrain.labels_http import METRIC_KEY, create_app
+
+    app = create_app(label_settings.model_copy(update={"label_max_bytes": 200_000}))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with TestClient(TestServer(app)) as client:
+        # Paths of the caller's choosing are one metric series, not one each.
+        for n in range(20):
+            assert (await client.get(f"/junk-{n}")).status == 401
+        series = {s.labels["endpoint"] for metric in app[METRIC_KEY].collect() for s in metric.samples}
+        assert series == {"unmatched"}
+
+        # A header that is not UTF-8 is a wrong token, not a server error.
+        answer = await _raw_request(client, b"GET /review HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\n"
+                                            b"Connection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 401")
+
+        assert (await client.get("/review?limit=%C2%B2", headers=auth)).status == 400  # "²" passes isdigit()
+
+        # A body that arrives in pieces is read whole (one read returned what had arrived so far).
+        labels = [{"text": f"Quarterly sales fell {n} percent", "label": "negative"} for n in range(1500)]
+        body = orjson.dumps(labels)
+        assert len(body) > 65536
+
+        async def in_pieces():
+            for start in range(0, len(body), 16384):
+                yield body[start:start + 16384]
+                await asyncio.sleep(0.01)
+
+        resp = await client.post("/labels", data=in_pieces(), headers=auth | {"Content-Type": "application/json"})
+        assert resp.status == 202, await resp.text()
+        assert (await resp.json())["accepted"] == 1500
+
+        async def too_much():
+            for _ in range(20):
+                yield b" " * 16384  # 320 kB, chunked: no length to refuse up front
+
+        assert (await client.post("/labels", data=too_much(), headers=auth)).status == 413

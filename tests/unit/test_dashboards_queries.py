@@ -30,8 +30,9 @@ def test_parse_ticker_normalises_case_and_parameters_are_checked():
     assert q.parse_ticker(None) is None
     with pytest.raises(q.BadRequest, match="range: '2y'"):
         q.parse_range("2y")
-    with pytest.raises(q.BadRequest, match="limit"):
-        q.parse_limit("0")
+    for bad in ("0", "²", "9" * 5000):  # "²" passes str.isdigit(), and int() refuses it and 5,000 digits
+        with pytest.raises(q.BadRequest, match="limit"):
+            q.parse_limit(bad)
     assert q.parse_limit(None) == 25 and q.parse_limit("7") == 7
 
 

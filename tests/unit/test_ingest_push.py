@@ -80,3 +80,14 @@ async def test_a_failing_pipeline_answers_json_not_a_crash(pipeline: Pipeline) -
         pipeline.sink.error = None
         again = await client.post("/documents", json=doc("1"), headers=AUTH)
         assert (await again.json())["accepted"] == 1  # the failed batch left nothing behind
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_a_wrong_token(pipeline: Pipeline) -> None:
+    async with serving(make_app(pipeline, SETTINGS)) as client:
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        writer.write(b"POST /documents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\r\nContent-Length: 2\r\n"
+                     b"Connection: close\r\n\r\n{}")
+        await writer.drain()
+        answer = await reader.read(65536)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 401") and b"bearer token" in answer
