@@ -8,9 +8,10 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Reinstall only when the dependency pins change; pip's cache keeps a rebuild fast.
+# Reinstall only when the dependency pins change; pip's cache keeps a rebuild fast. The venv is made
+# again when pip is missing: one whose ensurepip failed (no python3-venv) has python only.
 $(STAMP): constraints.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)

@@ -74,6 +74,33 @@ def _uses_embedded_services(settings: Settings) -> bool:
     )
 
 
+def _cluster_rows(settings: Settings) -> list[dict]:
+    """The user's own Kafka and Elasticsearch, asked directly: finsent started neither, so there is no pid."""
+    from finsent import clients
+
+    def row(name: str, address: str, healthy: bool, detail: str) -> dict:
+        return {"name": name, "kind": "service", "pid": None, "healthy": healthy, "address": address,
+                "detail": detail}
+
+    try:
+        admin = clients.kafka_admin(settings, request_timeout_ms=5000, api_version_auto_timeout_ms=5000)
+        try:
+            brokers = len(admin.describe_cluster().get("brokers") or [])
+        finally:
+            admin.close()
+        kafka = row("kafka", settings.kafka_bootstrap, brokers > 0, f"{brokers} broker(s)")
+    except Exception as exc:  # noqa: BLE001 - status reports, never raises
+        kafka = row("kafka", settings.kafka_bootstrap, False, f"unreachable: {type(exc).__name__}: {exc}"[:200])
+    try:
+        with clients.elasticsearch(settings) as es:
+            health = es.options(request_timeout=5, max_retries=0).cluster.health()["status"]
+        elastic = row("elasticsearch", settings.elasticsearch_url, health in ("green", "yellow"), f"cluster {health}")
+    except Exception as exc:  # noqa: BLE001
+        elastic = row("elasticsearch", settings.elasticsearch_url, False,
+                      f"unreachable: {type(exc).__name__}: {exc}"[:200])
+    return [kafka, elastic]
+
+
 def _pid_file(settings: Settings, name: str) -> PidFile:
     return PidFile(settings.state_dir.resolve() / "processes" / f"{name}.pid")
 
@@ -198,9 +225,12 @@ def down(settings: Settings, echo: Echo = print) -> None:
 
 def status(settings: Settings) -> list[dict]:
     rows = []
-    for entry in manager.status(settings):
-        rows.append({"name": entry.name, "kind": "service", "pid": entry.pid, "healthy": entry.healthy,
-                     "address": entry.address, "detail": entry.detail})
+    if _uses_embedded_services(settings):
+        for entry in manager.status(settings):
+            rows.append({"name": entry.name, "kind": "service", "pid": entry.pid, "healthy": entry.healthy,
+                         "address": entry.address, "detail": entry.detail})
+    else:
+        rows += _cluster_rows(settings)
     for spec in process_specs(settings):
         proc = _pid_file(settings, spec.name).process()
         healthy, detail = proc is not None, "running" if proc else "not running"

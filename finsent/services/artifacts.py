@@ -82,19 +82,26 @@ def elasticsearch_home(cache: Path, version: str) -> Path:
     downloads = cache / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     artifact = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{version}:zip"
-    _mvn(["dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={downloads}"], cache=cache, cwd=downloads)
     archive = downloads / f"elasticsearch-{version}.zip"
+    # Unpacking deletes the archive, so one still here is what an interrupted run left, perhaps half
+    # written; Maven's copy would keep it (it does not overwrite a newer file).
+    archive.unlink(missing_ok=True)
+    _mvn(["dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={downloads}"], cache=cache, cwd=downloads)
     if not archive.exists():
         raise ServiceError(f"Maven finished but {archive} is missing")
     shutil.rmtree(home, ignore_errors=True)
     staging = cache / f".unpack-{version}"
     shutil.rmtree(staging, ignore_errors=True)
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            path = Path(zf.extract(info, staging))
-            mode = (info.external_attr >> 16) & 0o777
-            if mode:
-                os.chmod(path, mode | 0o444 | (0o111 if path.is_dir() else 0))
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                path = Path(zf.extract(info, staging))
+                mode = (info.external_attr >> 16) & 0o777
+                if mode:
+                    os.chmod(path, mode | 0o444 | (0o111 if path.is_dir() else 0))
+    except zipfile.BadZipFile as exc:
+        archive.unlink(missing_ok=True)
+        raise ServiceError(f"{archive} is not a whole zip ({exc}); it is deleted: run again to fetch it anew") from None
     (staging / f"elasticsearch-{version}").rename(home)
     shutil.rmtree(staging, ignore_errors=True)
     # Readable by the unprivileged service user; nothing in here is ever written at run time.

@@ -20,3 +20,20 @@ def test_status_table_fits_the_terminal(columns, tmp_path, monkeypatch):
     assert max(len(line) for line in lines) <= columns
     assert "http://127.0.0.1:6066/metrics" in result.stdout and "not running" in result.stdout
     assert ("service" in result.stdout) is (columns >= 100)  # the kind column only where it fits
+
+
+def test_status_asks_the_users_own_clusters_not_the_local_servers(tmp_path, monkeypatch):
+    import json
+
+    from finsent.cli import app
+
+    kafka, elastic = f"127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("FINSENT_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("FINSENT_KAFKA_BOOTSTRAP", kafka)
+    monkeypatch.setenv("FINSENT_ELASTICSEARCH_URL", elastic)
+    result = CliRunner().invoke(app, ["status", "--json"])
+
+    assert result.exit_code == 1
+    services = {row["name"]: row for row in json.loads(result.stdout) if row["kind"] == "service"}
+    assert services["kafka"]["address"] == kafka and services["elasticsearch"]["address"] == elastic
+    assert all(row["detail"].startswith("unreachable") and row["pid"] is None for row in services.values())
