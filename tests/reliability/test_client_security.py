@@ -154,9 +154,11 @@ def test_token_comparisons_are_constant_time():
     """The push and labels endpoints compare tokens with hmac.compare_digest, never ==."""
     import inspect
 
+    import finsent.http_requests
     import ingest.push
     import retrain.labels_http
 
     for source in (inspect.getsource(ingest.push.make_app), inspect.getsource(retrain.labels_http._authorised)):
-        assert "hmac.compare_digest(" in source
+        assert "bearer_matches(" in source
         assert "== token" not in source and "token ==" not in source
+    assert "hmac.compare_digest(" in inspect.getsource(finsent.http_requests.bearer_matches)
