@@ -14,6 +14,7 @@ from typing import Any
 
 from finsent.schemas import DeadLetter, LabelRecord, RecordError, original_text, parse_record, utc_now
 from finsent.settings import Settings
+from retrain.label_intake import future_problem
 from retrain.label_store import index_labels
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,18 @@ class LabelIndexer:
     def _handle(self, messages: list[Any]) -> None:
         good: list[tuple[Any, LabelRecord]] = []
         dead: list[tuple[Any, str]] = []
+        now = utc_now()
         for message in messages:
             try:
-                good.append((message, parse_record(LabelRecord, message.value or b"",
-                                                   max_bytes=self.settings.label_max_bytes)))
+                record = parse_record(LabelRecord, message.value or b"", max_bytes=self.settings.label_max_bytes)
             except RecordError as exc:
                 dead.append((message, exc.reason))
+                continue
+            # Labels produced straight to the topic skip intake's checks: the time is checked here too.
+            if problem := future_problem(record, now):
+                dead.append((message, problem))
+            else:
+                good.append((message, record))
         report = index_labels(self._es, self.settings, [r for _, r in good], refresh=self.refresh)
         failed_ids = {id(record): reason for record, reason in report.failed}
         dead += [(m, f"elasticsearch refused the label: {failed_ids[id(r)]}") for m, r in good if id(r) in failed_ids]

@@ -60,9 +60,17 @@ def _record(item: object, *, annotator: str, source: str, now: datetime) -> Labe
         record = LabelRecord.model_validate(data)
     except ValidationError as exc:
         raise ValueError(describe_validation_error(exc)) from None
-    if record.labeled_at > now + FUTURE_TOLERANCE:
-        raise ValueError(f"labeled_at {record.labeled_at.isoformat()} is in the future")
+    if problem := future_problem(record, now):
+        raise ValueError(problem)
     return record
+
+
+def future_problem(record: LabelRecord, now: datetime) -> str | None:
+    """Why a label may not be kept: dated ahead of ``now`` (beyond clock skew), it would become the
+    newest label a retrain saw and hold back every later one as not fresh."""
+    if record.labeled_at > now + FUTURE_TOLERANCE:
+        return f"labeled_at {record.labeled_at.isoformat()} is in the future"
+    return None
 
 
 def read_csv(path: Path, *, annotator: str, source: str = "csv", now: datetime | None = None) -> list[LabelRecord]:

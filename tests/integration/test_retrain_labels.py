@@ -88,10 +88,13 @@ async def test_labels_from_cli_http_and_kafka_land_in_elasticsearch(label_settin
         publisher.publish([LabelRecord(doc_id="d-kafka", text="Beat estimates", label="positive", annotator="feed",
                                        source="kafka", labeled_at=datetime(2025, 3, 1, tzinfo=UTC))])
         publisher._producer.send(settings.topic("labels"), value=b'{"text": "no label"}')
+        ahead = LabelRecord(doc_id="d-ahead", text="Dated ahead", label="neutral", labeled_at=datetime(2099, 1, 1,
+                                                                                                         tzinfo=UTC))
+        publisher._producer.send(settings.topic("labels"), value=ahead.to_json())  # past intake's check
         publisher._producer.flush()
 
     indexer = drain(settings)
-    assert indexer.dead == 1
+    assert indexer.dead == 2
     with clients.elasticsearch(settings) as es:
         stored = {(r.doc_id, r.text): r for r in fetch_labels(es, settings)}
     assert set(stored) == {("d-cli", "Profit soared"), (None, "Sales fell"), (None, "Flat quarter"),
@@ -100,7 +103,8 @@ async def test_labels_from_cli_http_and_kafka_land_in_elasticsearch(label_settin
     assert stored[(None, "Sales fell")].annotator == "alice"
     assert stored[("d-http", "Guidance cut")].annotator == "carol"
     letters = dlq_records(settings)
-    assert len(letters) == 1 and letters[0]["stage"] == "labels" and "label" in letters[0]["reason"]
+    assert [letter["stage"] for letter in letters] == ["labels", "labels"] and "label" in letters[0]["reason"]
+    assert "in the future" in letters[1]["reason"]
 
 
 def test_relabel_replaces_and_late_older_label_is_ignored(bootstrapped) -> None:
