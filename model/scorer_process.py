@@ -144,6 +144,15 @@ class ScorerProcess:
             raise ScorerProcessError(payload)
         return payload
 
+    def renew(self) -> None:
+        """End the child and start a new one with the same models. For a child that answers but
+        fails on a known-good text too: an error can leave a process unable to score (a CUDA error
+        poisons its GPU context), and only a new process is rid of it. Raises
+        :class:`ScorerUnavailable` when the new one cannot start."""
+        with self._lock:
+            if self._models:
+                self._restart()
+
     def drop(self, model: HostedModel) -> None:
         """Unload a model; the child ends with its last one."""
         with self._lock:
@@ -268,6 +277,10 @@ class HostedModel:
         if not texts:
             return []
         return self.process.score(self, texts)
+
+    def renew(self) -> None:
+        """Score from a new child from now on (:meth:`ScorerProcess.renew`)."""
+        self.process.renew()
 
     def close(self) -> None:
         self.process.drop(self)

@@ -9,7 +9,9 @@ Promotion rule: the challenger replaces the champion only if
 
 Retrain gate: drift was detected (or the cron fallback fired), at least ``min_labels`` fresh
 labels exist, and — if an earlier attempt was made — the cooldown has passed and labels have
-arrived since that attempt (retraining on the very same data would decide the same way).
+arrived since that attempt (retraining on the very same data would decide the same way). A failed
+attempt decided nothing, so only its cooldown applies: its cause may have passed (Elasticsearch
+away, a full disk), and waiting for a new label could hold the retrain back for days.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def decide_promotion(champion_golden: Scores, challenger_golden: Scores, champio
 class LastAttempt:
     at: datetime
     labels_until: datetime | None
+    failed: bool = False
 
 
 def should_retrain(*, trigger: str, drift_detected: bool, fresh_labels: int, newest_label: datetime | None,
@@ -86,7 +89,7 @@ def should_retrain(*, trigger: str, drift_detected: bool, fresh_labels: int, new
     if trigger != "manual" and last_attempt is not None:
         if now - last_attempt.at < cooldown:
             return False, f"last attempt at {last_attempt.at.isoformat()} is within the cooldown of {cooldown}"
-        until = last_attempt.labels_until
+        until = None if last_attempt.failed else last_attempt.labels_until
         # An attempt that recorded a labels_until ahead of now saw a label dated ahead (before intake
         # refused those); honoured, it would hold back every label to come.
         if until is not None and until <= now and (newest_label is None or newest_label <= until):

@@ -67,13 +67,16 @@ def last_attempt(ctx: Context) -> LastAttempt | None:
     # Not "superseded": that challenger was never compared with the champion a next retrain starts from.
     resp = ctx.es.options(ignore_status=404).search(
         index=ctx.settings.index("retrain"), size=1, sort=[{"decided_at": "desc"}],
-        query={"terms": {"decision": ["promoted", "rejected", "failed"]}}, source=["decided_at", "labels_until"])
+        query={"terms": {"decision": ["promoted", "rejected", "failed"]}},
+        source=["decided_at", "labels_until", "decision"])
     hits = resp.get("hits", {}).get("hits", []) if resp else []
     if not hits:
         return None
     src = hits[0]["_source"]
     until = src.get("labels_until")
-    return LastAttempt(at=datetime.fromisoformat(src["decided_at"]), labels_until=datetime.fromisoformat(until) if until else None)
+    return LastAttempt(at=datetime.fromisoformat(src["decided_at"]),
+                       labels_until=datetime.fromisoformat(until) if until else None,
+                       failed=src.get("decision") == "failed")
 
 
 def _scores(result: dict[str, Any], n: int) -> Scores:

@@ -40,6 +40,7 @@ from stream.partition_watch import PartitionWatch
 from stream.pipeline import RawBatchPipeline, RawRecord, ScoredBatch
 from stream.runtime import WorkerRuntime
 from stream.validation import Origin, dead_letter, message_overhead
+from stream.window_partitions import window_topic_name
 from stream.windows import WindowEvent
 
 log = logging.getLogger(__name__)
@@ -171,13 +172,11 @@ def _key_partitioned_table_class() -> type:
 _SCORED_GROWTH = 4096
 
 
-def window_topic_name(settings: Settings) -> str:
-    return f"{settings.topic_prefix}.stream-window-events"
-
-
 def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *, model_ref: str | None = None,
-               registry: CollectorRegistry | None = None, web_port: int | None = None) -> Any:
-    """Build the worker's Faust app (nothing connects until the worker starts it)."""
+               registry: CollectorRegistry | None = None, web_port: int | None = None,
+               window_partitions: int | None = None) -> Any:
+    """Build the worker's Faust app (nothing connects until the worker starts it). ``window_partitions``:
+    the count of the window topics that exist (stream.window_partitions); by default the setting."""
     registry = registry if registry is not None else CollectorRegistry()
     runtime = WorkerRuntime(settings, scorer_loader, model_ref or settings.worker_model, registry)
     datadir = (settings.state_dir / "stream" / settings.topic_prefix).resolve()
@@ -208,10 +207,11 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
     scored_topic = app.topic(settings.topic("scored"))
     dlq_topic = app.topic(settings.topic("dlq"))
     aggregates_topic = app.topic(settings.topic("aggregates"))
-    window_topic = app.topic(window_topic_name(settings), internal=True, partitions=settings.topic_partitions)
+    window_partitions = window_partitions or settings.topic_partitions
+    window_topic = app.topic(window_topic_name(settings), internal=True, partitions=window_partitions)
     app.finsent_gapless_topics = frozenset({raw_topic.get_topic_name(), window_topic.get_topic_name()})
     window_table = app.tables.add(_key_partitioned_table_class()(
-        app, name="windows", default=None, partitions=settings.topic_partitions,
+        app, name="windows", default=None, partitions=window_partitions,
         key_type=bytes, beacon=app.tables.beacon))  # bytes keys: raw serializer; values: JSON
 
     async def send_dead_letter(key: bytes | None, letter: DeadLetter):

@@ -25,6 +25,7 @@ def worker(
 
     from model.registry import Registry, RegistryError
     from stream.app import create_app
+    from stream.window_partitions import WindowPartitionsMismatch, window_partitions
 
     ref = model or settings.worker_model
     try:  # fail now, with the reason, rather than start a worker that cannot score
@@ -32,8 +33,12 @@ def worker(
     except RegistryError as exc:
         fail(f"no model to score with: {exc} (train one with `finsent model train`, or pass --model PATH)")
 
+    try:
+        partitions = window_partitions(settings)
+    except WindowPartitionsMismatch as exc:
+        fail(str(exc))
     (settings.state_dir / "stream").mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
-    faust_app = create_app(settings, model_ref=model, web_port=web_port)
+    faust_app = create_app(settings, model_ref=model, web_port=web_port, window_partitions=partitions)
     # mode's Worker installs SIGTERM/SIGINT handlers that stop the app: the agents stop, acked
     # offsets are committed, the producer is flushed; a batch still in flight is not acked and
     # is delivered again to whoever owns its partition next.

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
-    """A model that scores; one that holds resources (a process) also has ``close()``."""
+    """A model that scores; one that holds resources (a process) also has ``close()``, and one in a
+    process of its own ``renew()``."""
 
     version: str
 
@@ -128,6 +129,15 @@ class ModelHolder:
     async def score(self, scorer: Scorer, texts: Sequence[str]) -> list[Sentiment]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.inference, scorer.score, list(texts))
+
+    async def renew(self, scorer: Scorer) -> bool:
+        """Start the model's scorer process again (one that can, has ``renew()``); False if it cannot."""
+        renew = getattr(scorer, "renew", None)
+        if renew is None:
+            return False  # in this process: only a restart of the worker renews it
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.inference, renew)
+        return True
 
     def close(self) -> None:
         """Close the current model; one a batch still leases, or a load still running, closes when done."""

@@ -202,22 +202,20 @@ class RawBatchPipeline:
         not one text at a time: a crash under memory pressure passes with a smaller batch, so only a
         text that crashes the model by itself (in two processes: model.scorer_process) is dead-lettered.
 
-        A model that fails on a known-good text too (before the halving, and after it if it blamed a
-        text) is broken, not the texts: ScorerUnavailable holds the batch, as when the scorer is gone."""
+        A model that fails on a known-good text too is broken, not the texts: an error can leave a
+        process unable to score (a CUDA error poisons its GPU context). Before the halving, and before
+        a text is blamed, the model must score a known-good text, in a new scorer process if need be;
+        where it cannot, ScorerUnavailable holds the batch, as when the scorer is gone."""
         outcome = await self._attempt(scorer, texts)
         if not isinstance(outcome, str):
             return outcome
-        await self._check_scorer(scorer, outcome)
-        results = await self._halve(scorer, texts, outcome)
-        blamed = next((r for r in results if isinstance(r, str)), None)
-        if blamed is not None and len(texts) > 1:  # the model may have broken while the batch was halved
-            await self._check_scorer(scorer, blamed)
-        return results
+        await self._ensure_working(scorer, outcome)
+        return await self._halve(scorer, texts, outcome)
 
     async def _halve(self, scorer: Scorer, texts: list[str], failure: str) -> list[Sentiment | str]:
         """Sentiments of texts the model failed on together (``failure``), each half scored apart."""
         if len(texts) == 1:
-            return [failure]  # that document goes to the DLQ
+            return [await self._blame(scorer, texts[0], failure)]
         log.warning("scoring %d texts failed (%s); scoring each half apart", len(texts), failure)
         results: list[Sentiment | str] = []
         middle = len(texts) // 2
@@ -225,6 +223,17 @@ class RawBatchPipeline:
             outcome = await self._attempt(scorer, half)
             results += await self._halve(scorer, half, outcome) if isinstance(outcome, str) else outcome
         return results
+
+    async def _blame(self, scorer: Scorer, text: str, failure: str) -> Sentiment | str:
+        """The reason a text fails on its own (it goes to the DLQ), unless it was the model that had
+        broken, on an earlier text say: then the text's sentiment from a new scorer process."""
+        if await self._ensure_working(scorer, failure):
+            return failure
+        outcome = await self._attempt(scorer, [text])
+        if not isinstance(outcome, str):
+            return outcome[0]
+        await self._ensure_working(scorer, outcome)  # a text that breaks every process it reaches: the rest go on
+        return outcome
 
     async def _attempt(self, scorer: Scorer, texts: list[str]) -> list[Sentiment] | str:
         """The texts' sentiments, or why the model failed on them."""
@@ -240,8 +249,17 @@ class RawBatchPipeline:
         except Exception as exc:  # noqa: BLE001 - find the document that breaks the model
             return f"model {scorer.version} could not score it: {type(exc).__name__}: {exc}"
 
-    async def _check_scorer(self, scorer: Scorer, failure: str) -> None:
+    async def _ensure_working(self, scorer: Scorer, failure: str) -> bool:
+        """True if the model scores a known-good text; False if it does once its scorer process was
+        started again; ScorerUnavailable if it does not (or runs in this process, which cannot be)."""
         probe = await self._attempt(scorer, [PROBE_TEXT])
-        if isinstance(probe, str):
-            raise ScorerUnavailable(f"model {scorer.version} fails on a known-good text too ({probe}); holding the "
-                                    f"batch instead of dead-lettering its documents (their failure: {failure})")
+        if not isinstance(probe, str):
+            return True
+        if await self.holder.renew(scorer):
+            log.warning("model %s fails on a known-good text too (%s); its scorer process was started again",
+                        scorer.version, probe)
+            probe = await self._attempt(scorer, [PROBE_TEXT])
+            if not isinstance(probe, str):
+                return False
+        raise ScorerUnavailable(f"model {scorer.version} fails on a known-good text too ({probe}); holding the "
+                                f"batch instead of dead-lettering its documents (their failure: {failure})")

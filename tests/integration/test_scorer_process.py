@@ -251,6 +251,25 @@ def serve_poisoned(conn, settings):
         conn.send(("ok", [[0.1, 0.2, 0.7] for _ in texts]))
 
 
+def serve_sticky(conn, settings):
+    """A scorer process that a batch holding BREAK leaves unable to score anything, as a CUDA error
+    leaves a GPU context: it answers every later batch with the error until a new process starts."""
+    broken = False
+    while True:
+        try:
+            action, model_id, *args = conn.recv()
+        except EOFError:
+            return
+        if action == "load":
+            conn.send(("ok", {"version": "sticky", "precision": "fp32"}))
+            continue
+        broken = broken or any("BREAK" in text for text in args[0])
+        if broken:
+            conn.send(("error", "RuntimeError: CUDA error: an illegal memory access was encountered"))
+        else:
+            conn.send(("ok", [[0.1, 0.2, 0.7] for _ in args[0]]))
+
+
 @pytest.fixture
 def poisoned(tmp_path: Path):
     folder = tmp_path / "poisoned-model"
@@ -341,3 +360,28 @@ async def test_the_worker_halves_a_crashing_batch_down_to_the_text_that_crashes_
     assert "crashed on it" in reason and "exit code 139" in reason
     # One death per halving (8, 4 and 2 texts) and two for the text itself: a new child after each.
     assert len(restarts) == 5
+
+
+def test_renew_starts_a_new_scorer_process_with_the_same_models(poisoned, tmp_path: Path):
+    from model.scorer_process import ScorerProcess, ScorerProcessError
+
+    settings, folder = poisoned
+    other = tmp_path / "other-model"
+    other.mkdir()
+    (other / "config.json").write_text("{}", encoding="utf-8")
+    restarts: list[int] = []
+    process = ScorerProcess(settings, serve=serve_sticky, on_restart=lambda: restarts.append(1))
+    first, second = process.load(folder), process.load(str(other))
+    try:
+        pid = first.pid
+        with pytest.raises(ScorerProcessError, match="CUDA error"):
+            first.predict_proba(["BREAK it"])
+        with pytest.raises(ScorerProcessError, match="CUDA error"):
+            second.predict_proba(["fine"])  # the process stays broken, alive
+        assert first.pid == pid
+        first.renew()
+        assert first.pid != pid and process_gone(pid) and len(restarts) == 1
+        assert second.predict_proba(["fine"]) == [[0.1, 0.2, 0.7]]  # both models were loaded again
+        assert first.predict_proba(["fine"]) == [[0.1, 0.2, 0.7]]
+    finally:
+        process.close()

@@ -292,3 +292,39 @@ def test_worker_takes_up_partitions_added_while_it_runs(bootstrapped, tiny_model
         assert worker.terminate() == 0
     finally:
         worker.ensure_stopped()
+
+
+def test_a_worker_started_with_more_partitions_keeps_the_window_topics_count(bootstrapped, tiny_model, tmp_path):
+    """FINSENT_TOPIC_PARTITIONS raised once the window topics exist: the worker keeps their count, so
+    each ticker's window state stays beside its events and its daily count carries on."""
+    from stream.window_partitions import existing_counts
+
+    settings = bootstrapped
+    before = [make_doc(i, tag="before") for i in range(12)]
+    after = [make_doc(i, tag="after") for i in range(12, 30)]
+    worker = Worker(settings, tiny_model.registry_root, tmp_path / "s", tmp_path / "w1.log")
+    try:
+        worker.start().wait_ready()
+        produce(settings, before)
+        settle_daily_counts(settings, dict(Counter(t for d in before for t in d.tickers)), 90,
+                            "daily aggregates of the first worker")
+        assert worker.terminate() == 0
+    finally:
+        worker.ensure_stopped()
+    counts = existing_counts(settings)
+    assert len(counts) == 2 and set(counts.values()) == {settings.topic_partitions}
+
+    grown = str(settings.topic_partitions + 2)
+    worker = Worker(settings, tiny_model.registry_root, tmp_path / "s", tmp_path / "w2.log",
+                    FINSENT_TOPIC_PARTITIONS=grown)
+    try:
+        worker.start().wait_ready()
+        produce(settings, after)
+        settle_daily_counts(settings, dict(Counter(t for d in before + after for t in d.tickers)), 90,
+                            f"daily aggregates across the restart (worker log {worker.log})")
+        assert worker.health()[0] == 200
+        assert worker.terminate() == 0
+    finally:
+        worker.ensure_stopped()
+    assert existing_counts(settings) == counts
+    assert "keep them (FINSENT_TOPIC_PARTITIONS says " + grown in worker.log.read_text(encoding="utf-8")

@@ -105,6 +105,12 @@ def test_retrain_gate() -> None:
     # A labels_until dated ahead (a label from the future, before intake refused them) holds nothing back.
     ahead = LastAttempt(at=now - timedelta(hours=3), labels_until=datetime(2099, 1, 1, tzinfo=UTC))
     assert should_retrain(trigger="cron", drift_detected=False, **(base | {"last_attempt": ahead}))[0]
+    # A failed attempt decided nothing: after its cooldown the same labels are tried again.
+    failed = LastAttempt(at=now - timedelta(hours=3), labels_until=now, failed=True)
+    assert should_retrain(trigger="cron", drift_detected=False, **(base | {"last_attempt": failed}))[0]
+    failed_recently = LastAttempt(at=now - timedelta(minutes=5), labels_until=now, failed=True)
+    assert "cooldown" in should_retrain(trigger="cron", drift_detected=False,
+                                        **(base | {"last_attempt": failed_recently}))[1]
 
 
 def doc(doc_id: str, probs: tuple[float, float, float], text: str = "plain words here") -> dict:

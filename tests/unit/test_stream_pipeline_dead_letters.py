@@ -221,6 +221,44 @@ async def test_a_model_that_fails_on_every_text_holds_the_batch_instead_of_dead_
     assert batch.rejected == [] and len(batch.docs) == 8
 
 
+class _ProcessModel(_Model):
+    """A model in a scorer process that a text holding BREAK leaves broken (a sticky CUDA error)
+    until ``renew()`` starts a new process; ``renews_fix`` False: a new process is broken too."""
+
+    def __init__(self, renews_fix: bool = True) -> None:
+        super().__init__()
+        self.renews_fix, self.renewals = renews_fix, 0
+
+    def score(self, texts):
+        if any("BREAK" in text for text in texts):
+            self.broken = True
+        return super().score(texts)
+
+    def renew(self):
+        self.renewals += 1
+        self.broken = not self.renews_fix
+
+
+async def test_a_text_that_leaves_the_scorer_process_broken_is_blamed_alone_and_the_rest_is_scored(make):
+    model = _ProcessModel()
+    pipeline, _, _ = await make(model)
+    batch = await pipeline.score(_records(*(_doc(n, "BREAK the context" if n == 5 else None) for n in range(8))))
+    # Text 4 failed after text 5 broke the process, within their half: scored again in a new process.
+    [(record, stage, reason)] = batch.rejected
+    assert record.origin.offset == 5 and stage == "score" and "CUDA error" in reason
+    assert [d.raw.id for d in batch.docs] == ["d0", "d1", "d2", "d3", "d4", "d6", "d7"]
+    assert not model.broken and model.renewals >= 2  # after the batch, and after the text that broke it
+
+
+async def test_a_model_that_a_new_scorer_process_does_not_mend_holds_the_batch(make):
+    model = _ProcessModel(renews_fix=False)
+    model.broken = True
+    pipeline, _, _ = await make(model)
+    with pytest.raises(ScorerUnavailable, match="fails on a known-good text too"):
+        await pipeline.score(_records(*(_doc(n) for n in range(8))))
+    assert model.renewals == 1 and model.calls[-2:] == [[PROBE_TEXT], [PROBE_TEXT]]  # before and after it
+
+
 async def test_a_text_that_breaks_a_working_model_is_still_dead_lettered(make):
     model = _Model(fails_on=("POISON",))
     pipeline, _, _ = await make(model)
