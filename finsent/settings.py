@@ -205,10 +205,12 @@ class Settings(BaseSettings):
     kibana_verify_certs: bool = True
 
     # --- reliability and security (HTTP rate limits; tests/reliability) --------------------
-    push_rate_limit: float = Field(50.0, ge=0, description="Push requests per second per client IP (0: no limit)")
-    push_rate_burst: int = Field(100, ge=1, description="Push requests a client IP may send in a burst")
-    label_rate_limit: float = Field(10.0, ge=0, description="Labels API requests per second per client IP (0: no limit)")
-    label_rate_burst: int = Field(30, ge=1, description="Labels API requests a client IP may send in a burst")
+    push_rate_limit: float = Field(50.0, ge=0, description="Push requests per second per client: an IPv4 address "
+                                   "or an IPv6 /64 (0: no limit)")
+    push_rate_burst: int = Field(100, ge=1, description="Push requests a client may send in a burst")
+    label_rate_limit: float = Field(10.0, ge=0, description="Labels API requests per second per client: an IPv4 "
+                                    "address or an IPv6 /64 (0: no limit)")
+    label_rate_burst: int = Field(30, ge=1, description="Labels API requests a client may send in a burst")
 
     # --- processes ----------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -8,7 +8,7 @@ document, a list of documents, or ``{"documents": [...]}`` (the shape of
   documents (bad ones of a batch are listed, the others still go through);
 - 400 with the field errors when no document of the body is usable (or the body is not JSON);
 - 401 without a valid token (compared in constant time); 413 above ``push_max_bytes``;
-- 429 with Retry-After above ``push_rate_limit`` requests per second per client IP;
+- 429 with Retry-After above ``push_rate_limit`` requests per second per client (finsent.rate_limit);
 - 503 with Retry-After when Kafka did not acknowledge (nothing was remembered, send again), or
   when ``max_waiting`` batches already wait for Kafka: during an outage each waits up to the
   producer's flush timeout, one after another, and an unbounded queue would only grow;

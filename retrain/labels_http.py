@@ -7,7 +7,7 @@
 - ``GET /review?limit=N`` — the review queue as JSON (``{"items": [...]}``).
 
 Both need ``Authorization: Bearer <FINSENT_LABEL_TOKEN>`` (compared in constant time); above
-``FINSENT_LABEL_RATE_LIMIT`` requests per second per client IP the answer is 429 with Retry-After.
+``FINSENT_LABEL_RATE_LIMIT`` requests per second per client (finsent.rate_limit) the answer is 429 with Retry-After.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finsent.rate_limit import TokenBucketLimiter, retry_after
+from finsent.rate_limit import TokenBucketLimiter, client_key, retry_after
 
 
 class Clock:
@@ -53,6 +53,25 @@ def test_many_distinct_clients_do_not_grow_memory_without_bound(monkeypatch):
         clock.now += 0.01
     assert len(limiter._buckets) <= 50
     assert limiter.take("198.51.100.499") == 0.0  # a recent client keeps its (partly used) bucket
+
+
+def test_a_flood_of_new_clients_does_not_lift_the_limit_of_one_still_sending(monkeypatch):
+    import finsent.rate_limit as module
+
+    monkeypatch.setattr(module, "_MAX_CLIENTS", 50)
+    limiter = TokenBucketLimiter(rate=0.001, burst=1, clock=Clock())  # the clock stands still: nothing refills
+    assert limiter.take("203.0.113.7") == 0.0
+    for i in range(500):  # the busy client keeps sending (and being refused) amid the flood
+        limiter.take(f"198.51.100.{i}")
+        assert limiter.take("203.0.113.7") > 0, f"the limit was lifted after {i + 1} new clients"
+
+
+def test_an_ipv6_client_is_its_slash_64_and_an_ipv4_mapped_one_its_ipv4_address():
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("fe80::1%eth0") == "fe80::/64"
+    assert client_key("::ffff:192.0.2.5") == client_key("192.0.2.5") == "192.0.2.5"
+    assert client_key(None) == "unknown" and client_key("/run/finsent.sock") == "/run/finsent.sock"
 
 
 def test_retry_after_is_whole_seconds_at_least_one():
