@@ -39,11 +39,14 @@ def _system_clock() -> datetime:
     return datetime.now(UTC)
 
 
+HISTORY_WINDOWS = 48  # closed windows each (ticker, window) series keeps for its baseline
+
+
 @dataclass
 class _WindowSeries:
     """Final values of past windows of one (ticker, window), plus the window now filling."""
 
-    history: deque = field(default_factory=lambda: deque(maxlen=48))
+    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_WINDOWS))
     closed: int = 0  # windows closed since the engine started (the history keeps the last 48)
     current_start: datetime | None = None
     current: tuple[float, int] | None = None
@@ -190,6 +193,16 @@ class RuleEngine:
                 cooldowns[rule_name] = until
         for key in keys:
             self._remember(key)
+
+    def warm(self, aggregates: Iterable[Aggregate]) -> int:
+        """Take in aggregates of before a restart (each series' oldest first) without evaluating any
+        rule: the next window is judged against the baseline the engine had, instead of waiting
+        ``min_history`` windows again (hours, for hourly windows). Returns how many were taken."""
+        taken = 0
+        for agg in aggregates:
+            self._ticker(agg.ticker).series.setdefault(agg.window, _WindowSeries()).observe(agg)
+            taken += 1
+        return taken
 
     # --- inputs ----------------------------------------------------------------------------
     def on_aggregate(self, agg: Aggregate) -> list[Alert]:

@@ -29,6 +29,7 @@ from alerts.engine import Clock, RuleEngine
 from alerts.metrics import AlertMetrics
 from alerts.outbox import Outbox
 from alerts.rules import RulesFile, SentimentShiftRule
+from alerts.window_history import read_history
 from finsent import clients
 from finsent.durations import parse_duration
 from finsent.schemas import (
@@ -103,6 +104,7 @@ class AlertService:
                                      on_dead=self._dead_letter).start()
         self._producer = clients.kafka_producer(self.settings)
         self._es = clients.elasticsearch(self.settings)
+        self._warm_up()
         topics = [self.settings.topic(name) for name in INPUTS]
         self._consumer = clients.kafka_consumer(
             self.settings, *topics,
@@ -112,6 +114,17 @@ class AlertService:
         self._topic_kinds = {self.settings.topic(name): name for name in INPUTS}
         self._update_pending()
         return self
+
+    def _warm_up(self) -> None:
+        """Each window series' recent past from the aggregates index (alerts.window_history)."""
+        index = self.settings.index("aggregates")
+        try:
+            taken = self.engine.warm(read_history(self._es, index, self.settings.windows, self.clock()))
+        except Exception as exc:  # noqa: BLE001 - the rules still work; those with min_history wait for windows
+            log.warning("could not read the window history from %s (%s: %s); rules with min_history wait for new "
+                        "windows", index, type(exc).__name__, exc)
+            return
+        log.info("window history: %d aggregates from %s, %d tickers", taken, index, self.engine.tracked_tickers)
 
     def close(self) -> None:
         for closer in (

@@ -249,3 +249,24 @@ def test_cli_run_delivers_and_lists(alert_settings, tmp_path):
     assert table.returncode == 0, table.stderr
     assert max(len(line) for line in table.stdout.splitlines()) <= 80
     assert "delivered   cli-shift   AAPL" in table.stdout  # short cells whole, in one line
+
+
+def test_a_restarted_engine_reads_its_window_history_back_and_alerts_at_once(alert_settings):
+    """The rule wants 5 earlier windows, more than the stream's minimum baseline: the windows indexed
+    before the start count, so the first aggregate consumed can raise its alert."""
+    settings = alert_settings
+    rules = parse_rules({"webhooks": {"ops": {"url": "http://127.0.0.1:9/unused"}},
+                         "rules": [{"name": "shift", "kind": "sentiment_shift", "threshold": 3, "min_count": 10,
+                                    "min_history": 5}]})
+    past = [aggregate(start=T0 - k * timedelta(minutes=15), ticker="NVDA", z=None) for k in range(6, 0, -1)]
+    broken = aggregate(start=T0 - timedelta(minutes=15), ticker="AMD").model_dump(mode="json") | {"mean_score": 5.0}
+    with clients.elasticsearch(settings) as es:
+        for agg in past:
+            es.index(index=settings.index("aggregates"), id=f"{agg.ticker}-{agg.window_start:%s}",
+                     document=agg.model_dump(mode="json"))
+        es.index(index=settings.index("aggregates"), id="broken", document=broken, refresh="wait_for")
+    with AlertService(settings, rules, registry=CollectorRegistry()) as service:
+        assert service.engine.tracked_tickers == 1  # NVDA; the broken AMD aggregate was left out
+        produce(settings, "aggregates", aggregate(ticker="NVDA", z=-4.5))
+        [alert] = poll_until(service, lambda raised: len(raised) >= 1)
+    assert (alert.ticker, alert.window_start) == ("NVDA", T0)

@@ -269,3 +269,29 @@ def test_state_per_ticker_is_bounded_by_max_tickers():
         engine.on_scored(doc(f"{n}-x", ticker=ticker, at=T0 + timedelta(minutes=5)))  # a burst begun
         assert engine.tracked_tickers <= 3
     assert raised == 100  # every ticker still raises its shift and its burst
+
+
+def test_a_restarted_engine_warmed_with_the_past_windows_judges_the_next_one_at_once():
+    past = [agg(start=T0 - k * _LENGTH["15m"], count=1, z=-9.0) for k in range(6, 0, -1)]
+    cold = RuleEngine(rules({**SHIFT, "min_history": 5}), clock=Clock())
+    assert cold.on_aggregate(agg(z=-4.2)) == []  # a restart without the history: 0 windows seen
+    warmed = RuleEngine(rules({**SHIFT, "min_history": 5}), clock=Clock())
+    assert warmed.warm(past) == 6 and warmed.tracked_tickers == 1  # no rule is evaluated on them (z -9)
+    [alert] = warmed.on_aggregate(agg(z=-4.2))
+    assert alert.ticker == "AAPL" and alert.window_start == T0
+    short = RuleEngine(rules({**SHIFT, "min_history": 5}), clock=Clock())
+    short.warm(past[-4:])  # four earlier windows: three closed, the fourth closes with T0's
+    assert short.on_aggregate(agg(z=-4.2)) == []
+
+
+def test_the_history_query_asks_each_window_size_for_its_own_span():
+    from alerts.engine import HISTORY_WINDOWS
+    from alerts.window_history import history_query
+
+    clauses = history_query("1m,1h", T0)["bool"]["should"]
+    spans = {c["bool"]["filter"][0]["term"]["window"]: c["bool"]["filter"][1]["range"]["window_start"]
+             for c in clauses}
+    assert spans == {
+        "1m": {"gte": (T0 - (HISTORY_WINDOWS + 1) * timedelta(minutes=1)).isoformat(), "lte": T0.isoformat()},
+        "1h": {"gte": (T0 - (HISTORY_WINDOWS + 1) * timedelta(hours=1)).isoformat(), "lte": T0.isoformat()},
+    }
