@@ -51,7 +51,8 @@ def existing_counts(settings: Settings) -> dict[str, int]:
         existing = sorted(wanted & set(admin.list_topics()))
         if not existing:
             return {}
-        return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(existing)}
+        # A topic being deleted may list no partitions: it is not there to keep.
+        return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(existing) if t["partitions"]}
     finally:
         admin.close()
 
