@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
     topic_prefix: str = Field("finsent", pattern=r"^[A-Za-z0-9._-]{1,100}$")
-    topic_partitions: int = Field(4, ge=1, le=1024)
+    topic_partitions: int = Field(4, ge=1, le=1024, description="Partitions of the topics finsent creates; existing "
+                                  "topics, the worker's window topics included, keep theirs")
     topic_replication: int = Field(1, ge=1, le=16)
     dlq_retention_days: float = Field(
         30.0, gt=0, le=3650, description="How long the DLQ topic keeps dead letters for `finsent dlq replay`")
