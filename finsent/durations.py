@@ -14,12 +14,12 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DURATION = timedelta(days=36_500)
 
 
-def parse_duration(value: Any, maximum: timedelta = MAX_DURATION) -> timedelta:
-    """``90`` / ``"90s"`` / ``"15m"`` / ``"1h"`` / ``"1d"`` → timedelta; ValueError beyond ``maximum``."""
+def parse_duration(value: Any) -> timedelta:
+    """``90`` / ``"90s"`` / ``"15m"`` / ``"1h"`` / ``"1d"`` → timedelta; ValueError beyond ``MAX_DURATION``."""
     if isinstance(value, timedelta):
-        if value > maximum:
+        if value > MAX_DURATION:
             raise ValueError(f"{format_duration(value)} is longer than the longest duration allowed, "
-                             f"{format_duration(maximum)}")
+                             f"{format_duration(MAX_DURATION)}")
         return value
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 15m, 1h or a number of seconds")
@@ -33,8 +33,8 @@ def parse_duration(value: Any, maximum: timedelta = MAX_DURATION) -> timedelta:
         raise ValueError(f"{value!r} is not a finite duration")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
-    if seconds > maximum.total_seconds():
-        raise ValueError(f"{value!r} is longer than the longest duration allowed, {format_duration(maximum)}")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{value!r} is longer than the longest duration allowed, {format_duration(MAX_DURATION)}")
     return timedelta(seconds=seconds)
 
 

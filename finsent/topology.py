@@ -142,10 +142,12 @@ def ensure_topics(admin: Any, settings: Settings) -> list[str]:
 
     existing = set(admin.list_topics())
     configs = {settings.topic(name): topic_configs(name, settings) for name in TOPICS}
+    partitions = {settings.topic(name): 1 if name in SINGLE_PARTITION_TOPICS else settings.topic_partitions
+                  for name in TOPICS}
     wanted = [
         NewTopic(
             name=settings.topic(name),
-            num_partitions=1 if name in SINGLE_PARTITION_TOPICS else settings.topic_partitions,
+            num_partitions=partitions[settings.topic(name)],
             replication_factor=settings.topic_replication,
             topic_configs=configs[settings.topic(name)],
         )
@@ -165,22 +167,23 @@ def ensure_topics(admin: Any, settings: Settings) -> list[str]:
         failed = {topic: answer for topic, answer in answers.items() if answer != "OK"}
         if failed:
             raise RuntimeError(f"Kafka refused the topic settings: {failed}")
-    _check_partitions(admin, settings, [settings.topic(name) for name in TOPICS if settings.topic(name) in existing])
+    _check_partitions(admin, {topic: n for topic, n in partitions.items() if topic in existing},
+                      single={settings.topic(name) for name in SINGLE_PARTITION_TOPICS})
     return [t.name for t in wanted]
 
 
-def _check_partitions(admin: Any, settings: Settings, topics: list[str]) -> None:
+def _check_partitions(admin: Any, expected: dict[str, int], single: set[str]) -> None:
     """Existing topics keep their partition count (adding partitions would move tickers to other
-    partitions and away from their window state). A control topic with more than one loses the
-    order of promotions, so that is an error; another count than the setting is a warning."""
-    if not topics:
+    partitions and away from their window state). A single-partition topic (control) with more
+    loses the order of its messages, so that is an error; another count than the setting is a warning."""
+    if not expected:
         return
-    counts = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(topics)}
-    control = settings.topic("control")
-    if counts.get(control, 1) != 1:
-        raise RuntimeError(f"topic {control} has {counts[control]} partitions; control messages need exactly one "
-                           f"to stay in order: delete the topic (no worker running) and run `finsent services init`")
+    counts = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(expected))}
     for topic, count in sorted(counts.items()):
-        if topic != control and count != settings.topic_partitions:
+        if topic in single and count != 1:
+            raise RuntimeError(f"topic {topic} has {count} partitions; control messages need exactly one to stay "
+                               f"in order: delete the topic (no worker running) and run `finsent services init`")
+    for topic, count in sorted(counts.items()):
+        if topic not in single and count != expected[topic]:
             log.warning("topic %s has %d partitions, FINSENT_TOPIC_PARTITIONS says %d; existing topics keep "
-                        "theirs", topic, count, settings.topic_partitions)
+                        "theirs", topic, count, expected[topic])

@@ -44,9 +44,11 @@ class LenientInboundDocument(InboundDocument):
     model_config = ConfigDict(extra="ignore")
 
 
-def field_errors(exc: ValidationError) -> list[dict[str, str]]:
-    return [{"field": ".".join(str(p) for p in err["loc"]) or "(document)", "error": err["msg"]}
-            for err in exc.errors()]
+def invalid_document(exc: ValidationError, where: str = "") -> Rejected:
+    """The rejection of a document that failed validation, with each field's error."""
+    errors = [{"field": ".".join(str(p) for p in err["loc"]) or "(document)", "error": err["msg"]}
+              for err in exc.errors()]
+    return Rejected("invalid_document", "; ".join(f"{e['field']}: {e['error']}" for e in errors), where, errors)
 
 
 def to_item(raw: object, *, default_source: str, where: str, lenient: bool = False) -> SourceItem:
@@ -57,9 +59,7 @@ def to_item(raw: object, *, default_source: str, where: str, lenient: bool = Fal
     try:
         doc = model.model_validate(raw)
     except ValidationError as exc:
-        errors = field_errors(exc)
-        detail = "; ".join(f"{e['field']}: {e['error']}" for e in errors)
-        raise Rejected("invalid_document", detail, where, errors) from None
+        raise invalid_document(exc, where) from None
     return SourceItem(
         source=doc.source or default_source,
         source_id=str(doc.source_id) if doc.source_id is not None else None,

@@ -24,7 +24,7 @@ from email.utils import parsedate_to_datetime
 from pydantic import ValidationError
 
 from finsent.schemas import RawDocument, document_id, utc_now
-from ingest.inbound import field_errors
+from ingest.inbound import invalid_document
 from ingest.items import Rejected, SourceItem
 from ingest.tickers import TickerExtractor, normalise_ticker
 from ingest.urls import canonical_url
@@ -205,9 +205,7 @@ class Normaliser:
                 ingested_at=now,
             )
         except ValidationError as exc:  # a limit the checks above missed: this document only, with its place
-            errors = field_errors(exc)
-            raise Rejected("invalid_document", "; ".join(f"{e['field']}: {e['error']}" for e in errors),
-                           errors=errors) from None
+            raise invalid_document(exc) from None
         size = len(doc.to_json())
         if size > MAX_MESSAGE_BYTES:
             raise Rejected("too_large", f"document is {size} bytes as JSON, over {MAX_MESSAGE_BYTES}")

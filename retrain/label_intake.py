@@ -8,7 +8,7 @@ with one bad label is refused whole, with each problem named, so nothing is half
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,13 +37,20 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 def build_records(items: Iterable[Mapping[str, Any]], *, where: str, annotator: str, source: str,
                   now: datetime | None = None) -> list[LabelRecord]:
     """Validate label dicts; ``annotator``/``source``/``labeled_at`` fill what an item leaves out."""
-    now = now or utc_now()
+    return _validated(((f"{where}[{n}]", item) for n, item in enumerate(items)), annotator=annotator, source=source,
+                      now=now or utc_now())
+
+
+def _validated(entries: Iterable[tuple[str, Any]], *, annotator: str, source: str, now: datetime,
+               to_item: Callable[[Any], object] = lambda raw: raw) -> list[LabelRecord]:
+    """A record of each (place, raw) entry, or a LabelInputError that names every problem by its place.
+    ``to_item`` turns a raw entry into the label's fields (it raises ValueError for one that cannot)."""
     records, problems = [], []
-    for n, item in enumerate(items):
+    for place, raw in entries:
         try:
-            records.append(_record(item, annotator=annotator, source=source, now=now))
+            records.append(_record(to_item(raw), annotator=annotator, source=source, now=now))
         except ValueError as exc:
-            problems.append(f"{where}[{n}]: {exc}")
+            problems.append(f"{place}: {exc}")
     if problems:
         raise LabelInputError(problems)
     return records
@@ -89,20 +96,15 @@ def read_csv(path: Path, *, annotator: str, source: str = "csv", now: datetime |
     missing = {"text", "label"} - set(header)
     if missing:
         raise LabelInputError([f"{path}: header lacks column(s) {sorted(missing)} (has {header})"])
-    now = now or utc_now()
-    records, problems = [], []
-    for line, row in rows:
-        try:
-            if len(row) > len(header):  # an unquoted comma in the text would cut it short
-                raise ValueError(f"{len(row)} fields, the header has {len(header)} ({', '.join(header)})")
-            fields = dict(zip(header, row))
-            item = {k: fields.get(k) for k in ("text", "label", "doc_id", "annotator")}
-            records.append(_record(item, annotator=annotator, source=source, now=now))
-        except ValueError as exc:
-            problems.append(f"{path}:{line}: {exc}")
-    if problems:
-        raise LabelInputError(problems)
-    return records
+
+    def to_item(row: list[str]) -> dict[str, str | None]:
+        if len(row) > len(header):  # an unquoted comma in the text would cut it short
+            raise ValueError(f"{len(row)} fields, the header has {len(header)} ({', '.join(header)})")
+        fields = dict(zip(header, row))
+        return {k: fields.get(k) for k in ("text", "label", "doc_id", "annotator")}
+
+    return _validated(((f"{path}:{line}", row) for line, row in rows), annotator=annotator, source=source,
+                      now=now or utc_now(), to_item=to_item)
 
 
 def _csv_rows(fh: TextIO, where: str) -> tuple[list[str], list[tuple[int, list[str]]]]:

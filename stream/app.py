@@ -39,8 +39,8 @@ from stream.lookahead import Lookahead
 from stream.partition_watch import PartitionWatch
 from stream.pipeline import RawBatchPipeline, RawRecord, ScoredBatch
 from stream.runtime import WorkerRuntime
-from stream.validation import Origin, dead_letter, message_overhead
-from stream.window_partitions import window_topic_name
+from stream.validation import Origin, dead_letter, letter_room
+from stream.window_partitions import WINDOW_TABLE, app_id, window_topic_name
 from stream.windows import WindowEvent
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
     runtime = WorkerRuntime(settings, scorer_loader, model_ref or settings.worker_model, registry)
     datadir = (settings.state_dir / "stream" / settings.topic_prefix).resolve()
     app = _worker_app_class()(
-        f"{settings.topic_prefix}-stream",  # the consumer group: one per topic prefix
+        app_id(settings),
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
         broker_credentials=_broker_credentials(settings),
         store="memory://",  # tables are rebuilt from their changelog topics at start
@@ -211,7 +211,7 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
     window_topic = app.topic(window_topic_name(settings), internal=True, partitions=window_partitions)
     app.finsent_gapless_topics = frozenset({raw_topic.get_topic_name(), window_topic.get_topic_name()})
     window_table = app.tables.add(_key_partitioned_table_class()(
-        app, name="windows", default=None, partitions=window_partitions,
+        app, name=WINDOW_TABLE, default=None, partitions=window_partitions,
         key_type=bytes, beacon=app.tables.beacon))  # bytes keys: raw serializer; values: JSON
 
     async def send_dead_letter(key: bytes | None, letter: DeadLetter):
@@ -269,10 +269,10 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
                     parsed.append(WindowEvent.from_json(orjson.loads(e.value)))
                 except (ValueError, KeyError, TypeError) as exc:
                     origin = Origin(e.message.topic, e.message.partition, e.message.offset)
-                    letter = dead_letter("windows", f"bad window event: {exc}", e.value, origin,
-                                         max_bytes=max_message_bytes - message_overhead(e.key))
+                    key, room = letter_room(e.key, max_message_bytes)
+                    letter = dead_letter("windows", f"bad window event: {exc}", e.value, origin, max_bytes=room)
 
-                    async def send(key=e.key, letter=letter):  # a broker error holds the batch, as elsewhere
+                    async def send(key=key, letter=letter):  # a broker error holds the batch, as elsewhere
                         await (await send_dead_letter(key, letter))
 
                     await runtime.until_done("window dead letter", send)

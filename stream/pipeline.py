@@ -23,7 +23,7 @@ from model.scorer import ScorerCrashed, ScorerUnavailable
 from stream.es_sink import BulkItem, ElasticsearchSink
 from stream.metrics import WorkerMetrics
 from stream.model_holder import ModelHolder, Scorer
-from stream.validation import Origin, dead_letter, message_overhead, parse_raw
+from stream.validation import Origin, dead_letter, letter_room, message_overhead, parse_raw
 from stream.windows import WindowEvent
 
 log = logging.getLogger(__name__)
@@ -183,9 +183,7 @@ class RawBatchPipeline:
     async def _reject(self, record: RawRecord, stage: str, reason: str) -> Awaitable[Any]:
         key, max_bytes = record.key, None
         if self.max_message_bytes is not None:
-            if key is not None and len(key) > self.max_message_bytes // 2:
-                key = None  # a key that big leaves no room for the letter, which names the record's place anyway
-            max_bytes = self.max_message_bytes - message_overhead(key)
+            key, max_bytes = letter_room(key, self.max_message_bytes)
         letter = dead_letter(stage, reason, record.value, record.origin, self.clock(), max_bytes=max_bytes)
         return await self.send_dead_letter(key, letter)
 
@@ -209,7 +207,8 @@ class RawBatchPipeline:
         outcome = await self._attempt(scorer, texts)
         if not isinstance(outcome, str):
             return outcome
-        await self._ensure_working(scorer, outcome)
+        if len(texts) > 1:  # a single text goes straight to _blame, which checks the model itself
+            await self._ensure_working(scorer, outcome)
         return await self._halve(scorer, texts, outcome)
 
     async def _halve(self, scorer: Scorer, texts: list[str], failure: str) -> list[Sentiment | str]:

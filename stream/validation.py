@@ -50,6 +50,14 @@ def message_overhead(key: bytes | None) -> int:
     return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, b"", []) + 4
 
 
+def letter_room(key: bytes | None, max_message_bytes: int) -> tuple[bytes | None, int]:
+    """The key a dead letter is sent with, and the most bytes its JSON may take. A key over half the
+    largest message leaves no room for the letter, which names the record's place anyway: it is dropped."""
+    if key is not None and len(key) > max_message_bytes // 2:
+        key = None
+    return key, max_message_bytes - message_overhead(key)
+
+
 def dead_letter(stage: str, reason: str, value: bytes | None, origin: Origin | None,
                 now: datetime | None = None, *, max_bytes: int | None = None) -> DeadLetter:
     """The letter for a record; with ``max_bytes``, its JSON is at most that long: the producer refuses a

@@ -22,13 +22,21 @@ class WindowPartitionsMismatch(RuntimeError):
     """The window topics disagree: no count keeps every ticker's state beside its events."""
 
 
+WINDOW_TABLE = "windows"  # the Faust table of the window state
+
+
+def app_id(settings: Settings) -> str:
+    """The worker's Faust app id, which is also its consumer group: one per topic prefix."""
+    return f"{settings.topic_prefix}-stream"
+
+
 def window_topic_name(settings: Settings) -> str:
     return f"{settings.topic_prefix}.stream-window-events"
 
 
 def window_changelog_name(settings: Settings) -> str:
     """Faust's name for the window table's changelog: ``{app id}-{table}-changelog``."""
-    return f"{settings.topic_prefix}-stream-windows-changelog"
+    return f"{app_id(settings)}-{WINDOW_TABLE}-changelog"
 
 
 def choose(setting: int, counts: dict[str, int]) -> int:

@@ -40,12 +40,11 @@ def services(base_settings: Settings):
     """The real local Kafka and Elasticsearch, up and healthy, with the default topology."""
     from finsent.services import manager
 
-    not_running = [server.name for server in manager.servers(base_settings) if server.process() is None]
+    not_running = [server for server in manager.servers(base_settings) if server.process() is None]
     manager.up(base_settings, echo=lambda m: print(f"[services] {m}"))
     yield base_settings
-    for server in manager.servers(base_settings):  # only what this session started
-        if server.name in not_running:
-            print(f"[services] {server.name}: {'stopped' if server.stop() else 'not running'}")
+    for server in not_running:  # only what this session started
+        print(f"[services] {server.name}: {'stopped' if server.stop() else 'not running'}")
 
 
 @pytest.fixture

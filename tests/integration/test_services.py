@@ -79,6 +79,7 @@ def test_topics_have_configured_partitions_and_the_dlq_its_retention(bootstrappe
 def test_init_refuses_a_control_topic_with_more_partitions_and_warns_on_other_counts(settings, caplog):
     from kafka.admin import NewTopic
 
+    other = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "b"})
     admin = clients.kafka_admin(settings)
     try:
         admin.create_topics([NewTopic(settings.topic("raw"), settings.topic_partitions + 1, 1),
@@ -89,14 +90,13 @@ def test_init_refuses_a_control_topic_with_more_partitions_and_warns_on_other_co
             topology.ensure_topics(admin, settings)
         assert f"topic {settings.topic('raw')} has {settings.topic_partitions + 1} partitions" in caplog.text
 
-        other = settings.model_copy(update={"topic_prefix": settings.topic_prefix + "b"})
         admin.create_topics([NewTopic(other.topic("control"), 3, 1)])
         wait_for(lambda: other.topic("control") in admin.list_topics(), 30, "the new topic in the metadata")
         with pytest.raises(RuntimeError, match=f"topic {other.topic('control')} has 3 partitions"):
             topology.ensure_topics(admin, other)
     finally:
         admin.close()
-        manager.remove_prefixed(settings.model_copy(update={"topic_prefix": settings.topic_prefix + "b"}))
+        manager.remove_prefixed(other)
 
 
 def test_an_index_the_cluster_refuses_is_an_error_not_created(settings):

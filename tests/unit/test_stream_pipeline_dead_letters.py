@@ -96,10 +96,6 @@ async def test_a_failed_dead_letter_is_sent_again_when_the_delivery_is_retried()
 
 
 async def test_a_scorer_that_is_gone_holds_the_batch_and_blames_no_document():
-    from finsent.schemas import RawDocument, utc_now
-    from model.scorer import ScorerUnavailable, to_sentiment
-    from stream.model_holder import ModelHolder
-
     class Flaky:  # a scorer process that died once: the first call fails, the next one scores
         version = "v1"
         calls = 0
@@ -117,8 +113,7 @@ async def test_a_scorer_that_is_gone_holds_the_batch_and_blames_no_document():
     await holder.load_initial("v1")
     pipeline = RawBatchPipeline(Settings(), holder=holder, sink=None, metrics=WorkerMetrics(CollectorRegistry()),
                                 send_dead_letter=refuse, send_scored=refuse, send_window_event=refuse)
-    docs = [RawDocument(id=f"d{i}", source="s", text=f"Profit rose {i}%.", ingested_at=utc_now()) for i in range(3)]
-    records = [RawRecord(b"k", d.model_dump_json().encode(), Origin("t.raw", 0, i)) for i, d in enumerate(docs)]
+    records = _records(*(_doc(i) for i in range(3)))
     try:
         with pytest.raises(ScorerUnavailable):
             await pipeline.score(records)  # no one-by-one fallback, which would dead-letter all three
