@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     window_min_baseline: int = Field(3, ge=2, le=1000, description="Baseline windows needed before z-scores")
     worker_model: str = Field("champion", description="Model the worker starts with: champion, a version or a path")
     worker_commit_interval: float = Field(1.0, gt=0, le=60, description="Seconds between offset commits")
+    # Kafka refuses less than its group.min.session.timeout.ms (6 s by default); Faust refuses more than its
+    # 90 s request timeout.
+    worker_session_timeout: float = Field(
+        60.0, ge=6, le=90, description="Seconds without a heartbeat before Kafka gives a worker's partitions to the "
+                                       "others: how long a crashed worker's partitions wait")
     worker_stall_after: float = Field(60.0, gt=0, description="Seconds a partition may have records waiting and "
                                       "nothing committed before the worker reports a stall (/health 503) and rewinds it")
 

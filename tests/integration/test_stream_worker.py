@@ -211,7 +211,9 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
 
 def test_kill_9_and_two_workers_index_every_document_exactly_once(bootstrapped, tiny_model, tmp_path):
     settings = bootstrapped
-    first = Worker(settings, tiny_model.registry_root, tmp_path / "s1", tmp_path / "w1.log")
+    # The killed member's partitions wait for its session to time out; 10 s instead of a minute.
+    first = Worker(settings, tiny_model.registry_root, tmp_path / "s1", tmp_path / "w1.log",
+                   FINSENT_WORKER_SESSION_TIMEOUT="10")
     second = third = None
     try:
         first.start().wait_ready()
@@ -225,7 +227,7 @@ def test_kill_9_and_two_workers_index_every_document_exactly_once(bootstrapped, 
         second.wait_ready()
         third.wait_ready()
         produce(settings, docs[150:], pause_every=50, pause=0.2)
-        # The dead member holds its partitions until its session times out; then two rebalances.
+        # The dead member holds its partitions until its session times out (10 s); then two rebalances.
         wait_for(lambda: es_count(settings) >= len(docs), 300, "every document after kill -9 and rebalance")
         indexed = es_docs(settings)
         assert len(indexed) == len(docs)

@@ -75,7 +75,9 @@ def check(figures: dict) -> None:
 def test_kill_9_mid_batch(bootstrapped, tiny_model, tmp_path):
     settings = bootstrapped
     docs = [make_doc(i, tag="k9") for i in range(240)]
-    first = Worker(settings, tiny_model.registry_root, tmp_path / "s1", tmp_path / "w1.log")
+    # The second worker waits for the killed one's session to time out: 10 s instead of a minute.
+    first = Worker(settings, tiny_model.registry_root, tmp_path / "s1", tmp_path / "w1.log",
+                   FINSENT_WORKER_SESSION_TIMEOUT="10")
     second = None
     try:
         first.start().wait_ready(timeout=180)
