@@ -150,7 +150,7 @@ def ensure_model(settings: Settings, echo: Echo = print) -> str:
         return champion
     files = find_training_data(settings.train_data_paths, settings.state_dir.resolve() / "training-data")
     echo(f"model: no champion yet; training the first one on {', '.join(map(str, files))}")
-    echo("       (seconds on a GPU, minutes on a CPU; the bar below shows the ETA)")
+    echo("       (seconds on a GPU, minutes on a CPU; progress and ETA below)")
     from model.evaluation import summary_lines
     from model.training import train
 

@@ -133,13 +133,17 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> lis
 
 
 def _progress(enabled: bool):
+    """The bar, on a terminal only: rich draws nothing elsewhere until the end, so output captured in a log
+    (``make up > up.log``, a service manager) gets a log line every twentieth of the run instead
+    (``Progress.disable``)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    console = Console(stderr=True)
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not enabled,
+        console=console, disable=not (enabled and console.is_terminal),
     )
 
 
@@ -246,7 +250,7 @@ def train(
                 step += 1
                 running, seen = running + loss.item() * len(batch), seen + len(batch)
                 bar.update(task, advance=1, status=f"epoch {epoch}/{epochs} loss {running / seen:.4f}")
-                if not progress and step % 50 == 0:
+                if bar.disable and step % max(1, total_steps // 20) == 0:
                     rate = step / (time.monotonic() - started)
                     log.info("step %d/%d epoch %d loss %.4f, %.2f steps/s, ETA %.0f s", step, total_steps,
                              epoch, running / seen, rate, (total_steps - step) / rate)

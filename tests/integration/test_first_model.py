@@ -1,13 +1,14 @@
 """`finsent up`'s first model: trained when the registry has no champion, promoted, and reported in a few lines."""
 
 import csv
+import logging
 
 from finsent.settings import Settings
 from finsent.system import ensure_model
 from tests.model_fixtures import tiny_rows
 
 
-def test_the_first_model_is_trained_promoted_and_summed_up_in_short_lines(tmp_path, monkeypatch):
+def test_the_first_model_is_trained_promoted_and_summed_up_in_short_lines(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     data = tmp_path / "train.csv"
     with data.open("w", newline="", encoding="utf-8") as fh:
@@ -17,7 +18,10 @@ def test_the_first_model_is_trained_promoted_and_summed_up_in_short_lines(tmp_pa
     settings = Settings(state_dir=tmp_path / "state", train_data=str(data), bootstrap_epochs=1, device="cpu",
                         elasticsearch_url="http://127.0.0.1:9")  # nothing listens: the mirror is skipped
     said: list[str] = []
-    version = ensure_model(settings, echo=said.append)
+    with caplog.at_level(logging.INFO, logger="model.training"):
+        version = ensure_model(settings, echo=said.append)
+    # stderr is no terminal here, as under `make up > up.log`: log lines with an ETA stand in for the bar
+    assert any("ETA" in record.getMessage() for record in caplog.records), caplog.text
     promoted = said.index(f"model: {version} promoted")
     assert said[promoted + 1].startswith("       validation: n=")
     assert all(len(line) <= 120 for line in said[promoted:]), said  # no metrics dict dumped into one line
