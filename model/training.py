@@ -266,7 +266,9 @@ def train(
             else:
                 improved = True
             history.append(record)
-            log.info("epoch %s", record)
+            scores = f", validation accuracy {val['accuracy']:.3f}, macro-F1 {val['macro_f1']:.3f}" if val_set else ""
+            log.info("epoch %d/%d done after %.0f s: loss %.4f%s", epoch, epochs, record["elapsed_s"],
+                     record["train_loss"], scores)
             if on_epoch:
                 on_epoch(record)
             if improved:

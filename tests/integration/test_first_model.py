@@ -21,7 +21,9 @@ def test_the_first_model_is_trained_promoted_and_summed_up_in_short_lines(tmp_pa
     with caplog.at_level(logging.INFO, logger="model.training"):
         version = ensure_model(settings, echo=said.append)
     # stderr is no terminal here, as under `make up > up.log`: log lines with an ETA stand in for the bar
-    assert any("ETA" in record.getMessage() for record in caplog.records), caplog.text
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("ETA" in line for line in logged), logged
+    assert any(line.startswith("epoch 1/1 done after") and "macro-F1 0." in line for line in logged), logged
     promoted = said.index(f"model: {version} promoted")
     assert said[promoted + 1].startswith("       validation: n=")
     assert all(len(line) <= 120 for line in said[promoted:]), said  # no metrics dict dumped into one line
