@@ -9,8 +9,8 @@ from model.training import _progress
 
 def test_the_bar_is_drawn_only_on_a_terminal_that_asked_for_it(monkeypatch):
     monkeypatch.delenv("FORCE_COLOR", raising=False)
-    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
-    assert _progress(True).disable  # pytest captures stderr: no terminal, so log lines instead
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")  # no terminal, even under pytest -s: log lines instead
+    assert _progress(True).disable
     monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich then treats stderr as a terminal
     assert not _progress(True).disable
     assert _progress(False).disable
