@@ -454,7 +454,7 @@ def quantization_(
 ) -> None:
     """Measure int8 (torch) and int8 ONNX Runtime against fp32 on CPU: docs/s and accuracy of each."""
     from model import data as datamod
-    from model.quantization import MAX_ACCURACY_LOSS, VARIANTS, compare
+    from model.quantization import MAX_ACCURACY_LOSS, VARIANTS, batching_caveat, compare
 
     settings = settings_of(ctx)
     _offline()
@@ -487,3 +487,5 @@ def quantization_(
                    + f" changed by batching: {r['changed_by_batching']:.4f}")
     typer.echo(f"recommended: {result['recommended']} (rule: faster than fp32 and at most "
                f"{MAX_ACCURACY_LOSS * 100:.1f} accuracy points lost, overall and per source), n={result['n']}")
+    if caveat := batching_caveat(result):
+        typer.echo(f"but: {caveat}")

@@ -84,6 +84,18 @@ def recommended(result: dict[str, Any]) -> str:
     return max(passing, key=lambda name: result[name]["docs_per_s"], default="fp32")
 
 
+def batching_caveat(result: dict[str, Any]) -> str | None:
+    """What the recommendation leaves out: a recommended variant whose labels depend on the batch. The
+    rule above is the model issue's (speed, accuracy); the stream adds that a document scored again (a
+    replay, a re-score) should get the same label, which is why ``auto`` never picks a dynamic int8 path."""
+    name = result["recommended"]
+    share = result.get(name, {}).get("changed_by_batching", 0.0)
+    if name == "fp32" or not share:
+        return None
+    return (f"{name} gave {share:.2%} of these texts another label when their batch-mates changed; fp32 gives each "
+            f"text one label, so `auto` keeps fp32 (or bf16 on bf16 hardware) and {name} stays your choice")
+
+
 def changed_by_batching(scorer: Any, texts: Sequence[str], together: Sequence[str], seed: int = 1) -> float:
     """Share of the labels ``together`` (the scorer's, all texts in one call) that change when the same texts come in
     calls of one batch each, in random company, as the stream's batches do. Dynamic int8 takes one input

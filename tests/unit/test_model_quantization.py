@@ -49,6 +49,16 @@ def test_the_fastest_variant_within_the_budget_is_recommended():
     assert quantization.recommended(result) == "fp32"
 
 
+def test_a_recommended_variant_with_batch_dependent_labels_comes_with_a_caveat():
+    result = {"recommended": "onnx-int8", "fp32": {"changed_by_batching": 0.0},
+              "onnx-int8": {"changed_by_batching": 0.006}}
+    caveat = quantization.batching_caveat(result)
+    assert caveat is not None and caveat.startswith("onnx-int8 gave 0.60% of these texts another label")
+    result["onnx-int8"]["changed_by_batching"] = 0.0
+    assert quantization.batching_caveat(result) is None
+    assert quantization.batching_caveat({"recommended": "fp32", "fp32": {"changed_by_batching": 0.0}}) is None
+
+
 def test_changed_by_batching_counts_labels_that_depend_on_the_batch_mates():
     from types import SimpleNamespace
 
