@@ -152,6 +152,41 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
 
 
 @app.command()
+def retention(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be deleted; delete nothing"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Delete scored documents and window aggregates older than their retention (the scheduler does this hourly)."""
+    import json
+
+    from finsent import clients, index_retention
+    from finsent.cli_support import fail, settings_of
+    from finsent.schemas import utc_now
+
+    settings = settings_of(ctx)
+    if not index_retention.deletions(settings, utc_now()):
+        typer.echo("retention is off: FINSENT_DOCS_RETENTION_DAYS and FINSENT_AGGREGATES_RETENTION_DAYS are 0")
+        return
+    try:
+        with clients.elasticsearch(settings) as es:
+            outcomes = index_retention.run(es, settings, utc_now(), dry_run=dry_run)
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        fail(f"retention failed: {type(exc).__name__}: {exc}")
+    if as_json:
+        typer.echo(json.dumps([{"index": o.deletion.index, "what": o.deletion.what, "matched": o.matched,
+                                "deleted": o.deleted, "failed": o.failed, "errors": o.errors or []}
+                               for o in outcomes], indent=2))
+    else:
+        for o in outcomes:
+            failed = f", {o.failed} failed" if o.failed else ""
+            done = "would be deleted" if dry_run else f"deleted {o.deleted}{failed}"
+            typer.echo(f"{o.deletion.index}: {o.matched} {o.deletion.what}: {done}")
+    if any(o.failed for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command()
 def config(markdown: bool = typer.Option(False, "--markdown", help="The README's configuration table")) -> None:
     """Every FINSENT_* setting with its default and meaning."""
     from finsent import config_table

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     index_prefix: str = Field("finsent", pattern=r"^[a-z0-9][a-z0-9._-]{0,99}$")  # ES refuses a leading _ - +
     index_shards: int = Field(1, ge=1, le=64)
     index_replicas: int = Field(0, ge=0, le=16)
+    docs_retention_days: float = Field(
+        90.0, ge=0, description="Scored documents ingested longer ago are deleted from the docs index, hourly by the "
+        "scheduler (0: never)")
+    aggregates_retention_days: float = Field(
+        90.0, ge=0, description="Window aggregates started longer ago are deleted, hourly by the scheduler; each "
+        "window size keeps its latest 49 windows, which the alert engine reads back (0: never)")
 
     # --- Prometheus ---------------------------------------------------------------------
     metrics_host: str = Field(
@@ -228,6 +234,14 @@ class Settings(BaseSettings):
             host, sep, port = server.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    @field_validator("docs_retention_days", "aggregates_retention_days")
+    @classmethod
+    def _retention_of_a_day_or_more(cls, value: float) -> float:
+        # Less would delete what the worker indexed minutes ago, and what a stalled partition is about to index.
+        if 0 < value < 1:
+            raise ValueError("must be 0 (keep everything) or at least 1 day")
         return value
 
     @model_validator(mode="after")

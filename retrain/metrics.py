@@ -29,3 +29,9 @@ class RetrainMetrics:
             "keep the old model until told (`finsent model promote VERSION`) or restarted", registry=self.registry)
         self.retrain_seconds = Gauge("finsent_retrain_last_duration_seconds", "Duration of the last retrain",
                                      registry=self.registry)
+        self.retention_deleted = Counter("finsent_retention_deleted", "Documents deleted by index retention",
+                                         ["index"], registry=self.registry)
+        self.retention_runs = Counter("finsent_retention_runs", "Index retention runs of the scheduler, by outcome",
+                                      ["outcome"], registry=self.registry)
+        for outcome in ("ok", "failed"):
+            self.retention_runs.labels(outcome=outcome)

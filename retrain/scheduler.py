@@ -7,6 +7,8 @@ Jobs (in ``<state_dir>/retrain/scheduler.sqlite``):
 - ``retrain-cron`` — the fallback retrain on ``FINSENT_RETRAIN_CRON`` (UTC), gated on fresh labels.
   A standard crontab: day of week 0 or 7 is Sunday (:func:`cron_trigger`; APScheduler's own
   ``from_crontab`` counts from Monday).
+- ``index-retention`` — hourly, while a retention setting is on: old scored documents and window
+  aggregates leave Elasticsearch (:mod:`finsent.index_retention`).
 
 All jobs: ``max_instances=1``, ``coalesce=True`` (missed runs collapse into one),
 ``misfire_grace_time=FINSENT_RETRAIN_MISFIRE_GRACE_S``. On start, a stored job whose trigger is
@@ -30,6 +32,8 @@ from retrain.context import Context
 log = logging.getLogger(__name__)
 
 CHECK_JOB, CRON_JOB, DRIFT_RETRAIN_JOB = "drift-check", "retrain-cron", "retrain-on-drift"
+RETENTION_JOB = "index-retention"
+OPTIONAL_JOBS = (CRON_JOB, RETENTION_JOB)  # removed from the store when their setting turns them off
 _RUNNING: dict[str, RetrainScheduler] = {}
 _RUNNING_LOCK = threading.Lock()
 
@@ -53,6 +57,25 @@ def retrain_job(key: str, trigger: str) -> None:
     with owner.running():
         outcome = run_retrain(owner.ctx, trigger=trigger, drift_detected=trigger == "drift")
         owner.outcomes.append(outcome)
+
+
+def retention_job(key: str) -> None:
+    owner = _owner(key)
+    from finsent import index_retention
+
+    with owner.running():
+        metrics = owner.ctx.metrics
+        try:
+            outcomes = index_retention.run(owner.ctx.es, owner.settings, owner.ctx.clock(),
+                                           should_stop=lambda: owner.stopping)
+        except Exception as exc:  # noqa: BLE001 - Elasticsearch away, say: the next hour tries again
+            log.warning("index retention failed (%s: %s); the next run tries again", type(exc).__name__, exc)
+            metrics.retention_runs.labels(outcome="failed").inc()
+            return
+        for outcome in outcomes:
+            metrics.retention_deleted.labels(index=outcome.deletion.index).inc(outcome.deleted)
+        failed = any(outcome.failed for outcome in outcomes)
+        metrics.retention_runs.labels(outcome="failed" if failed else "ok").inc()
 
 
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab's numbering: 0 (and 7) is Sunday
@@ -178,6 +201,9 @@ class RetrainScheduler:
             except ValueError as exc:
                 raise ValueError(f"FINSENT_RETRAIN_CRON: {exc}") from None
             jobs[CRON_JOB] = (f"{__name__}:retrain_job", cron, [self.key, "cron"], "fallback retrain")
+        if self.settings.docs_retention_days or self.settings.aggregates_retention_days:
+            jobs[RETENTION_JOB] = (f"{__name__}:retention_job", IntervalTrigger(hours=1, timezone=UTC), [self.key],
+                                   "index retention")
         return jobs
 
     def sync_jobs(self) -> list[str]:
@@ -190,8 +216,9 @@ class RetrainScheduler:
                 continue
             self.scheduler.add_job(func, trigger=trigger, id=job_id, args=args, name=name, replace_existing=True)
             written.append(job_id)
-        if CRON_JOB not in desired and self.scheduler.get_job(CRON_JOB) is not None:
-            self.scheduler.remove_job(CRON_JOB)
+        for job_id in OPTIONAL_JOBS:
+            if job_id not in desired and self.scheduler.get_job(job_id) is not None:
+                self.scheduler.remove_job(job_id)
         return written
 
     def jobs(self) -> dict[str, dict[str, Any]]:

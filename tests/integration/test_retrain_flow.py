@@ -201,18 +201,19 @@ def test_scheduler_restart_keeps_its_schedule(rsettings) -> None:
         jobs = first.jobs()
     finally:
         first.shutdown()
-    assert set(jobs) == {"drift-check", "retrain-cron"}
+    assert set(jobs) == {"drift-check", "retrain-cron", "index-retention"}
     time.sleep(1.1)  # a re-created job would get a later next run time
     second = RetrainScheduler(settings).start()
     try:
         assert second.sync_jobs() == []  # nothing changed: the stored jobs are kept as they were
         assert second.jobs()[CHECK_JOB]["next_run_time"] == jobs[CHECK_JOB]["next_run_time"]
         assert second.jobs()["retrain-cron"]["next_run_time"] == jobs["retrain-cron"]["next_run_time"]
+        assert second.jobs()["index-retention"]["next_run_time"] == jobs["index-retention"]["next_run_time"]
     finally:
         second.shutdown()
     changed = RetrainScheduler(settings.model_copy(update={"drift_check_minutes": 30.0, "retrain_cron": ""})).start()
     try:
-        assert set(changed.jobs()) == {CHECK_JOB}
+        assert set(changed.jobs()) == {CHECK_JOB, "index-retention"}
         assert "0:30:00" in changed.jobs()[CHECK_JOB]["trigger"]
     finally:
         changed.shutdown()
