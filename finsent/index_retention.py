@@ -1,10 +1,10 @@
 """Index retention: scored documents and window aggregates older than their settings are deleted.
 
 Without it the docs and aggregates indices grow for as long as finsent runs, until Elasticsearch's
-flood-stage disk watermark blocks every write and the pipeline halts. The distribution run here has
-neither delete-by-query (the reindex module) nor ILM, so the old ids are read with a scroll and
-deleted with bulk requests, both in the server's core. Deletes pass the flood-stage block
-(``read_only_allow_delete``), so retention can also free a full disk.
+flood-stage disk watermark blocks every write and the pipeline halts. That block refuses deletes of
+documents too (429, checked on this server), so retention must run before the disk fills; it cannot
+free a blocked index. The distribution run here has neither delete-by-query (the reindex module) nor
+ILM, so the old ids are read with a scroll and deleted with bulk requests, both in the server's core.
 
 What goes (the retrain scheduler runs this hourly; ``finsent retention`` runs it once):
 
