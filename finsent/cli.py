@@ -165,7 +165,7 @@ def retention(
     from finsent.schemas import utc_now
 
     settings = settings_of(ctx)
-    if not index_retention.deletions(settings, utc_now()):
+    if not index_retention.is_on(settings):
         typer.echo("retention is off: FINSENT_DOCS_RETENTION_DAYS and FINSENT_AGGREGATES_RETENTION_DAYS are 0")
         return
     try:
@@ -175,14 +175,15 @@ def retention(
         fail(f"retention failed: {type(exc).__name__}: {exc}")
     if as_json:
         typer.echo(json.dumps([{"index": o.deletion.index, "what": o.deletion.what, "matched": o.matched,
-                                "deleted": o.deleted, "failed": o.failed, "errors": o.errors or []}
+                                "deleted": o.deleted, "failed": o.failed, "errors": o.errors, "error": o.error}
                                for o in outcomes], indent=2))
     else:
         for o in outcomes:
             failed = f", {o.failed} failed" if o.failed else ""
             done = "would be deleted" if dry_run else f"deleted {o.deleted}{failed}"
-            typer.echo(f"{o.deletion.index}: {o.matched} {o.deletion.what}: {done}")
-    if any(o.failed for o in outcomes):
+            typer.echo(f"{o.deletion.index}: {o.matched} {o.deletion.what}: {done}"
+                       + (f"; stopped by {o.error}" if o.error else ""))
+    if not all(o.ok for o in outcomes):
         raise typer.Exit(1)
 
 

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     index_shards: int = Field(1, ge=1, le=64)
     index_replicas: int = Field(0, ge=0, le=16)
     docs_retention_days: float = Field(
-        90.0, ge=0, description="Scored documents ingested longer ago are deleted from the docs index, hourly by the "
+        90.0, ge=0, description="Documents scored longer ago are deleted from the docs index, hourly by the "
         "scheduler (0: never)")
     aggregates_retention_days: float = Field(
         90.0, ge=0, description="Window aggregates started longer ago are deleted, hourly by the scheduler; each "

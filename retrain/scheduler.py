@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any
 
+from finsent import index_retention
 from finsent.settings import Settings
 from retrain.context import Context
 
@@ -61,21 +62,18 @@ def retrain_job(key: str, trigger: str) -> None:
 
 def retention_job(key: str) -> None:
     owner = _owner(key)
-    from finsent import index_retention
-
     with owner.running():
         metrics = owner.ctx.metrics
         try:
             outcomes = index_retention.run(owner.ctx.es, owner.settings, owner.ctx.clock(),
                                            should_stop=lambda: owner.stopping)
-        except Exception as exc:  # noqa: BLE001 - Elasticsearch away, say: the next hour tries again
+        except Exception as exc:  # noqa: BLE001 - the window sizes unread (Elasticsearch away): the next hour tries
             log.warning("index retention failed (%s: %s); the next run tries again", type(exc).__name__, exc)
             metrics.retention_runs.labels(outcome="failed").inc()
             return
         for outcome in outcomes:
             metrics.retention_deleted.labels(index=outcome.deletion.index).inc(outcome.deleted)
-        failed = any(outcome.failed for outcome in outcomes)
-        metrics.retention_runs.labels(outcome="failed" if failed else "ok").inc()
+        metrics.retention_runs.labels(outcome="ok" if all(o.ok for o in outcomes) else "failed").inc()
 
 
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab's numbering: 0 (and 7) is Sunday
@@ -201,7 +199,7 @@ class RetrainScheduler:
             except ValueError as exc:
                 raise ValueError(f"FINSENT_RETRAIN_CRON: {exc}") from None
             jobs[CRON_JOB] = (f"{__name__}:retrain_job", cron, [self.key, "cron"], "fallback retrain")
-        if self.settings.docs_retention_days or self.settings.aggregates_retention_days:
+        if index_retention.is_on(self.settings):
             jobs[RETENTION_JOB] = (f"{__name__}:retention_job", IntervalTrigger(hours=1, timezone=UTC), [self.key],
                                    "index retention")
         return jobs
