@@ -118,6 +118,12 @@ def scheduler(
         start_background(settings, stop)
     for job_id, job in sched.jobs().items():
         typer.echo(f"{job_id}: {job['trigger']}, next run {job['next_run_time']}")
+    deleted = [f"{what} more than {days:g} days ago" for what, days in (
+        ("documents scored", settings.docs_retention_days), ("windows started", settings.aggregates_retention_days))
+        if days]
+    if deleted:  # it deletes data: say so at every start
+        typer.echo(f"index-retention deletes {' and '.join(deleted)} (FINSENT_DOCS_RETENTION_DAYS, "
+                   "FINSENT_AGGREGATES_RETENTION_DAYS; 0 keeps everything)")
     try:
         stop.wait()
     finally:

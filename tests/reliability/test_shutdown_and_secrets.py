@@ -140,6 +140,9 @@ def test_retrain_scheduler(bootstrapped, model_registry, tmp_path):
     proc = Proc(["retrain", "scheduler"], env, tmp_path / "scheduler.log").start()
     try:
         proc.wait_output("drift-check:", timeout=120)
+        # retention is on by default and deletes data, so the start says what it deletes
+        proc.wait_output("index-retention deletes documents scored more than 90 days ago and windows started more "
+                         "than 90 days ago", timeout=30)
         time.sleep(1)  # let the label indexer thread connect, so its shutdown is exercised too
         assert proc.terminate() == 0, proc.tail()
     finally:
