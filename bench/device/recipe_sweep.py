@@ -39,8 +39,13 @@ RECIPES: dict[str, list[str]] = {
     "bs64-lr2e-4": ["--batch-size", "64", "--lr", "2e-4"],
     "ep8": ["--epochs", "8", "--patience", "3"],
     "ep8-lr5e-5": ["--epochs", "8", "--patience", "3", "--lr", "5e-5"],
+    "mean": ["--pooling", "mean"],  # the pooling the MiniLM base was trained with; one seed said +1.0 overall
 }
 REFERENCE = "plain"
+# The eighteenth session answered the hyperparameter recipes over seven seeds (MODEL.md); the question left open
+# is mean pooling, so a call asks that over eight seeds unless told otherwise.
+DEFAULT_RECIPES = ("plain", "mean")
+DEFAULT_SEEDS = (13, 29, 41, 57, 71, 83, 97, 101)
 
 
 def plan(recipes: Sequence[str], seeds: Sequence[int]) -> list[tuple[str, int]]:
@@ -147,8 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, action="append", required=True)
     parser.add_argument("--base-model", required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--recipes", default=",".join(RECIPES))
-    parser.add_argument("--seeds", default="13,29,41,57")
+    parser.add_argument("--recipes", default=",".join(DEFAULT_RECIPES), help=f"of {', '.join(RECIPES)}")
+    parser.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)))
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of each training process")
     parser.add_argument("--deadline-s", type=float, default=300.0)

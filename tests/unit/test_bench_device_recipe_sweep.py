@@ -41,3 +41,10 @@ def test_summary_pairs_by_seed_and_skips_unpaired_and_failed_runs():
     assert entry["wins_accuracy"] == 1
     text = render(summary)
     assert "paired over 2 seed(s)" in text and "fpb.accuracy +1.00" in text
+
+
+def test_the_default_sweep_asks_the_open_question_with_whole_pairs():
+    from bench.device.recipe_sweep import DEFAULT_RECIPES, DEFAULT_SEEDS, REFERENCE
+
+    assert DEFAULT_RECIPES[0] == REFERENCE and set(DEFAULT_RECIPES) <= set(RECIPES)
+    assert RECIPES["mean"] == ["--pooling", "mean"] and len(set(DEFAULT_SEEDS)) == len(DEFAULT_SEEDS) >= 7
