@@ -83,7 +83,7 @@ def _cluster_rows(settings: Settings) -> list[dict]:
                 "detail": detail}
 
     try:
-        admin = clients.kafka_admin(settings, request_timeout_ms=5000, api_version_auto_timeout_ms=5000)
+        admin = clients.kafka_admin(settings, request_timeout_ms=5000, bootstrap_timeout_ms=5000)
         try:
             brokers = len(admin.describe_cluster().get("brokers") or [])
         finally:
@@ -99,6 +99,19 @@ def _cluster_rows(settings: Settings) -> list[dict]:
         elastic = row("elasticsearch", settings.elasticsearch_url, False,
                       f"unreachable: {type(exc).__name__}: {exc}"[:200])
     return [kafka, elastic]
+
+
+def _indices_row(settings: Settings) -> dict:
+    """finsent's indices: a write block (a full disk, say) halts the pipeline while Elasticsearch looks green."""
+    from finsent import clients, index_health
+
+    row = {"name": "indices", "kind": "service", "pid": None, "address": f"{settings.index_prefix}-*"}
+    try:
+        with clients.elasticsearch(settings) as es:
+            health = index_health.read(es.options(request_timeout=5, max_retries=0), settings.index_prefix)
+        return row | {"healthy": health.healthy, "detail": health.describe()}
+    except Exception as exc:  # noqa: BLE001 - status reports, never raises
+        return row | {"healthy": False, "detail": f"unreadable: {type(exc).__name__}: {exc}"[:200]}
 
 
 def _pid_file(settings: Settings, name: str) -> PidFile:
@@ -231,6 +244,8 @@ def status(settings: Settings) -> list[dict]:
                          "address": entry.address, "detail": entry.detail})
     else:
         rows += _cluster_rows(settings)
+    if any(row["name"] == "elasticsearch" and row["healthy"] for row in rows):
+        rows.append(_indices_row(settings))
     for spec in process_specs(settings):
         proc = _pid_file(settings, spec.name).process()
         healthy, detail = proc is not None, "running" if proc else "not running"
