@@ -74,6 +74,9 @@ def _uses_embedded_services(settings: Settings) -> bool:
     )
 
 
+STATUS_KAFKA_ADMIN = {"request_timeout_ms": 5000, "bootstrap_timeout_ms": 5000}  # status answers within seconds
+
+
 def _cluster_rows(settings: Settings) -> list[dict]:
     """The user's own Kafka and Elasticsearch, asked directly: finsent started neither, so there is no pid."""
     from finsent import clients
@@ -83,7 +86,7 @@ def _cluster_rows(settings: Settings) -> list[dict]:
                 "detail": detail}
 
     try:
-        admin = clients.kafka_admin(settings, request_timeout_ms=5000, bootstrap_timeout_ms=5000)
+        admin = clients.kafka_admin(settings, **STATUS_KAFKA_ADMIN)
         try:
             brokers = len(admin.describe_cluster().get("brokers") or [])
         finally:

@@ -51,7 +51,7 @@ def test_up_runs_the_whole_system_and_down_stops_it(settings, model_registry, tm
         assert all(rows[name]["healthy"] for name in long_running), rows
         # the cluster asked directly (kafka-python 3 refused the old api_version_auto_timeout_ms: Kafka read as down)
         assert rows["kafka"]["detail"] == "1 broker(s)" and rows["elasticsearch"]["healthy"], rows
-        assert rows["indices"]["healthy"] and "no index blocked" in rows["indices"]["detail"], rows
+        assert rows["indices"]["healthy"] and "none blocked" in rows["indices"]["detail"], rows
         pids = [row["pid"] for row in rows.values() if row["kind"] == "process" and row["pid"]]
 
         # the sample replay flows through the worker into Elasticsearch, scored by the champion

@@ -40,12 +40,16 @@ def test_sasl_ssl_scram_with_ca_file():
         "sasl_plain_username": "finsent", "sasl_plain_password": "kafka-pw",
     }
     # Producers, consumers and admin clients all start from these arguments, and the pinned kafka-python knows each
-    # (it refuses an unknown one at construction: status called a user's Kafka down over api_version_auto_timeout_ms).
+    # (it refuses an unknown one at construction: status called a user's Kafka down over api_version_auto_timeout_ms,
+    # which kafka-python 3 no longer has).
     from kafka import KafkaConsumer, KafkaProducer
     from kafka.admin import KafkaAdminClient
 
+    from finsent.system import STATUS_KAFKA_ADMIN
+
     for client in (KafkaProducer, KafkaConsumer, KafkaAdminClient):
         assert set(kwargs) <= set(client.DEFAULT_CONFIG), client.__name__
+    assert set(STATUS_KAFKA_ADMIN) <= set(KafkaAdminClient.DEFAULT_CONFIG)  # what status adds for a user's cluster
 
 
 def test_ssl_only_kafka_passes_the_ca_file():
