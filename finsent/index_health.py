@@ -29,7 +29,7 @@ class IndexHealth:
     def describe(self) -> str:
         disk = "disk use unknown" if self.disk_percent is None else f"disk {self.disk_percent:g}% used"
         if not self.indices:
-            return f"{disk}, no finsent index visible: run `finsent services init`, or grant these credentials them"
+            return f"{disk}, no finsent index visible: run `finsent services init`, or let these credentials see them"
         if not self.blocks:
             return f"{disk}, {self.indices} indices, none blocked"
         listed = ", ".join(f"{index} ({', '.join(names)})" for index, names in sorted(self.blocks.items()))
