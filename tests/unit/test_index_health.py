@@ -8,7 +8,8 @@ from finsent.index_health import IndexHealth, blocks_of, read
 
 
 def test_blocks_are_read_from_flat_settings_and_only_those_set_to_true_count():
-    flat = {"finsent-docs": {"settings": {"index.blocks.read_only_allow_delete": "true", "index.blocks.write": "false"}},
+    flat = {"finsent-docs": {"settings": {"index.blocks.read_only_allow_delete": "true",
+                                          "index.blocks.write": "false"}},
             "finsent-labels": {"settings": {}},
             "finsent-alerts": {"settings": {"index.blocks.read": "true"}}}
     assert blocks_of(flat) == {"finsent-docs": ["read_only_allow_delete"], "finsent-alerts": ["read"]}
