@@ -74,8 +74,8 @@ def aggregates_query(windows: dict[str, int], cutoff: datetime, now: datetime,
                      keep_windows: int = HISTORY_WINDOWS + 1) -> dict[str, Any]:
     """Aggregates that started before ``cutoff``, except each size's latest ``keep_windows`` windows
     (``windows``: name → seconds)."""
-    longer = {name: now - keep_windows * timedelta(seconds=size) for name, size in windows.items()
-              if now - keep_windows * timedelta(seconds=size) < cutoff}
+    kept_from = {name: now - keep_windows * timedelta(seconds=size) for name, size in windows.items()}
+    longer = {name: start for name, start in kept_from.items() if start < cutoff}
     plain: dict[str, Any] = {"filter": [{"range": {"window_start": {"lt": cutoff.isoformat()}}}]}
     if longer:
         plain["must_not"] = [{"terms": {"window": sorted(longer)}}]
