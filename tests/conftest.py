@@ -1,6 +1,7 @@
 """Shared fixtures. Integration tests get the real Kafka and Elasticsearch that
 `finsent services up` starts; the session starts them when needed and stops only what it
-started. Each test gets its own topic and index prefix, so tests never see each other's data.
+started (`make test` starts them itself, before its pytest-xdist processes). Each test gets
+its own topic and index prefix, so tests never see each other's data.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from hypothesis import settings as hypothesis_settings
 
 from finsent.settings import Settings, load_settings
@@ -40,9 +42,15 @@ def services(base_settings: Settings):
     """The real local Kafka and Elasticsearch, up and healthy, with the default topology."""
     from finsent.services import manager
 
-    not_running = [server for server in manager.servers(base_settings) if server.process() is None]
-    manager.up(base_settings, echo=lambda m: print(f"[services] {m}"))
+    # Under pytest-xdist every process runs this; the lock lets one start the servers. The others may still use
+    # them when this one ends, so only a run in one process stops them (`make test` starts them before it forks).
+    base_settings.services_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(base_settings.services_path.parent / "services.lock"):
+        not_running = [server for server in manager.servers(base_settings) if server.process() is None]
+        manager.up(base_settings, echo=lambda m: print(f"[services] {m}"))
     yield base_settings
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     for server in not_running:  # only what this session started
         print(f"[services] {server.name}: {'stopped' if server.stop() else 'not running'}")
 
