@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     index_replicas: int = Field(0, ge=0, le=16)
     docs_retention_days: float = Field(
         90.0, ge=0, description="Documents scored longer ago are deleted from the docs index, hourly by the "
-        "scheduler (0: never)")
+        "scheduler (0: never); not less than FINSENT_DLQ_RETENTION_DAYS")
     aggregates_retention_days: float = Field(
         90.0, ge=0, description="Window aggregates started longer ago are deleted, hourly by the scheduler; each "
         "window size keeps its latest 49 windows, which the alert engine reads back (0: never)")
@@ -243,6 +243,18 @@ class Settings(BaseSettings):
         if 0 < value < 1:
             raise ValueError("must be 0 (keep everything) or at least 1 day")
         return value
+
+    @model_validator(mode="after")
+    def _documents_outlive_their_dead_letters(self) -> "Settings":
+        # `finsent dlq replay` skips a letter whose document the index holds. A document deleted while its letter is
+        # still in the DLQ would be indexed, and counted in its windows, a second time by the next replay.
+        if 0 < self.docs_retention_days < self.dlq_retention_days:
+            raise ValueError(
+                f"{ENV_PREFIX}DOCS_RETENTION_DAYS ({self.docs_retention_days:g}) is shorter than "
+                f"{ENV_PREFIX}DLQ_RETENTION_DAYS ({self.dlq_retention_days:g}): a dead letter replayed after its "
+                "document left the index would be indexed and counted twice; keep documents at least as long as "
+                "dead letters, or set 0 to keep them all")
+        return self
 
     @model_validator(mode="after")
     def _embedded_ports(self) -> "Settings":

@@ -23,6 +23,18 @@ def test_a_retention_under_a_day_is_refused_and_named(monkeypatch, variable):
     assert getattr(load_settings(), variable.removeprefix("FINSENT_").lower()) == 0
 
 
+def test_documents_kept_less_long_than_dead_letters_are_refused(monkeypatch):
+    # `finsent dlq replay` skips letters whose documents the index holds; one deleted sooner is indexed twice.
+    monkeypatch.setenv("FINSENT_DOCS_RETENTION_DAYS", "7")
+    with pytest.raises(SettingsError, match=r"FINSENT_DOCS_RETENTION_DAYS \(7\).*FINSENT_DLQ_RETENTION_DAYS \(30\)"):
+        load_settings()
+    monkeypatch.setenv("FINSENT_DLQ_RETENTION_DAYS", "7")
+    assert load_settings().docs_retention_days == 7
+    monkeypatch.setenv("FINSENT_DOCS_RETENTION_DAYS", "0")
+    monkeypatch.setenv("FINSENT_DLQ_RETENTION_DAYS", "365")
+    assert load_settings().docs_retention_days == 0  # kept for good
+
+
 def test_only_indices_whose_retention_is_on_are_pruned_and_the_job_follows():
     assert [d.index for d in deletions(Settings(), NOW, {})] == ["finsent-docs", "finsent-aggregates"]
     # by when it was scored: a document replayed from the DLQ keeps its old ingested_at
