@@ -19,12 +19,17 @@ WORKERS = os.environ.get("FINSENT_TEST_WORKERS", "2")  # "0" runs the suite in t
 
 def main(argv: list[str]) -> int:
     from finsent.services import manager
+    from finsent.services.process import ServiceError
     from finsent.settings import load_settings
 
     settings = load_settings()
     not_running = [server for server in manager.servers(settings) if server.process() is None]
-    manager.up(settings, echo=lambda m: print(f"[services] {m}"))
     try:
+        manager.up(settings, echo=lambda m: print(f"[services] {m}"))
+    except ServiceError as exc:  # a taken port, a missing Java: the integration tests cannot run
+        print(f"tests.run: the local Kafka and Elasticsearch did not start: {exc}", file=sys.stderr)
+        code = 1
+    else:
         # --durations: the slowest tests, to keep the suite short
         code = pytest.main(["-ra", "-q", "--durations=15", "-n", WORKERS, "--dist", "worksteal", *argv])
     finally:
