@@ -92,7 +92,8 @@ def crontab_days_of_week(field: str) -> str:
     """A standard crontab day-of-week field as APScheduler 3 reads it: day names, since its numbers
     count from Monday = 0 (its ``from_crontab`` ran "0" — Sunday to cron — on Mondays, and refused "7").
 
-    Takes numbers and names, ``a-b`` ranges, lists, and ``/n`` steps after ``*`` or a range."""
+    Takes numbers and names, ``a-b`` ranges, lists, and ``/n`` steps after ``*`` or a range. Not croniter's
+    expansion (installed with Faust): it reads ``2-2`` as every day, a documented deviation from crontab."""
     days: set[int] = set()
     for part in field.split(","):
         span, slash, step_text = part.partition("/")
