@@ -21,11 +21,12 @@ import httpx
 import psutil
 
 from finsent.services import manager
-from finsent.services.process import PidFile, start_background, stop_process, tail
+from finsent.services.process import PidFile, ServiceError, port_in_use, start_background, stop_process, tail
 from finsent.settings import Settings
 from finsent.training_data import PROJECT_ROOT, find_training_data
 
 Echo = Callable[[str], None]
+RECEIVER_PORT = 8099  # the reference webhook receiver's, named in alerts/rules.local.yml
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class ProcessSpec:
     health_path: str | None = None
     env: tuple[tuple[str, str], ...] = ()  # per-process overrides, e.g. a port two processes would share
     one_shot: bool = False  # ends by itself when its work is done (the sample replay)
+    port: int = 0  # the port it binds (0: none), checked before it starts
+    port_setting: str | None = None  # what moves that port
 
 
 def process_specs(settings: Settings) -> list[ProcessSpec]:
@@ -43,14 +46,20 @@ def process_specs(settings: Settings) -> list[ProcessSpec]:
     rules = PROJECT_ROOT / "alerts" / "rules.local.yml"
     worker = f"http://127.0.0.1:{settings.worker_web_port}"
     dashboard = f"http://127.0.0.1:{settings.dashboard_port}"
+    push = f"http://127.0.0.1:{settings.push_port}"
     return [
-        ProcessSpec("worker", ("stream", "worker"), f"{worker}/metrics", "/health"),
-        ProcessSpec("receiver", ("alerts", "receive", "--port", "8099")),
-        ProcessSpec("alerts", ("alerts", "run", "--rules", str(rules))),
-        ProcessSpec("scheduler", ("retrain", "scheduler"), f"http://127.0.0.1:{settings.retrain_metrics_port}/metrics"),
+        ProcessSpec("worker", ("stream", "worker"), f"{worker}/metrics", "/health",
+                    port=settings.worker_web_port, port_setting="FINSENT_WORKER_WEB_PORT"),
+        # rules.local.yml delivers to this port
+        ProcessSpec("receiver", ("alerts", "receive", "--port", str(RECEIVER_PORT)), port=RECEIVER_PORT),
+        ProcessSpec("alerts", ("alerts", "run", "--rules", str(rules)),
+                    port=settings.alerts_metrics_port, port_setting="FINSENT_ALERTS_METRICS_PORT"),
+        ProcessSpec("scheduler", ("retrain", "scheduler"), f"http://127.0.0.1:{settings.retrain_metrics_port}/metrics",
+                    port=settings.retrain_metrics_port, port_setting="FINSENT_RETRAIN_METRICS_PORT"),
         ProcessSpec("dashboard", ("dashboards", "serve", "--port", str(settings.dashboard_port)), f"{dashboard}/",
-                    "/health"),
-        ProcessSpec("push", ("ingest", "serve", "--port", "8080"), "http://127.0.0.1:8080/", "/healthz"),
+                    "/health", port=settings.dashboard_port, port_setting="FINSENT_DASHBOARD_PORT"),
+        ProcessSpec("push", ("ingest", "serve", "--port", str(settings.push_port)), f"{push}/", "/healthz",
+                    port=settings.push_port, port_setting="FINSENT_PUSH_PORT"),
         ProcessSpec("replay", ("ingest", "file", str(sample), "--rate", "2"),
                     env=(("FINSENT_INGEST_METRICS_PORT", "0"),), one_shot=True),
     ]
@@ -178,7 +187,21 @@ def ensure_model(settings: Settings, echo: Echo = print) -> str:
     return result.version
 
 
+def taken_ports(settings: Settings, specs: list[ProcessSpec]) -> list[str]:
+    """A line per port that another process holds, of the processes not running yet."""
+    taken = []
+    for spec in specs:
+        if spec.port and _pid_file(settings, spec.name).process() is None and port_in_use(spec.port):
+            move = f"set {spec.port_setting}" if spec.port_setting else "it is fixed by alerts/rules.local.yml"
+            taken.append(f"port {spec.port} for {spec.name} is taken by another process; stop it or {move}")
+    return taken
+
+
 def up(settings: Settings, echo: Echo = print) -> list[tuple[ProcessSpec, psutil.Process]]:
+    # Before the servers and the first model take minutes: a process that cannot bind its port would die at once,
+    # and `up` would still say that all is up.
+    if taken := taken_ports(settings, process_specs(settings)):
+        raise ServiceError("; ".join(taken))
     if _uses_embedded_services(settings):
         manager.up(settings, bootstrap=False, echo=echo)
     init(settings, echo)
