@@ -192,8 +192,9 @@ def taken_ports(settings: Settings, specs: list[ProcessSpec]) -> list[str]:
     taken = []
     for spec in specs:
         if spec.port and _pid_file(settings, spec.name).process() is None and port_in_use(spec.port):
-            move = f"set {spec.port_setting}" if spec.port_setting else "it is fixed by alerts/rules.local.yml"
-            taken.append(f"port {spec.port} for {spec.name} is taken by another process; stop it or {move}")
+            advice = (f"stop it or set {spec.port_setting}" if spec.port_setting
+                      else "stop it (alerts/rules.local.yml delivers to that port)")
+            taken.append(f"port {spec.port} for {spec.name} is taken by another process; {advice}")
     return taken
 
 

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from finsent import clients
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,6 +37,10 @@ def test_up_runs_the_whole_system_and_down_stops_it(settings, model_registry, tm
         "FINSENT_ELASTICSEARCH_URL": "http://localhost:9200",
         "FINSENT_MODEL_THREADS": "1",
     }
+    # Ports of their own: a `make up` on this machine (or another test) may hold the defaults.
+    ports = {f"FINSENT_{name}_PORT": free_port() for name in ("PUSH", "DASHBOARD", "WORKER_WEB", "ALERTS_METRICS",
+                                                               "RETRAIN_METRICS")}
+    env |= {name: str(port) for name, port in ports.items()}
     up = subprocess.run([FINSENT, "up", "--detach"], env=env, capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "finsent is up" in up.stdout
@@ -49,6 +54,7 @@ def test_up_runs_the_whole_system_and_down_stops_it(settings, model_registry, tm
                 break
             time.sleep(3)
         assert all(rows[name]["healthy"] for name in long_running), rows
+        assert rows["push"]["address"] == f"http://127.0.0.1:{ports['FINSENT_PUSH_PORT']}/", rows
         # the cluster asked directly (kafka-python 3 refused the old api_version_auto_timeout_ms: Kafka read as down)
         assert rows["kafka"]["detail"] == "1 broker(s)" and rows["elasticsearch"]["healthy"], rows
         assert rows["indices"]["healthy"] and "none blocked" in rows["indices"]["detail"], rows
