@@ -21,7 +21,7 @@ import httpx
 import psutil
 
 from finsent.services import manager
-from finsent.services.process import PidFile, ServiceError, port_in_use, start_background, stop_process, tail
+from finsent.services.process import PidFile, ServiceError, port_in_use, port_taken, start_background, stop_process, tail
 from finsent.settings import Settings
 from finsent.training_data import PROJECT_ROOT, find_training_data
 
@@ -194,7 +194,7 @@ def taken_ports(settings: Settings, specs: list[ProcessSpec]) -> list[str]:
         if spec.port and _pid_file(settings, spec.name).process() is None and port_in_use(spec.port):
             advice = (f"stop it or set {spec.port_setting}" if spec.port_setting
                       else "stop it (alerts/rules.local.yml delivers to that port)")
-            taken.append(f"port {spec.port} for {spec.name} is taken by another process; {advice}")
+            taken.append(port_taken(spec.port, spec.name, advice))
     return taken
 
 

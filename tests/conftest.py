@@ -40,19 +40,16 @@ def base_settings() -> Settings:
 @pytest.fixture(scope="session")
 def services(base_settings: Settings):
     """The real local Kafka and Elasticsearch, up and healthy, with the default topology."""
-    from finsent.services import manager
+    from tests import local_servers
 
     # Under pytest-xdist every process runs this; the lock lets one start the servers. The others may still use
     # them when this one ends, so only a run in one process stops them (`make test` starts them before it forks).
     base_settings.services_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(base_settings.services_path.parent / "services.lock"):
-        not_running = [server for server in manager.servers(base_settings) if server.process() is None]
-        manager.up(base_settings, echo=lambda m: print(f"[services] {m}"))
+        started = local_servers.start(base_settings)
     yield base_settings
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    for server in not_running:  # only what this session started
-        print(f"[services] {server.name}: {'stopped' if server.stop() else 'not running'}")
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        local_servers.stop(started)
 
 
 @pytest.fixture

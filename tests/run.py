@@ -18,23 +18,20 @@ WORKERS = os.environ.get("FINSENT_TEST_WORKERS", "2")  # "0" runs the suite in t
 
 
 def main(argv: list[str]) -> int:
-    from finsent.services import manager
     from finsent.services.process import ServiceError
     from finsent.settings import load_settings
+    from tests import local_servers
 
-    settings = load_settings()
-    not_running = [server for server in manager.servers(settings) if server.process() is None]
     try:
-        manager.up(settings, echo=lambda m: print(f"[services] {m}"))
+        started = local_servers.start(load_settings())
     except ServiceError as exc:  # a taken port, a missing Java: the integration tests cannot run
         print(f"tests.run: the local Kafka and Elasticsearch did not start: {exc}", file=sys.stderr)
-        code = 1
-    else:
+        return 1
+    try:
         # --durations: the slowest tests, to keep the suite short
         code = pytest.main(["-ra", "-q", "--durations=15", "-n", WORKERS, "--dist", "worksteal", *argv])
     finally:
-        for server in not_running:  # only what this run started
-            print(f"[services] {server.name}: {'stopped' if server.stop() else 'not running'}")
+        local_servers.stop(started)
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         print("tests.run: pytest collected no tests; failing on purpose", file=sys.stderr)
         return 1

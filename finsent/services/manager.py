@@ -8,7 +8,7 @@ from typing import Callable
 
 from finsent.services.elasticsearch_server import ElasticsearchServer
 from finsent.services.kafka_server import KafkaServer
-from finsent.services.process import ServiceError, port_in_use
+from finsent.services.process import ServiceError, port_in_use, port_taken
 from finsent.settings import Settings
 
 
@@ -44,11 +44,9 @@ def up(settings: Settings, *, bootstrap: bool = True, echo: Callable[[str], None
             continue
         for port in ports[server]:
             if port_in_use(port):
-                raise ServiceError(
-                    f"port {port} for {server.name} is taken by another process; stop it or choose other ports "
-                    "(FINSENT_KAFKA_PORT, FINSENT_KAFKA_CONTROLLER_PORT, FINSENT_ELASTICSEARCH_PORT, "
-                    "FINSENT_ELASTICSEARCH_TRANSPORT_PORT)"
-                )
+                raise ServiceError(port_taken(
+                    port, server.name, "stop it or choose other ports (FINSENT_KAFKA_PORT, "
+                    "FINSENT_KAFKA_CONTROLLER_PORT, FINSENT_ELASTICSEARCH_PORT, FINSENT_ELASTICSEARCH_TRANSPORT_PORT)"))
         fetch = "" if server.fetched() else f" (fetching it from Maven Central into {settings.cache_dir} first, once)"
         echo(f"{server.name}: starting{fetch}")
         started.append((server, server.start(), True))

@@ -28,6 +28,11 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def port_taken(port: int, owner: str, advice: str) -> str:
+    """What ``port_in_use`` found, said the same way for a server and for a process."""
+    return f"port {port} for {owner} is taken by another process; {advice}"
+
+
 def tail(path: Path, lines: int = 40) -> str:
     if not path.exists():
         return f"(no log at {path})"
