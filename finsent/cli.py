@@ -98,7 +98,7 @@ def up(
         system.down(settings, echo=typer.echo)
         raise typer.Exit(130)
     except Exception as exc:  # noqa: BLE001
-        fail(f"up failed: {exc} (run `finsent down` to stop what started)")
+        fail(f"up failed: {exc}\n(`finsent down` stops whatever did start)")
     typer.echo("\nfinsent is up:")
     typer.echo(f"  Kafka          {settings.kafka_bootstrap}")
     typer.echo(f"  Elasticsearch  {settings.elasticsearch_url}")

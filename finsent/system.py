@@ -21,12 +21,17 @@ import httpx
 import psutil
 
 from finsent.services import manager
-from finsent.services.process import PidFile, ServiceError, port_in_use, port_taken, start_background, stop_process, tail
+from finsent.services.process import (
+    PidFile, ServiceError, last_start_excerpt, port_in_use, port_taken, start_background, stop_process, tail,
+)
 from finsent.settings import Settings
 from finsent.training_data import PROJECT_ROOT, find_training_data
 
 Echo = Callable[[str], None]
 RECEIVER_PORT = 8099  # the reference webhook receiver's, named in alerts/rules.local.yml
+# The worker loads the model and joins its consumer group before /health answers 200: seconds here, more on a
+# loaded machine. Past this `up` stops waiting and says which processes are still starting.
+READY_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,20 @@ def process_specs(settings: Settings) -> list[ProcessSpec]:
         ProcessSpec("replay", ("ingest", "file", str(sample), "--rate", "2"),
                     env=(("FINSENT_INGEST_METRICS_PORT", "0"),), one_shot=True),
     ]
+
+
+def _health_url(spec: ProcessSpec) -> str | None:
+    if not (spec.url and spec.health_path):
+        return None
+    scheme, _, host = spec.url.split("/", 3)[:3]
+    return f"{scheme}//{host}{spec.health_path}"
+
+
+def _ended(proc: psutil.Process) -> bool:
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _finsent_executable() -> str:
@@ -226,7 +245,41 @@ def up(settings: Settings, echo: Echo = print) -> list[tuple[ProcessSpec, psutil
         else:
             echo(f"{spec.name}: already running (pid {proc.pid})")
         started.append((spec, proc))
+    wait_ready(settings, started, echo)
     return started
+
+
+def _answers(spec: ProcessSpec) -> bool:
+    """Its health page answers 200; without one, something listens on its port."""
+    if url := _health_url(spec):
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+    return not spec.port or port_in_use(spec.port)
+
+
+def wait_ready(settings: Settings, started: list[tuple[ProcessSpec, psutil.Process]], echo: Echo = print,
+               timeout: float = READY_SECONDS, poll_seconds: float = 0.5) -> list[str]:
+    """Wait until each long-running process answers. One that exits first is an error with its log's last
+    lines (a wrong setting, a missing file); one still starting at the deadline is named and returned."""
+    pending = [(spec, proc) for spec, proc in started if not spec.one_shot]
+    deadline = time.monotonic() + timeout
+    while pending:
+        for spec, proc in list(pending):
+            if _ended(proc):
+                log = _log_path(settings, spec.name)
+                raise ServiceError(f"{spec.name} exited while starting; from {log}:\n{last_start_excerpt(log)}")
+            if _answers(spec):
+                pending.remove((spec, proc))
+                echo(f"{spec.name}: ready")
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_seconds)
+    for spec, _ in pending:
+        echo(f"{spec.name}: not ready after {timeout:g} s; still starting (`finsent status`, "
+             f"{_log_path(settings, spec.name)})")
+    return [spec.name for spec, _ in pending]
 
 
 def watch(settings: Settings, started: list[tuple[ProcessSpec, psutil.Process]], echo: Echo = print,
@@ -236,8 +289,7 @@ def watch(settings: Settings, started: list[tuple[ProcessSpec, psutil.Process]],
     reported = set()
     while True:
         time.sleep(poll_seconds)
-        ended = [spec for spec, proc in started if spec.name not in reported
-                 and (not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE)]
+        ended = [spec for spec, proc in started if spec.name not in reported and _ended(proc)]
         # Looked at after the processes: `down` writes it before it stops any of them.
         if _down_marker(settings).exists():
             echo("stopped by `finsent down`")
@@ -245,7 +297,8 @@ def watch(settings: Settings, started: list[tuple[ProcessSpec, psutil.Process]],
         for spec in ended:
             reported.add(spec.name)
             if not spec.one_shot:
-                echo(f"{spec.name} exited; last lines of its log:\n{tail(_log_path(settings, spec.name), 15)}")
+                log = _log_path(settings, spec.name)
+                echo(f"{spec.name} exited; from {log}:\n{last_start_excerpt(log)}")
 
 
 def down(settings: Settings, echo: Echo = print) -> None:
@@ -279,10 +332,9 @@ def status(settings: Settings) -> list[dict]:
         if proc is None and spec.one_shot:  # finished, or never started: its log's last line says which
             last = tail(_log_path(settings, spec.name), 1).strip()
             healthy, detail = None, f"not running (one-shot); last log line: {last[-120:]}"
-        if proc is not None and spec.url and spec.health_path:
-            base = spec.url.split("/", 3)
+        if proc is not None and (url := _health_url(spec)):
             try:
-                code = httpx.get("/".join(base[:3]) + spec.health_path, timeout=3).status_code
+                code = httpx.get(url, timeout=3).status_code
                 healthy, detail = code == 200, f"HTTP {code}"
             except httpx.HTTPError as exc:
                 healthy, detail = False, f"unreachable: {exc.__class__.__name__}"

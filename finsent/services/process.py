@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
@@ -41,6 +44,19 @@ def tail(path: Path, lines: int = 40) -> str:
         fh.seek(max(0, fh.tell() - 64_000))
         text = fh.read().decode("utf-8", errors="replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+START_MARK = "==== finsent started "  # the line start_background writes before each start
+ERROR_RECORD = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) ")  # a log record of finsent's format at that level
+
+
+def last_start_excerpt(path: Path, lines: int = 15) -> str:
+    """Why a process ended, from the lines its last start wrote: its error records (the last five), else its last
+    lines. A crashing Faust worker logs its error, then a page of shutdown lines; logs are appended to."""
+    text = tail(path, 2_000)
+    since_start = text.split(START_MARK)[-1].splitlines()[1:] if START_MARK in text else text.splitlines()
+    errors = [line for line in since_start if ERROR_RECORD.match(line)]
+    return "\n".join(errors[-5:] if errors else since_start[-lines:])
 
 
 @dataclass
@@ -83,6 +99,9 @@ def start_background(
     """Start ``argv`` detached in its own session, output appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        log.write(f"{START_MARK}{started}: {shlex.join(argv)}\n".encode())
+        log.flush()
         popen = subprocess.Popen(  # noqa: S603 - argv is built by us, never from user text
             argv,
             stdin=subprocess.DEVNULL,

@@ -52,7 +52,7 @@ def test_a_process_that_dies_on_its_own_is_reported(tmp_path):
     started = [_start(settings, "worker", "print('boom'); raise SystemExit(3)")]
     watcher, said = _watch(settings, started)
     try:
-        wait_for(lambda: any(line.startswith("worker exited; last lines of its log:") and "boom" in line
+        wait_for(lambda: any(line.startswith("worker exited; from ") and "boom" in line
                              for line in said), 30, "the crash report", every=0.05)
         watcher.join(timeout=0.5)  # and keeps watching: only Ctrl-C or `finsent down` ends it
         assert watcher.is_alive()

@@ -1,0 +1,92 @@
+"""`finsent up` waits until its processes answer before it says the system is up: one that dies while starting
+is an error with its log, one still starting at the deadline is named (tests/integration/test_system.py runs the
+whole system)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from finsent import system
+from finsent.services.process import START_MARK, ServiceError, last_start_excerpt, start_background
+from finsent.settings import Settings
+from tests.ports import free_port
+
+HEALTH_SERVER = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+"""
+
+
+def _settings(tmp_path, **ports) -> Settings:
+    return Settings(state_dir=tmp_path / "state", kafka_bootstrap="kafka.invalid:9092",
+                    elasticsearch_url="http://es.invalid:9200", **ports)
+
+
+def _start(settings: Settings, name: str, *argv: str):
+    spec = next(s for s in system.process_specs(settings) if s.name == name)
+    proc = start_background([sys.executable, *argv], pid_file=system._pid_file(settings, name),
+                            log_path=system._log_path(settings, name), env={}, cwd=settings.state_dir.parent)
+    return spec, proc
+
+
+def test_processes_that_answer_are_ready_and_a_one_shot_is_not_waited_for(tmp_path):
+    dashboard, scheduler = free_port(), free_port()
+    settings = _settings(tmp_path, dashboard_port=dashboard, retrain_metrics_port=scheduler)
+    started = [
+        _start(settings, "dashboard", "-c", HEALTH_SERVER, str(dashboard)),  # its /health page
+        _start(settings, "scheduler", "-m", "http.server", str(scheduler), "--bind", "127.0.0.1"),  # its port
+        _start(settings, "replay", "-c", "import time; time.sleep(60)"),
+    ]
+    said: list[str] = []
+    try:
+        assert system.wait_ready(settings, started, said.append, timeout=60, poll_seconds=0.05) == []
+    finally:
+        system.down(settings, echo=lambda m: None)
+    assert sorted(said) == ["dashboard: ready", "scheduler: ready"]
+
+
+def test_a_process_that_dies_while_starting_is_an_error_with_its_log(tmp_path):
+    settings = _settings(tmp_path)
+    started = [_start(settings, "worker", "-c", "print('FINSENT_WORKER_WEB_PORT: not a port'); raise SystemExit(2)")]
+    started[0][1].wait(timeout=30)
+
+    with pytest.raises(ServiceError, match=r"(?s)^worker exited while starting; from .*worker\.log:\n"
+                                           r"FINSENT_WORKER_WEB_PORT: not a port$"):
+        system.wait_ready(settings, started, lambda m: None, timeout=30, poll_seconds=0.05)
+
+
+def test_a_process_still_starting_at_the_deadline_is_named_not_fatal(tmp_path):
+    settings = _settings(tmp_path, worker_web_port=free_port())
+    started = [_start(settings, "worker", "-c", "import time; time.sleep(60)")]
+    said: list[str] = []
+    try:
+        assert system.wait_ready(settings, started, said.append, timeout=0.3, poll_seconds=0.05) == ["worker"]
+    finally:
+        system.down(settings, echo=lambda m: None)
+    assert said == [f"worker: not ready after 0.3 s; still starting (`finsent status`, "
+                    f"{system._log_path(settings, 'worker')})"]
+
+
+def test_the_excerpt_is_the_last_start_s_errors_else_its_last_lines(tmp_path):
+    log = tmp_path / "worker.log"
+    log.write_text(f"{START_MARK}2026-12-01T08:00:00+00:00: finsent stream worker\n"
+                   "2026-12-01 08:00:05,001 ERROR stream.app: an earlier start's error\n"
+                   f"{START_MARK}2026-12-01T09:00:00+00:00: finsent stream worker\n"
+                   "2026-12-01 09:00:01,000 INFO stream.app: loading\n"
+                   "2026-12-01 09:00:02,000 ERROR faust.worker: Error: the scorer process could not load v1\n"
+                   + "".join(f"2026-12-01 09:00:03,000 INFO faust.worker: Stopping {n}...\n" for n in range(30)))
+    assert last_start_excerpt(log) == ("2026-12-01 09:00:02,000 ERROR faust.worker: Error: the scorer process "
+                                       "could not load v1")
+
+    log.write_text(log.read_text() + f"{START_MARK}2026-12-01T10:00:00+00:00: finsent stream worker\n"
+                   + "".join(f"line {n}\n" for n in range(20)) + "ValueError: bad\n")
+    assert last_start_excerpt(log, lines=3) == "line 18\nline 19\nValueError: bad"
