@@ -12,14 +12,16 @@ position when it has none) and the field, e.g. ``rule 'shift' (rules[0]) field '
 Input should be greater than 0``. Filters that could never match are mistakes too: tickers are
 normalised as ingest writes them (``brk-b`` → ``BRK.B``), and given the stream's windows
 (``FINSENT_WINDOWS``) a rule's window must be one of them (``60m`` is read as the stream's ``1h``).
+Values may name environment variables, ``${NAME}`` or ``${NAME:-default}`` (:mod:`alerts.env_refs`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Mapping, Union
 
 import httpx
 import yaml
@@ -34,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from alerts.env_refs import UnsetVariable, expand
 from finsent.durations import parse_duration
 from finsent.tagged_unions import union_tags
 from ingest.tickers import normalise_ticker
@@ -293,8 +296,9 @@ def parse_rules(raw: Any, source: str = "rules", *, windows: str | None = None) 
         raise RulesError(f"{source}: invalid rules:\n  " + "\n  ".join(_describe(raw, exc))) from None
 
 
-def load_rules(path: Path | str, *, windows: str | None = None) -> RulesFile:
-    """Read and validate a rules file; every failure is a :class:`RulesError` naming the file."""
+def load_rules(path: Path | str, *, windows: str | None = None, environ: Mapping[str, str] | None = None) -> RulesFile:
+    """Read and validate a rules file, its ``${NAME}`` references read from ``environ`` (default: this process's
+    environment); every failure is a :class:`RulesError` naming the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -304,4 +308,8 @@ def load_rules(path: Path | str, *, windows: str | None = None) -> RulesFile:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RulesError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        raw = expand(raw, os.environ if environ is None else environ)
+    except UnsetVariable as exc:
+        raise RulesError(f"{path}: {exc}") from None
     return parse_rules(raw, str(path), windows=windows)

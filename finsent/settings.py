@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     push_token: SecretStr | None = Field(None, description="Bearer token of the HTTP push endpoint")
     push_max_bytes: int = Field(1_000_000, ge=1024)
     push_port: int = Field(8080, ge=1, le=65535, description="Port of the HTTP push endpoint `finsent up` starts")
+    receiver_port: int = Field(8099, ge=1, le=65535, description="Port of the reference webhook receiver `finsent up` "
+                               "starts (alerts/rules.local.yml delivers there)")
     dedup_window_hours: float = Field(48.0, gt=0)
     tickers_file: Path | None = Field(None, description="Ticker dictionary (default: the shipped one)")
     dedup_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard above which a text is a near-duplicate")

@@ -28,7 +28,6 @@ from finsent.settings import Settings
 from finsent.training_data import PROJECT_ROOT, find_training_data
 
 Echo = Callable[[str], None]
-RECEIVER_PORT = 8099  # the reference webhook receiver's, named in alerts/rules.local.yml
 # The worker loads the model and joins its consumer group before /health answers 200: seconds here, more on a
 # loaded machine. Past this `up` stops waiting and says which processes are still starting.
 READY_SECONDS = 120.0
@@ -43,7 +42,7 @@ class ProcessSpec:
     env: tuple[tuple[str, str], ...] = ()  # per-process overrides, e.g. a port two processes would share
     one_shot: bool = False  # ends by itself when its work is done (the sample replay)
     port: int = 0  # the port it binds (0: none), checked before it starts
-    port_setting: str | None = None  # what moves that port
+    port_setting: str = ""  # what moves that port
 
 
 def process_specs(settings: Settings) -> list[ProcessSpec]:
@@ -55,9 +54,11 @@ def process_specs(settings: Settings) -> list[ProcessSpec]:
     return [
         ProcessSpec("worker", ("stream", "worker"), f"{worker}/metrics", "/health",
                     port=settings.worker_web_port, port_setting="FINSENT_WORKER_WEB_PORT"),
-        # rules.local.yml delivers to this port
-        ProcessSpec("receiver", ("alerts", "receive", "--port", str(RECEIVER_PORT)), port=RECEIVER_PORT),
+        ProcessSpec("receiver", ("alerts", "receive", "--port", str(settings.receiver_port)),
+                    port=settings.receiver_port, port_setting="FINSENT_RECEIVER_PORT"),
+        # rules.local.yml names ${FINSENT_RECEIVER_PORT}: the setting may come from a config file, not the environment
         ProcessSpec("alerts", ("alerts", "run", "--rules", str(rules)),
+                    env=(("FINSENT_RECEIVER_PORT", str(settings.receiver_port)),),
                     port=settings.alerts_metrics_port, port_setting="FINSENT_ALERTS_METRICS_PORT"),
         ProcessSpec("scheduler", ("retrain", "scheduler"), f"http://127.0.0.1:{settings.retrain_metrics_port}/metrics",
                     port=settings.retrain_metrics_port, port_setting="FINSENT_RETRAIN_METRICS_PORT"),
@@ -211,9 +212,7 @@ def taken_ports(settings: Settings, specs: list[ProcessSpec]) -> list[str]:
     taken = []
     for spec in specs:
         if spec.port and _pid_file(settings, spec.name).process() is None and port_in_use(spec.port):
-            advice = (f"stop it or set {spec.port_setting}" if spec.port_setting
-                      else "stop it (alerts/rules.local.yml delivers to that port)")
-            taken.append(port_taken(spec.port, spec.name, advice))
+            taken.append(port_taken(spec.port, spec.name, f"stop it or set {spec.port_setting}"))
     return taken
 
 

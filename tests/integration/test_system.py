@@ -38,8 +38,8 @@ def test_up_runs_the_whole_system_and_down_stops_it(settings, model_registry, tm
         "FINSENT_MODEL_THREADS": "1",
     }
     # Ports of their own: a `make up` on this machine (or another test) may hold the defaults.
-    ports = {f"FINSENT_{name}_PORT": free_port() for name in ("PUSH", "DASHBOARD", "WORKER_WEB", "ALERTS_METRICS",
-                                                               "RETRAIN_METRICS")}
+    ports = {f"FINSENT_{name}_PORT": free_port()
+             for name in ("PUSH", "RECEIVER", "DASHBOARD", "WORKER_WEB", "ALERTS_METRICS", "RETRAIN_METRICS")}
     env |= {name: str(port) for name, port in ports.items()}
     up = subprocess.run([FINSENT, "up", "--detach"], env=env, capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stdout + up.stderr
