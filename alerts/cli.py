@@ -209,12 +209,14 @@ def test_webhook(
 @app.command()
 def receive(
     ctx: typer.Context,
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8099,
+    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="default FINSENT_RECEIVER_PORT")] = None,
 ) -> None:
     """Run the reference receiver on 127.0.0.1:PORT: verifies signatures and prints each alert."""
     from alerts.receiver import WebhookReceiver
+    from finsent.stop_signals import StopSignals
 
     settings = settings_of(ctx)
+    port = settings.receiver_port if port is None else port
     secret = settings.alerts_webhook_secret.get_secret_value() if settings.alerts_webhook_secret else ""
     if not secret:
         fail("FINSENT_ALERTS_WEBHOOK_SECRET is not set: the receiver needs it to verify signatures")
@@ -227,10 +229,8 @@ def receive(
         state = "duplicate" if record.duplicate else "new"
         typer.echo(f"{state} {record.headers.get('X-Finsent-Idempotency-Key')}: {body.get('message') or body.get('text')}")
 
+    signals = StopSignals()
     receiver = WebhookReceiver(secret, port=port, on_receive=show).start()
     typer.echo(f"listening on {receiver.url} (Ctrl-C to stop)", err=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    signals.wait()
     receiver.stop()

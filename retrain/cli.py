@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import threading
 
 import typer
@@ -96,6 +95,7 @@ def scheduler(
     """Run the drift-check / retrain schedule until interrupted (jobs persist in SQLite)."""
     from prometheus_client import start_http_server
 
+    from finsent.stop_signals import StopSignals
     from retrain.label_indexer import start_background
     from retrain.metrics import RetrainMetrics
     from retrain.scheduler import RetrainScheduler
@@ -109,9 +109,8 @@ def scheduler(
         sched.start()
     except Exception as exc:
         fail(f"could not start the scheduler: {exc}")
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    signals = StopSignals()
+    stop = threading.Event()  # the label indexer's
     if settings.retrain_metrics_port:
         start_http_server(settings.retrain_metrics_port, addr=settings.metrics_host, registry=metrics.registry)
     if with_indexer:
@@ -125,8 +124,9 @@ def scheduler(
         typer.echo(f"index-retention deletes {' and '.join(deleted)} (FINSENT_DOCS_RETENTION_DAYS, "
                    "FINSENT_AGGREGATES_RETENTION_DAYS; 0 keeps everything)")
     try:
-        stop.wait()
+        signals.wait()
     finally:
+        stop.set()
         sched.shutdown()
 
 
