@@ -163,7 +163,8 @@ def _down_marker(settings: Settings) -> Path:
 def local_secrets(settings: Settings, echo: Echo = print) -> dict[str, str]:
     """Secrets the local processes share when the user set none: generated once into
     ``<state_dir>/secrets`` (mode 600) and handed to the processes through their environment."""
-    wanted = {"FINSENT_LABEL_TOKEN": settings.label_token, "FINSENT_ALERTS_WEBHOOK_SECRET": settings.alerts_webhook_secret}
+    wanted = {"FINSENT_LABEL_TOKEN": settings.label_token,
+              "FINSENT_ALERTS_WEBHOOK_SECRET": settings.alerts_webhook_secret}
     folder = settings.state_dir.resolve() / "secrets"
     env = {}
     for variable, configured in wanted.items():
@@ -325,6 +326,12 @@ def status(settings: Settings) -> list[dict]:
         rows += _cluster_rows(settings)
     if any(row["name"] == "elasticsearch" and row["healthy"] for row in rows):
         rows.append(_indices_row(settings))
+    return rows + process_rows(settings)
+
+
+def process_rows(settings: Settings) -> list[dict]:
+    """A status row per finsent process: its pid, and whether its health page (else its port) answers."""
+    rows = []
     for spec in process_specs(settings):
         proc = _pid_file(settings, spec.name).process()
         healthy, detail = proc is not None, "running" if proc else "not running"
@@ -337,6 +344,9 @@ def status(settings: Settings) -> list[dict]:
                 healthy, detail = code == 200, f"HTTP {code}"
             except httpx.HTTPError as exc:
                 healthy, detail = False, f"unreachable: {exc.__class__.__name__}"
+        elif proc is not None and spec.port:  # no health page: a process that stopped listening is not healthy
+            healthy = port_in_use(spec.port)
+            detail = f"port {spec.port} " + ("answering" if healthy else "not answering")
         rows.append({"name": spec.name, "kind": "process", "pid": proc.pid if proc else None, "healthy": healthy,
                      "address": spec.url or "-", "detail": detail})
     return rows

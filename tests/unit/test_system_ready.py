@@ -49,9 +49,12 @@ def test_processes_that_answer_are_ready_and_a_one_shot_is_not_waited_for(tmp_pa
     said: list[str] = []
     try:
         assert system.wait_ready(settings, started, said.append, timeout=60, poll_seconds=0.05) == []
+        rows = {row["name"]: row for row in system.process_rows(settings)}
     finally:
         system.down(settings, echo=lambda m: None)
     assert sorted(said) == ["dashboard: ready", "scheduler: ready"]
+    assert (rows["dashboard"]["healthy"], rows["dashboard"]["detail"]) == (True, "HTTP 200")
+    assert (rows["scheduler"]["healthy"], rows["scheduler"]["detail"]) == (True, f"port {scheduler} answering")
 
 
 def test_a_process_that_dies_while_starting_is_an_error_with_its_log(tmp_path):
@@ -65,15 +68,17 @@ def test_a_process_that_dies_while_starting_is_an_error_with_its_log(tmp_path):
 
 
 def test_a_process_still_starting_at_the_deadline_is_named_not_fatal(tmp_path):
-    settings = _settings(tmp_path, worker_web_port=free_port())
-    started = [_start(settings, "worker", "-c", "import time; time.sleep(60)")]
+    settings = _settings(tmp_path, worker_web_port=free_port(), alerts_metrics_port=(alerts := free_port()))
+    started = [_start(settings, name, "-c", "import time; time.sleep(60)") for name in ("worker", "alerts")]
     said: list[str] = []
     try:
-        assert system.wait_ready(settings, started, said.append, timeout=0.3, poll_seconds=0.05) == ["worker"]
+        assert system.wait_ready(settings, started, said.append, timeout=0.3, poll_seconds=0.05) == ["worker", "alerts"]
+        rows = {row["name"]: row for row in system.process_rows(settings)}
     finally:
         system.down(settings, echo=lambda m: None)
-    assert said == [f"worker: not ready after 0.3 s; still starting (`finsent status`, "
-                    f"{system._log_path(settings, 'worker')})"]
+    assert said[0] == (f"worker: not ready after 0.3 s; still starting (`finsent status`, "
+                       f"{system._log_path(settings, 'worker')})")
+    assert (rows["alerts"]["healthy"], rows["alerts"]["detail"]) == (False, f"port {alerts} not answering")
 
 
 def test_the_excerpt_is_the_last_start_s_errors_else_its_last_lines(tmp_path):

@@ -67,7 +67,7 @@ def test_a_finished_one_shot_is_neither_healthy_nor_unhealthy(tmp_path):
     _, proc = _start(settings, "replay", "print('sample.jsonl: fetched 3, produced 3')")
     proc.wait(timeout=30)
 
-    rows = {row["name"]: row for row in system.status(settings) if row["kind"] == "process"}
+    rows = {row["name"]: row for row in system.process_rows(settings)}
 
     assert rows["replay"]["healthy"] is None
     assert rows["replay"]["detail"].endswith("last log line: sample.jsonl: fetched 3, produced 3")
