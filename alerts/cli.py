@@ -78,8 +78,6 @@ def run(
     except AlertsConfigError as exc:
         fail(str(exc))
     port = settings.alerts_metrics_port if metrics_port is None else metrics_port
-    if port:
-        start_http_server(port, addr=settings.metrics_host, registry=registry)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -88,8 +86,11 @@ def run(
     except Exception as exc:
         service.close()
         fail(f"cannot start the alert engine: {exc}")
+    if port:  # after the start: `finsent up` reads a listening port as a started engine
+        start_http_server(port, addr=settings.metrics_host, registry=registry)
     typer.echo(f"alerts: {len(parsed.enabled_rules())} rules, group {consumer_group(settings)}, "
-               f"outbox {outbox_path(settings)}" + (f", metrics on 127.0.0.1:{port}" if port else ""), err=True)
+               f"outbox {outbox_path(settings)}" + (f", metrics on {settings.metrics_host}:{port}" if port else ""),
+               err=True)
     try:
         service.run(stop)
     except Exception as exc:

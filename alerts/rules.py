@@ -51,17 +51,25 @@ class RulesError(ValueError):
     """The rules file is missing, not YAML, or has invalid rules; the message says where."""
 
 
+def _shown(url: str) -> str:
+    """A webhook URL for an error message: its scheme and host only, since a path or user part may hold a token."""
+    match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/?#@]*@)?([^/?#]*)(.?)", url)
+    if not match:
+        return "the URL"
+    return repr(match.group(1) + match.group(2) + ("/…" if match.group(3) else ""))
+
+
 def _sendable_url(value: str) -> str:
     """Refuse what httpx parses but can never send: otherwise every delivery to it fails."""
     try:
         url = httpx.URL(value)
         url.host.encode("idna")  # as getaddrinfo and TLS encode the host: empty or over-long labels fail
     except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
-        raise ValueError(f"{value!r} is not a URL that can be posted to: {exc}") from None
+        raise ValueError(f"{_shown(value)} is not a URL that can be posted to: {exc}") from None
     if not url.host:
-        raise ValueError(f"{value!r} has no host")
+        raise ValueError(f"{_shown(value)} has no host")
     if url.port is not None and not 0 < url.port <= 65535:
-        raise ValueError(f"{value!r}: port {url.port} is not between 1 and 65535")
+        raise ValueError(f"{_shown(value)}: port {url.port} is not between 1 and 65535")
     return value
 
 
@@ -70,7 +78,10 @@ def _sendable_headers(value: dict[str, str]) -> dict[str, str]:
         if not _FIELD_NAME.match(name):
             raise ValueError(f"header name {name!r} is not an HTTP token (letters, digits, -_.!#$%&'*+^`|~)")
         if not _FIELD_VALUE.match(text):
-            raise ValueError(f"header {name!r}: the value must be one line of printable ASCII, got {text!r}")
+            at = next(i for i, char in enumerate(text) if not _FIELD_VALUE.match(char))
+            # the value itself may be a token: say where it goes wrong, not what it is
+            raise ValueError(f"header {name!r}: the value must be one line of printable ASCII; character {at + 1} "
+                             f"of {len(text)} is {text[at]!r}")
     return value
 
 

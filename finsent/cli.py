@@ -92,14 +92,15 @@ def up(
 
     settings = settings_of(ctx)
     try:
-        started = system.up(settings, echo=typer.echo)
+        started, starting = system.up(settings, echo=typer.echo)
     except KeyboardInterrupt:  # during the first model's training, say: leave nothing running behind
         typer.echo("\nstopping…")
         system.down(settings, echo=typer.echo)
         raise typer.Exit(130)
     except Exception as exc:  # noqa: BLE001
         fail(f"up failed: {exc}\n(`finsent down` stops whatever did start)")
-    typer.echo("\nfinsent is up:")
+    typer.echo("\nfinsent is up" + (f" ({', '.join(starting)} still starting: `finsent status` shows when)"
+                                    if starting else "") + ":")
     typer.echo(f"  Kafka          {settings.kafka_bootstrap}")
     typer.echo(f"  Elasticsearch  {settings.elasticsearch_url}")
     for spec, proc in started:

@@ -1,10 +1,11 @@
 """SIGINT and SIGTERM for a command whose work runs in other threads (a receiver, a scheduler).
 
-``threading.Event().wait()`` in the main thread with a handler that sets the event can miss a signal:
-one that lands after the interpreter's last check and before the thread blocks wakes nothing, and
-``finsent down`` then waits its 30 s and kills the process (`finsent alerts receive` did, when stopped
-right after it started). The handler here only records the signal, and the wait polls, so a signal is
-acted on within ``poll_seconds`` whichever thread the kernel delivered it to.
+Python runs a signal handler in the main thread, and only when that thread executes bytecode. A main
+thread blocked in ``threading.Event().wait()`` is not woken by a signal the kernel handed to one of the
+other threads, so a handler that sets the event never runs: `finsent alerts receive`, stopped just after
+it started, hung until ``finsent down`` killed it 30 s later (tests/unit/test_stop_signals.py). Here the
+handler only records the signal and the main thread sleeps in short steps, so a signal is acted on
+within ``poll_seconds`` whichever thread received it.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ import psutil
 
 from finsent.services import manager
 from finsent.services.process import (
-    PidFile, ServiceError, last_start_excerpt, port_in_use, port_taken, start_background, stop_process, tail,
+    PidFile, ServiceError, exit_code, has_exited, last_start_excerpt, last_start_lines, port_in_use, port_taken,
+    start_background, stop_process,
 )
 from finsent.settings import Settings
 from finsent.training_data import PROJECT_ROOT, find_training_data
@@ -43,27 +44,40 @@ class ProcessSpec:
     one_shot: bool = False  # ends by itself when its work is done (the sample replay)
     port: int = 0  # the port it binds (0: none), checked before it starts
     port_setting: str = ""  # what moves that port
+    host: str = "127.0.0.1"  # where that port is reached
+
+
+def _reachable(bind_host: str) -> str:
+    """Where a server bound to ``bind_host`` answers on this machine: a wildcard bind answers on loopback."""
+    return "127.0.0.1" if bind_host in ("", "0.0.0.0", "::") else bind_host
+
+
+def _base_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def process_specs(settings: Settings) -> list[ProcessSpec]:
     sample = PROJECT_ROOT / "ingest" / "data" / "sample_news.jsonl"
     rules = PROJECT_ROOT / "alerts" / "rules.local.yml"
-    worker = f"http://127.0.0.1:{settings.worker_web_port}"
-    dashboard = f"http://127.0.0.1:{settings.dashboard_port}"
-    push = f"http://127.0.0.1:{settings.push_port}"
+    metrics_host, dashboard_host = _reachable(settings.metrics_host), _reachable(settings.dashboard_host)
+    worker = _base_url(metrics_host, settings.worker_web_port)
+    scheduler = _base_url(metrics_host, settings.retrain_metrics_port)
+    dashboard = _base_url(dashboard_host, settings.dashboard_port)
+    push = _base_url("127.0.0.1", settings.push_port)
     return [
-        ProcessSpec("worker", ("stream", "worker"), f"{worker}/metrics", "/health",
-                    port=settings.worker_web_port, port_setting="FINSENT_WORKER_WEB_PORT"),
+        ProcessSpec("worker", ("stream", "worker"), f"{worker}/metrics", "/health", port=settings.worker_web_port,
+                    port_setting="FINSENT_WORKER_WEB_PORT", host=metrics_host),
         ProcessSpec("receiver", ("alerts", "receive", "--port", str(settings.receiver_port)),
                     port=settings.receiver_port, port_setting="FINSENT_RECEIVER_PORT"),
         # rules.local.yml names ${FINSENT_RECEIVER_PORT}: the setting may come from a config file, not the environment
         ProcessSpec("alerts", ("alerts", "run", "--rules", str(rules)),
-                    env=(("FINSENT_RECEIVER_PORT", str(settings.receiver_port)),),
-                    port=settings.alerts_metrics_port, port_setting="FINSENT_ALERTS_METRICS_PORT"),
-        ProcessSpec("scheduler", ("retrain", "scheduler"), f"http://127.0.0.1:{settings.retrain_metrics_port}/metrics",
-                    port=settings.retrain_metrics_port, port_setting="FINSENT_RETRAIN_METRICS_PORT"),
+                    env=(("FINSENT_RECEIVER_PORT", str(settings.receiver_port)),), port=settings.alerts_metrics_port,
+                    port_setting="FINSENT_ALERTS_METRICS_PORT", host=metrics_host),
+        ProcessSpec("scheduler", ("retrain", "scheduler"), f"{scheduler}/metrics", port=settings.retrain_metrics_port,
+                    port_setting="FINSENT_RETRAIN_METRICS_PORT", host=metrics_host),
         ProcessSpec("dashboard", ("dashboards", "serve", "--port", str(settings.dashboard_port)), f"{dashboard}/",
-                    "/health", port=settings.dashboard_port, port_setting="FINSENT_DASHBOARD_PORT"),
+                    "/health", port=settings.dashboard_port, port_setting="FINSENT_DASHBOARD_PORT",
+                    host=dashboard_host),
         ProcessSpec("push", ("ingest", "serve", "--port", str(settings.push_port)), f"{push}/", "/healthz",
                     port=settings.push_port, port_setting="FINSENT_PUSH_PORT"),
         ProcessSpec("replay", ("ingest", "file", str(sample), "--rate", "2"),
@@ -71,18 +85,19 @@ def process_specs(settings: Settings) -> list[ProcessSpec]:
     ]
 
 
-def _health_url(spec: ProcessSpec) -> str | None:
-    if not (spec.url and spec.health_path):
-        return None
-    scheme, _, host = spec.url.split("/", 3)[:3]
-    return f"{scheme}//{host}{spec.health_path}"
-
-
-def _ended(proc: psutil.Process) -> bool:
-    try:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+def _probe(spec: ProcessSpec) -> tuple[bool, str] | None:
+    """Whether a running process answers: its health page, else its port; None when it has neither."""
+    if spec.url and spec.health_path:
+        url = _base_url(spec.host, spec.port) + spec.health_path
+        try:
+            code = httpx.get(url, timeout=3).status_code
+        except httpx.HTTPError as exc:
+            return False, f"unreachable: {exc.__class__.__name__}"
+        return code == 200, f"HTTP {code}"
+    if spec.port:
+        answering = port_in_use(spec.port, spec.host)
+        return answering, f"port {spec.port} " + ("answering" if answering else "not answering")
+    return None
 
 
 def _finsent_executable() -> str:
@@ -212,12 +227,17 @@ def taken_ports(settings: Settings, specs: list[ProcessSpec]) -> list[str]:
     """A line per port that another process holds, of the processes not running yet."""
     taken = []
     for spec in specs:
-        if spec.port and _pid_file(settings, spec.name).process() is None and port_in_use(spec.port):
+        if spec.port and _pid_file(settings, spec.name).process() is None and port_in_use(spec.port, spec.host):
             taken.append(port_taken(spec.port, spec.name, f"stop it or set {spec.port_setting}"))
     return taken
 
 
-def up(settings: Settings, echo: Echo = print) -> list[tuple[ProcessSpec, psutil.Process]]:
+Started = list[tuple[ProcessSpec, psutil.Process]]
+
+
+def up(settings: Settings, echo: Echo = print) -> tuple[Started, list[str]]:
+    """Start what is not running; return the processes, and the names of those still starting after
+    :data:`READY_SECONDS`."""
     # Before the servers and the first model take minutes: a process that cannot bind its port would die at once,
     # and `up` would still say that all is up.
     if taken := taken_ports(settings, process_specs(settings)):
@@ -245,34 +265,26 @@ def up(settings: Settings, echo: Echo = print) -> list[tuple[ProcessSpec, psutil
         else:
             echo(f"{spec.name}: already running (pid {proc.pid})")
         started.append((spec, proc))
-    wait_ready(settings, started, echo)
-    return started
+    return started, wait_ready(settings, started, echo)
 
 
-def _answers(spec: ProcessSpec) -> bool:
-    """Its health page answers 200; without one, something listens on its port."""
-    if url := _health_url(spec):
-        try:
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-    return not spec.port or port_in_use(spec.port)
-
-
-def wait_ready(settings: Settings, started: list[tuple[ProcessSpec, psutil.Process]], echo: Echo = print,
-               timeout: float = READY_SECONDS, poll_seconds: float = 0.5) -> list[str]:
-    """Wait until each long-running process answers. One that exits first is an error with its log's last
-    lines (a wrong setting, a missing file); one still starting at the deadline is named and returned."""
+def wait_ready(settings: Settings, started: Started, echo: Echo = print, timeout: float = READY_SECONDS,
+               poll_seconds: float = 0.5) -> list[str]:
+    """Wait until each long-running process answers. One that exits first is an error with what its log says
+    (a wrong setting, a missing file); one still starting at the deadline is named and returned."""
     pending = [(spec, proc) for spec, proc in started if not spec.one_shot]
     deadline = time.monotonic() + timeout
     while pending:
         for spec, proc in list(pending):
-            if _ended(proc):
-                log = _log_path(settings, spec.name)
-                raise ServiceError(f"{spec.name} exited while starting; from {log}:\n{last_start_excerpt(log)}")
-            if _answers(spec):
+            if has_exited(proc):
+                log, code = _log_path(settings, spec.name), exit_code(proc)
+                status = "" if code is None else f" (status {code})"
+                raise ServiceError(f"{spec.name} exited{status} while starting; from {log}:\n"
+                                   f"{last_start_excerpt(log)}")
+            answer = _probe(spec)
+            if answer is None or answer[0]:
                 pending.remove((spec, proc))
-                echo(f"{spec.name}: ready")
+                echo(f"{spec.name}: " + ("ready" if answer else "started (no port to probe)"))
         if not pending or time.monotonic() >= deadline:
             break
         time.sleep(poll_seconds)
@@ -282,14 +294,13 @@ def wait_ready(settings: Settings, started: list[tuple[ProcessSpec, psutil.Proce
     return [spec.name for spec, _ in pending]
 
 
-def watch(settings: Settings, started: list[tuple[ProcessSpec, psutil.Process]], echo: Echo = print,
-          poll_seconds: float = 2.0) -> None:
+def watch(settings: Settings, started: Started, echo: Echo = print, poll_seconds: float = 2.0) -> None:
     """Block until Ctrl-C or a ``finsent down`` from elsewhere; report a long-running process that
     dies (a one-shot one may finish)."""
     reported = set()
     while True:
         time.sleep(poll_seconds)
-        ended = [spec for spec, proc in started if spec.name not in reported and _ended(proc)]
+        ended = [spec for spec, proc in started if spec.name not in reported and has_exited(proc)]
         # Looked at after the processes: `down` writes it before it stops any of them.
         if _down_marker(settings).exists():
             echo("stopped by `finsent down`")
@@ -336,17 +347,10 @@ def process_rows(settings: Settings) -> list[dict]:
         proc = _pid_file(settings, spec.name).process()
         healthy, detail = proc is not None, "running" if proc else "not running"
         if proc is None and spec.one_shot:  # finished, or never started: its log's last line says which
-            last = tail(_log_path(settings, spec.name), 1).strip()
+            last = (last_start_lines(_log_path(settings, spec.name)) or ["(none)"])[-1]
             healthy, detail = None, f"not running (one-shot); last log line: {last[-120:]}"
-        if proc is not None and (url := _health_url(spec)):
-            try:
-                code = httpx.get(url, timeout=3).status_code
-                healthy, detail = code == 200, f"HTTP {code}"
-            except httpx.HTTPError as exc:
-                healthy, detail = False, f"unreachable: {exc.__class__.__name__}"
-        elif proc is not None and spec.port:  # no health page: a process that stopped listening is not healthy
-            healthy = port_in_use(spec.port)
-            detail = f"port {spec.port} " + ("answering" if healthy else "not answering")
+        if proc is not None and (answer := _probe(spec)):  # a process that stopped answering is not healthy
+            healthy, detail = answer
         rows.append({"name": spec.name, "kind": "process", "pid": proc.pid if proc else None, "healthy": healthy,
                      "address": spec.url or "-", "detail": detail})
     return rows

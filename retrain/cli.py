@@ -105,11 +105,11 @@ def scheduler(
     from retrain.context import Context
 
     sched = RetrainScheduler(settings, context_factory=lambda s: Context.open(s, metrics=metrics))
+    signals = StopSignals()
     try:
         sched.start()
     except Exception as exc:
         fail(f"could not start the scheduler: {exc}")
-    signals = StopSignals()
     stop = threading.Event()  # the label indexer's
     if settings.retrain_metrics_port:
         start_http_server(settings.retrain_metrics_port, addr=settings.metrics_host, registry=metrics.registry)

@@ -26,9 +26,11 @@ class ServiceError(RuntimeError):
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def port_taken(port: int, owner: str, advice: str) -> str:
@@ -47,16 +49,48 @@ def tail(path: Path, lines: int = 40) -> str:
 
 
 START_MARK = "==== finsent started "  # the line start_background writes before each start
-ERROR_RECORD = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) ")  # a log record of finsent's format at that level
+# Log records of finsent's format (and Kafka's, in brackets) at a level that says why a process ended, and below it.
+ERROR_RECORD = re.compile(r"^\[?\S+ \S+\]? (ERROR|CRITICAL|FATAL) ")
+BELOW_ERROR = re.compile(r"^\[?\S+ \S+\]? (TRACE|DEBUG|INFO|WARNING|WARN) ")
+EXCERPT_LINE_CHARS = 300
+
+
+def last_start_lines(path: Path) -> list[str]:
+    """The non-blank lines of the log's last start (of its last 64 KB), after the mark start_background wrote."""
+    text = tail(path, 2_000)
+    since_start = text.split(START_MARK)[-1].splitlines()[1:] if START_MARK in text else text.splitlines()
+    return [line for line in since_start if line.strip()]
 
 
 def last_start_excerpt(path: Path, lines: int = 15) -> str:
-    """Why a process ended, from the lines its last start wrote: its error records (the last five), else its last
-    lines. A crashing Faust worker logs its error, then a page of shutdown lines; logs are appended to."""
-    text = tail(path, 2_000)
-    since_start = text.split(START_MARK)[-1].splitlines()[1:] if START_MARK in text else text.splitlines()
-    errors = [line for line in since_start if ERROR_RECORD.match(line)]
-    return "\n".join(errors[-5:] if errors else since_start[-lines:])
+    """Why a process ended, from what its last start wrote (logs are appended to): its last five error records
+    and, after them, the last three lines that are not routine records (a ``finsent: …`` message, a traceback's
+    last line); without error records, its last ``lines`` lines. A crashing Faust worker logs its error, then a
+    page of shutdown lines."""
+    written = [line[:EXCERPT_LINE_CHARS] for line in last_start_lines(path)]
+    if not written:
+        return "(it wrote nothing)"
+    errors = [at for at, line in enumerate(written) if ERROR_RECORD.match(line)]
+    if not errors:
+        return "\n".join(written[-lines:])
+    after = [line for line in written[errors[-1] + 1:] if not BELOW_ERROR.match(line)]
+    return "\n".join([written[at] for at in errors[-5:]] + after[-3:])
+
+
+def has_exited(proc: psutil.Process) -> bool:
+    """Gone, or a zombie its parent has not reaped yet."""
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def exit_code(proc: psutil.Process) -> int | None:
+    """The exit status of a child of this process that has ended (None for another's, or one still running)."""
+    try:
+        return proc.wait(timeout=0)
+    except (psutil.TimeoutExpired, psutil.NoSuchProcess, ChildProcessError):
+        return None
 
 
 @dataclass
@@ -144,8 +178,8 @@ def wait_until(check, *, timeout: float, proc: psutil.Process, log_path: Path, n
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
-        if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
-            raise ServiceError(f"{name} exited during start. Last lines of {log_path}:\n{tail(log_path)}")
+        if has_exited(proc):
+            raise ServiceError(f"{name} exited during start. From {log_path}:\n{last_start_excerpt(log_path)}")
         try:
             result = check()
             if result:
@@ -155,5 +189,5 @@ def wait_until(check, *, timeout: float, proc: psutil.Process, log_path: Path, n
         time.sleep(interval)
     raise ServiceError(
         f"{name} did not become healthy within {timeout:.0f}s (last error: {last_error}). "
-        f"Last lines of {log_path}:\n{tail(log_path)}"
+        f"From {log_path}:\n{last_start_excerpt(log_path)}"
     )

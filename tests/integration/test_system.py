@@ -43,7 +43,10 @@ def test_up_runs_the_whole_system_and_down_stops_it(settings, model_registry, tm
     env |= {name: str(port) for name, port in ports.items()}
     up = subprocess.run([FINSENT, "up", "--detach"], env=env, capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stdout + up.stderr
-    assert "finsent is up" in up.stdout
+    assert "finsent is up:" in up.stdout  # without "(… still starting)"
+    # up waited for each long-running process to answer (health page or port) before it said so
+    assert {line.split(":")[0] for line in up.stdout.splitlines() if line.endswith(": ready")} == {
+        "worker", "receiver", "alerts", "scheduler", "dashboard", "push"}, up.stdout
     pids = []
     try:
         long_running = {"worker", "receiver", "alerts", "scheduler", "dashboard", "push"}

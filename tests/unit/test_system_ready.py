@@ -62,7 +62,7 @@ def test_a_process_that_dies_while_starting_is_an_error_with_its_log(tmp_path):
     started = [_start(settings, "worker", "-c", "print('FINSENT_WORKER_WEB_PORT: not a port'); raise SystemExit(2)")]
     started[0][1].wait(timeout=30)
 
-    with pytest.raises(ServiceError, match=r"(?s)^worker exited while starting; from .*worker\.log:\n"
+    with pytest.raises(ServiceError, match=r"(?s)^worker exited \(status 2\) while starting; from .*worker\.log:\n"
                                            r"FINSENT_WORKER_WEB_PORT: not a port$"):
         system.wait_ready(settings, started, lambda m: None, timeout=30, poll_seconds=0.05)
 
@@ -81,17 +81,24 @@ def test_a_process_still_starting_at_the_deadline_is_named_not_fatal(tmp_path):
     assert (rows["alerts"]["healthy"], rows["alerts"]["detail"]) == (False, f"port {alerts} not answering")
 
 
-def test_the_excerpt_is_the_last_start_s_errors_else_its_last_lines(tmp_path):
+def test_the_excerpt_is_the_last_start_s_errors_and_what_followed_them_else_its_last_lines(tmp_path):
     log = tmp_path / "worker.log"
     log.write_text(f"{START_MARK}2026-12-01T08:00:00+00:00: finsent stream worker\n"
                    "2026-12-01 08:00:05,001 ERROR stream.app: an earlier start's error\n"
                    f"{START_MARK}2026-12-01T09:00:00+00:00: finsent stream worker\n"
                    "2026-12-01 09:00:01,000 INFO stream.app: loading\n"
                    "2026-12-01 09:00:02,000 ERROR faust.worker: Error: the scorer process could not load v1\n"
-                   + "".join(f"2026-12-01 09:00:03,000 INFO faust.worker: Stopping {n}...\n" for n in range(30)))
+                   + "".join(f"2026-12-01 09:00:03,000 INFO faust.worker: Stopping {n}...\n" for n in range(30))
+                   + "finsent: worker stopped: the scorer process could not load v1\n\n")
     assert last_start_excerpt(log) == ("2026-12-01 09:00:02,000 ERROR faust.worker: Error: the scorer process "
-                                       "could not load v1")
+                                       "could not load v1\nfinsent: worker stopped: the scorer process could not "
+                                       "load v1")
 
     log.write_text(log.read_text() + f"{START_MARK}2026-12-01T10:00:00+00:00: finsent stream worker\n"
-                   + "".join(f"line {n}\n" for n in range(20)) + "ValueError: bad\n")
-    assert last_start_excerpt(log, lines=3) == "line 18\nline 19\nValueError: bad"
+                   + "".join(f"line {n}\n" for n in range(20)) + "ValueError: " + "bad " * 100 + "\n")
+    assert last_start_excerpt(log, lines=3) == "line 18\nline 19\n" + ("ValueError: " + "bad " * 100)[:300]
+
+    log.write_text(log.read_text() + f"{START_MARK}2026-12-01T11:00:00+00:00: finsent stream worker\n\n")
+    assert last_start_excerpt(log) == "(it wrote nothing)"
+    log.write_text("no mark: a log from before finsent marked its starts\n")
+    assert last_start_excerpt(log) == "no mark: a log from before finsent marked its starts"

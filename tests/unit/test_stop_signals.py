@@ -1,0 +1,29 @@
+"""A command whose work runs in other threads stops on SIGTERM whichever thread the kernel hands it to."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+WAIT = """
+import signal, threading, time
+from finsent.stop_signals import StopSignals
+
+signals = StopSignals()
+
+def signal_this_thread():
+    time.sleep(0.5)  # the main thread is waiting by then
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+threading.Thread(target=signal_this_thread, daemon=True).start()
+print(int(signals.wait()), flush=True)
+"""
+
+
+def test_a_sigterm_delivered_to_another_thread_ends_the_wait():
+    # With a handler that sets a threading.Event the main thread waits on, this hangs until the timeout: the
+    # main thread, blocked on a lock, is not woken by a signal another thread received.
+    done = subprocess.run([sys.executable, "-c", WAIT], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(int(signal.SIGTERM))
