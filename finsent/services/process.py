@@ -164,13 +164,29 @@ def stop_process(proc: psutil.Process, timeout: float = 60.0) -> None:
             member.send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(family, timeout=timeout)
+    alive = _wait_exited(family, timeout)
     for member in alive:
         try:
             member.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=10)
+    _wait_exited(alive, 10)
+
+
+def _wait_exited(members: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Those still running after ``timeout``. A zombie counts as gone: psutil.wait_procs polls another's zombie
+    until its parent reaps it (a second per process here, in each ``finsent down``). Our own children are reaped."""
+    deadline = time.monotonic() + timeout
+    alive = list(members)
+    while alive:
+        alive = [member for member in alive if not has_exited(member)]
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    for member in members:
+        if member not in alive:
+            exit_code(member)  # reaps a child of ours; nothing for another's
+    return alive
 
 
 def wait_until(check, *, timeout: float, proc: psutil.Process, log_path: Path, name: str, interval: float = 1.0):
