@@ -87,7 +87,12 @@ def run(
         service.close()
         fail(f"cannot start the alert engine: {exc}")
     if port:  # after the start: `finsent up` reads a listening port as a started engine
-        start_http_server(port, addr=settings.metrics_host, registry=registry)
+        try:
+            start_http_server(port, addr=settings.metrics_host, registry=registry)
+        except OSError as exc:
+            service.close()
+            fail(f"cannot serve metrics on {settings.metrics_host}:{port}: {exc.strerror or exc} "
+                 "(FINSENT_ALERTS_METRICS_PORT)")
     typer.echo(f"alerts: {len(parsed.enabled_rules())} rules, group {consumer_group(settings)}, "
                f"outbox {outbox_path(settings)}" + (f", metrics on {settings.metrics_host}:{port}" if port else ""),
                err=True)

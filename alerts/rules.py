@@ -43,8 +43,8 @@ from ingest.tickers import normalise_ticker
 from stream.windows import parse_window, parse_windows
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-_FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
-_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e]*$")  # one line of printable ASCII: what httpx encodes
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110), with fullmatch
+_NOT_FIELD_VALUE = re.compile(r"[^\t\x20-\x7e]")  # a value is one line of printable ASCII, what httpx encodes
 
 
 class RulesError(ValueError):
@@ -52,10 +52,13 @@ class RulesError(ValueError):
 
 
 def _shown(url: str) -> str:
-    """A webhook URL for an error message: its scheme and host only, since a path or user part may hold a token."""
-    match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/?#@]*@)?([^/?#]*)(.?)", url)
+    """A webhook URL for an error message: its scheme and host only, since a path may hold a token. So may a user
+    part, which a malformed URL can make look like a host or port: with an @ anywhere, the scheme alone."""
+    match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#]*)(.?)", url)
     if not match:
         return "the URL"
+    if "@" in url:
+        return repr(match.group(1) + "…")
     return repr(match.group(1) + match.group(2) + ("/…" if match.group(3) else ""))
 
 
@@ -65,7 +68,8 @@ def _sendable_url(value: str) -> str:
         url = httpx.URL(value)
         url.host.encode("idna")  # as getaddrinfo and TLS encode the host: empty or over-long labels fail
     except (httpx.InvalidURL, UnicodeError, ValueError) as exc:
-        raise ValueError(f"{_shown(value)} is not a URL that can be posted to: {exc}") from None
+        reason = re.sub(r"'[^']*'", "'…'", str(exc))  # httpx quotes the part it refused, a token's included
+        raise ValueError(f"{_shown(value)} is not a URL that can be posted to: {reason}") from None
     if not url.host:
         raise ValueError(f"{_shown(value)} has no host")
     if url.port is not None and not 0 < url.port <= 65535:
@@ -75,13 +79,12 @@ def _sendable_url(value: str) -> str:
 
 def _sendable_headers(value: dict[str, str]) -> dict[str, str]:
     for name, text in value.items():
-        if not _FIELD_NAME.match(name):
+        if not _FIELD_NAME.fullmatch(name):
             raise ValueError(f"header name {name!r} is not an HTTP token (letters, digits, -_.!#$%&'*+^`|~)")
-        if not _FIELD_VALUE.match(text):
-            at = next(i for i, char in enumerate(text) if not _FIELD_VALUE.match(char))
+        if bad := _NOT_FIELD_VALUE.search(text):
             # the value itself may be a token: say where it goes wrong, not what it is
-            raise ValueError(f"header {name!r}: the value must be one line of printable ASCII; character {at + 1} "
-                             f"of {len(text)} is {text[at]!r}")
+            raise ValueError(f"header {name!r}: the value must be one line of printable ASCII; character "
+                             f"{bad.start() + 1} of {len(text)} is {bad.group()!r}")
     return value
 
 

@@ -49,7 +49,7 @@ class ProcessSpec:
 
 def _reachable(bind_host: str) -> str:
     """Where a server bound to ``bind_host`` answers on this machine: a wildcard bind answers on loopback."""
-    return "127.0.0.1" if bind_host in ("", "0.0.0.0", "::") else bind_host
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind_host, bind_host)
 
 
 def _base_url(host: str, port: int) -> str:

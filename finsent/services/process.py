@@ -49,9 +49,11 @@ def tail(path: Path, lines: int = 40) -> str:
 
 
 START_MARK = "==== finsent started "  # the line start_background writes before each start
-# Log records of finsent's format (and Kafka's, in brackets) at a level that says why a process ended, and below it.
-ERROR_RECORD = re.compile(r"^\[?\S+ \S+\]? (ERROR|CRITICAL|FATAL) ")
-BELOW_ERROR = re.compile(r"^\[?\S+ \S+\]? (TRACE|DEBUG|INFO|WARNING|WARN) ")
+# Log records at a level that says why a process ended, and routine ones: finsent's and Kafka's formats
+# (`2026-12-01 18:00:00,000 ERROR …`, `[2026-12-01 18:00:00,000] ERROR …`), Elasticsearch's (`[…][ERROR][…]`).
+ERROR_RECORD = re.compile(r"^(\[?\S+ \S+\]? (ERROR|CRITICAL|FATAL) |\[[^]]*\]\[(ERROR|FATAL) *\])")
+ROUTINE = re.compile(r"^(\[?\S+ \S+\]? (TRACE|DEBUG|INFO|WARNING|WARN) |\[[^]]*\]\[(TRACE|DEBUG|INFO|WARN) *\]"
+                     r"|\s+at |\s*\.\.\. \d+ more)")  # and a Java stack frame, which says less than its exception
 EXCERPT_LINE_CHARS = 300
 
 
@@ -73,7 +75,7 @@ def last_start_excerpt(path: Path, lines: int = 15) -> str:
     errors = [at for at, line in enumerate(written) if ERROR_RECORD.match(line)]
     if not errors:
         return "\n".join(written[-lines:])
-    after = [line for line in written[errors[-1] + 1:] if not BELOW_ERROR.match(line)]
+    after = [line for line in written[errors[-1] + 1:] if not ROUTINE.match(line)]
     return "\n".join([written[at] for at in errors[-5:]] + after[-3:])
 
 
@@ -89,7 +91,7 @@ def exit_code(proc: psutil.Process) -> int | None:
     """The exit status of a child of this process that has ended (None for another's, or one still running)."""
     try:
         return proc.wait(timeout=0)
-    except (psutil.TimeoutExpired, psutil.NoSuchProcess, ChildProcessError):
+    except (psutil.TimeoutExpired, subprocess.TimeoutExpired, psutil.NoSuchProcess, ChildProcessError):
         return None
 
 
@@ -136,7 +138,8 @@ def start_background(
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         log.write(f"{START_MARK}{started}: {shlex.join(argv)}\n".encode())
         log.flush()
-        popen = subprocess.Popen(  # noqa: S603 - argv is built by us, never from user text
+        # psutil's Popen keeps the exit status: a dropped subprocess.Popen is reaped by the next one's start
+        proc = psutil.Popen(  # noqa: S603 - argv is built by us, never from user text
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -148,7 +151,6 @@ def start_background(
             group=user,
             extra_groups=[] if user else None,
         )
-    proc = psutil.Process(popen.pid)
     pid_file.write(proc)
     return proc
 

@@ -51,6 +51,12 @@ def test_a_rules_file_reads_its_references_when_loaded(tmp_path):
     ({"url": "http://x/y", "headers": {"Authorization": "Bearer ${TOKEN}\r"}},
      "field 'headers': header 'Authorization': the value must be one line of printable ASCII; character 32 of 32 "
      "is '\\r'"),
+    # a file-made secret ends in a newline, which `$` in a regular expression lets through
+    ({"url": "http://x/y", "headers": {"Authorization": "Bearer ${TOKEN}\n"}}, "character 32 of 32 is '\\n'"),
+    ({"url": "http://x/y", "headers": {"Authorization": "${TOKEN}\nX-Other: 1"}}, "character 25 of 35 is '\\n'"),
+    # a user part that httpx or a careless split would show: a second @, or a / that makes it look like host:port
+    ({"url": "https://user:SECRET@x@example.com:99999/y"}, "field 'url': 'https://…': port 99999"),
+    ({"url": "https://user:SECRET/abc@example.com/y"}, "field 'url': 'https://…' is not a URL that can be posted"),
 ])
 def test_a_token_read_from_the_environment_never_shows_in_an_error(tmp_path, hook, field):
     path = tmp_path / "rules.yml"

@@ -104,7 +104,8 @@ def test_cli_check(tmp_path):
 
 
 @pytest.mark.parametrize("hook,fragment", [
-    ({"url": "https://hooks..example.com/x"}, "webhook 'ops' field 'url': 'https://hooks..example.com/…' is not a URL"),
+    ({"url": "https://hooks..example.com/x"},
+     "webhook 'ops' field 'url': 'https://hooks..example.com/…' is not a URL"),
     ({"url": "http://[::1/x"}, "webhook 'ops' field 'url': 'http://[::1/…' is not a URL"),
     ({"url": "http://" + "a" * 64 + ".example/x"}, "webhook 'ops' field 'url'"),
     ({"url": "http://127.0.0.1:70000/x"}, "webhook 'ops' field 'url': 'http://127.0.0.1:70000/…': port 70000"),

@@ -102,3 +102,24 @@ def test_the_excerpt_is_the_last_start_s_errors_and_what_followed_them_else_its_
     assert last_start_excerpt(log) == "(it wrote nothing)"
     log.write_text("no mark: a log from before finsent marked its starts\n")
     assert last_start_excerpt(log) == "no mark: a log from before finsent marked its starts"
+
+
+def test_the_excerpt_reads_kafka_s_and_elasticsearch_s_formats_and_skips_java_frames(tmp_path):
+    kafka = tmp_path / "server.log"
+    kafka.write_text(f"{START_MARK}2026-12-01T09:00:00+00:00: java kafka.Kafka server.properties\n"
+                     "[2026-12-01 09:00:01,000] INFO starting (kafka.server.KafkaServer)\n"
+                     "[2026-12-01 09:00:02,000] ERROR Exiting Kafka due to fatal exception (kafka.Kafka$)\n"
+                     "org.apache.kafka.common.config.ConfigException: Invalid value -1 for configuration port\n"
+                     "\tat org.apache.kafka.common.config.ConfigDef.parseValue(ConfigDef.java:1)\n"
+                     "\t... 4 more\n"
+                     "[2026-12-01 09:00:02,100] INFO shut down completed (kafka.server.KafkaServer)\n")
+    assert last_start_excerpt(kafka).splitlines() == [
+        "[2026-12-01 09:00:02,000] ERROR Exiting Kafka due to fatal exception (kafka.Kafka$)",
+        "org.apache.kafka.common.config.ConfigException: Invalid value -1 for configuration port"]
+    elastic = tmp_path / "elasticsearch.log"
+    elastic.write_text("[2026-12-01T09:00:01,000][INFO ][o.e.n.Node ] [node] starting ...\n"
+                       "[2026-12-01T09:00:02,000][ERROR][o.e.b.Elasticsearch] [node] fatal exception while booting\n"
+                       "java.lang.IllegalStateException: failed to obtain node locks\n")
+    assert last_start_excerpt(elastic).splitlines() == [
+        "[2026-12-01T09:00:02,000][ERROR][o.e.b.Elasticsearch] [node] fatal exception while booting",
+        "java.lang.IllegalStateException: failed to obtain node locks"]

@@ -1,0 +1,55 @@
+"""stop_process stops a process and its descendants: SIGTERM, then SIGKILL for what ignores it; a zombie that
+another process has not reaped yet counts as stopped, and a child of ours is reaped."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psutil
+
+from finsent.services.process import PidFile, has_exited, start_background, stop_process
+from tests.waiting import wait_for
+
+IGNORES_SIGTERM = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                  "print('grandchild', flush=True); time.sleep(120)"])
+time.sleep(120)
+"""
+
+# The parent of a zombie: it starts a child that exits at once and never reaps it.
+KEEPS_A_ZOMBIE = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "pass"])
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_what_ignores_sigterm_is_killed_with_its_descendants_and_reaped(tmp_path):
+    proc = start_background([sys.executable, "-c", IGNORES_SIGTERM], pid_file=PidFile(tmp_path / "p.pid"),
+                            log_path=tmp_path / "p.log", env={}, cwd=tmp_path)
+    grandchild = wait_for(lambda: proc.children(recursive=True), 60, "the grandchild")[0]
+    wait_for(lambda: "grandchild" in (tmp_path / "p.log").read_text().splitlines()[-1], 60, "SIGTERM ignored")
+    family = [proc, grandchild]
+
+    stop_process(proc, timeout=0.5)
+
+    assert all(has_exited(member) for member in family)
+    assert not psutil.pid_exists(proc.pid)  # reaped, not left a zombie of this test process
+
+
+def test_another_process_s_zombie_counts_as_stopped(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", KEEPS_A_ZOMBIE], stdout=subprocess.PIPE, text=True)
+    try:
+        zombie = psutil.Process(int(parent.stdout.readline()))
+        wait_for(lambda: zombie.status() == psutil.STATUS_ZOMBIE, 60, "the zombie")
+
+        stop_process(zombie, timeout=600)  # psutil.wait_procs waited here until the timeout: the pid still exists
+
+        assert parent.poll() is None and zombie.status() == psutil.STATUS_ZOMBIE  # nobody reaped it meanwhile
+    finally:
+        parent.kill()
+        parent.wait()
