@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from datetime import UTC, datetime
@@ -69,6 +68,7 @@ def run(
     from prometheus_client import CollectorRegistry, start_http_server
 
     from alerts.service import AlertsConfigError, AlertService, consumer_group, outbox_path
+    from finsent.stop_signals import StopSignals
 
     settings = settings_of(ctx)
     parsed = _load(rules, settings.windows)
@@ -79,8 +79,7 @@ def run(
         fail(str(exc))
     port = settings.alerts_metrics_port if metrics_port is None else metrics_port
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    StopSignals(then=stop)
     try:
         service.start()
     except Exception as exc:

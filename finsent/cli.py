@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 
 import typer
@@ -91,6 +92,8 @@ def up(
     from finsent.cli_support import fail, settings_of
 
     settings = settings_of(ctx)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # stopped from outside, or its terminal closed: Ctrl-C's clean-up
+        signal.signal(sig, signal.default_int_handler)
     try:
         started, starting = system.up(settings, echo=typer.echo)
     except KeyboardInterrupt:  # during the first model's training, say: leave nothing running behind

@@ -11,16 +11,31 @@ within ``poll_seconds`` whichever thread received it.
 from __future__ import annotations
 
 import signal
+import threading
 import time
+
+STOP = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopSignals:
-    """Records SIGINT and SIGTERM from the moment it is made; :meth:`wait` returns once one came."""
+    """Records SIGINT and SIGTERM from the moment it is made; :meth:`wait` returns once one came.
 
-    def __init__(self) -> None:
+    The first signal puts the previous handlers back, so a second one stops the process at once (a Ctrl-C
+    pressed again while a shutdown waits on a running job). ``then`` is set too, for a loop that polls an
+    event; the handler never runs twice, so it cannot block on that event's lock while the main thread holds it.
+    """
+
+    def __init__(self, then: threading.Event | None = None) -> None:
         self.received: list[int] = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda signum, _frame: self.received.append(signum))
+        self._then = then
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP}
+
+    def _handle(self, signum: int, _frame) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self.received.append(signum)
+        if self._then is not None:
+            self._then.set()
 
     def wait(self, poll_seconds: float = 0.25) -> int:
         while not self.received:

@@ -112,7 +112,12 @@ def scheduler(
         fail(f"could not start the scheduler: {exc}")
     stop = threading.Event()  # the label indexer's
     if settings.retrain_metrics_port:
-        start_http_server(settings.retrain_metrics_port, addr=settings.metrics_host, registry=metrics.registry)
+        try:
+            start_http_server(settings.retrain_metrics_port, addr=settings.metrics_host, registry=metrics.registry)
+        except OSError as exc:
+            sched.shutdown()
+            fail(f"cannot serve metrics on {settings.metrics_host}:{settings.retrain_metrics_port}: "
+                 f"{exc.strerror or exc} (FINSENT_RETRAIN_METRICS_PORT)")
     if with_indexer:
         start_background(settings, stop)
     for job_id, job in sched.jobs().items():

@@ -27,3 +27,22 @@ def test_a_sigterm_delivered_to_another_thread_ends_the_wait():
     done = subprocess.run([sys.executable, "-c", WAIT], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(int(signal.SIGTERM))
+
+
+TWICE = """
+import os, signal, threading
+from finsent.stop_signals import StopSignals
+
+stop = threading.Event()
+signals = StopSignals(then=stop)
+os.kill(os.getpid(), signal.SIGTERM)
+print(int(signals.wait()), stop.is_set(), flush=True)
+os.kill(os.getpid(), signal.SIGTERM)  # the second: the process's own default, so it ends here
+print("still running", flush=True)
+"""
+
+
+def test_the_first_signal_sets_the_event_and_a_second_ends_the_process():
+    done = subprocess.run([sys.executable, "-c", TWICE], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == [f"{int(signal.SIGTERM)} True"]
+    assert done.returncode == -signal.SIGTERM
