@@ -38,13 +38,17 @@ READY_SECONDS = 120.0
 class ProcessSpec:
     name: str
     args: tuple[str, ...]
-    url: str | None = None  # what a person opens, or what status probes
+    page: str | None = None  # the path a person opens on its port ("/metrics", "/"); None: nothing to open
     health_path: str | None = None
     env: tuple[tuple[str, str], ...] = ()  # per-process overrides, e.g. a port two processes would share
     one_shot: bool = False  # ends by itself when its work is done (the sample replay)
     port: int = 0  # the port it binds (0: none), checked before it starts
     port_setting: str = ""  # what moves that port
     host: str = "127.0.0.1"  # where that port is reached
+
+    @property
+    def url(self) -> str | None:
+        return None if self.page is None else _base_url(self.host, self.port) + self.page
 
 
 def _reachable(bind_host: str) -> str:
@@ -60,12 +64,8 @@ def process_specs(settings: Settings) -> list[ProcessSpec]:
     sample = PROJECT_ROOT / "ingest" / "data" / "sample_news.jsonl"
     rules = PROJECT_ROOT / "alerts" / "rules.local.yml"
     metrics_host, dashboard_host = _reachable(settings.metrics_host), _reachable(settings.dashboard_host)
-    worker = _base_url(metrics_host, settings.worker_web_port)
-    scheduler = _base_url(metrics_host, settings.retrain_metrics_port)
-    dashboard = _base_url(dashboard_host, settings.dashboard_port)
-    push = _base_url("127.0.0.1", settings.push_port)
     return [
-        ProcessSpec("worker", ("stream", "worker"), f"{worker}/metrics", "/health", port=settings.worker_web_port,
+        ProcessSpec("worker", ("stream", "worker"), "/metrics", "/health", port=settings.worker_web_port,
                     port_setting="FINSENT_WORKER_WEB_PORT", host=metrics_host),
         ProcessSpec("receiver", ("alerts", "receive", "--port", str(settings.receiver_port)),
                     port=settings.receiver_port, port_setting="FINSENT_RECEIVER_PORT"),
@@ -73,12 +73,11 @@ def process_specs(settings: Settings) -> list[ProcessSpec]:
         ProcessSpec("alerts", ("alerts", "run", "--rules", str(rules)),
                     env=(("FINSENT_RECEIVER_PORT", str(settings.receiver_port)),), port=settings.alerts_metrics_port,
                     port_setting="FINSENT_ALERTS_METRICS_PORT", host=metrics_host),
-        ProcessSpec("scheduler", ("retrain", "scheduler"), f"{scheduler}/metrics", port=settings.retrain_metrics_port,
+        ProcessSpec("scheduler", ("retrain", "scheduler"), "/metrics", port=settings.retrain_metrics_port,
                     port_setting="FINSENT_RETRAIN_METRICS_PORT", host=metrics_host),
-        ProcessSpec("dashboard", ("dashboards", "serve", "--port", str(settings.dashboard_port)), f"{dashboard}/",
-                    "/health", port=settings.dashboard_port, port_setting="FINSENT_DASHBOARD_PORT",
-                    host=dashboard_host),
-        ProcessSpec("push", ("ingest", "serve", "--port", str(settings.push_port)), f"{push}/", "/healthz",
+        ProcessSpec("dashboard", ("dashboards", "serve", "--port", str(settings.dashboard_port)), "/", "/health",
+                    port=settings.dashboard_port, port_setting="FINSENT_DASHBOARD_PORT", host=dashboard_host),
+        ProcessSpec("push", ("ingest", "serve", "--port", str(settings.push_port)), "/", "/healthz",
                     port=settings.push_port, port_setting="FINSENT_PUSH_PORT"),
         ProcessSpec("replay", ("ingest", "file", str(sample), "--rate", "2"),
                     env=(("FINSENT_INGEST_METRICS_PORT", "0"),), one_shot=True),
@@ -87,7 +86,7 @@ def process_specs(settings: Settings) -> list[ProcessSpec]:
 
 def _probe(spec: ProcessSpec) -> tuple[bool, str] | None:
     """Whether a running process answers: its health page, else its port; None when it has neither."""
-    if spec.url and spec.health_path:
+    if spec.health_path:
         url = _base_url(spec.host, spec.port) + spec.health_path
         try:
             code = httpx.get(url, timeout=3).status_code

@@ -4,14 +4,12 @@ whole system)."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 from finsent import system
-from finsent.services.process import START_MARK, ServiceError, last_start_excerpt, start_background
-from finsent.settings import Settings
+from finsent.services.process import START_MARK, ServiceError, last_start_excerpt
 from tests.ports import free_port
+from tests.system_processes import settings_for, start_as
 
 HEALTH_SERVER = """
 import sys
@@ -26,25 +24,13 @@ HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
 """
 
 
-def _settings(tmp_path, **ports) -> Settings:
-    return Settings(state_dir=tmp_path / "state", kafka_bootstrap="kafka.invalid:9092",
-                    elasticsearch_url="http://es.invalid:9200", **ports)
-
-
-def _start(settings: Settings, name: str, *argv: str):
-    spec = next(s for s in system.process_specs(settings) if s.name == name)
-    proc = start_background([sys.executable, *argv], pid_file=system._pid_file(settings, name),
-                            log_path=system._log_path(settings, name), env={}, cwd=settings.state_dir.parent)
-    return spec, proc
-
-
 def test_processes_that_answer_are_ready_and_a_one_shot_is_not_waited_for(tmp_path):
     dashboard, scheduler = free_port(), free_port()
-    settings = _settings(tmp_path, dashboard_port=dashboard, retrain_metrics_port=scheduler)
+    settings = settings_for(tmp_path, dashboard_port=dashboard, retrain_metrics_port=scheduler)
     started = [
-        _start(settings, "dashboard", "-c", HEALTH_SERVER, str(dashboard)),  # its /health page
-        _start(settings, "scheduler", "-m", "http.server", str(scheduler), "--bind", "127.0.0.1"),  # its port
-        _start(settings, "replay", "-c", "import time; time.sleep(60)"),
+        start_as(settings, "dashboard", "-c", HEALTH_SERVER, str(dashboard)),  # its /health page
+        start_as(settings, "scheduler", "-m", "http.server", str(scheduler), "--bind", "127.0.0.1"),  # its port
+        start_as(settings, "replay", "-c", "import time; time.sleep(60)"),
     ]
     said: list[str] = []
     try:
@@ -58,8 +44,9 @@ def test_processes_that_answer_are_ready_and_a_one_shot_is_not_waited_for(tmp_pa
 
 
 def test_a_process_that_dies_while_starting_is_an_error_with_its_log(tmp_path):
-    settings = _settings(tmp_path)
-    started = [_start(settings, "worker", "-c", "print('FINSENT_WORKER_WEB_PORT: not a port'); raise SystemExit(2)")]
+    settings = settings_for(tmp_path)
+    crash = "print('FINSENT_WORKER_WEB_PORT: not a port'); raise SystemExit(2)"
+    started = [start_as(settings, "worker", "-c", crash)]
     started[0][1].wait(timeout=30)
 
     with pytest.raises(ServiceError, match=r"(?s)^worker exited \(status 2\) while starting; from .*worker\.log:\n"
@@ -68,8 +55,8 @@ def test_a_process_that_dies_while_starting_is_an_error_with_its_log(tmp_path):
 
 
 def test_a_process_still_starting_at_the_deadline_is_named_not_fatal(tmp_path):
-    settings = _settings(tmp_path, worker_web_port=free_port(), alerts_metrics_port=(alerts := free_port()))
-    started = [_start(settings, name, "-c", "import time; time.sleep(60)") for name in ("worker", "alerts")]
+    settings = settings_for(tmp_path, worker_web_port=free_port(), alerts_metrics_port=(alerts := free_port()))
+    started = [start_as(settings, name, "-c", "import time; time.sleep(60)") for name in ("worker", "alerts")]
     said: list[str] = []
     try:
         assert system.wait_ready(settings, started, said.append, timeout=0.3, poll_seconds=0.05) == ["worker", "alerts"]

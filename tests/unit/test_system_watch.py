@@ -3,26 +3,12 @@ watch quietly, and a one-shot process that finished is not shown as unhealthy.""
 
 from __future__ import annotations
 
-import sys
 import threading
 
 from finsent import system
-from finsent.services.process import start_background
 from finsent.settings import Settings
+from tests.system_processes import settings_for, start_as
 from tests.waiting import wait_for
-
-
-def _settings(tmp_path) -> Settings:
-    # Not the embedded addresses: `down` then stops only the processes, never the services.
-    return Settings(state_dir=tmp_path / "state", kafka_bootstrap="kafka.invalid:9092",
-                    elasticsearch_url="http://es.invalid:9200")
-
-
-def _start(settings: Settings, name: str, code: str):
-    spec = next(s for s in system.process_specs(settings) if s.name == name)
-    proc = start_background([sys.executable, "-c", code], pid_file=system._pid_file(settings, name),
-                            log_path=system._log_path(settings, name), env={}, cwd=settings.state_dir.parent)
-    return spec, proc
 
 
 def _watch(settings: Settings, started) -> tuple[threading.Thread, list[str]]:
@@ -33,8 +19,8 @@ def _watch(settings: Settings, started) -> tuple[threading.Thread, list[str]]:
 
 
 def test_down_from_elsewhere_ends_the_watch_without_crash_reports(tmp_path):
-    settings = _settings(tmp_path)
-    started = [_start(settings, "worker", "import time; time.sleep(120)")]
+    settings = settings_for(tmp_path)
+    started = [start_as(settings, "worker", "-c", "import time; time.sleep(120)")]
     watcher, said = _watch(settings, started)
 
     system.down(settings, echo=said.append)
@@ -48,8 +34,8 @@ def test_down_from_elsewhere_ends_the_watch_without_crash_reports(tmp_path):
 
 
 def test_a_process_that_dies_on_its_own_is_reported(tmp_path):
-    settings = _settings(tmp_path)
-    started = [_start(settings, "worker", "print('boom'); raise SystemExit(3)")]
+    settings = settings_for(tmp_path)
+    started = [start_as(settings, "worker", "-c", "print('boom'); raise SystemExit(3)")]
     watcher, said = _watch(settings, started)
     try:
         wait_for(lambda: any(line.startswith("worker exited; from ") and "boom" in line
@@ -63,8 +49,8 @@ def test_a_process_that_dies_on_its_own_is_reported(tmp_path):
 
 
 def test_a_finished_one_shot_is_neither_healthy_nor_unhealthy(tmp_path):
-    settings = _settings(tmp_path)
-    _, proc = _start(settings, "replay", "print('sample.jsonl: fetched 3, produced 3')")
+    settings = settings_for(tmp_path)
+    _, proc = start_as(settings, "replay", "-c", "print('sample.jsonl: fetched 3, produced 3')")
     proc.wait(timeout=30)
 
     rows = {row["name"]: row for row in system.process_rows(settings)}
