@@ -20,7 +20,10 @@ when the worker dies (kill -9), since the child then reads end-of-file. A child 
 for memory, say) is started again and loads the same folders. A batch of several texts it died on
 is not sent again: :class:`model.scorer.ScorerCrashed` tells the worker to halve it, which costs
 no more than a resend and finds a text that crashes the model with one death per halving, not
-two. A single text is sent once more, so only a text that kills two children is blamed.
+two. A single text is sent once more, so only a text that kills two children is blamed. A child
+that does not answer a batch within ``worker_score_timeout`` (a GPU kernel that never returns, say)
+is taken for dead the same way: killed, started again, and the batch halved. Without that limit a
+hung child would hold the worker, and its shutdown, for good.
 """
 
 from __future__ import annotations
@@ -58,11 +61,13 @@ class _ChildDied(Exception):
 class ScorerProcess:
     """The child process, started on the first :meth:`load` and ended when its last model is closed."""
 
-    def __init__(self, settings: Any, *, start_timeout: float = 600.0, on_restart: Callable[[], None] | None = None,
-                 serve: Callable[[Any, Any], None] | None = None) -> None:
-        """``serve`` is the child's main function (:func:`_serve`; tests give it a fake model)."""
+    def __init__(self, settings: Any, *, start_timeout: float = 600.0, score_timeout: float | None = None,
+                 on_restart: Callable[[], None] | None = None, serve: Callable[[Any, Any], None] | None = None) -> None:
+        """``score_timeout`` defaults to ``settings.worker_score_timeout``; ``serve`` is the child's main
+        function (:func:`_serve`; tests give it a fake model)."""
         self._settings = settings
         self._start_timeout = start_timeout
+        self._score_timeout = score_timeout if score_timeout is not None else settings.worker_score_timeout
         self._on_restart = on_restart or (lambda: None)
         self._serve = serve or _serve
         self._lock = threading.Lock()  # one request on the pipe at a time
@@ -131,15 +136,20 @@ class ScorerProcess:
                 if not self._alive():
                     self._restart()
                 try:
-                    status, payload = self._request(("score", model.model_id, list(texts)))
+                    status, payload = self._request(("score", model.model_id, list(texts)), self._score_timeout)
                     break
-                except _ChildDied as exc:
+                except TimeoutError:
+                    self._stop(grace=0)  # it may never read the closed pipe
+                    log.error("the scorer process of model %s did not answer within %g s: killed", model.version,
+                              self._score_timeout)
+                    failure = f"did not answer within {self._score_timeout:g} s"
+                except _ChildDied:
                     log.error("the scorer process of model %s exited while scoring (exit code %s)", model.version,
                               self._process.exitcode)
-                    if attempt == tries:
-                        times = "twice on the same text" if tries == 2 else f"on a batch of {len(texts)} texts"
-                        raise ScorerCrashed(f"the scorer process of model {model.version} died {times} "
-                                            f"(exit code {self._process.exitcode})") from exc
+                    failure = f"died (exit code {self._process.exitcode})"
+                if attempt == tries:
+                    times = "twice on the same text" if tries == 2 else f"on a batch of {len(texts)} texts"
+                    raise ScorerCrashed(f"the scorer process of model {model.version} {failure} {times}")
         if status != "ok":
             raise ScorerProcessError(payload)
         return payload
@@ -192,7 +202,7 @@ class ScorerProcess:
             status, payload = self._request(("load", model_id, str(path)), timeout=self._start_timeout)
         except TimeoutError:
             self._stop()
-            raise ScorerProcessError(f"the scorer process did not load {path} in {self._start_timeout:.0f} s")
+            raise ScorerProcessError(f"the scorer process did not load {path} in {self._start_timeout:g} s")
         except _ChildDied:
             raise ScorerProcessError(f"the scorer process exited while loading {path} "
                                      f"(exit code {self._process.exitcode})") from None
@@ -201,16 +211,18 @@ class ScorerProcess:
         return payload
 
     def _request(self, message: tuple, timeout: float | None = None) -> tuple[str, Any]:
-        """Send one request and wait for its reply. A child that dies on it is stopped (joined, so
-        its exit code is known), and the next request starts a new one."""
+        """Send one request and wait for its reply, at most ``timeout`` seconds (then TimeoutError).
+        A child that dies on it is stopped (joined, so its exit code is known), and the next request
+        starts a new one."""
         try:
             self._conn.send(message)
-            if timeout is not None and not self._conn.poll(timeout):
-                raise TimeoutError
-            return self._conn.recv()
+            answered = timeout is None or self._conn.poll(timeout)
+            if answered:
+                return self._conn.recv()
         except (EOFError, OSError) as exc:
             self._stop()
             raise _ChildDied from exc
+        raise TimeoutError  # outside the try: TimeoutError is an OSError, not a death
 
     def _alive(self) -> bool:
         """Killed between batches, a child is a zombie while its threads (torch's pools) exit, and
@@ -240,14 +252,15 @@ class ScorerProcess:
             self._models.clear()
             self._stop()
 
-    def _stop(self, timeout: float = 10.0) -> None:
+    def _stop(self, grace: float = 10.0) -> None:
+        """Close the pipe, give the child ``grace`` seconds to exit, then kill it."""
         if self._process is None:
             return
         self._closer()  # closes the pipe, once
-        self._process.join(timeout)
+        self._process.join(grace)
         if self._process.is_alive():
             self._process.kill()
-            self._process.join(timeout)
+            self._process.join(10.0)
 
 
 class HostedModel:

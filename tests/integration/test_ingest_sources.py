@@ -190,8 +190,8 @@ async def test_undelivered_documents_are_retried_not_forgotten(ingest_settings, 
     async with FakeSite() as site:
         site.serve("/feed.xml", RSS, "application/rss+xml")
         pipe = Pipeline.build(ingest_settings, CollectorRegistry())
-        # No broker answers (api_version given: the producer does not look for one at start), so every
-        # document fails after max_block_ms: a delivery failure, worth another try.
+        # No broker answers (api_version given: the producer does not look for one at start), so the
+        # first document fails after max_block_ms, the rest with it: a delivery failure, worth another try.
         pipe.sink.producer_overrides = {"bootstrap_servers": [f"127.0.0.1:{free_port()}"], "api_version": (3, 9),
                                         "max_block_ms": 1000}
         pipe.start()
@@ -199,6 +199,9 @@ async def test_undelivered_documents_are_retried_not_forgotten(ingest_settings, 
         try:
             report = await poll(source, pipe)
             assert report.produced == 0 and len(report.failed) == 3
+            # Only the first send waits out max_block_ms; the others fail without trying.
+            errors = [error for _, error in report.failed]
+            assert errors[0].startswith("KafkaTimeoutError") and all(e.startswith("not sent") for e in errors[1:])
             assert pipe.metrics.value("finsent_ingest_errors_total", stage="delivery") == 3
             assert source.etag is None and len(pipe.dedup) == 0
         finally:

@@ -141,7 +141,7 @@ def test_a_killed_scorer_process_is_started_again_from_the_same_folder(process_s
         # (stream.pipeline), and each half goes to a new child.
         killer = threading.Timer(0.02, os.kill, (second, signal.SIGKILL))
         killer.start()
-        with pytest.raises(ScorerCrashed, match=r"died on a batch of 200 texts \(exit code -9\)"):
+        with pytest.raises(ScorerCrashed, match=r"died \(exit code -9\) on a batch of 200 texts"):
             remote.predict_proba(TEXTS * 50)
         killer.join()
         assert len(restarts) == 1
@@ -228,9 +228,11 @@ def test_a_parent_that_exits_with_a_model_still_loaded_ends_and_so_does_its_scor
 def serve_poisoned(conn, settings):
     """A scorer process whose model dies, as on a segfault, on any batch that holds POISON; and on
     the first batch that holds FLAKY, as a child killed for memory would (the model folder keeps
-    the mark, so the next child scores it). Loading a folder marked ``dies-on-load`` kills it too.
+    the mark, so the next child scores it). Loading a folder marked ``dies-on-load`` kills it too;
+    one marked ``hangs-on-load`` never answers.
     A batch that holds BREAK leaves it alive but unable to score, as a CUDA error leaves a GPU
-    context: it answers every later batch with the error until a new process starts."""
+    context: it answers every later batch with the error until a new process starts. A batch that
+    holds HANG never gets an answer, as a GPU kernel that never returns."""
     folders = {}
     broken = False
     while True:
@@ -241,6 +243,8 @@ def serve_poisoned(conn, settings):
         if action == "load":
             if (Path(args[0]) / "dies-on-load").exists():
                 os._exit(137)
+            if (Path(args[0]) / "hangs-on-load").exists():
+                threading.Event().wait()
             folders[model_id] = Path(args[0])
             conn.send(("ok", {"version": "poisoned", "precision": "fp32"}))
             continue
@@ -248,6 +252,8 @@ def serve_poisoned(conn, settings):
         flaky_mark = folders[model_id] / "flaky-died"
         if any("POISON" in text for text in texts):
             os._exit(139)
+        if any("HANG" in text for text in texts):
+            threading.Event().wait()  # never set; the closed pipe goes unread
         if any("FLAKY" in text for text in texts) and not flaky_mark.exists():
             flaky_mark.touch()
             os._exit(137)
@@ -275,19 +281,55 @@ def test_a_batch_that_kills_the_scorer_process_is_a_crash_and_the_next_batch_sco
     remote = ScorerProcess(settings, serve=serve_poisoned, on_restart=lambda: restarts.append(1)).load(folder)
     try:
         # Several texts: not sent again, since the worker halves the batch anyway.
-        with pytest.raises(ScorerCrashed, match=r"died on a batch of 2 texts \(exit code 139\)"):
+        with pytest.raises(ScorerCrashed, match=r"died \(exit code 139\) on a batch of 2 texts"):
             remote.predict_proba(["fine", "POISON"])
         assert not restarts
         assert remote.predict_proba(["fine", "also fine"]) == [[0.1, 0.2, 0.7]] * 2
         assert len(restarts) == 1
         # One text: sent to a second child before it is blamed.
-        with pytest.raises(ScorerCrashed, match=r"died twice on the same text \(exit code 139\)"):
+        with pytest.raises(ScorerCrashed, match=r"died \(exit code 139\) twice on the same text"):
             remote.predict_proba(["POISON"])
         assert len(restarts) == 2
         assert remote.predict_proba(["FLAKY"]) == [[0.1, 0.2, 0.7]]  # the second child scores it
         assert len(restarts) == 4
     finally:
         remote.close()
+
+
+def test_a_scorer_process_that_does_not_answer_is_killed_and_the_next_batch_scores(poisoned):
+    from model.scorer import ScorerCrashed
+    from model.scorer_process import ScorerProcess
+
+    settings, folder = poisoned
+    restarts: list[int] = []
+    process = ScorerProcess(settings, serve=serve_poisoned, score_timeout=0.5, on_restart=lambda: restarts.append(1))
+    remote = process.load(folder)
+    try:
+        hung = remote.pid
+        with pytest.raises(ScorerCrashed, match=r"did not answer within 0.5 s on a batch of 2 texts"):
+            remote.predict_proba(["fine", "HANG"])
+        assert process_gone(hung)  # killed, not left holding a model's memory
+        assert remote.predict_proba(["fine"]) == [[0.1, 0.2, 0.7]] and len(restarts) == 1
+        with pytest.raises(ScorerCrashed, match=r"did not answer within 0.5 s twice on the same text"):
+            remote.predict_proba(["HANG"])  # sent to a second child before it is blamed
+        assert len(restarts) == 2
+    finally:
+        process.close()
+    assert process_gone(remote.pid)
+
+
+def test_a_load_that_does_not_answer_is_a_clear_error(poisoned, tmp_path: Path):
+    from model.scorer_process import ScorerProcess, ScorerProcessError
+
+    settings, _ = poisoned
+    stuck = tmp_path / "stuck-model"
+    stuck.mkdir()
+    (stuck / "config.json").write_text("{}", encoding="utf-8")
+    (stuck / "hangs-on-load").touch()
+    process = ScorerProcess(settings, serve=serve_poisoned, start_timeout=0.5)
+    with pytest.raises(ScorerProcessError, match=r"did not load .*stuck-model in 0.5 s"):
+        process.load(str(stuck))
+    assert process_gone(process.pid)
 
 
 def test_a_model_whose_load_kills_the_process_leaves_the_loaded_one_scoring(poisoned, tmp_path: Path):
