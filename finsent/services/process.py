@@ -6,6 +6,7 @@ belongs to someone else is never signalled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -156,10 +157,13 @@ def start_background(
 
 
 def stop_process(proc: psutil.Process, timeout: float = 60.0) -> None:
-    """SIGTERM the process and every descendant, then SIGKILL what is left after ``timeout``."""
+    """SIGTERM the process and every descendant, then SIGKILL what is left after ``timeout``. A process
+    that leads its own group (as :func:`start_background` starts them) has its group killed at the end:
+    a child it started during the stop was not among the descendants listed at its start."""
     try:
         family = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
+        own_group = os.getpgid(proc.pid) == proc.pid
+    except (psutil.NoSuchProcess, ProcessLookupError):
         return
     for member in family:
         try:
@@ -167,6 +171,10 @@ def stop_process(proc: psutil.Process, timeout: float = 60.0) -> None:
         except psutil.NoSuchProcess:
             pass
     alive = _wait_exited(family, timeout)
+    if own_group:
+        # The kernel keeps a group's id from being reused while any member lives, so this reaches ours only.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
     for member in alive:
         try:
             member.kill()
