@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from alerts import signing
+from alerts.attempt_deadline import AttemptDeadline
 from alerts.metrics import AlertMetrics
 from alerts.outbox import DueDelivery, Outbox
 from alerts.payload import body_for
@@ -51,9 +52,15 @@ def retry_after_seconds(response: httpx.Response, now: float) -> float | None:
         return None
 
 
+class AttemptTimedOut(Exception):
+    """The receiver's answer was not complete within the webhook's ``timeout``."""
+
+
 def post(client: httpx.Client, hook: Webhook, alert: Alert, secret: str, *, attempt: int,
          now: float) -> httpx.Response:
-    """One signed POST of ``alert`` to ``hook``; raises httpx errors (and others) for transport failures."""
+    """One signed POST of ``alert`` to ``hook``, cut off after ``hook.timeout`` seconds in all (a
+    client that keeps connections alive is cut off only on new ones: :mod:`alerts.attempt_deadline`);
+    raises httpx errors (and others) for transport failures, AttemptTimedOut when the time ran out."""
     body = body_for(alert, hook.format)
     headers = {
         **hook.headers,
@@ -63,7 +70,14 @@ def post(client: httpx.Client, hook: Webhook, alert: Alert, secret: str, *, atte
         signing.IDEMPOTENCY_HEADER: alert.idempotency_key,
         "X-Finsent-Attempt": str(attempt),
     }
-    return client.post(hook.url, content=body, headers=headers, timeout=hook.timeout)
+    with AttemptDeadline(hook.timeout) as deadline:
+        try:
+            return client.post(hook.url, content=body, headers=headers, timeout=hook.timeout,
+                               extensions={"trace": deadline.trace})
+        except Exception as exc:
+            if deadline.expired:
+                raise AttemptTimedOut(f"no complete answer within {hook.timeout:g} s") from exc
+            raise
 
 
 class Dispatcher:
@@ -85,7 +99,8 @@ class Dispatcher:
         self._client: httpx.Client | None = None
 
     def start(self) -> Dispatcher:
-        self._client = httpx.Client(follow_redirects=False)
+        # No keep-alive: a new connection per attempt is what lets post() cut off a trickling receiver.
+        self._client = httpx.Client(follow_redirects=False, limits=httpx.Limits(max_keepalive_connections=0))
         return self
 
     def close(self) -> None:

@@ -6,6 +6,9 @@ Time for backoff is an injected clock, so retries happen without sleeping.
 from __future__ import annotations
 
 import random
+import socketserver
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -272,6 +275,39 @@ def test_a_webhook_that_cannot_be_sent_to_fails_alone(outbox):
     assert {(w, e.split(":")[0]) for k, w, e in dead if k == "0" * 40} == {
         ("host", "UnicodeError"), ("header", "UnicodeEncodeError")}
     assert registry.get_sample_value("finsent_alerts_failed_total", {"webhook": "host"}) >= 1
+
+
+class Trickle(socketserver.StreamRequestHandler):
+    """Answers a byte of its status line and headers every 0.2 s, for a minute: never a read timeout."""
+
+    def handle(self) -> None:
+        while self.rfile.readline().strip():  # the request's headers; its body is left unread
+            pass
+        for byte in b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"." * 300:
+            try:
+                self.wfile.write(bytes([byte]))
+            except OSError:
+                return  # the client hung up
+            time.sleep(0.2)
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_webhook_timeout(outbox):
+    wall = Wall()
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Trickle) as server:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        hook = Webhook(url=f"http://127.0.0.1:{server.server_address[1]}/hook", timeout=1)
+        sender = dispatcher(outbox, {"ops": hook}, wall)
+        outbox.enqueue(make_alert(), ["ops"], wall())
+        delivering = threading.Thread(target=sender.deliver_due)
+        delivering.start()
+        delivering.join(30)  # httpx's timeout is per read: the pass held on for the whole minute
+        server.shutdown()
+        sender.close()
+    assert not delivering.is_alive()
+    row = outbox.get("a" * 40)
+    assert row.alert.status == "pending" and row.alert.attempts == 1
+    assert row.last_error.startswith("AttemptTimedOut: no complete answer within 1 s")
 
 
 def test_every_configured_webhook_has_its_series_at_zero_from_the_start(tmp_path):
