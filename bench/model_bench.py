@@ -18,6 +18,8 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -194,9 +196,14 @@ def median_round(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _in_child(fn, *args):
-    """Run ``fn`` in a fresh spawned process (own memory, own peak RSS)."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
+    """Run ``fn`` in a fresh spawned process (own memory, own peak RSS). A child that dies (killed
+    for memory, say) is an error: multiprocessing.Pool would start another and wait for good."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool as exc:
+            raise RuntimeError(f"the bench's process for {fn.__name__} died before it finished "
+                               "(killed for memory?)") from exc
 
 
 def run(*, model_folder: Path | None, data_files: Sequence[Path], baseline_docs: int = 100, scorer_docs: int = 256,

@@ -102,7 +102,7 @@ class ScorerProcess:
             raise ScorerProcessError(f"{path} is not a model folder (no config.json)") from None
         try:
             if self._models and export_missing(self._settings.model_quantize, path):
-                _export_apart(path)  # seconds of work that would stall scoring in the child
+                _export_apart(path, self._start_timeout)  # seconds of work that would stall scoring in the child
             with self._lock:
                 model_id = next(self._ids)
                 info = self._load_started(model_id, path)
@@ -299,16 +299,22 @@ class HostedModel:
         self.process.drop(self)
 
 
-def _export_apart(path: Path) -> None:
+def _export_apart(path: Path, timeout: float) -> None:
     """Build a model folder's ONNX cache (:mod:`model.onnx_runtime`) in a one-off process, so the
-    scorer process, which answers one request at a time, loads it at once."""
+    scorer process, which answers one request at a time, loads it at once. One that fails or takes
+    over ``timeout`` seconds is left to the load, which exports in the scorer process and reports
+    what failed (within its own time limit)."""
     from model.onnx_runtime import onnx_file
 
     log.info("exporting %s to ONNX before loading it", path)
     exporter = _CONTEXT.Process(target=onnx_file, args=(str(path),), daemon=True, name="finsent-onnx-export")
     exporter.start()
-    exporter.join()
-    if exporter.exitcode:  # the load then exports in the scorer process, and reports what failed
+    exporter.join(timeout)
+    if exporter.is_alive():
+        exporter.kill()
+        exporter.join()
+        log.warning("exporting %s to ONNX took over %g s: stopped", path, timeout)
+    elif exporter.exitcode:
         log.warning("exporting %s to ONNX failed (exit code %s)", path, exporter.exitcode)
 
 

@@ -96,6 +96,7 @@ def scheduler(
     from prometheus_client import start_http_server
 
     from finsent.stop_signals import StopSignals
+    from retrain.label_indexer import STOP_SECONDS as INDEXER_STOP_SECONDS
     from retrain.label_indexer import start_background
     from retrain.metrics import RetrainMetrics
     from retrain.scheduler import RetrainScheduler
@@ -118,8 +119,7 @@ def scheduler(
             sched.shutdown()
             fail(f"cannot serve metrics on {settings.metrics_host}:{settings.retrain_metrics_port}: "
                  f"{exc.strerror or exc} (FINSENT_RETRAIN_METRICS_PORT)")
-    if with_indexer:
-        start_background(settings, stop)
+    indexer = start_background(settings, stop) if with_indexer else None
     for job_id, job in sched.jobs().items():
         typer.echo(f"{job_id}: {job['trigger']}, next run {job['next_run_time']}")
     deleted = [f"{what} more than {days:g} days ago" for what, days in (
@@ -133,6 +133,8 @@ def scheduler(
     finally:
         stop.set()
         sched.shutdown()
+        if indexer is not None:
+            indexer.join(INDEXER_STOP_SECONDS)
 
 
 @app.command()

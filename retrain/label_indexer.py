@@ -19,6 +19,11 @@ from retrain.label_store import index_labels
 
 log = logging.getLogger(__name__)
 
+# How long a command waits for its indexer thread to finish its batch and close at exit: a batch
+# it leaves unfinished is read again (nothing is lost), but a consumer that does not close leaves
+# its partitions to wait out the group's session timeout.
+STOP_SECONDS = 15.0
+
 
 class LabelIndexer:
     def __init__(self, settings: Settings, *, group_id: str | None = None, max_records: int = 500,
@@ -108,10 +113,12 @@ class LabelIndexer:
         return total
 
     def close(self) -> None:
-        for name in ("_consumer", "_producer", "_es"):
+        # A producer's close waits without end by default (Kafka away); each batch's letters were
+        # flushed before its offsets were committed, so no letter that matters is left in it.
+        for name, kwargs in (("_consumer", {}), ("_producer", {"timeout": 5}), ("_es", {})):
             client = getattr(self, name)
             if client is not None:
-                client.close()
+                client.close(**kwargs)
                 setattr(self, name, None)
 
     def __enter__(self) -> LabelIndexer:

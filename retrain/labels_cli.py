@@ -110,6 +110,7 @@ def serve(
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
+    from retrain.label_indexer import STOP_SECONDS as INDEXER_STOP_SECONDS
     from retrain.label_indexer import start_background
     from retrain.labels_http import create_app
 
@@ -119,9 +120,10 @@ def serve(
     except ValueError as exc:
         fail(str(exc))
     stop = threading.Event()
-    if with_indexer:
-        start_background(settings, stop)
+    indexer = start_background(settings, stop) if with_indexer else None
     try:
         web.run_app(api, host=host or settings.labels_host, port=port or settings.labels_port, print=typer.echo)
     finally:
         stop.set()
+        if indexer is not None:
+            indexer.join(INDEXER_STOP_SECONDS)

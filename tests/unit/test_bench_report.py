@@ -234,3 +234,15 @@ def test_reference_variants_are_every_other_precision_and_bf16_only_with_hardwar
     assert reference_variants("bf16") == [("scorer_fp32", None), ("scorer_int8", "int8"), ("scorer_onnx_int8", "onnx-int8")]
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert reference_variants(None) == [("scorer_int8", "int8"), ("scorer_onnx_int8", "onnx-int8")]
+
+
+def _dies() -> None:
+    os._exit(137)  # as a process killed for memory
+
+
+def test_a_bench_child_that_dies_is_an_error_not_a_wait():
+    from bench.model_bench import _in_child
+
+    assert _in_child(max, 2, 5) == 5
+    with pytest.raises(RuntimeError, match="process for _dies died before it finished"):
+        _in_child(_dies)  # multiprocessing.Pool.apply waited here for good
