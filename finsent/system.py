@@ -222,6 +222,23 @@ def ensure_model(settings: Settings, echo: Echo = print) -> str:
     return result.version
 
 
+def shared_ports(settings: Settings, specs: list[ProcessSpec]) -> list[str]:
+    """A line per port that two of the processes (or local servers) ``up`` starts are set to bind:
+    the second to start would die on it."""
+    owners: dict[int, list[str]] = {}
+    for spec in specs:
+        if spec.port:
+            owners.setdefault(spec.port, []).append(spec.port_setting)
+    if _uses_embedded_services(settings):
+        for setting, port in (("FINSENT_KAFKA_PORT", settings.kafka_port),
+                              ("FINSENT_KAFKA_CONTROLLER_PORT", settings.kafka_controller_port),
+                              ("FINSENT_ELASTICSEARCH_PORT", settings.elasticsearch_port),
+                              ("FINSENT_ELASTICSEARCH_TRANSPORT_PORT", settings.elasticsearch_transport_port)):
+            owners.setdefault(port, []).append(setting)
+    return [f"{', '.join(names[:-1])} and {names[-1]} are {'both' if len(names) == 2 else 'all'} {port}: "
+            "each needs a port of its own" for port, names in owners.items() if len(names) > 1]
+
+
 def taken_ports(settings: Settings, specs: list[ProcessSpec]) -> list[str]:
     """A line per port that another process holds, of the processes not running yet."""
     taken = []
@@ -239,7 +256,10 @@ def up(settings: Settings, echo: Echo = print) -> tuple[Started, list[str]]:
     :data:`READY_SECONDS`."""
     # Before the servers and the first model take minutes: a process that cannot bind its port would die at once,
     # and `up` would still say that all is up.
-    if taken := taken_ports(settings, process_specs(settings)):
+    specs = process_specs(settings)
+    if clashes := shared_ports(settings, specs):
+        raise ServiceError("; ".join(clashes))
+    if taken := taken_ports(settings, specs):
         raise ServiceError("; ".join(taken))
     if _uses_embedded_services(settings):
         manager.up(settings, bootstrap=False, echo=echo)
