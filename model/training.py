@@ -41,6 +41,10 @@ from model.scorer import Scorer, length_limit, pick_device
 log = logging.getLogger(__name__)
 
 
+class TrainingStopped(Exception):
+    """``should_stop`` said so between two steps; nothing was registered."""
+
+
 @dataclass
 class TrainResult:
     version: str
@@ -173,7 +177,10 @@ def train(
     precision: str = "auto",
     notes: dict[str, Any] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
+    """Fine-tune ``base_model`` on ``data`` and register the best epoch. ``should_stop`` is asked
+    before each step (a scheduler that is stopping): when it says yes, :class:`TrainingStopped`."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
@@ -235,6 +242,8 @@ def train(
             for batch in _batches([len(x) for x in encoded], batch_size, rng):
                 if step >= total_steps:
                     break
+                if should_stop is not None and should_stop():
+                    raise TrainingStopped(f"training stopped at step {step} of {total_steps}")
                 padded = pad_batch([encoded[i] for i in batch], tokenizer)
                 inputs = {k: v.to(dev) for k, v in padded.items()}
                 labels = torch.tensor([targets[i] for i in batch], device=dev)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-DECISIONS = ("promoted", "rejected", "superseded", "skipped", "failed", "busy")  # retrain.retraining.Outcome
+DECISIONS = ("promoted", "rejected", "superseded", "skipped", "stopped", "failed", "busy")  # retrain.retraining.Outcome
 
 
 class RetrainMetrics:

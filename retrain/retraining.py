@@ -1,7 +1,8 @@
 """A retrain: gate → fine-tune from the champion (replay + fresh labels) → evaluate → decide.
 
 Every outcome — promoted, rejected, superseded (better, but the champion changed while it
-trained), skipped (when a retrain was wanted but gated) or failed — is an audit record in
+trained), skipped (when a retrain was wanted but gated), stopped (the scheduler stopped while it
+trained; it counts as no attempt) or failed — is an audit record in
 ``<prefix>-retrain`` with its figures, and a line in ``<state_dir>/retrain/audit.jsonl`` (kept
 even when Elasticsearch is down). Only one retrain runs at a time on a machine: a lock file
 under ``state_dir`` guards it across processes.
@@ -13,7 +14,7 @@ import contextlib
 import fcntl
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Outcome:
-    decision: str  # promoted | rejected | superseded | skipped | failed | busy
+    decision: str  # promoted | rejected | superseded | skipped | stopped | failed | busy
     reasons: list[str]
     champion_version: str | None = None
     challenger_version: str | None = None
@@ -118,17 +119,22 @@ def audit(ctx: Context, outcome: Outcome, *, trigger: str, started: float, fresh
         log.warning("retrain %s: %s", outcome.decision, warning)
 
 
-def run_retrain(ctx: Context, *, trigger: str, drift_detected: bool = False) -> Outcome:
-    """``trigger``: "drift" (after a check found drift), "cron" (fallback) or "manual"."""
+def run_retrain(ctx: Context, *, trigger: str, drift_detected: bool = False,
+                should_stop: Callable[[], bool] | None = None) -> Outcome:
+    """``trigger``: "drift" (after a check found drift), "cron" (fallback) or "manual". Training ends
+    early, as "stopped", once ``should_stop()`` says so."""
     started = time.monotonic()
     try:
         with exclusive(ctx.settings.state_dir):
-            return _run(ctx, trigger=trigger, drift_detected=drift_detected, started=started)
+            return _run(ctx, trigger=trigger, drift_detected=drift_detected, started=started, should_stop=should_stop)
     except RetrainBusy as exc:
         return Outcome("busy", [str(exc)])
 
 
-def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float) -> Outcome:
+def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
+         should_stop: Callable[[], bool] | None) -> Outcome:
+    from model.training import TrainingStopped
+
     s = ctx.settings
     champion = ctx.registry.champion()
     if champion is None:
@@ -147,7 +153,12 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float) ->
             audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh)
         return outcome
     try:
-        return _train_and_decide(ctx, champion, fresh, len(unresolved), trigger=trigger, started=started)
+        return _train_and_decide(ctx, champion, fresh, len(unresolved), trigger=trigger, started=started,
+                                 should_stop=should_stop)
+    except TrainingStopped as exc:  # the next drift check, or the next cron run, starts it again
+        outcome = Outcome("stopped", [str(exc)], champion_version=champion)
+        audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh)
+        return outcome
     except Exception as exc:
         log.exception("retrain failed")
         outcome = Outcome("failed", [f"{type(exc).__name__}: {exc}"], champion_version=champion)
@@ -156,7 +167,7 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float) ->
 
 
 def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], unresolved: int, *,
-                      trigger: str, started: float) -> Outcome:
+                      trigger: str, started: float, should_stop: Callable[[], bool] | None) -> Outcome:
     from model.data import Example
     from model.training import train
 
@@ -173,7 +184,7 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
                    parent_version=champion, epochs=s.retrain_epochs, max_steps=s.retrain_max_steps,
                    batch_size=s.retrain_batch_size, val_fraction=0.1, progress=False, device=s.device,
                    seed=len(fresh), notes={"retrain_trigger": trigger, "fresh_train": len(fresh_train),
-                                           "replay_rows": len(replay)})
+                                           "replay_rows": len(replay)}, should_stop=should_stop)
     challenger = result.version
     golden_rows = [(r.text, r.label) for r in golden]
     held_rows = [(r.text, r.label) for r in fresh_held]

@@ -56,7 +56,8 @@ def retrain_job(key: str, trigger: str) -> None:
     from retrain.retraining import run_retrain
 
     with owner.running():
-        outcome = run_retrain(owner.ctx, trigger=trigger, drift_detected=trigger == "drift")
+        outcome = run_retrain(owner.ctx, trigger=trigger, drift_detected=trigger == "drift",
+                              should_stop=lambda: owner.stopping)
         owner.outcomes.append(outcome)
 
 

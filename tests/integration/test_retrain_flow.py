@@ -170,6 +170,25 @@ def test_challenger_worse_on_golden_is_rejected(rsettings, model_registry, tmp_p
     assert (settings.state_dir / "retrain" / "audit.jsonl").read_text().count("\n") == 1
 
 
+def test_a_retrain_stopped_while_it_trains_registers_nothing_and_counts_as_no_attempt(rsettings,
+                                                                                        model_registry) -> None:
+    index_fresh_labels(rsettings)
+    versions = [v["version"] for v in model_registry.list()]
+    asked: list[int] = []
+
+    def stopping() -> bool:  # a scheduler told to stop after the training's second step
+        asked.append(1)
+        return len(asked) > 2
+
+    with Context.open(rsettings) as ctx:
+        stopped = run_retrain(ctx, trigger="cron", should_stop=stopping)
+        assert [v["version"] for v in model_registry.list()] == versions
+        again = run_retrain(ctx, trigger="cron")  # a cron run after an attempt would wait for newer labels
+    assert stopped.decision == "stopped" and stopped.reasons == ["training stopped at step 2 of 3"]
+    assert again.decision in ("promoted", "rejected"), again.reasons
+    assert [a["decision"] for a in audit_records(rsettings)] == ["stopped", again.decision]
+
+
 def test_promotion_publishes_control_message(rsettings, model_registry) -> None:
     from model.onnx_runtime import CACHE_DIR, INT8_FILE
 

@@ -386,7 +386,8 @@ def _retrain_running(lock_path) -> bool:
 
 
 def test_scheduler_killed_mid_retrain(bootstrapped, model_registry, tmp_path):
-    """kill -9 during training: the champion is intact, nothing half-promoted; a restart completes."""
+    """kill -9 during training: the champion is intact, nothing half-promoted. A SIGTERM during training ends it
+    at once, recorded as stopped. A restart completes."""
     from tests.integration.test_retrain_flow import SHARED_DATA, control_messages, index_docs, index_fresh_labels
     from tests.reliability.processes import Proc, env_for
 
@@ -415,9 +416,22 @@ def test_scheduler_killed_mid_retrain(bootstrapped, model_registry, tmp_path):
         promoted_then = [m for m in control_messages(settings) if m["action"] == "promote"]
         assert not _retrain_running(lock)  # the lock died with the process
 
+        # 4,000 steps would take minutes: the stop must not wait for them.
+        middle = Proc(["retrain", "scheduler", "--no-indexer"], env | {"FINSENT_RETRAIN_MAX_STEPS": "4000"},
+                      tmp_path / "s-term.log").start()
+        try:
+            wait_for(lambda: _retrain_running(lock) or not middle.alive, 240, "the second retrain to start")
+            time.sleep(3)  # into the training loop
+            assert middle.terminate() == 0, middle.tail()
+        finally:
+            middle.ensure_stopped()
+        audit = state / "retrain" / "audit.jsonl"
+        [term] = [orjson.loads(x) for x in audit.read_text().splitlines()]
+        assert term["decision"] == "stopped" and term["reasons"].startswith("training stopped at step"), term
+        assert sorted(p.name for p in model_registry.versions_dir.iterdir()) == versions
+
         second = Proc(["retrain", "scheduler", "--no-indexer"], env | {"FINSENT_RETRAIN_MAX_STEPS": "3"},
                       tmp_path / "s2.log").start()
-        audit = state / "retrain" / "audit.jsonl"
 
         def decided():
             assert second.alive, second.tail()
