@@ -108,28 +108,33 @@ class Dispatcher:
             self._client.close()
             self._client = None
 
-    def deliver_due(self, limit: int = 100) -> int:
+    def deliver_due(self, limit: int = 100, should_stop: Callable[[], bool] | None = None) -> int:
         """Attempt the deliveries due now; returns the number of attempts made.
 
         Each webhook gets its own thread, so a slow or dead receiver never holds up the others;
         and once a webhook fails, its other due deliveries wait for that failure's retry time
-        (without spending an attempt) instead of each hitting a receiver that is down.
+        (without spending an attempt) instead of each hitting a receiver that is down. Once
+        ``should_stop()`` says so (the engine is stopping), no further attempt starts: the rest
+        stay due in the outbox.
         """
+        should_stop = should_stop or (lambda: False)
         items = self.outbox.due(self.clock(), limit)
         by_hook: dict[str, list[DueDelivery]] = {}
         for item in items:
             by_hook.setdefault(item.webhook, []).append(item)
         if len(by_hook) <= 1:
-            made = sum(self._deliver_to(group) for group in by_hook.values())
+            made = sum(self._deliver_to(group, should_stop) for group in by_hook.values())
         else:
             with ThreadPoolExecutor(max_workers=min(8, len(by_hook)), thread_name_prefix="alerts-hook") as pool:
-                made = sum(pool.map(self._deliver_to, by_hook.values()))
+                made = sum(pool.map(lambda group: self._deliver_to(group, should_stop), by_hook.values()))
         if made and self.on_change is not None:
             self.on_change()
         return made
 
-    def _deliver_to(self, group: list[DueDelivery]) -> int:
+    def _deliver_to(self, group: list[DueDelivery], should_stop: Callable[[], bool]) -> int:
         for made, item in enumerate(group, start=1):
+            if should_stop():
+                return made - 1
             if self.attempt(item) == "retry" and made < len(group):
                 retry_at = self.outbox.retry_time(item.key, item.webhook)
                 self.outbox.defer(item.webhook, retry_at, self.clock())

@@ -240,8 +240,8 @@ class AlertService:
         return alert.model_copy(update={"documents": docs})
 
     # --- delivering and mirroring ---------------------------------------------------------------
-    def deliver_due(self) -> int:
-        attempts = self.dispatcher.deliver_due()
+    def deliver_due(self, should_stop: Callable[[], bool] | None = None) -> int:
+        attempts = self.dispatcher.deliver_due(should_stop=should_stop)
         if attempts:
             self._update_pending()
         return attempts
@@ -331,7 +331,7 @@ class AlertService:
         next_prune = time.monotonic()
         while not stop.is_set():
             try:
-                self.deliver_due()
+                self.deliver_due(should_stop=stop.is_set)  # a pass of slow answers must not hold the exit
                 self.sync()
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_EVERY_S

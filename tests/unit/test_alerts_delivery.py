@@ -277,6 +277,19 @@ def test_a_webhook_that_cannot_be_sent_to_fails_alone(outbox):
     assert registry.get_sample_value("finsent_alerts_failed_total", {"webhook": "host"}) >= 1
 
 
+def test_a_stopping_engine_starts_no_further_attempt_and_the_rest_stay_due(outbox):
+    wall, stopping = Wall(), threading.Event()
+    with WebhookReceiver(SECRET, on_receive=lambda _: stopping.set()) as receiver:
+        sender = dispatcher(outbox, {"ops": Webhook(url=receiver.url)}, wall)
+        for n in range(5):
+            outbox.enqueue(make_alert(key=str(n) * 40), ["ops"], wall())
+        assert sender.deliver_due(should_stop=stopping.is_set) == 1  # the one in flight when the stop came
+        assert len(receiver.received) == 1 and outbox.counts() == {"pending": 4, "delivered": 1}
+        assert sender.deliver_due() == 4  # after a restart
+        sender.close()
+    assert len(receiver.delivered) == 5
+
+
 class Trickle(socketserver.StreamRequestHandler):
     """Answers a byte of its status line and headers every 0.2 s, for a minute: never a read timeout."""
 
