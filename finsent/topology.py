@@ -66,7 +66,7 @@ MAPPINGS: dict[str, dict[str, Any]] = {
         "drift_detected": {"type": "boolean"}, "model_version": _KEYWORD,
         "details": {"type": "object", "enabled": False},
     },
-    # One audit record per retrain decision (retrain/): promoted, rejected, skipped or failed.
+    # One audit record per retrain decision (retrain/): promoted, rejected, superseded, skipped, stopped or failed.
     "retrain": {
         "decided_at": _DATE, "trigger": _KEYWORD, "decision": _KEYWORD, "reasons": _TEXT,
         "champion_version": _KEYWORD, "challenger_version": _KEYWORD, "fresh_labels": _INT,

@@ -5,9 +5,10 @@ partition, in order. Each batch waits for the broker's acknowledgement; the call
 exactly which documents made it, and only those are remembered by the dedup index. A document
 that the client or the broker refuses for what it is (too large, an invalid record) is told
 apart from a delivery failure: sending it again would fail forever, so it is that document's
-rejection, not the batch's failure. A send that finds no broker within ``max_block_ms`` fails the
-rest of its batch at once, so a push batch during an outage is answered in a minute, not a
-minute per document.
+rejection, not the batch's failure. A send that cannot learn the topic's partitions within
+``max_block_ms`` (no broker answered since the process started) fails the rest of its batch at
+once: a push batch is answered in a minute, not a minute per document. Once the partitions are
+known, sends do not block, and a batch in an outage waits out the flush timeout instead.
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ class KafkaSink:
             try:
                 future = self._producer.send(self.topic, key=message_key(doc), value=doc.to_json())
             except KafkaTimeoutError as exc:
-                # No metadata (or buffer space) within max_block_ms: the broker is out of reach, and
-                # each later send would block as long again (a minute a document), so the rest fail now.
+                # No metadata within max_block_ms: no broker answers, and each later send would
+                # block as long again (a minute a document), so the rest fail now.
                 delivery.add(doc, exc)
                 for rest in docs[index + 1:]:
                     delivery.failed.append((rest, f"not sent: the send before it timed out ({exc})"))

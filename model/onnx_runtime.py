@@ -24,6 +24,7 @@ import inspect
 import logging
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -58,6 +59,17 @@ def cache_file(folder: Path | str, *, quantize: bool = True) -> Path:
     return Path(folder) / CACHE_DIR / (INT8_FILE if quantize else FP32_FILE)
 
 
+def _partial_prefix(pid: int) -> str:
+    return f".export-{pid}-"
+
+
+def remove_partial_export(folder: Path | str, pid: int) -> None:
+    """Delete what an export by process ``pid``, killed before it finished, left in the model's cache
+    (up to a few hundred MB); another process's export under way is left alone."""
+    for partial in (Path(folder) / CACHE_DIR).glob(_partial_prefix(pid) + "*"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def export_missing(quantize_setting: str | None, folder: Path | str) -> bool:
     """Whether workers that score with this ``FINSENT_MODEL_QUANTIZE`` need an ONNX export of the
     folder that is not built yet: whoever promotes the model builds it first (retrain, CLI), and the
@@ -72,7 +84,7 @@ def onnx_file(folder: Path | str, *, quantize: bool = True) -> Path:
     if target.is_file():
         return target
     target.parent.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=_partial_prefix(os.getpid()), dir=target.parent) as tmp:
         built = _export(folder, Path(tmp), quantize)
         os.replace(built, target)  # same folder, so the rename is atomic
     return target

@@ -201,7 +201,7 @@ class ScorerProcess:
         try:
             status, payload = self._request(("load", model_id, str(path)), timeout=self._start_timeout)
         except TimeoutError:
-            self._stop()
+            self._stop(grace=0)  # it may never read the closed pipe
             raise ScorerProcessError(f"the scorer process did not load {path} in {self._start_timeout:g} s")
         except _ChildDied:
             raise ScorerProcessError(f"the scorer process exited while loading {path} "
@@ -304,7 +304,7 @@ def _export_apart(path: Path, timeout: float) -> None:
     scorer process, which answers one request at a time, loads it at once. One that fails or takes
     over ``timeout`` seconds is left to the load, which exports in the scorer process and reports
     what failed (within its own time limit)."""
-    from model.onnx_runtime import onnx_file
+    from model.onnx_runtime import onnx_file, remove_partial_export
 
     log.info("exporting %s to ONNX before loading it", path)
     exporter = _CONTEXT.Process(target=onnx_file, args=(str(path),), daemon=True, name="finsent-onnx-export")
@@ -313,6 +313,7 @@ def _export_apart(path: Path, timeout: float) -> None:
     if exporter.is_alive():
         exporter.kill()
         exporter.join()
+        remove_partial_export(path, exporter.pid)  # a kill skips the exporter's own clean-up
         log.warning("exporting %s to ONNX took over %g s: stopped", path, timeout)
     elif exporter.exitcode:
         log.warning("exporting %s to ONNX failed (exit code %s)", path, exporter.exitcode)

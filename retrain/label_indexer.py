@@ -113,13 +113,18 @@ class LabelIndexer:
         return total
 
     def close(self) -> None:
-        # A producer's close waits without end by default (Kafka away); each batch's letters were
-        # flushed before its offsets were committed, so no letter that matters is left in it.
+        # A producer's close waits without end by default (Kafka away), and raises when its flush times
+        # out. Letters it still holds belong to a batch whose offsets were not committed: that batch is
+        # read again, and its letters written again.
         for name, kwargs in (("_consumer", {}), ("_producer", {"timeout": 5}), ("_es", {})):
             client = getattr(self, name)
-            if client is not None:
+            if client is None:
+                continue
+            setattr(self, name, None)
+            try:
                 client.close(**kwargs)
-                setattr(self, name, None)
+            except Exception as exc:  # noqa: BLE001 - the other clients still close
+                log.warning("label indexer: closing its %s failed: %s: %s", name.strip("_"), type(exc).__name__, exc)
 
     def __enter__(self) -> LabelIndexer:
         return self.start()

@@ -172,20 +172,35 @@ def stop_process(proc: psutil.Process, timeout: float = 60.0) -> None:
             pass
     alive = _wait_exited(family, timeout)
     if own_group:
-        # The kernel keeps a group's id from being reused while any member lives, so this reaches ours only.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_group(proc)
     for member in alive:
         try:
             member.kill()
         except psutil.NoSuchProcess:
             pass
     _wait_exited(alive, 10)
+    for member in family:
+        exit_code(member)  # reaps a child of ours; nothing for another's
+
+
+def _kill_group(leader: psutil.Process) -> None:
+    """SIGKILL what is left of the group ``leader`` leads, children started late included. Before we
+    reap the leader, its id cannot pass to another group: the leader, even as a zombie, holds it, and
+    so does any member still running. One that another process reaped (init, once the ``finsent up``
+    that started it has exited) may have let the id go; a new process that took it has another start
+    time, and is left alone."""
+    try:
+        if psutil.Process(leader.pid).create_time() != leader.create_time():
+            return
+    except psutil.NoSuchProcess:
+        pass  # reaped: the group, if any member is left, is still ours
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(leader.pid, signal.SIGKILL)
 
 
 def _wait_exited(members: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     """Those still running after ``timeout``. A zombie counts as gone: psutil.wait_procs polls another's zombie
-    until its parent reaps it (a second per process here, in each ``finsent down``). Our own children are reaped."""
+    until its parent reaps it (a second per process here, in each ``finsent down``)."""
     deadline = time.monotonic() + timeout
     alive = list(members)
     while alive:
@@ -193,9 +208,6 @@ def _wait_exited(members: list[psutil.Process], timeout: float) -> list[psutil.P
         if not alive or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
-    for member in members:
-        if member not in alive:
-            exit_code(member)  # reaps a child of ours; nothing for another's
     return alive
 
 

@@ -6,10 +6,13 @@ Time for backoff is an injected clock, so retries happen without sleeping.
 from __future__ import annotations
 
 import random
+import socket
 import socketserver
+import ssl
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -321,6 +324,75 @@ def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_webhook_timeout(o
     row = outbox.get("a" * 40)
     assert row.alert.status == "pending" and row.alert.attempts == 1
     assert row.last_error.startswith("AttemptTimedOut: no complete answer within 1 s")
+
+
+TLS = Path(__file__).parents[1] / "tls"
+
+
+class TlsServer(socketserver.ThreadingTCPServer):
+    """The trickling receiver over TLS, with the test certificate in tests/tls."""
+
+    daemon_threads = True
+
+    def __init__(self, handler) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(TLS / "localhost-cert.pem", TLS / "localhost-key.pem")
+
+    def get_request(self):
+        sock, address = super().get_request()
+        return self.context.wrap_socket(sock, server_side=True), address
+
+
+class Tunnel(socketserver.BaseRequestHandler):
+    """An HTTP proxy's CONNECT: the bytes of both ways passed through unread."""
+
+    def handle(self) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.request.recv(4096)
+        self.server.tunnels.append(head.split()[1].decode())
+        host, port = head.split()[1].decode().rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as upstream:
+            self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            threading.Thread(target=_pipe, args=(upstream, self.request), daemon=True).start()
+            _pipe(self.request, upstream)
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+
+
+def test_an_https_receiver_behind_a_proxy_that_trickles_is_cut_off_too(outbox, monkeypatch):
+    # TLS through a CONNECT tunnel wraps the socket the attempt connected (to the proxy): the deadline
+    # must still end the connection.
+    wall = Wall()
+    with TlsServer(Trickle) as receiver, socketserver.ThreadingTCPServer(("127.0.0.1", 0), Tunnel) as proxy:
+        proxy.daemon_threads, proxy.tunnels = True, []
+        for server in (receiver, proxy):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        # httpx reads both when the dispatcher starts its client.
+        monkeypatch.setenv("SSL_CERT_FILE", str(TLS / "localhost-cert.pem"))
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        hook = Webhook(url=f"https://127.0.0.1:{receiver.server_address[1]}/hook", timeout=1)
+        sender = dispatcher(outbox, {"ops": hook}, wall)
+        outbox.enqueue(make_alert(), ["ops"], wall())
+        delivering = threading.Thread(target=sender.deliver_due)
+        delivering.start()
+        delivering.join(30)
+        for server in (receiver, proxy):
+            server.shutdown()
+        sender.close()
+    assert proxy.tunnels == [f"127.0.0.1:{receiver.server_address[1]}"]
+    assert not delivering.is_alive()
+    row = outbox.get("a" * 40)
+    assert row.last_error.startswith("AttemptTimedOut: no complete answer within 1 s"), row.last_error
 
 
 def test_every_configured_webhook_has_its_series_at_zero_from_the_start(tmp_path):
