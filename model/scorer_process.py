@@ -21,9 +21,10 @@ for memory, say) is started again and loads the same folders. A batch of several
 is not sent again: :class:`model.scorer.ScorerCrashed` tells the worker to halve it, which costs
 no more than a resend and finds a text that crashes the model with one death per halving, not
 two. A single text is sent once more, so only a text that kills two children is blamed. A child
-that does not answer a batch within ``worker_score_timeout`` (a GPU kernel that never returns, say)
-is taken for dead the same way: killed, started again, and the batch halved. Without that limit a
-hung child would hold the worker, and its shutdown, for good.
+that does not answer a batch in time (a GPU kernel that never returns, say) is taken for dead the
+same way: killed, started again, and the batch halved. Without that limit a hung child would hold
+the worker, and its shutdown, for good. The time is :func:`answer_within`: the setting
+``worker_score_timeout`` plus an allowance for each window of text the batch may hold.
 """
 
 from __future__ import annotations
@@ -44,6 +45,23 @@ from finsent.schemas import Sentiment
 from model.scorer import ScorerCrashed, ScorerUnavailable, to_sentiment
 
 log = logging.getLogger(__name__)
+
+# Seconds a batch may take, on top of worker_score_timeout, per window of text it may hold. The
+# worker's largest batch, 64 texts of 32 windows of 128 tokens, took 54 s on two threads of the
+# AVX2-only EPYC (26 ms a window, fp32): a quarter second leaves room for one thread, a slower CPU
+# and a count of windows that is only an upper bound.
+SECONDS_PER_WINDOW = 0.25
+
+
+def answer_within(texts: Sequence[str], floor: float, window: int, max_windows: int = 32) -> float:
+    """Seconds to wait for the scores of ``texts``: ``floor``, plus :data:`SECONDS_PER_WINDOW` for
+    each window of ``window`` tokens they may need. A word piece covers at least one character, so
+    a text needs at most one window per ``window - 2`` characters ([CLS] and [SEP] take two places),
+    and the scorer reads no more than ``max_windows`` of them."""
+    room = max(1, window - 2)
+    windows = sum(min(max_windows, max(1, -(-len(text) // room))) for text in texts)
+    return floor + SECONDS_PER_WINDOW * windows
+
 
 # The child is never forked: a fork of a process running threads (Faust, aiokafka, torch's
 # pools) can inherit a lock some thread held.
@@ -107,7 +125,7 @@ class ScorerProcess:
                 model_id = next(self._ids)
                 info = self._load_started(model_id, path)
                 model = self._models[model_id] = HostedModel(self, model_id, path, info["version"],
-                                                             info["precision"], hold)
+                                                             info["precision"], info["max_length"], hold)
             return model
         except BaseException:
             hold.release()
@@ -135,14 +153,15 @@ class ScorerProcess:
             for attempt in range(1, tries + 1):
                 if not self._alive():
                     self._restart()
+                limit = answer_within(texts, self._score_timeout, model.max_length)
                 try:
-                    status, payload = self._request(("score", model.model_id, list(texts)), self._score_timeout)
+                    status, payload = self._request(("score", model.model_id, list(texts)), limit)
                     break
                 except TimeoutError:
                     self._stop(grace=0)  # it may never read the closed pipe
                     log.error("the scorer process of model %s did not answer within %g s: killed", model.version,
-                              self._score_timeout)
-                    failure = f"did not answer within {self._score_timeout:g} s"
+                              limit)
+                    failure = f"did not answer within {limit:g} s"
                 except _ChildDied:
                     log.error("the scorer process of model %s exited while scoring (exit code %s)", model.version,
                               self._process.exitcode)
@@ -267,12 +286,13 @@ class HostedModel:
     """A model in a :class:`ScorerProcess`: ``version`` and ``score(texts)`` like a Scorer."""
 
     def __init__(self, process: ScorerProcess, model_id: int, path: Path, version: str, precision: str,
-                 hold: Any) -> None:
+                 max_length: int, hold: Any) -> None:
         self.process = process
         self.model_id = model_id
         self.path = path
         self.version = version
         self.precision = precision
+        self.max_length = max_length  # tokens per window
         self.hold = hold  # model.registry.VersionHold, released when the model is closed
 
     @property
@@ -338,7 +358,8 @@ def _serve(conn: Any, settings: Any) -> None:
         try:
             if action == "load":
                 scorer = models[model_id] = Scorer.from_settings(settings, args[0])
-                reply: tuple[str, Any] = ("ok", {"version": scorer.version, "precision": scorer.precision})
+                reply: tuple[str, Any] = ("ok", {"version": scorer.version, "precision": scorer.precision,
+                                                 "max_length": scorer.max_length})
             elif action == "score":
                 reply = ("ok", models[model_id].predict_proba(args[0]))
             elif action == "drop":
