@@ -49,7 +49,10 @@ class AttemptDeadline:
             return
         # A duplicate: TLS detaches the socket httpcore connected, and the duplicate's descriptor
         # stays ours, so no other file can take its number before the shutdown.
-        sock = info["return_value"].get_extra_info("socket").dup()
+        try:
+            sock = info["return_value"].get_extra_info("socket").dup()
+        except OSError:  # no descriptor left: this attempt keeps httpx's per-read timeout only
+            return
         with self._lock:
             if self._closed:
                 sock.close()

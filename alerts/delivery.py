@@ -70,6 +70,7 @@ def post(client: httpx.Client, hook: Webhook, alert: Alert, secret: str, *, atte
         signing.IDEMPOTENCY_HEADER: alert.idempotency_key,
         "X-Finsent-Attempt": str(attempt),
     }
+    # An answer whose status line arrived counts, even when the deadline cut its body short.
     with AttemptDeadline(hook.timeout) as deadline:
         try:
             return client.post(hook.url, content=body, headers=headers, timeout=hook.timeout,

@@ -24,7 +24,7 @@ two. A single text is sent once more, so only a text that kills two children is 
 that does not answer a batch in time (a GPU kernel that never returns, say) is taken for dead the
 same way: killed, started again, and the batch halved. Without that limit a hung child would hold
 the worker, and its shutdown, for good. The time is :func:`answer_within`: the setting
-``worker_score_timeout`` plus an allowance for each window of text the batch may hold.
+``worker_score_timeout`` plus an allowance for each token of text the batch may hold.
 """
 
 from __future__ import annotations
@@ -46,21 +46,22 @@ from model.scorer import ScorerCrashed, ScorerUnavailable, to_sentiment
 
 log = logging.getLogger(__name__)
 
-# Seconds a batch may take, on top of worker_score_timeout, per window of text it may hold. The
-# worker's largest batch, 64 texts of 32 windows of 128 tokens, took 54 s on two threads of the
-# AVX2-only EPYC (26 ms a window, fp32): a quarter second leaves room for one thread, a slower CPU
-# and a count of windows that is only an upper bound.
-SECONDS_PER_WINDOW = 0.25
+# Seconds a batch may take, on top of worker_score_timeout, per token of the windows it may need.
+# The worker's largest batch, 64 texts of 32 windows of 128 tokens, took 54 s on two threads of the
+# AVX2-only EPYC (0.2 ms a token, MiniLM in fp32): ten times that leaves room for one thread and a
+# slower CPU. A base-size model costs several times MiniLM's; there, raise worker_score_timeout.
+SECONDS_PER_TOKEN = 0.002
 
 
 def answer_within(texts: Sequence[str], floor: float, window: int, max_windows: int = 32) -> float:
-    """Seconds to wait for the scores of ``texts``: ``floor``, plus :data:`SECONDS_PER_WINDOW` for
-    each window of ``window`` tokens they may need. A word piece covers at least one character, so
-    a text needs at most one window per ``window - 2`` characters ([CLS] and [SEP] take two places),
-    and the scorer reads no more than ``max_windows`` of them."""
+    """Seconds to wait for the scores of ``texts``: ``floor``, plus :data:`SECONDS_PER_TOKEN` for each
+    token of the windows of ``window`` tokens they may need. The count assumes a token per byte of
+    UTF-8, which no tokenizer in use exceeds (MiniLM's word pieces split a Hangul syllable, three
+    bytes, into at most three; byte-level BPE takes at least a byte a token), two special tokens a
+    window, and no more than ``max_windows`` windows a text, as the scorer reads."""
     room = max(1, window - 2)
-    windows = sum(min(max_windows, max(1, -(-len(text) // room))) for text in texts)
-    return floor + SECONDS_PER_WINDOW * windows
+    windows = sum(min(max_windows, max(1, -(-len(text.encode("utf-8", "replace")) // room))) for text in texts)
+    return floor + SECONDS_PER_TOKEN * window * windows
 
 
 # The child is never forked: a fork of a process running threads (Faust, aiokafka, torch's

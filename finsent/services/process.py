@@ -190,7 +190,7 @@ def _kill_group(leader: psutil.Process) -> None:
     that started it has exited) may have let the id go; a new process that took it has another start
     time, and is left alone."""
     try:
-        if psutil.Process(leader.pid).create_time() != leader.create_time():
+        if psutil.Process(leader.pid) != leader:  # psutil compares start times counted from boot: no clock step
             return
     except psutil.NoSuchProcess:
         pass  # reaped: the group, if any member is left, is still ours

