@@ -20,6 +20,7 @@ from typing import Any
 from finsent.schemas import DeadLetter, RawDocument, RecordError, ScoredDocument, Sentiment, utc_now
 from finsent.settings import Settings
 from model.scorer import ScorerCrashed, ScorerUnavailable
+from stream.blamed_texts import BlamedTexts
 from stream.es_sink import BulkItem, ElasticsearchSink
 from stream.metrics import WorkerMetrics
 from stream.model_holder import ModelHolder, Scorer
@@ -94,6 +95,7 @@ class RawBatchPipeline:
         self.clock = clock
         # The producer's largest message (its max_request_size): a larger one is refused every time it is sent.
         self.max_message_bytes = max_message_bytes
+        self.blamed = BlamedTexts()
 
     async def score(self, records: Sequence[RawRecord]) -> ScoredBatch:
         """Validate and score; a record that fails either is kept for the DLQ (sent by :meth:`deliver`)."""
@@ -188,10 +190,23 @@ class RawBatchPipeline:
         return await self.send_dead_letter(key, letter)
 
     async def _sentiments(self, scorer: Scorer, docs: list[_Doc]) -> list[Sentiment | str]:
-        """Sentiments in order; a document the model cannot score gets the reason instead."""
+        """Sentiments in order; a document the model cannot score gets the reason instead. A text
+        this model failed on before is not scored again (:mod:`stream.blamed_texts`)."""
+        texts = [text_to_score(d.raw) for d in docs]
+        known = [self.blamed.reason(scorer.version, text) for text in texts]
+        fresh = [text for text, reason in zip(texts, known) if reason is None]
         started = time.perf_counter()
-        results = await self._score_or_blame(scorer, [text_to_score(d.raw) for d in docs])
+        scored = iter(await self._score_or_blame(scorer, fresh) if fresh else [])
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        results: list[Sentiment | str] = []
+        for text, reason in zip(texts, known):
+            if reason is not None:
+                results.append(f"{reason} (the same text before; not scored again)")
+                continue
+            result = next(scored)
+            if isinstance(result, str):
+                self.blamed.remember(scorer.version, text, result)
+            results.append(result)
         return results
 
     async def _score_or_blame(self, scorer: Scorer, texts: list[str]) -> list[Sentiment | str]:

@@ -357,6 +357,7 @@ def test_a_model_whose_load_kills_the_process_leaves_the_loaded_one_scoring(pois
 # POISON kills the process: one death per halving (8, 4 and 2 texts) and two for the text itself, a new
 # child after each. BREAK leaves it broken: a new process after the batch, for text 4 (which failed only
 # because text 5 broke the process in their half), and twice for text 5 (it breaks the one it is sent to).
+# Either way, the same batch again costs no new process.
 @pytest.mark.parametrize(("mark", "reason_has", "restarted"), [
     ("POISON", ("crashed on it", "exit code 139"), 5),
     ("BREAK", ("could not score it", "CUDA error"), 4),
@@ -389,6 +390,8 @@ async def test_the_worker_halves_a_failing_batch_down_to_the_text_that_breaks_th
     records = [RawRecord(b"k", d.model_dump_json().encode(), Origin("t.raw", 0, i)) for i, d in enumerate(docs)]
     try:
         batch = await pipeline.score(records)
+        assert len(restarts) == restarted
+        again = await pipeline.score(records)  # the same texts once more, as a repost or a DLQ replay brings them
     finally:
         holder.close()
     assert [d.scored.id for d in batch.docs] == ["d0", "d1", "d2", "d3", "d4", "d6", "d7"]
@@ -396,6 +399,9 @@ async def test_the_worker_halves_a_failing_batch_down_to_the_text_that_breaks_th
     [(record, stage, reason)] = batch.rejected
     assert record.origin.offset == 5 and stage == "score"
     assert all(part in reason for part in reason_has)
+    # The text the model failed on is remembered: the second batch costs no new scorer process.
+    assert [d.scored.id for d in again.docs] == ["d0", "d1", "d2", "d3", "d4", "d6", "d7"]
+    assert again.rejected == [(record, "score", f"{reason} (the same text before; not scored again)")]
     assert len(restarts) == restarted
 
 
