@@ -195,9 +195,11 @@ class RawBatchPipeline:
         texts = [text_to_score(d.raw) for d in docs]
         known = [self.blamed.reason(scorer.version, text) for text in texts]
         fresh = [text for text, reason in zip(texts, known) if reason is None]
-        started = time.perf_counter()
-        scored = iter(await self._score_or_blame(scorer, fresh) if fresh else [])
-        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        scored = iter([])
+        if fresh:
+            started = time.perf_counter()
+            scored = iter(await self._score_or_blame(scorer, fresh))
+            self.metrics.inference_seconds.observe(time.perf_counter() - started)
         results: list[Sentiment | str] = []
         for text, reason in zip(texts, known):
             if reason is not None:
