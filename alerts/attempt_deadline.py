@@ -25,7 +25,6 @@ class AttemptDeadline:
     ``extensions={"trace": deadline.trace}``; ``deadline.expired`` says whether it cut the request."""
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
         self.expired = False
         self._sockets: list[socket.socket] = []  # duplicates, ours to close
         self._lock = threading.Lock()

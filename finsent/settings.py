@@ -265,13 +265,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _embedded_ports(self) -> "Settings":
-        ports = {"kafka_port": self.kafka_port, "kafka_controller_port": self.kafka_controller_port,
-                 "elasticsearch_port": self.elasticsearch_port,
-                 "elasticsearch_transport_port": self.elasticsearch_transport_port}
         seen: dict[int, str] = {}
-        for name, port in ports.items():
+        for name, port in self.local_server_ports.items():
             if port in seen:
-                raise ValueError(f"{ENV_PREFIX}{seen[port].upper()} and {ENV_PREFIX}{name.upper()} are both {port}")
+                raise ValueError(f"{seen[port]} and {name} are both {port}")
             seen[port] = name
         # Moving a local server (the advice when its port is taken) must move its clients too, unless
         # the user named the address explicitly.
@@ -280,6 +277,12 @@ class Settings(BaseSettings):
         if "elasticsearch_url" not in self.model_fields_set:
             self.elasticsearch_url = f"http://127.0.0.1:{self.elasticsearch_port}"
         return self
+
+    @property
+    def local_server_ports(self) -> dict[str, int]:
+        """The ports the local Kafka and Elasticsearch bind, by the variable that sets each."""
+        names = ("kafka_port", "kafka_controller_port", "elasticsearch_port", "elasticsearch_transport_port")
+        return {f"{ENV_PREFIX}{name.upper()}": getattr(self, name) for name in names}
 
     @property
     def models_path(self) -> Path:

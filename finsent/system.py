@@ -230,10 +230,7 @@ def shared_ports(settings: Settings, specs: list[ProcessSpec]) -> list[str]:
         if spec.port:
             owners.setdefault(spec.port, []).append(spec.port_setting)
     if _uses_embedded_services(settings):
-        for setting, port in (("FINSENT_KAFKA_PORT", settings.kafka_port),
-                              ("FINSENT_KAFKA_CONTROLLER_PORT", settings.kafka_controller_port),
-                              ("FINSENT_ELASTICSEARCH_PORT", settings.elasticsearch_port),
-                              ("FINSENT_ELASTICSEARCH_TRANSPORT_PORT", settings.elasticsearch_transport_port)):
+        for setting, port in settings.local_server_ports.items():
             owners.setdefault(port, []).append(setting)
     return [f"{', '.join(names[:-1])} and {names[-1]} are {'both' if len(names) == 2 else 'all'} {port}: "
             "each needs a port of its own" for port, names in owners.items() if len(names) > 1]

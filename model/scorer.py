@@ -29,6 +29,8 @@ from model.token_ids import plain_ids
 
 log = logging.getLogger(__name__)
 
+MAX_CHUNKS = 32  # windows read of one long text (model.chunking): its head, at most this many
+
 
 class ScorerUnavailable(RuntimeError):
     """The scorer can score nothing right now (its process cannot start): the caller retries the
@@ -103,7 +105,7 @@ def to_sentiment(probs: list[float]) -> Sentiment:
 
 class Scorer:
     def __init__(self, model: Any, tokenizer: Any, *, version: str, device: str = "cpu",
-                 max_length: int = 128, batch_size: int = 64, max_chunks: int = 32,
+                 max_length: int = 128, batch_size: int = 64, max_chunks: int = MAX_CHUNKS,
                  label_order: list[str] | None = None, precision: str = "fp32") -> None:
         self.model = model
         self.tokenizer = tokenizer

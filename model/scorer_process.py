@@ -42,7 +42,7 @@ from typing import Any
 import psutil
 
 from finsent.schemas import Sentiment
-from model.scorer import ScorerCrashed, ScorerUnavailable, to_sentiment
+from model.scorer import MAX_CHUNKS, ScorerCrashed, ScorerUnavailable, to_sentiment
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 SECONDS_PER_TOKEN = 0.002
 
 
-def answer_within(texts: Sequence[str], floor: float, window: int, max_windows: int = 32) -> float:
+def answer_within(texts: Sequence[str], floor: float, window: int, max_windows: int = MAX_CHUNKS) -> float:
     """Seconds to wait for the scores of ``texts``: ``floor``, plus :data:`SECONDS_PER_TOKEN` for each
     token of the windows of ``window`` tokens they may need. The count assumes a token per byte of
     UTF-8, which no tokenizer in use exceeds (MiniLM's word pieces split a Hangul syllable, three
@@ -80,13 +80,11 @@ class _ChildDied(Exception):
 class ScorerProcess:
     """The child process, started on the first :meth:`load` and ended when its last model is closed."""
 
-    def __init__(self, settings: Any, *, start_timeout: float = 600.0, score_timeout: float | None = None,
-                 on_restart: Callable[[], None] | None = None, serve: Callable[[Any, Any], None] | None = None) -> None:
-        """``score_timeout`` defaults to ``settings.worker_score_timeout``; ``serve`` is the child's main
-        function (:func:`_serve`; tests give it a fake model)."""
+    def __init__(self, settings: Any, *, start_timeout: float = 600.0, on_restart: Callable[[], None] | None = None,
+                 serve: Callable[[Any, Any], None] | None = None) -> None:
+        """``serve`` is the child's main function (:func:`_serve`; tests give it a fake model)."""
         self._settings = settings
         self._start_timeout = start_timeout
-        self._score_timeout = score_timeout if score_timeout is not None else settings.worker_score_timeout
         self._on_restart = on_restart or (lambda: None)
         self._serve = serve or _serve
         self._lock = threading.Lock()  # one request on the pipe at a time
@@ -154,7 +152,7 @@ class ScorerProcess:
             for attempt in range(1, tries + 1):
                 if not self._alive():
                     self._restart()
-                limit = answer_within(texts, self._score_timeout, model.max_length)
+                limit = answer_within(texts, self._settings.worker_score_timeout, model.max_length)
                 try:
                     status, payload = self._request(("score", model.model_id, list(texts)), limit)
                     break

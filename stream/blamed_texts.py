@@ -32,8 +32,9 @@ class BlamedTexts:
         return reason
 
     def remember(self, version: str, text: str, reason: str) -> None:
-        self._reasons[self._key(version, text)] = reason
-        self._reasons.move_to_end(self._key(version, text))
+        key = self._key(version, text)
+        self._reasons[key] = reason
+        self._reasons.move_to_end(key)
         while len(self._reasons) > self.capacity:
             self._reasons.popitem(last=False)
 

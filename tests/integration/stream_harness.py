@@ -20,6 +20,7 @@ from finsent import clients
 from finsent.schemas import RawDocument, document_id, utc_now
 from finsent.settings import Settings
 from tests.ports import free_port
+from tests.tcp_relay import pump
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,22 +225,8 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
 
     def stop(self) -> None:
         if self._listener is not None:

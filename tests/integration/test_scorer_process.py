@@ -302,7 +302,8 @@ def test_a_scorer_process_that_does_not_answer_is_killed_and_the_next_batch_scor
 
     settings, folder = poisoned
     restarts: list[int] = []
-    process = ScorerProcess(settings, serve=serve_poisoned, score_timeout=0.5, on_restart=lambda: restarts.append(1))
+    settings = settings.model_copy(update={"worker_score_timeout": 0.5})
+    process = ScorerProcess(settings, serve=serve_poisoned, on_restart=lambda: restarts.append(1))
     remote = process.load(folder)
     try:
         hung = remote.pid

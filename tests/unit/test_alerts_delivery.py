@@ -25,6 +25,7 @@ from alerts.receiver import WebhookReceiver
 from alerts.rules import Webhook
 from finsent.schemas import Alert
 from tests.ports import free_port
+from tests.tcp_relay import pump
 
 SECRET = "test-secret"
 T0 = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
@@ -355,16 +356,8 @@ class Tunnel(socketserver.BaseRequestHandler):
         host, port = head.split()[1].decode().rsplit(":", 1)
         with socket.create_connection((host, int(port))) as upstream:
             self.request.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            threading.Thread(target=_pipe, args=(upstream, self.request), daemon=True).start()
-            _pipe(self.request, upstream)
-
-
-def _pipe(source: socket.socket, target: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            target.sendall(data)
-    except OSError:
-        pass
+            threading.Thread(target=pump, args=(upstream, self.request), daemon=True).start()
+            pump(self.request, upstream)
 
 
 def test_an_https_receiver_behind_a_proxy_that_trickles_is_cut_off_too(outbox, monkeypatch):
