@@ -134,9 +134,9 @@ class Settings(BaseSettings):
         "process", description="Where the worker's model scores: a child process of its own (out of the event loop's "
                                "interpreter lock; BENCHMARKS.md), or a thread of the worker")
     worker_score_timeout: float = Field(
-        60.0, gt=0, description="Seconds the scorer process may take on a batch, plus 2 ms per token it may hold, "
-                                "before it is taken for hung: killed, started again, and the batch halved as after a "
-                                "crash")
+        60.0, gt=0, description="Seconds the scorer process may go without a word (a forward pass done, or its "
+                                "answer), plus 2 ms per token of its largest forward pass, before it is taken for "
+                                "hung: killed, started again, and the batch's texts scored one by one")
     worker_batch_within: float = Field(0.1, gt=0, description="Seconds to wait for a batch to fill (latency vs batch size)")
     worker_web_port: int = Field(6066, ge=1, le=65535)
     max_text_bytes: int = Field(100_000, ge=1024, le=990_000,  # a scored document must fit one Kafka message

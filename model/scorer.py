@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +40,12 @@ class ScorerUnavailable(RuntimeError):
 
 class ScorerCrashed(ScorerUnavailable):
     """The scorer's process died on these texts (twice, for a single text): memory, or a text that
-    crashes the model."""
+    crashes the model. ``hung``: it went silent and was killed (each further try of a text that
+    hangs it costs the whole silence limit)."""
+
+    def __init__(self, message: str, *, hung: bool = False) -> None:
+        super().__init__(message)
+        self.hung = hung
 
 
 def pick_device(device: str = "auto") -> str:
@@ -203,14 +209,15 @@ class Scorer:
             probs = self._probabilities(list(texts))
         return [to_sentiment(p) for p in probs]
 
-    def predict_proba(self, texts: list[str]) -> list[list[float]]:
-        """Probabilities in LABELS order, one row per text."""
+    def predict_proba(self, texts: list[str], on_batch: Callable[[], None] | None = None) -> list[list[float]]:
+        """Probabilities in LABELS order, one row per text. ``on_batch`` is called after each forward
+        pass (the scorer process's heartbeat: :mod:`model.scorer_process`)."""
         if not texts:
             return []
         with self._lock:
-            return self._probabilities(list(texts))
+            return self._probabilities(list(texts), on_batch)
 
-    def _probabilities(self, texts: list[str]) -> list[list[float]]:
+    def _probabilities(self, texts: list[str], on_batch: Callable[[], None] | None = None) -> list[list[float]]:
         import torch
 
         window = max(1, self.max_length - self._special)
@@ -234,6 +241,8 @@ class Scorer:
                 out = torch.softmax(logits[:, self._columns] / self.temperature + bias, dim=-1).cpu().tolist()
                 for j, row in zip(batch, out):
                     chunk_probs[j] = row
+                if on_batch is not None:
+                    on_batch()
         release_freed_memory()  # model.heap: what the activations freed goes back to the OS
         per_text: list[list[list[float]]] = [[] for _ in texts]
         weights: list[list[int]] = [[] for _ in texts]

@@ -20,11 +20,16 @@ when the worker dies (kill -9), since the child then reads end-of-file. A child 
 for memory, say) is started again and loads the same folders. A batch of several texts it died on
 is not sent again: :class:`model.scorer.ScorerCrashed` tells the worker to halve it, which costs
 no more than a resend and finds a text that crashes the model with one death per halving, not
-two. A single text is sent once more, so only a text that kills two children is blamed. A child
-that does not answer a batch in time (a GPU kernel that never returns, say) is taken for dead the
-same way: killed, started again, and the batch halved. Without that limit a hung child would hold
-the worker, and its shutdown, for good. The time is :func:`answer_within`: the setting
-``worker_score_timeout`` plus an allowance for each token of text the batch may hold.
+two. A single text is sent once more, so only a text that kills two children is blamed.
+
+A child that goes silent on a batch (a GPU kernel that never returns, say) is taken for dead the
+same way: killed, started again, and the batch reported as hung (the worker then scores its texts
+one by one, since each halving would wait out the silence again). Without that limit a hung child
+would hold the worker, and its shutdown, for good. The child reports each forward pass it
+finishes (a heartbeat), so the limit bounds one pass, not the batch: :func:`longest_silence`, the
+setting ``worker_score_timeout`` plus an allowance for each token one pass may hold. A batch of 64
+long documents (2,048 windows) is then found hung in the time of a headline batch, not in ten
+minutes.
 """
 
 from __future__ import annotations
@@ -46,22 +51,28 @@ from model.scorer import MAX_CHUNKS, ScorerCrashed, ScorerUnavailable, to_sentim
 
 log = logging.getLogger(__name__)
 
-# Seconds a batch may take, on top of worker_score_timeout, per token of the windows it may need.
+# Seconds a forward pass may take, on top of worker_score_timeout, per token of the windows it may hold.
 # The worker's largest batch, 64 texts of 32 windows of 128 tokens, took 54 s on two threads of the
 # AVX2-only EPYC (0.2 ms a token, MiniLM in fp32): ten times that leaves room for one thread and a
 # slower CPU. A base-size model costs several times MiniLM's; there, raise worker_score_timeout.
 SECONDS_PER_TOKEN = 0.002
 
+# The child's word that it finished a forward pass of a batch; the answer comes after the last.
+PROGRESS = "progress"
 
-def answer_within(texts: Sequence[str], floor: float, window: int, max_windows: int = MAX_CHUNKS) -> float:
-    """Seconds to wait for the scores of ``texts``: ``floor``, plus :data:`SECONDS_PER_TOKEN` for each
-    token of the windows of ``window`` tokens they may need. The count assumes a token per byte of
-    UTF-8, which no tokenizer in use exceeds (MiniLM's word pieces split a Hangul syllable, three
-    bytes, into at most three; byte-level BPE takes at least a byte a token), two special tokens a
-    window, and no more than ``max_windows`` windows a text, as the scorer reads."""
+
+def longest_silence(texts: Sequence[str], floor: float, window: int, batch_size: int,
+                    max_windows: int = MAX_CHUNKS) -> float:
+    """Seconds the child may go without a word while it scores ``texts``: ``floor`` (which also
+    covers tokenising the batch and a GPU's first-call set-up), plus :data:`SECONDS_PER_TOKEN` for each
+    token of the largest forward pass, ``batch_size`` windows of ``window`` tokens or the windows the
+    texts may need, if fewer. The count assumes a token per byte of UTF-8, which no tokenizer in use
+    exceeds (MiniLM's word pieces split a Hangul syllable, three bytes, into at most three; byte-level
+    BPE takes at least a byte a token), two special tokens a window, and no more than ``max_windows``
+    windows a text, as the scorer reads."""
     room = max(1, window - 2)
     windows = sum(min(max_windows, max(1, -(-len(text.encode("utf-8", "replace")) // room))) for text in texts)
-    return floor + SECONDS_PER_TOKEN * window * windows
+    return floor + SECONDS_PER_TOKEN * window * min(windows, batch_size)
 
 
 # The child is never forked: a fork of a process running threads (Faust, aiokafka, torch's
@@ -124,7 +135,8 @@ class ScorerProcess:
                 model_id = next(self._ids)
                 info = self._load_started(model_id, path)
                 model = self._models[model_id] = HostedModel(self, model_id, path, info["version"],
-                                                             info["precision"], info["max_length"], hold)
+                                                             info["precision"], info["max_length"],
+                                                             info["batch_size"], hold)
             return model
         except BaseException:
             hold.release()
@@ -152,22 +164,23 @@ class ScorerProcess:
             for attempt in range(1, tries + 1):
                 if not self._alive():
                     self._restart()
-                limit = answer_within(texts, self._settings.worker_score_timeout, model.max_length)
+                limit = longest_silence(texts, self._settings.worker_score_timeout, model.max_length,
+                                        model.batch_size)
                 try:
                     status, payload = self._request(("score", model.model_id, list(texts)), limit)
                     break
                 except TimeoutError:
                     self._stop(grace=0)  # it may never read the closed pipe
-                    log.error("the scorer process of model %s did not answer within %g s: killed", model.version,
+                    log.error("the scorer process of model %s went %g s without progress: killed", model.version,
                               limit)
-                    failure = f"did not answer within {limit:g} s"
+                    failure, hung = f"went {limit:g} s without progress", True
                 except _ChildDied:
                     log.error("the scorer process of model %s exited while scoring (exit code %s)", model.version,
                               self._process.exitcode)
-                    failure = f"died (exit code {self._process.exitcode})"
+                    failure, hung = f"died (exit code {self._process.exitcode})", False
                 if attempt == tries:
                     times = "twice on the same text" if tries == 2 else f"on a batch of {len(texts)} texts"
-                    raise ScorerCrashed(f"the scorer process of model {model.version} {failure} {times}")
+                    raise ScorerCrashed(f"the scorer process of model {model.version} {failure} {times}", hung=hung)
         if status != "ok":
             raise ScorerProcessError(payload)
         return payload
@@ -229,14 +242,15 @@ class ScorerProcess:
         return payload
 
     def _request(self, message: tuple, timeout: float | None = None) -> tuple[str, Any]:
-        """Send one request and wait for its reply, at most ``timeout`` seconds (then TimeoutError).
-        A child that dies on it is stopped (joined, so its exit code is known), and the next request
-        starts a new one."""
+        """Send one request and wait for its reply, at most ``timeout`` seconds after the child's last
+        word (its reply, or a :data:`PROGRESS` heartbeat; then TimeoutError). A child that dies on it
+        is stopped (joined, so its exit code is known), and the next request starts a new one."""
         try:
             self._conn.send(message)
-            answered = timeout is None or self._conn.poll(timeout)
-            if answered:
-                return self._conn.recv()
+            while timeout is None or self._conn.poll(timeout):
+                reply = self._conn.recv()
+                if reply[0] != PROGRESS:
+                    return reply
         except (EOFError, OSError) as exc:
             self._stop()
             raise _ChildDied from exc
@@ -285,13 +299,14 @@ class HostedModel:
     """A model in a :class:`ScorerProcess`: ``version`` and ``score(texts)`` like a Scorer."""
 
     def __init__(self, process: ScorerProcess, model_id: int, path: Path, version: str, precision: str,
-                 max_length: int, hold: Any) -> None:
+                 max_length: int, batch_size: int, hold: Any) -> None:
         self.process = process
         self.model_id = model_id
         self.path = path
         self.version = version
         self.precision = precision
         self.max_length = max_length  # tokens per window
+        self.batch_size = batch_size  # windows per forward pass
         self.hold = hold  # model.registry.VersionHold, released when the model is closed
 
     @property
@@ -358,9 +373,9 @@ def _serve(conn: Any, settings: Any) -> None:
             if action == "load":
                 scorer = models[model_id] = Scorer.from_settings(settings, args[0])
                 reply: tuple[str, Any] = ("ok", {"version": scorer.version, "precision": scorer.precision,
-                                                 "max_length": scorer.max_length})
+                                                 "max_length": scorer.max_length, "batch_size": scorer.batch_size})
             elif action == "score":
-                reply = ("ok", models[model_id].predict_proba(args[0]))
+                reply = ("ok", models[model_id].predict_proba(args[0], on_batch=lambda: conn.send((PROGRESS, None))))
             elif action == "drop":
                 models.pop(model_id, None)
                 reply = ("ok", None)

@@ -47,6 +47,14 @@ class RawRecord:
     replayed_at: datetime | None = None  # sent again from the DLQ (finsent.dead_letters.REPLAYED_AT_HEADER)
 
 
+@dataclass(frozen=True)
+class _Failure:
+    """Why the model failed on some texts; ``hung``: its scorer process went silent and was killed."""
+
+    reason: str
+    hung: bool = False
+
+
 @dataclass
 class _Doc:
     record: RawRecord
@@ -216,42 +224,50 @@ class RawBatchPipeline:
         score each half apart, down to the text that fails on its own, which gets the reason. Halves,
         not one text at a time: a crash under memory pressure passes with a smaller batch, so only a
         text that crashes the model by itself (in two processes: model.scorer_process) is dead-lettered.
+        A batch its process hung on is the exception: each halving would wait out the silence limit
+        again, so its texts are scored one by one, and only a text that hangs the model costs that.
 
         A model that fails on a known-good text too is broken, not the texts: an error can leave a
-        process unable to score (a CUDA error poisons its GPU context). Before the halving, and before
+        process unable to score (a CUDA error poisons its GPU context). Before the split, and before
         a text is blamed, the model must score a known-good text, in a new scorer process if need be;
         where it cannot, ScorerUnavailable holds the batch, as when the scorer is gone."""
         outcome = await self._attempt(scorer, texts)
-        if not isinstance(outcome, str):
+        if not isinstance(outcome, _Failure):
             return outcome
         if len(texts) > 1:  # a single text goes straight to _blame, which checks the model itself
             await self._ensure_working(scorer, outcome)
-        return await self._halve(scorer, texts, outcome)
+        return await self._split(scorer, texts, outcome)
 
-    async def _halve(self, scorer: Scorer, texts: list[str], failure: str) -> list[Sentiment | str]:
-        """Sentiments of texts the model failed on together (``failure``), each half scored apart."""
+    async def _split(self, scorer: Scorer, texts: list[str], failure: _Failure) -> list[Sentiment | str]:
+        """Sentiments of texts the model failed on together (``failure``), scored in parts: halves, or
+        one by one after a hang."""
         if len(texts) == 1:
             return [await self._blame(scorer, texts[0], failure)]
-        log.warning("scoring %d texts failed (%s); scoring each half apart", len(texts), failure)
+        if failure.hung:
+            log.warning("scoring %d texts hung (%s); scoring each alone", len(texts), failure.reason)
+            parts = [[text] for text in texts]
+        else:
+            log.warning("scoring %d texts failed (%s); scoring each half apart", len(texts), failure.reason)
+            middle = len(texts) // 2
+            parts = [texts[:middle], texts[middle:]]
         results: list[Sentiment | str] = []
-        middle = len(texts) // 2
-        for half in (texts[:middle], texts[middle:]):
-            outcome = await self._attempt(scorer, half)
-            results += await self._halve(scorer, half, outcome) if isinstance(outcome, str) else outcome
+        for part in parts:
+            outcome = await self._attempt(scorer, part)
+            results += await self._split(scorer, part, outcome) if isinstance(outcome, _Failure) else outcome
         return results
 
-    async def _blame(self, scorer: Scorer, text: str, failure: str) -> Sentiment | str:
+    async def _blame(self, scorer: Scorer, text: str, failure: _Failure) -> Sentiment | str:
         """The reason a text fails on its own (it goes to the DLQ), unless it was the model that had
         broken, on an earlier text say: then the text's sentiment from a new scorer process."""
         if await self._ensure_working(scorer, failure):
-            return failure
+            return failure.reason
         outcome = await self._attempt(scorer, [text])
-        if not isinstance(outcome, str):
+        if not isinstance(outcome, _Failure):
             return outcome[0]
         await self._ensure_working(scorer, outcome)  # a text that breaks every process it reaches: the rest go on
-        return outcome
+        return outcome.reason
 
-    async def _attempt(self, scorer: Scorer, texts: list[str]) -> list[Sentiment] | str:
+    async def _attempt(self, scorer: Scorer, texts: list[str]) -> list[Sentiment] | _Failure:
         """The texts' sentiments, or why the model failed on them."""
         try:
             results = list(await self.holder.score(scorer, texts))
@@ -259,23 +275,23 @@ class RawBatchPipeline:
                 raise RuntimeError(f"scorer returned {len(results)} results for {len(texts)} texts")
             return results
         except ScorerCrashed as exc:
-            return f"model {scorer.version} crashed on it: {exc}"
+            return _Failure(f"model {scorer.version} crashed on it: {exc}", hung=exc.hung)
         except ScorerUnavailable:
             raise  # not the texts' fault: the batch is retried, nothing is dead-lettered
         except Exception as exc:  # noqa: BLE001 - find the document that breaks the model
-            return f"model {scorer.version} could not score it: {type(exc).__name__}: {exc}"
+            return _Failure(f"model {scorer.version} could not score it: {type(exc).__name__}: {exc}")
 
-    async def _ensure_working(self, scorer: Scorer, failure: str) -> bool:
+    async def _ensure_working(self, scorer: Scorer, failure: _Failure) -> bool:
         """True if the model scores a known-good text; False if it does once its scorer process was
         started again; ScorerUnavailable if it does not (or runs in this process, which cannot be)."""
         probe = await self._attempt(scorer, [PROBE_TEXT])
-        if not isinstance(probe, str):
+        if not isinstance(probe, _Failure):
             return True
         if await self.holder.renew(scorer):
             log.warning("model %s fails on a known-good text too (%s); its scorer process was started again",
-                        scorer.version, probe)
+                        scorer.version, probe.reason)
             probe = await self._attempt(scorer, [PROBE_TEXT])
-            if not isinstance(probe, str):
+            if not isinstance(probe, _Failure):
                 return False
-        raise ScorerUnavailable(f"model {scorer.version} fails on a known-good text too ({probe}); holding the "
-                                f"batch instead of dead-lettering its documents (their failure: {failure})")
+        raise ScorerUnavailable(f"model {scorer.version} fails on a known-good text too ({probe.reason}); holding "
+                                f"the batch instead of dead-lettering its documents (their failure: {failure.reason})")

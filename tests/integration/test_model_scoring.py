@@ -67,6 +67,16 @@ def test_scorer_returns_one_valid_sentiment_per_text_in_order(scorer, tiny_model
     assert scorer.score([]) == []
 
 
+def test_the_scorer_reports_each_forward_pass_it_finishes(scorer):
+    passes: list[int] = []
+    # Batches of 2 windows: 4 texts take 2 passes, and one of 300 words takes several windows more.
+    probs = scorer.predict_proba(TEXTS, on_batch=lambda: passes.append(1))
+    assert len(passes) == 2 and len(probs) == len(TEXTS)
+    passes.clear()
+    scorer.predict_proba([" ".join(["profit"] * 300)], on_batch=lambda: passes.append(1))
+    assert len(passes) == 2  # 300 tokens: 3 windows of 126, so 2 passes of at most 2
+
+
 def test_the_scorer_computes_what_the_stock_model_computes(scorer, tiny_model):
     import torch
     from transformers import AutoModelForSequenceClassification

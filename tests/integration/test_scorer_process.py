@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -232,7 +233,10 @@ def serve_poisoned(conn, settings):
     one marked ``hangs-on-load`` never answers.
     A batch that holds BREAK leaves it alive but unable to score, as a CUDA error leaves a GPU
     context: it answers every later batch with the error until a new process starts. A batch that
-    holds HANG never gets an answer, as a GPU kernel that never returns."""
+    holds HANG never gets an answer, as a GPU kernel that never returns. One that holds SLOW takes
+    eight forward passes of 0.4 s, each followed by the scorer's heartbeat."""
+    from model.scorer_process import PROGRESS
+
     folders = {}
     broken = False
     while True:
@@ -246,7 +250,7 @@ def serve_poisoned(conn, settings):
             if (Path(args[0]) / "hangs-on-load").exists():
                 threading.Event().wait()
             folders[model_id] = Path(args[0])
-            conn.send(("ok", {"version": "poisoned", "precision": "fp32", "max_length": 128}))
+            conn.send(("ok", {"version": "poisoned", "precision": "fp32", "max_length": 128, "batch_size": 64}))
             continue
         texts = args[0]
         flaky_mark = folders[model_id] / "flaky-died"
@@ -254,6 +258,10 @@ def serve_poisoned(conn, settings):
             os._exit(139)
         if any("HANG" in text for text in texts):
             threading.Event().wait()  # never set; the closed pipe goes unread
+        if any("SLOW" in text for text in texts):
+            for _ in range(8):
+                time.sleep(0.4)
+                conn.send((PROGRESS, None))
         if any("FLAKY" in text for text in texts) and not flaky_mark.exists():
             flaky_mark.touch()
             os._exit(137)
@@ -307,16 +315,33 @@ def test_a_scorer_process_that_does_not_answer_is_killed_and_the_next_batch_scor
     remote = process.load(folder)
     try:
         hung = remote.pid
-        with pytest.raises(ScorerCrashed, match=r"did not answer within 1.012 s on a batch of 2 texts"):  # 0.5 + 2 x 0.256
-            remote.predict_proba(["fine", "HANG"])
+        with pytest.raises(ScorerCrashed, match=r"went 1.012 s without progress on a batch of 2 texts") as crash:
+            remote.predict_proba(["fine", "HANG"])  # 0.5 s, and 2 ms for each token of two windows of 128
+        assert crash.value.hung  # the worker scores such a batch's texts one by one, not by halves
         assert process_gone(hung)  # killed, not left holding a model's memory
         assert remote.predict_proba(["fine"]) == [[0.1, 0.2, 0.7]] and len(restarts) == 1
-        with pytest.raises(ScorerCrashed, match=r"did not answer within 0.756 s twice on the same text"):
+        with pytest.raises(ScorerCrashed, match=r"went 0.756 s without progress twice on the same text"):
             remote.predict_proba(["HANG"])  # sent to a second child before it is blamed
         assert len(restarts) == 2
     finally:
         process.close()
     assert process_gone(remote.pid)
+
+
+def test_a_batch_that_takes_longer_than_the_limit_is_not_killed_while_it_reports_progress(poisoned):
+    from model.scorer_process import ScorerProcess
+
+    settings, folder = poisoned
+    restarts: list[int] = []
+    settings = settings.model_copy(update={"worker_score_timeout": 2.0})  # 2.256 s without a word, at most
+    process = ScorerProcess(settings, serve=serve_poisoned, on_restart=lambda: restarts.append(1))
+    remote = process.load(folder)
+    try:
+        pid = remote.pid
+        assert remote.predict_proba(["SLOW and long"]) == [[0.1, 0.2, 0.7]]  # 3.2 s, a heartbeat every 0.4 s
+        assert remote.pid == pid and not restarts
+    finally:
+        process.close()
 
 
 def test_a_load_that_does_not_answer_is_a_clear_error(poisoned, tmp_path: Path):
@@ -358,12 +383,15 @@ def test_a_model_whose_load_kills_the_process_leaves_the_loaded_one_scoring(pois
 # POISON kills the process: one death per halving (8, 4 and 2 texts) and two for the text itself, a new
 # child after each. BREAK leaves it broken: a new process after the batch, for text 4 (which failed only
 # because text 5 broke the process in their half), and twice for text 5 (it breaks the one it is sent to).
-# Either way, the same batch again costs no new process.
+# HANG: no halving, since each would wait out the silence limit again; a new process after the batch, then
+# the texts one by one, text 5 hanging two processes, and one more for the known-good text that clears the
+# model. Either way, the same batch again costs no new process.
 @pytest.mark.parametrize(("mark", "reason_has", "restarted"), [
     ("POISON", ("crashed on it", "exit code 139"), 5),
     ("BREAK", ("could not score it", "CUDA error"), 4),
+    ("HANG", ("crashed on it", "without progress twice on the same text"), 3),
 ])
-async def test_the_worker_halves_a_failing_batch_down_to_the_text_that_breaks_the_model(poisoned, mark, reason_has,
+async def test_the_worker_splits_a_failing_batch_down_to_the_text_that_breaks_the_model(poisoned, mark, reason_has,
                                                                                         restarted):
     from prometheus_client import CollectorRegistry
 
@@ -375,6 +403,8 @@ async def test_the_worker_halves_a_failing_batch_down_to_the_text_that_breaks_th
     from stream.validation import Origin
 
     settings, folder = poisoned
+    if mark == "HANG":
+        settings = settings.model_copy(update={"worker_score_timeout": 1.0})
     restarts: list[int] = []
     process = ScorerProcess(settings, serve=serve_poisoned, on_restart=lambda: restarts.append(1))
     holder = ModelHolder(process.load)
