@@ -179,10 +179,9 @@ def test_webhook(
     timeout: Annotated[float, typer.Option(min=0.1, max=300)] = 10.0,
 ) -> None:
     """Send one signed sample alert to URL and report the answer."""
-    import httpx
     from pydantic import ValidationError
 
-    from alerts.delivery import post
+    from alerts.delivery import post, webhook_client
     from alerts.payload import idempotency_key
     from alerts.rules import Webhook
     from finsent.schemas import Alert
@@ -201,7 +200,7 @@ def test_webhook(
                   created_at=now)
     started = time.perf_counter()
     try:
-        with httpx.Client() as client:
+        with webhook_client() as client:  # the engine's client: the same deadline, the same redirects
             response = post(client, hook, alert, secret, attempt=1, now=time.time())
     except Exception as exc:  # whatever the send raised, the answer is that this URL does not work
         fail(f"{url}: {type(exc).__name__}: {exc}")

@@ -81,6 +81,12 @@ def post(client: httpx.Client, hook: Webhook, alert: Alert, secret: str, *, atte
             raise
 
 
+def webhook_client() -> httpx.Client:
+    """The client :func:`post` sends with. No keep-alive: a new connection per attempt is what lets
+    post() cut off a trickling receiver. No redirects: a webhook's URL is where the alert goes."""
+    return httpx.Client(follow_redirects=False, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 class Dispatcher:
     """Drains due deliveries from the outbox. ``on_dead(alert, webhook, error)`` is told about each
     delivery that used up its attempts (the service turns it into a dead letter)."""
@@ -100,8 +106,7 @@ class Dispatcher:
         self._client: httpx.Client | None = None
 
     def start(self) -> Dispatcher:
-        # No keep-alive: a new connection per attempt is what lets post() cut off a trickling receiver.
-        self._client = httpx.Client(follow_redirects=False, limits=httpx.Limits(max_keepalive_connections=0))
+        self._client = webhook_client()
         return self
 
     def close(self) -> None:

@@ -128,6 +128,20 @@ def test_cli_test_webhook_refuses_a_url_it_cannot_send_to():
     assert "is not a URL that can be posted to" in result.output
 
 
+def test_cli_test_webhook_sends_a_signed_alert_the_reference_receiver_verifies():
+    from typer.testing import CliRunner
+
+    from alerts.receiver import WebhookReceiver
+
+    with WebhookReceiver("s3cret") as receiver:
+        result = CliRunner().invoke(app, ["alerts", "test-webhook", receiver.url],
+                                    env={"FINSENT_ALERTS_WEBHOOK_SECRET": "s3cret"})
+    assert result.exit_code == 0, result.output
+    assert f"{receiver.url}: HTTP 200" in result.output
+    [delivered] = receiver.delivered  # signed with the secret, so verified
+    assert delivered.json()["rule"] == "test-webhook"
+
+
 def test_tickers_are_read_as_ingest_writes_them():
     rule = {"name": "vol", "kind": "volume_spike", "threshold": 2}
     parsed = parse_rules({"rules": [{**rule, "tickers": ["aapl", "BRK-B", "$msft", "AAPL"]}]})
