@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import typer
 
@@ -96,8 +95,7 @@ def scheduler(
     from prometheus_client import start_http_server
 
     from finsent.stop_signals import StopSignals
-    from retrain.label_indexer import STOP_SECONDS as INDEXER_STOP_SECONDS
-    from retrain.label_indexer import start_background
+    from retrain.label_indexer import indexing_in_background
     from retrain.metrics import RetrainMetrics
     from retrain.scheduler import RetrainScheduler
 
@@ -111,7 +109,6 @@ def scheduler(
         sched.start()
     except Exception as exc:
         fail(f"could not start the scheduler: {exc}")
-    stop = threading.Event()  # the label indexer's
     if settings.retrain_metrics_port:
         try:
             start_http_server(settings.retrain_metrics_port, addr=settings.metrics_host, registry=metrics.registry)
@@ -119,22 +116,19 @@ def scheduler(
             sched.shutdown()
             fail(f"cannot serve metrics on {settings.metrics_host}:{settings.retrain_metrics_port}: "
                  f"{exc.strerror or exc} (FINSENT_RETRAIN_METRICS_PORT)")
-    indexer = start_background(settings, stop) if with_indexer else None
-    for job_id, job in sched.jobs().items():
-        typer.echo(f"{job_id}: {job['trigger']}, next run {job['next_run_time']}")
-    deleted = [f"{what} more than {days:g} days ago" for what, days in (
-        ("documents scored", settings.docs_retention_days), ("windows started", settings.aggregates_retention_days))
-        if days]
-    if deleted:  # it deletes data: say so at every start
-        typer.echo(f"index-retention deletes {' and '.join(deleted)} (FINSENT_DOCS_RETENTION_DAYS, "
-                   "FINSENT_AGGREGATES_RETENTION_DAYS; 0 keeps everything)")
-    try:
-        signals.wait()
-    finally:
-        stop.set()
-        sched.shutdown()
-        if indexer is not None:
-            indexer.join(INDEXER_STOP_SECONDS)
+    with indexing_in_background(settings, with_indexer):
+        for job_id, job in sched.jobs().items():
+            typer.echo(f"{job_id}: {job['trigger']}, next run {job['next_run_time']}")
+        deleted = [f"{what} more than {days:g} days ago" for what, days in (
+            ("documents scored", settings.docs_retention_days), ("windows started", settings.aggregates_retention_days))
+            if days]
+        if deleted:  # it deletes data: say so at every start
+            typer.echo(f"index-retention deletes {' and '.join(deleted)} (FINSENT_DOCS_RETENTION_DAYS, "
+                       "FINSENT_AGGREGATES_RETENTION_DAYS; 0 keeps everything)")
+        try:
+            signals.wait()
+        finally:
+            sched.shutdown()
 
 
 @app.command()

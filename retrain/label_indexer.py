@@ -7,9 +7,11 @@ re-read never duplicates. Several processes may run it: they share one consumer 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from finsent.schemas import DeadLetter, LabelRecord, RecordError, original_text, parse_record, utc_now
@@ -133,8 +135,14 @@ class LabelIndexer:
         self.close()
 
 
-def start_background(settings: Settings, stop: threading.Event) -> threading.Thread:
-    """Run an indexer in a daemon thread until ``stop`` is set (the scheduler and server use it)."""
+@contextlib.contextmanager
+def indexing_in_background(settings: Settings, enabled: bool = True) -> Iterator[None]:
+    """Index labels in a daemon thread while the block runs (the scheduler and the labels server use
+    it); after the block, stop it and wait up to :data:`STOP_SECONDS` for it to close its clients."""
+    if not enabled:
+        yield
+        return
+    stop = threading.Event()
 
     def target() -> None:
         while not stop.is_set():
@@ -147,4 +155,8 @@ def start_background(settings: Settings, stop: threading.Event) -> threading.Thr
 
     thread = threading.Thread(target=target, name="label-indexer", daemon=True)
     thread.start()
-    return thread
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(STOP_SECONDS)

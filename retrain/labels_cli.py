@@ -110,8 +110,7 @@ def serve(
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 
-    from retrain.label_indexer import STOP_SECONDS as INDEXER_STOP_SECONDS
-    from retrain.label_indexer import start_background
+    from retrain.label_indexer import indexing_in_background
     from retrain.labels_http import create_app
 
     settings = settings_of(ctx)
@@ -119,11 +118,5 @@ def serve(
         api = create_app(settings, registry=CollectorRegistry(), serve_metrics=True)
     except ValueError as exc:
         fail(str(exc))
-    stop = threading.Event()
-    indexer = start_background(settings, stop) if with_indexer else None
-    try:
+    with indexing_in_background(settings, with_indexer):
         web.run_app(api, host=host or settings.labels_host, port=port or settings.labels_port, print=typer.echo)
-    finally:
-        stop.set()
-        if indexer is not None:
-            indexer.join(INDEXER_STOP_SECONDS)
