@@ -9,9 +9,13 @@ State lives in SQLite: ids and URLs for ``retention`` (a feed may keep an item f
 MinHash signatures for the near-duplicate ``window``. A restart reloads the signatures of
 the window into the LSH index, so nothing already produced is produced again.
 Near-duplicates are looked for only in texts of ``min_tokens`` words or more: two short posts
-that say the same thing are two opinions, a syndicated wire story is one. A near-duplicate is
-never produced, but its id is remembered (without a signature) along with its original's, so it
-stays known for the retention instead of becoming news again once the original leaves the window.
+that say the same thing are two opinions, a syndicated wire story is one. A similar text is a
+near-duplicate only if the earlier document names every ticker this one names: auto-generated
+market news fills one template with many companies, and MSFT's story must not hide behind AAPL's.
+The tickers are stored with the signature; rows from before that column (``tickers`` NULL) may
+name anything, so they hide only documents without tickers. A near-duplicate is never produced,
+but its id is remembered (without a signature) along with its original's, so it stays known for
+the retention instead of becoming news again once the original leaves the window.
 Old rows are pruned at start and then at most every ``prune_every_hours``, on commit, so a
 long-running process keeps its state to the retention.
 """
@@ -54,6 +58,21 @@ def dedup_text(doc: RawDocument) -> str:
     return f"{doc.title} {doc.text}" if doc.title and doc.title not in doc.text else doc.text
 
 
+def _tickers_text(doc: RawDocument) -> str:
+    return " ".join(sorted(set(doc.tickers)))  # tickers hold no spaces; "" = names none, NULL = not recorded
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add the ``tickers`` column to a database from before it; its rows keep NULL (not recorded)."""
+    if "tickers" in {row[1] for row in db.execute("PRAGMA table_info(seen)")}:
+        return
+    try:
+        db.execute("ALTER TABLE seen ADD COLUMN tickers TEXT")
+    except sqlite3.OperationalError as exc:  # another process sharing the file migrated it first
+        if "duplicate column" not in str(exc):
+            raise
+
+
 class DedupIndex:
     def __init__(
         self,
@@ -76,7 +95,7 @@ class DedupIndex:
         self._db: sqlite3.Connection | None = None
         self._lsh = None
         self._in_lsh: deque[tuple[float, str]] = deque()  # (seen_at, id), oldest first
-        self._staged: dict[str, tuple[RawDocument, np.ndarray | None]] = {}
+        self._staged: dict[str, tuple[RawDocument, np.ndarray | None]] = {}  # the doc carries its tickers
         self._staged_urls: dict[str, str] = {}
         self._staged_near: dict[str, tuple[RawDocument, str]] = {}  # id -> (near-duplicate, id of its staged original)
         self._pruned_at: datetime | None = None
@@ -92,11 +111,12 @@ class DedupIndex:
         db.executescript(
             """
             CREATE TABLE IF NOT EXISTS seen (
-                id TEXT PRIMARY KEY, url TEXT, source TEXT, seen_at REAL NOT NULL, minhash BLOB);
+                id TEXT PRIMARY KEY, url TEXT, source TEXT, seen_at REAL NOT NULL, minhash BLOB, tickers TEXT);
             CREATE INDEX IF NOT EXISTS seen_url ON seen(url) WHERE url IS NOT NULL;
             CREATE INDEX IF NOT EXISTS seen_at ON seen(seen_at);
             """
         )
+        _migrate(db)
         self._db = db
         # LSH finds a pair at its own threshold only half the time: look for candidates well
         # below ours and keep those whose estimated Jaccard similarity reaches it.
@@ -138,7 +158,7 @@ class DedupIndex:
                 return Duplicate("url", row[0])
         signature = self.signature(dedup_text(doc))
         if signature is not None:
-            near = self._nearest(signature)
+            near = self._nearest(signature, frozenset(doc.tickers))
             if near is not None:
                 self._remember_near(doc, near.of)
                 return near
@@ -155,11 +175,11 @@ class DedupIndex:
             doc, signature = self._staged.pop(doc_id)
             if doc.url:
                 self._staged_urls.pop(doc.url, None)
-            blob = signature.tobytes() if signature is not None else None
-            rows.append((doc.id, doc.url, doc.source, now, blob))
+            blob, tickers = (signature.tobytes(), _tickers_text(doc)) if signature is not None else (None, None)
+            rows.append((doc.id, doc.url, doc.source, now, blob, tickers))
             committed.add(doc_id)
         for near in self._near_of(committed):
-            rows.append((near.id, near.url, near.source, now, None))
+            rows.append((near.id, near.url, near.source, now, None, None))
         self._write(rows)
         if self._pruned_at is None or self.clock() - self._pruned_at >= self.prune_every:
             self.prune()
@@ -195,7 +215,7 @@ class DedupIndex:
         if of in self._staged:
             self._staged_near[doc.id] = (doc, of)
         else:
-            self._write([(doc.id, doc.url, doc.source, self.clock().timestamp(), None)])
+            self._write([(doc.id, doc.url, doc.source, self.clock().timestamp(), None, None)])
 
     def _near_of(self, originals: set[str]) -> list[RawDocument]:
         """Unstage and return the near-duplicates staged with any of ``originals``."""
@@ -206,7 +226,8 @@ class DedupIndex:
         if rows:
             db = self._conn()
             db.execute("BEGIN")
-            db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT OR REPLACE INTO seen (id, url, source, seen_at, minhash, tickers) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", rows)
             db.execute("COMMIT")
 
     # --- MinHash -----------------------------------------------------------------------
@@ -220,24 +241,33 @@ class DedupIndex:
         minhash.update_batch([g.encode("utf-8") for g in grams])
         return minhash.hashvalues.astype(np.uint32)
 
-    def _nearest(self, signature: np.ndarray) -> Duplicate | None:
+    def _nearest(self, signature: np.ndarray, tickers: frozenset[str]) -> Duplicate | None:
+        """The most similar earlier document that also names all of ``tickers``."""
         from datasketch import MinHash
 
         best: Duplicate | None = None
         for candidate in self._lsh.query(MinHash(num_perm=NUM_PERM, hashvalues=signature, scheme=SCHEME)):
-            other = self._signature_of(candidate)
+            other, named = self._signature_of(candidate)
             if other is None:
+                continue
+            # Unknown tickers (a row older than the column) may not name ours: better a possible
+            # duplicate produced than a company's news lost.
+            if not (tickers <= named if named is not None else not tickers):
                 continue
             similarity = float(np.count_nonzero(other == signature)) / NUM_PERM
             if similarity >= self.threshold and (best is None or similarity > best.similarity):
                 best = Duplicate("near", candidate, similarity)
         return best
 
-    def _signature_of(self, doc_id: str) -> np.ndarray | None:
+    def _signature_of(self, doc_id: str) -> tuple[np.ndarray | None, frozenset[str] | None]:
+        """A document's signature and the tickers it names (None: not recorded)."""
         if doc_id in self._staged:
-            return self._staged[doc_id][1]
-        row = self._conn().execute("SELECT minhash FROM seen WHERE id = ?", (doc_id,)).fetchone()
-        return np.frombuffer(row[0], dtype=np.uint32) if row and row[0] else None
+            doc, signature = self._staged[doc_id]
+            return signature, frozenset(doc.tickers)
+        row = self._conn().execute("SELECT minhash, tickers FROM seen WHERE id = ?", (doc_id,)).fetchone()
+        if not row or not row[0]:
+            return None, None
+        return np.frombuffer(row[0], dtype=np.uint32), (frozenset(row[1].split()) if row[1] is not None else None)
 
     def _lsh_insert(self, doc_id: str, signature: np.ndarray, seen_at: float) -> None:
         from datasketch import MinHash

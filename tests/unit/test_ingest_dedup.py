@@ -1,8 +1,9 @@
-"""Dedup: exact and near-duplicates, two-phase commit, persistence, window expiry."""
+"""Dedup: exact and near-duplicates, the ticker test, two-phase commit, persistence, window expiry, migration."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,10 @@ class Clock:
         return self.now
 
 
-def doc(doc_id: str, text: str = WIRE, url: str | None = None, source: str = "rss:a") -> RawDocument:
-    return RawDocument(id=doc_id, source=source, text=text, url=url, ingested_at=datetime(2026, 11, 28, tzinfo=UTC))
+def doc(doc_id: str, text: str = WIRE, url: str | None = None, source: str = "rss:a",
+        tickers: tuple[str, ...] = ()) -> RawDocument:
+    return RawDocument(id=doc_id, source=source, text=text, url=url, tickers=list(tickers),
+                       ingested_at=datetime(2026, 11, 28, tzinfo=UTC))
 
 
 @pytest.fixture
@@ -139,3 +142,86 @@ def test_a_long_running_index_prunes_on_commit(index: DedupIndex, clock: Clock) 
     index.commit(["c"])
     assert len(index) == 1
     assert index.check(doc("a", "brand new text that is unrelated")) is None
+
+
+# Auto-generated market news: one template, many companies (MinHash similarity ~0.93 between two of them).
+TEMPLATE = ("{name} shares fell 4.2% on Tuesday after the company missed analyst estimates for quarterly revenue "
+            "and cut its guidance for the year. The stock has a consensus rating of Hold and an average price target "
+            "of $210.50 among the analysts who cover it, according to data compiled by MarketBeat")
+APPLE = TEMPLATE.format(name="Apple (NASDAQ:AAPL)")
+MICROSOFT = TEMPLATE.format(name="Microsoft (NASDAQ:MSFT)")
+
+
+def test_templated_story_about_another_company_is_not_a_duplicate(index: DedupIndex) -> None:
+    assert index.check(doc("a", APPLE, tickers=("AAPL",))) is None
+    assert index.check(doc("b", MICROSOFT, tickers=("MSFT",))) is None  # staged a: MSFT news must still go out
+    index.commit(["a", "b"])
+    assert index.check(doc("c", TEMPLATE.format(name="Alphabet (NASDAQ:GOOG)"), tickers=("GOOG",))) is None
+    dup = index.check(doc("d", APPLE + " (Reporting by A. Writer)", tickers=("AAPL",)))
+    assert dup is not None and (dup.kind, dup.of) == ("near", "a")
+
+
+def test_same_story_naming_the_same_tickers_or_fewer_is_a_near_duplicate(index: DedupIndex) -> None:
+    assert index.check(doc("a", tickers=("ACME", "FANUY"))) is None
+    index.commit(["a"])
+    assert index.check(doc("b", SYNDICATED, tickers=("FANUY", "ACME"))).of == "a"
+    assert index.check(doc("c", SYNDICATED, tickers=("ACME",))).of == "a"
+    assert index.check(doc("d", SYNDICATED, tickers=("ACME", "ABB"))) is None  # ABB's news is not in a
+
+
+def test_document_without_tickers_is_a_duplicate_of_a_tickered_one(index: DedupIndex) -> None:
+    assert index.check(doc("a", tickers=("ACME",))) is None
+    index.commit(["a"])
+    assert index.check(doc("b", SYNDICATED)).of == "a"
+
+
+def test_most_similar_candidate_that_names_the_tickers_wins(index: DedupIndex) -> None:
+    assert index.check(doc("a", APPLE, tickers=("AAPL", "MSFT"))) is None
+    assert index.check(doc("b", MICROSOFT, tickers=("GOOG",))) is None  # GOOG is not in a
+    index.commit(["a", "b"])
+    # b is the closer text but does not name MSFT; a does.
+    dup = index.check(doc("c", MICROSOFT, tickers=("MSFT",)))
+    assert dup is not None and dup.of == "a" and 0.8 <= dup.similarity < 1.0
+
+
+def test_ticker_test_survives_a_restart(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "d.sqlite3"
+    first = DedupIndex(path, clock=clock)
+    first.start()
+    first.check(doc("a", APPLE, tickers=("AAPL",)))
+    first.check(doc("n", WIRE))
+    first.commit(["a", "n"])
+    first.close()
+
+    second = DedupIndex(path, clock=clock)
+    second.start()
+    assert second.check(doc("b", MICROSOFT, tickers=("MSFT",))) is None
+    assert second.check(doc("c", APPLE + " Updated.", tickers=("AAPL",))).of == "a"
+    assert second.check(doc("d", SYNDICATED, tickers=("ACME",))) is None  # n named no ticker: not ACME's news
+    second.close()
+
+
+def test_old_schema_is_migrated_and_its_rows_do_not_hide_tickered_news(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "d.sqlite3"
+    signature = DedupIndex(path).signature(APPLE)  # needs no database
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE seen (id TEXT PRIMARY KEY, url TEXT, source TEXT, seen_at REAL NOT NULL, minhash BLOB)")
+    old.execute("INSERT INTO seen VALUES ('a', NULL, 'rss:a', ?, ?)", (clock.now.timestamp(), signature.tobytes()))
+    old.commit()
+    old.close()
+
+    index = DedupIndex(path, clock=clock)
+    index.start()
+    columns = [row[1] for row in index._conn().execute("PRAGMA table_info(seen)")]
+    assert columns == ["id", "url", "source", "seen_at", "minhash", "tickers"]
+    assert index.check(doc("c", APPLE)).of == "a"  # untickered, as before the migration
+    # a's tickers are unknown: it might not name AAPL, so AAPL's copy goes out rather than risk losing it.
+    assert index.check(doc("b", APPLE, tickers=("AAPL",))) is None
+    index.commit(["b"])
+    index.close()
+
+    again = DedupIndex(path, clock=clock)
+    again.start()  # an already migrated database
+    assert again.check(doc("d", MICROSOFT, tickers=("MSFT",))) is None
+    assert again.check(doc("e", APPLE, tickers=("AAPL",))).of == "b"
+    again.close()
