@@ -39,8 +39,8 @@ from pydantic import (
 from alerts.env_refs import UnsetVariable, expand
 from finsent.durations import parse_duration
 from finsent.tagged_unions import union_tags
+from finsent.window_sizes import parse_window, parse_windows
 from ingest.tickers import normalise_ticker
-from stream.windows import parse_window, parse_windows
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 _FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110), with fullmatch

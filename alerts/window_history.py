@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from alerts.engine import HISTORY_WINDOWS
 from finsent.schemas import Aggregate
-from stream.windows import parse_windows
+from finsent.window_sizes import parse_windows
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from alerts.engine import HISTORY_WINDOWS
 from finsent.settings import Settings
-from stream.windows import parse_window
+from finsent.window_sizes import parse_window
 
 log = logging.getLogger(__name__)
 

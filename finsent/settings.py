@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from finsent.window_sizes import parse_windows
+
 ENV_PREFIX = "FINSENT_"
 
 
@@ -141,9 +143,10 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(6066, ge=1, le=65535)
     max_text_bytes: int = Field(100_000, ge=1024, le=990_000,  # a scored document must fit one Kafka message
                                 description="Larger raw documents go to the DLQ")
-    windows: str = Field("1m,15m,1h,1d", pattern=r"^\d+[smhd](,\d+[smhd])*$")
+    windows: str = Field("1m,15m,1h,1d", description="Window sizes, comma-separated <n><s|m|h|d>, each size once")
     window_baseline: int = Field(24, ge=1, le=1000, description="Previous windows in the z-score baseline")
-    window_min_baseline: int = Field(3, ge=2, le=1000, description="Baseline windows needed before z-scores")
+    window_min_baseline: int = Field(
+        3, ge=2, le=1000, description="Baseline windows needed before z-scores; at most FINSENT_WINDOW_BASELINE")
     worker_model: str = Field("champion", description="Model the worker starts with: champion, a version or a path")
     worker_commit_interval: float = Field(1.0, gt=0, le=60, description="Seconds between offset commits")
     # Kafka refuses less than its group.min.session.timeout.ms (6 s by default); Faust refuses more than its
@@ -243,6 +246,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{server!r} is not host:port")
         return value
 
+    @field_validator("windows")
+    @classmethod
+    def _windows_the_worker_can_parse(cls, value: str) -> str:
+        parse_windows(value)  # the worker's own parser: what it would refuse at start, refused here, named
+        return value
+
     @field_validator("docs_retention_days", "aggregates_retention_days")
     @classmethod
     def _retention_of_a_day_or_more(cls, value: float) -> float:
@@ -261,6 +270,16 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}DLQ_RETENTION_DAYS ({self.dlq_retention_days:g}): a dead letter replayed after its "
                 "document left the index would be indexed and counted twice; keep documents at least as long as "
                 "dead letters, or set 0 to keep them all")
+        return self
+
+    @model_validator(mode="after")
+    def _baseline_can_reach_its_minimum(self) -> "Settings":
+        # A baseline never holds more windows than FINSENT_WINDOW_BASELINE: every z-score would be null, silently.
+        if self.window_min_baseline > self.window_baseline:
+            raise ValueError(
+                f"{ENV_PREFIX}WINDOW_MIN_BASELINE ({self.window_min_baseline}) is more than "
+                f"{ENV_PREFIX}WINDOW_BASELINE ({self.window_baseline}): no baseline would ever have enough windows, "
+                "and every z-score would be null")
         return self
 
     @model_validator(mode="after")

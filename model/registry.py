@@ -83,6 +83,11 @@ def is_held(folder: Path) -> bool:
         return False
 
 
+def is_model_folder(folder: Path | str) -> bool:
+    """Whether a saved model folder (HF weights and tokenizer) is at this path on this host."""
+    return (Path(folder).expanduser() / "config.json").is_file()
+
+
 def _write_json_atomic(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -165,9 +170,8 @@ class Registry:
             if not self.exists(text):
                 raise RegistryError(f"no model version {text!r} in {self.root}")
             return self.versions_dir / text
-        folder = Path(text).expanduser()
-        if (folder / "config.json").is_file():
-            return folder.resolve()
+        if is_model_folder(text):
+            return Path(text).expanduser().resolve()
         raise RegistryError(f"{text!r} is neither a version in {self.root}, 'champion', nor a model folder")
 
     def _require_champion(self) -> str:

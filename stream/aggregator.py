@@ -13,9 +13,10 @@ from typing import Any
 
 from finsent.schemas import Aggregate, utc_now
 from finsent.settings import Settings
+from finsent.window_sizes import parse_windows
 from stream.es_sink import BulkItem, ElasticsearchSink
 from stream.metrics import WorkerMetrics
-from stream.windows import TickerWindows, WindowEvent, aggregate_id, parse_windows, refusal
+from stream.windows import TickerWindows, WindowEvent, aggregate_id, refusal
 
 log = logging.getLogger(__name__)
 

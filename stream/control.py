@@ -16,6 +16,7 @@ from typing import Any
 from finsent import clients
 from finsent.schemas import ControlMessage, RecordError, parse_record
 from finsent.settings import Settings
+from model.registry import is_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,15 @@ def publish(settings: Settings, message: ControlMessage, timeout: float = 15.0) 
 
 
 def model_request(message: ControlMessage) -> str | None:
-    """The model reference a control message asks workers to load, or None to ignore it."""
+    """The model reference a control message asks workers to load, or None to ignore it: the sender's folder
+    when this host has it (it may lie outside the registry), else the version, from this worker's registry."""
     if message.action not in ("promote", "rollback"):
         return None  # "drift" is for the alert rules
+    if message.model_path and not is_model_folder(message.model_path):
+        # The sender's registry is mounted elsewhere, or on another host: the version names the same model.
+        log.info("control: no model folder at %s on this host; loading version %s from this worker's registry",
+                 message.model_path, message.model_version)
+        return message.model_version
     return message.model_path or message.model_version
 
 

@@ -28,36 +28,12 @@ date. So is one whose window would start or end outside the calendar ``datetime`
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from finsent.schemas import LABELS, Aggregate
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SPEC = re.compile(r"^(\d+)([smhd])$")
-
-
-def parse_window(spec: str) -> int:
-    """``"15m"`` → 900 (seconds). Raises ValueError naming the bad spec."""
-    match = _SPEC.match(spec.strip())
-    if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"window {spec!r} is not <positive integer><s|m|h|d>")
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-def parse_windows(specs: str) -> dict[str, int]:
-    """``"1m,15m"`` → ``{"1m": 60, "15m": 900}`` (order kept, duplicates refused)."""
-    out: dict[str, int] = {}
-    for spec in (s.strip() for s in specs.split(",") if s.strip()):
-        if spec in out:
-            raise ValueError(f"window {spec!r} is listed twice")
-        out[spec] = parse_window(spec)
-    if not out:
-        raise ValueError("no window sizes given")
-    return out
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,39 @@ def test_wrong_value_names_the_variable(monkeypatch, variable, value):
     assert variable in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("0m", "'0m' is not <positive integer>"), ("1m,1m", "'1m' is listed twice"),
+     ("60m,1h", "'60m' and '1h' are the same size")],
+)
+def test_windows_the_worker_would_refuse_are_refused_at_start(monkeypatch, value, reason):
+    # The worker parses FINSENT_WINDOWS when its app is made; a value only it refused was a bare traceback.
+    monkeypatch.setenv("FINSENT_WINDOWS", value)
+    with pytest.raises(SettingsError, match=f"FINSENT_WINDOWS: .*{reason}"):
+        load_settings()
+
+
+def test_good_windows_parse_as_before(monkeypatch):
+    from finsent.window_sizes import parse_windows
+
+    monkeypatch.setenv("FINSENT_WINDOWS", "1m,15m,1h,1d")
+    assert parse_windows(load_settings().windows) == {"1m": 60, "15m": 900, "1h": 3600, "1d": 86400}
+    monkeypatch.setenv("FINSENT_WINDOWS", "30s,2d")
+    assert parse_windows(load_settings().windows) == {"30s": 30, "2d": 172800}
+
+
+def test_a_minimum_baseline_above_the_baseline_is_refused(monkeypatch):
+    # No baseline holds more than FINSENT_WINDOW_BASELINE windows: every z-score would be null, silently.
+    monkeypatch.setenv("FINSENT_WINDOW_BASELINE", "5")
+    monkeypatch.setenv("FINSENT_WINDOW_MIN_BASELINE", "6")
+    with pytest.raises(SettingsError, match=r"FINSENT_WINDOW_MIN_BASELINE \(6\) is more than "
+                                            r"FINSENT_WINDOW_BASELINE \(5\)"):
+        load_settings()
+    monkeypatch.setenv("FINSENT_WINDOW_MIN_BASELINE", "5")
+    settings = load_settings()
+    assert (settings.window_baseline, settings.window_min_baseline) == (5, 5)
+
+
 def test_secret_values_are_never_shown(monkeypatch):
     monkeypatch.setenv("FINSENT_ELASTICSEARCH_PASSWORD", "hunter2-secret")
     settings = load_settings()

@@ -52,9 +52,35 @@ async def test_control_messages_select_model_requests():
         return ControlMessage(action=action, model_version="v9", model_path=path, issued_at=utc_now())
 
     assert model_request(msg("promote")) == "v9"
-    assert model_request(msg("rollback", "/m/v8")) == "/m/v8"
     assert model_request(msg("drift")) is None
     await asyncio.sleep(0)
+
+
+def test_a_control_message_loads_the_senders_folder_when_this_host_has_it(tmp_path):
+    from finsent.schemas import ControlMessage, utc_now
+    from stream.control import model_request
+
+    folder = tmp_path / "outside-the-registry"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    message = ControlMessage(action="rollback", model_version="v20250101-000000-abcd", model_path=str(folder),
+                             issued_at=utc_now())
+    assert model_request(message) == str(folder)
+
+
+def test_a_control_message_whose_folder_is_elsewhere_loads_the_version(tmp_path, caplog):
+    # The sender's registry is mounted at another path (another host, or `finsent model promote` elsewhere).
+    from finsent.schemas import ControlMessage, utc_now
+    from stream.control import model_request
+
+    missing = tmp_path / "sender" / "versions" / "v20250101-000000-abcd"
+    message = ControlMessage(action="promote", model_version="v20250101-000000-abcd", model_path=str(missing),
+                             issued_at=utc_now())
+    with caplog.at_level("INFO", logger="stream.control"):
+        assert model_request(message) == "v20250101-000000-abcd"
+    assert f"no model folder at {missing}" in caplog.text
+    missing.mkdir(parents=True)  # a folder without a saved model is no model either
+    assert model_request(message) == "v20250101-000000-abcd"
 
 
 class ClosableScorer(FakeScorer):  # a scorer that holds a resource, as a scorer process does

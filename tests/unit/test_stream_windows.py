@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from finsent.window_sizes import parse_window, parse_windows
 from stream.aggregator import apply_events
-from stream.windows import TickerWindows, WindowEvent, aggregate_id, parse_window, parse_windows, refusal
+from stream.windows import TickerWindows, WindowEvent, aggregate_id, refusal
 
 T0 = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
 NOW = T0 + timedelta(hours=1)  # the worker's clock: after every event of these tests
@@ -26,7 +27,7 @@ def ev(offset: int, minute: float, label: str = "positive", score: float = 0.5, 
 def test_parse_windows():
     assert parse_window("1m") == 60 and parse_window("1d") == 86400 and parse_window("15s") == 15
     assert parse_windows("1m,15m,1h,1d") == {"1m": 60, "15m": 900, "1h": 3600, "1d": 86400}
-    for bad in ("0m", "5x", "m", "1m,1m", ""):
+    for bad in ("0m", "5x", "m", "1m,1m", "60m,1h", ""):
         with pytest.raises(ValueError):
             parse_windows(bad)
 
