@@ -23,6 +23,7 @@ from alerts.rules import (
     NegativeBurstRule,
     RulesFile,
     SentimentShiftRule,
+    TickerRule,
     VolumeSpikeRule,
 )
 from finsent.durations import format_duration
@@ -150,6 +151,7 @@ class EngineStats:
     documents: int = 0
     deduplicated: int = 0
     cooled_down: int = 0
+    stale: int = 0  # alerts not raised: what they report is older than the rule's max_age
 
 
 class RuleEngine:
@@ -269,7 +271,7 @@ class RuleEngine:
 
     # --- rules ------------------------------------------------------------------------------
     def _sentiment_shift(self, rule: SentimentShiftRule, agg: Aggregate, series: _WindowSeries) -> Alert | None:
-        if not self._applies(rule, agg) or agg.count < rule.min_count:
+        if not self._applies(rule, agg) or agg.count < rule.min_count or self._stale(rule, agg.window_end):
             return None
         if self._history(series, agg.sentiment_z) < rule.min_history:
             return None
@@ -292,7 +294,7 @@ class RuleEngine:
                           message=message, documents=docs)
 
     def _volume_spike(self, rule: VolumeSpikeRule, agg: Aggregate, series: _WindowSeries) -> Alert | None:
-        if not self._applies(rule, agg) or agg.count < rule.min_count:
+        if not self._applies(rule, agg) or agg.count < rule.min_count or self._stale(rule, agg.window_end):
             return None
         if self._history(series, agg.volume_z) < rule.min_history:
             return None
@@ -322,8 +324,8 @@ class RuleEngine:
         # Any `count` negatives within `within` of each other, in whatever order they arrived: a
         # new burst holds the new document, so only spans around it need looking at.
         i, j = densest_span(burst.times, at, rule.within)
-        if j - i < rule.count:
-            return None
+        if j - i < rule.count or self._stale(rule, burst.times[j - 1]):
+            return None  # a stale burst stays: a fresh negative may yet join it, and the alert is then news
         now = burst.times[j - 1]
         in_window = burst.take(i, j)
         # One alert per tumbling bucket of `within`, of the burst's newest document (stable on replay).
@@ -343,6 +345,15 @@ class RuleEngine:
         FINSENT_WINDOW_MIN_BASELINE windows and the aggregate does not say how many, so a rule asking
         for more waits until the engine has seen that many itself."""
         return max(series.closed, self.stream_min_baseline if stream_z is not None else 0)
+
+    def _stale(self, rule: TickerRule, at: datetime) -> bool:
+        """Whether what an alert would report, as of ``at``, is older than the rule's ``max_age``: old
+        news (a feed's backlog on its first poll, ingest catching up, a backfill, a DLQ replay) still
+        fills the windows and baselines, but pages nobody."""
+        if rule.max_age <= timedelta(0) or self.clock() - at <= rule.max_age:
+            return False
+        self.stats.stale += 1
+        return True
 
     @staticmethod
     def _applies(rule: SentimentShiftRule | VolumeSpikeRule, agg: Aggregate) -> bool:

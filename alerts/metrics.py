@@ -48,7 +48,7 @@ class AlertMetrics:
             self.raised.labels(rule, kind)
         for topic in inputs:
             self.bad_records.labels(topic)
-        for reason in ("dedup", "cooldown"):
+        for reason in ("dedup", "cooldown", "stale"):
             self.suppressed.labels(reason)
         for sink in ("elasticsearch", "kafka"):
             self.sync_errors.labels(sink)

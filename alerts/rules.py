@@ -157,6 +157,16 @@ class _Rule(_Strict):
 class _TickerRule(_Rule):
     tickers: Tickers = Field(default_factory=list, description="only these tickers (default: all)")
     top_documents: Annotated[int, Field(ge=0, le=50)] = 5
+    max_age: Duration = Field(
+        timedelta(hours=6), description="news no older than this raises an alert: the window's end, or the burst's "
+                                        "newest document, before now (a backlog, a backfill or a replay of last "
+                                        "week's documents raises none); 0: no limit")
+
+    @model_validator(mode="after")
+    def _max_age_not_negative(self) -> _TickerRule:
+        if self.max_age < timedelta(0):
+            raise ValueError("max_age must be 0 (no limit) or positive")
+        return self
 
     def matches_ticker(self, ticker: str) -> bool:
         return not self.tickers or ticker in self.tickers

@@ -180,7 +180,7 @@ class AlertService:
                                               original=original_text(value or b""), topic=topic,
                                               partition=partition, offset=offset, failed_at=utc_now()))
             return []
-        before = (self.engine.stats.deduplicated, self.engine.stats.cooled_down)
+        before = (self.engine.stats.deduplicated, self.engine.stats.cooled_down, self.engine.stats.stale)
         try:
             if kind == "aggregates":
                 alerts = self.engine.on_aggregate(record)
@@ -196,6 +196,7 @@ class AlertService:
             return []
         self.metrics.suppressed.labels("dedup").inc(self.engine.stats.deduplicated - before[0])
         self.metrics.suppressed.labels("cooldown").inc(self.engine.stats.cooled_down - before[1])
+        self.metrics.suppressed.labels("stale").inc(self.engine.stats.stale - before[2])
         return alerts
 
     def _store(self, alert: Alert) -> bool:

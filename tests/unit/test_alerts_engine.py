@@ -295,3 +295,33 @@ def test_the_history_query_asks_each_window_size_for_its_own_span():
         "1m": {"gte": (T0 - (HISTORY_WINDOWS + 1) * timedelta(minutes=1)).isoformat(), "lte": T0.isoformat()},
         "1h": {"gte": (T0 - (HISTORY_WINDOWS + 1) * timedelta(hours=1)).isoformat(), "lte": T0.isoformat()},
     }
+
+
+def test_old_news_fills_the_baseline_but_raises_no_alert():
+    # A feed's backlog, ingest catching up, a backfill or a DLQ replay: windows that ended more than
+    # max_age (6 h by default) ago, and bursts whose newest document is that old, page nobody.
+    clock = Clock(T0 + timedelta(days=3))
+    shift = warm(RuleEngine(rules(SHIFT), clock=clock))
+    assert shift.on_aggregate(agg(z=-5.0)) == [] and shift.stats.stale == 1
+    clock.now = T0 + timedelta(minutes=15) + timedelta(hours=6)  # the window ended exactly max_age ago
+    [alert] = shift.on_aggregate(agg(z=-5.0, count=31))
+    assert alert.window_start == T0
+    spike = warm(RuleEngine(rules({"name": "spike", "kind": "volume_spike", "threshold": 3, "min_count": 10}),
+                            clock=Clock(T0 + timedelta(days=3))))
+    assert spike.on_aggregate(agg(count=500, vz=9.0)) == [] and spike.stats.stale == 1
+
+    burst = RuleEngine(rules(BURST), clock=Clock(T0 + timedelta(days=3)))
+    assert [burst.on_scored(doc(i, at=T0 + timedelta(minutes=i))) for i in range(3)] == [[], [], []]
+    assert burst.stats.stale == 1
+    # A fresh negative that joins them makes the burst news again, and it holds the old ones.
+    burst.clock = Clock(T0 + timedelta(minutes=5))
+    [alert] = burst.on_scored(doc(3, at=T0 + timedelta(minutes=4)))
+    assert sorted(d.id for d in alert.documents) == ["d0", "d1", "d2", "d3"]
+
+
+def test_max_age_zero_alerts_on_news_of_any_age():
+    engine = warm(RuleEngine(rules({**SHIFT, "max_age": 0}), clock=Clock(T0 + timedelta(days=300))))
+    [alert] = engine.on_aggregate(agg(z=-5.0))
+    assert alert.ticker == "AAPL" and engine.stats.stale == 0
+    with pytest.raises(ValueError, match="max_age"):
+        rules({**SHIFT, "max_age": "-1h"})
