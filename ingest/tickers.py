@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+_WORD = re.compile(r"[^\W\d_]+")  # runs of letters
 _TICKER = re.compile(r"^[A-Z][A-Z0-9]{0,9}(?:\.[A-Z0-9]{1,4})?$")
 _CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z]{1,6}(?:[.\-/][A-Za-z]{1,2})?)(?![\w$])")
 _PREFIXED = re.compile(
@@ -130,7 +131,7 @@ class TickerExtractor:
             ticker = normalise_ticker(match.group(1))
             if ticker:
                 hits.append((match.start(), ticker))
-        if not _shouting(text):
+        if not _shouting(text, self.dictionary):
             for match in _BARE.finditer(text):
                 symbol = match.group(1)
                 if symbol in self.dictionary and symbol not in COMMON_WORDS:
@@ -152,6 +153,8 @@ class TickerExtractor:
         return ordered
 
 
-def _shouting(text: str) -> bool:
-    letters = [ch for ch in text if ch.isalpha()]
+def _shouting(text: str, dictionary: TickerDictionary) -> bool:
+    """A text in capitals, where any word may look like a symbol. The symbols it names do not count
+    towards its capitals: "AAPL, MSFT, NVDA rally" is a list of tickers, not shouting."""
+    letters = [ch for word in _WORD.findall(text) if word not in dictionary for ch in word if ch.isalpha()]
     return len(letters) >= 12 and sum(ch.isupper() for ch in letters) > 0.6 * len(letters)

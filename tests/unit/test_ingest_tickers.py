@@ -51,6 +51,14 @@ def test_common_words_need_cashtag_or_prefix(extractor: TickerExtractor) -> None
     assert extractor.extract("$ALL and NYSE:ON and $NOW") == ["ALL", "ON", "NOW"]
 
 
+def test_a_list_of_symbols_is_not_shouting_but_a_headline_in_capitals_is(extractor: TickerExtractor) -> None:
+    assert extractor.extract("AAPL, MSFT, NVDA rally") == ["AAPL", "MSFT", "NVDA"]
+    assert extractor.extract("TSLA AMZN NFLX slide in late trading") == ["TSLA", "AMZN", "NFLX"]
+    # In capitals, bare words may be anything: only cashtags, prefixes and names count there.
+    assert extractor.extract("BREAKING: SHARES PLUNGE AFTER WEAK GUIDANCE AT AMGN") == []
+    assert extractor.extract("BREAKING: SHARES PLUNGE AFTER WEAK GUIDANCE AT $AMGN") == ["AMGN"]
+
+
 def test_ambiguous_alias_needs_market_context(extractor: TickerExtractor) -> None:
     assert extractor.extract("Target practice at the range") == []
     assert extractor.extract("Target stock drops after earnings") == ["TGT"]
