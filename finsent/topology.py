@@ -53,7 +53,7 @@ MAPPINGS: dict[str, dict[str, Any]] = {
     },
     "labels": {
         "doc_id": _KEYWORD, "text": _TEXT, "label": _KEYWORD, "annotator": _KEYWORD,
-        "source": _KEYWORD, "labeled_at": _DATE,
+        "source": _KEYWORD, "labeled_at": _DATE, "indexed_at": _DATE,
     },
     "models": {
         "version": _KEYWORD, "base_model": _KEYWORD, "parent_version": _KEYWORD,
@@ -71,6 +71,7 @@ MAPPINGS: dict[str, dict[str, Any]] = {
         "decided_at": _DATE, "trigger": _KEYWORD, "decision": _KEYWORD, "reasons": _TEXT,
         "champion_version": _KEYWORD, "challenger_version": _KEYWORD, "fresh_labels": _INT,
         "fresh_train": _INT, "fresh_heldout": _INT, "replay_rows": _INT, "labels_until": _DATE,
+        "labels_read_at": _DATE,
         "champion_golden_f1": _FLOAT, "challenger_golden_f1": _FLOAT,
         "champion_fresh_f1": _FLOAT, "challenger_fresh_f1": _FLOAT, "duration_s": _FLOAT,
         "pruned_versions": _KEYWORD, "figures": {"type": "object", "enabled": False},

@@ -59,6 +59,7 @@ class ResolvedLabel:
     labeled_at: datetime  # the newest label of the document: how fresh it is
     annotators: int
     rule: str  # "single" | "trusted" | "majority"
+    indexed_at: datetime | None = None  # the last time one of its labels was stored (retrain.label_store)
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,10 @@ def resolve(records: Iterable[LabelRecord], trusted: frozenset[str] = frozenset(
                 continue
             label, rule = first, "majority"
         doc_id = next((r.doc_id for r in group if r.doc_id), None)
+        indexed_at = max((r.indexed_at for r in group if getattr(r, "indexed_at", None)), default=None)
         resolved.append(ResolvedLabel(key=key, doc_id=doc_id, text=newest.text, label=label,
-                                      labeled_at=newest.labeled_at, annotators=len(group), rule=rule))
+                                      labeled_at=newest.labeled_at, annotators=len(group), rule=rule,
+                                      indexed_at=indexed_at))
     resolved.sort(key=lambda r: r.labeled_at)
     return resolved, unresolved
 

@@ -70,18 +70,21 @@ class Context:
     def fresh_labels(self, champion_meta: dict[str, Any] | None) -> tuple[list[ResolvedLabel], list[Unresolved]]:
         """Resolved labels of the documents labelled since the champion's training data.
 
-        A champion made by retraining records ``labels_until`` (the newest label it saw); one
-        trained from files only has seen no label, so every label is fresh to it. A document with
-        a fresh label is resolved over all its labels, older ones included: an earlier trusted
-        label still wins over a later untrusted one.
+        A champion made by retraining records ``labels_until`` (the newest label it saw) and
+        ``labels_read_at`` (when it read them): a label dated after the first, or stored after the
+        second however it is dated (a back-dated import), is fresh. One trained from files only has
+        seen no label, so every label is fresh to it. A document with a fresh label is resolved over
+        all its labels, older ones included: an earlier trusted label still wins over a later
+        untrusted one.
         """
         now = self.clock()
         cutoff = label_cutoff(champion_meta, now)
         if champion_meta and cutoff != _labels_until(champion_meta):
             log.warning("the champion's labels_until %s is in the future (a label was dated ahead): labels after "
                         "%s count as fresh", champion_meta["labels_until"], cutoff.isoformat() if cutoff else None)
+        read_since = _labels_read_at(champion_meta or {}) if cutoff is not None else None
         resolved, unresolved, future = resolve_fresh(
-            fetch_labels(self.es, self.settings, since=cutoff),
+            fetch_labels(self.es, self.settings, since=cutoff, read_since=read_since),
             lambda doc_ids, texts: fetch_labels_of(self.es, self.settings, doc_ids=doc_ids, texts=texts, until=cutoff),
             cutoff=cutoff, now=now, trusted=parse_annotators(self.settings.trusted_annotators))
         if future:
@@ -96,6 +99,11 @@ class Context:
         self.producer.flush(timeout=30)
         future.get(timeout=30)
         log.info("published %s for model %s on %s", message.action, message.model_version, self.settings.topic("control"))
+
+
+def _labels_read_at(champion_meta: dict[str, Any]) -> datetime | None:
+    read_at = champion_meta.get("labels_read_at")
+    return datetime.fromisoformat(read_at) if read_at else None
 
 
 def _labels_until(champion_meta: dict[str, Any]) -> datetime | None:

@@ -76,12 +76,16 @@ class LastAttempt:
     at: datetime
     labels_until: datetime | None
     failed: bool = False
+    labels_read_at: datetime | None = None  # None: an attempt from before it was recorded
 
 
 def should_retrain(*, trigger: str, drift_detected: bool, fresh_labels: int, newest_label: datetime | None,
                    min_labels: int, last_attempt: LastAttempt | None, now: datetime,
-                   cooldown: timedelta) -> tuple[bool, str]:
-    """(go, why). ``trigger`` is "drift", "cron" or "manual" (manual skips drift and cooldown)."""
+                   cooldown: timedelta, newest_indexed: datetime | None = None) -> tuple[bool, str]:
+    """(go, why). ``trigger`` is "drift", "cron" or "manual" (manual skips drift and cooldown).
+    ``newest_label`` and ``newest_indexed``: the newest ``labeled_at`` and ``indexed_at`` of the fresh
+    labels; a label is new to the last attempt if it is dated after what that attempt saw, or was
+    stored after it read the labels (a label dated back)."""
     if trigger == "drift" and not drift_detected:
         return False, "no drift detected"
     if fresh_labels < min_labels:
@@ -92,6 +96,8 @@ def should_retrain(*, trigger: str, drift_detected: bool, fresh_labels: int, new
         until = None if last_attempt.failed else last_attempt.labels_until
         # An attempt that recorded a labels_until ahead of now saw a label dated ahead (before intake
         # refused those); honoured, it would hold back every label to come.
-        if until is not None and until <= now and (newest_label is None or newest_label <= until):
+        stored_since = (newest_indexed is not None and last_attempt.labels_read_at is not None
+                        and newest_indexed > last_attempt.labels_read_at)
+        if until is not None and until <= now and (newest_label is None or newest_label <= until) and not stored_since:
             return False, "no labels since the last attempt"
     return True, f"{trigger}: {fresh_labels} fresh labels"

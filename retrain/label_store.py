@@ -4,6 +4,12 @@ A label's id is document + annotator (:func:`retrain.conflicts.label_id`) and it
 ``labeled_at`` in microseconds with ``external_gte`` versioning, so a relabel replaces the
 earlier one, a replay of the topic changes nothing, and an older label that arrives late
 never overwrites a newer one (Elasticsearch answers 409; that is counted as stale, not lost).
+
+Each stored label also has ``indexed_at``, this store's clock when it indexed the label
+(:class:`StoredLabel`). ``labeled_at`` is the client's to set: a label dated back (an import of
+last month's labels) is older than the newest label a retrain saw, and by ``labeled_at`` alone it
+would never count as fresh, so no model would ever learn it. Retraining also counts a label
+indexed after it last read the labels as fresh (:func:`fetch_labels`' ``read_since``).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 
 from elasticsearch import helpers
 
-from finsent.schemas import LabelRecord, RecordError, parse_record
+from finsent.schemas import LabelRecord, RecordError, UtcDatetime, parse_record, utc_now
 from finsent.settings import Settings
 from model.input_text import PLACEHOLDER
 from retrain.conflicts import label_id
@@ -31,23 +37,33 @@ class IndexReport:
     failed: list[tuple[LabelRecord, str]] = field(default_factory=list)
 
 
+class StoredLabel(LabelRecord):
+    """A label as the index keeps it. Not on the topic, whose records stay as clients send them."""
+
+    indexed_at: UtcDatetime | None = None  # None: indexed before the field existed
+
+
 def _version(record: LabelRecord) -> int:
     return int(record.labeled_at.timestamp() * 1_000_000)
 
 
-def index_labels(es: Any, settings: Settings, records: Sequence[LabelRecord], *, refresh: bool = False) -> IndexReport:
-    """Bulk-index labels; raises only when Elasticsearch cannot be reached (callers retry)."""
+def index_labels(es: Any, settings: Settings, records: Sequence[LabelRecord], *, refresh: bool = False,
+                 now: datetime | None = None) -> IndexReport:
+    """Bulk-index labels, ``indexed_at`` ``now`` (the clock's); raises only when Elasticsearch cannot
+    be reached (callers retry)."""
     report = IndexReport()
     if not records:
         return report
     index = settings.index("labels")
+    indexed_at = (now or utc_now()).isoformat()
     by_id = {}
     actions = []
     for record in records:
         doc_id = label_id(record)
         by_id[doc_id] = record
+        source = record.model_dump(mode="json") | {"indexed_at": indexed_at}  # a StoredLabel's own is replaced
         actions.append({"_op_type": "index", "_index": index, "_id": doc_id, "version": _version(record),
-                        "version_type": "external_gte", "_source": record.model_dump(mode="json")})
+                        "version_type": "external_gte", "_source": source})
     ok, errors = helpers.bulk(es, actions, raise_on_error=False, raise_on_exception=True,
                               refresh="wait_for" if refresh else False)
     report.indexed = ok
@@ -60,25 +76,30 @@ def index_labels(es: Any, settings: Settings, records: Sequence[LabelRecord], *,
     return report
 
 
-def fetch_labels(es: Any, settings: Settings, *, since: datetime | None = None) -> list[LabelRecord]:
-    """Every stored label (newer than ``since`` when given), oldest first; skips malformed ones."""
+def fetch_labels(es: Any, settings: Settings, *, since: datetime | None = None,
+                 read_since: datetime | None = None) -> list[StoredLabel]:
+    """Every stored label, oldest first (by ``labeled_at``); skips malformed ones. With ``since``, only
+    those labelled after it or, with ``read_since`` too, indexed after that (however they are dated)."""
     query: dict[str, Any] = {"match_all": {}}
     if since is not None:
-        query = {"range": {"labeled_at": {"gt": since.isoformat()}}}
+        newer = [{"range": {"labeled_at": {"gt": since.isoformat()}}}]
+        if read_since is not None:
+            newer.append({"range": {"indexed_at": {"gt": read_since.isoformat()}}})
+        query = {"bool": {"should": newer, "minimum_should_match": 1}}
     out = _scan(es, settings, query)
     out.sort(key=lambda r: r.labeled_at)
     return out
 
 
 def fetch_labels_of(es: Any, settings: Settings, *, doc_ids: Iterable[str], texts: Iterable[str],
-                    until: datetime) -> list[LabelRecord]:
+                    until: datetime) -> list[StoredLabel]:
     """Labels up to ``until`` with one of ``doc_ids``, or whose text may normalise to one of ``texts``.
 
     A superset for the texts (the index's text field is analysed, not a keyword); the caller
     (:func:`retrain.conflicts.with_related`) keeps the exact matches. One query per chunk of ids
     or texts, each well under Elasticsearch's 1024-clause limit.
     """
-    out: list[LabelRecord] = []
+    out: list[StoredLabel] = []
     for should in related_clauses(sorted(doc_ids), sorted(texts)):
         out.extend(_scan(es, settings, {"bool": {"filter": [{"range": {"labeled_at": {"lte": until.isoformat()}}}],
                                                  "should": should, "minimum_should_match": 1}}))
@@ -104,11 +125,11 @@ def related_clauses(doc_ids: Sequence[str], texts: Sequence[str], *, ids_per_que
     return queries
 
 
-def _scan(es: Any, settings: Settings, query: dict[str, Any]) -> list[LabelRecord]:
+def _scan(es: Any, settings: Settings, query: dict[str, Any]) -> list[StoredLabel]:
     out = []
     for hit in helpers.scan(es, index=settings.index("labels"), query={"query": query}, size=1000):
         try:
-            out.append(parse_record(LabelRecord, hit["_source"]))
+            out.append(parse_record(StoredLabel, hit["_source"]))
         except RecordError as exc:
             log.warning("skipping malformed label %s: %s", hit.get("_id"), exc.reason)
     return out

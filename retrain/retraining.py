@@ -26,7 +26,7 @@ from finsent.schemas import ControlMessage
 from model.onnx_runtime import export_missing, onnx_file
 from retrain import golden as goldenmod
 from retrain.conflicts import ResolvedLabel, split_holdout
-from retrain.context import Context, flat_details
+from retrain.context import Context, flat_details, label_cutoff
 from retrain.decision import LastAttempt, PromotionPolicy, Scores, decide_promotion, should_retrain
 
 log = logging.getLogger(__name__)
@@ -69,15 +69,16 @@ def last_attempt(ctx: Context) -> LastAttempt | None:
     resp = ctx.es.options(ignore_status=404).search(
         index=ctx.settings.index("retrain"), size=1, sort=[{"decided_at": "desc"}],
         query={"terms": {"decision": ["promoted", "rejected", "failed"]}},
-        source=["decided_at", "labels_until", "decision"])
+        source=["decided_at", "labels_until", "labels_read_at", "decision"])
     hits = resp.get("hits", {}).get("hits", []) if resp else []
     if not hits:
         return None
     src = hits[0]["_source"]
-    until = src.get("labels_until")
+    until, read_at = src.get("labels_until"), src.get("labels_read_at")
     return LastAttempt(at=datetime.fromisoformat(src["decided_at"]),
                        labels_until=datetime.fromisoformat(until) if until else None,
-                       failed=src.get("decision") == "failed")
+                       failed=src.get("decision") == "failed",
+                       labels_read_at=datetime.fromisoformat(read_at) if read_at else None)
 
 
 def _scores(result: dict[str, Any], n: int) -> Scores:
@@ -93,14 +94,31 @@ def _evaluate(ctx: Context, version: str, rows: list[tuple[str, str]]) -> Scores
     return _scores(evaluate(scorer, [t for t, _ in rows], [label for _, label in rows]), len(rows))
 
 
+@dataclass(frozen=True)
+class LabelsSeen:
+    """What a retrain saw of the labels: the newest ``labeled_at`` (never earlier than the champion's
+    own ``labels_until``) and when it read them. The model it trains records both: labels dated
+    after the first, or stored after the second, are fresh to it (:meth:`Context.fresh_labels`)."""
+
+    until: datetime | None
+    read_at: datetime
+
+    @classmethod
+    def of(cls, fresh: list[ResolvedLabel], cutoff: datetime | None, read_at: datetime) -> LabelsSeen:
+        newest = fresh[-1].labeled_at if fresh else None  # fresh is ordered by labeled_at
+        # A retrain on labels dated back only must not move the watermark back: older labels would be fresh again.
+        return cls(max((t for t in (newest, cutoff) if t is not None), default=None), read_at)
+
+
 def audit(ctx: Context, outcome: Outcome, *, trigger: str, started: float, fresh: list[ResolvedLabel],
-          extra: dict[str, Any] | None = None) -> None:
+          seen: LabelsSeen | None = None, extra: dict[str, Any] | None = None) -> None:
     f = outcome.figures
     doc = {
         "decided_at": ctx.clock().isoformat(), "trigger": trigger, "decision": outcome.decision,
         "reasons": "; ".join(outcome.reasons + outcome.warnings), "champion_version": outcome.champion_version,
         "challenger_version": outcome.challenger_version, "fresh_labels": len(fresh),
-        "labels_until": fresh[-1].labeled_at.isoformat() if fresh else None,
+        "labels_until": seen.until.isoformat() if seen and seen.until else None,
+        "labels_read_at": seen.read_at.isoformat() if seen else None,
         "champion_golden_f1": f.get("champion_golden_macro_f1"), "challenger_golden_f1": f.get("challenger_golden_macro_f1"),
         "champion_fresh_f1": f.get("champion_fresh_macro_f1"), "challenger_fresh_f1": f.get("challenger_fresh_macro_f1"),
         "duration_s": round(time.monotonic() - started, 3), "figures": f,
@@ -142,31 +160,35 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
         audit(ctx, outcome, trigger=trigger, started=started, fresh=[])
         return outcome
     meta = ctx.registry.get(champion)
+    # Taken before the read: a label stored while it runs may count as fresh once more, never as seen.
+    read_at = ctx.clock()
     fresh, unresolved = ctx.fresh_labels(meta)
+    seen = LabelsSeen.of(fresh, label_cutoff(meta, read_at), read_at)
     go, why = should_retrain(trigger=trigger, drift_detected=drift_detected, fresh_labels=len(fresh),
                              newest_label=fresh[-1].labeled_at if fresh else None, min_labels=s.retrain_min_labels,
                              last_attempt=last_attempt(ctx), now=ctx.clock(),
-                             cooldown=timedelta(minutes=s.retrain_cooldown_minutes))
+                             cooldown=timedelta(minutes=s.retrain_cooldown_minutes),
+                             newest_indexed=max((r.indexed_at for r in fresh if r.indexed_at), default=None))
     if not go:
         outcome = Outcome("skipped", [why], champion_version=champion)
         if trigger != "drift" or drift_detected:
-            audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh)
+            audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
         return outcome
     try:
-        return _train_and_decide(ctx, champion, fresh, len(unresolved), trigger=trigger, started=started,
+        return _train_and_decide(ctx, champion, fresh, len(unresolved), seen, trigger=trigger, started=started,
                                  should_stop=should_stop)
     except TrainingStopped as exc:  # the next drift check, or the next cron run, starts it again
         outcome = Outcome("stopped", [str(exc)], champion_version=champion)
-        audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh)
+        audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
         return outcome
     except Exception as exc:
         log.exception("retrain failed")
         outcome = Outcome("failed", [f"{type(exc).__name__}: {exc}"], champion_version=champion)
-        audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh)
+        audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
         return outcome
 
 
-def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], unresolved: int, *,
+def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], unresolved: int, seen: LabelsSeen, *,
                       trigger: str, started: float, should_stop: Callable[[], bool] | None) -> Outcome:
     from model.data import Example
     from model.training import train
@@ -198,8 +220,8 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
         # (model.scorer_process). A model that cannot be exported is not promoted: the retrain fails.
         onnx_file(ctx.registry.path(challenger))
     figures = decision.figures | {"unresolved_labels": unresolved}
-    labels_until = fresh[-1].labeled_at.isoformat()
-    ctx.registry.update_metadata(challenger, labels_until=labels_until,
+    ctx.registry.update_metadata(challenger, labels_until=seen.until.isoformat(),
+                                 labels_read_at=seen.read_at.isoformat(),
                                  retrain={"decision": "promoted" if decision.promote else "rejected",
                                           "figures": figures, "reasons": list(decision.reasons)})
     outcome = Outcome("promoted" if decision.promote else "rejected", list(decision.reasons),
@@ -208,7 +230,7 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
         promote_challenger(ctx, outcome, trigger=trigger)
     ctx.metrics.retrain_seconds.set(time.monotonic() - started)
     outcome.pruned = prune_registry(ctx)
-    audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh,
+    audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen,
           extra={"fresh_train": len(fresh_train), "fresh_heldout": len(fresh_held), "replay_rows": len(replay),
                  "pruned_versions": outcome.pruned})
     return outcome

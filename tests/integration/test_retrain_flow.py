@@ -162,9 +162,13 @@ def test_challenger_worse_on_golden_is_rejected(rsettings, model_registry, tmp_p
     assert model_registry.exists(outcome.challenger_version) and model_registry.exists(champion)
     assert any("worse on the golden set" in r for r in outcome.reasons)
     assert model_registry.champion() == champion
-    assert model_registry.get(outcome.challenger_version)["labels_until"]
+    challenger_meta = model_registry.get(outcome.challenger_version)
+    assert challenger_meta["labels_until"] and challenger_meta["labels_read_at"]
     (audit,) = audit_records(settings)
     assert audit["decision"] == "rejected" and audit["challenger_version"] == outcome.challenger_version
+    # The labels it saw: the newest labeled_at, and when it read them (labels stored later are fresh to it).
+    assert (audit["labels_until"], audit["labels_read_at"]) == (challenger_meta["labels_until"],
+                                                                challenger_meta["labels_read_at"])
     assert audit["figures"]["golden_tolerance"] == -1.0 and audit["pruned_versions"] == [old]
     assert not [m for m in control_messages(settings) if m["action"] == "promote"]
     assert (settings.state_dir / "retrain" / "audit.jsonl").read_text().count("\n") == 1

@@ -152,6 +152,33 @@ def test_fresh_labels_resolve_with_the_earlier_labels_of_their_documents(bootstr
     assert not unresolved
 
 
+def test_a_label_dated_back_is_fresh_once_stored_after_the_champion_read_the_labels(bootstrapped) -> None:
+    # An import of last month's labels after a retrain: by labeled_at alone no model would ever learn them.
+    from datetime import timedelta
+
+    from finsent.schemas import utc_now
+    from retrain.context import Context
+    from retrain.label_store import index_labels
+    from retrain.metrics import RetrainMetrics
+
+    settings = bootstrapped
+    read_at = utc_now() - timedelta(minutes=30)  # when the champion's retrain read the labels
+    cutoff = read_at - timedelta(minutes=5)  # the newest labeled_at it saw
+    month_ago = cutoff - timedelta(days=30)
+    seen = LabelRecord(doc_id="d5", text="Margins held up", label="neutral", annotator="x", labeled_at=month_ago)
+    late = LabelRecord(doc_id="d6", text="Recall widens", label="negative", annotator="x", labeled_at=month_ago)
+    with clients.elasticsearch(settings) as es:
+        assert index_labels(es, settings, [seen], refresh=True, now=read_at - timedelta(minutes=10)).indexed == 1
+        assert index_labels(es, settings, [late], refresh=True).indexed == 1
+        ctx = Context(settings=settings, es=es, registry=None, producer=None, metrics=RetrainMetrics())
+        resolved, _ = ctx.fresh_labels({"labels_until": cutoff.isoformat(), "labels_read_at": read_at.isoformat()})
+        # A champion from before labels_read_at was recorded judges by labeled_at alone, as before.
+        before, _ = ctx.fresh_labels({"labels_until": cutoff.isoformat()})
+    assert [(r.doc_id, r.label) for r in resolved] == [("d6", "negative")]
+    assert resolved[0].indexed_at is not None and resolved[0].indexed_at > read_at
+    assert before == []
+
+
 async def test_review_queue_from_api_and_cli(label_settings) -> None:
     from elasticsearch import helpers
 

@@ -117,3 +117,19 @@ def test_related_clauses_stay_small_and_leave_out_the_link_placeholder() -> None
     long_text = " ".join(f"w{i}" for i in range(100))
     (clause,), = related_clauses([], [long_text])
     assert clause["match"]["text"]["query"].split() == [f"w{i}" for i in range(16)]
+
+
+def test_a_resolved_label_is_as_recently_stored_as_its_newest_stored_label() -> None:
+    from retrain.label_store import StoredLabel
+
+    def stored(annotator: str, minutes: int, indexed_minutes: int | None) -> StoredLabel:
+        indexed = T0 + timedelta(minutes=indexed_minutes) if indexed_minutes is not None else None
+        return StoredLabel(doc_id="d1", text="t", label="neutral", annotator=annotator,
+                           labeled_at=T0 + timedelta(minutes=minutes), indexed_at=indexed)
+
+    [both], _ = resolve([stored("a", 50, 60), stored("b", 5, 90)])  # b's label, dated back, came later
+    assert both.labeled_at == T0 + timedelta(minutes=50) and both.indexed_at == T0 + timedelta(minutes=90)
+    [old], _ = resolve([stored("a", 5, None)])  # stored before indexed_at existed
+    assert old.indexed_at is None
+    [plain], _ = resolve([lab("neutral", "a", 5)])  # as the topic carries it
+    assert plain.indexed_at is None

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from finsent.schemas import LabelRecord
-from retrain.conflicts import document_key, label_id, parse_annotators, resolve, split_holdout
+from retrain.conflicts import ResolvedLabel, document_key, label_id, parse_annotators, resolve, split_holdout
 from retrain.decision import LastAttempt, PromotionPolicy, Scores, decide_promotion, should_retrain
 from retrain.ranking import rank
 
@@ -111,6 +111,36 @@ def test_retrain_gate() -> None:
     failed_recently = LastAttempt(at=now - timedelta(minutes=5), labels_until=now, failed=True)
     assert "cooldown" in should_retrain(trigger="cron", drift_detected=False,
                                         **(base | {"last_attempt": failed_recently}))[1]
+
+
+def test_a_label_dated_back_but_stored_after_the_last_attempt_read_the_labels_is_new_to_it() -> None:
+    now = T0 + timedelta(days=1)
+    read_at = now - timedelta(hours=3)
+    attempt = LastAttempt(at=read_at, labels_until=now - timedelta(hours=4), labels_read_at=read_at)
+    base = dict(trigger="cron", drift_detected=False, fresh_labels=100, min_labels=50, last_attempt=attempt, now=now,
+                cooldown=timedelta(hours=1), newest_label=now - timedelta(days=30))  # an import of last month's labels
+    go, why = should_retrain(**(base | {"newest_indexed": read_at + timedelta(minutes=1)}))
+    assert go, why
+    go, why = should_retrain(**(base | {"newest_indexed": read_at - timedelta(minutes=1)}))  # the attempt saw it
+    assert not go and "no labels since" in why
+    # An attempt recorded before labels_read_at existed judges by labeled_at alone, as it did.
+    old = LastAttempt(at=read_at, labels_until=now - timedelta(hours=4))
+    assert not should_retrain(**(base | {"last_attempt": old, "newest_indexed": now}))[0]
+
+
+def test_the_labels_a_retrain_saw_never_move_back() -> None:
+    from retrain.retraining import LabelsSeen
+
+    def resolved(day: int) -> ResolvedLabel:
+        return ResolvedLabel(key=f"k{day}", doc_id=None, text="t", label="neutral",
+                             labeled_at=T0 + timedelta(days=day), annotators=1, rule="single")
+
+    read_at = T0 + timedelta(days=40)
+    assert LabelsSeen.of([resolved(1), resolved(31)], T0 + timedelta(days=30), read_at).until == T0 + timedelta(days=31)
+    # Labels dated back only: the watermark stays at the champion's, or older labels would be fresh again.
+    assert LabelsSeen.of([resolved(1), resolved(2)], T0 + timedelta(days=30), read_at).until == T0 + timedelta(days=30)
+    assert LabelsSeen.of([resolved(1)], None, read_at) == LabelsSeen(T0 + timedelta(days=1), read_at)
+    assert LabelsSeen.of([], None, read_at).until is None
 
 
 def doc(doc_id: str, probs: tuple[float, float, float], text: str = "plain words here") -> dict:
