@@ -191,8 +191,10 @@ class Settings(BaseSettings):
     drift_oov_threshold: float = Field(0.1, gt=0, le=1, description="Rise of the out-of-vocabulary token rate")
     drift_length_threshold: float = Field(0.25, gt=0, description="PSI of text lengths")
     drift_f1_drop: float = Field(0.1, gt=0, le=1, description="Fall of champion macro-F1 on fresh labels")
-    drift_min_labels: int = Field(30, ge=1, description="Fresh labels needed before performance drift is judged")
-    drift_max_labels: int = Field(2000, ge=1, description="Newest fresh labels scored per performance check")
+    drift_min_labels: int = Field(
+        30, ge=1, description="Fresh labels needed before performance drift is judged (review-page ones left out)")
+    drift_max_labels: int = Field(
+        2000, ge=1, description="Newest fresh labels scored per performance check (review-page ones left out)")
     retrain_min_labels: int = Field(50, ge=1, description="Fresh labels needed before a retrain (K)")
     retrain_cron: str = Field(
         "0 3 * * 0", description="Crontab (UTC) of the fallback retrain; day of week 0 or 7 is Sunday (empty: none)")

@@ -13,6 +13,9 @@ The rule (pure, applied whenever labels are used for training or evaluation):
    trusted label wins, whatever the others say.
 4. Otherwise the majority of annotators wins. A tie is left unresolved: the document is kept
    out of training and evaluation (a coin-flip label would teach noise) and reported.
+
+A resolved document keeps the sources of all its labels, so a consumer can tell how it was chosen
+for labelling (the performance monitor leaves out the review queue's, see retrain.drift_check).
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class ResolvedLabel:
     labeled_at: datetime  # the newest label of the document: how fresh it is
     annotators: int
     rule: str  # "single" | "trusted" | "majority"
+    # LabelRecord.source of every label of the document, replaced ones too: one from the review page
+    # means the review queue chose it, whichever label won.
+    sources: frozenset[str] = frozenset()
     indexed_at: datetime | None = None  # the last time one of its labels was stored (retrain.label_store)
 
 
@@ -100,7 +106,9 @@ def resolve(records: Iterable[LabelRecord], trusted: frozenset[str] = frozenset(
     """Apply the rule above; results are ordered by ``labeled_at`` (oldest first)."""
     records = list(records)
     latest: dict[tuple[str, str], LabelRecord] = {}
+    sources: dict[str, set[str]] = {}
     for record, key in zip(records, document_groups(records)):
+        sources.setdefault(key, set()).add(record.source)
         slot = (key, record.annotator)
         kept = latest.get(slot)
         if kept is None or record.labeled_at >= kept.labeled_at:
@@ -129,7 +137,7 @@ def resolve(records: Iterable[LabelRecord], trusted: frozenset[str] = frozenset(
         indexed_at = max((r.indexed_at for r in group if getattr(r, "indexed_at", None)), default=None)
         resolved.append(ResolvedLabel(key=key, doc_id=doc_id, text=newest.text, label=label,
                                       labeled_at=newest.labeled_at, annotators=len(group), rule=rule,
-                                      indexed_at=indexed_at))
+                                      sources=frozenset(sources[key]), indexed_at=indexed_at))
     resolved.sort(key=lambda r: r.labeled_at)
     return resolved, unresolved
 

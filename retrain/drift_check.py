@@ -18,6 +18,7 @@ from finsent.schemas import ControlMessage
 from retrain.conflicts import ResolvedLabel
 from retrain.context import Context, flat_details
 from retrain.drift import InputDrift, PerformanceDrift, PredictionDrift, confidence_monitor
+from retrain.review import REVIEW_SOURCE
 
 log = logging.getLogger(__name__)
 _DOC_FIELDS = ["text", "sentiment.label", "sentiment.confidence", "scored_at"]
@@ -98,17 +99,27 @@ def _document_monitors(ctx: Context, version: str) -> list[MonitorResult]:
             for m in monitors]
 
 
+def performance_labels(fresh: list[ResolvedLabel], max_labels: int) -> tuple[list[ResolvedLabel], int]:
+    """The newest ``max_labels`` fresh labels the performance monitor judges, and how many it left out
+    as chosen by the review queue: that queue serves the documents the model is least sure of, so
+    their F1 is low by construction and would read as drift. Retraining still uses them."""
+    judged = [r for r in fresh if REVIEW_SOURCE not in r.sources]
+    return judged[-max_labels:], len(fresh) - len(judged)
+
+
 def _performance(ctx: Context, version: str, meta: dict[str, Any], fresh: list[ResolvedLabel]) -> MonitorResult:
     s = ctx.settings
     baseline = ((meta.get("metrics") or {}).get("validation") or {}).get("macro_f1")
     monitor = PerformanceDrift(baseline=baseline, threshold=s.drift_f1_drop, min_samples=s.drift_min_labels)
-    recent = fresh[-s.drift_max_labels:]
+    recent, left_out = performance_labels(fresh, s.drift_max_labels)
     if len(recent) >= s.drift_min_labels:
         predicted = ctx.scorer(version).score([r.text for r in recent])
         for label, sentiment in zip(recent, predicted, strict=True):
             monitor.update((label.label, sentiment.label))
-    return MonitorResult(monitor.name, monitor.statistic, monitor.threshold, monitor.drift_detected,
-                         monitor.details() | {"fresh_labels": len(fresh)})
+    details = monitor.details() | {"fresh_labels": len(fresh), "review_labels_left_out": left_out}
+    if left_out and baseline is not None and len(recent) < s.drift_min_labels:  # the reason is "n labels, need m"
+        details["reason"] += f"; {left_out} from the review page left out"
+    return MonitorResult(monitor.name, monitor.statistic, monitor.threshold, monitor.drift_detected, details)
 
 
 def record(ctx: Context, version: str | None, results: list[MonitorResult]) -> None:

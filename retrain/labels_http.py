@@ -1,8 +1,9 @@
 """The labels HTTP API, an aiohttp application other processes can mount (the dashboard does).
 
 - ``POST /labels`` — one label object, a list of them, or ``{"labels": [...]}``; each with
-  ``text``, ``label`` and optionally ``doc_id``, ``annotator``, ``labeled_at`` (with a time zone,
-  at most 5 minutes ahead of this server's clock). 202 with the label ids once Kafka has them;
+  ``text``, ``label`` and optionally ``doc_id``, ``annotator``, ``source`` (default ``api``; the
+  review page sends ``review``), ``labeled_at`` (with a time zone, at most 5 minutes ahead of this
+  server's clock). 202 with the label ids once Kafka has them;
   400 naming each bad field; 401 without the bearer token; 413 over ``FINSENT_LABEL_MAX_BYTES``.
 - ``GET /review?limit=N`` — the review queue as JSON (``{"items": [...]}``).
 

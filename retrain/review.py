@@ -14,6 +14,9 @@ from finsent.settings import Settings
 from retrain.label_store import labeled_doc_ids
 from retrain.ranking import ReviewItem, rank
 
+# LabelRecord.source of a label given on the review page (dashboards/static/review.js sends it). The
+# queue picks the documents the model is least sure of, so the performance monitor leaves these out.
+REVIEW_SOURCE = "review"
 _FIELDS = ["id", "title", "text", "tickers", "sentiment", "model_version", "scored_at", "source", "url"]
 
 

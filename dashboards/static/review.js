@@ -5,6 +5,8 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const LABELS = ["negative", "neutral", "positive"];
+  // retrain/review.py REVIEW_SOURCE: the performance drift monitor leaves the queue's (hard) documents out.
+  const SOURCE = "review";
   let labelled = 0;
 
   function el(tag, attrs, text) {
@@ -37,7 +39,7 @@
     node.querySelectorAll("button").forEach((b) => { b.disabled = true; });
     try {
       await call("labels", { method: "POST", body: JSON.stringify({
-        doc_id: item.doc_id, text: item.text, label: choice, annotator: annotator() }) });
+        doc_id: item.doc_id, text: item.text, label: choice, annotator: annotator(), source: SOURCE }) });
       node.classList.add("done");
       node.querySelector(".verdict").textContent = `labelled ${choice}`;
       labelled += 1;

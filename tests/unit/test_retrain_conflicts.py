@@ -13,8 +13,9 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 CUTOFF = T0 + timedelta(hours=1)
 
 
-def lab(label: str, annotator: str, minutes: int, doc_id: str | None = "d1", text: str = "t") -> LabelRecord:
-    return LabelRecord(doc_id=doc_id, text=text, label=label, annotator=annotator,
+def lab(label: str, annotator: str, minutes: int, doc_id: str | None = "d1", text: str = "t",
+        source: str = "api") -> LabelRecord:
+    return LabelRecord(doc_id=doc_id, text=text, label=label, annotator=annotator, source=source,
                        labeled_at=T0 + timedelta(minutes=minutes))
 
 
@@ -53,6 +54,22 @@ def test_document_groups_follow_doc_ids_and_texts_in_any_order() -> None:
     keys = document_groups(records)
     assert keys[0] == keys[1] == keys[2] != keys[3]
     assert document_groups(records[::-1]) == keys[::-1]
+
+
+def test_a_document_labelled_on_the_review_page_keeps_the_mark_whichever_label_wins() -> None:
+    resolved, _ = resolve([
+        # d1: the review label loses to a trusted one; still the queue chose the document.
+        lab("positive", "a", 1, doc_id="d1", text="One", source="review"),
+        lab("negative", "lead", 2, doc_id="d1", text="One"),
+        # d2: the annotator relabelled through the API; their replaced review label still marks it.
+        lab("neutral", "b", 3, doc_id="d2", text="Two", source="review"),
+        lab("positive", "b", 4, doc_id="d2", text="Two"),
+        # d3: never on the review page.
+        lab("neutral", "c", 5, doc_id="d3", text="Three", source="csv"),
+        lab("neutral", "d", 6, doc_id="d3", text="Three")], trusted=frozenset({"lead"}))
+    assert [(r.doc_id, r.label, r.rule, r.sources) for r in resolved] == [
+        ("d1", "negative", "trusted", {"api", "review"}), ("d2", "positive", "single", {"api", "review"}),
+        ("d3", "neutral", "majority", {"api", "csv"})]
 
 
 def fetch_from(stored: list[LabelRecord], calls: list[tuple[set[str], set[str]]]):

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
+from finsent.settings import Settings
+from retrain.conflicts import ResolvedLabel
 from retrain.drift import InputDrift, PageHinkley, PerformanceDrift, PredictionDrift, confidence_monitor
 from retrain.statistics import accuracy_and_macro_f1, entropy, js_divergence, margin, psi
 
 LABELS = ["negative", "neutral", "positive"]
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 WORDS = "shares rose fell company profit loss quarter revenue market stock earnings sales growth".split()
 NEW_WORDS = "blockchain memecoin airdrop nft tokenomics staking defi rugpull hodl whale".split()
 
@@ -150,6 +155,48 @@ def test_a_check_summary_says_why_a_monitor_has_no_figure() -> None:
     assert report.summary() == (
         "model v1: prediction, input=n/a (12 documents scored by v1, need 800); confidence=3.5000 DRIFT; "
         "performance=n/a (4 fresh labels, need 30); 0 fresh labels")
+
+
+def resolved(n: int, source: str, label: str = "positive") -> ResolvedLabel:
+    return ResolvedLabel(key=f"k{n}", doc_id=f"d{n}", text=f"{source} {n}", label=label,
+                         labeled_at=T0 + timedelta(minutes=n), annotators=1, rule="single",
+                         sources=frozenset({"api", source}))
+
+
+def test_the_performance_monitor_leaves_out_labels_the_review_queue_chose() -> None:
+    from retrain.drift_check import performance_labels
+
+    fresh = [resolved(n, "review" if n % 2 else "csv") for n in range(10)]
+    judged, left_out = performance_labels(fresh, max_labels=3)
+    assert [r.doc_id for r in judged] == ["d4", "d6", "d8"] and left_out == 5  # the newest 3 of the others
+    assert performance_labels(fresh[1::2], max_labels=100) == ([], 5)
+
+
+class WrongScorer:  # says "negative" to everything: a performance drop on whatever it is asked to score
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def score(self, texts: list[str]) -> list[SimpleNamespace]:
+        self.texts += texts
+        return [SimpleNamespace(label="negative") for _ in texts]
+
+
+def test_the_performance_check_reports_the_review_labels_it_left_out() -> None:
+    from retrain.drift_check import _performance
+
+    scorer = WrongScorer()
+    ctx = SimpleNamespace(settings=Settings(drift_min_labels=3, drift_max_labels=100), scorer=lambda v: scorer)
+    meta = {"metrics": {"validation": {"macro_f1": 0.8}}}
+    # Hard review documents only, all predicted wrong: not enough labels left to judge, and it says why.
+    hard = [resolved(n, "review") for n in range(40)]
+    result = _performance(ctx, "v1", meta, hard)
+    assert not result.drift_detected and scorer.texts == []
+    assert result.details["reason"] == "0 fresh labels, need 3; 40 from the review page left out"
+    assert (result.details["fresh_labels"], result.details["review_labels_left_out"]) == (40, 40)
+    # Enough other labels: only those are scored.
+    result = _performance(ctx, "v1", meta, hard + [resolved(n, "csv") for n in range(40, 44)])
+    assert result.drift_detected and result.details["n"] == 4 and len(scorer.texts) == 4
+    assert all(t.startswith("csv") for t in scorer.texts) and result.details["review_labels_left_out"] == 40
 
 
 def test_statistics() -> None:

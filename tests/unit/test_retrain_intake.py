@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from retrain.label_intake import LabelInputError, build_records, read_csv
+from retrain.review import REVIEW_SOURCE
 
 NOW = datetime(2025, 5, 1, tzinfo=UTC)
 
@@ -15,6 +18,16 @@ def test_build_records_fills_defaults_and_normalises_label() -> None:
     (record,) = build_records([{"text": "Up", "label": " POSITIVE ", "doc_id": ""}], where="labels",
                               annotator="api", source="api", now=NOW)
     assert (record.label, record.annotator, record.doc_id, record.labeled_at) == ("positive", "api", None, NOW)
+
+
+def test_the_review_page_marks_its_labels_and_intake_keeps_the_mark() -> None:
+    script = (Path(__file__).parents[2] / "dashboards" / "static" / "review.js").read_text(encoding="utf-8")
+    (sent,) = re.findall(r'const SOURCE = "([^"]*)";', script)
+    assert sent == REVIEW_SOURCE and re.search(r"JSON\.stringify\(\{[^}]*\bsource: SOURCE\b[^}]*\}\)", script)
+    # The item's source overrides the API's default.
+    (record,) = build_records([{"text": "Up", "label": "positive", "source": sent}], where="labels",
+                              annotator="api", source="api", now=NOW)
+    assert record.source == REVIEW_SOURCE
 
 
 def test_build_records_refuses_the_whole_batch() -> None:
