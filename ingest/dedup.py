@@ -7,7 +7,10 @@ see it); :meth:`commit` persists staged documents after the broker acknowledged 
 
 State lives in SQLite: ids and URLs for ``retention`` (a feed may keep an item for weeks),
 MinHash signatures for the near-duplicate ``window``. A restart reloads the signatures of
-the window into the LSH index, so nothing already produced is produced again.
+the window into the LSH index, so nothing already produced is produced again. Processes sharing
+the file (``ingest serve`` beside ``ingest file``, ``ingest rss``...) see each other's documents:
+before each near-duplicate search the index takes in the signatures committed since its last look,
+so a document another process committed is known from this one's next check on.
 Near-duplicates are looked for only in texts of ``min_tokens`` words or more: two short posts
 that say the same thing are two opinions, a syndicated wire story is one. A similar text is a
 near-duplicate only if the earlier document names every ticker this one names: auto-generated
@@ -22,9 +25,9 @@ long-running process keeps its state to the retention.
 
 from __future__ import annotations
 
+import heapq
 import re
 import sqlite3
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -94,7 +97,9 @@ class DedupIndex:
         self.clock = clock
         self._db: sqlite3.Connection | None = None
         self._lsh = None
-        self._in_lsh: deque[tuple[float, str]] = deque()  # (seen_at, id), oldest first
+        # (seen_at, id), a heap: another process's rows can arrive older than ones already held.
+        self._in_lsh: list[tuple[float, str]] = []
+        self._last: tuple[int, str] | None = None  # (rowid, id) of the newest row looked at; None: never looked
         self._staged: dict[str, tuple[RawDocument, np.ndarray | None]] = {}  # the doc carries its tickers
         self._staged_urls: dict[str, str] = {}
         self._staged_near: dict[str, tuple[RawDocument, str]] = {}  # id -> (near-duplicate, id of its staged original)
@@ -122,13 +127,8 @@ class DedupIndex:
         # below ours and keep those whose estimated Jaccard similarity reaches it.
         self._lsh = MinHashLSH(threshold=max(0.3, self.threshold - 0.2), num_perm=NUM_PERM)
         self.prune()
-        since = (self.clock() - self.window).timestamp()
-        rows = db.execute(
-            "SELECT id, seen_at, minhash FROM seen WHERE minhash IS NOT NULL AND seen_at >= ? ORDER BY seen_at",
-            (since,),
-        )
-        for doc_id, seen_at, blob in rows:
-            self._lsh_insert(doc_id, np.frombuffer(blob, dtype=np.uint32), seen_at)
+        self._last = None
+        self._load()
 
     def close(self) -> None:
         if self._db is not None:
@@ -158,6 +158,7 @@ class DedupIndex:
                 return Duplicate("url", row[0])
         signature = self.signature(dedup_text(doc))
         if signature is not None:
+            self._load()
             near = self._nearest(signature, frozenset(doc.tickers))
             if near is not None:
                 self._remember_near(doc, near.of)
@@ -193,7 +194,7 @@ class DedupIndex:
             forgotten.add(doc_id)
             if doc.url:
                 self._staged_urls.pop(doc.url, None)
-            if signature is not None and doc_id in self._lsh:
+            if signature is not None and doc_id in self._lsh and not self._committed(doc_id):
                 self._lsh.remove(doc_id)
         self._near_of(forgotten)  # sent again, the original finds its near-duplicates again
 
@@ -269,18 +270,54 @@ class DedupIndex:
             return None, None
         return np.frombuffer(row[0], dtype=np.uint32), (frozenset(row[1].split()) if row[1] is not None else None)
 
+    def _load(self) -> None:
+        """Take into the LSH index the signatures committed to the file since the last look (this process's
+        own are already there). Rows are followed by rowid, not ``seen_at``: two processes' commit times
+        interleave, and ``INSERT OR REPLACE`` gives a replaced row a new, larger rowid."""
+        db = self._conn()
+        since = (self.clock() - self.window).timestamp()
+        rows = None
+        if self._last is not None:
+            # One seek on the table's own b-tree: the row last looked at (still there: rowids were not
+            # reused) and whatever was committed after it; usually nothing.
+            rows = db.execute("SELECT rowid, id, seen_at, minhash FROM seen WHERE rowid >= ? ORDER BY rowid",
+                              (self._last[0],)).fetchall()
+            if self._last[0]:
+                if rows and rows[0][:2] == self._last:
+                    rows = rows[1:]
+                else:
+                    # Pruned, or replaced: once the newest rows are gone (nothing written for a whole
+                    # retention), SQLite hands their rowids out again. Look at the whole window.
+                    rows = None
+            if rows:
+                self._last = rows[-1][:2]
+        if rows is None:
+            # The newest row before the window: a row committed in between is in the window, the next look or both.
+            self._last = db.execute("SELECT rowid, id FROM seen ORDER BY rowid DESC LIMIT 1").fetchone() or (0, "")
+            rows = db.execute("SELECT rowid, id, seen_at, minhash FROM seen WHERE minhash IS NOT NULL AND seen_at >= ?",
+                              (since,)).fetchall()
+        for _, doc_id, seen_at, blob in rows:
+            if blob is not None and seen_at >= since:  # a pruned signature, or one outside the window: not news
+                self._lsh_insert(doc_id, np.frombuffer(blob, dtype=np.uint32), seen_at)
+
+    def _committed(self, doc_id: str) -> bool:
+        """Whether the file holds this id's signature: another process may have committed the same
+        document while this one held it staged (and so did not load that process's row)."""
+        return self._conn().execute("SELECT 1 FROM seen WHERE id = ? AND minhash IS NOT NULL",
+                                    (doc_id,)).fetchone() is not None
+
     def _lsh_insert(self, doc_id: str, signature: np.ndarray, seen_at: float) -> None:
         from datasketch import MinHash
 
         if doc_id in self._lsh:
             return
         self._lsh.insert(doc_id, MinHash(num_perm=NUM_PERM, hashvalues=signature, scheme=SCHEME))
-        self._in_lsh.append((seen_at, doc_id))
+        heapq.heappush(self._in_lsh, (seen_at, doc_id))
 
     def _expire(self) -> None:
         horizon = (self.clock() - self.window).timestamp()
         while self._in_lsh and self._in_lsh[0][0] < horizon:
-            _, doc_id = self._in_lsh.popleft()
+            _, doc_id = heapq.heappop(self._in_lsh)
             if doc_id in self._lsh and doc_id not in self._staged:
                 self._lsh.remove(doc_id)
 

@@ -225,3 +225,103 @@ def test_old_schema_is_migrated_and_its_rows_do_not_hide_tickered_news(tmp_path:
     assert again.check(doc("d", MICROSOFT, tickers=("MSFT",))) is None
     assert again.check(doc("e", APPLE, tickers=("AAPL",))).of == "b"
     again.close()
+
+
+# Two processes on one state file (`ingest serve` beside `ingest file`): each sees what the other committed.
+GLOBEX = ("Shares of Globex fell six percent on Wednesday after the chemicals group warned that weak demand "
+          "in Europe would weigh on margins for the rest of the year")
+
+
+@pytest.fixture
+def pair(tmp_path: Path, clock: Clock):
+    first, second = (DedupIndex(tmp_path / "shared.sqlite3", clock=clock) for _ in range(2))
+    first.start()
+    second.start()  # both started before anything is committed: no reload at start helps
+    yield first, second
+    first.close()
+    second.close()
+
+
+def test_near_duplicate_committed_by_another_process_is_found(pair) -> None:
+    first, second = pair
+    assert first.check(doc("a", url="https://wire.example/1")) is None
+    first.commit(["a"])
+    dup = second.check(doc("b", SYNDICATED, url="https://paper.example/2", source="rss:b"))
+    assert dup is not None and (dup.kind, dup.of) == ("near", "a")
+    assert first.check(doc("b", SYNDICATED)).kind == "id"  # b remembered by the second, seen by the first
+
+
+def test_document_only_staged_by_another_process_is_not_its_original(pair) -> None:
+    first, second = pair
+    assert first.check(doc("a")) is None  # staged: its delivery may still fail
+    assert second.check(doc("b", SYNDICATED)) is None
+    second.rollback(["b"])
+    first.rollback(["a"])
+    assert first.check(doc("a")) is None
+    first.commit(["a"])
+    assert second.check(doc("b", SYNDICATED)).of == "a"  # committed now
+
+
+def test_ticker_test_applies_across_processes(pair) -> None:
+    first, second = pair
+    first.check(doc("a", APPLE, tickers=("AAPL",)))
+    first.commit(["a"])
+    assert second.check(doc("b", MICROSOFT, tickers=("MSFT",))) is None
+    assert second.check(doc("c", APPLE + " Updated.", tickers=("AAPL",))).of == "a"
+
+
+def test_rows_of_another_process_older_than_the_window_are_not_loaded(pair, clock: Clock) -> None:
+    first, second = pair
+    second.check(doc("n", GLOBEX))  # second has looked at the file (an empty one)
+    first.check(doc("a"))
+    first.commit(["a"])
+    clock.now += timedelta(hours=49)
+    assert second.check(doc("b", SYNDICATED)) is None
+    assert "a" not in second._lsh
+
+
+def test_loaded_rows_expire_even_when_older_than_ones_held(tmp_path: Path, clock: Clock) -> None:
+    lagging = Clock()
+    lagging.now = clock.now - timedelta(hours=1)  # its commit took the write lock late: an older seen_at
+    first = DedupIndex(tmp_path / "shared.sqlite3", clock=lagging)
+    second = DedupIndex(tmp_path / "shared.sqlite3", clock=clock)
+    first.start()
+    second.start()
+    second.check(doc("n", GLOBEX))
+    second.commit(["n"])
+    first.check(doc("a"))
+    first.commit(["a"])
+    assert second.check(doc("b", SYNDICATED)).of == "a"  # a, an hour older than n, loaded after it
+    clock.now += timedelta(hours=47, minutes=30)  # a has left the window, n not
+    assert second.check(doc("c", WIRE + " Updated.")) is None
+    assert "a" not in second._lsh and "n" in second._lsh
+    first.close()
+    second.close()
+
+
+def test_document_committed_by_both_processes_survives_a_rollback(pair) -> None:
+    first, second = pair
+    assert first.check(doc("a")) is None  # the same document reached both at once
+    assert second.check(doc("a")) is None
+    first.commit(["a"])
+    second.check(doc("n", GLOBEX))  # second looks at the file while it holds a staged
+    second.rollback(["a", "n"])  # its own delivery failed, the first's did not
+    assert second.check(doc("b", SYNDICATED)).of == "a"
+
+
+def test_reused_rowids_are_noticed(pair, tmp_path: Path, clock: Clock) -> None:
+    first, second = pair
+    first.check(doc("x", GLOBEX))
+    first.check(doc("z", "a short note"))
+    first.commit(["x", "z"])
+    assert second.check(doc("y", APPLE)) is None  # second has looked at the rows up to z's, rowid 2
+    second.rollback(["y"])
+    first.close()
+    clock.now += timedelta(days=31)  # nothing written for a whole retention
+    third = DedupIndex(tmp_path / "shared.sqlite3", clock=clock)
+    third.start()  # prunes every row: SQLite numbers the next one from 1 again
+    third.check(doc("a"))
+    third.commit(["a"])
+    assert third._conn().execute("SELECT rowid FROM seen WHERE id = 'a'").fetchone() == (1,)  # below z's
+    assert second.check(doc("b", SYNDICATED)).of == "a"
+    third.close()
