@@ -151,7 +151,7 @@ class EngineStats:
     documents: int = 0
     deduplicated: int = 0
     cooled_down: int = 0
-    stale: int = 0  # alerts not raised: what they report is older than the rule's max_age
+    stale: int = 0  # rule hits not raised: what they report is older than the rule's max_age
 
 
 class RuleEngine:
@@ -271,7 +271,7 @@ class RuleEngine:
 
     # --- rules ------------------------------------------------------------------------------
     def _sentiment_shift(self, rule: SentimentShiftRule, agg: Aggregate, series: _WindowSeries) -> Alert | None:
-        if not self._applies(rule, agg) or agg.count < rule.min_count or self._stale(rule, agg.window_end):
+        if not self._applies(rule, agg) or agg.count < rule.min_count:
             return None
         if self._history(series, agg.sentiment_z) < rule.min_history:
             return None
@@ -280,7 +280,7 @@ class RuleEngine:
         if z is None or not math.isfinite(z):
             return None
         hit = {"both": abs(z) >= rule.threshold, "up": z >= rule.threshold, "down": z <= -rule.threshold}
-        if not hit[rule.direction]:
+        if not hit[rule.direction] or self._stale(rule, agg.window_end):
             return None
         verb = "fell" if z < 0 else "rose"
         against = f" vs baseline {mean:+.3f}" if mean is not None else ""
@@ -294,13 +294,13 @@ class RuleEngine:
                           message=message, documents=docs)
 
     def _volume_spike(self, rule: VolumeSpikeRule, agg: Aggregate, series: _WindowSeries) -> Alert | None:
-        if not self._applies(rule, agg) or agg.count < rule.min_count or self._stale(rule, agg.window_end):
+        if not self._applies(rule, agg) or agg.count < rule.min_count:
             return None
         if self._history(series, agg.volume_z) < rule.min_history:
             return None
         mean, std, n = series.stats(1)
         z = agg.volume_z if agg.volume_z is not None else _z(agg.count, mean, std, n, 2)
-        if z is None or not math.isfinite(z) or z < rule.threshold:
+        if z is None or not math.isfinite(z) or z < rule.threshold or self._stale(rule, agg.window_end):
             return None
         against = f" vs baseline {mean:.1f}" if mean is not None else ""
         message = (f"{agg.ticker} {agg.window} volume spike: {agg.count} documents{against} "

@@ -97,17 +97,20 @@ def ensure_indices(es: Any, settings: Settings) -> list[str]:
 
     ``es`` is a synchronous ``elasticsearch.Elasticsearch``. Safe to call any number of times.
     """
-    created = []
-    for name in INDICES:
-        template = index_template(settings, name)
-        es.indices.put_index_template(name=settings.index(name), **template)
-        index = settings.index(name)
-        if es.indices.exists(index=index):
-            # Templates only shape new indices; add new fields to the live one too.
-            es.indices.put_mapping(index=index, properties=MAPPINGS[name])
-        elif _create_index(es, index):
-            created.append(index)
-    return created
+    return [settings.index(name) for name in INDICES if ensure_index(es, settings, name)]
+
+
+def ensure_index(es: Any, settings: Settings, name: str) -> bool:
+    """Put one index's template and create the index, or add new fields to the live one; True if created.
+    A process that writes an index calls this at its start, so a field added by an upgrade is in the
+    mapping (which is strict) before the first document that has it."""
+    es.indices.put_index_template(name=settings.index(name), **index_template(settings, name))
+    index = settings.index(name)
+    if es.indices.exists(index=index):
+        # Templates only shape new indices; add new fields to the live one too.
+        es.indices.put_mapping(index=index, properties=MAPPINGS[name])
+        return False
+    return _create_index(es, index)
 
 
 def _create_index(es: Any, index: str) -> bool:

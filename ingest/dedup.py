@@ -15,10 +15,12 @@ Near-duplicates are looked for only in texts of ``min_tokens`` words or more: tw
 that say the same thing are two opinions, a syndicated wire story is one. A similar text is a
 near-duplicate only if the earlier document names every ticker this one names: auto-generated
 market news fills one template with many companies, and MSFT's story must not hide behind AAPL's.
-The tickers are stored with the signature; rows from before that column (``tickers`` NULL) may
-name anything, so they hide only documents without tickers. A near-duplicate is never produced,
-but its id is remembered (without a signature) along with its original's, so it stays known for
-the retention instead of becoming news again once the original leaves the window.
+The tickers are kept beside the signature, in a table of their own (``seen_tickers``), so an older
+release sharing or reusing the file still writes ``seen`` as it did; a signature without tickers
+recorded (an older release's) may name anything, so it hides only documents without tickers.
+A near-duplicate is never produced, but its id is remembered (without a signature) along with its
+original's, so it stays known for the retention instead of becoming news again once the original
+leaves the window.
 Old rows are pruned at start and then at most every ``prune_every_hours``, on commit, so a
 long-running process keeps its state to the retention.
 """
@@ -62,18 +64,7 @@ def dedup_text(doc: RawDocument) -> str:
 
 
 def _tickers_text(doc: RawDocument) -> str:
-    return " ".join(sorted(set(doc.tickers)))  # tickers hold no spaces; "" = names none, NULL = not recorded
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Add the ``tickers`` column to a database from before it; its rows keep NULL (not recorded)."""
-    if "tickers" in {row[1] for row in db.execute("PRAGMA table_info(seen)")}:
-        return
-    try:
-        db.execute("ALTER TABLE seen ADD COLUMN tickers TEXT")
-    except sqlite3.OperationalError as exc:  # another process sharing the file migrated it first
-        if "duplicate column" not in str(exc):
-            raise
+    return " ".join(sorted(set(doc.tickers)))  # tickers hold no spaces; "" = names none
 
 
 class DedupIndex:
@@ -116,12 +107,12 @@ class DedupIndex:
         db.executescript(
             """
             CREATE TABLE IF NOT EXISTS seen (
-                id TEXT PRIMARY KEY, url TEXT, source TEXT, seen_at REAL NOT NULL, minhash BLOB, tickers TEXT);
+                id TEXT PRIMARY KEY, url TEXT, source TEXT, seen_at REAL NOT NULL, minhash BLOB);
+            CREATE TABLE IF NOT EXISTS seen_tickers (id TEXT PRIMARY KEY, tickers TEXT NOT NULL);
             CREATE INDEX IF NOT EXISTS seen_url ON seen(url) WHERE url IS NOT NULL;
             CREATE INDEX IF NOT EXISTS seen_at ON seen(seen_at);
             """
         )
-        _migrate(db)
         self._db = db
         # LSH finds a pair at its own threshold only half the time: look for candidates well
         # below ours and keep those whose estimated Jaccard similarity reaches it.
@@ -205,8 +196,11 @@ class DedupIndex:
         db.execute("DELETE FROM seen WHERE seen_at < ?", ((now - self.retention).timestamp(),))
         # Only the rows that left the window since the last prune: hourly, it touches an hour of rows.
         since = (self._pruned_at - self.window).timestamp() if self._pruned_at is not None else 0.0
+        leaving = (since, (now - self.window).timestamp())
+        db.execute("DELETE FROM seen_tickers WHERE id IN (SELECT id FROM seen WHERE minhash IS NOT NULL "
+                   "AND seen_at >= ? AND seen_at < ?)", leaving)
         db.execute("UPDATE seen SET minhash = NULL WHERE minhash IS NOT NULL AND seen_at >= ? AND seen_at < ?",
-                   (since, (now - self.window).timestamp()))
+                   leaving)
         self._pruned_at = now
 
     # --- near-duplicates ---------------------------------------------------------------
@@ -227,8 +221,10 @@ class DedupIndex:
         if rows:
             db = self._conn()
             db.execute("BEGIN")
-            db.executemany("INSERT OR REPLACE INTO seen (id, url, source, seen_at, minhash, tickers) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT OR REPLACE INTO seen (id, url, source, seen_at, minhash) VALUES (?, ?, ?, ?, ?)",
+                           [row[:5] for row in rows])
+            db.executemany("INSERT OR REPLACE INTO seen_tickers (id, tickers) VALUES (?, ?)",
+                           [(row[0], row[5]) for row in rows if row[5] is not None])
             db.execute("COMMIT")
 
     # --- MinHash -----------------------------------------------------------------------
@@ -251,7 +247,7 @@ class DedupIndex:
             other, named = self._signature_of(candidate)
             if other is None:
                 continue
-            # Unknown tickers (a row older than the column) may not name ours: better a possible
+            # Unknown tickers (an older release's row) may not name ours: better a possible
             # duplicate produced than a company's news lost.
             if not (tickers <= named if named is not None else not tickers):
                 continue
@@ -265,7 +261,8 @@ class DedupIndex:
         if doc_id in self._staged:
             doc, signature = self._staged[doc_id]
             return signature, frozenset(doc.tickers)
-        row = self._conn().execute("SELECT minhash, tickers FROM seen WHERE id = ?", (doc_id,)).fetchone()
+        row = self._conn().execute("SELECT s.minhash, t.tickers FROM seen s LEFT JOIN seen_tickers t ON t.id = s.id "
+                                   "WHERE s.id = ?", (doc_id,)).fetchone()
         if not row or not row[0]:
             return None, None
         return np.frombuffer(row[0], dtype=np.uint32), (frozenset(row[1].split()) if row[1] is not None else None)

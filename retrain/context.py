@@ -37,10 +37,15 @@ class Context:
     @classmethod
     def open(cls, settings: Settings, *, metrics: RetrainMetrics | None = None,
              clock: Callable[[], datetime] = utc_now) -> Context:
-        from finsent import clients
+        from finsent import clients, topology
         from model.registry import Registry
 
         es = clients.elasticsearch(settings)
+        try:
+            topology.ensure_index(es, settings, "retrain")  # an upgrade's new fields (labels_read_at) before an audit
+        except BaseException:
+            es.close()
+            raise
         return cls(settings=settings, es=es, registry=Registry(settings.models_path, es=es, index=settings.index("models")),
                    producer=clients.kafka_producer(settings), metrics=metrics or RetrainMetrics(), clock=clock)
 

@@ -40,12 +40,17 @@ class LabelIndexer:
         self._consumer = self._producer = self._es = None
 
     def start(self) -> LabelIndexer:
-        from finsent import clients
+        from finsent import clients, topology
 
-        self._es = clients.elasticsearch(self.settings)
-        self._producer = clients.kafka_producer(self.settings)
-        self._consumer = clients.kafka_consumer(self.settings, self.topic, group_id=self.group_id,
-                                                max_poll_records=self.max_records)
+        try:
+            self._es = clients.elasticsearch(self.settings)
+            topology.ensure_index(self._es, self.settings, "labels")  # an upgrade's new fields (indexed_at)
+            self._producer = clients.kafka_producer(self.settings)
+            self._consumer = clients.kafka_consumer(self.settings, self.topic, group_id=self.group_id,
+                                                    max_poll_records=self.max_records)
+        except BaseException:
+            self.close()  # the background loop starts it again every 10 s while Kafka or Elasticsearch is away
+            raise
         return self
 
     def poll_once(self, timeout_ms: int = 1000) -> int:

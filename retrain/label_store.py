@@ -2,14 +2,15 @@
 
 A label's id is document + annotator (:func:`retrain.conflicts.label_id`) and its version is
 ``labeled_at`` in microseconds with ``external_gte`` versioning, so a relabel replaces the
-earlier one, a replay of the topic changes nothing, and an older label that arrives late
-never overwrites a newer one (Elasticsearch answers 409; that is counted as stale, not lost).
+earlier one, a replay of the topic stores the same labels again, and an older label that arrives
+late never overwrites a newer one (Elasticsearch answers 409; that is counted as stale, not lost).
 
 Each stored label also has ``indexed_at``, this store's clock when it indexed the label
 (:class:`StoredLabel`). ``labeled_at`` is the client's to set: a label dated back (an import of
 last month's labels) is older than the newest label a retrain saw, and by ``labeled_at`` alone it
 would never count as fresh, so no model would ever learn it. Retraining also counts a label
-indexed after it last read the labels as fresh (:func:`fetch_labels`' ``read_since``).
+indexed after it last read the labels as fresh (:func:`fetch_labels`' ``read_since``). A replay
+stamps its labels anew, so they count as fresh once more: a retrain too many, not a label lost.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from elasticsearch import helpers
@@ -35,6 +36,12 @@ class IndexReport:
     indexed: int = 0
     stale: int = 0
     failed: list[tuple[LabelRecord, str]] = field(default_factory=list)
+
+
+# A label stamped this long before a read is searchable by then: its bulk write, and the index's
+# refresh (1 s), are done. A retrain records its read this much earlier than it began, so a label
+# stored meanwhile counts as fresh once more rather than as seen.
+SEARCHABLE_WITHIN = timedelta(seconds=30)
 
 
 class StoredLabel(LabelRecord):

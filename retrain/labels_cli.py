@@ -21,19 +21,23 @@ def add(
     doc_id: str | None = typer.Option(None, "--doc-id", help="Id of the document in <prefix>-docs"),
     csv_file: Path | None = typer.Option(None, "--csv", help="CSV with text,label[,doc_id][,annotator]"),
     annotator: str = typer.Option("cli", "--annotator", help="Who labelled (when the CSV does not say)"),
+    from_review: bool = typer.Option(
+        False, "--from-review", help="The documents came from `finsent labels review` (the model's least sure): "
+                                     "the performance drift monitor leaves them out, as it does the review page's"),
 ) -> None:
     """Publish one label (--text/--label) or a CSV of labels to the labels topic."""
     from retrain.label_intake import LabelInputError, LabelPublisher, build_records, read_csv
+    from retrain.review import REVIEW_SOURCE
 
     settings = settings_of(ctx)
     try:
         if csv_file is not None:
             if text or label or doc_id:
                 fail("give either --csv or --text/--label, not both")
-            records = read_csv(csv_file, annotator=annotator)
+            records = read_csv(csv_file, annotator=annotator, source=REVIEW_SOURCE if from_review else "csv")
         elif text is not None and label is not None:
             records = build_records([{"text": text, "label": label, "doc_id": doc_id}], where="label",
-                                    annotator=annotator, source="cli")
+                                    annotator=annotator, source=REVIEW_SOURCE if from_review else "cli")
         else:
             fail("give --text and --label, or --csv FILE")
     except LabelInputError as exc:
@@ -70,7 +74,7 @@ def review(
         return
     from finsent.cli_tables import Column, print_table
 
-    # The doc id is what `finsent labels add --doc-id` takes, so it is never cut; below 100 columns
+    # The doc id is what `finsent labels add --doc-id` (with --from-review) takes, so it is never cut; below 100 columns
     # the two parts of the priority go.
     columns = [Column("priority"), Column("uncertainty", from_width=100), Column("novelty", from_width=100),
                Column("predicted"), Column("doc id"), Column("text", whole=False)]

@@ -28,6 +28,7 @@ from retrain import golden as goldenmod
 from retrain.conflicts import ResolvedLabel, split_holdout
 from retrain.context import Context, flat_details, label_cutoff
 from retrain.decision import LastAttempt, PromotionPolicy, Scores, decide_promotion, should_retrain
+from retrain.label_store import SEARCHABLE_WITHIN
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,9 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
         audit(ctx, outcome, trigger=trigger, started=started, fresh=[])
         return outcome
     meta = ctx.registry.get(champion)
-    # Taken before the read: a label stored while it runs may count as fresh once more, never as seen.
-    read_at = ctx.clock()
+    # Before the read, by as long as a stored label may take to be searchable: a label stored about
+    # then counts as fresh once more next time, never as seen.
+    read_at = ctx.clock() - SEARCHABLE_WITHIN
     fresh, unresolved = ctx.fresh_labels(meta)
     seen = LabelsSeen.of(fresh, label_cutoff(meta, read_at), read_at)
     go, why = should_retrain(trigger=trigger, drift_detected=drift_detected, fresh_labels=len(fresh),

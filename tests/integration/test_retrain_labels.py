@@ -52,6 +52,10 @@ async def test_labels_from_cli_http_and_kafka_land_in_elasticsearch(label_settin
     one = runner.invoke(app, ["labels", "add", "--text", "Profit soared", "--label", "Positive", "--doc-id", "d-cli"],
                         env=env_of(settings))
     assert one.exit_code == 0, one.output
+    # A document from `finsent labels review`: marked as the review page marks its labels.
+    picked = runner.invoke(app, ["labels", "add", "--text", "Mixed quarter", "--label", "neutral", "--doc-id", "d-rev",
+                                 "--from-review"], env=env_of(settings))
+    assert picked.exit_code == 0, picked.output
     csv_file = tmp_path / "labels.csv"
     csv_file.write_text("text,label,annotator\nSales fell,negative,alice\nFlat quarter,neutral,bob\n", encoding="utf-8")
     many = runner.invoke(app, ["labels", "add", "--csv", str(csv_file)], env=env_of(settings))
@@ -98,8 +102,9 @@ async def test_labels_from_cli_http_and_kafka_land_in_elasticsearch(label_settin
     with clients.elasticsearch(settings) as es:
         stored = {(r.doc_id, r.text): r for r in fetch_labels(es, settings)}
     assert set(stored) == {("d-cli", "Profit soared"), (None, "Sales fell"), (None, "Flat quarter"),
-                           ("d-http", "Guidance cut"), ("d-kafka", "Beat estimates")}
+                           ("d-http", "Guidance cut"), ("d-kafka", "Beat estimates"), ("d-rev", "Mixed quarter")}
     assert stored[("d-cli", "Profit soared")].label == "positive"
+    assert (stored[("d-cli", "Profit soared")].source, stored[("d-rev", "Mixed quarter")].source) == ("cli", "review")
     assert stored[(None, "Sales fell")].annotator == "alice"
     assert stored[("d-http", "Guidance cut")].annotator == "carol"
     # Found by what they hold: the DLQ has several partitions, read in no set order.
@@ -177,6 +182,29 @@ def test_a_label_dated_back_is_fresh_once_stored_after_the_champion_read_the_lab
     assert [(r.doc_id, r.label) for r in resolved] == [("d6", "negative")]
     assert resolved[0].indexed_at is not None and resolved[0].indexed_at > read_at
     assert before == []
+
+
+def test_the_indexer_adds_an_upgrade_s_fields_to_a_labels_index_made_before_them(bootstrapped) -> None:
+    # The mapping is strict: without indexed_at in it, every label of an upgraded indexer would go to the DLQ.
+    from finsent import topology
+
+    settings = bootstrapped
+    index = settings.index("labels")
+    older = {k: v for k, v in topology.MAPPINGS["labels"].items() if k != "indexed_at"}
+    with clients.elasticsearch(settings) as es:
+        es.indices.delete(index=index)
+        es.indices.delete_index_template(name=index)  # as an older release left them: its template shaped it
+        es.indices.create(index=index, mappings={"dynamic": "strict", "properties": older})
+        producer = clients.kafka_producer(settings)
+        producer.send(settings.topic("labels"), value=LabelRecord(
+            text="Orders doubled", label="positive", labeled_at=datetime.now(UTC)).to_json())
+        producer.flush(30)
+        producer.close(10)
+        indexer = drain(settings)
+        properties = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+        stored = fetch_labels(es, settings)
+    assert "indexed_at" in properties and indexer.indexed == 1 and indexer.dead == 0
+    assert [(r.text, r.indexed_at is not None) for r in stored] == [("Orders doubled", True)]
 
 
 async def test_review_queue_from_api_and_cli(label_settings) -> None:

@@ -302,6 +302,7 @@ def test_old_news_fills_the_baseline_but_raises_no_alert():
     # max_age (6 h by default) ago, and bursts whose newest document is that old, page nobody.
     clock = Clock(T0 + timedelta(days=3))
     shift = warm(RuleEngine(rules(SHIFT), clock=clock))
+    assert shift.on_aggregate(agg(z=-0.5)) == [] and shift.stats.stale == 0  # no hit: nothing suppressed
     assert shift.on_aggregate(agg(z=-5.0)) == [] and shift.stats.stale == 1
     clock.now = T0 + timedelta(minutes=15) + timedelta(hours=6)  # the window ended exactly max_age ago
     [alert] = shift.on_aggregate(agg(z=-5.0, count=31))

@@ -1,4 +1,4 @@
-"""Dedup: exact and near-duplicates, the ticker test, two-phase commit, persistence, window expiry, migration."""
+"""Dedup: exact and near-duplicates, the ticker test, two-phase commit, persistence, window expiry, older files."""
 
 from __future__ import annotations
 
@@ -103,6 +103,8 @@ def test_near_duplicates_only_within_the_window_ids_for_retention(tmp_path: Path
     clock.now += timedelta(hours=49)
     assert index.check(doc("b")) is None  # the same story two days later is news again
     assert index.check(doc("a")).kind == "id"
+    index.prune()  # a's signature leaves the window, and its tickers with it
+    assert [r[0] for r in index._conn().execute("SELECT id FROM seen_tickers")] == []
     clock.now += timedelta(days=31)
     index.prune()
     assert index.check(doc("a", "brand new text that is unrelated")) is None
@@ -201,27 +203,29 @@ def test_ticker_test_survives_a_restart(tmp_path: Path, clock: Clock) -> None:
     second.close()
 
 
-def test_old_schema_is_migrated_and_its_rows_do_not_hide_tickered_news(tmp_path: Path, clock: Clock) -> None:
+def test_a_file_of_an_older_release_is_read_and_still_written_as_it_was(tmp_path: Path, clock: Clock) -> None:
     path = tmp_path / "d.sqlite3"
     signature = DedupIndex(path).signature(APPLE)  # needs no database
     old = sqlite3.connect(path)
     old.execute("CREATE TABLE seen (id TEXT PRIMARY KEY, url TEXT, source TEXT, seen_at REAL NOT NULL, minhash BLOB)")
     old.execute("INSERT INTO seen VALUES ('a', NULL, 'rss:a', ?, ?)", (clock.now.timestamp(), signature.tobytes()))
     old.commit()
-    old.close()
 
     index = DedupIndex(path, clock=clock)
     index.start()
-    columns = [row[1] for row in index._conn().execute("PRAGMA table_info(seen)")]
-    assert columns == ["id", "url", "source", "seen_at", "minhash", "tickers"]
-    assert index.check(doc("c", APPLE)).of == "a"  # untickered, as before the migration
+    assert index.check(doc("c", APPLE)).of == "a"  # untickered, as before
     # a's tickers are unknown: it might not name AAPL, so AAPL's copy goes out rather than risk losing it.
     assert index.check(doc("b", APPLE, tickers=("AAPL",))) is None
     index.commit(["b"])
+    # An older release sharing the file (or one rolled back to) still writes it as it did.
+    old.execute("INSERT OR REPLACE INTO seen VALUES ('z', NULL, 'rss:z', ?, NULL)", (clock.now.timestamp(),))
+    old.commit()
+    old.close()
     index.close()
 
     again = DedupIndex(path, clock=clock)
-    again.start()  # an already migrated database
+    again.start()
+    assert again.check(doc("z", MICROSOFT)).kind == "id"
     assert again.check(doc("d", MICROSOFT, tickers=("MSFT",))) is None
     assert again.check(doc("e", APPLE, tickers=("AAPL",))).of == "b"
     again.close()
