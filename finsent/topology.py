@@ -100,6 +100,16 @@ def ensure_indices(es: Any, settings: Settings) -> list[str]:
     return [settings.index(name) for name in INDICES if ensure_index(es, settings, name)]
 
 
+def update_mapping(es: Any, settings: Settings, name: str) -> None:
+    """:func:`ensure_index` for a process that writes the index but may not manage it (a user whose role on
+    their own cluster lacks template rights, say): a failure is a warning, and the writes say what they lack."""
+    try:
+        ensure_index(es, settings, name)
+    except Exception as exc:  # noqa: BLE001 - Elasticsearch away, or no right to it: the writes will tell
+        log.warning("could not bring the mapping of %s up to date (%s: %s); documents with fields it lacks "
+                    "will be refused", settings.index(name), type(exc).__name__, exc)
+
+
 def ensure_index(es: Any, settings: Settings, name: str) -> bool:
     """Put one index's template and create the index, or add new fields to the live one; True if created.
     A process that writes an index calls this at its start, so a field added by an upgrade is in the

@@ -41,11 +41,7 @@ class Context:
         from model.registry import Registry
 
         es = clients.elasticsearch(settings)
-        try:
-            topology.ensure_index(es, settings, "retrain")  # an upgrade's new fields (labels_read_at) before an audit
-        except BaseException:
-            es.close()
-            raise
+        topology.update_mapping(es, settings, "retrain")  # an upgrade's new fields (labels_read_at) before an audit
         return cls(settings=settings, es=es, registry=Registry(settings.models_path, es=es, index=settings.index("models")),
                    producer=clients.kafka_producer(settings), metrics=metrics or RetrainMetrics(), clock=clock)
 

@@ -44,12 +44,12 @@ class LabelIndexer:
 
         try:
             self._es = clients.elasticsearch(self.settings)
-            topology.ensure_index(self._es, self.settings, "labels")  # an upgrade's new fields (indexed_at)
+            topology.update_mapping(self._es, self.settings, "labels")  # an upgrade's new fields (indexed_at)
             self._producer = clients.kafka_producer(self.settings)
             self._consumer = clients.kafka_consumer(self.settings, self.topic, group_id=self.group_id,
                                                     max_poll_records=self.max_records)
         except BaseException:
-            self.close()  # the background loop starts it again every 10 s while Kafka or Elasticsearch is away
+            self.close()  # the background loop starts it again every 10 s while Kafka is away
             raise
         return self
 
