@@ -2,15 +2,15 @@
 
 A label's id is document + annotator (:func:`retrain.conflicts.label_id`) and its version is
 ``labeled_at`` in microseconds with ``external_gte`` versioning, so a relabel replaces the
-earlier one, a replay of the topic stores the same labels again, and an older label that arrives
+earlier one, a replay of the topic changes nothing, and an older label that arrives
 late never overwrites a newer one (Elasticsearch answers 409; that is counted as stale, not lost).
 
 Each stored label also has ``indexed_at``, this store's clock when it indexed the label
 (:class:`StoredLabel`). ``labeled_at`` is the client's to set: a label dated back (an import of
 last month's labels) is older than the newest label a retrain saw, and by ``labeled_at`` alone it
 would never count as fresh, so no model would ever learn it. Retraining also counts a label
-indexed after it last read the labels as fresh (:func:`fetch_labels`' ``read_since``). A replay
-stamps its labels anew, so they count as fresh once more: a retrain too many, not a label lost.
+indexed after it last read the labels as fresh (:func:`fetch_labels`' ``read_since``). A label
+stored again as it was (a replay of the topic) keeps its first stamp.
 """
 
 from __future__ import annotations
@@ -63,13 +63,15 @@ def index_labels(es: Any, settings: Settings, records: Sequence[LabelRecord], *,
         return report
     index = settings.index("labels")
     indexed_at = (now or utc_now()).isoformat()
-    by_id = {}
+    labels = [(label_id(record), record) for record in records]  # a relabel in the same batch: the version decides
+    by_id = dict(labels)
+    stored = _stored_stamps(es, index, list(by_id))
     actions = []
-    for record in records:
-        doc_id = label_id(record)
-        by_id[doc_id] = record
-        source = record.model_dump(mode="json") | {"indexed_at": indexed_at}  # a StoredLabel's own is replaced
-        actions.append({"_op_type": "index", "_index": index, "_id": doc_id, "version": _version(record),
+    for doc_id, record in labels:
+        version = _version(record)
+        same, first = stored.get(doc_id, (None, None))
+        source = record.model_dump(mode="json") | {"indexed_at": first if same == version else indexed_at}
+        actions.append({"_op_type": "index", "_index": index, "_id": doc_id, "version": version,
                         "version_type": "external_gte", "_source": source})
     ok, errors = helpers.bulk(es, actions, raise_on_error=False, raise_on_exception=True,
                               refresh="wait_for" if refresh else False)
@@ -81,6 +83,15 @@ def index_labels(es: Any, settings: Settings, records: Sequence[LabelRecord], *,
         else:
             report.failed.append((by_id[info.get("_id")], str(info.get("error"))[:2000]))
     return report
+
+
+def _stored_stamps(es: Any, index: str, ids: list[str]) -> dict[str, tuple[int, str]]:
+    """(version, ``indexed_at``) of the labels already stored under these ids. A label stored again as
+    it is (same version: a replay of the topic, or a batch read again after a failure) keeps its first
+    stamp, so it does not become fresh again; a relabel is a new version, and gets a new stamp."""
+    found = es.mget(index=index, ids=ids, source_includes=["indexed_at"])["docs"]
+    return {doc["_id"]: (doc["_version"], doc["_source"]["indexed_at"]) for doc in found
+            if doc.get("found") and doc.get("_source", {}).get("indexed_at")}
 
 
 def fetch_labels(es: Any, settings: Settings, *, since: datetime | None = None,

@@ -184,6 +184,26 @@ def test_a_label_dated_back_is_fresh_once_stored_after_the_champion_read_the_lab
     assert before == []
 
 
+def test_a_label_stored_again_as_it_was_keeps_its_first_stamp_and_a_relabel_gets_a_new_one(bootstrapped) -> None:
+    # A replay of the topic must not make its labels fresh again (each would count as new to the next retrain).
+    from datetime import timedelta
+
+    from retrain.label_store import index_labels
+
+    settings = bootstrapped
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    first = LabelRecord(doc_id="d7", text="Deliveries slipped", label="negative", annotator="x", labeled_at=t0)
+    relabel = first.model_copy(update={"label": "neutral", "labeled_at": t0 + timedelta(hours=1)})
+    with clients.elasticsearch(settings) as es:
+        index_labels(es, settings, [first], refresh=True, now=t0 + timedelta(days=1))
+        replay = index_labels(es, settings, [first], refresh=True, now=t0 + timedelta(days=2))
+        [kept] = fetch_labels(es, settings)
+        index_labels(es, settings, [relabel], refresh=True, now=t0 + timedelta(days=3))
+        [changed] = fetch_labels(es, settings)
+    assert replay.indexed == 1 and kept.indexed_at == t0 + timedelta(days=1)
+    assert (changed.label, changed.indexed_at) == ("neutral", t0 + timedelta(days=3))
+
+
 def test_the_indexer_adds_an_upgrade_s_fields_to_a_labels_index_made_before_them(bootstrapped) -> None:
     # The mapping is strict: without indexed_at in it, every label of an upgraded indexer would go to the DLQ.
     from finsent import topology
