@@ -146,12 +146,20 @@ class _TickerState:
     cooldown_until: dict[str, datetime] = field(default_factory=dict)  # by rule name
 
 
+# finsent_alerts_suppressed_total's reasons, and the EngineStats field that counts each.
+SUPPRESSED = {"dedup": "deduplicated", "cooldown": "cooled_down", "stale": "stale"}
+
+
 @dataclass
 class EngineStats:
     documents: int = 0
     deduplicated: int = 0
     cooled_down: int = 0
     stale: int = 0  # rule hits not raised: what they report is older than the rule's max_age
+
+    def suppressed(self) -> dict[str, int]:
+        """Rule hits held back so far, by the reason finsent_alerts_suppressed_total gives."""
+        return {reason: getattr(self, field) for reason, field in SUPPRESSED.items()}
 
 
 class RuleEngine:

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from alerts.engine import SUPPRESSED
+
 # Outcomes of finsent_alerts_attempts_total (alerts/delivery.py).
 OUTCOMES = ("delivered", "retry", "error", "rejected", "unconfigured")
 
@@ -48,7 +50,7 @@ class AlertMetrics:
             self.raised.labels(rule, kind)
         for topic in inputs:
             self.bad_records.labels(topic)
-        for reason in ("dedup", "cooldown", "stale"):
+        for reason in SUPPRESSED:
             self.suppressed.labels(reason)
         for sink in ("elasticsearch", "kafka"):
             self.sync_errors.labels(sink)

@@ -162,12 +162,6 @@ class _TickerRule(_Rule):
                                         "newest document, before now (a backlog, a backfill or a replay of last "
                                         "week's documents raises none); 0: no limit")
 
-    @model_validator(mode="after")
-    def _max_age_not_negative(self) -> _TickerRule:
-        if self.max_age < timedelta(0):
-            raise ValueError("max_age must be 0 (no limit) or positive")
-        return self
-
     def matches_ticker(self, ticker: str) -> bool:
         return not self.tickers or ticker in self.tickers
 

@@ -180,7 +180,7 @@ class AlertService:
                                               original=original_text(value or b""), topic=topic,
                                               partition=partition, offset=offset, failed_at=utc_now()))
             return []
-        before = (self.engine.stats.deduplicated, self.engine.stats.cooled_down, self.engine.stats.stale)
+        before = self.engine.stats.suppressed()
         try:
             if kind == "aggregates":
                 alerts = self.engine.on_aggregate(record)
@@ -194,9 +194,8 @@ class AlertService:
                                               original=original_text(value or b""), topic=topic,
                                               partition=partition, offset=offset, failed_at=utc_now()))
             return []
-        self.metrics.suppressed.labels("dedup").inc(self.engine.stats.deduplicated - before[0])
-        self.metrics.suppressed.labels("cooldown").inc(self.engine.stats.cooled_down - before[1])
-        self.metrics.suppressed.labels("stale").inc(self.engine.stats.stale - before[2])
+        for reason, count in self.engine.stats.suppressed().items():
+            self.metrics.suppressed.labels(reason).inc(count - before[reason])
         return alerts
 
     def _store(self, alert: Alert) -> bool:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # No finsent duration needs more than a century, and the bound keeps `now ± duration` far from
 # datetime's year 1 and 9999 (timedelta itself overflows near 2.7 million years).
 MAX_DURATION = timedelta(days=36_500)
@@ -26,7 +26,7 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value.strip())):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2)]
     else:
         raise ValueError(f"{value!r} is not a duration such as 30s, 15m, 1h or a number of seconds")
     if not math.isfinite(seconds):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+from finsent.durations import UNIT_SECONDS
+
 _SPEC = re.compile(r"^(\d+)([smhd])$")
 
 
@@ -17,7 +18,7 @@ def parse_window(spec: str) -> int:
     match = _SPEC.match(spec.strip())
     if not match or int(match.group(1)) <= 0:
         raise ValueError(f"window {spec!r} is not <positive integer><s|m|h|d>")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
 
 
 def parse_windows(specs: str) -> dict[str, int]:

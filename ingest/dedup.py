@@ -249,7 +249,8 @@ class DedupIndex:
                 continue
             # Unknown tickers (an older release's row) may not name ours: better a possible
             # duplicate produced than a company's news lost.
-            if not (tickers <= named if named is not None else not tickers):
+            covered = tickers <= named if named is not None else not tickers
+            if not covered:
                 continue
             similarity = float(np.count_nonzero(other == signature)) / NUM_PERM
             if similarity >= self.threshold and (best is None or similarity > best.similarity):

@@ -61,17 +61,16 @@ SECONDS_PER_TOKEN = 0.002
 PROGRESS = "progress"
 
 
-def longest_silence(texts: Sequence[str], floor: float, window: int, batch_size: int,
-                    max_windows: int = MAX_CHUNKS) -> float:
+def longest_silence(texts: Sequence[str], floor: float, window: int, batch_size: int) -> float:
     """Seconds the child may go without a word while it scores ``texts``: ``floor`` (which also
     covers tokenising the batch and a GPU's first-call set-up), plus :data:`SECONDS_PER_TOKEN` for each
     token of the largest forward pass, ``batch_size`` windows of ``window`` tokens or the windows the
     texts may need, if fewer. The count assumes a token per byte of UTF-8, which no tokenizer in use
     exceeds (MiniLM's word pieces split a Hangul syllable, three bytes, into at most three; byte-level
-    BPE takes at least a byte a token), two special tokens a window, and no more than ``max_windows``
-    windows a text, as the scorer reads."""
+    BPE takes at least a byte a token), two special tokens a window, and no more than
+    :data:`model.scorer.MAX_CHUNKS` windows a text, as the scorer reads."""
     room = max(1, window - 2)
-    windows = sum(min(max_windows, max(1, -(-len(text.encode("utf-8", "replace")) // room))) for text in texts)
+    windows = sum(min(MAX_CHUNKS, max(1, -(-len(text.encode("utf-8", "replace")) // room))) for text in texts)
     return floor + SECONDS_PER_TOKEN * window * min(windows, batch_size)
 
 
@@ -135,8 +134,7 @@ class ScorerProcess:
                 model_id = next(self._ids)
                 info = self._load_started(model_id, path)
                 model = self._models[model_id] = HostedModel(self, model_id, path, info["version"],
-                                                             info["precision"], info["max_length"],
-                                                             info["batch_size"], hold)
+                                                             info["precision"], info["max_length"], hold)
             return model
         except BaseException:
             hold.release()
@@ -161,11 +159,11 @@ class ScorerProcess:
         with self._lock:
             if model.model_id not in self._models:
                 raise ScorerUnavailable(f"model {model.version} is closed")
+            limit = longest_silence(texts, self._settings.worker_score_timeout, model.max_length,
+                                    self._settings.model_batch_size)  # the windows of a pass (Scorer.from_settings)
             for attempt in range(1, tries + 1):
                 if not self._alive():
                     self._restart()
-                limit = longest_silence(texts, self._settings.worker_score_timeout, model.max_length,
-                                        model.batch_size)
                 try:
                     status, payload = self._request(("score", model.model_id, list(texts)), limit)
                     break
@@ -299,14 +297,13 @@ class HostedModel:
     """A model in a :class:`ScorerProcess`: ``version`` and ``score(texts)`` like a Scorer."""
 
     def __init__(self, process: ScorerProcess, model_id: int, path: Path, version: str, precision: str,
-                 max_length: int, batch_size: int, hold: Any) -> None:
+                 max_length: int, hold: Any) -> None:
         self.process = process
         self.model_id = model_id
         self.path = path
         self.version = version
         self.precision = precision
         self.max_length = max_length  # tokens per window
-        self.batch_size = batch_size  # windows per forward pass
         self.hold = hold  # model.registry.VersionHold, released when the model is closed
 
     @property
@@ -373,7 +370,7 @@ def _serve(conn: Any, settings: Any) -> None:
             if action == "load":
                 scorer = models[model_id] = Scorer.from_settings(settings, args[0])
                 reply: tuple[str, Any] = ("ok", {"version": scorer.version, "precision": scorer.precision,
-                                                 "max_length": scorer.max_length, "batch_size": scorer.batch_size})
+                                                 "max_length": scorer.max_length})
             elif action == "score":
                 reply = ("ok", models[model_id].predict_proba(args[0], on_batch=lambda: conn.send((PROGRESS, None))))
             elif action == "drop":

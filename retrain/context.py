@@ -80,10 +80,10 @@ class Context:
         """
         now = self.clock()
         cutoff = label_cutoff(champion_meta, now)
-        if champion_meta and cutoff != _labels_until(champion_meta):
+        if champion_meta and cutoff != meta_time(champion_meta, "labels_until"):
             log.warning("the champion's labels_until %s is in the future (a label was dated ahead): labels after "
                         "%s count as fresh", champion_meta["labels_until"], cutoff.isoformat() if cutoff else None)
-        read_since = _labels_read_at(champion_meta or {}) if cutoff is not None else None
+        read_since = meta_time(champion_meta or {}, "labels_read_at")
         resolved, unresolved, future = resolve_fresh(
             fetch_labels(self.es, self.settings, since=cutoff, read_since=read_since),
             lambda doc_ids, texts: fetch_labels_of(self.es, self.settings, doc_ids=doc_ids, texts=texts, until=cutoff),
@@ -102,14 +102,10 @@ class Context:
         log.info("published %s for model %s on %s", message.action, message.model_version, self.settings.topic("control"))
 
 
-def _labels_read_at(champion_meta: dict[str, Any]) -> datetime | None:
-    read_at = champion_meta.get("labels_read_at")
-    return datetime.fromisoformat(read_at) if read_at else None
-
-
-def _labels_until(champion_meta: dict[str, Any]) -> datetime | None:
-    until = champion_meta.get("labels_until")
-    return datetime.fromisoformat(until) if until else None
+def meta_time(record: dict[str, Any], key: str) -> datetime | None:
+    """A time a model's metadata or a retrain's audit record holds (ISO 8601), or None."""
+    value = record.get(key)
+    return datetime.fromisoformat(value) if value else None
 
 
 def label_cutoff(champion_meta: dict[str, Any] | None, now: datetime) -> datetime | None:
@@ -119,7 +115,7 @@ def label_cutoff(champion_meta: dict[str, Any] | None, now: datetime) -> datetim
     kept, no label would be fresh again. The champion's creation time stands in for it then: it
     saw no label made later.
     """
-    until = _labels_until(champion_meta or {})
+    until = meta_time(champion_meta or {}, "labels_until")
     if until is None or until <= now + FUTURE_TOLERANCE:
         return until
     created = champion_meta.get("created_at") if champion_meta else None

@@ -84,7 +84,7 @@ class LabelIndexer:
                 dead.append((message, problem))
             else:
                 good.append((message, record))
-        report = index_labels(self._es, self.settings, [r for _, r in good], refresh=self.refresh)
+        report = index_labels(self._es, self.settings, [r for _, r in good], refresh=self.refresh, now=now)
         failed_ids = {id(record): reason for record, reason in report.failed}
         dead += [(m, f"elasticsearch refused the label: {failed_ids[id(r)]}") for m, r in good if id(r) in failed_ids]
         for message, reason in dead:

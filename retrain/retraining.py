@@ -26,7 +26,7 @@ from finsent.schemas import ControlMessage
 from model.onnx_runtime import export_missing, onnx_file
 from retrain import golden as goldenmod
 from retrain.conflicts import ResolvedLabel, split_holdout
-from retrain.context import Context, flat_details, label_cutoff
+from retrain.context import Context, flat_details, label_cutoff, meta_time
 from retrain.decision import LastAttempt, PromotionPolicy, Scores, decide_promotion, should_retrain
 from retrain.label_store import SEARCHABLE_WITHIN
 
@@ -75,11 +75,8 @@ def last_attempt(ctx: Context) -> LastAttempt | None:
     if not hits:
         return None
     src = hits[0]["_source"]
-    until, read_at = src.get("labels_until"), src.get("labels_read_at")
-    return LastAttempt(at=datetime.fromisoformat(src["decided_at"]),
-                       labels_until=datetime.fromisoformat(until) if until else None,
-                       failed=src.get("decision") == "failed",
-                       labels_read_at=datetime.fromisoformat(read_at) if read_at else None)
+    return LastAttempt(at=datetime.fromisoformat(src["decided_at"]), labels_until=meta_time(src, "labels_until"),
+                       failed=src.get("decision") == "failed", labels_read_at=meta_time(src, "labels_read_at"))
 
 
 def _scores(result: dict[str, Any], n: int) -> Scores:

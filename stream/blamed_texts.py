@@ -25,6 +25,8 @@ class BlamedTexts:
 
     def reason(self, version: str, text: str) -> str | None:
         """Why model ``version`` failed on ``text`` before, if it did."""
+        if not self._reasons:  # nearly always: no text of up to 100 kB hashed for nothing
+            return None
         key = self._key(version, text)
         reason = self._reasons.get(key)
         if reason is not None:

@@ -250,7 +250,7 @@ def serve_poisoned(conn, settings):
             if (Path(args[0]) / "hangs-on-load").exists():
                 threading.Event().wait()
             folders[model_id] = Path(args[0])
-            conn.send(("ok", {"version": "poisoned", "precision": "fp32", "max_length": 128, "batch_size": 64}))
+            conn.send(("ok", {"version": "poisoned", "precision": "fp32", "max_length": 128}))
             continue
         texts = args[0]
         flaky_mark = folders[model_id] / "flaky-died"
