@@ -42,11 +42,11 @@ def choose_model(settings: Settings, model: str | None, train_steps: int, scratc
 
 
 def _train_tiny(settings: Settings, steps: int, root: Path) -> ModelChoice:
-    from finsent.training_data import find_training_data
+    from finsent.training_data import download_dir, find_training_data
     from model.registry import Registry
     from model.training import train
 
-    files = find_training_data(settings.train_data_paths, settings.state_dir.resolve() / "training-data")
+    files = find_training_data(settings.train_data_paths, download_dir(settings.state_dir))
     rows: list[tuple[str, str]] = []
     for path in files:  # a few hundred rows are plenty for a model that is only timed
         if path.suffix != ".csv":

@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     model_keep_versions: int = Field(
         10, ge=0, description="After each retrain, keep the champion, this many rollback targets and this many newest "
                               "versions; delete the rest (0: keep every version)")
-    train_data: str | None = Field(None, description="Labelled files or folders for the first model, comma-separated")
+    train_data: str | None = Field(None, description="Labelled files or folders (a folder gives its train*.csv/.jsonl "
+                                                     "files) for the first model, comma-separated")
     bootstrap_epochs: int = Field(3, ge=1, le=50, description="Epochs of the first model `finsent up` trains")
 
     # --- ingest (ingest/) ----------------------------------------------------------------
@@ -179,7 +180,10 @@ class Settings(BaseSettings):
     review_lookback_hours: float = Field(72.0, gt=0, description="How far back the review queue looks for documents")
     review_candidates: int = Field(1000, ge=1, le=10_000, description="Recent documents ranked for review")
     review_drift_weight: float = Field(0.3, ge=0, le=1, description="Weight of the drifted region vs uncertainty")
-    retrain_data: str | None = Field(None, description="Original training files/folders (comma-separated) replayed when retraining")
+    retrain_data: str | None = Field(None, description="Original training files or folders (comma-separated; a folder "
+                                                       "gives its train*.csv/.jsonl files) replayed when retraining; "
+                                                       "unset: the first model's (FINSENT_TRAIN_DATA, else "
+                                                       "../shared/data)")
     golden_set: Path | None = Field(None, description="Fixed golden CSV, built once from the training data (default: <state_dir>/retrain/golden.csv)")
     golden_size: int = Field(600, ge=10, description="Rows in the golden set when it is built")
     drift_check_minutes: float = Field(15.0, gt=0, description="Minutes between scheduled drift checks")

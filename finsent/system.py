@@ -26,7 +26,7 @@ from finsent.services.process import (
     start_background, stop_process,
 )
 from finsent.settings import Settings
-from finsent.training_data import PROJECT_ROOT, find_training_data
+from finsent.training_data import PROJECT_ROOT, download_dir, find_training_data
 
 Echo = Callable[[str], None]
 # The worker loads the model and joins its consumer group before /health answers 200: seconds here, more on a
@@ -208,7 +208,7 @@ def ensure_model(settings: Settings, echo: Echo = print) -> str:
     if champion:
         echo(f"model: champion {champion}")
         return champion
-    files = find_training_data(settings.train_data_paths, settings.state_dir.resolve() / "training-data")
+    files = find_training_data(settings.train_data_paths, download_dir(settings.state_dir))
     echo(f"model: no champion yet; training the first one on {', '.join(map(str, files))}")
     echo("       (seconds on a GPU, minutes on a CPU; progress and ETA below)")
     from model.evaluation import summary_lines

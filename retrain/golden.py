@@ -1,8 +1,8 @@
 """The fixed golden set and the replay sample, both drawn from the original training data.
 
 The golden set is built ONCE — a seeded sample stratified by source and label of the files
-in ``FINSENT_RETRAIN_DATA`` (the same labelled files the first model was trained on; never
-any held-out evaluation split) — and written to ``FINSENT_GOLDEN_SET`` (default
+in ``FINSENT_RETRAIN_DATA``, else the files the first model was trained on (never any
+held-out evaluation split) — and written to ``FINSENT_GOLDEN_SET`` (default
 ``<state_dir>/retrain/golden.csv``, outside the repository). Every later retrain reads that
 file unchanged, so champion and challenger are always compared on the same rows. Its rows
 are kept out of the replay sample, so a challenger is never trained on what judges it.
@@ -29,26 +29,15 @@ class Row:
 
 
 def data_paths(settings: Settings) -> list[Path]:
-    """The original training files: ``FINSENT_RETRAIN_DATA`` (files or folders, comma-separated),
-    else ``FINSENT_TRAIN_DATA`` when the model part defines it."""
-    spec = settings.retrain_data or getattr(settings, "train_data", None)
-    if not spec:
-        raise ValueError("FINSENT_RETRAIN_DATA is not set: name the original training CSV files or folders "
-                         "(e.g. ../shared/data) so retraining can replay them and build the golden set")
-    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
-    paths: list[Path] = []
-    for item in items:
-        path = Path(str(item).strip()).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in {".csv", ".jsonl"} and p.is_file())
-            if not found:
-                raise ValueError(f"FINSENT_RETRAIN_DATA: folder {path} holds no .csv or .jsonl file")
-            paths.extend(found)
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise ValueError(f"FINSENT_RETRAIN_DATA: {path} does not exist")
-    return paths
+    """The original training files: ``FINSENT_RETRAIN_DATA`` (files or folders, comma-separated), else where the
+    first model found its data (``finsent.training_data``, never downloading); a folder gives its train* files."""
+    from finsent.training_data import download_dir, find_training_data
+
+    copies = download_dir(settings.state_dir)
+    if settings.retrain_data:
+        configured = [Path(item.strip()).expanduser() for item in settings.retrain_data.split(",") if item.strip()]
+        return find_training_data(configured, copies, setting="FINSENT_RETRAIN_DATA", download=False)
+    return find_training_data(settings.train_data_paths, copies, download=False)
 
 
 def load_rows(paths: Sequence[Path]) -> list[Row]:
