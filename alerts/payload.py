@@ -57,7 +57,7 @@ def slack_body(alert: Alert) -> bytes:
     title = f"[finsent] {alert.rule}" + (f" · {alert.ticker}" if alert.ticker else "")
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": alert.message[:2900]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(alert.message)[:2900]}},
     ]
     facts = [f"*{name}:* {value}" for name, value in (
         ("kind", alert.kind), ("window", alert.window), ("value", _num(alert.value)),
@@ -69,7 +69,7 @@ def slack_body(alert: Alert) -> bytes:
         lines = []
         for doc in alert.documents[:10]:
             label = _slack_escape(doc.title or doc.id)[:200]
-            link = f"<{doc.url}|{label}>" if doc.url else label
+            link = f"<{_slack_url(doc.url)}|{label}>" if doc.url else label
             lines.append(f"• {link} ({doc.score:+.2f})")
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900]}})
     if alert.dashboard_url:
@@ -79,7 +79,7 @@ def slack_body(alert: Alert) -> bytes:
     blocks.append({"type": "context", "elements": [
         {"type": "mrkdwn", "text": f"key `{alert.idempotency_key}` · {alert.created_at.isoformat()}"},
     ]})
-    return orjson.dumps({"text": f"{title}: {alert.message}"[:3000], "blocks": blocks})
+    return orjson.dumps({"text": _slack_escape(f"{title}: {alert.message}")[:3000], "blocks": blocks})
 
 
 def body_for(alert: Alert, fmt: Format) -> bytes:
@@ -91,4 +91,11 @@ def _num(value: float | None) -> str | None:
 
 
 def _slack_escape(text: str) -> str:
+    """Slack reads ``<…>`` as a link or a mention (``<!channel>``): text from a document must not."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "/")
+
+
+def _slack_url(url: str) -> str:
+    """A document's link inside ``<url|label>``: any character that could close it, or start a mention after
+    it, is percent-encoded (a feed controls its links)."""
+    return quote(url, safe=":/?#[]@!$&'()*+,;=%~")

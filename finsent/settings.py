@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from finsent.window_sizes import parse_windows
@@ -252,6 +253,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"{server!r} is not host:port")
         return value
 
+    @field_validator("elasticsearch_url", "kibana_url")
+    @classmethod
+    def _no_credentials_in_the_url(cls, value: str, info: ValidationInfo) -> str:
+        # The URL is printed by status, logs and errors; credentials have settings that are never shown.
+        if urlsplit(value).username is not None:
+            service = info.field_name.removesuffix("_url").upper()
+            raise ValueError(f"carries credentials: set FINSENT_{service}_USERNAME and FINSENT_{service}_PASSWORD "
+                             f"(or FINSENT_{service}_API_KEY) instead")
+        return value
+
     @field_validator("windows")
     @classmethod
     def _windows_the_worker_can_parse(cls, value: str) -> str:
@@ -334,6 +345,15 @@ _SECRET_FIELDS = {"kafka_sasl_password", "elasticsearch_password", "elasticsearc
                   "alerts_webhook_secret", "label_token", "kibana_password", "kibana_api_key"}
 
 
+def _without_credentials(value: object) -> object:
+    """A URL's user and password masked, so an error that quotes the value does not show them."""
+    if isinstance(value, str) and "@" in value and "://" in value:
+        parts = urlsplit(value)
+        if parts.username is not None:
+            return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+    return value
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build the settings from the environment (and ``FINSENT_CONFIG_FILE``, a dotenv-style file of
     ``FINSENT_*`` lines, when set), turning validation errors into one clear message."""
@@ -349,6 +369,6 @@ def load_settings(**overrides: object) -> Settings:
                 problems.append(err["msg"].removeprefix("Value error, "))
                 continue
             field = str(err["loc"][0])
-            shown = "***" if field in _SECRET_FIELDS else repr(err.get("input"))
+            shown = "***" if field in _SECRET_FIELDS else repr(_without_credentials(err.get("input")))
             problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']} (got {shown})")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None

@@ -173,7 +173,8 @@ def run(ctx: typer.Context, config: Annotated[Path, typer.Option("--config", exi
 
 @app.command()
 def serve(ctx: typer.Context,
-          port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8088,
+          port: Annotated[int | None, typer.Option("--port", min=1, max=65535,
+                                                   help="Port to bind (default: FINSENT_PUSH_PORT)")] = None,
           host: Annotated[str, typer.Option("--host", help="Address to bind (0.0.0.0 for all)")] = "127.0.0.1") -> None:
     """HTTP push endpoint: POST /documents with a bearer token (FINSENT_PUSH_TOKEN, else a generated
     one kept in <state_dir>/ingest/push-token)."""
@@ -182,7 +183,8 @@ def serve(ctx: typer.Context,
     from ingest.push import ensure_token
 
     settings = ensure_token(settings_of(ctx))
-    _run_sources(settings, lambda http: [], once=False, metrics_port=0, push=PushConfig(host=host, port=port))
+    push = PushConfig(host=host, port=settings.push_port if port is None else port)
+    _run_sources(settings, lambda http: [], once=False, metrics_port=0, push=push)
 
 
 @app.command("file")

@@ -452,7 +452,8 @@ def quantization_(
     threads: Optional[int] = typer.Option(None, min=1),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Measure int8 (torch) and int8 ONNX Runtime against fp32 on CPU: docs/s and accuracy of each."""
+    """Measure bf16 autocast, int8 (torch) and int8 ONNX Runtime against fp32 on CPU: docs/s and accuracy of each,
+    and the variant it recommends."""
     from model import data as datamod
     from model.quantization import MAX_ACCURACY_LOSS, VARIANTS, batching_caveat, compare
 

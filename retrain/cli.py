@@ -26,7 +26,9 @@ def check(
     then_retrain: bool = typer.Option(False, "--retrain", help="Retrain now if drift is found (and enough labels)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Run every drift monitor once, record the figures, publish a drift message if any fired."""
+    """Run every drift monitor once, record the figures, publish a drift message if any fired.
+
+    Exit status: 0 no drift, 3 drift found, 1 or 2 an error."""
     from retrain.drift_check import run_check
     from retrain.retraining import run_retrain
 
@@ -55,9 +57,11 @@ def check(
 @app.command()
 def run(
     ctx: typer.Context,
-    force: bool = typer.Option(False, "--force", help="Skip the drift requirement and the cooldown"),
+    force: bool = typer.Option(False, "--force", help="Skip the cooldown and the wait for labels new to the last "
+                                                      "attempt (never the minimum of fresh labels)"),
 ) -> None:
-    """Retrain from the champion on replayed data + fresh labels, evaluate, promote if better.
+    """Retrain from the champion on replayed data + fresh labels, evaluate, promote if better. Needs no drift
+    (as the cron fallback), but at least FINSENT_RETRAIN_MIN_LABELS fresh labels.
 
     Exit status: 0 done, 1 failed or busy, 4 promoted but the running workers were not told."""
     from retrain.retraining import run_retrain

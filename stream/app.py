@@ -199,6 +199,10 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
         web_port=web_port or settings.worker_web_port,
         web_host="127.0.0.1",
         web_bind=settings.metrics_host,  # Faust binds 0.0.0.0 unless told
+        # Faust would serve every table's state (/table/) and the cluster's worker URLs (/router/) without
+        # authentication beside /metrics; finsent routes no request to another worker.
+        web_tables_enabled=False,
+        web_router_enabled=False,
         autodiscover=False,
         table_standby_replicas=0,
         TableManager="stream.recovery_order:OrderedTableManager",  # seek before resuming (see there)

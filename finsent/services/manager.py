@@ -31,22 +31,25 @@ def up(settings: Settings, *, bootstrap: bool = True, echo: Callable[[str], None
     """Start whatever is not running (idempotent), wait for health, create topics and indices."""
     kafka, es = servers(settings)
     ports = {
-        kafka: (settings.kafka_port, settings.kafka_controller_port),
-        es: (settings.elasticsearch_port, settings.elasticsearch_transport_port),
+        kafka: ((settings.kafka_port, "FINSENT_KAFKA_PORT"),
+                (settings.kafka_controller_port, "FINSENT_KAFKA_CONTROLLER_PORT")),
+        es: ((settings.elasticsearch_port, "FINSENT_ELASTICSEARCH_PORT"),
+             (settings.elasticsearch_transport_port, "FINSENT_ELASTICSEARCH_TRANSPORT_PORT")),
     }
+    running = {server: server.process() for server in (kafka, es)}
+    # Every port checked before anything starts: a taken Elasticsearch port must not leave a new Kafka behind.
+    taken = [port_taken(port, server.name, f"stop it or set {setting}")
+             for server, process in running.items() if process is None for port, setting in ports[server]
+             if port_in_use(port)]
+    if taken:
+        raise ServiceError("; ".join(taken))
     started = []  # (server, process, whether this call started it)
     for server in (kafka, es):
-        running = server.process()
-        if running is not None:
+        if (process := running[server]) is not None:
             # Perhaps still starting (an earlier `up` interrupted): wait for it like a new one.
-            echo(f"{server.name}: already running (pid {running.pid})")
-            started.append((server, running, False))
+            echo(f"{server.name}: already running (pid {process.pid})")
+            started.append((server, process, False))
             continue
-        for port in ports[server]:
-            if port_in_use(port):
-                raise ServiceError(port_taken(
-                    port, server.name, "stop it or choose other ports (FINSENT_KAFKA_PORT, "
-                    "FINSENT_KAFKA_CONTROLLER_PORT, FINSENT_ELASTICSEARCH_PORT, FINSENT_ELASTICSEARCH_TRANSPORT_PORT)"))
         fetch = "" if server.fetched() else f" (fetching it from Maven Central into {settings.cache_dir} first, once)"
         echo(f"{server.name}: starting{fetch}")
         started.append((server, server.start(), True))

@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from datetime import datetime
 from urllib.parse import urlparse
 
+import httpx
 import orjson
 import psutil
 import pytest
@@ -87,6 +88,8 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
     worker = Worker(settings, tiny_model.registry_root, tmp_path / "state", tmp_path / "worker.log", es_url=proxy.url)
     try:
         worker.start().wait_ready()
+        # Beside /metrics, the worker's web server serves no table state and no cluster routes.
+        assert [httpx.get(worker.url(path), timeout=5).status_code for path in ("/table/", "/router/")] == [404, 404]
 
         # 1. N good documents and four bad records.
         n = 120

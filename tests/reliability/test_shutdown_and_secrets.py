@@ -72,7 +72,8 @@ def test_config_command_never_prints_a_secret(settings, tmp_path):
 
 def test_ingest_serve(bootstrapped, tmp_path):
     port = free_port()
-    proc = Proc(["ingest", "serve", "--port", str(port)], secret_env(bootstrapped, tmp_path / "s"),
+    # No --port: the endpoint binds FINSENT_PUSH_PORT, as `finsent up` and the README say.
+    proc = Proc(["ingest", "serve"], secret_env(bootstrapped, tmp_path / "s", FINSENT_PUSH_PORT=str(port)),
                 tmp_path / "ingest.log").start()
     try:
         proc.wait_http(f"http://127.0.0.1:{port}/healthz")

@@ -92,6 +92,18 @@ def test_slack_body_shape():
     assert body_for(alert(), "slack") == slack_body(alert())
 
 
+def test_slack_body_keeps_a_documents_text_from_making_links_or_mentions():
+    # A feed controls its links and titles: neither may close the link and ping the channel.
+    hostile = "https://news.example/a>  <!channel> halt trading <https://phish.example/login|Bloomberg"
+    docs = [AlertDocument(id="d1", title="<!here> Apple", url=hostile, score=-0.9)]
+    body = orjson.loads(slack_body(alert(documents=docs, message="AAPL <!channel> fell")))
+    texts = [body["text"]] + [b["text"]["text"] for b in body["blocks"] if b["type"] == "section" and "text" in b]
+    assert not any("<!" in text for text in texts)
+    line = next(text for text in texts if "•" in text)
+    assert line.count("<") == 1 and line.count("|") == 1  # one link, one label
+    assert "<https://news.example/a%3E%20%20%3C!channel%3E%20halt%20trading%20%3Chttps://phish" in line
+
+
 def test_dashboard_url_template():
     url = dashboard_url("https://kb/{ticker}?w={window}&r={rule}&f={from}&x={unknown}", rule="r", ticker="AAPL",
                         window="1h", start=T0, end=None)

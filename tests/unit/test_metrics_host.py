@@ -28,3 +28,11 @@ def test_worker_web_server_binds_the_configured_host():
 
     assert create_app(Settings()).conf.web_bind == "127.0.0.1"
     assert create_app(Settings(metrics_host="0.0.0.0")).conf.web_bind == "0.0.0.0"
+
+
+def test_the_worker_web_server_serves_no_table_state_or_cluster_routes():
+    from stream.app import create_app
+
+    conf = create_app(Settings(metrics_host="0.0.0.0")).conf
+    assert not conf.web_tables_enabled and not conf.web_router_enabled
+    assert not conf.web_stats_enabled and not conf.web_graph_enabled  # Faust's defaults while debug is off

@@ -88,6 +88,18 @@ def test_secret_values_are_never_shown(monkeypatch):
     assert settings.elasticsearch_password.get_secret_value() == "hunter2-secret"
 
 
+@pytest.mark.parametrize("variable", ["FINSENT_ELASTICSEARCH_URL", "FINSENT_KIBANA_URL"])
+def test_credentials_in_a_url_are_refused_without_showing_them(monkeypatch, variable):
+    # Status, logs and errors print these URLs: credentials belong in the settings that are never shown.
+    monkeypatch.setenv(variable, "https://elastic:hunter2-secret@es.example:9200")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    service = variable.removeprefix("FINSENT_").removesuffix("_URL")
+    assert f"{variable}: " in message and f"FINSENT_{service}_PASSWORD" in message
+    assert "hunter2-secret" not in message and "elastic:" not in message and "https://***@es.example:9200" in message
+
+
 def test_config_file(monkeypatch, tmp_path: Path):
     config = tmp_path / "finsent.env"
     config.write_text("FINSENT_TOPIC_PREFIX=fromfile\n")

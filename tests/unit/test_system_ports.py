@@ -43,3 +43,22 @@ def test_up_refuses_two_of_its_processes_on_one_port_before_it_starts_anything(t
         "its own"]
     own_cluster = settings.model_copy(update={"kafka_bootstrap": "kafka.example.com:9092"})
     assert len(system.shared_ports(own_cluster, system.process_specs(own_cluster))) == 1
+
+
+def test_services_up_checks_every_servers_ports_before_it_starts_one(tmp_path, monkeypatch):
+    from finsent.services import manager
+    from finsent.services.kafka_server import KafkaServer
+    from tests.ports import free_port
+
+    started = []
+    monkeypatch.setattr(KafkaServer, "start", lambda self: started.append(self.name))  # only reached by the bug
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        settings = Settings(state_dir=tmp_path / "state", kafka_port=free_port(), kafka_controller_port=free_port(),
+                            elasticsearch_port=free_port(), elasticsearch_transport_port=port)
+        with pytest.raises(ServiceError, match=f"port {port} for elasticsearch is taken by another process; stop it "
+                                               "or set FINSENT_ELASTICSEARCH_TRANSPORT_PORT"):
+            manager.up(settings, echo=lambda m: None)
+    assert started == []  # Kafka was not started ahead of the check that failed
