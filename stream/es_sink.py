@@ -5,12 +5,17 @@ Each item of a bulk response is judged on its own:
 * indexed (2xx) → done;
 * rejected for what it is (400 mapping/parse errors and other 4xx) → returned as a
   rejection with the reason, for the caller's dead-letter queue;
-* refused for now (429, 5xx, and a write block on the whole index: 403 ``cluster_block_exception``)
-  → retried after a jittered exponential back-off.
+* refused for now (429, 5xx, and an error of the whole index: a write block, 403
+  ``cluster_block_exception``; a missing index where auto-create is off; a closed index; an alias
+  with no write index) → retried after a jittered exponential back-off.
 
 Connection errors, timeouts and 429/5xx answers to the whole request are retried the same
 way, forever: the call only returns once every document is indexed or rejected, which is
 what holds the stream (backpressure) while Elasticsearch is away.
+
+Requests are cut to :data:`MAX_BULK_BYTES`; one answered 413 (over the cluster's
+``http.max_content_length``) is sent again in halves, down to a document too large on its
+own, which is rejected.
 """
 
 from __future__ import annotations
@@ -22,15 +27,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from finsent import clients, topology
 from finsent.settings import Settings
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
-# An index an operator made read-only or write-blocked (before a shrink or a reindex) refuses every
-# document alike: hold the stream until the block is lifted, rather than dead-letter the lot.
-INDEX_BLOCKED = "cluster_block_exception"
+# Errors of the index, not of the document, that every document would get alike: a write block (before a
+# shrink or a reindex), a missing index where auto-create is off, a closed index. Hold the stream until an
+# operator mends it, rather than dead-letter the lot.
+INDEX_WIDE_ERRORS = {"cluster_block_exception", "index_not_found_exception", "index_closed_exception"}
+# An alias with no write index (a rollover half done) answers illegal_argument_exception, as some
+# documents do: told apart by its reason.
+NO_WRITE_INDEX = "no write index is defined for alias"
+# Elasticsearch answers a request over http.max_content_length (100 MB by default) with 413, every time
+# it is sent: a bulk request is cut well under it (its guide suggests a few MB to tens of MB).
+MAX_BULK_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,45 @@ def _reason(error: Any) -> str:
     return str(error)
 
 
+def index_wide(error: Any) -> bool:
+    """Whether an item's error is the whole index's (see INDEX_WIDE_ERRORS), not its document's."""
+    if not isinstance(error, dict):
+        return False
+    return error.get("type") in INDEX_WIDE_ERRORS or str(error.get("reason", "")).startswith(NO_WRITE_INDEX)
+
+
+def _refused_for_now(status: int, error: Any) -> bool:
+    return status in RETRYABLE_STATUS or index_wide(error)
+
+
+def held_reason(response_items: Sequence[dict[str, Any]]) -> str:
+    """The first reason an item of a bulk answer was refused for now, for the log ("" if none)."""
+    for answer in response_items:
+        result = next(iter(answer.values()))
+        status, error = int(result.get("status", 0)), result.get("error")
+        if not 200 <= status < 300 and _refused_for_now(status, error):
+            return _reason(error or f"status {status}")
+    return ""
+
+
+def request_bytes(index: str, item: BulkItem) -> int:
+    """The item's size in a bulk body (the client writes the same compact UTF-8 JSON)."""
+    return len(orjson.dumps({"index": {"_index": index, "_id": item.id}})) + len(orjson.dumps(item.doc)) + 2
+
+
+def cut(items: Sequence[BulkItem], sizes: Sequence[int], max_bytes: int) -> list[list[BulkItem]]:
+    """The items in order, in runs of at most ``max_bytes`` (an item larger than that alone)."""
+    runs: list[list[BulkItem]] = []
+    total = 0
+    for item, size in zip(items, sizes, strict=True):
+        if not runs or total + size > max_bytes:
+            runs.append([])
+            total = 0
+        runs[-1].append(item)
+        total += size
+    return runs
+
+
 def classify(items: Sequence[BulkItem], response_items: Sequence[dict[str, Any]]
              ) -> tuple[list[BulkItem], list[BulkItem], list[Rejection]]:
     """Split a bulk response into (indexed, to retry, rejected)."""
@@ -79,7 +132,7 @@ def classify(items: Sequence[BulkItem], response_items: Sequence[dict[str, Any]]
         error = result.get("error")
         if 200 <= status < 300:
             done.append(item)
-        elif status in RETRYABLE_STATUS or (isinstance(error, dict) and error.get("type") == INDEX_BLOCKED):
+        elif _refused_for_now(status, error):
             retry.append(item)
         else:
             rejected.append(Rejection(item, status, _reason(error or f"status {status}")))
@@ -135,11 +188,19 @@ class ElasticsearchSink:
 
     async def index(self, index: str, items: Sequence[BulkItem]) -> list[Rejection]:
         """Index every item (retrying as long as it takes); return the rejected ones."""
+        rejected: list[Rejection] = []
+        for run in cut(items, [request_bytes(index, item) for item in items], MAX_BULK_BYTES):
+            rejected += await self._bulk(index, run)
+        self.on_healthy()
+        return rejected
+
+    async def _bulk(self, index: str, items: list[BulkItem]) -> list[Rejection]:
+        """One bulk request of ``items``, retried until each is indexed or rejected."""
         from elastic_transport import ConnectionError as TransportConnectionError
         from elastic_transport import ConnectionTimeout
         from elasticsearch import ApiError
 
-        pending = list(items)
+        pending = items
         rejected: list[Rejection] = []
         attempt = 0
         while pending:
@@ -152,6 +213,8 @@ class ElasticsearchSink:
             except (TransportConnectionError, ConnectionTimeout) as exc:
                 why = f"connection: {exc}"
             except ApiError as exc:
+                if exc.status_code == 413:  # over the cluster's limit: smaller requests, not the same again
+                    return rejected + await self._too_large(index, pending, exc)
                 if exc.status_code not in RETRYABLE_STATUS:
                     raise
                 why = f"status {exc.status_code}: {exc.message}"
@@ -160,11 +223,19 @@ class ElasticsearchSink:
                 rejected.extend(refused)
                 if not pending:
                     break
-                why = f"{len(pending)} items refused for now"
+                why = f"{len(pending)} items refused for now (first: {held_reason(response['items'])})"
             self.on_retry(why)
             delay = self.backoff.delay(attempt, self.rng)
             log.warning("Elasticsearch bulk into %s not done (%s); retrying in %.2fs", index, why, delay)
             await self.sleep(delay)
             attempt += 1
-        self.on_healthy()
         return rejected
+
+    async def _too_large(self, index: str, items: list[BulkItem], exc: Exception) -> list[Rejection]:
+        """The items of a request answered 413, sent again in halves; a document alone is rejected."""
+        if len(items) == 1:
+            return [Rejection(items[0], 413, f"the document alone is over Elasticsearch's request limit "
+                                             f"(http.max_content_length): {exc}")]
+        log.warning("Elasticsearch refused a bulk request of %d items as too large; sending halves", len(items))
+        middle = len(items) // 2
+        return await self._bulk(index, items[:middle]) + await self._bulk(index, items[middle:])

@@ -144,22 +144,25 @@ class RawBatchPipeline:
         deliveries = []
         if batch.docs:
             indexed_at = self.clock()
-            by_id: dict[str, _Doc] = {}
-            items = []
+            by_id: dict[str, list[_Doc]] = {}  # id → the batch's records of it, in order
             for doc in batch.docs:
                 doc.scored.indexed_at = indexed_at
                 too_big = self._too_big(doc)
                 if too_big:  # neither indexed nor produced (the producer refuses it, for ever): dead-lettered
                     letters.append((doc.record, "produce", too_big))
                     continue
-                by_id[doc.scored.id] = doc
-                items.append(BulkItem(doc.scored.id, doc.scored.model_dump(mode="json")))
+                # Moved to the end, so ids follow their last record: window events then keep each
+                # partition's offsets rising (TickerWindows takes a lower offset for a re-delivery).
+                by_id[doc.scored.id] = by_id.pop(doc.scored.id, []) + [doc]
+            # One bulk item per id, its last record (as a later batch's would overwrite it); the outcome
+            # is every copy's: all dead-lettered, or the last one produced and counted once.
+            items = [BulkItem(id_, copies[-1].scored.model_dump(mode="json")) for id_, copies in by_id.items()]
             rejections = await self.sink.index(self.settings.index("docs"), items)
             for rejection in rejections:
-                letters.append((by_id.pop(rejection.item.id).record, "index",
-                                f"Elasticsearch refused the document ({rejection.status}): {rejection.reason}"))
+                reason = f"Elasticsearch refused the document ({rejection.status}): {rejection.reason}"
+                letters += [(doc.record, "index", reason) for doc in by_id.pop(rejection.item.id)]
             acked_at = self.clock()
-            indexed = list(by_id.values())
+            indexed = [copies[-1] for copies in by_id.values()]
             for doc in indexed:
                 deliveries.append(await self.send_scored(doc.record.key, doc.scored))
                 for event in window_events(doc.scored, doc.record.origin):

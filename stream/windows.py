@@ -14,7 +14,8 @@ score. Z-scores compare the window with the ``baseline`` windows just before it:
 
 * ``volume_z``: (count − mean of baseline counts) / sample stdev of baseline counts, where
   a baseline slot without documents counts as volume 0 (slots before the ticker's first
-  window are not part of the baseline);
+  window, or older than the windows kept, are not part of the baseline: a late event's
+  window has a shorter one);
 * ``sentiment_z``: (mean score − mean of baseline means) / sample stdev of baseline means,
   over baseline windows that had documents.
 
@@ -196,9 +197,13 @@ class WindowSeries:
             newest = max(self.windows)
             for old in [s for s in self.windows if s <= newest - self.keep * self.size]:
                 del self.windows[old]
+            # A slot before those kept is unknown now, not empty: a late event's baseline stops there.
+            oldest_kept = newest - (self.keep - 1) * self.size
+            self.first_start = oldest_kept if self.first_start is None else max(self.first_start, oldest_kept)
 
     def baseline(self, start: int) -> tuple[list[float], list[float]]:
-        """(counts, means) of the ``keep - 1`` window slots before ``start``."""
+        """(counts, means) of the ``keep - 1`` window slots before ``start``, none before ``first_start``
+        (the ticker's first window, or the oldest one :meth:`prune` kept)."""
         counts: list[float] = []
         means: list[float] = []
         for k in range(1, self.keep):

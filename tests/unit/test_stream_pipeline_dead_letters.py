@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from finsent.schemas import DeadLetter, RawDocument, utc_now
 from finsent.settings import Settings
 from model.scorer import ScorerUnavailable, to_sentiment
+from stream.es_sink import Rejection
 from stream.metrics import WorkerMetrics
 from stream.model_holder import ModelHolder
 from stream.pipeline import PROBE_TEXT, RawBatchPipeline, RawRecord
@@ -37,14 +38,17 @@ def _doc(n: int, text: str | None = None, **fields) -> bytes:
 
 
 class _Sink:
-    """Elasticsearch that acknowledges every document."""
+    """Elasticsearch that acknowledges every document but those whose id is in ``refuse`` (a mapping conflict)."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse: tuple[str, ...] = ()) -> None:
         self.indexed: list[str] = []
+        self.refuse, self.sent = refuse, []
 
     async def index(self, index, items):
-        self.indexed += [item.id for item in items]
-        return []
+        self.sent.append(list(items))
+        self.indexed += [item.id for item in items if item.id not in self.refuse]
+        return [Rejection(item, 400, "document_parsing_exception: source_id") for item in items
+                if item.id in self.refuse]
 
 
 class _Model:
@@ -282,3 +286,39 @@ async def test_indexed_documents_and_latency_are_counted_once_though_the_deliver
     await pipeline.deliver(batch)
     assert registry.get_sample_value("finsent_stream_documents_indexed_total") == 2.0
     assert registry.get_sample_value("finsent_stream_end_to_end_latency_seconds_count") == 2.0
+
+
+async def test_the_same_id_twice_in_a_batch_both_refused_dead_letters_both_records(make):
+    # An ingest crash re-emitted the document: before, the second rejection raised KeyError and the
+    # batch was retried for ever.
+    pipeline, registry, sent = await make(_Model())
+    pipeline.sink.refuse = ("d1",)
+    batch = await pipeline.score(_records(_doc(1, tickers=["AAPL"]), _doc(1, tickers=["AAPL"])))
+    await pipeline.deliver(batch)
+    assert [[item.id for item in items] for items in pipeline.sink.sent] == [["d1"]]  # one bulk item per id
+    assert [(letter.stage, letter.offset) for _, letter in sent["dlq"]] == [("index", 0), ("index", 1)]
+    assert sent["scored"] == [] and sent["windows"] == []
+    assert registry.get_sample_value("finsent_stream_dead_letters_total", {"stage": "index"}) == 2.0
+
+
+async def test_the_same_id_twice_in_a_batch_indexes_the_last_copy_and_counts_it_once(make):
+    pipeline, registry, sent = await make(_Model())
+    records = _records(_doc(1, "Profit rose.", tickers=["AAPL"]), _doc(2, tickers=["AAPL"]),
+                       _doc(1, "Profit rose again.", tickers=["AAPL"]))
+    await pipeline.deliver(await pipeline.score(records))
+    [items] = pipeline.sink.sent
+    expected = [("d2", "Profit rose 2%."), ("d1", "Profit rose again.")]
+    assert [(item.id, item.doc["text"]) for item in items] == expected
+    assert [(doc.id, doc.text) for _, doc in sent["scored"]] == expected
+    # Offsets rising, the last copy's: the windows count d1 once and drop neither.
+    assert [(event.doc_id, event.raw_offset) for (event,) in sent["windows"]] == [("d2", 1), ("d1", 2)]
+    assert sent["dlq"] == [] and registry.get_sample_value("finsent_stream_documents_indexed_total") == 2.0
+
+
+async def test_a_refused_id_twice_in_a_batch_dead_letters_its_copies_and_delivers_the_rest(make):
+    pipeline, _, sent = await make(_Model())
+    pipeline.sink.refuse = ("d1",)
+    batch = await pipeline.score(_records(_doc(1), _doc(2), _doc(1, "Profit rose again.")))
+    await pipeline.deliver(batch)
+    assert [(letter.stage, letter.offset) for _, letter in sent["dlq"]] == [("index", 0), ("index", 2)]
+    assert [doc.id for _, doc in sent["scored"]] == ["d2"]

@@ -94,6 +94,39 @@ def test_old_windows_are_pruned_and_late_events_refused():
     assert tw.add(ev(99, 0.5)) == []  # minute 0 is gone: too late to count
 
 
+def _minutes(counts: list[int]) -> tuple[dict, int]:
+    """The stored state after ``counts[m]`` events in minute m, one batch each (pruned as the worker
+    does); and the next free offset."""
+    store: dict = {}
+    offset = 0
+    for minute, count in enumerate(counts):
+        events = [ev(offset + i, minute + 0.1 * i) for i in range(count)]
+        store.update(apply_events(store, events, {"1m": 60}, baseline=24, min_baseline=3, now=NOW).states)
+        offset += count
+    return store, offset
+
+
+@pytest.mark.parametrize("late_minute, kept", [(30, 5), (26, 1)])
+def test_a_late_event_s_baseline_stops_at_the_oldest_kept_window(late_minute, kept):
+    # 50 minutes of 4, 5, 6 events a minute: minutes 25-49 are kept (baseline 24), older ones pruned.
+    counts = [4 + minute % 3 for minute in range(50)]
+    store, offset = _minutes(counts)
+    [agg] = apply_events(store, [ev(offset, late_minute + 0.5)], {"1m": 60}, 24, 3, NOW).aggregates
+    assert agg.count == counts[late_minute] + 1
+    baseline = counts[late_minute - kept:late_minute]  # the pruned minutes are unknown, not 0 events
+    expected = None
+    if kept >= 3:
+        expected = pytest.approx((agg.count - statistics.fmean(baseline)) / statistics.stdev(baseline))
+    assert agg.volume_z == expected
+
+
+def test_a_late_event_in_a_steady_stream_raises_no_volume_z():
+    # Regression: the pruned minutes counted as 0 events, and one late document scored volume_z 2.39.
+    store, offset = _minutes([5] * 50)
+    [agg] = apply_events(store, [ev(offset, 30.5)], {"1m": 60}, 24, 3, NOW).aggregates
+    assert agg.count == 6 and agg.volume_z is None  # a flat baseline: no spread to measure against
+
+
 def test_state_round_trip_keeps_everything():
     tw = TickerWindows("AAPL", {"1m": 60, "15m": 900})
     for i in range(7):
