@@ -64,6 +64,88 @@ def test_ambiguous_alias_needs_market_context(extractor: TickerExtractor) -> Non
     assert extractor.extract("Target stock drops after earnings") == ["TGT"]
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("Zoom Video shares jump after earnings", ["ZM"]),
+    ("Zoom's shares slide after weak guidance", ["ZM"]),
+    ("Zoom (ZM) raises full-year forecast", ["ZM"]),
+    ("Discount retailer Target warns of thinner margins", ["TGT"]),
+    ("Analysts at Citi raise their price target on Nvidia", ["C", "NVDA"]),
+    ("Walmart and Target report holiday sales on Tuesday", ["WMT", "TGT"]),
+    ("Ford, GM and Tesla raise EV prices", ["F", "GM", "TSLA"]),  # each listed beside one accepted before
+])
+def test_ambiguous_alias_with_a_company_signal_next_to_it(extractor: TickerExtractor, text: str,
+                                                          expected: list[str]) -> None:
+    assert extractor.extract(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    # A market word somewhere is no longer enough: almost every headline has one.
+    "Stocks Zoom Higher After Jobs Report; Traders Cheer",
+    "Activist Investors Target Underperforming Bank Stocks",
+    "New Student Visa Rules Hit University Revenues; Shares of Lenders Fall",
+    "Actor Jim Ford signs a studio deal; shares of the studio climb",
+    "Meta-analysis finds statins cut risk; drugmaker shares rise",
+    "Target practice draws crowds as gun maker shares rise",
+    "Children dressed up for Carnival in the town square",
+])
+def test_ambiguous_alias_without_a_company_signal_is_no_ticker(extractor: TickerExtractor, text: str) -> None:
+    assert extractor.extract(text) == []
+
+
+@pytest.mark.parametrize("text,expected", [
+    # Capitals say nothing at a sentence's start or in title case: the name must act like a company there.
+    ("Target cuts outlook as shoppers pull back", ["TGT"]),
+    ("Ford Recalls 90,000 Pickups; Shares Slip", ["F"]),
+    ("Apple beats estimates\nOracle faces lawsuit from shareholders", ["AAPL", "ORCL"]),
+    ("Stocks Slide as Target Cuts Outlook", ["TGT"]),
+    # Mid-sentence in a sentence-case line, a capital marks a proper noun: a market word suffices.
+    ("Investors cheer Caterpillar cost cuts", ["CAT"]),
+])
+def test_weak_evidence_for_an_ambiguous_alias(extractor: TickerExtractor, text: str, expected: list[str]) -> None:
+    assert extractor.extract(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Amazon rainforest fires threaten soy exports, traders say", []),
+    ("Big Apple Landlords Face Rising Loan Defaults at Banks", []),  # excluded phrases match in any case
+    ("The Oracle of Omaha raises his stake in Chevron", ["CVX"]),
+    ("Apple shares rise as Big Apple stores see record sales", ["AAPL"]),  # only the phrase is excluded
+])
+def test_excluded_phrases_name_no_company(extractor: TickerExtractor, text: str, expected: list[str]) -> None:
+    assert extractor.extract(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    # A dateline, not a listing: the word after it is read like a bare symbol.
+    ("Amex: CEO Squeri sees steady card spending", ["AXP"]),
+    ("Nasdaq: US futures edge higher before inflation data", []),
+    ("NYSE: IT glitch delays the opening auction", []),
+    ("Five years on the NYSE: A retrospective on the SPAC boom", []),
+    ("Nasdaq: FDA approves a new obesity drug", []),
+    ("NYSE: KO slips after a sugar tax report", ["KO"]),
+    # A listing is trusted even for a word or an unknown symbol.
+    ("Agilent (NYSE: A) beats estimates", ["A"]),
+    ("Tiny Acme (NASDAQ: ACME) doubles", ["ACME"]),
+])
+def test_exchange_prefix_outside_a_listing_needs_a_known_symbol(extractor: TickerExtractor, text: str,
+                                                                 expected: list[str]) -> None:
+    assert extractor.extract(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Royal Bank of Canada (TSX: RY) lifts its dividend", ["RY.TO"]),
+    ("Saputo Inc. (TSX: SAP) trims outlook on weak dairy margins", ["SAP.TO"]),  # not SAP SE
+    ("Vodafone (LON: VOD) shares drop after profit warning", ["VOD.L"]),
+    ("BHP Group (ASX:BHP) raises copper output guidance", ["BHP.AX"]),
+    ("SAP SE (ETR: SAP) beats cloud revenue forecasts", ["SAP", "SAP.DE"]),
+    ("Brookfield (TSE: BN) raises capital", []),  # Tokyo or Toronto: no suffix to give
+    ("TSX: SAP slides at the open", []),  # a dateline: no suffixed symbol, and still not SAP SE
+])
+def test_non_us_exchange_tags_a_suffixed_symbol_never_the_us_one(extractor: TickerExtractor, text: str,
+                                                                  expected: list[str]) -> None:
+    assert extractor.extract(text) == expected
+
+
 @pytest.mark.parametrize("raw,expected", [
     ("$brk-b", "BRK.B"), ("BRK/B", "BRK.B"), ("aapl", "AAPL"), ("$5", None), ("", None), ("TOOLONGTICKER1", None),
 ])
@@ -78,6 +160,15 @@ def test_larger_dictionary_file_is_accepted(tmp_path: Path) -> None:
     assert extractor.extract("Acme beats") == ["ACME"]
     assert extractor.extract("Roadrunner runs") == []
     assert extractor.extract("Roadrunner shares rise") == ["ACME"]
+
+
+def test_dictionary_file_may_exclude_phrases(tmp_path: Path) -> None:
+    path = tmp_path / "tickers.csv"
+    path.write_text("ticker,name,exchange,aliases,exclude\nACME,Acme Corp,NYSE,Acme,Acme Gulch|Acme Falls\n"
+                    "ZZZ,Zed Inc,NYSE,Zed\n", "utf-8")  # a row may leave the exclude column out
+    extractor = TickerExtractor(TickerDictionary.load(path))
+    assert extractor.extract("Flood warning for Acme Gulch residents") == []
+    assert extractor.extract("Acme beats; Zed misses") == ["ACME", "ZZZ"]
 
 
 def test_bad_dictionary_names_file_and_line(tmp_path: Path) -> None:
