@@ -18,8 +18,9 @@ import html as html_lib
 import re
 import unicodedata
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from email.utils import parsedate_to_datetime
+from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
@@ -80,17 +81,16 @@ def shorten(text: str, limit: int) -> str:
 
 
 def parse_timestamp(value: datetime | str | float | int) -> datetime:
-    """An aware UTC datetime from a datetime, ISO 8601 or RFC 2822 string, or epoch seconds."""
+    """An aware UTC datetime from a datetime, an ISO 8601 or RFC 2822 string (a zone abbreviation of
+    :data:`_ZONES` or ``±HH:MM`` at its end included), or epoch seconds (milliseconds above 1e11),
+    as a number or a string of digits."""
     if isinstance(value, bool):
         raise Rejected("bad_timestamp", f"timestamp {value!r} is not a time")
     if isinstance(value, int | float):
-        try:
-            return datetime.fromtimestamp(float(value), UTC)
-        except (OverflowError, OSError, ValueError):
-            raise Rejected("bad_timestamp", f"epoch timestamp {value!r} is out of range") from None
+        value = _from_epoch(value)
     if isinstance(value, str):
         text = value.strip()
-        parsed = _parse_time_string(text)
+        parsed = _from_epoch(float(text)) if _EPOCH.match(text) else _parse_time_string(text)
         if parsed is None:
             raise Rejected("bad_timestamp", f"cannot read timestamp {value!r}")
         value = parsed
@@ -104,7 +104,64 @@ def parse_timestamp(value: datetime | str | float | int) -> datetime:
         raise Rejected("bad_timestamp", f"timestamp {value.isoformat()} is out of range in UTC") from None
 
 
+# Nine digits or more: eight are an ISO 8601 basic date (20240115), which fromisoformat reads.
+_EPOCH = re.compile(r"^\d{9,}(?:\.\d+)?$")
+_EPOCH_MS_ABOVE = 1e11  # year 5138 in seconds, 1973 in milliseconds: larger values are milliseconds
+
+
+def _from_epoch(number: float) -> datetime:
+    seconds = number / 1000 if number > _EPOCH_MS_ABOVE else number
+    try:
+        return datetime.fromtimestamp(float(seconds), UTC)
+    except (OverflowError, OSError, ValueError):
+        raise Rejected("bad_timestamp", f"epoch timestamp {number!r} is out of range") from None
+
+
+# Zone abbreviations feeds put where RFC 2822 wants an offset; the standard library knows only UT, GMT
+# and the US ones. A name that says standard or summer time is a fixed offset; a generic one (ET: EST
+# or EDT by date) is its region's zone. Ambiguous names take their financial-press meaning: BST British
+# Summer Time (not Bangladesh), IST India (Indian market news; not Irish or Israel), CST US Central
+# (as RFC 2822 reads it; not China).
+_ZONES: dict[str, tzinfo] = {
+    **{name: timezone(timedelta(hours=offset)) for name, offset in {
+        "UT": 0, "UTC": 0, "GMT": 0, "Z": 0, "WET": 0, "BST": 1, "WEST": 1, "CET": 1, "CEST": 2,
+        "EET": 2, "EEST": 3, "MSK": 3, "IST": 5.5, "SGT": 8, "HKT": 8, "AWST": 8, "JST": 9, "KST": 9,
+        "AEST": 10, "AEDT": 11, "NZST": 12, "NZDT": 13,
+        "EST": -5, "EDT": -4, "CST": -6, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8, "PDT": -7,
+    }.items()},
+    "ET": ZoneInfo("America/New_York"), "CT": ZoneInfo("America/Chicago"),
+    "MT": ZoneInfo("America/Denver"), "PT": ZoneInfo("America/Los_Angeles"),
+}
+# A trailing zone: an abbreviation, or an offset with a colon (RFC 2822 wants +0100; feeds write +01:00).
+_ZONE_SUFFIX = re.compile(r"\s(?:(?P<name>[A-Z]{1,5})|(?P<sign>[+-])(?P<hh>[01]\d|2[0-3]):?(?P<mm>[0-5]\d))$")
+
+
 def _parse_time_string(text: str) -> datetime | None:
+    """The time ``text`` says, naive when it names no zone; None when it is not a time."""
+    parsed = _parse_plain(text)
+    if parsed is not None and parsed.tzinfo is not None:
+        return parsed
+    return _with_trailing_zone(text) or parsed
+
+
+def _with_trailing_zone(text: str) -> datetime | None:
+    """``text`` read as a zone-less time followed by a zone the standard parsers do not know."""
+    match = _ZONE_SUFFIX.search(text)
+    if match is None:
+        return None
+    if match["name"]:
+        zone = _ZONES.get(match["name"])
+    else:
+        sign = -1 if match["sign"] == "-" else 1
+        zone = timezone(sign * timedelta(hours=int(match["hh"]), minutes=int(match["mm"])))
+    local = _parse_plain(text[:match.start()].rstrip()) if zone is not None else None
+    if local is None or local.tzinfo is not None:
+        return None
+    return local.replace(tzinfo=zone)
+
+
+def _parse_plain(text: str) -> datetime | None:
+    """ISO 8601, else RFC 2822, as the standard library reads them (an unknown zone name is dropped)."""
     try:
         return datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:

@@ -19,6 +19,7 @@ from ingest.normalise import (
     parse_timestamp,
     shorten,
 )
+from ingest.sources.rss import parse_feed
 from ingest.tickers import TickerDictionary, TickerExtractor
 from ingest.urls import canonical_url
 
@@ -70,9 +71,49 @@ def test_times_are_utc(normaliser: Normaliser) -> None:
     ("Fri, 27 Nov 2026 10:00:00 -0000", datetime(2026, 11, 27, 10, tzinfo=UTC)),
     ("2026-11-27T10:00:00Z", datetime(2026, 11, 27, 10, tzinfo=UTC)),
     (1795773600, datetime(2026, 11, 27, 10, tzinfo=UTC)),
+    ("1795773600", datetime(2026, 11, 27, 10, tzinfo=UTC)),  # epoch seconds as a string (JSON APIs)
+    ("1795773600000", datetime(2026, 11, 27, 10, tzinfo=UTC)),  # milliseconds
+    (1795773600500, datetime(2026, 11, 27, 10, 0, 0, 500_000, tzinfo=UTC)),
+    ("Fri, 27 Nov 2026 11:00:00 +01:00", datetime(2026, 11, 27, 10, tzinfo=UTC)),
+    ("Fri, 27 Nov 2026 11:00:00 CET", datetime(2026, 11, 27, 10, tzinfo=UTC)),
+    ("Mon, 15 Jun 2026 11:00:00 BST", datetime(2026, 6, 15, 10, tzinfo=UTC)),  # British Summer Time
+    ("Fri, 27 Nov 2026 19:00:00 JST", datetime(2026, 11, 27, 10, tzinfo=UTC)),
+    ("Fri, 27 Nov 2026 15:30:00 IST", datetime(2026, 11, 27, 10, tzinfo=UTC)),  # India
+    ("27 Nov 2026 05:00 ET", datetime(2026, 11, 27, 10, tzinfo=UTC)),  # EST in November
+    ("15 Jun 2026 06:00 ET", datetime(2026, 6, 15, 10, tzinfo=UTC)),  # EDT in June
+    ("2026-11-27T10:00:00 GMT", datetime(2026, 11, 27, 10, tzinfo=UTC)),
 ])
 def test_timestamp_formats(value, expected) -> None:
     assert parse_timestamp(value) == expected
+
+
+@pytest.mark.parametrize("value,code", [
+    ("Fri, 27 Nov 2026 10:00:00 XYZ", "naive_timestamp"),  # a zone nobody can look up: not guessed
+    ("Fri, 27 Nov 2026 10:00:00 GMT+8", "naive_timestamp"),  # POSIX and the press read the sign oppositely
+    ("20261127", "naive_timestamp"),  # eight digits are an ISO 8601 date, not epoch seconds
+    ("10:00 ET", "bad_timestamp"),  # no date: never today's
+])
+def test_zones_and_epochs_that_are_not_guessed(value: str, code: str) -> None:
+    with pytest.raises(Rejected) as caught:
+        parse_timestamp(value)
+    assert caught.value.code == code
+
+
+@given(st.from_regex(r"\A(Fri, 27 Nov 2026 10:00(:00)?|2026-11-27T10:00|\d{9,14})?\s?[A-Za-z+:\d-]{0,7}\Z"))
+def test_any_time_string_is_read_or_rejected_never_an_error(text: str) -> None:
+    try:
+        assert parse_timestamp(text).utcoffset() == timedelta(0)
+    except Rejected as exc:
+        assert exc.code in ("bad_timestamp", "naive_timestamp")
+
+
+def test_feed_dates_with_a_named_zone_or_a_colon_offset_are_kept(normaliser: Normaliser) -> None:
+    feed = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
+<item><guid>1</guid><title>Acme opens a plant</title><pubDate>Fri, 27 Nov 2026 11:00:00 CET</pubDate></item>
+<item><guid>2</guid><title>Acme hires</title><pubDate>Fri, 27 Nov 2026 11:00:00 +01:00</pubDate></item>
+</channel></rss>"""
+    items = parse_feed(feed, "https://e.com/rss", "rss:e.com").items
+    assert [normaliser.normalise(i).published_at for i in items] == [datetime(2026, 11, 27, 10, tzinfo=UTC)] * 2
 
 
 @pytest.mark.parametrize("value,code", [
