@@ -1,8 +1,9 @@
 """Normalisation: a :class:`SourceItem` becomes a :class:`RawDocument`, or is rejected with a reason.
 
-Pure apart from the injected clock. Text: HTML to text (selectolax), control and zero-width
-characters removed, Unicode NFC, whitespace collapsed. Times: timezone-aware UTC only; a
-timestamp without a zone or in the future is rejected, never guessed. Language: the source's
+Pure apart from the injected clock. Text: HTML to text (selectolax), control and format characters
+(zero-width, soft hyphen) removed, typographic apostrophes and hyphens as ASCII, Unicode NFC, whitespace
+collapsed. Times: timezone-aware UTC only; a timestamp without a zone (or with one outside the table of
+abbreviations, :data:`_ZONES`) or in the future is rejected, never guessed. Language: the source's
 when it gives a valid one, else fastText's language identification (deterministic; BENCHMARKS.md,
 "Language detection"). Sizes: a title over 4096 characters is shortened (the body is what is
 scored, and a feed that puts its whole article in the title should still get through); a URL over
@@ -39,7 +40,12 @@ MAX_URL_CHARS = 4096
 _TAG = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*|!--)[^<>]*>")
 _WHITESPACE = re.compile(r"\s+")
 _LANG = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z]{2,4})?$")
-_ZERO_WIDTH = {"\u200b", "\u200c", "\u200e", "\u200f", "\u2060", "\ufeff", "\ufffe", "\uffff"}
+# Format characters (Cf: soft hyphen, zero-width space, direction marks, BOM…) are invisible but split
+# words, so "Berk\u00adshire" would name no company; the zero-width joiner stays, it builds emoji.
+_KEPT_FORMAT = "\u200d"
+_NONCHARACTERS = {"\ufffe", "\uffff"}
+# Typographic apostrophes and hyphens as the ASCII ones company names and aliases are written with.
+_FOLD = str.maketrans({"\u2018": "'", "\u2019": "'", "\u2010": "-", "\u2011": "-"})
 
 
 def looks_like_html(text: str) -> bool:
@@ -56,17 +62,23 @@ def html_to_text(markup: str) -> str:
 
 
 def clean_text(text: str) -> str:
-    """NFC, control/zero-width/surrogate characters removed, whitespace collapsed to single spaces."""
-    text = unicodedata.normalize("NFC", text)
+    """NFC, control/format/surrogate characters removed, typographic apostrophes and hyphens as ASCII,
+    whitespace collapsed to single spaces."""
     kept = []
-    for ch in text:
+    for ch in text.translate(_FOLD):
         if ch.isspace():
             kept.append(" ")
-        elif ch in _ZERO_WIDTH or unicodedata.category(ch) in ("Cc", "Cs", "Co"):
+        elif ch in _NONCHARACTERS or _invisible(ch):
             continue
         else:
             kept.append(ch)
-    return _WHITESPACE.sub(" ", "".join(kept)).strip()
+    # NFC after the removal: a soft hyphen between a letter and its accent must not keep them apart
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", "".join(kept))).strip()
+
+
+def _invisible(ch: str) -> bool:
+    category = unicodedata.category(ch)
+    return category in ("Cc", "Cs", "Co") or (category == "Cf" and ch != _KEPT_FORMAT)
 
 
 def shorten(text: str, limit: int) -> str:

@@ -51,6 +51,22 @@ def test_control_zero_width_whitespace_and_nfc() -> None:
     assert clean_text("lone \ud800 surrogate") == "lone surrogate"
 
 
+def test_format_characters_go_and_typographic_apostrophes_and_hyphens_fold() -> None:
+    assert clean_text("Berk\u00adshire\u2063 McDonald\u2019s \u2018Q3\u2019 non\u2011stop \u2010 x") == \
+        "Berkshire McDonald's 'Q3' non-stop - x"
+    assert clean_text("Cafe\u00ad\u0301") == "Café"  # the accent finds its letter once the soft hyphen is gone
+    assert clean_text("\U0001f468\u200d\U0001f4bb") == "\U0001f468\u200d\U0001f4bb"  # the emoji joiner stays
+
+
+@pytest.mark.parametrize("title,ticker", [
+    ("McDonald\u2019s shares fall after a weak quarter", "MCD"),
+    ("Berk&shy;shire Hathaway posts record operating earnings", "BRK.B"),
+])
+def test_company_names_are_found_through_typography(normaliser: Normaliser, title: str, ticker: str) -> None:
+    doc = normaliser.normalise(item(title=f"<b>{title}</b>", text=f"<p>{title}</p>", html=True))
+    assert doc.tickers == [ticker] and "\u00ad" not in doc.text
+
+
 @given(st.text())
 def test_clean_text_is_idempotent_and_safe(text: str) -> None:
     cleaned = clean_text(text)
