@@ -205,8 +205,8 @@ def test_any_schema_error_is_a_rejection_of_that_document(normaliser: Normaliser
 def test_id_from_source_id_else_canonical_url_else_content(normaliser: Normaliser) -> None:
     by_source_id = normaliser.normalise(item(source_id="42", url="https://x.com/a"))
     assert by_source_id.id == document_id("test", "42")
-    by_url = normaliser.normalise(item(url="HTTPS://News.Example.com/a?utm_source=x&b=2&a=1#top"))
-    assert by_url.url == "https://news.example.com/a?a=1&b=2"
+    by_url = normaliser.normalise(item(url="HTTPS://News.Example.com/a?utm_source=x&b=2&a=1#post-2"))
+    assert by_url.url == "https://news.example.com/a?a=1&b=2#post-2"
     assert by_url.id == document_id("test", None, by_url.url)
     by_text = normaliser.normalise(item())
     assert by_text.source_id.startswith("sha256:") and by_text.id == normaliser.normalise(item()).id
@@ -255,7 +255,10 @@ def test_html_to_text_survives_garbage() -> None:
 
 
 @pytest.mark.parametrize("url,expected", [
-    ("https://Example.COM:443/Path?b=2&a=1&utm_medium=rss&fbclid=x#frag", "https://example.com/Path?a=1&b=2"),
+    ("https://Example.COM:443/Path?b=2&a=1&utm_medium=rss&fbclid=x#frag", "https://example.com/Path?a=1&b=2#frag"),
+    ("https://example.com/live#post-1", "https://example.com/live#post-1"),  # live blog entries differ by it
+    ("https://example.com/a?id=7#utm_source=rss&utm_medium=feed", "https://example.com/a?id=7"),
+    ("https://example.com/a#", "https://example.com/a"),
     ("http://example.com:8080", "http://example.com:8080/"),
     ("https://example.com/a?gclid=1&ref=home", "https://example.com/a"),
     ("https://example.com/a?id=7&ref_src=twsrc", "https://example.com/a?id=7"),

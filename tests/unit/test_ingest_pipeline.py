@@ -135,3 +135,12 @@ async def test_once_a_source_that_fails_unexpectedly_is_reported_and_the_others_
     assert (report.produced, errors) == (1, 1)
     assert said[0].startswith("boom: unexpected error: ValueError: a bug in this source")
     assert pipeline.metrics.value("finsent_ingest_errors_total", source="boom", reason="unexpected") == 1
+
+
+def test_live_blog_entries_whose_links_differ_by_fragment_are_two_documents(pipeline: Pipeline) -> None:
+    page = "https://news.example.com/markets/live?utm_source=rss"
+    report = pipeline.process("rss:x", [story("post-1", url=f"{page}#post-1"), story("post-2", url=f"{page}#post-2")])
+    assert report.produced == 2 and report.duplicates == 0
+    assert [d.url for d in report.documents] == [f"https://news.example.com/markets/live#post-{n}" for n in (1, 2)]
+    again = pipeline.process("rss:y", [story("elsewhere", url=f"{page}#post-1")])  # the same link in another feed
+    assert again.duplicates == 1 and pipeline.metrics.value("finsent_ingest_duplicates_total", kind="url") == 1
