@@ -28,6 +28,10 @@ class SourceItem:
     where: str = ""
 
 
+# Rejections a later poll may not repeat: a time in the future is acceptable once it has come.
+TEMPORARY = frozenset({"future_timestamp"})
+
+
 class Rejected(ValueError):
     """An item that cannot become a document; ``code`` is a short metric label, ``detail`` says why."""
 
@@ -38,13 +42,18 @@ class Rejected(ValueError):
         self.where = where
         self.errors = errors or []  # per-field errors, for an HTTP 400 body
 
+    @property
+    def temporary(self) -> bool:
+        return self.code in TEMPORARY
+
 
 @dataclass(slots=True)
 class FetchResult:
     """What one poll of a source produced: good items and the bad ones it skipped (with reasons).
 
-    ``on_delivered`` runs only once every item reached Kafka (or was a known duplicate): a
-    source moves its cursor or ETag there, so a failed delivery is fetched again next time.
+    ``on_delivered`` runs only once every item reached Kafka (or was a known duplicate) and none
+    was rejected for now only (:data:`TEMPORARY`): a source moves its cursor or ETag there, so a
+    failed delivery, or an item dated a little ahead of the clock, is fetched again next time.
     """
 
     items: list[SourceItem] = field(default_factory=list)

@@ -19,7 +19,8 @@ def feed_name(url: str) -> str:
 
 class RssSource(Source):
     """One feed. ETag / Last-Modified are sent back on the next poll (a 304 costs nothing),
-    but only remembered once the items of that response reached Kafka."""
+    but only remembered once the items of that response reached Kafka and none was dated ahead
+    of the clock (see :attr:`FetchResult.on_delivered`)."""
 
     def __init__(self, http: HttpFetcher, url: str, *, name: str | None = None, interval: float = 300.0) -> None:
         super().__init__(http, name=name or feed_name(url), interval=interval)
