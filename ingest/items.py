@@ -28,23 +28,18 @@ class SourceItem:
     where: str = ""
 
 
-# Rejections a later poll may not repeat: a time in the future is acceptable once it has come.
-TEMPORARY = frozenset({"future_timestamp"})
-
-
 class Rejected(ValueError):
-    """An item that cannot become a document; ``code`` is a short metric label, ``detail`` says why."""
+    """An item that cannot become a document; ``code`` is a short metric label, ``detail`` says why.
+    ``temporary``: a later poll may accept the same item (its time, a little ahead, will have come)."""
 
-    def __init__(self, code: str, detail: str, where: str = "", errors: list[dict[str, str]] | None = None) -> None:
+    def __init__(self, code: str, detail: str, where: str = "", errors: list[dict[str, str]] | None = None,
+                 *, temporary: bool = False) -> None:
         super().__init__(f"{where}: {detail}" if where else detail)
         self.code = code
         self.detail = detail
         self.where = where
         self.errors = errors or []  # per-field errors, for an HTTP 400 body
-
-    @property
-    def temporary(self) -> bool:
-        return self.code in TEMPORARY
+        self.temporary = temporary
 
 
 @dataclass(slots=True)
@@ -52,7 +47,7 @@ class FetchResult:
     """What one poll of a source produced: good items and the bad ones it skipped (with reasons).
 
     ``on_delivered`` runs only once every item reached Kafka (or was a known duplicate) and none
-    was rejected for now only (:data:`TEMPORARY`): a source moves its cursor or ETag there, so a
+    was rejected for now only (``Rejected.temporary``): a source moves its cursor or ETag there, so a
     failed delivery, or an item dated a little ahead of the clock, is fetched again next time.
     """
 

@@ -37,6 +37,9 @@ MAX_TEXT_BYTES = 900_000  # a cheap early bound on text + title, before the cost
 MAX_MESSAGE_BYTES = 1_000_000
 MAX_TITLE_CHARS = 4096  # RawDocument's limits
 MAX_URL_CHARS = 4096
+# A time this little ahead (embargo, a zone mistake) is accepted by a later poll, so the source reads the
+# item again (Rejected.temporary); further ahead is a wrong date, not worth holding a feed's cursor for.
+FUTURE_RETRY_WITHIN = timedelta(days=1)
 _TAG = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*|!--)[^<>]*>")
 _WHITESPACE = re.compile(r"\s+")
 _LANG = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z]{2,4})?$")
@@ -248,7 +251,8 @@ class Normaliser:
         if item.published_at is not None and item.published_at != "":
             published = parse_timestamp(item.published_at)
             if published > now + self.future_tolerance:
-                raise Rejected("future_timestamp", f"published_at {published.isoformat()} is in the future")
+                raise Rejected("future_timestamp", f"published_at {published.isoformat()} is in the future",
+                               temporary=published <= now + FUTURE_RETRY_WITHIN)
         url = canonical_url(item.url)
         if url and len(url) > MAX_URL_CHARS:  # percent-encoding can make the canonical form longer
             raise Rejected("url_too_long", f"URL is {len(url)} characters in canonical form, over {MAX_URL_CHARS}")

@@ -145,6 +145,13 @@ def test_zone_less_unreadable_or_future_times_are_rejected(normaliser: Normalise
     assert "feed.xml entry 3" in str(caught.value)
 
 
+def test_a_time_a_little_ahead_is_rejected_for_now_only(normaliser: Normaliser) -> None:
+    for published, temporary in (("2026-11-28T20:00:00Z", True), ("2027-11-28T12:00:00Z", False)):
+        with pytest.raises(Rejected) as caught:
+            normaliser.normalise(item(published_at=published))
+        assert (caught.value.code, caught.value.temporary) == ("future_timestamp", temporary)
+
+
 def test_small_clock_skew_is_tolerated(normaliser: Normaliser) -> None:
     doc = normaliser.normalise(item(published_at="2026-11-28T12:04:00Z"))
     assert doc.published_at == datetime(2026, 11, 28, 12, 4, tzinfo=UTC)
