@@ -161,23 +161,26 @@ STREAM = {"response": {"status": 200}, "messages": [
 
 
 @contextlib.asynccontextmanager
-async def feed_server(asked: list[dict[str, str]]):
-    """A real HTTP server on a free port: an RSS feed that honours If-None-Match, and a StockTwits stream;
-    ``asked`` gets each request's conditional headers and query."""
+async def feed_server(asked: list[dict[str, str]], feed: dict[str, str] | None = None):
+    """A real HTTP server on a free port: an RSS feed (``feed``'s body and etag) that honours If-None-Match,
+    and a StockTwits stream; ``asked`` gets each request's conditional headers and query."""
     from aiohttp import web
 
-    async def feed(request: web.Request) -> web.Response:
+    current = feed if feed is not None else {"body": FEED, "etag": '"v1"'}
+
+    async def rss(request: web.Request) -> web.Response:
         asked.append({"if-none-match": request.headers.get("If-None-Match", "")})
-        if request.headers.get("If-None-Match") == '"v1"':
+        if request.headers.get("If-None-Match") == current["etag"]:
             return web.Response(status=304)
-        return web.Response(body=FEED.encode(), content_type="application/rss+xml", headers={"ETag": '"v1"'})
+        return web.Response(body=current["body"].encode(), content_type="application/rss+xml",
+                            headers={"ETag": current["etag"]})
 
     async def stream(request: web.Request) -> web.Response:
         asked.append(dict(request.query))
         return web.json_response(STREAM)
 
     app = web.Application()
-    app.router.add_get("/rss.xml", feed)
+    app.router.add_get("/rss.xml", rss)
     app.router.add_get("/streams/symbol/ACME.json", stream)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -228,3 +231,22 @@ async def test_a_stocktwits_message_dated_ahead_keeps_the_cursor_before_it(tmp_p
             await poll(source, pipe)
     assert asked == [{}, {}, {"since": "8"}]
     assert [d.source_id for d in pipe.sink.sent] == ["7", "8"]
+
+
+async def test_an_entry_a_feed_keeps_past_the_dedup_retention_is_not_news_again(tmp_path: Path) -> None:
+    clock, asked, feed = Clock(), [], {"body": FEED, "etag": '"v1"'}
+    clock.now = NOW + timedelta(hours=1)
+    async with feed_server(asked, feed) as (http, base):
+        source = RssSource(http, f"{base}/rss.xml", clock=lambda: clock.now.timestamp())
+        with started_pipeline(tmp_path, clock) as pipe:
+            assert (await poll(source, pipe)).produced == 2
+            for _ in range(80):  # unchanged for 40 days (the retention is 30), polled every 12 hours
+                clock.now += timedelta(hours=12)
+                pipe.dedup.prune()  # as other feeds' commits would
+                assert (await poll(source, pipe)).produced == 0
+            added = "<item><guid>43</guid><title>Acme buys back shares</title></item>"
+            feed.update(body=FEED.replace("<item>", added + "<item>", 1), etag='"v2"')
+            clock.now += timedelta(hours=1)
+            assert (await poll(source, pipe)).produced == 1
+    assert [d.source_id for d in pipe.sink.sent] == ["41", "42", "43"]
+    assert [a["if-none-match"] for a in asked][:4] == ["", '"v1"', "", '"v1"']  # the whole feed once a day
