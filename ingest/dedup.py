@@ -5,12 +5,13 @@ classifies a document and, when it is new, *stages* it (later documents of the s
 see it); :meth:`commit` persists staged documents after the broker acknowledged them and
 :meth:`rollback` forgets the ones whose delivery failed, so the next poll retries them.
 
-State lives in SQLite: ids and URLs for ``retention`` (a feed may keep an item for weeks),
-MinHash signatures for the near-duplicate ``window``. A restart reloads the signatures of
-the window into the LSH index, so nothing already produced is produced again. Processes sharing
-the file (``ingest serve`` beside ``ingest file``, ``ingest rss``...) see each other's documents:
-before each near-duplicate search the index takes in the signatures committed since its last look,
-so a document another process committed is known from this one's next check on.
+State lives in SQLite: ids and URLs for ``retention`` since they were last seen (a feed may keep an
+item for weeks; a duplicate found by id or URL renews its row once that row left the window),
+MinHash signatures for the near-duplicate ``window`` since they were first seen. A restart reloads
+the signatures of the window into the LSH index, so nothing already produced is produced again.
+Processes sharing the file (``ingest serve`` beside ``ingest file``, ``ingest rss``...) see each
+other's documents: before each near-duplicate search the index takes in the signatures committed
+since its last look, so a document another process committed is known from this one's next check on.
 Near-duplicates are looked for only in texts of ``min_tokens`` words or more: two short posts
 that say the same thing are two opinions, a syndicated wire story is one. A similar text is a
 near-duplicate only if the earlier document names every ticker this one names: auto-generated
@@ -135,17 +136,21 @@ class DedupIndex:
         id is remembered, with its original (see :meth:`_remember_near`)."""
         db = self._conn()
         self._expire()
-        if (doc.id in self._staged or doc.id in self._staged_near
-                or db.execute("SELECT 1 FROM seen WHERE id = ?", (doc.id,)).fetchone()):
+        if doc.id in self._staged or doc.id in self._staged_near:
+            return Duplicate("id", doc.id)
+        row = db.execute("SELECT id, seen_at FROM seen WHERE id = ?", (doc.id,)).fetchone()
+        if row:
+            self._renew(*row)
             return Duplicate("id", doc.id)
         if doc.url:
             if doc.url in self._staged_urls:
                 return Duplicate("url", self._staged_urls[doc.url])
             row = db.execute(
-                "SELECT id FROM seen WHERE url = ? AND seen_at >= ? LIMIT 1",
+                "SELECT id, seen_at FROM seen WHERE url = ? AND seen_at >= ? LIMIT 1",
                 (doc.url, (self.clock() - self.retention).timestamp()),
             ).fetchone()
             if row:
+                self._renew(*row)
                 return Duplicate("url", row[0])
         signature = self.signature(dedup_text(doc))
         if signature is not None:
@@ -202,6 +207,20 @@ class DedupIndex:
         db.execute("UPDATE seen SET minhash = NULL WHERE minhash IS NOT NULL AND seen_at >= ? AND seen_at < ?",
                    leaving)
         self._pruned_at = now
+
+    def _renew(self, doc_id: str, seen_at: float) -> None:
+        """Seen again: the retention starts over, so an item a feed keeps for longer is not news again.
+        Only once the row left the window (one write per window, not one per poll), and then its
+        signature goes as :meth:`prune` would drop it: a renewal must not make a story's text hide
+        similar ones for longer. The rowid stays, so other processes' :meth:`_load` is not disturbed."""
+        now = self.clock()
+        if seen_at >= (now - self.window).timestamp():
+            return
+        db = self._conn()
+        db.execute("BEGIN")
+        db.execute("UPDATE seen SET seen_at = ?, minhash = NULL WHERE id = ?", (now.timestamp(), doc_id))
+        db.execute("DELETE FROM seen_tickers WHERE id = ?", (doc_id,))
+        db.execute("COMMIT")
 
     # --- near-duplicates ---------------------------------------------------------------
     def _remember_near(self, doc: RawDocument, of: str) -> None:

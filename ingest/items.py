@@ -29,22 +29,26 @@ class SourceItem:
 
 
 class Rejected(ValueError):
-    """An item that cannot become a document; ``code`` is a short metric label, ``detail`` says why."""
+    """An item that cannot become a document; ``code`` is a short metric label, ``detail`` says why.
+    ``temporary``: a later poll may accept the same item (its time, a little ahead, will have come)."""
 
-    def __init__(self, code: str, detail: str, where: str = "", errors: list[dict[str, str]] | None = None) -> None:
+    def __init__(self, code: str, detail: str, where: str = "", errors: list[dict[str, str]] | None = None,
+                 *, temporary: bool = False) -> None:
         super().__init__(f"{where}: {detail}" if where else detail)
         self.code = code
         self.detail = detail
         self.where = where
         self.errors = errors or []  # per-field errors, for an HTTP 400 body
+        self.temporary = temporary
 
 
 @dataclass(slots=True)
 class FetchResult:
     """What one poll of a source produced: good items and the bad ones it skipped (with reasons).
 
-    ``on_delivered`` runs only once every item reached Kafka (or was a known duplicate): a
-    source moves its cursor or ETag there, so a failed delivery is fetched again next time.
+    ``on_delivered`` runs only once every item reached Kafka (or was a known duplicate) and none
+    was rejected for now only (``Rejected.temporary``): a source moves its cursor or ETag there, so a
+    failed delivery, or an item dated a little ahead of the clock, is fetched again next time.
     """
 
     items: list[SourceItem] = field(default_factory=list)

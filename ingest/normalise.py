@@ -1,8 +1,9 @@
 """Normalisation: a :class:`SourceItem` becomes a :class:`RawDocument`, or is rejected with a reason.
 
-Pure apart from the injected clock. Text: HTML to text (selectolax), control and zero-width
-characters removed, Unicode NFC, whitespace collapsed. Times: timezone-aware UTC only; a
-timestamp without a zone or in the future is rejected, never guessed. Language: the source's
+Pure apart from the injected clock. Text: HTML to text (selectolax), control and format characters
+(zero-width, soft hyphen) removed, typographic apostrophes and hyphens as ASCII, Unicode NFC, whitespace
+collapsed. Times: timezone-aware UTC only; a timestamp without a zone (or with one outside the table of
+abbreviations, :data:`_ZONES`) or in the future is rejected, never guessed. Language: the source's
 when it gives a valid one, else fastText's language identification (deterministic; BENCHMARKS.md,
 "Language detection"). Sizes: a title over 4096 characters is shortened (the body is what is
 scored, and a feed that puts its whole article in the title should still get through); a URL over
@@ -18,8 +19,9 @@ import html as html_lib
 import re
 import unicodedata
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from email.utils import parsedate_to_datetime
+from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
@@ -35,10 +37,18 @@ MAX_TEXT_BYTES = 900_000  # a cheap early bound on text + title, before the cost
 MAX_MESSAGE_BYTES = 1_000_000
 MAX_TITLE_CHARS = 4096  # RawDocument's limits
 MAX_URL_CHARS = 4096
+# A time this little ahead (embargo, a zone mistake) is accepted by a later poll, so the source reads the
+# item again (Rejected.temporary); further ahead is a wrong date, not worth holding a feed's cursor for.
+FUTURE_RETRY_WITHIN = timedelta(days=1)
 _TAG = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*|!--)[^<>]*>")
 _WHITESPACE = re.compile(r"\s+")
 _LANG = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z]{2,4})?$")
-_ZERO_WIDTH = {"\u200b", "\u200c", "\u200e", "\u200f", "\u2060", "\ufeff", "\ufffe", "\uffff"}
+# Format characters (Cf: soft hyphen, zero-width space, direction marks, BOM…) are invisible but split
+# words, so "Berk\u00adshire" would name no company; the zero-width joiner stays, it builds emoji.
+_KEPT_FORMAT = "\u200d"
+_NONCHARACTERS = {"\ufffe", "\uffff"}
+# Typographic apostrophes and hyphens as the ASCII ones company names and aliases are written with.
+_FOLD = str.maketrans({"\u2018": "'", "\u2019": "'", "\u2010": "-", "\u2011": "-"})
 
 
 def looks_like_html(text: str) -> bool:
@@ -55,17 +65,23 @@ def html_to_text(markup: str) -> str:
 
 
 def clean_text(text: str) -> str:
-    """NFC, control/zero-width/surrogate characters removed, whitespace collapsed to single spaces."""
-    text = unicodedata.normalize("NFC", text)
+    """NFC, control/format/surrogate characters removed, typographic apostrophes and hyphens as ASCII,
+    whitespace collapsed to single spaces."""
     kept = []
-    for ch in text:
+    for ch in text.translate(_FOLD):
         if ch.isspace():
             kept.append(" ")
-        elif ch in _ZERO_WIDTH or unicodedata.category(ch) in ("Cc", "Cs", "Co"):
+        elif ch in _NONCHARACTERS or _invisible(ch):
             continue
         else:
             kept.append(ch)
-    return _WHITESPACE.sub(" ", "".join(kept)).strip()
+    # NFC after the removal: a soft hyphen between a letter and its accent must not keep them apart
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", "".join(kept))).strip()
+
+
+def _invisible(ch: str) -> bool:
+    category = unicodedata.category(ch)
+    return category in ("Cc", "Cs", "Co") or (category == "Cf" and ch != _KEPT_FORMAT)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -80,17 +96,16 @@ def shorten(text: str, limit: int) -> str:
 
 
 def parse_timestamp(value: datetime | str | float | int) -> datetime:
-    """An aware UTC datetime from a datetime, ISO 8601 or RFC 2822 string, or epoch seconds."""
+    """An aware UTC datetime from a datetime, an ISO 8601 or RFC 2822 string (a zone abbreviation of
+    :data:`_ZONES` or ``±HH:MM`` at its end included), or epoch seconds (milliseconds above 1e11),
+    as a number or a string of digits."""
     if isinstance(value, bool):
         raise Rejected("bad_timestamp", f"timestamp {value!r} is not a time")
     if isinstance(value, int | float):
-        try:
-            return datetime.fromtimestamp(float(value), UTC)
-        except (OverflowError, OSError, ValueError):
-            raise Rejected("bad_timestamp", f"epoch timestamp {value!r} is out of range") from None
+        value = _from_epoch(value)
     if isinstance(value, str):
         text = value.strip()
-        parsed = _parse_time_string(text)
+        parsed = _from_epoch(float(text)) if _EPOCH.match(text) else _parse_time_string(text)
         if parsed is None:
             raise Rejected("bad_timestamp", f"cannot read timestamp {value!r}")
         value = parsed
@@ -104,7 +119,64 @@ def parse_timestamp(value: datetime | str | float | int) -> datetime:
         raise Rejected("bad_timestamp", f"timestamp {value.isoformat()} is out of range in UTC") from None
 
 
+# Nine digits or more: eight are an ISO 8601 basic date (20240115), which fromisoformat reads.
+_EPOCH = re.compile(r"^\d{9,}(?:\.\d+)?$")
+_EPOCH_MS_ABOVE = 1e11  # year 5138 in seconds, 1973 in milliseconds: larger values are milliseconds
+
+
+def _from_epoch(number: float) -> datetime:
+    seconds = number / 1000 if number > _EPOCH_MS_ABOVE else number
+    try:
+        return datetime.fromtimestamp(float(seconds), UTC)
+    except (OverflowError, OSError, ValueError):
+        raise Rejected("bad_timestamp", f"epoch timestamp {number!r} is out of range") from None
+
+
+# Zone abbreviations feeds put where RFC 2822 wants an offset; the standard library knows only UT, GMT
+# and the US ones. A name that says standard or summer time is a fixed offset; a generic one (ET: EST
+# or EDT by date) is its region's zone. Ambiguous names take their financial-press meaning: BST British
+# Summer Time (not Bangladesh), IST India (Indian market news; not Irish or Israel), CST US Central
+# (as RFC 2822 reads it; not China).
+_ZONES: dict[str, tzinfo] = {
+    **{name: timezone(timedelta(hours=offset)) for name, offset in {
+        "UT": 0, "UTC": 0, "GMT": 0, "Z": 0, "WET": 0, "BST": 1, "WEST": 1, "CET": 1, "CEST": 2,
+        "EET": 2, "EEST": 3, "MSK": 3, "IST": 5.5, "SGT": 8, "HKT": 8, "AWST": 8, "JST": 9, "KST": 9,
+        "AEST": 10, "AEDT": 11, "NZST": 12, "NZDT": 13,
+        "EST": -5, "EDT": -4, "CST": -6, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8, "PDT": -7,
+    }.items()},
+    "ET": ZoneInfo("America/New_York"), "CT": ZoneInfo("America/Chicago"),
+    "MT": ZoneInfo("America/Denver"), "PT": ZoneInfo("America/Los_Angeles"),
+}
+# A trailing zone: an abbreviation, or an offset with a colon (RFC 2822 wants +0100; feeds write +01:00).
+_ZONE_SUFFIX = re.compile(r"\s(?:(?P<name>[A-Z]{1,5})|(?P<sign>[+-])(?P<hh>[01]\d|2[0-3]):?(?P<mm>[0-5]\d))$")
+
+
 def _parse_time_string(text: str) -> datetime | None:
+    """The time ``text`` says, naive when it names no zone; None when it is not a time."""
+    parsed = _parse_plain(text)
+    if parsed is not None and parsed.tzinfo is not None:
+        return parsed
+    return _with_trailing_zone(text) or parsed
+
+
+def _with_trailing_zone(text: str) -> datetime | None:
+    """``text`` read as a zone-less time followed by a zone the standard parsers do not know."""
+    match = _ZONE_SUFFIX.search(text)
+    if match is None:
+        return None
+    if match["name"]:
+        zone = _ZONES.get(match["name"])
+    else:
+        sign = -1 if match["sign"] == "-" else 1
+        zone = timezone(sign * timedelta(hours=int(match["hh"]), minutes=int(match["mm"])))
+    local = _parse_plain(text[:match.start()].rstrip()) if zone is not None else None
+    if local is None or local.tzinfo is not None:
+        return None
+    return local.replace(tzinfo=zone)
+
+
+def _parse_plain(text: str) -> datetime | None:
+    """ISO 8601, else RFC 2822, as the standard library reads them (an unknown zone name is dropped)."""
     try:
         return datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
@@ -179,7 +251,8 @@ class Normaliser:
         if item.published_at is not None and item.published_at != "":
             published = parse_timestamp(item.published_at)
             if published > now + self.future_tolerance:
-                raise Rejected("future_timestamp", f"published_at {published.isoformat()} is in the future")
+                raise Rejected("future_timestamp", f"published_at {published.isoformat()} is in the future",
+                               temporary=published <= now + FUTURE_RETRY_WITHIN)
         url = canonical_url(item.url)
         if url and len(url) > MAX_URL_CHARS:  # percent-encoding can make the canonical form longer
             raise Rejected("url_too_long", f"URL is {len(url)} characters in canonical form, over {MAX_URL_CHARS}")

@@ -39,8 +39,14 @@ class BatchReport:
 
     @property
     def delivered(self) -> bool:
-        """True when nothing was lost to Kafka: the source may move its cursor."""
+        """True when nothing was lost to Kafka."""
         return not self.failed
+
+    @property
+    def settled(self) -> bool:
+        """True when nothing was lost to Kafka and nothing was rejected for now only: the source may
+        move its cursor. Else the next poll reads the same items again (dedup drops those produced)."""
+        return self.delivered and not any(bad.temporary for bad in self.rejected)
 
     def add(self, other: BatchReport) -> None:
         self.fetched += other.fetched
@@ -146,7 +152,7 @@ class Pipeline:
         finally:
             if self.dedup is not None and to_send:
                 self.dedup.rollback(d.id for d in to_send)  # no-op for the committed ones
-        if report.delivered and result.on_delivered is not None:
+        if report.settled and result.on_delivered is not None:
             result.on_delivered()
         return report
 

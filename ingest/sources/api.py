@@ -56,8 +56,6 @@ def parse_articles(payload: object, url: str, source: str, fields: FieldMap, ite
             result.rejected.append(Rejected("missing_field", f"no text at {fields.text!r}", where))
             continue
         published = get_path(article, fields.published_at) if fields.published_at else None
-        if isinstance(published, int | float) and not isinstance(published, bool) and published > 1e11:
-            published = published / 1000.0
         source_id = get_path(article, fields.source_id) if fields.source_id else None
         result.items.append(SourceItem(
             source=source,

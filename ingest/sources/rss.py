@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ingest.items import FetchResult, Rejected, SourceItem
@@ -19,20 +21,28 @@ def feed_name(url: str) -> str:
 
 class RssSource(Source):
     """One feed. ETag / Last-Modified are sent back on the next poll (a 304 costs nothing),
-    but only remembered once the items of that response reached Kafka."""
+    but only remembered once the items of that response reached Kafka and none was dated ahead
+    of the clock (see :attr:`FetchResult.on_delivered`). The whole feed is asked for at least every
+    ``full_every`` seconds: dedup renews the ids it sees again, and an entry a feed keeps unchanged
+    for longer than the dedup retention would otherwise be news again once the feed changes."""
 
-    def __init__(self, http: HttpFetcher, url: str, *, name: str | None = None, interval: float = 300.0) -> None:
+    def __init__(self, http: HttpFetcher, url: str, *, name: str | None = None, interval: float = 300.0,
+                 full_every: float = 86400.0, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(http, name=name or feed_name(url), interval=interval)
         self.url = url
+        self.full_every = full_every
+        self.clock = clock
         self.etag: str | None = None
         self.last_modified: str | None = None
+        self._full_at: float | None = None  # when the validators were remembered, from a whole feed
 
     async def fetch(self) -> FetchResult:
         headers = {"Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5"}
-        if self.etag:
-            headers["If-None-Match"] = self.etag
-        if self.last_modified:
-            headers["If-Modified-Since"] = self.last_modified
+        if self._full_at is not None and self.clock() - self._full_at < self.full_every:
+            if self.etag:
+                headers["If-None-Match"] = self.etag
+            if self.last_modified:
+                headers["If-Modified-Since"] = self.last_modified
         response = await self.http.get(self.url, headers=headers)
         if response.status == 304:
             return FetchResult(not_modified=True)
@@ -41,6 +51,7 @@ class RssSource(Source):
 
         def remember() -> None:
             self.etag, self.last_modified = etag, modified
+            self._full_at = self.clock()
 
         result.on_delivered = remember
         return result

@@ -8,7 +8,8 @@ from ingest.sources.http import FetchError, HttpFetcher
 
 
 class StockTwitsSource(Source):
-    """Asks only for messages newer than the last delivered one (``since``)."""
+    """Asks only for messages newer than the last delivered one (``since``); a poll with a message
+    dated ahead of the clock leaves ``since`` where it was, so that message comes again."""
 
     def __init__(self, http: HttpFetcher, symbol: str, *, base_url: str = "https://api.stocktwits.com/api/2",
                  interval: float = 60.0) -> None:

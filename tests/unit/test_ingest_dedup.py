@@ -329,3 +329,38 @@ def test_reused_rowids_are_noticed(pair, tmp_path: Path, clock: Clock) -> None:
     assert third._conn().execute("SELECT rowid FROM seen WHERE id = 'a'").fetchone() == (1,)  # below z's
     assert second.check(doc("b", SYNDICATED)).of == "a"
     third.close()
+
+
+def test_an_item_a_feed_keeps_stays_known_past_the_retention(index: DedupIndex, clock: Clock) -> None:
+    assert index.check(doc("a", url="https://x.com/1")) is None
+    index.commit(["a"])
+    for _ in range(4):  # still in the feed, polled for 40 days
+        clock.now += timedelta(days=10)
+        index.prune()
+        assert index.check(doc("a", url="https://x.com/1")).kind == "id"
+    clock.now += timedelta(days=10)
+    index.prune()
+    assert index.check(doc("b", "another id for the same link", url="https://x.com/1")).kind == "url"
+    clock.now += timedelta(days=31)  # gone from the feed for a whole retention: forgotten
+    index.prune()
+    assert index.check(doc("a", url="https://x.com/1")) is None
+
+
+def test_a_renewal_keeps_the_id_but_not_the_signature_past_the_window(tmp_path: Path, clock: Clock) -> None:
+    index = DedupIndex(tmp_path / "d.sqlite3", prune_every_hours=1000, clock=clock)  # the renewal alone, no prune
+    index.start()
+    index.check(doc("a", tickers=("ACME",)))
+    index.commit(["a"])
+    db = index._conn()
+    clock.now += timedelta(hours=1)
+    rowid, first_seen = db.execute("SELECT rowid, seen_at FROM seen").fetchone()
+    assert index.check(doc("a")).kind == "id"
+    assert db.execute("SELECT seen_at FROM seen").fetchone()[0] == first_seen  # inside the window: no write
+    clock.now += timedelta(hours=48)
+    assert index.check(doc("a")).kind == "id"
+    # Renewed; a restart would not reload its signature, so its story is news again as without the renewal.
+    assert db.execute("SELECT seen_at, minhash FROM seen").fetchone() == (clock.now.timestamp(), None)
+    assert db.execute("SELECT rowid FROM seen").fetchone()[0] == rowid  # other processes' _load follows rowids
+    assert db.execute("SELECT COUNT(*) FROM seen_tickers").fetchone()[0] == 0
+    assert index.check(doc("b", SYNDICATED)) is None
+    index.close()

@@ -19,6 +19,7 @@ from ingest.normalise import (
     parse_timestamp,
     shorten,
 )
+from ingest.sources.rss import parse_feed
 from ingest.tickers import TickerDictionary, TickerExtractor
 from ingest.urls import canonical_url
 
@@ -50,6 +51,22 @@ def test_control_zero_width_whitespace_and_nfc() -> None:
     assert clean_text("lone \ud800 surrogate") == "lone surrogate"
 
 
+def test_format_characters_go_and_typographic_apostrophes_and_hyphens_fold() -> None:
+    assert clean_text("Berk\u00adshire\u2063 McDonald\u2019s \u2018Q3\u2019 non\u2011stop \u2010 x") == \
+        "Berkshire McDonald's 'Q3' non-stop - x"
+    assert clean_text("Cafe\u00ad\u0301") == "Café"  # the accent finds its letter once the soft hyphen is gone
+    assert clean_text("\U0001f468\u200d\U0001f4bb") == "\U0001f468\u200d\U0001f4bb"  # the emoji joiner stays
+
+
+@pytest.mark.parametrize("title,ticker", [
+    ("McDonald\u2019s shares fall after a weak quarter", "MCD"),
+    ("Berk&shy;shire Hathaway posts record operating earnings", "BRK.B"),
+])
+def test_company_names_are_found_through_typography(normaliser: Normaliser, title: str, ticker: str) -> None:
+    doc = normaliser.normalise(item(title=f"<b>{title}</b>", text=f"<p>{title}</p>", html=True))
+    assert doc.tickers == [ticker] and "\u00ad" not in doc.text
+
+
 @given(st.text())
 def test_clean_text_is_idempotent_and_safe(text: str) -> None:
     cleaned = clean_text(text)
@@ -70,9 +87,49 @@ def test_times_are_utc(normaliser: Normaliser) -> None:
     ("Fri, 27 Nov 2026 10:00:00 -0000", datetime(2026, 11, 27, 10, tzinfo=UTC)),
     ("2026-11-27T10:00:00Z", datetime(2026, 11, 27, 10, tzinfo=UTC)),
     (1795773600, datetime(2026, 11, 27, 10, tzinfo=UTC)),
+    ("1795773600", datetime(2026, 11, 27, 10, tzinfo=UTC)),  # epoch seconds as a string (JSON APIs)
+    ("1795773600000", datetime(2026, 11, 27, 10, tzinfo=UTC)),  # milliseconds
+    (1795773600500, datetime(2026, 11, 27, 10, 0, 0, 500_000, tzinfo=UTC)),
+    ("Fri, 27 Nov 2026 11:00:00 +01:00", datetime(2026, 11, 27, 10, tzinfo=UTC)),
+    ("Fri, 27 Nov 2026 11:00:00 CET", datetime(2026, 11, 27, 10, tzinfo=UTC)),
+    ("Mon, 15 Jun 2026 11:00:00 BST", datetime(2026, 6, 15, 10, tzinfo=UTC)),  # British Summer Time
+    ("Fri, 27 Nov 2026 19:00:00 JST", datetime(2026, 11, 27, 10, tzinfo=UTC)),
+    ("Fri, 27 Nov 2026 15:30:00 IST", datetime(2026, 11, 27, 10, tzinfo=UTC)),  # India
+    ("27 Nov 2026 05:00 ET", datetime(2026, 11, 27, 10, tzinfo=UTC)),  # EST in November
+    ("15 Jun 2026 06:00 ET", datetime(2026, 6, 15, 10, tzinfo=UTC)),  # EDT in June
+    ("2026-11-27T10:00:00 GMT", datetime(2026, 11, 27, 10, tzinfo=UTC)),
 ])
 def test_timestamp_formats(value, expected) -> None:
     assert parse_timestamp(value) == expected
+
+
+@pytest.mark.parametrize("value,code", [
+    ("Fri, 27 Nov 2026 10:00:00 XYZ", "naive_timestamp"),  # a zone nobody can look up: not guessed
+    ("Fri, 27 Nov 2026 10:00:00 GMT+8", "naive_timestamp"),  # POSIX and the press read the sign oppositely
+    ("20261127", "naive_timestamp"),  # eight digits are an ISO 8601 date, not epoch seconds
+    ("10:00 ET", "bad_timestamp"),  # no date: never today's
+])
+def test_zones_and_epochs_that_are_not_guessed(value: str, code: str) -> None:
+    with pytest.raises(Rejected) as caught:
+        parse_timestamp(value)
+    assert caught.value.code == code
+
+
+@given(st.from_regex(r"\A(Fri, 27 Nov 2026 10:00(:00)?|2026-11-27T10:00|\d{9,14})?\s?[A-Za-z+:\d-]{0,7}\Z"))
+def test_any_time_string_is_read_or_rejected_never_an_error(text: str) -> None:
+    try:
+        assert parse_timestamp(text).utcoffset() == timedelta(0)
+    except Rejected as exc:
+        assert exc.code in ("bad_timestamp", "naive_timestamp")
+
+
+def test_feed_dates_with_a_named_zone_or_a_colon_offset_are_kept(normaliser: Normaliser) -> None:
+    feed = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>
+<item><guid>1</guid><title>Acme opens a plant</title><pubDate>Fri, 27 Nov 2026 11:00:00 CET</pubDate></item>
+<item><guid>2</guid><title>Acme hires</title><pubDate>Fri, 27 Nov 2026 11:00:00 +01:00</pubDate></item>
+</channel></rss>"""
+    items = parse_feed(feed, "https://e.com/rss", "rss:e.com").items
+    assert [normaliser.normalise(i).published_at for i in items] == [datetime(2026, 11, 27, 10, tzinfo=UTC)] * 2
 
 
 @pytest.mark.parametrize("value,code", [
@@ -86,6 +143,13 @@ def test_zone_less_unreadable_or_future_times_are_rejected(normaliser: Normalise
         normaliser.normalise(item(published_at=value, where="feed.xml entry 3"))
     assert caught.value.code == code
     assert "feed.xml entry 3" in str(caught.value)
+
+
+def test_a_time_a_little_ahead_is_rejected_for_now_only(normaliser: Normaliser) -> None:
+    for published, temporary in (("2026-11-28T20:00:00Z", True), ("2027-11-28T12:00:00Z", False)):
+        with pytest.raises(Rejected) as caught:
+            normaliser.normalise(item(published_at=published))
+        assert (caught.value.code, caught.value.temporary) == ("future_timestamp", temporary)
 
 
 def test_small_clock_skew_is_tolerated(normaliser: Normaliser) -> None:
@@ -148,8 +212,8 @@ def test_any_schema_error_is_a_rejection_of_that_document(normaliser: Normaliser
 def test_id_from_source_id_else_canonical_url_else_content(normaliser: Normaliser) -> None:
     by_source_id = normaliser.normalise(item(source_id="42", url="https://x.com/a"))
     assert by_source_id.id == document_id("test", "42")
-    by_url = normaliser.normalise(item(url="HTTPS://News.Example.com/a?utm_source=x&b=2&a=1#top"))
-    assert by_url.url == "https://news.example.com/a?a=1&b=2"
+    by_url = normaliser.normalise(item(url="HTTPS://News.Example.com/a?utm_source=x&b=2&a=1#post-2"))
+    assert by_url.url == "https://news.example.com/a?a=1&b=2#post-2"
     assert by_url.id == document_id("test", None, by_url.url)
     by_text = normaliser.normalise(item())
     assert by_text.source_id.startswith("sha256:") and by_text.id == normaliser.normalise(item()).id
@@ -198,7 +262,11 @@ def test_html_to_text_survives_garbage() -> None:
 
 
 @pytest.mark.parametrize("url,expected", [
-    ("https://Example.COM:443/Path?b=2&a=1&utm_medium=rss&fbclid=x#frag", "https://example.com/Path?a=1&b=2"),
+    ("https://Example.COM:443/Path?b=2&a=1&utm_medium=rss&fbclid=x#frag", "https://example.com/Path?a=1&b=2#frag"),
+    ("https://example.com/live#post-1", "https://example.com/live#post-1"),  # live blog entries differ by it
+    ("https://example.com/a?id=7#utm_source=rss&utm_medium=feed", "https://example.com/a?id=7"),
+    ("https://example.com/a#xtor=RSS-3", "https://example.com/a"),  # a feed's tag in the fragment
+    ("https://example.com/a#", "https://example.com/a"),
     ("http://example.com:8080", "http://example.com:8080/"),
     ("https://example.com/a?gclid=1&ref=home", "https://example.com/a"),
     ("https://example.com/a?id=7&ref_src=twsrc", "https://example.com/a?id=7"),

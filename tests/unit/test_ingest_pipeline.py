@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,11 @@ from ingest.metrics import IngestMetrics
 from ingest.normalise import Normaliser
 from ingest.pipeline import Pipeline
 from ingest.producer import Delivery, refusal
-from ingest.runner import poll_once
+from ingest.runner import poll, poll_once
 from ingest.sources.base import Source
+from ingest.sources.http import HttpFetcher
+from ingest.sources.rss import RssSource
+from ingest.sources.stocktwits import StockTwitsSource
 from ingest.tickers import TickerDictionary, TickerExtractor
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -62,11 +66,11 @@ class Sink:
 
 
 @contextlib.contextmanager
-def started_pipeline(state: Path):
+def started_pipeline(state: Path, clock: Callable[[], datetime] = lambda: NOW):
     """A pipeline with its dedup index in ``state`` and a :class:`Sink` for Kafka."""
-    normaliser = Normaliser(TickerExtractor(TickerDictionary.load()), clock=lambda: NOW)
+    normaliser = Normaliser(TickerExtractor(TickerDictionary.load()), clock=clock)
     pipe = Pipeline(load_settings(), metrics=IngestMetrics(CollectorRegistry()), sink=Sink(), normaliser=normaliser,
-                    dedup=DedupIndex(state / "dedup.sqlite3", clock=lambda: NOW))
+                    dedup=DedupIndex(state / "dedup.sqlite3", clock=clock))
     pipe.start()
     try:
         yield pipe
@@ -135,3 +139,114 @@ async def test_once_a_source_that_fails_unexpectedly_is_reported_and_the_others_
     assert (report.produced, errors) == (1, 1)
     assert said[0].startswith("boom: unexpected error: ValueError: a bug in this source")
     assert pipeline.metrics.value("finsent_ingest_errors_total", source="boom", reason="unexpected") == 1
+
+
+def test_live_blog_entries_whose_links_differ_by_fragment_are_two_documents(pipeline: Pipeline) -> None:
+    page = "https://news.example.com/markets/live?utm_source=rss"
+    report = pipeline.process("rss:x", [story("post-1", url=f"{page}#post-1"), story("post-2", url=f"{page}#post-2")])
+    assert report.produced == 2 and report.duplicates == 0
+    assert [d.url for d in report.documents] == [f"https://news.example.com/markets/live#post-{n}" for n in (1, 2)]
+    again = pipeline.process("rss:y", [story("elsewhere", url=f"{page}#post-1")])  # the same link in another feed
+    assert again.duplicates == 1 and pipeline.metrics.value("finsent_ingest_duplicates_total", kind="url") == 1
+
+
+FEED = """<?xml version="1.0"?><rss version="2.0"><channel><title>IR</title>
+<item><guid>41</guid><title>Acme declares a dividend</title><pubDate>Sat, 28 Nov 2026 11:00:00 GMT</pubDate></item>
+<item><guid>42</guid><title>Acme raises its dividend</title><pubDate>Sat, 28 Nov 2026 12:05:00 GMT</pubDate></item>
+</channel></rss>"""
+STREAM = {"response": {"status": 200}, "messages": [
+    {"id": 7, "body": "$ACME looks strong", "created_at": "2026-11-28T11:00:00Z"},
+    {"id": 8, "body": "$ACME breaking out", "created_at": "2026-11-28T12:05:00Z"},
+]}
+
+
+@contextlib.asynccontextmanager
+async def feed_server(asked: list[dict[str, str]], feed: dict[str, str] | None = None):
+    """A real HTTP server on a free port: an RSS feed (``feed``'s body and etag) that honours If-None-Match,
+    and a StockTwits stream; ``asked`` gets each request's conditional headers and query."""
+    from aiohttp import web
+
+    current = feed if feed is not None else {"body": FEED, "etag": '"v1"'}
+
+    async def rss(request: web.Request) -> web.Response:
+        asked.append({"if-none-match": request.headers.get("If-None-Match", "")})
+        if request.headers.get("If-None-Match") == current["etag"]:
+            return web.Response(status=304)
+        return web.Response(body=current["body"].encode(), content_type="application/rss+xml",
+                            headers={"ETag": current["etag"]})
+
+    async def stream(request: web.Request) -> web.Response:
+        asked.append(dict(request.query))
+        return web.json_response(STREAM)
+
+    app = web.Application()
+    app.router.add_get("/rss.xml", rss)
+    app.router.add_get("/streams/symbol/ACME.json", stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    http = HttpFetcher(timeout=5)
+    try:
+        yield http, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await http.close()
+        await runner.cleanup()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW - timedelta(minutes=10)  # 11:50: what is dated 12:05 is ahead of the clock
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_a_feed_item_dated_ahead_is_fetched_again_once_its_time_comes(tmp_path: Path) -> None:
+    clock, asked = Clock(), []
+    async with feed_server(asked) as (http, base):
+        source = RssSource(http, f"{base}/rss.xml")
+        with started_pipeline(tmp_path, clock) as pipe:
+            first = await poll(source, pipe)
+            assert (first.produced, [r.code for r in first.rejected]) == (1, ["future_timestamp"])
+            assert source.etag is None  # not remembered: the next poll gets the whole feed again
+            clock.now = NOW + timedelta(minutes=10)
+            second = await poll(source, pipe)
+            assert (second.produced, second.duplicates, second.rejected) == (1, 1, [])
+            assert (await poll(source, pipe)).fetched == 0  # now 304 Not Modified
+    assert [a["if-none-match"] for a in asked] == ["", "", '"v1"']
+    assert [d.source_id for d in pipe.sink.sent] == ["41", "42"]
+
+
+async def test_a_stocktwits_message_dated_ahead_keeps_the_cursor_before_it(tmp_path: Path) -> None:
+    clock, asked = Clock(), []
+    async with feed_server(asked) as (http, base):
+        source = StockTwitsSource(http, "ACME", base_url=base)
+        with started_pipeline(tmp_path, clock) as pipe:
+            first = await poll(source, pipe)
+            assert (first.produced, [r.code for r in first.rejected]) == (1, ["future_timestamp"])
+            clock.now = NOW + timedelta(minutes=10)
+            second = await poll(source, pipe)
+            assert (second.produced, second.duplicates) == (1, 1)
+            await poll(source, pipe)
+    assert asked == [{}, {}, {"since": "8"}]
+    assert [d.source_id for d in pipe.sink.sent] == ["7", "8"]
+
+
+async def test_an_entry_a_feed_keeps_past_the_dedup_retention_is_not_news_again(tmp_path: Path) -> None:
+    clock, asked, feed = Clock(), [], {"body": FEED, "etag": '"v1"'}
+    clock.now = NOW + timedelta(hours=1)
+    async with feed_server(asked, feed) as (http, base):
+        source = RssSource(http, f"{base}/rss.xml", clock=lambda: clock.now.timestamp())
+        with started_pipeline(tmp_path, clock) as pipe:
+            assert (await poll(source, pipe)).produced == 2
+            for _ in range(80):  # unchanged for 40 days (the retention is 30), polled every 12 hours
+                clock.now += timedelta(hours=12)
+                pipe.dedup.prune()  # as other feeds' commits would
+                assert (await poll(source, pipe)).produced == 0
+            added = "<item><guid>43</guid><title>Acme buys back shares</title></item>"
+            feed.update(body=FEED.replace("<item>", added + "<item>", 1), etag='"v2"')
+            clock.now += timedelta(hours=1)
+            assert (await poll(source, pipe)).produced == 1
+    assert [d.source_id for d in pipe.sink.sent] == ["41", "42", "43"]
+    assert [a["if-none-match"] for a in asked][:4] == ["", '"v1"', "", '"v1"']  # the whole feed once a day
