@@ -174,40 +174,64 @@ def retry(
 @app.command("test-webhook")
 def test_webhook(
     ctx: typer.Context,
-    url: Annotated[str, typer.Argument(help="Receiver URL (http:// or https://)")],
-    fmt: Annotated[str, typer.Option("--format", help="json or slack")] = "json",
-    timeout: Annotated[float, typer.Option(min=0.1, max=300)] = 10.0,
+    target: Annotated[str, typer.Argument(
+        metavar="URL|NAME", help="Receiver URL (http:// or https://), or with --rules a webhook's name")],
+    rules: Annotated[Optional[Path], typer.Option(
+        "--rules", "-r", help="Rules file: send to its webhook NAME with that webhook's URL, format, timeout, "
+                              "headers and secret")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="json or slack (default json)")] = None,
+    timeout: Annotated[Optional[float], typer.Option(min=0.1, max=300, help="seconds (default 10)")] = None,
 ) -> None:
-    """Send one signed sample alert to URL and report the answer."""
-    from pydantic import ValidationError
-
+    """Send one signed sample alert to a URL, or to a webhook of a rules file, and report the answer."""
     from alerts.delivery import post, webhook_client
     from alerts.payload import idempotency_key
-    from alerts.rules import Webhook
     from finsent.schemas import Alert
 
     settings = settings_of(ctx)
-    secret = settings.alerts_webhook_secret.get_secret_value() if settings.alerts_webhook_secret else ""
+    if rules:
+        hook = _rules_webhook(rules, target, settings.windows, fmt, timeout)
+    else:
+        hook = _url_webhook(target, fmt, timeout)
+    shared = settings.alerts_webhook_secret.get_secret_value() if settings.alerts_webhook_secret else ""
+    secret = hook.signing_secret(shared)
     if not secret:
-        fail("FINSENT_ALERTS_WEBHOOK_SECRET is not set: webhooks are always signed")
-    try:
-        hook = Webhook(url=url, format=fmt, timeout=timeout)
-    except ValidationError as exc:
-        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        fail("FINSENT_ALERTS_WEBHOOK_SECRET is not set" + (f" and webhook {target!r} has no secret" if rules else "")
+             + ": webhooks are always signed")
     now = datetime.now(UTC)
     alert = Alert(idempotency_key=idempotency_key("test-webhook", None, None, now), rule="test-webhook",
                   kind="model", message="finsent test alert: if you can read this, the webhook works.",
                   created_at=now)
+    shown = f"webhook {target!r}" if rules else target  # a rules file's URL may carry a token
     started = time.perf_counter()
     try:
         with webhook_client() as client:  # the engine's client: the same deadline, the same redirects
             response = post(client, hook, alert, secret, attempt=1, now=time.time())
     except Exception as exc:  # whatever the send raised, the answer is that this URL does not work
-        fail(f"{url}: {type(exc).__name__}: {exc}")
+        fail(f"{shown}: {type(exc).__name__}: {exc}")
     elapsed = (time.perf_counter() - started) * 1000
-    typer.echo(f"{url}: HTTP {response.status_code} in {elapsed:.0f} ms (key {alert.idempotency_key})")
+    typer.echo(f"{shown}: HTTP {response.status_code} in {elapsed:.0f} ms (key {alert.idempotency_key})")
     if not 200 <= response.status_code < 300:
         fail(f"receiver answered {response.status_code}: {response.text[:200]}")
+
+
+def _url_webhook(url: str, fmt: str | None, timeout: float | None):
+    from pydantic import ValidationError
+
+    from alerts.rules import Webhook
+
+    try:
+        return Webhook(url=url, format=fmt or "json", timeout=timeout or 10.0)
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+
+def _rules_webhook(path: Path, name: str, windows: str, fmt: str | None, timeout: float | None):
+    if fmt is not None or timeout is not None:
+        fail("with --rules, the format and timeout are the webhook's own: drop --format and --timeout")
+    parsed = _load(path, windows)
+    if name not in parsed.webhooks:
+        fail(f"{path}: no webhook {name!r} (known: {', '.join(sorted(parsed.webhooks)) or 'none'})")
+    return parsed.webhooks[name]
 
 
 @app.command()
@@ -216,7 +240,7 @@ def receive(
     port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="default FINSENT_RECEIVER_PORT")] = None,
 ) -> None:
     """Run the reference receiver on 127.0.0.1:PORT: verifies signatures and prints each alert."""
-    from alerts.receiver import WebhookReceiver
+    from alerts.receiver import WebhookReceiver, body_key
     from finsent.stop_signals import StopSignals
 
     settings = settings_of(ctx)
@@ -229,9 +253,14 @@ def receive(
         if record.error:
             typer.echo(f"rejected: {record.error}", err=True)
             return
-        body = record.json()
+        try:
+            body = record.json()
+        except ValueError:  # signed, yet not JSON: shown, not a crash of the request's thread
+            body = None
+        what = (body.get("message") or body.get("text")) if isinstance(body, dict) else "(not a JSON object)"
         state = "duplicate" if record.duplicate else "new"
-        typer.echo(f"{state} {record.headers.get('X-Finsent-Idempotency-Key')}: {body.get('message') or body.get('text')}")
+        key = body_key(record.body) or record.headers.get("X-Finsent-Idempotency-Key")
+        typer.echo(f"{state} {key}: {what}")
 
     signals = StopSignals()
     receiver = WebhookReceiver(secret, port=port, on_receive=show).start()

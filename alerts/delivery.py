@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import random
-from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -31,6 +32,9 @@ USER_AGENT = "finsent-alerts/0.1"
 # A receiver that says "gone" will not come back; everything else (5xx, 429, timeouts, refused
 # connections, even 4xx from a half-deployed receiver) is worth another try.
 _PERMANENT_STATUS = {410}
+# Of a receiver's answer only the status and 200 characters of the body are used: the rest is never read,
+# however much the receiver sends.
+MAX_ANSWER_BYTES = 4096
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
@@ -40,7 +44,16 @@ def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Rand
     return step / 2 + rng.uniform(0, step / 2)
 
 
-def retry_after_seconds(response: httpx.Response, now: float) -> float | None:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A receiver's answer: its status and headers, and the start of its body."""
+
+    status_code: int
+    headers: httpx.Headers
+    text: str
+
+
+def retry_after_seconds(response: Answer, now: float) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -56,29 +69,47 @@ class AttemptTimedOut(Exception):
     """The receiver's answer was not complete within the webhook's ``timeout``."""
 
 
-def post(client: httpx.Client, hook: Webhook, alert: Alert, secret: str, *, attempt: int,
-         now: float) -> httpx.Response:
+def post(client: httpx.Client, hook: Webhook, alert: Alert, secret: str, *, attempt: int, now: float) -> Answer:
     """One signed POST of ``alert`` to ``hook``, cut off after ``hook.timeout`` seconds in all (a
     client that keeps connections alive is cut off only on new ones: :mod:`alerts.attempt_deadline`);
-    raises httpx errors (and others) for transport failures, AttemptTimedOut when the time ran out."""
+    raises httpx errors (and others) for transport failures, AttemptTimedOut when the time ran out.
+    ``secret`` signs it unless the webhook has its own."""
     body = body_for(alert, hook.format)
     headers = {
         **hook.headers,
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        signing.SIGNATURE_HEADER: signing.sign(secret, body, int(now)),
+        "Accept-Encoding": "identity",  # the answer's head is read raw: no compressed body to inflate
+        signing.SIGNATURE_HEADER: signing.sign(hook.signing_secret(secret), body, int(now)),
         signing.IDEMPOTENCY_HEADER: alert.idempotency_key,
         "X-Finsent-Attempt": str(attempt),
     }
     # An answer whose status line arrived counts, even when the deadline cut its body short.
     with AttemptDeadline(hook.timeout) as deadline:
         try:
-            return client.post(hook.url, content=body, headers=headers, timeout=hook.timeout,
-                               extensions={"trace": deadline.trace})
+            with client.stream("POST", hook.url, content=body, headers=headers, timeout=hook.timeout,
+                               extensions={"trace": deadline.trace}) as response:
+                return Answer(response.status_code, response.headers, _head(response))
         except Exception as exc:
             if deadline.expired:
                 raise AttemptTimedOut(f"no complete answer within {hook.timeout:g} s") from exc
             raise
+
+
+def _head(response: httpx.Response) -> str:
+    """The first MAX_ANSWER_BYTES of the body, decoded; what arrived when the body was cut short."""
+    head = bytearray()
+    try:
+        for chunk in response.iter_raw(MAX_ANSWER_BYTES):
+            head += chunk
+            if len(head) >= MAX_ANSWER_BYTES:
+                break
+    except httpx.HTTPError:
+        pass
+    try:
+        return bytes(head[:MAX_ANSWER_BYTES]).decode(response.charset_encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return bytes(head[:MAX_ANSWER_BYTES]).decode("utf-8", errors="replace")
 
 
 def webhook_client() -> httpx.Client:

@@ -31,6 +31,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -40,6 +41,7 @@ from alerts.env_refs import UnsetVariable, expand
 from finsent.durations import parse_duration
 from finsent.tagged_unions import union_tags
 from finsent.window_sizes import parse_window, parse_windows
+from finsent.yaml_errors import yaml_problem
 from ingest.tickers import normalise_ticker
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -85,6 +87,13 @@ def _sendable_headers(value: dict[str, str]) -> dict[str, str]:
             # the value itself may be a token: say where it goes wrong, not what it is
             raise ValueError(f"header {name!r}: the value must be one line of printable ASCII; character "
                              f"{bad.start() + 1} of {len(text)} is {bad.group()!r}")
+    return value
+
+
+def _strong_secret(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value()) < 16:  # the message never shows the value
+        raise ValueError("a webhook secret needs at least 16 characters (generate one with: "
+                         "python -c 'import secrets; print(secrets.token_hex(32))')")
     return value
 
 
@@ -136,6 +145,13 @@ class Webhook(_Strict):
     backoff_initial: Duration = timedelta(seconds=2)
     backoff_max: Duration = timedelta(minutes=10)
     headers: Annotated[dict[str, str], AfterValidator(_sendable_headers)] = Field(default_factory=dict)
+    secret: Annotated[SecretStr, AfterValidator(_strong_secret)] | None = Field(
+        None, description="signs this webhook's bodies instead of FINSENT_ALERTS_WEBHOOK_SECRET: a receiver that "
+                          "knows a shared secret could sign alerts for every other webhook")
+
+    def signing_secret(self, default: str) -> str:
+        """The key that signs this webhook's bodies: its own secret, else ``default`` (the shared one)."""
+        return self.secret.get_secret_value() if self.secret is not None else default
 
     @model_validator(mode="after")
     def _backoff_order(self) -> Webhook:
@@ -325,7 +341,7 @@ def load_rules(path: Path | str, *, windows: str | None = None, environ: Mapping
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RulesError(f"{path}: not valid YAML: {exc}") from None
+        raise RulesError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None  # the text may hold a token
     try:
         raw = expand(raw, os.environ if environ is None else environ)
     except UnsetVariable as exc:

@@ -65,10 +65,12 @@ def consumer_group(settings: Settings) -> str:
 
 
 def webhook_secret(settings: Settings, rules: RulesFile) -> str:
+    """The shared secret, for the webhooks without a ``secret`` of their own ("" when none needs it)."""
     if settings.alerts_webhook_secret is None or not settings.alerts_webhook_secret.get_secret_value():
-        if rules.webhooks:
+        if unsigned := sorted(name for name, hook in rules.webhooks.items() if hook.secret is None):
             raise AlertsConfigError(
-                "FINSENT_ALERTS_WEBHOOK_SECRET is not set: webhooks are always signed "
+                f"FINSENT_ALERTS_WEBHOOK_SECRET is not set and webhook(s) {', '.join(unsigned)} have no secret of "
+                "their own: webhooks are always signed "
                 "(generate one with: python -c 'import secrets; print(secrets.token_hex(32))')"
             )
         return ""

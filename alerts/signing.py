@@ -8,7 +8,9 @@ are in ``alerts/WEBHOOKS.md``). The scheme::
 
 A receiver recomputes the HMAC over the raw body bytes exactly as received (before any JSON
 parsing), compares in constant time, rejects timestamps older than a tolerance (replays),
-and drops an idempotency key it has already processed (retries after a lost response).
+and drops an idempotency key it has already processed (retries after a lost response). The
+header is not signed: take the key from the verified body (``idempotency_key`` of the JSON
+format), as ``alerts.receiver`` does, or a replay with the header changed passes as new.
 """
 
 from __future__ import annotations

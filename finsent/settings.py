@@ -114,7 +114,9 @@ class Settings(BaseSettings):
 
     # --- ingest (ingest/) ----------------------------------------------------------------
     push_token: SecretStr | None = Field(None, description="Bearer token of the HTTP push endpoint")
-    push_max_bytes: int = Field(1_000_000, ge=1024)
+    push_max_bytes: int = Field(1_000_000, ge=1024, description="Largest push request body")
+    push_max_documents: int = Field(1000, ge=1, le=100_000, description="Most documents in one push request; more "
+                                    "is answered 413")
     push_port: int = Field(8080, ge=1, le=65535, description="Port of the HTTP push endpoint `finsent up` starts")
     receiver_port: int = Field(8099, ge=1, le=65535, description="Port of the reference webhook receiver `finsent up` "
                                "starts (alerts/rules.local.yml delivers there)")
@@ -175,6 +177,8 @@ class Settings(BaseSettings):
     # --- retrain and labels (retrain/) ---------------------------------------------------
     label_token: SecretStr | None = Field(None, description="Bearer token of the labels HTTP API (POST /labels, GET /review)")
     label_max_bytes: int = Field(1_000_000, ge=1024, description="Largest labels request body")
+    label_max_items: int = Field(1000, ge=1, le=100_000, description="Most labels in one POST /labels request; more "
+                                 "is answered 413")
     labels_host: str = Field("127.0.0.1", description="Address `finsent labels serve` binds")
     labels_port: int = Field(8094, ge=1, le=65535, description="Port of `finsent labels serve`")
     trusted_annotators: str = Field("", description="Comma-separated annotators whose latest label wins conflicts")

@@ -8,7 +8,7 @@ sources:
   - type: api
     name: mynews
     url: https://news.example.com/v1/latest
-    headers: {Authorization: "Bearer ${NEWS_TOKEN}"}   # ${VAR} comes from the environment
+    headers: {Authorization: "Bearer ${NEWS_TOKEN}"}   # ${VAR}, ${VAR:-default}: alerts.env_refs
     items: data.articles
     fields: {text: summary, title: headline, source_id: id, url: link, published_at: time, tickers: symbols}
   - type: reddit
@@ -22,15 +22,16 @@ push: {port: 8088}            # optional: also run the push endpoint
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Mapping
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alerts.env_refs import UnsetVariable, expand
 from finsent.settings import Settings
 from finsent.tagged_unions import union_tags
+from finsent.yaml_errors import yaml_problem
 from ingest.sources.api import ApiSource, FieldMap
 from ingest.sources.base import Source
 from ingest.sources.http import HttpFetcher, url_problem
@@ -50,7 +51,6 @@ HttpUrl = Annotated[str, AfterValidator(_fetchable)]
 # What Reddit and StockTwits allow; the name goes into a URL path, so nothing else gets through.
 Subreddit = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,21}$")]
 Symbol = Annotated[str, Field(pattern=r"^\$?[A-Za-z0-9._^-]{1,20}$")]
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class _Strict(BaseModel):
@@ -114,21 +114,18 @@ class SourcesFile(_Strict):
     push: PushConfig | None = None
 
 
-def expand_env(text: str, environ: dict[str, str] | None = None) -> str:
-    environ = os.environ if environ is None else environ
-
-    def value(match: re.Match) -> str:
-        if match.group(1) not in environ:
-            raise ValueError(f"${{{match.group(1)}}} is not set in the environment")
-        return environ[match.group(1)]
-
-    return _VAR.sub(value, text)
-
-
-def _load_yaml(path: Path) -> object:
+def _load_yaml(path: Path, environ: Mapping[str, str] | None = None) -> object:
+    """The parsed file, its values' ``${NAME}`` references read from ``environ`` (default: this process's
+    environment) after parsing, so a value cannot change the file's structure; no error quotes the file."""
     try:
-        return yaml.safe_load(expand_env(path.read_text("utf-8")))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:
+        raw = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the file: {getattr(exc, 'strerror', None) or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
+    try:
+        return expand(raw, os.environ if environ is None else environ)
+    except UnsetVariable as exc:
         raise ValueError(f"{path}: {exc}") from None
 
 

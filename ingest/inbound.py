@@ -44,11 +44,22 @@ class LenientInboundDocument(InboundDocument):
     model_config = ConfigDict(extra="ignore")
 
 
+MAX_FIELD_ERRORS = 10  # per document: one with thousands of unknown fields would otherwise echo each back
+
+
 def invalid_document(exc: ValidationError, where: str = "") -> Rejected:
-    """The rejection of a document that failed validation, with each field's error."""
-    errors = [{"field": ".".join(str(p) for p in err["loc"]) or "(document)", "error": err["msg"]}
-              for err in exc.errors()]
-    return Rejected("invalid_document", "; ".join(f"{e['field']}: {e['error']}" for e in errors), where, errors)
+    """The rejection of a document that failed validation, with its first fields' errors."""
+    # A field's name is the sender's (an unknown one too): shortened, so the answer and the log stay small.
+    errors = [{"field": _shortened(".".join(str(p) for p in err["loc"])) or "(document)", "error": err["msg"]}
+              for err in exc.errors(include_url=False, include_input=False)[:MAX_FIELD_ERRORS]]
+    detail = "; ".join(f"{e['field']}: {e['error']}" for e in errors)
+    if exc.error_count() > len(errors):
+        detail += f"; and {exc.error_count() - len(errors)} more"
+    return Rejected("invalid_document", detail, where, errors)
+
+
+def _shortened(name: str, limit: int = 100) -> str:
+    return name if len(name) <= limit else name[:limit] + "…"
 
 
 def to_item(raw: object, *, default_source: str, where: str, lenient: bool = False) -> SourceItem:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -115,13 +116,16 @@ class Pipeline:
         if self.dedup is not None:
             self.dedup.close()
 
-    async def submit(self, source: str, batch: FetchResult | list[SourceItem]) -> BatchReport:
+    async def submit(self, source: str, batch: FetchResult | list[SourceItem], *,
+                     summarise: bool = False) -> BatchReport:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.process, source, batch)
+        return await loop.run_in_executor(self._executor, lambda: self.process(source, batch, summarise=summarise))
 
-    def process(self, source: str, batch: FetchResult | list[SourceItem]) -> BatchReport:
+    def process(self, source: str, batch: FetchResult | list[SourceItem], *, summarise: bool = False) -> BatchReport:
         """Process one batch from ``source`` (the metric label); never raises for bad documents.
 
+        Each skipped document is logged, or with ``summarise`` the batch's skips in one line: a request
+        from outside (the push endpoint) must not write a log line per document it sends.
         Whatever happens, no document of the batch stays staged in the dedup index: what Kafka
         did not acknowledge is forgotten, so sending it again later is never taken for a duplicate.
         """
@@ -152,6 +156,7 @@ class Pipeline:
         finally:
             if self.dedup is not None and to_send:
                 self.dedup.rollback(d.id for d in to_send)  # no-op for the committed ones
+            _log_skips(source, report.rejected, summarise)
         if report.settled and result.on_delivered is not None:
             result.on_delivered()
         return report
@@ -183,4 +188,15 @@ class Pipeline:
     def _reject(self, source: str, bad: Rejected, report: BatchReport) -> None:
         report.rejected.append(bad)
         self.metrics.errors.labels(source, "invalid", bad.code).inc()
-        log.warning("%s: skipped %s", source, bad)
+
+
+def _log_skips(source: str, rejected: list[Rejected], summarise: bool) -> None:
+    if not rejected:
+        return
+    if not summarise:
+        for bad in rejected:
+            log.warning("%s: skipped %s", source, bad)
+        return
+    reasons = Counter(bad.code for bad in rejected)
+    log.warning("%s: skipped %d document(s) of a batch (%s); the first: %s", source, len(rejected),
+                ", ".join(f"{code} {count}" for code, count in reasons.most_common()), rejected[0])

@@ -4,10 +4,12 @@
 document, a list of documents, or ``{"documents": [...]}`` (the shape of
 :class:`ingest.inbound.InboundDocument`). Answers
 
-- 202 ``{"accepted", "duplicates", "rejected": [...]}`` once Kafka acknowledged the good
-  documents (bad ones of a batch are listed, the others still go through);
+- 202 ``{"accepted", "duplicates", "rejected": [...], "rejected_count"}`` once Kafka acknowledged the
+  good documents (bad ones of a batch are listed, the first ``MAX_SHOWN`` of them, and counted; the
+  others still go through);
 - 400 with the field errors when no document of the body is usable (or the body is not JSON);
-- 401 without a valid token (compared in constant time); 413 above ``push_max_bytes``;
+- 401 without a valid token (compared in constant time); 413 above ``push_max_bytes`` or
+  ``push_max_documents`` documents;
 - 429 with Retry-After above ``push_rate_limit`` requests per second per client (finsent.rate_limit);
 - 503 with Retry-After when Kafka did not acknowledge (nothing was remembered, send again), or
   when ``max_waiting`` batches already wait for Kafka: during an outage each waits up to the
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 LABEL = "push"
 MAX_WAITING = 8  # batches of this endpoint waiting for the pipeline at once
+MAX_SHOWN = 20  # rejections an answer lists; it counts them all (a list of thousands helps no sender)
 
 
 class Backlog:
@@ -67,6 +70,46 @@ def _rejection(bad: Rejected) -> dict:
     return entry
 
 
+def _rejections(rejected: list[Rejected]) -> dict:
+    return {"rejected": [_rejection(bad) for bad in rejected[:MAX_SHOWN]], "rejected_count": len(rejected)}
+
+
+class Refused(Exception):
+    """A body refused whole: ``status`` and ``error`` are the answer, ``reason`` the metric label (or None)."""
+
+    def __init__(self, status: int, error: str, reason: str | None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.reason = status, error, reason
+
+
+def read_documents(body: bytes, max_documents: int) -> FetchResult:
+    """The body's documents, validated (bad ones in ``rejected``); raises :class:`Refused`. CPU-bound on a
+    full body, so the endpoint runs it in a thread: the event loop keeps answering meanwhile."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Refused(400, f"body is not valid UTF-8 JSON: {exc}", "invalid_json") from None
+    if isinstance(payload, dict) and isinstance(payload.get("documents"), list):
+        documents, prefix = payload["documents"], "documents"
+    elif isinstance(payload, list):
+        documents, prefix = payload, "documents"
+    else:
+        documents, prefix = [payload], "document"
+    if not documents:
+        raise Refused(400, "no documents in the body", None)
+    if len(documents) > max_documents:  # counted before any is validated: the cost is in the validation
+        raise Refused(413, f"{len(documents)} documents in one request, over the limit of {max_documents} "
+                           "(FINSENT_PUSH_MAX_DOCUMENTS): send them in several requests", "too_many_documents")
+    batch = FetchResult()
+    for index, raw in enumerate(documents):
+        where = f"{prefix}[{index}]" if prefix == "documents" else "document"
+        try:
+            batch.items.append(to_item(raw, default_source=LABEL, where=where))
+        except Rejected as bad:
+            batch.rejected.append(bad)
+    return batch
+
+
 def ensure_token(settings: Settings) -> Settings:
     """Settings with a push token: FINSENT_PUSH_TOKEN, else one generated once and kept in
     ``<state_dir>/ingest/push-token`` (mode 600), so a local ``make up`` works and is still
@@ -88,7 +131,7 @@ def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_W
     if settings.push_token is None or not settings.push_token.get_secret_value():
         raise ValueError("FINSENT_PUSH_TOKEN is not set: the push endpoint requires a bearer token")
     token = settings.push_token.get_secret_value().encode("utf-8")
-    max_bytes = settings.push_max_bytes
+    max_bytes, max_documents = settings.push_max_bytes, settings.push_max_documents
     metrics = pipeline.metrics
     backlog = Backlog(max_waiting)
 
@@ -112,39 +155,25 @@ def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_W
             metrics.errors.labels(LABEL, "invalid", "too_large").inc()
             return _json(413, {"error": f"body is over the limit of {max_bytes} bytes"})
         try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            metrics.errors.labels(LABEL, "invalid", "invalid_json").inc()
-            return _json(400, {"error": f"body is not valid UTF-8 JSON: {exc}"})
-        if isinstance(payload, dict) and isinstance(payload.get("documents"), list):
-            documents, prefix = payload["documents"], "documents"
-        elif isinstance(payload, list):
-            documents, prefix = payload, "documents"
-        else:
-            documents, prefix = [payload], "document"
-        if not documents:
-            return _json(400, {"error": "no documents in the body"})
-        batch = FetchResult()
-        for index, raw in enumerate(documents):
-            where = f"{prefix}[{index}]" if prefix == "documents" else "document"
-            try:
-                batch.items.append(to_item(raw, default_source=LABEL, where=where))
-            except Rejected as bad:
-                batch.rejected.append(bad)
+            batch = await asyncio.get_running_loop().run_in_executor(None, read_documents, body, max_documents)
+        except Refused as refused:
+            if refused.reason:
+                metrics.errors.labels(LABEL, "invalid", refused.reason).inc()
+            return _json(refused.status, {"error": refused.error})
         try:
-            report = await request.app[_PIPELINE].submit(LABEL, batch)
+            report = await request.app[_PIPELINE].submit(LABEL, batch, summarise=True)
         except Exception:  # a bug, not the sender's fault: a JSON answer, and the traceback in the log
             log.exception("push batch of %d document(s) failed", len(batch.items))
             metrics.errors.labels(LABEL, "delivery", "unexpected").inc()
             return _json(500, {"error": "internal error while processing the documents; see the server log"})
-        rejected = [_rejection(bad) for bad in report.rejected]
+        rejected = _rejections(report.rejected)
         if report.failed:
             return _json(503, {"error": f"{len(report.failed)} document(s) not acknowledged by Kafka; send again",
-                               "accepted": report.produced, "duplicates": report.duplicates, "rejected": rejected},
+                               "accepted": report.produced, "duplicates": report.duplicates, **rejected},
                          {"Retry-After": "5"})
         if report.produced == 0 and report.duplicates == 0:
-            return _json(400, {"error": "no valid document", "rejected": rejected})
-        return _json(202, {"accepted": report.produced, "duplicates": report.duplicates, "rejected": rejected,
+            return _json(400, {"error": "no valid document", **rejected})
+        return _json(202, {"accepted": report.produced, "duplicates": report.duplicates, **rejected,
                            "ids": [doc.id for doc in report.documents]})
 
     async def healthz(_: web.Request) -> web.Response:

@@ -4,7 +4,8 @@
   ``text``, ``label`` and optionally ``doc_id``, ``annotator``, ``source`` (default ``api``; the
   review page sends ``review``), ``labeled_at`` (with a time zone, at most 5 minutes ahead of this
   server's clock). 202 with the label ids once Kafka has them;
-  400 naming each bad field; 401 without the bearer token; 413 over ``FINSENT_LABEL_MAX_BYTES``.
+  400 naming the bad fields (the first ``MAX_SHOWN`` problems, and their count); 401 without the bearer
+  token; 413 over ``FINSENT_LABEL_MAX_BYTES`` or ``FINSENT_LABEL_MAX_ITEMS`` labels.
 - ``GET /review?limit=N`` — the review queue as JSON (``{"items": [...]}``).
 
 Both need ``Authorization: Bearer <FINSENT_LABEL_TOKEN>`` (compared in constant time); above
@@ -25,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter
 from finsent import rate_limit
 from finsent.http_requests import bearer_matches, read_limited
 from finsent.rate_limit import TokenBucketLimiter
+from finsent.schemas import LabelRecord
 from finsent.settings import Settings
 from retrain.label_intake import LabelInputError, LabelPublisher, build_records
 
@@ -36,6 +38,8 @@ ES_KEY = web.AppKey("es", object)
 METRIC_KEY = web.AppKey("requests", Counter)
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 _PUBLIC = {"/metrics"}  # Prometheus scrapes without the token; it shows counts, never labels
+MAX_SHOWN = 20  # problems an answer lists; it counts them all
+MAX_PROBLEM_CHARS = 500  # one label with thousands of unknown fields has a long problem
 
 
 def _json(status: int, body: dict[str, Any]) -> web.Response:
@@ -65,30 +69,51 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     return await handler(request)
 
 
-async def post_labels(request: web.Request) -> web.Response:
-    app, limit = request.app, request.app[SETTINGS_KEY].label_max_bytes
-    requests = app[METRIC_KEY]
-    body = await read_limited(request, limit)
-    if body is None:
-        requests.labels(endpoint="/labels", status="413").inc()
-        return _json(413, {"error": f"body is over the limit of {limit} bytes"})
+class _Refused(Exception):
+    """A request refused whole: the answer's status and body."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("error"))
+        self.status, self.body = status, body
+
+
+def read_labels(body: bytes, max_items: int) -> list[LabelRecord]:
+    """The body's labels, validated; raises :class:`_Refused`. CPU-bound on a full body, so it runs in a
+    thread: the event loop (the dashboard's, where it is mounted) keeps answering meanwhile."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        requests.labels(endpoint="/labels", status="400").inc()
-        return _json(400, {"error": f"body is not valid JSON: {exc}"})
+        raise _Refused(400, {"error": f"body is not valid JSON: {exc}"}) from None
     items = data.get("labels") if isinstance(data, dict) and "labels" in data else data
     items = [items] if isinstance(items, dict) else items
     if not isinstance(items, list) or not items:
-        requests.labels(endpoint="/labels", status="400").inc()
-        return _json(400, {"error": "expected a label object, a non-empty list, or {\"labels\": [...]}"})
+        raise _Refused(400, {"error": "expected a label object, a non-empty list, or {\"labels\": [...]}"})
+    if len(items) > max_items:  # counted before any is validated: the cost is in the validation
+        raise _Refused(413, {"error": f"{len(items)} labels in one request, over the limit of {max_items} "
+                                      "(FINSENT_LABEL_MAX_ITEMS): send them in several requests"})
     try:
-        records = build_records(items, where="labels", annotator="api", source="api")
+        return build_records(items, where="labels", annotator="api", source="api")
     except LabelInputError as exc:
-        requests.labels(endpoint="/labels", status="400").inc()
-        return _json(400, {"error": "invalid labels", "problems": exc.problems})
+        shown = [problem[:MAX_PROBLEM_CHARS] for problem in exc.problems[:MAX_SHOWN]]
+        raise _Refused(400, {"error": "invalid labels", "problems": shown,
+                             "problem_count": len(exc.problems)}) from None
+
+
+async def post_labels(request: web.Request) -> web.Response:
+    app, settings = request.app, request.app[SETTINGS_KEY]
+    requests = app[METRIC_KEY]
+    body = await read_limited(request, settings.label_max_bytes)
+    if body is None:
+        requests.labels(endpoint="/labels", status="413").inc()
+        return _json(413, {"error": f"body is over the limit of {settings.label_max_bytes} bytes"})
+    loop = asyncio.get_running_loop()
     try:
-        ids = await asyncio.get_running_loop().run_in_executor(None, app[PUBLISHER_KEY].publish, records)
+        records = await loop.run_in_executor(None, read_labels, body, settings.label_max_items)
+    except _Refused as refused:
+        requests.labels(endpoint="/labels", status=str(refused.status)).inc()
+        return _json(refused.status, refused.body)
+    try:
+        ids = await loop.run_in_executor(None, app[PUBLISHER_KEY].publish, records)
     except Exception as exc:  # Kafka unavailable: the client must retry, nothing was accepted
         log.error("could not publish %d label(s): %s", len(records), exc)
         requests.labels(endpoint="/labels", status="503").inc()

@@ -16,6 +16,7 @@ import orjson
 import pytest
 from hypothesis import given
 
+from finsent.settings import Settings
 from ingest.inbound import to_item
 from ingest.items import Rejected
 from ingest.normalise import Normaliser
@@ -48,6 +49,8 @@ def expected_status(body: bytes) -> int:
         documents = payload
     else:
         documents = [payload]
+    if len(documents) > Settings.model_fields["push_max_documents"].default:
+        return 413
     for raw in documents:
         try:
             _NORMALISER.normalise(to_item(raw, default_source="push", where="document"))

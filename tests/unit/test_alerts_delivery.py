@@ -407,3 +407,62 @@ def test_every_configured_webhook_has_its_series_at_zero_from_the_start(tmp_path
         assert registry.get_sample_value("finsent_alerts_attempts_total", labels | {"outcome": "error"}) == 0
         assert registry.get_sample_value("finsent_alerts_delivery_latency_seconds_count", labels) == 0
     assert registry.get_sample_value("finsent_alerts_raised_total", {"rule": "d", "kind": "drift"}) == 0
+
+
+class Flood(socketserver.StreamRequestHandler):
+    """Answers 500 with a 64 MiB body; counts what the client took before it hung up."""
+
+    sent: list[int] = []
+
+    def handle(self) -> None:
+        while self.rfile.readline().strip():
+            pass
+        chunk, sent = b"x" * (1 << 20), 0
+        try:
+            self.wfile.write(b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n" % (64 * len(chunk)))
+            for _ in range(64):
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        except OSError:
+            pass  # the client hung up
+        Flood.sent.append(sent)
+
+
+def test_only_the_head_of_a_receivers_answer_is_read(outbox):
+    wall = Wall()
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Flood) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        sender = dispatcher(outbox, {"ops": Webhook(url=f"http://127.0.0.1:{server.server_address[1]}/h")}, wall)
+        outbox.enqueue(make_alert(), ["ops"], wall())
+        assert sender.attempt(outbox.due(wall(), 1)[0]) == "retry"
+        sender.close()
+        server.shutdown()
+    assert outbox.get("a" * 40).last_error == "HTTP 500: " + "x" * 200
+    assert Flood.sent and Flood.sent[0] < 32 << 20  # the client hung up after its head, long before the end
+
+
+def test_a_webhook_with_its_own_secret_is_signed_with_it(outbox):
+    own = "0123456789abcdef-ops"
+    wall = Wall()
+    with WebhookReceiver(own) as ops, WebhookReceiver(SECRET) as shared:
+        hooks = {"ops": Webhook(url=ops.url, secret=own), "shared": Webhook(url=shared.url)}
+        sender = dispatcher(outbox, hooks, wall)
+        outbox.enqueue(make_alert(), ["ops", "shared"], wall())
+        assert sender.deliver_due() == 2
+        sender.close()
+    assert len(ops.delivered) == 1 and len(shared.delivered) == 1  # each verified with its own key
+
+
+def test_the_shared_secret_is_needed_only_by_webhooks_without_their_own(tmp_path):
+    from alerts.rules import parse_rules
+    from alerts.service import AlertsConfigError, webhook_secret
+    from finsent.settings import Settings
+
+    own = {"url": "http://127.0.0.1:9/x", "secret": "0123456789abcdef"}
+    settings = Settings(state_dir=tmp_path)
+    own_only = parse_rules({"webhooks": {"a": own}, "rules": [{"name": "d", "kind": "drift"}]})
+    assert webhook_secret(settings, own_only) == ""
+    rules = parse_rules({"webhooks": {"a": own, "b": {"url": "http://127.0.0.1:9/y"}},
+                         "rules": [{"name": "d", "kind": "drift"}]})
+    with pytest.raises(AlertsConfigError, match=r"webhook\(s\) b have no secret of their own"):
+        webhook_secret(settings, rules)

@@ -175,3 +175,43 @@ def test_out_of_range_durations_name_rule_and_field(tmp_path, value):
     path.write_text(f"rules:\n  - {{name: a, kind: drift, cooldown: {value}}}\n")
     with pytest.raises(RulesError, match=rf"^{path}: invalid rules:\n  rule 'a' \(rules\[0\]\) field 'cooldown': "):
         load_rules(path)
+
+
+def test_cli_test_webhook_sends_to_a_rules_file_webhook_with_its_own_secret(tmp_path):
+    from typer.testing import CliRunner
+
+    from alerts.receiver import WebhookReceiver
+
+    own = "0123456789abcdef-ops"
+    rules = tmp_path / "rules.yml"
+    with WebhookReceiver(own) as receiver:
+        rules.write_text(f"webhooks:\n  ops: {{url: '{receiver.url}', secret: '${{OPS_HOOK_SECRET}}'}}\n"
+                         "rules: [{name: d, kind: drift}]\n")
+        env = {"FINSENT_ALERTS_WEBHOOK_SECRET": "", "OPS_HOOK_SECRET": own}
+        result = CliRunner().invoke(app, ["alerts", "test-webhook", "ops", "--rules", str(rules)], env=env)
+        unknown = CliRunner().invoke(app, ["alerts", "test-webhook", "pager", "--rules", str(rules)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "webhook 'ops': HTTP 200" in result.output and receiver.url not in result.output
+    assert len(receiver.delivered) == 1  # verified with the webhook's secret, none shared was set
+    assert unknown.exit_code == 1 and "no webhook 'pager' (known: ops)" in unknown.output
+
+
+def test_a_webhook_secret_must_be_long_and_is_never_shown():
+    with pytest.raises(RulesError) as err:
+        parse_rules({"webhooks": {"ops": {"url": "http://x/y", "secret": "hunter2"}},
+                     "rules": [{"name": "a", "kind": "drift"}]}, "f.yml")
+    assert "webhook 'ops' field 'secret': a webhook secret needs at least 16 characters" in str(err.value)
+    assert "hunter2" not in str(err.value)
+    rules = parse_rules({"webhooks": {"ops": {"url": "http://x/y", "secret": "0123456789abcdef"}},
+                         "rules": [{"name": "a", "kind": "drift"}]})
+    assert "0123456789abcdef" not in repr(rules)
+    assert rules.webhooks["ops"].signing_secret("shared") == "0123456789abcdef"
+
+
+def test_a_yaml_error_says_where_never_what_the_line_holds(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text('webhooks:\n  ops: {url: "https://hooks.slack.com/services/T1/B2/s3cret}\n')
+    with pytest.raises(RulesError) as err:
+        load_rules(broken)
+    assert "s3cret" not in str(err.value) and "hooks.slack.com" not in str(err.value)
+    assert str(err.value).startswith(f"{broken}: not valid YAML: ") and "(line 2, column " in str(err.value)

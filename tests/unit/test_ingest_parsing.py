@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ingest.backoff import Backoff, parse_retry_after
-from ingest.config import build_sources, expand_env, load_sources_file
+from ingest.config import build_sources, load_sources_file
 from ingest.items import Rejected, SourceItem
 from ingest.replay import Pacer, read_items
 from ingest.sources.api import FieldMap, parse_articles
@@ -219,8 +219,25 @@ def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path: Path, name: s
     assert isinstance(entry, SourceItem) and (entry.text, entry.source) == ("Acme shares rise", "wire")
 
 
-def test_expand_env() -> None:
-    assert expand_env("a ${X} b", {"X": "1"}) == "a 1 b"
+def test_a_variable_is_a_value_after_parsing_and_cannot_change_the_files_structure(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    path = tmp_path / "sources.yml"
+    path.write_text('sources:\n  - {type: api, name: a, url: "https://x/v1", fields: {text: t},\n'
+                    '     headers: {Authorization: "Bearer ${INGEST_TEST_TOKEN}"}}  # ${NOT_EXPANDED_IN_A_COMMENT}\n')
+    token = 'tok" #}], push: {port: 1}'  # text that would end the string and the list if pasted into the file
+    monkeypatch.setenv("INGEST_TEST_TOKEN", token)
+    parsed = load_sources_file(path)
+    assert parsed.sources[0].headers == {"Authorization": f"Bearer {token}"} and parsed.push is None
+
+
+def test_a_yaml_error_says_where_never_what_the_line_holds(tmp_path: Path) -> None:
+    path = tmp_path / "sources.yml"
+    path.write_text('sources:\n  - {type: api, headers: {Authorization: "Bearer s3cret-token}\n')
+    with pytest.raises(ValueError) as caught:
+        load_sources_file(path)
+    message = str(caught.value)
+    assert "s3cret-token" not in message and "Bearer" not in message
+    assert message.startswith(f"{path}: not valid YAML: ") and "(line 2, column " in message
 
 
 @pytest.fixture

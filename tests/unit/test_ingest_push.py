@@ -91,3 +91,59 @@ async def test_an_authorization_header_that_is_not_utf8_is_a_wrong_token(pipelin
         answer = await reader.read(65536)
         writer.close()
     assert answer.startswith(b"HTTP/1.1 401") and b"bearer token" in answer
+
+
+async def test_more_documents_than_the_limit_are_refused_whole_before_any_is_validated(pipeline: Pipeline) -> None:
+    settings = SETTINGS.model_copy(update={"push_max_documents": 3})
+    async with serving(make_app(pipeline, settings)) as client:
+        answer = await client.post("/documents", json=[doc(str(n)) for n in range(4)], headers=AUTH)
+        assert answer.status == 413
+        assert (await answer.json())["error"] == ("4 documents in one request, over the limit of 3 "
+                                                  "(FINSENT_PUSH_MAX_DOCUMENTS): send them in several requests")
+        assert pipeline.sink.sent == []
+        assert pipeline.metrics.value("finsent_ingest_errors_total", reason="too_many_documents") == 1
+        fits = await client.post("/documents", json={"documents": [doc(str(n)) for n in range(3)]}, headers=AUTH)
+        assert fits.status == 202 and (await fits.json())["accepted"] == 3
+
+
+async def test_an_answer_lists_the_first_rejections_counts_all_and_the_log_has_one_line(pipeline: Pipeline,
+                                                                                        caplog) -> None:
+    from ingest.push import MAX_SHOWN
+
+    bad = [{"text": "", "colour": "red"}] * (MAX_SHOWN + 30) + [{"text": "Acme", "published_at": "2025-01-01T00:00"}]
+    async with serving(make_app(pipeline, SETTINGS)) as client:
+        with caplog.at_level("WARNING", logger="ingest"):
+            answer = await client.post("/documents", json=bad + [doc("1")], headers=AUTH)
+            body = await answer.json()
+    assert answer.status == 202 and body["accepted"] == 1 and body["rejected_count"] == MAX_SHOWN + 31
+    assert [r["where"] for r in body["rejected"]] == [f"documents[{n}]" for n in range(MAX_SHOWN)]
+    [line] = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert line.startswith(f"push: skipped {MAX_SHOWN + 31} document(s) of a batch (invalid_document 50, "
+                           "naive_timestamp 1); the first: documents[0]: text:")
+
+
+async def test_the_body_is_validated_off_the_event_loop(pipeline: Pipeline, monkeypatch) -> None:
+    import ingest.push
+
+    threads = []
+
+    def recording(body, limit):
+        threads.append(threading.current_thread())
+        return read_documents(body, limit)
+
+    read_documents = ingest.push.read_documents
+    monkeypatch.setattr(ingest.push, "read_documents", recording)
+    async with serving(make_app(pipeline, SETTINGS)) as client:
+        assert (await client.post("/documents", json=doc("1"), headers=AUTH)).status == 202
+    assert threads and threads[0] is not threading.main_thread()
+
+
+def test_a_document_with_thousands_of_unknown_fields_names_ten_and_counts_the_rest() -> None:
+    from ingest.inbound import MAX_FIELD_ERRORS, to_item
+    from ingest.items import Rejected
+
+    with pytest.raises(Rejected) as caught:
+        to_item({"text": "x", **{"f" * 500 + str(n): 1 for n in range(5000)}}, default_source="push", where="d")
+    assert len(caught.value.errors) == MAX_FIELD_ERRORS
+    assert all(len(e["field"]) <= 101 for e in caught.value.errors)
+    assert caught.value.detail.endswith(f"; and {5000 - MAX_FIELD_ERRORS} more")
