@@ -288,7 +288,7 @@ async def test_the_api_survives_what_callers_send_without_growing_its_metrics(la
 
     from retrain.labels_http import METRIC_KEY, create_app
 
-    app = create_app(label_settings.model_copy(update={"label_max_bytes": 200_000}))
+    app = create_app(label_settings.model_copy(update={"label_max_bytes": 200_000, "label_max_items": 1500}))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     async with TestClient(TestServer(app)) as client:
         # Paths of the caller's choosing are one metric series, not one each.
