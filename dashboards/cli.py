@@ -31,7 +31,7 @@ def serve(
     host = host or settings.dashboard_host
     port = port or settings.dashboard_port
     try:
-        application = create_app(settings)
+        application = create_app(settings, bind_host=host)
     except ValueError as exc:
         fail(str(exc))
     typer.echo(f"dashboard on http://{host}:{port}/ (Elasticsearch {settings.elasticsearch_url}, "

@@ -1,0 +1,38 @@
+"""The dashboard on loopback answers only requests that name this machine (DNS rebinding)."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
+from dashboards.web_app import create_app, is_loopback
+from finsent.settings import Settings
+
+
+@pytest.mark.parametrize("host,loopback", [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True),
+                                           ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
+                                           ("dashboard.internal", False), ("10.0.0.5", False)])
+def test_is_loopback(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+async def _status(app, host_header: str | None) -> int:
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        headers = {"Host": host_header} if host_header else {}
+        return (await client.get("/", headers=headers)).status
+
+
+async def test_a_page_from_another_name_is_refused_on_loopback():
+    app = create_app(Settings(), registry=CollectorRegistry(), es=object())
+    assert await _status(app, None) == 200  # the client's own 127.0.0.1:port
+    assert await _status(create_app(Settings(), registry=CollectorRegistry(), es=object()), "localhost:8000") == 200
+    refused = create_app(Settings(), registry=CollectorRegistry(), es=object())
+    assert await _status(refused, "attacker.example:8000") == 421
+
+
+async def test_a_dashboard_served_to_the_network_answers_any_name():
+    app = create_app(Settings(dashboard_host="0.0.0.0"), registry=CollectorRegistry(), es=object())
+    assert await _status(app, "dashboard.internal:8000") == 200
+    app = create_app(Settings(), registry=CollectorRegistry(), es=object(), bind_host="0.0.0.0")  # --host
+    assert await _status(app, "dashboard.internal:8000") == 200
