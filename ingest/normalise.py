@@ -40,7 +40,15 @@ MAX_URL_CHARS = 4096
 # A time this little ahead (embargo, a zone mistake) is accepted by a later poll, so the source reads the
 # item again (Rejected.temporary); further ahead is a wrong date, not worth holding a feed's cursor for.
 FUTURE_RETRY_WITHIN = timedelta(days=1)
-_TAG = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*|!--)[^<>]*>")
+# A tag of HTML's own (a wire story's "<TSLA.O>" or "<AAPL>" is an instrument code, not markup), or a comment.
+_HTML_ELEMENTS = ("a|abbr|article|aside|b|blockquote|body|br|caption|cite|code|dd|del|div|dl|dt|em|figcaption|"
+                  "figure|font|footer|h[1-6]|head|header|hr|html|i|img|ins|li|link|main|meta|nav|ol|p|picture|pre|"
+                  "q|s|script|section|small|source|span|strong|style|sub|sup|table|tbody|td|tfoot|th|thead|time|"
+                  "title|tr|u|ul|video")
+_TAG = re.compile(rf"<(?:/?(?i:{_HTML_ELEMENTS})(?=[\s/>])|!--)[^<>]*>")
+# A complete character reference: "&amp;", "&#8217;", "&#x2019;". Plain text keeps a bare "&reg" as written
+# ("Fed&regulators"), which html.unescape would read as "®" (HTML allows some references without ";").
+_CHARREF = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _WHITESPACE = re.compile(r"\s+")
 _LANG = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z]{2,4})?$")
 # Format characters (Cf: soft hyphen, zero-width space, direction marks, BOM…) are invisible but split
@@ -289,7 +297,7 @@ class Normaliser:
         if is_html or (is_html is None and looks_like_html(value)):
             value = html_to_text(value)
         elif is_html is None and "&" in value:
-            value = html_lib.unescape(value)
+            value = _CHARREF.sub(lambda ref: html_lib.unescape(ref.group()), value)
         return clean_text(value)
 
     def _tickers(self, given: list[str], title: str | None, text: str) -> list[str]:

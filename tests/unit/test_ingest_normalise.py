@@ -46,6 +46,16 @@ def test_html_is_detected_when_unknown(normaliser: Normaliser) -> None:
     assert normaliser.normalise(item(text="AT&amp;T &amp; Verizon")).text == "AT&T & Verizon"
 
 
+def test_plain_text_keeps_what_only_looks_like_markup(normaliser: Normaliser) -> None:
+    # A wire story's instrument codes are not tags; a bare "&reg" is not a character reference.
+    assert normaliser.normalise(item(text="Tesla <TSLA.O> and Apple <AAPL> rose")).text == \
+        "Tesla <TSLA.O> and Apple <AAPL> rose"
+    assert normaliser.normalise(item(text="Fed&regulators split; P&L &copy &amp; more")).text == \
+        "Fed&regulators split; P&L &copy & more"
+    assert normaliser.normalise(item(text="Q3 &#8217;24 &#x2019; &eacute;")).text == "Q3 '24 ' é"
+    assert normaliser.normalise(item(text="<P CLASS=x>Tesla</P><BR/>up <!-- c -->")).text == "Tesla up"
+
+
 def test_control_zero_width_whitespace_and_nfc() -> None:
     assert clean_text("Cafe\u0301\x00\x07 \u200bprofits\t\n\n  up\x1b") == "Café profits up"
     assert clean_text("lone \ud800 surrogate") == "lone surrogate"
