@@ -18,17 +18,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from alerts.delivery import Dispatcher
 from alerts.engine import Clock, RuleEngine
 from alerts.metrics import AlertMetrics
 from alerts.outbox import Outbox
-from alerts.rules import RulesFile, SentimentShiftRule
+from alerts.rules import NegativeBurstRule, RulesFile, SentimentShiftRule
 from alerts.window_history import read_history
 from finsent import clients
 from finsent.durations import parse_duration
@@ -54,6 +56,39 @@ INPUTS = {"aggregates": Aggregate, "scored": ScoredDocument, "control": ControlM
 
 class AlertsConfigError(ValueError):
     """The engine cannot start with this configuration; the message says what to set."""
+
+
+def negatives_query(rules: RulesFile, now: datetime) -> dict[str, Any] | None:
+    """The documents a burst under way at a restart may still count: confident negatives dated within the
+    longest ``within`` of the enabled negative_burst rules (None without one). The engine checks each rule's
+    own confidence, tickers and span."""
+    bursts = [rule for rule in rules.enabled_rules() if isinstance(rule, NegativeBurstRule)]
+    if not bursts:
+        return None
+    since = (now - max(rule.within for rule in bursts)).isoformat()
+    return {"bool": {"filter": [
+        {"term": {"sentiment.label": "negative"}},
+        {"range": {"sentiment.confidence": {"gte": min(rule.min_confidence for rule in bursts)}}},
+        {"bool": {"should": [{"range": {field: {"gte": since}}} for field in ("published_at", "ingested_at")],
+                  "minimum_should_match": 1}},
+    ]}}
+
+
+def read_negatives(es: Any, index: str, rules: RulesFile, now: datetime) -> Iterator[ScoredDocument]:
+    """The documents of :func:`negatives_query`, as alerts.window_history.read_history reads aggregates; one
+    that is not a valid scored document is skipped with a warning that names it."""
+    from elasticsearch import helpers
+
+    query = negatives_query(rules, now)
+    if query is None:
+        return
+    body = {"query": query, "sort": [{"scored_at": "asc"}]}
+    for hit in helpers.scan(es, index=index, query=body, preserve_order=True, size=2000, ignore_unavailable=True):
+        try:
+            yield ScoredDocument.model_validate(hit["_source"])
+        except ValidationError as exc:
+            log.warning("document %s in %s is not valid, left out of the bursts under way: %s", hit.get("_id"),
+                        index, exc.errors(include_url=False)[:3])
 
 
 def outbox_path(settings: Settings) -> Path:
@@ -118,15 +153,24 @@ class AlertService:
         return self
 
     def _warm_up(self) -> None:
-        """Each window series' recent past from the aggregates index (alerts.window_history)."""
+        """Each window series' recent past from the aggregates index (alerts.window_history), and the bursts
+        under way from the docs index: the consumer resumes after the documents they hold so far."""
         index = self.settings.index("aggregates")
         try:
             taken = self.engine.warm(read_history(self._es, index, self.settings.windows, self.clock()))
         except Exception as exc:  # noqa: BLE001 - the rules still work; those with min_history wait for windows
             log.warning("could not read the window history from %s (%s: %s); rules with min_history wait for new "
                         "windows", index, type(exc).__name__, exc)
+        else:
+            log.info("window history: %d aggregates from %s, %d tickers", taken, index, self.engine.tracked_tickers)
+        index = self.settings.index("docs")
+        try:
+            kept = self.engine.warm_bursts(read_negatives(self._es, index, self.rules, self.clock()))
+        except Exception as exc:  # noqa: BLE001 - a burst under way then counts only what comes next
+            log.warning("could not read the recent negatives from %s (%s: %s); bursts start afresh", index,
+                        type(exc).__name__, exc)
             return
-        log.info("window history: %d aggregates from %s, %d tickers", taken, index, self.engine.tracked_tickers)
+        log.info("bursts under way: %d negatives from %s", kept, index)
 
     def close(self) -> None:
         for closer in (
@@ -257,7 +301,8 @@ class AlertService:
             try:
                 actions = []
                 for row in rows:
-                    actions.append({"index": {"_index": self.settings.index("alerts"), "_id": row.alert.idempotency_key}})
+                    target = {"_index": self.settings.index("alerts"), "_id": row.alert.idempotency_key}
+                    actions.append({"index": target})
                     actions.append(row.document())
                 result = self._es.bulk(operations=actions, refresh="wait_for")
             except Exception as exc:

@@ -89,17 +89,15 @@ def test_shift_thresholds_direction_and_min_count():
     assert "rose" in alert.message
 
 
-def test_cooldown_per_rule_and_ticker():
-    clock = Clock()
-    engine = warm(RuleEngine(rules(SHIFT), clock=clock), ("AAPL", "15m"), ("MSFT", "15m"))
+def test_cooldown_per_rule_and_ticker_in_event_time():
+    # The engine's clock plays no part: a window's time is when the stream reported it (agg's updated_at).
+    engine = warm(RuleEngine(rules(SHIFT), clock=Clock(T0 + timedelta(hours=1))), ("AAPL", "15m"), ("MSFT", "15m"))
     assert len(engine.on_aggregate(agg(z=-4))) == 1
-    clock.advance(minutes=29)
     nxt = T0 + timedelta(minutes=15)
-    assert engine.on_aggregate(agg(start=nxt, z=-6)) == []  # within the cooldown
+    assert engine.on_aggregate(agg(start=nxt, z=-6)) == []  # 15 minutes of news later: within the cooldown
     assert engine.stats.cooled_down == 1
     assert len(engine.on_aggregate(agg(ticker="MSFT", start=nxt, z=-6))) == 1  # other ticker: own cooldown
-    clock.advance(minutes=1)
-    assert len(engine.on_aggregate(agg(start=T0 + timedelta(minutes=30), z=-6))) == 1
+    assert len(engine.on_aggregate(agg(start=T0 + timedelta(minutes=30), z=-6))) == 1  # 30 minutes later
 
 
 def test_filters_on_tickers_and_windows():
@@ -154,14 +152,15 @@ def test_negative_burst_counts_confident_negatives_within_span():
     assert engine.on_scored(doc(7, at=T0 + timedelta(minutes=14))) == []  # the burst was consumed
 
 
-def test_negative_burst_fires_with_documents_and_stable_bucket():
+def test_negative_burst_fires_with_documents_keyed_by_its_first_document():
     engine = RuleEngine(rules(BURST), clock=Clock())
     alerts = []
     for i in range(3):
         alerts += engine.on_scored(doc(i, score=-0.7 - 0.1 * i, at=T0 + timedelta(minutes=3 + i)))
     [alert] = alerts
     assert alert.kind == "negative_burst" and alert.ticker == "AAPL" and alert.window == "10m"
-    assert alert.window_start == T0  # the 10-minute bucket of the triggering document
+    assert alert.window_start == T0 + timedelta(minutes=3)  # the burst's first document: the same on a replay
+    assert alert.idempotency_key == idempotency_key("burst", "AAPL", "10m", T0 + timedelta(minutes=3))
     assert [d.id for d in alert.documents] == ["d2", "d1", "d0"]
     assert alert.value == 3 and alert.threshold == 3
 
@@ -200,8 +199,11 @@ def test_restore_rearms_cooldown_and_dedup():
     key = idempotency_key("shift", "AAPL", "15m", T0)
     engine.restore([("shift", "AAPL", T0), ("gone", "AAPL", T0)], [key])
     assert engine.on_aggregate(agg(z=-9)) == []  # already raised before the restart
-    assert engine.on_aggregate(agg(start=T0 + timedelta(minutes=15), z=-9)) == []  # cooldown until T0+30m
-    clock.advance(minutes=20)
+    assert engine.stats.deduplicated == 1
+    # The cooldown runs in event time from the alert's creation: a window reported within 30 minutes of it
+    # stays quiet, the next one raises, whatever the engine's clock says.
+    assert engine.on_aggregate(agg(start=T0 + timedelta(minutes=15), z=-9)) == []
+    assert engine.stats.cooled_down == 1
     assert len(engine.on_aggregate(agg(start=T0 + timedelta(minutes=30), z=-9))) == 1
 
 
@@ -326,3 +328,123 @@ def test_max_age_zero_alerts_on_news_of_any_age():
     assert alert.ticker == "AAPL" and engine.stats.stale == 0
     with pytest.raises(ValueError, match="max_age"):
         rules({**SHIFT, "max_age": "-1h"})
+
+
+def test_catching_up_on_a_backlog_leaves_the_live_window_its_alert():
+    # The engine was down two hours (within max_age); it reads the backlog oldest first.
+    engine = warm(RuleEngine(rules(SHIFT), clock=Clock(T0 + timedelta(hours=2))))
+    [old] = engine.on_aggregate(agg(z=-4.5))
+    # The backlog's next window lies within the cooldown of the one that raised: a replayed hour pages once.
+    assert engine.on_aggregate(agg(start=T0 + timedelta(minutes=15), z=-4.5)) == []
+    assert engine.stats.cooled_down == 1
+    [live] = engine.on_aggregate(agg(start=T0 + timedelta(minutes=115), mean=0.7, z=5.0))
+    assert (old.window_start, live.window_start) == (T0, T0 + timedelta(minutes=115))
+    # A window read late, whose news lies within the cooldown of one already raised, is a repeat too.
+    assert engine.on_aggregate(agg(start=T0 + timedelta(minutes=100), z=-4.5)) == []
+    assert engine.stats.cooled_down == 2
+
+
+def test_a_window_reported_late_takes_its_end_as_its_time():
+    # A backfill: the stream reports old windows long after they closed; they are as old as their end.
+    engine = warm(RuleEngine(rules({**SHIFT, "max_age": 0}), clock=Clock(T0 + timedelta(days=2))))
+    late = lambda start: agg(start=start, z=-4.0).model_copy(update={"updated_at": T0 + timedelta(days=2)})  # noqa
+    assert len(engine.on_aggregate(late(T0))) == 1
+    assert engine.on_aggregate(late(T0 + timedelta(minutes=15))) == []  # ends 15 minutes after the first
+    assert len(engine.on_aggregate(late(T0 + timedelta(minutes=30)))) == 1
+
+
+BURST5 = {"name": "burst", "kind": "negative_burst", "count": 5, "within": "10m", "cooldown": "1h"}
+
+
+def test_a_burst_during_the_cooldown_is_kept_and_raised_once_the_cooldown_is_over():
+    clock = Clock()
+    engine = RuleEngine(rules(BURST5), clock=clock)
+
+    def negative(i, minute):
+        clock.now = T0 + timedelta(minutes=minute)
+        return engine.on_scored(doc(i, at=clock.now))
+
+    assert len([a for i, m in enumerate(range(5)) for a in negative(i, m)]) == 1
+    assert [a for i, m in enumerate(range(56, 62), 10) for a in negative(i, m)] == []  # within the hour
+    assert engine.stats.cooled_down == 1  # one burst held back, however many documents it grew by
+    [alert] = negative(20, 65)  # 61 minutes after the first burst's newest document
+    assert alert.value == 7 and alert.window_start == T0 + timedelta(minutes=56)
+    assert len(alert.documents) == 5 and engine._tickers["AAPL"].bursts["burst"].times == []
+
+
+def test_two_bursts_within_one_span_length_raise_two_alerts_and_a_replay_none():
+    clock = Clock()
+    engine = RuleEngine(rules({**BURST5, "within": "1h", "cooldown": "15m"}), clock=clock)
+    raised = []
+    for i, minute in enumerate([1, 2, 3, 4, 5, 31, 32, 33, 34, 35]):
+        clock.now = T0 + timedelta(minutes=minute)
+        raised += engine.on_scored(doc(i, at=clock.now))
+    assert [a.window_start for a in raised] == [T0 + timedelta(minutes=1), T0 + timedelta(minutes=31)]
+    assert engine.stats.deduplicated == 0
+    # The same documents again (input replayed after a crash): the same keys, so nothing new, and
+    # the replayed burst is spent rather than left to swallow the next negatives.
+    replay = RuleEngine(rules({**BURST5, "within": "1h", "cooldown": "15m"}), clock=clock)
+    replay.restore([], [a.idempotency_key for a in raised])
+    again = [a for i, m in enumerate([1, 2, 3, 4, 5]) for a in replay.on_scored(doc(i, at=T0 + timedelta(minutes=m)))]
+    assert again == [] and replay.stats.deduplicated == 1
+    assert replay._tickers["AAPL"].bursts["burst"].times == []
+
+
+def test_model_and_drift_messages_read_after_downtime_are_stale():
+    engine = RuleEngine(rules({"name": "models", "kind": "model"}, {"name": "drift", "kind": "drift"}),
+                        clock=Clock(T0 + timedelta(days=3)))
+    old = [ControlMessage(action="promote", model_version="v2", issued_at=T0),
+           ControlMessage(action="drift", model_version="v2", details={"monitor": "psi"}, issued_at=T0)]
+    assert [a for msg in old for a in engine.on_control(msg)] == [] and engine.stats.stale == 2
+    fresh = ControlMessage(action="rollback", model_version="v1", issued_at=T0 + timedelta(days=3, hours=-5))
+    assert [a.kind for a in engine.on_control(fresh)] == ["model"]
+
+
+def test_top_documents_hold_no_text_and_are_bounded_in_count_and_age():
+    clock = Clock(T0 + timedelta(minutes=15))
+    engine = warm(RuleEngine(rules({**SHIFT, "max_age": "1h"}), clock=clock, docs_per_ticker=3))
+    for i in range(5):
+        engine.on_scored(doc(i, score=-0.1 * i, at=T0 + timedelta(minutes=i)))
+    engine.on_scored(doc(4, score=-0.4, at=T0 + timedelta(minutes=4)))  # redelivered: kept once
+    kept = engine._tickers["AAPL"].docs
+    assert [d.id for d in kept.docs] == ["d2", "d3", "d4"] and kept.ids == {"d2", "d3", "d4"}
+    assert not any(hasattr(d, "text") for d in kept.docs)
+    [alert] = engine.on_aggregate(agg(z=-4.0))
+    assert [d.id for d in alert.documents] == ["d4", "d3", "d2"] and alert.documents[0].title == "title 4"
+    # Past the longest window seen (15m) plus max_age (1h), no alert can show them.
+    clock.now = T0 + timedelta(hours=1, minutes=20)
+    engine.on_scored(doc(9, ticker="AAPL", at=clock.now))
+    assert kept.ids == {"d9"}
+    # No rule shows top documents: none are kept.
+    bare = RuleEngine(rules(BURST), clock=Clock())
+    bare.on_scored(doc(1, label="positive", score=0.9))
+    assert bare.tracked_tickers == 0
+
+
+def test_held_back_hits_are_counted_once_per_alert_and_reason():
+    engine = RuleEngine(rules(SHIFT), clock=Clock(), stream_min_baseline=3)
+    for k in range(4):  # min_history 5, and the stream's z rests on 3 windows: held back, and now counted
+        for count in (40, 41):  # each window updated
+            assert engine.on_aggregate(agg(start=T0 + k * timedelta(minutes=15), count=count, z=-9.0)) == []
+    assert engine.stats.suppressed() == {"dedup": 0, "history": 4, "stale": 0, "cooldown": 0}
+    engine = warm(RuleEngine(rules(SHIFT), clock=Clock()))
+    raised = [a for count in range(40, 100) for a in engine.on_aggregate(agg(count=count, z=-9.0))]
+    assert len(raised) == 1 and engine.stats.suppressed()["dedup"] == 1  # 59 updates of a window that raised
+
+
+def test_a_burst_under_way_at_a_restart_goes_on_with_the_negatives_read_back():
+    clock = Clock(T0 + timedelta(minutes=3))
+    before = [doc(i, at=T0 + timedelta(minutes=i)) for i in range(3)]
+    restarted = RuleEngine(rules(BURST5), clock=clock)
+    positive = doc(9, label="positive", score=0.9, at=T0)
+    assert restarted.warm_bursts([*before, positive, before[0]]) == 3  # negatives only, each once
+    assert restarted.stats.suppressed() == {"dedup": 0, "history": 0, "stale": 0, "cooldown": 0}
+    assert restarted.on_scored(doc(3, at=T0 + timedelta(minutes=3))) == []
+    [alert] = restarted.on_scored(doc(4, at=T0 + timedelta(minutes=4)))
+    assert alert.value == 5 and alert.window_start == T0
+    # Negatives no later than the rule's last alert for the ticker may have been its burst: left out.
+    again = RuleEngine(rules(BURST5), clock=clock)
+    again.restore([("burst", "AAPL", T0 + timedelta(minutes=4))])
+    more = [doc(i, at=T0 + timedelta(minutes=i)) for i in range(5)] + [doc(5, at=T0 + timedelta(minutes=65))]
+    assert again.warm_bursts(more) == 1
+    assert again._tickers["AAPL"].bursts["burst"].times == [T0 + timedelta(minutes=65)]
