@@ -168,7 +168,7 @@ def test_negative_burst_fires_with_documents_and_stable_bucket():
 
 def test_model_and_drift_events():
     engine = RuleEngine(rules({"name": "models", "kind": "model", "actions": ["rollback"]},
-                              {"name": "drift", "kind": "drift", "monitors": ["psi"]}), clock=Clock())
+                              {"name": "drift", "kind": "drift", "monitors": ["input"]}), clock=Clock())
     promote = ControlMessage(action="promote", model_version="v2", issued_at=T0)
     assert engine.on_control(promote) == []
     [alert] = engine.on_control(ControlMessage(action="rollback", model_version="v1", reason="F1 fell",
@@ -177,8 +177,8 @@ def test_model_and_drift_events():
     other = ControlMessage(action="drift", model_version="v1", details={"monitor": "adwin"}, issued_at=T0)
     assert engine.on_control(other) == []
     [drift] = engine.on_control(ControlMessage(action="drift", model_version="v1", issued_at=T0,
-                                               details={"monitor": "psi", "statistic": 0.4, "threshold": 0.2}))
-    assert drift.kind == "drift" and drift.value == 0.4 and drift.threshold == 0.2 and "psi" in drift.message
+                                               details={"monitor": "input", "statistic": 0.4, "threshold": 0.2}))
+    assert drift.kind == "drift" and drift.value == 0.4 and drift.threshold == 0.2 and "input" in drift.message
 
 
 def test_drift_event_as_retrain_publishes_it():
