@@ -55,6 +55,8 @@ def check(ctx: typer.Context, rules: RulesOption) -> None:
     columns = [Column("rule"), Column("kind", from_width=100), Column("condition", whole=False),
                Column("filters", whole=False), Column("cooldown"), Column("webhooks", whole=False)]
     print_table(columns, rows, title=f"{rules}: {len(parsed.rules)} rules, {len(parsed.webhooks)} webhooks")
+    for warning in parsed.warnings():  # valid, so the engine runs it; likely not what was meant
+        typer.echo(f"warning: {warning}")
     typer.echo("rules ok")
 
 

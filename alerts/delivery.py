@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -37,10 +39,10 @@ _PERMANENT_STATUS = {410}
 MAX_ANSWER_BYTES = 4096
 
 
-def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Seconds before attempt ``attempt + 1``: exponential, capped, with "equal jitter" so that
-    retries of many alerts spread out but never come back sooner than half the step."""
-    step = min(maximum, initial * 2 ** max(0, attempt - 1))
+def backoff_delay(hook: Webhook, attempt: int, rng: random.Random) -> float:
+    """Seconds before attempt ``attempt + 1``: the webhook's step (exponential, capped) with "equal
+    jitter", so that retries of many alerts spread out but never come back sooner than half the step."""
+    step = hook.backoff_step(attempt)
     return step / 2 + rng.uniform(0, step / 2)
 
 
@@ -120,12 +122,18 @@ def webhook_client() -> httpx.Client:
 
 class Dispatcher:
     """Drains due deliveries from the outbox. ``on_dead(alert, webhook, error)`` is told about each
-    delivery that used up its attempts (the service turns it into a dead letter)."""
+    delivery it gave up (the service turns it into a dead letter).
+
+    Each webhook's deliveries go one at a time, in its queue's order (:mod:`alerts.outbox`), on a
+    worker thread of their own; a pass starts work for the webhooks that are not busy and waits at
+    most ``pass_wait`` seconds for it, so a slow receiver holds up neither the other webhooks nor
+    the next pass. One caller at a time (the service's dispatch loop).
+    """
 
     def __init__(self, outbox: Outbox, webhooks: dict[str, Webhook], secret: str, metrics: AlertMetrics, *,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  on_dead: Callable[[Alert, str, str], None] | None = None,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None, pass_wait: float = 1.0) -> None:
         self.outbox = outbox
         self.webhooks = webhooks
         self._secret = secret
@@ -134,49 +142,86 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.on_dead = on_dead
         self.on_change = on_change
+        self.pass_wait = pass_wait
         self._client: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._busy: dict[str, Future] = {}  # webhook -> the work it is doing
+        self._made = 0  # attempts recorded since the last pass returned
+        self._made_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._should_stop: Callable[[], bool] = lambda: False  # the latest pass's, which every worker heeds
 
     def start(self) -> Dispatcher:
         self._client = webhook_client()
+        # A worker per webhook (and one for deliveries to webhooks no longer configured), up to 32.
+        self._pool = ThreadPoolExecutor(max_workers=min(32, len(self.webhooks) + 1), thread_name_prefix="alerts-hook")
         return self
 
     def close(self) -> None:
+        """Start no further attempt; those in flight are recorded before the client goes."""
+        self._closing.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._client is not None:
             self._client.close()
             self._client = None
 
     def deliver_due(self, limit: int = 100, should_stop: Callable[[], bool] | None = None) -> int:
-        """Attempt the deliveries due now; returns the number of attempts made.
+        """Start the due deliveries of each webhook not busy with earlier ones (at most ``limit`` each), and
+        wait for the webhooks' work up to ``pass_wait`` seconds; returns the attempts recorded meanwhile.
 
-        Each webhook gets its own thread, so a slow or dead receiver never holds up the others;
-        and once a webhook fails, its other due deliveries wait for that failure's retry time
-        (without spending an attempt) instead of each hitting a receiver that is down. Once
-        ``should_stop()`` says so (the engine is stopping), no further attempt starts: the rest
-        stay due in the outbox.
+        Once a webhook's delivery fails, the rest of its queue waits for that one's retry, without spending
+        an attempt. Once ``should_stop()`` says so (the engine is stopping), no further attempt starts, the
+        pass waits for those in flight, and the rest stay due in the outbox.
         """
-        should_stop = should_stop or (lambda: False)
-        items = self.outbox.due(self.clock(), limit)
-        by_hook: dict[str, list[DueDelivery]] = {}
-        for item in items:
-            by_hook.setdefault(item.webhook, []).append(item)
-        if len(by_hook) <= 1:
-            made = sum(self._deliver_to(group, should_stop) for group in by_hook.values())
-        else:
-            with ThreadPoolExecutor(max_workers=min(8, len(by_hook)), thread_name_prefix="alerts-hook") as pool:
-                made = sum(pool.map(lambda group: self._deliver_to(group, should_stop), by_hook.values()))
+        should_stop = self._should_stop = should_stop or (lambda: False)
+        self._reap()
+        if not should_stop():
+            self._start_idle(limit)
+        self._await(should_stop)
+        self._reap()
+        with self._made_lock:
+            made, self._made = self._made, 0
         if made and self.on_change is not None:
             self.on_change()
         return made
 
-    def _deliver_to(self, group: list[DueDelivery], should_stop: Callable[[], bool]) -> int:
-        for made, item in enumerate(group, start=1):
+    def _start_idle(self, limit: int) -> None:
+        by_hook: dict[str, list[DueDelivery]] = {}
+        for item in self.outbox.due(self.clock(), limit, skip=list(self._busy)):
+            by_hook.setdefault(item.webhook, []).append(item)
+        for webhook, group in by_hook.items():
+            self._busy[webhook] = self._pool.submit(self._deliver_to, group)
+
+    def _await(self, should_stop: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + self.pass_wait
+        while running := [work for work in self._busy.values() if not work.done()]:
             if should_stop():
-                return made - 1
-            if self.attempt(item) == "retry" and made < len(group):
-                retry_at = self.outbox.retry_time(item.key, item.webhook)
-                self.outbox.defer(item.webhook, retry_at, self.clock())
-                return made
-        return len(group)
+                futures.wait(running)  # each ends after the attempt it is making
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            futures.wait(running, timeout=min(left, 0.1))  # and look at should_stop again
+
+    def _reap(self) -> None:
+        """Forget finished work; log what failed outside an attempt (the outbox could not be written, say)."""
+        for webhook, work in list(self._busy.items()):
+            if work.done():
+                del self._busy[webhook]
+                if (exc := work.exception()) is not None:
+                    log.error("deliveries to %s stopped: %s: %s", webhook, type(exc).__name__, exc, exc_info=exc)
+
+    def _deliver_to(self, group: list[DueDelivery]) -> None:
+        for item in group:
+            if self._should_stop() or self._closing.is_set():
+                return
+            outcome = self.attempt(item)
+            with self._made_lock:
+                self._made += 1
+            if outcome == "retry":
+                return  # the rest of this webhook's queue is due only after this one's retry
 
     def attempt(self, item: DueDelivery) -> str:
         """Try one delivery and record it; returns "delivered", "retry" or "dead"."""
@@ -211,22 +256,26 @@ class Dispatcher:
         return self._retry_or_dead(item, hook, error, retry_after_seconds(response, now))
 
     def _retry_or_dead(self, item: DueDelivery, hook: Webhook, error: str, retry_after: float | None) -> str:
-        number = item.attempts + 1
-        if number >= hook.max_attempts:
+        """Retry with backoff until ``give_up_after`` has passed since the delivery was queued (or, when set,
+        ``max_attempts`` are spent, whichever comes first); the last retry comes at that time, not past it."""
+        number, now = item.attempts + 1, self.clock()
+        give_up_at = item.queued_at + hook.give_up_after.total_seconds()
+        if now >= give_up_at or (hook.max_attempts is not None and number >= hook.max_attempts):
             return self._dead(item, error, outcome="error")
-        delay = backoff_delay(number, hook.backoff_initial.total_seconds(), hook.backoff_max.total_seconds(),
-                              self.rng)
+        delay = backoff_delay(hook, number, self.rng)
         if retry_after is not None:
             delay = max(delay, min(retry_after, hook.backoff_max.total_seconds()))
+        retry_at = min(now + delay, give_up_at)
         log.warning("alert %s to %s: attempt %d failed (%s); retrying in %.1fs",
-                    item.key, item.webhook, number, error, delay)
+                    item.key, item.webhook, number, error, retry_at - now)
         self.metrics.attempts.labels(item.webhook, "retry").inc()
         self.outbox.record_attempt(item.key, item.webhook, ok=False, error=error, at=datetime.now(UTC),
-                                   retry_at=self.clock() + delay)
+                                   retry_at=retry_at)
         return "retry"
 
     def _dead(self, item: DueDelivery, error: str, *, outcome: str) -> str:
-        log.error("alert %s to %s: giving up after %d attempts: %s", item.key, item.webhook, item.attempts + 1, error)
+        log.error("alert %s to %s: giving up after %d attempts in %.0f s: %s", item.key, item.webhook,
+                  item.attempts + 1, max(0.0, self.clock() - item.queued_at), error)
         self.outbox.record_attempt(item.key, item.webhook, ok=False, error=error, at=datetime.now(UTC), retry_at=None)
         self.metrics.failed.labels(item.webhook).inc()
         self.metrics.attempts.labels(item.webhook, outcome).inc()

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
 
 from alerts.payload import dashboard_url, idempotency_key
 from alerts.rules import (
@@ -33,14 +32,18 @@ from alerts.rules import (
     SentimentShiftRule,
     VolumeSpikeRule,
 )
+from alerts.ticker_state import (
+    Burst,
+    RecentDocs,
+    WindowSeries,
+    densest_span,
+    event_time,
+)
 from finsent.durations import format_duration
 from finsent.schemas import Aggregate, Alert, AlertDocument, ControlMessage, ScoredDocument
 
 Clock = Callable[[], datetime]
 
-# How far behind the newest negative of a (rule, ticker) an older one may arrive and still count
-# towards a burst: feeds list newest first, and scored documents come from several partitions.
-BURST_LATENESS = timedelta(hours=24)
 # Model and drift rules have no max_age of their own (alerts/rules.py): a control message issued longer ago than
 # a ticker rule's default max_age is a replay after downtime, not news.
 CONTROL_MAX_AGE = timedelta(hours=6)
@@ -51,145 +54,19 @@ def _system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-HISTORY_WINDOWS = 48  # closed windows each (ticker, window) series keeps for its baseline
-
-
-@dataclass
-class _WindowSeries:
-    """Final values of past windows of one (ticker, window), plus the window now filling."""
-
-    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY_WINDOWS))
-    closed: int = 0  # windows closed since the engine started (the history keeps the last 48)
-    current_start: datetime | None = None
-    current: tuple[float, int] | None = None
-
-    def observe(self, agg: Aggregate) -> None:
-        if self.current_start is None or agg.window_start > self.current_start:
-            if self.current is not None:
-                self.history.append(self.current)  # the previous window is closed
-                self.closed += 1
-            self.current_start = agg.window_start
-            self.current = (agg.mean_score, agg.count)
-        elif agg.window_start == self.current_start:
-            self.current = (agg.mean_score, agg.count)
-        # an update to an older window: too late to change the baseline
-
-    def stats(self, index: int) -> tuple[float | None, float | None, int]:
-        """(mean, standard deviation, n) of the closed windows' values (0: mean score, 1: count)."""
-        values = [item[index] for item in self.history]
-        if not values:
-            return None, None, 0
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-        return mean, math.sqrt(var), len(values)
-
-
 def _z(value: float, mean: float | None, std: float | None, n: int, min_n: int) -> float | None:
     if mean is None or std is None or n < min_n or std <= 1e-12:
         return None
     return (value - mean) / std
 
 
-def _event_time(doc: ScoredDocument) -> datetime:
-    return doc.published_at or doc.ingested_at
-
-
-def densest_span(times: list[datetime], at: datetime, within: timedelta) -> tuple[int, int]:
-    """``(i, j)``: the most times of the sorted ``times`` that lie within ``within`` of each other
-    with ``at`` among them, as the slice ``times[i:j]`` (earliest such span on a tie)."""
-    lo = bisect.bisect_left(times, at - within)
-    hi = bisect.bisect_right(times, at + within)
-    best, j = (lo, lo), lo
-    for i in range(lo, hi):
-        if times[i] > at:
-            break  # a span starting after `at` does not hold it
-        j = max(j, i)
-        while j < hi and times[j] - times[i] <= within:
-            j += 1
-        if times[j - 1] >= at and j - i > best[1] - best[0]:
-            best = (i, j)
-    return best
-
-
-@dataclass
-class _Burst:
-    """Confident negatives of one (rule, ticker), in event-time order whatever their arrival order."""
-
-    times: list[datetime] = field(default_factory=list)
-    docs: list[AlertDocument] = field(default_factory=list)  # in the order of `times`; no text to hold
-    newest: datetime | None = None
-
-    def add(self, doc: ScoredDocument) -> datetime | None:
-        """Keep ``doc``; returns its event time, or None for a repeat or one too late to count."""
-        at = _event_time(doc)
-        if any(d.id == doc.id for d in self.docs[bisect.bisect_left(self.times, at):
-                                                  bisect.bisect_right(self.times, at)]):
-            return None  # redelivered: counts once
-        if self.newest is not None and at < self.newest - BURST_LATENESS:
-            return None
-        index = bisect.bisect_right(self.times, at)
-        self.times.insert(index, at)
-        self.docs.insert(index, _as_alert_doc(doc))
-        self.newest = max(self.newest or at, at)
-        return at
-
-    def prune(self, within: timedelta, keep: int) -> None:
-        """Forget what no late arrival can join to a burst any more, and beyond ``keep`` the oldest."""
-        cut = bisect.bisect_left(self.times, self.newest - within - BURST_LATENESS)
-        cut = max(cut, len(self.times) - keep)
-        if cut > 0:
-            del self.times[:cut], self.docs[:cut]
-
-    def take(self, i: int, j: int) -> list[AlertDocument]:
-        """Remove and return a burst's documents: they raise no second alert."""
-        taken = self.docs[i:j]
-        del self.times[i:j], self.docs[i:j]
-        return taken
-
-
-class _Kept(NamedTuple):
-    """What an alert shows of a document (no text), and the times that place it in windows."""
-
-    id: str
-    title: str | None
-    url: str | None
-    score: float
-    times: tuple[datetime, ...]  # published, ingested, scored: a window holds it by any of them
-
-
-class _RecentDocs:
-    """A ticker's latest documents for an alert's top documents, at most ``limit`` and none older than
-    the cut-off :meth:`prune` is given (in arrival order, which is near enough event order for that)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.docs: deque[_Kept] = deque()
-        self.ids: set[str] = set()
-
-    def add(self, doc: ScoredDocument) -> None:
-        if doc.id in self.ids:
-            return  # redelivered
-        times = tuple(t for t in (doc.published_at, doc.ingested_at, doc.scored_at) if t is not None)
-        self.docs.append(_Kept(doc.id, doc.title, doc.url, doc.sentiment.score, times))
-        self.ids.add(doc.id)
-
-    def prune(self, oldest: datetime | None) -> None:
-        """Drop beyond ``limit`` the first kept, and from the front those whose every time is before ``oldest``."""
-        while self.docs and (len(self.docs) > self.limit
-                             or (oldest is not None and max(self.docs[0].times) < oldest)):
-            self.ids.discard(self.docs.popleft().id)
-
-    def within(self, start: datetime, end: datetime) -> list[_Kept]:
-        return [d for d in self.docs if any(start <= t < end for t in d.times)]
-
-
 @dataclass
 class _TickerState:
     """Everything the engine remembers about one ticker; evicted as a whole."""
 
-    docs: _RecentDocs
-    series: dict[str, _WindowSeries] = field(default_factory=dict)  # by window
-    bursts: dict[str, _Burst] = field(default_factory=dict)  # by rule name
+    docs: RecentDocs
+    series: dict[str, WindowSeries] = field(default_factory=dict)  # by window
+    bursts: dict[str, Burst] = field(default_factory=dict)  # by rule name
     fired: dict[str, list[datetime]] = field(default_factory=dict)  # event times of alerts, by rule name
 
 
@@ -273,7 +150,7 @@ class RuleEngine:
                     continue
                 for ticker in filter(rule.matches_ticker, doc.tickers):
                     fired = self._fired_times(ticker, rule.name)
-                    if not fired or _event_time(doc) > fired[-1]:
+                    if not fired or event_time(doc) > fired[-1]:
                         kept += self._burst(rule, ticker, doc) is not None
         return kept
 
@@ -318,7 +195,7 @@ class RuleEngine:
         return alerts
 
     # --- rules ------------------------------------------------------------------------------
-    def _sentiment_shift(self, rule: SentimentShiftRule, agg: Aggregate, series: _WindowSeries) -> Alert | None:
+    def _sentiment_shift(self, rule: SentimentShiftRule, agg: Aggregate, series: WindowSeries) -> Alert | None:
         if not self._applies(rule, agg) or agg.count < rule.min_count:
             return None
         mean, std, n = series.stats(0)
@@ -336,7 +213,7 @@ class RuleEngine:
         return self._window_alert(rule, agg, series, agg.sentiment_z, kind="sentiment_shift", value=agg.mean_score,
                                   baseline=mean, message=message, lowest_first=z < 0)
 
-    def _volume_spike(self, rule: VolumeSpikeRule, agg: Aggregate, series: _WindowSeries) -> Alert | None:
+    def _volume_spike(self, rule: VolumeSpikeRule, agg: Aggregate, series: WindowSeries) -> Alert | None:
         if not self._applies(rule, agg) or agg.count < rule.min_count:
             return None
         mean, std, n = series.stats(1)
@@ -349,7 +226,7 @@ class RuleEngine:
         return self._window_alert(rule, agg, series, agg.volume_z, kind="volume_spike", value=float(agg.count),
                                   baseline=mean, message=message, lowest_first=None)
 
-    def _window_alert(self, rule: SentimentShiftRule | VolumeSpikeRule, agg: Aggregate, series: _WindowSeries,
+    def _window_alert(self, rule: SentimentShiftRule | VolumeSpikeRule, agg: Aggregate, series: WindowSeries,
                       stream_z: float | None, *, kind: str, value: float, baseline: float | None, message: str,
                       lowest_first: bool | None) -> Alert | None:
         """A window's hit, unless held back (see :meth:`_suppression`)."""
@@ -426,7 +303,7 @@ class RuleEngine:
                            end=None, value=value, baseline=None, threshold=threshold, message=message, documents=[])
 
     # --- shared ------------------------------------------------------------------------------
-    def _history(self, series: _WindowSeries, stream_z: float | None) -> int:
+    def _history(self, series: WindowSeries, stream_z: float | None) -> int:
         """Earlier windows known to lie behind this window's z. The stream gives a z from as few as
         FINSENT_WINDOW_MIN_BASELINE windows and the aggregate does not say how many, so a rule asking
         for more waits until the engine has seen that many itself."""
@@ -491,19 +368,19 @@ class RuleEngine:
         """The ticker's state, now the most recently seen; the least recent goes beyond ``max_tickers``."""
         state = self._tickers.get(ticker)
         if state is None:
-            state = self._tickers[ticker] = _TickerState(docs=_RecentDocs(self._docs_per_ticker))
+            state = self._tickers[ticker] = _TickerState(docs=RecentDocs(self._docs_per_ticker))
             while len(self._tickers) > self._max_tickers:
                 self._tickers.popitem(last=False)
         self._tickers.move_to_end(ticker)
         return state
 
-    def _series(self, agg: Aggregate) -> _WindowSeries:
+    def _series(self, agg: Aggregate) -> WindowSeries:
         self._longest_window = max(self._longest_window, agg.window_end - agg.window_start)
-        return self._ticker(agg.ticker).series.setdefault(agg.window, _WindowSeries())
+        return self._ticker(agg.ticker).series.setdefault(agg.window, WindowSeries())
 
     def _burst(self, rule: NegativeBurstRule, ticker: str, doc: ScoredDocument) -> datetime | None:
-        """Add ``doc`` to the rule's negatives of ``ticker``; its event time, or None (see :meth:`_Burst.add`)."""
-        burst = self._ticker(ticker).bursts.setdefault(rule.name, _Burst())
+        """Add ``doc`` to the rule's negatives of ``ticker``; its event time, or None (see :meth:`Burst.add`)."""
+        burst = self._ticker(ticker).bursts.setdefault(rule.name, Burst())
         at = burst.add(doc)
         if at is not None:
             burst.prune(rule.within, keep=max(4 * rule.count, 256))
@@ -578,10 +455,6 @@ def _bounded_add(memory: OrderedDict, key: object, limit: int) -> None:
     memory.move_to_end(key)
     while len(memory) > limit:
         memory.popitem(last=False)
-
-
-def _as_alert_doc(doc: ScoredDocument) -> AlertDocument:
-    return AlertDocument(id=doc.id, title=doc.title, url=doc.url, score=doc.sentiment.score)
 
 
 def _number(value: object) -> float | None:

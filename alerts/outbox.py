@@ -1,9 +1,14 @@
 """The persisted outbox: every alert and each of its webhook deliveries, in SQLite.
 
 An alert is written here (one transaction, keyed by its idempotency key) before the Kafka
-offsets that produced it are committed, and a delivery leaves the outbox only when a
-receiver answered 2xx or the maximum attempts are spent. So a crash, a restart or a
-receiver outage loses nothing, and a replayed input raises nothing twice.
+offsets that produced it are committed, and a delivery stops being pending only when a
+receiver answered 2xx or the dispatcher gave it up (``give_up_after``, ``max_attempts``). So a
+crash, a restart or a receiver outage loses nothing, and a replayed input raises nothing twice.
+
+Each webhook's pending deliveries form a first-in, first-out queue, in the order the alerts were
+raised and stored: one is due only when every one before it is due too, so a retry that waits
+holds back the newer alerts instead of being overtaken by them (a receiver's last word on a
+ticker is the newest alert). Failed (dead-lettered) deliveries hold back nothing.
 
 The outbox is also the source of truth for the ``alerts`` index and topic: each change bumps
 the row's ``version``, and a sync pass mirrors rows whose ``synced_version`` lags behind.
@@ -13,10 +18,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import takewhile
 from pathlib import Path
 
 from finsent.schemas import Alert
@@ -45,10 +51,15 @@ CREATE TABLE IF NOT EXISTS deliveries (
     next_attempt_at REAL NOT NULL,
     last_error TEXT,
     delivered_at TEXT,
+    queued_at REAL,
     PRIMARY KEY (key, webhook)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_queue ON deliveries (status, webhook);
 """
+# A webhook's queue: its pending deliveries in rowid order, the order they were stored (as raised). A VACUUM could
+# renumber the rowids; nothing runs one.
+_HEAD = "SELECT next_attempt_at FROM deliveries WHERE status = 'pending' AND webhook = ? ORDER BY rowid LIMIT 1"
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class DueDelivery:
     webhook: str
     attempts: int
     alert: Alert
+    queued_at: float  # when it was queued, or requeued: give_up_after counts from here
 
 
 @dataclass(frozen=True)
@@ -95,7 +107,15 @@ class Outbox:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(_SCHEMA)
         self._conn = conn
+        self._add_queued_at()
         return self
+
+    def _add_queued_at(self) -> None:
+        """An outbox from before ``give_up_after``: its pending deliveries count from their next attempt."""
+        with self._tx() as conn:
+            if "queued_at" not in {row["name"] for row in conn.execute("PRAGMA table_info(deliveries)")}:
+                conn.execute("ALTER TABLE deliveries ADD COLUMN queued_at REAL")
+            conn.execute("UPDATE deliveries SET queued_at = next_attempt_at WHERE queued_at IS NULL")
 
     def close(self) -> None:
         with self._lock:
@@ -124,20 +144,23 @@ class Outbox:
 
     # --- writing -------------------------------------------------------------------------------
     def enqueue(self, alert: Alert, webhooks: list[str], now: float) -> bool:
-        """Store a new alert and one pending delivery per webhook; False when the key exists."""
+        """Store a new alert and one pending delivery per webhook; False when the key exists.
+
+        A delivery joins the back of its webhook's queue: due no earlier than the pending ones before it.
+        """
+        if not webhooks:  # it would look sent; a rules file without webhooks is refused when loaded
+            raise ValueError(f"alert {alert.idempotency_key}: no webhook to deliver it to")
         with self._tx() as conn:
             cursor = conn.execute(
-                "INSERT OR IGNORE INTO alerts (key, rule, ticker, created_at, alert, status, delivered_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (alert.idempotency_key, alert.rule, alert.ticker, _iso(alert.created_at),
-                 alert.model_dump_json(), "pending" if webhooks else "delivered",
-                 None if webhooks else _iso(alert.created_at)),
+                "INSERT OR IGNORE INTO alerts (key, rule, ticker, created_at, alert) VALUES (?, ?, ?, ?, ?)",
+                (alert.idempotency_key, alert.rule, alert.ticker, _iso(alert.created_at), alert.model_dump_json()),
             )
             if cursor.rowcount == 0:
                 return False
             conn.executemany(
-                "INSERT INTO deliveries (key, webhook, next_attempt_at) VALUES (?, ?, ?)",
-                [(alert.idempotency_key, hook, now) for hook in webhooks],
+                "INSERT INTO deliveries (key, webhook, next_attempt_at, queued_at)"
+                f" VALUES (?, ?, MAX(?, COALESCE(({_HEAD}), ?)), ?)",
+                [(alert.idempotency_key, hook, now, hook, now, now) for hook in webhooks],
             )
             return True
 
@@ -163,8 +186,8 @@ class Outbox:
             where, args = ("status = 'failed'", ()) if key is None else ("status = 'failed' AND key = ?", (key,))
             keys = [row["key"] for row in conn.execute(f"SELECT DISTINCT key FROM deliveries WHERE {where}", args)]
             count = conn.execute(
-                f"UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ? WHERE {where}",
-                (now, *args),
+                f"UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, queued_at = ?"
+                f" WHERE {where}", (now, now, *args),
             ).rowcount
             for k in keys:
                 self._refresh(conn, k)
@@ -187,20 +210,6 @@ class Outbox:
         )
         return status
 
-    def defer(self, webhook: str, until: float, now: float) -> int:
-        """Push the due deliveries of a failing webhook back to ``until`` (no attempt is spent)."""
-        with self._tx() as conn:
-            return conn.execute(
-                "UPDATE deliveries SET next_attempt_at = ? WHERE webhook = ? AND status = 'pending'"
-                " AND next_attempt_at <= ?", (until, webhook, now),
-            ).rowcount
-
-    def retry_time(self, key: str, webhook: str) -> float:
-        with self._tx() as conn:
-            row = conn.execute("SELECT next_attempt_at FROM deliveries WHERE key = ? AND webhook = ?",
-                               (key, webhook)).fetchone()
-        return row["next_attempt_at"]
-
     def prune(self, before: datetime) -> int:
         """Forget alerts created before ``before`` that are delivered and mirrored; returns how many.
 
@@ -222,19 +231,36 @@ class Outbox:
             conn.execute("UPDATE alerts SET synced_version = MAX(synced_version, ?) WHERE key = ?", (version, key))
 
     # --- reading -------------------------------------------------------------------------------
-    def due(self, now: float, limit: int = 100) -> list[DueDelivery]:
+    def due(self, now: float, limit: int = 100, skip: Collection[str] = ()) -> list[DueDelivery]:
+        """The deliveries that may go now: of each webhook not in ``skip`` (busy with earlier ones), its queue
+        from the head up to the first delivery not due yet, at most ``limit``."""
         with self._tx() as conn:
-            rows = conn.execute(
-                "SELECT d.key, d.webhook, d.attempts, a.alert FROM deliveries d JOIN alerts a ON a.key = d.key"
-                " WHERE d.status = 'pending' AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT ?",
-                (now, limit),
-            ).fetchall()
-        return [DueDelivery(r["key"], r["webhook"], r["attempts"], Alert.model_validate_json(r["alert"])) for r in rows]
+            return [item for hook in self._queued_webhooks(conn) if hook not in skip
+                    for item in self._due_of(conn, hook, now, limit)]
 
     def next_due(self) -> float | None:
+        """When the next delivery may go: the earliest next attempt at the head of a webhook's queue."""
         with self._tx() as conn:
-            row = conn.execute("SELECT MIN(next_attempt_at) AS t FROM deliveries WHERE status = 'pending'").fetchone()
-        return row["t"]
+            return min((conn.execute(_HEAD, (hook,)).fetchone()[0] for hook in self._queued_webhooks(conn)),
+                       default=None)
+
+    @staticmethod
+    def _queued_webhooks(conn: sqlite3.Connection) -> list[str]:
+        """The webhooks with pending deliveries, an index look-up each (however many deliveries wait)."""
+        hooks: list[str] = []
+        query = "SELECT MIN(webhook) FROM deliveries WHERE status = 'pending' AND webhook > ?"
+        while (hook := conn.execute(query, (hooks[-1] if hooks else "",)).fetchone()[0]) is not None:
+            hooks.append(hook)
+        return hooks
+
+    @staticmethod
+    def _due_of(conn: sqlite3.Connection, webhook: str, now: float, limit: int) -> list[DueDelivery]:
+        rows = conn.execute(
+            "SELECT d.key, d.attempts, d.next_attempt_at, d.queued_at, a.alert FROM deliveries d"
+            " JOIN alerts a ON a.key = d.key WHERE d.status = 'pending' AND d.webhook = ? ORDER BY d.rowid LIMIT ?",
+            (webhook, limit))
+        return [DueDelivery(r["key"], webhook, r["attempts"], Alert.model_validate_json(r["alert"]), r["queued_at"])
+                for r in takewhile(lambda r: r["next_attempt_at"] <= now, rows)]  # reads none past the first not due
 
     def get(self, key: str) -> AlertRow | None:
         with self._tx() as conn:

@@ -11,7 +11,8 @@ Any mistake raises :class:`RulesError` whose lines name the rule (by its ``name`
 position when it has none) and the field, e.g. ``rule 'shift' (rules[0]) field 'threshold':
 Input should be greater than 0``. Filters that could never match are mistakes too: tickers are
 normalised as ingest writes them (``brk-b`` → ``BRK.B``), and given the stream's windows
-(``FINSENT_WINDOWS``) a rule's window must be one of them (``60m`` is read as the stream's ``1h``).
+(``FINSENT_WINDOWS``) a rule's window must be one of them (``60m`` is read as the stream's ``1h``); a drift
+rule's monitors are those the drift check publishes, and ``min_history`` at most the windows a restart reads back.
 Values may name environment variables, ``${NAME}`` or ``${NAME:-default}`` (:mod:`alerts.env_refs`).
 """
 
@@ -38,15 +39,19 @@ from pydantic import (
 )
 
 from alerts.env_refs import UnsetVariable, expand
-from finsent.durations import parse_duration
+from alerts.ticker_state import HISTORY_WINDOWS
+from finsent.durations import format_duration, parse_duration
 from finsent.tagged_unions import union_tags
 from finsent.window_sizes import parse_window, parse_windows
 from finsent.yaml_errors import yaml_problem
 from ingest.tickers import normalise_ticker
+from retrain.drift import InputDrift, PerformanceDrift, PredictionDrift, confidence_monitor
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 _FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110), with fullmatch
 _NOT_FIELD_VALUE = re.compile(r"[^\t\x20-\x7e]")  # a value is one line of printable ASCII, what httpx encodes
+# The monitors whose names a drift check publishes (retrain.drift_check): a rule naming another never fires.
+DRIFT_MONITORS = tuple(sorted(m.name for m in (PredictionDrift, confidence_monitor(), InputDrift, PerformanceDrift)))
 
 
 class RulesError(ValueError):
@@ -125,7 +130,24 @@ def _emitted_windows(value: list[str], info: ValidationInfo) -> list[str]:
     return windows
 
 
+def _known_monitors(value: list[str]) -> list[str]:
+    for name in value:
+        if name not in DRIFT_MONITORS:
+            raise ValueError(f"unknown drift monitor {name!r} (monitors: {', '.join(DRIFT_MONITORS)})")
+    return value
+
+
+def _restorable_history(value: int) -> int:
+    """No more earlier windows than the engine keeps, and reads back at its start: beyond that, a rule would stay
+    silent after every restart until that many windows closed (days, for hourly windows)."""
+    if value > HISTORY_WINDOWS:
+        raise ValueError(f"at most {HISTORY_WINDOWS}, the closed windows the engine keeps of each ticker and window "
+                         "(and reads back at its start)")
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+MinHistory = Annotated[int, Field(ge=2), AfterValidator(_restorable_history)]
 Window = Annotated[str, Field(pattern=r"^\d+[smhd]$")]
 Windows = Annotated[list[Window], AfterValidator(_emitted_windows)]
 Tickers = Annotated[list[str], AfterValidator(_known_tickers)]
@@ -141,7 +163,10 @@ class Webhook(_Strict):
     url: Annotated[str, Field(pattern=r"^https?://\S+$"), AfterValidator(_sendable_url)]
     format: Literal["json", "slack"] = "json"
     timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
-    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    give_up_after: Duration = Field(
+        timedelta(hours=24), description="a delivery still failing this long after it was queued is dead-lettered")
+    max_attempts: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        None, description="also dead-letter after this many attempts, when they come before give_up_after")
     backoff_initial: Duration = timedelta(seconds=2)
     backoff_max: Duration = timedelta(minutes=10)
     headers: Annotated[dict[str, str], AfterValidator(_sendable_headers)] = Field(default_factory=dict)
@@ -159,7 +184,41 @@ class Webhook(_Strict):
             raise ValueError("backoff_initial must be positive")
         if self.backoff_max < self.backoff_initial:
             raise ValueError("backoff_max must be at least backoff_initial")
+        if self.give_up_after <= timedelta(0):
+            raise ValueError("give_up_after must be positive")
         return self
+
+    def backoff_step(self, attempt: int) -> float:
+        """Seconds between attempt ``attempt`` and the next before jitter: doubling from backoff_initial, capped."""
+        # The exponent is capped: 2.0 ** 1024 overflows, and a day of 1 s backoffs is 86,400 attempts.
+        doublings = min(max(0, attempt - 1), 60)
+        return min(self.backoff_max.total_seconds(), self.backoff_initial.total_seconds() * 2.0 ** doublings)
+
+    def backoff_warning(self) -> str | None:
+        """Why retries end before they ever wait backoff_max, if they do (``finsent alerts check`` shows it)."""
+        first_full, elapsed = 1, 0.0  # the attempt after which the wait is backoff_max, and when it is made
+        while self.backoff_step(first_full) < self.backoff_max.total_seconds():
+            elapsed += self.backoff_step(first_full)
+            first_full += 1
+        cap = format_duration(self.backoff_max)
+        if self.max_attempts == 1:
+            return f"max_attempts 1 never retries: backoff_initial and backoff_max {cap} are never used"
+        if self.max_attempts is not None and self.max_attempts <= first_full:
+            spent = sum(self.backoff_step(n) for n in range(1, self.max_attempts))
+            return (f"max_attempts {self.max_attempts} gives up about {_approx(spent)} after the first attempt, its "
+                    f"longest wait {_approx(self.backoff_step(self.max_attempts - 1))}: backoff_max {cap} is never "
+                    "reached (drop max_attempts and let give_up_after decide)")
+        if self.give_up_after.total_seconds() < elapsed + self.backoff_max.total_seconds():
+            return (f"give_up_after {format_duration(self.give_up_after)} ends the retries before one waits "
+                    f"backoff_max {cap} (about {_approx(elapsed)} of shorter waits come first)")
+        return None
+
+
+def _approx(seconds: float) -> str:
+    """A span for a person: 128 s, 17 min, 3.5 h."""
+    if seconds < 180:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 class _Rule(_Strict):
@@ -190,9 +249,9 @@ class SentimentShiftRule(_TickerRule):
     min_count: Annotated[int, Field(ge=1)] = 10
     direction: Literal["both", "up", "down"] = "both"
     windows: Windows = Field(default_factory=list, description="only these windows (default: all)")
-    min_history: Annotated[int, Field(ge=2)] = Field(
+    min_history: MinHistory = Field(
         5, description="earlier windows behind the z-score: the stream's FINSENT_WINDOW_MIN_BASELINE, or as many "
-                       "the engine saw close since it started")
+                       "the engine saw close (or read back at its start)")
 
 
 class VolumeSpikeRule(_TickerRule):
@@ -202,9 +261,9 @@ class VolumeSpikeRule(_TickerRule):
     threshold: Annotated[float, Field(gt=0)]
     min_count: Annotated[int, Field(ge=1)] = 10
     windows: Windows = Field(default_factory=list)
-    min_history: Annotated[int, Field(ge=2)] = Field(
+    min_history: MinHistory = Field(
         5, description="earlier windows behind the z-score: the stream's FINSENT_WINDOW_MIN_BASELINE, or as many "
-                       "the engine saw close since it started")
+                       "the engine saw close (or read back at its start)")
 
 
 class NegativeBurstRule(_TickerRule):
@@ -234,7 +293,8 @@ class DriftRule(_Rule):
     """A drift check fired (``finsent.control`` action ``drift``)."""
 
     kind: Literal["drift"]
-    monitors: list[str] = Field(default_factory=list, description="only these details.monitor values")
+    monitors: Annotated[list[str], AfterValidator(_known_monitors)] = Field(
+        default_factory=list, description="only these drift monitors (default: any)")
 
 
 Rule = Annotated[
@@ -268,6 +328,11 @@ class RulesFile(_Strict):
 
     def webhooks_of(self, rule: _Rule) -> list[str]:
         return list(rule.webhooks) if rule.webhooks else sorted(self.webhooks)
+
+    def warnings(self) -> list[str]:
+        """What is valid but likely not meant: retries that end before they ever wait backoff_max."""
+        return [f"webhook {name!r}: {warning}" for name, hook in self.webhooks.items()
+                if (warning := hook.backoff_warning())]
 
 
 class _RuleProblem(ValueError):
@@ -332,7 +397,8 @@ def parse_rules(raw: Any, source: str = "rules", *, windows: str | None = None) 
 
 def load_rules(path: Path | str, *, windows: str | None = None, environ: Mapping[str, str] | None = None) -> RulesFile:
     """Read and validate a rules file, its ``${NAME}`` references read from ``environ`` (default: this process's
-    environment); every failure is a :class:`RulesError` naming the file."""
+    environment); every failure is a :class:`RulesError` naming the file. Unlike :func:`parse_rules`, which
+    rule tests use, it refuses a file without webhooks: ``finsent alerts run`` would deliver to no one."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -346,4 +412,8 @@ def load_rules(path: Path | str, *, windows: str | None = None, environ: Mapping
         raw = expand(raw, os.environ if environ is None else environ)
     except UnsetVariable as exc:
         raise RulesError(f"{path}: {exc}") from None
-    return parse_rules(raw, str(path), windows=windows)
+    rules = parse_rules(raw, str(path), windows=windows)
+    if not rules.webhooks:  # the engine would raise alerts that reach no one, yet look sent
+        raise RulesError(f"{path}: no webhooks: define at least one under 'webhooks:' for the alerts to go to "
+                         "(alerts/WEBHOOKS.md)")
+    return rules

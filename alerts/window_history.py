@@ -4,7 +4,7 @@ The engine keeps each (ticker, window) series in memory, and a rule with ``min_h
 that many closed windows of its own. Without this, each restart (a deploy, a crash) would silence
 such rules for ``min_history`` windows: five hours for hourly windows with the example rules. The
 stream worker indexes every window's final figures, so the engine reads the last
-:data:`~alerts.engine.HISTORY_WINDOWS` of each series back before it consumes again.
+:data:`~alerts.ticker_state.HISTORY_WINDOWS` of each series back before it consumes again.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from alerts.engine import HISTORY_WINDOWS
+from alerts.ticker_state import HISTORY_WINDOWS
 from finsent.schemas import Aggregate
 from finsent.window_sizes import parse_windows
 

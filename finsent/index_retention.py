@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from alerts.engine import HISTORY_WINDOWS
+from alerts.ticker_state import HISTORY_WINDOWS
 from finsent.settings import Settings
 from finsent.window_sizes import parse_window
 

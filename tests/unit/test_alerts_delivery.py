@@ -50,20 +50,22 @@ def outbox(tmp_path):
         yield box
 
 
-def dispatcher(outbox, hooks, wall, registry=None, dead=None):
+def dispatcher(outbox, hooks, wall, registry=None, dead=None, pass_wait=30.0):
+    """A pass waits for every webhook (up to 30 s) unless told otherwise: tests read its outcome right after."""
     registry = registry or CollectorRegistry()
     return Dispatcher(outbox, hooks, SECRET, AlertMetrics(registry), clock=wall, rng=random.Random(7),
-                      on_dead=(lambda a, w, e: dead.append((a.idempotency_key, w, e))) if dead is not None else None
-                      ).start()
+                      on_dead=(lambda a, w, e: dead.append((a.idempotency_key, w, e))) if dead is not None else None,
+                      pass_wait=pass_wait).start()
 
 
 def test_backoff_grows_is_capped_and_jittered():
-    rng = random.Random(1)
-    delays = [backoff_delay(n, 2, 60, rng) for n in range(1, 9)]
+    rng, hook = random.Random(1), Webhook(url="http://x/y", backoff_initial="2s", backoff_max="60s")
+    delays = [backoff_delay(hook, n, rng) for n in range(1, 9)]
     for n, delay in enumerate(delays, start=1):
         step = min(60, 2 * 2 ** (n - 1))
         assert step / 2 <= delay <= step
-    assert len({round(backoff_delay(3, 2, 60, rng), 6) for _ in range(20)}) > 1
+    assert len({round(backoff_delay(hook, 3, rng), 6) for _ in range(20)}) > 1
+    assert 30 <= backoff_delay(hook, 100_000, rng) <= 60  # a day of retries: no float overflow
 
 
 def test_enqueue_is_idempotent(outbox):
@@ -71,8 +73,9 @@ def test_enqueue_is_idempotent(outbox):
     assert outbox.enqueue(make_alert(message="again"), ["ops"], 0) is False
     assert outbox.counts() == {"pending": 1}
     assert outbox.get("a" * 40).alert.message == "AAPL fell"
-    assert outbox.enqueue(make_alert(key="b" * 40), [], 0) is True  # no webhooks: nothing to deliver
-    assert outbox.get("b" * 40).alert.status == "delivered"
+    with pytest.raises(ValueError, match="no webhook"):  # it would be stored as delivered to no one
+        outbox.enqueue(make_alert(key="b" * 40), [], 0)
+    assert outbox.get("b" * 40) is None
 
 
 def test_delivered_once_with_valid_signature(outbox):
@@ -466,3 +469,143 @@ def test_the_shared_secret_is_needed_only_by_webhooks_without_their_own(tmp_path
                          "rules": [{"name": "d", "kind": "drift"}]})
     with pytest.raises(AlertsConfigError, match=r"webhook\(s\) b have no secret of their own"):
         webhook_secret(settings, rules)
+
+
+def test_a_receiver_down_for_an_hour_gets_every_alert_once_it_is_back(outbox):
+    # The default webhook: 8 attempts from 2 s used to give up after ~4 minutes, whatever backoff_max said.
+    wall, dead, port = Wall(), [], free_port()
+    sender = dispatcher(outbox, {"ops": Webhook(url=f"http://127.0.0.1:{port}/hook")}, wall, dead=dead)
+    start = wall.now
+    for minute in range(0, 60, 10):
+        outbox.enqueue(make_alert(key=f"{minute:02d}" * 20, created_at=T0 + timedelta(minutes=minute)), ["ops"],
+                       wall())
+        for _ in range(60):  # ten minutes of passes every 10 s
+            sender.deliver_due()
+            wall.now += 10
+    assert dead == [] and outbox.counts() == {"pending": 6}
+    with WebhookReceiver(SECRET, port=port) as receiver:
+        while outbox.counts().get("pending") and wall.now < start + 3600 + 600:  # backoff_max is 10 minutes
+            sender.deliver_due()
+            wall.now += 10
+        sender.close()
+    assert [r.json()["idempotency_key"][:2] for r in receiver.delivered] == ["00", "10", "20", "30", "40", "50"]
+    assert outbox.counts() == {"delivered": 6}
+
+
+def test_a_delivery_is_given_up_at_give_up_after_and_a_requeue_restarts_the_clock(outbox):
+    wall, dead = Wall(), []
+    with WebhookReceiver(SECRET, status=500) as receiver:
+        hook = Webhook(url=receiver.url, give_up_after="60s", backoff_initial="25s", backoff_max="25s",
+                       max_attempts=100)  # whichever comes first: the time
+        sender = dispatcher(outbox, {"ops": hook}, wall, dead=dead)
+        outbox.enqueue(make_alert(), ["ops"], wall())
+        start, tried_at = wall.now, []
+        while not dead:
+            if sender.deliver_due():
+                tried_at.append(wall.now - start)
+            wall.now += 1
+        assert tried_at[-1] == 60  # the last retry at the deadline, not up to backoff_max past it
+        assert len(tried_at) == len(receiver.received) and all(t < 60 for t in tried_at[:-1])
+        assert outbox.get("a" * 40).alert.status == "failed"
+        assert outbox.requeue_failed(wall()) == 1
+        assert sender.deliver_due() == 1
+        sender.close()
+    assert outbox.get("a" * 40).alert.status == "pending"  # 60 s from the requeue, not from the first try
+
+
+def test_max_attempts_when_set_still_ends_retries_first(outbox):
+    wall, dead = Wall(), []
+    with WebhookReceiver(SECRET, status=503) as receiver:
+        sender = dispatcher(outbox, {"ops": Webhook(url=receiver.url, max_attempts=2)}, wall, dead=dead)
+        outbox.enqueue(make_alert(), ["ops"], wall())
+        for _ in range(3):
+            sender.deliver_due()
+            wall.now += 5
+        sender.close()
+    assert len(receiver.received) == 2 and [key for key, _, _ in dead] == ["a" * 40]
+
+
+def test_a_retried_alert_is_not_overtaken_by_a_newer_one(outbox):
+    # The receiver's last word on AAPL must be the newest alert, B, not A's retry.
+    wall = Wall()
+    with WebhookReceiver(SECRET, status=503) as receiver:
+        sender = dispatcher(outbox, {"ops": Webhook(url=receiver.url)}, wall)
+        outbox.enqueue(make_alert(key="a" * 40, message="A fell"), ["ops"], wall())
+        assert sender.deliver_due() == 1  # 503: A waits for its retry
+        receiver.status = 200
+        wall.now += 1
+        outbox.enqueue(make_alert(key="b" * 40, message="B rose", created_at=T0 + timedelta(minutes=15)), ["ops"],
+                       wall())
+        assert sender.deliver_due() == 0  # B is due, but waits behind A
+        for _ in range(10):
+            wall.now += 1
+            sender.deliver_due()
+        sender.close()
+    assert [r.json()["message"] for r in receiver.received] == ["A fell", "A fell", "B rose"]
+    assert outbox.counts() == {"delivered": 2}
+
+
+def test_each_webhook_is_a_queue_that_a_dead_letter_does_not_block(outbox):
+    def add(key, webhooks=("ops",), now=10.0):
+        outbox.enqueue(make_alert(key=key * 40), list(webhooks), now)
+
+    add("a", ["ops", "pager"])
+    add("b")
+    add("c")
+    assert [d.key[0] for d in outbox.due(10.0) if d.webhook == "ops"] == ["a", "b", "c"]
+    outbox.record_attempt("a" * 40, "ops", ok=False, error="HTTP 503", at=T0, retry_at=50.0)
+    assert [(d.key[0], d.webhook) for d in outbox.due(20.0)] == [("a", "pager")]  # b and c wait behind a
+    assert outbox.next_due() == 10.0  # pager's a
+    outbox.record_attempt("a" * 40, "pager", ok=True, error=None, at=T0, retry_at=None)
+    assert outbox.next_due() == 50.0  # not b's 10.0: it waits for a
+    add("d", now=20.0)
+    assert [d.key[0] for d in outbox.due(50.0)] == ["a", "b", "c", "d"]
+    assert [d.key[0] for d in outbox.due(50.0, limit=2)] == ["a", "b"]
+    outbox.record_attempt("a" * 40, "ops", ok=False, error="HTTP 410", at=T0, retry_at=None)  # dead
+    assert [d.key[0] for d in outbox.due(20.0)] == ["b", "c"]  # d, stored while a waited, is due at a's 50.0
+    assert outbox.requeue_failed(60.0) == 1  # a again: first in line, as it was raised first
+    assert [d.key[0] for d in outbox.due(60.0)] == ["a", "b", "c", "d"]
+
+
+def test_due_is_limited_per_webhook_and_skips_busy_ones(outbox):
+    for i in range(5):
+        outbox.enqueue(make_alert(key=f"{i}" * 40), ["ops"], 1.0)
+    outbox.enqueue(make_alert(key="p" * 40), ["pager"], 2.0)
+    assert [(d.webhook, d.key[0]) for d in outbox.due(5.0, limit=2)] == [("ops", "0"), ("ops", "1"), ("pager", "p")]
+    assert [d.webhook for d in outbox.due(5.0, skip=["ops"])] == ["pager"]
+
+
+def test_a_slow_webhook_holds_up_neither_the_others_nor_the_next_pass(outbox):
+    wall, stopping = Wall(), threading.Event()
+    with WebhookReceiver(SECRET, on_receive=lambda _: time.sleep(0.3)) as slow, WebhookReceiver(SECRET) as pager:
+        sender = dispatcher(outbox, {"ops": Webhook(url=slow.url), "pager": Webhook(url=pager.url)}, wall,
+                            pass_wait=0.1)
+        for i in range(20):  # six seconds of work for ops
+            outbox.enqueue(make_alert(key=f"{i:02d}" * 20), ["ops"], wall())
+        sender.deliver_due()
+        outbox.enqueue(make_alert(key="p" * 40), ["pager"], wall())  # raised while ops is busy
+        started = time.monotonic()
+        while not pager.delivered and time.monotonic() - started < 5:
+            sender.deliver_due(should_stop=stopping.is_set)
+        took = time.monotonic() - started
+        pending_ops = outbox.counts().get("pending", 0)
+        stopping.set()
+        sender.deliver_due(should_stop=stopping.is_set)  # waits for the attempt in flight only
+        sender.close()
+    assert len(pager.delivered) == 1 and took < 1.5, took
+    assert pending_ops >= 10  # ops was still working through its queue
+    assert len(slow.delivered) < 20 and outbox.counts()["pending"] == 20 - len(slow.delivered)
+
+
+def test_an_outbox_from_before_give_up_after_counts_from_the_next_attempt(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with Outbox(path) as box:
+        box.enqueue(make_alert(), ["ops"], 5.0)
+    with sqlite3.connect(path) as conn:  # as the outbox was before give_up_after
+        conn.execute("ALTER TABLE deliveries DROP COLUMN queued_at")
+        conn.execute("UPDATE deliveries SET next_attempt_at = 42.0")
+    with Outbox(path) as box:
+        [due] = box.due(100.0)
+    assert due.queued_at == 42.0

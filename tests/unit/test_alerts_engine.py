@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts.engine import BURST_LATENESS, RuleEngine
+from alerts.engine import RuleEngine
+from alerts.ticker_state import BURST_LATENESS
 from alerts.payload import idempotency_key
 from alerts.rules import parse_rules
 from finsent.schemas import Aggregate, ControlMessage, ScoredDocument, Sentiment
@@ -167,7 +168,7 @@ def test_negative_burst_fires_with_documents_keyed_by_its_first_document():
 
 def test_model_and_drift_events():
     engine = RuleEngine(rules({"name": "models", "kind": "model", "actions": ["rollback"]},
-                              {"name": "drift", "kind": "drift", "monitors": ["psi"]}), clock=Clock())
+                              {"name": "drift", "kind": "drift", "monitors": ["input"]}), clock=Clock())
     promote = ControlMessage(action="promote", model_version="v2", issued_at=T0)
     assert engine.on_control(promote) == []
     [alert] = engine.on_control(ControlMessage(action="rollback", model_version="v1", reason="F1 fell",
@@ -176,8 +177,8 @@ def test_model_and_drift_events():
     other = ControlMessage(action="drift", model_version="v1", details={"monitor": "adwin"}, issued_at=T0)
     assert engine.on_control(other) == []
     [drift] = engine.on_control(ControlMessage(action="drift", model_version="v1", issued_at=T0,
-                                               details={"monitor": "psi", "statistic": 0.4, "threshold": 0.2}))
-    assert drift.kind == "drift" and drift.value == 0.4 and drift.threshold == 0.2 and "psi" in drift.message
+                                               details={"monitor": "input", "statistic": 0.4, "threshold": 0.2}))
+    assert drift.kind == "drift" and drift.value == 0.4 and drift.threshold == 0.2 and "input" in drift.message
 
 
 def test_drift_event_as_retrain_publishes_it():
@@ -287,7 +288,7 @@ def test_a_restarted_engine_warmed_with_the_past_windows_judges_the_next_one_at_
 
 
 def test_the_history_query_asks_each_window_size_for_its_own_span():
-    from alerts.engine import HISTORY_WINDOWS
+    from alerts.ticker_state import HISTORY_WINDOWS
     from alerts.window_history import history_query
 
     clauses = history_query("1m,1h", T0)["bool"]["should"]

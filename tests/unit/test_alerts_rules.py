@@ -20,6 +20,7 @@ def test_example_rules_file_is_valid():
     burst = next(r for r in rules.rules if r.kind == "negative_burst")
     assert burst.within == timedelta(minutes=10)
     assert rules.webhooks["slack"].format == "slack"
+    assert rules.warnings() == []  # its retries reach backoff_max before they give up
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -215,3 +216,74 @@ def test_a_yaml_error_says_where_never_what_the_line_holds(tmp_path):
         load_rules(broken)
     assert "s3cret" not in str(err.value) and "hooks.slack.com" not in str(err.value)
     assert str(err.value).startswith(f"{broken}: not valid YAML: ") and "(line 2, column " in str(err.value)
+
+
+def test_drift_monitors_are_those_the_drift_check_publishes():
+    from alerts.rules import DRIFT_MONITORS
+
+    assert set(DRIFT_MONITORS) == {"prediction", "confidence", "input", "performance"}
+    drift = {"name": "drift", "kind": "drift"}
+    assert parse_rules({"rules": [{**drift, "monitors": list(DRIFT_MONITORS)}]}).rules[0].monitors == list(
+        DRIFT_MONITORS)
+    with pytest.raises(RulesError, match=r"rule 'drift' \(rules\[0\]\) field 'monitors': unknown drift monitor "
+                                         r"'predictions' \(monitors: confidence, input, performance, prediction\)"):
+        parse_rules({"rules": [{**drift, "monitors": ["predictions"]}]})
+
+
+def test_min_history_is_at_most_what_a_restart_reads_back():
+    from alerts.ticker_state import HISTORY_WINDOWS
+
+    shift = {"name": "shift", "kind": "sentiment_shift", "threshold": 3}
+    assert parse_rules({"rules": [{**shift, "min_history": HISTORY_WINDOWS}]}).rules[0].min_history == 48
+    for kind in ({}, {"kind": "volume_spike"}):
+        with pytest.raises(RulesError, match=r"field 'min_history': at most 48, the closed windows the engine keeps"):
+            parse_rules({"rules": [{**shift, **kind, "min_history": HISTORY_WINDOWS + 1}]})
+
+
+def test_a_rules_file_without_webhooks_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    path = tmp_path / "rules.yml"
+    path.write_text("rules:\n  - {name: d, kind: drift}\n")
+    with pytest.raises(RulesError, match=r"no webhooks: define at least one under 'webhooks:'"):
+        load_rules(path)
+    for command in ("check", "run"):
+        result = CliRunner().invoke(app, ["alerts", command, "--rules", str(path)])
+        assert result.exit_code == 1 and "no webhooks" in result.output
+
+
+def test_webhooks_give_up_after_a_day_unless_told_otherwise():
+    hook = parse_rules({"webhooks": {"ops": {"url": "http://x/y"}}, "rules": [{"name": "d", "kind": "drift"}]})
+    assert hook.webhooks["ops"].give_up_after == timedelta(hours=24) and hook.webhooks["ops"].max_attempts is None
+    with pytest.raises(RulesError, match="give_up_after must be positive"):
+        parse_rules({"webhooks": {"ops": {"url": "http://x/y", "give_up_after": 0}},
+                     "rules": [{"name": "d", "kind": "drift"}]})
+
+
+@pytest.mark.parametrize("hook,warning", [
+    ({}, None),
+    ({"max_attempts": 11}, None),  # its 10th wait is the first of 10 minutes
+    ({"max_attempts": 8}, "webhook 'ops': max_attempts 8 gives up about 4 min after the first attempt, its longest "
+                          "wait 128 s: backoff_max 10m is never reached"),
+    ({"max_attempts": 1}, "webhook 'ops': max_attempts 1 never retries"),
+    ({"give_up_after": "20m"}, "webhook 'ops': give_up_after 20m ends the retries before one waits backoff_max 10m "
+                               "(about 17 min of shorter waits come first)"),
+    ({"give_up_after": "20m", "backoff_max": "2s"}, None),
+])
+def test_check_warns_where_retries_never_reach_backoff_max(hook, warning):
+    rules = parse_rules({"webhooks": {"ops": {"url": "http://x/y", **hook}}, "rules": [{"name": "d", "kind": "drift"}]})
+    if warning is None:
+        assert rules.warnings() == []
+    else:
+        [said] = rules.warnings()
+        assert said.startswith(warning), said
+
+
+def test_cli_check_shows_the_warnings_and_still_passes(tmp_path):
+    from typer.testing import CliRunner
+
+    path = tmp_path / "rules.yml"
+    path.write_text("webhooks:\n  ops: {url: 'http://x/y', max_attempts: 8}\nrules:\n  - {name: d, kind: drift}\n")
+    result = CliRunner().invoke(app, ["alerts", "check", "--rules", str(path)])
+    assert result.exit_code == 0 and "rules ok" in result.output
+    assert "warning: webhook 'ops': max_attempts 8 gives up" in result.output
