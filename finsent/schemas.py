@@ -39,7 +39,8 @@ def _to_utc(value: datetime) -> datetime:
 # Timezone-aware only; stored and emitted as UTC.
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 Ticker = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9]{0,9}([.\-][A-Z0-9]{1,4})?$")]
-NonEmptyText = Annotated[str, Field(min_length=1, max_length=1_000_000)]
+MAX_TEXT_CHARS = 1_000_000  # the longest text a document or label may hold
+NonEmptyText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 
 
 def utc_now() -> datetime:

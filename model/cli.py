@@ -190,13 +190,8 @@ def calibrate(
 
     Training already calibrates on its validation split; this is for a model trained before that, or for
     rows closer to what it will score. The temperature changes no label; biases do (model/calibration.py).
-    The figures after are measured on the fitting rows."""
-    import shutil
-    import tempfile
-
-    from finsent.schemas import LABELS
-    from model import data as datamod
-    from model.calibration import BIAS_KEY, CONFIG_KEY, calibrate as fit_calibration
+    The figures after, and the new version's validation figures, are measured on the fitting rows."""
+    from model.calibrated import register_calibrated
 
     if bias not in ("auto", "on", "off"):
         fail(f"--bias must be auto, on or off, not {bias!r}", code=2)
@@ -204,32 +199,9 @@ def calibrate(
     report = _labelled(data, on_bad_rows, "calibrate on")
     registry = _registry(settings)
     scorer = _load_scorer(settings, model, registry, batch_size=None, threads=None, quantize=None)
-    scorer.temperature, scorer.bias = 1.0, [0.0] * len(LABELS)  # fitted to the model's own output
-    raw = scorer.predict_proba([e.text for e in report.examples])
-    calibration = fit_calibration(raw, [e.label for e in report.examples], bias=bias) | {
-        "data": [str(p) for p in data], "data_fingerprint": datamod.fingerprint(report.examples)}
-    parent = registry.get(scorer.version) if registry.exists(scorer.version) else {}
-    # What the weights are (training, metrics, labels_until of a retrain, ...); not the registry's own fields.
-    owned = {"version", "created_at", "status", "promoted_at", "champion", "parent_version", "calibration"}
-    inherited = {k: v for k, v in parent.items() if k not in owned}
-    if calibration["bias"]:
-        # Biases change labels, so the parent's validation figures no longer describe this model: these
-        # are measured on the calibration rows (the validation split, if that is what was given).
-        from model.evaluation import evaluate
-
-        scorer.temperature, scorer.bias = calibration["temperature"], [calibration["bias"][x] for x in LABELS]
-        examples = report.examples
-        measured = evaluate(scorer, [e.text for e in examples], [e.label for e in examples],
-                            [e.source for e in examples]) | {"data": [str(p) for p in data]}
-        inherited["metrics"] = inherited.get("metrics", {}) | {"validation": measured}
-    with tempfile.TemporaryDirectory(prefix="finsent-calibrate-") as tmp:
-        # The same files (an ONNX export stays valid: calibration is applied outside the graph).
-        shutil.copytree(registry.path(model), tmp, dirs_exist_ok=True)
-        config_file = Path(tmp) / "config.json"
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-        config |= {CONFIG_KEY: calibration["temperature"], BIAS_KEY: calibration["bias"]}
-        config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
-        version = registry.register(tmp, inherited | {"parent_version": scorer.version, "calibration": calibration})
+    had_bias = any(scorer.bias)
+    version, calibration = register_calibrated(registry, scorer, registry.path(model), report.examples,
+                                               [str(p) for p in data], bias=bias)
     if promote:
         registry.promote(version)
         _announce(settings, "promote", version, registry.path(version), True)
@@ -240,10 +212,10 @@ def calibrate(
     if calibration["bias"]:
         biases = ", ".join(f"{label} {value:+.2f}" for label, value in calibration["bias"].items() if value)
         said = f"biases {biases}; accuracy {calibration['accuracy_before']:.4f} -> {calibration['accuracy_after']:.4f}"
-    elif "splits" in check:
-        said = f"no bias (it won {check['splits_won']} of {check['splits']} held-out halves); labels unchanged"
     else:
-        said = "no bias; labels unchanged"
+        won = f" (it won {check['splits_won']} of {check['splits']} held-out halves)" if "splits" in check else ""
+        said = f"no bias{won}; " + ("the model's biases are dropped, so labels change" if had_bias
+                                     else "labels unchanged")
     typer.echo(f"temperature {calibration['temperature']:.3f} on {calibration['n']} rows: ECE "
                f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}; {said}")
     if promote:
@@ -306,7 +278,9 @@ def predict(
 def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Every registered version, oldest first; the champion is marked."""
     registry = _registry(settings_of(ctx), mirror=False)
-    versions = registry.list()
+    versions, problems = registry.scan()
+    for problem in problems:
+        typer.echo(f"warning: left out {problem}", err=True)
     if as_json:
         typer.echo(json.dumps(versions))
         return

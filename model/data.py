@@ -14,16 +14,19 @@ import io
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from finsent.schemas import LABELS
-from model.labels import LabelError, normalise_label
+from finsent.schemas import LABELS, MAX_TEXT_CHARS
+from model.labels import normalise_label
 
 OnBadRows = Literal["skip", "reject"]
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+# csv refuses a field over 131,072 characters by default, though a text may be as long as the schemas allow. Not
+# unbounded: a stray quote would read the rest of the file into one field, however large it is.
+CSV_FIELD_LIMIT = MAX_TEXT_CHARS
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,18 @@ class BadDataError(ValueError):
 
 def is_jsonl(path: Path) -> bool:
     return path.suffix.lower() in JSONL_SUFFIXES
+
+
+def csv_reader(lines: Iterable[str]) -> Any:
+    """``csv.reader`` taking fields up to :data:`CSV_FIELD_LIMIT` long (csv's limit is global; never lowered here)."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+    return csv.reader(lines)
+
+
+def field_names(names: Iterable[str]) -> list[str]:
+    """Column names and JSONL keys as they are matched: stripped and lower-cased ("Text" is "text")."""
+    return [name.strip().lower() for name in names]
 
 
 def _bad_encoding(text: str) -> bool:
@@ -100,14 +115,14 @@ def iter_records(path: Path, *, keep_blank: bool = False) -> Iterator[tuple[int,
             if not isinstance(obj, dict):
                 yield number, None, f"expected a JSON object, got {type(obj).__name__}"
                 continue
-            yield number, obj, None
+            yield number, dict(zip(field_names(obj), obj.values())), None
         return
-    reader = csv.reader(io.StringIO(raw, newline=""))
+    reader = csv_reader(io.StringIO(raw, newline=""))
     try:
         header = next(reader)
     except StopIteration:
         return
-    columns = [h.strip().lower() for h in header]
+    columns = field_names(header)
     previous_end = reader.line_num
     while True:
         try:
@@ -132,7 +147,9 @@ def iter_records(path: Path, *, keep_blank: bool = False) -> Iterator[tuple[int,
         yield start, dict(zip(columns, row)), None
 
 
-def load_file(path: Path | str, *, source: str | None = None) -> LoadReport:
+def load_file(path: Path | str, *, source: str | None = None, source_column: str | None = None) -> LoadReport:
+    """The labelled rows of one file. Each row's source is ``source`` (default: named after the file), or
+    with ``source_column`` that column's value where a row has one."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no data file {path}")
@@ -141,19 +158,29 @@ def load_file(path: Path | str, *, source: str | None = None) -> LoadReport:
     for line, record, error in iter_records(path):
         if error is None:
             assert record is not None
-            text = record.get("text")
-            if not isinstance(text, str) or not text.strip():
-                error = "missing text" if text is None else "blank text" if isinstance(text, str) else "text is not a string"
-            elif "label" not in record or record["label"] in (None, ""):
-                error = "missing label"
-            else:
-                try:
-                    report.examples.append(Example(text=text, label=normalise_label(record["label"]), source=src))
-                    continue
-                except LabelError as exc:
-                    error = str(exc)
+            try:
+                report.examples.append(_example(record, _row_source(record, source_column) or src))
+                continue
+            except ValueError as exc:
+                error = str(exc)
         report.bad.append(BadRow(str(path), line, error))
     return report
+
+
+def _row_source(record: Mapping[str, Any], column: str | None) -> str | None:
+    value = record.get(column) if column else None
+    return value.strip() if isinstance(value, str) else None
+
+
+def _example(record: Mapping[str, Any], source: str) -> Example:
+    """The example of one record; ValueError says why there is none."""
+    text = record.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("missing text" if text is None else "blank text" if isinstance(text, str)
+                         else "text is not a string")
+    if record.get("label") in (None, ""):
+        raise ValueError("missing label")
+    return Example(text=text, label=normalise_label(record["label"]), source=source)
 
 
 def load(paths: Sequence[Path | str], *, on_bad_rows: OnBadRows = "skip") -> LoadReport:

@@ -151,15 +151,43 @@ class Registry:
             version = self._require_champion()
         if not self.exists(version):
             raise RegistryError(f"no model version {version!r} in {self.root}")
-        meta = json.loads((self.versions_dir / version / METADATA).read_text(encoding="utf-8"))
+        meta = self._metadata(version)
         meta["champion"] = version == self.champion()
         return meta
 
+    def _metadata(self, version: str) -> dict[str, Any]:
+        """A version's metadata.json; RegistryError naming the file when it is unreadable (cut short, edited)."""
+        meta_file = self.versions_dir / version / METADATA
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise RegistryError(f"unreadable metadata of {version}: {meta_file}: {exc}") from None
+        if not isinstance(meta, dict):
+            raise RegistryError(f"unreadable metadata of {version}: {meta_file} holds a {type(meta).__name__}, "
+                                "not an object")
+        return meta
+
     def list(self) -> list[dict[str, Any]]:
-        """Metadata of every version, oldest first."""
+        """Metadata of every version, oldest first; a version whose metadata is unreadable is left out, with a
+        warning (:meth:`scan` gives the reasons)."""
+        versions, problems = self.scan()
+        for problem in problems:
+            log.warning("left out of the list: %s", problem)
+        return versions
+
+    def scan(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """The metadata of every version whose metadata is readable, oldest first, and why each other one is not."""
         if not self.versions_dir.is_dir():
-            return []
-        return [self.get(p.name) for p in sorted(self.versions_dir.iterdir()) if self.exists(p.name)]
+            return [], []
+        versions, problems = [], []
+        for folder in sorted(self.versions_dir.iterdir()):
+            if not self.exists(folder.name):
+                continue
+            try:
+                versions.append(self.get(folder.name))
+            except RegistryError as exc:
+                problems.append(str(exc))
+        return versions, problems
 
     def path(self, ref: str | Path) -> Path:
         """The folder of a version, of ``champion``, or of a folder path given as is."""
@@ -233,11 +261,12 @@ class Registry:
                 raise ChampionChanged(expected, previous)
             if previous == version:
                 return
+            # Both read before the pointer moves: unreadable metadata stops the promotion with nothing changed.
+            updates = self._status_updates({version: {"status": "champion", "promoted_at": now}} | (
+                {previous: {"status": "retired"}} if previous and self.exists(previous) else {}))
             history = pointer.get("history", []) + [{"version": version, "promoted_at": now}]
             _write_json_atomic(self.pointer_file, {"champion": version, "history": history})
-            self._set_status(version, status="champion", promoted_at=now)
-            if previous and self.exists(previous):
-                self._set_status(previous, status="retired")
+            self._write_statuses(updates)
         self._mirror(version, previous)
 
     def rollback(self) -> str:
@@ -258,9 +287,10 @@ class Registry:
             if not self.exists(target):
                 raise RegistryError(f"the previous champion {target} was pruned from {self.root}; "
                                     "promote a version that is still there")
+            updates = self._status_updates({target: {"status": "champion", "promoted_at": now}} | (
+                {current: {"status": "rolled_back"}} if self.exists(current) else {}))
             _write_json_atomic(self.pointer_file, {"champion": target, "history": history})
-            self._set_status(current, status="rolled_back")
-            self._set_status(target, status="champion", promoted_at=now)
+            self._write_statuses(updates)
         self._mirror(target, current)
         return target
 
@@ -299,11 +329,13 @@ class Registry:
             log.info("pruned %d model version(s) from %s: %s", len(doomed), self.root, ", ".join(doomed))
         return doomed
 
-    def _set_status(self, version: str, **fields: Any) -> None:
-        meta_file = self.versions_dir / version / METADATA
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        meta.update(fields)
-        _write_json_atomic(meta_file, meta)
+    def _status_updates(self, fields: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each version's metadata with ``fields`` applied, read (and so checked) before anything is written."""
+        return {version: self._metadata(version) | changes for version, changes in fields.items()}
+
+    def _write_statuses(self, updates: dict[str, dict[str, Any]]) -> None:
+        for version, meta in updates.items():
+            _write_json_atomic(self.versions_dir / version / METADATA, meta)
 
     # --- Elasticsearch mirror ----------------------------------------------------------
     def mirror_all(self) -> int:

@@ -230,16 +230,20 @@ class InputDrift:
 
 
 class PerformanceDrift:
-    """Macro-F1 of the champion on fresh labels; fires when it falls ``threshold`` below ``baseline``.
+    """Macro-F1 of the champion on fresh labels; fires when it falls ``threshold`` below the baseline.
 
-    ``update((true_label, predicted_label))``. ``baseline`` is the champion's macro-F1 when it was
-    trained; without one the monitor only reports figures and never fires.
+    ``update((true_label, predicted_label))``. ``reference`` is the champion's validation split as (true labels,
+    predicted labels); without one the monitor only reports figures and never fires. Both sides are averaged over
+    the labels the fresh labels hold, with the same function: fresh labels without a neutral one are judged on
+    negative and positive, as is the baseline, instead of scoring 0 for the neutral F1 they cannot have (a
+    perfect model would read 0.67 against a validation 0.8 and fire) or being let off the one the baseline has.
     """
 
     name = "performance"
 
-    def __init__(self, baseline: float | None, threshold: float = 0.1, min_samples: int = 30) -> None:
-        self.baseline, self.threshold, self.min_samples = baseline, threshold, min_samples
+    def __init__(self, reference: tuple[Sequence[str], Sequence[str]] | None, threshold: float = 0.1,
+                 min_samples: int = 30) -> None:
+        self.reference, self.threshold, self.min_samples = reference, threshold, min_samples
         self.reset()
 
     def reset(self) -> None:
@@ -251,11 +255,25 @@ class PerformanceDrift:
         self._true.append(truth)
         self._pred.append(predicted)
 
+    def _labels(self) -> list[str]:
+        return sorted(set(self._true)) or list(LABELS)
+
+    @property
+    def baseline(self) -> float | None:
+        """The reference's macro-F1 over the labels the fresh labels hold."""
+        if self.reference is None or not self.reference[0]:
+            return None
+        return accuracy_and_macro_f1(*self.reference, labels=self._labels())[1]
+
+    def _macro_f1(self) -> float:
+        return accuracy_and_macro_f1(self._true, self._pred, labels=self._labels())[1]
+
     @property
     def statistic(self) -> float | None:
-        if self.baseline is None or len(self._true) < self.min_samples:
+        baseline = self.baseline
+        if baseline is None or len(self._true) < self.min_samples:
             return None
-        return self.baseline - accuracy_and_macro_f1(self._true, self._pred)[1]
+        return baseline - self._macro_f1()
 
     @property
     def drift_detected(self) -> bool:
@@ -263,11 +281,13 @@ class PerformanceDrift:
         return stat is not None and stat > self.threshold
 
     def details(self) -> dict[str, Any]:
-        acc, f1 = accuracy_and_macro_f1(self._true, self._pred)
-        details = {"n": len(self._true), "accuracy": round(acc, 6), "macro_f1": round(f1, 6),
-                   "baseline_macro_f1": self.baseline, "min_samples": self.min_samples}
-        if self.baseline is None:
-            details["reason"] = "the model has no validation macro-F1 to compare with"
+        acc = accuracy_and_macro_f1(self._true, self._pred)[0]
+        baseline = self.baseline
+        details = {"n": len(self._true), "accuracy": round(acc, 6), "macro_f1": round(self._macro_f1(), 6),
+                   "baseline_macro_f1": None if baseline is None else round(baseline, 6), "labels": self._labels(),
+                   "min_samples": self.min_samples}
+        if baseline is None:
+            details["reason"] = "the model has no validation figures to compare with"
         elif len(self._true) < self.min_samples:
             details["reason"] = f"{len(self._true)} fresh labels, need {self.min_samples}"
         return details

@@ -19,6 +19,7 @@ from retrain.conflicts import ResolvedLabel
 from retrain.context import Context, flat_details
 from retrain.drift import InputDrift, PerformanceDrift, PredictionDrift, confidence_monitor
 from retrain.review import REVIEW_SOURCE
+from retrain.statistics import confusion_pairs
 
 log = logging.getLogger(__name__)
 _DOC_FIELDS = ["text", "sentiment.label", "sentiment.confidence", "scored_at"]
@@ -107,17 +108,23 @@ def performance_labels(fresh: list[ResolvedLabel], max_labels: int) -> tuple[lis
     return judged[-max_labels:], len(fresh) - len(judged)
 
 
+def validation_pairs(meta: dict[str, Any]) -> tuple[list[str], list[str]] | None:
+    """The (true, predicted) labels of a model's validation split, from its confusion matrix; None without one."""
+    confusion = ((meta.get("metrics") or {}).get("validation") or {}).get("confusion_matrix")
+    return confusion_pairs(confusion) if confusion else None
+
+
 def _performance(ctx: Context, version: str, meta: dict[str, Any], fresh: list[ResolvedLabel]) -> MonitorResult:
     s = ctx.settings
-    baseline = ((meta.get("metrics") or {}).get("validation") or {}).get("macro_f1")
-    monitor = PerformanceDrift(baseline=baseline, threshold=s.drift_f1_drop, min_samples=s.drift_min_labels)
+    monitor = PerformanceDrift(validation_pairs(meta), threshold=s.drift_f1_drop, min_samples=s.drift_min_labels)
     recent, left_out = performance_labels(fresh, s.drift_max_labels)
     if len(recent) >= s.drift_min_labels:
         predicted = ctx.scorer(version).score([r.text for r in recent])
         for label, sentiment in zip(recent, predicted, strict=True):
             monitor.update((label.label, sentiment.label))
     details = monitor.details() | {"fresh_labels": len(fresh), "review_labels_left_out": left_out}
-    if left_out and baseline is not None and len(recent) < s.drift_min_labels:  # the reason is "n labels, need m"
+    # The reason is "n labels, need m" then.
+    if left_out and monitor.baseline is not None and len(recent) < s.drift_min_labels:
         details["reason"] += f"; {left_out} from the review page left out"
     return MonitorResult(monitor.name, monitor.statistic, monitor.threshold, monitor.drift_detected, details)
 

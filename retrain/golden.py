@@ -11,6 +11,7 @@ are kept out of the replay sample, so a challenger is never trained on what judg
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import random
 from collections import defaultdict
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finsent.settings import Settings
+
+log = logging.getLogger(__name__)
+BAD_ROWS_SHOWN = 20  # warnings about a golden file's bad rows, one each; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,26 @@ def golden_path(settings: Settings) -> Path:
     return settings.golden_set or settings.state_dir / "retrain" / "golden.csv"
 
 
+class GoldenSetError(ValueError):
+    """A golden set file with no row to judge a model on."""
+
+
 def read_golden(path: Path) -> list[Row]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return [Row(r["text"], r["label"], r.get("source") or "golden") for r in csv.DictReader(fh)]
+    """The golden rows, read as training data is (``model.data``: a byte order mark, any header case, label
+    synonyms such as "Negative" or "bullish"); a bad row is skipped with a warning, since the file may be
+    written by hand."""
+    from model import data as datamod
+
+    report = datamod.load_file(path, source="golden", source_column="source")
+    for bad in report.bad[:BAD_ROWS_SHOWN]:
+        log.warning("golden set: skipped %s", bad)
+    if len(report.bad) > BAD_ROWS_SHOWN:
+        log.warning("golden set: skipped %d more bad rows of %s", len(report.bad) - BAD_ROWS_SHOWN, path)
+    if not report.examples:
+        first = f", the first {report.bad[0]}" if report.bad else ""
+        raise GoldenSetError(f"golden set {path} has no usable row (a text and a label of negative, neutral or "
+                             f"positive): {len(report.bad)} bad row(s){first}")
+    return [Row(e.text, e.label, e.source) for e in report.examples]
 
 
 def ensure_golden(settings: Settings, rows: Sequence[Row] | None = None, *, seed: int = 20240601) -> list[Row]:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from finsent.schemas import LabelRecord, describe_validation_error, utc_now
 from finsent.settings import Settings
+from model.data import csv_reader, field_names
 from retrain.conflicts import label_id
 
 
@@ -109,7 +110,7 @@ def read_csv(path: Path, *, annotator: str, source: str = "csv", now: datetime |
 
 def _csv_rows(fh: TextIO, where: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header (names stripped, lower-cased) and each non-blank row with the line it starts on."""
-    reader = csv.reader(fh)
+    reader = csv_reader(fh)
     header: list[str] = []
     rows: list[tuple[int, list[str]]] = []
     end = 0
@@ -120,7 +121,7 @@ def _csv_rows(fh: TextIO, where: str) -> tuple[list[str], list[tuple[int, list[s
             if not any(cell.strip() for cell in row):
                 continue
             if not header:
-                header = [cell.strip().lower() for cell in row]
+                header = field_names(row)
             else:
                 rows.append((start, row))
     except csv.Error as exc:

@@ -71,8 +71,9 @@ def margin(probabilities: Mapping[str, float]) -> float:
     return top[0] - top[1]
 
 
-def accuracy_and_macro_f1(y_true: Iterable[str], y_pred: Iterable[str]) -> tuple[float, float]:
-    """Accuracy and macro-F1 over the labels present in either list (sklearn's convention)."""
+def accuracy_and_macro_f1(y_true: Iterable[str], y_pred: Iterable[str],
+                          labels: Iterable[str] | None = None) -> tuple[float, float]:
+    """Accuracy, and macro-F1 over ``labels`` (default: those present in either list, sklearn's convention)."""
     pairs = list(zip(y_true, y_pred, strict=True))
     if not pairs:
         return 0.0, 0.0
@@ -86,9 +87,22 @@ def accuracy_and_macro_f1(y_true: Iterable[str], y_pred: Iterable[str]) -> tuple
         else:
             fp[p] += 1
             fn[t] += 1
-    present = sorted({t for t, _ in pairs} | {p for _, p in pairs})
+    averaged = sorted(labels) if labels is not None else sorted({t for t, _ in pairs} | {p for _, p in pairs})
     f1s = []
-    for label in present:
+    for label in averaged:
         denominator = 2 * tp[label] + fp[label] + fn[label]
         f1s.append(2 * tp[label] / denominator if denominator else 0.0)
-    return correct / len(pairs), sum(f1s) / len(f1s)
+    return correct / len(pairs), sum(f1s) / len(f1s) if f1s else 0.0
+
+
+def confusion_pairs(confusion: Mapping[str, Sequence]) -> tuple[list[str], list[str]]:
+    """The (true, predicted) label lists a confusion matrix counts (``model.evaluation.metrics``'
+    ``confusion_matrix``: ``labels`` and ``rows_true_cols_pred``), so figures can be computed again from it."""
+    labels, rows = confusion["labels"], confusion["rows_true_cols_pred"]
+    true: list[str] = []
+    pred: list[str] = []
+    for truth, row in zip(labels, rows, strict=True):
+        for predicted, count in zip(labels, row, strict=True):
+            true += [truth] * int(count)
+            pred += [predicted] * int(count)
+    return true, pred

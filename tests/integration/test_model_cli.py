@@ -160,8 +160,12 @@ def test_calibrate_registers_the_same_weights_with_a_fitted_temperature(cli_env,
     listed = {m["version"]: m for m in json.loads(_run("list", "--json").stdout)}
     assert listed[version]["parent_version"] == first and listed[version]["champion"] is True
     assert listed[version]["calibration"]["temperature"] == calibration["temperature"]
-    for key in ("training", "metrics", "data_fingerprint", "base_model"):  # what the weights are, inherited
+    for key in ("training", "data_fingerprint", "base_model"):  # what the weights are, inherited
         assert listed[version][key] == listed[first][key], key
+    # The figures are not: the temperature moves the confidences, so they are measured again on the given rows.
+    measured = listed[version]["metrics"]["validation"]
+    assert measured["data"] == [str(held)] and measured["n"] == len(held_rows)
+    assert measured["ece"] == pytest.approx(calibration["ece_after"], abs=1e-5)
     from finsent import clients
 
     with clients.elasticsearch(cli_env) as es:  # the mirror shows each version's temperature

@@ -109,3 +109,36 @@ def test_class_weights_favour_rare_classes():
     w = class_weights(["neutral"] * 8 + ["positive"] * 4 + ["negative"] * 1)
     assert w[0] > w[2] > w[1]
     assert sum(w) / 3 == pytest.approx(1.0)
+
+
+def test_a_csv_field_may_be_as_long_as_a_text_may_be(tmp_path):
+    from model.data import CSV_FIELD_LIMIT, load_file
+
+    long = "The filing ran to many pages of detail. " * 5000  # 200,000 characters: over csv's default 131,072
+    too_long = "x" * (CSV_FIELD_LIMIT + 1)
+    f = tmp_path / "d.csv"
+    f.write_text(f'text,label\n"{long}",neutral\n"{too_long}",neutral\nSales doubled,positive\n', encoding="utf-8")
+    report = load_file(f)
+    assert [(len(e.text), e.label) for e in report.examples] == [(len(long), "neutral"), (13, "positive")]
+    assert [(b.line, "field larger than field limit" in b.reason) for b in report.bad] == [(3, True)]
+    assert [(line, error is None) for line, _, error in read_texts(f)] == [(2, True), (3, False), (4, True)]
+
+
+def test_jsonl_keys_match_in_any_case_as_csv_headers_do(tmp_path):
+    from model.data import load_file
+
+    csv_file = _write(tmp_path / "a.csv", b"Text , LABEL\nOrders slowed,Negative\n")
+    jsonl_file = _write(tmp_path / "b.jsonl", b'{"Text": "Orders slowed", " LABEL": "Negative"}\n')
+    for f in (csv_file, jsonl_file):
+        report = load_file(f)
+        assert [(e.text, e.label) for e in report.examples] == [("Orders slowed", "negative")] and not report.bad
+    assert list(read_texts(jsonl_file)) == [(1, "Orders slowed", None)]
+
+
+def test_a_source_column_names_each_rows_source(tmp_path):
+    from model.data import load_file
+
+    f = _write(tmp_path / "g.csv", b"text,label,source\nMargins held,neutral,wire\nMargins fell,negative,\n")
+    report = load_file(f, source="golden", source_column="source")
+    assert [e.source for e in report.examples] == ["wire", "golden"]
+    assert [e.source for e in load_file(f, source="golden").examples] == ["golden", "golden"]

@@ -137,3 +137,79 @@ def test_promote_checks_the_version_under_the_lock(tmp_path):
     with pytest.raises(RegistryError, match="no model version"):
         reg.promote(doomed)
     assert reg.champion() == champion and reg.exists(champion)
+
+
+def _corrupt(reg, version):
+    meta_file = reg.versions_dir / version / "metadata.json"
+    meta_file.write_text('{"version": "')  # cut short, as by a full disk or a hand edit
+    return meta_file
+
+
+def _state(reg):
+    """The pointer and every metadata file, byte for byte."""
+    return reg.pointer_file.read_bytes(), {p.name: (p / "metadata.json").read_bytes()
+                                           for p in reg.versions_dir.iterdir()}
+
+
+@pytest.mark.parametrize("broken", ["new", "current"])
+def test_promote_reads_both_metadata_files_before_the_pointer_moves(tmp_path, broken):
+    reg = Registry(tmp_path / "models")
+    current, new = _register(reg, tmp_path, "one"), _register(reg, tmp_path, "two")
+    reg.promote(current)
+    meta_file = _corrupt(reg, new if broken == "new" else current)
+    before = _state(reg)
+    with pytest.raises(RegistryError, match=f"unreadable metadata of .*{meta_file}"):
+        reg.promote(new)
+    assert _state(reg) == before and reg.champion() == current
+
+
+@pytest.mark.parametrize("broken", ["target", "current"])
+def test_rollback_reads_both_metadata_files_before_the_pointer_moves(tmp_path, broken):
+    reg = Registry(tmp_path / "models")
+    target, current = _register(reg, tmp_path, "one"), _register(reg, tmp_path, "two")
+    reg.promote(target)
+    reg.promote(current)
+    meta_file = _corrupt(reg, target if broken == "target" else current)
+    before = _state(reg)
+    with pytest.raises(RegistryError, match=f"unreadable metadata of .*{meta_file}"):
+        reg.rollback()
+    assert _state(reg) == before and reg.champion() == current
+
+
+def test_rollback_from_a_champion_whose_folder_is_gone(tmp_path):
+    reg = Registry(tmp_path / "models")
+    target, current = _register(reg, tmp_path, "one"), _register(reg, tmp_path, "two")
+    reg.promote(target)
+    reg.promote(current)
+    shutil.rmtree(reg.versions_dir / current)
+    assert reg.rollback() == target and reg.get(target)["status"] == "champion"
+
+
+def test_list_leaves_out_a_version_with_unreadable_metadata(tmp_path, caplog):
+    reg = Registry(tmp_path / "models")
+    good, bad = _register(reg, tmp_path, "one"), _register(reg, tmp_path, "two")
+    meta_file = _corrupt(reg, bad)
+    versions, problems = reg.scan()
+    assert [m["version"] for m in versions] == [good] and len(problems) == 1 and str(meta_file) in problems[0]
+    with caplog.at_level("WARNING", logger="model.registry"):
+        assert [m["version"] for m in reg.list()] == [good]
+    assert str(meta_file) in caplog.text
+    (reg.versions_dir / good / "metadata.json").write_text("[1, 2]")  # JSON, but not an object
+    with pytest.raises(RegistryError, match="not an object"):
+        reg.get(good)
+
+
+def test_model_list_says_which_version_it_left_out(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from finsent.cli import app
+
+    reg = Registry(tmp_path / "models")
+    good, bad = _register(reg, tmp_path, "one"), _register(reg, tmp_path, "two")
+    _corrupt(reg, bad)
+    monkeypatch.setenv("FINSENT_MODEL_DIR", str(reg.root))
+    monkeypatch.setenv("FINSENT_STATE_DIR", str(tmp_path / "state"))
+    result = CliRunner().invoke(app, ["model", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [m["version"] for m in json.loads(result.stdout)] == [good]
+    assert f"warning: left out unreadable metadata of {bad}" in result.stderr

@@ -11,7 +11,8 @@ import pytest
 from finsent.settings import Settings
 from retrain.conflicts import ResolvedLabel
 from retrain.drift import InputDrift, PageHinkley, PerformanceDrift, PredictionDrift, confidence_monitor
-from retrain.statistics import accuracy_and_macro_f1, entropy, js_divergence, margin, psi
+from model.evaluation import metrics
+from retrain.statistics import accuracy_and_macro_f1, confusion_pairs, entropy, js_divergence, margin, psi
 
 LABELS = ["negative", "neutral", "positive"]
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -121,24 +122,32 @@ def test_input_drift_length_shift_fires_through_psi() -> None:
     assert monitor.statistic < 0.5  # OOV did not move: the length test fired
 
 
+def validation_of(accuracy: float, n: int = 300, seed: int = 5) -> tuple[list[str], list[str]]:
+    """(true, predicted) labels of a validation split the model got about ``accuracy`` right."""
+    rng = random.Random(seed)
+    true = [LABELS[i % 3] for i in range(n)]
+    return true, [t if rng.random() < accuracy else rng.choice([x for x in LABELS if x != t]) for t in true]
+
+
 def test_performance_drift() -> None:
     rng = random.Random(3)
-    good = PerformanceDrift(baseline=0.8, threshold=0.1, min_samples=50)
-    bad = PerformanceDrift(baseline=0.8, threshold=0.1, min_samples=50)
+    reference = validation_of(0.8)
+    good = PerformanceDrift(reference, threshold=0.1, min_samples=50)
+    bad = PerformanceDrift(reference, threshold=0.1, min_samples=50)
     for _ in range(200):
         truth = rng.choice(LABELS)
         good.update((truth, truth if rng.random() < 0.85 else rng.choice(LABELS)))
         bad.update((truth, truth if rng.random() < 0.4 else rng.choice(LABELS)))
     assert not good.drift_detected
     assert bad.drift_detected and bad.statistic > 0.1
-    unknown = PerformanceDrift(baseline=None)
+    unknown = PerformanceDrift(None)
     for _ in range(100):
         unknown.update(("positive", "negative"))
     assert unknown.statistic is None and not unknown.drift_detected
     assert unknown.details()["accuracy"] == 0.0
-    assert unknown.details()["reason"] == "the model has no validation macro-F1 to compare with"
+    assert unknown.details()["reason"] == "the model has no validation figures to compare with"
     assert "reason" not in good.details()
-    few = PerformanceDrift(baseline=0.8, min_samples=30)
+    few = PerformanceDrift(reference, min_samples=30)
     few.update(("positive", "positive"))
     assert few.statistic is None and few.details()["reason"] == "1 fresh labels, need 30"
 
@@ -186,7 +195,7 @@ def test_the_performance_check_reports_the_review_labels_it_left_out() -> None:
 
     scorer = WrongScorer()
     ctx = SimpleNamespace(settings=Settings(drift_min_labels=3, drift_max_labels=100), scorer=lambda v: scorer)
-    meta = {"metrics": {"validation": {"macro_f1": 0.8}}}
+    meta = {"metrics": {"validation": metrics(*validation_of(0.8))}}
     # Hard review documents only, all predicted wrong: not enough labels left to judge, and it says why.
     hard = [resolved(n, "review") for n in range(40)]
     result = _performance(ctx, "v1", meta, hard)
@@ -210,3 +219,48 @@ def test_statistics() -> None:
     acc, f1 = accuracy_and_macro_f1(["a", "a", "b", "b"], ["a", "b", "b", "b"])
     assert acc == 0.75
     assert f1 == pytest.approx((2 / 3 + 0.8) / 2)
+    assert accuracy_and_macro_f1(["a", "a", "b", "b"], ["a", "b", "b", "b"], labels=["b"])[1] == pytest.approx(0.8)
+
+
+def test_a_confusion_matrix_gives_back_the_labels_it_counts() -> None:
+    true, pred = validation_of(0.7, n=90)
+    figures = metrics(true, pred)
+    again_true, again_pred = confusion_pairs(figures["confusion_matrix"])
+    assert metrics(again_true, again_pred)["confusion_matrix"] == figures["confusion_matrix"]
+    # Over all three labels, the monitor's function and model.evaluation agree.
+    assert accuracy_and_macro_f1(again_true, again_pred, labels=LABELS)[1] == pytest.approx(figures["macro_f1"])
+
+
+def test_fresh_labels_without_neutrals_are_judged_on_the_labels_they_hold() -> None:
+    reference = validation_of(0.8)
+    per_class = metrics(*reference)["per_class"]
+    perfect = PerformanceDrift(reference, threshold=0.1, min_samples=30)
+    for n in range(60):
+        truth = ("negative", "positive")[n % 2]
+        perfect.update((truth, truth))
+    # Three-label averaging would give this perfect model 0.67 against a validation ~0.8, and fire.
+    assert perfect.details()["macro_f1"] == 1.0 and perfect.details()["labels"] == ["negative", "positive"]
+    assert perfect.baseline == pytest.approx((per_class["negative"]["f1"] + per_class["positive"]["f1"]) / 2)
+    assert perfect.statistic < 0 and not perfect.drift_detected
+    # A third of them called neutral: each label's recall falls to 2/3, F1 to 0.8, about the baseline; not a third
+    # of the average lost to a label the fresh labels do not hold.
+    unsure = PerformanceDrift(reference, threshold=0.1, min_samples=30)
+    swapped = PerformanceDrift(reference, threshold=0.1, min_samples=30)
+    for n in range(60):
+        truth, other = ("negative", "positive")[n % 2], ("positive", "negative")[n % 2]
+        unsure.update((truth, "neutral" if n % 3 == 0 else truth))
+        swapped.update((truth, other if n % 4 < 2 else truth))  # half of them the wrong way round
+    assert unsure.details()["macro_f1"] == pytest.approx(0.8) and not unsure.drift_detected
+    assert swapped.drift_detected and swapped.statistic > 0.1
+
+
+def test_the_performance_check_needs_the_validation_confusion_matrix() -> None:
+    from retrain.drift_check import _performance, validation_pairs
+
+    scorer = WrongScorer()
+    ctx = SimpleNamespace(settings=Settings(drift_min_labels=3, drift_max_labels=100), scorer=lambda v: scorer)
+    figures_only = {"metrics": {"validation": {"macro_f1": 0.8}}}  # no matrix: no fair baseline to compare with
+    assert validation_pairs(figures_only) is None and validation_pairs({}) is None
+    result = _performance(ctx, "v1", figures_only, [resolved(n, "csv") for n in range(5)])
+    assert result.statistic is None and not result.drift_detected
+    assert result.details["reason"] == "the model has no validation figures to compare with"

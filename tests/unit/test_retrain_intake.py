@@ -88,3 +88,11 @@ def test_read_csv_names_the_line_a_bad_row_starts_on(tmp_path) -> None:
         read_csv(data, annotator="cli", now=NOW)
     assert [p.split(": ")[0] for p in err.value.problems] == [f"{data}:4", f"{data}:7", f"{data}:8"]
     assert "label" in err.value.problems[0] and "3 fields, the header has 2" in err.value.problems[2]
+
+
+def test_read_csv_takes_a_text_as_long_as_a_label_may_hold(tmp_path) -> None:
+    long = "The call went through every segment in turn. " * 4000  # 184,000 characters: over csv's 131,072
+    f = tmp_path / "long.csv"
+    f.write_text(f'text,label\n"{long}",neutral\nShort one,positive\n', encoding="utf-8")
+    records = read_csv(f, annotator="cli", now=NOW)
+    assert [(len(r.text), r.label) for r in records] == [(len(long), "neutral"), (9, "positive")]

@@ -1,0 +1,41 @@
+"""The golden set file: read as training data is, since FINSENT_GOLDEN_SET may name a file written by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from finsent.settings import Settings
+from retrain.golden import GoldenSetError, Row, ensure_golden, read_golden
+
+
+def test_a_hand_written_golden_set_is_read_as_training_data_is(tmp_path, caplog) -> None:
+    path = tmp_path / "golden.csv"
+    # A spreadsheet's "CSV UTF-8": byte order mark, CRLF, capitalised header and labels, a synonym, a bad row.
+    path.write_bytes("\ufeffText,Label,Source\r\nThe lender wrote off its loan book,Negative,desk\r\n"
+                     "Deliveries rose for a fifth month,Bullish,\r\nThe board meets on Tuesday,meh,desk\r\n"
+                     "\r\nThe fund kept its fee,neutral,desk\r\n".encode())
+    with caplog.at_level("WARNING", logger="retrain.golden"):
+        rows = read_golden(path)
+    assert rows == [Row("The lender wrote off its loan book", "negative", "desk"),
+                    Row("Deliveries rose for a fifth month", "positive", "golden"),
+                    Row("The fund kept its fee", "neutral", "desk")]
+    assert f"{path}:4: unknown label 'meh'" in caplog.text
+
+
+def test_a_golden_set_the_retrain_wrote_reads_back_unchanged(tmp_path) -> None:
+    settings = Settings(golden_set=tmp_path / "golden.csv", golden_size=10)  # more than the rows: all of them
+    rows = [Row("Costs, again, rose", "negative", "a"), Row("Quiet session", "neutral", "b"),
+            Row('A "record" quarter', "positive", "a")]
+    written = ensure_golden(settings, rows)
+    assert read_golden(settings.golden_set) == written and sorted(written, key=str) == sorted(rows, key=str)
+
+
+@pytest.mark.parametrize("content", ["text,label\nShares slid,3\nShares rose,\n", "text,label\n", ""])
+def test_a_golden_set_without_a_usable_row_is_an_error_naming_the_file(tmp_path, content) -> None:
+    path = tmp_path / "golden.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(GoldenSetError, match=f"golden set {path} has no usable row") as caught:
+        read_golden(path)
+    assert isinstance(caught.value, ValueError)  # `finsent retrain golden` reports ValueErrors as such
+    if "3" in content:
+        assert f"the first {path}:2: numeric label '3'" in str(caught.value)
