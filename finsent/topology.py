@@ -70,7 +70,7 @@ MAPPINGS: dict[str, dict[str, Any]] = {
     "retrain": {
         "decided_at": _DATE, "trigger": _KEYWORD, "decision": _KEYWORD, "reasons": _TEXT,
         "champion_version": _KEYWORD, "challenger_version": _KEYWORD, "fresh_labels": _INT,
-        "fresh_train": _INT, "fresh_heldout": _INT, "replay_rows": _INT, "labels_until": _DATE,
+        "fresh_train": _INT, "fresh_heldout": _INT, "earlier_labels": _INT, "replay_rows": _INT, "labels_until": _DATE,
         "labels_read_at": _DATE,
         "champion_golden_f1": _FLOAT, "challenger_golden_f1": _FLOAT,
         "champion_fresh_f1": _FLOAT, "challenger_fresh_f1": _FLOAT, "duration_s": _FLOAT,

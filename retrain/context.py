@@ -93,6 +93,16 @@ class Context:
                         "later label", len(future), max(r.labeled_at for r in future).isoformat())
         return resolved, unresolved
 
+    def earlier_labels(self, fresh: list[ResolvedLabel]) -> list[ResolvedLabel]:
+        """Resolved labels of the documents with no fresh label: those earlier retrains trained on, and those
+        they held back to judge a challenger. Their judging is done, so the next challenger trains on them:
+        held back once, a human label would otherwise never reach a model."""
+        now = self.clock()
+        resolved, _, _ = resolve_fresh(fetch_labels(self.es, self.settings), lambda doc_ids, texts: [],
+                                       cutoff=None, now=now, trusted=parse_annotators(self.settings.trusted_annotators))
+        fresh_keys = {label.key for label in fresh}
+        return [label for label in resolved if label.key not in fresh_keys]
+
     # --- control topic -------------------------------------------------------------------
     def publish_control(self, message: ControlMessage) -> None:
         """Send to ``<prefix>.control`` and wait until Kafka has it."""

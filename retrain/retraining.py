@@ -198,14 +198,18 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
     golden = goldenmod.ensure_golden(s, rows)
     replay = goldenmod.replay_sample(rows, s.retrain_replay_rows, exclude=golden, seed=len(fresh))
     examples = [Example(r.text, r.label, "replay") for r in replay]
-    extra = [Example(r.text, r.label, "fresh") for r in fresh_train]
-    # Each fresh label once: train repeats them after its validation split, in the training part only.
+    earlier = ctx.earlier_labels(fresh)
+    extra = ([Example(r.text, r.label, "fresh") for r in fresh_train]
+             + [Example(r.text, r.label, "earlier") for r in earlier])
+    # Each fresh label once: train repeats them after its validation split, in the training part only. The
+    # earlier labels (held back to judge an earlier challenger, too) are trained on once, never judged again.
     result = train(examples, extra_rows=extra, repeat={"fresh": s.retrain_fresh_repeat},
                    base_model=ctx.registry.path(champion), registry=ctx.registry,
                    parent_version=champion, epochs=s.retrain_epochs, max_steps=s.retrain_max_steps,
                    batch_size=s.retrain_batch_size, val_fraction=0.1, progress=False, device=s.device,
                    seed=len(fresh), notes={"retrain_trigger": trigger, "fresh_train": len(fresh_train),
-                                           "replay_rows": len(replay)}, should_stop=should_stop)
+                                           "earlier_labels": len(earlier), "replay_rows": len(replay)},
+                   should_stop=should_stop)
     challenger = result.version
     golden_rows = [(r.text, r.label) for r in golden]
     held_rows = [(r.text, r.label) for r in fresh_held]
@@ -230,8 +234,8 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
     ctx.metrics.retrain_seconds.set(time.monotonic() - started)
     outcome.pruned = prune_registry(ctx)
     audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen,
-          extra={"fresh_train": len(fresh_train), "fresh_heldout": len(fresh_held), "replay_rows": len(replay),
-                 "pruned_versions": outcome.pruned})
+          extra={"fresh_train": len(fresh_train), "fresh_heldout": len(fresh_held), "earlier_labels": len(earlier),
+                 "replay_rows": len(replay), "pruned_versions": outcome.pruned})
     return outcome
 
 

@@ -12,7 +12,7 @@ import pytest
 from elasticsearch import helpers
 
 from finsent import clients
-from finsent.schemas import LabelRecord
+from finsent.schemas import LabelRecord, utc_now
 from retrain.context import Context
 from retrain.drift_check import run_check
 from retrain.label_store import index_labels
@@ -70,17 +70,20 @@ def index_docs(settings, version: str, *, drifting: bool, n_ref: int = 60, n_win
                      refresh="wait_for")
 
 
-def index_fresh_labels(settings, n: int = 30, seed: int = 2) -> None:
+def index_fresh_labels(settings, n: int = 30, seed: int = 2, first: int = 0, stored_ago: timedelta = timedelta(0)
+                       ) -> None:
+    """``n`` labels of documents lab<first>…, dated a minute apart from T0 + ``first`` minutes, stored
+    ``stored_ago`` before now (a label stored within a retrain's last 30 s is fresh to the next one too)."""
     rng = random.Random(seed)
     cue = {"negative": "plunged", "neutral": "unchanged", "positive": "soared"}
     records = []
-    for i in range(n):
+    for i in range(first, first + n):
         label = LABELS[i % 3]
         text = f"{rng.choice(NEW_WORDS)} {rng.choice(WORDS)} {cue[label]} {i}"
         records.append(LabelRecord(doc_id=f"lab{i}", text=text, label=label, annotator="analyst",
                                    labeled_at=T0 + timedelta(minutes=i)))
     with clients.elasticsearch(settings) as es:
-        report = index_labels(es, settings, records, refresh=True)
+        report = index_labels(es, settings, records, refresh=True, now=utc_now() - stored_ago)
     assert report.indexed == n
 
 
@@ -197,7 +200,7 @@ def test_promotion_publishes_control_message(rsettings, model_registry) -> None:
     from model.onnx_runtime import CACHE_DIR, INT8_FILE
 
     champion = model_registry.champion()
-    index_fresh_labels(rsettings)
+    index_fresh_labels(rsettings, stored_ago=timedelta(minutes=2))  # not fresh again to the promoted model
     # Workers that score in onnx-int8 find the promoted model's export built.
     settings = rsettings.model_copy(update={"retrain_golden_tolerance": 1.0, "retrain_min_fresh_gain": -1.0,
                                             "model_quantize": "onnx-int8"})
@@ -215,6 +218,17 @@ def test_promotion_publishes_control_message(rsettings, model_registry) -> None:
     assert Path(promote["model_path"]) == model_registry.path(outcome.challenger_version)
     assert promote["details"]["previous_version"] == champion
     assert [a["decision"] for a in audit_records(settings)] == ["promoted", "skipped"]
+
+    # The next retrain trains on every label the first one saw, those it held back to judge included: their
+    # judging is done. Only the new labels are held back now.
+    index_fresh_labels(settings, n=21, seed=3, first=30)  # FINSENT_RETRAIN_MIN_LABELS is 20 here
+    with Context.open(settings) as ctx:
+        second = run_retrain(ctx, trigger="manual")
+    assert second.decision == "promoted", second.reasons
+    assert model_registry.get(second.challenger_version)["training"]["earlier_labels"] == 30
+    last = audit_records(settings)[-1]
+    assert (last["fresh_labels"], last["earlier_labels"]) == (21, 30)
+    assert last["fresh_train"] + last["fresh_heldout"] == 21
 
 
 def test_scheduler_restart_keeps_its_schedule(rsettings) -> None:
