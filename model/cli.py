@@ -19,6 +19,7 @@ import typer
 
 from finsent.cli_support import fail, settings_of
 from finsent.settings import Settings
+from model.data import SPLIT_FRACTION, SPLIT_SEED
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 log = logging.getLogger(__name__)
@@ -71,9 +72,9 @@ def train(
     max_length: int = typer.Option(96, min=8, help="Tokens per training example"),
     pooling: Optional[str] = typer.Option(
         None, help="Head input: cls, or mean (of the token vectors). Default: what the base was trained with, else cls"),
-    val_fraction: float = typer.Option(0.1, min=0.0, max=0.9),
+    val_fraction: float = typer.Option(SPLIT_FRACTION, min=0.0, max=0.9),
     patience: int = typer.Option(2, min=1, help="Epochs without a better validation macro-F1 before stopping"),
-    seed: int = 13,
+    seed: int = SPLIT_SEED,
     on_bad_rows: str = typer.Option("skip", help="skip (and count) or reject bad rows"),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
     precision: str = typer.Option("auto", help="auto (bf16/fp16 autocast on a GPU, bf16 on a CPU with AMX or "
@@ -420,8 +421,8 @@ def quantization_(
     data: list[Path] = typer.Option(..., "--data", help="Labelled CSV/JSONL files"),
     validation_split: bool = typer.Option(
         True, help="Use only the validation rows the trainer split off (same --seed and --val-fraction)"),
-    val_fraction: float = typer.Option(0.1, min=0.01, max=0.9),
-    seed: int = 13,
+    val_fraction: float = typer.Option(SPLIT_FRACTION, min=0.01, max=0.9),
+    seed: int = SPLIT_SEED,
     batch_size: int = typer.Option(64, min=1),
     threads: Optional[int] = typer.Option(None, min=1),
     as_json: bool = typer.Option(False, "--json"),

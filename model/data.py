@@ -204,6 +204,12 @@ def fingerprint(examples: Sequence[Example]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+# The trainer's split unless told otherwise (`finsent model train --val-fraction --seed`): the first model's, so
+# its validation rows can be found again (retrain.golden draws the golden set from them).
+SPLIT_FRACTION = 0.1
+SPLIT_SEED = 13
+
+
 def stratified_split(examples: Sequence[Example], val_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """Train/validation split stratified by source and label (each source keeps its own mix)."""
     if not 0 < val_fraction < 1:
@@ -215,6 +221,8 @@ def stratified_split(examples: Sequence[Example], val_fraction: float, seed: int
     # Strata too small to split go to training whole; stratification needs two per stratum.
     splittable = [i for i, k in enumerate(keys) if counts[k] >= 2]
     small = [examples[i] for i, k in enumerate(keys) if counts[k] < 2]
+    if not splittable:  # every stratum a single row: nothing to hold out
+        return list(examples), []
     n_val = max(1, round(len(splittable) * val_fraction)) if splittable else 0
     if n_val < len(set(keys[i] for i in splittable)) or len(splittable) - n_val < 1:
         train_idx, val_idx = train_test_split(splittable, test_size=val_fraction, random_state=seed)

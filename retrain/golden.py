@@ -1,8 +1,9 @@
 """The fixed golden set and the replay sample, both drawn from the original training data.
 
-The golden set is built ONCE — a seeded sample stratified by source and label of the files
-in ``FINSENT_RETRAIN_DATA``, else the files the first model was trained on (never any
-held-out evaluation split) — and written to ``FINSENT_GOLDEN_SET`` (default
+The golden set is built ONCE — a seeded sample stratified by source and label of the
+validation rows the first model held out of the files in ``FINSENT_RETRAIN_DATA``, else of
+the files it was trained on (:func:`golden_candidates`; never any held-out evaluation split)
+— and written to ``FINSENT_GOLDEN_SET`` (default
 ``<state_dir>/retrain/golden.csv``, outside the repository). Every later retrain reads that
 file unchanged, so champion and challenger are always compared on the same rows. Its rows
 are kept out of the replay sample, so a challenger is never trained on what judges it.
@@ -101,7 +102,7 @@ def ensure_golden(settings: Settings, rows: Sequence[Row] | None = None, *, seed
     if path.is_file():
         return read_golden(path)
     rows = rows if rows is not None else load_rows(data_paths(settings))
-    golden = stratified_sample(rows, settings.golden_size, seed)
+    golden = stratified_sample(golden_candidates(rows), settings.golden_size, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
@@ -110,6 +111,16 @@ def ensure_golden(settings: Settings, rows: Sequence[Row] | None = None, *, seed
         writer.writerows((r.text, r.label, r.source) for r in golden)
     os.replace(tmp, path)
     return golden
+
+
+def golden_candidates(rows: Sequence[Row]) -> list[Row]:
+    """The rows the first model held out for validation (the trainer's default split of the same files): it never
+    trained on them, so the golden set judges what a challenger learnt, not what the champion remembers. Data too
+    small to split gives all its rows."""
+    from model.data import SPLIT_FRACTION, SPLIT_SEED, stratified_split
+
+    held = stratified_split(list(rows), SPLIT_FRACTION, SPLIT_SEED)[1]
+    return held or list(rows)
 
 
 def replay_sample(rows: Sequence[Row], size: int, *, exclude: Sequence[Row] = (), seed: int = 0) -> list[Row]:

@@ -80,6 +80,8 @@ def test_stratified_split_keeps_every_source_and_label_in_validation():
     assert len(train) + len(val) == len(examples) and not set(train) & set(val)
     assert {(e.source, e.label) for e in val} == {(e.source, e.label) for e in examples}
     assert stratified_split(examples, 0.2, seed=1) == (train, val)  # seeded
+    singles = [Example("a", "negative", "x"), Example("b", "neutral", "x"), Example("c", "positive", "y")]
+    assert stratified_split(singles, 0.1, seed=1) == (singles, [])  # no stratum to split: all train (it raised)
 
 
 def test_repeated_rows_are_repeated_in_the_training_part_only():

@@ -39,3 +39,21 @@ def test_a_golden_set_without_a_usable_row_is_an_error_naming_the_file(tmp_path,
     assert isinstance(caught.value, ValueError)  # `finsent retrain golden` reports ValueErrors as such
     if "3" in content:
         assert f"the first {path}:2: numeric label '3'" in str(caught.value)
+
+
+def test_the_golden_set_is_drawn_from_rows_the_first_model_never_trained_on(tmp_path) -> None:
+    from model.data import SPLIT_FRACTION, SPLIT_SEED, Example, stratified_split
+    from retrain.golden import golden_candidates, replay_sample
+
+    words = {"negative": "fell", "neutral": "held", "positive": "rose"}
+    rows = [Row(f"Company {i} shares {words[label]} on the day", label, source)
+            for i in range(200) for label in words for source in ("news", "tweets") if i % 2 == (source == "news")]
+    # The trainer's own split of the same rows, as the first model made it.
+    train, held = stratified_split([Example(r.text, r.label, r.source) for r in rows], SPLIT_FRACTION, SPLIT_SEED)
+    trained_on = {e.text for e in train}
+    candidates = golden_candidates(rows)
+    assert {r.text for r in candidates} == {e.text for e in held} and not trained_on & {r.text for r in candidates}
+    settings = Settings(golden_set=tmp_path / "golden.csv", golden_size=1000)  # more than the held rows: them all
+    golden = ensure_golden(settings, rows)
+    assert len(golden) == len(held) == 60 and not trained_on & {r.text for r in golden}
+    assert len(replay_sample(rows, 10_000, exclude=golden)) == len(rows) - 60  # the rest stays for the replay
