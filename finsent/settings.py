@@ -217,6 +217,8 @@ class Settings(BaseSettings):
     retrain_golden_tolerance: float = Field(0.02, ge=0, le=1, description="Allowed fall of golden macro-F1")
     retrain_min_fresh_gain: float = Field(0.0, ge=0, le=1, description="Fresh-label macro-F1 gain that must be exceeded")
     retrain_min_fresh_eval: int = Field(10, ge=1, description="Held-back fresh labels needed to judge a challenger")
+    retrain_max_p: float = Field(0.2, gt=0, le=1, description="Most a one-sided sign test's p may be that the challenger "
+                                 "beats the champion on held-back fresh labels (1: no test)")
     retrain_misfire_grace_s: int = Field(300, ge=1, description="How late a missed scheduled run may still start")
     retrain_metrics_port: int = Field(9467, ge=0, le=65535, description="/metrics of `finsent retrain scheduler` (0: off)")
 

@@ -5,7 +5,10 @@ Promotion rule: the challenger replaces the champion only if
 - on the fixed golden set its macro-F1 is not below the champion's by more than
   ``golden_tolerance`` (no forgetting of what the model knew), AND
 - on the held-back fresh labels its macro-F1 beats the champion's by more than
-  ``min_fresh_gain`` (it learned what changed), with at least ``min_fresh_eval`` of them.
+  ``min_fresh_gain`` (it learned what changed), with at least ``min_fresh_eval`` of them, AND
+- on those labels, of the ones only one of the two gets right, the challenger gets enough: a
+  one-sided sign test's p-value at most ``max_p``. With ten labels a macro-F1 gain is often luck
+  (an equal challenger won about half the time, one 10 points worse a third).
 
 Retrain gate: drift was detected (or the cron fallback fired), at least ``min_labels`` fresh
 labels exist, and — if an earlier attempt was made — the cooldown has passed and labels have
@@ -16,6 +19,7 @@ away, a full disk), and waiting for a new label could hold the retrain back for 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +30,7 @@ class Scores:
     accuracy: float
     macro_f1: float
     n: int
+    correct: tuple[bool, ...] = ()  # per row, in the rows' order: which the model got right (for the sign test)
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,18 @@ class PromotionPolicy:
     golden_tolerance: float = 0.02
     min_fresh_gain: float = 0.0
     min_fresh_eval: int = 10
+    max_p: float = 0.2  # 1: no sign test
+
+
+def sign_test(champion: Sequence[bool], challenger: Sequence[bool]) -> tuple[int, int, float]:
+    """(rows only the challenger gets right, rows only the champion gets right, the one-sided p-value of the
+    first count if either were as likely to win such a row). No such row: p 1."""
+    from scipy.stats import binomtest
+
+    wins = sum(1 for old, new in zip(champion, challenger, strict=True) if new and not old)
+    losses = sum(1 for old, new in zip(champion, challenger, strict=True) if old and not new)
+    p = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue if wins + losses else 1.0
+    return wins, losses, float(p)
 
 
 @dataclass(frozen=True)
@@ -52,7 +69,12 @@ def decide_promotion(champion_golden: Scores, challenger_golden: Scores, champio
     }
     for name, scores in (("champion_golden", champion_golden), ("challenger_golden", challenger_golden),
                          ("champion_fresh", champion_fresh), ("challenger_fresh", challenger_fresh)):
-        figures |= {f"{name}_{k}": v for k, v in asdict(scores).items()}
+        figures |= {f"{name}_{k}": v for k, v in asdict(scores).items() if k != "correct"}
+    tested = bool(champion_fresh.correct) and len(champion_fresh.correct) == len(challenger_fresh.correct)
+    if tested:
+        wins, losses, p = sign_test(champion_fresh.correct, challenger_fresh.correct)
+        figures |= {"fresh_only_challenger_right": wins, "fresh_only_champion_right": losses,
+                    "fresh_sign_p": round(p, 6), "max_p": policy.max_p}
 
     reasons = []
     if challenger_golden.n == 0:
@@ -65,6 +87,9 @@ def decide_promotion(champion_golden: Scores, challenger_golden: Scores, champio
     elif fresh_gain <= policy.min_fresh_gain:
         reasons.append(f"not better on fresh labels: macro-F1 {challenger_fresh.macro_f1:.4f} vs champion "
                        f"{champion_fresh.macro_f1:.4f} (gain {fresh_gain:.4f} <= {policy.min_fresh_gain})")
+    elif tested and p > policy.max_p:
+        reasons.append(f"not shown better on fresh labels: right on {wins} the champion got wrong, wrong on {losses} "
+                       f"it got right (one-sided sign test p {p:.3f} > {policy.max_p})")
     if reasons:
         return Decision(False, tuple(reasons), figures)
     return Decision(True, (f"golden drop {golden_drop:.4f} within {policy.golden_tolerance}; "

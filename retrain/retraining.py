@@ -79,17 +79,16 @@ def last_attempt(ctx: Context) -> LastAttempt | None:
                        failed=src.get("decision") == "failed", labels_read_at=meta_time(src, "labels_read_at"))
 
 
-def _scores(result: dict[str, Any], n: int) -> Scores:
-    return Scores(accuracy=float(result.get("accuracy", 0.0)), macro_f1=float(result.get("macro_f1", 0.0)), n=n)
-
-
 def _evaluate(ctx: Context, version: str, rows: list[tuple[str, str]]) -> Scores:
-    from model.evaluation import evaluate
+    from model.evaluation import predicted_labels, scored_metrics
 
     if not rows:
         return Scores(0.0, 0.0, 0)
-    scorer = ctx.scorer(version)
-    return _scores(evaluate(scorer, [t for t, _ in rows], [label for _, label in rows]), len(rows))
+    probs = ctx.scorer(version).predict_proba([t for t, _ in rows])
+    labels = [label for _, label in rows]
+    result = scored_metrics(probs, labels)
+    return Scores(accuracy=float(result.get("accuracy", 0.0)), macro_f1=float(result.get("macro_f1", 0.0)),
+                  n=len(rows), correct=tuple(p == t for p, t in zip(predicted_labels(probs), labels, strict=True)))
 
 
 @dataclass(frozen=True)
@@ -216,7 +215,7 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
     champion_golden, champion_fresh = _evaluate(ctx, champion, golden_rows), _evaluate(ctx, champion, held_rows)
     challenger_golden, challenger_fresh = _evaluate(ctx, challenger, golden_rows), _evaluate(ctx, challenger, held_rows)
     policy = PromotionPolicy(golden_tolerance=s.retrain_golden_tolerance, min_fresh_gain=s.retrain_min_fresh_gain,
-                             min_fresh_eval=s.retrain_min_fresh_eval)
+                             min_fresh_eval=s.retrain_min_fresh_eval, max_p=s.retrain_max_p)
     decision = decide_promotion(champion_golden, challenger_golden, champion_fresh, challenger_fresh, policy)
     if decision.promote and export_missing(s.model_quantize, ctx.registry.path(challenger)):
         # Here, where torch is loaded already, not in a one-off process beside every worker

@@ -203,6 +203,7 @@ def test_promotion_publishes_control_message(rsettings, model_registry) -> None:
     index_fresh_labels(rsettings, stored_ago=timedelta(minutes=2))  # not fresh again to the promoted model
     # Workers that score in onnx-int8 find the promoted model's export built.
     settings = rsettings.model_copy(update={"retrain_golden_tolerance": 1.0, "retrain_min_fresh_gain": -1.0,
+                                            "retrain_max_p": 1.0,
                                             "model_quantize": "onnx-int8"})
     with Context.open(settings) as ctx:
         outcome = run_retrain(ctx, trigger="manual")
@@ -270,7 +271,8 @@ def test_promotion_reaches_a_running_worker(rsettings, model_registry, tmp_path)
         wait_for(lambda: ids_before <= {d["_id"] for d in es_docs(settings)}, 120, "documents before the retrain")
 
         index_fresh_labels(settings)
-        lenient = settings.model_copy(update={"retrain_golden_tolerance": 1.0, "retrain_min_fresh_gain": -1.0})
+        lenient = settings.model_copy(update={"retrain_golden_tolerance": 1.0, "retrain_min_fresh_gain": -1.0,
+                                              "retrain_max_p": 1.0})
         with Context.open(lenient) as ctx:
             outcome = run_retrain(ctx, trigger="manual")
         assert outcome.decision == "promoted", outcome.reasons

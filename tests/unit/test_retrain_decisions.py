@@ -88,6 +88,29 @@ def test_promotion_requires_gain_on_fresh_labels() -> None:
     assert good.promote and good.figures["challenger_fresh_macro_f1"] == 0.7
 
 
+def test_a_fresh_gain_must_pass_a_sign_test_on_the_rows_only_one_model_gets_right() -> None:
+    from retrain.decision import sign_test
+
+    golden = Scores(0.8, 0.8, 500)
+    # 12 held-back labels: the challenger gains 2 rows net (3 won, 1 lost): p 0.31, luck as often as not.
+    old = (True,) * 6 + (False,) * 3 + (True,) + (False,) * 2
+    new = (True,) * 6 + (True,) * 3 + (False,) + (False,) * 2
+    assert sign_test(old, new) == (3, 1, 0.3125)
+    lucky = decide_promotion(golden, golden, Scores(0.58, 0.55, 12, old), Scores(0.75, 0.72, 12, new))
+    assert not lucky.promote and "sign test p 0.312 > 0.2" in lucky.reasons[0]
+    assert lucky.figures["fresh_only_challenger_right"] == 3 and lucky.figures["fresh_sign_p"] == 0.3125
+    assert "challenger_fresh_correct" not in lucky.figures  # the per-row list stays out of the audit
+    # Five rows won and none lost: p 1/32.
+    clear = (True,) * 6 + (True,) * 5 + (False,)
+    old5 = (True,) * 6 + (False,) * 5 + (False,)
+    shown = decide_promotion(golden, golden, Scores(0.5, 0.5, 12, old5), Scores(0.9, 0.9, 12, clear))
+    assert shown.promote and shown.figures["fresh_sign_p"] == 0.03125
+    off = decide_promotion(golden, golden, Scores(0.58, 0.55, 12, old), Scores(0.75, 0.72, 12, new),
+                           PromotionPolicy(max_p=1.0))
+    assert off.promote
+    assert sign_test((True, False), (True, False)) == (0, 0, 1.0)  # no row told them apart
+
+
 def test_retrain_gate() -> None:
     now = T0 + timedelta(days=1)
     base = dict(fresh_labels=100, newest_label=now, min_labels=50, last_attempt=None, now=now,
