@@ -34,6 +34,11 @@ USER_AGENT = "finsent-alerts/0.1"
 # A receiver that says "gone" will not come back; everything else (5xx, 429, timeouts, refused
 # connections, even 4xx from a half-deployed receiver) is worth another try.
 _PERMANENT_STATUS = {410}
+# Refused for what it is (a body the receiver cannot take): the same bytes get the same answer. At the head of its
+# webhook's queue it would hold back every newer alert until give_up_after, so after a few tries it goes to the
+# dead letters (`finsent alerts retry` sends it again once the receiver is fixed).
+_REFUSED_CONTENT = {400, 413, 415, 422}
+REFUSED_CONTENT_TRIES = 3
 # Of a receiver's answer only the status and 200 characters of the body are used: the rest is never read,
 # however much the receiver sends.
 MAX_ANSWER_BYTES = 4096
@@ -251,7 +256,8 @@ class Dispatcher:
             log.info("alert %s delivered to %s (attempt %d)", item.key, item.webhook, number)
             return "delivered"
         error = f"HTTP {response.status_code}: {response.text[:200]}"
-        if response.status_code in _PERMANENT_STATUS:
+        if response.status_code in _PERMANENT_STATUS or (response.status_code in _REFUSED_CONTENT
+                                                         and number >= REFUSED_CONTENT_TRIES):
             return self._dead(item, error, outcome="rejected")
         return self._retry_or_dead(item, hook, error, retry_after_seconds(response, now))
 

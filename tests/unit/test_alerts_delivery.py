@@ -545,6 +545,31 @@ def test_a_retried_alert_is_not_overtaken_by_a_newer_one(outbox):
     assert outbox.counts() == {"delivered": 2}
 
 
+class Picky(WebhookReceiver):
+    """Refuses, as Slack does a malformed block, any alert whose message says "malformed"."""
+
+    def _accept(self, path, headers, body):
+        code, record = super()._accept(path, headers, body)
+        return (400 if b"malformed" in body else code), record
+
+
+def test_an_alert_the_receiver_refuses_for_what_it_is_does_not_hold_its_queue_for_a_day(outbox):
+    from alerts.delivery import REFUSED_CONTENT_TRIES
+
+    wall, dead = Wall(), []
+    with Picky(SECRET) as receiver:
+        sender = dispatcher(outbox, {"ops": Webhook(url=receiver.url, backoff_initial="1s")}, wall, dead=dead)
+        outbox.enqueue(make_alert(key="a" * 40, message="A malformed"), ["ops"], wall())
+        outbox.enqueue(make_alert(key="b" * 40, message="B fell"), ["ops"], wall())
+        for _ in range(REFUSED_CONTENT_TRIES + 2):
+            sender.deliver_due()
+            wall.now += 60
+        sender.close()
+    assert [r.json()["message"] for r in receiver.received] == ["A malformed"] * REFUSED_CONTENT_TRIES + ["B fell"]
+    assert [(key[0], hook) for key, hook, _ in dead] == [("a", "ops")] and "HTTP 400" in dead[0][2]
+    assert outbox.counts() == {"delivered": 1, "failed": 1}
+
+
 def test_each_webhook_is_a_queue_that_a_dead_letter_does_not_block(outbox):
     def add(key, webhooks=("ops",), now=10.0):
         outbox.enqueue(make_alert(key=key * 40), list(webhooks), now)
