@@ -88,13 +88,18 @@ async def _observe(request: web.Request, handler: Callable[[web.Request], Awaita
         status = response.status
     except web.HTTPException as exc:
         status = exc.status
+        _protect(exc, route)  # an error page (503 from Elasticsearch, 404) carries them too
         raise
     except q.BadRequest as exc:
         status = 400
-        return web.json_response({"error": str(exc)}, status=400)
+        response = web.json_response({"error": str(exc)}, status=400)  # it repeats the caller's input
     finally:
         metrics.requests.labels(route, str(status)).inc()
         metrics.seconds.labels(route).observe(time.perf_counter() - started)
+    return _protect(response, route)
+
+
+def _protect(response: web.StreamResponse, route: str) -> web.StreamResponse:
     response.headers.setdefault("Content-Security-Policy", _CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")

@@ -48,7 +48,7 @@ def parse_ticker(value: str | None, *, required: bool = False) -> str | None:
             raise BadRequest("ticker: missing")
         return None
     ticker = value.strip().upper()
-    if not TICKER.match(ticker):
+    if not value.isascii() or not TICKER.match(ticker):  # "ß".upper() is "SS"
         raise BadRequest(f"ticker: {value[:20]!r} is not a ticker symbol")
     return ticker
 

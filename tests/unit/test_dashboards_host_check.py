@@ -36,3 +36,15 @@ async def test_a_dashboard_served_to_the_network_answers_any_name():
     assert await _status(app, "dashboard.internal:8000") == 200
     app = create_app(Settings(), registry=CollectorRegistry(), es=object(), bind_host="0.0.0.0")  # --host
     assert await _status(app, "dashboard.internal:8000") == 200
+
+
+async def test_error_answers_carry_the_security_headers_and_tickers_are_ascii():
+    app = create_app(Settings(), registry=CollectorRegistry(), es=object())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        for path in ("/api/timeline?ticker=AAPL&range=1y", "/api/documents?limit=-1", "/api/timeline?ticker=%C3%9F",
+                     "/no-such-page"):
+            response = await client.get(path)
+            assert response.status in (400, 404), path
+            assert response.headers.get("Content-Security-Policy", "").startswith("default-src 'self'"), path
+            assert response.headers.get("X-Content-Type-Options") == "nosniff", path
+        assert "not a ticker symbol" in (await (await client.get("/api/timeline?ticker=%C3%9F")).json())["error"]
