@@ -112,6 +112,11 @@ class RuleEngine:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._counted: OrderedDict[tuple[str, str], None] = OrderedDict()  # (reason, key) already in the stats
         self._longest_window = timedelta(0)  # of the aggregates seen: how far back top documents can reach
+        # How long after its window's end a top document can still be shown, from the rules (fixed for the engine's
+        # life): None when no rule shows any (nothing is kept), 0 for no limit.
+        ages = [rule.max_age for rule in rules.enabled_rules()
+                if isinstance(rule, SentimentShiftRule | VolumeSpikeRule) and rule.top_documents]
+        self._docs_max_age = None if not ages else timedelta(0) if min(ages) <= timedelta(0) else max(ages)
 
     @property
     def tracked_tickers(self) -> int:
@@ -390,21 +395,17 @@ class RuleEngine:
         fired = self._fired if ticker is None else self._ticker(ticker).fired
         return fired.setdefault(rule_name, [])
 
-    def _docs_horizon(self) -> tuple[bool, datetime | None]:
-        """(whether any rule shows top documents, the oldest time a document can still be shown for): a
-        window can raise an alert until ``max_age`` after its end (no limit with 0)."""
-        ages = [rule.max_age for rule in self.rules.enabled_rules()
-                if isinstance(rule, SentimentShiftRule | VolumeSpikeRule) and rule.top_documents]
-        if not ages:
-            return False, None
-        if min(ages) <= timedelta(0):
-            return True, None
-        return True, self.clock() - max(ages) - self._longest_window
+    def _docs_horizon(self) -> datetime | None:
+        """The oldest time a document can still be shown for (None: no limit): a window can raise an alert
+        until ``max_age`` after its end."""
+        if not self._docs_max_age:
+            return None
+        return self.clock() - self._docs_max_age - self._longest_window
 
     def _keep_document(self, doc: ScoredDocument) -> None:
-        wanted, oldest = self._docs_horizon()
-        if not wanted:
+        if self._docs_max_age is None:
             return
+        oldest = self._docs_horizon()
         for ticker in doc.tickers:
             docs = self._ticker(ticker).docs
             docs.add(doc)
@@ -417,7 +418,7 @@ class RuleEngine:
         state = self._tickers.get(ticker)
         if n == 0 or state is None:
             return []
-        state.docs.prune(self._docs_horizon()[1])
+        state.docs.prune(self._docs_horizon())
         if lowest_first is None:
             key = lambda d: -abs(d.score)  # noqa: E731
         elif lowest_first:
