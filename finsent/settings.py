@@ -175,7 +175,11 @@ class Settings(BaseSettings):
     )
 
     # --- retrain and labels (retrain/) ---------------------------------------------------
-    label_token: SecretStr | None = Field(None, description="Bearer token of the labels HTTP API (POST /labels, GET /review)")
+    label_token: SecretStr | None = Field(None, description="Shared bearer token of the labels HTTP API (POST "
+                                          "/labels, GET /review); it cannot label as a trusted annotator nor "
+                                          "one with a token of their own")
+    label_tokens_file: Path | None = Field(None, description="File of `annotator: token` lines: each annotator's own "
+                                           "token for the labels HTTP API; their labels carry their name")
     label_max_bytes: int = Field(1_000_000, ge=1024, description="Largest labels request body")
     label_max_items: int = Field(1000, ge=1, le=100_000, description="Most labels in one POST /labels request; more "
                                  "is answered 413")
@@ -222,10 +226,10 @@ class Settings(BaseSettings):
     retrain_misfire_grace_s: int = Field(300, ge=1, description="How late a missed scheduled run may still start")
     retrain_metrics_port: int = Field(9467, ge=0, le=65535, description="/metrics of `finsent retrain scheduler` (0: off)")
 
-    @field_validator("label_token", mode="before")
+    @field_validator("label_token", "label_tokens_file", mode="before")
     @classmethod
     def _blank_label_token_is_unset(cls, value: object) -> object:
-        # FINSENT_LABEL_TOKEN= (empty) must not become a token everyone knows.
+        # FINSENT_LABEL_TOKEN= (empty) must not become a token everyone knows, nor an empty file name the folder ".".
         return None if isinstance(value, str) and not value.strip() else value
 
     # --- dashboards (dashboards/) --------------------------------------------------------

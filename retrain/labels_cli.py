@@ -110,7 +110,7 @@ def serve(
     port: int | None = typer.Option(None, "--port"),
     with_indexer: bool = typer.Option(True, "--indexer/--no-indexer", help="Also index the labels topic"),
 ) -> None:
-    """Serve POST /labels and GET /review (bearer token FINSENT_LABEL_TOKEN), plus /metrics."""
+    """Serve POST /labels and GET /review (bearer FINSENT_LABEL_TOKEN or FINSENT_LABEL_TOKENS_FILE), plus /metrics."""
     from aiohttp import web
     from prometheus_client import CollectorRegistry
 

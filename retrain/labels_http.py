@@ -4,12 +4,14 @@
   ``text``, ``label`` and optionally ``doc_id``, ``annotator``, ``source`` (default ``api``; the
   review page sends ``review``), ``labeled_at`` (with a time zone, at most 5 minutes ahead of this
   server's clock). 202 with the label ids once Kafka has them;
-  400 naming the bad fields (the first ``MAX_SHOWN`` problems, and their count); 401 without the bearer
-  token; 413 over ``FINSENT_LABEL_MAX_BYTES`` or ``FINSENT_LABEL_MAX_ITEMS`` labels.
+  400 naming the bad fields (the first ``MAX_SHOWN`` problems, and their count); 401 without a bearer
+  token; 403 for an annotator the token may not label as (retrain.label_tokens); 413 over
+  ``FINSENT_LABEL_MAX_BYTES`` or ``FINSENT_LABEL_MAX_ITEMS`` labels.
 - ``GET /review?limit=N`` — the review queue as JSON (``{"items": [...]}``).
 
-Both need ``Authorization: Bearer <FINSENT_LABEL_TOKEN>`` (compared in constant time); above
-``FINSENT_LABEL_RATE_LIMIT`` requests per second per client (finsent.rate_limit) the answer is 429 with Retry-After.
+Both need ``Authorization: Bearer <token>``, the shared ``FINSENT_LABEL_TOKEN`` or an annotator's own from
+``FINSENT_LABEL_TOKENS_FILE`` (compared in constant time); above ``FINSENT_LABEL_RATE_LIMIT`` requests per second
+per client (finsent.rate_limit) the answer is 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from finsent import rate_limit
-from finsent.http_requests import bearer_matches, read_limited
+from finsent.http_requests import read_limited
 from finsent.rate_limit import TokenBucketLimiter
 from finsent.schemas import LabelRecord
 from finsent.settings import Settings
 from retrain.label_intake import LabelInputError, LabelPublisher, build_records
+from retrain.label_tokens import Caller, LabelAuth
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ PUBLISHER_KEY = web.AppKey("publisher", LabelPublisher)
 ES_KEY = web.AppKey("es", object)
 METRIC_KEY = web.AppKey("requests", Counter)
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+AUTH_KEY = web.AppKey("auth", LabelAuth)
+CALLER_KEY = web.RequestKey("caller", Caller)
 _PUBLIC = {"/metrics"}  # Prometheus scrapes without the token; it shows counts, never labels
 MAX_SHOWN = 20  # problems an answer lists; it counts them all
 MAX_PROBLEM_CHARS = 500  # one label with thousands of unknown fields has a long problem
@@ -44,11 +49,6 @@ MAX_PROBLEM_CHARS = 500  # one label with thousands of unknown fields has a long
 
 def _json(status: int, body: dict[str, Any]) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
-
-
-def _authorised(request: web.Request) -> bool:
-    token = request.app[SETTINGS_KEY].label_token
-    return token is not None and bearer_matches(request, token.get_secret_value().encode("utf-8"))
 
 
 def _endpoint(request: web.Request) -> str:
@@ -63,9 +63,11 @@ async def _auth(request: web.Request, handler: Any) -> web.StreamResponse:
     # Only the routes this app owns are public; a mounted sub-app sees its own relative path.
     if request.match_info.route.resource is not None and request.match_info.route.resource.canonical in _PUBLIC:
         return await handler(request)
-    if not _authorised(request):
+    caller = request.app[AUTH_KEY].caller(request)
+    if caller is None:
         request.app[METRIC_KEY].labels(endpoint=_endpoint(request), status="401").inc()
         return _json(401, {"error": "missing or wrong bearer token"})
+    request[CALLER_KEY] = caller
     return await handler(request)
 
 
@@ -77,9 +79,9 @@ class _Refused(Exception):
         self.status, self.body = status, body
 
 
-def read_labels(body: bytes, max_items: int) -> list[LabelRecord]:
-    """The body's labels, validated; raises :class:`_Refused`. CPU-bound on a full body, so it runs in a
-    thread: the event loop (the dashboard's, where it is mounted) keeps answering meanwhile."""
+def read_labels(body: bytes, max_items: int, annotator: str = "api") -> list[LabelRecord]:
+    """The body's labels, validated, ``annotator`` where one names none; raises :class:`_Refused`. CPU-bound on
+    a full body, so it runs in a thread: the event loop (the dashboard's, where it is mounted) keeps answering."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -92,7 +94,7 @@ def read_labels(body: bytes, max_items: int) -> list[LabelRecord]:
         raise _Refused(413, {"error": f"{len(items)} labels in one request, over the limit of {max_items} "
                                       "(FINSENT_LABEL_MAX_ITEMS): send them in several requests"})
     try:
-        return build_records(items, where="labels", annotator="api", source="api")
+        return build_records(items, where="labels", annotator=annotator, source="api")
     except LabelInputError as exc:
         shown = [problem[:MAX_PROBLEM_CHARS] for problem in exc.problems[:MAX_SHOWN]]
         raise _Refused(400, {"error": "invalid labels", "problems": shown,
@@ -107,11 +109,16 @@ async def post_labels(request: web.Request) -> web.Response:
         requests.labels(endpoint="/labels", status="413").inc()
         return _json(413, {"error": f"body is over the limit of {settings.label_max_bytes} bytes"})
     loop = asyncio.get_running_loop()
+    caller = request[CALLER_KEY]
     try:
-        records = await loop.run_in_executor(None, read_labels, body, settings.label_max_items)
+        records = await loop.run_in_executor(None, read_labels, body, settings.label_max_items,
+                                             caller.annotator or "api")
     except _Refused as refused:
         requests.labels(endpoint="/labels", status=str(refused.status)).inc()
         return _json(refused.status, refused.body)
+    if refusal := app[AUTH_KEY].refusal(caller, records):
+        requests.labels(endpoint="/labels", status="403").inc()
+        return _json(403, {"error": refusal})
     try:
         ids = await loop.run_in_executor(None, app[PUBLISHER_KEY].publish, records)
     except Exception as exc:  # Kafka unavailable: the client must retry, nothing was accepted
@@ -149,9 +156,9 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
                serve_metrics: bool = False) -> web.Application:
-    """The API as an application; Kafka and Elasticsearch clients open on startup, close on cleanup."""
-    if settings.label_token is None:
-        raise ValueError("FINSENT_LABEL_TOKEN is not set: the labels API refuses to run without a token")
+    """The API as an application; Kafka and Elasticsearch clients open on startup, close on cleanup. Raises
+    ValueError without a token, or for a tokens file it cannot use (it is read once, here)."""
+    auth = LabelAuth.from_settings(settings)
     registry = registry or CollectorRegistry()
     requests = Counter("finsent_label_api_requests", "Labels API requests by endpoint and status",
                        ["endpoint", "status"], registry=registry)
@@ -161,6 +168,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
                                     on_limited=lambda r: requests.labels(endpoint=_endpoint(r), status="429").inc())
     app = web.Application(middlewares=[limited, _auth], client_max_size=settings.label_max_bytes + 1024)
     app[SETTINGS_KEY] = settings
+    app[AUTH_KEY] = auth
     app[REGISTRY_KEY] = registry
     app[METRIC_KEY] = requests
     if serve_metrics:

@@ -18,13 +18,16 @@
 
   function showError(message) { $("error").textContent = message || ""; $("error").hidden = !message; }
   function token() { return sessionStorage.getItem("finsent-label-token"); }
-  function annotator() { return sessionStorage.getItem("finsent-annotator") || "dashboard"; }
+  // Left out when not given: the labels API stamps an annotator's own token's name, or "api" for the shared token.
+  function annotator() { return sessionStorage.getItem("finsent-annotator") || undefined; }
 
   async function call(path, options) {
     const response = await fetch(`/review-api/${path}`, { ...options, headers: {
       Accept: "application/json", "Content-Type": "application/json", Authorization: `Bearer ${token()}` } });
     const body = await response.json().catch(() => ({}));
     if (response.status === 401) { sessionStorage.removeItem("finsent-label-token"); askToken("The label token was refused."); }
+    // 403: the name is not this token's to use (another annotator's, or a trusted one with the shared token).
+    if (response.status === 403) { sessionStorage.removeItem("finsent-annotator"); askToken(body.error); }
     if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
     return body;
   }

@@ -73,9 +73,9 @@ async def test_the_labels_are_validated_off_the_event_loop(publisher, monkeypatc
     threads = []
     read_labels = labels_http.read_labels
 
-    def recording(body, limit):
+    def recording(body, limit, annotator):
         threads.append(threading.current_thread())
-        return read_labels(body, limit)
+        return read_labels(body, limit, annotator)
 
     monkeypatch.setattr(labels_http, "read_labels", recording)
     async with TestClient(TestServer(app())) as client:

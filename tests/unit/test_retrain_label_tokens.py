@@ -1,0 +1,110 @@
+"""Per-annotator label tokens: the tokens file, who may label as whom, and the API and review page with them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from dashboards.review_mount import mount_review
+from finsent.schemas import LabelRecord
+from finsent.settings import load_settings
+from retrain import labels_http, review
+from retrain.label_tokens import Caller, LabelAuth, LabelTokensError, parse_tokens, read_tokens
+from retrain.labels_http import create_app
+
+LEAD, BOB = "lead-token-0123456789", "bob-token-0123456789"
+
+
+def tokens_file(tmp_path: Path, text: str = f"# annotators\nlead: {LEAD}\n\nbob {BOB}\n", mode: int = 0o600) -> Path:
+    path = tmp_path / "label-tokens"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def settings(tmp_path: Path, **update):
+    if "label_tokens_file" not in update:
+        update["label_tokens_file"] = tokens_file(tmp_path)
+    return load_settings().model_copy(update={"label_token": SecretStr("shared"), "label_rate_limit": 0,
+                                              "trusted_annotators": "lead"} | update)
+
+
+def test_a_tokens_file_names_each_annotator_and_its_errors_say_file_and_line(tmp_path) -> None:
+    assert read_tokens(tokens_file(tmp_path)) == {"lead": LEAD.encode(), "bob": BOB.encode()}
+    for text, problem in [(f"lead: {LEAD}\nbob\n", "f:2: expected 'annotator: token'"),
+                          (f"lead: {LEAD}\n\nlead: {BOB}\n", "f:3: a second token for 'lead'"),
+                          ("bob: short\n", "f:1: 'bob''s token is shorter than 16 characters"),
+                          (f"lead: {LEAD}\nbob: {LEAD}\n", "f:2: 'bob' has the token of line 1")]:
+        with pytest.raises(LabelTokensError) as caught:
+            parse_tokens(text, "f")
+        assert str(caught.value).startswith(problem) and LEAD not in str(caught.value)
+    with pytest.raises(LabelTokensError, match="every user of this machine may read it"):
+        read_tokens(tokens_file(tmp_path, mode=0o644))
+
+
+def test_a_token_labels_only_as_its_annotator_and_the_shared_one_never_as_a_named_one(tmp_path) -> None:
+    auth = LabelAuth.from_settings(settings(tmp_path))
+
+    def records(*annotators: str) -> list[LabelRecord]:
+        return [LabelRecord(text="t", label="positive", annotator=a, labeled_at=datetime.now(UTC)) for a in annotators]
+
+    assert auth.refusal(Caller("bob"), records("bob", "bob")) is None
+    assert auth.refusal(Caller("bob"), records("bob", "lead")).startswith("labels[1]: annotator 'lead', but the "
+                                                                          "token is that of 'bob'")
+    assert auth.refusal(Caller(None), records("carol", "api")) is None
+    for name in ("lead", "bob"):  # trusted, and one with a token of their own
+        assert "the shared token (FINSENT_LABEL_TOKEN) cannot label as" in auth.refusal(Caller(None), records(name))
+    with pytest.raises(LabelTokensError, match="FINSENT_LABEL_TOKEN is also an annotator's token"):
+        LabelAuth.from_settings(settings(tmp_path, label_token=SecretStr(BOB)))
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.published: list = []
+
+    def publish(self, records) -> list[str]:
+        self.published += records
+        return [f"id-{n}" for n in range(len(records))]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def publisher(monkeypatch):
+    from finsent import clients
+
+    fake = Publisher()
+    monkeypatch.setattr(labels_http.LabelPublisher, "start", lambda self: fake)
+    monkeypatch.setattr(clients, "elasticsearch", lambda settings: type("ES", (), {"close": lambda self: None})())
+    monkeypatch.setattr(review, "review_queue", lambda es, settings, limit: [])
+    return fake
+
+
+async def test_the_api_stamps_a_personal_token_s_annotator_and_keeps_trust_from_the_shared_token(
+        tmp_path, publisher) -> None:
+    async with TestClient(TestServer(create_app(settings(tmp_path)))) as client:
+        async def post(token: str, **fields) -> tuple[int, dict]:
+            answer = await client.post("/labels", json={"text": "Acme beats", "label": "positive", **fields},
+                                       headers={"Authorization": f"Bearer {token}"})
+            return answer.status, await answer.json()
+
+        assert (await post("shared", annotator="lead"))[0] == 403
+        assert (await post(BOB, annotator="lead"))[0] == 403
+        assert publisher.published == []
+        assert (await post(LEAD))[0] == 202 and (await post("shared", annotator="carol"))[0] == 202
+        assert [r.annotator for r in publisher.published] == ["lead", "carol"]
+        review_page = await client.get("/review", headers={"Authorization": f"Bearer {BOB}"})
+        assert review_page.status == 200 and await review_page.json() == {"items": []}
+
+
+def test_the_review_page_mounts_with_only_a_tokens_file_and_is_off_with_a_bad_one(tmp_path) -> None:
+    assert mount_review(web.Application(), settings(tmp_path, label_token=None)) == "on"
+    bad = settings(tmp_path, label_token=None, label_tokens_file=tokens_file(tmp_path, mode=0o644))
+    assert mount_review(web.Application(), bad) == "off: FINSENT_LABEL_TOKENS_FILE cannot be used, the dashboard's " \
+                                                   "log says why"
