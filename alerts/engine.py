@@ -2,7 +2,8 @@
 
 The engine keeps a little state per ticker (trailing window statistics, recent documents,
 negative bursts, the event times of its alerts) for at most ``max_tickers`` tickers, the least
-recently seen going first, plus dedup keys, and takes its time from an injected clock, so every
+recently seen going first (the event times of their alerts, for the cooldowns, stay for as many
+evicted tickers again), plus dedup keys, and takes its time from an injected clock, so every
 decision is reproducible in a unit test. Durable dedup lives in the outbox (the idempotency key is
 its primary key); the in-memory set only spares it the work.
 
@@ -108,6 +109,9 @@ class RuleEngine:
         self._max_tickers = max_tickers
         self._dedup_memory = dedup_memory
         self._tickers: OrderedDict[str, _TickerState] = OrderedDict()  # least recently seen first
+        # The alert times of evicted tickers (small next to their windows and documents), least recently seen first:
+        # a ticker that comes back stays within its cooldowns. Holds at most max_tickers tickers too.
+        self._evicted_fired: OrderedDict[str, dict[str, list[datetime]]] = OrderedDict()
         self._fired: dict[str, list[datetime]] = {}  # rules without a ticker (model, drift), by name
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._counted: OrderedDict[tuple[str, str], None] = OrderedDict()  # (reason, key) already in the stats
@@ -373,9 +377,14 @@ class RuleEngine:
         """The ticker's state, now the most recently seen; the least recent goes beyond ``max_tickers``."""
         state = self._tickers.get(ticker)
         if state is None:
-            state = self._tickers[ticker] = _TickerState(docs=RecentDocs(self._docs_per_ticker))
+            state = self._tickers[ticker] = _TickerState(docs=RecentDocs(self._docs_per_ticker),
+                                                         fired=self._evicted_fired.pop(ticker, {}))
             while len(self._tickers) > self._max_tickers:
-                self._tickers.popitem(last=False)
+                gone, evicted = self._tickers.popitem(last=False)
+                if any(evicted.fired.values()):
+                    self._evicted_fired[gone] = evicted.fired
+                    while len(self._evicted_fired) > self._max_tickers:
+                        self._evicted_fired.popitem(last=False)
         self._tickers.move_to_end(ticker)
         return state
 
