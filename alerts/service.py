@@ -270,7 +270,12 @@ class AlertService:
             return alert
         if alert.ticker is None or alert.window_start is None:
             return alert
-        falling = alert.value is not None and alert.value < (alert.baseline or 0.0)
+        # The direction of the z-score that raised it: a fall from a high baseline can leave a mean score above 0,
+        # and with no baseline of the engine's own (the z from the stream) value and baseline cannot tell.
+        falling = self.engine.fell(alert.idempotency_key)
+        if falling is None:  # not raised by this engine lately: the rule's direction, else the figures it carries
+            falling = {"down": True, "up": False}.get(rule.direction, alert.value is not None
+                                                      and alert.value < (alert.baseline or 0.0))
         agg_end = alert.window_start + parse_duration(alert.window or 0)
         try:
             found = self._es.search(
