@@ -130,7 +130,7 @@ def list_(
         if not path.exists():
             fail(f"no outbox at {path} (has `finsent alerts run` run here?)")
         with Outbox(path) as box:
-            docs = [row.document() for row in box.list(status, limit)]
+            docs = [row.listing() for row in box.list(status, limit)]
     else:
         query = {"term": {"status": status}} if status else {"match_all": {}}
         try:
@@ -147,12 +147,14 @@ def list_(
         return
     from finsent.cli_tables import Column, print_table
 
-    # The message (or the last delivery error) folds; below 100 columns the tries and window go.
+    # The message (or the last delivery error, or why the alerts index refused it) folds; below 100 columns the
+    # tries and window go.
     columns = [Column("created (UTC)"), Column("status"), Column("tries", from_width=100), Column("rule"),
                Column("ticker"), Column("window", from_width=100), Column("message", whole=False)]
     print_table(columns, [
         [doc["created_at"][:16].replace("T", " "), doc["status"], str(doc["attempts"]), doc["rule"],
-         doc.get("ticker") or "", doc.get("window") or "", (doc.get("last_error") or doc["message"])[:120]]
+         doc.get("ticker") or "", doc.get("window") or "",
+         (doc.get("last_error") or doc.get("sync_error") or doc["message"])[:120]]
         for doc in docs], title=f"{len(docs)} alerts" + (f" ({status})" if status else ""))
 
 

@@ -2,7 +2,8 @@
 
 The engine keeps a little state per ticker (trailing window statistics, recent documents,
 negative bursts, the event times of its alerts) for at most ``max_tickers`` tickers, the least
-recently seen going first, plus dedup keys, and takes its time from an injected clock, so every
+recently seen going first (the event times of their alerts, for the cooldowns, stay for as many
+evicted tickers again), plus dedup keys, and takes its time from an injected clock, so every
 decision is reproducible in a unit test. Durable dedup lives in the outbox (the idempotency key is
 its primary key); the in-memory set only spares it the work.
 
@@ -48,6 +49,7 @@ Clock = Callable[[], datetime]
 # a ticker rule's default max_age is a replay after downtime, not news.
 CONTROL_MAX_AGE = timedelta(hours=6)
 FIRED_MEMORY = 16  # event times of alerts each (rule, ticker) keeps for its cooldown
+FALLS_MEMORY = 1024  # directions of the latest sentiment shifts: the service asks right after they are raised
 
 
 def _system_clock() -> datetime:
@@ -108,9 +110,13 @@ class RuleEngine:
         self._max_tickers = max_tickers
         self._dedup_memory = dedup_memory
         self._tickers: OrderedDict[str, _TickerState] = OrderedDict()  # least recently seen first
+        # The alert times of evicted tickers (small next to their windows and documents), least recently seen first:
+        # a ticker that comes back stays within its cooldowns. Holds at most max_tickers tickers too.
+        self._evicted_fired: OrderedDict[str, dict[str, list[datetime]]] = OrderedDict()
         self._fired: dict[str, list[datetime]] = {}  # rules without a ticker (model, drift), by name
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._counted: OrderedDict[tuple[str, str], None] = OrderedDict()  # (reason, key) already in the stats
+        self._falls: OrderedDict[str, bool] = OrderedDict()  # whether a sentiment shift fell, by idempotency key
         self._longest_window = timedelta(0)  # of the aggregates seen: how far back top documents can reach
         # How long after its window's end a top document can still be shown, from the rules (fixed for the engine's
         # life): None when no rule shows any (nothing is kept), 0 for no limit.
@@ -122,6 +128,12 @@ class RuleEngine:
     def tracked_tickers(self) -> int:
         """Tickers the engine holds state for (at most ``max_tickers``)."""
         return len(self._tickers)
+
+    def fell(self, key: str) -> bool | None:
+        """Whether the sentiment shift raised lately under ``key`` was a fall (its z-score below 0; the alert's
+        value and baseline need not tell: the baseline is None when the z came from the stream alone); None when
+        it is no such alert."""
+        return self._falls.get(key)
 
     # --- state carried over a restart ----------------------------------------------------
     def restore(self, fired: Iterable[tuple[str, str | None, datetime]], keys: Iterable[str] = ()) -> None:
@@ -240,6 +252,10 @@ class RuleEngine:
         if not self._admit(rule, agg.ticker, key, _window_time(agg), agg.window_end, short_history=short):
             return None
         docs = self._top_documents(agg.ticker, agg.window_start, agg.window_end, rule.top_documents, lowest_first)
+        if lowest_first is not None:
+            self._falls[key] = lowest_first
+            while len(self._falls) > FALLS_MEMORY:
+                self._falls.popitem(last=False)
         return self._raise(rule, key, _window_time(agg), kind=kind, ticker=agg.ticker, window=agg.window,
                            start=agg.window_start, end=agg.window_end, value=value, baseline=baseline,
                            threshold=rule.threshold, message=message, documents=docs)
@@ -373,9 +389,14 @@ class RuleEngine:
         """The ticker's state, now the most recently seen; the least recent goes beyond ``max_tickers``."""
         state = self._tickers.get(ticker)
         if state is None:
-            state = self._tickers[ticker] = _TickerState(docs=RecentDocs(self._docs_per_ticker))
+            state = self._tickers[ticker] = _TickerState(docs=RecentDocs(self._docs_per_ticker),
+                                                         fired=self._evicted_fired.pop(ticker, {}))
             while len(self._tickers) > self._max_tickers:
-                self._tickers.popitem(last=False)
+                gone, evicted = self._tickers.popitem(last=False)
+                if any(evicted.fired.values()):
+                    self._evicted_fired[gone] = evicted.fired
+                    while len(self._evicted_fired) > self._max_tickers:
+                        self._evicted_fired.popitem(last=False)
         self._tickers.move_to_end(ticker)
         return state
 

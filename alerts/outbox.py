@@ -11,7 +11,9 @@ holds back the newer alerts instead of being overtaken by them (a receiver's las
 ticker is the newest alert). Failed (dead-lettered) deliveries hold back nothing.
 
 The outbox is also the source of truth for the ``alerts`` index and topic: each change bumps
-the row's ``version``, and a sync pass mirrors rows whose ``synced_version`` lags behind.
+the row's ``version``, and a sync pass mirrors rows whose ``synced_version`` lags behind. A row the
+index refused waits ``sync_next_at`` before its next try, so it does not hold back the newer ones, and
+a row the index refuses for what it is gets given up: marked mirrored with its ``sync_error`` kept.
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     last_error TEXT,
     delivered_at TEXT,
     version INTEGER NOT NULL DEFAULT 1,
-    synced_version INTEGER NOT NULL DEFAULT 0
+    synced_version INTEGER NOT NULL DEFAULT 0,
+    sync_attempts INTEGER NOT NULL DEFAULT 0,
+    sync_next_at REAL NOT NULL DEFAULT 0,
+    sync_error TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_unsynced ON alerts (synced_version, version);
 CREATE INDEX IF NOT EXISTS alerts_rule_ticker ON alerts (rule, ticker, created_at);
@@ -77,6 +82,8 @@ class AlertRow:
     delivered_at: datetime | None
     last_error: str | None
     version: int
+    sync_attempts: int = 0  # failed tries to mirror it since it was last mirrored
+    sync_error: str | None = None  # why the index refused it last (kept when the mirror gave it up)
 
     def document(self) -> dict:
         """The ``alerts`` index document (the Alert plus delivery bookkeeping)."""
@@ -84,6 +91,11 @@ class AlertRow:
         doc["delivered_at"] = self.delivered_at.isoformat() if self.delivered_at else None
         doc["last_error"] = self.last_error
         return doc
+
+    def listing(self) -> dict:
+        """What ``finsent alerts list --outbox`` shows: the document, plus why the index refused it (not a field
+        of the index's strict mapping)."""
+        return self.document() | {"sync_error": self.sync_error}
 
 
 def _iso(value: datetime) -> str:
@@ -108,6 +120,7 @@ class Outbox:
         conn.executescript(_SCHEMA)
         self._conn = conn
         self._add_queued_at()
+        self._add_sync_columns()
         return self
 
     def _add_queued_at(self) -> None:
@@ -116,6 +129,15 @@ class Outbox:
             if "queued_at" not in {row["name"] for row in conn.execute("PRAGMA table_info(deliveries)")}:
                 conn.execute("ALTER TABLE deliveries ADD COLUMN queued_at REAL")
             conn.execute("UPDATE deliveries SET queued_at = next_attempt_at WHERE queued_at IS NULL")
+
+    def _add_sync_columns(self) -> None:
+        """An outbox from before the mirror's backoff: its rows have never failed to mirror, and are due."""
+        with self._tx() as conn:
+            have = {row["name"] for row in conn.execute("PRAGMA table_info(alerts)")}
+            for column, kind in (("sync_attempts", "INTEGER NOT NULL DEFAULT 0"),
+                                 ("sync_next_at", "REAL NOT NULL DEFAULT 0"), ("sync_error", "TEXT")):
+                if column not in have:
+                    conn.execute(f"ALTER TABLE alerts ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -213,9 +235,9 @@ class Outbox:
     def prune(self, before: datetime) -> int:
         """Forget alerts created before ``before`` that are delivered and mirrored; returns how many.
 
-        The ``alerts`` index keeps them. Kept: failed alerts (an operator may requeue them), anything
-        not yet mirrored, and the newest alert of each rule and ticker, which re-arms its cooldown
-        after a restart (``last_fired``).
+        The ``alerts`` index keeps them, but for those the mirror gave up (``sync_error`` says why). Kept:
+        failed alerts (an operator may requeue them), anything not yet mirrored, and the newest alert of each
+        rule and ticker, which re-arms its cooldown after a restart (``last_fired``).
         """
         where = (
             "status = 'delivered' AND synced_version >= version AND created_at < ?"
@@ -228,7 +250,19 @@ class Outbox:
 
     def mark_synced(self, key: str, version: int) -> None:
         with self._tx() as conn:
-            conn.execute("UPDATE alerts SET synced_version = MAX(synced_version, ?) WHERE key = ?", (version, key))
+            conn.execute("UPDATE alerts SET synced_version = MAX(synced_version, ?), sync_attempts = 0,"
+                         " sync_next_at = 0, sync_error = NULL WHERE key = ?", (version, key))
+
+    def record_sync_failure(self, key: str, version: int, error: str, *, retry_at: float | None) -> None:
+        """The index refused ``version`` of the row: try again at ``retry_at``, or (None) give it up, marked as
+        mirrored so that it holds nothing back and can be pruned, with ``sync_error`` saying why."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE alerts SET sync_attempts = sync_attempts + 1, sync_error = ?, sync_next_at = COALESCE(?, 0),"
+                " synced_version = CASE WHEN ? IS NULL THEN MAX(synced_version, ?) ELSE synced_version END"
+                " WHERE key = ?",
+                (error, retry_at, retry_at, version, key),
+            )
 
     # --- reading -------------------------------------------------------------------------------
     def due(self, now: float, limit: int = 100, skip: Collection[str] = ()) -> list[DueDelivery]:
@@ -267,10 +301,12 @@ class Outbox:
             row = conn.execute("SELECT * FROM alerts WHERE key = ?", (key,)).fetchone()
         return self._row(row) if row else None
 
-    def unsynced(self, limit: int = 500) -> list[AlertRow]:
+    def unsynced(self, now: float = float("inf"), limit: int = 500) -> list[AlertRow]:
+        """The oldest rows whose changes are not mirrored yet and that are due (``sync_next_at``) by ``now``."""
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT * FROM alerts WHERE synced_version < version ORDER BY created_at LIMIT ?", (limit,)
+                "SELECT * FROM alerts WHERE synced_version < version AND sync_next_at <= ? ORDER BY created_at"
+                " LIMIT ?", (now, limit),
             ).fetchall()
         return [self._row(r) for r in rows]
 
@@ -307,4 +343,5 @@ class Outbox:
             update={"status": row["status"], "attempts": row["attempts"]}
         )
         delivered = datetime.fromisoformat(row["delivered_at"]) if row["delivered_at"] else None
-        return AlertRow(alert=alert, delivered_at=delivered, last_error=row["last_error"], version=row["version"])
+        return AlertRow(alert=alert, delivered_at=delivered, last_error=row["last_error"], version=row["version"],
+                        sync_attempts=row["sync_attempts"], sync_error=row["sync_error"])

@@ -10,7 +10,9 @@ Two threads share one :class:`~alerts.outbox.Outbox`:
   it, so a compacted topic keeps each alert's latest state).
 
 A receiver outage therefore never blocks consumption, and Elasticsearch or Kafka being away
-only delays the mirror: the outbox keeps each change until it is written.
+only delays the mirror: the outbox keeps each change until it is written. An alert the index
+refuses for what it is (a mapping conflict) is given up after a few tries, with the reason kept
+in the outbox, instead of being retried ahead of the newer ones for ever.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pydantic import ValidationError
 from alerts.delivery import Dispatcher
 from alerts.engine import Clock, RuleEngine
 from alerts.metrics import AlertMetrics
-from alerts.outbox import Outbox
+from alerts.outbox import AlertRow, Outbox
 from alerts.rules import NegativeBurstRule, RulesFile, SentimentShiftRule
 from alerts.window_history import read_history
 from finsent import clients
@@ -51,6 +53,12 @@ from finsent.settings import Settings
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0  # how often the dispatch loop applies alerts_retention_days to the outbox
+# A row the alerts index refuses waits before its next try (doubling from SYNC_RETRY_S up to SYNC_RETRY_MAX_S), so
+# that newer rows go first; refused for what it is (a 4xx but 429: a mapping conflict, a parsing error) it is given
+# up at its SYNC_GIVE_UP_AFTER-th refusal. Elasticsearch being away (no answer, 429, 5xx) gives up nothing.
+SYNC_RETRY_S = 5.0
+SYNC_RETRY_MAX_S = 600.0
+SYNC_GIVE_UP_AFTER = 3
 INPUTS = {"aggregates": Aggregate, "scored": ScoredDocument, "control": ControlMessage}
 
 
@@ -262,7 +270,12 @@ class AlertService:
             return alert
         if alert.ticker is None or alert.window_start is None:
             return alert
-        falling = alert.value is not None and alert.value < (alert.baseline or 0.0)
+        # The direction of the z-score that raised it: a fall from a high baseline can leave a mean score above 0,
+        # and with no baseline of the engine's own (the z from the stream) value and baseline cannot tell.
+        falling = self.engine.fell(alert.idempotency_key)
+        if falling is None:  # not raised by this engine lately: the rule's direction, else the figures it carries
+            falling = {"down": True, "up": False}.get(rule.direction, alert.value is not None
+                                                      and alert.value < (alert.baseline or 0.0))
         agg_end = alert.window_start + parse_duration(alert.window or 0)
         try:
             found = self._es.search(
@@ -295,7 +308,7 @@ class AlertService:
     def sync(self) -> int:
         """Mirror changed alerts to Elasticsearch and the alerts topic; returns how many."""
         with self._sync_lock:
-            rows = self.outbox.unsynced()
+            rows = self.outbox.unsynced(self.wall())
             if not rows:
                 return 0
             try:
@@ -309,11 +322,11 @@ class AlertService:
                 self.metrics.sync_errors.labels("elasticsearch").inc()
                 log.warning("alerts index not updated (will retry): %s", exc)
                 return 0
+            by_key = {row.alert.idempotency_key: row for row in rows}
             indexed = {item["index"]["_id"] for item in result["items"] if item["index"].get("status", 500) < 300}
             for item in result["items"]:
                 if item["index"].get("status", 500) >= 300:
-                    self.metrics.sync_errors.labels("elasticsearch").inc()
-                    log.error("alert %s not indexed: %s", item["index"]["_id"], item["index"].get("error"))
+                    self._refused(by_key[item["index"]["_id"]], item["index"])
             try:
                 for row in rows:
                     if row.alert.idempotency_key in indexed:
@@ -328,6 +341,21 @@ class AlertService:
                 if row.alert.idempotency_key in indexed:
                     self.outbox.mark_synced(row.alert.idempotency_key, row.version)
             return len(indexed)
+
+    def _refused(self, row: AlertRow, answer: dict) -> None:
+        """The alerts index refused a row: try it again after a backoff, or give it up (see SYNC_GIVE_UP_AFTER)."""
+        self.metrics.sync_errors.labels("elasticsearch").inc()
+        key, status = row.alert.idempotency_key, answer.get("status", 500)
+        error = f"alerts index answered {status}: {answer.get('error')}"[:2000]
+        tries = row.sync_attempts + 1
+        if 400 <= status < 500 and status != 429 and tries >= SYNC_GIVE_UP_AFTER:
+            log.error("alert %s given up by the mirror after %d refusals, it stays out of the alerts index and "
+                      "topic: %s", key, tries, error)
+            self.outbox.record_sync_failure(key, row.version, error, retry_at=None)
+            return
+        delay = min(SYNC_RETRY_S * 2 ** (tries - 1), SYNC_RETRY_MAX_S)
+        log.error("alert %s not indexed (try %d, next in %.0f s): %s", key, tries, delay, error)
+        self.outbox.record_sync_failure(key, row.version, error, retry_at=self.wall() + delay)
 
     def prune_outbox(self) -> int:
         """Delivered, mirrored alerts older than ``alerts_retention_days`` leave the outbox (the index keeps them)."""

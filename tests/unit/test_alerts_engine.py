@@ -274,6 +274,20 @@ def test_state_per_ticker_is_bounded_by_max_tickers():
     assert raised == 100  # every ticker still raises its shift and its burst
 
 
+def test_a_ticker_evicted_from_memory_comes_back_within_its_cooldown():
+    clock = Clock()
+    engine = RuleEngine(rules(SHIFT), clock=clock, max_tickers=2, stream_min_baseline=5)
+    for k in range(2):  # two windows, within the 30 m cooldown of each other
+        clock.now = T0 + (k + 1) * timedelta(minutes=15)
+        for ticker in ("AAPL", "MSFT", "NVDA"):  # each one evicts the least recently seen
+            raised = engine.on_aggregate(agg(ticker, start=T0 + k * timedelta(minutes=15), z=-5.0))
+            assert len(raised) == (k == 0), (ticker, k)
+    assert engine.tracked_tickers == 2 and engine.stats.cooled_down == 3
+    for n in range(10):  # a crowd of new tickers: what is kept of evicted ones stays bounded too
+        engine.on_aggregate(agg(f"T{n}", start=T0 + timedelta(minutes=15), z=-5.0))
+    assert len(engine._evicted_fired) <= 2
+
+
 def test_a_restarted_engine_warmed_with_the_past_windows_judges_the_next_one_at_once():
     past = [agg(start=T0 - k * _LENGTH["15m"], count=1, z=-9.0) for k in range(6, 0, -1)]
     cold = RuleEngine(rules({**SHIFT, "min_history": 5}), clock=Clock())
