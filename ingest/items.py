@@ -49,9 +49,14 @@ class FetchResult:
     ``on_delivered`` runs only once every item reached Kafka (or was a known duplicate) and none
     was rejected for now only (``Rejected.temporary``): a source moves its cursor or ETag there, so a
     failed delivery, or an item dated a little ahead of the clock, is fetched again next time.
+
+    ``first_poll``: no poll of this source was delivered yet in this process (it holds no ETag or cursor), so
+    what came may be the whole backlog of a feed new to us; the pipeline then holds back the undated items
+    (see :meth:`ingest.pipeline.Pipeline.process`).
     """
 
     items: list[SourceItem] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     not_modified: bool = False
     on_delivered: Callable[[], None] | None = None
+    first_poll: bool = False

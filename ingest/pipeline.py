@@ -34,6 +34,7 @@ class BatchReport:
     fetched: int = 0
     produced: int = 0
     duplicates: int = 0
+    held_back: int = 0  # undated backlog of a new source: remembered as seen, not produced
     rejected: list[Rejected] = field(default_factory=list)
     failed: list[tuple[RawDocument, str]] = field(default_factory=list)
     documents: list[RawDocument] = field(default_factory=list)  # the ones produced
@@ -53,6 +54,7 @@ class BatchReport:
         self.fetched += other.fetched
         self.produced += other.produced
         self.duplicates += other.duplicates
+        self.held_back += other.held_back
         self.rejected += other.rejected
         self.failed += other.failed
 
@@ -128,6 +130,12 @@ class Pipeline:
         from outside (the push endpoint) must not write a log line per document it sends.
         Whatever happens, no document of the batch stays staged in the dedup index: what Kafka
         did not acknowledge is forgotten, so sending it again later is never taken for a duplicate.
+
+        The first poll of a source new to the dedup index (``first_poll``, and no item of the batch is one of
+        its documents seen before) brings its backlog: an undated item there is not news now, yet the windows
+        would put it at its ingestion time, fifty of them in the current minute. Those are held back: remembered
+        as seen, so no later poll takes them for new, but not produced. Without a dedup index nothing is held back
+        (every poll would produce them again anyway).
         """
         result = batch if isinstance(batch, FetchResult) else FetchResult(items=list(batch))
         report = BatchReport()
@@ -135,6 +143,7 @@ class Pipeline:
             self._reject(source, bad, report)
         to_send: list[RawDocument] = []
         where: dict[str, str] = {}
+        known = False  # an item of the batch was this source's before: the source is not new
         try:
             for item in result.items:
                 report.fetched += 1
@@ -144,6 +153,7 @@ class Pipeline:
                     continue
                 duplicate = self.dedup.check(doc) if self.dedup is not None else None
                 if duplicate is not None:
+                    known = known or (duplicate.kind == "id" and duplicate.of not in where)  # not this batch's
                     report.duplicates += 1
                     self.metrics.duplicates.labels(source, duplicate.kind).inc()
                     log.info("%s: duplicate (%s, similarity %.2f) of %s: %s %s", source, duplicate.kind,
@@ -151,6 +161,8 @@ class Pipeline:
                     continue
                 to_send.append(doc)
                 where[doc.id] = item.where
+            if result.first_poll and not known and self.dedup is not None:
+                to_send = self._hold_back_undated(source, to_send, report)
             if to_send:
                 self._deliver(source, to_send, where, report)
         finally:
@@ -160,6 +172,16 @@ class Pipeline:
         if report.settled and result.on_delivered is not None:
             result.on_delivered()
         return report
+
+    def _hold_back_undated(self, source: str, docs: list[RawDocument], report: BatchReport) -> list[RawDocument]:
+        """The dated documents; the undated ones are committed to the dedup index only."""
+        backlog = [doc.id for doc in docs if doc.published_at is None]
+        if backlog:
+            self.dedup.commit(backlog)
+            report.held_back = len(backlog)
+            log.info("%s: first poll of a new source: held back %d undated document(s) of its backlog "
+                     "(remembered as seen, not produced)", source, len(backlog))
+        return [doc for doc in docs if doc.published_at is not None]
 
     def _normalise(self, source: str, item: SourceItem, report: BatchReport) -> RawDocument | None:
         try:

@@ -19,6 +19,12 @@ Precision first: a wrong ticker puts a document on the wrong dashboard. So
   is capitalised anyway (a sentence's first word, a Title-Case Headline) the name must also be
   followed by what companies do ("Ford recalls…; shares slip"). A name hyphenated ("Meta-analysis")
   or after another capitalised word ("Harrison Ford") needs one of the signals above.
+- a bank whose analysts rate stocks (:data:`BROKERS`) is not tagged when its only role in the text is the actor of
+  an analyst action on another company found in the same sentence: "Goldman Sachs upgrades Tesla", "JPMorgan
+  raises its price target on Nvidia", "Tesla upgraded at Goldman", "Goldman Sachs analyst says Nvidia…" tag the
+  company acted on only, as their sentiment is about it. The bank stays when the text is about it ("Goldman Sachs
+  beats estimates", "Goldman upgrades its own outlook": no company acted on), when it appears again in another
+  role, and when the company acted on is not in the dictionary (nothing else would carry the story).
 
 Dictionary file (CSV): ``ticker,name,exchange,aliases[,exclude]``, aliases and excluded phrases
 separated by ``|``.
@@ -89,6 +95,23 @@ _VERB_AFTER = re.compile(
 _LIST_SEP = re.compile(r"\s*(?:,\s*and|,\s*or|,|/|&|and|or|vs\.?|versus)\s*")
 _CAPITALISED_WORD = re.compile(r"(?<![\w'’-])[A-Z][\w'’.&-]*[ \t]+$")
 _SENTENCE_END = frozenset(".!?;:|-–—(\"“'‘")
+
+# Banks whose analysts rate other companies' stocks: in "Goldman Sachs upgrades Tesla" the news is about Tesla.
+BROKERS = frozenset({"GS", "MS", "JPM", "BAC", "C", "WFC"})
+# After the bank's name: its analysts ("Goldman Sachs analyst says…"), a rating action ("upgrades", "initiated"),
+# or a change of target ("raises its price target on", "cuts … target"), the word target checked in the sentence.
+# "Goldman Sachs upgraded by JPMorgan" is the other way round: Goldman is the company acted on.
+_DESK = r"(?i:^(?:['’]s)?(?:\s+(?:securities|research))?\s+"
+_ACTIVE = r"\b(?!\s+(?:by|at|from)\b))"
+_ANALYSTS = re.compile(_DESK + r"(?:analysts?|strategists?)\b)")
+_RATING_ACTION = re.compile(_DESK + r"(?:(?:up|down)grade|initiate|reiterate|resume|reinstate|rate)[sd]?" + _ACTIVE)
+_TARGET_ACTION = re.compile(_DESK + r"(?:raise[sd]|lift(?:s|ed)|boost(?:s|ed)|hike[sd]|lower(?:s|ed)|trim(?:s|med)|"
+                                    r"slash(?:es|ed)|reduce[sd]|cuts?)" + _ACTIVE)
+# Between the company and the bank: "Tesla upgraded to buy at Goldman", "Apple price target raised by Morgan Stanley".
+_BY_BROKER = re.compile(r"(?i:\b(?:(?:up|down)grade[sd]?|initiated|reiterated|resumed|rated|"
+                        r"target\s+(?:raised|lifted|boosted|hiked|lowered|trimmed|slashed|reduced|cut))\b.*"
+                        r"\b(?:at|by|from)\s+$)")
+_SENTENCE_BREAK = re.compile(r"[.!?;](?=\s|$)|\n")
 
 # Symbols that are also words or acronyms: they need a cashtag or a listing-shaped exchange prefix.
 COMMON_WORDS = frozenset("""
@@ -191,6 +214,7 @@ class TickerExtractor:
                      if m.group(1) in self.dictionary and m.group(1) not in COMMON_WORDS
                      and not _overlaps(masked, m.start(), m.end())]
         hits += self._company_names(text, hits, masked)
+        hits = _without_acting_brokers(text, hits)
         ordered: list[str] = []
         for _, _, ticker in sorted(hits):
             if ticker not in ordered:
@@ -263,6 +287,29 @@ def _names_company(text: str, hit: _Hit, others: list[_Hit]) -> bool:
     if _listed_with(text, hit, others):
         return True
     return _weak_evidence(text, start, end)
+
+
+def _without_acting_brokers(text: str, hits: list[_Hit]) -> list[_Hit]:
+    """The hits less those of a broker whose every mention acts on another company ("Goldman upgrades Tesla")."""
+    acting = {ticker for _, _, ticker in hits if ticker in BROKERS}
+    for hit in hits:
+        if hit[2] in acting and not _acts_as_analyst(text, hit, hits):
+            acting.discard(hit[2])
+    return [hit for hit in hits if hit[2] not in acting]
+
+
+def _acts_as_analyst(text: str, hit: _Hit, hits: list[_Hit]) -> bool:
+    start, end, ticker = hit
+    begin = max((m.end() for m in _SENTENCE_BREAK.finditer(text, 0, start)), default=0)
+    stop = m.start() if (m := _SENTENCE_BREAK.search(text, end)) else len(text)
+    others = [(s, e) for s, e, t in hits if t != ticker and begin <= s and e <= stop]
+    after = text[end:stop]
+    if _ANALYSTS.match(after):
+        return bool(others)
+    if any(s >= end for s, _ in others) and (
+            _RATING_ACTION.match(after) or (_TARGET_ACTION.match(after) and "target" in after.lower())):
+        return True
+    return any(_BY_BROKER.search(text[e:start]) for _, e in others if e <= start)
 
 
 def _listed_with(text: str, hit: _Hit, others: list[_Hit]) -> bool:

@@ -34,10 +34,18 @@ class ApiSource(Source):
         self.items_path = items
         self.headers = headers or {}
         self.params = params or {}
+        self.delivered = False  # a poll of it reached Kafka: its next ones are not its backlog
 
     async def fetch(self) -> FetchResult:
         response = await self.http.get(self.url, headers=self.headers, params=self.params)
-        return parse_articles(load_json(response.body, self.url), self.url, self.name, self.fields, self.items_path)
+        result = parse_articles(load_json(response.body, self.url), self.url, self.name, self.fields, self.items_path)
+        result.first_poll = not self.delivered
+
+        def remember() -> None:
+            self.delivered = True
+
+        result.on_delivered = remember
+        return result
 
 
 def parse_articles(payload: object, url: str, source: str, fields: FieldMap, items_path: str) -> FetchResult:

@@ -54,6 +54,7 @@ class RssSource(Source):
             self._full_at = self.clock()
 
         result.on_delivered = remember
+        result.first_poll = self._full_at is None  # nothing remembered yet: the feed's backlog may be in there
         return result
 
 

@@ -21,6 +21,7 @@ from tests.ports import free_port
 # The async fixture below lives in the session loop (pyproject), so the tests run there too.
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
+# Every entry that gets through is dated: a new feed's undated entries are held back as its backlog (unit tests).
 RSS = """<?xml version="1.0" encoding="utf-8"?>
 <rss version="2.0"><channel><title>Markets</title>
 <item><guid>m-1</guid><title>Apple beats estimates</title>
@@ -31,7 +32,8 @@ RSS = """<?xml version="1.0" encoding="utf-8"?>
   <link>https://news.example.com/a/2</link><description>Chip stocks rose.</description>
   <pubDate>Fri, 27 Nov 2026 15:00:00 +0100</pubDate></item>
 <item><guid>m-3</guid><title>Fed minutes due this afternoon</title>
-  <link>https://news.example.com/a/3</link><description>Markets await the minutes.</description></item>
+  <link>https://news.example.com/a/3</link><description>Markets await the minutes.</description>
+  <pubDate>Fri, 27 Nov 2026 16:00:00 GMT</pubDate></item>
 <item><guid>m-4</guid><link>https://news.example.com/a/4</link></item>
 <item><guid>m-5</guid><title>Zone-less time</title><description>x</description>
   <pubDate>2026-11-27T10:00:00</pubDate></item>
@@ -129,7 +131,7 @@ async def test_api_reddit_stocktwits(ingest_settings, pipeline, http) -> None:
     api_body = {"data": {"articles": [
         {"id": 11, "headline": "Tesla cuts prices", "summary": "Tesla cut prices in China.",
          "link": "https://wire.example.com/t", "time": 1795773600000, "symbols": [{"s": "TSLA"}]},
-        {"id": 12, "headline": "No body here"},
+        {"id": 12, "headline": "No body here", "time": 1795773600000},
         "not an object",
     ]}}
     listing = {"kind": "Listing", "data": {"after": "t3_b", "children": [
@@ -217,6 +219,7 @@ async def test_undelivered_documents_are_retried_not_forgotten(ingest_settings, 
 
 async def test_a_document_kafka_refuses_is_skipped_the_others_delivered(ingest_settings, http) -> None:
     big = ("<item><guid>m-7</guid><title>A very long story</title><link>https://news.example.com/a/7</link>"
+           "<pubDate>Fri, 27 Nov 2026 16:00:00 GMT</pubDate>"
            f"<description>{'Markets moved. ' * 400}</description></item></channel>")
     async with FakeSite() as site:
         site.serve("/feed.xml", RSS.replace("</channel>", big), "application/rss+xml", headers={"ETag": '"v1"'})

@@ -250,3 +250,25 @@ async def test_an_entry_a_feed_keeps_past_the_dedup_retention_is_not_news_again(
             assert (await poll(source, pipe)).produced == 1
     assert [d.source_id for d in pipe.sink.sent] == ["41", "42", "43"]
     assert [a["if-none-match"] for a in asked][:4] == ["", '"v1"', "", '"v1"']  # the whole feed once a day
+
+
+UNDATED_FEED = """<?xml version="1.0"?><rss version="2.0"><channel><title>IR</title>
+<item><guid>51</guid><title>Acme opens a plant</title><pubDate>Sat, 28 Nov 2026 11:00:00 GMT</pubDate></item>
+<item><guid>52</guid><title>Acme names a new CFO</title></item>
+<item><guid>53</guid><title>Acme wins a contract</title></item>
+</channel></rss>"""
+
+
+async def test_the_undated_backlog_of_a_new_feed_is_held_back_not_put_in_the_current_window(tmp_path: Path) -> None:
+    asked, feed = [], {"body": UNDATED_FEED, "etag": '"v1"'}
+    async with feed_server(asked, feed) as (http, base):
+        with started_pipeline(tmp_path) as pipe:
+            first = await poll(RssSource(http, f"{base}/rss.xml"), pipe)
+            assert first.produced == 1  # the dated one goes, at its own time
+            assert first.held_back == 2
+            added = "<item><guid>54</guid><title>Acme buys back shares</title></item>"
+            feed.update(body=UNDATED_FEED.replace("<item>", added + "<item>", 1), etag='"v2"')
+            restarted = RssSource(http, f"{base}/rss.xml")  # a known feed: its new undated item is news
+            second = await poll(restarted, pipe)
+            assert (second.produced, second.duplicates, second.held_back) == (1, 3, 0)
+    assert [d.source_id for d in pipe.sink.sent] == ["51", "54"]

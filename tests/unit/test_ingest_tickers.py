@@ -146,6 +146,26 @@ def test_non_us_exchange_tags_a_suffixed_symbol_never_the_us_one(extractor: Tick
     assert extractor.extract(text) == expected
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("Goldman Sachs upgrades Tesla to buy", ["TSLA"]),
+    ("Morgan Stanley raises its price target on Apple", ["AAPL"]),
+    ("Goldman lowers Intel price target, keeps sell rating", ["INTC"]),
+    ("Tesla upgraded to buy at Goldman Sachs", ["TSLA"]),
+    ("Apple price target raised by Morgan Stanley", ["AAPL"]),
+    ("Nvidia is a buy, says Goldman Sachs analyst", ["NVDA"]),
+    ("JPMorgan upgrades Goldman Sachs to overweight", ["GS"]),
+    ("Goldman Sachs upgraded by JPMorgan", ["GS"]),
+    # The bank itself is the news: no company acted on, another role, or another sentence.
+    ("Goldman Sachs upgrades its own outlook", ["GS"]),
+    ("JPMorgan raises stake in Tesla", ["JPM", "TSLA"]),
+    ("JPMorgan cuts 500 jobs; Tesla shares slide", ["JPM", "TSLA"]),
+    ("Goldman Sachs upgrades Tesla. Goldman Sachs shares rose 2% on its own results", ["GS", "TSLA"]),
+])
+def test_a_broker_acting_as_analyst_on_another_company_is_not_tagged(extractor: TickerExtractor, text: str,
+                                                                      expected: list[str]) -> None:
+    assert extractor.extract(text) == expected
+
+
 @pytest.mark.parametrize("raw,expected", [
     ("$brk-b", "BRK.B"), ("BRK/B", "BRK.B"), ("aapl", "AAPL"), ("$5", None), ("", None), ("TOOLONGTICKER1", None),
 ])
