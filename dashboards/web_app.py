@@ -155,26 +155,32 @@ async def timeline(request: web.Request) -> web.Response:
 async def documents(request: web.Request) -> web.Response:
     ticker = q.parse_ticker(request.query.get("ticker"))
     limit = q.parse_limit(request.query.get("limit"))
-    body = await _search(request, "docs", q.documents_query(ticker, limit))
-    return web.json_response({"ticker": ticker, "documents": q.parse_documents(body)})
+    name, span = q.parse_range(request.query.get("range"))
+    now = _now(request)
+    body = await _search(request, "docs", q.documents_query(ticker, limit, now - span, now))
+    return web.json_response({"ticker": ticker, "range": name, "documents": q.parse_documents(body)})
 
 
 async def alerts(request: web.Request) -> web.Response:
-    _, span = q.parse_range(request.query.get("range"))
+    name, span = q.parse_range(request.query.get("range"))
     now = _now(request)
     body = await _search(request, "alerts", q.alerts_query(now - span, now))
-    return web.json_response({"alerts": q.parse_alerts(body)})
+    return web.json_response({"range": name, "alerts": q.parse_alerts(body)})
 
 
 async def model(request: web.Request) -> web.Response:
+    name, span = q.parse_range(request.query.get("range"))
+    now = _now(request)
     champion = await _search(request, "models", q.champion_query())
-    scoring = await _search(request, "docs", q.scoring_model_query())
-    return web.json_response(q.parse_model(champion, scoring))
+    scoring = await _search(request, "docs", q.scoring_model_query(now - span, now))
+    return web.json_response({"range": name, **q.parse_model(champion, scoring)})
 
 
 async def drift(request: web.Request) -> web.Response:
-    body = await _search(request, "drift", q.drift_query())
-    return web.json_response(q.parse_drift(body))
+    name, span = q.parse_range(request.query.get("range"))
+    now = _now(request)
+    body = await _search(request, "drift", q.drift_query(now - span, now))
+    return web.json_response({"range": name, **q.parse_drift(body)})
 
 
 async def health(request: web.Request) -> web.Response:

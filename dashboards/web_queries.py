@@ -2,7 +2,9 @@
 
 Pure functions: a request body in, plain JSON-ready dicts out, so the page's API is tested
 without a server and the aiohttp handlers stay thin. Times on the axis are ``ingested_at``
-(every document has it; ``published_at`` is optional).
+(every document has it; ``published_at`` is optional). Every search of a growing index is bound
+to the chosen range and has a size cap, so a large index is never scanned whole; only the
+champion lookup in the small model registry is not.
 """
 
 from __future__ import annotations
@@ -114,9 +116,11 @@ def parse_tickers(response: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"ticker": b["key"], "count": b["doc_count"]} for b in buckets]
 
 
-def documents_query(ticker: str | None, limit: int) -> dict[str, Any]:
-    query: dict[str, Any] = {"term": {"tickers": ticker}} if ticker else {"match_all": {}}
-    return {"size": limit, "query": query, "_source": _DOC_FIELDS,
+def documents_query(ticker: str | None, limit: int, since: datetime, until: datetime) -> dict[str, Any]:
+    filters: list[dict[str, Any]] = [_time_filter("ingested_at", since, until)]
+    if ticker:
+        filters.append({"term": {"tickers": ticker}})
+    return {"size": limit, "query": {"bool": {"filter": filters}}, "_source": _DOC_FIELDS,
             "sort": [{"ingested_at": {"order": "desc"}}, {"id": {"order": "asc"}}]}
 
 
@@ -161,15 +165,17 @@ def parse_alerts(response: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def champion_query() -> dict[str, Any]:
+    # Not bound to the range: the registry holds one document per trained version, and a champion promoted
+    # before the range is still the champion.
     return {"size": 1, "query": {"term": {"champion": True}},
             "sort": [{"promoted_at": {"order": "desc", "missing": "_last"}}, {"created_at": {"order": "desc"}}],
             "_source": ["version", "base_model", "created_at", "promoted_at", "status", "labels"]}
 
 
-def scoring_model_query() -> dict[str, Any]:
-    """The model version of the most recently scored document: what the workers run now."""
-    return {"size": 1, "query": {"match_all": {}}, "_source": ["model_version", "scored_at"],
-            "sort": [{"scored_at": {"order": "desc"}}]}
+def scoring_model_query(since: datetime, until: datetime) -> dict[str, Any]:
+    """The model version of the most recently scored document in the range: what the workers run now."""
+    return {"size": 1, "query": {"bool": {"filter": [_time_filter("scored_at", since, until)]}},
+            "_source": ["model_version", "scored_at"], "sort": [{"scored_at": {"order": "desc"}}]}
 
 
 def parse_model(champion: dict[str, Any], scoring: dict[str, Any]) -> dict[str, Any]:
@@ -179,11 +185,13 @@ def parse_model(champion: dict[str, Any], scoring: dict[str, Any]) -> dict[str, 
             "scoring": score_hits[0]["_source"] if score_hits else None}
 
 
-def drift_query(monitors: int = 20) -> dict[str, Any]:
-    return {"size": 0, "aggs": {"monitors": {"terms": {"field": "monitor", "size": monitors}, "aggs": {"latest": {
-        "top_hits": {"size": 1, "sort": [{"checked_at": {"order": "desc"}}],
-                     "_source": ["monitor", "statistic", "threshold", "drift_detected", "checked_at",
-                                 "model_version"]}}}}}}
+def drift_query(since: datetime, until: datetime, monitors: int = 20) -> dict[str, Any]:
+    """The latest check of each monitor within the range (the scheduler checks every FINSENT_DRIFT_CHECK_MINUTES)."""
+    latest = {"top_hits": {"size": 1, "sort": [{"checked_at": {"order": "desc"}}],
+                           "_source": ["monitor", "statistic", "threshold", "drift_detected", "checked_at",
+                                       "model_version"]}}
+    return {"size": 0, "query": {"bool": {"filter": [_time_filter("checked_at", since, until)]}},
+            "aggs": {"monitors": {"terms": {"field": "monitor", "size": monitors}, "aggs": {"latest": latest}}}}
 
 
 def parse_drift(response: dict[str, Any]) -> dict[str, Any]:

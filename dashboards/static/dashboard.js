@@ -60,6 +60,7 @@
   }
 
   async function loadTickers() {
+    // The ticker list spans the longest range whatever is chosen, so a quiet ticker stays selectable.
     const { tickers } = await api(`/api/tickers?range=30d`);
     const select = $("ticker");
     const known = tickers.map((t) => t.ticker);
@@ -78,7 +79,10 @@
 
   function renderDocuments(data) {
     const body = $("documents");
-    if (!data.documents.length) { body.replaceChildren(emptyRow(6, "No scored documents yet.")); return; }
+    if (!data.documents.length) {
+      body.replaceChildren(emptyRow(6, `No scored documents in the last ${data.range}.`));
+      return;
+    }
     body.replaceChildren(...data.documents.map((doc) => {
       const tr = el("tr");
       tr.appendChild(el("td", { class: "num" }, when(doc.ingested_at)));
@@ -98,7 +102,11 @@
 
   function renderAlerts(data) {
     const list = $("alerts");
-    if (!data.alerts.length) { list.replaceChildren(el("li", { class: "empty-row" }, "No alerts in the last 24 hours.")); return; }
+    $("alerts-range").textContent = `(last ${data.range})`;
+    if (!data.alerts.length) {
+      list.replaceChildren(el("li", { class: "empty-row" }, `No alerts in the last ${data.range}.`));
+      return;
+    }
     list.replaceChildren(...data.alerts.map((alert) => {
       const li = el("li", { class: alert.ticker === state.ticker ? "current" : null });
       li.appendChild(el("span", { class: "when" }, when(alert.created_at)));
@@ -114,7 +122,7 @@
     const rows = [
       ["Champion", data.champion ? data.champion.version : "none registered"],
       ["Promoted", data.champion ? when(data.champion.promoted_at) : "–"],
-      ["Scoring now", data.scoring ? data.scoring.model_version : "no documents yet"],
+      ["Scoring now", data.scoring ? data.scoring.model_version : `no documents in the last ${data.range}`],
       ["Last scored", data.scoring ? when(data.scoring.scored_at) : "–"],
     ];
     facts.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
@@ -123,10 +131,11 @@
 
   function renderDrift(data) {
     const pill = $("status-drift");
-    pill.textContent = `drift: ${{ drift: "detected", ok: "none", unknown: "no checks yet" }[data.status] || data.status}`;
+    const unknown = `no checks in the last ${data.range}`;
+    pill.textContent = `drift: ${{ drift: "detected", ok: "none", unknown }[data.status] || data.status}`;
     pill.className = `pill ${data.status}`;
     const body = $("drift");
-    if (!data.monitors.length) { body.replaceChildren(emptyRow(4, "No drift checks yet.")); return; }
+    if (!data.monitors.length) { body.replaceChildren(emptyRow(4, `No drift checks in the last ${data.range}.`)); return; }
     body.replaceChildren(...data.monitors.map((m) => {
       const tr = el("tr", { class: m.drift_detected ? "detected" : null });
       tr.appendChild(el("td", {}, m.monitor + (m.drift_detected ? " ⚠" : "")));
@@ -143,10 +152,10 @@
     const jobs = [
       state.ticker ? api(`/api/timeline?ticker=${ticker}&range=${range}`).then(renderTimeline)
         : Promise.resolve(FinsentChart.render($("chart"), [])),
-      api(`/api/documents?limit=25${state.ticker ? `&ticker=${ticker}` : ""}`).then(renderDocuments),
-      api(`/api/alerts?range=24h`).then(renderAlerts),
-      api(`/api/model`).then(renderModel),
-      api(`/api/drift`).then(renderDrift),
+      api(`/api/documents?range=${range}&limit=25${state.ticker ? `&ticker=${ticker}` : ""}`).then(renderDocuments),
+      api(`/api/alerts?range=${range}`).then(renderAlerts),
+      api(`/api/model?range=${range}`).then(renderModel),
+      api(`/api/drift?range=${range}`).then(renderDrift),
     ];
     const results = await Promise.allSettled(jobs);
     const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);

@@ -13,7 +13,7 @@ import shutil
 import struct
 import subprocess
 import zlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -153,6 +153,10 @@ async def test_api_serves_the_indexed_data(dashboard):
         assert by_id[EVIL_ID]["title"] == EVIL_TITLE  # raw in JSON; the page escapes it
         assert by_id[JS_LINK_ID]["url"] is None  # javascript: link dropped
         assert {d["label"] for d in docs["documents"]} == {"negative", "neutral", "positive"}
+        status, recent, _ = await _get(session, f"{dashboard}/api/documents?ticker=AAPL&limit=200&range=1h")
+        assert status == 200 and recent["range"] == "1h" and 0 < len(recent["documents"]) < 200
+        hour_ago = utc_now() - timedelta(hours=1)
+        assert all(datetime.fromisoformat(d["ingested_at"]) >= hour_ago for d in recent["documents"])
 
         status, alerts, _ = await _get(session, f"{dashboard}/api/alerts")
         assert [a["rule"] for a in alerts["alerts"]] == ["aapl-negative-shift"]

@@ -85,3 +85,16 @@ def test_parse_drift_reports_the_latest_check_of_each_monitor():
 
 def test_parse_model_without_any_model_is_empty_not_an_error():
     assert q.parse_model({}, {"hits": {"hits": []}}) == {"champion": None, "scoring": None}
+
+
+def test_queries_of_growing_indices_are_bound_to_the_range_and_capped():
+    since, until = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC)
+    bound = {"gte": "2026-01-01T00:00:00Z", "lte": "2026-01-01T01:00:00Z"}
+    for body, field in ((q.documents_query("AAPL", 25, since, until), "ingested_at"),
+                        (q.documents_query(None, 25, since, until), "ingested_at"),
+                        (q.scoring_model_query(since, until), "scored_at"),
+                        (q.drift_query(since, until), "checked_at"),
+                        (q.alerts_query(since, until), "created_at")):
+        assert {"range": {field: bound}} in body["query"]["bool"]["filter"], body
+        assert body["size"] <= 200
+    assert {"term": {"tickers": "AAPL"}} in q.documents_query("AAPL", 25, since, until)["query"]["bool"]["filter"]
