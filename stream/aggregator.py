@@ -29,6 +29,7 @@ class WindowUpdate:
     late: int  # ticker events older than every kept window
     states: dict[str, Any]  # ticker → new state, to store once the aggregates are out
     refused: dict[str, int] = field(default_factory=dict)  # events kept out of the windows, by reason (refusal)
+    versions: dict[str, int] = field(default_factory=dict)  # ticker → version of its aggregates (TickerWindows)
 
 
 def apply_events(store: Mapping[str, Any], events: Sequence[WindowEvent], sizes: dict[str, int],
@@ -46,6 +47,7 @@ def apply_events(store: Mapping[str, Any], events: Sequence[WindowEvent], sizes:
         by_ticker.setdefault(event.ticker, []).append(event)
     aggregates: list[Aggregate] = []
     states: dict[str, Any] = {}
+    versions: dict[str, int] = {}
     late = 0
     refused: Counter[str] = Counter()
     for ticker, ticker_events in by_ticker.items():
@@ -71,7 +73,8 @@ def apply_events(store: Mapping[str, Any], events: Sequence[WindowEvent], sizes:
         if touched:
             windows.prune()
             states[ticker] = windows.to_state()  # one state write (changelog record) per ticker and batch
-    return WindowUpdate(aggregates, late, states, dict(refused))
+            versions[ticker] = windows.version
+    return WindowUpdate(aggregates, late, states, dict(refused), versions)
 
 
 class WindowAggregator:
@@ -85,13 +88,17 @@ class WindowAggregator:
         self.clock = clock
 
     async def process(self, store: MutableMapping[str, Any], events: Sequence[WindowEvent]) -> list[Aggregate]:
+        """Count the events, publish the windows they changed and store the new state; returns the aggregates
+        published (not those superseded by a newer version in Elasticsearch)."""
         # Ingest's own tolerance of clock skew on published_at.
         update = apply_events(store, events, self.sizes, self.settings.window_baseline,
                               self.settings.window_min_baseline, self.clock(),
                               future_tolerance=timedelta(seconds=self.settings.ingest_future_tolerance))
         aggregates = update.aggregates
         if aggregates:
-            await self._publish(aggregates)
+            aggregates = await self._publish(aggregates, update.versions)
+        # Stored even where superseded: the events are counted and will be acked, and this worker may be the
+        # partition's owner behind one that wrote further before it lost the partition.
         for ticker, state in update.states.items():  # only changed tickers: none without aggregates
             store[ticker] = state
         self.metrics.late_events.inc(update.late)
@@ -103,12 +110,25 @@ class WindowAggregator:
         self.metrics.aggregates.inc(len(aggregates))
         return aggregates
 
-    async def _publish(self, aggregates: list[Aggregate]) -> None:
-        # Aggregates are overwritten by id, so a replayed batch converges on the same documents.
-        items = [BulkItem(aggregate_id(a), a.model_dump(mode="json")) for a in aggregates]
-        rejections = await self.sink.index(self.settings.index("aggregates"), items)
+    async def _publish(self, aggregates: list[Aggregate], versions: dict[str, int]) -> list[Aggregate]:
+        """Index the aggregates, then send those Elasticsearch took; returns them.
+
+        Indexed by id with their ticker's version (external_gte): a replayed batch converges on the same
+        documents, and a worker that lost the partition while its batch waited (an Elasticsearch outage through
+        a rebalance, which Faust waits for and Kafka then gives up on) cannot overwrite the newer aggregate of
+        the partition's new owner, nor send its older one to the alert engine after it."""
+        items = [BulkItem(aggregate_id(a), a.model_dump(mode="json"), version=versions[a.ticker]) for a in aggregates]
+        rejections, superseded = await self.sink.index_versioned(self.settings.index("aggregates"), items)
         if rejections:  # our own records: a rejection is a bug or a mapping mismatch, say so loudly
             raise RuntimeError(f"Elasticsearch refused aggregates: {rejections[0].reason}")
-        deliveries = [await self.send_aggregate(a) for a in aggregates]
+        if superseded:
+            self.metrics.superseded_aggregates.inc(len(superseded))
+            log.warning("%d window aggregates not published: Elasticsearch has newer versions (first: %s, version "
+                        "%s); this worker's partition has likely gone to another", len(superseded),
+                        superseded[0].id, superseded[0].version)
+        newer = {item.id for item in superseded}
+        fresh = [a for a in aggregates if aggregate_id(a) not in newer]
+        deliveries = [await self.send_aggregate(a) for a in fresh]
         for delivery in deliveries:
             await delivery
+        return fresh

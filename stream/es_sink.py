@@ -13,6 +13,12 @@ Connection errors, timeouts and 429/5xx answers to the whole request are retried
 way, forever: the call only returns once every document is indexed or rejected, which is
 what holds the stream (backpressure) while Elasticsearch is away.
 
+An item with a ``version`` is written with ``version_type=external_gte``: Elasticsearch keeps it only if
+no higher version of its id is there (an equal one overwrites, so a retry converges). A 409 version conflict
+means a newer document is already there: the item is *superseded*, neither indexed nor rejected
+(:meth:`ElasticsearchSink.index_versioned`). Window aggregates use it (:mod:`stream.aggregator`); scored
+documents have no version and are overwritten by id, as before.
+
 Requests are cut to :data:`MAX_BULK_BYTES`; one answered 413 (over the cluster's
 ``http.max_content_length``) is sent again in halves, down to a document too large on its
 own, which is rejected.
@@ -45,12 +51,15 @@ NO_WRITE_INDEX = "no write index is defined for alias"
 # Elasticsearch answers a request over http.max_content_length (100 MB by default) with 413, every time
 # it is sent: a bulk request is cut well under it (its guide suggests a few MB to tens of MB).
 MAX_BULK_BYTES = 10 * 1024 * 1024
+# What Elasticsearch answers (409) to an external version lower than the one it holds.
+VERSION_CONFLICT = "version_conflict_engine_exception"
 
 
 @dataclass(frozen=True)
 class BulkItem:
     id: str
     doc: dict[str, Any]
+    version: int | None = None  # external version (see the module notes); None: overwrite whatever is there
 
 
 @dataclass(frozen=True)
@@ -102,9 +111,22 @@ def held_reason(response_items: Sequence[dict[str, Any]]) -> str:
     return ""
 
 
+def action(index: str, item: BulkItem) -> dict[str, Any]:
+    """The item's action line in a bulk body."""
+    meta: dict[str, Any] = {"_index": index, "_id": item.id}
+    if item.version is not None:
+        meta |= {"version": item.version, "version_type": "external_gte"}
+    return {"index": meta}
+
+
 def request_bytes(index: str, item: BulkItem) -> int:
     """The item's size in a bulk body (the client writes the same compact UTF-8 JSON)."""
-    return len(orjson.dumps({"index": {"_index": index, "_id": item.id}})) + len(orjson.dumps(item.doc)) + 2
+    return len(orjson.dumps(action(index, item))) + len(orjson.dumps(item.doc)) + 2
+
+
+def _superseded(item: BulkItem, status: int, error: Any) -> bool:
+    return (item.version is not None and status == 409 and isinstance(error, dict)
+            and error.get("type") == VERSION_CONFLICT)
 
 
 def cut(items: Sequence[BulkItem], sizes: Sequence[int], max_bytes: int) -> list[list[BulkItem]]:
@@ -121,22 +143,24 @@ def cut(items: Sequence[BulkItem], sizes: Sequence[int], max_bytes: int) -> list
 
 
 def classify(items: Sequence[BulkItem], response_items: Sequence[dict[str, Any]]
-             ) -> tuple[list[BulkItem], list[BulkItem], list[Rejection]]:
-    """Split a bulk response into (indexed, to retry, rejected)."""
+             ) -> tuple[list[BulkItem], list[BulkItem], list[Rejection], list[BulkItem]]:
+    """Split a bulk response into (indexed, to retry, rejected, superseded by a newer version)."""
     if len(response_items) != len(items):
         raise ValueError(f"bulk answered {len(response_items)} items for {len(items)} sent")
-    done, retry, rejected = [], [], []
+    done, retry, rejected, superseded = [], [], [], []
     for item, answer in zip(items, response_items, strict=True):
         result = next(iter(answer.values()))
         status = int(result.get("status", 0))
         error = result.get("error")
         if 200 <= status < 300:
             done.append(item)
+        elif _superseded(item, status, error):
+            superseded.append(item)
         elif _refused_for_now(status, error):
             retry.append(item)
         else:
             rejected.append(Rejection(item, status, _reason(error or f"status {status}")))
-    return done, retry, rejected
+    return done, retry, rejected, superseded
 
 
 class ElasticsearchSink:
@@ -187,26 +211,39 @@ class ElasticsearchSink:
             return False
 
     async def index(self, index: str, items: Sequence[BulkItem]) -> list[Rejection]:
-        """Index every item (retrying as long as it takes); return the rejected ones."""
-        rejected: list[Rejection] = []
-        for run in cut(items, [request_bytes(index, item) for item in items], MAX_BULK_BYTES):
-            rejected += await self._bulk(index, run)
-        self.on_healthy()
+        """Index every item, none with a version (retrying as long as it takes); return the rejected ones."""
+        if any(item.version is not None for item in items):
+            raise ValueError("versioned items can be superseded: index them with index_versioned")
+        rejected, _ = await self.index_versioned(index, items)
         return rejected
 
-    async def _bulk(self, index: str, items: list[BulkItem]) -> list[Rejection]:
-        """One bulk request of ``items``, retried until each is indexed or rejected."""
+    async def index_versioned(self, index: str, items: Sequence[BulkItem]
+                              ) -> tuple[list[Rejection], list[BulkItem]]:
+        """Index every item (retrying as long as it takes); return the rejected ones and the versioned
+        ones a newer version of which Elasticsearch already holds (superseded)."""
+        rejected: list[Rejection] = []
+        superseded: list[BulkItem] = []
+        for run in cut(items, [request_bytes(index, item) for item in items], MAX_BULK_BYTES):
+            refused, newer = await self._bulk(index, run)
+            rejected += refused
+            superseded += newer
+        self.on_healthy()
+        return rejected, superseded
+
+    async def _bulk(self, index: str, items: list[BulkItem]) -> tuple[list[Rejection], list[BulkItem]]:
+        """One bulk request of ``items``, retried until each is indexed, rejected or superseded."""
         from elastic_transport import ConnectionError as TransportConnectionError
         from elastic_transport import ConnectionTimeout
         from elasticsearch import ApiError
 
         pending = items
         rejected: list[Rejection] = []
+        superseded: list[BulkItem] = []
         attempt = 0
         while pending:
             operations: list[dict[str, Any]] = []
             for item in pending:
-                operations.append({"index": {"_index": index, "_id": item.id}})
+                operations.append(action(index, item))
                 operations.append(item.doc)
             try:
                 response = await self.client.bulk(operations=operations)
@@ -214,13 +251,15 @@ class ElasticsearchSink:
                 why = f"connection: {exc}"
             except ApiError as exc:
                 if exc.status_code == 413:  # over the cluster's limit: smaller requests, not the same again
-                    return rejected + await self._too_large(index, pending, exc)
+                    refused, newer = await self._too_large(index, pending, exc)
+                    return rejected + refused, superseded + newer
                 if exc.status_code not in RETRYABLE_STATUS:
                     raise
                 why = f"status {exc.status_code}: {exc.message}"
             else:
-                _, pending, refused = classify(pending, response["items"])
+                _, pending, refused, newer = classify(pending, response["items"])
                 rejected.extend(refused)
+                superseded.extend(newer)
                 if not pending:
                     break
                 why = f"{len(pending)} items refused for now (first: {held_reason(response['items'])})"
@@ -229,13 +268,16 @@ class ElasticsearchSink:
             log.warning("Elasticsearch bulk into %s not done (%s); retrying in %.2fs", index, why, delay)
             await self.sleep(delay)
             attempt += 1
-        return rejected
+        return rejected, superseded
 
-    async def _too_large(self, index: str, items: list[BulkItem], exc: Exception) -> list[Rejection]:
+    async def _too_large(self, index: str, items: list[BulkItem], exc: Exception
+                         ) -> tuple[list[Rejection], list[BulkItem]]:
         """The items of a request answered 413, sent again in halves; a document alone is rejected."""
         if len(items) == 1:
             return [Rejection(items[0], 413, f"the document alone is over Elasticsearch's request limit "
-                                             f"(http.max_content_length): {exc}")]
+                                             f"(http.max_content_length): {exc}")], []
         log.warning("Elasticsearch refused a bulk request of %d items as too large; sending halves", len(items))
         middle = len(items) // 2
-        return await self._bulk(index, items[:middle]) + await self._bulk(index, items[middle:])
+        first_refused, first_newer = await self._bulk(index, items[:middle])
+        second_refused, second_newer = await self._bulk(index, items[middle:])
+        return first_refused + second_refused, first_newer + second_newer

@@ -20,6 +20,10 @@ class WorkerMetrics:
                                     registry=registry)
         self.es_retries = Counter("finsent_stream_es_retries_total", "Elasticsearch bulk retries", registry=registry)
         self.aggregates = Counter("finsent_stream_aggregates_total", "Window aggregates emitted", registry=registry)
+        self.superseded_aggregates = Counter(
+            "finsent_stream_superseded_aggregates_total",
+            "Window aggregates neither indexed nor sent: Elasticsearch held a newer version of the window (written by "
+            "the worker its partition went to)", registry=registry)
         self.late_events = Counter("finsent_stream_late_window_events_total",
                                    "Ticker events older than every kept window", registry=registry)
         self.refused_events = Counter(

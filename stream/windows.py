@@ -243,6 +243,15 @@ class TickerWindows:
         seen = self.watermarks.get(event.raw_partition)
         return seen is not None and event.raw_offset <= seen
 
+    @property
+    def version(self) -> int:
+        """Grows with every event counted, never falls: the Elasticsearch version of the ticker's aggregates
+        (stream.aggregator), so that one computed from older state cannot overwrite a newer one. The sum of the
+        watermarks, each plus one: at least the events counted, and kept when windows are forgotten or pruned,
+        where a window's own count would start again from nothing. A ticker's events come in one order (one
+        partition), so equal versions of a window come from the same events."""
+        return sum(offset + 1 for offset in self.watermarks.values())
+
     def add(self, event: WindowEvent) -> list[tuple[str, int]] | None:
         """Count one event once; returns the (window name, start) pairs it changed (fewer
         than the sizes when it is too late for some), or None for a re-delivery."""

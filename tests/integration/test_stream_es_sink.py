@@ -1,13 +1,18 @@
-"""The Elasticsearch sink against the real server: idempotent ids, per-item rejections."""
+"""The Elasticsearch sink against the real server: idempotent ids, per-item rejections, versioned aggregates."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from finsent import clients
+from stream.aggregator import WindowAggregator
 from stream.es_sink import Backoff, BulkItem, ElasticsearchSink
+from stream.metrics import WorkerMetrics
+from stream.windows import WindowEvent, aggregate_id
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +70,37 @@ async def test_an_index_wide_error_holds_the_batch_until_it_is_mended(bootstrapp
         await sink.stop()
         with clients.elasticsearch(settings) as es:
             es.options(ignore_status=404).indices.delete(index=f"{closed},{first},{second}")
+
+
+async def test_an_older_aggregate_cannot_overwrite_a_newer_one(bootstrapped):
+    # A worker that lost its window partition while an outage held its batch publishes after the new owner, from
+    # the same restored state but fewer events: Elasticsearch keeps the newer aggregate (409 to the older one),
+    # and the older one is not sent to the aggregates topic.
+    settings = bootstrapped.model_copy(update={"windows": "1m"})
+    at = datetime(2026, 12, 1, 12, 0, 30, tzinfo=UTC)
+    events = [WindowEvent("AAPL", f"d{offset}", at, "positive", 0.5, 0.9, 0, offset) for offset in range(1, 4)]
+    sink = ElasticsearchSink(settings)
+    await sink.start()
+    sent: list[tuple[str, int]] = []
+
+    def worker(name: str, registry: CollectorRegistry) -> WindowAggregator:
+        async def send_aggregate(agg):
+            sent.append((name, agg.count))
+            return asyncio.sleep(0)
+
+        return WindowAggregator(settings, sink, WorkerMetrics(registry), send_aggregate=send_aggregate,
+                                clock=lambda: at)
+
+    try:
+        old_registry = CollectorRegistry()
+        [newer] = await worker("new", CollectorRegistry()).process({}, events)
+        assert await worker("old", old_registry).process({}, events[:2]) == []
+        assert old_registry.get_sample_value("finsent_stream_superseded_aggregates_total") == 1.0
+        assert sent == [("new", 3)]
+        with clients.elasticsearch(settings) as es:
+            stored = es.get(index=settings.index("aggregates"), id=aggregate_id(newer))
+        assert stored["_source"]["count"] == 3 and stored["_version"] == 4  # the sum of the watermarks + 1
+        # The new owner's retry of the same batch (same version) still goes through.
+        assert [a.count for a in await worker("new", CollectorRegistry()).process({}, events)] == [3]
+    finally:
+        await sink.stop()

@@ -32,7 +32,7 @@ def test_classify_splits_done_retry_and_rejected():
             "type": "cluster_block_exception", "reason": "index [d] blocked by: [FORBIDDEN/8/index write (api)];"}}},
         {"index": {"_id": "5", "status": 403, "error": {"type": "security_exception", "reason": "no privilege"}}},
     ]
-    done, retry, rejected = classify(items, answer)
+    done, retry, rejected, _ = classify(items, answer)
     assert [i.id for i in done] == ["0"]
     assert [i.id for i in retry] == ["1", "3", "4"]
     assert [(r.item.id, r.status) for r in rejected] == [("2", 400), ("5", 403)]
@@ -49,7 +49,7 @@ def test_classify_holds_errors_of_the_whole_index_and_rejects_the_document_s_own
         {"index": {"status": 400, "error": {"type": "index_closed_exception", "reason": "closed"}}},
         {"index": {"status": 400, "error": {"type": "illegal_argument_exception", "reason": "field [x] is bad"}}},
     ]
-    done, retry, rejected = classify(items, answer)
+    done, retry, rejected, _ = classify(items, answer)
     assert done == [] and [i.id for i in retry] == ["0", "1", "2"] and [r.item.id for r in rejected] == ["3"]
     assert held_reason(answer).startswith("index_not_found_exception: no such index [d]")
     assert held_reason(answer[3:]) == ""

@@ -194,9 +194,9 @@ def test_a_publication_that_fails_half_way_is_retried_with_the_same_aggregates()
         def __init__(self):
             self.indexed: dict[str, dict] = {}
 
-        async def index(self, index, items):
+        async def index_versioned(self, index, items):
             self.indexed |= {item.id: item.doc for item in items}
-            return []
+            return [], []
 
     sent: list = []
     broker_up = False
@@ -295,3 +295,17 @@ def test_a_window_event_that_would_poison_the_windows_is_refused_with_a_value_er
     assert WindowEvent.from_json(good) == ev(1, 0)
     with pytest.raises(ValueError, match=words):
         WindowEvent.from_json(good | change)
+
+
+def test_the_version_grows_with_each_event_counted_also_when_a_window_is_counted_again_from_nothing():
+    windows = TickerWindows("AAPL", {"1m": 60}, baseline=2)
+    versions = [windows.version]
+    for event in (ev(5, 0.1), ev(0, 0.2, partition=1), ev(6, 0.3), ev(9, 30), ev(10, 30.2)):
+        windows.add(event)
+        versions.append(windows.version)
+    assert versions == sorted(set(versions))  # strictly growing
+    windows.prune()
+    windows.forget_after((T0 + timedelta(minutes=1)).timestamp())  # minute 30 goes, with its count of 2
+    windows.add(ev(11, 30.5))
+    assert windows.aggregate("1m", windows.series["1m"].start_of(T0 + timedelta(minutes=30)), NOW).count == 1
+    assert windows.version > versions[-1]  # its count fell; its version did not: the new aggregate is written
