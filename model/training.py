@@ -6,8 +6,9 @@ links (:mod:`model.input_text`, as the scorer does), fine-tunes (the head reads 
 of the token vectors with ``pooling="mean"``, :mod:`model.pooling`)
 with AdamW (weight decay, linear warmup/decay), a class-weighted loss, length-bucketed batches
 (less padding on CPU), mixed precision (bf16/fp16 autocast on CUDA, bf16 on a CPU with AMX or AVX512_BF16;
-``precision="fp32"`` turns it off), evaluates validation macro-F1 after every epoch, keeps the
-best epoch's weights, stops early after ``patience`` epochs without improvement, fits a
+``precision="fp32"`` turns it off), evaluates validation macro-F1 after every epoch (texts read in
+chunks of ``eval_max_length`` tokens, as the workers read them; only training rows are cut at
+``max_length``), keeps the best epoch's weights, stops early after ``patience`` epochs without improvement, fits a
 temperature to the validation split (:mod:`model.calibration`), and registers the best model
 with its metrics and data fingerprint.
 Seeded: the same data, seed and machine give the same model.
@@ -320,7 +321,8 @@ def train(
             "sources": sorted({e.source for e in examples}), "seed": seed, "epochs": epochs,
             "max_steps": max_steps, "steps": step, "best_epoch": best["epoch"], "batch_size": batch_size,
             "learning_rate": learning_rate, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
-            "max_length": max_length, "eval_max_length": eval_max_length, "pooling": model.config.finsent_pooling, "patience": patience, "device": dev,
+            "max_length": max_length, "eval_max_length": eval_max_length, "pooling": model.config.finsent_pooling,
+            "patience": patience, "device": dev,
             "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32", "history": history,
             "class_weights": dict(zip(LABELS, weights)), "duration_s": round(time.monotonic() - started, 1),
         } | (notes or {}),

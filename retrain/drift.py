@@ -145,8 +145,8 @@ MIN_SPREAD = 0.01  # a reference of (nearly) one repeated confidence would make 
 def reference_spread(confidences: Sequence[float]) -> float:
     """The standard deviation of the reference's confidences (at least MIN_SPREAD): the unit of the
     confidence monitor's delta and threshold. A calibrated model's confidences spread widely (0.13 on the
-    champion's validation rows, skewed down); in raw probability the same delta and lambda let a stationary
-    stream alarm on 22% of checks at that spread and on 2% at 0.09 (MODEL.md, drift monitors)."""
+    champion's validation rows, skewed down); in raw probability one delta and lambda (0.01, 3) let a stationary
+    stream alarm on a quarter of checks at that spread, 1% at 0.09 and 79% at 0.19 (MODEL.md, drift monitor)."""
     if len(confidences) < 2:
         return MIN_SPREAD
     mean = sum(confidences) / len(confidences)
@@ -154,7 +154,7 @@ def reference_spread(confidences: Sequence[float]) -> float:
     return max(variance**0.5, MIN_SPREAD)
 
 
-def confidence_monitor(min_instances: int = 30, delta: float = 0.2, threshold: float = 30.0,
+def confidence_monitor(min_instances: int = 30, delta: float = 0.005, threshold: float = 3.0,
                        scale: float = 1.0) -> PageHinkley:
     """Page–Hinkley on the top probability of each prediction, watching for a fall; ``delta`` and
     ``threshold`` in units of ``scale`` (the reference's spread, :func:`reference_spread`)."""

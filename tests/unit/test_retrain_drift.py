@@ -136,8 +136,8 @@ def test_the_confidence_check_is_quiet_on_a_wide_stationary_stream_and_catches_a
         reference = calibrated_confidences(rng, s.drift_reference_size)
         for fall, found in ((0.0, alarms), (0.1, caught)):
             window = calibrated_confidences(rng, s.drift_window_size, fall)
-            result = {r.monitor: r for r in _document_monitors(SimpleNamespace(settings=s, es=DocsEs(reference, window)),
-                                                               "v1")}["confidence"]
+            ctx = SimpleNamespace(settings=s, es=DocsEs(reference, window))
+            result = {r.monitor: r for r in _document_monitors(ctx, "v1")}["confidence"]
             found.append(result.drift_detected)
     assert (sum(alarms), sum(caught)) == (0, 12)
 
