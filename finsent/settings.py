@@ -199,8 +199,11 @@ class Settings(BaseSettings):
     drift_reference_size: int = Field(500, ge=10, description="Earliest documents of the champion that form the reference")
     drift_window_size: int = Field(300, ge=10, description="Latest documents compared with the reference")
     drift_prediction_threshold: float = Field(0.02, gt=0, le=1, description="Jensen-Shannon divergence (bits) of predicted labels")
-    drift_confidence_delta: float = Field(0.01, ge=0, description="Page-Hinkley tolerated change of mean top probability")
-    drift_confidence_threshold: float = Field(3.0, gt=0, description="Page-Hinkley lambda on the top probability")
+    drift_confidence_delta: float = Field(
+        0.2, ge=0, description="Page-Hinkley tolerated fall of mean top probability, in standard deviations of the "
+                               "reference's")
+    drift_confidence_threshold: float = Field(
+        30.0, gt=0, description="Page-Hinkley lambda on the top probability, in standard deviations of the reference's")
     drift_oov_threshold: float = Field(0.1, gt=0, le=1, description="Rise of the out-of-vocabulary token rate")
     drift_length_threshold: float = Field(0.25, gt=0, description="PSI of text lengths")
     drift_f1_drop: float = Field(0.1, gt=0, le=1, description="Fall of champion macro-F1 on fresh labels")

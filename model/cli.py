@@ -102,7 +102,8 @@ def train(
         result = run_training(
             data, base_model=base_model or settings.base_model, registry=registry, epochs=epochs,
             max_steps=max_steps, seed=seed, batch_size=batch_size, learning_rate=learning_rate,
-            max_length=max_length, pooling=pooling, val_fraction=val_fraction, patience=patience, progress=progress,
+            max_length=max_length, eval_max_length=settings.max_length, pooling=pooling, val_fraction=val_fraction,
+            patience=patience, progress=progress,
             on_bad_rows=on_bad_rows, device=settings.device, threads=threads, precision=precision,
         )
     except BadDataError as exc:

@@ -6,8 +6,9 @@ links (:mod:`model.input_text`, as the scorer does), fine-tunes (the head reads 
 of the token vectors with ``pooling="mean"``, :mod:`model.pooling`)
 with AdamW (weight decay, linear warmup/decay), a class-weighted loss, length-bucketed batches
 (less padding on CPU), mixed precision (bf16/fp16 autocast on CUDA, bf16 on a CPU with AMX or AVX512_BF16;
-``precision="fp32"`` turns it off), evaluates validation macro-F1 after every epoch, keeps the
-best epoch's weights, stops early after ``patience`` epochs without improvement, fits a
+``precision="fp32"`` turns it off), evaluates validation macro-F1 after every epoch (texts read in
+chunks of ``eval_max_length`` tokens, as the workers read them; only training rows are cut at
+``max_length``), keeps the best epoch's weights, stops early after ``patience`` epochs without improvement, fits a
 temperature to the validation split (:mod:`model.calibration`), and registers the best model
 with its metrics and data fingerprint.
 Seeded: the same data, seed and machine give the same model.
@@ -164,6 +165,7 @@ def train(
     weight_decay: float = 0.01,
     warmup_ratio: float = 0.1,
     max_length: int = 96,
+    eval_max_length: int = 128,
     pooling: str | None = None,
     patience: int = 2,
     parent_version: str | None = None,
@@ -180,7 +182,9 @@ def train(
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Fine-tune ``base_model`` on ``data`` and register the best epoch. ``should_stop`` is asked
-    before each step (a scheduler that is stopping): when it says yes, :class:`TrainingStopped`."""
+    before each step (a scheduler that is stopping): when it says yes, :class:`TrainingStopped`.
+    ``max_length`` cuts the training rows (speed); validation, calibration and the recorded figures read texts as
+    the workers do, in chunks of ``eval_max_length`` (FINSENT_MAX_LENGTH) tokens."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
@@ -267,7 +271,7 @@ def train(
                                       "elapsed_s": round(time.monotonic() - started, 1)}
             if val_set:
                 model.eval()
-                scorer = Scorer(model, tokenizer, version="training", device=dev, max_length=max_length,
+                scorer = Scorer(model, tokenizer, version="training", device=dev, max_length=eval_max_length,
                                 batch_size=128, label_order=order)
                 val = evaluate(scorer, [e.text for e in val_set], [e.label for e in val_set])
                 record |= {"val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]}
@@ -291,7 +295,7 @@ def train(
 
     model.load_state_dict(best["state"])
     model.to("cpu").eval()
-    scorer = Scorer(model, tokenizer, version="training", device="cpu", max_length=max_length,
+    scorer = Scorer(model, tokenizer, version="training", device="cpu", max_length=eval_max_length,
                     batch_size=128, label_order=order)
     validation: dict[str, Any] = {}
     calibration: dict[str, Any] = {"temperature": 1.0, "data": "none (no validation split)"}
@@ -317,7 +321,8 @@ def train(
             "sources": sorted({e.source for e in examples}), "seed": seed, "epochs": epochs,
             "max_steps": max_steps, "steps": step, "best_epoch": best["epoch"], "batch_size": batch_size,
             "learning_rate": learning_rate, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
-            "max_length": max_length, "pooling": model.config.finsent_pooling, "patience": patience, "device": dev,
+            "max_length": max_length, "eval_max_length": eval_max_length, "pooling": model.config.finsent_pooling,
+            "patience": patience, "device": dev,
             "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32", "history": history,
             "class_weights": dict(zip(LABELS, weights)), "duration_s": round(time.monotonic() - started, 1),
         } | (notes or {}),

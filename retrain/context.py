@@ -57,14 +57,15 @@ class Context:
 
     # --- model ---------------------------------------------------------------------------
     def scorer(self, version: str) -> Any:
-        """A scorer for ``version``, loaded once (the champion is scored at every check)."""
+        """A scorer for ``version``, loaded once (the champion is scored at every check), as the workers load
+        it (``Scorer.from_settings``: chunk length, quantisation): the promotion gate and the performance monitor
+        judge the model as served (int8 changed 54 of 1,338 validation labels of an fp32 champion, MODEL.md)."""
         from model.scorer import Scorer
 
         with self._scorer_lock:
             if version not in self._scorers:
                 self._scorers.clear()  # keep one model in memory
-                self._scorers[version] = Scorer.load(version, registry=self.registry, device=self.settings.device,
-                                                     max_length=self.settings.max_length)
+                self._scorers[version] = Scorer.from_settings(self.settings, version, registry=self.registry)
             return self._scorers[version]
 
     # --- labels --------------------------------------------------------------------------

@@ -88,16 +88,21 @@ class PageHinkley:
     """Page–Hinkley test for a change in the mean of a stream.
 
     ``mode="down"`` detects a fall (what a losing model's confidence does), ``"up"`` a rise.
-    ``delta`` is the magnitude of change tolerated; ``threshold`` (lambda) the evidence needed.
+    ``delta`` is the magnitude of change tolerated; ``threshold`` (lambda) the evidence needed; both
+    in units of ``scale``, which each deviation is divided by (the stream's standard deviation makes
+    them standard deviations, so one pair of figures fits streams of any spread).
     """
 
     name = "page_hinkley"
 
     def __init__(self, min_instances: int = 30, delta: float = 0.005, threshold: float = 3.0,
-                 mode: str = "down") -> None:
+                 mode: str = "down", scale: float = 1.0) -> None:
         if mode not in ("up", "down"):
             raise ValueError("mode must be 'up' or 'down'")
+        if not scale > 0:
+            raise ValueError("scale must be positive")
         self.min_instances, self.delta, self.threshold, self.mode = min_instances, delta, threshold, mode
+        self.scale = scale
         self.reset()
 
     def reset(self) -> None:
@@ -112,7 +117,7 @@ class PageHinkley:
         x = float(x)
         self.n += 1
         self._mean += (x - self._mean) / self.n
-        deviation = (x - self._mean) if self.mode == "up" else (self._mean - x)
+        deviation = ((x - self._mean) if self.mode == "up" else (self._mean - x)) / self.scale
         self._cum += deviation - self.delta
         self._extreme = min(self._extreme, self._cum)
         value = self._cum - self._extreme
@@ -130,12 +135,30 @@ class PageHinkley:
         return self._fired
 
     def details(self) -> dict[str, Any]:
-        return {"n": self.n, "mean": round(self._mean, 6), "delta": self.delta, "mode": self.mode}
+        return {"n": self.n, "mean": round(self._mean, 6), "delta": self.delta, "mode": self.mode,
+                "scale": round(self.scale, 6)}
 
 
-def confidence_monitor(min_instances: int = 30, delta: float = 0.005, threshold: float = 3.0) -> PageHinkley:
-    """Page–Hinkley on the top probability of each prediction, watching for a fall."""
-    monitor = PageHinkley(min_instances=min_instances, delta=delta, threshold=threshold, mode="down")
+MIN_SPREAD = 0.01  # a reference of (nearly) one repeated confidence would make any change count as infinite
+
+
+def reference_spread(confidences: Sequence[float]) -> float:
+    """The standard deviation of the reference's confidences (at least MIN_SPREAD): the unit of the
+    confidence monitor's delta and threshold. A calibrated model's confidences spread widely (0.13 on the
+    champion's validation rows, skewed down); in raw probability one delta and lambda (0.01, 3) let a stationary
+    stream alarm on a quarter of checks at that spread, 1% at 0.09 and 79% at 0.19 (MODEL.md, drift monitor)."""
+    if len(confidences) < 2:
+        return MIN_SPREAD
+    mean = sum(confidences) / len(confidences)
+    variance = sum((c - mean) ** 2 for c in confidences) / len(confidences)
+    return max(variance**0.5, MIN_SPREAD)
+
+
+def confidence_monitor(min_instances: int = 30, delta: float = 0.005, threshold: float = 3.0,
+                       scale: float = 1.0) -> PageHinkley:
+    """Page–Hinkley on the top probability of each prediction, watching for a fall; ``delta`` and
+    ``threshold`` in units of ``scale`` (the reference's spread, :func:`reference_spread`)."""
+    monitor = PageHinkley(min_instances=min_instances, delta=delta, threshold=threshold, mode="down", scale=scale)
     monitor.name = "confidence"
     return monitor
 

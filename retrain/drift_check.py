@@ -17,7 +17,7 @@ from elasticsearch import helpers
 from finsent.schemas import ControlMessage
 from retrain.conflicts import ResolvedLabel
 from retrain.context import Context, flat_details
-from retrain.drift import InputDrift, PerformanceDrift, PredictionDrift, confidence_monitor
+from retrain.drift import InputDrift, PerformanceDrift, PredictionDrift, confidence_monitor, reference_spread
 from retrain.review import REVIEW_SOURCE
 from retrain.statistics import confusion_pairs
 
@@ -76,18 +76,22 @@ def _docs(ctx: Context, version: str, size: int, order: str) -> list[dict[str, A
 
 def _document_monitors(ctx: Context, version: str) -> list[MonitorResult]:
     s = ctx.settings
+    total = ctx.es.count(index=s.index("docs"), query={"term": {"model_version": version}})["count"]
+    needed = s.drift_reference_size + s.drift_window_size
+    docs: list[dict[str, Any]] = []
+    if total >= needed:
+        docs = _docs(ctx, version, s.drift_reference_size, "asc") + _docs(ctx, version, s.drift_window_size, "desc")
+    # Page–Hinkley's delta and lambda are in standard deviations of the reference's confidences.
+    spread = reference_spread([d["sentiment"]["confidence"] for d in docs[: s.drift_reference_size]])
     monitors = [
         PredictionDrift(s.drift_reference_size, s.drift_window_size, s.drift_prediction_threshold),
         confidence_monitor(min_instances=min(30, s.drift_reference_size), delta=s.drift_confidence_delta,
-                           threshold=s.drift_confidence_threshold),
+                           threshold=s.drift_confidence_threshold, scale=spread),
         InputDrift(s.drift_reference_size, s.drift_window_size, s.drift_oov_threshold, s.drift_length_threshold),
     ]
-    total = ctx.es.count(index=s.index("docs"), query={"term": {"model_version": version}})["count"]
-    needed = s.drift_reference_size + s.drift_window_size
     if total < needed:
         why = {"reason": f"{total} documents scored by {version}, need {needed}", "documents": total}
         return [MonitorResult(m.name, None, m.threshold, False, why) for m in monitors]
-    docs = _docs(ctx, version, s.drift_reference_size, "asc") + _docs(ctx, version, s.drift_window_size, "desc")
     feeds = {
         "prediction": lambda d: d["sentiment"]["label"],
         "confidence": lambda d: d["sentiment"]["confidence"],

@@ -205,7 +205,8 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
     result = train(examples, extra_rows=extra, repeat={"fresh": s.retrain_fresh_repeat},
                    base_model=ctx.registry.path(champion), registry=ctx.registry,
                    parent_version=champion, epochs=s.retrain_epochs, max_steps=s.retrain_max_steps,
-                   batch_size=s.retrain_batch_size, val_fraction=0.1, progress=False, device=s.device,
+                   batch_size=s.retrain_batch_size, eval_max_length=s.max_length, val_fraction=0.1, progress=False,
+                   device=s.device,
                    seed=len(fresh), notes={"retrain_trigger": trigger, "fresh_train": len(fresh_train),
                                            "earlier_labels": len(earlier), "replay_rows": len(replay)},
                    should_stop=should_stop)

@@ -50,6 +50,7 @@ def test_train_predict_eval_list_promote_rollback(cli_env, tmp_path):
     assert [m["version"] for m in listed] == [first, second["version"]]
     assert listed[1]["champion"] is True and listed[1]["parent_version"] == first
     assert listed[0]["training"]["bad_rows"] == 1
+    assert listed[0]["training"]["eval_max_length"] == 128  # validated as the workers score (FINSENT_MAX_LENGTH)
     table = _run("list").stdout  # 80 columns: the versions promote and rollback take are whole
     assert first in table and f"{second['version']}   champion" in table
 

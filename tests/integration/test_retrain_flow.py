@@ -227,6 +227,7 @@ def test_promotion_publishes_control_message(rsettings, model_registry) -> None:
         second = run_retrain(ctx, trigger="manual")
     assert second.decision == "promoted", second.reasons
     assert model_registry.get(second.challenger_version)["training"]["earlier_labels"] == 30
+    assert model_registry.get(second.challenger_version)["training"]["eval_max_length"] == settings.max_length
     last = audit_records(settings)[-1]
     assert (last["fresh_labels"], last["earlier_labels"]) == (21, 30)
     assert last["fresh_train"] + last["fresh_heldout"] == 21

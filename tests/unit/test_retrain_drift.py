@@ -92,6 +92,56 @@ def test_page_hinkley_up_mode_and_reset() -> None:
         PageHinkley(mode="sideways")
 
 
+def test_page_hinkley_measures_deviations_in_units_of_its_scale() -> None:
+    rng = random.Random(3)
+    stream = [rng.gauss(0.8, 0.1) for _ in range(400)]
+    plain, scaled = PageHinkley(delta=0.05, threshold=5.0), PageHinkley(delta=0.05, threshold=5.0, scale=0.25)
+    for x in stream:
+        plain.update(x)
+        scaled.update(x * 0.25)
+    assert scaled.statistic == pytest.approx(plain.statistic) and scaled.details()["scale"] == 0.25
+    with pytest.raises(ValueError):
+        PageHinkley(scale=0.0)
+
+
+class DocsEs:
+    """The two searches of a drift check: the reference (earliest first), then the window (newest first)."""
+
+    def __init__(self, reference: list[float], window: list[float]) -> None:
+        self.docs = {"asc": [self.doc(c) for c in reference], "desc": [self.doc(c) for c in reversed(window)]}
+
+    @staticmethod
+    def doc(confidence: float) -> dict:
+        return {"text": "shares rose", "sentiment": {"label": "positive", "confidence": confidence}}
+
+    def count(self, **_: object) -> dict:
+        return {"count": len(self.docs["asc"]) + len(self.docs["desc"])}
+
+    def search(self, *, size: int, sort: list, **_: object) -> dict:
+        return {"hits": {"hits": [{"_source": d} for d in self.docs[sort[0]["scored_at"]][:size]]}}
+
+
+def calibrated_confidences(rng: random.Random, n: int, fall: float = 0.0) -> list[float]:
+    """Shaped like a calibrated model's top probabilities: most near 0.95, a long tail down to 0.4 (sd about 0.15)."""
+    return [max(0.34, 0.97 - 0.8 * rng.betavariate(1.0, 3.0)) - fall for _ in range(n)]
+
+
+def test_the_confidence_check_is_quiet_on_a_wide_stationary_stream_and_catches_a_fall() -> None:
+    # With delta and lambda in raw probability (0.01, 3) a quarter of these stationary checks alarmed.
+    from retrain.drift_check import _document_monitors
+
+    s, alarms, caught = Settings(), [], []
+    for seed in range(12):
+        rng = random.Random(seed)
+        reference = calibrated_confidences(rng, s.drift_reference_size)
+        for fall, found in ((0.0, alarms), (0.1, caught)):
+            window = calibrated_confidences(rng, s.drift_window_size, fall)
+            ctx = SimpleNamespace(settings=s, es=DocsEs(reference, window))
+            result = {r.monitor: r for r in _document_monitors(ctx, "v1")}["confidence"]
+            found.append(result.drift_detected)
+    assert (sum(alarms), sum(caught)) == (0, 12)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_input_drift_oov_rise(seed: int) -> None:
     rng = random.Random(seed)

@@ -80,3 +80,16 @@ def test_every_retrain_decision_is_counted_from_zero():
     registry = RetrainMetrics().registry
     for decision in DECISIONS:
         assert registry.get_sample_value("finsent_retrain_decisions_total", {"decision": decision}) == 0.0
+
+
+def test_the_gate_scores_models_as_the_workers_do(tmp_path, monkeypatch):
+    # Loaded in fp32 whatever FINSENT_MODEL_QUANTIZE said, the gate judged a model other than the one served.
+    from model.scorer import Scorer
+
+    loads = []
+    monkeypatch.setattr(Scorer, "load", classmethod(lambda cls, ref, **kwargs: loads.append((ref, kwargs)) or ref))
+    settings = Settings(model_dir=tmp_path / "models", model_quantize="int8", max_length=200, model_batch_size=7)
+    context = Context(settings=settings, es=None, registry=Registry(settings.models_path), producer=None, metrics=None)
+    assert context.scorer("v1") == context.scorer("v1") == "v1"
+    ((ref, kwargs),) = loads
+    assert ref == "v1" and (kwargs["quantize"], kwargs["max_length"], kwargs["batch_size"]) == ("int8", 200, 7)
