@@ -19,7 +19,8 @@ score. Z-scores compare the window with the ``baseline`` windows just before it:
 * ``sentiment_z``: (mean score − mean of baseline means) / sample stdev of baseline means,
   over baseline windows that had documents.
 
-Either is ``None`` with fewer than ``min_baseline`` baseline values or a zero stdev.
+Either is ``None`` with fewer than ``min_baseline`` baseline values or a zero stdev (at most
+``MIN_SPREAD``: rounding).
 
 An event dated after now (plus a tolerance for clock skew) is kept out (:func:`refusal`): its
 window would become the newest, and every real event after it would count as late until that
@@ -141,11 +142,16 @@ def _start_of(at: datetime, size: int) -> int:
     return ts - ts % size
 
 
+# A baseline spread at most this is float rounding of equal values (means of one repeated score differ in the 17th
+# digit), not variation: a z-score against it reads 1e16. The alert engine's own z-score ignores the same spread.
+MIN_SPREAD = 1e-12
+
+
 def _z(value: float, baseline: list[float], min_baseline: int) -> float | None:
     if len(baseline) < max(2, min_baseline):
         return None
     spread = statistics.stdev(baseline)
-    if spread <= 0:
+    if spread <= MIN_SPREAD:
         return None
     return (value - statistics.fmean(baseline)) / spread
 

@@ -85,6 +85,21 @@ def test_z_scores_need_a_baseline():
     assert agg.volume_z is None and agg.sentiment_z is None  # one window of history: too little
 
 
+def test_a_baseline_equal_but_for_rounding_gives_no_sentiment_z():
+    # One repost scored 0.1, once or three times a minute: means 0.1 and 0.10000000000000002. Their stdev is
+    # rounding (2e-17), and a z-score against it read 1.3e16 (a sentiment_shift alert at any threshold).
+    tw = TickerWindows("AAPL", {"1m": 60}, baseline=4, min_baseline=3)
+    offset = 0
+    for minute, copies in enumerate([1, 3, 1, 3]):
+        for _ in range(copies):
+            tw.add(ev(offset, minute + 0.5, score=0.1))
+            offset += 1
+    tw.add(ev(offset, 4.5, score=0.2))
+    agg = tw.aggregate("1m", int((T0 + timedelta(minutes=4)).timestamp()), T0)
+    assert agg.sentiment_z is None  # as for a baseline of exactly equal means
+    assert agg.volume_z is not None  # counts 1 and 3 do vary
+
+
 def test_old_windows_are_pruned_and_late_events_refused():
     tw = TickerWindows("AAPL", {"1m": 60}, baseline=2)
     for minute in range(5):
