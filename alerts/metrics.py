@@ -36,6 +36,10 @@ class AlertMetrics:
         self.sync_errors = Counter("finsent_alerts_sync_errors_total",
                                    "Failed mirrors of the outbox to Elasticsearch/Kafka (retried)",
                                    ["sink"], registry=registry)
+        # Not retried: the alert stays out of the alerts index and topic for good (alerts/service.py _refused).
+        self.sync_given_up = Counter("finsent_alerts_sync_given_up_total",
+                                     "Alerts the mirror gave up after the alerts index refused them for what they are",
+                                     registry=registry)
 
     def declare(self, webhooks: Iterable[str], rules: Iterable[tuple[str, str]] = (),
                 inputs: Iterable[str] = ()) -> None:

@@ -352,6 +352,7 @@ class AlertService:
             log.error("alert %s given up by the mirror after %d refusals, it stays out of the alerts index and "
                       "topic: %s", key, tries, error)
             self.outbox.record_sync_failure(key, row.version, error, retry_at=None)
+            self.metrics.sync_given_up.inc()
             return
         delay = min(SYNC_RETRY_S * 2 ** (tries - 1), SYNC_RETRY_MAX_S)
         log.error("alert %s not indexed (try %d, next in %.0f s): %s", key, tries, delay, error)
