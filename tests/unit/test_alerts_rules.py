@@ -287,3 +287,19 @@ def test_cli_check_shows_the_warnings_and_still_passes(tmp_path):
     result = CliRunner().invoke(app, ["alerts", "check", "--rules", str(path)])
     assert result.exit_code == 0 and "rules ok" in result.output
     assert "warning: webhook 'ops': max_attempts 8 gives up" in result.output
+
+
+def test_a_key_given_twice_is_refused_with_both_lines_while_a_merge_may_be_overridden(tmp_path):
+    # PyYAML keeps the last of two equal keys: a second `rules:` would drop every rule above it, unsaid.
+    hook = '{url: "http://127.0.0.1:9/hook", secret: "0123456789abcdef"}'
+    twice = tmp_path / "twice.yml"
+    twice.write_text(f"webhooks:\n  ops: {hook}\nrules:\n  - {{name: a, kind: drift}}\n"
+                     f"rules:\n  - {{name: b, kind: drift}}\n")
+    with pytest.raises(RulesError) as err:
+        load_rules(twice)
+    assert str(err.value).startswith(f"{twice}: not valid YAML: key 'rules' first given (line 3, column 1)")
+    assert "(line 5, column 1)" in str(err.value)
+    merged = tmp_path / "merged.yml"
+    merged.write_text(f"webhooks:\n  ops: {hook}\nrules:\n  - &shift {{name: a, kind: sentiment_shift, threshold: 3}}\n"
+                      "  - {<<: *shift, name: b, threshold: 2}\n")
+    assert [(r.name, r.threshold) for r in load_rules(merged).rules] == [("a", 3), ("b", 2)]
