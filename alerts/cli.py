@@ -30,10 +30,14 @@ def _load(path: Path, windows: str):
 @app.command()
 def check(ctx: typer.Context, rules: RulesOption) -> None:
     """Validate a rules file (against this environment's FINSENT_WINDOWS) and show what it will do."""
-    from finsent.cli_tables import Column, print_table
+    import textwrap
+
+    from alerts.service import AlertsConfigError, webhook_secret
+    from finsent.cli_tables import Column, print_table, terminal_width
     from finsent.durations import format_duration
 
-    parsed = _load(rules, settings_of(ctx).windows)
+    settings = settings_of(ctx)
+    parsed = _load(rules, settings.windows)
     rows = []
     for rule in parsed.rules:
         condition = {
@@ -55,8 +59,16 @@ def check(ctx: typer.Context, rules: RulesOption) -> None:
     columns = [Column("rule"), Column("kind", from_width=100), Column("condition", whole=False),
                Column("filters", whole=False), Column("cooldown"), Column("webhooks", whole=False)]
     print_table(columns, rows, title=f"{rules}: {len(parsed.rules)} rules, {len(parsed.webhooks)} webhooks")
-    for warning in parsed.warnings():  # valid, so the engine runs it; likely not what was meant
-        typer.echo(f"warning: {warning}")
+    warnings = parsed.warnings()  # valid, so the engine runs it; likely not what was meant
+    try:  # `run` checks the signing keys before it starts; the file may be meant for another environment
+        webhook_secret(settings, parsed)
+    except AlertsConfigError:
+        unsigned = ", ".join(sorted(name for name, hook in parsed.webhooks.items() if hook.secret is None))
+        warnings.append(f"FINSENT_ALERTS_WEBHOOK_SECRET is not set here and webhook(s) {unsigned} have no secret of "
+                        "their own: `finsent alerts run` refuses to start without one (alerts/WEBHOOKS.md)")
+    for warning in warnings:
+        typer.echo(textwrap.fill(f"warning: {warning}", terminal_width(), subsequent_indent="  ",
+                                 break_long_words=False, break_on_hyphens=False))
     typer.echo("rules ok")
 
 

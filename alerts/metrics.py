@@ -10,6 +10,8 @@ from alerts.engine import SUPPRESSED
 
 # Outcomes of finsent_alerts_attempts_total (alerts/delivery.py).
 OUTCOMES = ("delivered", "retry", "error", "rejected", "unconfigured")
+# Stages of finsent_alerts_engine_errors_total (alerts/service.py).
+ENGINE_STAGES = ("rules", "dispatch")
 
 
 class AlertMetrics:
@@ -36,6 +38,15 @@ class AlertMetrics:
         self.sync_errors = Counter("finsent_alerts_sync_errors_total",
                                    "Failed mirrors of the outbox to Elasticsearch/Kafka (retried)",
                                    ["sink"], registry=registry)
+        # Logged with a traceback, and otherwise silent: a rule that raised on an input record (its alerts are never
+        # raised; the record goes to the DLQ), a delivery and mirror pass that failed (nothing is delivered meanwhile).
+        self.engine_errors = Counter("finsent_alerts_engine_errors_total",
+                                     "Input records the rules failed on (stage rules), failed delivery passes "
+                                     "(stage dispatch)", ["stage"], registry=registry)
+        # Not retried: the alert stays out of the alerts index and topic for good (alerts/service.py _refused).
+        self.sync_given_up = Counter("finsent_alerts_sync_given_up_total",
+                                     "Alerts the mirror gave up after the alerts index refused them for what they are",
+                                     registry=registry)
 
     def declare(self, webhooks: Iterable[str], rules: Iterable[tuple[str, str]] = (),
                 inputs: Iterable[str] = ()) -> None:
@@ -54,3 +65,5 @@ class AlertMetrics:
             self.suppressed.labels(reason)
         for sink in ("elasticsearch", "kafka"):
             self.sync_errors.labels(sink)
+        for stage in ENGINE_STAGES:
+            self.engine_errors.labels(stage)

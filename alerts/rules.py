@@ -58,6 +58,25 @@ class RulesError(ValueError):
     """The rules file is missing, not YAML, or has invalid rules; the message says where."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys in a mapping: a second ``rules:`` further down a file would drop
+    every rule above it, a second ``ops:`` webhook the first, and the check would still say ``rules ok``. This
+    loader refuses them, with both lines. Keys a merge (``<<: *defaults``) brings in may be overridden."""
+
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], yaml.Node] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            if (key.tag, key.value) in first:
+                raise yaml.constructor.ConstructorError(
+                    f"key {key.value!r} first given", first[key.tag, key.value].start_mark,
+                    "given again in the same mapping (the second would silently replace the first)", key.start_mark)
+            first[key.tag, key.value] = key
+        return node
+
+
 def _shown(url: str) -> str:
     """A webhook URL for an error message: its scheme and host only, since a path may hold a token. So may a user
     part, which a malformed URL can make look like a host or port: with an @ anywhere, the scheme alone."""
@@ -405,7 +424,7 @@ def load_rules(path: Path | str, *, windows: str | None = None, environ: Mapping
     except OSError as exc:
         raise RulesError(f"{path}: cannot read the rules file: {exc.strerror or exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise RulesError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None  # the text may hold a token
     try:

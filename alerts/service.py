@@ -244,6 +244,7 @@ class AlertService:
                 alerts = self.engine.on_control(record)
         except Exception as exc:  # a rule bug must not stop every other rule: keep the record, go on
             log.exception("rules failed on %s[%s]@%s", topic, partition, offset)
+            self.metrics.engine_errors.labels("rules").inc()
             self._send_dead_letter(DeadLetter(stage="alerts.rules", reason=f"{type(exc).__name__}: {exc}"[:8192],
                                               original=original_text(value or b""), topic=topic,
                                               partition=partition, offset=offset, failed_at=utc_now()))
@@ -352,6 +353,7 @@ class AlertService:
             log.error("alert %s given up by the mirror after %d refusals, it stays out of the alerts index and "
                       "topic: %s", key, tries, error)
             self.outbox.record_sync_failure(key, row.version, error, retry_at=None)
+            self.metrics.sync_given_up.inc()
             return
         delay = min(SYNC_RETRY_S * 2 ** (tries - 1), SYNC_RETRY_MAX_S)
         log.error("alert %s not indexed (try %d, next in %.0f s): %s", key, tries, delay, error)
@@ -414,6 +416,7 @@ class AlertService:
                 next_due = self.outbox.next_due()
             except Exception:  # keep delivering: one bad pass must not stop the engine
                 log.exception("delivery pass failed")
+                self.metrics.engine_errors.labels("dispatch").inc()
                 next_due = None
             wait = 1.0 if next_due is None else min(1.0, max(0.0, next_due - self.wall()))
             self._wake.wait(wait)

@@ -287,3 +287,35 @@ def test_cli_check_shows_the_warnings_and_still_passes(tmp_path):
     result = CliRunner().invoke(app, ["alerts", "check", "--rules", str(path)])
     assert result.exit_code == 0 and "rules ok" in result.output
     assert "warning: webhook 'ops': max_attempts 8 gives up" in result.output
+
+
+def test_a_key_given_twice_is_refused_with_both_lines_while_a_merge_may_be_overridden(tmp_path):
+    # PyYAML keeps the last of two equal keys: a second `rules:` would drop every rule above it, unsaid.
+    hook = '{url: "http://127.0.0.1:9/hook", secret: "0123456789abcdef"}'
+    twice = tmp_path / "twice.yml"
+    twice.write_text(f"webhooks:\n  ops: {hook}\nrules:\n  - {{name: a, kind: drift}}\n"
+                     f"rules:\n  - {{name: b, kind: drift}}\n")
+    with pytest.raises(RulesError) as err:
+        load_rules(twice)
+    assert str(err.value).startswith(f"{twice}: not valid YAML: key 'rules' first given (line 3, column 1)")
+    assert "(line 5, column 1)" in str(err.value)
+    merged = tmp_path / "merged.yml"
+    merged.write_text(f"webhooks:\n  ops: {hook}\nrules:\n  - &shift {{name: a, kind: sentiment_shift, threshold: 3}}\n"
+                      "  - {<<: *shift, name: b, threshold: 2}\n")
+    assert [(r.name, r.threshold) for r in load_rules(merged).rules] == [("a", 3), ("b", 2)]
+
+
+def test_cli_check_warns_when_run_would_refuse_a_webhook_without_a_signing_key(tmp_path):
+    from typer.testing import CliRunner
+
+    path = tmp_path / "rules.yml"
+    path.write_text("webhooks:\n  ops: {url: 'http://x/y'}\n  pager: {url: 'http://x/z', secret: 0123456789abcdef}\n"
+                    "rules:\n  - {name: d, kind: drift}\n")
+    unset = CliRunner().invoke(app, ["alerts", "check", "--rules", str(path)],
+                               env={"FINSENT_ALERTS_WEBHOOK_SECRET": "", "COLUMNS": "200"})
+    assert unset.exit_code == 0 and "rules ok" in unset.output
+    assert ("warning: FINSENT_ALERTS_WEBHOOK_SECRET is not set here and webhook(s) ops have no secret of their own: "
+            "`finsent alerts run` refuses to start without one") in unset.output
+    shared = CliRunner().invoke(app, ["alerts", "check", "--rules", str(path)],
+                                env={"FINSENT_ALERTS_WEBHOOK_SECRET": "s" * 32})
+    assert shared.exit_code == 0 and "warning" not in shared.output

@@ -76,3 +76,35 @@ def test_the_negatives_read_back_at_a_start_span_the_longest_burst_rule(monkeypa
     [call] = calls
     assert call["index"] == "finsent-docs" and call["query"]["query"] == negatives_query(rules, T0)
     assert call["query"]["sort"] == [{"scored_at": "asc"}] and call["preserve_order"]
+
+
+def test_a_rule_that_raises_and_a_failed_delivery_pass_are_counted(tmp_path):
+    # Both are logged and the engine goes on; without a count no one is paged while a rule misses every alert.
+    import threading
+
+    rules = parse_rules({"rules": [{"name": "shift", "kind": "sentiment_shift", "threshold": 3}]})
+    registry, letters = CollectorRegistry(), []
+    settings = Settings(state_dir=tmp_path, alerts_webhook_secret=SecretStr("s" * 32))
+    service = AlertService(settings, rules, registry=registry, clock=lambda: T0)
+    service.engine = RuleEngine(rules, clock=lambda: T0)
+    service._topic_kinds = {settings.topic(name): name for name in INPUTS}
+    service._send_dead_letter = letters.append
+
+    def errors(stage: str) -> float:
+        return registry.get_sample_value("finsent_alerts_engine_errors_total", {"stage": stage})
+
+    assert errors("rules") == errors("dispatch") == 0  # declared at 0: increase() sees the first one
+    service.engine.on_aggregate = lambda agg: {}["a rule bug"]
+    assert service.handle(settings.topic("aggregates"), aggregate(T0, 20)) == []
+    assert errors("rules") == 1 and [letter.stage for letter in letters] == ["alerts.rules"]
+
+    stop = threading.Event()
+
+    def failing_pass(should_stop=None):
+        stop.set()  # one pass only
+        raise OSError("disk I/O error")
+
+    service.deliver_due = failing_pass
+    service._wake.set()  # the loop's wait after the failed pass returns at once
+    service._dispatch_loop(stop)
+    assert errors("dispatch") == 1

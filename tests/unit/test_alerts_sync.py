@@ -77,6 +77,7 @@ def test_a_row_the_index_refuses_waits_its_turn_and_is_given_up_when_refused_for
         assert busy.sync_attempts > SYNC_GIVE_UP_AFTER and [r.alert.idempotency_key for r in
                                                             service.outbox.unsynced()] == ["c" * 40]  # 503: kept
         assert registry.get_sample_value("finsent_alerts_sync_errors_total", {"sink": "elasticsearch"}) >= 6
+        assert registry.get_sample_value("finsent_alerts_sync_given_up_total") == 1  # b only: a 503 is retried
         # Delivered and old, the given-up row leaves the outbox like a mirrored one.
         for key in "bcd":
             service.outbox.record_attempt(key * 40, "ops", ok=True, error=None, at=T0, retry_at=None)
