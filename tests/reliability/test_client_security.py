@@ -165,9 +165,9 @@ def test_token_comparisons_are_constant_time():
 
     import finsent.http_requests
     import ingest.push
-    import retrain.labels_http
+    import retrain.label_tokens
 
-    for source in (inspect.getsource(ingest.push.make_app), inspect.getsource(retrain.labels_http._authorised)):
+    for source in (inspect.getsource(ingest.push.make_app), inspect.getsource(retrain.label_tokens.LabelAuth.caller)):
         assert "bearer_matches(" in source
         assert "== token" not in source and "token ==" not in source
     assert "hmac.compare_digest(" in inspect.getsource(finsent.http_requests.bearer_matches)
