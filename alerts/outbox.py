@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from itertools import takewhile
 from pathlib import Path
 
-from finsent.schemas import Alert
+from finsent.schemas import Alert, json_time
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -88,7 +88,7 @@ class AlertRow:
     def document(self) -> dict:
         """The ``alerts`` index document (the Alert plus delivery bookkeeping)."""
         doc = self.alert.model_dump(mode="json")
-        doc["delivered_at"] = self.delivered_at.isoformat() if self.delivered_at else None
+        doc["delivered_at"] = json_time(self.delivered_at) if self.delivered_at else None
         doc["last_error"] = self.last_error
         return doc
 

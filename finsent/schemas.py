@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -45,6 +46,15 @@ NonEmptyText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+_JSON_TIME = TypeAdapter(datetime)
+
+
+def json_time(value: datetime) -> str:
+    """``value`` as every record writes its times (UTC, ``…Z``), for fields set outside a model: one document must
+    not mix ``Z`` and ``+00:00`` for consumers that compare or parse times as text (DATA_MODEL.md)."""
+    return _JSON_TIME.dump_python(_to_utc(value), mode="json")
 
 
 def document_id(source: str, source_id: str | None = None, url: str | None = None) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from elasticsearch import helpers
 
-from finsent.schemas import LabelRecord, RecordError, UtcDatetime, parse_record, utc_now
+from finsent.schemas import LabelRecord, RecordError, UtcDatetime, json_time, parse_record, utc_now
 from finsent.settings import Settings
 from model.input_text import PLACEHOLDER
 from retrain.conflicts import label_id
@@ -62,7 +62,7 @@ def index_labels(es: Any, settings: Settings, records: Sequence[LabelRecord], *,
     if not records:
         return report
     index = settings.index("labels")
-    indexed_at = (now or utc_now()).isoformat()
+    indexed_at = json_time(now or utc_now())
     labels = [(label_id(record), record) for record in records]  # a relabel in the same batch: the version decides
     by_id = dict(labels)
     stored = _stored_stamps(es, index, list(by_id))
