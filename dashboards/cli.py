@@ -20,7 +20,7 @@ SHIPPED = Path(__file__).resolve().parent / "kibana" / "finsent.ndjson"
 def serve(
     ctx: typer.Context,
     host: Optional[str] = typer.Option(None, help="Address to bind (default FINSENT_DASHBOARD_HOST, 127.0.0.1)"),
-    port: Optional[int] = typer.Option(None, help="Port (default FINSENT_DASHBOARD_PORT, 8000)"),
+    port: Optional[int] = typer.Option(None, min=1, max=65535, help="Port (default FINSENT_DASHBOARD_PORT, 8000)"),
 ) -> None:
     """Serve the built-in live dashboard (page, JSON API, review page, /health, /metrics)."""
     from aiohttp import web
@@ -49,7 +49,7 @@ def _objects_text(settings, file: Path | None) -> str:
         return to_ndjson(build_objects(settings.index_prefix))
     try:
         text = file.read_text(encoding="utf-8")
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {file}: {exc}")
     try:
         parse_ndjson(text, where=str(file))

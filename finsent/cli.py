@@ -14,6 +14,7 @@ import sys
 
 import typer
 
+from finsent.client_tracebacks import ClientTracebackFilter
 from finsent.log_repeats import CLIENT_LOGGERS, RepeatFilter
 from finsent.settings import SettingsError, load_settings
 
@@ -57,7 +58,9 @@ def _root(ctx: typer.Context) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RepeatFilter) for f in handler.filters):  # the callback runs per command
-            handler.addFilter(RepeatFilter())
+            handler.addFilter(RepeatFilter())  # first: it reads the template the next one rewrites
+            if ctx.obj.log_level != "DEBUG":
+                handler.addFilter(ClientTracebackFilter())
 
 
 for _name, _module, _help in _GROUPS:
@@ -204,4 +207,16 @@ def config(markdown: bool = typer.Option(False, "--markdown", help="The README's
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except OSError as exc:
+        # A state folder that is a file, an output folder that is not there, a full disk: the message names the
+        # path; the stack would only bury it. At DEBUG the traceback is kept, for a bug.
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        typer.echo(f"finsent: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # `python -m finsent.cli`, as the `finsent` script
+    main()

@@ -255,7 +255,8 @@ class Settings(BaseSettings):
     label_rate_burst: int = Field(30, ge=1, description="Labels API requests a client may send in a burst")
 
     # --- processes ----------------------------------------------------------------------
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG also keeps the tracebacks of client libraries' retries and of file errors")
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -375,6 +376,8 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(f"{ENV_PREFIX}CONFIG_FILE: no such file {config_file!r}")
     try:
         return Settings(_env_file=config_file, **overrides)
+    except (OSError, UnicodeDecodeError) as exc:  # unreadable, or saved in another encoding (UTF-16, say)
+        raise SettingsError(f"{ENV_PREFIX}CONFIG_FILE: cannot read {config_file!r}: {exc}") from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

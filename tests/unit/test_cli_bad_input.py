@@ -1,0 +1,45 @@
+"""An operator's mistake at the command line is one line naming what and where, and a non-zero exit; no traceback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from finsent.cli import app, main
+
+
+def test_an_os_error_is_one_line_naming_the_path(tmp_path: Path, monkeypatch, capsys):
+    # An output folder that is not there; a FINSENT_STATE_DIR that is a file fails the same way, in many commands.
+    missing = tmp_path / "no-such-folder" / "objects.ndjson"
+    monkeypatch.setattr(sys, "argv", ["finsent", "dashboards", "export", "--output", str(missing)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("finsent: ") and str(missing) in err and "Traceback" not in err
+
+
+def test_a_config_file_in_another_encoding_is_a_settings_error(tmp_path: Path, monkeypatch):
+    config = tmp_path / "finsent.env"
+    config.write_bytes("FINSENT_TOPIC_PREFIX=prod\n".encode("utf-16"))  # Notepad's "Unicode"
+    monkeypatch.setenv("FINSENT_CONFIG_FILE", str(config))
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 2
+    assert "FINSENT_CONFIG_FILE: cannot read" in result.output and str(config) in result.output
+
+
+def test_saved_objects_in_another_encoding_are_named(tmp_path: Path):
+    objects = tmp_path / "objects.ndjson"
+    objects.write_bytes('{"type": "dashboard"}\n'.encode("utf-16"))
+    result = CliRunner().invoke(app, ["dashboards", "check", "--file", str(objects)])
+    assert result.exit_code == 1
+    assert f"cannot read {objects}" in result.output
+
+
+def test_the_dashboard_port_is_checked_before_binding():
+    result = CliRunner().invoke(app, ["dashboards", "serve", "--port", "70000"])
+    assert result.exit_code == 2
+    assert "--port" in result.output
