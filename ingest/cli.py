@@ -25,7 +25,8 @@ MetricsPort = Annotated[int | None, typer.Option("--metrics-port", min=0, max=65
 
 def _summary(label: str, report, errors: int = 0) -> str:
     return (f"{label}: fetched {report.fetched}, produced {report.produced}, duplicates {report.duplicates}, "
-            f"skipped {len(report.rejected)}, failed {len(report.failed)}, fetch errors {errors}")
+            f"skipped {len(report.rejected)}, failed {len(report.failed)}, held back {report.held_back}, "
+            f"fetch errors {errors}")
 
 
 def _start(settings: Settings, **build):

@@ -15,6 +15,10 @@ class IngestMetrics:
         self.duplicates = Counter(
             "finsent_ingest_duplicates_total", "Documents recognised as duplicates (kind: id, url, near)",
             ["source", "kind"], registry=registry)
+        self.held_back = Counter(
+            "finsent_ingest_held_back_total",
+            "Undated documents of a new source's first poll: its backlog, remembered as seen but not produced",
+            ["source"], registry=registry)
         self.errors = Counter(
             "finsent_ingest_errors_total",
             "Failures by stage (fetch, parse, delivery) and skipped bad documents (stage=invalid, with reason)",

@@ -35,8 +35,9 @@ async def poll(source: Source, pipeline: Pipeline) -> BatchReport:
     if result.not_modified:
         log.debug("%s: not modified", source.name)
     report = await pipeline.submit(source.name, result)
-    log.info("%s: fetched %d, produced %d, duplicates %d, skipped %d, failed %d", source.name, report.fetched,
-             report.produced, report.duplicates, len(report.rejected), len(report.failed))
+    log.info("%s: fetched %d, produced %d, duplicates %d, skipped %d, failed %d, held back %d", source.name,
+             report.fetched, report.produced, report.duplicates, len(report.rejected), len(report.failed),
+             report.held_back)
     return report
 
 

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from finsent.schemas import RawDocument
 from finsent.settings import load_settings
+from ingest.cli import _summary
 from ingest.dedup import DedupIndex
 from ingest.items import FetchResult, SourceItem
 from ingest.metrics import IngestMetrics
@@ -266,6 +267,8 @@ async def test_the_undated_backlog_of_a_new_feed_is_held_back_not_put_in_the_cur
             first = await poll(RssSource(http, f"{base}/rss.xml"), pipe)
             assert first.produced == 1  # the dated one goes, at its own time
             assert first.held_back == 2
+            assert pipe.metrics.value("finsent_ingest_held_back_total", source="rss:127.0.0.1") == 2
+            assert "held back 2," in _summary("ingest", first)
             added = "<item><guid>54</guid><title>Acme buys back shares</title></item>"
             feed.update(body=UNDATED_FEED.replace("<item>", added + "<item>", 1), etag='"v2"')
             restarted = RssSource(http, f"{base}/rss.xml")  # a known feed: its new undated item is news
