@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from finsent.schemas import RawDocument
 from finsent.settings import load_settings
+from ingest.backoff import Backoff
 from ingest.cli import _summary
 from ingest.dedup import DedupIndex
 from ingest.items import FetchResult, SourceItem
@@ -21,9 +23,9 @@ from ingest.metrics import IngestMetrics
 from ingest.normalise import Normaliser
 from ingest.pipeline import Pipeline
 from ingest.producer import Delivery, refusal
-from ingest.runner import poll, poll_once
+from ingest.runner import poll, poll_forever, poll_once
 from ingest.sources.base import Source
-from ingest.sources.http import HttpFetcher
+from ingest.sources.http import FetchError, HttpFetcher
 from ingest.sources.rss import RssSource
 from ingest.sources.stocktwits import StockTwitsSource
 from ingest.tickers import TickerDictionary, TickerExtractor
@@ -140,6 +142,30 @@ async def test_once_a_source_that_fails_unexpectedly_is_reported_and_the_others_
     assert (report.produced, errors) == (1, 1)
     assert said[0].startswith("boom: unexpected error: ValueError: a bug in this source")
     assert pipeline.metrics.value("finsent_ingest_errors_total", source="boom", reason="unexpected") == 1
+
+
+class DownThenUp(Source):
+    """Fails ``failures`` polls, then fetches once and stops the loop; records the failure gauge at each poll."""
+
+    def __init__(self, pipeline: Pipeline, stop: asyncio.Event, failures: int) -> None:
+        super().__init__(None, name="rss:down", interval=1)
+        self.pipeline, self.stop, self.failures, self.seen = pipeline, stop, failures, []
+
+    async def fetch(self) -> FetchResult:
+        self.seen.append(self.pipeline.metrics.value("finsent_ingest_consecutive_fetch_failures", source=self.name))
+        if len(self.seen) <= self.failures:
+            raise FetchError("http_503", "down for maintenance") if len(self.seen) % 2 else ValueError("a bug")
+        self.stop.set()
+        return FetchResult()
+
+
+async def test_a_source_down_for_good_shows_in_a_gauge_not_only_in_a_rate_of_errors(pipeline: Pipeline) -> None:
+    # Backoff spaces its retries out to 15 minutes: the error rate of a source down for hours stays near zero.
+    stop = asyncio.Event()
+    source = DownThenUp(pipeline, stop, failures=4)
+    await poll_forever(source, pipeline, stop, backoff=Backoff(base=0, cap=0))
+    assert source.seen == [0, 1, 2, 3, 4]
+    assert pipeline.metrics.value("finsent_ingest_consecutive_fetch_failures", source="rss:down") == 0
 
 
 def test_live_blog_entries_whose_links_differ_by_fragment_are_two_documents(pipeline: Pipeline) -> None:
