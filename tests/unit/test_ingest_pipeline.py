@@ -279,6 +279,24 @@ async def test_an_entry_a_feed_keeps_past_the_dedup_retention_is_not_news_again(
     assert [a["if-none-match"] for a in asked][:4] == ["", '"v1"', "", '"v1"']  # the whole feed once a day
 
 
+async def test_a_feed_is_parsed_off_the_event_loop(monkeypatch) -> None:
+    # feedparser takes seconds on a feed of a few MB (20 s for 4.5 MB here): on the loop, every other source and
+    # the push endpoint would wait that long.
+    import ingest.sources.rss as rss
+
+    threads = []
+
+    def parse(*args):
+        threads.append(threading.current_thread())
+        return real(*args)
+
+    real = rss.parse_feed
+    monkeypatch.setattr(rss, "parse_feed", parse)
+    async with feed_server([]) as (http, base):
+        assert len((await RssSource(http, f"{base}/rss.xml").fetch()).items) == 2
+    assert threads and threads[0] is not threading.current_thread()
+
+
 UNDATED_FEED = """<?xml version="1.0"?><rss version="2.0"><channel><title>IR</title>
 <item><guid>51</guid><title>Acme opens a plant</title><pubDate>Sat, 28 Nov 2026 11:00:00 GMT</pubDate></item>
 <item><guid>52</guid><title>Acme names a new CFO</title></item>
