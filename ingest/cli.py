@@ -162,6 +162,10 @@ def run(ctx: typer.Context, config: Annotated[Path, typer.Option("--config", exi
         parsed = load_sources_file(config)
     except ValueError as exc:
         fail(str(exc))
+    try:
+        build_sources(parsed, _fetcher(settings), settings)  # their names are checked before Kafka is connected to
+    except ValueError as exc:
+        fail(f"{config}: {exc}")
     if not parsed.sources and parsed.push is None:
         fail(f"{config}: no sources and no push endpoint")
     if parsed.push is not None and not once:
