@@ -25,7 +25,8 @@ MetricsPort = Annotated[int | None, typer.Option("--metrics-port", min=0, max=65
 
 def _summary(label: str, report, errors: int = 0) -> str:
     return (f"{label}: fetched {report.fetched}, produced {report.produced}, duplicates {report.duplicates}, "
-            f"skipped {len(report.rejected)}, failed {len(report.failed)}, fetch errors {errors}")
+            f"skipped {len(report.rejected)}, failed {len(report.failed)}, held back {report.held_back}, "
+            f"fetch errors {errors}")
 
 
 def _start(settings: Settings, **build):
@@ -161,6 +162,10 @@ def run(ctx: typer.Context, config: Annotated[Path, typer.Option("--config", exi
         parsed = load_sources_file(config)
     except ValueError as exc:
         fail(str(exc))
+    try:
+        build_sources(parsed, _fetcher(settings), settings)  # their names are checked before Kafka is connected to
+    except ValueError as exc:
+        fail(f"{config}: {exc}")
     if not parsed.sources and parsed.push is None:
         fail(f"{config}: no sources and no push endpoint")
     if parsed.push is not None and not once:

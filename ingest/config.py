@@ -172,7 +172,25 @@ def build_sources(config: SourcesFile, http: HttpFetcher, settings: Settings) ->
         elif isinstance(entry, StockTwitsConfig):
             for symbol in [*([entry.symbol] if entry.symbol else []), *entry.symbols]:
                 sources.append(StockTwitsSource(http, symbol, base_url=settings.stocktwits_base_url, interval=interval))
+    _check_names(sources)
     return sources
+
+
+def _check_names(sources: list[Source]) -> None:
+    """A name labels a source's metrics and logs (and its documents' ids): two sources under one name would read
+    as one, a failing feed hidden by a healthy one (two feeds of one host are both ``rss:<host>``)."""
+    by_name: dict[str, list[Source]] = {}
+    for source in sources:
+        by_name.setdefault(source.name.lower(), []).append(source)
+    clashes = [f"{len(same)} sources are named {same[0].name!r} ({', '.join(_where(s) for s in same)})"
+               for same in by_name.values() if len(same) > 1]
+    if clashes:
+        raise ValueError("; ".join(clashes) + ": each source needs a name of its own (an rss entry with one URL may "
+                         "set `name`)")
+
+
+def _where(source: Source) -> str:
+    return getattr(source, "url", None) or getattr(source, "subreddit", None) or getattr(source, "symbol", "")
 
 
 def api_source(entry: ApiConfig, http: HttpFetcher, settings: Settings) -> ApiSource:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class IngestMetrics:
@@ -15,10 +15,20 @@ class IngestMetrics:
         self.duplicates = Counter(
             "finsent_ingest_duplicates_total", "Documents recognised as duplicates (kind: id, url, near)",
             ["source", "kind"], registry=registry)
+        self.held_back = Counter(
+            "finsent_ingest_held_back_total",
+            "Undated documents of a new source's first poll: its backlog, remembered as seen but not produced",
+            ["source"], registry=registry)
         self.errors = Counter(
             "finsent_ingest_errors_total",
             "Failures by stage (fetch, parse, delivery) and skipped bad documents (stage=invalid, with reason)",
             ["source", "stage", "reason"], registry=registry)
+        # A failing source is retried less and less often (backoff up to FINSENT_INGEST_BACKOFF_MAX), so a rate of
+        # its errors stays tiny however long it is down: this says that it is down.
+        self.failing_polls = Gauge(
+            "finsent_ingest_consecutive_fetch_failures",
+            "Polls of a source that failed in a row, until one fetches again (long-running commands)",
+            ["source"], registry=registry)
         self.fetch_seconds = Histogram(
             "finsent_ingest_fetch_seconds", "Time to fetch and parse one poll of a source", ["source"],
             registry=registry, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))

@@ -179,6 +179,7 @@ class Pipeline:
         if backlog:
             self.dedup.commit(backlog)
             report.held_back = len(backlog)
+            self.metrics.held_back.labels(source).inc(len(backlog))
             log.info("%s: first poll of a new source: held back %d undated document(s) of its backlog "
                      "(remembered as seen, not produced)", source, len(backlog))
         return [doc for doc in docs if doc.published_at is not None]

@@ -35,8 +35,9 @@ async def poll(source: Source, pipeline: Pipeline) -> BatchReport:
     if result.not_modified:
         log.debug("%s: not modified", source.name)
     report = await pipeline.submit(source.name, result)
-    log.info("%s: fetched %d, produced %d, duplicates %d, skipped %d, failed %d", source.name, report.fetched,
-             report.produced, report.duplicates, len(report.rejected), len(report.failed))
+    log.info("%s: fetched %d, produced %d, duplicates %d, skipped %d, failed %d, held back %d", source.name,
+             report.fetched, report.produced, report.duplicates, len(report.rejected), len(report.failed),
+             report.held_back)
     return report
 
 
@@ -64,17 +65,22 @@ async def poll_once(sources: list[Source], pipeline: Pipeline,
 async def poll_forever(source: Source, pipeline: Pipeline, stop: asyncio.Event, *,
                        backoff: Backoff | None = None, on_report: Callable[[BatchReport], None] | None = None) -> None:
     backoff = backoff or Backoff(cap=pipeline.settings.ingest_backoff_max)
+    failing = pipeline.metrics.failing_polls.labels(source.name)
+    failing.set(0)
     while not stop.is_set():
         try:
             report = await poll(source, pipeline)
         except FetchError as exc:
+            failing.inc()
             delay = backoff.failure(exc.retry_after)
             log.warning("%s: %s; retrying in %.1fs", source.name, exc.detail, delay)
         except Exception:  # a bug in one source must not stop the others
+            failing.inc()
             delay = backoff.failure()
             log.exception("%s: unexpected error; retrying in %.1fs", source.name, delay)
             pipeline.metrics.errors.labels(source.name, "fetch", "unexpected").inc()
         else:
+            failing.set(0)
             if report.failed:  # Kafka trouble: retry the same items sooner than the interval
                 delay = backoff.failure()
             else:

@@ -2,25 +2,54 @@
 
 from __future__ import annotations
 
+import logging
+
 from ingest.items import FetchResult, Rejected, SourceItem
 from ingest.sources.base import Source, load_json
 from ingest.sources.http import FetchError, HttpFetcher
 
+log = logging.getLogger(__name__)
+
 
 class RedditSource(Source):
+    """A page holds the newest ``limit`` posts (at most 100). Once a poll was delivered, the next one follows the
+    listing's ``after`` page by page, up to ``max_pages``, until it reaches a post no newer than the newest
+    delivered one, so a busy subreddit loses nothing between two polls. The first poll takes one page."""
+
     def __init__(self, http: HttpFetcher, subreddit: str, *, base_url: str = "https://www.reddit.com",
-                 interval: float = 120.0, limit: int = 100) -> None:
+                 interval: float = 120.0, limit: int = 100, max_pages: int = 10) -> None:
         subreddit = subreddit.removeprefix("r/").strip("/")
         super().__init__(http, name=f"reddit:{subreddit}"[:64], interval=interval)
         self.subreddit = subreddit
         self.base_url = base_url.rstrip("/")
         self.limit = limit
+        self.max_pages = max_pages
+        self.seen_until: float | None = None  # created_utc of the newest delivered post
 
     async def fetch(self) -> FetchResult:
         url = f"{self.base_url}/r/{self.subreddit}/new.json"
-        # raw_json=1: titles and bodies come unescaped (no &amp;).
-        response = await self.http.get(url, params={"limit": str(self.limit), "raw_json": "1"})
-        return parse_listing(load_json(response.body, url), url, self.base_url)
+        result, after, newest = FetchResult(), None, None
+        for _ in range(self.max_pages):
+            # raw_json=1: titles and bodies come unescaped (no &amp;).
+            params = {"limit": str(self.limit), "raw_json": "1"} | ({"after": after} if after else {})
+            payload = load_json((await self.http.get(url, params=params)).body, url)
+            page = parse_listing(payload, url, self.base_url)
+            result.items += page.items
+            result.rejected += page.rejected
+            times = [item.published_at for item in page.items if isinstance(item.published_at, int | float)]
+            if times:
+                newest = max(newest or 0, *times)
+            after = payload["data"].get("after")
+            if self.seen_until is None or not times or min(times) <= self.seen_until or not isinstance(after, str):
+                break
+        else:
+            log.warning("%s: more than %d pages of new posts since the last poll; the older ones are skipped "
+                        "(poll it more often)", self.name, self.max_pages)
+        if newest is not None:
+            def advance() -> None:
+                self.seen_until = max(self.seen_until or 0, newest)
+            result.on_delivered = advance
+        return result
 
 
 def parse_listing(payload: object, url: str, base_url: str = "https://www.reddit.com") -> FetchResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -46,7 +47,10 @@ class RssSource(Source):
         response = await self.http.get(self.url, headers=headers)
         if response.status == 304:
             return FetchResult(not_modified=True)
-        result = parse_feed(response.body, self.url, self.name, response.headers.get("content-type"))
+        # feedparser is pure Python: a feed of a few MB takes seconds, which would stall every other source and
+        # the push endpoint on this event loop.
+        result = await asyncio.to_thread(parse_feed, response.body, self.url, self.name,
+                                         response.headers.get("content-type"))
         etag, modified = response.headers.get("etag"), response.headers.get("last-modified")
 
         def remember() -> None:

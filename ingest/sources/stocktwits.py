@@ -2,33 +2,61 @@
 
 from __future__ import annotations
 
+import logging
+
 from ingest.items import FetchResult, Rejected, SourceItem
 from ingest.sources.base import Source, load_json
 from ingest.sources.http import FetchError, HttpFetcher
 
+log = logging.getLogger(__name__)
+
 
 class StockTwitsSource(Source):
     """Asks only for messages newer than the last delivered one (``since``); a poll with a message
-    dated ahead of the clock leaves ``since`` where it was, so that message comes again."""
+    dated ahead of the clock leaves ``since`` where it was, so that message comes again.
+
+    A page holds the newest 30 messages after ``since``: when the cursor says there are ``more`` (a busy symbol
+    between two polls), the older ones are asked for page by page (``max``), up to ``max_pages``, so none is lost.
+    The first poll takes one page: older messages are no news."""
 
     def __init__(self, http: HttpFetcher, symbol: str, *, base_url: str = "https://api.stocktwits.com/api/2",
-                 interval: float = 60.0) -> None:
+                 interval: float = 60.0, max_pages: int = 10) -> None:
         symbol = symbol.lstrip("$").upper()
         super().__init__(http, name=f"stocktwits:{symbol}"[:64], interval=interval)
         self.symbol = symbol
         self.base_url = base_url.rstrip("/")
+        self.max_pages = max_pages
         self.since: int | None = None
 
     async def fetch(self) -> FetchResult:
         url = f"{self.base_url}/streams/symbol/{self.symbol}.json"
-        params = {"since": str(self.since)} if self.since is not None else None
-        response = await self.http.get(url, params=params)
-        result, newest = parse_stream(load_json(response.body, url), url)
+        result, newest, below = FetchResult(), None, None
+        for _ in range(self.max_pages):
+            params = {"since": str(self.since)} if self.since is not None else {}
+            if below is not None:
+                params["max"] = str(below)
+            payload = load_json((await self.http.get(url, params=params or None)).body, url)
+            page, page_newest = parse_stream(payload, url)
+            result.items += page.items
+            result.rejected += page.rejected
+            newest = page_newest if newest is None else max(newest, page_newest or 0)
+            oldest = min((int(item.source_id) for item in page.items if item.source_id.isdigit()), default=None)
+            if self.since is None or not _more(payload) or oldest is None or (below is not None and oldest > below):
+                break
+            below = oldest - 1  # max is inclusive
+        else:
+            log.warning("%s: more than %d pages of new messages since the last poll; the older ones are skipped "
+                        "(poll it more often)", self.name, self.max_pages)
         if newest is not None:
             def advance() -> None:
                 self.since = max(self.since or 0, newest)
             result.on_delivered = advance
         return result
+
+
+def _more(payload: dict) -> bool:
+    cursor = payload.get("cursor")
+    return isinstance(cursor, dict) and cursor.get("more") is True
 
 
 def parse_stream(payload: object, url: str) -> tuple[FetchResult, int | None]:

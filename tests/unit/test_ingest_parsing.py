@@ -170,6 +170,22 @@ def test_bad_sources_file_names_the_problem(tmp_path: Path, text: str, message: 
         load_sources_file(path)
 
 
+@pytest.mark.parametrize("entries,message", [
+    ("{type: rss, urls: ['https://a.com/markets.xml', 'https://a.com/earnings.xml']}",
+     r"2 sources are named 'rss:a\.com' \(https://a\.com/markets\.xml, https://a\.com/earnings\.xml\)"),
+    ("{type: api, name: n, url: 'https://a.com/v1', fields: {text: t}}, "
+     "{type: api, name: n, url: 'https://b.com/v1', fields: {text: t}}", "named 'api:n'"),
+    ("{type: reddit, subreddits: [stocks]}, {type: reddit, subreddit: Stocks}", "named 'reddit:stocks'"),
+])
+def test_two_sources_under_one_name_are_refused(tmp_path: Path, settings_for_config, entries: str,
+                                                message: str) -> None:
+    # Their metrics and logs would be one: a feed that fails hidden by a healthy one of the same host.
+    path = tmp_path / "sources.yml"
+    path.write_text(f"sources: [{entries}]", "utf-8")
+    with pytest.raises(ValueError, match=message):
+        build_sources(load_sources_file(path), HttpFetcher(), settings_for_config)
+
+
 async def test_an_unusable_url_is_a_fetch_error() -> None:
     fetcher = HttpFetcher()
     try:

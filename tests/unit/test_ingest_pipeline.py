@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
@@ -14,15 +15,17 @@ from prometheus_client import CollectorRegistry
 
 from finsent.schemas import RawDocument
 from finsent.settings import load_settings
+from ingest.backoff import Backoff
+from ingest.cli import _summary
 from ingest.dedup import DedupIndex
 from ingest.items import FetchResult, SourceItem
 from ingest.metrics import IngestMetrics
 from ingest.normalise import Normaliser
 from ingest.pipeline import Pipeline
 from ingest.producer import Delivery, refusal
-from ingest.runner import poll, poll_once
+from ingest.runner import poll, poll_forever, poll_once
 from ingest.sources.base import Source
-from ingest.sources.http import HttpFetcher
+from ingest.sources.http import FetchError, HttpFetcher
 from ingest.sources.rss import RssSource
 from ingest.sources.stocktwits import StockTwitsSource
 from ingest.tickers import TickerDictionary, TickerExtractor
@@ -141,6 +144,30 @@ async def test_once_a_source_that_fails_unexpectedly_is_reported_and_the_others_
     assert pipeline.metrics.value("finsent_ingest_errors_total", source="boom", reason="unexpected") == 1
 
 
+class DownThenUp(Source):
+    """Fails ``failures`` polls, then fetches once and stops the loop; records the failure gauge at each poll."""
+
+    def __init__(self, pipeline: Pipeline, stop: asyncio.Event, failures: int) -> None:
+        super().__init__(None, name="rss:down", interval=1)
+        self.pipeline, self.stop, self.failures, self.seen = pipeline, stop, failures, []
+
+    async def fetch(self) -> FetchResult:
+        self.seen.append(self.pipeline.metrics.value("finsent_ingest_consecutive_fetch_failures", source=self.name))
+        if len(self.seen) <= self.failures:
+            raise FetchError("http_503", "down for maintenance") if len(self.seen) % 2 else ValueError("a bug")
+        self.stop.set()
+        return FetchResult()
+
+
+async def test_a_source_down_for_good_shows_in_a_gauge_not_only_in_a_rate_of_errors(pipeline: Pipeline) -> None:
+    # Backoff spaces its retries out to 15 minutes: the error rate of a source down for hours stays near zero.
+    stop = asyncio.Event()
+    source = DownThenUp(pipeline, stop, failures=4)
+    await poll_forever(source, pipeline, stop, backoff=Backoff(base=0, cap=0))
+    assert source.seen == [0, 1, 2, 3, 4]
+    assert pipeline.metrics.value("finsent_ingest_consecutive_fetch_failures", source="rss:down") == 0
+
+
 def test_live_blog_entries_whose_links_differ_by_fragment_are_two_documents(pipeline: Pipeline) -> None:
     page = "https://news.example.com/markets/live?utm_source=rss"
     report = pipeline.process("rss:x", [story("post-1", url=f"{page}#post-1"), story("post-2", url=f"{page}#post-2")])
@@ -252,6 +279,24 @@ async def test_an_entry_a_feed_keeps_past_the_dedup_retention_is_not_news_again(
     assert [a["if-none-match"] for a in asked][:4] == ["", '"v1"', "", '"v1"']  # the whole feed once a day
 
 
+async def test_a_feed_is_parsed_off_the_event_loop(monkeypatch) -> None:
+    # feedparser takes seconds on a feed of a few MB (20 s for 4.5 MB here): on the loop, every other source and
+    # the push endpoint would wait that long.
+    import ingest.sources.rss as rss
+
+    threads = []
+
+    def parse(*args):
+        threads.append(threading.current_thread())
+        return real(*args)
+
+    real = rss.parse_feed
+    monkeypatch.setattr(rss, "parse_feed", parse)
+    async with feed_server([]) as (http, base):
+        assert len((await RssSource(http, f"{base}/rss.xml").fetch()).items) == 2
+    assert threads and threads[0] is not threading.current_thread()
+
+
 UNDATED_FEED = """<?xml version="1.0"?><rss version="2.0"><channel><title>IR</title>
 <item><guid>51</guid><title>Acme opens a plant</title><pubDate>Sat, 28 Nov 2026 11:00:00 GMT</pubDate></item>
 <item><guid>52</guid><title>Acme names a new CFO</title></item>
@@ -266,6 +311,8 @@ async def test_the_undated_backlog_of_a_new_feed_is_held_back_not_put_in_the_cur
             first = await poll(RssSource(http, f"{base}/rss.xml"), pipe)
             assert first.produced == 1  # the dated one goes, at its own time
             assert first.held_back == 2
+            assert pipe.metrics.value("finsent_ingest_held_back_total", source="rss:127.0.0.1") == 2
+            assert "held back 2," in _summary("ingest", first)
             added = "<item><guid>54</guid><title>Acme buys back shares</title></item>"
             feed.update(body=UNDATED_FEED.replace("<item>", added + "<item>", 1), etag='"v2"')
             restarted = RssSource(http, f"{base}/rss.xml")  # a known feed: its new undated item is news
