@@ -156,8 +156,11 @@ class Pipeline:
                     known = known or (duplicate.kind == "id" and duplicate.of not in where)  # not this batch's
                     report.duplicates += 1
                     self.metrics.duplicates.labels(source, duplicate.kind).inc()
-                    log.info("%s: duplicate (%s, similarity %.2f) of %s: %s %s", source, duplicate.kind,
-                             duplicate.similarity, duplicate.of, doc.id, doc.url or doc.source_id)
+                    # A feed re-read each poll repeats its items by id (95 lines a poll for a subreddit): DEBUG;
+                    # a URL or near-duplicate is a judgement an operator may want to check: INFO.
+                    log.log(logging.DEBUG if duplicate.kind == "id" else logging.INFO,
+                            "%s: duplicate (%s, similarity %.2f) of %s: %s %s", source, duplicate.kind,
+                            duplicate.similarity, duplicate.of, doc.id, doc.url or doc.source_id)
                     continue
                 to_send.append(doc)
                 where[doc.id] = item.where

@@ -101,6 +101,16 @@ def test_a_bad_document_is_rejected_with_its_place_and_the_batch_goes_on(pipelin
     assert pipeline.process("rss:x", [story("1")]).duplicates == 1  # produced, so remembered
 
 
+def test_an_item_read_again_by_id_logs_at_debug_another_duplicate_at_info(pipeline: Pipeline, caplog) -> None:
+    pipeline.process("rss:x", [story("1", url="https://x.com/a")])
+    caplog.set_level("INFO", logger="ingest.pipeline")
+    twin = story("2", url="https://x.com/a", text="Acme shares rise again")  # another id, the same link
+    assert pipeline.process("rss:x", [story("1", url="https://x.com/a"), twin]).duplicates == 2
+    kinds = [r.getMessage().split(": duplicate (")[1].split(",")[0] for r in caplog.records
+             if ": duplicate (" in r.getMessage()]
+    assert kinds == ["url"]  # a feed re-read each poll would log every item it keeps at INFO
+
+
 def test_a_failed_batch_leaves_nothing_staged(pipeline: Pipeline) -> None:
     pipeline.sink.error = RuntimeError("a bug in the sink")
     with pytest.raises(RuntimeError):
