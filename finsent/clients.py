@@ -20,6 +20,13 @@ log = logging.getLogger(__name__)
 METADATA_MAX_AGE_MS = 10_000
 
 
+def error_text(exc: BaseException) -> str:
+    """``Type: message`` of a client's error, once: kafka-python's errors already begin with their type's name
+    ("KafkaTimeoutError: KafkaTimeoutError: …" otherwise)."""
+    text, kind = str(exc), type(exc).__name__
+    return text if text.startswith(kind) else f"{kind}: {text}"
+
+
 def kafka_common(settings: Settings) -> dict[str, Any]:
     """Connection arguments shared by kafka-python producers, consumers and admin clients."""
     kwargs: dict[str, Any] = {

@@ -136,14 +136,14 @@ def _cluster_rows(settings: Settings) -> list[dict]:
             admin.close()
         kafka = row("kafka", settings.kafka_bootstrap, brokers > 0, f"{brokers} broker(s)")
     except Exception as exc:  # noqa: BLE001 - status reports, never raises
-        kafka = row("kafka", settings.kafka_bootstrap, False, f"unreachable: {type(exc).__name__}: {exc}"[:200])
+        kafka = row("kafka", settings.kafka_bootstrap, False, f"unreachable: {clients.error_text(exc)}"[:200])
     try:
         with clients.elasticsearch(settings) as es:
             health = es.options(request_timeout=5, max_retries=0).cluster.health()["status"]
         elastic = row("elasticsearch", settings.elasticsearch_url, health in ("green", "yellow"), f"cluster {health}")
     except Exception as exc:  # noqa: BLE001
         elastic = row("elasticsearch", settings.elasticsearch_url, False,
-                      f"unreachable: {type(exc).__name__}: {exc}"[:200])
+                      f"unreachable: {clients.error_text(exc)}"[:200])
     return [kafka, elastic]
 
 

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from finsent import clients
 from finsent.cli_support import fail, settings_of
 from finsent.settings import Settings
 
@@ -43,7 +44,7 @@ def _start(settings: Settings, **build):
         pipeline.start()
     except Exception as exc:  # no broker, bad credentials…: say so, do not dump a trace
         pipeline.close()
-        fail(f"cannot connect to Kafka at {settings.kafka_bootstrap}: {type(exc).__name__}: {exc}")
+        fail(f"cannot connect to Kafka at {settings.kafka_bootstrap}: {clients.error_text(exc)}")
     return pipeline
 
 

@@ -32,3 +32,12 @@ def test_our_own_tracebacks_and_plain_client_lines_are_left_alone():
     assert ClientTracebackFilter().filter(ours) and ClientTracebackFilter().filter(plain)
     assert ours.exc_info is not None and "Traceback" in logging.Formatter().format(ours)
     assert plain.getMessage() == "Retrying request (attempt 0 of 3)"
+
+
+def test_a_client_error_is_named_once() -> None:
+    from kafka.errors import KafkaTimeoutError
+
+    from finsent.clients import error_text
+
+    assert error_text(KafkaTimeoutError("no metadata")) == "KafkaTimeoutError: no metadata"  # its str has the name
+    assert error_text(ConnectionRefusedError("refused")) == "ConnectionRefusedError: refused"
