@@ -258,15 +258,21 @@ def predict(
     quantize: Optional[str] = typer.Option(None, help="none, int8, onnx-int8, bf16 or auto; default FINSENT_MODEL_QUANTIZE"),
 ) -> None:
     """Score a file; a bad row gets an ``error`` line in its place, so lines stay aligned."""
-    from model.predict import predict_file
+    from model.predict import output_problem, predict_file
 
     settings = settings_of(ctx)
     if not input.is_file():
         fail(f"no input file {input}")
+    to_stdout = str(output) == "-"
+    if not to_stdout and (problem := output_problem(input, output)):
+        fail(problem)
     registry = _registry(settings, mirror=False)
     scorer = _load_scorer(settings, model, registry, batch_size=batch_size, threads=threads,
                           quantize=_quantize_option(settings, quantize))
-    out = sys.stdout if str(output) == "-" else output.open("w", encoding="utf-8")
+    try:
+        out = sys.stdout if to_stdout else output.open("w", encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
     try:
         counts = predict_file(scorer, input, out, chunk=PREDICT_CHUNK)
     finally:
