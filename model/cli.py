@@ -258,11 +258,14 @@ def predict(
     quantize: Optional[str] = typer.Option(None, help="none, int8, onnx-int8, bf16 or auto; default FINSENT_MODEL_QUANTIZE"),
 ) -> None:
     """Score a file; a bad row gets an ``error`` line in its place, so lines stay aligned."""
+    from model.data import missing_columns
     from model.predict import output_problem, predict_file
 
     settings = settings_of(ctx)
     if not input.is_file():
         fail(f"no input file {input}")
+    if problem := missing_columns(input, ("text",)):
+        fail(f"{input}: {problem}")
     to_stdout = str(output) == "-"
     if not to_stdout and (problem := output_problem(input, output)):
         fail(problem)

@@ -90,11 +90,35 @@ def jsonl_lines(raw: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def iter_records(path: Path, *, keep_blank: bool = False) -> Iterator[tuple[int, dict | None, str | None]]:
+def header_problem(columns: Sequence[str], required: Sequence[str]) -> str | None:
+    """Why a CSV header with ``columns`` (as :func:`field_names` gives them) cannot be read for ``required``, or
+    None. Said once for the file: otherwise each of its rows would be blamed for a missing text or label."""
+    missing = [name for name in required if name not in columns]
+    if not missing:
+        return None
+    said = ", ".join(columns) if any(columns) else "nothing"
+    hint = next((f"; is it {name}-separated? Columns are split at commas" for mark, name in ((";", "semicolon"),
+                 ("\t", "tab"), ("|", "pipe")) if len(columns) == 1 and mark in columns[0]), "")
+    return f"the header has no {' or '.join(repr(m) for m in missing)} column (it has: {said}), so no row is read{hint}"
+
+
+def missing_columns(path: Path | str, required: Sequence[str]) -> str | None:
+    """:func:`header_problem` of a CSV file (None for JSONL, which has no header, and for an empty file)."""
+    path = Path(path)
+    if is_jsonl(path):
+        return None
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as lines:
+        header = next(csv_reader(lines), None)
+    return header_problem(field_names(header), required) if header is not None else None
+
+
+def iter_records(path: Path, *, keep_blank: bool = False,
+                 required: Sequence[str] = ()) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line, record, error) for each data row of a CSV or JSONL file; line is 1-based.
 
     Blank lines are skipped, or reported as errors with ``keep_blank`` (so that output stays
-    aligned with input line for line)."""
+    aligned with input line for line). A CSV whose header lacks a ``required`` column gives one
+    error, for line 1, and no rows."""
     raw = path.read_bytes().decode("utf-8", errors="surrogateescape")
     if raw.startswith("\ufeff"):
         raw = raw[1:]
@@ -123,6 +147,9 @@ def iter_records(path: Path, *, keep_blank: bool = False) -> Iterator[tuple[int,
     except StopIteration:
         return
     columns = field_names(header)
+    if problem := header_problem(columns, required):
+        yield 1, None, problem
+        return
     previous_end = reader.line_num
     while True:
         try:
@@ -155,7 +182,7 @@ def load_file(path: Path | str, *, source: str | None = None, source_column: str
         raise FileNotFoundError(f"no data file {path}")
     src = source or (path.parent.name if path.stem in {"train", "test", "validation", "val"} else path.stem)
     report = LoadReport()
-    for line, record, error in iter_records(path):
+    for line, record, error in iter_records(path, required=("text", "label")):
         if error is None:
             assert record is not None
             try:
@@ -260,7 +287,7 @@ def class_weights(labels: Sequence[str], power: float = 0.5) -> list[float]:
 def read_texts(path: Path | str) -> Iterator[tuple[int, str | None, str | None]]:
     """(line, text, error) per input row for ``predict``: JSONL ``text`` field or CSV ``text`` column."""
     path = Path(path)
-    for line, record, error in iter_records(path, keep_blank=True):
+    for line, record, error in iter_records(path, keep_blank=True, required=("text",)):
         if error is None:
             assert record is not None
             text = record.get("text")

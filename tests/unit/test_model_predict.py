@@ -87,3 +87,6 @@ def test_predict_refuses_to_write_over_its_input_before_loading_a_model(tmp_path
         assert result.exit_code == 1 and said in result.stderr, result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
     assert data.read_text(encoding="utf-8") == "text\nprofit rose\n"
+    (renamed := tmp_path / "renamed.csv").write_text("headline\nprofit rose\n", encoding="utf-8")
+    result = runner.invoke(app, ["model", "predict", "--input", str(renamed), "--output", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 1 and "the header has no 'text' column (it has: headline)" in result.stderr
