@@ -233,6 +233,8 @@ def _print_metrics(result: dict[str, Any]) -> None:
     low, high = result["accuracy_ci95"]
     console.print(f"model {result['model_version']}: n={result['n']} accuracy={result['accuracy']:.4f} "
                   f"(95% interval {low:.4f}–{high:.4f}) macro_f1={result['macro_f1']:.4f} ece={result['ece']:.4f}")
+    if held := result.get("macro_f1_labels"):
+        console.print(f"  macro_f1 over {', '.join(held)}: the labels the data holds")
     for source, row in result.get("by_source", {}).items():
         low, high = row["accuracy_ci95"]
         console.print(f"  {source}: n={row['n']} accuracy={row['accuracy']:.4f} ({low:.4f}–{high:.4f}) "
