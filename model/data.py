@@ -1,7 +1,8 @@
 """Labelled data: CSV (``text,label`` columns) or JSONL (``{"text": ..., "label": ...}``).
 
 Bad rows — missing or blank text, unknown label, bytes that are not UTF-8, a line that is not
-JSON — are reported with file and line. ``on_bad_rows="skip"`` drops them (and counts them);
+JSON, a CSV quote never closed (which would take the rest of the file as one field) — are reported with file and line;
+a CSV header without the needed columns is one error for the file. ``on_bad_rows="skip"`` drops them (and counts them);
 ``"reject"`` raises :class:`BadDataError` listing them. Also: the stratified validation split,
 class weights and the training-data fingerprint.
 """
@@ -112,6 +113,17 @@ def missing_columns(path: Path | str, required: Sequence[str]) -> str | None:
     return header_problem(field_names(header), required) if header is not None else None
 
 
+def quote_left_open(text: str) -> bool:
+    """Whether CSV ``text`` ends inside a quoted field. The lenient reader then takes the rest of the file as one
+    field, rows and all; strict, it says so (and nothing else here is read strictly)."""
+    try:
+        for _ in csv.reader(io.StringIO(text, newline=""), strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
 def iter_records(path: Path, *, keep_blank: bool = False,
                  required: Sequence[str] = ()) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line, record, error) for each data row of a CSV or JSONL file; line is 1-based.
@@ -141,7 +153,8 @@ def iter_records(path: Path, *, keep_blank: bool = False,
                 continue
             yield number, dict(zip(field_names(obj), obj.values())), None
         return
-    reader = csv_reader(io.StringIO(raw, newline=""))
+    stream = io.StringIO(raw, newline="")
+    reader = csv_reader(stream)
     try:
         header = next(reader)
     except StopIteration:
@@ -152,6 +165,7 @@ def iter_records(path: Path, *, keep_blank: bool = False,
         return
     previous_end = reader.line_num
     while True:
+        offset = stream.tell()
         try:
             row = next(reader)
         except StopIteration:
@@ -161,6 +175,10 @@ def iter_records(path: Path, *, keep_blank: bool = False,
             previous_end = reader.line_num
             continue
         start, previous_end = previous_end + 1, reader.line_num
+        if start < previous_end and stream.tell() == len(raw) and quote_left_open(raw[offset:]):
+            yield start, None, (f"a quote opened on line {start} is never closed, so lines {start}-{previous_end} "
+                                "(the rest of the file) read as one row")
+            return
         if not row or not any(cell.strip() for cell in row):
             if keep_blank:
                 yield start, None, "blank line"

@@ -159,3 +159,17 @@ def test_a_csv_header_without_the_columns_is_one_problem_for_the_file_not_one_pe
     assert [line for line, _, _ in read_texts(renamed)] == [1]
     assert "no 'text' column" in missing_columns(renamed, ("text",))
     assert missing_columns(_write(tmp_path / "ok.csv", b"\xef\xbb\xbfText,Label\r\n"), ("text", "label")) is None
+
+
+def test_a_quote_never_closed_is_named_not_read_as_one_text_with_the_rows_after_it(tmp_path):
+    labelled = _write(tmp_path / "d.csv", b'text,label\n"Record quarter" says CEO,positive\n"Unclosed,negative\n'
+                                          b'Shares fell,negative\nShares rose,positive\n')
+    report = load([labelled])
+    assert [e.text for e in report.examples] == ["Record quarter says CEO"]
+    assert [str(b) for b in report.bad] == [f"{labelled}:3: a quote opened on line 3 is never closed, so lines 3-5 "
+                                            "(the rest of the file) read as one row"]
+    texts = _write(tmp_path / "in.csv", b'text\nShares rose\n"Unclosed\r\nShares fell\r\nProfit up')
+    assert [(line, text, error is None) for line, text, error in read_texts(texts)] == [
+        (2, "Shares rose", True), (3, None, False)]
+    closed = _write(tmp_path / "ok.csv", b'text\nShares rose\n"closed\nat the end"\n')
+    assert [text for _, text, _ in read_texts(closed)] == ["Shares rose", "closed\nat the end"]
