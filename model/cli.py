@@ -233,6 +233,8 @@ def _print_metrics(result: dict[str, Any]) -> None:
     low, high = result["accuracy_ci95"]
     console.print(f"model {result['model_version']}: n={result['n']} accuracy={result['accuracy']:.4f} "
                   f"(95% interval {low:.4f}–{high:.4f}) macro_f1={result['macro_f1']:.4f} ece={result['ece']:.4f}")
+    if held := result.get("macro_f1_labels"):
+        console.print(f"  macro_f1 over {', '.join(held)}: the labels the data holds")
     for source, row in result.get("by_source", {}).items():
         low, high = row["accuracy_ci95"]
         console.print(f"  {source}: n={row['n']} accuracy={row['accuracy']:.4f} ({low:.4f}–{high:.4f}) "
@@ -258,15 +260,24 @@ def predict(
     quantize: Optional[str] = typer.Option(None, help="none, int8, onnx-int8, bf16 or auto; default FINSENT_MODEL_QUANTIZE"),
 ) -> None:
     """Score a file; a bad row gets an ``error`` line in its place, so lines stay aligned."""
-    from model.predict import predict_file
+    from model.data import missing_columns
+    from model.predict import output_problem, predict_file
 
     settings = settings_of(ctx)
     if not input.is_file():
         fail(f"no input file {input}")
+    if problem := missing_columns(input, ("text",)):
+        fail(f"{input}: {problem}")
+    to_stdout = str(output) == "-"
+    if not to_stdout and (problem := output_problem(input, output)):
+        fail(problem)
     registry = _registry(settings, mirror=False)
     scorer = _load_scorer(settings, model, registry, batch_size=batch_size, threads=threads,
                           quantize=_quantize_option(settings, quantize))
-    out = sys.stdout if str(output) == "-" else output.open("w", encoding="utf-8")
+    try:
+        out = sys.stdout if to_stdout else output.open("w", encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
     try:
         counts = predict_file(scorer, input, out, chunk=PREDICT_CHUNK)
     finally:

@@ -1,7 +1,8 @@
 """Labelled data: CSV (``text,label`` columns) or JSONL (``{"text": ..., "label": ...}``).
 
 Bad rows — missing or blank text, unknown label, bytes that are not UTF-8, a line that is not
-JSON — are reported with file and line. ``on_bad_rows="skip"`` drops them (and counts them);
+JSON, a CSV quote never closed (which would take the rest of the file as one field) — are reported with file and line;
+a CSV header without the needed columns is one error for the file. ``on_bad_rows="skip"`` drops them (and counts them);
 ``"reject"`` raises :class:`BadDataError` listing them. Also: the stratified validation split,
 class weights and the training-data fingerprint.
 """
@@ -90,11 +91,46 @@ def jsonl_lines(raw: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def iter_records(path: Path, *, keep_blank: bool = False) -> Iterator[tuple[int, dict | None, str | None]]:
+def header_problem(columns: Sequence[str], required: Sequence[str]) -> str | None:
+    """Why a CSV header with ``columns`` (as :func:`field_names` gives them) cannot be read for ``required``, or
+    None. Said once for the file: otherwise each of its rows would be blamed for a missing text or label."""
+    missing = [name for name in required if name not in columns]
+    if not missing:
+        return None
+    said = ", ".join(columns) if any(columns) else "nothing"
+    hint = next((f"; is it {name}-separated? Columns are split at commas" for mark, name in ((";", "semicolon"),
+                 ("\t", "tab"), ("|", "pipe")) if len(columns) == 1 and mark in columns[0]), "")
+    return f"the header has no {' or '.join(repr(m) for m in missing)} column (it has: {said}), so no row is read{hint}"
+
+
+def missing_columns(path: Path | str, required: Sequence[str]) -> str | None:
+    """:func:`header_problem` of a CSV file (None for JSONL, which has no header, and for an empty file)."""
+    path = Path(path)
+    if is_jsonl(path):
+        return None
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as lines:
+        header = next(csv_reader(lines), None)
+    return header_problem(field_names(header), required) if header is not None else None
+
+
+def quote_left_open(text: str) -> bool:
+    """Whether CSV ``text`` ends inside a quoted field. The lenient reader then takes the rest of the file as one
+    field, rows and all; strict, it says so (and nothing else here is read strictly)."""
+    try:
+        for _ in csv.reader(io.StringIO(text, newline=""), strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def iter_records(path: Path, *, keep_blank: bool = False,
+                 required: Sequence[str] = ()) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line, record, error) for each data row of a CSV or JSONL file; line is 1-based.
 
     Blank lines are skipped, or reported as errors with ``keep_blank`` (so that output stays
-    aligned with input line for line)."""
+    aligned with input line for line). A CSV whose header lacks a ``required`` column gives one
+    error, for line 1, and no rows."""
     raw = path.read_bytes().decode("utf-8", errors="surrogateescape")
     if raw.startswith("\ufeff"):
         raw = raw[1:]
@@ -117,14 +153,19 @@ def iter_records(path: Path, *, keep_blank: bool = False) -> Iterator[tuple[int,
                 continue
             yield number, dict(zip(field_names(obj), obj.values())), None
         return
-    reader = csv_reader(io.StringIO(raw, newline=""))
+    stream = io.StringIO(raw, newline="")
+    reader = csv_reader(stream)
     try:
         header = next(reader)
     except StopIteration:
         return
     columns = field_names(header)
+    if problem := header_problem(columns, required):
+        yield 1, None, problem
+        return
     previous_end = reader.line_num
     while True:
+        offset = stream.tell()
         try:
             row = next(reader)
         except StopIteration:
@@ -134,6 +175,10 @@ def iter_records(path: Path, *, keep_blank: bool = False) -> Iterator[tuple[int,
             previous_end = reader.line_num
             continue
         start, previous_end = previous_end + 1, reader.line_num
+        if start < previous_end and stream.tell() == len(raw) and quote_left_open(raw[offset:]):
+            yield start, None, (f"a quote opened on line {start} is never closed, so lines {start}-{previous_end} "
+                                "(the rest of the file) read as one row")
+            return
         if not row or not any(cell.strip() for cell in row):
             if keep_blank:
                 yield start, None, "blank line"
@@ -155,7 +200,7 @@ def load_file(path: Path | str, *, source: str | None = None, source_column: str
         raise FileNotFoundError(f"no data file {path}")
     src = source or (path.parent.name if path.stem in {"train", "test", "validation", "val"} else path.stem)
     report = LoadReport()
-    for line, record, error in iter_records(path):
+    for line, record, error in iter_records(path, required=("text", "label")):
         if error is None:
             assert record is not None
             try:
@@ -260,7 +305,7 @@ def class_weights(labels: Sequence[str], power: float = 0.5) -> list[float]:
 def read_texts(path: Path | str) -> Iterator[tuple[int, str | None, str | None]]:
     """(line, text, error) per input row for ``predict``: JSONL ``text`` field or CSV ``text`` column."""
     path = Path(path)
-    for line, record, error in iter_records(path, keep_blank=True):
+    for line, record, error in iter_records(path, keep_blank=True, required=("text",)):
         if error is None:
             assert record is not None
             text = record.get("text")

@@ -1,6 +1,6 @@
-"""Classification metrics: accuracy with its 95% interval, macro-F1, per-class precision/recall/F1,
-confusion matrix, expected calibration error (ECE) and n, overall and per source. ``metrics`` and
-``by_source`` are pure; ``evaluate`` runs a scorer."""
+"""Classification metrics: accuracy with its 95% interval, macro-F1 (over the labels the data holds),
+per-class precision/recall/F1, confusion matrix, expected calibration error (ECE) and n, overall and per source.
+``metrics`` and ``by_source`` are pure; ``evaluate`` runs a scorer."""
 
 from __future__ import annotations
 
@@ -51,11 +51,15 @@ def metrics(y_true: Sequence[str], y_pred: Sequence[str], probs: Sequence[Sequen
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
     )
+    # Averaged over the labels the data holds (as retrain.drift's monitor does): a label with no row has F1 0 however
+    # well the model does, so a perfect model on a file of positives and negatives scored 0.67. Predicting an absent
+    # label still costs, as lost recall of the true one.
+    held = [k for k, label in enumerate(labels) if support[k]]
     result: dict[str, Any] = {
         "n": n,
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "accuracy_ci95": list(accuracy_interval(sum(t == p for t, p in zip(y_true, y_pred)), n)),
-        "macro_f1": float(sum(f1) / len(labels)),
+        "macro_f1": float(sum(f1[k] for k in held) / len(held)),
         "per_class": {
             label: {"precision": float(precision[k]), "recall": float(recall[k]), "f1": float(f1[k]),
                     "support": int(support[k])}
@@ -66,6 +70,8 @@ def metrics(y_true: Sequence[str], y_pred: Sequence[str], probs: Sequence[Sequen
             "rows_true_cols_pred": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         },
     }
+    if len(held) < len(labels):
+        result["macro_f1_labels"] = [labels[k] for k in held]
     if probs is not None:
         confidences = [max(p) for p in probs]
         result["ece"] = expected_calibration_error(confidences, [t == p for t, p in zip(y_true, y_pred)])

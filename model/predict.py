@@ -41,6 +41,18 @@ def predict_file(scorer: Any, input_path: Path, out: TextIO, *, chunk: int = 512
     return counts
 
 
+def output_problem(input_path: Path, output: Path) -> str | None:
+    """Why ``predict`` cannot write ``output``, or None; asked before the model loads. The input itself is refused:
+    opening it for writing empties it before a row is read, so the input is lost and the output is empty."""
+    if output.is_dir():
+        return f"the output {output} is a folder; give a file name"
+    if not output.parent.is_dir():
+        return f"no folder {output.parent} for the output {output.name}"
+    if output.exists() and output.samefile(input_path):
+        return f"the output {output} is the input file: writing it would erase the input before it is read"
+    return None
+
+
 def unencodable(text: str) -> str | None:
     """Why no tokenizer takes ``text``, or None. JSON's ``\\ud83d`` escapes can leave half of a
     UTF-16 pair (an emoji cut in two), which parses but has no UTF-8 form."""

@@ -194,8 +194,10 @@ def train(
         torch.set_num_threads(threads)
     base = _resolve(base_model, registry)
     examples, bad = _examples(data, extra_rows, on_bad_rows)
+    for row in bad:  # each, as eval and calibrate name them: a skipped file's rows are not all alike
+        log.warning("skipped %s", row)
     if bad:
-        log.warning("skipped %d bad row(s); first: %s", len(bad), bad[0])
+        log.warning("skipped %d bad row(s) in all", len(bad))
     if len(examples) < 2:
         raise ValueError(f"need at least 2 labelled rows to train, got {len(examples)}")
     train_set, val_set = datamod.split_and_repeat(examples, val_fraction, seed, repeat)

@@ -144,3 +144,32 @@ def test_a_source_column_names_each_rows_source(tmp_path):
     report = load_file(f, source="golden", source_column="source")
     assert [e.source for e in report.examples] == ["wire", "golden"]
     assert [e.source for e in load_file(f, source="golden").examples] == ["golden", "golden"]
+
+
+def test_a_csv_header_without_the_columns_is_one_problem_for_the_file_not_one_per_row(tmp_path):
+    from model.data import missing_columns
+
+    semicolons = _write(tmp_path / "semi.csv", b"text;label\nProfits rose;positive\nShares fell;negative\n")
+    renamed = _write(tmp_path / "renamed.csv", b"headline,label\nProfits rose,positive\nShares fell,negative\n")
+    report = load([semicolons, renamed])
+    assert report.examples == [] and [(b.file, b.line) for b in report.bad] == [(str(semicolons), 1), (str(renamed), 1)]
+    assert report.bad[0].reason == ("the header has no 'text' or 'label' column (it has: text;label), so no row is "
+                                    "read; is it semicolon-separated? Columns are split at commas")
+    assert report.bad[1].reason == "the header has no 'text' column (it has: headline, label), so no row is read"
+    assert [line for line, _, _ in read_texts(renamed)] == [1]
+    assert "no 'text' column" in missing_columns(renamed, ("text",))
+    assert missing_columns(_write(tmp_path / "ok.csv", b"\xef\xbb\xbfText,Label\r\n"), ("text", "label")) is None
+
+
+def test_a_quote_never_closed_is_named_not_read_as_one_text_with_the_rows_after_it(tmp_path):
+    labelled = _write(tmp_path / "d.csv", b'text,label\n"Record quarter" says CEO,positive\n"Unclosed,negative\n'
+                                          b'Shares fell,negative\nShares rose,positive\n')
+    report = load([labelled])
+    assert [e.text for e in report.examples] == ["Record quarter says CEO"]
+    assert [str(b) for b in report.bad] == [f"{labelled}:3: a quote opened on line 3 is never closed, so lines 3-5 "
+                                            "(the rest of the file) read as one row"]
+    texts = _write(tmp_path / "in.csv", b'text\nShares rose\n"Unclosed\r\nShares fell\r\nProfit up')
+    assert [(line, text, error is None) for line, text, error in read_texts(texts)] == [
+        (2, "Shares rose", True), (3, None, False)]
+    closed = _write(tmp_path / "ok.csv", b'text\nShares rose\n"closed\nat the end"\n')
+    assert [text for _, text, _ in read_texts(closed)] == ["Shares rose", "closed\nat the end"]

@@ -44,7 +44,7 @@ def test_by_source_judges_each_source_on_its_own():
     y_pred = ["positive", "negative", "positive", "neutral", "neutral"]
     figures = by_source(y_true, y_pred, ["fpb", "fpb", "tweets", "tweets", "tweets"])
     assert list(figures) == ["fpb", "tweets"]
-    assert figures["fpb"]["n"] == 2 and figures["fpb"]["accuracy"] == 1.0 and figures["fpb"]["macro_f1"] == pytest.approx(2 / 3)
+    assert figures["fpb"]["n"] == 2 and figures["fpb"]["accuracy"] == 1.0 and figures["fpb"]["macro_f1"] == 1.0
     assert figures["tweets"]["n"] == 3 and figures["tweets"]["accuracy"] == pytest.approx(1 / 3)
     low, high = figures["tweets"]["accuracy_ci95"]
     assert low < 1 / 3 < high
@@ -59,3 +59,13 @@ def test_summary_lines_say_the_overall_figures_then_each_source_in_a_line():
         "  fpb: n=384 accuracy=0.8438 macro_f1=0.8305",
     ]
     assert summary_lines({}) == ["validation: none (no validation split)"]
+
+
+def test_macro_f1_averages_the_labels_the_data_holds():
+    # A label with no row has F1 0 however the model does: a perfect model on positives and negatives scored 0.67.
+    m = metrics(["positive", "negative", "positive"], ["positive", "negative", "positive"])
+    assert m["macro_f1"] == 1.0 and m["macro_f1_labels"] == ["negative", "positive"]
+    assert m["per_class"]["neutral"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    # Calling a row neutral still costs: positive's recall falls to 1/2, its F1 to 2/3.
+    assert metrics(["positive", "positive"], ["positive", "neutral"])["macro_f1"] == pytest.approx(2 / 3)
+    assert "macro_f1_labels" not in metrics(["positive", "negative", "neutral"], ["neutral"] * 3)

@@ -67,3 +67,26 @@ def test_score_or_blame_keeps_order_and_blames_each_bad_text():
 def test_unencodable_says_where_the_lone_surrogate_is():
     assert unencodable("fine \U0001f680") is None  # a whole pair is one character
     assert unencodable("ab\udc80") == "text holds a lone UTF-16 surrogate '\\udc80' at character 3 (half of a pair)"
+
+
+def test_predict_refuses_to_write_over_its_input_before_loading_a_model(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from finsent.cli import app
+
+    monkeypatch.setenv("FINSENT_STATE_DIR", str(tmp_path / "state"))  # no model: the check must come first
+    monkeypatch.setenv("FINSENT_ELASTICSEARCH_URL", "http://127.0.0.1:1")
+    data = tmp_path / "in.csv"
+    data.write_text("text\nprofit rose\n", encoding="utf-8")
+    (tmp_path / "link.csv").symlink_to(data)
+    runner = CliRunner()
+    for output, said in ((data, "is the input file"), (tmp_path / "link.csv", "is the input file"),
+                         (tmp_path / "missing" / "out.jsonl", f"no folder {tmp_path / 'missing'}"),
+                         (tmp_path, "is a folder")):
+        result = runner.invoke(app, ["model", "predict", "--input", str(data), "--output", str(output)])
+        assert result.exit_code == 1 and said in result.stderr, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert data.read_text(encoding="utf-8") == "text\nprofit rose\n"
+    (renamed := tmp_path / "renamed.csv").write_text("headline\nprofit rose\n", encoding="utf-8")
+    result = runner.invoke(app, ["model", "predict", "--input", str(renamed), "--output", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 1 and "the header has no 'text' column (it has: headline)" in result.stderr
