@@ -194,7 +194,7 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
     s = ctx.settings
     fresh_train, fresh_held = split_holdout(fresh, s.retrain_holdout_fraction)
     rows = goldenmod.load_rows(goldenmod.data_paths(s))
-    golden = goldenmod.ensure_golden(s, rows)
+    golden = goldenmod.ensure_golden(s, rows, registry=ctx.registry)
     replay = goldenmod.replay_sample(rows, s.retrain_replay_rows, exclude=golden, seed=len(fresh))
     examples = [Example(r.text, r.label, "replay") for r in replay]
     earlier = ctx.earlier_labels(fresh)
