@@ -211,22 +211,33 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
                                            "earlier_labels": len(earlier), "replay_rows": len(replay)},
                    should_stop=should_stop)
     challenger = result.version
-    golden_rows = [(r.text, r.label) for r in golden]
-    held_rows = [(r.text, r.label) for r in fresh_held]
-    champion_golden, champion_fresh = _evaluate(ctx, champion, golden_rows), _evaluate(ctx, champion, held_rows)
-    challenger_golden, challenger_fresh = _evaluate(ctx, challenger, golden_rows), _evaluate(ctx, challenger, held_rows)
-    policy = PromotionPolicy(golden_tolerance=s.retrain_golden_tolerance, min_fresh_gain=s.retrain_min_fresh_gain,
-                             min_fresh_eval=s.retrain_min_fresh_eval, max_p=s.retrain_max_p)
-    decision = decide_promotion(champion_golden, challenger_golden, champion_fresh, challenger_fresh, policy)
-    if decision.promote and export_missing(s.model_quantize, ctx.registry.path(challenger)):
-        # Here, where torch is loaded already, not in a one-off process beside every worker
-        # (model.scorer_process). A model that cannot be exported is not promoted: the retrain fails.
-        onnx_file(ctx.registry.path(challenger))
+    # At once: the labels it saw (right should it be promoted by hand), and "undecided" until a decision replaces it
+    # (a process killed while it is judged leaves it so); a failure from here on names it and marks it "failed".
+    labels_seen = {"labels_until": seen.until.isoformat(), "labels_read_at": seen.read_at.isoformat()}
+    ctx.registry.update_metadata(challenger, **labels_seen, retrain={"decision": "undecided"})
+    try:
+        golden_rows = [(r.text, r.label) for r in golden]
+        held_rows = [(r.text, r.label) for r in fresh_held]
+        champion_golden, champion_fresh = _evaluate(ctx, champion, golden_rows), _evaluate(ctx, champion, held_rows)
+        challenger_golden = _evaluate(ctx, challenger, golden_rows)
+        challenger_fresh = _evaluate(ctx, challenger, held_rows)
+        policy = PromotionPolicy(golden_tolerance=s.retrain_golden_tolerance, min_fresh_gain=s.retrain_min_fresh_gain,
+                                 min_fresh_eval=s.retrain_min_fresh_eval, max_p=s.retrain_max_p)
+        decision = decide_promotion(champion_golden, challenger_golden, champion_fresh, challenger_fresh, policy)
+        if decision.promote and export_missing(s.model_quantize, ctx.registry.path(challenger)):
+            # Here, where torch is loaded already, not in a one-off process beside every worker
+            # (model.scorer_process). A model that cannot be exported is not promoted: the retrain fails.
+            onnx_file(ctx.registry.path(challenger))
+    except Exception as exc:
+        log.exception("retrain failed judging %s", challenger)
+        outcome = Outcome("failed", [f"{type(exc).__name__}: {exc}"], champion_version=champion,
+                          challenger_version=challenger)
+        ctx.registry.update_metadata(challenger, retrain={"decision": "failed", "reasons": outcome.reasons})
+        audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
+        return outcome
     figures = decision.figures | {"unresolved_labels": unresolved}
-    ctx.registry.update_metadata(challenger, labels_until=seen.until.isoformat(),
-                                 labels_read_at=seen.read_at.isoformat(),
-                                 retrain={"decision": "promoted" if decision.promote else "rejected",
-                                          "figures": figures, "reasons": list(decision.reasons)})
+    ctx.registry.update_metadata(challenger, retrain={"decision": "promoted" if decision.promote else "rejected",
+                                                      "figures": figures, "reasons": list(decision.reasons)})
     outcome = Outcome("promoted" if decision.promote else "rejected", list(decision.reasons),
                       champion_version=champion, challenger_version=challenger, figures=figures)
     if decision.promote:
