@@ -28,7 +28,7 @@ from retrain import golden as goldenmod
 from retrain.conflicts import ResolvedLabel, split_holdout
 from retrain.context import Context, flat_details, label_cutoff, meta_time
 from retrain.decision import LastAttempt, PromotionPolicy, Scores, decide_promotion, should_retrain
-from retrain.label_store import SEARCHABLE_WITHIN
+from retrain.label_store import SEARCHABLE_WITHIN, StoredLabel
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,8 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
     # Before the read, by as long as a stored label may take to be searchable: a label stored about
     # then counts as fresh once more next time, never as seen.
     read_at = ctx.clock() - SEARCHABLE_WITHIN
-    fresh, unresolved = ctx.fresh_labels(meta)
+    stored = ctx.all_labels()  # once: the fresh labels, and the earlier ones it trains on, from the same read
+    fresh, unresolved = ctx.fresh_labels(meta, stored)
     seen = LabelsSeen.of(fresh, label_cutoff(meta, read_at), read_at)
     go, why = should_retrain(trigger=trigger, drift_detected=drift_detected, fresh_labels=len(fresh),
                              newest_label=fresh[-1].labeled_at if fresh else None, min_labels=s.retrain_min_labels,
@@ -173,8 +174,8 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
             audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
         return outcome
     try:
-        return _train_and_decide(ctx, champion, fresh, len(unresolved), seen, trigger=trigger, started=started,
-                                 should_stop=should_stop)
+        return _train_and_decide(ctx, champion, fresh, stored, len(unresolved), seen, trigger=trigger,
+                                 started=started, should_stop=should_stop)
     except TrainingStopped as exc:  # the next drift check, or the next cron run, starts it again
         outcome = Outcome("stopped", [str(exc)], champion_version=champion)
         audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
@@ -186,8 +187,9 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
         return outcome
 
 
-def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], unresolved: int, seen: LabelsSeen, *,
-                      trigger: str, started: float, should_stop: Callable[[], bool] | None) -> Outcome:
+def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], stored: list[StoredLabel],
+                      unresolved: int, seen: LabelsSeen, *, trigger: str, started: float,
+                      should_stop: Callable[[], bool] | None) -> Outcome:
     from model.data import Example
     from model.training import train
 
@@ -197,7 +199,7 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
     golden = goldenmod.ensure_golden(s, rows, registry=ctx.registry)
     replay = goldenmod.replay_sample(rows, s.retrain_replay_rows, exclude=golden, seed=len(fresh))
     examples = [Example(r.text, r.label, "replay") for r in replay]
-    earlier = ctx.earlier_labels(fresh)
+    earlier = ctx.earlier_labels(fresh, stored)
     extra = ([Example(r.text, r.label, "fresh") for r in fresh_train]
              + [Example(r.text, r.label, "earlier") for r in earlier])
     # Each fresh label once: train repeats them after its validation split, in the training part only. The

@@ -124,10 +124,13 @@ def test_a_retrain_that_fails_judging_its_challenger_names_it_and_marks_it_faile
                            labeled_at=now - timedelta(minutes=60 - i), annotators=1, rule="single") for i in range(60)]
 
     class Failing(Context):
-        def fresh_labels(self, champion_meta):
+        def all_labels(self):
+            return []
+
+        def fresh_labels(self, champion_meta, stored=None):
             return fresh, []
 
-        def earlier_labels(self, fresh):
+        def earlier_labels(self, fresh, stored=None):
             return []
 
         def scorer(self, version):
