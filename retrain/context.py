@@ -17,7 +17,7 @@ from finsent.schemas import ControlMessage, LabelRecord, utc_now
 from finsent.settings import Settings
 from retrain.conflicts import ResolvedLabel, Unresolved, parse_annotators, resolve, with_related
 from retrain.label_intake import FUTURE_TOLERANCE
-from retrain.label_store import StoredLabel, fetch_labels, fetch_labels_of, is_fresh
+from retrain.label_store import StoredLabel, fetch_labels, fetch_labels_of
 from retrain.metrics import RetrainMetrics
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,14 @@ def meta_time(record: dict[str, Any], key: str) -> datetime | None:
     """A time a model's metadata or a retrain's audit record holds (ISO 8601), or None."""
     value = record.get(key)
     return datetime.fromisoformat(value) if value else None
+
+
+def is_fresh(label: StoredLabel, since: datetime | None, read_since: datetime | None) -> bool:
+    """Whether :func:`retrain.label_store.fetch_labels` with ``since`` and ``read_since`` would select this label."""
+    if since is None:
+        return True
+    return label.labeled_at > since or (read_since is not None and label.indexed_at is not None
+                                        and label.indexed_at > read_since)
 
 
 def label_cutoff(champion_meta: dict[str, Any] | None, now: datetime) -> datetime | None:

@@ -109,14 +109,6 @@ def fetch_labels(es: Any, settings: Settings, *, since: datetime | None = None,
     return out
 
 
-def is_fresh(label: StoredLabel, since: datetime | None, read_since: datetime | None) -> bool:
-    """Whether :func:`fetch_labels` with ``since`` and ``read_since`` would select this label (read already)."""
-    if since is None:
-        return True
-    return label.labeled_at > since or (read_since is not None and label.indexed_at is not None
-                                        and label.indexed_at > read_since)
-
-
 def fetch_labels_of(es: Any, settings: Settings, *, doc_ids: Iterable[str], texts: Iterable[str],
                     until: datetime) -> list[StoredLabel]:
     """Labels up to ``until`` with one of ``doc_ids``, or whose text may normalise to one of ``texts``.
