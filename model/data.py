@@ -249,6 +249,39 @@ def fingerprint(examples: Sequence[Example]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+# In a trained model's folder: the texts it held out for validation and never trained on, one
+# :func:`text_fingerprint` a line (retrain.golden draws the golden set from them). 17 bytes a row, not the texts.
+HELD_OUT_FILE = "held_out_texts.txt"
+
+
+def text_fingerprint(text: str) -> str:
+    """A short hash of one text: 64 bits, so two texts of a data set sharing one is a one-in-10^11 chance."""
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()[:16]
+
+
+def held_out_fingerprints(train: Sequence[Example], val: Sequence[Example]) -> list[str]:
+    """The fingerprints of the validation texts no training row has (a text in the data twice may fall on both
+    sides of the split), sorted."""
+    trained = {e.text for e in train}
+    return sorted({text_fingerprint(e.text) for e in val if e.text not in trained})
+
+
+def write_held_out(folder: Path, train: Sequence[Example], val: Sequence[Example]) -> int:
+    """Write :data:`HELD_OUT_FILE` into a model folder; returns how many texts it lists."""
+    prints = held_out_fingerprints(train, val)
+    (folder / HELD_OUT_FILE).write_text("".join(f"{p}\n" for p in prints), encoding="ascii")
+    return len(prints)
+
+
+def read_held_out(folder: Path) -> set[str] | None:
+    """The fingerprints a model folder's :data:`HELD_OUT_FILE` lists; None when it has none (a model trained
+    before they were recorded, or by another tool)."""
+    try:
+        return set((folder / HELD_OUT_FILE).read_text(encoding="ascii").split())
+    except FileNotFoundError:
+        return None
+
+
 # The trainer's split unless told otherwise (`finsent model train --val-fraction --seed`): the first model's, so
 # its validation rows can be found again (retrain.golden draws the golden set from them).
 SPLIT_FRACTION = 0.1

@@ -332,5 +332,7 @@ def train(
     with tempfile.TemporaryDirectory(prefix="finsent-train-") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        # Which rows it never trained on, exactly, whatever --seed or --val-fraction split them (retrain.golden).
+        metadata["training"]["held_out_texts"] = datamod.write_held_out(Path(tmp), train_set, val_set)
         version = registry.register(tmp, metadata)
     return TrainResult(version=version, metrics=validation, history=history)

@@ -138,13 +138,14 @@ def scheduler(
 @app.command()
 def golden(ctx: typer.Context) -> None:
     """Build the golden set from the training data if it does not exist yet; print where it is."""
+    from model.registry import Registry
     from retrain.golden import ensure_golden, golden_path
 
     settings = settings_of(ctx)
     path = golden_path(settings)
     existed = path.is_file()
     try:
-        rows = ensure_golden(settings)
+        rows = ensure_golden(settings, registry=Registry(settings.models_path))  # read only: no mirror
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     typer.echo(f"{'kept' if existed else 'built'} golden set {path}: {len(rows)} rows")

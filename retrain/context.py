@@ -17,7 +17,7 @@ from finsent.schemas import ControlMessage, LabelRecord, utc_now
 from finsent.settings import Settings
 from retrain.conflicts import ResolvedLabel, Unresolved, parse_annotators, resolve, with_related
 from retrain.label_intake import FUTURE_TOLERANCE
-from retrain.label_store import fetch_labels, fetch_labels_of
+from retrain.label_store import StoredLabel, fetch_labels, fetch_labels_of
 from retrain.metrics import RetrainMetrics
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,15 @@ class Context:
             return self._scorers[version]
 
     # --- labels --------------------------------------------------------------------------
-    def fresh_labels(self, champion_meta: dict[str, Any] | None) -> tuple[list[ResolvedLabel], list[Unresolved]]:
-        """Resolved labels of the documents labelled since the champion's training data.
+    def all_labels(self) -> list[StoredLabel]:
+        """Every stored label, oldest first: a retrain reads them once, for :meth:`fresh_labels` and
+        :meth:`earlier_labels` both."""
+        return fetch_labels(self.es, self.settings)
+
+    def fresh_labels(self, champion_meta: dict[str, Any] | None, stored: Sequence[StoredLabel] | None = None
+                     ) -> tuple[list[ResolvedLabel], list[Unresolved]]:
+        """Resolved labels of the documents labelled since the champion's training data: queried, or picked from
+        ``stored`` (:meth:`all_labels`) when given.
 
         A champion made by retraining records ``labels_until`` (the newest label it saw) and
         ``labels_read_at`` (when it read them): a label dated after the first, or stored after the
@@ -85,22 +92,35 @@ class Context:
             log.warning("the champion's labels_until %s is in the future (a label was dated ahead): labels after "
                         "%s count as fresh", champion_meta["labels_until"], cutoff.isoformat() if cutoff else None)
         read_since = meta_time(champion_meta or {}, "labels_read_at")
+        if stored is None:
+            records = fetch_labels(self.es, self.settings, since=cutoff, read_since=read_since)
+
+            def related(doc_ids: set[str], texts: set[str]) -> Iterable[LabelRecord]:
+                return fetch_labels_of(self.es, self.settings, doc_ids=doc_ids, texts=texts, until=cutoff)
+        else:
+            records = [label for label in stored if is_fresh(label, cutoff, read_since)]
+            older = [label for label in stored if cutoff is not None and label.labeled_at <= cutoff]
+
+            def related(doc_ids: set[str], texts: set[str]) -> Iterable[LabelRecord]:
+                return older  # a superset: with_related keeps the exact matches
         resolved, unresolved, future = resolve_fresh(
-            fetch_labels(self.es, self.settings, since=cutoff, read_since=read_since),
-            lambda doc_ids, texts: fetch_labels_of(self.es, self.settings, doc_ids=doc_ids, texts=texts, until=cutoff),
-            cutoff=cutoff, now=now, trusted=parse_annotators(self.settings.trusted_annotators))
+            records, related, cutoff=cutoff, now=now, trusted=parse_annotators(self.settings.trusted_annotators))
         if future:
             log.warning("left out %d label(s) dated in the future (the latest %s): they would hold back every "
                         "later label", len(future), max(r.labeled_at for r in future).isoformat())
         return resolved, unresolved
 
-    def earlier_labels(self, fresh: list[ResolvedLabel]) -> list[ResolvedLabel]:
+    def earlier_labels(self, fresh: list[ResolvedLabel], stored: Sequence[StoredLabel] | None = None
+                       ) -> list[ResolvedLabel]:
         """Resolved labels of the documents with no fresh label: those earlier retrains trained on, and those
         they held back to judge a challenger. Their judging is done, so the next challenger trains on them:
-        held back once, a human label would otherwise never reach a model."""
+        held back once, a human label would otherwise never reach a model. Of ``stored`` when given: the read
+        :meth:`fresh_labels` picked from, so a label stored meanwhile is not trained on here and then fresh (and
+        perhaps held back to judge this challenger's successor) next time."""
         now = self.clock()
-        resolved, _, _ = resolve_fresh(fetch_labels(self.es, self.settings), lambda doc_ids, texts: [],
-                                       cutoff=None, now=now, trusted=parse_annotators(self.settings.trusted_annotators))
+        resolved, _, _ = resolve_fresh(fetch_labels(self.es, self.settings) if stored is None else stored,
+                                       lambda doc_ids, texts: [], cutoff=None, now=now,
+                                       trusted=parse_annotators(self.settings.trusted_annotators))
         fresh_keys = {label.key for label in fresh}
         return [label for label in resolved if label.key not in fresh_keys]
 
@@ -117,6 +137,14 @@ def meta_time(record: dict[str, Any], key: str) -> datetime | None:
     """A time a model's metadata or a retrain's audit record holds (ISO 8601), or None."""
     value = record.get(key)
     return datetime.fromisoformat(value) if value else None
+
+
+def is_fresh(label: StoredLabel, since: datetime | None, read_since: datetime | None) -> bool:
+    """Whether :func:`retrain.label_store.fetch_labels` with ``since`` and ``read_since`` would select this label."""
+    if since is None:
+        return True
+    return label.labeled_at > since or (read_since is not None and label.indexed_at is not None
+                                        and label.indexed_at > read_since)
 
 
 def label_cutoff(champion_meta: dict[str, Any] | None, now: datetime) -> datetime | None:

@@ -2,8 +2,8 @@
 
 The golden set is built ONCE — a seeded sample stratified by source and label of the
 validation rows the first model held out of the files in ``FINSENT_RETRAIN_DATA``, else of
-the files it was trained on (:func:`golden_candidates`; never any held-out evaluation split)
-— and written to ``FINSENT_GOLDEN_SET`` (default
+the files it was trained on (:func:`golden_candidates`: the rows its folder records, else the
+trainer's default split; never any held-out evaluation split) — and written to ``FINSENT_GOLDEN_SET`` (default
 ``<state_dir>/retrain/golden.csv``, outside the repository). Every later retrain reads that
 file unchanged, so champion and challenger are always compared on the same rows. Its rows
 are kept out of the replay sample, so a challenger is never trained on what judges it.
@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from finsent.settings import Settings
 
@@ -96,13 +97,16 @@ def read_golden(path: Path) -> list[Row]:
     return [Row(e.text, e.label, e.source) for e in report.examples]
 
 
-def ensure_golden(settings: Settings, rows: Sequence[Row] | None = None, *, seed: int = 20240601) -> list[Row]:
-    """Read the golden set; build it first if the file does not exist yet (never rebuilt after)."""
+def ensure_golden(settings: Settings, rows: Sequence[Row] | None = None, *, registry: Any = None,
+                  seed: int = 20240601) -> list[Row]:
+    """Read the golden set; build it first if the file does not exist yet (never rebuilt after), from the rows
+    the first model of ``registry``'s champion held out (:func:`first_model_held_out`)."""
     path = golden_path(settings)
     if path.is_file():
         return read_golden(path)
     rows = rows if rows is not None else load_rows(data_paths(settings))
-    golden = stratified_sample(golden_candidates(rows), settings.golden_size, seed)
+    held_out = first_model_held_out(registry) if registry is not None else None
+    golden = stratified_sample(golden_candidates(rows, held_out), settings.golden_size, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
@@ -113,12 +117,50 @@ def ensure_golden(settings: Settings, rows: Sequence[Row] | None = None, *, seed
     return golden
 
 
-def golden_candidates(rows: Sequence[Row]) -> list[Row]:
-    """The rows the first model held out for validation (the trainer's default split of the same files): it never
-    trained on them, so the golden set judges what a challenger learnt, not what the champion remembers. Data too
-    small to split gives all its rows."""
-    from model.data import SPLIT_FRACTION, SPLIT_SEED, stratified_split
+def first_model_held_out(registry: Any) -> set[str] | None:
+    """The text fingerprints (:func:`model.data.text_fingerprint`) the first model recorded as held out for
+    validation: the champion's, or, when the champion was retrained, its parent's, back to the model trained from
+    files. None (logged) when there is no champion, that model was pruned, or it was trained before they were
+    recorded."""
+    from model.data import read_held_out
+    from model.registry import RegistryError
 
+    version, seen = registry.champion(), set()
+    while version and version not in seen:  # a parent chain that loops (metadata edited by hand) ends
+        seen.add(version)
+        try:
+            meta = registry.get(version)
+        except RegistryError:
+            log.warning("golden set: model %s is no longer in the registry: its held-out rows are unknown", version)
+            return None
+        if not meta.get("training", {}).get("retrain_trigger"):  # trained from files, not retrained
+            held = read_held_out(registry.path(version))
+            if held is None:
+                log.warning("golden set: the first model %s did not record its validation rows (trained before "
+                            "they were recorded)", version)
+            return held
+        version = meta.get("parent_version")
+    log.warning("golden set: no champion model in %s to find the first model's held-out rows by", registry.root)
+    return None
+
+
+def golden_candidates(rows: Sequence[Row], held_out: set[str] | None = None) -> list[Row]:
+    """The rows the first model held out for validation: it never trained on them, so the golden set judges what a
+    challenger learnt, not what the champion remembers. ``held_out``: the fingerprints it recorded (exact, whatever
+    its --seed and --val-fraction); without them, or when none is among ``rows`` (other files), the trainer's
+    default split of the same files, which a model trained with other split settings partly trained on. Data too
+    small to split gives all its rows."""
+    from model.data import SPLIT_FRACTION, SPLIT_SEED, stratified_split, text_fingerprint
+
+    if held_out is not None:
+        held = [row for row in rows if text_fingerprint(row.text) in held_out]
+        if held:
+            log.info("golden set: drawn from the %d rows the first model held out for validation", len(held))
+            return held
+        log.warning("golden set: none of the %d rows the first model held out is in the training data read now%s",
+                    len(held_out), "" if held_out else " (it held out none: --val-fraction 0)")
+    log.warning("golden set: drawn from the trainer's default split (--val-fraction %s --seed %s); a first model "
+                "trained with other split settings may have trained on some of its rows", SPLIT_FRACTION, SPLIT_SEED)
     held = stratified_split(list(rows), SPLIT_FRACTION, SPLIT_SEED)[1]
     return held or list(rows)
 

@@ -28,7 +28,7 @@ from retrain import golden as goldenmod
 from retrain.conflicts import ResolvedLabel, split_holdout
 from retrain.context import Context, flat_details, label_cutoff, meta_time
 from retrain.decision import LastAttempt, PromotionPolicy, Scores, decide_promotion, should_retrain
-from retrain.label_store import SEARCHABLE_WITHIN
+from retrain.label_store import SEARCHABLE_WITHIN, StoredLabel
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,8 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
     # Before the read, by as long as a stored label may take to be searchable: a label stored about
     # then counts as fresh once more next time, never as seen.
     read_at = ctx.clock() - SEARCHABLE_WITHIN
-    fresh, unresolved = ctx.fresh_labels(meta)
+    stored = ctx.all_labels()  # once: the fresh labels, and the earlier ones it trains on, from the same read
+    fresh, unresolved = ctx.fresh_labels(meta, stored)
     seen = LabelsSeen.of(fresh, label_cutoff(meta, read_at), read_at)
     go, why = should_retrain(trigger=trigger, drift_detected=drift_detected, fresh_labels=len(fresh),
                              newest_label=fresh[-1].labeled_at if fresh else None, min_labels=s.retrain_min_labels,
@@ -173,8 +174,8 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
             audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
         return outcome
     try:
-        return _train_and_decide(ctx, champion, fresh, len(unresolved), seen, trigger=trigger, started=started,
-                                 should_stop=should_stop)
+        return _train_and_decide(ctx, champion, fresh, stored, len(unresolved), seen, trigger=trigger,
+                                 started=started, should_stop=should_stop)
     except TrainingStopped as exc:  # the next drift check, or the next cron run, starts it again
         outcome = Outcome("stopped", [str(exc)], champion_version=champion)
         audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
@@ -186,18 +187,19 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
         return outcome
 
 
-def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], unresolved: int, seen: LabelsSeen, *,
-                      trigger: str, started: float, should_stop: Callable[[], bool] | None) -> Outcome:
+def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], stored: list[StoredLabel],
+                      unresolved: int, seen: LabelsSeen, *, trigger: str, started: float,
+                      should_stop: Callable[[], bool] | None) -> Outcome:
     from model.data import Example
     from model.training import train
 
     s = ctx.settings
     fresh_train, fresh_held = split_holdout(fresh, s.retrain_holdout_fraction)
     rows = goldenmod.load_rows(goldenmod.data_paths(s))
-    golden = goldenmod.ensure_golden(s, rows)
+    golden = goldenmod.ensure_golden(s, rows, registry=ctx.registry)
     replay = goldenmod.replay_sample(rows, s.retrain_replay_rows, exclude=golden, seed=len(fresh))
     examples = [Example(r.text, r.label, "replay") for r in replay]
-    earlier = ctx.earlier_labels(fresh)
+    earlier = ctx.earlier_labels(fresh, stored)
     extra = ([Example(r.text, r.label, "fresh") for r in fresh_train]
              + [Example(r.text, r.label, "earlier") for r in earlier])
     # Each fresh label once: train repeats them after its validation split, in the training part only. The
@@ -211,22 +213,33 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], u
                                            "earlier_labels": len(earlier), "replay_rows": len(replay)},
                    should_stop=should_stop)
     challenger = result.version
-    golden_rows = [(r.text, r.label) for r in golden]
-    held_rows = [(r.text, r.label) for r in fresh_held]
-    champion_golden, champion_fresh = _evaluate(ctx, champion, golden_rows), _evaluate(ctx, champion, held_rows)
-    challenger_golden, challenger_fresh = _evaluate(ctx, challenger, golden_rows), _evaluate(ctx, challenger, held_rows)
-    policy = PromotionPolicy(golden_tolerance=s.retrain_golden_tolerance, min_fresh_gain=s.retrain_min_fresh_gain,
-                             min_fresh_eval=s.retrain_min_fresh_eval, max_p=s.retrain_max_p)
-    decision = decide_promotion(champion_golden, challenger_golden, champion_fresh, challenger_fresh, policy)
-    if decision.promote and export_missing(s.model_quantize, ctx.registry.path(challenger)):
-        # Here, where torch is loaded already, not in a one-off process beside every worker
-        # (model.scorer_process). A model that cannot be exported is not promoted: the retrain fails.
-        onnx_file(ctx.registry.path(challenger))
+    # At once: the labels it saw (right should it be promoted by hand), and "undecided" until a decision replaces it
+    # (a process killed while it is judged leaves it so); a failure from here on names it and marks it "failed".
+    labels_seen = {"labels_until": seen.until.isoformat(), "labels_read_at": seen.read_at.isoformat()}
+    ctx.registry.update_metadata(challenger, **labels_seen, retrain={"decision": "undecided"})
+    try:
+        golden_rows = [(r.text, r.label) for r in golden]
+        held_rows = [(r.text, r.label) for r in fresh_held]
+        champion_golden, champion_fresh = _evaluate(ctx, champion, golden_rows), _evaluate(ctx, champion, held_rows)
+        challenger_golden = _evaluate(ctx, challenger, golden_rows)
+        challenger_fresh = _evaluate(ctx, challenger, held_rows)
+        policy = PromotionPolicy(golden_tolerance=s.retrain_golden_tolerance, min_fresh_gain=s.retrain_min_fresh_gain,
+                                 min_fresh_eval=s.retrain_min_fresh_eval, max_p=s.retrain_max_p)
+        decision = decide_promotion(champion_golden, challenger_golden, champion_fresh, challenger_fresh, policy)
+        if decision.promote and export_missing(s.model_quantize, ctx.registry.path(challenger)):
+            # Here, where torch is loaded already, not in a one-off process beside every worker
+            # (model.scorer_process). A model that cannot be exported is not promoted: the retrain fails.
+            onnx_file(ctx.registry.path(challenger))
+    except Exception as exc:
+        log.exception("retrain failed judging %s", challenger)
+        outcome = Outcome("failed", [f"{type(exc).__name__}: {exc}"], champion_version=champion,
+                          challenger_version=challenger)
+        ctx.registry.update_metadata(challenger, retrain={"decision": "failed", "reasons": outcome.reasons})
+        audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
+        return outcome
     figures = decision.figures | {"unresolved_labels": unresolved}
-    ctx.registry.update_metadata(challenger, labels_until=seen.until.isoformat(),
-                                 labels_read_at=seen.read_at.isoformat(),
-                                 retrain={"decision": "promoted" if decision.promote else "rejected",
-                                          "figures": figures, "reasons": list(decision.reasons)})
+    ctx.registry.update_metadata(challenger, retrain={"decision": "promoted" if decision.promote else "rejected",
+                                                      "figures": figures, "reasons": list(decision.reasons)})
     outcome = Outcome("promoted" if decision.promote else "rejected", list(decision.reasons),
                       champion_version=champion, challenger_version=challenger, figures=figures)
     if decision.promote:

@@ -10,9 +10,12 @@ Jobs (in ``<state_dir>/retrain/scheduler.sqlite``):
 - ``index-retention`` — hourly, while a retention setting is on: old scored documents and window
   aggregates leave Elasticsearch (:mod:`finsent.index_retention`).
 
-All jobs: ``max_instances=1``, ``coalesce=True`` (missed runs collapse into one),
-``misfire_grace_time=FINSENT_RETRAIN_MISFIRE_GRACE_S``. On start, a stored job whose trigger is
-unchanged is kept as stored (its next run time included); a changed one is replaced.
+All jobs: ``max_instances=1``, ``coalesce=True`` (missed runs collapse into one). A drift check or
+a retention run missed by more than ``FINSENT_RETRAIN_MISFIRE_GRACE_S`` is skipped (the next one is
+near); a retrain runs however late (:data:`RUN_HOWEVER_LATE`): the weekly fallback missed while
+the scheduler was down or the machine slept would otherwise wait a week. On start, a stored job
+whose trigger is unchanged is kept as stored (its next run time included, its grace brought up to
+date); a changed one is replaced.
 Jobs are stored by reference with one string argument (the topic prefix), never with
 settings or secrets; the running process maps that key to its live context.
 """
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 CHECK_JOB, CRON_JOB, DRIFT_RETRAIN_JOB = "drift-check", "retrain-cron", "retrain-on-drift"
 RETENTION_JOB = "index-retention"
 OPTIONAL_JOBS = (CRON_JOB, RETENTION_JOB)  # removed from the store when their setting turns them off
+RUN_HOWEVER_LATE = (CRON_JOB, DRIFT_RETRAIN_JOB)  # misfire_grace_time None: late, coalesced into one run
 _RUNNING: dict[str, RetrainScheduler] = {}
 _RUNNING_LOCK = threading.Lock()
 
@@ -48,7 +52,8 @@ def check_job(key: str) -> None:
         owner.checks += 1
         if report.drift_detected and not owner.stopping:
             owner.scheduler.add_job(f"{__name__}:retrain_job", trigger="date", id=DRIFT_RETRAIN_JOB,
-                                    args=[key, "drift"], replace_existing=True, name="retrain after drift")
+                                    args=[key, "drift"], replace_existing=True, name="retrain after drift",
+                                    misfire_grace_time=None)
 
 
 def retrain_job(key: str, trigger: str) -> None:
@@ -131,6 +136,20 @@ def cron_trigger(expression: str) -> Any:
                        day_of_week=crontab_days_of_week(day_of_week), timezone=UTC)
 
 
+def _background_scheduler(**options: Any) -> Any:
+    """APScheduler's ``BackgroundScheduler``, less the pass over due jobs its thread makes once shut down: with the
+    executors gone, each due run fails to start ("cannot schedule new futures after shutdown") and is moved to its
+    next time, so a weekly retrain missed while the machine slept, or stored while ``start`` failed, was lost."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.schedulers.base import STATE_STOPPED
+
+    class Scheduler(BackgroundScheduler):
+        def _process_jobs(self) -> float | None:
+            return None if self.state == STATE_STOPPED else super()._process_jobs()
+
+    return Scheduler(**options)
+
+
 def _owner(key: str) -> RetrainScheduler:
     with _RUNNING_LOCK:
         owner = _RUNNING.get(key)
@@ -167,7 +186,6 @@ class RetrainScheduler:
 
     def start(self) -> RetrainScheduler:
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-        from apscheduler.schedulers.background import BackgroundScheduler
 
         with _RUNNING_LOCK:
             if self.key in _RUNNING:
@@ -176,7 +194,7 @@ class RetrainScheduler:
         try:
             self.ctx = self.context_factory(self.settings)
             self.store_path.parent.mkdir(parents=True, exist_ok=True)
-            self.scheduler = BackgroundScheduler(
+            self.scheduler = _background_scheduler(
                 jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{self.store_path}")},
                 job_defaults={"coalesce": True, "max_instances": 1,
                               "misfire_grace_time": self.settings.retrain_misfire_grace_s},
@@ -212,9 +230,14 @@ class RetrainScheduler:
         written = []
         for job_id, (func, trigger, args, name) in desired.items():
             stored = self.scheduler.get_job(job_id)
+            grace = None if job_id in RUN_HOWEVER_LATE else self.settings.retrain_misfire_grace_s
             if stored is not None and str(stored.trigger) == str(trigger) and list(stored.args) == args:
+                if stored.misfire_grace_time != grace:  # modified, not replaced: a run missed meanwhile still runs
+                    self.scheduler.modify_job(job_id, misfire_grace_time=grace)
+                    written.append(job_id)
                 continue
-            self.scheduler.add_job(func, trigger=trigger, id=job_id, args=args, name=name, replace_existing=True)
+            self.scheduler.add_job(func, trigger=trigger, id=job_id, args=args, name=name, replace_existing=True,
+                                   misfire_grace_time=grace)
             written.append(job_id)
         for job_id in OPTIONAL_JOBS:
             if job_id not in desired and self.scheduler.get_job(job_id) is not None:

@@ -93,3 +93,66 @@ def test_the_gate_scores_models_as_the_workers_do(tmp_path, monkeypatch):
     assert context.scorer("v1") == context.scorer("v1") == "v1"
     ((ref, kwargs),) = loads
     assert ref == "v1" and (kwargs["quantize"], kwargs["max_length"], kwargs["batch_size"]) == ("int8", 200, 7)
+
+
+class _AuditIndex:
+    def __init__(self) -> None:
+        self.docs: list[dict] = []
+
+    def options(self, **kwargs):
+        return self
+
+    def search(self, **kwargs):
+        return {"hits": {"hits": []}}
+
+    def index(self, index, document, **kwargs):
+        self.docs.append(document)
+
+
+def test_a_retrain_that_fails_judging_its_challenger_names_it_and_marks_it_failed(tmp_path, monkeypatch) -> None:
+    # The challenger stays in the registry: unnamed, and without the labels it saw, a promotion by hand made every
+    # label fresh again to it (labels it trained on held back to judge the next challenger).
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from retrain import golden as goldenmod
+    from retrain.conflicts import ResolvedLabel
+    from retrain.retraining import run_retrain
+
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    fresh = [ResolvedLabel(key=f"k{i}", doc_id=f"d{i}", text=f"text {i}", label="neutral",
+                           labeled_at=now - timedelta(minutes=60 - i), annotators=1, rule="single") for i in range(60)]
+
+    class Failing(Context):
+        def all_labels(self):
+            return []
+
+        def fresh_labels(self, champion_meta, stored=None):
+            return fresh, []
+
+        def earlier_labels(self, fresh, stored=None):
+            return []
+
+        def scorer(self, version):
+            raise RuntimeError("CUDA out of memory")
+
+    settings = Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models")
+    es = _AuditIndex()
+    ctx = Failing(settings=settings, es=es, registry=Registry(settings.models_path), producer=None,
+                  metrics=RetrainMetrics(), clock=lambda: now)
+    champion = _version(ctx.registry, tmp_path, "champion")
+    ctx.registry.promote(champion)
+    rows = [goldenmod.Row(f"row {i}", "neutral") for i in range(10)]
+    monkeypatch.setattr(goldenmod, "data_paths", lambda s: [])
+    monkeypatch.setattr(goldenmod, "load_rows", lambda paths: rows)
+    monkeypatch.setattr(goldenmod, "ensure_golden", lambda s, r, **kw: rows)
+    monkeypatch.setattr("model.training.train", lambda *a, registry, **kw: SimpleNamespace(
+        version=_version(registry, tmp_path, "challenger")))
+    outcome = run_retrain(ctx, trigger="manual")
+    challenger = outcome.challenger_version
+    assert outcome.decision == "failed" and challenger and challenger != champion
+    assert es.docs[-1]["challenger_version"] == challenger and es.docs[-1]["decision"] == "failed"
+    meta = ctx.registry.get(challenger)
+    assert meta["retrain"] == {"decision": "failed", "reasons": ["RuntimeError: CUDA out of memory"]}
+    assert meta["labels_until"] == fresh[-1].labeled_at.isoformat() and meta["labels_read_at"]
+    assert ctx.registry.champion() == champion
