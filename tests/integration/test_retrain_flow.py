@@ -13,8 +13,11 @@ from elasticsearch import helpers
 
 from finsent import clients
 from finsent.schemas import LabelRecord, utc_now
+from model.data import load_file, text_fingerprint
+from model.registry import Registry
 from retrain.context import Context
 from retrain.drift_check import run_check
+from retrain.golden import first_model_held_out
 from retrain.label_store import index_labels
 from retrain.retraining import run_retrain
 from retrain.scheduler import CHECK_JOB, RetrainScheduler
@@ -318,7 +321,12 @@ def test_cli_check_golden_and_gated_run(rsettings) -> None:
     assert "need 100" in report["monitors"][0]["details"]["reason"]
 
     built = runner.invoke(app, ["retrain", "golden"], env=env)
-    assert built.exit_code == 0 and "built golden set" in built.output and "30 rows" in built.output
+    assert built.exit_code == 0 and "built golden set" in built.output, built.output
+    # Only rows the first model held out (its recorded fingerprints), at most FINSENT_GOLDEN_SIZE of them.
+    held_out = first_model_held_out(Registry(s.model_dir))
+    golden_rows = load_file(s.state_dir / "retrain" / "golden.csv").examples
+    assert 0 < len(golden_rows) <= 30 and f"{len(golden_rows)} rows" in built.output
+    assert {text_fingerprint(row.text) for row in golden_rows} <= held_out
     golden = (s.state_dir / "retrain" / "golden.csv").read_bytes()
     kept = runner.invoke(app, ["retrain", "golden"], env=env | {"FINSENT_GOLDEN_SIZE": "50"})
     assert "kept golden set" in kept.output
