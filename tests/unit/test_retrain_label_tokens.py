@@ -13,9 +13,10 @@ from pydantic import SecretStr
 from dashboards.review_mount import mount_review
 from finsent.schemas import LabelRecord
 from finsent.settings import load_settings
-from retrain import labels_http, review
+from retrain import review
 from retrain.label_tokens import Caller, LabelAuth, LabelTokensError, parse_tokens, read_tokens
 from retrain.labels_http import create_app
+from tests.unit.label_api_fakes import use_fake_publisher
 
 LEAD, BOB = "lead-token-0123456789", "bob-token-0123456789"
 
@@ -63,25 +64,9 @@ def test_a_token_labels_only_as_its_annotator_and_the_shared_one_never_as_a_name
         LabelAuth.from_settings(settings(tmp_path, label_token=SecretStr(BOB)))
 
 
-class Publisher:
-    def __init__(self) -> None:
-        self.published: list = []
-
-    def publish(self, records) -> list[str]:
-        self.published += records
-        return [f"id-{n}" for n in range(len(records))]
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture
 def publisher(monkeypatch):
-    from finsent import clients
-
-    fake = Publisher()
-    monkeypatch.setattr(labels_http.LabelPublisher, "start", lambda self: fake)
-    monkeypatch.setattr(clients, "elasticsearch", lambda settings: type("ES", (), {"close": lambda self: None})())
+    fake = use_fake_publisher(monkeypatch)
     monkeypatch.setattr(review, "review_queue", lambda es, settings, limit: [])
     return fake
 

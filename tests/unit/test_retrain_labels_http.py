@@ -12,29 +12,14 @@ from pydantic import SecretStr
 from finsent.settings import load_settings
 from retrain import labels_http
 from retrain.labels_http import MAX_SHOWN, create_app
+from tests.unit.label_api_fakes import use_fake_publisher
 
 AUTH = {"Authorization": "Bearer tok"}
 
 
-class Publisher:
-    def __init__(self) -> None:
-        self.published: list = []
-
-    def publish(self, records) -> list[str]:
-        self.published += records
-        return [f"id-{n}" for n in range(len(records))]
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture
 def publisher(monkeypatch):
-    from finsent import clients
-
-    fake = Publisher()
-    monkeypatch.setattr(labels_http.LabelPublisher, "start", lambda self: fake)
-    monkeypatch.setattr(clients, "elasticsearch", lambda settings: type("ES", (), {"close": lambda self: None})())
+    fake = use_fake_publisher(monkeypatch)
     return fake
 
 
