@@ -21,10 +21,13 @@ Precision first: a wrong ticker puts a document on the wrong dashboard. So
   or after another capitalised word ("Harrison Ford") needs one of the signals above.
 - a bank whose analysts rate stocks (:data:`BROKERS`) is not tagged when its only role in the text is the actor of
   an analyst action on another company found in the same sentence: "Goldman Sachs upgrades Tesla", "JPMorgan
-  raises its price target on Nvidia", "Tesla upgraded at Goldman", "Goldman Sachs analyst says Nvidia…" tag the
-  company acted on only, as their sentiment is about it. The bank stays when the text is about it ("Goldman Sachs
-  beats estimates", "Goldman upgrades its own outlook": no company acted on), when it appears again in another
-  role, and when the company acted on is not in the dictionary (nothing else would carry the story).
+  raises its price target on Nvidia", "Tesla upgraded at Goldman", "Goldman Sachs analyst says Nvidia…", "Goldman
+  and Morgan Stanley upgrade Apple", "Tesla gets Goldman upgrade", "Goldman Sachs says Tesla is a buy", "Morgan
+  Stanley's Tesla price target", "Tesla: Goldman initiates at buy" tag the company acted on only, as their sentiment
+  is about it. The bank stays when the text is about it ("Goldman Sachs beats estimates", "Goldman upgrades its own
+  outlook", "Goldman Sachs says it will cut jobs": no company acted on), when it is listed with the company
+  ("Goldman Sachs and Apple shares fall"), when it appears again in another role, and when the company acted on is
+  not in the dictionary (nothing else would carry the story).
 
 Dictionary file (CSV): ``ticker,name,exchange,aliases[,exclude]``, aliases and excluded phrases
 separated by ``|``.
@@ -101,8 +104,10 @@ BROKERS = frozenset({"GS", "MS", "JPM", "BAC", "C", "WFC"})
 # After the bank's name: its analysts ("Goldman Sachs analyst says…"), a rating action ("upgrades", "initiated"),
 # or a change of target ("raises its price target on", "cuts … target"), the word target checked in the sentence.
 # "Goldman Sachs upgraded by JPMorgan" is the other way round: Goldman is the company acted on.
+_RATING = (r"(?:strong\s+)?(?:buy|sell|hold|neutral|overweight|underweight|outperform|underperform|equal[- ]weight|"
+           r"(?:market|sector)\s+perform)(?![\w-])")
 _DESK = r"(?i:^(?:['’]s)?(?:\s+(?:securities|research))?\s+"
-_ACTIVE = r"\b(?!\s+(?:by|at|from)\b))"
+_ACTIVE = r"\b(?!\s+(?:by|from)\b|\s+at\s+(?!(?:an?\s+)?" + _RATING + r")))"  # "initiates at buy" is active
 _ANALYSTS = re.compile(_DESK + r"(?:analysts?|strategists?)\b)")
 _RATING_ACTION = re.compile(_DESK + r"(?:(?:up|down)grade|initiate|reiterate|resume|reinstate|rate)[sd]?" + _ACTIVE)
 _TARGET_ACTION = re.compile(_DESK + r"(?:raise[sd]|lift(?:s|ed)|boost(?:s|ed)|hike[sd]|lower(?:s|ed)|trim(?:s|med)|"
@@ -111,6 +116,13 @@ _TARGET_ACTION = re.compile(_DESK + r"(?:raise[sd]|lift(?:s|ed)|boost(?:s|ed)|hi
 _BY_BROKER = re.compile(r"(?i:\b(?:(?:up|down)grade[sd]?|initiated|reiterated|resumed|rated|"
                         r"target\s+(?:raised|lifted|boosted|hiked|lowered|trimmed|slashed|reduced|cut))\b.*"
                         r"\b(?:at|by|from)\s+$)")
+# The bank's call on a company named next to it: "Tesla gets Goldman upgrade", "Morgan Stanley's Tesla price target".
+_CALL = re.compile(r"(?i:(?:['’]s)?\s+(?:price\s+target|(?:up|down)grade|initiation)\b)")
+# The bank's view of the company after it: "Goldman Sachs says Tesla is a buy", "Goldman Sachs: Tesla is a buy".
+_SAYS = re.compile(r"(?i:\s*:\s+|\s+says?\s+)")
+_RATED = re.compile(r"(?i:\b(?:is|remains|as|at|rated|a)\s+(?:an?\s+)?" + _RATING + r"|\btop\s+pick\b)")
+# The company a headline is about, before the bank's action: "Tesla: Goldman initiates at buy".
+_HEADLINE_SUBJECT = re.compile(r"\s*:\s+|\s+[-–—|]\s+")
 _SENTENCE_BREAK = re.compile(r"[.!?;](?=\s|$)|\n")
 
 # Symbols that are also words or acronyms: they need a cashtag or a listing-shaped exchange prefix.
@@ -302,14 +314,32 @@ def _acts_as_analyst(text: str, hit: _Hit, hits: list[_Hit]) -> bool:
     start, end, ticker = hit
     begin = max((m.end() for m in _SENTENCE_BREAK.finditer(text, 0, start)), default=0)
     stop = m.start() if (m := _SENTENCE_BREAK.search(text, end)) else len(text)
-    others = [(s, e) for s, e, t in hits if t != ticker and begin <= s and e <= stop]
+    end = _end_of_broker_list(text, end, hits)
+    others = [(s, e) for s, e, t in hits if t != ticker and begin <= s and e <= stop and not start <= s < end]
+    before = [e for _, e in others if e <= start]
     after = text[end:stop]
     if _ANALYSTS.match(after):
         return bool(others)
-    if any(s >= end for s, _ in others) and (
-            _RATING_ACTION.match(after) or (_TARGET_ACTION.match(after) and "target" in after.lower())):
+    if (_RATING_ACTION.match(after) or (_TARGET_ACTION.match(after) and "target" in after.lower())) and (
+            any(s >= end for s, _ in others) or any(_HEADLINE_SUBJECT.fullmatch(text[e:start]) for e in before)):
         return True
-    return any(_BY_BROKER.search(text[e:start]) for _, e in others if e <= start)
+    # "Tesla gets Goldman upgrade", but not "Apple and Goldman Sachs downgrade…", where both may be rated.
+    if _CALL.match(after) and any(not _LIST_SEP.fullmatch(text[e:start]) for e in before):
+        return True
+    for s, e in others:
+        if s >= end and (re.fullmatch(r"['’]s\s+", text[end:s]) and _CALL.match(text, e)
+                         or _SAYS.fullmatch(text[end:s]) and _RATED.search(text, e, stop)):
+            return True
+    return any(_BY_BROKER.search(text[e:start]) for e in before)
+
+
+def _end_of_broker_list(text: str, end: int, hits: list[_Hit]) -> int:
+    """Where a list of banks that starts with this one ends: they act together in "Goldman and Morgan Stanley
+    upgrade Apple". A list with another company in it ("Goldman Sachs and Apple shares fall") ends before it."""
+    for s, e, t in sorted(hits):
+        if s >= end and t in BROKERS and _LIST_SEP.fullmatch(text[end:s]):
+            end = e
+    return end
 
 
 def _listed_with(text: str, hit: _Hit, others: list[_Hit]) -> bool:

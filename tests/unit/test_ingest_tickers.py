@@ -166,6 +166,21 @@ def test_a_broker_acting_as_analyst_on_another_company_is_not_tagged(extractor: 
     assert extractor.extract(text) == expected
 
 
+@pytest.mark.parametrize("acting,acted_on,bystander,tagged", [
+    # Each phrasing of an analyst's call, beside a near-identical text where the bank is the news or a party to it.
+    ("Goldman Sachs and Morgan Stanley upgrade Apple", ["AAPL"], "Goldman Sachs and Apple shares fall", ["GS", "AAPL"]),
+    ("Tesla gets Goldman upgrade", ["TSLA"], "Tesla and Goldman Sachs upgrade their partnership", ["TSLA", "GS"]),
+    ("Goldman Sachs says Tesla is a buy", ["TSLA"], "Goldman Sachs says it will cut jobs", ["GS"]),
+    ("Goldman Sachs: Tesla is a buy", ["TSLA"], "Goldman Sachs: Apple card talks end", ["GS", "AAPL"]),
+    ("Morgan Stanley's Tesla price target", ["TSLA"], "Morgan Stanley's profit beats", ["MS"]),
+    ("Tesla: Goldman initiates at buy", ["TSLA"], "Tesla: Goldman Sachs cuts 500 jobs", ["TSLA", "GS"]),
+])
+def test_more_phrasings_of_a_broker_acting_as_analyst(extractor: TickerExtractor, acting: str, acted_on: list[str],
+                                                     bystander: str, tagged: list[str]) -> None:
+    assert extractor.extract(acting) == acted_on
+    assert extractor.extract(bystander) == tagged
+
+
 @pytest.mark.parametrize("raw,expected", [
     ("$brk-b", "BRK.B"), ("BRK/B", "BRK.B"), ("aapl", "AAPL"), ("$5", None), ("", None), ("TOOLONGTICKER1", None),
 ])
