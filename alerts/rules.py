@@ -44,6 +44,7 @@ from finsent.durations import format_duration, parse_duration
 from finsent.tagged_unions import union_tags
 from finsent.window_sizes import parse_window, parse_windows
 from finsent.yaml_errors import yaml_problem
+from finsent.yaml_loading import load_yaml
 from ingest.tickers import normalise_ticker
 from retrain.drift import InputDrift, PerformanceDrift, PredictionDrift, confidence_monitor
 
@@ -56,25 +57,6 @@ DRIFT_MONITORS = tuple(sorted(m.name for m in (PredictionDrift, confidence_monit
 
 class RulesError(ValueError):
     """The rules file is missing, not YAML, or has invalid rules; the message says where."""
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML keeps the last of two equal keys in a mapping: a second ``rules:`` further down a file would drop
-    every rule above it, a second ``ops:`` webhook the first, and the check would still say ``rules ok``. This
-    loader refuses them, with both lines. Keys a merge (``<<: *defaults``) brings in may be overridden."""
-
-    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
-        node = super().compose_mapping_node(anchor)
-        first: dict[tuple[str, str], yaml.Node] = {}
-        for key, _ in node.value:
-            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
-                continue
-            if (key.tag, key.value) in first:
-                raise yaml.constructor.ConstructorError(
-                    f"key {key.value!r} first given", first[key.tag, key.value].start_mark,
-                    "given again in the same mapping (the second would silently replace the first)", key.start_mark)
-            first[key.tag, key.value] = key
-        return node
 
 
 def _shown(url: str) -> str:
@@ -424,7 +406,7 @@ def load_rules(path: Path | str, *, windows: str | None = None, environ: Mapping
     except OSError as exc:
         raise RulesError(f"{path}: cannot read the rules file: {exc.strerror or exc}") from None
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        raw = load_yaml(text)  # a second `rules:` or webhook is refused, not silently kept over the first
     except yaml.YAMLError as exc:
         raise RulesError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None  # the text may hold a token
     try:

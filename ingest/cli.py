@@ -19,6 +19,7 @@ from finsent.settings import Settings
 app = typer.Typer(no_args_is_help=True, help="Pull or receive documents into Kafka.")
 
 Once = Annotated[bool, typer.Option("--once", help="Poll each source once, then exit.")]
+# min: ingest.config.MIN_INTERVAL, which sources.yml keeps to (not imported: it would load pydantic for --help)
 Interval = Annotated[float | None, typer.Option("--interval", min=0.1, help="Seconds between polls.")]
 MetricsPort = Annotated[int | None, typer.Option("--metrics-port", min=0, max=65535,
                                                  help="Port of /metrics (default FINSENT_INGEST_METRICS_PORT; 0: off).")]
@@ -202,7 +203,7 @@ def file_(ctx: typer.Context, path: Annotated[Path, typer.Argument(exists=True, 
           no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Produce every line, even repeats "
                                                                     "(benchmarks)")] = False) -> None:
     """Replay a JSONL or CSV file into Kafka; exits at the end of the file and prints the counts."""
-    from ingest.replay import replay
+    from ingest.replay import file_problem, replay
     from ingest.runner import install_stop_handlers
 
     settings = settings_of(ctx)
@@ -210,6 +211,12 @@ def file_(ctx: typer.Context, path: Annotated[Path, typer.Argument(exists=True, 
         fail("give --rate or --speed, not both")
     if fmt not in (None, "jsonl", "csv"):
         fail(f"--format must be jsonl or csv, not {fmt!r}")
+    try:  # before Kafka, which takes half a minute to be found down
+        problem = file_problem(path, fmt)
+    except OSError as exc:
+        problem = f"cannot read it: {exc.strerror or exc}"
+    if problem:
+        fail(f"{path}: {problem}")
     pipeline = _start(settings, dedup=not no_dedup)
 
     async def main():

@@ -32,6 +32,7 @@ from alerts.env_refs import UnsetVariable, expand
 from finsent.settings import Settings
 from finsent.tagged_unions import union_tags
 from finsent.yaml_errors import yaml_problem
+from finsent.yaml_loading import load_yaml
 from ingest.sources.api import ApiSource, FieldMap
 from ingest.sources.base import Source
 from ingest.sources.http import HttpFetcher, url_problem
@@ -46,7 +47,10 @@ def _fetchable(url: str) -> str:
     return url
 
 
-Interval = Annotated[float, Field(gt=0)]
+MIN_INTERVAL = 0.1  # seconds, as `finsent ingest … --interval`
+# A number of seconds (strict: YAML's `true` is no 1), finite (`.inf` would poll once, ever) and no shorter than
+# the command line allows: `0.001` would poll a feed a thousand times a second.
+Interval = Annotated[float, Field(strict=True, ge=MIN_INTERVAL, allow_inf_nan=False)]
 HttpUrl = Annotated[str, AfterValidator(_fetchable)]
 # What Reddit and StockTwits allow; the name goes into a URL path, so nothing else gets through.
 Subreddit = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,21}$")]
@@ -118,7 +122,7 @@ def _load_yaml(path: Path, environ: Mapping[str, str] | None = None) -> object:
     """The parsed file, its values' ``${NAME}`` references read from ``environ`` (default: this process's
     environment) after parsing, so a value cannot change the file's structure; no error quotes the file."""
     try:
-        raw = yaml.safe_load(path.read_text("utf-8"))
+        raw = load_yaml(path.read_text("utf-8"))  # a second `sources:` or field is refused, not kept
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot read the file: {getattr(exc, 'strerror', None) or exc}") from None
     except yaml.YAMLError as exc:

@@ -13,6 +13,7 @@ import asyncio
 import codecs
 import contextlib
 import csv
+import stat
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -65,11 +66,38 @@ def _read_jsonl(path: Path, source: str) -> Iterator[SourceItem | Rejected]:
                 yield bad
 
 
+def file_problem(path: Path, fmt: str | None = None) -> str | None:
+    """Why no line of ``path`` could be replayed (not a file, unreadable, a CSV without a ``text`` column), found
+    from its first line at most; OSError is left to the caller, which names the path."""
+    if stat.S_ISFIFO(path.stat().st_mode):
+        return None  # a pipe (`<(zcat f.jsonl.gz)`) can be read once only: by the replay
+    if not path.is_file():
+        return "not a file"
+    if (fmt or detect_format(path)) != "csv":
+        with path.open("rb") as handle:
+            handle.read(1)  # what opens may still not read (a folder's permissions, an I/O error)
+        return None
+    with _open_csv(path) as handle:
+        return _no_text_column(_csv_reader(handle, path))
+
+
+def _open_csv(path: Path):
+    return path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _csv_reader(handle, path: Path) -> csv.DictReader:
+    return csv.DictReader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+
+
+def _no_text_column(reader: csv.DictReader) -> str | None:
+    return None if "text" in (reader.fieldnames or ()) else f"no 'text' column (columns: {reader.fieldnames})"
+
+
 def _read_csv(path: Path, source: str) -> Iterator[SourceItem | Rejected]:
-    with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        if "text" not in (reader.fieldnames or ()):
-            yield Rejected("missing_field", f"no 'text' column (columns: {reader.fieldnames})", f"{path.name}:1")
+    with _open_csv(path) as handle:
+        reader = _csv_reader(handle, path)
+        if problem := _no_text_column(reader):
+            yield Rejected("missing_field", problem, f"{path.name}:1")
             return
         for row in reader:
             where = f"{path.name}:{reader.line_num}"

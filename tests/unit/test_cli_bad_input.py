@@ -43,3 +43,22 @@ def test_the_dashboard_port_is_checked_before_binding():
     result = CliRunner().invoke(app, ["dashboards", "serve", "--port", "70000"])
     assert result.exit_code == 2
     assert "--port" in result.output
+
+
+@pytest.mark.parametrize("name,content,problem", [
+    ("headlines.csv", "headline\nAlphabet beats\n", "no 'text' column (columns: ['headline'])"),
+    ("/dev/null", None, "not a file"),
+])
+def test_a_file_that_cannot_be_replayed_is_named_before_kafka_is_connected_to(tmp_path: Path, monkeypatch, name,
+                                                                               content, problem):
+    import ingest.cli
+
+    def connect(*args, **kwargs):  # with Kafka down this takes half a minute, before the file said anything
+        raise AssertionError("connected to Kafka")
+
+    monkeypatch.setattr(ingest.cli, "_start", connect)
+    path = tmp_path / name  # an absolute name (/dev/null) stays itself
+    if content is not None:
+        path.write_text(content)
+    result = CliRunner().invoke(app, ["ingest", "file", str(path)])
+    assert result.exit_code == 1 and f"finsent: {path}: {problem}" in result.output

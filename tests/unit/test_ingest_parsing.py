@@ -162,6 +162,10 @@ push: {port: 9999}
     ("sources: [{type: reddit, subreddits: [r/stocks]}]", r"sources\.0\.reddit\.subreddits\.0"),
     ("sources: [{type: rss, urls: ['http://[::1/feed']}]", r"sources\.0\.rss\.urls\.0: .*not a valid URL"),
     ("sources: [{type: api, name: a, url: 'https://', fields: {text: t}}]", r"sources\.0\.api\.url: .*no host"),
+    # an interval the command line would refuse: a thousand polls a second, one poll ever, YAML's true read as 1 s
+    ("sources: [{type: reddit, subreddit: a, interval: 0.001}]", r"sources\.0\.reddit\.interval: .*equal to 0\.1"),
+    ("sources: [{type: rss, urls: ['https://x'], interval: .inf}]", r"sources\.0\.rss\.interval: .*finite"),
+    ("sources: [{type: stocktwits, symbol: A, interval: true}]", r"sources\.0\.stocktwits\.interval: .*number"),
 ])
 def test_bad_sources_file_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "sources.yml"
@@ -254,6 +258,17 @@ def test_a_yaml_error_says_where_never_what_the_line_holds(tmp_path: Path) -> No
     message = str(caught.value)
     assert "s3cret-token" not in message and "Bearer" not in message
     assert message.startswith(f"{path}: not valid YAML: ") and "(line 2, column " in message
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "sources.yml"
+    path.write_text("sources:\n  - {type: reddit, subreddit: stocks}\nsources:\n  - {type: reddit, subreddit: wsb}\n")
+    with pytest.raises(ValueError, match=r"not valid YAML: key 'sources' first given \(line 1, column 1\).*"
+                                         r"given again .*\(line 3, column 1\)"):
+        load_sources_file(path)  # the second list would silently have replaced the first
+    path.write_text("sources:\n  - &r {type: reddit, subreddit: stocks, interval: 60}\n"
+                    "  - {<<: *r, subreddit: wsb, interval: 30}\n")  # a merge's keys may be overridden
+    assert [(s.subreddit, s.interval) for s in load_sources_file(path).sources] == [("stocks", 60), ("wsb", 30)]
 
 
 @pytest.fixture
