@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Mapping
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from alerts.env_refs import UnsetVariable, expand
 from finsent.settings import Settings
@@ -48,9 +48,17 @@ def _fetchable(url: str) -> str:
 
 
 MIN_INTERVAL = 0.1  # seconds, as `finsent ingest … --interval`
-# A number of seconds (strict: YAML's `true` is no 1), finite (`.inf` would poll once, ever) and no shorter than
-# the command line allows: `0.001` would poll a feed a thousand times a second.
-Interval = Annotated[float, Field(strict=True, ge=MIN_INTERVAL, allow_inf_nan=False)]
+
+
+def _not_a_boolean(value: object) -> object:
+    if isinstance(value, bool):  # YAML's `true` would be 1 second
+        raise ValueError("expected a number of seconds, not a boolean")
+    return value
+
+
+# A number of seconds (a `${VAR}` expands to text such as "30", read as one), finite (`.inf` would poll once, ever)
+# and no shorter than the command line allows: `0.001` would poll a feed a thousand times a second.
+Interval = Annotated[float, BeforeValidator(_not_a_boolean), Field(ge=MIN_INTERVAL, allow_inf_nan=False)]
 HttpUrl = Annotated[str, AfterValidator(_fetchable)]
 # What Reddit and StockTwits allow; the name goes into a URL path, so nothing else gets through.
 Subreddit = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,21}$")]

@@ -174,6 +174,13 @@ def test_bad_sources_file_names_the_problem(tmp_path: Path, text: str, message: 
         load_sources_file(path)
 
 
+def test_an_interval_may_come_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("INGEST_TEST_POLL_S", "30")  # expanded after parsing, so it reaches the model as text
+    path = tmp_path / "sources.yml"
+    path.write_text("sources: [{type: stocktwits, symbol: A, interval: '${INGEST_TEST_POLL_S}'}]", "utf-8")
+    assert load_sources_file(path).sources[0].interval == 30.0
+
+
 @pytest.mark.parametrize("entries,message", [
     ("{type: rss, urls: ['https://a.com/markets.xml', 'https://a.com/earnings.xml']}",
      r"2 sources are named 'rss:a\.com' \(https://a\.com/markets\.xml, https://a\.com/earnings\.xml\)"),
