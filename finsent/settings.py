@@ -125,7 +125,8 @@ class Settings(BaseSettings):
     dedup_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard above which a text is a near-duplicate")
     dedup_retention_days: float = Field(30.0, gt=0, description="How long exact ids and URLs are remembered")
     ingest_metrics_port: int = Field(9108, ge=0, le=65535, description="/metrics of long-running ingest commands (0: off)")
-    ingest_poll_interval: float = Field(300.0, gt=0, description="Default seconds between two polls of a source")
+    ingest_poll_interval: float = Field(300.0, ge=0.1, allow_inf_nan=False,
+                                        description="Default seconds between two polls of a source")
     ingest_backoff_max: float = Field(900.0, gt=0, description="Longest wait after repeated fetch errors")
     ingest_fetch_timeout: float = Field(20.0, gt=0)
     ingest_max_fetch_bytes: int = Field(5_000_000, ge=1024, description="Larger fetched bodies are refused")

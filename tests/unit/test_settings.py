@@ -39,6 +39,8 @@ def test_environment_overrides(monkeypatch, tmp_path):
         ("FINSENT_KAFKA_SECURITY_PROTOCOL", "TLS"),
         ("FINSENT_WORKER_BATCH_SIZE", "0"),
         ("FINSENT_WINDOWS", "1 minute"),
+        ("FINSENT_INGEST_POLL_INTERVAL", "inf"),  # one poll, ever; sources.yml and --interval refuse it too
+        ("FINSENT_INGEST_POLL_INTERVAL", "0.001"),
     ],
 )
 def test_wrong_value_names_the_variable(monkeypatch, variable, value):
