@@ -217,6 +217,7 @@ class Dispatcher:
                 del self._busy[webhook]
                 if (exc := work.exception()) is not None:
                     log.error("deliveries to %s stopped: %s: %s", webhook, type(exc).__name__, exc, exc_info=exc)
+                    self.metrics.engine_errors.labels("dispatch").inc()  # else only a log line says it
 
     def _deliver_to(self, group: list[DueDelivery]) -> None:
         for item in group:

@@ -39,7 +39,8 @@ class AlertMetrics:
                                    "Failed mirrors of the outbox to Elasticsearch/Kafka (retried)",
                                    ["sink"], registry=registry)
         # Logged with a traceback, and otherwise silent: a rule that raised on an input record (its alerts are never
-        # raised; the record goes to the DLQ), a delivery and mirror pass that failed (nothing is delivered meanwhile).
+        # raised; the record goes to the DLQ), a delivery and mirror pass or a webhook's worker that failed (nothing
+        # is delivered meanwhile).
         self.engine_errors = Counter("finsent_alerts_engine_errors_total",
                                      "Input records the rules failed on (stage rules), failed delivery passes "
                                      "(stage dispatch)", ["stage"], registry=registry)

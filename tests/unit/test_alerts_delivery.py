@@ -96,6 +96,20 @@ def test_delivered_once_with_valid_signature(outbox):
     assert registry.get_sample_value("finsent_alerts_delivery_latency_seconds_count", {"webhook": "ops"}) == 1
 
 
+def test_a_webhook_worker_that_fails_outside_an_attempt_is_counted(outbox):
+    wall, registry = Wall(), CollectorRegistry()
+    sender = dispatcher(outbox, {"ops": Webhook(url="http://127.0.0.1:9/hook")}, wall, registry)
+
+    def broken(item):  # the outbox cannot be written, say
+        raise OSError("disk I/O error")
+
+    sender.attempt = broken
+    outbox.enqueue(make_alert(), ["ops"], wall())
+    sender.deliver_due()
+    sender.close()
+    assert registry.get_sample_value("finsent_alerts_engine_errors_total", {"stage": "dispatch"}) == 1
+
+
 def test_receiver_down_then_up_delivers_once_with_the_same_key(outbox):
     wall, port = Wall(), free_port()
     hook = Webhook(url=f"http://127.0.0.1:{port}/hook", timeout=2, backoff_initial="1s", backoff_max="8s")
