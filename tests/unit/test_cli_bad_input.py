@@ -39,6 +39,15 @@ def test_saved_objects_in_another_encoding_are_named(tmp_path: Path):
     assert f"cannot read {objects}" in result.output
 
 
+def test_quantization_names_the_bad_rows_it_skips(tmp_path: Path):
+    rows = tmp_path / "rows.csv"
+    rows.write_text("text,label\nShares fell,sideways\n,negative\n", "utf-8")
+    result = CliRunner().invoke(app, ["model", "quantization", "--data", str(rows)])
+    assert result.exit_code == 1  # before any model is loaded: every row was bad
+    assert f"warning: skipped {rows}:2" in result.output and f"warning: skipped {rows}:3" in result.output
+    assert "no usable rows to measure on" in result.output
+
+
 def test_the_dashboard_port_is_checked_before_binding():
     result = CliRunner().invoke(app, ["dashboards", "serve", "--port", "70000"])
     assert result.exit_code == 2
