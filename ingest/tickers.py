@@ -304,6 +304,8 @@ def _names_company(text: str, hit: _Hit, others: list[_Hit]) -> bool:
 def _without_acting_brokers(text: str, hits: list[_Hit]) -> list[_Hit]:
     """The hits less those of a broker whose every mention acts on another company ("Goldman upgrades Tesla")."""
     acting = {ticker for _, _, ticker in hits if ticker in BROKERS}
+    if not acting:  # most texts: no copy of the hits
+        return hits
     for hit in hits:
         if hit[2] in acting and not _acts_as_analyst(text, hit, hits):
             acting.discard(hit[2])

@@ -13,6 +13,7 @@ window, not a single step.
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -147,11 +148,7 @@ def reference_spread(confidences: Sequence[float]) -> float:
     confidence monitor's delta and threshold. A calibrated model's confidences spread widely (0.13 on the
     champion's validation rows, skewed down); in raw probability one delta and lambda (0.01, 3) let a stationary
     stream alarm on a quarter of checks at that spread, 1% at 0.09 and 79% at 0.19 (MODEL.md, drift monitor)."""
-    if len(confidences) < 2:
-        return MIN_SPREAD
-    mean = sum(confidences) / len(confidences)
-    variance = sum((c - mean) ** 2 for c in confidences) / len(confidences)
-    return max(variance**0.5, MIN_SPREAD)
+    return max(statistics.pstdev(confidences), MIN_SPREAD) if len(confidences) >= 2 else MIN_SPREAD
 
 
 def confidence_monitor(min_instances: int = 30, delta: float = 0.005, threshold: float = 3.0,

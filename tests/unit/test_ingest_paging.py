@@ -10,10 +10,9 @@ from pathlib import Path
 from aiohttp import web
 
 from ingest.runner import poll
-from ingest.sources.http import HttpFetcher
 from ingest.sources.reddit import RedditSource
 from ingest.sources.stocktwits import StockTwitsSource
-from tests.unit.test_ingest_pipeline import NOW, started_pipeline
+from tests.unit.test_ingest_pipeline import NOW, serving, started_pipeline
 
 
 def created(n: int):
@@ -51,25 +50,17 @@ class Site:
 
 
 @contextlib.asynccontextmanager
-async def serving(site: Site):
+async def serving_site(site: Site):
     app = web.Application()
     app.router.add_get("/streams/symbol/ACME.json", site.stocktwits)
     app.router.add_get("/r/acme/new.json", site.reddit)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    http = HttpFetcher(timeout=5)
-    try:
-        yield http, f"http://127.0.0.1:{tcp._server.sockets[0].getsockname()[1]}"
-    finally:
-        await http.close()
-        await runner.cleanup()
+    async with serving(app) as served:
+        yield served
 
 
 async def test_stocktwits_reads_every_page_of_what_came_since_the_last_poll(tmp_path: Path) -> None:
     site = Site()
-    async with serving(site) as (http, base):
+    async with serving_site(site) as (http, base):
         source = StockTwitsSource(http, "ACME", base_url=base)
         with started_pipeline(tmp_path) as pipe:
             site.count = 40
@@ -83,7 +74,7 @@ async def test_stocktwits_reads_every_page_of_what_came_since_the_last_poll(tmp_
 
 async def test_reddit_follows_the_listing_back_to_the_newest_post_it_delivered(tmp_path: Path) -> None:
     site = Site()
-    async with serving(site) as (http, base):
+    async with serving_site(site) as (http, base):
         source = RedditSource(http, "acme", base_url=base, limit=25)
         with started_pipeline(tmp_path) as pipe:
             site.count = 40

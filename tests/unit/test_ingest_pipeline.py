@@ -219,6 +219,15 @@ async def feed_server(asked: list[dict[str, str]], feed: dict[str, str] | None =
     app = web.Application()
     app.router.add_get("/rss.xml", rss)
     app.router.add_get("/streams/symbol/ACME.json", stream)
+    async with serving(app) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def serving(app):
+    """``app`` on a free loopback port, and a fetcher: yields (fetcher, base URL)."""
+    from aiohttp import web
+
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
