@@ -1,9 +1,37 @@
-"""A loopback port nothing listens on, for servers a test starts (or for none at all)."""
+"""A loopback port nothing listens on, for servers a test starts (or for none at all).
 
+The port is drawn below the kernel's ephemeral range: a port the kernel hands out (``bind(0)``) is also what
+it gives the outgoing connections of Kafka and Elasticsearch clients, so one taken between this pick and the
+server's own bind made a worker fail with "address already in use" (seen in a full run). Below the range, only
+another test's pick can take it, and the draw is random over thousands of ports.
+"""
+
+import random
 import socket
+from pathlib import Path
+
+_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST = 20_000
+
+
+def _below_ephemeral() -> range:
+    try:
+        first = int(_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: the IANA dynamic range starts at 49152
+        first = 49_152
+    return range(_LOWEST, max(first, _LOWEST + 1_000))
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    ports = _below_ephemeral()
+    for _ in range(200):
+        port = random.choice(ports)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use: draw again
+            return port
+    with socket.socket() as sock:  # a crowded range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
