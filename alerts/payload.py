@@ -1,7 +1,7 @@
 """What an alert looks like on the wire: its idempotency key, dashboard link and webhook bodies.
 
-Bodies are built once when the alert is created and stored in the outbox, so every delivery
-attempt sends exactly the same bytes (only the signature's timestamp changes).
+Bodies are rebuilt for each delivery attempt from the alert the outbox stores, deterministically, so
+every attempt sends exactly the same bytes (only the signature's timestamp changes).
 """
 
 from __future__ import annotations

@@ -302,7 +302,6 @@ Rule = Annotated[
     Union[SentimentShiftRule, VolumeSpikeRule, NegativeBurstRule, ModelRule, DriftRule],
     Field(discriminator="kind"),
 ]
-TickerRule = SentimentShiftRule | VolumeSpikeRule | NegativeBurstRule
 RULE_KINDS = union_tags(Rule)
 
 

@@ -1,13 +1,14 @@
 """The alert engine process: Kafka in, outbox, webhooks, Elasticsearch and Kafka out.
 
-Two threads share one :class:`~alerts.outbox.Outbox`:
+Two threads share one :class:`~alerts.outbox.Outbox` (and the dispatcher's webhook workers):
 
 * the consumer (``poll_once``) reads ``aggregates``, ``scored`` and ``control`` in its own
   group ``<prefix>-alerts``, evaluates the rules and writes new alerts to the outbox, and only
   then commits its offsets (a crash replays input; the idempotency key drops the repeats);
-* the dispatcher (``deliver_due`` + ``sync``) posts due deliveries and mirrors every alert's
-  state to the ``alerts`` index (``_id`` = idempotency key) and the ``alerts`` topic (keyed by
-  it, so a compacted topic keeps each alert's latest state).
+* the dispatcher (``deliver_due`` + ``sync``) hands due deliveries to a worker thread per webhook
+  (:class:`~alerts.delivery.Dispatcher`) and mirrors every alert's state to the ``alerts`` index
+  (``_id`` = idempotency key) and the ``alerts`` topic (keyed by it, so a compacted topic keeps
+  each alert's latest state).
 
 A receiver outage therefore never blocks consumption, and Elasticsearch or Kafka being away
 only delays the mirror: the outbox keeps each change until it is written. An alert the index

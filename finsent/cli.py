@@ -64,13 +64,7 @@ def _root(ctx: typer.Context) -> None:
 
 
 for _name, _module, _help in _GROUPS:
-    try:
-        _sub = importlib.import_module(_module).app
-    except ModuleNotFoundError as _exc:
-        if _exc.name is None or not _module.startswith(_exc.name):
-            raise
-        continue  # that part is not built yet
-    app.add_typer(_sub, name=_name, help=_help)
+    app.add_typer(importlib.import_module(_module).app, name=_name, help=_help)
 
 
 @app.command()

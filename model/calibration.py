@@ -52,18 +52,11 @@ def _log_probs(probs: Sequence[Sequence[float]]) -> Any:
     return np.log(np.clip(np.asarray(probs, dtype=np.float64), _FLOOR, 1.0))
 
 
-def with_temperature(probs: Sequence[Sequence[float]], temperature: float) -> list[list[float]]:
-    """Rows of probabilities as the same logits divided by ``temperature`` would give them.
-
-    log p differs from the logits by a constant per row, which the softmax ignores."""
-    from scipy.special import softmax
-
-    return softmax(_log_probs(probs) / temperature, axis=1).tolist()
-
-
 def with_calibration(probs: Sequence[Sequence[float]], temperature: float,
                      bias: Sequence[float] | None) -> list[list[float]]:
-    """Rows of probabilities as softmax(logits / T + bias) gives them (``bias`` in LABELS order)."""
+    """Rows of probabilities as softmax(logits / T + bias) gives them (``bias`` in LABELS order).
+
+    log p differs from the logits by a constant per row, which the softmax ignores."""
     from scipy.special import softmax
 
     return softmax(_log_probs(probs) / temperature + (0.0 if bias is None else list(bias)), axis=1).tolist()

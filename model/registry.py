@@ -338,10 +338,6 @@ class Registry:
             _write_json_atomic(self.versions_dir / version / METADATA, meta)
 
     # --- Elasticsearch mirror ----------------------------------------------------------
-    def mirror_all(self) -> int:
-        """Index every version's metadata; returns how many were written."""
-        return sum(self._mirror_one(m["version"]) for m in self.list())
-
     def _mirror(self, *versions: str | None) -> None:
         for version in versions:
             if version:
@@ -356,9 +352,9 @@ class Registry:
             except Exception as exc:  # the registry folder is the truth; ES is a view of it
                 log.warning("could not remove pruned model %s from index %s: %s", version, self.index, exc)
 
-    def _mirror_one(self, version: str) -> bool:
+    def _mirror_one(self, version: str) -> None:
         if self.es is None:
-            return False
+            return
         meta = self.get(version)
         doc = {k: meta.get(k) for k in (
             "version", "base_model", "parent_version", "created_at", "promoted_at", "status",
@@ -366,10 +362,8 @@ class Registry:
         )} | {"temperature": meta.get("calibration", {}).get("temperature")}  # model.calibration; None before it
         try:
             self.es.index(index=self.index, id=version, document=doc)
-            return True
         except Exception as exc:  # the registry folder is the truth; ES is a view of it
             log.warning("could not mirror model %s to index %s: %s", version, self.index, exc)
-            return False
 
 
 def open_registry(settings: Any, *, mirror: bool = True) -> Registry:

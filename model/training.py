@@ -9,8 +9,8 @@ with AdamW (weight decay, linear warmup/decay), a class-weighted loss, length-bu
 ``precision="fp32"`` turns it off), evaluates validation macro-F1 after every epoch (texts read in
 chunks of ``eval_max_length`` tokens, as the workers read them; only training rows are cut at
 ``max_length``), keeps the best epoch's weights, stops early after ``patience`` epochs without improvement, fits a
-temperature to the validation split (:mod:`model.calibration`), and registers the best model
-with its metrics and data fingerprint.
+temperature, and per-label biases where they pay, to the validation split (:mod:`model.calibration`), and
+registers the best model with its metrics and data fingerprint.
 Seeded: the same data, seed and machine give the same model.
 """
 

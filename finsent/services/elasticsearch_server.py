@@ -19,7 +19,7 @@ import psutil
 from finsent.services import artifacts
 from finsent.services.java import find_java_home
 from finsent.services.process import (
-    PidFile, ServiceError, port_in_use, start_background, stop_process, tail, wait_until)
+    PidFile, ServiceError, port_in_use, start_background, stop_process, wait_until)
 from finsent.settings import Settings
 
 _CONFIG = """\
@@ -175,6 +175,3 @@ class ElasticsearchServer:
         stop_process(proc, timeout=90)
         self.pid_file.remove()
         return True
-
-    def log_tail(self) -> str:
-        return tail(self.log_path)

@@ -12,7 +12,7 @@ import psutil
 from finsent.services import artifacts
 from finsent.services.java import find_java_home
 from finsent.services.process import (
-    PidFile, ServiceError, port_in_use, start_background, stop_process, tail, wait_until)
+    PidFile, ServiceError, port_in_use, start_background, stop_process, wait_until)
 from finsent.settings import Settings
 
 _PROPERTIES = """\
@@ -152,9 +152,6 @@ class KafkaServer:
         stop_process(proc, timeout=60)
         self.pid_file.remove()
         return True
-
-    def log_tail(self) -> str:
-        return tail(self.log_path)
 
 
 def _kafka_uuid() -> str:

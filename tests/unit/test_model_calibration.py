@@ -5,7 +5,7 @@ from scipy.special import softmax
 from finsent.schemas import LABELS
 from model.calibration import (
     BOUNDS, bias_of, bias_pays, calibrate, fit_temperature, fit_temperature_and_bias, negative_log_likelihood,
-    temperature_of, with_calibration, with_temperature,
+    temperature_of, with_calibration,
 )
 from model.evaluation import expected_calibration_error
 
@@ -26,17 +26,18 @@ def test_fit_finds_the_temperature_the_labels_were_drawn_at():
     probs, truth = _overconfident()
     temperature = fit_temperature(probs, truth)
     assert temperature == pytest.approx(2.0, abs=0.1)
-    calibrated = with_temperature(probs, temperature)
+    calibrated = with_calibration(probs, temperature, None)
     assert _ece(calibrated, truth) < 0.02 < _ece(probs, truth)
     assert negative_log_likelihood(calibrated, truth) < negative_log_likelihood(probs, truth)
     assert negative_log_likelihood([[0.5, 0.25, 0.25]], [1]) == pytest.approx(np.log(4))
     assert [int(np.argmax(p)) for p in calibrated] == [int(np.argmax(p)) for p in probs]  # no label changes
 
 
-def test_with_temperature_is_the_softmax_of_the_divided_logits():
+def test_without_a_bias_calibration_is_the_softmax_of_the_divided_logits():
     logits = np.array([[2.0, -1.0, 0.5], [0.0, 0.0, 3.0]])
-    np.testing.assert_allclose(with_temperature(softmax(logits, axis=1), 1.0), softmax(logits, axis=1), atol=1e-12)
-    np.testing.assert_allclose(with_temperature(softmax(logits, axis=1), 1.7), softmax(logits / 1.7, axis=1), atol=1e-12)
+    probs = softmax(logits, axis=1)
+    np.testing.assert_allclose(with_calibration(probs, 1.0, None), probs, atol=1e-12)
+    np.testing.assert_allclose(with_calibration(probs, 1.7, None), softmax(logits / 1.7, axis=1), atol=1e-12)
 
 
 def test_fit_stays_within_bounds_and_checks_its_input():
