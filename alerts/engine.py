@@ -49,7 +49,6 @@ Clock = Callable[[], datetime]
 # a ticker rule's default max_age is a replay after downtime, not news.
 CONTROL_MAX_AGE = timedelta(hours=6)
 FIRED_MEMORY = 16  # event times of alerts each (rule, ticker) keeps for its cooldown
-FALLS_MEMORY = 1024  # directions of the latest sentiment shifts: the service asks right after they are raised
 
 
 def _system_clock() -> datetime:
@@ -116,7 +115,6 @@ class RuleEngine:
         self._fired: dict[str, list[datetime]] = {}  # rules without a ticker (model, drift), by name
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._counted: OrderedDict[tuple[str, str], None] = OrderedDict()  # (reason, key) already in the stats
-        self._falls: OrderedDict[str, bool] = OrderedDict()  # whether a sentiment shift fell, by idempotency key
         self._longest_window = timedelta(0)  # of the aggregates seen: how far back top documents can reach
         # How long after its window's end a top document can still be shown, from the rules (fixed for the engine's
         # life): None when no rule shows any (nothing is kept), 0 for no limit.
@@ -128,12 +126,6 @@ class RuleEngine:
     def tracked_tickers(self) -> int:
         """Tickers the engine holds state for (at most ``max_tickers``)."""
         return len(self._tickers)
-
-    def fell(self, key: str) -> bool | None:
-        """Whether the sentiment shift raised lately under ``key`` was a fall (its z-score below 0; the alert's
-        value and baseline need not tell: the baseline is None when the z came from the stream alone); None when
-        it is no such alert."""
-        return self._falls.get(key)
 
     # --- state carried over a restart ----------------------------------------------------
     def restore(self, fired: Iterable[tuple[str, str | None, datetime]], keys: Iterable[str] = ()) -> None:
@@ -228,7 +220,7 @@ class RuleEngine:
                    f"(z={z:+.2f}, threshold ±{rule.threshold:g}, {agg.count} documents, "
                    f"window from {agg.window_start.isoformat()})")
         return self._window_alert(rule, agg, series, agg.sentiment_z, kind="sentiment_shift", value=agg.mean_score,
-                                  baseline=mean, message=message, lowest_first=z < 0)
+                                  baseline=mean, z=z, message=message, lowest_first=z < 0)
 
     def _volume_spike(self, rule: VolumeSpikeRule, agg: Aggregate, series: WindowSeries) -> Alert | None:
         if not self._applies(rule, agg) or agg.count < rule.min_count:
@@ -241,24 +233,20 @@ class RuleEngine:
         message = (f"{agg.ticker} {agg.window} volume spike: {agg.count} documents{against} "
                    f"(z={z:+.2f}, threshold {rule.threshold:g}, mean score {agg.mean_score:+.3f})")
         return self._window_alert(rule, agg, series, agg.volume_z, kind="volume_spike", value=float(agg.count),
-                                  baseline=mean, message=message, lowest_first=None)
+                                  baseline=mean, z=z, message=message, lowest_first=None)
 
     def _window_alert(self, rule: SentimentShiftRule | VolumeSpikeRule, agg: Aggregate, series: WindowSeries,
-                      stream_z: float | None, *, kind: str, value: float, baseline: float | None, message: str,
-                      lowest_first: bool | None) -> Alert | None:
-        """A window's hit, unless held back (see :meth:`_suppression`)."""
+                      stream_z: float | None, *, kind: str, value: float, baseline: float | None, z: float,
+                      message: str, lowest_first: bool | None) -> Alert | None:
+        """A window's hit, unless held back (see :meth:`_suppression`); ``z`` is what the rule compared."""
         key = idempotency_key(rule.name, agg.ticker, agg.window, agg.window_start)
         short = self._history(series, stream_z) < rule.min_history
         if not self._admit(rule, agg.ticker, key, _window_time(agg), agg.window_end, short_history=short):
             return None
         docs = self._top_documents(agg.ticker, agg.window_start, agg.window_end, rule.top_documents, lowest_first)
-        if lowest_first is not None:
-            self._falls[key] = lowest_first
-            while len(self._falls) > FALLS_MEMORY:
-                self._falls.popitem(last=False)
         return self._raise(rule, key, _window_time(agg), kind=kind, ticker=agg.ticker, window=agg.window,
                            start=agg.window_start, end=agg.window_end, value=value, baseline=baseline,
-                           threshold=rule.threshold, message=message, documents=docs)
+                           threshold=rule.threshold, z=z, message=message, documents=docs)
 
     def _negative_burst(self, rule: NegativeBurstRule, ticker: str, doc: ScoredDocument) -> Alert | None:
         if not rule.matches_ticker(ticker) or not _counts_for(rule, doc):
@@ -289,7 +277,7 @@ class RuleEngine:
                    f"within {window}, up to {newest.isoformat()}")
         return self._raise(rule, key, newest, kind="negative_burst", ticker=ticker, window=window, start=first,
                            end=first + rule.within, value=float(len(in_window)), baseline=None,
-                           threshold=float(rule.count), message=message, documents=ranked)
+                           threshold=float(rule.count), z=None, message=message, documents=ranked)
 
     def _model(self, rule: ModelRule, msg: ControlMessage) -> Alert | None:
         verb = "promoted to champion" if msg.action == "promote" else "rolled back to"
@@ -321,7 +309,8 @@ class RuleEngine:
         if not self._admit(rule, None, key, msg.issued_at, msg.issued_at):
             return None
         return self._raise(rule, key, msg.issued_at, kind=kind, ticker=None, window=None, start=msg.issued_at,
-                           end=None, value=value, baseline=None, threshold=threshold, message=message, documents=[])
+                           end=None, value=value, baseline=None, threshold=threshold, z=None, message=message,
+                           documents=[])
 
     # --- shared ------------------------------------------------------------------------------
     def _history(self, series: WindowSeries, stream_z: float | None) -> int:
@@ -370,13 +359,13 @@ class RuleEngine:
             _bounded_add(self._counted, (reason, key), self._dedup_memory)
 
     def _raise(self, rule: Rule, key: str, at: datetime, *, kind, ticker, window, start, end, value, baseline,
-               threshold, message, documents) -> Alert:
+               threshold, z, message, documents) -> Alert:
         self._remember(key)
         if rule.cooldown > timedelta(0):
             _note(self._fired_times(ticker, rule.name), at)
         return Alert(
             idempotency_key=key, rule=rule.name, kind=kind, ticker=ticker, window=window, window_start=start,
-            value=value, baseline=baseline, threshold=threshold, message=message[:4096], documents=documents,
+            value=value, baseline=baseline, threshold=threshold, z=z, message=message[:4096], documents=documents,
             dashboard_url=dashboard_url(self.dashboard_template, rule=rule.name, ticker=ticker, window=window,
                                         start=start, end=end),
             created_at=self.clock(),

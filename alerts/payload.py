@@ -1,7 +1,9 @@
 """What an alert looks like on the wire: its idempotency key, dashboard link and webhook bodies.
 
-Bodies are rebuilt for each delivery attempt from the alert the outbox stores, deterministically, so
-every attempt sends exactly the same bytes (only the signature's timestamp changes).
+The outbox stores the alert as it was raised, and each delivery attempt builds its body from that
+alert the same way, so every attempt sends exactly the same bytes (only the signature's timestamp
+changes), across an upgrade too: a field added since is left out of the bodies of the alerts stored
+without it.
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ def dashboard_url(template: str | None, *, rule: str, ticker: str | None, window
 
 
 def json_body(alert: Alert) -> bytes:
-    """The generic body: the alert itself, without the delivery bookkeeping (status, attempts)."""
-    return orjson.dumps(alert.model_dump(mode="json", exclude={"status", "attempts"}))
+    """The generic body: the alert itself, without the delivery bookkeeping (status, attempts). An alert stored
+    before ``z`` existed has no ``z`` set (not even None): its retries keep the bytes of its earlier attempts."""
+    unset = {"z"} - alert.model_fields_set
+    return orjson.dumps(alert.model_dump(mode="json", exclude={"status", "attempts", *unset}))
 
 
 def slack_body(alert: Alert) -> bytes:
@@ -61,7 +65,7 @@ def slack_body(alert: Alert) -> bytes:
     ]
     facts = [f"*{name}:* {value}" for name, value in (
         ("kind", alert.kind), ("window", alert.window), ("value", _num(alert.value)),
-        ("baseline", _num(alert.baseline)), ("threshold", _num(alert.threshold)),
+        ("baseline", _num(alert.baseline)), ("z", _num(alert.z)), ("threshold", _num(alert.threshold)),
     ) if value is not None]
     if facts:
         blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in facts[:10]]})

@@ -35,7 +35,7 @@ from alerts.metrics import AlertMetrics
 from alerts.outbox import AlertRow, Outbox
 from alerts.rules import NegativeBurstRule, RulesFile, SentimentShiftRule
 from alerts.window_history import read_history
-from finsent import clients
+from finsent import clients, topology
 from finsent.durations import parse_duration
 from finsent.schemas import (
     Aggregate,
@@ -150,6 +150,7 @@ class AlertService:
                                      on_dead=self._dead_letter).start()
         self._producer = clients.kafka_producer(self.settings)
         self._es = clients.elasticsearch(self.settings)
+        topology.update_mapping(self._es, self.settings, "alerts")  # an upgrade's new fields (z) before a sync
         self._warm_up()
         topics = [self.settings.topic(name) for name in INPUTS]
         self._consumer = clients.kafka_consumer(
@@ -272,12 +273,10 @@ class AlertService:
             return alert
         if alert.ticker is None or alert.window_start is None:
             return alert
-        # The direction of the z-score that raised it: a fall from a high baseline can leave a mean score above 0,
-        # and with no baseline of the engine's own (the z from the stream) value and baseline cannot tell.
-        falling = self.engine.fell(alert.idempotency_key)
-        if falling is None:  # not raised by this engine lately: the rule's direction, else the figures it carries
-            falling = {"down": True, "up": False}.get(rule.direction, alert.value is not None
-                                                      and alert.value < (alert.baseline or 0.0))
+        # The direction of the z-score that raised it (every shift the engine raises carries it): a fall from a high
+        # baseline can leave a mean score above 0, and with no baseline of the engine's own (the z from the stream)
+        # value and baseline cannot tell.
+        falling = alert.z is not None and alert.z < 0
         agg_end = alert.window_start + parse_duration(alert.window or 0)
         try:
             found = self._es.search(

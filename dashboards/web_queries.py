@@ -151,7 +151,7 @@ def safe_url(url: str | None) -> str | None:
 def alerts_query(since: datetime, until: datetime, size: int = 20) -> dict[str, Any]:
     return {"size": size, "query": {"bool": {"filter": [_time_filter("created_at", since, until)]}},
             "_source": ["idempotency_key", "rule", "kind", "ticker", "window", "value", "baseline", "threshold",
-                        "message", "created_at", "status", "dashboard_url"],
+                        "z", "message", "created_at", "status", "dashboard_url"],
             "sort": [{"created_at": {"order": "desc"}}]}
 
 

@@ -173,6 +173,9 @@ class Alert(Record):
     value: float | None = None
     baseline: float | None = None
     threshold: float | None = None
+    # The z-score a sentiment_shift or volume_spike rule compared with its threshold; None for the other kinds.
+    # Absent from the JSON of alerts stored before it existed, which still load (as None).
+    z: Annotated[float, Field(allow_inf_nan=False)] | None = None
     message: Annotated[str, Field(max_length=4096)]
     documents: list[AlertDocument] = Field(default_factory=list, max_length=50)
     dashboard_url: str | None = None

@@ -46,7 +46,7 @@ MAPPINGS: dict[str, dict[str, Any]] = {
     "alerts": {
         "idempotency_key": _KEYWORD, "rule": _KEYWORD, "kind": _KEYWORD, "ticker": _KEYWORD,
         "window": _KEYWORD, "window_start": _DATE, "value": _FLOAT, "baseline": _FLOAT,
-        "threshold": _FLOAT, "message": _TEXT,
+        "threshold": _FLOAT, "z": _FLOAT, "message": _TEXT,
         "documents": {"properties": {"id": _KEYWORD, "title": _TITLE, "url": _KEYWORD, "score": _FLOAT}},
         "dashboard_url": _KEYWORD, "created_at": _DATE, "delivered_at": _DATE,
         "status": _KEYWORD, "attempts": _INT, "last_error": _TEXT,

@@ -135,9 +135,10 @@ def test_sentiment_shift_raises_one_signed_alert_and_respects_cooldown(alert_set
     assert signing.verify(SECRET, got.body, got.headers[signing.SIGNATURE_HEADER]) > 0
     body = got.json()
     assert body["rule"] == "shift" and body["ticker"] == "AAPL" and body["idempotency_key"] == alert.idempotency_key
+    assert body["z"] == -4.5 and body["threshold"] == 3  # the z of the window's first figures (the update deduped)
     assert [d["id"] for d in body["documents"]] == ["doc3", "doc2", "doc1", "doc0"]
     doc = es_alert(settings, alert.idempotency_key)
-    assert doc["status"] == "delivered" and doc["attempts"] == 1 and doc["delivered_at"]
+    assert doc["status"] == "delivered" and doc["attempts"] == 1 and doc["delivered_at"] and doc["z"] == -4.5
     [record] = topic_records(settings, "alerts", 1)
     assert record.key == alert.idempotency_key.encode() and orjson.loads(record.value)["status"] == "delivered"
     letters = [DeadLetter.model_validate_json(r.value) for r in topic_records(settings, "dlq", 1)]
@@ -145,6 +146,27 @@ def test_sentiment_shift_raises_one_signed_alert_and_respects_cooldown(alert_set
     # An alert input is the worker's output: replaying it would count it twice.
     assert replay_verdicts(settings, monkeypatch) == [
         f"not replayable: stage alerts.input from {settings.topic('aggregates')}"]
+
+
+def test_the_engine_adds_z_to_an_alerts_index_made_before_it(alert_settings):
+    # The mapping is strict: without z in it, every shift and spike of an upgraded engine would be refused there.
+    from finsent import topology
+
+    settings = alert_settings
+    index = settings.index("alerts")
+    older = {k: v for k, v in topology.MAPPINGS["alerts"].items() if k != "z"}
+    with clients.elasticsearch(settings) as es:
+        es.indices.delete(index=index)
+        es.indices.delete_index_template(name=index)  # as an older release left them: its template shaped it
+        es.indices.create(index=index, mappings={"dynamic": "strict", "properties": older})
+    produce(settings, "aggregates", aggregate(z=-5.25))
+    with WebhookReceiver(SECRET) as receiver:
+        with AlertService(settings, rules_for(receiver.url), registry=CollectorRegistry()) as service:
+            [alert] = poll_until(service, lambda raised: len(raised) >= 1)
+            assert service.sync() == 1
+    with clients.elasticsearch(settings) as es:
+        properties = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert properties["z"] == {"type": "float"} and es_alert(settings, alert.idempotency_key)["z"] == -5.25
 
 
 def test_receiver_down_then_up_across_a_restart_delivers_once(alert_settings):
