@@ -203,7 +203,7 @@ def file_(ctx: typer.Context, path: Annotated[Path, typer.Argument(exists=True, 
           no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Produce every line, even repeats "
                                                                     "(benchmarks)")] = False) -> None:
     """Replay a JSONL or CSV file into Kafka; exits at the end of the file and prints the counts."""
-    from ingest.replay import file_problem, replay
+    from ingest.replay import file_problem, holds_no_records, replay
     from ingest.runner import install_stop_handlers
 
     settings = settings_of(ctx)
@@ -212,11 +212,15 @@ def file_(ctx: typer.Context, path: Annotated[Path, typer.Argument(exists=True, 
     if fmt not in (None, "jsonl", "csv"):
         fail(f"--format must be jsonl or csv, not {fmt!r}")
     try:  # before Kafka, which takes half a minute to be found down
-        problem = file_problem(path, fmt)
+        empty = holds_no_records(path, fmt)
+        problem = None if empty else file_problem(path, fmt)
     except OSError as exc:
-        problem = f"cannot read it: {exc.strerror or exc}"
+        empty, problem = False, f"cannot read it: {exc.strerror or exc}"
     if problem:
         fail(f"{path}: {problem}")
+    if empty:  # nothing went wrong and nothing is to be done: exit 0, as a replay that produced nothing did
+        typer.echo(f"{path}: holds no records (empty, blank lines only, or a CSV header alone); nothing to replay")
+        raise typer.Exit(0)
     pipeline = _start(settings, dedup=not no_dedup)
 
     async def main():

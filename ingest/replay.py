@@ -4,7 +4,8 @@
 (lines without a readable time go out right after the previous one). Neither: as fast as
 Kafka acknowledges. A bad line (invalid UTF-8 or JSON, a missing ``text``, a zone-less
 time) is skipped with its line number; the rest of the file goes on. A UTF-8 byte order mark
-(Excel's "CSV UTF-8") is not part of the first line.
+(Excel's "CSV UTF-8") is not part of the first line. Before Kafka is connected to, :func:`file_problem` says why a
+file cannot be replayed and :func:`holds_no_records` whether it has nothing to replay.
 """
 
 from __future__ import annotations
@@ -79,6 +80,22 @@ def file_problem(path: Path, fmt: str | None = None) -> str | None:
         return None
     with _open_csv(path) as handle:
         return _no_text_column(_csv_reader(handle, path))
+
+
+def holds_no_records(path: Path, fmt: str | None = None) -> bool:
+    """Whether ``path`` has nothing to replay: no bytes, blank lines only, or a CSV header alone. Read up to its
+    first record. A pipe is read by the replay only, and what is not a file or has a header without ``text`` is
+    :func:`file_problem`'s."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        return False
+    if (fmt or detect_format(path)) == "csv":
+        with _open_csv(path) as handle:
+            reader = _csv_reader(handle, path)
+            no_rows = next(reader, None) is None  # DictReader skips blank rows
+            return no_rows and (not reader.fieldnames or _no_text_column(reader) is None)
+    with path.open("rb") as handle:
+        return not any((raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw).strip()
+                       for number, raw in enumerate(handle, start=1))
 
 
 def _open_csv(path: Path):

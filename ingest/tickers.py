@@ -22,12 +22,13 @@ Precision first: a wrong ticker puts a document on the wrong dashboard. So
 - a bank whose analysts rate stocks (:data:`BROKERS`) is not tagged when its only role in the text is the actor of
   an analyst action on another company found in the same sentence: "Goldman Sachs upgrades Tesla", "JPMorgan
   raises its price target on Nvidia", "Tesla upgraded at Goldman", "Goldman Sachs analyst says Nvidia…", "Goldman
-  and Morgan Stanley upgrade Apple", "Tesla gets Goldman upgrade", "Goldman Sachs says Tesla is a buy", "Morgan
-  Stanley's Tesla price target", "Tesla: Goldman initiates at buy" tag the company acted on only, as their sentiment
-  is about it. The bank stays when the text is about it ("Goldman Sachs beats estimates", "Goldman upgrades its own
-  outlook", "Goldman Sachs says it will cut jobs": no company acted on), when it is listed with the company
-  ("Goldman Sachs and Apple shares fall"), when it appears again in another role, and when the company acted on is
-  not in the dictionary (nothing else would carry the story).
+  and Morgan Stanley upgrade Apple", "Tesla gets Goldman upgrade", "Goldman Sachs says Tesla is a buy", "Goldman
+  Sachs: Tesla shares could double", "Morgan Stanley's Tesla price target", "Tesla: Goldman initiates at buy" tag the
+  company acted on only, as their sentiment is about it. The bank stays when the text is about it ("Goldman Sachs
+  beats estimates", "Goldman upgrades its own outlook", "Goldman Sachs says it will cut jobs", "Goldman Sachs:
+  profit beats estimates": no company acted on), when it is listed with the company ("Goldman Sachs and Apple
+  shares fall"), when it appears again in another role, and when the company acted on is not in the dictionary
+  (nothing else would carry the story).
 
 Dictionary file (CSV): ``ticker,name,exchange,aliases[,exclude]``, aliases and excluded phrases
 separated by ``|``.
@@ -110,17 +111,21 @@ _DESK = r"(?i:^(?:['’]s)?(?:\s+(?:securities|research))?\s+"
 _ACTIVE = r"\b(?!\s+(?:by|from)\b|\s+at\s+(?!(?:an?\s+)?" + _RATING + r")))"  # "initiates at buy" is active
 _ANALYSTS = re.compile(_DESK + r"(?:analysts?|strategists?)\b)")
 _RATING_ACTION = re.compile(_DESK + r"(?:(?:up|down)grade|initiate|reiterate|resume|reinstate|rate)[sd]?" + _ACTIVE)
-_TARGET_ACTION = re.compile(_DESK + r"(?:raise[sd]|lift(?:s|ed)|boost(?:s|ed)|hike[sd]|lower(?:s|ed)|trim(?:s|med)|"
-                                    r"slash(?:es|ed)|reduce[sd]|cuts?)" + _ACTIVE)
+# Each verb in every form, the plural too: "JPMorgan and Wells Fargo raise their price targets on Microsoft".
+_TARGET_ACTION = re.compile(_DESK + r"(?:raise[sd]?|lift(?:s|ed)?|boost(?:s|ed)?|hike[sd]?|lower(?:s|ed)?|"
+                                    r"trim(?:s|med)?|slash(?:es|ed)?|reduce[sd]?|cuts?)" + _ACTIVE)
 # Between the company and the bank: "Tesla upgraded to buy at Goldman", "Apple price target raised by Morgan Stanley".
 _BY_BROKER = re.compile(r"(?i:\b(?:(?:up|down)grade[sd]?|initiated|reiterated|resumed|rated|"
                         r"target\s+(?:raised|lifted|boosted|hiked|lowered|trimmed|slashed|reduced|cut))\b.*"
                         r"\b(?:at|by|from)\s+$)")
 # The bank's call on a company named next to it: "Tesla gets Goldman upgrade", "Morgan Stanley's Tesla price target".
 _CALL = re.compile(r"(?i:(?:['’]s)?\s+(?:price\s+target|(?:up|down)grade|initiation)\b)")
-# The bank's view of the company after it: "Goldman Sachs says Tesla is a buy", "Goldman Sachs: Tesla is a buy".
+# The bank's view of the company after it: a rating ("Goldman Sachs says Tesla is a buy", "Goldman Sachs: Tesla is a
+# buy") or a forecast of its shares, which only an analyst makes about another company ("Goldman Sachs: Tesla shares
+# could double"). News the bank is a party to stays: "Goldman Sachs: Apple card talks end".
 _SAYS = re.compile(r"(?i:\s*:\s+|\s+says?\s+)")
-_RATED = re.compile(r"(?i:\b(?:is|remains|as|at|rated|a)\s+(?:an?\s+)?" + _RATING + r"|\btop\s+pick\b)")
+_VIEW = re.compile(r"(?i:\b(?:is|remains|as|at|rated|a)\s+(?:an?\s+)?" + _RATING + r"|\btop\s+pick\b"
+                   r"|\b(?:shares|stock)\s+(?:could|may|might|will|would|should|to)\b)")
 # The company a headline is about, before the bank's action: "Tesla: Goldman initiates at buy".
 _HEADLINE_SUBJECT = re.compile(r"\s*:\s+|\s+[-–—|]\s+")
 _SENTENCE_BREAK = re.compile(r"[.!?;](?=\s|$)|\n")
@@ -330,7 +335,7 @@ def _acts_as_analyst(text: str, hit: _Hit, hits: list[_Hit]) -> bool:
         return True
     for s, e in others:
         if s >= end and (re.fullmatch(r"['’]s\s+", text[end:s]) and _CALL.match(text, e)
-                         or _SAYS.fullmatch(text[end:s]) and _RATED.search(text, e, stop)):
+                         or _SAYS.fullmatch(text[end:s]) and _VIEW.search(text, e, stop)):
             return True
     return any(_BY_BROKER.search(text[e:start]) for e in before)
 

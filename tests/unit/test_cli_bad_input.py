@@ -1,4 +1,5 @@
-"""An operator's mistake at the command line is one line naming what and where, and a non-zero exit; no traceback."""
+"""An operator's mistake at the command line is one line naming what and where, and a non-zero exit; no traceback.
+A file with nothing to replay is no mistake: it is named at once, with exit 0."""
 
 from __future__ import annotations
 
@@ -71,3 +72,19 @@ def test_a_file_that_cannot_be_replayed_is_named_before_kafka_is_connected_to(tm
         path.write_text(content)
     result = CliRunner().invoke(app, ["ingest", "file", str(path)])
     assert result.exit_code == 1 and f"finsent: {path}: {problem}" in result.output
+
+
+@pytest.mark.parametrize("name,content", [("news.jsonl", ""), ("news.jsonl", "\n \n"), ("news.csv", "text\n")])
+def test_a_file_without_records_says_so_without_connecting_to_kafka(tmp_path: Path, monkeypatch, name, content):
+    import ingest.cli
+
+    def connect(*args, **kwargs):  # with Kafka down this took half a minute, then failed
+        raise AssertionError("connected to Kafka")
+
+    monkeypatch.setattr(ingest.cli, "_start", connect)
+    monkeypatch.setenv("FINSENT_KAFKA_BOOTSTRAP", "127.0.0.1:9")  # no broker there either
+    path = tmp_path / name
+    path.write_text(content)
+    result = CliRunner().invoke(app, ["ingest", "file", str(path)])
+    assert result.exit_code == 0, result.output  # nothing failed: there is nothing to do
+    assert f"{path}: holds no records" in result.output and "connected to Kafka" not in result.output

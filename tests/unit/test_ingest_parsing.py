@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from ingest.backoff import Backoff, parse_retry_after
 from ingest.config import build_sources, load_sources_file
 from ingest.items import Rejected, SourceItem
-from ingest.replay import Pacer, read_items
+from ingest.replay import Pacer, holds_no_records, read_items
 from ingest.sources.api import FieldMap, parse_articles
 from ingest.sources.base import get_path
 from ingest.sources.http import FetchError, HttpFetcher
@@ -115,6 +116,31 @@ def test_read_items_csv_without_text_column(tmp_path: Path) -> None:
     path.write_text("headline\nhello\n", "utf-8")
     entries = list(read_items(path))
     assert len(entries) == 1 and isinstance(entries[0], Rejected) and entries[0].code == "missing_field"
+
+
+@pytest.mark.parametrize("name,content,empty", [
+    ("empty.jsonl", b"", True),
+    ("blank.jsonl", b"\n  \n\r\n", True),
+    ("bom.jsonl", b"\xef\xbb\xbf\n\n", True),  # Notepad's mark on an empty first line
+    ("empty.csv", b"", True),
+    ("blank.csv", b"\n\n", True),
+    ("header.csv", b"text,source\n\n", True),
+    ("late.jsonl", b"\n\n{\"text\": \"Acme beats\"}\n", False),
+    ("bad.jsonl", b"not json\n", False),  # a bad line is skipped with its number by the replay, not "empty"
+    ("headline.csv", b"headline\n", False),  # the wrong header is what file_problem names
+    ("row.csv", b"text\nAcme beats\n", False),
+])
+def test_a_file_without_records_is_found_before_any_is_read(tmp_path: Path, name: str, content: bytes,
+                                                            empty: bool) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert holds_no_records(path) is empty
+
+
+def test_a_pipe_is_never_read_to_find_it_empty(tmp_path: Path) -> None:
+    pipe = tmp_path / "feed.jsonl"
+    os.mkfifo(pipe)  # nobody writes: opening it would block
+    assert holds_no_records(pipe) is False
 
 
 def test_sources_file(tmp_path: Path, settings_for_config) -> None:

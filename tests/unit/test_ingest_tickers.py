@@ -69,7 +69,7 @@ def test_ambiguous_alias_needs_market_context(extractor: TickerExtractor) -> Non
     ("Zoom's shares slide after weak guidance", ["ZM"]),
     ("Zoom (ZM) raises full-year forecast", ["ZM"]),
     ("Discount retailer Target warns of thinner margins", ["TGT"]),
-    ("Analysts at Citi raise their price target on Nvidia", ["C", "NVDA"]),
+    ("Analysts at Citi expect two more rate cuts this year", ["C"]),
     ("Walmart and Target report holiday sales on Tuesday", ["WMT", "TGT"]),
     ("Ford, GM and Tesla raise EV prices", ["F", "GM", "TSLA"]),  # each listed beside one accepted before
 ])
@@ -155,6 +155,7 @@ def test_non_us_exchange_tags_a_suffixed_symbol_never_the_us_one(extractor: Tick
     ("Nvidia is a buy, says Goldman Sachs analyst", ["NVDA"]),
     ("JPMorgan upgrades Goldman Sachs to overweight", ["GS"]),
     ("Goldman Sachs upgraded by JPMorgan", ["GS"]),
+    ("Analysts at Citi raise their price target on Nvidia", ["NVDA"]),  # the plural verb of "analysts"
     # The bank itself is the news: no company acted on, another role, or another sentence.
     ("Goldman Sachs upgrades its own outlook", ["GS"]),
     ("JPMorgan raises stake in Tesla", ["JPM", "TSLA"]),
@@ -172,6 +173,15 @@ def test_a_broker_acting_as_analyst_on_another_company_is_not_tagged(extractor: 
     ("Tesla gets Goldman upgrade", ["TSLA"], "Tesla and Goldman Sachs upgrade their partnership", ["TSLA", "GS"]),
     ("Goldman Sachs says Tesla is a buy", ["TSLA"], "Goldman Sachs says it will cut jobs", ["GS"]),
     ("Goldman Sachs: Tesla is a buy", ["TSLA"], "Goldman Sachs: Apple card talks end", ["GS", "AAPL"]),
+    # A forecast of another company's shares is an analyst's view; the bank's own news keeps it.
+    ("Goldman Sachs: Tesla shares could double", ["TSLA"], "Goldman Sachs: profit beats estimates", ["GS"]),
+    ("Goldman Sachs says Apple shares should keep rising", ["AAPL"], "Goldman Sachs says its shares could rise",
+     ["GS"]),
+    # A list of banks takes the plural verb: "raise", not "raises".
+    ("JPMorgan and Wells Fargo raise their price targets on Microsoft", ["MSFT"],
+     "JPMorgan and Wells Fargo raise dividends after stress test", ["JPM", "WFC"]),
+    ("Goldman Sachs and Morgan Stanley lift price targets on Nvidia", ["NVDA"],
+     "Goldman Sachs and Nvidia lift their AI spending targets", ["GS", "NVDA"]),
     ("Morgan Stanley's Tesla price target", ["TSLA"], "Morgan Stanley's profit beats", ["MS"]),
     ("Tesla: Goldman initiates at buy", ["TSLA"], "Tesla: Goldman Sachs cuts 500 jobs", ["TSLA", "GS"]),
 ])
