@@ -177,17 +177,28 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
         audit(ctx, outcome, trigger=trigger, started=started, fresh=[])
         return outcome
     meta = ctx.registry.get(champion)
-    # Before the read, by as long as a stored label may take to be searchable: a label stored about
+    # Before the reads, by as long as a stored label may take to be searchable: a label stored about
     # then counts as fresh once more next time, never as seen.
     read_at = ctx.clock() - SEARCHABLE_WITHIN
-    stored = ctx.all_labels()  # once: the fresh labels, and the earlier ones it trains on, from the same read
-    fresh, unresolved = ctx.fresh_labels(meta, stored)
+    attempt = last_attempt(ctx)
+
+    def gate(fresh: list[ResolvedLabel]) -> tuple[bool, str]:
+        return should_retrain(trigger=trigger, drift_detected=drift_detected, fresh_labels=len(fresh),
+                              newest_label=fresh[-1].labeled_at if fresh else None, min_labels=s.retrain_min_labels,
+                              last_attempt=attempt, now=ctx.clock(),
+                              cooldown=timedelta(minutes=s.retrain_cooldown_minutes),
+                              newest_indexed=max((r.indexed_at for r in fresh if r.indexed_at), default=None))
+
+    # The gate reads the fresh labels only (and their documents' older labels), so a retrain it skips (the weekly
+    # fallback with no new label, drift again within the cooldown) costs no scan of every label ever stored.
+    fresh, unresolved = ctx.fresh_labels(meta)
+    go, why = gate(fresh)
+    stored: list[StoredLabel] = []
+    if go:  # once more, from the one read the training takes its earlier labels from too (Context.earlier_labels)
+        stored = ctx.all_labels()
+        fresh, unresolved = ctx.fresh_labels(meta, stored)
+        go, why = gate(fresh)
     seen = LabelsSeen.of(fresh, label_cutoff(meta, read_at), read_at)
-    go, why = should_retrain(trigger=trigger, drift_detected=drift_detected, fresh_labels=len(fresh),
-                             newest_label=fresh[-1].labeled_at if fresh else None, min_labels=s.retrain_min_labels,
-                             last_attempt=last_attempt(ctx), now=ctx.clock(),
-                             cooldown=timedelta(minutes=s.retrain_cooldown_minutes),
-                             newest_indexed=max((r.indexed_at for r in fresh if r.indexed_at), default=None))
     if not go:
         outcome = Outcome("skipped", [why], champion_version=champion)
         if trigger != "drift" or drift_detected:
