@@ -70,8 +70,8 @@ class Context:
 
     # --- labels --------------------------------------------------------------------------
     def all_labels(self) -> list[StoredLabel]:
-        """Every stored label, oldest first: a retrain reads them once, for :meth:`fresh_labels` and
-        :meth:`earlier_labels` both."""
+        """Every stored label, oldest first: a retrain that its gate (on a query of the fresh labels alone) lets
+        through reads them once, for :meth:`fresh_labels` and :meth:`earlier_labels` both."""
         return fetch_labels(self.es, self.settings)
 
     def fresh_labels(self, champion_meta: dict[str, Any] | None, stored: Sequence[StoredLabel] | None = None

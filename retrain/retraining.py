@@ -2,7 +2,7 @@
 
 Every outcome — promoted, rejected, superseded (better, but the champion changed while it
 trained), skipped (when a retrain was wanted but gated), stopped (the scheduler stopped while it
-trained; it counts as no attempt) or failed — is an audit record in
+trained or judged; it counts as no attempt) or failed — is an audit record in
 ``<prefix>-retrain`` with its figures, and a line in ``<state_dir>/retrain/audit.jsonl`` (kept
 even when Elasticsearch is down). Only one retrain runs at a time on a machine: a lock file
 under ``state_dir`` guards it across processes.
@@ -49,6 +49,10 @@ class RetrainBusy(RuntimeError):
     pass
 
 
+class JudgingStopped(Exception):
+    """``should_stop`` said so between two scoring batches of the judging: the challenger stays registered."""
+
+
 @contextlib.contextmanager
 def exclusive(state_dir: Path) -> Iterator[None]:
     """At most one retrain per state folder, across threads and processes."""
@@ -79,12 +83,28 @@ def last_attempt(ctx: Context) -> LastAttempt | None:
                        failed=src.get("decision") == "failed", labels_read_at=meta_time(src, "labels_read_at"))
 
 
-def _evaluate(ctx: Context, version: str, rows: list[tuple[str, str]]) -> Scores:
+def _evaluate(ctx: Context, version: str, rows: list[tuple[str, str]],
+              should_stop: Callable[[], bool] | None = None) -> Scores:
+    """``version``'s figures on ``rows``; :class:`JudgingStopped` before the model loads, or after a scoring batch,
+    once ``should_stop()`` says so: judging scores the golden set (600 rows by default) and the held-back labels with
+    both models, which a shared CPU takes a while over."""
     from model.evaluation import predicted_labels, scored_metrics
 
     if not rows:
         return Scores(0.0, 0.0, 0)
-    probs = ctx.scorer(version).predict_proba([t for t, _ in rows])
+    scored = [0]  # batches
+
+    def stop_if_asked() -> None:
+        if should_stop is not None and should_stop():
+            raise JudgingStopped(f"judging stopped while scoring {version} on {len(rows)} rows, after {scored[0]} "
+                                 "batch(es)")
+
+    def after_batch() -> None:
+        scored[0] += 1
+        stop_if_asked()
+
+    stop_if_asked()
+    probs = ctx.scorer(version).predict_proba([t for t, _ in rows], on_batch=after_batch)
     labels = [label for _, label in rows]
     result = scored_metrics(probs, labels)
     return Scores(accuracy=float(result.get("accuracy", 0.0)), macro_f1=float(result.get("macro_f1", 0.0)),
@@ -136,8 +156,8 @@ def audit(ctx: Context, outcome: Outcome, *, trigger: str, started: float, fresh
 
 def run_retrain(ctx: Context, *, trigger: str, drift_detected: bool = False,
                 should_stop: Callable[[], bool] | None = None) -> Outcome:
-    """``trigger``: "drift" (after a check found drift), "cron" (fallback) or "manual". Training ends
-    early, as "stopped", once ``should_stop()`` says so."""
+    """``trigger``: "drift" (after a check found drift), "cron" (fallback) or "manual". Training, or the
+    judging of its challenger, ends early, as "stopped", once ``should_stop()`` says so."""
     started = time.monotonic()
     try:
         with exclusive(ctx.settings.state_dir):
@@ -157,17 +177,28 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
         audit(ctx, outcome, trigger=trigger, started=started, fresh=[])
         return outcome
     meta = ctx.registry.get(champion)
-    # Before the read, by as long as a stored label may take to be searchable: a label stored about
+    # Before the reads, by as long as a stored label may take to be searchable: a label stored about
     # then counts as fresh once more next time, never as seen.
     read_at = ctx.clock() - SEARCHABLE_WITHIN
-    stored = ctx.all_labels()  # once: the fresh labels, and the earlier ones it trains on, from the same read
-    fresh, unresolved = ctx.fresh_labels(meta, stored)
+    attempt = last_attempt(ctx)
+
+    def gate(fresh: list[ResolvedLabel]) -> tuple[bool, str]:
+        return should_retrain(trigger=trigger, drift_detected=drift_detected, fresh_labels=len(fresh),
+                              newest_label=fresh[-1].labeled_at if fresh else None, min_labels=s.retrain_min_labels,
+                              last_attempt=attempt, now=ctx.clock(),
+                              cooldown=timedelta(minutes=s.retrain_cooldown_minutes),
+                              newest_indexed=max((r.indexed_at for r in fresh if r.indexed_at), default=None))
+
+    # The gate reads the fresh labels only (and their documents' older labels), so a retrain it skips (the weekly
+    # fallback with no new label, drift again within the cooldown) costs no scan of every label ever stored.
+    fresh, unresolved = ctx.fresh_labels(meta)
+    go, why = gate(fresh)
+    stored: list[StoredLabel] = []
+    if go:  # once more, from the one read the training takes its earlier labels from too (Context.earlier_labels)
+        stored = ctx.all_labels()
+        fresh, unresolved = ctx.fresh_labels(meta, stored)
+        go, why = gate(fresh)
     seen = LabelsSeen.of(fresh, label_cutoff(meta, read_at), read_at)
-    go, why = should_retrain(trigger=trigger, drift_detected=drift_detected, fresh_labels=len(fresh),
-                             newest_label=fresh[-1].labeled_at if fresh else None, min_labels=s.retrain_min_labels,
-                             last_attempt=last_attempt(ctx), now=ctx.clock(),
-                             cooldown=timedelta(minutes=s.retrain_cooldown_minutes),
-                             newest_indexed=max((r.indexed_at for r in fresh if r.indexed_at), default=None))
     if not go:
         outcome = Outcome("skipped", [why], champion_version=champion)
         if trigger != "drift" or drift_detected:
@@ -220,9 +251,10 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
     try:
         golden_rows = [(r.text, r.label) for r in golden]
         held_rows = [(r.text, r.label) for r in fresh_held]
-        champion_golden, champion_fresh = _evaluate(ctx, champion, golden_rows), _evaluate(ctx, champion, held_rows)
-        challenger_golden = _evaluate(ctx, challenger, golden_rows)
-        challenger_fresh = _evaluate(ctx, challenger, held_rows)
+        champion_golden = _evaluate(ctx, champion, golden_rows, should_stop)
+        champion_fresh = _evaluate(ctx, champion, held_rows, should_stop)
+        challenger_golden = _evaluate(ctx, challenger, golden_rows, should_stop)
+        challenger_fresh = _evaluate(ctx, challenger, held_rows, should_stop)
         policy = PromotionPolicy(golden_tolerance=s.retrain_golden_tolerance, min_fresh_gain=s.retrain_min_fresh_gain,
                                  min_fresh_eval=s.retrain_min_fresh_eval, max_p=s.retrain_max_p)
         decision = decide_promotion(champion_golden, challenger_golden, champion_fresh, challenger_fresh, policy)
@@ -230,6 +262,12 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
             # Here, where torch is loaded already, not in a one-off process beside every worker
             # (model.scorer_process). A model that cannot be exported is not promoted: the retrain fails.
             onnx_file(ctx.registry.path(challenger))
+    except JudgingStopped as exc:  # as a stopped training: no attempt; the next drift check or cron run retrains
+        outcome = Outcome("stopped", [f"{exc}; {challenger} stays registered, undecided"], champion_version=champion,
+                          challenger_version=challenger)
+        ctx.registry.update_metadata(challenger, retrain={"decision": "undecided", "reasons": outcome.reasons})
+        audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
+        return outcome
     except Exception as exc:
         log.exception("retrain failed judging %s", challenger)
         outcome = Outcome("failed", [f"{type(exc).__name__}: {exc}"], champion_version=champion,

@@ -1,13 +1,17 @@
-"""A retrain reads the labels index once: the fresh labels and the earlier ones are picked from that one read
-(Context.all_labels), as the queries of retrain.label_store pick them. No Elasticsearch here: es is None."""
+"""A retrain that trains reads every label once: the fresh labels and the earlier ones are picked from that one read
+(Context.all_labels), as the queries of retrain.label_store pick them. One that the gate skips reads the fresh labels
+only. No Elasticsearch here: es is None, or a stand-in, and the label reads go to a list."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from finsent.settings import Settings
-from retrain.context import Context
+from model.registry import Registry
+from retrain.context import Context, is_fresh
 from retrain.label_store import StoredLabel
+from retrain.metrics import RetrainMetrics
+from retrain.retraining import run_retrain
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 UNTIL, READ_AT = NOW - timedelta(days=2), NOW - timedelta(days=1)  # the champion's labels_until, labels_read_at
@@ -34,3 +38,87 @@ def test_the_fresh_and_the_earlier_labels_come_from_one_read() -> None:
                                                             ("imported", "positive", "single")}
     assert unresolved == []
     assert [(r.doc_id, r.label) for r in ctx.earlier_labels(fresh, stored)] == [("seen", "neutral")]
+
+
+class _LabelStore:
+    """label_store.fetch_labels and fetch_labels_of over a list (their queries as is_fresh mirrors them), recording
+    each read and how many labels it returned."""
+
+    def __init__(self, labels: list[StoredLabel]) -> None:
+        self.labels = sorted(labels, key=lambda r: r.labeled_at)
+        self.reads: list[tuple[str, int]] = []
+
+    def fetch_labels(self, es, settings, *, since=None, read_since=None) -> list[StoredLabel]:
+        out = [label for label in self.labels if is_fresh(label, since, read_since)]
+        self.reads.append(("every label" if since is None else "fresh", len(out)))
+        return out
+
+    def fetch_labels_of(self, es, settings, *, doc_ids, texts, until) -> list[StoredLabel]:
+        out = [label for label in self.labels
+               if label.labeled_at <= until and (label.doc_id in doc_ids or label.text in texts)]
+        self.reads.append(("related", len(out)))
+        return out
+
+
+class _AuditIndex:  # the retrain index: no earlier attempt; the audit records are kept
+    def __init__(self) -> None:
+        self.docs: list[dict] = []
+
+    def options(self, **kwargs):
+        return self
+
+    def search(self, **kwargs):
+        return {"hits": {"hits": []}}
+
+    def index(self, index, document, **kwargs):
+        self.docs.append(document)
+
+
+def _retrain(tmp_path, monkeypatch, fresh: int) -> tuple[_LabelStore, Context]:
+    """A champion that saw 500 labels, ``fresh`` labels since (the first a relabel of one it saw), and a context
+    whose label reads go to a counting store."""
+    seen = [_label(f"seen{i}", "neutral", timedelta(days=3), timedelta(days=3)) for i in range(500)]
+    new = [_label("seen0" if i == 0 else f"new{i}", "positive", timedelta(hours=5, minutes=i), timedelta(hours=5))
+           for i in range(fresh)]
+    store = _LabelStore(seen + new)
+    monkeypatch.setattr("retrain.context.fetch_labels", store.fetch_labels)
+    monkeypatch.setattr("retrain.context.fetch_labels_of", store.fetch_labels_of)
+    settings = Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models", retrain_min_labels=20)
+    registry = Registry(settings.models_path)
+    folder = tmp_path / "champion"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    registry.promote(registry.register(folder, {"labels_until": UNTIL.isoformat(),
+                                                "labels_read_at": READ_AT.isoformat()}))
+    return store, Context(settings=settings, es=_AuditIndex(), registry=registry, producer=None,
+                          metrics=RetrainMetrics(), clock=lambda: NOW)
+
+
+def test_a_retrain_the_gate_skips_reads_only_the_fresh_labels(tmp_path, monkeypatch) -> None:
+    # It read every label ever stored (503 here) to count 3 fresh ones, every week and after every drift check.
+    store, ctx = _retrain(tmp_path, monkeypatch, fresh=3)
+    outcome = run_retrain(ctx, trigger="cron")
+    assert (outcome.decision, outcome.reasons) == ("skipped", ["3 fresh labels, need 20"])
+    assert store.reads == [("fresh", 3), ("related", 1)]  # and the relabelled document's older label
+    assert ctx.es.docs[-1]["fresh_labels"] == 3
+
+
+def test_a_retrain_the_gate_lets_through_trains_on_one_read_of_every_label(tmp_path, monkeypatch) -> None:
+    from model.training import TrainingStopped
+    from retrain import golden as goldenmod
+
+    store, ctx = _retrain(tmp_path, monkeypatch, fresh=30)
+    trained: list[str] = []
+
+    def train(rows, *, extra_rows, **kwargs):
+        trained.extend(row.source for row in extra_rows)
+        raise TrainingStopped("enough: the rows are what is under test")
+
+    monkeypatch.setattr("model.training.train", train)
+    monkeypatch.setattr(goldenmod, "data_paths", lambda s: [])
+    monkeypatch.setattr(goldenmod, "load_rows", lambda paths: [])
+    monkeypatch.setattr(goldenmod, "ensure_golden", lambda s, r, **kw: [])
+    assert run_retrain(ctx, trigger="cron").decision == "stopped"
+    assert store.reads == [("fresh", 30), ("related", 1), ("every label", 530)]
+    # Of the fresh labels, those not held back to judge; and the 499 the champion saw of documents with no fresh one.
+    assert 0 < trained.count("fresh") < 30 and trained.count("earlier") == 499

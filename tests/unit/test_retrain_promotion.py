@@ -4,12 +4,15 @@ pointed at a port where no broker listens (Kafka down): what it promotes, and wh
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
 from finsent import clients
 from finsent.settings import Settings
 from model.registry import Registry
+from retrain.conflicts import ResolvedLabel
 from retrain.context import Context
 from retrain.metrics import RetrainMetrics
 from retrain.retraining import Outcome, promote_challenger
@@ -109,37 +112,33 @@ class _AuditIndex:
         self.docs.append(document)
 
 
-def test_a_retrain_that_fails_judging_its_challenger_names_it_and_marks_it_failed(tmp_path, monkeypatch) -> None:
-    # The challenger stays in the registry: unnamed, and without the labels it saw, a promotion by hand made every
-    # label fresh again to it (labels it trained on held back to judge the next challenger).
-    from datetime import UTC, datetime, timedelta
-    from types import SimpleNamespace
+NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
+FRESH = [ResolvedLabel(key=f"k{i}", doc_id=f"d{i}", text=f"text {i}", label="neutral",
+                       labeled_at=NOW - timedelta(minutes=60 - i), annotators=1, rule="single") for i in range(60)]
 
+
+def _retrain_to_judge(tmp_path, monkeypatch, scorer) -> tuple[Context, _AuditIndex, str]:
+    """A context whose retrain trains a stand-in challenger (a registry copy) on 60 fresh labels and judges it on
+    10 golden rows with ``scorer(version)``; returns it, its audit index and the champion."""
     from retrain import golden as goldenmod
-    from retrain.conflicts import ResolvedLabel
-    from retrain.retraining import run_retrain
 
-    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
-    fresh = [ResolvedLabel(key=f"k{i}", doc_id=f"d{i}", text=f"text {i}", label="neutral",
-                           labeled_at=now - timedelta(minutes=60 - i), annotators=1, rule="single") for i in range(60)]
-
-    class Failing(Context):
+    class Judging(Context):
         def all_labels(self):
             return []
 
         def fresh_labels(self, champion_meta, stored=None):
-            return fresh, []
+            return FRESH, []
 
         def earlier_labels(self, fresh, stored=None):
             return []
 
         def scorer(self, version):
-            raise RuntimeError("CUDA out of memory")
+            return scorer(version)
 
     settings = Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models")
     es = _AuditIndex()
-    ctx = Failing(settings=settings, es=es, registry=Registry(settings.models_path), producer=None,
-                  metrics=RetrainMetrics(), clock=lambda: now)
+    ctx = Judging(settings=settings, es=es, registry=Registry(settings.models_path), producer=None,
+                  metrics=RetrainMetrics(), clock=lambda: NOW)
     champion = _version(ctx.registry, tmp_path, "champion")
     ctx.registry.promote(champion)
     rows = [goldenmod.Row(f"row {i}", "neutral") for i in range(10)]
@@ -148,11 +147,59 @@ def test_a_retrain_that_fails_judging_its_challenger_names_it_and_marks_it_faile
     monkeypatch.setattr(goldenmod, "ensure_golden", lambda s, r, **kw: rows)
     monkeypatch.setattr("model.training.train", lambda *a, registry, **kw: SimpleNamespace(
         version=_version(registry, tmp_path, "challenger")))
+    return ctx, es, champion
+
+
+def test_a_retrain_that_fails_judging_its_challenger_names_it_and_marks_it_failed(tmp_path, monkeypatch) -> None:
+    # The challenger stays in the registry: unnamed, and without the labels it saw, a promotion by hand made every
+    # label fresh again to it (labels it trained on held back to judge the next challenger).
+    from retrain.retraining import run_retrain
+
+    def out_of_memory(version):
+        raise RuntimeError("CUDA out of memory")
+
+    ctx, es, champion = _retrain_to_judge(tmp_path, monkeypatch, out_of_memory)
     outcome = run_retrain(ctx, trigger="manual")
     challenger = outcome.challenger_version
     assert outcome.decision == "failed" and challenger and challenger != champion
     assert es.docs[-1]["challenger_version"] == challenger and es.docs[-1]["decision"] == "failed"
     meta = ctx.registry.get(challenger)
     assert meta["retrain"] == {"decision": "failed", "reasons": ["RuntimeError: CUDA out of memory"]}
-    assert meta["labels_until"] == fresh[-1].labeled_at.isoformat() and meta["labels_read_at"]
+    assert meta["labels_until"] == FRESH[-1].labeled_at.isoformat() and meta["labels_read_at"]
     assert ctx.registry.champion() == champion
+
+
+class _BatchedScorer:
+    """Scores four texts a batch, as Scorer.predict_proba does, calling ``on_batch`` after each; records them."""
+
+    def __init__(self, version: str, batches: list[str]) -> None:
+        self.version, self.batches = version, batches
+
+    def predict_proba(self, texts, on_batch=None):
+        probs = []
+        for start in range(0, len(texts), 4):
+            self.batches.append(self.version)
+            probs += [[0.1, 0.8, 0.1]] * len(texts[start:start + 4])
+            if on_batch is not None:
+                on_batch()
+        return probs
+
+
+def test_a_scheduler_stopped_while_judging_stops_after_the_batch_and_leaves_the_challenger_undecided(
+        tmp_path, monkeypatch) -> None:
+    # Judging ran to its end (both models on the golden set and the held-back labels) while a SIGTERM waited.
+    from retrain.retraining import run_retrain
+
+    batches: list[str] = []
+    ctx, es, champion = _retrain_to_judge(tmp_path, monkeypatch, lambda version: _BatchedScorer(version, batches))
+    # The stop comes while the champion's second golden batch is scored (of 3, then the challenger's 3 and more).
+    outcome = run_retrain(ctx, trigger="cron", should_stop=lambda: len(batches) >= 2)
+    challenger = outcome.challenger_version
+    assert batches == [champion, champion]
+    assert outcome.decision == "stopped" and challenger and challenger != champion
+    (reason,) = outcome.reasons
+    assert "judging stopped" in reason and "after 2 batch(es)" in reason and f"{challenger} stays" in reason
+    assert ctx.registry.get(challenger)["retrain"] == {"decision": "undecided", "reasons": [reason]}
+    assert ctx.registry.champion() == champion
+    assert (es.docs[-1]["decision"], es.docs[-1]["challenger_version"]) == ("stopped", challenger)
+    assert ctx.metrics.registry.get_sample_value("finsent_retrain_decisions_total", {"decision": "stopped"}) == 1
