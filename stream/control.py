@@ -4,12 +4,6 @@ Every worker must see every promote/rollback, so this is not part of the worker'
 consumer group: each worker assigns itself the single control partition, starts at its
 end (older commands were already applied by whoever loaded the champion at start), and
 hands model requests to the :class:`~stream.model_holder.ModelHolder`.
-
-A promote or rollback of a registry model is a cue, not an order: the worker loads the
-registry's champion then (:func:`model_request`). Two senders on two hosts (`finsent model
-promote` and a retrain) may reach the topic in the other order than they moved the champion,
-and their ``issued_at`` come from two clocks, so neither order says which was last; the
-champion pointer does (RELIABILITY.md, "Control messages out of order").
 """
 
 from __future__ import annotations
@@ -17,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from finsent import clients
 from finsent.schemas import ControlMessage, RecordError, parse_record
 from finsent.settings import Settings
-from model.registry import Registry, is_model_folder
+from model.registry import is_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -38,46 +31,23 @@ def publish(settings: Settings, message: ControlMessage, timeout: float = 15.0) 
         producer.close(timeout=5)
 
 
-def model_request(message: ControlMessage, registry: Registry) -> str | None:
-    """The model reference a control message asks workers to load, or None to ignore it.
-
-    A model of this worker's ``registry`` (the message's folder lies in it, or it has the version): the registry's
-    champion, whichever the message names. Every sender moves the champion before it publishes, so the champion read
-    on a message is at least as new as the message, and the last message read leaves the worker on the last champion
-    whatever order the messages came in. A model folder outside the registry on this host (the benchmarks, tests):
-    that folder, which the champion says nothing about. Else the version, from this worker's registry (which names
-    what is missing when it cannot load it)."""
+def model_request(message: ControlMessage) -> str | None:
+    """The model reference a control message asks workers to load, or None to ignore it: the sender's folder
+    when this host has it (it may lie outside the registry), else the version, from this worker's registry."""
     if message.action not in ("promote", "rollback"):
         return None  # "drift" is for the alert rules
-    folder = message.model_path if message.model_path and is_model_folder(message.model_path) else None
-    if folder is not None and Path(folder).expanduser().resolve().parent != registry.versions_dir:
-        return folder
-    if message.model_path and folder is None:
+    if message.model_path and not is_model_folder(message.model_path):
         # The sender's registry is mounted elsewhere, or on another host: the version names the same model.
-        log.info("control: no model folder at %s on this host; loading from this worker's registry %s",
-                 message.model_path, registry.root)
-    try:
-        if folder is None and not registry.exists(message.model_version):
-            return message.model_version
-        champion = registry.champion()
-    except (OSError, ValueError) as exc:  # an unreadable registry: the message is all there is to go by
-        log.warning("control: could not read the champion of %s (%s); loading %s as the %s says",
-                    registry.root, exc, message.model_version, message.action)
+        log.info("control: no model folder at %s on this host; loading version %s from this worker's registry",
+                 message.model_path, message.model_version)
         return message.model_version
-    if champion is None:  # a registry without a pointer (a copy made by hand): as the message says
-        return message.model_version
-    if champion != message.model_version:
-        log.warning("control: %s of %s (issued %s), but the registry's champion is %s: a promote or rollback "
-                    "made after it, whose message came first or is still to come; loading %s",
-                    message.action, message.model_version, message.issued_at.isoformat(), champion, champion)
-    return champion
+    return message.model_path or message.model_version
 
 
 class ControlListener:
     def __init__(self, settings: Settings, on_request: Callable[[str, ControlMessage], None]) -> None:
         self.settings = settings
         self.on_request = on_request
-        self.registry = Registry(settings.models_path)  # the workers' own (Scorer.from_settings, ScorerProcess)
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
@@ -102,7 +72,7 @@ class ControlListener:
             except RecordError as exc:
                 log.error("ignoring bad control message at offset %s: %s", record.offset, exc.reason)
                 continue
-            ref = await asyncio.to_thread(model_request, message, self.registry)  # file reads, off the loop
+            ref = model_request(message)
             if ref is not None:
                 log.info("control: %s → loading %s", message.action, ref)
                 self.on_request(ref, message)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-from types import SimpleNamespace
-
-import pytest
 
 from finsent.schemas import Sentiment
 
@@ -48,30 +44,15 @@ async def test_swap_between_batches_and_keep_old_on_failure():
         holder.close()
 
 
-def _registry(tmp_path, *names: str):
-    """A real registry of stand-in model folders; returns it and the versions, in order."""
-    from model.registry import Registry
-
-    registry = Registry(tmp_path / "models")
-    versions = []
-    for name in names:
-        folder = tmp_path / "src" / name
-        folder.mkdir(parents=True)
-        (folder / "config.json").write_text("{}")
-        versions.append(registry.register(folder, {"base_model": "b"}))
-    return registry, versions
-
-
-async def test_control_messages_select_model_requests(tmp_path):
+async def test_control_messages_select_model_requests():
     from finsent.schemas import ControlMessage, utc_now
     from stream.control import model_request
 
     def msg(action, path=None):
         return ControlMessage(action=action, model_version="v9", model_path=path, issued_at=utc_now())
 
-    registry, _ = _registry(tmp_path)
-    assert model_request(msg("promote"), registry) == "v9"  # not in this registry: its load says so
-    assert model_request(msg("drift"), registry) is None
+    assert model_request(msg("promote")) == "v9"
+    assert model_request(msg("drift")) is None
     await asyncio.sleep(0)
 
 
@@ -79,14 +60,12 @@ def test_a_control_message_loads_the_senders_folder_when_this_host_has_it(tmp_pa
     from finsent.schemas import ControlMessage, utc_now
     from stream.control import model_request
 
-    registry, (champion,) = _registry(tmp_path, "champion")
-    registry.promote(champion)
     folder = tmp_path / "outside-the-registry"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     message = ControlMessage(action="rollback", model_version="v20250101-000000-abcd", model_path=str(folder),
                              issued_at=utc_now())
-    assert model_request(message, registry) == str(folder)  # the champion says nothing about a folder outside
+    assert model_request(message) == str(folder)
 
 
 def test_a_control_message_whose_folder_is_elsewhere_loads_the_version(tmp_path, caplog):
@@ -94,71 +73,14 @@ def test_a_control_message_whose_folder_is_elsewhere_loads_the_version(tmp_path,
     from finsent.schemas import ControlMessage, utc_now
     from stream.control import model_request
 
-    registry, _ = _registry(tmp_path)
     missing = tmp_path / "sender" / "versions" / "v20250101-000000-abcd"
     message = ControlMessage(action="promote", model_version="v20250101-000000-abcd", model_path=str(missing),
                              issued_at=utc_now())
     with caplog.at_level("INFO", logger="stream.control"):
-        assert model_request(message, registry) == "v20250101-000000-abcd"
+        assert model_request(message) == "v20250101-000000-abcd"
     assert f"no model folder at {missing}" in caplog.text
     missing.mkdir(parents=True)  # a folder without a saved model is no model either
-    assert model_request(message, registry) == "v20250101-000000-abcd"
-
-
-class _ControlTopic:
-    """The listener's consumer: the records of the control partition, in the broker's order; ``between`` runs once
-    the listener asks for the second (it has handled the first)."""
-
-    def __init__(self, messages, between=lambda: None) -> None:
-        self.records = [SimpleNamespace(offset=i, value=m.to_json()) for i, m in enumerate(messages)]
-        self.between = between
-
-    def __aiter__(self):
-        return self._iterate()
-
-    async def _iterate(self):
-        for i, record in enumerate(self.records):
-            if i == 1:
-                self.between()
-            yield record
-
-
-@pytest.mark.parametrize("case", ["read between the two", "read after both", "written the other way round"])
-async def test_workers_end_on_the_registrys_champion_whatever_order_two_senders_messages_arrive_in(
-        tmp_path, case, caplog):
-    # A retrain on host B promotes its challenger; a second later a human on host A, whose clock is 5 s behind,
-    # rolls it back. Applied in the broker's order, the workers kept the challenger when B's message was written
-    # last; ordered by issued_at, they would keep it in any order, the rollback being "older". Either way the
-    # registry said the old champion, and nothing told anyone.
-    from datetime import timedelta
-
-    from finsent.schemas import ControlMessage, utc_now
-    from finsent.settings import Settings
-    from stream.control import ControlListener
-
-    registry, (old, challenger) = _registry(tmp_path, "old", "challenger")
-    registry.promote(old)
-    registry.promote(challenger, expected=old)  # the retrain moves the champion, then publishes
-    now = utc_now()
-    promote = ControlMessage(action="promote", model_version=challenger, model_path=str(registry.path(challenger)),
-                             issued_at=now)
-    rollback = ControlMessage(action="rollback", model_version=old, model_path=str(registry.path(old)),
-                              issued_at=now + timedelta(seconds=1) - timedelta(seconds=5))
-    requested = []  # versions: a registry folder's name is its version
-    listener = ControlListener(Settings(model_dir=tmp_path / "models"),
-                               lambda ref, message: requested.append(Path(ref).name))
-    between = case == "read between the two"  # the worker handles the promote before the human rolls back
-    if between:
-        listener._consumer = _ControlTopic([promote, rollback], between=registry.rollback)
-    else:
-        assert registry.rollback() == old
-        listener._consumer = _ControlTopic([promote, rollback] if case == "read after both" else [rollback, promote])
-    with caplog.at_level("WARNING", logger="stream.control"):
-        await listener._run()
-    assert registry.champion() == old
-    assert requested == ([challenger, old] if between else [old, old])  # each message a cue to load the champion
-    if not between:
-        assert f"promote of {challenger}" in caplog.text and f"the registry's champion is {old}" in caplog.text
+    assert model_request(message) == "v20250101-000000-abcd"
 
 
 class ClosableScorer(FakeScorer):  # a scorer that holds a resource, as a scorer process does
