@@ -114,6 +114,10 @@ _RATING_ACTION = re.compile(_DESK + r"(?:(?:up|down)grade|initiate|reiterate|res
 # Each verb in every form, the plural too: "JPMorgan and Wells Fargo raise their price targets on Microsoft".
 _TARGET_ACTION = re.compile(_DESK + r"(?:raise[sd]?|lift(?:s|ed)?|boost(?:s|ed)?|hike[sd]?|lower(?:s|ed)?|"
                                     r"trim(?:s|med)?|slash(?:es|ed)?|reduce[sd]?|cuts?)" + _ACTIVE)
+# "target" as the noun a change of target needs, not the verb: "raises Nvidia target to $200", "lifts its price target
+# on Apple", but not "JPMorgan lowers costs as Microsoft targets AI" (the bank's own news).
+_TARGET_NOUN = re.compile(r"(?i:\btargets?\b(?=\s*(?:$|[,.;:!?)–—-]|(?:on|for|to|of|at|from|by|in|with|amid|after|"
+                          r"as|ahead|following|despite|while|and|but)\b)))")
 # Between the company and the bank: "Tesla upgraded to buy at Goldman", "Apple price target raised by Morgan Stanley".
 _BY_BROKER = re.compile(r"(?i:\b(?:(?:up|down)grade[sd]?|initiated|reiterated|resumed|rated|"
                         r"target\s+(?:raised|lifted|boosted|hiked|lowered|trimmed|slashed|reduced|cut))\b.*"
@@ -327,7 +331,7 @@ def _acts_as_analyst(text: str, hit: _Hit, hits: list[_Hit]) -> bool:
     after = text[end:stop]
     if _ANALYSTS.match(after):
         return bool(others)
-    if (_RATING_ACTION.match(after) or (_TARGET_ACTION.match(after) and "target" in after.lower())) and (
+    if (_RATING_ACTION.match(after) or (_TARGET_ACTION.match(after) and _TARGET_NOUN.search(after))) and (
             any(s >= end for s, _ in others) or any(_HEADLINE_SUBJECT.fullmatch(text[e:start]) for e in before)):
         return True
     # "Tesla gets Goldman upgrade", but not "Apple and Goldman Sachs downgrade…", where both may be rated.

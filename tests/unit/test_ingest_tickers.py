@@ -182,6 +182,9 @@ def test_a_broker_acting_as_analyst_on_another_company_is_not_tagged(extractor: 
      "JPMorgan and Wells Fargo raise dividends after stress test", ["JPM", "WFC"]),
     ("Goldman Sachs and Morgan Stanley lift price targets on Nvidia", ["NVDA"],
      "Goldman Sachs and Nvidia lift their AI spending targets", ["GS", "NVDA"]),
+    # "target" the noun, not the verb: a bank cutting its own costs is its news.
+    ("JPMorgan lowers Microsoft target, keeps buy", ["MSFT"],
+     "JPMorgan and Wells Fargo lower costs as Microsoft targets AI", ["JPM", "WFC", "MSFT"]),
     ("Morgan Stanley's Tesla price target", ["TSLA"], "Morgan Stanley's profit beats", ["MS"]),
     ("Tesla: Goldman initiates at buy", ["TSLA"], "Tesla: Goldman Sachs cuts 500 jobs", ["TSLA", "GS"]),
 ])
