@@ -12,6 +12,7 @@ from retrain.context import Context, is_fresh
 from retrain.label_store import StoredLabel
 from retrain.metrics import RetrainMetrics
 from retrain.retraining import run_retrain
+from tests.unit.test_retrain_promotion import AuditIndex
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 UNTIL, READ_AT = NOW - timedelta(days=2), NOW - timedelta(days=1)  # the champion's labels_until, labels_read_at
@@ -60,20 +61,6 @@ class _LabelStore:
         return out
 
 
-class _AuditIndex:  # the retrain index: no earlier attempt; the audit records are kept
-    def __init__(self) -> None:
-        self.docs: list[dict] = []
-
-    def options(self, **kwargs):
-        return self
-
-    def search(self, **kwargs):
-        return {"hits": {"hits": []}}
-
-    def index(self, index, document, **kwargs):
-        self.docs.append(document)
-
-
 def _retrain(tmp_path, monkeypatch, fresh: int) -> tuple[_LabelStore, Context]:
     """A champion that saw 500 labels, ``fresh`` labels since (the first a relabel of one it saw), and a context
     whose label reads go to a counting store."""
@@ -90,7 +77,7 @@ def _retrain(tmp_path, monkeypatch, fresh: int) -> tuple[_LabelStore, Context]:
     (folder / "config.json").write_text("{}")
     registry.promote(registry.register(folder, {"labels_until": UNTIL.isoformat(),
                                                 "labels_read_at": READ_AT.isoformat()}))
-    return store, Context(settings=settings, es=_AuditIndex(), registry=registry, producer=None,
+    return store, Context(settings=settings, es=AuditIndex(), registry=registry, producer=None,
                           metrics=RetrainMetrics(), clock=lambda: NOW)
 
 

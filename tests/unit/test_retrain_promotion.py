@@ -98,7 +98,7 @@ def test_the_gate_scores_models_as_the_workers_do(tmp_path, monkeypatch):
     assert ref == "v1" and (kwargs["quantize"], kwargs["max_length"], kwargs["batch_size"]) == ("int8", 200, 7)
 
 
-class _AuditIndex:
+class AuditIndex:  # the retrain index: no earlier attempt; the audit records are kept
     def __init__(self) -> None:
         self.docs: list[dict] = []
 
@@ -117,7 +117,7 @@ FRESH = [ResolvedLabel(key=f"k{i}", doc_id=f"d{i}", text=f"text {i}", label="neu
                        labeled_at=NOW - timedelta(minutes=60 - i), annotators=1, rule="single") for i in range(60)]
 
 
-def _retrain_to_judge(tmp_path, monkeypatch, scorer) -> tuple[Context, _AuditIndex, str]:
+def _retrain_to_judge(tmp_path, monkeypatch, scorer) -> tuple[Context, AuditIndex, str]:
     """A context whose retrain trains a stand-in challenger (a registry copy) on 60 fresh labels and judges it on
     10 golden rows with ``scorer(version)``; returns it, its audit index and the champion."""
     from retrain import golden as goldenmod
@@ -136,7 +136,7 @@ def _retrain_to_judge(tmp_path, monkeypatch, scorer) -> tuple[Context, _AuditInd
             return scorer(version)
 
     settings = Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models")
-    es = _AuditIndex()
+    es = AuditIndex()
     ctx = Judging(settings=settings, es=es, registry=Registry(settings.models_path), producer=None,
                   metrics=RetrainMetrics(), clock=lambda: NOW)
     champion = _version(ctx.registry, tmp_path, "champion")
