@@ -71,7 +71,16 @@ def verify(secret: str | bytes, body: bytes, header: str | None, *,
     current = time.time() if now is None else now
     if tolerance is not None and abs(current - timestamp) > tolerance:
         raise SignatureError(f"timestamp {timestamp} is outside the tolerance of {tolerance:g}s")
-    expected = compute(secret, timestamp, body)
-    if not any(hmac.compare_digest(expected, candidate) for candidate in candidates):
+    expected = bytes.fromhex(compute(secret, timestamp, body))
+    if not any(hmac.compare_digest(expected, _digest(candidate)) for candidate in candidates):
         raise SignatureError("signature does not match the body")
     return timestamp
+
+
+def _digest(candidate: str) -> bytes:
+    """A ``v1=`` value as the bytes it stands for; anything but hex matches nothing. Compared as text,
+    ``hmac.compare_digest`` raises TypeError for a non-ASCII value, a 500 instead of a refusal."""
+    try:
+        return bytes.fromhex(candidate)
+    except ValueError:
+        return b""

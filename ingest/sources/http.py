@@ -1,7 +1,10 @@
 """HTTP GET for polling sources: size-limited, timeouts, errors mapped to :class:`FetchError`.
 
 httpx's timeout applies to each step (connect, each read), so a server that sends a byte every
-few seconds would hold a source forever; every fetch also has a total deadline.
+few seconds would hold a source forever; every fetch also has a total deadline. The size limit
+holds for the decoded body, decoded step by step (:mod:`ingest.sources.decoding`), not after httpx
+inflated a chunk whole. Redirects are followed here, not by httpx, so that the headers a source
+was given (an API key) never go to another host.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from dataclasses import dataclass, field
 import httpx
 
 from ingest.backoff import parse_retry_after
+from ingest.sources.decoding import ACCEPT_ENCODING, BoundedDecoder, TooLarge, Undecodable
+
+MAX_REDIRECTS = 10
 
 
 class FetchError(Exception):
@@ -59,8 +65,8 @@ class HttpFetcher:
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=self.timeout, follow_redirects=True, headers={"User-Agent": self.user_agent})
+            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, headers={
+                "User-Agent": self.user_agent, "Accept-Encoding": ACCEPT_ENCODING})
 
     async def close(self) -> None:
         if self._client is not None:
@@ -85,20 +91,48 @@ class HttpFetcher:
             raise FetchError("network", f"{url}: {type(exc).__name__}: {exc}") from None
 
     async def _get(self, url: str, headers: dict[str, str] | None, params: dict[str, str] | None) -> HttpResponse:
-        async with self._client.stream("GET", url, headers=headers, params=params) as response:
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                raise FetchError("too_large", f"{url}: body of {declared} bytes is over {self.max_bytes}")
-            if response.status_code == 304:
-                return HttpResponse(304, str(response.url), dict(response.headers))
-            if response.status_code == 429 or response.status_code >= 400:
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-                reason = "rate_limited" if response.status_code == 429 else f"http_{response.status_code}"
-                raise FetchError(reason, f"{url}: HTTP {response.status_code}", retry_after)
+        request = self._client.build_request("GET", url, headers=headers, params=params)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = await self._client.send(request, stream=True)
+            try:
+                if response.next_request is None:
+                    return await self._read(url, response)
+                after = response.next_request
+            finally:
+                await response.aclose()
+            if not _may_carry_headers(request.url, after.url):
+                for name in headers or {}:  # httpx drops only Authorization; an API key may be X-Api-Key
+                    after.headers.pop(name, None)
+            request = after
+        raise FetchError("network", f"{url}: more than {MAX_REDIRECTS} redirects")
+
+    async def _read(self, url: str, response: httpx.Response) -> HttpResponse:
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            raise FetchError("too_large", f"{url}: body of {declared} bytes is over {self.max_bytes}")
+        if response.status_code == 304:
+            return HttpResponse(304, str(response.url), dict(response.headers))
+        if response.status_code == 429 or response.status_code >= 400:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            reason = "rate_limited" if response.status_code == 429 else f"http_{response.status_code}"
+            raise FetchError(reason, f"{url}: HTTP {response.status_code}", retry_after)
+        try:
+            decoder = BoundedDecoder(response.headers.get("content-encoding"), self.max_bytes)
             chunks, size = [], 0
-            async for chunk in response.aiter_bytes():
+            async for raw in response.aiter_raw():
+                chunk = decoder.decode(raw)
                 size += len(chunk)
                 if size > self.max_bytes:
-                    raise FetchError("too_large", f"{url}: body is over {self.max_bytes} bytes")
+                    raise TooLarge
                 chunks.append(chunk)
-            return HttpResponse(response.status_code, str(response.url), dict(response.headers), b"".join(chunks))
+            chunks.append(decoder.flush())
+        except TooLarge:
+            raise FetchError("too_large", f"{url}: body is over {self.max_bytes} bytes") from None
+        except Undecodable as exc:
+            raise FetchError("bad_encoding", f"{url}: {exc}") from None
+        return HttpResponse(response.status_code, str(response.url), dict(response.headers), b"".join(chunks))
+
+
+def _may_carry_headers(source: httpx.URL, target: httpx.URL) -> bool:
+    """Whether a redirect may take a source's own headers along: to the same host, and not from https to http."""
+    return target.host == source.host and not (source.scheme == "https" and target.scheme != "https")

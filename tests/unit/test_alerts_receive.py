@@ -82,6 +82,19 @@ def test_a_content_length_that_is_not_a_size_or_too_big_is_refused_unread(length
     assert [r.verified for r in receiver.received] == [False, True]
 
 
+def test_a_signature_with_bytes_outside_ascii_is_refused_and_the_receiver_goes_on():
+    # http.server reads headers as Latin-1: "\xe9" arrives as "é", which compare_digest refused to compare as text,
+    # so the request ended in a traceback and a dropped connection instead of a 401.
+    with WebhookReceiver("s3cret") as receiver:
+        head = signing.sign("s3cret", BODY).encode()[:-1] + b"\xe9"
+        answer = raw_post(receiver, signing.SIGNATURE_HEADER.encode() + b": " + head + b"\r\n"
+                          + b"Content-Length: " + str(len(BODY)).encode() + b"\r\nConnection: close\r\n", BODY)
+        assert answer.startswith(b"HTTP/1.0 401")
+        assert httpx.post(receiver.url, content=BODY, headers=signed(BODY)).status_code == 200
+    assert [(r.verified, r.error) for r in receiver.received] == [
+        (False, "signature does not match the body"), (True, None)]
+
+
 def test_remembered_keys_are_bounded_in_number_and_time(monkeypatch):
     import alerts.receiver
 

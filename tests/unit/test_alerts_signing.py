@@ -39,6 +39,8 @@ def test_signature_matches_the_documented_scheme():
     (lambda h, b: (None, b), "missing"),
     (lambda h, b: ("v1=abc", b), "malformed"),
     (lambda h, b: ("t=x,v1=abc", b), "not an integer"),
+    (lambda h, b: ("t=1000,v1=\u00e9" + "0" * 63, b), "does not match"),  # compared as text: TypeError
+    (lambda h, b: ("t=1000,v1=not-hex", b), "does not match"),
 ])
 def test_verify_rejects(mutate, message):
     body = b'{"a":1}'
@@ -56,6 +58,7 @@ def test_verify_rejects_stale_and_wrong_secret_but_accepts_rotation():
         signing.verify("old", body, header, now=1000)
     rotated = header + ",v1=" + signing.compute("old", 1000, body)
     assert signing.verify("old", body, rotated, now=1000) == 1000
+    assert signing.verify("new", body, header.upper().replace("T=", "t=").replace("V1=", "v1="), now=1000) == 1000
 
 
 def test_idempotency_key_is_stable_and_distinct():
