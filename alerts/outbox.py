@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from itertools import takewhile
 from pathlib import Path
 
-from finsent.schemas import Alert, json_time
+from finsent.schemas import IGNORE_UNKNOWN, Alert, json_time
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -96,6 +96,11 @@ class AlertRow:
         """What ``finsent alerts list --outbox`` shows: the document, plus why the index refused it (not a field
         of the index's strict mapping)."""
         return self.document() | {"sync_error": self.sync_error}
+
+
+def _alert(stored: str) -> Alert:
+    """A stored alert; the fields of a newer release that wrote it (before a rollback to this one) are dropped."""
+    return Alert.model_validate_json(stored, context=IGNORE_UNKNOWN)
 
 
 def _iso(value: datetime) -> str:
@@ -293,7 +298,7 @@ class Outbox:
             "SELECT d.key, d.attempts, d.next_attempt_at, d.queued_at, a.alert FROM deliveries d"
             " JOIN alerts a ON a.key = d.key WHERE d.status = 'pending' AND d.webhook = ? ORDER BY d.rowid LIMIT ?",
             (webhook, limit))
-        return [DueDelivery(r["key"], webhook, r["attempts"], Alert.model_validate_json(r["alert"]), r["queued_at"])
+        return [DueDelivery(r["key"], webhook, r["attempts"], _alert(r["alert"]), r["queued_at"])
                 for r in takewhile(lambda r: r["next_attempt_at"] <= now, rows)]  # reads none past the first not due
 
     def get(self, key: str) -> AlertRow | None:
@@ -339,7 +344,7 @@ class Outbox:
 
     @staticmethod
     def _row(row: sqlite3.Row) -> AlertRow:
-        alert = Alert.model_validate_json(row["alert"]).model_copy(
+        alert = _alert(row["alert"]).model_copy(
             update={"status": row["status"], "attempts": row["attempts"]}
         )
         delivered = datetime.fromisoformat(row["delivered_at"]) if row["delivered_at"] else None

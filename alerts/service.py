@@ -38,6 +38,7 @@ from alerts.window_history import read_history
 from finsent import clients, topology
 from finsent.durations import parse_duration
 from finsent.schemas import (
+    IGNORE_UNKNOWN,
     Aggregate,
     Alert,
     AlertDocument,
@@ -94,7 +95,7 @@ def read_negatives(es: Any, index: str, rules: RulesFile, now: datetime) -> Iter
     body = {"query": query, "sort": [{"scored_at": "asc"}]}
     for hit in helpers.scan(es, index=index, query=body, preserve_order=True, size=2000, ignore_unavailable=True):
         try:
-            yield ScoredDocument.model_validate(hit["_source"])
+            yield ScoredDocument.model_validate(hit["_source"], context=IGNORE_UNKNOWN)
         except ValidationError as exc:
             log.warning("document %s in %s is not valid, left out of the bursts under way: %s", hit.get("_id"),
                         index, exc.errors(include_url=False)[:3])
@@ -228,7 +229,7 @@ class AlertService:
         if kind is None:
             return []
         try:
-            record = parse_record(INPUTS[kind], value or b"")
+            record = parse_record(INPUTS[kind], value or b"", ignore_unknown=True)  # the worker may be newer
         except RecordError as exc:
             self.metrics.bad_records.labels(kind).inc()
             log.warning("bad record on %s[%s]@%s: %s", topic, partition, offset, exc.reason)

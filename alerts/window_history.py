@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from alerts.ticker_state import HISTORY_WINDOWS
-from finsent.schemas import Aggregate
+from finsent.schemas import IGNORE_UNKNOWN, Aggregate
 from finsent.window_sizes import parse_windows
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def read_history(es: Any, index: str, windows: str, now: datetime) -> Iterator[A
     hits = helpers.scan(es, index=index, query=body, preserve_order=True, size=2000, ignore_unavailable=True)
     for hit in hits:
         try:
-            yield Aggregate.model_validate(hit["_source"])
+            yield Aggregate.model_validate(hit["_source"], context=IGNORE_UNKNOWN)
         except ValidationError as exc:
             log.warning("aggregate %s in %s is not valid, left out of the window history: %s", hit.get("_id"), index,
                         exc.errors(include_url=False)[:3])

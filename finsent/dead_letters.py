@@ -60,7 +60,7 @@ class StoredLetter:
 
 def read_letter(partition: int, offset: int, key: bytes | None, value: bytes | None) -> StoredLetter:
     """Parse one DLQ record; raises RecordError if it is not a dead letter."""
-    return StoredLetter(partition, offset, key, parse_record(DeadLetter, value or b""))
+    return StoredLetter(partition, offset, key, parse_record(DeadLetter, value or b"", ignore_unknown=True))
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,8 @@ def _checks(settings: Settings) -> dict[str, Any]:
         return parse_raw(value, settings.max_text_bytes).id
 
     def label(value: bytes) -> None:
-        parse_record(LabelRecord, value, max_bytes=settings.label_max_bytes)  # labels have no document id
+        # As the label indexer reads them; labels have no document id.
+        parse_record(LabelRecord, value, max_bytes=settings.label_max_bytes, ignore_unknown=True)
 
     return {settings.topic("raw"): raw_id, settings.topic("labels"): label}
 

@@ -4,13 +4,23 @@ Every model is strict about its shape: unknown fields are refused, times must ca
 zone (and are normalised to UTC), and a malformed record raises
 :class:`pydantic.ValidationError` whose messages name each bad field. Nothing is ever
 half-accepted. ``parse_record`` turns raw bytes into a record with one clear error type.
+
+One exception, for rolling upgrades and rollbacks: a record read back from a topic, an index or
+stored state, written by another finsent process that may run a newer release, is validated with
+:data:`IGNORE_UNKNOWN` (``parse_record(..., ignore_unknown=True)``). Fields this release does not
+know are then dropped, at any depth, and named once in a warning; the known fields are validated
+as strictly as ever. What a process builds itself, and what comes from outside finsent (the labels
+API's labels, say), stays strict.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Literal, TypeVar
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -21,9 +31,12 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+log = logging.getLogger(__name__)
 
 LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 Label = Literal["negative", "neutral", "positive"]
@@ -68,8 +81,36 @@ def document_id(source: str, source_id: str | None = None, url: str | None = Non
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
+# The validation context of a record another finsent process wrote (see the module docstring).
+IGNORE_UNKNOWN: Mapping[str, bool] = MappingProxyType({"ignore_unknown": True})
+_MAX_NAMED = 100  # unknown (model, field) pairs warned about, per process: a bad writer's names must not grow it
+_named: set[tuple[str, str]] = set()
+
+
+def _name_unknown(model: str, fields: set[str]) -> None:
+    room = min(20, _MAX_NAMED - len(_named))  # at most 20 a line; the others are named when seen again
+    new = sorted(name for name in {f[:64] for f in fields} if (model, name) not in _named)[:max(room, 0)]
+    if not new:
+        return
+    _named.update((model, name) for name in new)
+    log.warning("%s records carry fields this release does not know, ignored: %s (written by a newer finsent, or a "
+                "misspelt field of a producer's; each named once)%s", model, ", ".join(map(repr, new)),
+                "; further unknown fields are not named" if len(_named) >= _MAX_NAMED else "")
+
+
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _drop_unknown(cls, data: Any, handler: Any, info: ValidationInfo) -> Any:
+        # The context reaches nested records too (an alert's documents, a document's sentiment).
+        if isinstance(data, dict) and info.context and info.context.get("ignore_unknown"):
+            unknown = {key for key in data if key not in cls.model_fields}
+            if unknown:
+                _name_unknown(cls.__name__, {str(key) for key in unknown})
+                data = {key: value for key, value in data.items() if key not in unknown}
+        return handler(data)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json", exclude_none=False))
@@ -231,8 +272,10 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_record(model: type[R], data: bytes | str | dict, *, max_bytes: int | None = None) -> R:
-    """Validate one record from JSON bytes (or an already-decoded dict); raise RecordError."""
+def parse_record(model: type[R], data: bytes | str | dict, *, max_bytes: int | None = None,
+                 ignore_unknown: bool = False) -> R:
+    """Validate one record from JSON bytes (or an already-decoded dict); raise RecordError. ``ignore_unknown``: for
+    a record another finsent process wrote (:data:`IGNORE_UNKNOWN`), not for input from outside finsent."""
     if isinstance(data, dict):
         obj = data
     else:
@@ -248,7 +291,7 @@ def parse_record(model: type[R], data: bytes | str | dict, *, max_bytes: int | N
     if not isinstance(obj, dict):
         raise RecordError(f"expected a JSON object, got {type(obj).__name__}")
     try:
-        return model.model_validate(obj)
+        return model.model_validate(obj, context=IGNORE_UNKNOWN if ignore_unknown else None)
     except ValidationError as exc:
         raise RecordError(f"invalid {model.__name__}: {describe_validation_error(exc)}") from None
 

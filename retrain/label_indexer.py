@@ -75,7 +75,8 @@ class LabelIndexer:
         now = utc_now()
         for message in messages:
             try:
-                record = parse_record(LabelRecord, message.value or b"", max_bytes=self.settings.label_max_bytes)
+                record = parse_record(LabelRecord, message.value or b"", max_bytes=self.settings.label_max_bytes,
+                                      ignore_unknown=True)
             except RecordError as exc:
                 dead.append((message, exc.reason))
                 continue

@@ -147,7 +147,7 @@ def _scan(es: Any, settings: Settings, query: dict[str, Any]) -> list[StoredLabe
     out = []
     for hit in helpers.scan(es, index=settings.index("labels"), query={"query": query}, size=1000):
         try:
-            out.append(parse_record(StoredLabel, hit["_source"]))
+            out.append(parse_record(StoredLabel, hit["_source"], ignore_unknown=True))
         except RecordError as exc:
             log.warning("skipping malformed label %s: %s", hit.get("_id"), exc.reason)
     return out

@@ -68,7 +68,7 @@ class ControlListener:
     async def _run(self) -> None:
         async for record in self._consumer:
             try:
-                message = parse_record(ControlMessage, record.value or b"")
+                message = parse_record(ControlMessage, record.value or b"", ignore_unknown=True)
             except RecordError as exc:
                 log.error("ignoring bad control message at offset %s: %s", record.offset, exc.reason)
                 continue

@@ -32,7 +32,7 @@ def parse_raw(value: bytes | None, max_bytes: int, now: datetime | None = None) 
         raise RecordError("record has no value (tombstone)")
     if len(value) > max_bytes:
         raise RecordError(f"record is {len(value)} bytes, over the limit of {max_bytes} (FINSENT_MAX_TEXT_BYTES)")
-    doc = parse_record(RawDocument, value, max_bytes=max_bytes)
+    doc = parse_record(RawDocument, value, max_bytes=max_bytes, ignore_unknown=True)  # ingest may be newer
     now = now or utc_now()
     for name in ("published_at", "ingested_at"):
         at = getattr(doc, name)

@@ -7,7 +7,8 @@ counted. The worker re-delivers raw records after a crash (at-least-once); compa
 raw offset with that watermark makes counting idempotent, so replays never double-count.
 
 State round-trips through plain JSON-able dicts (``to_state``/``from_state``), which is
-what the Faust table and its changelog store.
+what the Faust table and its changelog store. ``from_state`` ignores keys and trailing figures it
+does not know, so a worker reads the state a newer release's worker wrote (rolling upgrade, rollback).
 
 Statistics of a window: count, counts per label, mean score, confidence-weighted mean
 score. Z-scores compare the window with the ``baseline`` windows just before it:
@@ -112,7 +113,9 @@ class WindowStats:
 
     @classmethod
     def from_state(cls, state: list[Any]) -> WindowStats:
-        count, counts, score_sum, weighted_sum, confidence_sum = state
+        # Figures a newer release appends are ignored: workers of two releases share the state during a rolling
+        # upgrade (a partition moves between them), and a rollback restores what the newer one wrote.
+        count, counts, score_sum, weighted_sum, confidence_sum = state[:5]
         return cls(int(count), dict(zip(LABELS, (int(c) for c in counts), strict=True)),
                    float(score_sum), float(weighted_sum), float(confidence_sum))
 
