@@ -11,7 +11,7 @@ from alerts.engine import SUPPRESSED
 # Outcomes of finsent_alerts_attempts_total (alerts/delivery.py).
 OUTCOMES = ("delivered", "retry", "error", "rejected", "unconfigured")
 # Stages of finsent_alerts_engine_errors_total (alerts/service.py).
-ENGINE_STAGES = ("rules", "dispatch")
+ENGINE_STAGES = ("rules", "dispatch", "outbox")
 
 
 class AlertMetrics:
@@ -40,10 +40,11 @@ class AlertMetrics:
                                    ["sink"], registry=registry)
         # Logged with a traceback, and otherwise silent: a rule that raised on an input record (its alerts are never
         # raised; the record goes to the DLQ), a delivery and mirror pass or a webhook's worker that failed (nothing
-        # is delivered meanwhile).
+        # is delivered meanwhile), an outbox row this release cannot read (given up: its deliveries failed).
         self.engine_errors = Counter("finsent_alerts_engine_errors_total",
                                      "Input records the rules failed on (stage rules), failed delivery passes "
-                                     "(stage dispatch)", ["stage"], registry=registry)
+                                     "(stage dispatch), outbox rows given up as unreadable (stage outbox)",
+                                     ["stage"], registry=registry)
         # Not retried: the alert stays out of the alerts index and topic for good (alerts/service.py _refused).
         self.sync_given_up = Counter("finsent_alerts_sync_given_up_total",
                                      "Alerts the mirror gave up after the alerts index refused them for what they are",

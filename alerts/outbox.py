@@ -14,20 +14,30 @@ The outbox is also the source of truth for the ``alerts`` index and topic: each 
 the row's ``version``, and a sync pass mirrors rows whose ``synced_version`` lags behind. A row the
 index refused waits ``sync_next_at`` before its next try, so it does not hold back the newer ones, and
 a row the index refuses for what it is gets given up: marked mirrored with its ``sync_error`` kept.
+
+A row whose stored alert this release cannot read (a newer release's value of a known field, such as a new alert
+``kind``, after a rollback; a corrupted row) costs only itself: the delivery and mirror passes that meet it give it
+up (its pending deliveries failed and its mirror given up, both with the reason), log it once and tell
+``on_unreadable``; ``finsent alerts retry`` puts it back once it is repaired. Listings show it with the reason.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import takewhile
 from pathlib import Path
 
-from finsent.schemas import IGNORE_UNKNOWN, Alert, json_time
+from pydantic import ValidationError
+
+from finsent.schemas import IGNORE_UNKNOWN, Alert, describe_validation_error, json_time
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -98,9 +108,35 @@ class AlertRow:
         return self.document() | {"sync_error": self.sync_error}
 
 
-def _alert(stored: str) -> Alert:
-    """A stored alert; the fields of a newer release that wrote it (before a rollback to this one) are dropped."""
-    return Alert.model_validate_json(stored, context=IGNORE_UNKNOWN)
+@dataclass(frozen=True)
+class UnreadableRow:
+    """A row whose stored alert this release cannot read: what its columns say, and why."""
+
+    key: str
+    rule: str
+    ticker: str | None
+    created_at: datetime
+    status: str
+    attempts: int
+    last_error: str | None
+    sync_error: str | None
+    reason: str
+
+    def listing(self) -> dict:
+        """What ``finsent alerts list --outbox`` shows: the columns, with the reason as its message."""
+        return {"idempotency_key": self.key, "rule": self.rule, "ticker": self.ticker,
+                "created_at": json_time(self.created_at), "status": self.status, "attempts": self.attempts,
+                "message": self.reason, "last_error": self.last_error, "sync_error": self.sync_error,
+                "unreadable": self.reason}
+
+
+def _alert(stored: str) -> Alert | str:
+    """A stored alert, or why this release cannot read it. The fields of a newer release that wrote it (before a
+    rollback to this one) are dropped; a new value of a known field is not valid here."""
+    try:
+        return Alert.model_validate_json(stored, context=IGNORE_UNKNOWN)
+    except ValidationError as exc:
+        return f"stored alert not readable by this release: {describe_validation_error(exc)}"[:2000]
 
 
 def _iso(value: datetime) -> str:
@@ -108,10 +144,15 @@ def _iso(value: datetime) -> str:
 
 
 class Outbox:
-    """Thread-safe (one connection behind a lock); the engine and the dispatcher share it."""
+    """Thread-safe (one connection behind a lock); the engine and the dispatcher share it.
 
-    def __init__(self, path: Path) -> None:
+    ``on_unreadable(key, reason)`` is told, once, of each row that :meth:`due` or :meth:`unsynced` gave up because
+    its stored alert cannot be read (after the transaction that marked it).
+    """
+
+    def __init__(self, path: Path, on_unreadable: Callable[[str, str], None] | None = None) -> None:
         self.path = Path(path)
+        self.on_unreadable = on_unreadable
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
 
@@ -269,13 +310,35 @@ class Outbox:
                 (error, retry_at, retry_at, version, key),
             )
 
+    def _give_up_unreadable(self, conn: sqlite3.Connection, key: str, reason: str) -> None:
+        """A row that cannot be read: its pending deliveries fail and its mirror is given up, with the reason, so
+        that no pass meets it again (not an attempt: ``attempts`` stay)."""
+        conn.execute("UPDATE deliveries SET status = 'failed', last_error = ? WHERE key = ? AND status = 'pending'",
+                     (reason, key))
+        self._refresh(conn, key)
+        conn.execute("UPDATE alerts SET synced_version = version, sync_next_at = 0, sync_error = ? WHERE key = ?",
+                     (reason, key))
+
+    def _told(self, unreadable: list[tuple[str, str]]) -> None:
+        for key, reason in unreadable:
+            log.error("alert %s in the outbox cannot be read, its deliveries failed and its mirror given up "
+                      "(`finsent alerts retry %s` once it is repaired): %s", key, key, reason)
+            if self.on_unreadable is not None:
+                self.on_unreadable(key, reason)
+
     # --- reading -------------------------------------------------------------------------------
     def due(self, now: float, limit: int = 100, skip: Collection[str] = ()) -> list[DueDelivery]:
         """The deliveries that may go now: of each webhook not in ``skip`` (busy with earlier ones), its queue
-        from the head up to the first delivery not due yet, at most ``limit``."""
+        from the head up to the first delivery not due yet, at most ``limit``. A row that cannot be read is given
+        up on the way (``on_unreadable``) and the queue goes on behind it."""
+        unreadable: list[tuple[str, str]] = []
         with self._tx() as conn:
-            return [item for hook in self._queued_webhooks(conn) if hook not in skip
-                    for item in self._due_of(conn, hook, now, limit)]
+            due = [item for hook in self._queued_webhooks(conn) if hook not in skip
+                   for item in self._due_of(conn, hook, now, limit, unreadable)]
+            for key, reason in unreadable:
+                self._give_up_unreadable(conn, key, reason)
+        self._told(unreadable)
+        return due
 
     def next_due(self) -> float | None:
         """When the next delivery may go: the earliest next attempt at the head of a webhook's queue."""
@@ -293,29 +356,45 @@ class Outbox:
         return hooks
 
     @staticmethod
-    def _due_of(conn: sqlite3.Connection, webhook: str, now: float, limit: int) -> list[DueDelivery]:
+    def _due_of(conn: sqlite3.Connection, webhook: str, now: float, limit: int,
+                unreadable: list[tuple[str, str]]) -> list[DueDelivery]:
+        """``webhook``'s due deliveries; the keys of those that cannot be read go to ``unreadable`` instead."""
         rows = conn.execute(
             "SELECT d.key, d.attempts, d.next_attempt_at, d.queued_at, a.alert FROM deliveries d"
             " JOIN alerts a ON a.key = d.key WHERE d.status = 'pending' AND d.webhook = ? ORDER BY d.rowid LIMIT ?",
             (webhook, limit))
-        return [DueDelivery(r["key"], webhook, r["attempts"], _alert(r["alert"]), r["queued_at"])
-                for r in takewhile(lambda r: r["next_attempt_at"] <= now, rows)]  # reads none past the first not due
+        due = []
+        for r in takewhile(lambda r: r["next_attempt_at"] <= now, rows):  # reads none past the first not due
+            alert = _alert(r["alert"])
+            if isinstance(alert, str):
+                if (r["key"], alert) not in unreadable:  # one row, queued for several webhooks
+                    unreadable.append((r["key"], alert))
+            else:
+                due.append(DueDelivery(r["key"], webhook, r["attempts"], alert, r["queued_at"]))
+        return due
 
-    def get(self, key: str) -> AlertRow | None:
+    def get(self, key: str) -> AlertRow | UnreadableRow | None:
         with self._tx() as conn:
             row = conn.execute("SELECT * FROM alerts WHERE key = ?", (key,)).fetchone()
         return self._row(row) if row else None
 
     def unsynced(self, now: float = float("inf"), limit: int = 500) -> list[AlertRow]:
-        """The oldest rows whose changes are not mirrored yet and that are due (``sync_next_at``) by ``now``."""
+        """The oldest rows whose changes are not mirrored yet and that are due (``sync_next_at``) by ``now``. A row
+        that cannot be read is given up instead (``on_unreadable``)."""
+        unreadable: list[tuple[str, str]] = []
         with self._tx() as conn:
-            rows = conn.execute(
+            rows = [self._row(r) for r in conn.execute(
                 "SELECT * FROM alerts WHERE synced_version < version AND sync_next_at <= ? ORDER BY created_at"
                 " LIMIT ?", (now, limit),
-            ).fetchall()
-        return [self._row(r) for r in rows]
+            ).fetchall()]
+            for row in rows:
+                if isinstance(row, UnreadableRow):
+                    unreadable.append((row.key, row.reason))
+                    self._give_up_unreadable(conn, row.key, row.reason)
+        self._told(unreadable)
+        return [row for row in rows if isinstance(row, AlertRow)]
 
-    def list(self, status: str | None = None, limit: int = 50) -> list[AlertRow]:
+    def list(self, status: str | None = None, limit: int = 50) -> list[AlertRow | UnreadableRow]:
         with self._tx() as conn:
             if status:
                 rows = conn.execute("SELECT * FROM alerts WHERE status = ? ORDER BY created_at DESC LIMIT ?",
@@ -343,10 +422,14 @@ class Outbox:
         return [r["key"] for r in rows]
 
     @staticmethod
-    def _row(row: sqlite3.Row) -> AlertRow:
-        alert = _alert(row["alert"]).model_copy(
-            update={"status": row["status"], "attempts": row["attempts"]}
-        )
+    def _row(row: sqlite3.Row) -> AlertRow | UnreadableRow:
+        alert = _alert(row["alert"])
+        if isinstance(alert, str):
+            return UnreadableRow(key=row["key"], rule=row["rule"], ticker=row["ticker"],
+                                 created_at=datetime.fromisoformat(row["created_at"]), status=row["status"],
+                                 attempts=row["attempts"], last_error=row["last_error"],
+                                 sync_error=row["sync_error"], reason=alert)
+        alert = alert.model_copy(update={"status": row["status"], "attempts": row["attempts"]})
         delivered = datetime.fromisoformat(row["delivered_at"]) if row["delivered_at"] else None
         return AlertRow(alert=alert, delivered_at=delivered, last_error=row["last_error"], version=row["version"],
                         sync_attempts=row["sync_attempts"], sync_error=row["sync_error"])

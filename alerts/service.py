@@ -13,7 +13,9 @@ Two threads share one :class:`~alerts.outbox.Outbox` (and the dispatcher's webho
 A receiver outage therefore never blocks consumption, and Elasticsearch or Kafka being away
 only delays the mirror: the outbox keeps each change until it is written. An alert the index
 refuses for what it is (a mapping conflict) is given up after a few tries, with the reason kept
-in the outbox, instead of being retried ahead of the newer ones for ever.
+in the outbox, instead of being retried ahead of the newer ones for ever. A row whose stored alert this release
+cannot read is given up by the outbox (:mod:`alerts.outbox`) and counted in ``engine_errors{stage="outbox"}``; every
+other row goes on as before.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ class AlertService:
         self.wall = wall
         self.consumer_overrides = consumer_overrides or {}
         self.secret = webhook_secret(settings, rules)  # fail before connecting to anything
-        self.outbox = Outbox(outbox_path(settings))
+        self.outbox = Outbox(outbox_path(settings), on_unreadable=self._unreadable)
         self.engine: RuleEngine | None = None
         self.dispatcher: Dispatcher | None = None
         self._consumer = self._producer = self._es = None
@@ -369,6 +371,10 @@ class AlertService:
         if pruned:
             log.info("removed %d alert(s) older than %g days from the outbox", pruned, days)
         return pruned
+
+    def _unreadable(self, key: str, reason: str) -> None:
+        """An outbox row this release cannot read was given up (the outbox logged it with the reason)."""
+        self.metrics.engine_errors.labels("outbox").inc()
 
     def _dead_letter(self, alert: Alert, webhook: str, error: str) -> None:
         self._send_dead_letter(DeadLetter(stage="alerts.delivery", reason=f"webhook {webhook}: {error}"[:8192],
