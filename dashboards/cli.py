@@ -84,7 +84,7 @@ def import_(
         verify=settings.kibana_verify_certs and not insecure,
     )
     if not target.url.startswith(("http://", "https://")):
-        fail(f"--kibana: {target.url!r} is not an http(s) URL")
+        fail(f"--kibana: {target.shown()!r} is not an http(s) URL")
     text = _objects_text(settings, file)
     try:
         result = import_ndjson(text, target, wait=wait)
@@ -92,7 +92,8 @@ def import_(
         fail(f"import failed: {exc}")
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    typer.echo(f"imported {result.success_count} saved objects into {target.import_url().rsplit('/api/', 1)[0]} "
+    typer.echo(f"imported {result.success_count} saved objects into "
+               f"{target.shown(target.import_url().rsplit('/api/', 1)[0])} "
                f"(dashboards: Market sentiment, Pipeline health)")
 
 

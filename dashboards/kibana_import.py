@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from finsent.settings import without_credentials
+
 
 class KibanaError(RuntimeError):
     """The import failed; the message says why (and which objects, when Kibana said so)."""
@@ -28,6 +30,10 @@ class KibanaTarget:
     api_key: str | None = None
     space: str | None = None
     verify: bool = True
+
+    def shown(self, url: str | None = None) -> str:
+        """``url`` (default: Kibana's) as messages quote it: a password in a ``--kibana`` URL is masked."""
+        return without_credentials(self.url if url is None else url)
 
     def import_url(self) -> str:
         base = self.url.rstrip("/")
@@ -94,7 +100,7 @@ def import_ndjson(ndjson: str, target: KibanaTarget, *, wait: float = 0.0, timeo
                     auth=target.auth(), files={"file": ("finsent.ndjson", ndjson.encode("utf-8"),
                                                         "application/ndjson")})
             except httpx.TransportError as exc:
-                problem = f"cannot reach Kibana at {target.url}: {exc or type(exc).__name__}"
+                problem = f"cannot reach Kibana at {target.shown()}: {exc or type(exc).__name__}"
             else:
                 if response.status_code < 500:
                     return _result(response, target)
@@ -110,7 +116,7 @@ def _result(response: httpx.Response, target: KibanaTarget) -> ImportResult:
     if status in (401, 403):
         raise KibanaError(f"Kibana refused the credentials (HTTP {status}): {_message(response)}")
     if status == 404:
-        raise KibanaError(f"{target.import_url()} not found (HTTP 404): is {target.url} a Kibana, "
+        raise KibanaError(f"{target.shown(target.import_url())} not found (HTTP 404): is {target.shown()} a Kibana, "
                           f"and does the space exist? {_message(response)}")
     if status != 200:
         raise KibanaError(f"Kibana rejected the import (HTTP {status}): {_message(response)}")

@@ -8,6 +8,7 @@ naming the variable, so a typo in a deployment fails loudly and early.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -361,13 +362,32 @@ _SECRET_FIELDS = {"kafka_sasl_password", "elasticsearch_password", "elasticsearc
                   "alerts_webhook_secret", "label_token", "kibana_password", "kibana_api_key"}
 
 
-def _without_credentials(value: object) -> object:
-    """A URL's user and password masked, so an error that quotes the value does not show them."""
-    if isinstance(value, str) and "@" in value and "://" in value:
-        parts = urlsplit(value)
-        if parts.username is not None:
-            return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
-    return value
+# Query parameters whose value is a credential (a feed's `?apikey=`, `access_token=`, a signed URL's
+# `X-Amz-Signature`), by the word their name ends with (not `monkey` nor `keyword`).
+_SECRET_PARAM = re.compile(r"(?:^|[-_.]|api|app|access|auth|client|private|session)"
+                           r"(?:key|token|secret|password|passwd|pwd|signature|sig|credential|auth)$", re.IGNORECASE)
+
+
+def without_credentials(url: str) -> str:
+    """``url`` with its user, password and credential query values masked (``https://***@host/?apikey=***``), for
+    what an error or a log line quotes; the one masking of finsent's URLs."""
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc if parts.username is None else "***@" + parts.netloc.rpartition("@")[2]
+    except ValueError:  # not even a URL (an unclosed IPv6 bracket): mask what may be a user part all the same
+        head, sep, rest = url.partition("://")
+        user, at, host = rest.partition("/")[0].rpartition("@")
+        return f"{head}{sep}***@{rest[len(user) + len(at):]}" if at else url
+    query = "&".join(_masked_param(param) for param in parts.query.split("&")) if parts.query else ""
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def _masked_param(param: str) -> str:
+    name, sep, value = param.partition("=")
+    secret = sep and value and _SECRET_PARAM.search(name)
+    return f"{name}=***" if secret else param
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -387,6 +407,8 @@ def load_settings(**overrides: object) -> Settings:
                 problems.append(err["msg"].removeprefix("Value error, "))
                 continue
             field = str(err["loc"][0])
-            shown = "***" if field in _SECRET_FIELDS else repr(_without_credentials(err.get("input")))
+            value = err.get("input")
+            shown = "***" if field in _SECRET_FIELDS else repr(without_credentials(value) if isinstance(value, str)
+                                                                else value)
             problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']} (got {shown})")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None

@@ -98,11 +98,12 @@ def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: 
 def rss(ctx: typer.Context, urls: Annotated[list[str], typer.Argument(help="Feed URLs")], once: Once = False,
         interval: Interval = None, metrics_port: MetricsPort = None) -> None:
     """Poll RSS/Atom feeds (conditional GET, backoff, Retry-After)."""
+    from finsent.settings import without_credentials
     from ingest.sources.http import url_problem
     from ingest.sources.rss import RssSource
 
     settings = settings_of(ctx)
-    bad = [f"{u}: {problem}" for u in urls if (problem := url_problem(u))]
+    bad = [f"{without_credentials(u)}: {problem}" for u in urls if (problem := url_problem(u))]
     if bad:
         fail("; ".join(bad))
     every = interval or settings.ingest_poll_interval

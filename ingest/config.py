@@ -29,7 +29,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from alerts.env_refs import UnsetVariable, expand
-from finsent.settings import Settings
+from finsent.settings import Settings, without_credentials
 from finsent.tagged_unions import union_tags
 from finsent.yaml_errors import yaml_problem
 from finsent.yaml_loading import load_yaml
@@ -202,7 +202,8 @@ def _check_names(sources: list[Source]) -> None:
 
 
 def _where(source: Source) -> str:
-    return getattr(source, "url", None) or getattr(source, "subreddit", None) or getattr(source, "symbol", "")
+    url = getattr(source, "url", None)
+    return without_credentials(url) if url else getattr(source, "subreddit", None) or getattr(source, "symbol", "")
 
 
 def api_source(entry: ApiConfig, http: HttpFetcher, settings: Settings) -> ApiSource:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from finsent.settings import without_credentials
 from ingest.items import FetchResult, Rejected, SourceItem
 from ingest.sources.base import Source, get_path, load_json
 from ingest.sources.http import FetchError, HttpFetcher
@@ -38,7 +39,8 @@ class ApiSource(Source):
 
     async def fetch(self) -> FetchResult:
         response = await self.http.get(self.url, headers=self.headers, params=self.params)
-        result = parse_articles(load_json(response.body, self.url), self.url, self.name, self.fields, self.items_path)
+        shown = without_credentials(self.url)  # what messages and skipped articles' `where` quote
+        result = parse_articles(load_json(response.body, shown), shown, self.name, self.fields, self.items_path)
         result.first_poll = not self.delivered
 
         def remember() -> None:

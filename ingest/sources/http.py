@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from finsent.settings import without_credentials
 from ingest.backoff import parse_retry_after
 from ingest.sources.decoding import ACCEPT_ENCODING, BoundedDecoder, TooLarge, Undecodable
 
@@ -75,28 +76,31 @@ class HttpFetcher:
 
     async def get(self, url: str, *, headers: dict[str, str] | None = None,
                   params: dict[str, str] | None = None) -> HttpResponse:
-        """The response (200-299 or 304); any other outcome raises FetchError."""
+        """The response (200-299 or 304); any other outcome raises FetchError, whose detail quotes ``url`` with its
+        credentials masked (a feed's ``?apikey=``)."""
         if self._client is None:
             await self.start()
+        shown = without_credentials(url)
         try:
             async with asyncio.timeout(self.deadline):
-                return await self._get(url, headers, params)
+                return await self._get(url, shown, headers, params)
         except TimeoutError:
-            raise FetchError("timeout", f"{url}: not complete after {self.deadline}s") from None
+            raise FetchError("timeout", f"{shown}: not complete after {self.deadline}s") from None
         except httpx.TimeoutException:
-            raise FetchError("timeout", f"{url}: timed out after {self.timeout}s") from None
+            raise FetchError("timeout", f"{shown}: timed out after {self.timeout}s") from None
         except httpx.InvalidURL as exc:  # not an httpx.HTTPError
-            raise FetchError("bad_url", f"{url}: {exc}") from None
+            raise FetchError("bad_url", f"{shown}: {exc}") from None
         except httpx.HTTPError as exc:
-            raise FetchError("network", f"{url}: {type(exc).__name__}: {exc}") from None
+            raise FetchError("network", f"{shown}: {type(exc).__name__}: {exc}") from None
 
-    async def _get(self, url: str, headers: dict[str, str] | None, params: dict[str, str] | None) -> HttpResponse:
+    async def _get(self, url: str, shown: str, headers: dict[str, str] | None,
+                   params: dict[str, str] | None) -> HttpResponse:
         request = self._client.build_request("GET", url, headers=headers, params=params)
         for _ in range(MAX_REDIRECTS + 1):
             response = await self._client.send(request, stream=True)
             try:
                 if response.next_request is None:
-                    return await self._read(url, response)
+                    return await self._read(shown, response)
                 after = response.next_request
             finally:
                 await response.aclose()
@@ -104,18 +108,19 @@ class HttpFetcher:
                 for name in headers or {}:  # httpx drops only Authorization; an API key may be X-Api-Key
                     after.headers.pop(name, None)
             request = after
-        raise FetchError("network", f"{url}: more than {MAX_REDIRECTS} redirects")
+        raise FetchError("network", f"{shown}: more than {MAX_REDIRECTS} redirects")
 
-    async def _read(self, url: str, response: httpx.Response) -> HttpResponse:
+    async def _read(self, shown: str, response: httpx.Response) -> HttpResponse:
+        """``response``'s body; ``shown`` (the URL as messages quote it) names it in a FetchError."""
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
-            raise FetchError("too_large", f"{url}: body of {declared} bytes is over {self.max_bytes}")
+            raise FetchError("too_large", f"{shown}: body of {declared} bytes is over {self.max_bytes}")
         if response.status_code == 304:
             return HttpResponse(304, str(response.url), dict(response.headers))
         if response.status_code == 429 or response.status_code >= 400:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             reason = "rate_limited" if response.status_code == 429 else f"http_{response.status_code}"
-            raise FetchError(reason, f"{url}: HTTP {response.status_code}", retry_after)
+            raise FetchError(reason, f"{shown}: HTTP {response.status_code}", retry_after)
         try:
             decoder = BoundedDecoder(response.headers.get("content-encoding"), self.max_bytes)
             chunks, size = [], 0
@@ -127,9 +132,9 @@ class HttpFetcher:
                 chunks.append(chunk)
             chunks.append(decoder.flush())
         except TooLarge:
-            raise FetchError("too_large", f"{url}: body is over {self.max_bytes} bytes") from None
+            raise FetchError("too_large", f"{shown}: body is over {self.max_bytes} bytes") from None
         except Undecodable as exc:
-            raise FetchError("bad_encoding", f"{url}: {exc}") from None
+            raise FetchError("bad_encoding", f"{shown}: {exc}") from None
         return HttpResponse(response.status_code, str(response.url), dict(response.headers), b"".join(chunks))
 
 

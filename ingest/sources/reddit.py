@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from finsent.settings import without_credentials
 from ingest.items import FetchResult, Rejected, SourceItem
 from ingest.sources.base import Source, load_json
 from ingest.sources.http import FetchError, HttpFetcher
@@ -28,12 +29,13 @@ class RedditSource(Source):
 
     async def fetch(self) -> FetchResult:
         url = f"{self.base_url}/r/{self.subreddit}/new.json"
+        shown = without_credentials(url)  # FINSENT_REDDIT_BASE_URL may carry some
         result, after, newest = FetchResult(), None, None
         for _ in range(self.max_pages):
             # raw_json=1: titles and bodies come unescaped (no &amp;).
             params = {"limit": str(self.limit), "raw_json": "1"} | ({"after": after} if after else {})
-            payload = load_json((await self.http.get(url, params=params)).body, url)
-            page = parse_listing(payload, url, self.base_url)
+            payload = load_json((await self.http.get(url, params=params)).body, shown)
+            page = parse_listing(payload, shown, self.base_url)
             result.items += page.items
             result.rejected += page.rejected
             times = [item.published_at for item in page.items if isinstance(item.published_at, int | float)]

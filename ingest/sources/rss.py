@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from finsent.settings import without_credentials
 from ingest.items import FetchResult, Rejected, SourceItem
 from ingest.sources.base import Source
 from ingest.sources.http import FetchError, HttpFetcher
@@ -49,7 +50,7 @@ class RssSource(Source):
             return FetchResult(not_modified=True)
         # feedparser is pure Python: a feed of a few MB takes seconds, which would stall every other source and
         # the push endpoint on this event loop.
-        result = await asyncio.to_thread(parse_feed, response.body, self.url, self.name,
+        result = await asyncio.to_thread(parse_feed, response.body, without_credentials(self.url), self.name,
                                          response.headers.get("content-type"))
         etag, modified = response.headers.get("etag"), response.headers.get("last-modified")
 
@@ -64,7 +65,8 @@ class RssSource(Source):
 
 def parse_feed(body: bytes, url: str, source: str, content_type: str | None = None) -> FetchResult:
     """Items of an RSS/Atom document. A feed that cannot be read at all raises FetchError;
-    an entry without what a document needs is skipped (in ``rejected``), the rest go on."""
+    an entry without what a document needs is skipped (in ``rejected``), the rest go on. ``url`` is only quoted (in
+    messages and ``where``): credentials masked."""
     import feedparser
 
     headers = {"content-type": content_type} if content_type else {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from finsent.settings import without_credentials
 from ingest.items import FetchResult, Rejected, SourceItem
 from ingest.sources.base import Source, load_json
 from ingest.sources.http import FetchError, HttpFetcher
@@ -30,13 +31,14 @@ class StockTwitsSource(Source):
 
     async def fetch(self) -> FetchResult:
         url = f"{self.base_url}/streams/symbol/{self.symbol}.json"
+        shown = without_credentials(url)  # FINSENT_STOCKTWITS_BASE_URL may carry some
         result, newest, below = FetchResult(), None, None
         for _ in range(self.max_pages):
             params = {"since": str(self.since)} if self.since is not None else {}
             if below is not None:
                 params["max"] = str(below)
-            payload = load_json((await self.http.get(url, params=params or None)).body, url)
-            page, page_newest = parse_stream(payload, url)
+            payload = load_json((await self.http.get(url, params=params or None)).body, shown)
+            page, page_newest = parse_stream(payload, shown)
             result.items += page.items
             result.rejected += page.rejected
             newest = page_newest if newest is None else max(newest, page_newest or 0)

@@ -188,3 +188,23 @@ def test_cli_import_against_the_fake(kibana, monkeypatch, tmp_path):
     bad.write_text("{broken\n")
     refused = runner.invoke(app, ["dashboards", "import", "--kibana", kibana.url, "--file", str(bad)])
     assert refused.exit_code == 1 and "bad.ndjson:1: not JSON" in refused.output
+
+
+def test_a_password_in_the_kibana_url_is_used_but_never_shown(kibana):
+    from finsent.cli import app
+
+    with FakeKibana() as gone:
+        closed = gone.url.replace("http://", "http://ops:hunter2@")
+    result = CliRunner().invoke(app, ["dashboards", "import", "--kibana", closed])
+    assert result.exit_code == 1 and "cannot reach Kibana at http://***@127.0.0.1:" in result.output
+    kibana.script.append((404, {"statusCode": 404, "message": "Not Found"}))
+    with pytest.raises(KibanaError) as info:
+        import_ndjson(NDJSON, KibanaTarget(kibana.url.replace("http://", "http://ops:hunter2@"), space="nope"))
+    message = str(info.value)
+    assert "http://***@127.0.0.1" in message and "/s/nope/api/saved_objects/_import not found" in message
+    imported = CliRunner().invoke(app, ["dashboards", "import", "--kibana",
+                                        kibana.url.replace("http://", "http://ops:hunter2@")])
+    assert imported.exit_code == 0 and "into http://***@127.0.0.1" in imported.output, imported.output
+    assert kibana.requests[-1]["headers"]["Authorization"] == "Basic " + base64.b64encode(b"ops:hunter2").decode()
+    for output in (result.output, message, imported.output):
+        assert "hunter2" not in output and "ops:" not in output

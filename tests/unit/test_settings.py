@@ -102,6 +102,21 @@ def test_credentials_in_a_url_are_refused_without_showing_them(monkeypatch, vari
     assert "hunter2-secret" not in message and "elastic:" not in message and "https://***@es.example:9200" in message
 
 
+
+@pytest.mark.parametrize("url, shown", [
+    ("http://ops:hunter2@kibana:5601/", "http://***@kibana:5601/"),
+    ("https://news.example/feed.xml?apikey=hunter2&q=AAPL", "https://news.example/feed.xml?apikey=***&q=AAPL"),
+    ("https://x/a?api_key=1&Access-Token=2&token=3&X-Amz-Signature=4&subscription-key=5&apiKey=6",
+     "https://x/a?api_key=***&Access-Token=***&token=***&X-Amz-Signature=***&subscription-key=***&apiKey=***"),
+    ("https://x/a?keyword=oil&monkey=1&token=", "https://x/a?keyword=oil&monkey=1&token="),  # no credential there
+    ("http://u:hunter2@[::1/feed", "http://***@[::1/feed"),  # not even a URL
+    ("news.example/feed", "news.example/feed"),
+])
+def test_without_credentials_masks_a_urls_user_part_and_credential_parameters(url, shown):
+    from finsent.settings import without_credentials
+
+    assert without_credentials(url) == shown
+
 def test_config_file(monkeypatch, tmp_path: Path):
     config = tmp_path / "finsent.env"
     config.write_text("FINSENT_TOPIC_PREFIX=fromfile\n")
