@@ -20,7 +20,7 @@ from model.calibration import BIAS_KEY, CONFIG_KEY, BiasMode, calibrate
 
 # The registry's own fields, and what is measured anew; everything else describes the weights and is inherited.
 NOT_INHERITED = {"version", "created_at", "status", "promoted_at", "champion", "parent_version", "calibration",
-                 "metrics"}
+                 "metrics", "requires"}  # requires: the registry derives it from the new config (model.requirements)
 
 
 def register_calibrated(registry: Any, scorer: Any, source: Path, examples: Sequence[Any], data: Sequence[str], *,

@@ -289,11 +289,19 @@ def predict(
 
 @app.command("list")
 def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Every registered version, oldest first; the champion is marked."""
+    """Every registered version, oldest first; the champion is marked, and a version this release cannot score
+    (it requires a feature this release does not know) is warned of."""
+    from model import requirements
+
     registry = _registry(settings_of(ctx), mirror=False)
     versions, problems = registry.scan()
     for problem in problems:
         typer.echo(f"warning: left out {problem}", err=True)
+    for meta in versions:  # listed, but a worker of this release would refuse it (model.requirements)
+        try:
+            requirements.check(meta)
+        except requirements.UnscorableModel as exc:
+            typer.echo(f"warning: {exc}", err=True)
     if as_json:
         typer.echo(json.dumps(versions))
         return

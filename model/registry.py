@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from model import requirements
+
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
@@ -214,12 +216,18 @@ class Registry:
         src = Path(src_dir)
         if not (src / "config.json").is_file():
             raise RegistryError(f"{src} is not a saved model folder (no config.json)")
+        try:
+            config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise RegistryError(f"{src} is not a saved model folder: unreadable config.json ({exc})") from None
         self._ensure()
         version = metadata.get("version") or new_version()
         meta = {
             "base_model": None, "labels": None, "metrics": {}, "data_fingerprint": None,
             "parent_version": None, "status": "registered",
-        } | dict(metadata) | {"version": version, "created_at": datetime.now(UTC).isoformat()}
+        } | dict(metadata) | {"version": version, "created_at": datetime.now(UTC).isoformat(),
+                              # what a scorer must know to score it (model.requirements), from the weights' own config
+                              requirements.FIELD: requirements.required_by(config)}
         meta.pop("champion", None)
         staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.versions_dir))
         try:
@@ -261,9 +269,11 @@ class Registry:
                 raise ChampionChanged(expected, previous)
             if previous == version:
                 return
-            # Both read before the pointer moves: unreadable metadata stops the promotion with nothing changed.
+            # Both read before the pointer moves: unreadable metadata, or a model this code cannot score, stops the
+            # promotion with nothing changed.
             updates = self._status_updates({version: {"status": "champion", "promoted_at": now}} | (
                 {previous: {"status": "retired"}} if previous and self.exists(previous) else {}))
+            self._require_scorable(updates[version], "not promoted")
             history = pointer.get("history", []) + [{"version": version, "promoted_at": now}]
             _write_json_atomic(self.pointer_file, {"champion": version, "history": history})
             self._write_statuses(updates)
@@ -289,6 +299,7 @@ class Registry:
                                     "promote a version that is still there")
             updates = self._status_updates({target: {"status": "champion", "promoted_at": now}} | (
                 {current: {"status": "rolled_back"}} if self.exists(current) else {}))
+            self._require_scorable(updates[target], "not rolled back to")
             _write_json_atomic(self.pointer_file, {"champion": target, "history": history})
             self._write_statuses(updates)
         self._mirror(target, current)
@@ -332,6 +343,15 @@ class Registry:
     def _status_updates(self, fields: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Each version's metadata with ``fields`` applied, read (and so checked) before anything is written."""
         return {version: self._metadata(version) | changes for version, changes in fields.items()}
+
+    @staticmethod
+    def _require_scorable(meta: dict[str, Any], what: str) -> None:
+        """RegistryError when this code cannot score the model (model.requirements): a champion the workers would
+        refuse to load (a worker that starts would stop)."""
+        try:
+            requirements.check(meta)
+        except requirements.UnscorableModel as exc:
+            raise RegistryError(f"{meta.get('version')} {what}: {exc}") from None
 
     def _write_statuses(self, updates: dict[str, dict[str, Any]]) -> None:
         for version, meta in updates.items():

@@ -26,6 +26,7 @@ from model.heap import release_freed_memory
 from model.input_text import for_model
 from model.labels import model_label_order
 from model.padding import pad_batch
+from model.requirements import check_folder
 from model.token_ids import plain_ids
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,8 @@ class Scorer:
         ``quantize``: ``int8`` is torch's dynamic quantisation of the Linear layers; ``onnx-int8``
         runs an int8 ONNX Runtime export instead (:mod:`model.onnx_runtime`); ``bf16`` keeps the fp32
         weights and runs the forward pass in bf16 autocast. All three apply on CPU only; a GPU runs
-        the model in half precision."""
+        the model in half precision. :class:`model.requirements.UnscorableModel` (a ValueError) for a model whose
+        metadata requires a feature this code does not know."""
         import torch
         from transformers import AutoTokenizer
 
@@ -159,6 +161,7 @@ class Scorer:
         path = registry.path(path_or_ref) if registry is not None else Path(path_or_ref)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not a model folder (no config.json)")
+        check_folder(path)  # a model that needs what this code does not know would score wrongly: refused
         if threads:
             torch.set_num_threads(threads)
         # oneDNN (bf16 matmuls) keeps up to 1024 compiled kernels, one per input shape, a few MB each;

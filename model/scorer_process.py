@@ -120,9 +120,11 @@ class ScorerProcess:
         stay."""
         from model.onnx_runtime import export_missing
         from model.registry import Registry, VersionHold
+        from model.requirements import check_folder
 
         # The folder, not the reference: a restart after a promotion loads the same model.
         path = Registry(self._settings.models_path).path(ref)
+        check_folder(path)  # refused here, before an ONNX export of it or a word to the child
         try:
             hold = VersionHold(path)  # a prune leaves it while this process may load it again
         except FileNotFoundError:

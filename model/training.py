@@ -37,6 +37,7 @@ from model.padding import pad_batch
 from model.pooling import with_pooling
 from model.quantization import native_bf16
 from model.registry import CHAMPION, Registry
+from model.requirements import check_folder
 from model.scorer import Scorer, length_limit, pick_device
 
 log = logging.getLogger(__name__)
@@ -60,15 +61,18 @@ class _Base:
 
 
 def _resolve(base_model: str | Path, registry: Registry | None) -> _Base:
+    """The base to fine-tune; UnscorableModel for a model this code would read wrongly (model.requirements)."""
     text = str(base_model)
     if registry is not None and (text == CHAMPION or registry.exists(text)):
         version = registry.champion() if text == CHAMPION else text
+        check_folder(registry.path(text))
         return _Base(str(registry.path(text)), version)
     path = Path(text)
     meta = path / "metadata.json"
-    if meta.is_file():  # a registry folder given by path
+    if meta.is_file():  # a registry folder given by path (a retrain's champion)
         import json
 
+        check_folder(path)
         return _Base(resolve_base(path), json.loads(meta.read_text(encoding="utf-8")).get("version"))
     return _Base(resolve_base(text), None)
 
