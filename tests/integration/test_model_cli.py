@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from finsent.schemas import LABELS
 from tests.model_fixtures import tiny_rows
+from tests.topic_reading import read_to_end
 
 
 @pytest.fixture
@@ -98,9 +99,9 @@ def test_train_predict_eval_list_promote_rollback(cli_env, tmp_path):
     # promote / rollback, announced on the control topic and mirrored to finsent-models
     _run("promote", first)
     assert _run("rollback").stdout.strip().endswith(second["version"])
-    consumer = clients.kafka_consumer(cli_env, cli_env.topic("control"), consumer_timeout_ms=10_000)
-    try:
-        messages = [ControlMessage.model_validate_json(m.value) for m in consumer]
+    consumer = clients.kafka_consumer(cli_env, cli_env.topic("control"))
+    try:  # promote and rollback returned once the broker had their message
+        messages = [ControlMessage.model_validate_json(m.value) for m in read_to_end(consumer)]
     finally:
         consumer.close()
     assert [(m.action, m.model_version) for m in messages] == [("promote", first), ("rollback", second["version"])]

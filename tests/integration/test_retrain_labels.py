@@ -15,6 +15,7 @@ from finsent.schemas import LabelRecord
 from retrain.label_indexer import LabelIndexer
 from retrain.label_intake import LabelPublisher
 from retrain.label_store import fetch_labels
+from tests.topic_reading import read_to_end
 
 pytestmark = pytest.mark.integration
 TOKEN = "s3cret-token"
@@ -37,9 +38,9 @@ def drain(settings) -> LabelIndexer:
 
 
 def dlq_records(settings) -> list[dict]:
-    consumer = clients.kafka_consumer(settings, settings.topic("dlq"), group_id=None, consumer_timeout_ms=3000)
-    try:
-        return [orjson.loads(m.value) for m in consumer]
+    consumer = clients.kafka_consumer(settings, settings.topic("dlq"), group_id=None)
+    try:  # the indexer that wrote them has flushed and closed
+        return [orjson.loads(m.value) for m in read_to_end(consumer)]
     finally:
         consumer.close()
 

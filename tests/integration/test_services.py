@@ -15,6 +15,7 @@ from finsent import clients, topology
 from finsent.services import manager
 from finsent.services.process import ServiceError
 from tests.conftest import ROOT
+from tests.topic_reading import read_to_end
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -27,10 +28,11 @@ def test_produce_and_consume_through_real_kafka(bootstrapped):
         producer.send(topic, key=b"AAPL", value=f'{{"n": {i}}}'.encode())
     producer.flush()
     producer.close()
-    consumer = clients.kafka_consumer(bootstrapped, topic, group_id=f"{bootstrapped.topic_prefix}-test",
-                                      consumer_timeout_ms=15_000)
-    values = sorted(int(m.value.decode().split(":")[1].strip(" }")) for m in consumer)
-    consumer.close()
+    consumer = clients.kafka_consumer(bootstrapped, topic, group_id=f"{bootstrapped.topic_prefix}-test")
+    try:  # the group forms, then every record up to the end offsets the flush left
+        values = sorted(int(m.value.decode().split(":")[1].strip(" }")) for m in read_to_end(consumer))
+    finally:
+        consumer.close()
     assert values == list(range(20))
 
 
