@@ -125,12 +125,18 @@ def test_a_repaired_row_is_delivered_by_alerts_retry(service):
     assert row.alert.status == "delivered" and row.sync_error is None and outbox_errors(service) == 1
 
 
-def test_an_outbox_without_a_listener_still_gives_the_row_up(tmp_path):
+def two_rows_the_first_spoiled(tmp_path):
+    """An outbox file of two alerts for "ops", the first of them unreadable."""
     path = tmp_path / "outbox.sqlite3"
     with Outbox(path) as box:
         box.enqueue(alert(0), ["ops"], 0.0)
         box.enqueue(alert(1), ["ops"], 0.0)
     spoil(path, f"{0:040d}")
+    return path
+
+
+def test_an_outbox_without_a_listener_still_gives_the_row_up(tmp_path):
+    path = two_rows_the_first_spoiled(tmp_path)
     with Outbox(path) as box:
         assert [d.key for d in box.due(10.0)] == [f"{1:040d}"]
         assert box.counts() == {"failed": 1, "pending": 1}
@@ -141,11 +147,7 @@ def test_alerts_list_outbox_shows_the_unreadable_row_with_its_reason(tmp_path):
 
     from finsent.cli import app
 
-    path = tmp_path / "outbox.sqlite3"
-    with Outbox(path) as box:
-        box.enqueue(alert(0), ["ops"], 0.0)
-        box.enqueue(alert(1), ["ops"], 0.0)
-    spoil(path, f"{0:040d}")
+    path = two_rows_the_first_spoiled(tmp_path)
     result = CliRunner().invoke(app, ["alerts", "list", "--outbox", "--json"], env={"FINSENT_ALERTS_OUTBOX": str(path)})
     assert result.exit_code == 0, result.output
     listed = [orjson.loads(line) for line in result.output.splitlines()]
