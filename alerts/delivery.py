@@ -98,7 +98,9 @@ def post(client: httpx.Client, hook: Webhook, alert: Alert, secret: str, *, atte
                                extensions={"trace": deadline.trace}) as response:
                 return Answer(response.status_code, response.headers, _head(response))
         except Exception as exc:
-            if deadline.expired:
+            # httpx's own timeout is the same number of seconds for one connect or read, so it too means the
+            # attempt's time is up: on a loaded machine it can fire before the deadline's thread gets to run.
+            if deadline.expired or isinstance(exc, httpx.TimeoutException):
                 raise AttemptTimedOut(f"no complete answer within {hook.timeout:g} s") from exc
             raise
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alerts import signing
+from alerts import attempt_deadline, delivery, signing
 from alerts.delivery import Dispatcher, backoff_delay
 from alerts.metrics import AlertMetrics
 from alerts.outbox import Outbox
@@ -342,6 +342,40 @@ def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_webhook_timeout(o
     row = outbox.get("a" * 40)
     assert row.alert.status == "pending" and row.alert.attempts == 1
     assert row.last_error.startswith("AttemptTimedOut: no complete answer within 1 s")
+
+
+class Silent(socketserver.StreamRequestHandler):
+    """Reads the request's headers and never answers (until the client hangs up)."""
+
+    def handle(self) -> None:
+        while self.rfile.readline().strip():
+            pass
+        while self.rfile.read1(4096):  # the body, then nothing until the client hangs up
+            pass
+
+
+class LateDeadline(attempt_deadline.AttemptDeadline):
+    """A deadline whose thread runs late, as on a loaded machine: httpx's read timeout fires first."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds + 30)
+
+
+def test_httpx_timing_out_before_the_deadline_thread_runs_is_the_attempt_timing_out(outbox, monkeypatch):
+    monkeypatch.setattr(delivery, "AttemptDeadline", LateDeadline)
+    wall = Wall()
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Silent) as server:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        hook = Webhook(url=f"http://127.0.0.1:{server.server_address[1]}/hook", timeout=0.5)
+        sender = dispatcher(outbox, {"ops": hook}, wall)
+        outbox.enqueue(make_alert(), ["ops"], wall())
+        sender.deliver_due()
+        server.shutdown()
+        sender.close()
+    row = outbox.get("a" * 40)
+    assert row.alert.status == "pending" and row.alert.attempts == 1
+    assert row.last_error.startswith("AttemptTimedOut: no complete answer within 0.5 s"), row.last_error
 
 
 TLS = Path(__file__).parents[1] / "tls"
