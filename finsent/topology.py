@@ -60,7 +60,7 @@ MAPPINGS: dict[str, dict[str, Any]] = {
         "version": _KEYWORD, "base_model": _KEYWORD, "parent_version": _KEYWORD,
         "created_at": _DATE, "promoted_at": _DATE, "status": _KEYWORD, "champion": {"type": "boolean"},
         "data_fingerprint": _KEYWORD, "metrics": {"type": "object", "enabled": False},
-        "labels": _KEYWORD, "temperature": _FLOAT,
+        "labels": _KEYWORD, "temperature": _FLOAT, "requires": _KEYWORD,
     },
     "drift": {
         "checked_at": _DATE, "monitor": _KEYWORD, "statistic": _FLOAT, "threshold": _FLOAT,

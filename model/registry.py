@@ -378,7 +378,7 @@ class Registry:
         meta = self.get(version)
         doc = {k: meta.get(k) for k in (
             "version", "base_model", "parent_version", "created_at", "promoted_at", "status",
-            "champion", "data_fingerprint", "metrics", "labels",
+            "champion", "data_fingerprint", "metrics", "labels", requirements.FIELD,
         )} | {"temperature": meta.get("calibration", {}).get("temperature")}  # model.calibration; None before it
         try:
             self.es.index(index=self.index, id=version, document=doc)
@@ -394,12 +394,13 @@ def open_registry(settings: Any, *, mirror: bool = True) -> Registry:
     """
     es = None
     if mirror:
-        from finsent import clients
+        from finsent import clients, topology
 
         try:
             client = clients.elasticsearch(settings, request_timeout=5, max_retries=0)
             # Cluster health, not ping: the integration-test distribution answers GET / with 405.
             client.cluster.health()
+            topology.update_mapping(client, settings, "models")  # an upgrade's new fields (requires) before a mirror
             es = client
         except Exception as exc:
             log.warning("Elasticsearch at %s unavailable (%s); model metadata is not mirrored",

@@ -143,6 +143,12 @@ def test_cli_errors_are_clear(cli_env, tmp_path):
 
 
 def test_calibrate_registers_the_same_weights_with_a_fitted_temperature(cli_env, tmp_path):
+    from finsent import clients, topology
+
+    with clients.elasticsearch(cli_env) as es:  # a models index from before `requires`: its mapping is strict
+        es.indices.delete(index=cli_env.index("models"))
+        older = {k: v for k, v in topology.MAPPINGS["models"].items() if k != "requires"}
+        es.indices.create(index=cli_env.index("models"), mappings={"dynamic": "strict", "properties": older})
     data = tmp_path / "train.csv"
     with data.open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows([["text", "label"], *tiny_rows(12)])
@@ -168,13 +174,13 @@ def test_calibrate_registers_the_same_weights_with_a_fitted_temperature(cli_env,
     measured = listed[version]["metrics"]["validation"]
     assert measured["data"] == [str(held)] and measured["n"] == len(held_rows)
     assert measured["ece"] == pytest.approx(calibration["ece_after"], abs=1e-5)
-    from finsent import clients
 
-    with clients.elasticsearch(cli_env) as es:  # the mirror shows each version's temperature
+    with clients.elasticsearch(cli_env) as es:  # the mirror shows each version's temperature and requirements
         es.indices.refresh(index=cli_env.index("models"))
         docs = {h["_id"]: h["_source"] for h in es.search(index=cli_env.index("models"), size=10)["hits"]["hits"]}
     assert docs[version]["temperature"] == pytest.approx(calibration["temperature"])
     assert docs[first]["temperature"] == pytest.approx(listed[first]["calibration"]["temperature"])
+    assert [docs[v]["requires"] for v in (first, version)] == [listed[v]["requires"] for v in (first, version)]
 
     # Same weights, new temperature: the labels stay, the confidences move.
     from model.registry import Registry
