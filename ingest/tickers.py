@@ -23,12 +23,14 @@ Precision first: a wrong ticker puts a document on the wrong dashboard. So
   an analyst action on another company found in the same sentence: "Goldman Sachs upgrades Tesla", "JPMorgan
   raises its price target on Nvidia", "Tesla upgraded at Goldman", "Goldman Sachs analyst says Nvidia…", "Goldman
   and Morgan Stanley upgrade Apple", "Tesla gets Goldman upgrade", "Goldman Sachs says Tesla is a buy", "Goldman
-  Sachs: Tesla shares could double", "Morgan Stanley's Tesla price target", "Tesla: Goldman initiates at buy" tag the
-  company acted on only, as their sentiment is about it. The bank stays when the text is about it ("Goldman Sachs
-  beats estimates", "Goldman upgrades its own outlook", "Goldman Sachs says it will cut jobs", "Goldman Sachs:
-  profit beats estimates": no company acted on), when it is listed with the company ("Goldman Sachs and Apple
-  shares fall"), when it appears again in another role, and when the company acted on is not in the dictionary
-  (nothing else would carry the story).
+  Sachs: Tesla shares could double", "Morgan Stanley: Tesla could double", "Morgan Stanley's Tesla price target",
+  "Tesla shares jump on Goldman boost to price target", "Tesla: Goldman initiates at buy" tag the company acted on
+  only, as their sentiment is about it. The bank stays when the text is about it ("Goldman Sachs beats estimates",
+  "Goldman upgrades its own outlook", "Goldman Sachs says it will cut jobs", "Goldman Sachs: profit beats
+  estimates": no company acted on), when it is a party to the company's news ("Goldman Sachs says Apple stock will
+  join its employee fund": a forecast is a price move), when it is listed with the company ("Goldman Sachs and
+  Apple shares fall"), when it appears again in another role, and when the company acted on is not in the
+  dictionary (nothing else would carry the story).
 
 Dictionary file (CSV): ``ticker,name,exchange,aliases[,exclude]``, aliases and excluded phrases
 separated by ``|``.
@@ -122,14 +124,33 @@ _TARGET_NOUN = re.compile(r"(?i:\btargets?\b(?=\s*(?:$|[,.;:!?)–—-]|(?:on|fo
 _BY_BROKER = re.compile(r"(?i:\b(?:(?:up|down)grade[sd]?|initiated|reiterated|resumed|rated|"
                         r"target\s+(?:raised|lifted|boosted|hiked|lowered|trimmed|slashed|reduced|cut))\b.*"
                         r"\b(?:at|by|from)\s+$)")
-# The bank's call on a company named next to it: "Tesla gets Goldman upgrade", "Morgan Stanley's Tesla price target".
-_CALL = re.compile(r"(?i:(?:['’]s)?\s+(?:price\s+target|(?:up|down)grade|initiation)\b)")
+# The bank's call on a company named next to it: "Tesla gets Goldman upgrade", "Morgan Stanley's Tesla price target",
+# a change of target right after the bank, noun or verb ("Tesla jumps on Goldman boost to price target", "Tesla falls
+# as Morgan Stanley cuts its price target", "Apple slips on Citi target cut"); the bank's own goals are no call
+# ("Goldman boosts its own profit target", "Goldman cuts jobs target").
+_CHANGE = r"(?:raise[sd]?|lift(?:s|ed)?|boost(?:s|ed)?|hike[sd]?|increase[sd]?|lower(?:s|ed)?|trim(?:s|med)?|" \
+          r"slash(?:es|ed)?|reduce[sd]?|reduction|cuts?)"
+_CALL = re.compile(r"(?i:(?:['’]s)?\s+(?:price\s+target|(?:up|down)grade|initiation|target\s+" + _CHANGE +
+                   r"|" + _CHANGE + r"(?:\s+(?:to|in|of))?\s+(?:(?:its|their|the)\s+)?(?:price\s+)?targets?)\b)")
 # The bank's view of the company after it: a rating ("Goldman Sachs says Tesla is a buy", "Goldman Sachs: Tesla is a
-# buy") or a forecast of its shares, which only an analyst makes about another company ("Goldman Sachs: Tesla shares
-# could double"). News the bank is a party to stays: "Goldman Sachs: Apple card talks end".
+# buy", "… added to its conviction list") or a forecast of where it or its shares go, which only an analyst makes about
+# another company ("Goldman Sachs: Tesla shares could double", "Morgan Stanley: Tesla could double", "JPMorgan: Amazon
+# to hit $300"). News the bank is a party to stays: "Goldman Sachs: Apple card talks end", "Goldman Sachs says Apple
+# stock will join its employee fund", "Goldman Sachs: Apple could drop card deal".
 _SAYS = re.compile(r"(?i:\s*:\s+|\s+says?\s+)")
-_VIEW = re.compile(r"(?i:\b(?:is|remains|as|at|rated|a)\s+(?:an?\s+)?" + _RATING + r"|\btop\s+pick\b"
-                   r"|\b(?:shares|stock)\s+(?:could|may|might|will|would|should|to)\b)")
+_VIEW = re.compile(r"(?i:\b(?:is|remains|as|at|rated|a)\s+(?:an?\s+)?" + _RATING +
+                   r"|\b(?:top\s+picks?|conviction\s+(?:buy\s+)?list|model\s+portfolio)\b)")
+_MOVE = (r"(?:(?:(?:continue\s+to|still)\s+)?(?:rise|fall|gain|climb|jump|surge|soar|rally|slide|slip|sink|drop|tumble|"
+         r"plunge|slump|decline|rebound|recover|double|triple|halve|crash|outperform|underperform|lag|hit|reach|top|"
+         r"be\s+worth|(?:go|head)\s+(?:higher|lower)|(?:see|have|offer)\s+(?:[\d.]+%\s+|more\s+|further\s+)?"
+         r"(?:upside|downside))|(?:keep|continue)\s+(?:rising|falling|gaining|climbing|soaring|surging|rallying|"
+         r"sliding|sinking|dropping|declining|outperforming))")
+# A price move takes no object: "Tesla could double", "could fall 20%", "to hit $300", but "could double sales" or
+# "could drop card deal" is the company's business.
+_NO_OBJECT = (r"(?=\s*(?:$|[,.;:!?)–—-]|[$\d]|(?:further|more|again|sharply|higher|lower|by|to|on|after|as|in|this|"
+              r"next|over|within|if|amid|before)\b))")
+_FORECAST = re.compile(r"(?i:(?:['’]s)?(?:\s+(?:shares|stock))?\s+(?:could|may|might|will|would|should|can|to)\s+"
+                       + _MOVE + _NO_OBJECT + ")")
 # The company a headline is about, before the bank's action: "Tesla: Goldman initiates at buy".
 _HEADLINE_SUBJECT = re.compile(r"\s*:\s+|\s+[-–—|]\s+")
 _SENTENCE_BREAK = re.compile(r"[.!?;](?=\s|$)|\n")
@@ -339,7 +360,7 @@ def _acts_as_analyst(text: str, hit: _Hit, hits: list[_Hit]) -> bool:
         return True
     for s, e in others:
         if s >= end and (re.fullmatch(r"['’]s\s+", text[end:s]) and _CALL.match(text, e)
-                         or _SAYS.fullmatch(text[end:s]) and _VIEW.search(text, e, stop)):
+                         or _SAYS.fullmatch(text[end:s]) and (_VIEW.search(text, e, stop) or _FORECAST.match(text, e))):
             return True
     return any(_BY_BROKER.search(text[e:start]) for e in before)
 

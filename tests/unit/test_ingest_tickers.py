@@ -194,6 +194,65 @@ def test_more_phrasings_of_a_broker_acting_as_analyst(extractor: TickerExtractor
     assert extractor.extract(bystander) == tagged
 
 
+@pytest.mark.parametrize("text,expected", [
+    # A forecast after "Bank:" or "Bank says" is a price move of the company or its shares, with no object.
+    ("Goldman Sachs says Nvidia stock could rally 30%", ["NVDA"]),
+    ("Goldman Sachs: Amazon shares to hit $250", ["AMZN"]),
+    ("Morgan Stanley says Microsoft stock may fall further", ["MSFT"]),
+    ("Goldman Sachs: Apple stock could keep climbing", ["AAPL"]),
+    ("Morgan Stanley: Nvidia stock could be worth $1,000", ["NVDA"]),
+    ("Goldman Sachs says Apple will reach $4 trillion", ["AAPL"]),
+    ("Morgan Stanley: Tesla could double", ["TSLA"]),  # the company itself, not only its shares
+    ("Goldman: Nvidia can still rally 40%", ["NVDA"]),
+    ("JPMorgan: Amazon to hit $300", ["AMZN"]),
+    ("Wells Fargo: Tesla could fall further", ["TSLA"]),
+    ("Bank of America: Apple could rally 20% on AI", ["AAPL"]),
+    ("Goldman Sachs says Microsoft shares will be added to its model portfolio", ["MSFT"]),
+    # Not a price move: the bank is a party to the company's news, or the news is the bank's own.
+    ("Goldman Sachs says Apple stock will join its employee fund", ["GS", "AAPL"]),
+    ("Goldman Sachs says Apple shares will be sold in a block trade", ["GS", "AAPL"]),
+    ("Goldman Sachs: Tesla shares to be offered in a placement it leads", ["GS", "TSLA"]),
+    ("Goldman Sachs: Apple could drop card partnership", ["GS", "AAPL"]),
+    ("Goldman Sachs says Apple could reach deal on card", ["GS", "AAPL"]),
+    ("Morgan Stanley: Apple deal could double fee income", ["MS", "AAPL"]),
+    ("Goldman Sachs: Apple card losses could double", ["GS", "AAPL"]),
+    ("Morgan Stanley: we could cut jobs", ["MS"]),
+    ("Morgan Stanley: profit could double", ["MS"]),
+    ("Goldman Sachs could cut jobs", ["GS"]),
+    ("Goldman Sachs shares jump", ["GS"]),
+])
+def test_a_banks_forecast_of_another_company_is_a_price_move(extractor: TickerExtractor, text: str,
+                                                             expected: list[str]) -> None:
+    assert extractor.extract(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    # The bank's change of target on a company named before it, as a noun or a verb.
+    ("Tesla shares jump on Goldman boost to price target", ["TSLA"]),
+    ("Tesla falls on Goldman cut to price target", ["TSLA"]),
+    ("Nvidia rallies on JPMorgan's boost to its price target", ["NVDA"]),
+    ("Apple slips on Morgan Stanley target cut", ["AAPL"]),
+    ("Tesla gains on Citi raise in price target", ["TSLA"]),
+    ("Tesla shares jump after Goldman raises price target", ["TSLA"]),
+    ("Tesla shares fall as Morgan Stanley cuts its price target", ["TSLA"]),
+    ("Microsoft gains as JPMorgan lifts target to $600", ["MSFT"]),
+    ("Nvidia climbs after Goldman and Morgan Stanley raise price targets", ["NVDA"]),
+    ("JPMorgan jumps as Goldman raises its price target", ["JPM"]),  # a bank may be the company acted on
+    # The bank's own goals, a stake, a list with the company, another sentence: the bank stays.
+    ("Tesla shares jump on Goldman boost to its stake", ["TSLA", "GS"]),
+    ("Tesla shares jump as Goldman boosts its own profit target", ["TSLA", "GS"]),
+    ("Tesla shares fall after Goldman cuts jobs target", ["TSLA", "GS"]),
+    ("Tesla falls as JPMorgan cuts its inflation target", ["TSLA", "JPM"]),
+    ("Apple rises after Wells Fargo raises its buyback target", ["AAPL", "WFC"]),
+    ("Tesla and Goldman shares jump on boost to price targets", ["TSLA", "GS"]),
+    ("Goldman Sachs shares jump on boost to price target", ["GS"]),
+    ("Tesla falls on Goldman cut to price target; Goldman shares slip", ["TSLA", "GS"]),
+])
+def test_a_change_of_target_after_the_company_is_the_banks_call(extractor: TickerExtractor, text: str,
+                                                                expected: list[str]) -> None:
+    assert extractor.extract(text) == expected
+
+
 @pytest.mark.parametrize("raw,expected", [
     ("$brk-b", "BRK.B"), ("BRK/B", "BRK.B"), ("aapl", "AAPL"), ("$5", None), ("", None), ("TOOLONGTICKER1", None),
 ])
