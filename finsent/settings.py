@@ -114,7 +114,10 @@ class Settings(BaseSettings):
     bootstrap_epochs: int = Field(3, ge=1, le=50, description="Epochs of the first model `finsent up` trains")
 
     # --- ingest (ingest/) ----------------------------------------------------------------
-    push_token: SecretStr | None = Field(None, description="Bearer token of the HTTP push endpoint")
+    push_token: SecretStr | None = Field(None, description="Shared bearer token of the HTTP push endpoint; it cannot "
+                                         "write the sources of ingest's own feeds nor those of a sender's own token")
+    push_tokens_file: Path | None = Field(None, description="File of `sender: token source…` lines: each sender's own "
+                                          "push token and the source names (or prefixes ending in `*`) it may write")
     push_max_bytes: int = Field(1_000_000, ge=1024, description="Largest push request body")
     push_max_documents: int = Field(1000, ge=1, le=100_000, description="Most documents in one push request; more "
                                     "is answered 413")
@@ -232,10 +235,11 @@ class Settings(BaseSettings):
         300, ge=1, description="How late a missed drift check or retention run may start (a retrain runs however late)")
     retrain_metrics_port: int = Field(9467, ge=0, le=65535, description="/metrics of `finsent retrain scheduler` (0: off)")
 
-    @field_validator("label_token", "label_tokens_file", mode="before")
+    @field_validator("label_token", "label_tokens_file", "push_tokens_file", mode="before")
     @classmethod
-    def _blank_label_token_is_unset(cls, value: object) -> object:
-        # FINSENT_LABEL_TOKEN= (empty) must not become a token everyone knows, nor an empty file name the folder ".".
+    def _blank_token_is_unset(cls, value: object) -> object:
+        # FINSENT_LABEL_TOKEN= (empty) must not become a token everyone knows, nor an empty file name the folder "."
+        # (FINSENT_PUSH_TOKENS_FILE= is no file either: without it the endpoint generates a token).
         return None if isinstance(value, str) and not value.strip() else value
 
     # --- dashboards (dashboards/) --------------------------------------------------------

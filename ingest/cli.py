@@ -56,11 +56,22 @@ def _fetcher(settings: Settings):
                        user_agent=settings.ingest_user_agent)
 
 
+def _push_auth(settings: Settings):
+    """The push endpoint's tokens, checked before Kafka is connected to: a bad tokens file stops the command."""
+    from ingest.push_tokens import PushAuth
+
+    try:
+        return PushAuth.from_settings(settings)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: int | None,
                  push=None) -> None:
     """Run polling sources (and optionally the push endpoint) until stopped, or once."""
     from ingest.runner import install_stop_handlers, poll_forever, poll_once, start_metrics_server
 
+    push_auth = _push_auth(settings) if push is not None else None
     pipeline = _start(settings)
     http = _fetcher(settings)
 
@@ -78,7 +89,7 @@ def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: 
             if push is not None:
                 from ingest.push import make_app, serve
 
-                tasks.append(serve(make_app(pipeline, settings), push.host, push.port, stop))
+                tasks.append(serve(make_app(pipeline, settings, auth=push_auth), push.host, push.port, stop))
             else:
                 port = settings.ingest_metrics_port if metrics_port is None else metrics_port
                 start_metrics_server(pipeline.metrics.registry, port, settings.metrics_host)
@@ -184,8 +195,8 @@ def serve(ctx: typer.Context,
           port: Annotated[int | None, typer.Option("--port", min=1, max=65535,
                                                    help="Port to bind (default: FINSENT_PUSH_PORT)")] = None,
           host: Annotated[str, typer.Option("--host", help="Address to bind (0.0.0.0 for all)")] = "127.0.0.1") -> None:
-    """HTTP push endpoint: POST /documents with a bearer token (FINSENT_PUSH_TOKEN, else a generated
-    one kept in <state_dir>/ingest/push-token)."""
+    """HTTP push endpoint: POST /documents with a bearer token (FINSENT_PUSH_TOKEN, a sender's own from
+    FINSENT_PUSH_TOKENS_FILE, else a generated one kept in <state_dir>/ingest/push-token)."""
     from ingest.config import PushConfig
 
     from ingest.push import ensure_token

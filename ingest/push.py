@@ -1,14 +1,15 @@
 """The HTTP push endpoint: anyone with a feed POSTs documents to us.
 
-``POST /documents`` with ``Authorization: Bearer <FINSENT_PUSH_TOKEN>`` and a JSON body: one
-document, a list of documents, or ``{"documents": [...]}`` (the shape of
-:class:`ingest.inbound.InboundDocument`). Answers
+``POST /documents`` with ``Authorization: Bearer <token>`` (``FINSENT_PUSH_TOKEN``, or a sender's own from
+``FINSENT_PUSH_TOKENS_FILE``: ingest.push_tokens) and a JSON body: one document, a list of documents, or
+``{"documents": [...]}`` (the shape of :class:`ingest.inbound.InboundDocument`). Answers
 
 - 202 ``{"accepted", "duplicates", "rejected": [...], "rejected_count"}`` once Kafka acknowledged the
   good documents (bad ones of a batch are listed, the first ``MAX_SHOWN`` of them, and counted; the
   others still go through);
 - 400 with the field errors when no document of the body is usable (or the body is not JSON);
-- 401 without a valid token (compared in constant time); 413 above ``push_max_bytes`` or
+- 401 without a valid token (compared in constant time); 403, nothing sent, when a document's ``source`` is not
+  one the token may write (its id would be another source's); 413 above ``push_max_bytes`` or
   ``push_max_documents`` documents;
 - 429 with Retry-After above ``push_rate_limit`` requests per second per client (finsent.rate_limit);
 - 503 with Retry-After when Kafka did not acknowledge (nothing was remembered, send again), or
@@ -17,7 +18,7 @@ document, a list of documents, or ``{"documents": [...]}`` (the shape of
 - 500 with a JSON error if processing failed unexpectedly (a bug; the traceback is in the log).
 
 ``GET /healthz`` (also ``/``) and ``GET /metrics`` (Prometheus) need no token. Without
-``FINSENT_PUSH_TOKEN`` the CLI generates a token once (see :func:`ensure_token`).
+``FINSENT_PUSH_TOKEN`` or ``FINSENT_PUSH_TOKENS_FILE`` the CLI generates a token once (see :func:`ensure_token`).
 """
 
 from __future__ import annotations
@@ -33,16 +34,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
 from finsent import rate_limit
-from finsent.http_requests import bearer_matches, read_limited
+from finsent.http_requests import read_limited
 from finsent.rate_limit import TokenBucketLimiter
 from finsent.settings import Settings
 from ingest.inbound import to_item
 from ingest.items import FetchResult, Rejected
 from ingest.pipeline import Pipeline
+from ingest.push_tokens import DEFAULT_SOURCE, PushAuth, Sender
 
 log = logging.getLogger(__name__)
 
-LABEL = "push"
+LABEL = DEFAULT_SOURCE  # the metrics' source label, and the source of a document that names none
 MAX_WAITING = 8  # batches of this endpoint waiting for the pipeline at once
 MAX_SHOWN = 20  # rejections an answer lists; it counts them all (a list of thousands helps no sender)
 
@@ -113,8 +115,11 @@ def read_documents(body: bytes, max_documents: int) -> FetchResult:
 def ensure_token(settings: Settings) -> Settings:
     """Settings with a push token: FINSENT_PUSH_TOKEN, else one generated once and kept in
     ``<state_dir>/ingest/push-token`` (mode 600), so a local ``make up`` works and is still
-    never open to anyone without the token."""
+    never open to anyone without the token. With FINSENT_PUSH_TOKENS_FILE alone there is no shared token:
+    whoever gave each sender its own did not ask for one more."""
     if settings.push_token is not None and settings.push_token.get_secret_value():
+        return settings
+    if settings.push_tokens_file is not None:
         return settings
     path = settings.state_dir / "ingest" / "push-token"
     if not path.exists():
@@ -127,16 +132,17 @@ def ensure_token(settings: Settings) -> Settings:
     return settings.model_copy(update={"push_token": SecretStr(token)})
 
 
-def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_WAITING) -> web.Application:
-    if settings.push_token is None or not settings.push_token.get_secret_value():
-        raise ValueError("FINSENT_PUSH_TOKEN is not set: the push endpoint requires a bearer token")
-    token = settings.push_token.get_secret_value().encode("utf-8")
+def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_WAITING,
+             auth: PushAuth | None = None) -> web.Application:
+    """The endpoint; ``auth`` defaults to the settings' tokens (ValueError when there are none, or the file is bad)."""
+    auth = auth or PushAuth.from_settings(settings)
     max_bytes, max_documents = settings.push_max_bytes, settings.push_max_documents
     metrics = pipeline.metrics
     backlog = Backlog(max_waiting)
 
     async def post_documents(request: web.Request) -> web.Response:
-        if not bearer_matches(request, token):
+        sender = auth.sender(request)
+        if sender is None:
             metrics.errors.labels(LABEL, "auth", "unauthorized").inc()
             return _json(401, {"error": "missing or invalid bearer token"}, {"WWW-Authenticate": 'Bearer realm="finsent"'})
         if backlog.waiting >= backlog.limit:  # checked before the body is read: a full queue holds no more bodies
@@ -145,11 +151,11 @@ def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_W
                          {"Retry-After": "5"})
         backlog.waiting += 1
         try:
-            return await handle_documents(request)
+            return await handle_documents(request, sender)
         finally:
             backlog.waiting -= 1
 
-    async def handle_documents(request: web.Request) -> web.Response:
+    async def handle_documents(request: web.Request, sender: Sender) -> web.Response:
         body = await read_limited(request, max_bytes)
         if body is None:
             metrics.errors.labels(LABEL, "invalid", "too_large").inc()
@@ -160,6 +166,11 @@ def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_W
             if refused.reason:
                 metrics.errors.labels(LABEL, "invalid", refused.reason).inc()
             return _json(refused.status, {"error": refused.error})
+        if forbidden := auth.refusal(sender, batch.items):  # whole: a sender that errs in one name errs in more
+            log.warning("push refused (%s): %s", "shared token" if sender.name is None else f"sender {sender.name!r}",
+                        forbidden)
+            metrics.errors.labels(LABEL, "auth", "forbidden_source").inc()
+            return _json(403, {"error": forbidden})
         try:
             report = await request.app[_PIPELINE].submit(LABEL, batch, summarise=True)
         except Exception:  # a bug, not the sender's fault: a JSON answer, and the traceback in the log

@@ -164,10 +164,11 @@ def test_token_comparisons_are_constant_time():
     import inspect
 
     import finsent.http_requests
-    import ingest.push
+    import ingest.push_tokens
     import retrain.label_tokens
 
-    for source in (inspect.getsource(ingest.push.make_app), inspect.getsource(retrain.label_tokens.LabelAuth.caller)):
+    for source in (inspect.getsource(ingest.push_tokens.PushAuth.sender),
+                   inspect.getsource(retrain.label_tokens.LabelAuth.caller)):
         assert "bearer_matches(" in source
         assert "== token" not in source and "token ==" not in source
     assert "hmac.compare_digest(" in inspect.getsource(finsent.http_requests.bearer_matches)

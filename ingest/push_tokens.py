@@ -1,0 +1,164 @@
+"""Who a push request speaks for, and the source names its documents may carry.
+
+A document's id derives from its ``source`` and ``source_id`` (finsent.schemas.document_id), so a sender free to
+pick any source can take the id of another's document: overwrite it in the index, or, sent first, make the real
+one a duplicate. ``FINSENT_PUSH_TOKENS_FILE`` gives each sender a token of its own, bound to the sources it may
+write: one ``sender: token source…`` line (``sender token source…`` too); blank lines and lines starting with ``#``
+are skipped. A source is a name (``push:acme``), a prefix ending in ``*`` (``push:acme-*``), or ``*`` alone: any
+source, for a trusted bridge that replays feed documents. A sender's names are matched exactly, as the normaliser
+will store them.
+
+The shared ``FINSENT_PUSH_TOKEN`` writes any source but those of ingest's own polling sources and file replay
+(:data:`FEED_SOURCES`) and those a sender's own token has (its names and prefixes; ``*`` is no claim), compared
+case-insensitively: an ``RSS:host`` would not take a feed's id, but would pass for it on the dashboard. An RSS
+feed given a ``name`` of its own in sources.yml is not known here: list it in a sender's line to keep it from the
+shared token.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from finsent.http_requests import bearer_matches
+from finsent.settings import Settings
+from ingest.items import SourceItem
+from ingest.normalise import clean_text
+
+MIN_TOKEN_CHARS = 16  # a sender's token is a password: no short ones
+MAX_SOURCE_CHARS = 64  # the normaliser's limit on a source name
+ANY = "*"
+# The sources ingest writes itself: RSS feeds (rss:<host>), API sources (api:<name>), Reddit and StockTwits posts,
+# and `finsent ingest file` lines that name none.
+FEED_SOURCES = ("rss:*", "api:*", "reddit", "stocktwits", "replay")
+DEFAULT_SOURCE = "push"  # what a pushed document without a source gets (ingest.push.LABEL)
+_LINE = re.compile(r"([^\s:#]{1,128})\s*(?::\s*|\s+)(\S+)((?:\s+\S+)+)")
+
+
+class PushTokensError(ValueError):
+    """A tokens file that cannot be used; the message names the file and line, never a token."""
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The holder of a valid token: ``name`` is None for the shared token."""
+
+    name: str | None
+    sources: tuple[str, ...] = ()
+
+
+def matches(pattern: str, source: str) -> bool:
+    """Whether ``source`` is the name ``pattern``, or starts with its prefix (``push:acme-*``); ``*`` is any."""
+    return source.startswith(pattern[:-1]) if pattern.endswith(ANY) else source == pattern
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    if pattern == ANY:
+        return None
+    name = pattern.removesuffix(ANY)
+    if len(name) > MAX_SOURCE_CHARS:  # not quoted: a misplaced token would be this long
+        return f"is over {MAX_SOURCE_CHARS} characters, longer than any source name"
+    if ANY in name:
+        return f"{pattern!r} has a '*' before its end: only a prefix (ending in '*') or '*' alone is a pattern"
+    if clean_text(name) != name:
+        return f"{pattern!r} is not as the normaliser stores a source name (invisible or control characters)"
+    return None
+
+
+def parse_tokens(text: str, where: str) -> dict[str, tuple[bytes, tuple[str, ...]]]:
+    """Each sender's token and sources from the file's text; ``where`` names the file in errors."""
+    senders: dict[str, tuple[bytes, tuple[str, ...]]] = {}
+    lines: dict[bytes, int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line, place = raw.strip(), f"{where}:{number}"
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.fullmatch(line)
+        if match is None:  # the line is not quoted: it may hold a token
+            raise PushTokensError(f"{place}: expected 'sender: token source…' (a name of at most 128 characters "
+                                  "without spaces or ':', the token, then the sources it may write)")
+        name, token, sources = match[1], match[2].encode("utf-8"), tuple(match[3].split())
+        if name in senders:
+            raise PushTokensError(f"{place}: a second line for {name!r}")
+        if len(match[2]) < MIN_TOKEN_CHARS:
+            raise PushTokensError(f"{place}: {name!r}'s token is shorter than {MIN_TOKEN_CHARS} characters")
+        if token in lines:
+            raise PushTokensError(f"{place}: {name!r} has the token of line {lines[token]}: each needs their own")
+        for n, pattern in enumerate(sources, start=1):
+            if problem := _pattern_problem(pattern):
+                raise PushTokensError(f"{place}: {name!r}'s source {n} {problem}")
+        senders[name], lines[token] = (token, sources), number
+    return senders
+
+
+def read_tokens(path: Path) -> dict[str, tuple[bytes, tuple[str, ...]]]:
+    """The senders of ``path``, which no other user of the machine may read."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PushTokensError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PushTokensError(f"{path}: not UTF-8 ({exc})") from None
+    if os.name == "posix" and mode & 0o004:
+        raise PushTokensError(f"{path}: every user of this machine may read it (mode {oct(mode & 0o777)}); "
+                              f"chmod o-r {path}")
+    return parse_tokens(text, str(path))
+
+
+@dataclass(frozen=True)
+class PushAuth:
+    """The tokens the push endpoint accepts, and the sources each may write."""
+
+    shared: bytes | None
+    senders: Mapping[str, tuple[bytes, tuple[str, ...]]]  # sender -> (token, sources)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PushAuth:
+        """Raises ValueError (PushTokensError for the file) naming the setting that is wrong."""
+        secret = settings.push_token.get_secret_value() if settings.push_token is not None else ""
+        if not secret and settings.push_tokens_file is None:
+            raise ValueError("neither FINSENT_PUSH_TOKEN nor FINSENT_PUSH_TOKENS_FILE is set: the push endpoint "
+                             "requires a bearer token")
+        shared = secret.encode("utf-8") if secret else None
+        senders = read_tokens(settings.push_tokens_file) if settings.push_tokens_file else {}
+        if shared is not None and any(shared == token for token, _ in senders.values()):
+            raise PushTokensError(f"{settings.push_tokens_file}: FINSENT_PUSH_TOKEN is also a sender's token")
+        return cls(shared=shared, senders=senders)
+
+    def sender(self, request: web.Request) -> Sender | None:
+        """Whose token the request carries, or None. Every token is compared (each in constant time), so the
+        time taken does not tell which one matched."""
+        named = [Sender(name, sources) for name, (token, sources) in self.senders.items()
+                 if bearer_matches(request, token)]
+        shared = self.shared is not None and bearer_matches(request, self.shared)
+        return named[0] if named else Sender(None) if shared else None
+
+    def refusal(self, sender: Sender, items: Sequence[SourceItem]) -> str | None:
+        """Why ``sender`` may not send these documents (answered 403), or None. A source is judged as the
+        normaliser will store it: invisible characters are no way around a name."""
+        claimed = [p.casefold() for _, sources in self.senders.values() for p in sources if p != ANY]
+        for item in items:
+            source = clean_text(item.source or "")
+            if not source:
+                continue  # the normaliser rejects it (bad_source): no id is taken
+            shown = f"source {source!r}" + (" (given when a document names none)" if source == DEFAULT_SOURCE else "")
+            if sender.name is not None:
+                if not any(matches(p, source) for p in sender.sources):
+                    return (f"{item.where}: {shown} is not one that sender {sender.name!r} may write "
+                            f"({', '.join(sender.sources)}; FINSENT_PUSH_TOKENS_FILE)")
+                continue
+            folded = source.casefold()
+            if any(matches(p.casefold(), folded) for p in FEED_SOURCES):
+                return (f"{item.where}: the shared token (FINSENT_PUSH_TOKEN) cannot write {shown}, a name of "
+                        f"ingest's own sources ({', '.join(FEED_SOURCES)}): its documents would take their ids. "
+                        "A sender's token that lists it can (FINSENT_PUSH_TOKENS_FILE)")
+            if any(matches(p, folded) for p in claimed):
+                return (f"{item.where}: the shared token (FINSENT_PUSH_TOKEN) cannot write {shown}, a source a "
+                        "sender's own token has (FINSENT_PUSH_TOKENS_FILE): send that token")
+        return None

@@ -1,0 +1,149 @@
+"""Push tokens bound to source names: the tokens file, and the endpoint (a real local server) refusing a document
+whose source its token may not write, since the document's id derives from that source."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from finsent.cli import app as cli
+from finsent.settings import load_settings
+from ingest.pipeline import Pipeline
+from ingest.push import ensure_token, make_app
+from ingest.push_tokens import PushAuth, PushTokensError, parse_tokens, read_tokens
+from ingest.sources.rss import parse_feed
+from tests.unit.test_ingest_pipeline import started_pipeline
+
+SHARED, ACME, BRIDGE = "shared-token-0123456789", "acme-token-0123456789", "bridge-token-0123456789"
+FEED = "https://news.example.com/feed.xml"
+RSS = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>News</title>
+<item><guid>https://news.example.com/a</guid><title>Acme shares jump</title><link>https://news.example.com/a</link>
+<description>Acme shares jump after record sales</description></item></channel></rss>"""
+
+
+def tokens_file(tmp_path: Path, text: str | None = None, mode: int = 0o600) -> Path:
+    path = tmp_path / "push-tokens"
+    path.write_text(text if text is not None else
+                    f"# senders\nacme: {ACME} push:acme push:acme-*\n\nbridge {BRIDGE} *\n")
+    path.chmod(mode)
+    return path
+
+
+def settings(tmp_path: Path, **update):
+    if "push_tokens_file" not in update:
+        update["push_tokens_file"] = tokens_file(tmp_path)
+    return load_settings().model_copy(update={"push_token": SecretStr(SHARED), "push_rate_limit": 0,
+                                              "state_dir": tmp_path / "state"} | update)
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    with started_pipeline(tmp_path) as pipe:
+        yield pipe
+
+
+@contextlib.asynccontextmanager
+async def serving(app):
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def push(client: TestClient, token: str, documents) -> tuple[int, dict]:
+    answer = await client.post("/documents", json=documents, headers={"Authorization": f"Bearer {token}"})
+    return answer.status, await answer.json()
+
+
+def test_a_tokens_file_names_each_sender_s_sources_and_its_errors_say_file_and_line(tmp_path) -> None:
+    assert read_tokens(tokens_file(tmp_path)) == {"acme": (ACME.encode(), ("push:acme", "push:acme-*")),
+                                                  "bridge": (BRIDGE.encode(), ("*",))}
+    for text, problem in [(f"acme: {ACME}\n", "f:1: expected 'sender: token source…'"),
+                          (f"acme: {ACME} a\nacme: {BRIDGE} b\n", "f:2: a second line for 'acme'"),
+                          ("acme: short push:acme\n", "f:1: 'acme''s token is shorter than 16 characters"),
+                          (f"acme: {ACME} a\n\nbob: {ACME} b\n", "f:3: 'bob' has the token of line 1"),
+                          (f"acme: {ACME} push:a*cme\n", "f:1: 'acme''s source 1 'push:a*cme' has a '*' before"),
+                          (f"acme: {ACME} a push:acme\u200b\n", "f:1: 'acme''s source 2 'push:acme\\u200b' is not as"),
+                          (f"acme: {ACME} {'s' * 65}\n", "f:1: 'acme''s source 1 is over 64 characters")]:
+        with pytest.raises(PushTokensError) as caught:
+            parse_tokens(text, "f")
+        assert str(caught.value).startswith(problem) and ACME not in str(caught.value)
+    with pytest.raises(PushTokensError, match="every user of this machine may read it"):
+        read_tokens(tokens_file(tmp_path, mode=0o644))
+    with pytest.raises(PushTokensError, match="FINSENT_PUSH_TOKEN is also a sender's token"):
+        PushAuth.from_settings(settings(tmp_path, push_token=SecretStr(ACME)))
+
+
+async def test_the_shared_token_cannot_take_a_feed_entry_s_id(tmp_path, pipeline: Pipeline) -> None:
+    # The probe of RELIABILITY.md: a push under the feed's name and entry id used to get the entry's id (202),
+    # which made the feed's own entry a duplicate when it came.
+    entry = parse_feed(RSS, FEED, "rss:news.example.com").items[0]
+    async with serving(make_app(pipeline, settings(tmp_path, push_tokens_file=None))) as client:
+        forged = {"text": "Acme files for bankruptcy", "source": entry.source, "source_id": entry.source_id}
+        status, body = await push(client, SHARED, forged)
+        assert status == 403 and body["error"].startswith("document: the shared token (FINSENT_PUSH_TOKEN) cannot "
+                                                          "write source 'rss:news.example.com'")
+        # Neither invisible characters (the normaliser removes them) nor capitals get around it.
+        for source in ("rss:news.example.com\u200b", "RSS:News.Example.com", "reddit", "api:newsapi"):
+            assert (await push(client, SHARED, forged | {"source": source}))[0] == 403, source
+        assert pipeline.sink.sent == []
+        assert pipeline.metrics.value("finsent_ingest_errors_total", reason="forbidden_source") == 5
+        assert pipeline.process("rss:news.example.com", [entry]).produced == 1  # the feed's entry is news
+        # The shared token keeps every other source, as before.
+        status, body = await push(client, SHARED, {"text": "Acme beats", "source": "wire", "source_id": "1"})
+        assert status == 202 and body["accepted"] == 1
+
+
+async def test_a_sender_s_token_writes_its_own_sources_only_and_refuses_the_batch_whole(tmp_path,
+                                                                                        pipeline: Pipeline) -> None:
+    async with serving(make_app(pipeline, settings(tmp_path))) as client:
+        def doc(source_id: str, **fields) -> dict:
+            return {"text": f"Acme shares rise, story {source_id}", "source_id": source_id} | fields
+
+        status, body = await push(client, ACME, [doc("1", source="push:acme"), doc("2", source="push:acme-eu")])
+        assert status == 202 and body["accepted"] == 2
+        status, body = await push(client, ACME, [doc("3", source="push:acme"), doc("4", source="wire")])
+        assert status == 403 and body["error"] == ("documents[1]: source 'wire' is not one that sender 'acme' may "
+                                                   "write (push:acme, push:acme-*; FINSENT_PUSH_TOKENS_FILE)")
+        status, body = await push(client, ACME, doc("5"))
+        assert status == 403 and "source 'push' (given when a document names none)" in body["error"]
+        assert [d.source_id for d in pipeline.sink.sent] == ["1", "2"]  # nothing of a refused batch
+        # The shared token cannot write a sender's names either; a sender given '*' writes any source.
+        status, body = await push(client, SHARED, doc("6", source="Push:Acme-EU"))
+        assert status == 403 and "a source a sender's own token has" in body["error"] and ACME not in body["error"]
+        assert (await push(client, BRIDGE, doc("7", source="rss:news.example.com")))[0] == 202
+        assert (await push(client, "not-a-token-at-all", doc("8", source="push:acme")))[0] == 401
+
+
+async def test_a_tokens_file_alone_is_the_only_way_in(tmp_path, pipeline: Pipeline) -> None:
+    only_file = ensure_token(settings(tmp_path, push_token=None))
+    assert only_file.push_token is None and not (tmp_path / "state" / "ingest" / "push-token").exists()
+    async with serving(make_app(pipeline, only_file)) as client:
+        assert (await push(client, ACME, {"text": "Acme beats", "source": "push:acme", "source_id": "1"}))[0] == 202
+        assert (await push(client, SHARED, {"text": "Acme beats", "source": "wire", "source_id": "2"}))[0] == 401
+
+
+def test_ingest_serve_checks_the_tokens_file_before_connecting_to_kafka(tmp_path, monkeypatch) -> None:
+    import ingest.cli
+
+    def no_kafka(*_, **__):
+        raise AssertionError("connected to Kafka before the tokens file was checked")
+
+    monkeypatch.setattr(ingest.cli, "_start", no_kafka)
+    readable = tokens_file(tmp_path, mode=0o644)
+    result = CliRunner().invoke(cli, ["ingest", "serve"], env={"FINSENT_PUSH_TOKENS_FILE": str(readable),
+                                                              "FINSENT_STATE_DIR": str(tmp_path / "state")})
+    assert result.exit_code == 1, result.output
+    assert f"{readable}: every user of this machine may read it" in result.output and ACME not in result.output
+
+
+def test_a_blank_tokens_file_setting_is_no_file(monkeypatch) -> None:
+    monkeypatch.setenv("FINSENT_PUSH_TOKENS_FILE", " ")
+    assert load_settings().push_tokens_file is None  # not the folder ".", and the endpoint generates its token
