@@ -50,11 +50,19 @@ class ForbiddenAddress(Exception):
     """A connection to a non-public address on behalf of a public source; the message names the host."""
 
     def __init__(self, host: str, address: Address, reason: str) -> None:
-        where = host if host == str(address) else f"{host} ({address})"
+        where = host if _is_address(host) else f"{host} ({address})"
         super().__init__(f"not connecting to {where}, a {reason} address")
         self.host = host
         self.address = address
         self.reason = reason
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def resolve(host: str, port: int) -> list[Address]:
