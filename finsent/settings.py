@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     ingest_max_fetch_bytes: int = Field(5_000_000, ge=1024, description="Larger fetched bodies are refused")
     ingest_future_tolerance: float = Field(300.0, ge=0, description="Seconds of clock skew allowed on published_at")
     ingest_user_agent: str = Field("finsent/0.1 (financial sentiment monitor)", min_length=1)
+    ingest_internal_addresses: Literal["auto", "allow", "forbid"] = Field(
+        "auto", description="Whether fetches may connect to loopback, link-local, private and other non-public "
+        "addresses: auto (a source whose own host is such an address may, and its redirects; one on a public host "
+        "may not, however it redirects), forbid (never), allow (always)")
     reddit_base_url: str = Field("https://www.reddit.com", pattern=r"^https?://")
     stocktwits_base_url: str = Field("https://api.stocktwits.com/api/2", pattern=r"^https?://")
 

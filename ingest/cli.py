@@ -53,7 +53,7 @@ def _fetcher(settings: Settings):
     from ingest.sources.http import HttpFetcher
 
     return HttpFetcher(timeout=settings.ingest_fetch_timeout, max_bytes=settings.ingest_max_fetch_bytes,
-                       user_agent=settings.ingest_user_agent)
+                       user_agent=settings.ingest_user_agent, internal_addresses=settings.ingest_internal_addresses)
 
 
 def _push_auth(settings: Settings):

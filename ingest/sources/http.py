@@ -4,18 +4,23 @@ httpx's timeout applies to each step (connect, each read), so a server that send
 few seconds would hold a source forever; every fetch also has a total deadline. The size limit
 holds for the decoded body, decoded step by step (:mod:`ingest.sources.decoding`), not after httpx
 inflated a chunk whole. Redirects are followed here, not by httpx, so that the headers a source
-was given (an API key) never go to another host.
+was given (an API key) never go to another host. A source whose host is public may not lead a fetch to
+an internal address (:mod:`ingest.sources.addresses`), however it redirects.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Literal
 
+import httpcore
 import httpx
 
 from finsent.settings import without_credentials
 from ingest.backoff import parse_retry_after
+from ingest.sources.addresses import (ForbiddenAddress, GuardedBackend, Resolver, all_internal, guarded_transport,
+                                      resolve)
 from ingest.sources.decoding import ACCEPT_ENCODING, BoundedDecoder, TooLarge, Undecodable
 
 MAX_REDIRECTS = 10
@@ -50,29 +55,46 @@ class HttpResponse:
     body: bytes = b""
 
 
+InternalAddresses = Literal["auto", "allow", "forbid"]
+
+
 class HttpFetcher:
-    """One shared ``httpx.AsyncClient``; bodies over ``max_bytes`` are refused while streaming.
+    """Two shared ``httpx.AsyncClient``s; bodies over ``max_bytes`` are refused while streaming.
 
     ``timeout``: seconds for each step; ``deadline``: seconds for the whole fetch (default 3 × timeout).
+    ``internal_addresses`` (FINSENT_INGEST_INTERNAL_ADDRESSES): "auto" lets a URL whose host is internal (all its
+    addresses are) connect anywhere, and holds any other to public addresses, its redirects included; "forbid" holds
+    every fetch to them; "allow" none. Held fetches go through a client of their own, so that they never reuse a
+    connection another fetch opened to an internal address. ``resolver`` and ``connector``: see
+    :class:`~ingest.sources.addresses.GuardedBackend`.
     """
 
     def __init__(self, *, timeout: float = 20.0, max_bytes: int = 5_000_000, user_agent: str = "finsent",
-                 deadline: float | None = None) -> None:
+                 deadline: float | None = None, internal_addresses: InternalAddresses = "auto",
+                 resolver: Resolver = resolve, connector: httpcore.AsyncNetworkBackend | None = None) -> None:
         self.timeout = timeout
         self.deadline = deadline if deadline is not None else 3 * timeout
         self.max_bytes = max_bytes
         self.user_agent = user_agent
-        self._client: httpx.AsyncClient | None = None
+        self.internal_addresses = internal_addresses
+        self._resolve = resolver
+        self._connector = connector
+        self._client: httpx.AsyncClient | None = None  # no address held; proxies from the environment are used
+        self._guarded: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, headers={
-                "User-Agent": self.user_agent, "Accept-Encoding": ACCEPT_ENCODING})
+            options = {"timeout": self.timeout, "follow_redirects": False,
+                       "headers": {"User-Agent": self.user_agent, "Accept-Encoding": ACCEPT_ENCODING}}
+            self._client = httpx.AsyncClient(**options)
+            self._guarded = httpx.AsyncClient(
+                **options, transport=guarded_transport(GuardedBackend(self._resolve, self._connector)))
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
-            self._client = None
+            await self._guarded.aclose()
+            self._client = self._guarded = None
 
     async def get(self, url: str, *, headers: dict[str, str] | None = None,
                   params: dict[str, str] | None = None) -> HttpResponse:
@@ -90,14 +112,18 @@ class HttpFetcher:
             raise FetchError("timeout", f"{shown}: timed out after {self.timeout}s") from None
         except httpx.InvalidURL as exc:  # not an httpx.HTTPError
             raise FetchError("bad_url", f"{shown}: {exc}") from None
+        except ForbiddenAddress as exc:
+            raise FetchError("forbidden_address",
+                             f"{shown}: {exc} (FINSENT_INGEST_INTERNAL_ADDRESSES={self.internal_addresses})") from None
         except httpx.HTTPError as exc:
             raise FetchError("network", f"{shown}: {type(exc).__name__}: {exc}") from None
 
     async def _get(self, url: str, shown: str, headers: dict[str, str] | None,
                    params: dict[str, str] | None) -> HttpResponse:
-        request = self._client.build_request("GET", url, headers=headers, params=params)
+        client = self._guarded if await self._held(url) else self._client
+        request = client.build_request("GET", url, headers=headers, params=params)
         for _ in range(MAX_REDIRECTS + 1):
-            response = await self._client.send(request, stream=True)
+            response = await client.send(request, stream=True)
             try:
                 if response.next_request is None:
                     return await self._read(shown, response)
@@ -109,6 +135,17 @@ class HttpFetcher:
                     after.headers.pop(name, None)
             request = after
         raise FetchError("network", f"{shown}: more than {MAX_REDIRECTS} redirects")
+
+    async def _held(self, url: str) -> bool:
+        """Whether a fetch of ``url`` (the source's own) may connect to public addresses only."""
+        if self.internal_addresses != "auto":
+            return self.internal_addresses == "forbid"
+        parsed = httpx.URL(url)
+        try:
+            addresses = await self._resolve(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
+        except OSError:
+            return True  # the guarded client resolves it again and tells why it cannot
+        return not all_internal(addresses)
 
     async def _read(self, shown: str, response: httpx.Response) -> HttpResponse:
         """``response``'s body; ``shown`` (the URL as messages quote it) names it in a FetchError."""
