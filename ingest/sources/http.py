@@ -11,6 +11,7 @@ an internal address (:mod:`ingest.sources.addresses`), however it redirects.
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -141,6 +142,10 @@ class HttpFetcher:
         if self.internal_addresses != "auto":
             return self.internal_addresses == "forbid"
         parsed = httpx.URL(url)
+        if _proxied(parsed):
+            # Where egress goes through a proxy, the proxy is the network's boundary (and a direct connection
+            # would fail): "auto" leaves such fetches to it, "forbid" connects directly and checks.
+            return False
         try:
             addresses = await self._resolve(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
         except OSError:
@@ -178,3 +183,10 @@ class HttpFetcher:
 def _may_carry_headers(source: httpx.URL, target: httpx.URL) -> bool:
     """Whether a redirect may take a source's own headers along: to the same host, and not from https to http."""
     return target.host == source.host and not (source.scheme == "https" and target.scheme != "https")
+
+
+def _proxied(url: httpx.URL) -> bool:
+    """Whether the environment sends ``url`` through a proxy (HTTP(S)_PROXY, ALL_PROXY, minus NO_PROXY), as httpx
+    reads it."""
+    proxies = urllib.request.getproxies()
+    return bool(proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(url.host)

@@ -27,6 +27,15 @@ from tests.unit.test_ingest_pipeline import started_pipeline
 # Global addresses, never contacted: the connector routes them to 127.0.0.1. Documentation ranges (203.0.113.0/24)
 # will not do, as the policy counts them private, as Python's tables do.
 NEWS, CDN = "93.184.215.14", "151.101.1.69"
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                   "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    """A proxy in the environment would take public feeds out of the guard ("auto"): these tests need none."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -178,6 +187,17 @@ async def test_allow_lets_a_public_feed_redirect_inside(setting: str, refused: b
             response = await fetched
             assert response.status == 200 and response.body == FEED
     assert ("/moved" in site.seen) is not refused and "/feed" in site.seen
+
+
+@pytest.mark.parametrize("setting,held", [("auto", False), ("forbid", True)])
+async def test_behind_a_proxy_auto_leaves_a_public_feed_to_the_proxy(setting: str, held: bool, monkeypatch) -> None:
+    # Guarded fetches connect directly; where egress must go through a proxy, "auto" must not turn every public
+    # feed into a connection that cannot be made.
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    fetcher = Internet({"news.example.com": [[NEWS]]}).fetcher(setting)
+    assert await fetcher._held("http://news.example.com/feed") is held
+    monkeypatch.setenv("NO_PROXY", "news.example.com")
+    assert await fetcher._held("http://news.example.com/feed") is True  # not proxied: checked
 
 
 async def test_a_name_that_does_not_resolve_is_a_network_error() -> None:
