@@ -177,6 +177,7 @@ def promote_copy(settings: Any, model_dir: Path, ref: str, scratch: Path, worker
     metadata = json.loads(metadata_path.read_text(encoding="utf-8")) if metadata_path.exists() else {}
     version = f"{metadata.get('version', source.name)}-promoted"
     metadata_path.write_text(json.dumps(metadata | {"version": version}), encoding="utf-8")
+    # No sequence: the copy is no registry's champion (nothing moved), so the worker applies it as it comes.
     message = ControlMessage(action="promote", model_version=version, model_path=str(copy),
                              reason="bench memory: the peak includes a hot swap", issued_at=utc_now())
     publish(settings, message)

@@ -227,7 +227,13 @@ class Alert(Record):
 
 class ControlMessage(Record):
     """Sent on ``finsent.control``. ``promote``/``rollback``: workers load the named model and
-    swap between batches. ``drift``: a drift check fired (alert rules listen; workers ignore it)."""
+    swap between batches. ``drift``: a drift check fired (alert rules listen; workers ignore it).
+
+    ``sequence`` and ``registry_id``, together or neither: the number the registry gave the champion move this
+    message announces, and which registry (model.registry). A worker ignores a promote or rollback that is not newer
+    than the last it applied from the same registry: the broker may write two senders' messages in the other order
+    than their moves. Neither: a sender from before them, or a model that is no registry's champion (applied as
+    it comes)."""
 
     action: Literal["promote", "rollback", "drift"]
     model_version: Annotated[str, Field(min_length=1, max_length=128)]
@@ -235,6 +241,14 @@ class ControlMessage(Record):
     reason: Annotated[str, Field(max_length=4096)] | None = None
     details: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
     issued_at: UtcDatetime
+    sequence: Annotated[int, Field(ge=1, strict=True)] | None = None
+    registry_id: Annotated[str, Field(pattern=r"^[0-9A-Za-z_.-]{1,64}$")] | None = None  # model.registry.REGISTRY_ID
+
+    @model_validator(mode="after")
+    def _sequence_of_a_registry(self) -> ControlMessage:
+        if (self.sequence is None) != (self.registry_id is None):
+            raise ValueError("sequence and registry_id come together: a sequence orders the moves of one registry")
+        return self
 
 
 class DeadLetter(Record):

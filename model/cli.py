@@ -13,13 +13,16 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from finsent.cli_support import fail, settings_of
 from finsent.settings import Settings
 from model.data import SPLIT_FRACTION, SPLIT_SEED
+
+if TYPE_CHECKING:
+    from model.registry import Pointer
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 log = logging.getLogger(__name__)
@@ -205,8 +208,8 @@ def calibrate(
     version, calibration = register_calibrated(registry, scorer, registry.path(model), report.examples,
                                                [str(p) for p in data], bias=bias)
     if promote:
-        registry.promote(version)
-        _announce(settings, "promote", version, registry.path(version), True)
+        moved = registry.promote(version)
+        _announce(settings, "promote", moved, registry.path(version), True)
     if as_json:
         typer.echo(json.dumps({"version": version, "promoted": promote, "calibration": calibration}))
         return
@@ -347,15 +350,16 @@ def _export_for_workers(settings: Settings, path: Path) -> None:
     onnx_file(path)
 
 
-def _announce(settings: Settings, action: str, version: str, path: Path, notify: bool) -> None:
-    """Tell running workers (finsent.control) to load the new champion; warn if Kafka is away."""
+def _announce(settings: Settings, action: str, moved: Pointer, path: Path, notify: bool) -> None:
+    """Tell running workers (finsent.control) to load the new champion, with the number of its move (a worker
+    ignores a move older than one it has); warn if Kafka is away."""
     if not notify:
         return
     from finsent.schemas import ControlMessage, utc_now
     from stream.control import publish
 
-    message = ControlMessage(action=action, model_version=version, model_path=str(path),
-                             reason=f"finsent model {action}", issued_at=utc_now())
+    message = ControlMessage(action=action, model_version=moved.champion, model_path=str(path),
+                             reason=f"finsent model {action}", issued_at=utc_now(), **moved.control_fields())
     try:
         publish(settings, message)
     except Exception as exc:
@@ -380,10 +384,10 @@ def promote(
         except Exception as exc:  # the workers could not load it either
             fail(f"{version} not promoted: its ONNX export failed ({exc})")
     try:
-        registry.promote(version)
+        moved = registry.promote(version)
     except RegistryError as exc:
         fail(str(exc))
-    _announce(settings, "promote", version, registry.path(version), notify)
+    _announce(settings, "promote", moved, registry.path(version), notify)
     typer.echo(f"champion is now {version}")
 
 
@@ -398,14 +402,15 @@ def rollback(
     settings = settings_of(ctx)
     registry = _registry(settings)
     try:
-        version = registry.rollback()
+        moved = registry.rollback()
     except RegistryError as exc:
         fail(str(exc))
+    version = moved.champion
     try:  # the earlier champion was served before, so its export is normally there still
         _export_for_workers(settings, registry.path(version))
     except Exception as exc:
         typer.echo(f"warning: the ONNX export of {version} failed ({exc}); each worker tries again", err=True)
-    _announce(settings, "rollback", version, registry.path(version), notify)
+    _announce(settings, "rollback", moved, registry.path(version), notify)
     typer.echo(f"champion is now {version}")
 
 

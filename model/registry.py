@@ -5,7 +5,8 @@ Layout under ``root``::
     versions/<version>/       HF weights + tokenizer + metadata.json (never changed after register,
                               except metadata.json, which is replaced atomically, and the ONNX
                               cache of model.onnx_runtime)
-    champion.json             {"champion": <version>, "history": [{"version", "promoted_at"}, ...]}
+    champion.json             {"champion": <version>, "history": [{"version", "promoted_at"}, ...],
+                               "sequence": <int>, "registry_id": <hex>}
     .lock                     flock taken by writers (register, promote, rollback, update, prune)
 
 A version folder is assembled in a temporary folder and renamed into place, and the pointer is
@@ -15,6 +16,14 @@ a version is either whole or gone (which versions go: :mod:`model.retention`), a
 version that a running worker scores with (:class:`VersionHold`). Metadata is
 mirrored to the ``finsent-models`` index when an Elasticsearch client is given; a mirror failure
 is logged, never fatal (the files are the truth).
+
+Each champion move (a promotion that changes the champion, the first one included, and a rollback) adds one to
+``sequence`` under the lock, so the numbers order the moves of this registry as they happened, whatever the clocks
+say; a control message carries the move's number and ``registry_id`` (:class:`Pointer`), and a worker ignores one
+that is not newer than the last it applied from the same registry (:class:`stream.control.MoveOrder`). The id is
+minted with the first move; a copy of the folder keeps it, so a copy that only follows this registry is ordered
+with it, but moves made on a copy are not (its numbers run on from the copy's own). A pointer an older release
+wrote has neither: its sequence counts as 0, and the next move mints the id.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import re
 import secrets
 import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Iterator
@@ -39,6 +49,7 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 METADATA = "metadata.json"
 _VERSION = re.compile(r"^v\d{8}-\d{6}-[0-9a-f]{4}$")
+REGISTRY_ID = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")  # minted as 16 hex digits; ControlMessage.registry_id: the same
 
 
 class RegistryError(LookupError):
@@ -51,6 +62,23 @@ class ChampionChanged(RegistryError):
     def __init__(self, expected: str, actual: str | None) -> None:
         super().__init__(f"the champion is {actual or 'none'} now, not {expected}")
         self.expected, self.actual = expected, actual
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """The champion, the sequence number of the move that made it champion (0: none yet, or a pointer an older
+    release wrote) and the registry's identity (None until the first move of this release)."""
+
+    champion: str | None
+    sequence: int
+    registry_id: str | None
+
+    def control_fields(self) -> dict[str, Any]:
+        """``sequence`` and ``registry_id`` of the control message that announces this champion (none before the
+        registry's first move of this release: then workers apply the message as it comes)."""
+        if not self.sequence or self.registry_id is None:
+            return {}
+        return {"sequence": self.sequence, "registry_id": self.registry_id}
 
 
 def new_version(now: datetime | None = None) -> str:
@@ -134,13 +162,37 @@ class Registry:
 
     def _pointer(self) -> dict[str, Any]:
         try:
-            return json.loads(self.pointer_file.read_text(encoding="utf-8"))
+            pointer = json.loads(self.pointer_file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {"champion": None, "history": []}
+        if not isinstance(pointer, dict):
+            raise RegistryError(f"unreadable champion pointer {self.pointer_file}: a {type(pointer).__name__}, "
+                                "not an object")
+        sequence = pointer.get("sequence", 0)  # 0: written by a release before sequence numbers
+        if type(sequence) is not int or sequence < 0:  # noqa: E721 - a bool is no sequence
+            raise RegistryError(f"unreadable champion pointer {self.pointer_file}: sequence is {sequence!r}, "
+                                "not a whole number >= 0")
+        registry_id = pointer.get("registry_id")
+        if registry_id is not None and not (isinstance(registry_id, str) and REGISTRY_ID.fullmatch(registry_id)):
+            raise RegistryError(f"unreadable champion pointer {self.pointer_file}: registry_id is {registry_id!r}, "
+                                f"not text matching {REGISTRY_ID.pattern}")
+        return pointer
+
+    def _move(self, pointer: dict[str, Any], champion: str, history: list[dict[str, Any]]) -> Pointer:
+        """Write the pointer of a champion move, numbered after the one ``pointer`` (read under the lock) holds."""
+        moved = Pointer(champion, pointer.get("sequence", 0) + 1, pointer.get("registry_id") or secrets.token_hex(8))
+        _write_json_atomic(self.pointer_file, {"champion": champion, "history": history,
+                                               "sequence": moved.sequence, "registry_id": moved.registry_id})
+        return moved
 
     # --- reading -----------------------------------------------------------------------
     def champion(self) -> str | None:
         return self._pointer().get("champion")
+
+    def pointer(self) -> Pointer:
+        """The champion with its move's sequence number, read at once (a worker starts from it)."""
+        pointer = self._pointer()
+        return Pointer(pointer.get("champion"), pointer.get("sequence", 0), pointer.get("registry_id"))
 
     def history(self) -> list[dict[str, Any]]:
         return list(self._pointer().get("history", []))
@@ -252,8 +304,10 @@ class Registry:
         self._mirror(version)
         return self.get(version)
 
-    def promote(self, version: str, *, expected: str | None = None) -> None:
-        """Make ``version`` the champion; the previous one stays in the history for rollback.
+    def promote(self, version: str, *, expected: str | None = None) -> Pointer:
+        """Make ``version`` the champion; the previous one stays in the history for rollback. Returns the pointer
+        after the move, with its sequence number (for the control message); promoting the champion moves nothing
+        and returns the pointer as it is.
 
         With ``expected``, only while the champion is still that version (compare-and-set: a retrain
         must not replace a champion promoted while it trained, which it was never compared with);
@@ -268,19 +322,21 @@ class Registry:
             if expected is not None and previous != expected:
                 raise ChampionChanged(expected, previous)
             if previous == version:
-                return
+                return Pointer(version, pointer.get("sequence", 0), pointer.get("registry_id"))
             # Both read before the pointer moves: unreadable metadata, or a model this code cannot score, stops the
             # promotion with nothing changed.
             updates = self._status_updates({version: {"status": "champion", "promoted_at": now}} | (
                 {previous: {"status": "retired"}} if previous and self.exists(previous) else {}))
             self._require_scorable(updates[version], "not promoted")
             history = pointer.get("history", []) + [{"version": version, "promoted_at": now}]
-            _write_json_atomic(self.pointer_file, {"champion": version, "history": history})
+            moved = self._move(pointer, version, history)
             self._write_statuses(updates)
         self._mirror(version, previous)
+        return moved
 
-    def rollback(self) -> str:
-        """Make the previous champion the champion again; returns its version."""
+    def rollback(self) -> Pointer:
+        """Make the previous champion the champion again; returns the pointer after the move (its champion and
+        sequence number)."""
         now = datetime.now(UTC).isoformat()
         with self._locked():
             pointer = self._pointer()
@@ -300,10 +356,10 @@ class Registry:
             updates = self._status_updates({target: {"status": "champion", "promoted_at": now}} | (
                 {current: {"status": "rolled_back"}} if self.exists(current) else {}))
             self._require_scorable(updates[target], "not rolled back to")
-            _write_json_atomic(self.pointer_file, {"champion": target, "history": history})
+            moved = self._move(pointer, target, history)
             self._write_statuses(updates)
         self._mirror(target, current)
-        return target
+        return moved
 
     def prune(self, keep: int, *, dry_run: bool = False) -> list[str]:
         """Delete the versions :func:`model.retention.versions_to_prune` gives up, and the stale

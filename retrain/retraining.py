@@ -302,7 +302,7 @@ def promote_challenger(ctx: Context, outcome: Outcome, *, trigger: str) -> None:
     champion, challenger = outcome.champion_version, outcome.challenger_version
     assert champion is not None and challenger is not None
     try:
-        ctx.registry.promote(challenger, expected=champion)
+        moved = ctx.registry.promote(challenger, expected=champion)
     except ChampionChanged as exc:
         outcome.decision = "superseded"
         outcome.reasons.append(f"not promoted: the champion changed to {exc.actual or 'none'} while the challenger "
@@ -314,7 +314,8 @@ def promote_challenger(ctx: Context, outcome: Outcome, *, trigger: str) -> None:
     message = ControlMessage(
         action="promote", model_version=challenger, model_path=str(ctx.registry.path(challenger)),
         reason=f"retrain ({trigger}): " + "; ".join(outcome.reasons),
-        details=flat_details({"previous_version": champion} | outcome.figures), issued_at=ctx.clock())
+        details=flat_details({"previous_version": champion} | outcome.figures), issued_at=ctx.clock(),
+        **moved.control_fields())  # workers ignore it if the broker writes it after a later move's message
     try:
         ctx.publish_control(message)
         outcome.workers_notified = True

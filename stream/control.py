@@ -4,6 +4,12 @@ Every worker must see every promote/rollback, so this is not part of the worker'
 consumer group: each worker assigns itself the single control partition, starts at its
 end (older commands were already applied by whoever loaded the champion at start), and
 hands model requests to the :class:`~stream.model_holder.ModelHolder`.
+
+Two senders that each move the champion (``finsent model promote`` on one host, a retrain on another) may have
+their messages written in the other order than their moves. A message carries the registry's number of its move
+(``sequence``, with ``registry_id``), and :class:`MoveOrder` ignores a promote or rollback that is not newer than the
+last one this worker loaded or asked for from that registry; the worker starts from the number of the champion it
+loads at start. A message without a number (an older sender, a model outside the registry) is applied as it comes.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from finsent import clients
@@ -44,10 +51,53 @@ def model_request(message: ControlMessage) -> str | None:
     return message.model_path or message.model_version
 
 
+@dataclass
+class MoveOrder:
+    """The newest champion move of each registry (by ``registry_id``) this worker has loaded (``loaded``) and asked
+    for (``asked``). Sequence numbers of two registries are unrelated, so each is compared only with its own."""
+
+    loaded: dict[str, int] = field(default_factory=dict)
+    asked: dict[str, int] = field(default_factory=dict)
+
+    def start_at(self, registry_id: str | None, sequence: int) -> None:
+        """The champion loaded at start: the move that made it champion (none before the registry's first move)."""
+        if registry_id is not None and sequence:
+            self.loaded[registry_id] = max(sequence, self.loaded.get(registry_id, 0))
+
+    def newest(self, registry_id: str) -> int:
+        return max(self.loaded.get(registry_id, 0), self.asked.get(registry_id, 0))
+
+    def admit(self, message: ControlMessage) -> bool:
+        """Whether to load what the promote or rollback ``message`` names: a message without a sequence always, one
+        with a sequence only when it is newer than any move of its registry loaded or asked for (then it is)."""
+        if message.sequence is None or message.registry_id is None:
+            return True
+        newest = self.newest(message.registry_id)
+        if message.sequence <= newest:
+            log.info("control: ignoring %s of %s: move %d of registry %s is not newer than move %d, which this worker "
+                     "has loaded or asked for (the broker delivered it late)", message.action, message.model_version,
+                     message.sequence, message.registry_id, newest)
+            return False
+        self.asked[message.registry_id] = message.sequence
+        return True
+
+    def done(self, message: ControlMessage, loaded: bool) -> None:
+        """The load ``message`` asked for ended: a model that failed to load may be asked for again (the same
+        message sent again, `finsent model promote` of the champion); the move before it counts once more."""
+        if message.sequence is None or message.registry_id is None:
+            return
+        if loaded:
+            self.loaded[message.registry_id] = max(message.sequence, self.loaded.get(message.registry_id, 0))
+        elif self.asked.get(message.registry_id) == message.sequence:
+            del self.asked[message.registry_id]
+
+
 class ControlListener:
-    def __init__(self, settings: Settings, on_request: Callable[[str, ControlMessage], None]) -> None:
+    def __init__(self, settings: Settings, on_request: Callable[[str, ControlMessage], None],
+                 order: MoveOrder | None = None) -> None:
         self.settings = settings
         self.on_request = on_request
+        self.order = order if order is not None else MoveOrder()
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
@@ -67,15 +117,19 @@ class ControlListener:
 
     async def _run(self) -> None:
         async for record in self._consumer:
-            try:
-                message = parse_record(ControlMessage, record.value or b"", ignore_unknown=True)
-            except RecordError as exc:
-                log.error("ignoring bad control message at offset %s: %s", record.offset, exc.reason)
-                continue
-            ref = model_request(message)
-            if ref is not None:
-                log.info("control: %s → loading %s", message.action, ref)
-                self.on_request(ref, message)
+            self.handle(record.value, record.offset)
+
+    def handle(self, value: bytes | None, offset: int) -> None:
+        """One record of the control topic: a model request to the worker, or nothing."""
+        try:
+            message = parse_record(ControlMessage, value or b"", ignore_unknown=True)
+        except RecordError as exc:
+            log.error("ignoring bad control message at offset %s: %s", offset, exc.reason)
+            return
+        ref = model_request(message)
+        if ref is not None and self.order.admit(message):
+            log.info("control: %s → loading %s", message.action, ref)
+            self.on_request(ref, message)
 
     async def stop(self) -> None:
         if self._task is not None:

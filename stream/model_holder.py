@@ -56,15 +56,16 @@ class ModelHolder:
         self.on_swap(self._current)
         return self._current
 
-    def request(self, ref: str) -> asyncio.Task[Any]:
-        """Start loading ``ref`` in the background (a newer request wins over an older one)."""
+    def request(self, ref: str) -> asyncio.Task[bool]:
+        """Start loading ``ref`` in the background (a newer request wins over an older one). The task's result:
+        whether the model loaded (False: the load failed and the old model scores on)."""
         self._requests += 1
         task = asyncio.get_running_loop().create_task(self._load(ref, self._requests))
         self._loads.add(task)
         task.add_done_callback(self._loads.discard)
         return task
 
-    async def _load(self, ref: str, request: int) -> None:
+    async def _load(self, ref: str, request: int) -> bool:
         loop = asyncio.get_running_loop()
         try:
             scorer = await loop.run_in_executor(self._loader_pool, self.loader, ref)
@@ -73,15 +74,15 @@ class ModelHolder:
         except Exception as exc:  # noqa: BLE001 - any failed load keeps the old model
             log.error("loading model %r failed, keeping %s: %s", ref, self.version, exc)
             self.on_load_failure(ref, exc)
-            return
+            return False
         if self._closed:  # the worker stops: this model would never score, and nothing else would close it
             self._retire(scorer)
-            return
+            return True
         if request != self._requests:
             # Loads run one after another, so the newer request's model comes next.
             log.info("model %s loaded, but a newer one was asked for meanwhile; dropping it", scorer.version)
             self._retire(scorer)
-            return
+            return True
         # A batch leases its model once, at its start, so swapping the reference now never
         # mixes two models within a batch: the next batch gets the new one.
         log.info("model %s loaded; the next batch scores with it", scorer.version)
@@ -89,6 +90,7 @@ class ModelHolder:
         self.on_swap(scorer)
         if old is not None and id(old) not in self._leases:
             self._retire(old)
+        return True
 
     def current(self) -> Scorer:
         """The model for the next batch."""

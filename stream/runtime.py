@@ -11,7 +11,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from finsent.schemas import ControlMessage
 from finsent.settings import Settings
+from model.registry import CHAMPION, Registry
 from stream.control import ControlListener
 from stream.es_sink import Backoff, ElasticsearchSink
 from stream.metrics import WorkerMetrics
@@ -54,7 +56,7 @@ class WorkerRuntime:
         scorer_loader = scorer_loader or default_scorer_loader(settings, on_restart=self.metrics.scorer_restarts.inc)
         self.holder = ModelHolder(scorer_loader, on_swap=self._on_swap,
                                   on_load_failure=lambda ref, exc: self.metrics.model_load_failures.inc())
-        self.control = ControlListener(settings, lambda ref, message: self.holder.request(ref))
+        self.control = ControlListener(settings, self._on_control)
         self.ready = asyncio.Event()
         # The last unexpected error of each step being retried (until_done), while it is: the agents retry
         # theirs at once, and one's success must not hide the other's failure.
@@ -78,9 +80,34 @@ class WorkerRuntime:
         self._swaps += 1
         log.info("scoring with model %s", scorer.version)
 
+    def _on_control(self, ref: str, message: ControlMessage) -> None:
+        task = self.holder.request(ref)
+        task.add_done_callback(lambda done: self._control_done(message, done))
+
+    def _control_done(self, message: ControlMessage, load: asyncio.Task[bool]) -> None:
+        # The move order learns how the load ended: one that failed may be asked for again.
+        if not load.cancelled() and load.exception() is None:
+            self.control.order.done(message, loaded=load.result())
+
+    def _initial_ref(self) -> str:
+        """The model to start with: ``champion`` is read once from the registry's pointer, which gives the version
+        and the number of its move, from which the control listener goes on (a late message of an older move is
+        then ignored)."""
+        if self.model_ref != CHAMPION:
+            return self.model_ref
+        pointer = Registry(self.settings.models_path).pointer()
+        if pointer.champion is None:
+            return self.model_ref  # the loader says there is none
+        self.control.order.start_at(pointer.registry_id, pointer.sequence)
+        log.info("starting with champion %s (move %d of registry %s)", pointer.champion, pointer.sequence,
+                 pointer.registry_id or "without an id yet")
+        return pointer.champion
+
     async def start(self) -> None:
         await self.control.start()  # first, so a promotion during the initial load is not missed
-        await self.holder.load_initial(self.model_ref)
+        # Before any control message is taken: the listener's task first runs at the next await.
+        ref = self._initial_ref()
+        await self.holder.load_initial(ref)
         await self.sink.start()
         self.ready.set()
         log.info("worker ready: model %s, topic %s → index %s", self.holder.version,

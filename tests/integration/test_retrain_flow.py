@@ -223,6 +223,8 @@ def test_promotion_publishes_control_message(rsettings, model_registry) -> None:
     assert promote["model_version"] == outcome.challenger_version
     assert Path(promote["model_path"]) == model_registry.path(outcome.challenger_version)
     assert promote["details"]["previous_version"] == champion
+    moved = model_registry.pointer()  # the number of the move, for workers that get the messages out of order
+    assert (promote["sequence"], promote["registry_id"]) == (moved.sequence, moved.registry_id) and moved.sequence == 2
     assert [a["decision"] for a in audit_records(settings)] == ["promoted", "skipped"]
 
     # The next retrain trains on every label the first one saw, those it held back to judge included: their

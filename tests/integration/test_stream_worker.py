@@ -20,6 +20,7 @@ import pytest
 
 from finsent import clients
 from finsent.schemas import ControlMessage, utc_now
+from model.registry import Registry
 from tests.integration.stream_harness import (
     TcpProxy,
     Worker,
@@ -166,6 +167,13 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
         shutil.copytree(tiny_model.path, other)
         (other / "metadata.json").unlink(missing_ok=True)  # the scorer then names it after its folder
         producer = clients.kafka_producer(settings)
+        # First the late message of the move that made the worker's champion (it started from that move): ignored.
+        # The promotion after it has no number (an older sender's, or bench memory's): applied as it comes.
+        started_from = Registry(tiny_model.registry_root).pointer()
+        late_move = ControlMessage(action="promote", model_version="late-move", model_path=str(tiny_model.path),
+                                   reason="test", issued_at=utc_now(), **started_from.control_fields())
+        assert late_move.sequence is not None  # the tiny registry is read only: the worker started from this move
+        producer.send(settings.topic("control"), value=late_move.to_json())
         for action in ("drift", "promote"):
             message = ControlMessage(action=action, model_version="local:model-b", model_path=str(other),
                                      reason="test", issued_at=utc_now())
@@ -181,7 +189,10 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
         assert {by_id[d.id]["model_version"] for d in late} == {"local:model-b"}
         assert {by_id[d.id]["model_version"] for d in docs} == {tiny_model.version}
         metrics = worker.metrics()
-        assert "finsent_stream_model_swaps_total 1.0" in metrics
+        assert "finsent_stream_model_swaps_total 1.0" in metrics  # the late move was not loaded
+        ignored = (f"control: ignoring promote of late-move: move {late_move.sequence} of registry "
+                   f"{late_move.registry_id}")
+        assert ignored in worker.log.read_text(errors="replace")
         assert 'finsent_stream_model_info{version="local:model-b"} 1.0' in metrics
         assert f"finsent_stream_documents_indexed_total {float(n + len(more) + len(late))}" in metrics
         assert 'finsent_stream_dead_letters_total{stage="validate"} 4.0' in metrics

@@ -52,9 +52,9 @@ def test_promote_rollback_and_history(tmp_path):
     reg.promote(v3)
     assert reg.champion() == v3 and reg.get("champion")["champion"] is True
     assert reg.get(v2)["status"] == "retired"
-    assert reg.rollback() == v2 and reg.champion() == v2
+    assert reg.rollback().champion == v2 and reg.champion() == v2
     assert reg.get(v3)["status"] == "rolled_back" and reg.get(v2)["status"] == "champion"
-    assert reg.rollback() == v1
+    assert reg.rollback().champion == v1
     assert reg.path("champion") == reg.path(v1)
 
 
@@ -182,7 +182,7 @@ def test_rollback_from_a_champion_whose_folder_is_gone(tmp_path):
     reg.promote(target)
     reg.promote(current)
     shutil.rmtree(reg.versions_dir / current)
-    assert reg.rollback() == target and reg.get(target)["status"] == "champion"
+    assert reg.rollback().champion == target and reg.get(target)["status"] == "champion"
 
 
 def test_list_leaves_out_a_version_with_unreadable_metadata(tmp_path, caplog):
@@ -213,3 +213,72 @@ def test_model_list_says_which_version_it_left_out(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert [m["version"] for m in json.loads(result.stdout)] == [good]
     assert f"warning: left out unreadable metadata of {bad}" in result.stderr
+
+
+def test_each_champion_move_gets_the_next_sequence_number(tmp_path):
+    from model.registry import ChampionChanged, Pointer
+
+    reg = Registry(tmp_path / "models")
+    v1, v2, v3 = (_register(reg, tmp_path, n) for n in ("one", "two", "three"))
+    assert reg.pointer() == Pointer(None, 0, None)  # no champion yet
+    first = reg.promote(v1)  # the first model is a move too
+    assert (first.champion, first.sequence) == (v1, 1) and len(first.registry_id) == 16
+    assert reg.promote(v2) == Pointer(v2, 2, first.registry_id)
+    assert reg.promote(v2) == Pointer(v2, 2, first.registry_id)  # the champion again: nothing moves
+    with pytest.raises(ChampionChanged):
+        reg.promote(v3, expected=v1)  # refused: no number spent
+    assert reg.rollback() == Pointer(v1, 3, first.registry_id)
+    assert reg.promote(v3, expected=v1) == Pointer(v3, 4, first.registry_id)
+    assert reg.pointer() == Pointer(v3, 4, first.registry_id) == Registry(tmp_path / "models").pointer()
+    stored = json.loads(reg.pointer_file.read_text())
+    assert (stored["sequence"], stored["registry_id"]) == (4, first.registry_id)
+    other = Registry(tmp_path / "other")
+    assert other.promote(_register(other, tmp_path, "four")).registry_id != first.registry_id
+
+
+def test_moves_from_many_writers_get_one_number_each_in_the_order_they_happened(tmp_path):
+    reg = Registry(tmp_path / "models")
+    versions = [_register(reg, tmp_path, f"m{i}") for i in range(8)]
+    moves = []
+
+    def promote(version):
+        moves.append(Registry(tmp_path / "models").promote(version))  # another process's registry object
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(m.sequence for m in moves) == list(range(1, 9))
+    last = max(moves, key=lambda m: m.sequence)
+    assert reg.pointer() == last  # the highest number is the champion the registry names
+    assert [h["version"] for h in reg.history()] == [m.champion for m in sorted(moves, key=lambda m: m.sequence)]
+
+
+def test_a_pointer_an_older_release_wrote_counts_from_zero(tmp_path):
+    from model.registry import Pointer
+
+    reg = Registry(tmp_path / "models")
+    v1, v2 = _register(reg, tmp_path, "one"), _register(reg, tmp_path, "two")
+    reg.pointer_file.write_text(json.dumps({"champion": v1, "history": [{"version": v1, "promoted_at": "x"}]}))
+    assert reg.pointer() == Pointer(v1, 0, None)
+    assert reg.promote(v1).control_fields() == {}  # announcing it again: no number to give
+    moved = reg.promote(v2)
+    assert moved.sequence == 1 and moved.registry_id is not None
+    assert moved.control_fields() == {"sequence": 1, "registry_id": moved.registry_id}
+
+
+@pytest.mark.parametrize("pointer, what", [
+    ({"champion": None, "history": [], "sequence": "3"}, "sequence is '3'"),
+    ({"champion": None, "history": [], "sequence": -1}, "sequence is -1"),
+    ({"champion": None, "history": [], "sequence": True}, "sequence is True"),
+    ({"champion": None, "history": [], "sequence": 1, "registry_id": "a b"}, "registry_id is 'a b'"),
+    (["champion"], "a list, not an object"),
+])
+def test_an_unreadable_pointer_is_named(tmp_path, pointer, what):
+    reg = Registry(tmp_path / "models")
+    v1 = _register(reg, tmp_path, "one")
+    reg.pointer_file.write_text(json.dumps(pointer))
+    for read in (reg.pointer, lambda: reg.promote(v1)):
+        with pytest.raises(RegistryError, match=f"unreadable champion pointer {reg.pointer_file}: {what}"):
+            read()

@@ -46,7 +46,7 @@ def test_registry_prune_deletes_folders_and_stale_exports(tmp_path):
     assert sorted(p.name for p in reg.versions_dir.iterdir()) == [v[0], v[1], v[5]]
     assert sorted(p.name for p in cache.iterdir()) == sorted([INT8_FILE, FP32_FILE])
     assert reg.prune(1) == []
-    assert reg.rollback() == v[0]
+    assert reg.rollback().champion == v[0]
 
 
 def test_prune_leaves_a_version_a_running_worker_holds(tmp_path):
@@ -69,7 +69,7 @@ def test_rollback_to_a_pruned_version_is_a_clear_error(tmp_path):
     for version in v[:3]:
         reg.promote(version)  # champion v2; rollbacks reach v1, then v0
     assert reg.prune(1) == [v[0]]
-    assert reg.rollback() == v[1]
+    assert reg.rollback().champion == v[1]
     with pytest.raises(RegistryError, match=f"previous champion {v[0]} was pruned"):
         reg.rollback()
     assert reg.champion() == v[1]

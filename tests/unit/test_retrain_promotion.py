@@ -76,6 +76,17 @@ def test_a_promotion_whose_control_message_fails_is_reported_as_promoted(ctx, tm
     assert run_exit_code(Outcome("failed", ["boom"])) == 1
 
 
+def test_a_promotion_announces_the_number_of_its_move(ctx, tmp_path) -> None:
+    champion, challenger, outcome = _decided(ctx, tmp_path)
+    sent = []
+    ctx.publish_control = sent.append  # the broker's side is the integration tests'
+    promote_challenger(ctx, outcome, trigger="cron")
+    (message,) = sent
+    pointer = ctx.registry.pointer()
+    assert (message.model_version, message.sequence, message.registry_id) == (challenger, 2, pointer.registry_id)
+    assert pointer.sequence == 2 and outcome.workers_notified is True  # the champion's promotion was move 1
+
+
 def test_every_retrain_decision_is_counted_from_zero():
     # FinsentRetrainFailed reads increase(): a series that is born at 1 shows no increase.
     from retrain.metrics import DECISIONS, RetrainMetrics
