@@ -27,7 +27,8 @@ from model.onnx_runtime import export_missing, onnx_file
 from retrain import golden as goldenmod
 from retrain.conflicts import ResolvedLabel, split_holdout
 from retrain.context import Context, flat_details, label_cutoff, meta_time
-from retrain.decision import LastAttempt, PromotionPolicy, Scores, decide_promotion, should_retrain
+from retrain.decision import (LastAttempt, PromotionPolicy, Scores, decide_promotion, should_retrain,
+                              skip_before_labels)
 from retrain.label_store import SEARCHABLE_WITHIN, StoredLabel
 
 log = logging.getLogger(__name__)
@@ -127,13 +128,14 @@ class LabelsSeen:
         return cls(max((t for t in (newest, cutoff) if t is not None), default=None), read_at)
 
 
-def audit(ctx: Context, outcome: Outcome, *, trigger: str, started: float, fresh: list[ResolvedLabel],
+def audit(ctx: Context, outcome: Outcome, *, trigger: str, started: float, fresh: list[ResolvedLabel] | None,
           seen: LabelsSeen | None = None, extra: dict[str, Any] | None = None) -> None:
+    """``fresh`` None: no label was read (a skip before the labels, :func:`retrain.decision.skip_before_labels`)."""
     f = outcome.figures
     doc = {
         "decided_at": ctx.clock().isoformat(), "trigger": trigger, "decision": outcome.decision,
         "reasons": "; ".join(outcome.reasons + outcome.warnings), "champion_version": outcome.champion_version,
-        "challenger_version": outcome.challenger_version, "fresh_labels": len(fresh),
+        "challenger_version": outcome.challenger_version, "fresh_labels": None if fresh is None else len(fresh),
         "labels_until": seen.until.isoformat() if seen and seen.until else None,
         "labels_read_at": seen.read_at.isoformat() if seen else None,
         "champion_golden_f1": f.get("champion_golden_macro_f1"), "challenger_golden_f1": f.get("challenger_golden_macro_f1"),
@@ -174,19 +176,27 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
     champion = ctx.registry.champion()
     if champion is None:
         outcome = Outcome("skipped", ["no champion model: train one with `finsent model train` and promote it"])
-        audit(ctx, outcome, trigger=trigger, started=started, fresh=[])
+        audit(ctx, outcome, trigger=trigger, started=started, fresh=None)
         return outcome
     meta = ctx.registry.get(champion)
     # Before the reads, by as long as a stored label may take to be searchable: a label stored about
     # then counts as fresh once more next time, never as seen.
     read_at = ctx.clock() - SEARCHABLE_WITHIN
     attempt = last_attempt(ctx)
+    cooldown = timedelta(minutes=s.retrain_cooldown_minutes)
+    # No drift, or within the cooldown: skipped whatever the labels, so none is read (fresh_labels null in the audit).
+    early = skip_before_labels(trigger=trigger, drift_detected=drift_detected, last_attempt=attempt, now=ctx.clock(),
+                               cooldown=cooldown)
+    if early is not None:
+        outcome = Outcome("skipped", [early], champion_version=champion)
+        if trigger != "drift" or drift_detected:
+            audit(ctx, outcome, trigger=trigger, started=started, fresh=None)
+        return outcome
 
     def gate(fresh: list[ResolvedLabel]) -> tuple[bool, str]:
         return should_retrain(trigger=trigger, drift_detected=drift_detected, fresh_labels=len(fresh),
                               newest_label=fresh[-1].labeled_at if fresh else None, min_labels=s.retrain_min_labels,
-                              last_attempt=attempt, now=ctx.clock(),
-                              cooldown=timedelta(minutes=s.retrain_cooldown_minutes),
+                              last_attempt=attempt, now=ctx.clock(), cooldown=cooldown,
                               newest_indexed=max((r.indexed_at for r in fresh if r.indexed_at), default=None))
 
     # The gate reads the fresh labels only (and their documents' older labels), so a retrain it skips (the weekly
