@@ -2,10 +2,10 @@
 
 Every outcome — promoted, rejected, superseded (better, but the champion changed while it
 trained), skipped (when a retrain was wanted but gated), stopped (the scheduler stopped while it
-trained or judged; it counts as no attempt) or failed — is an audit record in
-``<prefix>-retrain`` with its figures, and a line in ``<state_dir>/retrain/audit.jsonl`` (kept
-even when Elasticsearch is down). Only one retrain runs at a time on a machine: a lock file
-under ``state_dir`` guards it across processes.
+trained or judged; it counts as no attempt, and a challenger it was judging is deleted) or
+failed — is an audit record in ``<prefix>-retrain`` with its figures, and a line in
+``<state_dir>/retrain/audit.jsonl`` (kept even when Elasticsearch is down). Only one retrain
+runs at a time on a machine: a lock file under ``state_dir`` guards it across processes.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class RetrainBusy(RuntimeError):
 
 
 class JudgingStopped(Exception):
-    """``should_stop`` said so between two scoring batches of the judging: the challenger stays registered."""
+    """``should_stop`` said so between two scoring batches of the judging, or around the ONNX export: the challenger
+    is deleted (:func:`discard_unjudged`)."""
 
 
 @contextlib.contextmanager
@@ -255,7 +256,8 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
                    should_stop=should_stop)
     challenger = result.version
     # At once: the labels it saw (right should it be promoted by hand), and "undecided" until a decision replaces it
-    # (a process killed while it is judged leaves it so); a failure from here on names it and marks it "failed".
+    # (a process killed while it is judged leaves it so, for a prune); a failure from here on names it and marks it
+    # "failed"; a stop deletes it (discard_unjudged).
     labels_seen = {"labels_until": seen.until.isoformat(), "labels_read_at": seen.read_at.isoformat()}
     ctx.registry.update_metadata(challenger, **labels_seen, retrain={"decision": "undecided"})
     try:
@@ -273,10 +275,10 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
             # (model.scorer_process). A model that cannot be exported is not promoted: the retrain fails.
             onnx_file(ctx.registry.path(challenger))
     except JudgingStopped as exc:  # as a stopped training: no attempt; the next drift check or cron run retrains
-        outcome = Outcome("stopped", [f"{exc}; {challenger} stays registered, undecided"], champion_version=champion,
-                          challenger_version=challenger)
-        ctx.registry.update_metadata(challenger, retrain={"decision": "undecided", "reasons": outcome.reasons})
-        audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
+        outcome = Outcome("stopped", [str(exc)], champion_version=champion, challenger_version=challenger)
+        discard_unjudged(ctx, outcome)
+        audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen,
+              extra={"pruned_versions": outcome.pruned})
         return outcome
     except Exception as exc:
         log.exception("retrain failed judging %s", challenger)
@@ -336,6 +338,25 @@ def promote_challenger(ctx: Context, outcome: Outcome, *, trigger: str) -> None:
             f"`finsent model promote {challenger}` (it sends the message again)")
         ctx.metrics.retrain_unannounced.inc()
     outcome.figures["workers_notified"] = outcome.workers_notified
+
+
+def discard_unjudged(ctx: Context, outcome: Outcome) -> None:
+    """The challenger of a retrain stopped while judging it leaves the registry at once: nothing resumes a judging
+    (the next retrain trains a new challenger on the labels of its day), so it would only wait, undecided, for a
+    prune. It stays, undecided, when promoted by hand meanwhile, held by a worker, or not deletable; the reason
+    says which (and is in its metadata)."""
+    from model.registry import RegistryError
+
+    challenger = outcome.challenger_version
+    assert challenger is not None
+    try:
+        ctx.registry.discard(challenger)
+    except (OSError, RegistryError) as exc:
+        outcome.reasons.append(f"{challenger} stays registered, undecided: {exc}")
+        ctx.registry.update_metadata(challenger, retrain={"decision": "undecided", "reasons": list(outcome.reasons)})
+        return
+    outcome.pruned = [challenger]
+    outcome.reasons.append(f"{challenger}, not judged, deleted (the next retrain trains a new one)")
 
 
 def prune_registry(ctx: Context) -> list[str]:

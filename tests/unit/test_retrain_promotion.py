@@ -185,9 +185,10 @@ class _BatchedScorer:
         return probs
 
 
-def test_a_scheduler_stopped_while_judging_stops_after_the_batch_and_leaves_the_challenger_undecided(
+def test_a_scheduler_stopped_while_judging_stops_after_the_batch_and_deletes_the_unjudged_challenger(
         tmp_path, monkeypatch) -> None:
-    # Judging ran to its end (both models on the golden set and the held-back labels) while a SIGTERM waited.
+    # Judging ran to its end (both models on the golden set and the held-back labels) while a SIGTERM waited; then
+    # the challenger stayed, undecided, until a prune (nothing judges it later: the next retrain trains a new one).
     from retrain.retraining import run_retrain
 
     batches: list[str] = []
@@ -197,9 +198,41 @@ def test_a_scheduler_stopped_while_judging_stops_after_the_batch_and_leaves_the_
     challenger = outcome.challenger_version
     assert batches == [champion, champion]
     assert outcome.decision == "stopped" and challenger and challenger != champion
-    (reason,) = outcome.reasons
-    assert "judging stopped" in reason and "after 2 batch(es)" in reason and f"{challenger} stays" in reason
-    assert ctx.registry.get(challenger)["retrain"] == {"decision": "undecided", "reasons": [reason]}
+    stopped, deleted = outcome.reasons
+    assert "judging stopped" in stopped and "after 2 batch(es)" in stopped
+    assert deleted == f"{challenger}, not judged, deleted (the next retrain trains a new one)"
+    assert not ctx.registry.exists(challenger) and outcome.pruned == [challenger]
+    assert [p.name for p in ctx.registry.versions_dir.iterdir()] == [champion]
     assert ctx.registry.champion() == champion
     assert (es.docs[-1]["decision"], es.docs[-1]["challenger_version"]) == ("stopped", challenger)
+    assert es.docs[-1]["pruned_versions"] == [challenger] and deleted in es.docs[-1]["reasons"]
     assert ctx.metrics.registry.get_sample_value("finsent_retrain_decisions_total", {"decision": "stopped"}) == 1
+
+
+@pytest.mark.parametrize("in_use", ["held by a worker", "promoted by hand"])
+def test_a_challenger_stopped_while_judged_that_is_in_use_stays_undecided(tmp_path, monkeypatch, in_use) -> None:
+    from model.registry import VersionHold
+    from retrain.retraining import run_retrain
+
+    batches: list[str] = []
+    holds: list[VersionHold] = []
+
+    def scorer(version):  # the first call is for the champion
+        (challenger,) = [meta["version"] for meta in ctx.registry.list() if meta["version"] != version]
+        if not batches and in_use == "held by a worker":
+            holds.append(VersionHold(ctx.registry.path(challenger)))  # a worker pinned to it (model.scorer_process)
+        elif not batches:
+            ctx.registry.promote(challenger)  # `finsent model promote` while it is judged
+        return _BatchedScorer(version, batches)
+
+    ctx, es, champion = _retrain_to_judge(tmp_path, monkeypatch, scorer)
+    outcome = run_retrain(ctx, trigger="cron", should_stop=lambda: len(batches) >= 1)
+    challenger = outcome.challenger_version
+    assert outcome.decision == "stopped" and ctx.registry.exists(challenger) and outcome.pruned == []
+    stopped, kept = outcome.reasons
+    why = "a running worker scores with" if in_use == "held by a worker" else "is or was the champion"
+    assert kept.startswith(f"{challenger} stays registered, undecided: ") and why in kept
+    assert ctx.registry.get(challenger)["retrain"] == {"decision": "undecided", "reasons": [stopped, kept]}
+    assert es.docs[-1]["pruned_versions"] == [] and why in es.docs[-1]["reasons"]
+    for hold in holds:
+        hold.release()
