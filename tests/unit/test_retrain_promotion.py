@@ -200,7 +200,7 @@ def test_a_scheduler_stopped_while_judging_stops_after_the_batch_and_deletes_the
     assert outcome.decision == "stopped" and challenger and challenger != champion
     stopped, deleted = outcome.reasons
     assert "judging stopped" in stopped and "after 2 batch(es)" in stopped
-    assert deleted == f"{challenger}, not judged, deleted (the next retrain trains a new one)"
+    assert deleted == f"{challenger} deleted, its judging unfinished (the next retrain trains a new one)"
     assert not ctx.registry.exists(challenger) and outcome.pruned == [challenger]
     assert [p.name for p in ctx.registry.versions_dir.iterdir()] == [champion]
     assert ctx.registry.champion() == champion
@@ -236,3 +236,44 @@ def test_a_challenger_stopped_while_judged_that_is_in_use_stays_undecided(tmp_pa
     assert es.docs[-1]["pruned_versions"] == [] and why in es.docs[-1]["reasons"]
     for hold in holds:
         hold.release()
+
+
+class _ChallengerBetter(_BatchedScorer):
+    """The challenger right on every (neutral) row, the champion wrong: judged better, it is promoted."""
+
+    def __init__(self, version: str, champion: str, batches: list[str]) -> None:
+        super().__init__(version, batches)
+        self.champion = champion
+
+    def predict_proba(self, texts, on_batch=None):
+        probs = super().predict_proba(texts, on_batch)
+        return [[0.1, 0.1, 0.8]] * len(probs) if self.version == self.champion else probs
+
+
+def test_a_scheduler_stopped_during_the_onnx_export_kills_it_and_deletes_the_challenger(tmp_path, monkeypatch) -> None:
+    # Judged better, the challenger was exported for onnx-int8 workers in process: a stop waited for the whole
+    # export (6-10 s for MiniLM here, more for a larger model), then promoted it.
+    import functools
+
+    from model import onnx_runtime
+    from retrain.retraining import run_retrain
+    from tests.unit.test_model_onnx_export import partial_written, writes_then_hangs
+
+    batches: list[str] = []
+    champion_of = {}
+    ctx, es, champion = _retrain_to_judge(
+        tmp_path, monkeypatch, lambda version: _ChallengerBetter(version, champion_of["v"], batches))
+    champion_of["v"] = champion
+    ctx.settings = ctx.settings.model_copy(update={"model_quantize": "onnx-int8"})
+    monkeypatch.setattr(onnx_runtime, "export_apart",
+                        functools.partial(onnx_runtime.export_apart, export=writes_then_hangs, timeout=120))
+    folders = ctx.registry.versions_dir
+    outcome = run_retrain(ctx, trigger="cron",
+                          should_stop=lambda: any(partial_written(folder) for folder in folders.iterdir()))
+    challenger = outcome.challenger_version
+    assert outcome.decision == "stopped" and challenger, outcome.reasons
+    stopped, deleted = outcome.reasons
+    assert f"judging stopped while exporting {challenger} to ONNX" in stopped and "asked to stop" in stopped
+    assert deleted.startswith(f"{challenger} deleted, its judging unfinished") and not ctx.registry.exists(challenger)
+    assert [p.name for p in folders.iterdir()] == [champion] and ctx.registry.champion() == champion
+    assert es.docs[-1]["decision"] == "stopped"
