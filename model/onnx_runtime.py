@@ -7,6 +7,9 @@ The export (TorchScript-based ``torch.onnx.export``), ONNX Runtime's transformer
 (fused LayerNorm and GELU) and dynamic int8 quantisation with per-channel weights run on first
 use and are cached in the model folder as ``onnx/`` :data:`INT8_FILE` (written to a temporary
 file and renamed, so two workers loading the same version never see half a file).
+:func:`export_apart` runs the export in a process of its own that a stop or a time limit kills: in
+process, ``torch.onnx.export`` cannot be interrupted (6-10 s for MiniLM on two shared cores, a spawned
+process 15 s; a larger model takes longer).
 
 Mixed precision: the feed-forward layers of the first :data:`FP32_FFN_BLOCKS` encoder blocks stay
 fp32. Quantised one at a time on unlabelled training texts, they were the only layers that
@@ -22,11 +25,15 @@ from __future__ import annotations
 
 import inspect
 import logging
+import multiprocessing
 import os
 import re
 import shutil
+import signal
 import tempfile
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -88,6 +95,71 @@ def onnx_file(folder: Path | str, *, quantize: bool = True) -> Path:
         built = _export(folder, Path(tmp), quantize)
         os.replace(built, target)  # same folder, so the rename is atomic
     return target
+
+
+class ExportStopped(RuntimeError):
+    """:func:`export_apart` killed the export (asked to stop, or out of time) and removed what it had written."""
+
+
+class ExportFailed(RuntimeError):
+    """:func:`export_apart`: the export raised (its error is the message), or its process died."""
+
+
+def export_apart(folder: Path | str, *, should_stop: Callable[[], bool] | None = None, timeout: float | None = None,
+                 export: Callable[[str], object] = onnx_file, poll_s: float = 0.2) -> None:
+    """``export(folder)`` (:func:`onnx_file`) in a spawned process (never a fork of a process running threads),
+    killed once ``should_stop()`` says so or after ``timeout`` seconds: :class:`ExportStopped`, and the partial
+    files are removed. Costs the child's imports of torch and the rest (about 8 s here) over an export in a
+    process that has them; a torch export in process cannot be cut short."""
+    if should_stop is not None and should_stop():
+        raise ExportStopped(f"stopped before the export of {folder} started")
+    spawn = multiprocessing.get_context("spawn")
+    reader, writer = spawn.Pipe(duplex=False)
+    child = spawn.Process(target=_export_child, args=(export, str(folder), writer), daemon=True,
+                          name="finsent-onnx-export")
+    started = time.monotonic()
+    child.start()
+    writer.close()  # the child's end: a child that dies leaves the reader at EOF
+    why = error = None
+    try:
+        while why is None and child.is_alive():
+            child.join(poll_s)
+            if not child.is_alive():
+                break
+            if should_stop is not None and should_stop():
+                why = "asked to stop"
+            elif timeout is not None and time.monotonic() - started > timeout:
+                why = f"took over {timeout:g} s"
+        if why is None:
+            try:
+                error = reader.recv()  # the child has ended: its word, or the end of the pipe at once
+            except EOFError:
+                error = f"its process died (exit code {child.exitcode})"
+    finally:
+        if child.is_alive():  # stopped, out of time, or this process interrupted (Ctrl-C)
+            child.kill()
+            child.join()
+            remove_partial_export(folder, child.pid)  # a kill skips the child's own clean-up
+        reader.close()
+    if why is not None:
+        raise ExportStopped(f"the export of {folder} {why}: killed after {time.monotonic() - started:.1f} s")
+    if error is not None:
+        raise ExportFailed(f"ONNX export of {folder} failed: {error}")
+
+
+def _export_child(export: Callable[[str], object], folder: str, conn: Any) -> None:
+    """In the spawned process: export, then say None (done) or the error. A Ctrl-C in a terminal reaches the
+    whole process group: the parent acts on it (a stop kills the child), rather than reading a stop as a failed
+    export. SIGTERM stays: multiprocessing ends a daemon child with it when its parent exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        export(folder)
+    except Exception as exc:  # noqa: BLE001 - the parent raises it as ExportFailed
+        conn.send(f"{type(exc).__name__}: {exc}")
+    else:
+        conn.send(None)
+    finally:
+        conn.close()
 
 
 def _export(folder: Path, tmp: Path, quantize: bool) -> Path:

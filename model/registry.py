@@ -13,7 +13,8 @@ A version folder is assembled in a temporary folder and renamed into place, and 
 written to a temporary file and ``os.replace``-d, so a reader that resolves ``champion`` always
 gets a complete folder. ``prune`` renames a version out of ``versions/`` before deleting it, so
 a version is either whole or gone (which versions go: :mod:`model.retention`), and leaves a
-version that a running worker scores with (:class:`VersionHold`). Metadata is
+version that a running worker scores with (:class:`VersionHold`); ``discard`` deletes one version
+so, a retrain's challenger that was never judged. Metadata is
 mirrored to the ``finsent-models`` index when an Elasticsearch client is given; a mirror failure
 is logged, never fatal (the files are the truth).
 
@@ -54,6 +55,10 @@ REGISTRY_ID = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")  # minted as 16 hex digits; 
 
 class RegistryError(LookupError):
     """A version or reference the registry does not know, or an impossible operation."""
+
+
+class VersionInUse(RegistryError):
+    """:meth:`Registry.discard` of a version that is or was champion, or that a worker holds: it stays."""
 
 
 class ChampionChanged(RegistryError):
@@ -382,11 +387,8 @@ class Registry:
             if dry_run:
                 return doomed
             for version in doomed:
-                # Renamed out of versions/ first: a reader never finds half a deleted folder.
-                os.rename(self.versions_dir / version, self.versions_dir / f".pruned-{version}-{secrets.token_hex(2)}")
-        # Also what an interrupted prune left behind.
-        for renamed in self.versions_dir.glob(".pruned-*"):
-            shutil.rmtree(renamed, ignore_errors=True)
+                self._rename_out(version)
+        self._remove_renamed()
         for version in versions:
             if version not in doomed:
                 for stale in stale_cache_files(self.versions_dir / version):
@@ -395,6 +397,32 @@ class Registry:
         if doomed:
             log.info("pruned %d model version(s) from %s: %s", len(doomed), self.root, ", ".join(doomed))
         return doomed
+
+    def discard(self, version: str) -> None:
+        """Delete one version now, as a prune would: a retrain's challenger stopped before it was judged.
+        :class:`VersionInUse` (and it stays) when it is the champion or was one (promoted by hand meanwhile: a
+        rollback target), or a running worker holds it (:class:`VersionHold`)."""
+        with self._locked():
+            if not self.exists(version):
+                raise RegistryError(f"no model version {version!r} in {self.root}")
+            pointer = self._pointer()
+            if version == pointer.get("champion") or version in {e["version"] for e in pointer.get("history", [])}:
+                raise VersionInUse(f"{version} is or was the champion (promoted meanwhile)")
+            if is_held(self.versions_dir / version):
+                raise VersionInUse(f"a running worker scores with {version}")
+            self._rename_out(version)
+        self._remove_renamed()
+        self._unmirror([version])
+        log.info("deleted model version %s from %s", version, self.root)
+
+    def _rename_out(self, version: str) -> None:
+        """Out of versions/ first (under the lock): a reader never finds half a deleted folder."""
+        os.rename(self.versions_dir / version, self.versions_dir / f".pruned-{version}-{secrets.token_hex(2)}")
+
+    def _remove_renamed(self) -> None:
+        """Delete what :meth:`_rename_out` set aside, and what an interrupted prune or discard left behind."""
+        for renamed in self.versions_dir.glob(".pruned-*"):
+            shutil.rmtree(renamed, ignore_errors=True)
 
     def _status_updates(self, fields: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Each version's metadata with ``fields`` applied, read (and so checked) before anything is written."""

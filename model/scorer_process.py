@@ -337,19 +337,13 @@ def _export_apart(path: Path, timeout: float) -> None:
     scorer process, which answers one request at a time, loads it at once. One that fails or takes
     over ``timeout`` seconds is left to the load, which exports in the scorer process and reports
     what failed (within its own time limit)."""
-    from model.onnx_runtime import onnx_file, remove_partial_export
+    from model.onnx_runtime import ExportFailed, ExportStopped, export_apart
 
     log.info("exporting %s to ONNX before loading it", path)
-    exporter = _CONTEXT.Process(target=onnx_file, args=(str(path),), daemon=True, name="finsent-onnx-export")
-    exporter.start()
-    exporter.join(timeout)
-    if exporter.is_alive():
-        exporter.kill()
-        exporter.join()
-        remove_partial_export(path, exporter.pid)  # a kill skips the exporter's own clean-up
-        log.warning("exporting %s to ONNX took over %g s: stopped", path, timeout)
-    elif exporter.exitcode:
-        log.warning("exporting %s to ONNX failed (exit code %s)", path, exporter.exitcode)
+    try:
+        export_apart(path, timeout=timeout)
+    except (ExportStopped, ExportFailed) as exc:
+        log.warning("%s; the load exports it", exc)
 
 
 def _serve(conn: Any, settings: Any) -> None:

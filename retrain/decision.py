@@ -14,7 +14,9 @@ Retrain gate: drift was detected (or the cron fallback fired), at least ``min_la
 labels exist, and — if an earlier attempt was made — the cooldown has passed and labels have
 arrived since that attempt (retraining on the very same data would decide the same way). A failed
 attempt decided nothing, so only its cooldown applies: its cause may have passed (Elasticsearch
-away, a full disk), and waiting for a new label could hold the retrain back for days.
+away, a full disk), and waiting for a new label could hold the retrain back for days. The checks
+that need no label (drift, cooldown: :func:`skip_before_labels`) come first, so a retrain they skip
+reads no label.
 """
 
 from __future__ import annotations
@@ -111,13 +113,13 @@ def should_retrain(*, trigger: str, drift_detected: bool, fresh_labels: int, new
     ``newest_label`` and ``newest_indexed``: the newest ``labeled_at`` and ``indexed_at`` of the fresh
     labels; a label is new to the last attempt if it is dated after what that attempt saw, or was
     stored after it read the labels (a label dated back)."""
-    if trigger == "drift" and not drift_detected:
-        return False, "no drift detected"
+    early = skip_before_labels(trigger=trigger, drift_detected=drift_detected, last_attempt=last_attempt, now=now,
+                               cooldown=cooldown)
+    if early is not None:
+        return False, early
     if fresh_labels < min_labels:
         return False, f"{fresh_labels} fresh labels, need {min_labels}"
     if trigger != "manual" and last_attempt is not None:
-        if now - last_attempt.at < cooldown:
-            return False, f"last attempt at {last_attempt.at.isoformat()} is within the cooldown of {cooldown}"
         until = None if last_attempt.failed else last_attempt.labels_until
         # An attempt that recorded a labels_until ahead of now saw a label dated ahead (before intake
         # refused those); honoured, it would hold back every label to come.
@@ -126,3 +128,14 @@ def should_retrain(*, trigger: str, drift_detected: bool, fresh_labels: int, new
         if until is not None and until <= now and (newest_label is None or newest_label <= until) and not stored_since:
             return False, "no labels since the last attempt"
     return True, f"{trigger}: {fresh_labels} fresh labels"
+
+
+def skip_before_labels(*, trigger: str, drift_detected: bool, last_attempt: LastAttempt | None, now: datetime,
+                       cooldown: timedelta) -> str | None:
+    """Why :func:`should_retrain` skips whatever the labels: no drift, or the last attempt within the cooldown; None
+    when the labels decide. A retrain asks this before it reads any (the drift retrains of a cooldown, each check)."""
+    if trigger == "drift" and not drift_detected:
+        return "no drift detected"
+    if trigger != "manual" and last_attempt is not None and now - last_attempt.at < cooldown:
+        return f"last attempt at {last_attempt.at.isoformat()} is within the cooldown of {cooldown}"
+    return None

@@ -2,10 +2,10 @@
 
 Every outcome — promoted, rejected, superseded (better, but the champion changed while it
 trained), skipped (when a retrain was wanted but gated), stopped (the scheduler stopped while it
-trained or judged; it counts as no attempt) or failed — is an audit record in
-``<prefix>-retrain`` with its figures, and a line in ``<state_dir>/retrain/audit.jsonl`` (kept
-even when Elasticsearch is down). Only one retrain runs at a time on a machine: a lock file
-under ``state_dir`` guards it across processes.
+trained or judged; it counts as no attempt, and a challenger it was judging is deleted) or
+failed — is an audit record in ``<prefix>-retrain`` with its figures, and a line in
+``<state_dir>/retrain/audit.jsonl`` (kept even when Elasticsearch is down). Only one retrain
+runs at a time on a machine: a lock file under ``state_dir`` guards it across processes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from model.onnx_runtime import export_missing, onnx_file
 from retrain import golden as goldenmod
 from retrain.conflicts import ResolvedLabel, split_holdout
 from retrain.context import Context, flat_details, label_cutoff, meta_time
-from retrain.decision import LastAttempt, PromotionPolicy, Scores, decide_promotion, should_retrain
+from retrain.decision import (LastAttempt, PromotionPolicy, Scores, decide_promotion, should_retrain,
+                              skip_before_labels)
 from retrain.label_store import SEARCHABLE_WITHIN, StoredLabel
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ class RetrainBusy(RuntimeError):
 
 
 class JudgingStopped(Exception):
-    """``should_stop`` said so between two scoring batches of the judging: the challenger stays registered."""
+    """``should_stop`` said so between two scoring batches of the judging, or around the ONNX export: the challenger
+    is deleted (:func:`discard_unjudged`)."""
 
 
 @contextlib.contextmanager
@@ -127,13 +129,14 @@ class LabelsSeen:
         return cls(max((t for t in (newest, cutoff) if t is not None), default=None), read_at)
 
 
-def audit(ctx: Context, outcome: Outcome, *, trigger: str, started: float, fresh: list[ResolvedLabel],
+def audit(ctx: Context, outcome: Outcome, *, trigger: str, started: float, fresh: list[ResolvedLabel] | None,
           seen: LabelsSeen | None = None, extra: dict[str, Any] | None = None) -> None:
+    """``fresh`` None: no label was read (a skip before the labels, :func:`retrain.decision.skip_before_labels`)."""
     f = outcome.figures
     doc = {
         "decided_at": ctx.clock().isoformat(), "trigger": trigger, "decision": outcome.decision,
         "reasons": "; ".join(outcome.reasons + outcome.warnings), "champion_version": outcome.champion_version,
-        "challenger_version": outcome.challenger_version, "fresh_labels": len(fresh),
+        "challenger_version": outcome.challenger_version, "fresh_labels": None if fresh is None else len(fresh),
         "labels_until": seen.until.isoformat() if seen and seen.until else None,
         "labels_read_at": seen.read_at.isoformat() if seen else None,
         "champion_golden_f1": f.get("champion_golden_macro_f1"), "challenger_golden_f1": f.get("challenger_golden_macro_f1"),
@@ -174,19 +177,27 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
     champion = ctx.registry.champion()
     if champion is None:
         outcome = Outcome("skipped", ["no champion model: train one with `finsent model train` and promote it"])
-        audit(ctx, outcome, trigger=trigger, started=started, fresh=[])
+        audit(ctx, outcome, trigger=trigger, started=started, fresh=None)
         return outcome
     meta = ctx.registry.get(champion)
     # Before the reads, by as long as a stored label may take to be searchable: a label stored about
     # then counts as fresh once more next time, never as seen.
     read_at = ctx.clock() - SEARCHABLE_WITHIN
     attempt = last_attempt(ctx)
+    cooldown = timedelta(minutes=s.retrain_cooldown_minutes)
+    # No drift, or within the cooldown: skipped whatever the labels, so none is read (fresh_labels null in the audit).
+    early = skip_before_labels(trigger=trigger, drift_detected=drift_detected, last_attempt=attempt, now=ctx.clock(),
+                               cooldown=cooldown)
+    if early is not None:
+        outcome = Outcome("skipped", [early], champion_version=champion)
+        if trigger != "drift" or drift_detected:
+            audit(ctx, outcome, trigger=trigger, started=started, fresh=None)
+        return outcome
 
     def gate(fresh: list[ResolvedLabel]) -> tuple[bool, str]:
         return should_retrain(trigger=trigger, drift_detected=drift_detected, fresh_labels=len(fresh),
                               newest_label=fresh[-1].labeled_at if fresh else None, min_labels=s.retrain_min_labels,
-                              last_attempt=attempt, now=ctx.clock(),
-                              cooldown=timedelta(minutes=s.retrain_cooldown_minutes),
+                              last_attempt=attempt, now=ctx.clock(), cooldown=cooldown,
                               newest_indexed=max((r.indexed_at for r in fresh if r.indexed_at), default=None))
 
     # The gate reads the fresh labels only (and their documents' older labels), so a retrain it skips (the weekly
@@ -245,7 +256,8 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
                    should_stop=should_stop)
     challenger = result.version
     # At once: the labels it saw (right should it be promoted by hand), and "undecided" until a decision replaces it
-    # (a process killed while it is judged leaves it so); a failure from here on names it and marks it "failed".
+    # (a process killed while it is judged leaves it so, for a prune); a failure from here on names it and marks it
+    # "failed"; a stop deletes it (discard_unjudged).
     labels_seen = {"labels_until": seen.until.isoformat(), "labels_read_at": seen.read_at.isoformat()}
     ctx.registry.update_metadata(challenger, **labels_seen, retrain={"decision": "undecided"})
     try:
@@ -259,14 +271,14 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
                                  min_fresh_eval=s.retrain_min_fresh_eval, max_p=s.retrain_max_p)
         decision = decide_promotion(champion_golden, challenger_golden, champion_fresh, challenger_fresh, policy)
         if decision.promote and export_missing(s.model_quantize, ctx.registry.path(challenger)):
-            # Here, where torch is loaded already, not in a one-off process beside every worker
-            # (model.scorer_process). A model that cannot be exported is not promoted: the retrain fails.
-            onnx_file(ctx.registry.path(challenger))
+            # Here, not in a one-off process beside every worker (model.scorer_process). A model that cannot be
+            # exported is not promoted: the retrain fails.
+            export_for_workers(ctx.registry.path(challenger), should_stop)
     except JudgingStopped as exc:  # as a stopped training: no attempt; the next drift check or cron run retrains
-        outcome = Outcome("stopped", [f"{exc}; {challenger} stays registered, undecided"], champion_version=champion,
-                          challenger_version=challenger)
-        ctx.registry.update_metadata(challenger, retrain={"decision": "undecided", "reasons": outcome.reasons})
-        audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
+        outcome = Outcome("stopped", [str(exc)], champion_version=champion, challenger_version=challenger)
+        discard_unjudged(ctx, outcome)
+        audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen,
+              extra={"pruned_versions": outcome.pruned})
         return outcome
     except Exception as exc:
         log.exception("retrain failed judging %s", challenger)
@@ -288,6 +300,22 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
           extra={"fresh_train": len(fresh_train), "fresh_heldout": len(fresh_held), "earlier_labels": len(earlier),
                  "replay_rows": len(replay), "pruned_versions": outcome.pruned})
     return outcome
+
+
+def export_for_workers(folder: Path, should_stop: Callable[[], bool] | None) -> None:
+    """The ONNX export the workers load (:mod:`model.onnx_runtime`). A retrain that can be stopped (the scheduler's)
+    runs it in a process of its own, which a stop kills (:class:`JudgingStopped`): in this one it cannot be cut
+    short, and a stop would wait for it (seconds for MiniLM, longer for a larger model). One that nothing stops (the
+    CLI's) exports here, where torch is loaded already: about 8 s sooner for MiniLM."""
+    from model.onnx_runtime import ExportStopped, export_apart
+
+    if should_stop is None:
+        onnx_file(folder)
+        return
+    try:
+        export_apart(folder, should_stop=should_stop)
+    except ExportStopped as exc:
+        raise JudgingStopped(f"judging stopped while exporting {folder.name} to ONNX: {exc}") from None
 
 
 def promote_challenger(ctx: Context, outcome: Outcome, *, trigger: str) -> None:
@@ -327,6 +355,25 @@ def promote_challenger(ctx: Context, outcome: Outcome, *, trigger: str) -> None:
             f"`finsent model promote {challenger}` (it sends the message again)")
         ctx.metrics.retrain_unannounced.inc()
     outcome.figures["workers_notified"] = outcome.workers_notified
+
+
+def discard_unjudged(ctx: Context, outcome: Outcome) -> None:
+    """The challenger of a retrain stopped while judging it leaves the registry at once: nothing resumes a judging
+    (the next retrain trains a new challenger on the labels of its day), so it would only wait, undecided, for a
+    prune. It stays, undecided, when promoted by hand meanwhile, held by a worker, or not deletable; the reason
+    says which (and is in its metadata)."""
+    from model.registry import RegistryError
+
+    challenger = outcome.challenger_version
+    assert challenger is not None
+    try:
+        ctx.registry.discard(challenger)
+    except (OSError, RegistryError) as exc:
+        outcome.reasons.append(f"{challenger} stays registered, undecided: {exc}")
+        ctx.registry.update_metadata(challenger, retrain={"decision": "undecided", "reasons": list(outcome.reasons)})
+        return
+    outcome.pruned = [challenger]
+    outcome.reasons.append(f"{challenger} deleted, its judging unfinished (the next retrain trains a new one)")
 
 
 def prune_registry(ctx: Context) -> list[str]:

@@ -73,3 +73,37 @@ def test_rollback_to_a_pruned_version_is_a_clear_error(tmp_path):
     with pytest.raises(RegistryError, match=f"previous champion {v[0]} was pruned"):
         reg.rollback()
     assert reg.champion() == v[1]
+
+
+def test_discard_deletes_one_version_unless_it_is_or_was_champion_or_held(tmp_path):
+    from model.registry import VersionInUse
+
+    class Mirror:  # finsent-models
+        def __init__(self):
+            self.deleted = []
+
+        def index(self, **kwargs):
+            pass
+
+        def options(self, **kwargs):
+            return self
+
+        def delete(self, index, id):
+            self.deleted.append(id)
+
+    reg = Registry(tmp_path / "models", es=Mirror())
+    v = [_register(reg, tmp_path, f"m{i}", version=V[i]) for i in range(5)]
+    reg.promote(v[0])
+    reg.promote(v[1])  # champion v1; a rollback reaches v0
+    hold = VersionHold(reg.path(v[2]))
+    for version, why in ((v[0], "is or was the champion"), (v[1], "is or was the champion"),
+                         (v[2], "a running worker scores with")):
+        with pytest.raises(VersionInUse, match=why):
+            reg.discard(version)
+    reg.discard(v[3])
+    assert sorted(p.name for p in reg.versions_dir.iterdir()) == [v[0], v[1], v[2], v[4]]
+    with pytest.raises(RegistryError, match=f"no model version '{v[3]}'"):
+        reg.discard(v[3])
+    hold.release()
+    reg.discard(v[2])
+    assert [m["version"] for m in reg.list()] == [v[0], v[1], v[4]] and reg.es.deleted == [v[3], v[2]]

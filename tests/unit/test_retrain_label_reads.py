@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from finsent.settings import Settings
 from model.registry import Registry
 from retrain.context import Context, is_fresh
@@ -109,3 +111,38 @@ def test_a_retrain_the_gate_lets_through_trains_on_one_read_of_every_label(tmp_p
     assert store.reads == [("fresh", 30), ("related", 1), ("every label", 530)]
     # Of the fresh labels, those not held back to judge; and the 499 the champion saw of documents with no fresh one.
     assert 0 < trained.count("fresh") < 30 and trained.count("earlier") == 499
+
+
+class _AttemptedRecently(AuditIndex):
+    """The retrain index with one rejected attempt ten minutes ago (the cooldown is an hour by default)."""
+
+    def search(self, **kwargs):
+        return {"hits": {"hits": [{"_source": {
+            "decided_at": (NOW - timedelta(minutes=10)).isoformat(), "decision": "rejected",
+            "labels_until": UNTIL.isoformat(), "labels_read_at": READ_AT.isoformat()}}]}}
+
+
+@pytest.mark.parametrize(("trigger", "drift_detected", "reason"), [
+    ("drift", False, "no drift detected"),
+    ("drift", True, "within the cooldown"),
+    ("cron", False, "within the cooldown"),
+])
+def test_a_retrain_skipped_whatever_the_labels_reads_none(tmp_path, monkeypatch, trigger, drift_detected,
+                                                          reason) -> None:
+    # It read the fresh labels (and their documents' older ones) for each drift retrain within the cooldown.
+    store, ctx = _retrain(tmp_path, monkeypatch, fresh=30)
+    ctx.es = _AttemptedRecently()
+    outcome = run_retrain(ctx, trigger=trigger, drift_detected=drift_detected)
+    assert outcome.decision == "skipped" and reason in outcome.reasons[0]
+    assert store.reads == []
+    if drift_detected or trigger != "drift":  # a drift retrain without drift is not audited
+        assert ctx.es.docs[-1]["fresh_labels"] is None and ctx.es.docs[-1]["labels_read_at"] is None
+    else:
+        assert ctx.es.docs == []
+
+
+def test_a_manual_retrain_within_the_cooldown_reads_the_labels(tmp_path, monkeypatch) -> None:
+    store, ctx = _retrain(tmp_path, monkeypatch, fresh=3)
+    ctx.es = _AttemptedRecently()
+    assert run_retrain(ctx, trigger="manual").reasons == ["3 fresh labels, need 20"]
+    assert store.reads == [("fresh", 3), ("related", 1)]

@@ -196,9 +196,10 @@ class _BatchedScorer:
         return probs
 
 
-def test_a_scheduler_stopped_while_judging_stops_after_the_batch_and_leaves_the_challenger_undecided(
+def test_a_scheduler_stopped_while_judging_stops_after_the_batch_and_deletes_the_unjudged_challenger(
         tmp_path, monkeypatch) -> None:
-    # Judging ran to its end (both models on the golden set and the held-back labels) while a SIGTERM waited.
+    # Judging ran to its end (both models on the golden set and the held-back labels) while a SIGTERM waited; then
+    # the challenger stayed, undecided, until a prune (nothing judges it later: the next retrain trains a new one).
     from retrain.retraining import run_retrain
 
     batches: list[str] = []
@@ -208,9 +209,82 @@ def test_a_scheduler_stopped_while_judging_stops_after_the_batch_and_leaves_the_
     challenger = outcome.challenger_version
     assert batches == [champion, champion]
     assert outcome.decision == "stopped" and challenger and challenger != champion
-    (reason,) = outcome.reasons
-    assert "judging stopped" in reason and "after 2 batch(es)" in reason and f"{challenger} stays" in reason
-    assert ctx.registry.get(challenger)["retrain"] == {"decision": "undecided", "reasons": [reason]}
+    stopped, deleted = outcome.reasons
+    assert "judging stopped" in stopped and "after 2 batch(es)" in stopped
+    assert deleted == f"{challenger} deleted, its judging unfinished (the next retrain trains a new one)"
+    assert not ctx.registry.exists(challenger) and outcome.pruned == [challenger]
+    assert [p.name for p in ctx.registry.versions_dir.iterdir()] == [champion]
     assert ctx.registry.champion() == champion
     assert (es.docs[-1]["decision"], es.docs[-1]["challenger_version"]) == ("stopped", challenger)
+    assert es.docs[-1]["pruned_versions"] == [challenger] and deleted in es.docs[-1]["reasons"]
     assert ctx.metrics.registry.get_sample_value("finsent_retrain_decisions_total", {"decision": "stopped"}) == 1
+
+
+@pytest.mark.parametrize("in_use", ["held by a worker", "promoted by hand"])
+def test_a_challenger_stopped_while_judged_that_is_in_use_stays_undecided(tmp_path, monkeypatch, in_use) -> None:
+    from model.registry import VersionHold
+    from retrain.retraining import run_retrain
+
+    batches: list[str] = []
+    holds: list[VersionHold] = []
+
+    def scorer(version):  # the first call is for the champion
+        (challenger,) = [meta["version"] for meta in ctx.registry.list() if meta["version"] != version]
+        if not batches and in_use == "held by a worker":
+            holds.append(VersionHold(ctx.registry.path(challenger)))  # a worker pinned to it (model.scorer_process)
+        elif not batches:
+            ctx.registry.promote(challenger)  # `finsent model promote` while it is judged
+        return _BatchedScorer(version, batches)
+
+    ctx, es, champion = _retrain_to_judge(tmp_path, monkeypatch, scorer)
+    outcome = run_retrain(ctx, trigger="cron", should_stop=lambda: len(batches) >= 1)
+    challenger = outcome.challenger_version
+    assert outcome.decision == "stopped" and ctx.registry.exists(challenger) and outcome.pruned == []
+    stopped, kept = outcome.reasons
+    why = "a running worker scores with" if in_use == "held by a worker" else "is or was the champion"
+    assert kept.startswith(f"{challenger} stays registered, undecided: ") and why in kept
+    assert ctx.registry.get(challenger)["retrain"] == {"decision": "undecided", "reasons": [stopped, kept]}
+    assert es.docs[-1]["pruned_versions"] == [] and why in es.docs[-1]["reasons"]
+    for hold in holds:
+        hold.release()
+
+
+class _ChallengerBetter(_BatchedScorer):
+    """The challenger right on every (neutral) row, the champion wrong: judged better, it is promoted."""
+
+    def __init__(self, version: str, champion: str, batches: list[str]) -> None:
+        super().__init__(version, batches)
+        self.champion = champion
+
+    def predict_proba(self, texts, on_batch=None):
+        probs = super().predict_proba(texts, on_batch)
+        return [[0.1, 0.1, 0.8]] * len(probs) if self.version == self.champion else probs
+
+
+def test_a_scheduler_stopped_during_the_onnx_export_kills_it_and_deletes_the_challenger(tmp_path, monkeypatch) -> None:
+    # Judged better, the challenger was exported for onnx-int8 workers in process: a stop waited for the whole
+    # export (6-10 s for MiniLM here, more for a larger model), then promoted it.
+    import functools
+
+    from model import onnx_runtime
+    from retrain.retraining import run_retrain
+    from tests.unit.test_model_onnx_export import partial_written, writes_then_hangs
+
+    batches: list[str] = []
+    champion_of = {}
+    ctx, es, champion = _retrain_to_judge(
+        tmp_path, monkeypatch, lambda version: _ChallengerBetter(version, champion_of["v"], batches))
+    champion_of["v"] = champion
+    ctx.settings = ctx.settings.model_copy(update={"model_quantize": "onnx-int8"})
+    monkeypatch.setattr(onnx_runtime, "export_apart",
+                        functools.partial(onnx_runtime.export_apart, export=writes_then_hangs, timeout=120))
+    folders = ctx.registry.versions_dir
+    outcome = run_retrain(ctx, trigger="cron",
+                          should_stop=lambda: any(partial_written(folder) for folder in folders.iterdir()))
+    challenger = outcome.challenger_version
+    assert outcome.decision == "stopped" and challenger, outcome.reasons
+    stopped, deleted = outcome.reasons
+    assert f"judging stopped while exporting {challenger} to ONNX" in stopped and "asked to stop" in stopped
+    assert deleted.startswith(f"{challenger} deleted, its judging unfinished") and not ctx.registry.exists(challenger)
+    assert [p.name for p in folders.iterdir()] == [champion] and ctx.registry.champion() == champion
+    assert es.docs[-1]["decision"] == "stopped"
