@@ -370,9 +370,10 @@ _SECRET_PARAM = re.compile(r"(?:^|[-_.]|api|app|access|auth|client|private|sessi
 
 def without_credentials(url: str) -> str:
     """``url`` with its user, password and credential query values masked (``https://***@host/?apikey=***``), for
-    what an error or a log line quotes; the one masking of finsent's URLs."""
+    what an error or a log line quotes; the one masking of finsent's URLs. One typed without a scheme
+    (``user:pw@host:5601``) has the same parts masked; a string with nothing to mask comes back as it was."""
     if "://" not in url:
-        return url
+        return without_credentials("http://" + url).removeprefix("http://")
     try:
         parts = urlsplit(url)
         netloc = parts.netloc if parts.username is None else "***@" + parts.netloc.rpartition("@")[2]
@@ -381,6 +382,8 @@ def without_credentials(url: str) -> str:
         user, at, host = rest.partition("/")[0].rpartition("@")
         return f"{head}{sep}***@{rest[len(user) + len(at):]}" if at else url
     query = "&".join(_masked_param(param) for param in parts.query.split("&")) if parts.query else ""
+    if netloc == parts.netloc and query == parts.query:
+        return url  # not rebuilt: geturl() would drop an empty query or fragment of what may be no URL at all
     return parts._replace(netloc=netloc, query=query).geturl()
 
 
