@@ -79,9 +79,10 @@ def run(
     metrics_port: Annotated[Optional[int], typer.Option(help="Prometheus port (default FINSENT_ALERTS_METRICS_PORT; 0: off)")] = None,
 ) -> None:
     """Consume aggregates, scored documents and control messages; deliver alerts to webhooks."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from alerts.service import AlertsConfigError, AlertService, consumer_group, outbox_path
+    from finsent.metrics_server import serve_metrics
     from finsent.stop_signals import StopSignals
 
     settings = settings_of(ctx)
@@ -101,7 +102,7 @@ def run(
         fail(f"cannot start the alert engine: {exc}")
     if port:  # after the start: `finsent up` reads a listening port as a started engine
         try:
-            start_http_server(port, addr=settings.metrics_host, registry=registry)
+            serve_metrics(registry, port, settings)
         except OSError as exc:
             service.close()
             fail(f"cannot serve metrics on {settings.metrics_host}:{port}: {exc.strerror or exc} "

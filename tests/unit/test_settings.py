@@ -120,6 +120,15 @@ def test_without_credentials_masks_a_urls_user_part_and_credential_parameters(ur
 
     assert without_credentials(url) == shown
 
+
+def test_allowed_hosts_are_names_alone(monkeypatch):
+    monkeypatch.setenv("FINSENT_ALLOWED_HOSTS", " ingest, Metrics.Example.com., worker ,")
+    assert load_settings().allowed_host_names == ("ingest", "metrics.example.com", "worker")
+    for bad in ("http://worker", "worker:6066", "worker/metrics", "a b", "-x.example"):
+        monkeypatch.setenv("FINSENT_ALLOWED_HOSTS", f"ingest,{bad}")
+        with pytest.raises(SettingsError, match=r"FINSENT_ALLOWED_HOSTS: .*is not a host name"):
+            load_settings()
+
 def test_config_file(monkeypatch, tmp_path: Path):
     config = tmp_path / "finsent.env"
     config.write_text("FINSENT_TOPIC_PREFIX=fromfile\n")
