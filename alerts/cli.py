@@ -79,9 +79,10 @@ def run(
     metrics_port: Annotated[Optional[int], typer.Option(help="Prometheus port (default FINSENT_ALERTS_METRICS_PORT; 0: off)")] = None,
 ) -> None:
     """Consume aggregates, scored documents and control messages; deliver alerts to webhooks."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from alerts.service import AlertsConfigError, AlertService, consumer_group, outbox_path
+    from finsent.metrics_server import serve_metrics
     from finsent.stop_signals import StopSignals
 
     settings = settings_of(ctx)
@@ -101,7 +102,7 @@ def run(
         fail(f"cannot start the alert engine: {exc}")
     if port:  # after the start: `finsent up` reads a listening port as a started engine
         try:
-            start_http_server(port, addr=settings.metrics_host, registry=registry)
+            serve_metrics(registry, port, settings)
         except OSError as exc:
             service.close()
             fail(f"cannot serve metrics on {settings.metrics_host}:{port}: {exc.strerror or exc} "
@@ -217,7 +218,7 @@ def test_webhook(
     alert = Alert(idempotency_key=idempotency_key("test-webhook", None, None, now), rule="test-webhook",
                   kind="model", z=None, message="finsent test alert: if you can read this, the webhook works.",
                   created_at=now)  # z set (None) as the engine sets it: the body has every field of a real one
-    shown = f"webhook {target!r}" if rules else target  # a rules file's URL may carry a token
+    shown = f"webhook {target!r}" if rules else _shown_url(target)  # either URL may carry a token
     started = time.perf_counter()
     try:
         with webhook_client() as client:  # the engine's client: the same deadline, the same redirects
@@ -228,6 +229,18 @@ def test_webhook(
     typer.echo(f"{shown}: HTTP {response.status_code} in {elapsed:.0f} ms (key {alert.idempotency_key})")
     if not 200 <= response.status_code < 300:
         fail(f"receiver answered {response.status_code}: {response.text[:200]}")
+
+
+def _shown_url(url: str) -> str:
+    """A typed webhook URL as messages quote it: the user part masked, and the path and query cut, since Slack's,
+    Discord's and Teams' webhook URLs carry their token in the path (``https://***@hooks.example.com/…``)."""
+    from urllib.parse import urlsplit
+
+    from finsent.settings import without_credentials
+
+    parts = urlsplit(url)  # one that httpx accepted (_url_webhook)
+    cut = "/…" if parts.path.strip("/") or parts.query or parts.fragment else ""
+    return without_credentials(f"{parts.scheme}://{parts.netloc}") + cut
 
 
 def _url_webhook(url: str, fmt: str | None, timeout: float | None):

@@ -8,14 +8,12 @@ defence. ``/health`` probes Elasticsearch; ``/metrics`` serves the injected regi
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -23,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from dashboards import web_queries as q
 from dashboards.review_mount import mount_review
+from finsent import allowed_hosts
 from finsent.schemas import utc_now
 from finsent.settings import Settings
 
@@ -48,27 +47,6 @@ class DashboardMetrics:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=registry)
         self.es_errors = Counter("finsent_dashboard_elasticsearch_errors_total",
                                  "Elasticsearch requests that failed", registry=registry)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-@web.middleware
-async def _loopback_host_only(request: web.Request,
-                              handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
-    # DNS rebinding: a page on another site whose name it points at 127.0.0.1 would be same-origin with the
-    # dashboard and could read it. A browser sends that site's name as Host; this machine's names pass.
-    if not is_loopback(urlsplit(f"//{request.host}").hostname or ""):
-        return web.json_response({"error": f"Host {request.host!r} is not this machine: the dashboard listens on "
-                                           "loopback (set FINSENT_DASHBOARD_HOST to serve other names)"},
-                                 status=421)
-    return await handler(request)
 
 
 def _route_name(request: web.Request) -> str:
@@ -210,9 +188,12 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
                clock: Callable[[], datetime] = utc_now, bind_host: str | None = None) -> web.Application:
     """The dashboard app. ``es`` (an ``AsyncElasticsearch``) is created on start-up unless given;
     the app closes only a client it created. ``bind_host`` (default ``FINSENT_DASHBOARD_HOST``) on
-    loopback means requests must name this machine in their Host header."""
+    loopback means requests must name this machine in their Host header (finsent.allowed_hosts: DNS rebinding);
+    bound to another address it serves whatever name its users reach it by."""
     host = settings.dashboard_host if bind_host is None else bind_host
-    app = web.Application(middlewares=[_observe, *([_loopback_host_only] if is_loopback(host) else [])])
+    host_checked = allowed_hosts.middleware(allowed_hosts.AllowedHosts.of(settings, host),
+                                            hint=" (or FINSENT_DASHBOARD_HOST, to serve any name beyond loopback)")
+    app = web.Application(middlewares=[_observe, *([host_checked] if allowed_hosts.is_loopback(host) else [])])
     app[SETTINGS] = settings
     app[REGISTRY] = registry if registry is not None else CollectorRegistry()
     app[METRICS] = DashboardMetrics(app[REGISTRY])

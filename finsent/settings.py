@@ -29,6 +29,11 @@ def _default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "finsent"
 
 
+# A DNS name (labels of letters, digits, - and _, dot-separated, an optional final dot), as a Host header carries it.
+_HOST_NAME = re.compile(r"(?=.{1,254}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                        r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?")
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or wrong; the message names the variable."""
 
@@ -81,6 +86,11 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         "127.0.0.1", description="Address the /metrics servers of ingest, the worker (with /health), alerts and the "
                                  "scheduler bind; 0.0.0.0 lets a Prometheus on another host scrape them")
+    allowed_hosts: str = Field(
+        "", description="Further names, comma-separated, that the /metrics and /health servers (and the dashboard "
+                        "on loopback) answer in a request's Host header, such as the name Prometheus scrapes by; IP "
+                        "addresses, localhost, the bind address and this machine's host name always pass (DNS "
+                        "rebinding: other names get 421)")
 
     # --- embedded services (finsent services up) ---------------------------------------
     kafka_version: str = Field("3.9.2", pattern=r"^3\.9\.\d+$")
@@ -278,6 +288,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"{server!r} is not host:port")
         return value
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: str) -> str:
+        for name in value.split(","):
+            if name.strip() and not _HOST_NAME.fullmatch(name.strip()):
+                raise ValueError(f"{name.strip()!r} is not a host name (a name alone, no scheme, port or path: "
+                                 "metrics.example.com)")
+        return value
+
+    @property
+    def allowed_host_names(self) -> tuple[str, ...]:
+        return tuple(name.strip().lower().rstrip(".") for name in self.allowed_hosts.split(",") if name.strip())
+
     @field_validator("elasticsearch_url", "kibana_url")
     @classmethod
     def _no_credentials_in_the_url(cls, value: str, info: ValidationInfo) -> str:
@@ -378,9 +401,10 @@ _SECRET_PARAM = re.compile(r"(?:^|[-_.]|api|app|access|auth|client|private|sessi
 
 def without_credentials(url: str) -> str:
     """``url`` with its user, password and credential query values masked (``https://***@host/?apikey=***``), for
-    what an error or a log line quotes; the one masking of finsent's URLs."""
+    what an error or a log line quotes; the one masking of finsent's URLs. One typed without a scheme
+    (``user:pw@host:5601``) has the same parts masked; a string with nothing to mask comes back as it was."""
     if "://" not in url:
-        return url
+        return without_credentials("http://" + url).removeprefix("http://")
     try:
         parts = urlsplit(url)
         netloc = parts.netloc if parts.username is None else "***@" + parts.netloc.rpartition("@")[2]
@@ -389,6 +413,8 @@ def without_credentials(url: str) -> str:
         user, at, host = rest.partition("/")[0].rpartition("@")
         return f"{head}{sep}***@{rest[len(user) + len(at):]}" if at else url
     query = "&".join(_masked_param(param) for param in parts.query.split("&")) if parts.query else ""
+    if netloc == parts.netloc and query == parts.query:
+        return url  # not rebuilt: geturl() would drop an empty query or fragment of what may be no URL at all
     return parts._replace(netloc=netloc, query=query).geturl()
 
 

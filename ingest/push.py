@@ -17,8 +17,9 @@
   producer's flush timeout, one after another, and an unbounded queue would only grow;
 - 500 with a JSON error if processing failed unexpectedly (a bug; the traceback is in the log).
 
-``GET /healthz`` (also ``/``) and ``GET /metrics`` (Prometheus) need no token. Without
-``FINSENT_PUSH_TOKEN`` or ``FINSENT_PUSH_TOKENS_FILE`` the CLI generates a token once (see :func:`ensure_token`).
+``GET /healthz`` (also ``/``) and ``GET /metrics`` (Prometheus) need no token; they answer only this machine's
+names in the Host header (finsent.allowed_hosts; 421 to others). Without ``FINSENT_PUSH_TOKEN`` or
+``FINSENT_PUSH_TOKENS_FILE`` the CLI generates a token once (see :func:`ensure_token`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
-from finsent import rate_limit
+from finsent import allowed_hosts, rate_limit
 from finsent.http_requests import read_limited
 from finsent.rate_limit import TokenBucketLimiter
 from finsent.settings import Settings
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 LABEL = DEFAULT_SOURCE  # the metrics' source label, and the source of a document that names none
 MAX_WAITING = 8  # batches of this endpoint waiting for the pipeline at once
+OPEN_PAGES = frozenset({"/", "/healthz", "/metrics"})  # need no token
 MAX_SHOWN = 20  # rejections an answer lists; it counts them all (a list of thousands helps no sender)
 
 
@@ -133,8 +135,10 @@ def ensure_token(settings: Settings) -> Settings:
 
 
 def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_WAITING,
-             auth: PushAuth | None = None) -> web.Application:
-    """The endpoint; ``auth`` defaults to the settings' tokens (ValueError when there are none, or the file is bad)."""
+             auth: PushAuth | None = None, bind_host: str = "127.0.0.1") -> web.Application:
+    """The endpoint; ``auth`` defaults to the settings' tokens (ValueError when there are none, or the file is bad).
+    ``bind_host``, the address it will be served on, is one of the names that its pages without a token answer in the
+    Host header (finsent.allowed_hosts)."""
     auth = auth or PushAuth.from_settings(settings)
     max_bytes, max_documents = settings.push_max_bytes, settings.push_max_documents
     metrics = pipeline.metrics
@@ -194,10 +198,12 @@ def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_W
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     limiter = TokenBucketLimiter(settings.push_rate_limit, settings.push_rate_burst)
-    limited = rate_limit.middleware(limiter, exempt={"/", "/healthz", "/metrics"},
+    limited = rate_limit.middleware(limiter, exempt=OPEN_PAGES,
                                     on_limited=lambda _: metrics.errors.labels(LABEL, "auth", "rate_limited").inc())
+    # The pages without a token answer only this machine's names (DNS rebinding); a sender has its token.
+    host_checked = allowed_hosts.middleware(allowed_hosts.AllowedHosts.of(settings, bind_host), paths=OPEN_PAGES)
     # client_max_size above our own limit: read_body() enforces it and answers a clean 413.
-    app = web.Application(client_max_size=max_bytes + 1024, middlewares=[limited])
+    app = web.Application(client_max_size=max_bytes + 1024, middlewares=[host_checked, limited])
     app[_PIPELINE] = pipeline
     app[BACKLOG] = backlog
     app.router.add_post("/documents", post_documents)

@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable
 
+from finsent.settings import Settings
 from ingest.backoff import Backoff
 from ingest.pipeline import BatchReport, Pipeline
 from ingest.sources.base import Source
@@ -99,14 +100,15 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-def start_metrics_server(registry, port: int, host: str) -> None:
-    """Serve /metrics on ``host:port`` (port 0: off). A busy port is logged, not fatal: ingest matters more."""
+def start_metrics_server(registry, port: int, settings: Settings) -> None:
+    """Serve /metrics on ``FINSENT_METRICS_HOST:port`` (port 0: off). A busy port is logged, not fatal: ingest
+    matters more."""
     if not port:
         return
-    from prometheus_client import start_http_server
+    from finsent.metrics_server import serve_metrics
 
     try:
-        start_http_server(port, addr=host, registry=registry)
-        log.info("metrics on http://%s:%d/metrics", host, port)
+        serve_metrics(registry, port, settings)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
     except OSError as exc:
         log.warning("cannot serve metrics on port %d: %s", port, exc)

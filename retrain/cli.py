@@ -96,8 +96,7 @@ def scheduler(
     with_indexer: bool = typer.Option(True, "--indexer/--no-indexer", help="Also index the labels topic"),
 ) -> None:
     """Run the drift-check / retrain schedule until interrupted (jobs persist in SQLite)."""
-    from prometheus_client import start_http_server
-
+    from finsent.metrics_server import serve_metrics
     from finsent.stop_signals import StopSignals
     from retrain.label_indexer import indexing_in_background
     from retrain.metrics import RetrainMetrics
@@ -115,7 +114,7 @@ def scheduler(
         fail(f"could not start the scheduler: {exc}")
     if settings.retrain_metrics_port:
         try:
-            start_http_server(settings.retrain_metrics_port, addr=settings.metrics_host, registry=metrics.registry)
+            serve_metrics(metrics.registry, settings.retrain_metrics_port, settings)
         except OSError as exc:
             sched.shutdown()
             fail(f"cannot serve metrics on {settings.metrics_host}:{settings.retrain_metrics_port}: "

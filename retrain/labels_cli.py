@@ -119,7 +119,7 @@ def serve(
 
     settings = settings_of(ctx)
     try:
-        api = create_app(settings, registry=CollectorRegistry(), serve_metrics=True)
+        api = create_app(settings, registry=CollectorRegistry(), serve_metrics=True, bind_host=host)
     except ValueError as exc:
         fail(str(exc))
     with indexing_in_background(settings, with_indexer):

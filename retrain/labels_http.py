@@ -25,7 +25,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from finsent import rate_limit
+from finsent import allowed_hosts, rate_limit
 from finsent.http_requests import read_limited
 from finsent.rate_limit import TokenBucketLimiter
 from finsent.schemas import LabelRecord
@@ -155,9 +155,11 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
-               serve_metrics: bool = False) -> web.Application:
+               serve_metrics: bool = False, bind_host: str | None = None) -> web.Application:
     """The API as an application; Kafka and Elasticsearch clients open on startup, close on cleanup. Raises
-    ValueError without a token, or for a tokens file it cannot use (it is read once, here)."""
+    ValueError without a token, or for a tokens file it cannot use (it is read once, here). ``serve_metrics``
+    adds /metrics, which needs no token and so answers only this machine's names in the Host header
+    (finsent.allowed_hosts), ``bind_host`` (default FINSENT_LABELS_HOST) among them."""
     auth = LabelAuth.from_settings(settings)
     registry = registry or CollectorRegistry()
     requests = Counter("finsent_label_api_requests", "Labels API requests by endpoint and status",
@@ -166,7 +168,11 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
     limited = rate_limit.middleware(TokenBucketLimiter(settings.label_rate_limit, settings.label_rate_burst),
                                     exempt={"/metrics"},
                                     on_limited=lambda r: requests.labels(endpoint=_endpoint(r), status="429").inc())
-    app = web.Application(middlewares=[limited, _auth], client_max_size=settings.label_max_bytes + 1024)
+    middlewares = [limited, _auth]
+    if serve_metrics:
+        allowed = allowed_hosts.AllowedHosts.of(settings, bind_host or settings.labels_host)
+        middlewares.insert(0, allowed_hosts.middleware(allowed, paths={"/metrics"}))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.label_max_bytes + 1024)
     app[SETTINGS_KEY] = settings
     app[AUTH_KEY] = auth
     app[REGISTRY_KEY] = registry

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from finsent import clients
+from finsent import allowed_hosts, clients
 from finsent.dead_letters import replayed_at
 from finsent.schemas import Aggregate, DeadLetter, ScoredDocument
 from finsent.settings import Settings
@@ -199,6 +199,10 @@ def create_app(settings: Settings, scorer_loader: ScorerLoader | None = None, *,
         web_port=web_port or settings.worker_web_port,
         web_host="127.0.0.1",
         web_bind=settings.metrics_host,  # Faust binds 0.0.0.0 unless told
+        # /metrics and /health answer only this machine's names in the Host header (DNS rebinding): Faust hands
+        # these options to its aiohttp Application.
+        web_application_options={"middlewares": [allowed_hosts.middleware(
+            allowed_hosts.AllowedHosts.of(settings, settings.metrics_host))]},
         # Faust would serve every table's state (/table/) and the cluster's worker URLs (/router/) without
         # authentication beside /metrics; finsent routes no request to another worker.
         web_tables_enabled=False,

@@ -138,9 +138,28 @@ def test_cli_test_webhook_sends_a_signed_alert_the_reference_receiver_verifies()
         result = CliRunner().invoke(app, ["alerts", "test-webhook", receiver.url],
                                     env={"FINSENT_ALERTS_WEBHOOK_SECRET": "s3cret"})
     assert result.exit_code == 0, result.output
-    assert f"{receiver.url}: HTTP 200" in result.output
+    assert f"{receiver.url.rpartition('/')[0]}/…: HTTP 200" in result.output  # the path may hold a token
     [delivered] = receiver.delivered  # signed with the secret, so verified
     assert delivered.json()["rule"] == "test-webhook"
+
+
+def test_cli_test_webhook_shows_the_url_without_its_credentials_or_path():
+    from typer.testing import CliRunner
+
+    from alerts.receiver import WebhookReceiver
+
+    env = {"FINSENT_ALERTS_WEBHOOK_SECRET": "s3cret"}
+    with WebhookReceiver("s3cret") as receiver:
+        host = receiver.url.split("://")[1].split("/")[0]
+        typed = receiver.url.replace("http://", "http://ops:hunter2@") + "/services/T1/B2/path-t0ken?token=query-t0ken"
+        sent = CliRunner().invoke(app, ["alerts", "test-webhook", typed], env=env)
+    with WebhookReceiver("s3cret") as gone:
+        closed = gone.url.replace("http://", "http://ops:hunter2@") + "/services/path-t0ken"
+    failed = CliRunner().invoke(app, ["alerts", "test-webhook", closed], env=env)
+    assert sent.exit_code == 0 and f"http://***@{host}/…: HTTP 200" in sent.output, sent.output
+    assert failed.exit_code == 1 and "http://***@127.0.0.1:" in failed.output, failed.output
+    for output in (sent.output, failed.output):
+        assert "hunter2" not in output and "t0ken" not in output
 
 
 def test_tickers_are_read_as_ingest_writes_them():

@@ -6,7 +6,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from dashboards.web_app import create_app, is_loopback
+from dashboards.web_app import create_app
+from finsent.allowed_hosts import is_loopback
 from finsent.settings import Settings
 
 
@@ -29,6 +30,15 @@ async def test_a_page_from_another_name_is_refused_on_loopback():
     assert await _status(create_app(Settings(), registry=CollectorRegistry(), es=object()), "localhost:8000") == 200
     refused = create_app(Settings(), registry=CollectorRegistry(), es=object())
     assert await _status(refused, "attacker.example:8000") == 421
+
+
+async def test_a_name_in_allowed_hosts_reaches_the_dashboard_on_loopback():
+    settings = Settings(allowed_hosts="dashboard.internal")
+    assert await _status(create_app(settings, registry=CollectorRegistry(), es=object()), "dashboard.internal") == 200
+    app = create_app(settings, registry=CollectorRegistry(), es=object())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        refused = await client.get("/metrics", headers={"Host": "attacker.example"})
+        assert refused.status == 421 and "FINSENT_ALLOWED_HOSTS" in (await refused.json())["error"]
 
 
 async def test_a_dashboard_served_to_the_network_answers_any_name():

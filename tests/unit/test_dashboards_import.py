@@ -208,3 +208,11 @@ def test_a_password_in_the_kibana_url_is_used_but_never_shown(kibana):
     assert kibana.requests[-1]["headers"]["Authorization"] == "Basic " + base64.b64encode(b"ops:hunter2").decode()
     for output in (result.output, message, imported.output):
         assert "hunter2" not in output and "ops:" not in output
+
+
+def test_a_kibana_url_typed_without_a_scheme_is_refused_without_its_password():
+    from finsent.cli import app
+
+    result = CliRunner().invoke(app, ["dashboards", "import", "--kibana", "ops:hunter2@kibana.example:5601"])
+    assert result.exit_code == 1 and "'***@kibana.example:5601' is not an http(s) URL" in result.output
+    assert "hunter2" not in result.output and "ops:" not in result.output

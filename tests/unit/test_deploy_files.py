@@ -80,6 +80,26 @@ def test_prometheus_scrapes_the_ports_the_services_serve():
     assert targets["finsent-dashboard"] == f"dashboard:{_option(SERVICES['dashboard']['command'], '--port')}"
 
 
+def test_prometheus_scrapes_by_names_the_services_answer(monkeypatch):
+    # /metrics answers only this machine's names in the Host header (finsent.allowed_hosts); Prometheus sends the
+    # target's: a service name must be in FINSENT_ALLOWED_HOSTS, an address from DNS (type A) always passes.
+    from finsent.allowed_hosts import AllowedHosts
+
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = [target for job in config["scrape_configs"] for static in job.get("static_configs", [])
+               for target in static["targets"]]
+    assert {sd["type"] for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])} == {"A"}
+    for target in targets:
+        name = target.partition(":")[0]
+        for key, value in SERVICES[name]["environment"].items():
+            monkeypatch.setenv(key, re.sub(r"\$\{[^}]+\}", "placeholder", str(value)))
+        settings = load_settings()
+        bind = _option(SERVICES[name]["command"], "--host") or settings.metrics_host
+        assert AllowedHosts.of(settings, bind).allows(target), target
+        assert not AllowedHosts.of(settings, bind).allows("rebound.attacker.example"), target
+    assert len(targets) == 4
+
+
 def test_kafka_keeps_its_log_in_the_volume():
     kafka = SERVICES["kafka"]
     mounted = {volume.split(":")[1] for volume in kafka["volumes"]}

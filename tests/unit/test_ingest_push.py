@@ -147,3 +147,16 @@ def test_a_document_with_thousands_of_unknown_fields_names_ten_and_counts_the_re
     assert len(caught.value.errors) == MAX_FIELD_ERRORS
     assert all(len(e["field"]) <= 101 for e in caught.value.errors)
     assert caught.value.detail.endswith(f"; and {5000 - MAX_FIELD_ERRORS} more")
+
+
+async def test_the_pages_without_a_token_refuse_a_foreign_host(pipeline: Pipeline) -> None:
+    # DNS rebinding: a page whose name points here must not read the counters; a sender has its token instead.
+    async with serving(make_app(pipeline, SETTINGS)) as client:
+        for path in ("/", "/healthz", "/metrics"):
+            refused = await client.get(path, headers={"Host": "rebound.attacker.example:8080"})
+            assert refused.status == 421 and "FINSENT_ALLOWED_HOSTS" in (await refused.json())["error"], path
+        metrics = await client.get("/metrics", headers={"Host": "localhost:8080"})
+        assert metrics.status == 200 and "finsent_ingest_produced_total" in await metrics.text()
+        assert (await client.get("/healthz")).status == 200  # the client's own 127.0.0.1:port
+        sent = await client.post("/documents", json=doc("h1"), headers={**AUTH, "Host": "push.example.com"})
+        assert sent.status == 202

@@ -19,7 +19,7 @@ def test_ingest_metrics_listen_on_the_configured_host():
     from ingest.runner import start_metrics_server
 
     port = free_port()
-    start_metrics_server(CollectorRegistry(), port, Settings().metrics_host)
+    start_metrics_server(CollectorRegistry(), port, Settings())
     assert _listening_addresses(port) == {"127.0.0.1"}
 
 

@@ -111,11 +111,23 @@ def test_credentials_in_a_url_are_refused_without_showing_them(monkeypatch, vari
     ("https://x/a?keyword=oil&monkey=1&token=", "https://x/a?keyword=oil&monkey=1&token="),  # no credential there
     ("http://u:hunter2@[::1/feed", "http://***@[::1/feed"),  # not even a URL
     ("news.example/feed", "news.example/feed"),
+    ("ops:hunter2@kibana:5601", "***@kibana:5601"),  # typed without a scheme (`--kibana`)
+    ("ops:hunter2@kibana/s?token=t0ken", "***@kibana/s?token=***"),
+    ("/var/lib/finsent#", "/var/lib/finsent#"),  # nothing to mask: not rebuilt as a URL
 ])
 def test_without_credentials_masks_a_urls_user_part_and_credential_parameters(url, shown):
     from finsent.settings import without_credentials
 
     assert without_credentials(url) == shown
+
+
+def test_allowed_hosts_are_names_alone(monkeypatch):
+    monkeypatch.setenv("FINSENT_ALLOWED_HOSTS", " ingest, Metrics.Example.com., worker ,")
+    assert load_settings().allowed_host_names == ("ingest", "metrics.example.com", "worker")
+    for bad in ("http://worker", "worker:6066", "worker/metrics", "a b", "-x.example"):
+        monkeypatch.setenv("FINSENT_ALLOWED_HOSTS", f"ingest,{bad}")
+        with pytest.raises(SettingsError, match=r"FINSENT_ALLOWED_HOSTS: .*is not a host name"):
+            load_settings()
 
 def test_config_file(monkeypatch, tmp_path: Path):
     config = tmp_path / "finsent.env"
