@@ -23,9 +23,8 @@ def serve(
     port: Optional[int] = typer.Option(None, min=1, max=65535, help="Port (default FINSENT_DASHBOARD_PORT, 8000)"),
 ) -> None:
     """Serve the built-in live dashboard (page, JSON API, review page, /health, /metrics)."""
-    from aiohttp import web
-
     from dashboards.web_app import create_app
+    from finsent import http_guard
 
     settings = settings_of(ctx)
     host = host or settings.dashboard_host
@@ -37,7 +36,7 @@ def serve(
     typer.echo(f"dashboard on http://{host}:{port}/ (Elasticsearch {settings.elasticsearch_url}, "
                f"indices {settings.index('*')})")
     try:
-        web.run_app(application, host=host, port=port, print=None, access_log=None)
+        http_guard.run(application, host, port, settings, access_log=None)
     except OSError as exc:
         fail(f"cannot serve on {host}:{port}: {exc}")
 

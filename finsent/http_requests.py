@@ -1,8 +1,9 @@
 """What the token-protected HTTP endpoints (ingest push, labels API) read from a request the same way:
-the bearer token and a body with a size limit."""
+the bearer token and a body with a size limit and a deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
 from aiohttp import web
@@ -19,15 +20,29 @@ def bearer_matches(request: web.Request, token: bytes) -> bool:
     return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token)
 
 
-async def read_limited(request: web.Request, max_bytes: int) -> bytes | None:
+class BodyTooSlow(Exception):
+    """The body did not arrive within its deadline (FINSENT_HTTP_BODY_TIMEOUT)."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__(f"the body did not arrive within {deadline:g} s (FINSENT_HTTP_BODY_TIMEOUT)")
+
+
+async def read_limited(request: web.Request, max_bytes: int, deadline: float | None = None) -> bytes | None:
     """The whole body, or None when it is over ``max_bytes`` (checked while reading too: a chunked
-    body states no length). One ``read(n)`` returns what has arrived so far, not n bytes, hence the loop."""
+    body states no length). One ``read(n)`` returns what has arrived so far, not n bytes, hence the loop.
+    Raises :class:`BodyTooSlow` when the body is not all there ``deadline`` seconds after the call: a
+    sender that trickles its body would hold the endpoint's batch slot, and a connection, for as long as it likes."""
     if request.content_length is not None and request.content_length > max_bytes:
         return None
     chunks, size = [], 0
-    while chunk := await request.content.read(65536):
-        size += len(chunk)
-        if size > max_bytes:
-            return None
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(deadline):
+            while chunk := await request.content.read(65536):
+                size += len(chunk)
+                if size > max_bytes:
+                    return None
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTooSlow(deadline) from None
     return b"".join(chunks)
+

@@ -274,6 +274,15 @@ class Settings(BaseSettings):
     label_rate_limit: float = Field(10.0, ge=0, description="Labels API requests per second per client: an IPv4 "
                                     "address or an IPv6 /64 (0: no limit)")
     label_rate_burst: int = Field(30, ge=1, description="Labels API requests a client may send in a burst")
+    http_header_timeout: float = Field(
+        10.0, gt=0, allow_inf_nan=False, description="Seconds the push, labels and dashboard servers wait for a "
+        "request's line and headers (from the connection, or the request's first byte) before closing the connection")
+    http_max_connections_per_client: int = Field(
+        64, ge=0, description="Open connections to each of those servers per client (an IPv4 address or an IPv6 "
+                              "/64); one more is closed at once (0: no cap)")
+    http_body_timeout: float = Field(
+        60.0, gt=0, allow_inf_nan=False, description="Seconds a push or labels request may take to send its body; "
+                                                     "later it is answered 408 and the connection closed")
 
     # --- processes ----------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

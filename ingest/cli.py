@@ -90,7 +90,7 @@ def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: 
                 from ingest.push import make_app, serve
 
                 tasks.append(serve(make_app(pipeline, settings, auth=push_auth, bind_host=push.host), push.host,
-                                   push.port, stop))
+                                   push.port, settings, stop))
             else:
                 port = settings.ingest_metrics_port if metrics_port is None else metrics_port
                 start_metrics_server(pipeline.metrics.registry, port, settings)

@@ -10,7 +10,8 @@
 - 400 with the field errors when no document of the body is usable (or the body is not JSON);
 - 401 without a valid token (compared in constant time); 403, nothing sent, when a document's ``source`` is not
   one the token may write (its id would be another source's); 413 above ``push_max_bytes`` or
-  ``push_max_documents`` documents;
+  ``push_max_documents`` documents; 408 (and the connection closed) when the body is not all there
+  ``http_body_timeout`` seconds after it was first read (it holds one of the ``max_waiting`` slots meanwhile);
 - 429 with Retry-After above ``push_rate_limit`` requests per second per client (finsent.rate_limit);
 - 503 with Retry-After when Kafka did not acknowledge (nothing was remembered, send again), or
   when ``max_waiting`` batches already wait for Kafka: during an outage each waits up to the
@@ -34,8 +35,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
-from finsent import allowed_hosts, rate_limit
-from finsent.http_requests import read_limited
+from finsent import allowed_hosts, http_guard, rate_limit
+from finsent.http_requests import BodyTooSlow, read_limited
 from finsent.rate_limit import TokenBucketLimiter
 from finsent.settings import Settings
 from ingest.inbound import to_item
@@ -160,7 +161,13 @@ def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_W
             backlog.waiting -= 1
 
     async def handle_documents(request: web.Request, sender: Sender) -> web.Response:
-        body = await read_limited(request, max_bytes)
+        try:
+            body = await read_limited(request, max_bytes, settings.http_body_timeout)
+        except BodyTooSlow as exc:
+            metrics.errors.labels(LABEL, "invalid", "too_slow").inc()
+            answer = _json(408, {"error": str(exc)})
+            answer.force_close()  # the rest of the body may still be on its way
+            return answer
         if body is None:
             metrics.errors.labels(LABEL, "invalid", "too_large").inc()
             return _json(413, {"error": f"body is over the limit of {max_bytes} bytes"})
@@ -213,13 +220,7 @@ def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_W
     return app
 
 
-async def serve(app: web.Application, host: str, port: int, stop: asyncio.Event) -> None:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    log.info("push endpoint on http://%s:%d/documents", host, port)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+async def serve(app: web.Application, host: str, port: int, settings: Settings, stop: asyncio.Event) -> None:
+    """Serve the endpoint until ``stop`` is set, with the header deadline and per-client cap of finsent.http_guard."""
+    await http_guard.serve(app, host, port, settings, stop, access_log=None,
+                           started=lambda _: log.info("push endpoint on http://%s:%d/documents", host, port))

@@ -111,9 +111,9 @@ def serve(
     with_indexer: bool = typer.Option(True, "--indexer/--no-indexer", help="Also index the labels topic"),
 ) -> None:
     """Serve POST /labels and GET /review (bearer FINSENT_LABEL_TOKEN or FINSENT_LABEL_TOKENS_FILE), plus /metrics."""
-    from aiohttp import web
     from prometheus_client import CollectorRegistry
 
+    from finsent import http_guard
     from retrain.label_indexer import indexing_in_background
     from retrain.labels_http import create_app
 
@@ -123,4 +123,5 @@ def serve(
     except ValueError as exc:
         fail(str(exc))
     with indexing_in_background(settings, with_indexer):
-        web.run_app(api, host=host or settings.labels_host, port=port or settings.labels_port, print=typer.echo)
+        http_guard.run(api, host or settings.labels_host, port or settings.labels_port, settings,
+                       started=lambda url: typer.echo(f"labels API on {url} (Ctrl-C to stop)"))

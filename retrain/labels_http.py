@@ -6,7 +6,8 @@
   server's clock). 202 with the label ids once Kafka has them;
   400 naming the bad fields (the first ``MAX_SHOWN`` problems, and their count); 401 without a bearer
   token; 403 for an annotator the token may not label as (retrain.label_tokens); 413 over
-  ``FINSENT_LABEL_MAX_BYTES`` or ``FINSENT_LABEL_MAX_ITEMS`` labels.
+  ``FINSENT_LABEL_MAX_BYTES`` or ``FINSENT_LABEL_MAX_ITEMS`` labels; 408 (and the connection closed) when
+  the body is not all there ``FINSENT_HTTP_BODY_TIMEOUT`` seconds after it was first read.
 - ``GET /review?limit=N`` — the review queue as JSON (``{"items": [...]}``).
 
 Both need ``Authorization: Bearer <token>``, the shared ``FINSENT_LABEL_TOKEN`` or an annotator's own from
@@ -26,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from finsent import allowed_hosts, rate_limit
-from finsent.http_requests import read_limited
+from finsent.http_requests import BodyTooSlow, read_limited
 from finsent.rate_limit import TokenBucketLimiter
 from finsent.schemas import LabelRecord
 from finsent.settings import Settings
@@ -104,7 +105,13 @@ def read_labels(body: bytes, max_items: int, annotator: str = "api") -> list[Lab
 async def post_labels(request: web.Request) -> web.Response:
     app, settings = request.app, request.app[SETTINGS_KEY]
     requests = app[METRIC_KEY]
-    body = await read_limited(request, settings.label_max_bytes)
+    try:
+        body = await read_limited(request, settings.label_max_bytes, settings.http_body_timeout)
+    except BodyTooSlow as exc:
+        requests.labels(endpoint="/labels", status="408").inc()
+        answer = _json(408, {"error": str(exc)})
+        answer.force_close()  # the rest of the body may still be on its way
+        return answer
     if body is None:
         requests.labels(endpoint="/labels", status="413").inc()
         return _json(413, {"error": f"body is over the limit of {settings.label_max_bytes} bytes"})

@@ -1,0 +1,193 @@
+"""How finsent's aiohttp servers (ingest push, labels API, dashboard) hold connections: a deadline for each
+request's headers and a cap on each client's open connections.
+
+aiohttp waits for a request's line and headers as long as its keep-alive timer allows (75 s under ``run_app``,
+an hour under a bare ``AppRunner``), and each waiting connection holds a file descriptor: 300 connections that
+sent half a request line starved a server limited to 256 open files (RELIABILITY.md). Here
+
+- a connection whose request line and headers are not complete ``http_header_timeout`` seconds after it opened
+  (its first request) or after the first byte of a later request arrived is closed;
+- a client (:func:`finsent.rate_limit.client_key`: an IPv4 address or an IPv6 /64) holding
+  ``http_max_connections_per_client`` open connections has its next one closed at once.
+
+Neither is an aiohttp setting, and aiohttp has no hook for either (its ``keepalive_timeout`` also bounds an idle
+connection between requests, and counts from the previous answer, not from the request's first byte), so
+:class:`_Connection` is a narrow subclass of aiohttp's protocol, ``RequestHandler`` (pinned in constraints.txt;
+``tests/unit/test_http_guard.py`` runs it against real sockets). The count and the log lines are plain logic
+(:class:`ClientConnections`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from finsent.rate_limit import client_key
+from finsent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_TIMEOUT = 75.0  # seconds an idle keep-alive connection is kept: run_app's and nginx's default
+REPORT_EVERY = 60.0  # seconds between two log lines about one client
+_MAX_REPORTED = 10_000  # clients whose last log line is remembered; beyond, the least recent is forgotten
+
+
+class ClientConnections:
+    """Open connections per client, the refusals over the cap and the late headers, logged at most once per
+    ``report_every`` seconds per client and kind with the count since the previous line. Pure apart from logging."""
+
+    def __init__(self, max_per_client: int, header_timeout: float, *, report_every: float = REPORT_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_per_client, self.header_timeout = max_per_client, header_timeout
+        self.report_every, self.clock = report_every, clock
+        self.open: dict[str, int] = {}
+        self.refused = self.late = 0  # since the start, every client
+        self._unreported: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()  # (last line, since)
+
+    def admit(self, client: str) -> bool:
+        """Count a new connection of ``client``; False (and counted as refused) when it already holds the most."""
+        held = self.open.get(client, 0)
+        if 0 < self.max_per_client <= held:
+            self.refused += 1
+            self._report("refused", client, logging.WARNING,
+                         "refused %d connection(s) from %s: it held %d open, the most FINSENT_HTTP_MAX_CONNECTIONS_"
+                         "PER_CLIENT allows (one line a minute per client)", held)
+            return False
+        self.open[client] = held + 1
+        return True
+
+    def release(self, client: str) -> None:
+        held = self.open.pop(client, 0) - 1
+        if held > 0:
+            self.open[client] = held
+
+    def headers_late(self, client: str) -> None:
+        self.late += 1
+        self._report("late", client, logging.INFO,
+                     "closed %d connection(s) from %s that did not send a request's headers within %g s "
+                     "(FINSENT_HTTP_HEADER_TIMEOUT; one line a minute per client)", self.header_timeout)
+
+    def _report(self, kind: str, client: str, level: int, message: str, detail: object) -> None:
+        key, now = (kind, client), self.clock()
+        last, count = self._unreported.pop(key, (None, 0))
+        count += 1
+        if last is None or now - last >= self.report_every:
+            log.log(level, message, count, client, detail)
+            last, count = now, 0
+        self._unreported[key] = (last, count)  # most recent last
+        while len(self._unreported) > _MAX_REPORTED:
+            self._unreported.popitem(last=False)
+
+
+class _Connection(RequestHandler):
+    """aiohttp's protocol for one connection, plus the cap and the header deadline. It reads two attributes of
+    RequestHandler: ``_request_count`` (requests whose headers were parsed) and ``_waiter`` (pending while the
+    connection waits for its next request), the same test aiohttp's own keep-alive timer makes."""
+
+    __slots__ = ("_clients", "_client", "_header_timer")
+
+    def __init__(self, manager: web.Server, clients: ClientConnections, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._clients = clients
+        self._client: str | None = None  # set once admitted
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        client = client_key(peer[0] if isinstance(peer, tuple) else None)
+        if not self._clients.admit(client):
+            self.force_close()
+            return
+        self._client = client
+        self._start_header_clock()
+
+    def data_received(self, data: bytes) -> None:
+        # The first byte of a later request starts its clock; a byte that arrives while a request is being read or
+        # answered (its body, a pipelined request) does not: half a request pipelined behind one being answered
+        # waits under aiohttp's keep-alive timer (75 s) instead.
+        if data and self._header_timer is None and self._waiter is not None and not self._waiter.done():
+            self._start_header_clock()
+        parsed = self._request_count
+        super().data_received(data)
+        if self._request_count != parsed and self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        if self._client is not None:
+            self._clients.release(self._client)
+            self._client = None
+        super().connection_lost(exc)
+
+    def _start_header_clock(self) -> None:
+        self._header_timer = self._loop.call_later(self._clients.header_timeout, self._headers_late)
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self._client is not None:
+            self._clients.headers_late(self._client)
+        self.force_close()
+
+
+class _Server(web.Server):
+    """aiohttp's Server making :class:`_Connection` protocols: ``Server.__call__`` builds ``RequestHandler`` by
+    name, with the keyword arguments the runner gathered (``_kwargs``), and offers no setting for the class."""
+
+    def __init__(self, made: web.Server, clients: ClientConnections) -> None:
+        super().__init__(made.request_handler, request_factory=made.request_factory,
+                         handler_cancellation=made.handler_cancellation, **made._kwargs)
+        self.clients = clients
+
+    def __call__(self) -> RequestHandler:
+        return _Connection(self, self.clients, loop=self._loop, **self._kwargs)
+
+
+class GuardedRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections have the header deadline and the per-client cap of ``settings``."""
+
+    def __init__(self, app: web.Application, settings: Settings, **kwargs: Any) -> None:
+        kwargs.setdefault("keepalive_timeout", KEEPALIVE_TIMEOUT)
+        super().__init__(app, **kwargs)
+        self.clients = ClientConnections(settings.http_max_connections_per_client, settings.http_header_timeout)
+
+    async def _make_server(self) -> web.Server:
+        return _Server(await super()._make_server(), self.clients)
+
+
+async def serve(app: web.Application, host: str, port: int, settings: Settings, stop: asyncio.Event, *,
+                started: Callable[[str], None] | None = None, **runner_args: Any) -> None:
+    """Serve ``app`` on ``host:port`` until ``stop`` is set; ``started`` is given the site's URL once it listens."""
+    runner = GuardedRunner(app, settings, **runner_args)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        if started is not None:
+            started(site.name)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(app: web.Application, host: str, port: int, settings: Settings, *,
+        started: Callable[[str], None] | None = None, **runner_args: Any) -> None:
+    """:func:`serve` until SIGINT or SIGTERM, in a new event loop (what ``web.run_app`` does with its own runner)."""
+    async def main() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await serve(app, host, port, settings, stop, started=started, **runner_args)
+
+    asyncio.run(main())

@@ -1,0 +1,234 @@
+"""Connections that never finish their headers, and clients that open too many (finsent.http_guard), against real
+servers on 127.0.0.1: the guard itself, the push endpoint and `finsent dashboards serve`. Deadlines are short; a
+test only waits, generously, for a connection to be closed, or checks it still answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from finsent import http_guard
+from finsent.http_guard import ClientConnections
+from finsent.settings import load_settings
+from tests.ports import free_port
+
+GENEROUS = 15.0  # seconds a closing may take on a loaded machine
+REQUEST = b"GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ok_app() -> web.Application:
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, serve=http_guard.serve, **settings):
+    """``serve(app, host, port, settings, stop)`` running on a free port, stopped on the way out."""
+    port, stop = free_port(), asyncio.Event()
+    started = asyncio.Event()
+
+    async def on_startup(_: web.Application) -> None:
+        started.set()
+
+    app.on_startup.append(on_startup)
+    task = asyncio.create_task(serve(app, "127.0.0.1", port, load_settings(**settings), stop))
+    await asyncio.wait_for(started.wait(), GENEROUS)
+    for _ in range(500):  # the site listens a moment after the startup hooks ran
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            break
+        await asyncio.sleep(0.01)
+    try:
+        yield port
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, GENEROUS)
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    """Whether the server closes the connection within GENEROUS seconds (whatever it answers first)."""
+    try:
+        async with asyncio.timeout(GENEROUS):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+async def answer_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    writer.write(REQUEST)
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\nok"), GENEROUS)
+
+
+# --- the guard on its own ------------------------------------------------------------------------------------------
+
+async def test_a_connection_that_never_finishes_its_headers_is_closed_and_others_are_answered() -> None:
+    async with serving(ok_app(), http_header_timeout=0.3) as port:
+        silent = await asyncio.open_connection("127.0.0.1", port)
+        half = await asyncio.open_connection("127.0.0.1", port)
+        half[1].write(b"GET /ok HT")
+        assert await closed_by_server(half[0])
+        assert await closed_by_server(silent[0])
+        assert (await answer_on(*await asyncio.open_connection("127.0.0.1", port))).startswith(b"HTTP/1.1 200")
+
+
+async def test_a_later_request_has_the_deadline_from_its_first_byte_not_from_the_previous_answer() -> None:
+    async with serving(ok_app(), http_header_timeout=0.3) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await answer_on(reader, writer)).startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(1.0)  # idle for three deadlines: a keep-alive connection, not a late request
+        assert (await answer_on(reader, writer)).startswith(b"HTTP/1.1 200")
+        writer.write(REQUEST[:10])
+        assert await closed_by_server(reader)
+
+
+async def test_a_client_over_its_connection_cap_is_closed_at_once_and_logged_once(caplog) -> None:
+    caplog.set_level(logging.INFO, "finsent.http_guard")
+    async with serving(ok_app(), http_header_timeout=60, http_max_connections_per_client=2) as port:
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for _ in range(3):
+            reader, _ = await asyncio.open_connection("127.0.0.1", port)
+            assert await closed_by_server(reader)
+        assert (await answer_on(*held[0])).startswith(b"HTTP/1.1 200")  # the admitted ones are served
+        held[1][1].close()
+        for _ in range(500):  # the server sees the close a moment later; until then a new one is refused
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+                assert (await answer_on(reader, writer)).startswith(b"HTTP/1.1 200")
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("a connection closed by the client was never released")
+    refusals = [r for r in caplog.records if "FINSENT_HTTP_MAX_CONNECTIONS_PER_CLIENT" in r.getMessage()]
+    assert len(refusals) == 1 and refusals[0].levelno == logging.WARNING
+    assert refusals[0].getMessage().startswith("refused 1 connection(s) from 127.0.0.1: it held 2 open")
+
+
+def test_connections_are_counted_per_client_and_refusals_reported_once_a_minute(caplog) -> None:
+    now = [0.0]
+    clients = ClientConnections(2, 10.0, clock=lambda: now[0])
+    caplog.set_level(logging.INFO, "finsent.http_guard")
+    assert clients.admit("10.0.0.1") and clients.admit("10.0.0.1") and clients.admit("10.0.0.2")
+    assert [clients.admit("10.0.0.1") for _ in range(4)] == [False] * 4
+    now[0] = 61.0
+    assert not clients.admit("10.0.0.1")
+    clients.release("10.0.0.1")
+    assert clients.admit("10.0.0.1") and clients.open == {"10.0.0.1": 2, "10.0.0.2": 1}
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "refused 1 connection(s) from 10.0.0.1", "refused 4 connection(s) from 10.0.0.1"]
+    assert clients.refused == 5
+    unlimited = ClientConnections(0, 10.0)
+    assert all(unlimited.admit("10.0.0.1") for _ in range(1000))
+
+
+@pytest.mark.parametrize("value, problem", [("0", "greater than 0"), ("inf", "finite number"), ("-1", "greater")])
+def test_the_header_deadline_must_be_positive_and_finite(monkeypatch, value, problem) -> None:
+    from finsent.settings import SettingsError
+
+    monkeypatch.setenv("FINSENT_HTTP_HEADER_TIMEOUT", value)
+    with pytest.raises(SettingsError, match=f"FINSENT_HTTP_HEADER_TIMEOUT: .*{problem}"):
+        load_settings()
+
+
+# --- the servers -----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def pipeline(tmp_path):
+    from tests.unit.test_ingest_pipeline import started_pipeline
+
+    with started_pipeline(tmp_path) as pipe:
+        yield pipe
+
+
+def push_app(pipeline, **settings):
+    from pydantic import SecretStr
+
+    from ingest.push import make_app
+
+    return make_app(pipeline, load_settings(push_token=SecretStr("tok"), push_rate_limit=0, **settings))
+
+
+async def test_the_push_endpoint_closes_late_headers_and_answers_a_trickled_body_408(pipeline) -> None:
+    from ingest.push import BACKLOG, serve
+
+    app = push_app(pipeline, http_body_timeout=0.3)
+    async with serving(app, serve, http_header_timeout=0.3, http_body_timeout=0.3) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /documents HTTP/1.1\r\nHost: x\r\n")
+        assert await closed_by_server(reader)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /documents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n[{\"text\": ")
+        answer = await asyncio.wait_for(reader.read(65536), GENEROUS)
+        assert answer.startswith(b"HTTP/1.1 408") and b"FINSENT_HTTP_BODY_TIMEOUT" in answer
+        assert b"Connection: close" in answer
+        assert app[BACKLOG].waiting == 0  # the slot is free again
+        writer.write(b" " * 90)  # the rest: aiohttp reads (for up to 10 s) what still comes of the body, then closes
+        assert await closed_by_server(reader)
+    assert pipeline.metrics.errors.labels("push", "invalid", "too_slow")._value.get() == 1
+
+
+async def test_the_labels_api_answers_a_trickled_body_408(monkeypatch) -> None:
+    from pydantic import SecretStr
+
+    from retrain.labels_http import create_app
+    from tests.unit.label_api_fakes import use_fake_publisher
+
+    publisher = use_fake_publisher(monkeypatch)
+    app = create_app(load_settings(label_token=SecretStr("tok"), label_rate_limit=0, http_body_timeout=0.3))
+    async with serving(app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /labels HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"text\": ")
+        answer = await asyncio.wait_for(reader.read(65536), GENEROUS)
+        assert answer.startswith(b"HTTP/1.1 408") and b"FINSENT_HTTP_BODY_TIMEOUT" in answer
+        writer.write(b" " * 91)
+        assert await closed_by_server(reader)
+    assert publisher.published == []
+
+
+def test_dashboards_serve_closes_late_headers_and_stops_on_sigterm(tmp_path) -> None:
+    import socket
+
+    port = free_port()
+    env = dict(os.environ, FINSENT_HTTP_HEADER_TIMEOUT="0.3", FINSENT_STATE_DIR=str(tmp_path),
+               FINSENT_ELASTICSEARCH_URL="http://127.0.0.1:1")  # nothing there: the page is served all the same
+    proc = subprocess.Popen([sys.executable, "-m", "finsent.cli", "dashboards", "serve", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(600):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=GENEROUS) as half:
+            half.sendall(b"GET / HT")
+            assert half.recv(1) == b""  # closed by the server (a timeout here raises)
+        with socket.create_connection(("127.0.0.1", port), timeout=GENEROUS) as whole:
+            whole.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert whole.recv(12) == b"HTTP/1.1 200"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, proc.stdout.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
