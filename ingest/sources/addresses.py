@@ -1,10 +1,12 @@
 """Which addresses a fetch may connect to, checked on the connection itself.
 
 A feed's server chooses where its redirects point, so a public feed could make ingest GET the local network or a
-cloud metadata address (169.254.169.254). For a source whose configured host is public, every connection goes
-through :class:`GuardedBackend`: it resolves the name, refuses addresses that are not public, and connects to the
-address it checked (TLS and ``Host`` still use the name). Checking a redirect's URL before following it would not
-do: the name could resolve to another address when the connection is made (DNS rebinding).
+cloud metadata address (169.254.169.254). A fetch that may reach public addresses only goes through
+:class:`GuardedBackend`: it resolves the name, refuses addresses that are not public, and connects to the address it
+checked (TLS's server name and certificate check and ``Host`` still use the name). Checking a redirect's URL before
+following it would not do: the name could resolve to another address when the connection is made (DNS rebinding).
+The same backend with ``internal=True`` connects to internal addresses only: an intranet source's fetch, judged
+internal by one lookup, cannot then reach a public server (whose redirects would be followed inside) through another.
 
 :func:`forbidden` and :func:`all_internal` are the policy, pure; the rest is I/O.
 """
@@ -24,13 +26,31 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[Address]]]
 
 
+# NAT64's well-known prefix (RFC 6052): DNS64 gives an IPv4-only host 64:ff9b::<its IPv4 address>, and the gateway
+# connects to that address, private ones included (a cloud's NAT gateway reaches its network's private addresses).
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a connection to ``address`` reaches: IPv4-mapped (a dual-stack socket), NAT64's well-known
+    prefix, 6to4 (2002::/16, through a relay); None for any other."""
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.ipv4_mapped or address.sixtofour
+
+
 def forbidden(address: Address) -> str | None:
     """Why ``address`` is not a public one ("loopback", "link-local", "private"…), or None when it is.
 
     Python's tables decide: documentation ranges (192.0.2.0/24, 203.0.113.0/24, 2001:db8::/32) count as private,
-    and 100.64.0.0/10 (carrier-grade NAT, where one cloud keeps its metadata service) as non-public."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1 on a dual-stack socket
+    and 100.64.0.0/10 (carrier-grade NAT, where one cloud keeps its metadata service) as non-public. An IPv6
+    address that carries an IPv4 one (:func:`embedded_ipv4`) is judged by it: 64:ff9b::7f00:1 is loopback, and
+    64:ff9b::808:808 (8.8.8.8 through NAT64) public, not "reserved" as Python's tables have all of ::/8."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if (ipv4 := embedded_ipv4(address)) is not None:
+            address = ipv4
+        elif address.is_site_local:  # fec0::/10: deprecated, yet routed where still configured
+            return "site-local"
     for reason, flag in (("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
                          ("link-local", address.is_link_local), ("multicast", address.is_multicast),
                          ("reserved", address.is_reserved), ("private", address.is_private)):
@@ -47,11 +67,16 @@ def all_internal(addresses: Iterable[Address]) -> bool:
 
 
 class ForbiddenAddress(Exception):
-    """A connection to a non-public address on behalf of a public source; the message names the host."""
+    """A connection refused by the guard: to a non-public address on behalf of a public source, or (``reason``
+    "public") to a public one on behalf of an internal source; the message names the host."""
 
     def __init__(self, host: str, address: Address, reason: str) -> None:
         where = host if _is_address(host) else f"{host} ({address})"
-        super().__init__(f"not connecting to {where}, a {reason} address")
+        article = "an" if reason[0] in "aeiou" else "a"
+        told = f"not connecting to {where}, {article} {reason} address"
+        if reason == "public":
+            told += ": the fetch was judged internal (its host had internal addresses only), so it stays inside"
+        super().__init__(told)
         self.host = host
         self.address = address
         self.reason = reason
@@ -71,7 +96,10 @@ async def resolve(host: str, port: int) -> list[Address]:
         return [ipaddress.ip_address(host)]
     except ValueError:
         pass
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:  # a label over 63 characters, or empty ("a..b"): httpx's parser lets them through
+        raise OSError(f"not a name DNS can look up ({exc})") from None
     found: list[Address] = []
     for *_, sockaddr in infos:
         address = ipaddress.ip_address(sockaddr[0])
@@ -81,14 +109,16 @@ async def resolve(host: str, port: int) -> list[Address]:
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that connects only to public addresses.
+    """An httpcore network backend that connects only to public addresses, or with ``internal`` only to internal ones.
 
     ``resolver`` and ``connector`` (the backend that makes the connection to a checked address; httpcore's own by
     default) are there for tests, which have no public network."""
 
-    def __init__(self, resolver: Resolver = resolve, connector: httpcore.AsyncNetworkBackend | None = None) -> None:
+    def __init__(self, resolver: Resolver = resolve, connector: httpcore.AsyncNetworkBackend | None = None, *,
+                 internal: bool = False) -> None:
         self._resolve = resolver
         self._connect = connector or httpcore.AnyIOBackend()
+        self.internal = internal
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                           socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
@@ -99,13 +129,13 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectTimeout(f"resolving {host} took over {timeout}s") from None
         except OSError as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
-        public = [address for address in addresses if forbidden(address) is None]
-        if not public:
-            if not addresses:
-                raise httpcore.ConnectError(f"{host} has no address")
-            raise ForbiddenAddress(host, addresses[0], forbidden(addresses[0]))
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} has no address")
+        allowed = [address for address in addresses if (forbidden(address) is not None) is self.internal]
+        if not allowed:
+            raise ForbiddenAddress(host, addresses[0], forbidden(addresses[0]) or "public")
         failure: httpcore.ConnectError | None = None
-        for address in public:  # in the resolver's order; the last failure is the one told
+        for address in allowed:  # in the resolver's order; the last failure is the one told
             try:
                 return await self._connect.connect_tcp(str(address), port, timeout=timeout,
                                                        local_address=local_address, socket_options=socket_options)

@@ -5,13 +5,13 @@ few seconds would hold a source forever; every fetch also has a total deadline. 
 holds for the decoded body, decoded step by step (:mod:`ingest.sources.decoding`), not after httpx
 inflated a chunk whole. Redirects are followed here, not by httpx, so that the headers a source
 was given (an API key) never go to another host. A source whose host is public may not lead a fetch to
-an internal address (:mod:`ingest.sources.addresses`), however it redirects.
+an internal address (:mod:`ingest.sources.addresses`), however it redirects; each hop of a fetch is judged (see
+:meth:`HttpFetcher._client_for`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,8 +20,7 @@ import httpx
 
 from finsent.settings import without_credentials
 from ingest.backoff import parse_retry_after
-from ingest.sources.addresses import (ForbiddenAddress, GuardedBackend, Resolver, all_internal, guarded_transport,
-                                      resolve)
+from ingest.sources.addresses import ForbiddenAddress, GuardedBackend, Resolver, all_internal, guarded_transport, resolve
 from ingest.sources.decoding import ACCEPT_ENCODING, BoundedDecoder, TooLarge, Undecodable
 
 MAX_REDIRECTS = 10
@@ -60,13 +59,13 @@ InternalAddresses = Literal["auto", "allow", "forbid"]
 
 
 class HttpFetcher:
-    """Two shared ``httpx.AsyncClient``s; bodies over ``max_bytes`` are refused while streaming.
+    """Three shared ``httpx.AsyncClient``s; bodies over ``max_bytes`` are refused while streaming.
 
     ``timeout``: seconds for each step; ``deadline``: seconds for the whole fetch (default 3 × timeout).
     ``internal_addresses`` (FINSENT_INGEST_INTERNAL_ADDRESSES): "auto" lets a URL whose host is internal (all its
-    addresses are) connect anywhere, and holds any other to public addresses, its redirects included; "forbid" holds
-    every fetch to them; "allow" none. Held fetches go through a client of their own, so that they never reuse a
-    connection another fetch opened to an internal address. ``resolver`` and ``connector``: see
+    addresses are) reach internal addresses while every hop so far did, and holds any other hop to public addresses;
+    "forbid" holds every fetch to them; "allow" none. Each kind of connection has a client (a pool) of its own, so
+    that no fetch reuses a connection of another kind. ``resolver`` and ``connector``: see
     :class:`~ingest.sources.addresses.GuardedBackend`.
     """
 
@@ -81,21 +80,24 @@ class HttpFetcher:
         self._resolve = resolver
         self._connector = connector
         self._client: httpx.AsyncClient | None = None  # no address held; proxies from the environment are used
-        self._guarded: httpx.AsyncClient | None = None
+        self._guarded: httpx.AsyncClient | None = None  # public addresses only
+        self._inside: httpx.AsyncClient | None = None  # internal addresses only
 
     async def start(self) -> None:
         if self._client is None:
             options = {"timeout": self.timeout, "follow_redirects": False,
                        "headers": {"User-Agent": self.user_agent, "Accept-Encoding": ACCEPT_ENCODING}}
             self._client = httpx.AsyncClient(**options)
-            self._guarded = httpx.AsyncClient(
-                **options, transport=guarded_transport(GuardedBackend(self._resolve, self._connector)))
+            self._guarded, self._inside = (
+                httpx.AsyncClient(**options, transport=guarded_transport(
+                    GuardedBackend(self._resolve, self._connector, internal=internal)))
+                for internal in (False, True))
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
-            await self._guarded.aclose()
-            self._client = self._guarded = None
+            for client in (self._client, self._guarded, self._inside):
+                await client.aclose()
+            self._client = self._guarded = self._inside = None
 
     async def get(self, url: str, *, headers: dict[str, str] | None = None,
                   params: dict[str, str] | None = None) -> HttpResponse:
@@ -121,9 +123,10 @@ class HttpFetcher:
 
     async def _get(self, url: str, shown: str, headers: dict[str, str] | None,
                    params: dict[str, str] | None) -> HttpResponse:
-        client = self._guarded if await self._held(url) else self._client
-        request = client.build_request("GET", url, headers=headers, params=params)
+        request = self._client.build_request("GET", url, headers=headers, params=params)  # the clients' options agree
+        inside = True  # every hop so far connected to internal addresses (none yet)
         for _ in range(MAX_REDIRECTS + 1):
+            client, inside = await self._client_for(request.url, inside)
             response = await client.send(request, stream=True)
             try:
                 if response.next_request is None:
@@ -137,20 +140,31 @@ class HttpFetcher:
             request = after
         raise FetchError("network", f"{shown}: more than {MAX_REDIRECTS} redirects")
 
-    async def _held(self, url: str) -> bool:
-        """Whether a fetch of ``url`` (the source's own) may connect to public addresses only."""
+    async def _client_for(self, url: httpx.URL, inside: bool) -> tuple[httpx.AsyncClient, bool]:
+        """The client for one hop of a fetch to ``url``, and whether the hops so far, this one included, all stayed
+        inside (``inside``: those before it did).
+
+        Under "auto" a hop that the environment sends through a proxy goes to it: where egress needs the proxy, it is
+        the network's boundary (and a direct connection would fail); "forbid" connects directly and checks. Any
+        other hop connects directly: to internal addresses only while the source's host and every hop since were
+        internal, else to public ones only. So neither a redirect to a host the proxy does not handle (NO_PROXY:
+        localhost, 169.254.169.254) nor a name that turns public after the lookup here leads a fetch inside."""
         if self.internal_addresses != "auto":
-            return self.internal_addresses == "forbid"
-        parsed = httpx.URL(url)
-        if _proxied(parsed):
-            # Where egress goes through a proxy, the proxy is the network's boundary (and a direct connection
-            # would fail): "auto" leaves such fetches to it, "forbid" connects directly and checks.
-            return False
+            return (self._client, True) if self.internal_addresses == "allow" else (self._guarded, False)
+        if _proxied(self._client, url):
+            return self._client, False
+        if inside and await self._internal(url):
+            return self._inside, True
+        return self._guarded, False
+
+    async def _internal(self, url: httpx.URL) -> bool:
+        """Whether ``url``'s host has internal addresses only (the name as it will be connected to: IDNA-encoded)."""
         try:
-            addresses = await self._resolve(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
+            addresses = await self._resolve(url.raw_host.decode("ascii"),
+                                            url.port or (443 if url.scheme == "https" else 80))
         except OSError:
-            return True  # the guarded client resolves it again and tells why it cannot
-        return not all_internal(addresses)
+            return False  # the guarded client resolves it again and tells why it cannot
+        return all_internal(addresses)
 
     async def _read(self, shown: str, response: httpx.Response) -> HttpResponse:
         """``response``'s body; ``shown`` (the URL as messages quote it) names it in a FetchError."""
@@ -185,8 +199,8 @@ def _may_carry_headers(source: httpx.URL, target: httpx.URL) -> bool:
     return target.host == source.host and not (source.scheme == "https" and target.scheme != "https")
 
 
-def _proxied(url: httpx.URL) -> bool:
-    """Whether the environment sends ``url`` through a proxy (HTTP(S)_PROXY, ALL_PROXY, minus NO_PROXY), as httpx
-    reads it."""
-    proxies = urllib.request.getproxies()
-    return bool(proxies.get(url.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(url.host)
+def _proxied(client: httpx.AsyncClient, url: httpx.URL) -> bool:
+    """Whether ``client`` sends ``url`` through a proxy from the environment (HTTP(S)_PROXY, ALL_PROXY, minus
+    NO_PROXY). httpx's own choice, not urllib's reading of the same variables: they differ (NO_PROXY=host:port,
+    .example.com), and a hop taken for proxied that httpx connects directly would not be checked."""
+    return client._transport_for_url(url) is not client._transport

@@ -12,6 +12,7 @@ import ipaddress
 from pathlib import Path
 
 import httpcore
+import httpx
 import pytest
 
 from finsent.settings import SettingsError, load_settings
@@ -53,12 +54,22 @@ def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     ("::ffff:127.0.0.1", "loopback"), ("::ffff:169.254.169.254", "link-local"),  # IPv4 in IPv6 clothing
     ("100.100.100.200", "non-public"),  # carrier-grade NAT: Alibaba Cloud's metadata service
     ("203.0.113.7", "private"), ("2001:db8::1", "private"),  # documentation ranges are not public
+    # An IPv4 address inside IPv6 is judged as itself: NAT64's well-known prefix, 6to4.
+    ("64:ff9b::7f00:1", "loopback"), ("64:ff9b::a00:7", "private"), ("64:ff9b::a9fe:a9fe", "link-local"),
+    ("2002:7f00:1::", "loopback"), ("2002:a9fe:a9fe::1", "link-local"), ("2002:a00:7:1::5", "private"),
+    ("::127.0.0.1", "reserved"), ("::ffff:0:127.0.0.1", "reserved"),  # IPv4-compatible, IPv4-translated
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "private"),  # Teredo
+    ("fec0::1", "site-local"), ("fe80::1%eth0", "link-local"),
 ])
 def test_addresses_that_are_not_public_are_named(address: str, reason: str) -> None:
     assert forbidden(ip(address)) == reason
 
 
-@pytest.mark.parametrize("address", [NEWS, CDN, "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+# 64:ff9b::5db8:d70e is NEWS as DNS64 gives it to an IPv6-only host: public, not "reserved" (all of ::/8 is, in
+# Python's tables), else every IPv4-only feed behind NAT64 would be refused under "forbid" and judged internal
+# (unguarded) under "auto".
+@pytest.mark.parametrize("address", [NEWS, CDN, "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8",
+                                     "64:ff9b::5db8:d70e", "64:ff9b::808:808", "2002:808:808::1"])
 def test_public_addresses_are_allowed(address: str) -> None:
     assert forbidden(ip(address)) is None
 
@@ -66,6 +77,7 @@ def test_public_addresses_are_allowed(address: str) -> None:
 @pytest.mark.parametrize("addresses,internal", [
     (["127.0.0.1"], True), (["10.0.0.5", "fd00::5"], True),
     ([NEWS], False), (["10.0.0.5", NEWS], False),  # also public: held, and only the public address is used
+    (["64:ff9b::5db8:d70e"], False), (["64:ff9b::a00:5"], True),  # behind DNS64
     ([], False),
 ])
 def test_a_host_is_internal_when_all_its_addresses_are(addresses: list[str], internal: bool) -> None:
@@ -189,15 +201,79 @@ async def test_allow_lets_a_public_feed_redirect_inside(setting: str, refused: b
     assert ("/moved" in site.seen) is not refused and "/feed" in site.seen
 
 
-@pytest.mark.parametrize("setting,held", [("auto", False), ("forbid", True)])
-async def test_behind_a_proxy_auto_leaves_a_public_feed_to_the_proxy(setting: str, held: bool, monkeypatch) -> None:
+async def test_a_name_that_turns_public_after_it_was_judged_internal_is_refused() -> None:
+    # DNS rebinding the other way: internal when the fetch is judged (an intranet feed, whose redirects may go
+    # inside), public when it connects, where the feed's own server would redirect it to the admin page.
+    internet = Internet({"localhost": [["10.0.0.7"], [NEWS]]})
+    async with _Site() as site:
+        site.redirect("/feed", lambda: site.url("/admin"))
+        site.answer("/admin", b"the admin page")
+        with pytest.raises(FetchError) as caught:
+            await _get(internet.fetcher(), site.url("/feed", host="localhost"))
+    assert caught.value.reason == "forbidden_address"
+    assert f"not connecting to localhost ({NEWS}), a public address: the fetch was judged internal" in \
+        caught.value.detail
+    assert site.seen == {} and internet.connected == []
+
+
+async def test_an_intranet_feed_that_redirects_to_a_public_host_is_held_from_then_on() -> None:
+    internet = Internet({"intranet.corp": [["10.0.0.7"]], "news.example.com": [[NEWS]]},
+                        routed=(NEWS, "10.0.0.7"))
+    async with _Site() as site:
+        site.redirect("/feed", lambda: site.url("/moved", host="news.example.com"))
+        site.redirect("/moved", lambda: site.url("/admin", host="intranet.corp"))
+        site.answer("/admin", b"the admin page")
+        with pytest.raises(FetchError) as caught:
+            await _get(internet.fetcher(), site.url("/feed", host="intranet.corp"))
+    assert caught.value.reason == "forbidden_address"
+    assert "not connecting to intranet.corp (10.0.0.7), a private address" in caught.value.detail
+    assert "/admin" not in site.seen and internet.connected == ["10.0.0.7", NEWS]
+
+
+async def test_a_proxied_feed_cannot_redirect_to_a_host_the_proxy_is_bypassed_for(monkeypatch) -> None:
+    # Under "auto" a proxied feed is left to the proxy; NO_PROXY commonly names localhost and the metadata address,
+    # and a redirect there is a direct connection, which the guard must check.
+    internet = Internet({"news.example.com": [[NEWS]]})
+    async with _Site() as site:  # the proxy, which answers for the feed's server too
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{site.port}")
+        monkeypatch.setenv("NO_PROXY", "localhost,169.254.169.254")
+        site.redirect("/feed", lambda: site.url("/admin", host="localhost"))
+        site.answer("/admin", b"the admin page")
+        with pytest.raises(FetchError) as caught:
+            await _get(internet.fetcher(), f"http://news.example.com:{site.port}/feed")
+    assert caught.value.reason == "forbidden_address"
+    assert "not connecting to localhost (127.0.0.1), a loopback address" in caught.value.detail
+    assert "/feed" in site.seen and "/admin" not in site.seen and internet.connected == []
+
+
+@pytest.mark.parametrize("setting,proxied", [("auto", True), ("forbid", False), ("allow", True)])
+async def test_behind_a_proxy_auto_leaves_a_public_feed_to_the_proxy(setting: str, proxied: bool,
+                                                                     monkeypatch) -> None:
     # Guarded fetches connect directly; where egress must go through a proxy, "auto" must not turn every public
-    # feed into a connection that cannot be made.
+    # feed into a connection that cannot be made. Whether a URL is proxied is httpx's choice: urllib reads
+    # NO_PROXY=host:port as naming no host, while httpx connects to that port directly.
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "news.example.com:8080")
     fetcher = Internet({"news.example.com": [[NEWS]]}).fetcher(setting)
-    assert await fetcher._held("http://news.example.com/feed") is held
-    monkeypatch.setenv("NO_PROXY", "news.example.com")
-    assert await fetcher._held("http://news.example.com/feed") is True  # not proxied: checked
+    await fetcher.start()
+    try:
+        client, _ = await fetcher._client_for(httpx.URL("http://news.example.com/feed"), True)
+        assert (client is fetcher._client) is proxied
+        client, inside = await fetcher._client_for(httpx.URL("http://news.example.com:8080/feed"), True)
+        assert (client is fetcher._client) is (setting == "allow")  # not proxied: checked, unless allowed
+        assert inside is (setting == "allow")
+    finally:
+        await fetcher.close()
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example.com", "news..example.com"])
+@pytest.mark.parametrize("setting", ["auto", "forbid"])
+async def test_a_name_dns_cannot_look_up_is_a_network_error(host: str, setting: str) -> None:
+    # httpx's parser lets a label over 63 characters or an empty one through; the lookup's UnicodeError was no
+    # FetchError, and every poll of the source was logged as a bug.
+    with pytest.raises(FetchError) as caught:
+        await _get(HttpFetcher(timeout=5, internal_addresses=setting), f"http://{host}/feed")
+    assert caught.value.reason == "network" and f"cannot resolve {host}: not a name DNS" in caught.value.detail
 
 
 async def test_a_name_that_does_not_resolve_is_a_network_error() -> None:
