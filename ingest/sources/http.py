@@ -20,7 +20,8 @@ import httpx
 
 from finsent.settings import without_credentials
 from ingest.backoff import parse_retry_after
-from ingest.sources.addresses import ForbiddenAddress, GuardedBackend, Resolver, all_internal, guarded_transport, resolve
+from ingest.sources.addresses import (ForbiddenAddress, GuardedBackend, Resolver, all_internal, guarded_transport,
+                                      resolve)
 from ingest.sources.decoding import ACCEPT_ENCODING, BoundedDecoder, TooLarge, Undecodable
 
 MAX_REDIRECTS = 10
