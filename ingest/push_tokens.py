@@ -4,13 +4,14 @@ A document's id derives from its ``source`` and ``source_id`` (finsent.schemas.d
 pick any source can take the id of another's document: overwrite it in the index, or, sent first, make the real
 one a duplicate. ``FINSENT_PUSH_TOKENS_FILE`` gives each sender a token of its own, bound to the sources it may
 write: one ``sender: token source…`` line (``sender token source…`` too); blank lines and lines starting with ``#``
-are skipped. A source is a name (``push:acme``), a prefix ending in ``*`` (``push:acme-*``), or ``*`` alone: any
-source, for a trusted bridge that replays feed documents. A sender's names are matched exactly, as the normaliser
-will store them.
+are skipped, and a byte order mark and CRLF line ends (a Windows editor's) are read as such. A source is a name
+(``push:acme``), a prefix ending in ``*`` (``push:acme-*``), or ``*`` alone: any source, for a trusted bridge that
+replays feed documents. A sender's names are matched exactly, as the normaliser will store them.
 
 The shared ``FINSENT_PUSH_TOKEN`` writes any source but those of ingest's own polling sources and file replay
 (:data:`FEED_SOURCES`) and those a sender's own token has (its names and prefixes; ``*`` is no claim), compared
-case-insensitively: an ``RSS:host`` would not take a feed's id, but would pass for it on the dashboard. An RSS
+without case or width (NFKC, then casefold): an ``RSS:host`` or a fullwidth ``ｒｓｓ:host`` would not take a feed's
+id, but would pass for it on the dashboard. Look-alikes from other scripts (a Cyrillic ``ѕ``) are not caught. An RSS
 feed given a ``name`` of its own in sources.yml is not known here: list it in a sender's line to keep it from the
 shared token.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,11 @@ class Sender:
 def matches(pattern: str, source: str) -> bool:
     """Whether ``source`` is the name ``pattern``, or starts with its prefix (``push:acme-*``); ``*`` is any."""
     return source.startswith(pattern[:-1]) if pattern.endswith(ANY) else source == pattern
+
+
+def folded(name: str) -> str:
+    """``name`` without case or width (NFKC, casefold, NFKC: Unicode's NFKC_Casefold, near enough)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
 def _pattern_problem(pattern: str) -> str | None:
@@ -100,7 +107,7 @@ def read_tokens(path: Path) -> dict[str, tuple[bytes, tuple[str, ...]]]:
     """The senders of ``path``, which no other user of the machine may read."""
     try:
         mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte order mark is no part of the first line
     except OSError as exc:
         raise PushTokensError(f"{path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
@@ -142,7 +149,7 @@ class PushAuth:
     def refusal(self, sender: Sender, items: Sequence[SourceItem]) -> str | None:
         """Why ``sender`` may not send these documents (answered 403), or None. A source is judged as the
         normaliser will store it: invisible characters are no way around a name."""
-        claimed = [p.casefold() for _, sources in self.senders.values() for p in sources if p != ANY]
+        claimed = [folded(p) for _, sources in self.senders.values() for p in sources if p != ANY]
         for item in items:
             source = clean_text(item.source or "")
             if not source:
@@ -153,12 +160,12 @@ class PushAuth:
                     return (f"{item.where}: {shown} is not one that sender {sender.name!r} may write "
                             f"({', '.join(sender.sources)}; FINSENT_PUSH_TOKENS_FILE)")
                 continue
-            folded = source.casefold()
-            if any(matches(p.casefold(), folded) for p in FEED_SOURCES):
+            plain = folded(source)
+            if any(matches(folded(p), plain) for p in FEED_SOURCES):
                 return (f"{item.where}: the shared token (FINSENT_PUSH_TOKEN) cannot write {shown}, a name of "
                         f"ingest's own sources ({', '.join(FEED_SOURCES)}): its documents would take their ids. "
                         "A sender's token that lists it can (FINSENT_PUSH_TOKENS_FILE)")
-            if any(matches(p, folded) for p in claimed):
+            if any(matches(p, plain) for p in claimed):
                 return (f"{item.where}: the shared token (FINSENT_PUSH_TOKEN) cannot write {shown}, a source a "
                         "sender's own token has (FINSENT_PUSH_TOKENS_FILE): send that token")
         return None

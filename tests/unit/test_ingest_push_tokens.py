@@ -15,7 +15,8 @@ from finsent.cli import app as cli
 from finsent.settings import load_settings
 from ingest.pipeline import Pipeline
 from ingest.push import ensure_token, make_app
-from ingest.push_tokens import PushAuth, PushTokensError, parse_tokens, read_tokens
+from ingest.inbound import to_item
+from ingest.push_tokens import PushAuth, PushTokensError, Sender, parse_tokens, read_tokens
 from ingest.sources.rss import parse_feed
 from tests.unit.test_ingest_pipeline import started_pipeline
 
@@ -79,6 +80,38 @@ def test_a_tokens_file_names_each_sender_s_sources_and_its_errors_say_file_and_l
         read_tokens(tokens_file(tmp_path, mode=0o644))
     with pytest.raises(PushTokensError, match="FINSENT_PUSH_TOKEN is also a sender's token"):
         PushAuth.from_settings(settings(tmp_path, push_token=SecretStr(ACME)))
+
+
+def test_a_tokens_file_saved_with_a_byte_order_mark_and_crlf_lines_reads_as_without(tmp_path) -> None:
+    # A Windows editor's file: the mark made the first line "\ufeff# senders", not a comment (an error), and
+    # before a sender's line it became part of the sender's name.
+    for first in ("# senders\r\n", ""):
+        path = tokens_file(tmp_path, "")
+        path.write_bytes(f"\ufeff{first}acme: {ACME} push:acme\r\nbridge {BRIDGE} *\r\n".encode())
+        assert read_tokens(path) == {"acme": (ACME.encode(), ("push:acme",)), "bridge": (BRIDGE.encode(), ("*",))}
+
+
+@pytest.mark.parametrize("source", ["ｒｓｓ:news.example.com", "RSS\uff1anews.example.com", "ＲＥＤＤＩＴ",
+                                    "ｐｕｓｈ:acme", "Push:ＡＣＭＥ-eu", "\u00a0rss:news.example.com ", "r\u00adss:x"])
+def test_the_shared_token_s_refusals_see_through_width_and_case(source: str) -> None:
+    # Fullwidth letters (and colon) look like the feed's name on the dashboard; NFKC folds them, as case is.
+    auth = PushAuth(shared=SHARED.encode(), senders={"acme": (ACME.encode(), ("push:acme", "push:acme-*"))})
+    item = to_item({"text": "Acme files for bankruptcy", "source": source}, default_source="push", where="document")
+    assert auth.refusal(Sender(None), [item]).startswith("document: the shared token (FINSENT_PUSH_TOKEN) cannot")
+
+
+def test_a_sender_s_names_are_judged_as_the_normaliser_stores_them(tmp_path) -> None:
+    # What is checked is what the id is made of: clean_text's result, exact. A blank source takes no id (the
+    # normaliser rejects it), and a missing one is "push", which the sender must have.
+    auth = PushAuth(shared=None, senders={"acme": (ACME.encode(), ("push:acme",))})
+    acme = Sender("acme", ("push:acme",))
+
+    def refused(**fields) -> str | None:
+        return auth.refusal(acme, [to_item({"text": "Acme beats"} | fields, default_source="push", where="d")])
+
+    assert refused(source=" push:acme\u200b ") is None and refused(source=" \u200b") is None
+    assert "source 'push' (given when a document names none)" in refused()
+    assert "source 'ｐｕｓｈ:acme'" in refused(source="ｐｕｓｈ:acme") and "source 'Push:acme'" in refused(source="Push:acme")
 
 
 async def test_the_shared_token_cannot_take_a_feed_entry_s_id(tmp_path, pipeline: Pipeline) -> None:
