@@ -148,8 +148,8 @@ class Settings(BaseSettings):
     ingest_user_agent: str = Field("finsent/0.1 (financial sentiment monitor)", min_length=1)
     ingest_internal_addresses: Literal["auto", "allow", "forbid"] = Field(
         "auto", description="Whether fetches may connect to loopback, link-local, private and other non-public "
-        "addresses: auto (a source whose own host is such an address may, and its redirects; one on a public host "
-        "may not, however it redirects), forbid (never), allow (always)")
+        "addresses: auto (a source whose own host is such an address may, and its redirects while they stay inside; "
+        "one on a public host may not, however it redirects), forbid (never), allow (always)")
     reddit_base_url: str = Field("https://www.reddit.com", pattern=r"^https?://")
     stocktwits_base_url: str = Field("https://api.stocktwits.com/api/2", pattern=r"^https?://")
 
