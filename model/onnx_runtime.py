@@ -9,7 +9,8 @@ use and are cached in the model folder as ``onnx/`` :data:`INT8_FILE` (written t
 file and renamed, so two workers loading the same version never see half a file).
 :func:`export_apart` runs the export in a process of its own that a stop or a time limit kills: in
 process, ``torch.onnx.export`` cannot be interrupted (6-10 s for MiniLM on two shared cores, a spawned
-process 15 s; a larger model takes longer).
+process 15 s; a larger model takes longer). Its temporary files stay in the model's cache, so a kill removes them,
+and it ends with a parent that dies (SIGKILL) rather than run on as an orphan.
 
 Mixed precision: the feed-forward layers of the first :data:`FP32_FFN_BLOCKS` encoder blocks stay
 fp32. Quantised one at a time on unlabelled training texts, they were the only layers that
@@ -31,12 +32,15 @@ import re
 import shutil
 import signal
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 CACHE_DIR = "onnx"
 # Named after the recipe (mixed precision; last block cut to the first token, model.first_token):
@@ -115,7 +119,7 @@ def export_apart(folder: Path | str, *, should_stop: Callable[[], bool] | None =
         raise ExportStopped(f"stopped before the export of {folder} started")
     spawn = multiprocessing.get_context("spawn")
     reader, writer = spawn.Pipe(duplex=False)
-    child = spawn.Process(target=_export_child, args=(export, str(folder), writer), daemon=True,
+    child = spawn.Process(target=_export_child, args=(export, str(folder), writer, os.getpid()), daemon=True,
                           name="finsent-onnx-export")
     started = time.monotonic()
     child.start()
@@ -147,12 +151,21 @@ def export_apart(folder: Path | str, *, should_stop: Callable[[], bool] | None =
         raise ExportFailed(f"ONNX export of {folder} failed: {error}")
 
 
-def _export_child(export: Callable[[str], object], folder: str, conn: Any) -> None:
+def _export_child(export: Callable[[str], object], folder: str, conn: Any, parent: int) -> None:
     """In the spawned process: export, then say None (done) or the error. A Ctrl-C in a terminal reaches the
     whole process group: the parent acts on it (a stop kills the child), rather than reading a stop as a failed
-    export. SIGTERM stays: multiprocessing ends a daemon child with it when its parent exits."""
+    export. SIGTERM stays: multiprocessing ends a daemon child with it when its parent exits.
+
+    Temporary files (the ONNX optimiser's and quantiser's copies of the model, up to a few hundred MB) go to a
+    folder under this process's partial prefix in the model's cache, which a kill's :func:`remove_partial_export`
+    removes; in /tmp they stayed. A parent that dies without killing this process (SIGKILL, the OOM killer) ends it
+    too, with what it wrote: nobody would read its word, and a hung export would run on for good."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_end_with_parent, args=(parent, folder), name="finsent-parent-watch", daemon=True).start()
+    scratch = Path(folder) / CACHE_DIR / f"{_partial_prefix(os.getpid())}tmp"
     try:
+        scratch.mkdir(parents=True, exist_ok=True)  # in the try: a folder it cannot write is the export's failure
+        tempfile.tempdir = str(scratch)
         export(folder)
     except Exception as exc:  # noqa: BLE001 - the parent raises it as ExportFailed
         conn.send(f"{type(exc).__name__}: {exc}")
@@ -160,6 +173,16 @@ def _export_child(export: Callable[[str], object], folder: str, conn: Any) -> No
         conn.send(None)
     finally:
         conn.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _end_with_parent(parent: int, folder: str, poll_s: float = 0.5) -> None:
+    """In the export's process: exit once the parent is gone (this process is then another's child)."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    log.warning("the process that asked for the ONNX export of %s is gone: the export ends", folder)
+    remove_partial_export(folder, os.getpid())
+    os._exit(1)
 
 
 def _export(folder: Path, tmp: Path, quantize: bool) -> Path:

@@ -131,7 +131,13 @@ class ScorerProcess:
             raise ScorerProcessError(f"{path} is not a model folder (no config.json)") from None
         try:
             if self._models and export_missing(self._settings.model_quantize, path):
-                _export_apart(path, self._start_timeout)  # seconds of work that would stall scoring in the child
+                # Seconds of work that would stall scoring in the child. A hot swap's: the models it would join are
+                # all closed only when the worker stops, which then kills the export and ends the load (its export
+                # child ignores Ctrl-C, and a scorer process started now would serve nothing).
+                _export_apart(path, self._start_timeout, should_stop=lambda: not self._models)
+                if not self._models:
+                    raise ScorerProcessError(f"{path} not loaded: this process's models were closed while it was "
+                                             "exported (the worker stops)")
             with self._lock:
                 model_id = next(self._ids)
                 info = self._load_started(model_id, path)
@@ -332,16 +338,16 @@ class HostedModel:
         self.process.drop(self)
 
 
-def _export_apart(path: Path, timeout: float) -> None:
+def _export_apart(path: Path, timeout: float, should_stop: Callable[[], bool] | None = None) -> None:
     """Build a model folder's ONNX cache (:mod:`model.onnx_runtime`) in a one-off process, so the
     scorer process, which answers one request at a time, loads it at once. One that fails or takes
     over ``timeout`` seconds is left to the load, which exports in the scorer process and reports
-    what failed (within its own time limit)."""
+    what failed (within its own time limit). One is killed as soon as ``should_stop()`` says so."""
     from model.onnx_runtime import ExportFailed, ExportStopped, export_apart
 
     log.info("exporting %s to ONNX before loading it", path)
     try:
-        export_apart(path, timeout=timeout)
+        export_apart(path, timeout=timeout, should_stop=should_stop)
     except (ExportStopped, ExportFailed) as exc:
         log.warning("%s; the load exports it", exc)
 

@@ -82,8 +82,9 @@ class MoveOrder:
         return True
 
     def done(self, message: ControlMessage, loaded: bool) -> None:
-        """The load ``message`` asked for ended: a model that failed to load may be asked for again (the same
-        message sent again, `finsent model promote` of the champion); the move before it counts once more."""
+        """The load ``message`` asked for ended: a model that was not swapped in (its load failed, or a newer
+        request superseded it) may be asked for again (the same message sent again, `finsent model promote` of the
+        champion); the move before it counts once more."""
         if message.sequence is None or message.registry_id is None:
             return
         if loaded:

@@ -58,7 +58,8 @@ class ModelHolder:
 
     def request(self, ref: str) -> asyncio.Task[bool]:
         """Start loading ``ref`` in the background (a newer request wins over an older one). The task's result:
-        whether the model loaded (False: the load failed and the old model scores on)."""
+        whether the model was swapped in (False: the load failed, or a newer request superseded it, whose load may
+        fail in turn; either way this model does not score)."""
         self._requests += 1
         task = asyncio.get_running_loop().create_task(self._load(ref, self._requests))
         self._loads.add(task)
@@ -82,7 +83,7 @@ class ModelHolder:
             # Loads run one after another, so the newer request's model comes next.
             log.info("model %s loaded, but a newer one was asked for meanwhile; dropping it", scorer.version)
             self._retire(scorer)
-            return True
+            return False
         # A batch leases its model once, at its start, so swapping the reference now never
         # mixes two models within a batch: the next batch gets the new one.
         log.info("model %s loaded; the next batch scores with it", scorer.version)

@@ -85,9 +85,10 @@ class WorkerRuntime:
         task.add_done_callback(lambda done: self._control_done(message, done))
 
     def _control_done(self, message: ControlMessage, load: asyncio.Task[bool]) -> None:
-        # The move order learns how the load ended: one that failed may be asked for again.
-        if not load.cancelled() and load.exception() is None:
-            self.control.order.done(message, loaded=load.result())
+        # The move order learns how the load ended: a move whose model does not score (its load failed, raised, or
+        # was superseded by a newer request) may be asked for again, else a newer request that fails strands it.
+        loaded = not load.cancelled() and load.exception() is None and load.result()
+        self.control.order.done(message, loaded=loaded)
 
     def _initial_ref(self) -> str:
         """The model to start with: ``champion`` is read once from the registry's pointer, which gives the version

@@ -4,10 +4,15 @@ partial file and hangs, one that raises, one whose process dies."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import shutil
+import signal
+import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from model.onnx_runtime import CACHE_DIR, ExportFailed, ExportStopped, export_apart
@@ -22,7 +27,7 @@ def writes_then_hangs(folder: str) -> None:
 
 
 def exports(folder: str) -> None:
-    (Path(folder) / CACHE_DIR).mkdir()
+    (Path(folder) / CACHE_DIR).mkdir(exist_ok=True)
     (Path(folder) / CACHE_DIR / "done.onnx").write_bytes(b"whole")
 
 
@@ -32,6 +37,41 @@ def raises(folder: str) -> None:
 
 def dies(folder: str) -> None:
     os._exit(3)  # as the kernel's OOM killer would leave it: no word on the pipe
+
+
+def writes_a_temporary_file_then_hangs(folder: str) -> None:
+    """As the ONNX optimiser and quantiser do (a model of up to a few hundred MB in tempfile's folder), then hangs."""
+    scratch = tempfile.mkdtemp()
+    (Path(scratch) / "optimised.onnx").write_bytes(b"half")
+    (Path(folder) / "scratch.txt").write_text(scratch)
+    time.sleep(600)
+
+
+def says_its_pid_then_hangs(folder: str) -> None:
+    (Path(folder) / "pid.txt").write_text(str(os.getpid()))
+    writes_then_hangs(folder)
+
+
+def exports_and_waits(folder: str) -> None:
+    """The retrain's process: killed (SIGKILL, the OOM killer) while its export runs."""
+    export_apart(folder, export=says_its_pid_then_hangs)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def within(seconds: float, condition) -> bool:
+    """Whether ``condition()`` holds within ``seconds`` (a bound on a wait, not a measurement)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def partial_written(folder: Path) -> bool:
@@ -67,3 +107,33 @@ def test_an_export_that_fails_says_why(tmp_path) -> None:
 def test_a_finished_export_returns(tmp_path) -> None:
     export_apart(tmp_path, should_stop=lambda: False, export=exports)
     assert (tmp_path / CACHE_DIR / "done.onnx").read_bytes() == b"whole"
+
+
+def test_a_killed_export_leaves_no_temporary_file_outside_the_model_folder(tmp_path) -> None:
+    marker = tmp_path / "scratch.txt"
+    with pytest.raises(ExportStopped):
+        export_apart(tmp_path, should_stop=marker.exists, timeout=120, export=writes_a_temporary_file_then_hangs)
+    scratch = Path(marker.read_text())
+    try:
+        assert not scratch.exists()  # it was in /tmp, where nothing removed it
+        assert list((tmp_path / CACHE_DIR).iterdir()) == []
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_the_export_ends_with_the_process_that_asked_for_it(tmp_path) -> None:
+    parent = multiprocessing.get_context("spawn").Process(target=exports_and_waits, args=(str(tmp_path),))
+    parent.start()
+    pid_file = tmp_path / "pid.txt"
+    try:
+        assert within(120, lambda: pid_file.exists() and partial_written(tmp_path))
+        os.kill(parent.pid, signal.SIGKILL)  # no finally runs there: the child is on its own
+        parent.join()
+        child = int(pid_file.read_text())
+        assert within(30, lambda: gone(child)), "the export outlived the process that asked for it"
+        assert not partial_written(tmp_path)
+    finally:
+        if parent.is_alive():
+            parent.kill()
+        if pid_file.exists() and not gone(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)

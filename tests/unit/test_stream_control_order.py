@@ -209,3 +209,26 @@ def test_finsent_model_promote_and_rollback_announce_the_number_of_their_move(tm
     assert [(m.action, m.model_version, m.sequence) for m in sent] == [
         ("promote", v1, 1), ("promote", v2, 2), ("rollback", v1, 3), ("promote", v1, 3)]  # the last: told again
     assert {m.registry_id for m in sent} == {registry_id} and registry_id is not None
+
+
+async def test_a_move_whose_load_a_newer_request_superseded_counts_as_not_loaded(tmp_path):
+    # A move's load dropped for a newer request (here one without a number: an older sender, a model outside the
+    # registry) whose load then failed: the worker scores with the model from before both, and the move, sent again
+    # (`finsent model promote` of the champion), is loaded; it once counted as loaded and was ignored.
+    registry, (v1, v2) = _registry(tmp_path, "one", "two")
+    registry.promote(v1)
+    runtime = _runtime(tmp_path, registry)
+    try:
+        await runtime.holder.load_initial(runtime._initial_ref())
+        promoted = _announce(registry, registry.promote(v2))
+        runtime.control.handle(promoted, 0)
+        runtime.control.handle(message("gone-elsewhere"), 1)  # asked for before v2 has loaded
+        await _settle(runtime)
+        assert runtime.holder.version == v1 and runtime.metrics.model_load_failures._value.get() == 1
+        again = _announce(registry, registry.promote(v2))
+        assert orjson.loads(again)["sequence"] == orjson.loads(promoted)["sequence"]
+        runtime.control.handle(again, 2)
+        await _settle(runtime)
+        assert runtime.holder.version == v2
+    finally:
+        runtime.holder.close()
