@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from finsent.rate_limit import client_key
@@ -74,6 +75,10 @@ class ClientConnections:
         self._report("late", client, logging.INFO,
                      "closed %d connection(s) from %s that did not send a request's headers within %g s "
                      "(FINSENT_HTTP_HEADER_TIMEOUT; one line a minute per client)", self.header_timeout)
+
+    def malformed(self, client: str) -> None:
+        self._report("malformed", client, logging.INFO,
+                     "answered %d malformed request(s) from %s with %d (one line a minute per client)", 400)
 
     def _report(self, kind: str, client: str, level: int, message: str, detail: object) -> None:
         key, now = (kind, client), self.clock()
@@ -130,6 +135,21 @@ class _Connection(RequestHandler):
             self._clients.release(self._client)
             self._client = None
         super().connection_lost(exc)
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        # aiohttp logs every error at ERROR with a traceback. Two are a client's doing, not a bug, and a line per
+        # connection is a flood anyone can cause: a malformed request (whose traceback quotes the bad line, a token
+        # included) and a client gone mid-request (its body cut short).
+        if isinstance(exc, HttpProcessingError):
+            if self._client is not None:
+                self._clients.malformed(self._client)
+            answer = web.Response(status=400, text=f"400 Bad Request: {exc.message}", content_type="text/plain")
+            answer.force_close()
+            return answer
+        if isinstance(exc, ConnectionError) and self.transport is None:
+            raise ConnectionError("the client closed the connection") from exc  # aiohttp's own path: a DEBUG line
+        return super().handle_error(request, status, exc, message)
 
     def _start_header_clock(self) -> None:
         self._header_timer = self._loop.call_later(self._clients.header_timeout, self._headers_late)

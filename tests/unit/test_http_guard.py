@@ -140,6 +140,21 @@ def test_connections_are_counted_per_client_and_refusals_reported_once_a_minute(
     assert all(unlimited.admit("10.0.0.1") for _ in range(1000))
 
 
+async def test_malformed_requests_are_answered_400_and_logged_once_without_their_bytes(caplog) -> None:
+    # aiohttp logs each at ERROR with a traceback that quotes the bad line: a flood anyone can cause, with a token in it
+    caplog.set_level(logging.DEBUG)
+    async with serving(ok_app()) as port:
+        for bad in (b"Authorization: Bearer s3cr3t\x01", b"Host: twice", b"no colon s3cr3t"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\n" + bad + b"\r\n\r\n")
+            assert (await asyncio.wait_for(reader.read(65536), GENEROUS)).startswith(b"HTTP/1.0 400")
+            assert await closed_by_server(reader)
+        assert (await answer_on(*await asyncio.open_connection("127.0.0.1", port))).startswith(b"HTTP/1.1 200")
+    assert "s3cr3t" not in caplog.text and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    malformed = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert malformed == ["answered 1 malformed request(s) from 127.0.0.1 with 400 (one line a minute per client)"]
+
+
 @pytest.mark.parametrize("value, problem", [("0", "greater than 0"), ("inf", "finite number"), ("-1", "greater")])
 def test_the_header_deadline_must_be_positive_and_finite(monkeypatch, value, problem) -> None:
     from finsent.settings import SettingsError
@@ -185,6 +200,29 @@ async def test_the_push_endpoint_closes_late_headers_and_answers_a_trickled_body
         writer.write(b" " * 90)  # the rest: aiohttp reads (for up to 10 s) what still comes of the body, then closes
         assert await closed_by_server(reader)
     assert pipeline.metrics.errors.labels("push", "invalid", "too_slow")._value.get() == 1
+
+
+async def test_a_sender_that_leaves_mid_body_is_no_error_in_the_log(pipeline, caplog) -> None:
+    from ingest.push import BACKLOG, serve
+
+    caplog.set_level(logging.DEBUG)
+    app = push_app(pipeline)
+    async with serving(app, serve) as port:
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /documents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n[{\"text\": ")
+            for _ in range(500):  # until the handler reads the body
+                if app[BACKLOG].waiting:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+            for _ in range(1500):  # until the handler ends
+                if not app[BACKLOG].waiting:
+                    break
+                await asyncio.sleep(0.01)
+            assert app[BACKLOG].waiting == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 async def test_the_labels_api_answers_a_trickled_body_408(monkeypatch) -> None:
