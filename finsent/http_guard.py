@@ -37,6 +37,10 @@ from finsent.settings import Settings
 log = logging.getLogger(__name__)
 
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle keep-alive connection is kept: run_app's and nginx's default
+# Seconds a stop waits for the requests under way, then again for those it cancelled (aiohttp's default, 60 s, let
+# a sender trickling its body hold a SIGTERM for the body deadline, past docker-compose's 40 s grace period). A push
+# batch cut off here still goes to Kafka (a thread runs it); its sender, unanswered, sends it again.
+SHUTDOWN_TIMEOUT = 5.0
 REPORT_EVERY = 60.0  # seconds between two log lines about one client
 _MAX_REPORTED = 10_000  # clients whose last log line is remembered; beyond, the least recent is forgotten
 
@@ -179,6 +183,7 @@ class GuardedRunner(web.AppRunner):
 
     def __init__(self, app: web.Application, settings: Settings, **kwargs: Any) -> None:
         kwargs.setdefault("keepalive_timeout", KEEPALIVE_TIMEOUT)
+        kwargs.setdefault("shutdown_timeout", SHUTDOWN_TIMEOUT)
         super().__init__(app, **kwargs)
         self.clients = ClientConnections(settings.http_max_connections_per_client, settings.http_header_timeout)
 

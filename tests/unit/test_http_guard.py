@@ -123,6 +123,35 @@ async def test_a_client_over_its_connection_cap_is_closed_at_once_and_logged_onc
     assert refusals[0].getMessage().startswith("refused 1 connection(s) from 127.0.0.1: it held 2 open")
 
 
+async def test_a_stop_waits_for_a_trickled_body_no_longer_than_the_guards_shutdown_timeout(monkeypatch) -> None:
+    # aiohttp's runner waits 60 s for the requests under way: a sender trickling its body held a SIGTERM that long
+    monkeypatch.setattr(http_guard, "SHUTDOWN_TIMEOUT", 0.3, raising=False)
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read())
+
+    app = ok_app()
+    app.router.add_post("/echo", echo)
+    async with serving(app) as port:
+        idle = await asyncio.open_connection("127.0.0.1", port)
+        assert (await answer_on(*idle)).startswith(b"HTTP/1.1 200")
+        half = await asyncio.open_connection("127.0.0.1", port)
+        half[1].write(b"GET /ok HT")
+        trickle = await asyncio.open_connection("127.0.0.1", port)
+        trickle[1].write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        await asyncio.sleep(0.2)
+    for reader, _ in (idle, half, trickle):
+        assert await closed_by_server(reader)
+
+
+def test_the_guards_stop_fits_in_docker_composes_grace_period() -> None:
+    # aiohttp waits SHUTDOWN_TIMEOUT for the requests under way, then as long again for the cancelled ones to end
+    import yaml
+
+    grace = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-finsent"]["stop_grace_period"]
+    assert grace.endswith("s") and 2 * http_guard.SHUTDOWN_TIMEOUT < int(grace[:-1]) / 2
+
+
 def test_connections_are_counted_per_client_and_refusals_reported_once_a_minute(caplog) -> None:
     now = [0.0]
     clients = ClientConnections(2, 10.0, clock=lambda: now[0])
