@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
+from prometheus_client import CollectorRegistry, Counter
 
 from finsent.rate_limit import client_key
 from finsent.settings import Settings
@@ -45,13 +46,27 @@ REPORT_EVERY = 60.0  # seconds between two log lines about one client
 _MAX_REPORTED = 10_000  # clients whose last log line is remembered; beyond, the least recent is forgotten
 
 
+class GuardMetrics:
+    """The guard's counters in a server's own registry (the one its /metrics serves), labelled with its name."""
+
+    def __init__(self, registry: CollectorRegistry, server: str = "push") -> None:
+        def counter(name: str, help_text: str) -> Any:
+            return Counter(name, help_text, ["server"], registry=registry).labels(server)
+
+        self.refused = counter("finsent_http_connections_refused_total", "Connections closed at once: their client "
+                               "held FINSENT_HTTP_MAX_CONNECTIONS_PER_CLIENT open")
+        self.late_headers = counter("finsent_http_late_headers_total", "Connections closed: a request's line and "
+                                    "headers were not complete within FINSENT_HTTP_HEADER_TIMEOUT")
+        self.malformed = counter("finsent_http_malformed_requests_total", "Malformed requests, answered 400")
+
+
 class ClientConnections:
     """Open connections per client, the refusals over the cap and the late headers, logged at most once per
     ``report_every`` seconds per client and kind with the count since the previous line. Pure apart from logging."""
 
-    def __init__(self, max_per_client: int, header_timeout: float, *, report_every: float = REPORT_EVERY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_per_client, self.header_timeout = max_per_client, header_timeout
+    def __init__(self, max_per_client: int, header_timeout: float, *, metrics: GuardMetrics | None = None,
+                 report_every: float = REPORT_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_per_client, self.header_timeout, self.metrics = max_per_client, header_timeout, metrics
         self.report_every, self.clock = report_every, clock
         self.open: dict[str, int] = {}
         self.refused = self.late = 0  # since the start, every client
@@ -62,6 +77,8 @@ class ClientConnections:
         held = self.open.get(client, 0)
         if 0 < self.max_per_client <= held:
             self.refused += 1
+            if self.metrics is not None:
+                self.metrics.refused.inc()
             self._report("refused", client, logging.WARNING,
                          "refused %d connection(s) from %s: it held %d open, the most FINSENT_HTTP_MAX_CONNECTIONS_"
                          "PER_CLIENT allows (one line a minute per client)", held)
@@ -76,11 +93,15 @@ class ClientConnections:
 
     def headers_late(self, client: str) -> None:
         self.late += 1
+        if self.metrics is not None:
+            self.metrics.late_headers.inc()
         self._report("late", client, logging.INFO,
                      "closed %d connection(s) from %s that did not send a request's headers within %g s "
                      "(FINSENT_HTTP_HEADER_TIMEOUT; one line a minute per client)", self.header_timeout)
 
     def malformed(self, client: str) -> None:
+        if self.metrics is not None:
+            self.metrics.malformed.inc()
         self._report("malformed", client, logging.INFO,
                      "answered %d malformed request(s) from %s with %d (one line a minute per client)", 400)
 
@@ -179,13 +200,16 @@ class _Server(web.Server):
 
 
 class GuardedRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections have the header deadline and the per-client cap of ``settings``."""
+    """``web.AppRunner`` whose connections have the header deadline and the per-client cap of ``settings``, counted
+    in ``metrics``."""
 
-    def __init__(self, app: web.Application, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, settings: Settings, *, metrics: GuardMetrics | None = None,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("keepalive_timeout", KEEPALIVE_TIMEOUT)
         kwargs.setdefault("shutdown_timeout", SHUTDOWN_TIMEOUT)
         super().__init__(app, **kwargs)
-        self.clients = ClientConnections(settings.http_max_connections_per_client, settings.http_header_timeout)
+        self.clients = ClientConnections(settings.http_max_connections_per_client, settings.http_header_timeout,
+                                         metrics=metrics)
 
     async def _make_server(self) -> web.Server:
         return _Server(await super()._make_server(), self.clients)
@@ -193,7 +217,8 @@ class GuardedRunner(web.AppRunner):
 
 async def serve(app: web.Application, host: str, port: int, settings: Settings, stop: asyncio.Event, *,
                 started: Callable[[str], None] | None = None, **runner_args: Any) -> None:
-    """Serve ``app`` on ``host:port`` until ``stop`` is set; ``started`` is given the site's URL once it listens."""
+    """Serve ``app`` on ``host:port`` until ``stop`` is set; ``started`` is given the site's URL once it listens.
+    ``runner_args`` go to :class:`GuardedRunner` (``metrics``) and aiohttp's runner (``access_log``)."""
     runner = GuardedRunner(app, settings, **runner_args)
     await runner.setup()
     try:

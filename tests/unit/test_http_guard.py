@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from finsent import http_guard
 from finsent.http_guard import ClientConnections
@@ -152,9 +153,9 @@ def test_the_guards_stop_fits_in_docker_composes_grace_period() -> None:
     assert grace.endswith("s") and 2 * http_guard.SHUTDOWN_TIMEOUT < int(grace[:-1]) / 2
 
 
-def test_connections_are_counted_per_client_and_refusals_reported_once_a_minute(caplog) -> None:
-    now = [0.0]
-    clients = ClientConnections(2, 10.0, clock=lambda: now[0])
+def test_connections_are_counted_per_client_and_refusals_reported_once_a_minute_and_counted(caplog) -> None:
+    now, registry = [0.0], CollectorRegistry()
+    clients = ClientConnections(2, 10.0, metrics=http_guard.GuardMetrics(registry, "push"), clock=lambda: now[0])
     caplog.set_level(logging.INFO, "finsent.http_guard")
     assert clients.admit("10.0.0.1") and clients.admit("10.0.0.1") and clients.admit("10.0.0.2")
     assert [clients.admit("10.0.0.1") for _ in range(4)] == [False] * 4
@@ -164,7 +165,12 @@ def test_connections_are_counted_per_client_and_refusals_reported_once_a_minute(
     assert clients.admit("10.0.0.1") and clients.open == {"10.0.0.1": 2, "10.0.0.2": 1}
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
         "refused 1 connection(s) from 10.0.0.1", "refused 4 connection(s) from 10.0.0.1"]
+    clients.headers_late("10.0.0.2")
+    clients.malformed("10.0.0.2")
     assert clients.refused == 5
+    assert {name: registry.get_sample_value(f"finsent_http_{name}_total", {"server": "push"})
+            for name in ("connections_refused", "late_headers", "malformed_requests")} == {
+        "connections_refused": 5, "late_headers": 1, "malformed_requests": 1}
     unlimited = ClientConnections(0, 10.0)
     assert all(unlimited.admit("10.0.0.1") for _ in range(1000))
 
@@ -229,6 +235,7 @@ async def test_the_push_endpoint_closes_late_headers_and_answers_a_trickled_body
         writer.write(b" " * 90)  # the rest: aiohttp reads (for up to 10 s) what still comes of the body, then closes
         assert await closed_by_server(reader)
     assert pipeline.metrics.errors.labels("push", "invalid", "too_slow")._value.get() == 1
+    assert pipeline.metrics.registry.get_sample_value("finsent_http_late_headers_total", {"server": "push"}) == 1
 
 
 async def test_a_sender_that_leaves_mid_body_is_no_error_in_the_log(pipeline, caplog) -> None:
@@ -293,6 +300,10 @@ def test_dashboards_serve_closes_late_headers_and_stops_on_sigterm(tmp_path) -> 
         with socket.create_connection(("127.0.0.1", port), timeout=GENEROUS) as whole:
             whole.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             assert whole.recv(12) == b"HTTP/1.1 200"
+        with socket.create_connection(("127.0.0.1", port), timeout=GENEROUS) as scrape:
+            scrape.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            page = b"".join(iter(lambda: scrape.recv(65536), b""))
+        assert b'finsent_http_late_headers_total{server="dashboard"} 1.0' in page
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, proc.stdout.read().decode()
     finally:
