@@ -11,16 +11,16 @@ sent half a request line starved a server limited to 256 open files (RELIABILITY
   ``http_max_connections_per_client`` open connections has its next one closed at once.
 
 Two errors that aiohttp logs at ERROR with a traceback, one line per connection, are a client's doing: a malformed
-request (answered 400; the traceback quoted the bad header line, a token included) and a client gone mid-request.
-They get the same rate-limited line as the refusals, and nothing of the request's bytes. The refusals, late headers
-and malformed requests are counted in the server's registry (:class:`GuardMetrics`). A stop waits
+request (the traceback quoted the bad header line, a token included) gets 400 and the same rate-limited line as the
+refusals, with nothing of its bytes; a client gone mid-request, aiohttp's DEBUG line for a client gone. Refusals,
+late headers and malformed requests are counted in the server's registry (:class:`GuardMetrics`). A stop waits
 ``SHUTDOWN_TIMEOUT`` for the requests under way, not aiohttp's 60 s.
 
-Neither deadline nor cap is an aiohttp setting, and aiohttp has no hook for either (its ``keepalive_timeout`` also bounds an idle
-connection between requests, and counts from the previous answer, not from the request's first byte), so
-:class:`_Connection` is a narrow subclass of aiohttp's protocol, ``RequestHandler`` (pinned in constraints.txt;
-``tests/unit/test_http_guard.py`` runs it against real sockets). The count and the log lines are plain logic
-(:class:`ClientConnections`).
+Neither deadline nor cap is an aiohttp setting, and aiohttp has no hook for either (its ``keepalive_timeout`` also
+bounds an idle connection between requests, and counts from the previous answer, not from the request's first
+byte), so :class:`_Connection` is a narrow subclass of aiohttp's protocol, ``RequestHandler`` (pinned in
+constraints.txt; ``tests/unit/test_http_guard.py`` runs it against real sockets). The count and the log lines are
+plain logic (:class:`ClientConnections`).
 """
 
 from __future__ import annotations
