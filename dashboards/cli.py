@@ -23,7 +23,7 @@ def serve(
     port: Optional[int] = typer.Option(None, min=1, max=65535, help="Port (default FINSENT_DASHBOARD_PORT, 8000)"),
 ) -> None:
     """Serve the built-in live dashboard (page, JSON API, review page, /health, /metrics)."""
-    from dashboards.web_app import create_app
+    from dashboards.web_app import REGISTRY, create_app
     from finsent import http_guard
 
     settings = settings_of(ctx)
@@ -36,7 +36,8 @@ def serve(
     typer.echo(f"dashboard on http://{host}:{port}/ (Elasticsearch {settings.elasticsearch_url}, "
                f"indices {settings.index('*')})")
     try:
-        http_guard.run(application, host, port, settings, access_log=None)
+        http_guard.run(application, host, port, settings, access_log=None,
+                       metrics=http_guard.GuardMetrics(application[REGISTRY], "dashboard"))
     except OSError as exc:
         fail(f"cannot serve on {host}:{port}: {exc}")
 

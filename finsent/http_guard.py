@@ -10,11 +10,17 @@ sent half a request line starved a server limited to 256 open files (RELIABILITY
 - a client (:func:`finsent.rate_limit.client_key`: an IPv4 address or an IPv6 /64) holding
   ``http_max_connections_per_client`` open connections has its next one closed at once.
 
-Neither is an aiohttp setting, and aiohttp has no hook for either (its ``keepalive_timeout`` also bounds an idle
-connection between requests, and counts from the previous answer, not from the request's first byte), so
-:class:`_Connection` is a narrow subclass of aiohttp's protocol, ``RequestHandler`` (pinned in constraints.txt;
-``tests/unit/test_http_guard.py`` runs it against real sockets). The count and the log lines are plain logic
-(:class:`ClientConnections`).
+Two errors that aiohttp logs at ERROR with a traceback, one line per connection, are a client's doing: a malformed
+request (the traceback quoted the bad header line, a token included) gets 400 and the same rate-limited line as the
+refusals, with nothing of its bytes; a client gone mid-request, aiohttp's DEBUG line for a client gone. Refusals,
+late headers and malformed requests are counted in the server's registry (:class:`GuardMetrics`). A stop waits
+``SHUTDOWN_TIMEOUT`` for the requests under way, not aiohttp's 60 s.
+
+Neither deadline nor cap is an aiohttp setting, and aiohttp has no hook for either (its ``keepalive_timeout`` also
+bounds an idle connection between requests, and counts from the previous answer, not from the request's first
+byte), so :class:`_Connection` is a narrow subclass of aiohttp's protocol, ``RequestHandler`` (pinned in
+constraints.txt; ``tests/unit/test_http_guard.py`` runs it against real sockets). The count and the log lines are
+plain logic (:class:`ClientConnections`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
+from prometheus_client import CollectorRegistry, Counter
 
 from finsent.rate_limit import client_key
 from finsent.settings import Settings
@@ -36,17 +44,35 @@ from finsent.settings import Settings
 log = logging.getLogger(__name__)
 
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle keep-alive connection is kept: run_app's and nginx's default
+# Seconds a stop waits for the requests under way, then again for those it cancelled (aiohttp's default, 60 s, let
+# a sender trickling its body hold a SIGTERM for the body deadline, past docker-compose's 40 s grace period). A push
+# batch cut off here still goes to Kafka (a thread runs it); its sender, unanswered, sends it again.
+SHUTDOWN_TIMEOUT = 5.0
 REPORT_EVERY = 60.0  # seconds between two log lines about one client
 _MAX_REPORTED = 10_000  # clients whose last log line is remembered; beyond, the least recent is forgotten
+
+
+class GuardMetrics:
+    """The guard's counters in a server's own registry (the one its /metrics serves), labelled with its name."""
+
+    def __init__(self, registry: CollectorRegistry, server: str = "push") -> None:
+        def counter(name: str, help_text: str) -> Any:
+            return Counter(name, help_text, ["server"], registry=registry).labels(server)
+
+        self.refused = counter("finsent_http_connections_refused_total", "Connections closed at once: their client "
+                               "held FINSENT_HTTP_MAX_CONNECTIONS_PER_CLIENT open")
+        self.late_headers = counter("finsent_http_late_headers_total", "Connections closed: a request's line and "
+                                    "headers were not complete within FINSENT_HTTP_HEADER_TIMEOUT")
+        self.malformed = counter("finsent_http_malformed_requests_total", "Malformed requests, answered 400")
 
 
 class ClientConnections:
     """Open connections per client, the refusals over the cap and the late headers, logged at most once per
     ``report_every`` seconds per client and kind with the count since the previous line. Pure apart from logging."""
 
-    def __init__(self, max_per_client: int, header_timeout: float, *, report_every: float = REPORT_EVERY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_per_client, self.header_timeout = max_per_client, header_timeout
+    def __init__(self, max_per_client: int, header_timeout: float, *, metrics: GuardMetrics | None = None,
+                 report_every: float = REPORT_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_per_client, self.header_timeout, self.metrics = max_per_client, header_timeout, metrics
         self.report_every, self.clock = report_every, clock
         self.open: dict[str, int] = {}
         self.refused = self.late = 0  # since the start, every client
@@ -57,6 +83,8 @@ class ClientConnections:
         held = self.open.get(client, 0)
         if 0 < self.max_per_client <= held:
             self.refused += 1
+            if self.metrics is not None:
+                self.metrics.refused.inc()
             self._report("refused", client, logging.WARNING,
                          "refused %d connection(s) from %s: it held %d open, the most FINSENT_HTTP_MAX_CONNECTIONS_"
                          "PER_CLIENT allows (one line a minute per client)", held)
@@ -71,9 +99,17 @@ class ClientConnections:
 
     def headers_late(self, client: str) -> None:
         self.late += 1
+        if self.metrics is not None:
+            self.metrics.late_headers.inc()
         self._report("late", client, logging.INFO,
                      "closed %d connection(s) from %s that did not send a request's headers within %g s "
                      "(FINSENT_HTTP_HEADER_TIMEOUT; one line a minute per client)", self.header_timeout)
+
+    def malformed(self, client: str) -> None:
+        if self.metrics is not None:
+            self.metrics.malformed.inc()
+        self._report("malformed", client, logging.INFO,
+                     "answered %d malformed request(s) from %s with %d (one line a minute per client)", 400)
 
     def _report(self, kind: str, client: str, level: int, message: str, detail: object) -> None:
         key, now = (kind, client), self.clock()
@@ -131,6 +167,21 @@ class _Connection(RequestHandler):
             self._client = None
         super().connection_lost(exc)
 
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        # aiohttp logs every error at ERROR with a traceback. Two are a client's doing, not a bug, and a line per
+        # connection is a flood anyone can cause: a malformed request (whose traceback quotes the bad line, a token
+        # included) and a client gone mid-request (its body cut short).
+        if isinstance(exc, HttpProcessingError):
+            if self._client is not None:
+                self._clients.malformed(self._client)
+            answer = web.Response(status=400, text=f"400 Bad Request: {exc.message}", content_type="text/plain")
+            answer.force_close()
+            return answer
+        if isinstance(exc, ConnectionError) and self.transport is None:
+            raise ConnectionError("the client closed the connection") from exc  # aiohttp's own path: a DEBUG line
+        return super().handle_error(request, status, exc, message)
+
     def _start_header_clock(self) -> None:
         self._header_timer = self._loop.call_later(self._clients.header_timeout, self._headers_late)
 
@@ -155,12 +206,16 @@ class _Server(web.Server):
 
 
 class GuardedRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections have the header deadline and the per-client cap of ``settings``."""
+    """``web.AppRunner`` whose connections have the header deadline and the per-client cap of ``settings``, counted
+    in ``metrics``."""
 
-    def __init__(self, app: web.Application, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, settings: Settings, *, metrics: GuardMetrics | None = None,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("keepalive_timeout", KEEPALIVE_TIMEOUT)
+        kwargs.setdefault("shutdown_timeout", SHUTDOWN_TIMEOUT)
         super().__init__(app, **kwargs)
-        self.clients = ClientConnections(settings.http_max_connections_per_client, settings.http_header_timeout)
+        self.clients = ClientConnections(settings.http_max_connections_per_client, settings.http_header_timeout,
+                                         metrics=metrics)
 
     async def _make_server(self) -> web.Server:
         return _Server(await super()._make_server(), self.clients)
@@ -168,7 +223,8 @@ class GuardedRunner(web.AppRunner):
 
 async def serve(app: web.Application, host: str, port: int, settings: Settings, stop: asyncio.Event, *,
                 started: Callable[[str], None] | None = None, **runner_args: Any) -> None:
-    """Serve ``app`` on ``host:port`` until ``stop`` is set; ``started`` is given the site's URL once it listens."""
+    """Serve ``app`` on ``host:port`` until ``stop`` is set; ``started`` is given the site's URL once it listens.
+    ``runner_args`` go to :class:`GuardedRunner` (``metrics``) and aiohttp's runner (``access_log``)."""
     runner = GuardedRunner(app, settings, **runner_args)
     await runner.setup()
     try:

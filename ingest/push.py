@@ -223,4 +223,5 @@ def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_W
 async def serve(app: web.Application, host: str, port: int, settings: Settings, stop: asyncio.Event) -> None:
     """Serve the endpoint until ``stop`` is set, with the header deadline and per-client cap of finsent.http_guard."""
     await http_guard.serve(app, host, port, settings, stop, access_log=None,
+                           metrics=http_guard.GuardMetrics(app[_PIPELINE].metrics.registry, "push"),
                            started=lambda _: log.info("push endpoint on http://%s:%d/documents", host, port))

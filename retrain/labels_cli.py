@@ -118,10 +118,12 @@ def serve(
     from retrain.labels_http import create_app
 
     settings = settings_of(ctx)
+    registry = CollectorRegistry()
     try:
-        api = create_app(settings, registry=CollectorRegistry(), serve_metrics=True, bind_host=host)
+        api = create_app(settings, registry=registry, serve_metrics=True, bind_host=host)
     except ValueError as exc:
         fail(str(exc))
     with indexing_in_background(settings, with_indexer):
         http_guard.run(api, host or settings.labels_host, port or settings.labels_port, settings,
-                       started=lambda url: typer.echo(f"labels API on {url} (Ctrl-C to stop)"))
+                       started=lambda url: typer.echo(f"labels API on {url} (Ctrl-C to stop)"),
+                       metrics=http_guard.GuardMetrics(registry, "labels"))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from finsent import http_guard
 from finsent.http_guard import ClientConnections
@@ -123,9 +124,38 @@ async def test_a_client_over_its_connection_cap_is_closed_at_once_and_logged_onc
     assert refusals[0].getMessage().startswith("refused 1 connection(s) from 127.0.0.1: it held 2 open")
 
 
-def test_connections_are_counted_per_client_and_refusals_reported_once_a_minute(caplog) -> None:
-    now = [0.0]
-    clients = ClientConnections(2, 10.0, clock=lambda: now[0])
+async def test_a_stop_waits_for_a_trickled_body_no_longer_than_the_guards_shutdown_timeout(monkeypatch) -> None:
+    # aiohttp's runner waits 60 s for the requests under way: a sender trickling its body held a SIGTERM that long
+    monkeypatch.setattr(http_guard, "SHUTDOWN_TIMEOUT", 0.3, raising=False)
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read())
+
+    app = ok_app()
+    app.router.add_post("/echo", echo)
+    async with serving(app) as port:
+        idle = await asyncio.open_connection("127.0.0.1", port)
+        assert (await answer_on(*idle)).startswith(b"HTTP/1.1 200")
+        half = await asyncio.open_connection("127.0.0.1", port)
+        half[1].write(b"GET /ok HT")
+        trickle = await asyncio.open_connection("127.0.0.1", port)
+        trickle[1].write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        await asyncio.sleep(0.2)
+    for reader, _ in (idle, half, trickle):
+        assert await closed_by_server(reader)
+
+
+def test_the_guards_stop_fits_in_docker_composes_grace_period() -> None:
+    # aiohttp waits SHUTDOWN_TIMEOUT for the requests under way, then as long again for the cancelled ones to end
+    import yaml
+
+    grace = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-finsent"]["stop_grace_period"]
+    assert grace.endswith("s") and 2 * http_guard.SHUTDOWN_TIMEOUT < int(grace[:-1]) / 2
+
+
+def test_connections_are_counted_per_client_and_refusals_reported_once_a_minute_and_counted(caplog) -> None:
+    now, registry = [0.0], CollectorRegistry()
+    clients = ClientConnections(2, 10.0, metrics=http_guard.GuardMetrics(registry, "push"), clock=lambda: now[0])
     caplog.set_level(logging.INFO, "finsent.http_guard")
     assert clients.admit("10.0.0.1") and clients.admit("10.0.0.1") and clients.admit("10.0.0.2")
     assert [clients.admit("10.0.0.1") for _ in range(4)] == [False] * 4
@@ -135,9 +165,29 @@ def test_connections_are_counted_per_client_and_refusals_reported_once_a_minute(
     assert clients.admit("10.0.0.1") and clients.open == {"10.0.0.1": 2, "10.0.0.2": 1}
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
         "refused 1 connection(s) from 10.0.0.1", "refused 4 connection(s) from 10.0.0.1"]
+    clients.headers_late("10.0.0.2")
+    clients.malformed("10.0.0.2")
     assert clients.refused == 5
+    assert {name: registry.get_sample_value(f"finsent_http_{name}_total", {"server": "push"})
+            for name in ("connections_refused", "late_headers", "malformed_requests")} == {
+        "connections_refused": 5, "late_headers": 1, "malformed_requests": 1}
     unlimited = ClientConnections(0, 10.0)
     assert all(unlimited.admit("10.0.0.1") for _ in range(1000))
+
+
+async def test_malformed_requests_are_answered_400_and_logged_once_without_their_bytes(caplog) -> None:
+    # aiohttp logs each at ERROR with a traceback that quotes the bad line: a flood anyone can cause, with a token in it
+    caplog.set_level(logging.DEBUG)
+    async with serving(ok_app()) as port:
+        for bad in (b"Authorization: Bearer s3cr3t\x01", b"Host: twice", b"no colon s3cr3t"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\n" + bad + b"\r\n\r\n")
+            assert (await asyncio.wait_for(reader.read(65536), GENEROUS)).startswith(b"HTTP/1.0 400")
+            assert await closed_by_server(reader)
+        assert (await answer_on(*await asyncio.open_connection("127.0.0.1", port))).startswith(b"HTTP/1.1 200")
+    assert "s3cr3t" not in caplog.text and not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    malformed = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert malformed == ["answered 1 malformed request(s) from 127.0.0.1 with 400 (one line a minute per client)"]
 
 
 @pytest.mark.parametrize("value, problem", [("0", "greater than 0"), ("inf", "finite number"), ("-1", "greater")])
@@ -185,6 +235,30 @@ async def test_the_push_endpoint_closes_late_headers_and_answers_a_trickled_body
         writer.write(b" " * 90)  # the rest: aiohttp reads (for up to 10 s) what still comes of the body, then closes
         assert await closed_by_server(reader)
     assert pipeline.metrics.errors.labels("push", "invalid", "too_slow")._value.get() == 1
+    assert pipeline.metrics.registry.get_sample_value("finsent_http_late_headers_total", {"server": "push"}) == 1
+
+
+async def test_a_sender_that_leaves_mid_body_is_no_error_in_the_log(pipeline, caplog) -> None:
+    from ingest.push import BACKLOG, serve
+
+    caplog.set_level(logging.DEBUG)
+    app = push_app(pipeline)
+    async with serving(app, serve) as port:
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /documents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n[{\"text\": ")
+            for _ in range(500):  # until the handler reads the body
+                if app[BACKLOG].waiting:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+            for _ in range(1500):  # until the handler ends
+                if not app[BACKLOG].waiting:
+                    break
+                await asyncio.sleep(0.01)
+            assert app[BACKLOG].waiting == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 async def test_the_labels_api_answers_a_trickled_body_408(monkeypatch) -> None:
@@ -226,6 +300,10 @@ def test_dashboards_serve_closes_late_headers_and_stops_on_sigterm(tmp_path) -> 
         with socket.create_connection(("127.0.0.1", port), timeout=GENEROUS) as whole:
             whole.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             assert whole.recv(12) == b"HTTP/1.1 200"
+        with socket.create_connection(("127.0.0.1", port), timeout=GENEROUS) as scrape:
+            scrape.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            page = b"".join(iter(lambda: scrape.recv(65536), b""))
+        assert b'finsent_http_late_headers_total{server="dashboard"} 1.0' in page
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, proc.stdout.read().decode()
     finally:
