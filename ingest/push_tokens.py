@@ -18,7 +18,6 @@ shared token.
 
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 from aiohttp import web
 
 from finsent.http_requests import bearer_matches
+from finsent.private_files import read_private_text
 from finsent.settings import Settings
 from ingest.items import SourceItem
 from ingest.normalise import clean_text
@@ -105,17 +105,7 @@ def parse_tokens(text: str, where: str) -> dict[str, tuple[bytes, tuple[str, ...
 
 def read_tokens(path: Path) -> dict[str, tuple[bytes, tuple[str, ...]]]:
     """The senders of ``path``, which no other user of the machine may read."""
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8-sig")  # a byte order mark is no part of the first line
-    except OSError as exc:
-        raise PushTokensError(f"{path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise PushTokensError(f"{path}: not UTF-8 ({exc})") from None
-    if os.name == "posix" and mode & 0o004:
-        raise PushTokensError(f"{path}: every user of this machine may read it (mode {oct(mode & 0o777)}); "
-                              f"chmod o-r {path}")
-    return parse_tokens(text, str(path))
+    return parse_tokens(read_private_text(path, PushTokensError), str(path))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ is only the caller's say-so, and a trusted name outvotes everyone (retrain.confl
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from aiohttp import web
 
 from finsent.http_requests import bearer_matches
 from finsent.schemas import LabelRecord
+from finsent.private_files import read_private_text
 from finsent.settings import Settings
 from retrain.conflicts import parse_annotators
 
@@ -62,17 +62,7 @@ def parse_tokens(text: str, where: str) -> dict[str, bytes]:
 
 def read_tokens(path: Path) -> dict[str, bytes]:
     """The tokens of ``path``, which no other user of the machine may read."""
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LabelTokensError(f"{path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise LabelTokensError(f"{path}: not UTF-8 ({exc})") from None
-    if os.name == "posix" and mode & 0o004:
-        raise LabelTokensError(f"{path}: every user of this machine may read it (mode {oct(mode & 0o777)}); "
-                               f"chmod o-r {path}")
-    return parse_tokens(text, str(path))
+    return parse_tokens(read_private_text(path, LabelTokensError), str(path))
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,10 @@ whose source its token may not write, since the document's id derives from that 
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -19,6 +18,7 @@ from ingest.inbound import to_item
 from ingest.push_tokens import PushAuth, PushTokensError, Sender, parse_tokens, read_tokens
 from ingest.sources.rss import parse_feed
 from tests.unit.test_ingest_pipeline import started_pipeline
+from tests.unit.test_ingest_push import serving
 
 SHARED, ACME, BRIDGE = "shared-token-0123456789", "acme-token-0123456789", "bridge-token-0123456789"
 FEED = "https://news.example.com/feed.xml"
@@ -46,16 +46,6 @@ def settings(tmp_path: Path, **update):
 def pipeline(tmp_path):
     with started_pipeline(tmp_path) as pipe:
         yield pipe
-
-
-@contextlib.asynccontextmanager
-async def serving(app):
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def push(client: TestClient, token: str, documents) -> tuple[int, dict]:

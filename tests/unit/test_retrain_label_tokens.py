@@ -48,6 +48,13 @@ def test_a_tokens_file_names_each_annotator_and_its_errors_say_file_and_line(tmp
         read_tokens(tokens_file(tmp_path, mode=0o644))
 
 
+def test_a_tokens_file_saved_with_a_byte_order_mark_reads_as_without(tmp_path) -> None:
+    # A Windows editor's mark made the first annotator "\ufefflead", whom no label names.
+    path = tokens_file(tmp_path)
+    path.write_bytes(f"\ufefflead: {LEAD}\r\nbob {BOB}\r\n".encode())
+    assert read_tokens(path) == {"lead": LEAD.encode(), "bob": BOB.encode()}
+
+
 def test_a_token_labels_only_as_its_annotator_and_the_shared_one_never_as_a_named_one(tmp_path) -> None:
     auth = LabelAuth.from_settings(settings(tmp_path))
 
