@@ -295,6 +295,11 @@ class Settings(BaseSettings):
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
         for server in value.split(","):
+            if "@" in server:  # user:password@host:port passed as host:port; errors and status print the servers
+                shown = "***@" + server.strip().rpartition("@")[2]
+                raise ValueError(f"{shown!r} carries credentials: set FINSENT_KAFKA_SASL_USERNAME and "
+                                 "FINSENT_KAFKA_SASL_PASSWORD (with FINSENT_KAFKA_SASL_MECHANISM and "
+                                 "FINSENT_KAFKA_SECURITY_PROTOCOL=SASL_SSL) instead")
             host, sep, port = server.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"{server!r} is not host:port")
