@@ -117,8 +117,8 @@ def export_apart(folder: Path | str, *, should_stop: Callable[[], bool] | None =
                  export: Callable[[str], object] = onnx_file, poll_s: float = 0.2) -> None:
     """``export(folder)`` (:func:`onnx_file`) in a spawned process (never a fork of a process running threads),
     killed once ``should_stop()`` says so (:class:`ExportStopped`) or after ``timeout`` seconds
-    (:class:`ExportTimedOut`, one), and the partial files are removed. Costs the child's imports of torch and the rest (about 8 s here) over an export in a
-    process that has them; a torch export in process cannot be cut short."""
+    (:class:`ExportTimedOut`, one), and the partial files are removed. Costs the child's imports of torch and the
+    rest (about 8 s here) over an export in a process that has them; a torch export in process cannot be cut short."""
     if should_stop is not None and should_stop():
         raise ExportStopped(f"stopped before the export of {folder} started")
     spawn = multiprocessing.get_context("spawn")
