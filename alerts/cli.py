@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from finsent.cli_support import fail, settings_of
+from finsent.cli_support import fail, settings_of, stopped_while_starting
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -83,7 +83,8 @@ def run(
 
     from alerts.service import AlertsConfigError, AlertService, consumer_group, outbox_path
     from finsent.metrics_server import serve_metrics
-    from finsent.stop_signals import StopSignals
+    from finsent.settings import without_credentials
+    from finsent.stop_signals import StopSignals, StoppedWhileStarting, start_unless_stopped
 
     settings = settings_of(ctx)
     parsed = _load(rules, settings.windows)
@@ -94,9 +95,12 @@ def run(
         fail(str(exc))
     port = settings.alerts_metrics_port if metrics_port is None else metrics_port
     stop = threading.Event()
-    StopSignals(then=stop)
+    signals = StopSignals(then=stop)
     try:
-        service.start()
+        start_unless_stopped(service.start, signals)
+    except StoppedWhileStarting:
+        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap} or Elasticsearch at "
+                               f"{without_credentials(settings.elasticsearch_url)}; nothing was consumed")
     except Exception as exc:
         service.close()
         fail(f"cannot start the alert engine: {exc}")

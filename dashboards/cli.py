@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from finsent.cli_support import fail, settings_of
+from finsent.cli_support import fail, settings_of, stopped_while_starting
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 log = logging.getLogger(__name__)
@@ -24,7 +24,8 @@ def serve(
 ) -> None:
     """Serve the built-in live dashboard (page, JSON API, review page, /health, /metrics)."""
     from dashboards.web_app import REGISTRY, create_app
-    from finsent import http_guard
+    from finsent import clients, http_guard
+    from finsent.stop_signals import StoppedWhileStarting
 
     settings = settings_of(ctx)
     host = host or settings.dashboard_host
@@ -38,8 +39,12 @@ def serve(
     try:
         http_guard.run(application, host, port, settings, access_log=None,
                        metrics=http_guard.GuardMetrics(application[REGISTRY], "dashboard"))
+    except StoppedWhileStarting:  # the review page's labels API connects to Kafka first
+        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was served")
     except OSError as exc:
         fail(f"cannot serve on {host}:{port}: {exc}")
+    except Exception as exc:  # the review page's Kafka producer: no broker, bad credentials…, not a trace
+        fail(f"cannot start the dashboard (Kafka at {settings.kafka_bootstrap}): {clients.error_text(exc)}")
 
 
 def _objects_text(settings, file: Path | None) -> str:

@@ -16,3 +16,9 @@ def fail(message: str, code: int = 1) -> None:
     """Print ``finsent: message`` to stderr and exit with ``code``."""
     typer.echo(f"finsent: {message}", err=True)
     raise typer.Exit(code)
+
+
+def stopped_while_starting(why: str) -> None:
+    """A stop (SIGTERM, Ctrl-C) came while the command was starting: say so and exit 0, as a stop does later."""
+    typer.echo(f"finsent: stopped while starting ({why})", err=True)
+    raise typer.Exit(0)

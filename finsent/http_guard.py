@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from finsent.rate_limit import client_key
 from finsent.settings import Settings
+from finsent.stop_signals import StoppedWhileStarting
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +227,8 @@ async def serve(app: web.Application, host: str, port: int, settings: Settings, 
     """Serve ``app`` on ``host:port`` until ``stop`` is set; ``started`` is given the site's URL once it listens.
     ``runner_args`` go to :class:`GuardedRunner` (``metrics``) and aiohttp's runner (``access_log``)."""
     runner = GuardedRunner(app, settings, **runner_args)
-    await runner.setup()
     try:
+        await _set_up_unless_stopped(runner, stop)
         site = web.TCPSite(runner, host, port)
         await site.start()
         if started is not None:
@@ -235,6 +236,22 @@ async def serve(app: web.Application, host: str, port: int, settings: Settings, 
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+async def _set_up_unless_stopped(runner: GuardedRunner, stop: asyncio.Event) -> None:
+    """The app's start-up (its clients connect: the labels API's Kafka producer), cut short by a stop: it waited,
+    a SIGTERM only recorded, until Kafka answered or the start-up failed 30 s later."""
+    setup = asyncio.ensure_future(runner.setup())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({setup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not setup.done():
+        setup.cancel()
+        await asyncio.gather(setup, return_exceptions=True)
+        raise StoppedWhileStarting("stopped while starting")
+    setup.result()
 
 
 def run(app: web.Application, host: str, port: int, settings: Settings, *,

@@ -245,6 +245,9 @@ class Settings(BaseSettings):
     retrain_min_fresh_eval: int = Field(10, ge=1, description="Held-back fresh labels needed to judge a challenger")
     retrain_max_p: float = Field(0.2, gt=0, le=1, description="Most a one-sided sign test's p may be that the challenger "
                                  "beats the champion on held-back fresh labels (1: no test)")
+    retrain_export_timeout_s: float = Field(
+        1800.0, gt=0, le=86_400, description="Most seconds the scheduler's ONNX export of a challenger to promote may "
+        "take (onnx-int8 workers); one that takes longer is killed and the retrain fails")
     retrain_misfire_grace_s: int = Field(
         300, ge=1, description="How late a missed drift check or retention run may start (a retrain runs however late)")
     retrain_metrics_port: int = Field(9467, ge=0, le=65535, description="/metrics of `finsent retrain scheduler` (0: off)")
@@ -293,6 +296,11 @@ class Settings(BaseSettings):
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
         for server in value.split(","):
+            if "@" in server:  # user:password@host:port passed as host:port; errors and status print the servers
+                shown = "***@" + server.strip().rpartition("@")[2]
+                raise ValueError(f"{shown!r} carries credentials: set FINSENT_KAFKA_SASL_USERNAME and "
+                                 "FINSENT_KAFKA_SASL_PASSWORD (with FINSENT_KAFKA_SASL_MECHANISM and "
+                                 "FINSENT_KAFKA_SECURITY_PROTOCOL=SASL_SSL) instead")
             host, sep, port = server.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"{server!r} is not host:port")

@@ -195,14 +195,19 @@ def run(ctx: typer.Context, config: Annotated[Path, typer.Option("--config", exi
 def serve(ctx: typer.Context,
           port: Annotated[int | None, typer.Option("--port", min=1, max=65535,
                                                    help="Port to bind (default: FINSENT_PUSH_PORT)")] = None,
-          host: Annotated[str, typer.Option("--host", help="Address to bind (0.0.0.0 for all)")] = "127.0.0.1") -> None:
+          host: Annotated[str, typer.Option("--host", help="Address to bind (0.0.0.0 for all)")] = "127.0.0.1",
+          require_token: Annotated[bool, typer.Option(
+              "--require-token", help="Refuse to start without FINSENT_PUSH_TOKEN or FINSENT_PUSH_TOKENS_FILE "
+                                      "rather than generate a token (docker-compose.yml)")] = False) -> None:
     """HTTP push endpoint: POST /documents with a bearer token (FINSENT_PUSH_TOKEN, a sender's own from
     FINSENT_PUSH_TOKENS_FILE, else a generated one kept in <state_dir>/ingest/push-token)."""
     from ingest.config import PushConfig
 
     from ingest.push import ensure_token
 
-    settings = ensure_token(settings_of(ctx))
+    settings = settings_of(ctx)
+    if not require_token:
+        settings = ensure_token(settings)  # else _push_auth refuses settings without a token, before Kafka
     push = PushConfig(host=host, port=settings.push_port if port is None else port)
     _run_sources(settings, lambda http: [], once=False, metrics_port=0, push=push)
 

@@ -105,6 +105,10 @@ class ExportStopped(RuntimeError):
     """:func:`export_apart` killed the export (asked to stop, or out of time) and removed what it had written."""
 
 
+class ExportTimedOut(ExportStopped):
+    """:func:`export_apart` killed the export because it took over its ``timeout``."""
+
+
 class ExportFailed(RuntimeError):
     """:func:`export_apart`: the export raised (its error is the message), or its process died."""
 
@@ -112,9 +116,9 @@ class ExportFailed(RuntimeError):
 def export_apart(folder: Path | str, *, should_stop: Callable[[], bool] | None = None, timeout: float | None = None,
                  export: Callable[[str], object] = onnx_file, poll_s: float = 0.2) -> None:
     """``export(folder)`` (:func:`onnx_file`) in a spawned process (never a fork of a process running threads),
-    killed once ``should_stop()`` says so or after ``timeout`` seconds: :class:`ExportStopped`, and the partial
-    files are removed. Costs the child's imports of torch and the rest (about 8 s here) over an export in a
-    process that has them; a torch export in process cannot be cut short."""
+    killed once ``should_stop()`` says so (:class:`ExportStopped`) or after ``timeout`` seconds
+    (:class:`ExportTimedOut`, one), and the partial files are removed. Costs the child's imports of torch and the
+    rest (about 8 s here) over an export in a process that has them; a torch export in process cannot be cut short."""
     if should_stop is not None and should_stop():
         raise ExportStopped(f"stopped before the export of {folder} started")
     spawn = multiprocessing.get_context("spawn")
@@ -125,6 +129,7 @@ def export_apart(folder: Path | str, *, should_stop: Callable[[], bool] | None =
     child.start()
     writer.close()  # the child's end: a child that dies leaves the reader at EOF
     why = error = None
+    stopped: type[ExportStopped] = ExportStopped
     try:
         while why is None and child.is_alive():
             child.join(poll_s)
@@ -133,7 +138,7 @@ def export_apart(folder: Path | str, *, should_stop: Callable[[], bool] | None =
             if should_stop is not None and should_stop():
                 why = "asked to stop"
             elif timeout is not None and time.monotonic() - started > timeout:
-                why = f"took over {timeout:g} s"
+                why, stopped = f"took over {timeout:g} s", ExportTimedOut
         if why is None:
             try:
                 error = reader.recv()  # the child has ended: its word, or the end of the pipe at once
@@ -146,7 +151,7 @@ def export_apart(folder: Path | str, *, should_stop: Callable[[], bool] | None =
             remove_partial_export(folder, child.pid)  # a kill skips the child's own clean-up
         reader.close()
     if why is not None:
-        raise ExportStopped(f"the export of {folder} {why}: killed after {time.monotonic() - started:.1f} s")
+        raise stopped(f"the export of {folder} {why}: killed after {time.monotonic() - started:.1f} s")
     if error is not None:
         raise ExportFailed(f"ONNX export of {folder} failed: {error}")
 

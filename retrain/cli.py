@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from finsent.cli_support import fail, settings_of
+from finsent.cli_support import fail, settings_of, stopped_while_starting
 
 app = typer.Typer(no_args_is_help=True, help="Drift checks, retraining and promotion.")
 
@@ -97,7 +97,8 @@ def scheduler(
 ) -> None:
     """Run the drift-check / retrain schedule until interrupted (jobs persist in SQLite)."""
     from finsent.metrics_server import serve_metrics
-    from finsent.stop_signals import StopSignals
+    from finsent.settings import without_credentials
+    from finsent.stop_signals import StopSignals, StoppedWhileStarting, start_unless_stopped
     from retrain.label_indexer import indexing_in_background
     from retrain.metrics import RetrainMetrics
     from retrain.scheduler import RetrainScheduler
@@ -109,7 +110,10 @@ def scheduler(
     sched = RetrainScheduler(settings, context_factory=lambda s: Context.open(s, metrics=metrics))
     signals = StopSignals()
     try:
-        sched.start()
+        start_unless_stopped(sched.start, signals)
+    except StoppedWhileStarting:
+        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap} or Elasticsearch at "
+                               f"{without_credentials(settings.elasticsearch_url)}; no job ran")
     except Exception as exc:
         fail(f"could not start the scheduler: {exc}")
     if settings.retrain_metrics_port:

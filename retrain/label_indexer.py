@@ -144,20 +144,27 @@ class LabelIndexer:
 @contextlib.contextmanager
 def indexing_in_background(settings: Settings, enabled: bool = True) -> Iterator[None]:
     """Index labels in a daemon thread while the block runs (the scheduler and the labels server use
-    it); after the block, stop it and wait up to :data:`STOP_SECONDS` for it to close its clients."""
+    it); after the block, stop it and wait up to :data:`STOP_SECONDS` for it to close its clients.
+
+    An indexer still connecting (Kafka away: its bootstrap blocks for 30 s) has no consumer to close and is not
+    waited for: a stop then waited the whole 15 s."""
     if not enabled:
         yield
         return
     stop = threading.Event()
+    running = threading.Event()
 
     def target() -> None:
         while not stop.is_set():
             try:
                 with LabelIndexer(settings) as indexer:
+                    running.set()  # cleared once its clients closed
                     indexer.run(stop)
             except Exception as exc:  # e.g. Kafka down at start: try again later
                 log.error("label indexer could not start: %s", exc)
                 stop.wait(10)
+            finally:
+                running.clear()
 
     thread = threading.Thread(target=target, name="label-indexer", daemon=True)
     thread.start()
@@ -165,4 +172,5 @@ def indexing_in_background(settings: Settings, enabled: bool = True) -> Iterator
         yield
     finally:
         stop.set()
-        thread.join(STOP_SECONDS)
+        if running.is_set():
+            thread.join(STOP_SECONDS)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from finsent.cli_support import fail, settings_of
+from finsent.cli_support import fail, settings_of, stopped_while_starting
 
 app = typer.Typer(no_args_is_help=True, help="Add and review labels.")
 
@@ -113,7 +113,8 @@ def serve(
     """Serve POST /labels and GET /review (bearer FINSENT_LABEL_TOKEN or FINSENT_LABEL_TOKENS_FILE), plus /metrics."""
     from prometheus_client import CollectorRegistry
 
-    from finsent import http_guard
+    from finsent import clients, http_guard
+    from finsent.stop_signals import StoppedWhileStarting
     from retrain.label_indexer import indexing_in_background
     from retrain.labels_http import create_app
 
@@ -124,6 +125,13 @@ def serve(
     except ValueError as exc:
         fail(str(exc))
     with indexing_in_background(settings, with_indexer):
-        http_guard.run(api, host or settings.labels_host, port or settings.labels_port, settings,
-                       started=lambda url: typer.echo(f"labels API on {url} (Ctrl-C to stop)"),
-                       metrics=http_guard.GuardMetrics(registry, "labels"))
+        try:
+            http_guard.run(api, host or settings.labels_host, port or settings.labels_port, settings,
+                           started=lambda url: typer.echo(f"labels API on {url} (Ctrl-C to stop)"),
+                           metrics=http_guard.GuardMetrics(registry, "labels"))
+        except StoppedWhileStarting:
+            stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was served")
+        except OSError:
+            raise  # a port in use, say: finsent.cli prints it
+        except Exception as exc:  # no broker, bad credentials…: say so, do not dump a trace
+            fail(f"cannot start the labels API (Kafka at {settings.kafka_bootstrap}): {clients.error_text(exc)}")

@@ -31,6 +31,7 @@ from finsent.http_requests import BodyTooSlow, read_limited
 from finsent.rate_limit import TokenBucketLimiter
 from finsent.schemas import LabelRecord
 from finsent.settings import Settings
+from finsent.stop_signals import in_daemon_thread
 from retrain.label_intake import LabelInputError, LabelPublisher, build_records
 from retrain.label_tokens import Caller, LabelAuth
 
@@ -193,7 +194,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
         from finsent import clients as factory
 
         loop = asyncio.get_running_loop()
-        app[PUBLISHER_KEY] = await loop.run_in_executor(None, LabelPublisher(settings).start)
+        # Not the default executor: a stop while Kafka is away would wait for its thread at exit (stop_signals).
+        app[PUBLISHER_KEY] = await in_daemon_thread(LabelPublisher(settings).start)
         app[ES_KEY] = factory.elasticsearch(settings)
         yield
         await loop.run_in_executor(None, app[PUBLISHER_KEY].close)

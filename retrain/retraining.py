@@ -273,7 +273,7 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
         if decision.promote and export_missing(s.model_quantize, ctx.registry.path(challenger)):
             # Here, not in a one-off process beside every worker (model.scorer_process). A model that cannot be
             # exported is not promoted: the retrain fails.
-            export_for_workers(ctx.registry.path(challenger), should_stop)
+            export_for_workers(ctx.registry.path(challenger), should_stop, timeout=s.retrain_export_timeout_s)
     except JudgingStopped as exc:  # as a stopped training: no attempt; the next drift check or cron run retrains
         outcome = Outcome("stopped", [str(exc)], champion_version=champion, challenger_version=challenger)
         discard_unjudged(ctx, outcome)
@@ -302,18 +302,22 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
     return outcome
 
 
-def export_for_workers(folder: Path, should_stop: Callable[[], bool] | None) -> None:
+def export_for_workers(folder: Path, should_stop: Callable[[], bool] | None, *, timeout: float | None = None) -> None:
     """The ONNX export the workers load (:mod:`model.onnx_runtime`). A retrain that can be stopped (the scheduler's)
     runs it in a process of its own, which a stop kills (:class:`JudgingStopped`): in this one it cannot be cut
-    short, and a stop would wait for it (seconds for MiniLM, longer for a larger model). One that nothing stops (the
-    CLI's) exports here, where torch is loaded already: about 8 s sooner for MiniLM."""
-    from model.onnx_runtime import ExportStopped, export_apart
+    short, and a stop would wait for it (seconds for MiniLM, longer for a larger model). It is killed too after
+    ``timeout`` seconds (FINSENT_RETRAIN_EXPORT_TIMEOUT_S): :class:`ExportTimedOut`, a failed retrain; a hung export
+    held the retrain lock until a stop. One that nothing stops (the CLI's, whose user can press Ctrl-C) exports here,
+    where torch is loaded already: about 8 s sooner for MiniLM."""
+    from model.onnx_runtime import ExportStopped, ExportTimedOut, export_apart
 
     if should_stop is None:
         onnx_file(folder)
         return
     try:
-        export_apart(folder, should_stop=should_stop)
+        export_apart(folder, should_stop=should_stop, timeout=timeout)
+    except ExportTimedOut as exc:
+        raise ExportTimedOut(f"{exc} (FINSENT_RETRAIN_EXPORT_TIMEOUT_S)") from None
     except ExportStopped as exc:
         raise JudgingStopped(f"judging stopped while exporting {folder.name} to ONNX: {exc}") from None
 

@@ -4,6 +4,7 @@ that every FINSENT_* value it sets passes the real settings validation."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -104,3 +105,56 @@ def test_kafka_keeps_its_log_in_the_volume():
     kafka = SERVICES["kafka"]
     mounted = {volume.split(":")[1] for volume in kafka["volumes"]}
     assert kafka["environment"]["KAFKA_LOG_DIRS"] in mounted
+
+
+# Compose's interpolation, as far as docker-compose.yml uses it: ${NAME}, ${NAME:-default}, ${NAME:+value},
+# ${NAME:?error} (unset and empty alike), $$; no nesting (compose checks a nested ${…:?…} even when it is unused).
+_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?::([-+?])([^}]*))?\}")
+
+
+def _interpolated(value, env: dict[str, str]):
+    if isinstance(value, dict):
+        return {key: _interpolated(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_interpolated(item, env) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match) -> str:
+        name, op, word = match.groups()
+        if name is None:
+            return "$"
+        current = env.get(name, "")
+        if op == "?" and not current:
+            raise ValueError(f"required variable {name} is missing a value: {word}")
+        return (word if current else "") if op == "+" else current or (word if op == "-" else "")
+
+    return _VARIABLE.sub(one, value)
+
+
+PUSH_TOKENS = "/run/secrets/finsent-push-tokens"
+OTHER_SECRETS = {"ELASTIC_PASSWORD": "e", "KIBANA_PASSWORD": "k", "FINSENT_LABEL_TOKEN": "l" * 32,
+                 "FINSENT_ALERTS_WEBHOOK_SECRET": "w" * 32}
+
+
+@pytest.mark.parametrize("push", [{"FINSENT_PUSH_TOKENS_FILE": "/srv/finsent/push-tokens"},
+                                  {"FINSENT_PUSH_TOKEN": "p" * 32}, {}],
+                         ids=["tokens file only", "shared token only", "neither"])
+def test_compose_takes_a_push_token_or_a_tokens_file(monkeypatch, push):
+    # Before, compose refused to start without FINSENT_PUSH_TOKEN, also for senders that each have their own token
+    # in FINSENT_PUSH_TOKENS_FILE, which it did not pass to the container either.
+    compose = _interpolated(COMPOSE, OTHER_SECRETS | push)
+    ingest = compose["services"]["ingest"]
+    mounts = {target: source for source, target, *_ in (volume.split(":") for volume in ingest["volumes"])}
+    for key, value in ingest["environment"].items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    if "FINSENT_PUSH_TOKENS_FILE" in push:
+        assert settings.push_tokens_file == Path(PUSH_TOKENS)
+        assert mounts[PUSH_TOKENS] == push["FINSENT_PUSH_TOKENS_FILE"]
+    else:
+        assert settings.push_tokens_file is None
+    assert (settings.push_token.get_secret_value() if settings.push_token else "") == push.get("FINSENT_PUSH_TOKEN", "")
+    # With neither, ingest refuses to start (test_ingest_push_tokens) rather than generate a token in its volume.
+    assert "--require-token" in ingest["command"]
+    assert mounts["/var/lib/finsent"] == "finsent-state"

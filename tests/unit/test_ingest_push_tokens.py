@@ -170,3 +170,20 @@ def test_ingest_serve_checks_the_tokens_file_before_connecting_to_kafka(tmp_path
 def test_a_blank_tokens_file_setting_is_no_file(monkeypatch) -> None:
     monkeypatch.setenv("FINSENT_PUSH_TOKENS_FILE", " ")
     assert load_settings().push_tokens_file is None  # not the folder ".", and the endpoint generates its token
+
+
+def test_ingest_serve_required_to_have_a_token_refuses_to_start_without_one(tmp_path, monkeypatch) -> None:
+    # docker-compose.yml passes --require-token: a deployment with neither setting stops there, where before compose
+    # refused to start without FINSENT_PUSH_TOKEN, even beside a tokens file.
+    import ingest.cli
+
+    def no_kafka(*_, **__):
+        raise AssertionError("connected to Kafka without a push token")
+
+    monkeypatch.setattr(ingest.cli, "_start", no_kafka)
+    state = tmp_path / "state"
+    result = CliRunner().invoke(cli, ["ingest", "serve", "--require-token"], env={
+        "FINSENT_PUSH_TOKEN": "", "FINSENT_PUSH_TOKENS_FILE": "", "FINSENT_STATE_DIR": str(state)})
+    assert result.exit_code == 1, result.output
+    assert "neither FINSENT_PUSH_TOKEN nor FINSENT_PUSH_TOKENS_FILE is set" in result.output
+    assert not (state / "ingest" / "push-token").exists()  # no token generated

@@ -288,3 +288,30 @@ def test_a_scheduler_stopped_during_the_onnx_export_kills_it_and_deletes_the_cha
     assert deleted.startswith(f"{challenger} deleted, its judging unfinished") and not ctx.registry.exists(challenger)
     assert [p.name for p in folders.iterdir()] == [champion] and ctx.registry.champion() == champion
     assert es.docs[-1]["decision"] == "stopped"
+
+
+def test_an_onnx_export_out_of_time_fails_the_retrain_and_marks_the_challenger_failed(tmp_path, monkeypatch) -> None:
+    # Without a time limit the scheduler waited for a hung export (here one that ends after 30 s), holding the retrain
+    # lock, then promoted the challenger.
+    import functools
+
+    from model import onnx_runtime
+    from retrain.retraining import run_retrain
+    from tests.unit.test_model_onnx_export import exports_after_half_a_minute
+
+    champion_of = {}
+    ctx, es, champion = _retrain_to_judge(
+        tmp_path, monkeypatch, lambda version: _ChallengerBetter(version, champion_of["v"], []))
+    champion_of["v"] = champion
+    ctx.settings = ctx.settings.model_copy(update={"model_quantize": "onnx-int8", "retrain_export_timeout_s": 1.0})
+    monkeypatch.setattr(onnx_runtime, "export_apart",
+                        functools.partial(onnx_runtime.export_apart, export=exports_after_half_a_minute))
+    outcome = run_retrain(ctx, trigger="cron", should_stop=lambda: False)
+    challenger = outcome.challenger_version
+    assert outcome.decision == "failed" and challenger, outcome.reasons
+    [why] = outcome.reasons
+    assert why.startswith("ExportTimedOut: the export of ") and "took over 1 s" in why
+    assert why.endswith("(FINSENT_RETRAIN_EXPORT_TIMEOUT_S)")
+    assert ctx.registry.get(challenger)["retrain"] == {"decision": "failed", "reasons": [why]}
+    assert ctx.registry.champion() == champion and es.docs[-1]["decision"] == "failed"
+    assert not (ctx.registry.path(challenger) / onnx_runtime.CACHE_DIR / "done.onnx").exists()

@@ -102,6 +102,19 @@ def test_credentials_in_a_url_are_refused_without_showing_them(monkeypatch, vari
     assert "hunter2-secret" not in message and "elastic:" not in message and "https://***@es.example:9200" in message
 
 
+@pytest.mark.parametrize("bootstrap", ["kafka:hunter2-secret@broker1:9093", "kafka:hunter2-secret@broker1",
+                                       "broker0:9093,kafka:hunter2-secret@broker1:9093"])
+def test_credentials_in_the_kafka_bootstrap_are_refused_without_showing_them(monkeypatch, bootstrap):
+    # They passed as a host "kafka:hunter2-secret@broker1", port 9093: the client failed to resolve it, and its errors,
+    # `finsent status` and the stop lines quote the bootstrap servers.
+    monkeypatch.setenv("FINSENT_KAFKA_BOOTSTRAP", bootstrap)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "FINSENT_KAFKA_BOOTSTRAP: " in message and "carries credentials" in message
+    assert "FINSENT_KAFKA_SASL_USERNAME" in message and "FINSENT_KAFKA_SASL_PASSWORD" in message
+    assert "hunter2-secret" not in message and "kafka:" not in message and "***@broker1" in message
+
 
 @pytest.mark.parametrize("url, shown", [
     ("http://ops:hunter2@kibana:5601/", "http://***@kibana:5601/"),

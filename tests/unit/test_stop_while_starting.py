@@ -1,0 +1,88 @@
+"""A long-running command stopped while it still waits for Kafka exits at once, with a line that says so.
+
+Kafka here is a closed local port: a client's bootstrap retries it for 30 s. Before, a SIGTERM in that time was
+recorded and acted on only when the start-up gave up, with its error: `labels serve` and `dashboards serve` with a
+traceback (exit 1), `alerts run` and `retrain scheduler` with "cannot start" (exit 1).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from retrain import label_indexer
+from tests.ports import free_port
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+FINSENT = [sys.executable, "-c", "from finsent.cli import main; main()"]  # this checkout's code, not the installed one
+
+
+@pytest.mark.parametrize("command", [
+    ["labels", "serve", "--no-indexer"],
+    ["dashboards", "serve"],
+    ["alerts", "run", "--rules", str(ROOT / "alerts" / "rules.example.yml"), "--metrics-port", "0"],
+    ["retrain", "scheduler", "--no-indexer"],
+], ids=lambda command: " ".join(command[:2]))
+def test_a_stop_while_kafka_is_still_unreachable_ends_the_command_at_once(tmp_path, command):
+    env = os.environ | {
+        "PYTHONPATH": str(ROOT), "FINSENT_STATE_DIR": str(tmp_path),
+        "FINSENT_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "FINSENT_ELASTICSEARCH_URL": f"http://127.0.0.1:{free_port()}",
+        "FINSENT_LABEL_TOKEN": "t" * 32, "FINSENT_ALERTS_WEBHOOK_SECRET": "s" * 32,
+        "FINSENT_LABELS_PORT": str(free_port()), "FINSENT_DASHBOARD_PORT": str(free_port()),
+        "FINSENT_RETRAIN_METRICS_PORT": "0",
+    }
+    proc = subprocess.Popen(FINSENT + command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        # kafka-python logs each refused bootstrap connection: the command is inside its start-up's Kafka wait.
+        wait_for(lambda: any("bootstrap" in line.lower() for line in lines) or proc.poll() is not None, 120,
+                 "the first Kafka bootstrap attempt")
+        assert proc.poll() is None, "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    output = "".join(lines)
+    assert code == 0, output
+    assert "finsent: stopped while starting (still connecting to Kafka at 127.0.0.1:" in output
+    assert "Traceback" not in output
+
+
+def test_the_stop_does_not_wait_for_an_indexer_still_connecting(monkeypatch):
+    # Before, the block's exit joined the indexer thread for STOP_SECONDS (15 s) while its Kafka bootstrap went on.
+    entered, released = threading.Event(), threading.Event()
+    outcome: list[str] = []
+
+    class Connecting:
+        def __init__(self, settings) -> None:
+            pass
+
+        def __enter__(self):
+            entered.set()
+            outcome.append("released" if released.wait(20) else "waited for")
+            raise ConnectionError("Kafka away")
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+    monkeypatch.setattr(label_indexer, "LabelIndexer", Connecting)
+    monkeypatch.setattr(label_indexer, "STOP_SECONDS", 60.0)
+    with label_indexer.indexing_in_background(settings=None):
+        assert entered.wait(30)
+    released.set()
+    wait_for(lambda: outcome, 30, "the stand-in's start to end")
+    assert outcome == ["released"]
