@@ -45,11 +45,14 @@ def scored(i, ticker="AAPL", score=-0.8, at=T0 + timedelta(minutes=2)):
 
 
 def produce(settings, topic, *records):
+    """Aggregates keyed by their ticker, as the worker sends them: one ticker's windows and their updates are read
+    in the order they were sent (unkeyed, they went to random partitions, and an update could be read first)."""
     producer = clients.kafka_producer(settings)
     try:
         for record in records:
             value = record if isinstance(record, bytes) else record.to_json()
-            producer.send(settings.topic(topic), value=value)
+            ticker = getattr(record, "ticker", None)
+            producer.send(settings.topic(topic), key=ticker.encode() if ticker else None, value=value)
         producer.flush(30)
     finally:
         producer.close(10)
