@@ -19,7 +19,7 @@ METRIC_CLASSES: list[tuple[str, str]] = [
     ("alerts.metrics", "AlertMetrics"),
     ("retrain.metrics", "RetrainMetrics"),
     ("dashboards.web_app", "DashboardMetrics"),
-    ("finsent.http_guard", "GuardMetrics"),  # in the registries of push, labels and the dashboard
+    ("finsent.http_guard", "GuardMetrics"),  # in the registries of push, labels, the dashboard and the worker
 ]
 # Series Prometheus itself adds to every scrape target.
 SCRAPE_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}

@@ -1,5 +1,6 @@
-"""How finsent's aiohttp servers (ingest push, labels API, dashboard) hold connections: a deadline for each
-request's headers and a cap on each client's open connections.
+"""How finsent's aiohttp servers (ingest push, labels API, dashboard, and the stream worker's through
+:mod:`stream.guarded_web`) hold connections: a deadline for each request's headers and a cap on each client's open
+connections.
 
 aiohttp waits for a request's line and headers as long as its keep-alive timer allows (75 s under ``run_app``,
 an hour under a bare ``AppRunner``), and each waiting connection holds a file descriptor: 300 connections that

@@ -278,9 +278,9 @@ class Settings(BaseSettings):
                                     "address or an IPv6 /64 (0: no limit)")
     label_rate_burst: int = Field(30, ge=1, description="Labels API requests a client may send in a burst")
     http_header_timeout: float = Field(
-        10.0, gt=0, allow_inf_nan=False, description="Seconds the push, labels and dashboard servers and the "
-        "/metrics of ingest, alerts and the scheduler wait for a request's line and headers (from the connection, or "
-        "the request's first byte) before closing the connection")
+        10.0, gt=0, allow_inf_nan=False, description="Seconds the push, labels and dashboard servers, the "
+        "stream worker's web server and the /metrics of ingest, alerts and the scheduler wait for a request's line "
+        "and headers (from the connection, or the request's first byte) before closing the connection")
     http_max_connections_per_client: int = Field(
         64, ge=0, description="Open connections to each of those servers per client (an IPv4 address or an IPv6 "
                               "/64); one more is closed at once (0: no cap)")

@@ -109,7 +109,9 @@ def _worker_app_class() -> type:
         (RELIABILITY.md, "Liveness and exactness of the stream worker").
 
         Its consumer is :class:`~stream.gapless_consumer.GaplessConsumer` on the raw and
-        window-event topics: no record of theirs is skipped on its way to the agents.
+        window-event topics: no record of theirs is skipped on its way to the agents. Its web
+        driver is :class:`~stream.guarded_web.GuardedWeb`: the header deadline and the per-client
+        connection cap of finsent's other servers.
         """
 
         async def on_first_start(self) -> None:
@@ -130,6 +132,13 @@ def _worker_app_class() -> type:
             consumer.guarded_topics = self.finsent_gapless_topics
             consumer.on_rewind = lambda topic: self.finsent_runtime.metrics.gap_rewinds.labels(topic).inc()
             return consumer
+
+        def _new_web(self) -> Any:
+            from finsent.http_guard import GuardMetrics
+            from stream.guarded_web import GuardedWeb
+
+            runtime = self.finsent_runtime  # the header deadline and connection cap (see stream.guarded_web)
+            return GuardedWeb(self, runtime.settings, metrics=GuardMetrics(runtime.metrics.registry, "worker"))
 
     return _WorkerApp
 

@@ -280,6 +280,42 @@ async def test_the_labels_api_answers_a_trickled_body_408(monkeypatch) -> None:
     assert publisher.published == []
 
 
+async def test_the_stream_workers_web_server_closes_late_headers_and_caps_a_client() -> None:
+    # Faust's web driver served /metrics and /health through a bare AppRunner: half a request line held its
+    # connection for aiohttp's keep-alive timer (an hour)
+    from stream.app import create_app
+
+    registry, port = CollectorRegistry(), free_port()
+    settings = load_settings(http_header_timeout=0.3, http_max_connections_per_client=2)
+    app = create_app(settings, registry=registry, web_port=port)
+    app.web.init_server()  # the routes, as the worker's start adds them; only the web server starts (no Kafka)
+    await app.web.start_server()
+    try:
+        half = await asyncio.open_connection("127.0.0.1", port)
+        half[1].write(b"GET /metr")
+        assert await closed_by_server(half[0])
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for reader, writer in held:  # answered, then idle: not under the header deadline
+            writer.write(f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GENEROUS)).startswith(b"HTTP/1.1 200")
+        reader, _ = await asyncio.open_connection("127.0.0.1", port)
+        assert await closed_by_server(reader)  # a third of this client's
+        for conn in held:
+            conn[1].close()
+        for _ in range(500):  # the server sees the closes a moment later
+            if not app.web._runner.clients.open:
+                break
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+        page = await asyncio.wait_for(reader.read(), GENEROUS)
+    finally:
+        await app.web.stop_server()
+    assert page.startswith(b"HTTP/1.1 200")
+    assert b'finsent_http_late_headers_total{server="worker"} 1.0' in page
+    assert b'finsent_http_connections_refused_total{server="worker"} 1.0' in page
+
+
 def test_dashboards_serve_closes_late_headers_and_stops_on_sigterm(tmp_path) -> None:
     import socket
 
