@@ -124,9 +124,9 @@ class ClientConnections:
 
 
 class _Connection(RequestHandler):
-    """aiohttp's protocol for one connection, plus the cap and the header deadline. It reads two attributes of
-    RequestHandler: ``_request_count`` (requests whose headers were parsed) and ``_waiter`` (pending while the
-    connection waits for its next request), the same test aiohttp's own keep-alive timer makes."""
+    """aiohttp's protocol for one connection, plus the cap and the header deadline. It reads two private attributes
+    of aiohttp 3.14's RequestHandler: ``_request_count`` (requests whose headers were parsed) and ``_waiter``
+    (pending while the connection waits for its next request), the same test aiohttp's own keep-alive timer makes."""
 
     __slots__ = ("_clients", "_client", "_header_timer")
 
@@ -218,6 +218,7 @@ class GuardedRunner(web.AppRunner):
                                          metrics=metrics)
 
     async def _make_server(self) -> web.Server:
+        # AppRunner's private hook (aiohttp 3.14), the one place that builds the Server: there is no public setting.
         return _Server(await super()._make_server(), self.clients)
 
 
