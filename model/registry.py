@@ -171,6 +171,8 @@ class Registry:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def _pointer(self) -> dict[str, Any]:
+        """``champion.json`` as it is written, its ``sequence`` and ``registry_id`` checked; writers keep the dict
+        (its history) and :meth:`pointer` gives readers a :class:`Pointer`."""
         try:
             pointer = json.loads(self.pointer_file.read_text(encoding="utf-8"))
         except FileNotFoundError:
