@@ -75,7 +75,7 @@ class ClientConnections:
         self.max_per_client, self.header_timeout, self.metrics = max_per_client, header_timeout, metrics
         self.report_every, self.clock = report_every, clock
         self.open: dict[str, int] = {}
-        self.refused = self.late = 0  # since the start, every client
+        self.refused = 0  # since the start, every client
         self._unreported: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()  # (last line, since)
 
     def admit(self, client: str) -> bool:
@@ -98,7 +98,6 @@ class ClientConnections:
             self.open[client] = held
 
     def headers_late(self, client: str) -> None:
-        self.late += 1
         if self.metrics is not None:
             self.metrics.late_headers.inc()
         self._report("late", client, logging.INFO,
