@@ -77,7 +77,7 @@ class ClientConnections:
         self.max_per_client, self.header_timeout, self.metrics = max_per_client, header_timeout, metrics
         self.report_every, self.clock = report_every, clock
         self.open: dict[str, int] = {}
-        self.refused = self.late = 0  # since the start, every client
+        self.refused = 0  # since the start, every client
         self._unreported: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()  # (last line, since)
 
     def admit(self, client: str) -> bool:
@@ -100,7 +100,6 @@ class ClientConnections:
             self.open[client] = held
 
     def headers_late(self, client: str) -> None:
-        self.late += 1
         if self.metrics is not None:
             self.metrics.late_headers.inc()
         self._report("late", client, logging.INFO,
@@ -126,9 +125,9 @@ class ClientConnections:
 
 
 class _Connection(RequestHandler):
-    """aiohttp's protocol for one connection, plus the cap and the header deadline. It reads two attributes of
-    RequestHandler: ``_request_count`` (requests whose headers were parsed) and ``_waiter`` (pending while the
-    connection waits for its next request), the same test aiohttp's own keep-alive timer makes."""
+    """aiohttp's protocol for one connection, plus the cap and the header deadline. It reads two private attributes
+    of aiohttp 3.14's RequestHandler: ``_request_count`` (requests whose headers were parsed) and ``_waiter``
+    (pending while the connection waits for its next request), the same test aiohttp's own keep-alive timer makes."""
 
     __slots__ = ("_clients", "_client", "_header_timer")
 
@@ -220,6 +219,7 @@ class GuardedRunner(web.AppRunner):
                                          metrics=metrics)
 
     async def _make_server(self) -> web.Server:
+        # AppRunner's private hook (aiohttp 3.14), the one place that builds the Server: there is no public setting.
         return _Server(await super()._make_server(), self.clients)
 
 

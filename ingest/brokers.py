@@ -91,6 +91,17 @@ def without_acting_brokers(text: str, hits: list[Hit]) -> list[Hit]:
 
 
 def _acts_as_analyst(text: str, hit: Hit, hits: list[Hit]) -> bool:
+    """Whether this mention of a bank is an analyst's action on another company of ``hits`` in its sentence (the
+    banks listed with it, "Goldman and Morgan Stanley", act as one). It is when, after the mention (or the list),
+
+    - its analysts speak and another company is in the sentence ("Goldman Sachs analyst says Nvidia…");
+    - a rating action or a change of target follows, and a company comes after it or heads the headline ("Goldman
+      upgrades Tesla", "Tesla: Goldman initiates at buy");
+    - its call follows, and a company not listed with the bank comes before ("Tesla gets Goldman upgrade");
+    - a company follows as the object of its call or view ("Morgan Stanley's Tesla price target", "Goldman Sachs says
+      Tesla is a buy", "Morgan Stanley: Tesla could double");
+
+    or when the action stands before the mention, on a company before that ("Tesla upgraded at Goldman")."""
     start, end, ticker = hit
     begin = max((m.end() for m in _SENTENCE_BREAK.finditer(text, 0, start)), default=0)
     stop = m.start() if (m := _SENTENCE_BREAK.search(text, end)) else len(text)

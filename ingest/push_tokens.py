@@ -27,12 +27,11 @@ from pathlib import Path
 from aiohttp import web
 
 from finsent.http_requests import bearer_matches
-from finsent.private_files import read_private_text
+from finsent.private_files import read_private_text, token_lines
 from finsent.settings import Settings
 from ingest.items import SourceItem
 from ingest.normalise import clean_text
 
-MIN_TOKEN_CHARS = 16  # a sender's token is a password: no short ones
 MAX_SOURCE_CHARS = 64  # the normaliser's limit on a source name
 ANY = "*"
 # The sources ingest writes itself: RSS feeds (rss:<host>), API sources (api:<name>), Reddit and StockTwits posts,
@@ -80,26 +79,14 @@ def _pattern_problem(pattern: str) -> str | None:
 def parse_tokens(text: str, where: str) -> dict[str, tuple[bytes, tuple[str, ...]]]:
     """Each sender's token and sources from the file's text; ``where`` names the file in errors."""
     senders: dict[str, tuple[bytes, tuple[str, ...]]] = {}
-    lines: dict[bytes, int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line, place = raw.strip(), f"{where}:{number}"
-        if not line or line.startswith("#"):
-            continue
-        match = _LINE.fullmatch(line)
-        if match is None:  # the line is not quoted: it may hold a token
-            raise PushTokensError(f"{place}: expected 'sender: token source…' (a name of at most 128 characters "
-                                  "without spaces or ':', the token, then the sources it may write)")
-        name, token, sources = match[1], match[2].encode("utf-8"), tuple(match[3].split())
-        if name in senders:
-            raise PushTokensError(f"{place}: a second line for {name!r}")
-        if len(match[2]) < MIN_TOKEN_CHARS:
-            raise PushTokensError(f"{place}: {name!r}'s token is shorter than {MIN_TOKEN_CHARS} characters")
-        if token in lines:
-            raise PushTokensError(f"{place}: {name!r} has the token of line {lines[token]}: each needs their own")
+    for place, match in token_lines(text, where, _LINE, PushTokensError, repeated="line",
+                                    expected="'sender: token source…' (a name of at most 128 characters without "
+                                             "spaces or ':', the token, then the sources it may write)"):
+        name, sources = match[1], tuple(match[3].split())
         for n, pattern in enumerate(sources, start=1):
             if problem := _pattern_problem(pattern):
                 raise PushTokensError(f"{place}: {name!r}'s source {n} {problem}")
-        senders[name], lines[token] = (token, sources), number
+        senders[name] = (match[2].encode("utf-8"), sources)
     return senders
 
 

@@ -13,10 +13,10 @@ A version folder is assembled in a temporary folder and renamed into place, and 
 written to a temporary file and ``os.replace``-d, so a reader that resolves ``champion`` always
 gets a complete folder. ``prune`` renames a version out of ``versions/`` before deleting it, so
 a version is either whole or gone (which versions go: :mod:`model.retention`), and leaves a
-version that a running worker scores with (:class:`VersionHold`); ``discard`` deletes one version
-so, a retrain's challenger that was never judged. Metadata is
-mirrored to the ``finsent-models`` index when an Elasticsearch client is given; a mirror failure
-is logged, never fatal (the files are the truth).
+version that a running worker scores with (:class:`VersionHold`); ``discard`` deletes a single
+version the same way (a retrain's challenger that was never judged). Metadata is mirrored to the
+``finsent-models`` index when an Elasticsearch client is given; a mirror failure is logged, never
+fatal (the files are the truth).
 
 Each champion move (a promotion that changes the champion, the first one included, and a rollback) adds one to
 ``sequence`` under the lock, so the numbers order the moves of this registry as they happened, whatever the clocks
@@ -84,6 +84,11 @@ class Pointer:
         if not self.sequence or self.registry_id is None:
             return {}
         return {"sequence": self.sequence, "registry_id": self.registry_id}
+
+    @classmethod
+    def of(cls, pointer: dict[str, Any]) -> Pointer:
+        """The pointer as ``champion.json`` holds it (checked by :meth:`Registry._pointer`)."""
+        return cls(pointer.get("champion"), pointer.get("sequence", 0), pointer.get("registry_id"))
 
 
 def new_version(now: datetime | None = None) -> str:
@@ -166,6 +171,8 @@ class Registry:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def _pointer(self) -> dict[str, Any]:
+        """``champion.json`` as it is written, its ``sequence`` and ``registry_id`` checked; writers keep the dict
+        (its history) and :meth:`pointer` gives readers a :class:`Pointer`."""
         try:
             pointer = json.loads(self.pointer_file.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -196,8 +203,7 @@ class Registry:
 
     def pointer(self) -> Pointer:
         """The champion with its move's sequence number, read at once (a worker starts from it)."""
-        pointer = self._pointer()
-        return Pointer(pointer.get("champion"), pointer.get("sequence", 0), pointer.get("registry_id"))
+        return Pointer.of(self._pointer())
 
     def history(self) -> list[dict[str, Any]]:
         return list(self._pointer().get("history", []))
@@ -327,7 +333,7 @@ class Registry:
             if expected is not None and previous != expected:
                 raise ChampionChanged(expected, previous)
             if previous == version:
-                return Pointer(version, pointer.get("sequence", 0), pointer.get("registry_id"))
+                return Pointer.of(pointer)
             # Both read before the pointer moves: unreadable metadata, or a model this code cannot score, stops the
             # promotion with nothing changed.
             updates = self._status_updates({version: {"status": "champion", "promoted_at": now}} | (

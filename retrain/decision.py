@@ -133,7 +133,8 @@ def should_retrain(*, trigger: str, drift_detected: bool, fresh_labels: int, new
 def skip_before_labels(*, trigger: str, drift_detected: bool, last_attempt: LastAttempt | None, now: datetime,
                        cooldown: timedelta) -> str | None:
     """Why :func:`should_retrain` skips whatever the labels: no drift, or the last attempt within the cooldown; None
-    when the labels decide. A retrain asks this before it reads any (the drift retrains of a cooldown, each check)."""
+    when the labels decide. A retrain asks this before it reads any label, so that a drift check skipped (every one
+    of a cooldown) costs no query."""
     if trigger == "drift" and not drift_detected:
         return "no drift detected"
     if trigger != "manual" and last_attempt is not None and now - last_attempt.at < cooldown:

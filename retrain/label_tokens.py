@@ -18,11 +18,10 @@ from aiohttp import web
 
 from finsent.http_requests import bearer_matches
 from finsent.schemas import LabelRecord
-from finsent.private_files import read_private_text
+from finsent.private_files import read_private_text, token_lines
 from finsent.settings import Settings
 from retrain.conflicts import parse_annotators
 
-MIN_TOKEN_CHARS = 16  # a personal token is a password that grants trust: no short ones
 _LINE = re.compile(r"([^\s:#]{1,128})\s*(?::\s*|\s+)(\S+)")
 
 
@@ -39,25 +38,10 @@ class Caller:
 
 def parse_tokens(text: str, where: str) -> dict[str, bytes]:
     """Each annotator's token from the file's text; ``where`` names the file in errors."""
-    tokens: dict[str, bytes] = {}
-    lines: dict[bytes, int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line, place = raw.strip(), f"{where}:{number}"
-        if not line or line.startswith("#"):
-            continue
-        match = _LINE.fullmatch(line)
-        if match is None:  # the line is not quoted: it may hold a token
-            raise LabelTokensError(f"{place}: expected 'annotator: token' (a name of at most 128 characters "
-                                   "without spaces or ':', then the token)")
-        name, token = match[1], match[2].encode("utf-8")
-        if name in tokens:
-            raise LabelTokensError(f"{place}: a second token for {name!r}")
-        if len(match[2]) < MIN_TOKEN_CHARS:
-            raise LabelTokensError(f"{place}: {name!r}'s token is shorter than {MIN_TOKEN_CHARS} characters")
-        if token in lines:
-            raise LabelTokensError(f"{place}: {name!r} has the token of line {lines[token]}: each needs their own")
-        tokens[name], lines[token] = token, number
-    return tokens
+    return {match[1]: match[2].encode("utf-8")
+            for _, match in token_lines(text, where, _LINE, LabelTokensError, repeated="token",
+                                        expected="'annotator: token' (a name of at most 128 characters without "
+                                                 "spaces or ':', then the token)")}
 
 
 def read_tokens(path: Path) -> dict[str, bytes]:

@@ -1,4 +1,4 @@
-"""Per-worker listener on the control topic.
+"""Per-worker listener on the control topic (and :func:`publish`, which one-off senders use to write to it).
 
 Every worker must see every promote/rollback, so this is not part of the worker's
 consumer group: each worker assigns itself the single control partition, starts at its
@@ -69,7 +69,8 @@ class MoveOrder:
 
     def admit(self, message: ControlMessage) -> bool:
         """Whether to load what the promote or rollback ``message`` names: a message without a sequence always, one
-        with a sequence only when it is newer than any move of its registry loaded or asked for (then it is)."""
+        with a sequence only when it is newer than any move of its registry loaded or asked for; an admitted one is
+        then the newest asked for."""
         if message.sequence is None or message.registry_id is None:
             return True
         newest = self.newest(message.registry_id)
@@ -84,7 +85,7 @@ class MoveOrder:
     def done(self, message: ControlMessage, loaded: bool) -> None:
         """The load ``message`` asked for ended: a model that was not swapped in (its load failed, or a newer
         request superseded it) may be asked for again (the same message sent again, `finsent model promote` of the
-        champion); the move before it counts once more."""
+        champion): unless a newer move was asked for since, a message need only be newer than the newest loaded."""
         if message.sequence is None or message.registry_id is None:
             return
         if loaded:

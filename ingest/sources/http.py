@@ -203,5 +203,7 @@ def _may_carry_headers(source: httpx.URL, target: httpx.URL) -> bool:
 def _proxied(client: httpx.AsyncClient, url: httpx.URL) -> bool:
     """Whether ``client`` sends ``url`` through a proxy from the environment (HTTP(S)_PROXY, ALL_PROXY, minus
     NO_PROXY). httpx's own choice, not urllib's reading of the same variables: they differ (NO_PROXY=host:port,
-    .example.com), and a hop taken for proxied that httpx connects directly would not be checked."""
+    .example.com), and a hop taken for proxied that httpx connects directly would not be checked. httpx has no public
+    way to ask, so this reads two private attributes of httpx 0.28's client (``_transport_for_url``, ``_transport``);
+    the proxy tests in tests/unit/test_ingest_internal_addresses.py fail if a new httpx changes them."""
     return client._transport_for_url(url) is not client._transport
