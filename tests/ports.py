@@ -3,7 +3,9 @@
 The port is drawn below the kernel's ephemeral range: a port the kernel hands out (``bind(0)``) is also what
 it gives the outgoing connections of Kafka and Elasticsearch clients, so one taken between this pick and the
 server's own bind made a worker fail with "address already in use" (seen in a full run). Below the range, only
-another test's pick can take it, and the draw is random over thousands of ports.
+another test's pick can take it, and the draw is random over thousands of ports. The draw is the system's, not the
+``random`` module's: training seeds that (transformers' ``set_seed``), so two pytest-xdist processes that had each
+trained the tiny model drew the same ports, and one worker answered the other's health checks.
 """
 
 import random
@@ -12,6 +14,7 @@ from pathlib import Path
 
 _RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LOWEST = 20_000
+_DRAW = random.SystemRandom()  # unaffected by random.seed
 
 
 def _below_ephemeral() -> range:
@@ -25,7 +28,7 @@ def _below_ephemeral() -> range:
 def free_port() -> int:
     ports = _below_ephemeral()
     for _ in range(200):
-        port = random.choice(ports)
+        port = _DRAW.choice(ports)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
