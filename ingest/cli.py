@@ -1,7 +1,8 @@
 """``finsent ingest …``: pull or receive documents into Kafka.
 
 Polling commands run until SIGTERM/SIGINT (then flush and exit 0) unless ``--once``; each
-prints what it did. Exit status 1 when a fetch or a Kafka delivery failed.
+prints what it did. Exit status 1 when a fetch or a Kafka delivery failed. A stop while Kafka still does not answer
+(its client retries for 30 s) exits 0 at once too, with "stopped while starting" (``finsent/stop_signals.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated
 import typer
 
 from finsent import clients
-from finsent.cli_support import fail, settings_of
+from finsent.cli_support import fail, settings_of, stopped_while_starting
 from finsent.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Pull or receive documents into Kafka.")
@@ -31,9 +32,12 @@ def _summary(label: str, report, errors: int = 0) -> str:
             f"fetch errors {errors}")
 
 
-def _start(settings: Settings, **build):
+def _start(settings: Settings, signals=None, **build):
+    """The started pipeline. With ``signals`` (a command that handles SIGTERM), a stop that comes while Kafka is
+    still being connected to ends the command at once; without, SIGTERM kills it there as anywhere (``--once``)."""
     from prometheus_client import CollectorRegistry
 
+    from finsent.stop_signals import StoppedWhileStarting, start_unless_stopped
     from ingest.pipeline import Pipeline
 
     registry = CollectorRegistry()
@@ -42,7 +46,12 @@ def _start(settings: Settings, **build):
     except (OSError, ValueError) as exc:
         fail(f"cannot load the ticker dictionary: {exc}")
     try:
-        pipeline.start()
+        if signals is None:
+            pipeline.start()
+        else:
+            start_unless_stopped(pipeline.start, signals)
+    except StoppedWhileStarting:  # the start goes on in a daemon thread: not closed under it
+        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was ingested")
     except Exception as exc:  # no broker, bad credentials…: say so, do not dump a trace
         pipeline.close()
         fail(f"cannot connect to Kafka at {settings.kafka_bootstrap}: {clients.error_text(exc)}")
@@ -69,10 +78,12 @@ def _push_auth(settings: Settings):
 def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: int | None,
                  push=None) -> None:
     """Run polling sources (and optionally the push endpoint) until stopped, or once."""
+    from finsent.stop_signals import StopSignals
     from ingest.runner import install_stop_handlers, poll_forever, poll_once, start_metrics_server
 
     push_auth = _push_auth(settings) if push is not None else None
-    pipeline = _start(settings)
+    signals = None if once else StopSignals()  # recorded from here until the event loop's handlers take over
+    pipeline = _start(settings, signals)
     http = _fetcher(settings)
 
     async def main() -> int:
@@ -85,6 +96,8 @@ def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: 
                 return 1 if errors or total.failed else 0
             stop = asyncio.Event()
             install_stop_handlers(stop)
+            if signals.received:  # came after the start, before the handlers above
+                stop.set()
             tasks = [poll_forever(source, pipeline, stop) for source in sources]
             if push is not None:
                 from ingest.push import make_app, serve
@@ -221,6 +234,7 @@ def file_(ctx: typer.Context, path: Annotated[Path, typer.Argument(exists=True, 
           no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Produce every line, even repeats "
                                                                     "(benchmarks)")] = False) -> None:
     """Replay a JSONL or CSV file into Kafka; exits at the end of the file and prints the counts."""
+    from finsent.stop_signals import StopSignals
     from ingest.replay import file_problem, holds_no_records, replay
     from ingest.runner import install_stop_handlers
 
@@ -239,11 +253,14 @@ def file_(ctx: typer.Context, path: Annotated[Path, typer.Argument(exists=True, 
     if empty:  # nothing went wrong and nothing is to be done: exit 0, as a replay that produced nothing did
         typer.echo(f"{path}: holds no records (empty, blank lines only, or a CSV header alone); nothing to replay")
         raise typer.Exit(0)
-    pipeline = _start(settings, dedup=not no_dedup)
+    signals = StopSignals()
+    pipeline = _start(settings, signals, dedup=not no_dedup)
 
     async def main():
         stop = asyncio.Event()
         install_stop_handlers(stop)
+        if signals.received:
+            stop.set()
         return await replay(path, pipeline, rate=rate, speed=speed, fmt=fmt, source=source, stop=stop)
 
     try:

@@ -2,7 +2,8 @@
 
 Kafka here is a closed local port: a client's bootstrap retries it for 30 s. Before, a SIGTERM in that time was
 recorded and acted on only when the start-up gave up, with its error: `labels serve` and `dashboards serve` with a
-traceback (exit 1), `alerts run` and `retrain scheduler` with "cannot start" (exit 1).
+traceback (exit 1), `alerts run` and `retrain scheduler` with "cannot start" (exit 1). `ingest serve`, `run` and
+`file` connected before they installed a handler: the SIGTERM killed them (exit 143, no line).
 """
 
 from __future__ import annotations
@@ -24,20 +25,36 @@ ROOT = Path(__file__).resolve().parents[2]
 FINSENT = [sys.executable, "-c", "from finsent.cli import main; main()"]  # this checkout's code, not the installed one
 
 
+def _sources(folder: Path) -> str:
+    (folder / "sources.yml").write_text(f"push: {{port: {free_port()}}}\n")
+    return str(folder / "sources.yml")
+
+
+def _documents(folder: Path) -> str:
+    (folder / "docs.jsonl").write_text('{"id": "d1", "text": "$AAPL beats estimates"}\n')
+    return str(folder / "docs.jsonl")
+
+
 @pytest.mark.parametrize("command", [
-    ["labels", "serve", "--no-indexer"],
-    ["dashboards", "serve"],
-    ["alerts", "run", "--rules", str(ROOT / "alerts" / "rules.example.yml"), "--metrics-port", "0"],
-    ["retrain", "scheduler", "--no-indexer"],
-], ids=lambda command: " ".join(command[:2]))
+    lambda _: ["labels", "serve", "--no-indexer"],
+    lambda _: ["dashboards", "serve"],
+    lambda _: ["alerts", "run", "--rules", str(ROOT / "alerts" / "rules.example.yml"), "--metrics-port", "0"],
+    lambda _: ["retrain", "scheduler", "--no-indexer"],
+    lambda _: ["ingest", "serve"],
+    lambda folder: ["ingest", "run", "--config", _sources(folder), "--metrics-port", "0"],
+    lambda folder: ["ingest", "file", _documents(folder)],
+], ids=["labels serve", "dashboards serve", "alerts run", "retrain scheduler", "ingest serve", "ingest run",
+        "ingest file"])
 def test_a_stop_while_kafka_is_still_unreachable_ends_the_command_at_once(tmp_path, command):
+    command = command(tmp_path)
     env = os.environ | {
         "PYTHONPATH": str(ROOT), "FINSENT_STATE_DIR": str(tmp_path),
         "FINSENT_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
         "FINSENT_ELASTICSEARCH_URL": f"http://127.0.0.1:{free_port()}",
         "FINSENT_LABEL_TOKEN": "t" * 32, "FINSENT_ALERTS_WEBHOOK_SECRET": "s" * 32,
         "FINSENT_LABELS_PORT": str(free_port()), "FINSENT_DASHBOARD_PORT": str(free_port()),
-        "FINSENT_RETRAIN_METRICS_PORT": "0",
+        "FINSENT_RETRAIN_METRICS_PORT": "0", "FINSENT_PUSH_PORT": str(free_port()),
+        "FINSENT_INGEST_METRICS_PORT": "0",
     }
     proc = subprocess.Popen(FINSENT + command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
