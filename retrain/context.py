@@ -68,6 +68,13 @@ class Context:
                 self._scorers[version] = Scorer.from_settings(self.settings, version, registry=self.registry)
             return self._scorers[version]
 
+    def release_scorer(self, version: str) -> None:
+        """Drop ``version``'s cached scorer, if cached: a challenger deleted, failed or left unjudged is never
+        scored again, and held here it kept a model's memory (about 90 MB for MiniLM, a larger base far more) until
+        the next check loaded the champion."""
+        with self._scorer_lock:
+            self._scorers.pop(version, None)
+
     # --- labels --------------------------------------------------------------------------
     def all_labels(self) -> list[StoredLabel]:
         """Every stored label, oldest first: a retrain that its gate (on a query of the fresh labels alone) lets

@@ -282,6 +282,7 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
         return outcome
     except Exception as exc:
         log.exception("retrain failed judging %s", challenger)
+        ctx.release_scorer(challenger)
         outcome = Outcome("failed", [f"{type(exc).__name__}: {exc}"], champion_version=champion,
                           challenger_version=challenger)
         ctx.registry.update_metadata(challenger, retrain={"decision": "failed", "reasons": outcome.reasons})
@@ -370,6 +371,7 @@ def discard_unjudged(ctx: Context, outcome: Outcome) -> None:
 
     challenger = outcome.challenger_version
     assert challenger is not None
+    ctx.release_scorer(challenger)  # deleted or not, nothing scores it again
     try:
         ctx.registry.discard(challenger)
     except (OSError, RegistryError) as exc:

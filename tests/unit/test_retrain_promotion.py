@@ -130,7 +130,9 @@ FRESH = [ResolvedLabel(key=f"k{i}", doc_id=f"d{i}", text=f"text {i}", label="neu
 
 def _retrain_to_judge(tmp_path, monkeypatch, scorer) -> tuple[Context, AuditIndex, str]:
     """A context whose retrain trains a stand-in challenger (a registry copy) on 60 fresh labels and judges it on
-    10 golden rows with ``scorer(version)``; returns it, its audit index and the champion."""
+    10 golden rows with ``scorer(version)``, loaded through the context's scorer cache; returns it, its audit index
+    and the champion."""
+    from model.scorer import Scorer
     from retrain import golden as goldenmod
 
     class Judging(Context):
@@ -143,8 +145,7 @@ def _retrain_to_judge(tmp_path, monkeypatch, scorer) -> tuple[Context, AuditInde
         def earlier_labels(self, fresh, stored=None):
             return []
 
-        def scorer(self, version):
-            return scorer(version)
+    monkeypatch.setattr(Scorer, "from_settings", classmethod(lambda cls, settings, ref, **kwargs: scorer(ref)))
 
     settings = Settings(state_dir=tmp_path / "state", model_dir=tmp_path / "models")
     es = AuditIndex()
@@ -315,3 +316,36 @@ def test_an_onnx_export_out_of_time_fails_the_retrain_and_marks_the_challenger_f
     assert ctx.registry.get(challenger)["retrain"] == {"decision": "failed", "reasons": [why]}
     assert ctx.registry.champion() == champion and es.docs[-1]["decision"] == "failed"
     assert not (ctx.registry.path(challenger) / onnx_runtime.CACHE_DIR / "done.onnx").exists()
+
+
+
+@pytest.mark.parametrize("ending", ["stopped", "failed"])
+def test_a_challenger_stopped_or_failed_while_judged_leaves_no_scorer_in_memory(tmp_path, monkeypatch, ending) -> None:
+    # The context's cache kept the challenger's scorer (a model's memory: ~90 MB for MiniLM) after its judging ended
+    # in a stop (the challenger deleted) or a failure, until the next check loaded the champion.
+    import gc
+    import weakref
+
+    from retrain import retraining
+
+    batches: list[str] = []
+    loaded: dict[str, weakref.ref] = {}
+
+    def scorer(version):
+        made = _BatchedScorer(version, batches)
+        loaded[version] = weakref.ref(made)
+        return made
+
+    def fails(*args, **kwargs):  # after the scoring: the log record pytest keeps holds no frame of the scorer
+        raise RuntimeError("no decision")
+
+    ctx, es, champion = _retrain_to_judge(tmp_path, monkeypatch, scorer)
+    if ending == "failed":
+        monkeypatch.setattr(retraining, "decide_promotion", fails)
+    outcome = retraining.run_retrain(
+        ctx, trigger="cron", should_stop=lambda: ending == "stopped" and any(v != champion for v in batches))
+    challenger = outcome.challenger_version
+    assert outcome.decision == ending and challenger in loaded, outcome.reasons
+    assert ctx.registry.exists(challenger) == (ending == "failed")
+    gc.collect()
+    assert loaded[challenger]() is None
