@@ -191,9 +191,12 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None,
     loopback means requests must name this machine in their Host header (finsent.allowed_hosts: DNS rebinding);
     bound to another address it serves whatever name its users reach it by."""
     host = settings.dashboard_host if bind_host is None else bind_host
-    host_checked = allowed_hosts.middleware(allowed_hosts.AllowedHosts.of(settings, host),
-                                            hint=" (or FINSENT_DASHBOARD_HOST, to serve any name beyond loopback)")
-    app = web.Application(middlewares=[_observe, *([host_checked] if allowed_hosts.is_loopback(host) else [])])
+    middlewares = [_observe]
+    if allowed_hosts.is_loopback(host):
+        middlewares.append(allowed_hosts.middleware(
+            allowed_hosts.AllowedHosts.of(settings, host),
+            hint=" (or FINSENT_DASHBOARD_HOST, to serve any name beyond loopback)"))
+    app = web.Application(middlewares=middlewares)
     app[SETTINGS] = settings
     app[REGISTRY] = registry if registry is not None else CollectorRegistry()
     app[METRICS] = DashboardMetrics(app[REGISTRY])

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from finsent.rate_limit import client_key
 from finsent.settings import Settings
-from finsent.stop_signals import StoppedWhileStarting
+from finsent.stop_signals import StoppedWhileStarting, install_stop_handlers
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +259,7 @@ def run(app: web.Application, host: str, port: int, settings: Settings, *,
     """:func:`serve` until SIGINT or SIGTERM, in a new event loop (what ``web.run_app`` does with its own runner)."""
     async def main() -> None:
         stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        install_stop_handlers(stop)
         await serve(app, host, port, settings, stop, started=started, **runner_args)
 
     asyncio.run(main())

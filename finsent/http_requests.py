@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 
+import orjson
 from aiohttp import web
 
 
@@ -25,6 +26,12 @@ class BodyTooSlow(Exception):
 
     def __init__(self, deadline: float) -> None:
         super().__init__(f"the body did not arrive within {deadline:g} s (FINSENT_HTTP_BODY_TIMEOUT)")
+
+    def answer(self) -> web.Response:
+        """408 with the reason, and the connection closed: the rest of the body may still be on its way."""
+        response = web.Response(status=408, body=orjson.dumps({"error": str(self)}), content_type="application/json")
+        response.force_close()
+        return response
 
 
 async def read_limited(request: web.Request, max_bytes: int, deadline: float | None = None) -> bytes | None:

@@ -40,9 +40,7 @@ class _Deadline(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:  # type: ignore[override]  # any writable buffer, as io's
-        if self.deadline is None:
-            self.sock.settimeout(None)
-        else:
+        if self.deadline is not None:  # None once the headers are in: the socket blocks again (parse_request)
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the request's line and headers came too late")

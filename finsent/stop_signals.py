@@ -18,6 +18,7 @@ work begun.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 import time
@@ -106,3 +107,14 @@ async def in_daemon_thread(call: Callable[[], T]) -> T:
 
     threading.Thread(target=target, name="starting", daemon=True).start()
     return await future
+
+
+def install_stop_handlers(stop: asyncio.Event, recorded: StopSignals | None = None) -> None:
+    """SIGINT and SIGTERM set ``stop`` from now on; so does one that ``recorded`` (the command's handler until the
+    event loop ran) received already."""
+    loop = asyncio.get_running_loop()
+    for sig in STOP:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if recorded is not None and recorded.received:
+        stop.set()

@@ -37,8 +37,9 @@ _ACTIVE = r"\b(?!\s+(?:by|from)\b|\s+at\s+(?!(?:an?\s+)?" + _RATING + r")))"  # 
 _ANALYSTS = re.compile(_DESK + r"(?:analysts?|strategists?)\b)")
 _RATING_ACTION = re.compile(_DESK + r"(?:(?:up|down)grade|initiate|reiterate|resume|reinstate|rate)[sd]?" + _ACTIVE)
 # Each verb in every form, the plural too: "JPMorgan and Wells Fargo raise their price targets on Microsoft".
-_TARGET_ACTION = re.compile(_DESK + r"(?:raise[sd]?|lift(?:s|ed)?|boost(?:s|ed)?|hike[sd]?|lower(?:s|ed)?|"
-                                    r"trim(?:s|med)?|slash(?:es|ed)?|reduce[sd]?|cuts?)" + _ACTIVE)
+_TARGET_VERB = (r"(?:raise[sd]?|lift(?:s|ed)?|boost(?:s|ed)?|hike[sd]?|lower(?:s|ed)?|trim(?:s|med)?|slash(?:es|ed)?|"
+                r"reduce[sd]?|cuts?)")
+_TARGET_ACTION = re.compile(_DESK + _TARGET_VERB + _ACTIVE)
 # "target" as the noun a change of target needs, not the verb: "raises Nvidia target to $200", "lifts its price target
 # on Apple", but not "JPMorgan lowers costs as Microsoft targets AI" (the bank's own news).
 _TARGET_NOUN = re.compile(r"(?i:\btargets?\b(?=\s*(?:$|[,.;:!?)–—-]|(?:on|for|to|of|at|from|by|in|with|amid|after|"
@@ -51,8 +52,7 @@ _BY_BROKER = re.compile(r"(?i:\b(?:(?:up|down)grade[sd]?|initiated|reiterated|re
 # a change of target right after the bank, noun or verb ("Tesla jumps on Goldman boost to price target", "Tesla falls
 # as Morgan Stanley cuts its price target", "Apple slips on Citi target cut"); the bank's own goals are no call
 # ("Goldman boosts its own profit target", "Goldman cuts jobs target").
-_CHANGE = r"(?:raise[sd]?|lift(?:s|ed)?|boost(?:s|ed)?|hike[sd]?|increase[sd]?|lower(?:s|ed)?|trim(?:s|med)?|" \
-          r"slash(?:es|ed)?|reduce[sd]?|reduction|cuts?)"
+_CHANGE = r"(?:" + _TARGET_VERB + r"|increase[sd]?|reduction)"  # and the nouns: "Citi target cut", "boost to"
 _CALL = re.compile(r"(?i:(?:['’]s)?\s+(?:price\s+target|(?:up|down)grade|initiation|target\s+" + _CHANGE +
                    r"|" + _CHANGE + r"(?:\s+(?:to|in|of))?\s+(?:(?:its|their|the)\s+)?(?:price\s+)?targets?)\b)")
 # The bank's view of the company after it: a rating ("Goldman Sachs says Tesla is a buy", "Goldman Sachs: Tesla is a

@@ -78,8 +78,8 @@ def _push_auth(settings: Settings):
 def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: int | None,
                  push=None) -> None:
     """Run polling sources (and optionally the push endpoint) until stopped, or once."""
-    from finsent.stop_signals import StopSignals
-    from ingest.runner import install_stop_handlers, poll_forever, poll_once, start_metrics_server
+    from finsent.stop_signals import StopSignals, install_stop_handlers
+    from ingest.runner import poll_forever, poll_once, start_metrics_server
 
     push_auth = _push_auth(settings) if push is not None else None
     signals = None if once else StopSignals()  # recorded from here until the event loop's handlers take over
@@ -95,9 +95,7 @@ def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: 
                 typer.echo(_summary("ingest", total, errors))
                 return 1 if errors or total.failed else 0
             stop = asyncio.Event()
-            install_stop_handlers(stop)
-            if signals.received:  # came after the start, before the handlers above
-                stop.set()
+            install_stop_handlers(stop, signals)  # and a stop that came after the start, before them
             tasks = [poll_forever(source, pipeline, stop) for source in sources]
             if push is not None:
                 from ingest.push import make_app, serve
@@ -236,7 +234,7 @@ def file_(ctx: typer.Context, path: Annotated[Path, typer.Argument(exists=True, 
     """Replay a JSONL or CSV file into Kafka; exits at the end of the file and prints the counts."""
     from finsent.stop_signals import StopSignals
     from ingest.replay import file_problem, holds_no_records, replay
-    from ingest.runner import install_stop_handlers
+    from finsent.stop_signals import install_stop_handlers
 
     settings = settings_of(ctx)
     if rate is not None and speed is not None:
@@ -258,9 +256,7 @@ def file_(ctx: typer.Context, path: Annotated[Path, typer.Argument(exists=True, 
 
     async def main():
         stop = asyncio.Event()
-        install_stop_handlers(stop)
-        if signals.received:
-            stop.set()
+        install_stop_handlers(stop, signals)
         return await replay(path, pipeline, rate=rate, speed=speed, fmt=fmt, source=source, stop=stop)
 
     try:

@@ -37,6 +37,7 @@ MAX_TEXT_BYTES = 900_000  # a cheap early bound on text + title, before the cost
 MAX_MESSAGE_BYTES = 1_000_000
 MAX_TITLE_CHARS = 4096  # RawDocument's limits
 MAX_URL_CHARS = 4096
+MAX_SOURCE_CHARS = 64
 # A time this little ahead (embargo, a zone mistake) is accepted by a later poll, so the source reads the
 # item again (Rejected.temporary); further ahead is a wrong date, not worth holding a feed's cursor for.
 FUTURE_RETRY_WITHIN = timedelta(days=1)
@@ -242,8 +243,8 @@ class Normaliser:
 
     def _normalise(self, item: SourceItem) -> RawDocument:
         source = clean_text(item.source or "")
-        if not source or len(source) > 64:
-            raise Rejected("bad_source", f"source name {item.source!r} must be 1-64 characters")
+        if not source or len(source) > MAX_SOURCE_CHARS:
+            raise Rejected("bad_source", f"source name {item.source!r} must be 1-{MAX_SOURCE_CHARS} characters")
         now = self.clock()
         title = self._text(item.title, item.html) if item.title else None
         text = self._text(item.text, item.html) if item.text else ""

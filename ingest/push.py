@@ -165,9 +165,7 @@ def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_W
             body = await read_limited(request, max_bytes, settings.http_body_timeout)
         except BodyTooSlow as exc:
             metrics.errors.labels(LABEL, "invalid", "too_slow").inc()
-            answer = _json(408, {"error": str(exc)})
-            answer.force_close()  # the rest of the body may still be on its way
-            return answer
+            return exc.answer()
         if body is None:
             metrics.errors.labels(LABEL, "invalid", "too_large").inc()
             return _json(413, {"error": f"body is over the limit of {max_bytes} bytes"})

@@ -22,6 +22,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from aiohttp import web
@@ -30,13 +31,12 @@ from finsent.http_requests import bearer_matches
 from finsent.private_files import read_private_text, token_lines
 from finsent.settings import Settings
 from ingest.items import SourceItem
-from ingest.normalise import clean_text
+from ingest.normalise import MAX_SOURCE_CHARS, clean_text
 
-MAX_SOURCE_CHARS = 64  # the normaliser's limit on a source name
 ANY = "*"
 # The sources ingest writes itself: RSS feeds (rss:<host>), API sources (api:<name>), Reddit and StockTwits posts,
 # and `finsent ingest file` lines that name none.
-FEED_SOURCES = ("rss:*", "api:*", "reddit", "stocktwits", "replay")
+FEED_SOURCES = ("rss:*", "api:*", "reddit", "stocktwits", "replay")  # folded already (lower-case ASCII)
 DEFAULT_SOURCE = "push"  # what a pushed document without a source gets (ingest.push.LABEL)
 _LINE = re.compile(r"([^\s:#]{1,128})\s*(?::\s*|\s+)(\S+)((?:\s+\S+)+)")
 
@@ -115,6 +115,11 @@ class PushAuth:
             raise PushTokensError(f"{settings.push_tokens_file}: FINSENT_PUSH_TOKEN is also a sender's token")
         return cls(shared=shared, senders=senders)
 
+    @cached_property
+    def _claimed(self) -> tuple[str, ...]:
+        """The senders' names and prefixes, folded: the shared token may write none of them."""
+        return tuple(folded(p) for _, sources in self.senders.values() for p in sources if p != ANY)
+
     def sender(self, request: web.Request) -> Sender | None:
         """Whose token the request carries, or None. Every token is compared (each in constant time), so the
         time taken does not tell which one matched."""
@@ -126,7 +131,6 @@ class PushAuth:
     def refusal(self, sender: Sender, items: Sequence[SourceItem]) -> str | None:
         """Why ``sender`` may not send these documents (answered 403), or None. A source is judged as the
         normaliser will store it: invisible characters are no way around a name."""
-        claimed = [folded(p) for _, sources in self.senders.values() for p in sources if p != ANY]
         for item in items:
             source = clean_text(item.source or "")
             if not source:
@@ -138,11 +142,11 @@ class PushAuth:
                             f"({', '.join(sender.sources)}; FINSENT_PUSH_TOKENS_FILE)")
                 continue
             plain = folded(source)
-            if any(matches(folded(p), plain) for p in FEED_SOURCES):
+            if any(matches(p, plain) for p in FEED_SOURCES):  # written folded
                 return (f"{item.where}: the shared token (FINSENT_PUSH_TOKEN) cannot write {shown}, a name of "
                         f"ingest's own sources ({', '.join(FEED_SOURCES)}): its documents would take their ids. "
                         "A sender's token that lists it can (FINSENT_PUSH_TOKENS_FILE)")
-            if any(matches(p, plain) for p in claimed):
+            if any(matches(p, plain) for p in self._claimed):
                 return (f"{item.where}: the shared token (FINSENT_PUSH_TOKEN) cannot write {shown}, a source a "
                         "sender's own token has (FINSENT_PUSH_TOKENS_FILE): send that token")
         return None

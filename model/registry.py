@@ -482,17 +482,25 @@ def open_registry(settings: Any, *, mirror: bool = True) -> Registry:
     An unreachable or misconfigured Elasticsearch is a logged warning, never an error: the files
     are the truth and training or promotion must not depend on the mirror.
     """
-    es = None
     if mirror:
-        from finsent import clients, topology
+        from finsent import clients
 
         try:
             client = clients.elasticsearch(settings, request_timeout=5, max_retries=0)
             # Cluster health, not ping: the integration-test distribution answers GET / with 405.
             client.cluster.health()
-            topology.update_mapping(client, settings, "models")  # an upgrade's new fields (requires) before a mirror
-            es = client
+            return mirrored_registry(settings, client)
         except Exception as exc:
             log.warning("Elasticsearch at %s unavailable (%s); model metadata is not mirrored",
                         settings.elasticsearch_url, exc)
+    return Registry(settings.models_path, None, index=settings.index("models"))
+
+
+def mirrored_registry(settings: Any, es: Any) -> Registry:
+    """The registry of ``settings.models_path`` mirrored through ``es``, its index's mapping first given this
+    release's new fields (``requires``): the mapping is strict, and every process that mirrors may be the first
+    upgraded one (a CLI, the retrain scheduler)."""
+    from finsent import topology
+
+    topology.update_mapping(es, settings, "models")
     return Registry(settings.models_path, es, index=settings.index("models"))

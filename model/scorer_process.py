@@ -343,13 +343,15 @@ def _export_apart(path: Path, timeout: float, should_stop: Callable[[], bool] | 
     scorer process, which answers one request at a time, loads it at once. One that fails or takes
     over ``timeout`` seconds is left to the load, which exports in the scorer process and reports
     what failed (within its own time limit). One is killed as soon as ``should_stop()`` says so."""
-    from model.onnx_runtime import ExportFailed, ExportStopped, export_apart
+    from model.onnx_runtime import ExportFailed, ExportStopped, ExportTimedOut, export_apart
 
     log.info("exporting %s to ONNX before loading it", path)
     try:
         export_apart(path, timeout=timeout, should_stop=should_stop)
-    except (ExportStopped, ExportFailed) as exc:
+    except (ExportTimedOut, ExportFailed) as exc:
         log.warning("%s; the load exports it", exc)
+    except ExportStopped as exc:  # the worker stops: the load ends without it (ScorerProcess.load)
+        log.info("%s", exc)
 
 
 def _serve(conn: Any, settings: Any) -> None:

@@ -38,11 +38,11 @@ class Context:
     def open(cls, settings: Settings, *, metrics: RetrainMetrics | None = None,
              clock: Callable[[], datetime] = utc_now) -> Context:
         from finsent import clients, topology
-        from model.registry import Registry
+        from model.registry import mirrored_registry
 
         es = clients.elasticsearch(settings)
         topology.update_mapping(es, settings, "retrain")  # an upgrade's new fields (labels_read_at) before an audit
-        return cls(settings=settings, es=es, registry=Registry(settings.models_path, es=es, index=settings.index("models")),
+        return cls(settings=settings, es=es, registry=mirrored_registry(settings, es),
                    producer=clients.kafka_producer(settings), metrics=metrics or RetrainMetrics(), clock=clock)
 
     def close(self) -> None:

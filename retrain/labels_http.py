@@ -110,9 +110,7 @@ async def post_labels(request: web.Request) -> web.Response:
         body = await read_limited(request, settings.label_max_bytes, settings.http_body_timeout)
     except BodyTooSlow as exc:
         requests.labels(endpoint="/labels", status="408").inc()
-        answer = _json(408, {"error": str(exc)})
-        answer.force_close()  # the rest of the body may still be on its way
-        return answer
+        return exc.answer()
     if body is None:
         requests.labels(endpoint="/labels", status="413").inc()
         return _json(413, {"error": f"body is over the limit of {settings.label_max_bytes} bytes"})

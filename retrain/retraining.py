@@ -179,20 +179,25 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
         outcome = Outcome("skipped", ["no champion model: train one with `finsent model train` and promote it"])
         audit(ctx, outcome, trigger=trigger, started=started, fresh=None)
         return outcome
-    meta = ctx.registry.get(champion)
-    # Before the reads, by as long as a stored label may take to be searchable: a label stored about
-    # then counts as fresh once more next time, never as seen.
-    read_at = ctx.clock() - SEARCHABLE_WITHIN
+
+    def skipped(why: str, fresh: list[ResolvedLabel] | None = None, seen: LabelsSeen | None = None) -> Outcome:
+        # A drift check that found no drift is no retrain decision: not audited.
+        outcome = Outcome("skipped", [why], champion_version=champion)
+        if trigger != "drift" or drift_detected:
+            audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
+        return outcome
+
     attempt = last_attempt(ctx)
     cooldown = timedelta(minutes=s.retrain_cooldown_minutes)
     # No drift, or within the cooldown: skipped whatever the labels, so none is read (fresh_labels null in the audit).
     early = skip_before_labels(trigger=trigger, drift_detected=drift_detected, last_attempt=attempt, now=ctx.clock(),
                                cooldown=cooldown)
     if early is not None:
-        outcome = Outcome("skipped", [early], champion_version=champion)
-        if trigger != "drift" or drift_detected:
-            audit(ctx, outcome, trigger=trigger, started=started, fresh=None)
-        return outcome
+        return skipped(early)
+    meta = ctx.registry.get(champion)
+    # Before the reads, by as long as a stored label may take to be searchable: a label stored about
+    # then counts as fresh once more next time, never as seen.
+    read_at = ctx.clock() - SEARCHABLE_WITHIN
 
     def gate(fresh: list[ResolvedLabel]) -> tuple[bool, str]:
         return should_retrain(trigger=trigger, drift_detected=drift_detected, fresh_labels=len(fresh),
@@ -211,10 +216,7 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
         go, why = gate(fresh)
     seen = LabelsSeen.of(fresh, label_cutoff(meta, read_at), read_at)
     if not go:
-        outcome = Outcome("skipped", [why], champion_version=champion)
-        if trigger != "drift" or drift_detected:
-            audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
-        return outcome
+        return skipped(why, fresh, seen)
     try:
         return _train_and_decide(ctx, champion, fresh, stored, len(unresolved), seen, trigger=trigger,
                                  started=started, should_stop=should_stop)

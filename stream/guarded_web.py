@@ -25,6 +25,6 @@ class GuardedWeb(faust_aiohttp.Web):
     """Faust's aiohttp web driver whose connections have the header deadline and per-client cap of ``settings``,
     counted in ``metrics``."""
 
-    def __init__(self, app: Any, settings: Settings, *, metrics: GuardMetrics | None = None, **kwargs: Any) -> None:
+    def __init__(self, app: Any, settings: Settings, *, metrics: GuardMetrics, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._runner = GuardedRunner(self.web_app, settings, metrics=metrics, access_log=None)  # Faust's: no log

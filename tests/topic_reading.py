@@ -9,6 +9,8 @@ from typing import Any
 
 from kafka import TopicPartition
 
+from finsent import clients
+from finsent.settings import Settings
 from tests.waiting import wait_for
 
 
@@ -27,3 +29,12 @@ def read_to_end(consumer: Any, timeout: float = 30) -> list[Any]:
 
     wait_for(at_end, timeout, f"{', '.join(topics)} read up to its end offsets", every=0)
     return records
+
+
+def topic_held(settings: Settings, name: str) -> list[Any]:
+    """Every record the topic ``name`` (its short name: "control", "dlq") holds now, read to its end offsets."""
+    consumer = clients.kafka_consumer(settings, settings.topic(name))
+    try:
+        return read_to_end(consumer)
+    finally:
+        consumer.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -151,14 +152,15 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._connect.sleep(seconds)
 
 
-def guarded_transport(backend: GuardedBackend) -> httpx.AsyncHTTPTransport:
+def guarded_transport(backend: GuardedBackend, ssl_context: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
     """httpx's transport, its connections made through ``backend``, and no proxy (a proxy would connect wherever a
     redirect points). httpx 0.28 passes no network backend to its pool, so the pool is built here as httpx builds
-    it; the tests of the guarded fetch fail if a new httpx stops using it."""
-    transport = httpx.AsyncHTTPTransport()
+    it; the tests of the guarded fetch fail if a new httpx stops using it. ``ssl_context`` is the fetcher's one
+    (building one loads the CA bundle: about 30 ms)."""
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context)
     limits = httpx.Limits()  # httpx's defaults
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(), max_connections=limits.max_connections,
+        ssl_context=ssl_context, max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
         network_backend=backend)
     return transport

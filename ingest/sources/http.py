@@ -86,12 +86,13 @@ class HttpFetcher:
 
     async def start(self) -> None:
         if self._client is None:
-            options = {"timeout": self.timeout, "follow_redirects": False,
+            ssl_context = httpx.create_ssl_context()  # one for the three clients (each would load the CA bundle)
+            options = {"timeout": self.timeout, "follow_redirects": False, "verify": ssl_context,
                        "headers": {"User-Agent": self.user_agent, "Accept-Encoding": ACCEPT_ENCODING}}
             self._client = httpx.AsyncClient(**options)
             self._guarded, self._inside = (
                 httpx.AsyncClient(**options, transport=guarded_transport(
-                    GuardedBackend(self._resolve, self._connector, internal=internal)))
+                    GuardedBackend(self._resolve, self._connector, internal=internal), ssl_context))
                 for internal in (False, True))
 
     async def close(self) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
-from typing import Any
 
 import orjson
 import pytest
@@ -13,10 +12,9 @@ from typer.testing import CliRunner
 
 from finsent import clients, topology
 from finsent.schemas import LabelRecord, utc_now
-from finsent.settings import Settings
 from stream.validation import Origin, dead_letter
 from tests.integration.stream_harness import Worker, es_count, es_docs, make_doc, produce, read_topic
-from tests.topic_reading import read_to_end
+from tests.topic_reading import topic_held
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -28,16 +26,6 @@ def _dlq(*args: str) -> tuple[str, str]:
     result = CliRunner().invoke(app, ["dlq", *args])
     assert result.exit_code == 0, result.output + result.stderr
     return result.stdout, result.stderr
-
-
-def _held(settings: Settings, name: str) -> list[Any]:
-    """Every record the topic holds now. The producers are done: a read to the end offsets, not one that
-    stops after a few seconds, so a loaded machine cannot make it short."""
-    consumer = clients.kafka_consumer(settings, settings.topic(name))
-    try:
-        return read_to_end(consumer)
-    finally:
-        consumer.close()
 
 
 def _verdicts(stdout: str) -> Counter[str]:
@@ -90,7 +78,7 @@ def test_documents_refused_by_a_drifted_mapping_are_replayed_once(bootstrapped, 
         topology.ensure_indices(es, settings)
         dry, _ = _dlq("replay", "--dry-run", "--json")
         assert _verdicts(dry) == {"replay": 11, "still invalid": 1, "not replayable": 1}
-        assert len(_held(settings, "raw")) == 11  # the 10 documents and the bad record
+        assert len(topic_held(settings, "raw")) == 11  # the 10 documents and the bad record
 
         sent, _ = _dlq("replay")
         assert "sent 11" in sent
@@ -105,8 +93,8 @@ def test_documents_refused_by_a_drifted_mapping_are_replayed_once(bootstrapped, 
         again, _ = _dlq("replay", "--json")
         # Labels have no document to look up; their id (document + annotator) makes a second write a no-op.
         assert _verdicts(again) == {"already indexed": 10, "replay": 1, "still invalid": 1, "not replayable": 1}
-        assert len(_held(settings, "raw")) == 21
-        labels = [orjson.loads(m.value) for m in _held(settings, "labels")]
+        assert len(topic_held(settings, "raw")) == 21
+        labels = [orjson.loads(m.value) for m in topic_held(settings, "labels")]
         assert [(lab["doc_id"], lab["label"]) for lab in labels] == [("drifted1", "positive")] * 2
 
         # A write block refuses every document alike: the worker holds the stream instead of dead-lettering.
@@ -116,7 +104,7 @@ def test_documents_refused_by_a_drifted_mapping_are_replayed_once(bootstrapped, 
         wait_for(lambda: (h := worker.health()) is not None and h[0] == 503, 60, "health 503 while writes are blocked")
         es.indices.put_settings(index=docs_index, settings={"index.blocks.write": None})
         wait_for(lambda: es_count(settings) >= len(docs) + len(held), 120, "the held documents indexed")
-        assert len(_held(settings, "dlq")) == 14  # no new letter
+        assert len(topic_held(settings, "dlq")) == 14  # no new letter
         assert worker.terminate() == 0
         assert "\x1b" not in worker.log.read_text(errors="replace")  # no terminal spinner in a log file
     finally:

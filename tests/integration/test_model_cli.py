@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from finsent.schemas import LABELS
 from tests.model_fixtures import tiny_rows
-from tests.topic_reading import read_to_end
+from tests.topic_reading import topic_held
 
 
 @pytest.fixture
@@ -99,11 +99,8 @@ def test_train_predict_eval_list_promote_rollback(cli_env, tmp_path):
     # promote / rollback, announced on the control topic and mirrored to finsent-models
     _run("promote", first)
     assert _run("rollback").stdout.strip().endswith(second["version"])
-    consumer = clients.kafka_consumer(cli_env, cli_env.topic("control"))
-    try:  # promote and rollback returned once the broker had their message
-        messages = [ControlMessage.model_validate_json(m.value) for m in read_to_end(consumer)]
-    finally:
-        consumer.close()
+    # promote and rollback returned once the broker had their message
+    messages = [ControlMessage.model_validate_json(m.value) for m in topic_held(cli_env, "control")]
     assert [(m.action, m.model_version) for m in messages] == [("promote", first), ("rollback", second["version"])]
     # the numbers of the moves (train --promote made move 1), so workers can drop one the broker writes late
     assert [m.sequence for m in messages] == [2, 3] and len({m.registry_id for m in messages}) == 1

@@ -21,7 +21,7 @@ from retrain.golden import first_model_held_out
 from retrain.label_store import index_labels
 from retrain.retraining import run_retrain
 from retrain.scheduler import CHECK_JOB, RetrainScheduler
-from tests.topic_reading import read_to_end
+from tests.topic_reading import topic_held
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -93,11 +93,7 @@ def index_fresh_labels(settings, n: int = 30, seed: int = 2, first: int = 0, sto
 
 def control_messages(settings) -> list[dict]:
     """What the control topic holds; call it once the senders are done (each waits for the broker's ack)."""
-    consumer = clients.kafka_consumer(settings, settings.topic("control"), group_id=None)
-    try:
-        return [orjson.loads(m.value) for m in read_to_end(consumer)]
-    finally:
-        consumer.close()
+    return [orjson.loads(m.value) for m in topic_held(settings, "control")]
 
 
 def audit_records(settings) -> list[dict]:

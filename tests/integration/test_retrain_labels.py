@@ -15,7 +15,7 @@ from finsent.schemas import LabelRecord
 from retrain.label_indexer import LabelIndexer
 from retrain.label_intake import LabelPublisher
 from retrain.label_store import fetch_labels
-from tests.topic_reading import read_to_end
+from tests.topic_reading import topic_held
 
 pytestmark = pytest.mark.integration
 TOKEN = "s3cret-token"
@@ -38,11 +38,7 @@ def drain(settings) -> LabelIndexer:
 
 
 def dlq_records(settings) -> list[dict]:
-    consumer = clients.kafka_consumer(settings, settings.topic("dlq"), group_id=None)
-    try:  # the indexer that wrote them has flushed and closed
-        return [orjson.loads(m.value) for m in read_to_end(consumer)]
-    finally:
-        consumer.close()
+    return [orjson.loads(m.value) for m in topic_held(settings, "dlq")]  # the indexer has flushed and closed
 
 
 async def test_labels_from_cli_http_and_kafka_land_in_elasticsearch(label_settings, tmp_path) -> None:

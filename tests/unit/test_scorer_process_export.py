@@ -26,6 +26,7 @@ def test_a_worker_that_stops_during_a_hot_swaps_export_kills_it_and_starts_no_sc
     old = folder(tmp_path, "old")
     scoring = process._models[1] = HostedModel(process, 1, old, "old", "int8", 128, VersionHold(old))
     started: list[str] = []
+    killed: list[str] = []  # exports the stop reached
 
     def start() -> None:
         started.append("a scorer process")
@@ -34,6 +35,7 @@ def test_a_worker_that_stops_during_a_hot_swaps_export_kills_it_and_starts_no_sc
     def export(path, *, should_stop=None, timeout=None):
         scoring.close()  # the worker stops (ModelHolder.close) while the new model exports, seconds to minutes
         if should_stop is not None and should_stop():
+            killed.append(path.name)
             raise onnx_runtime.ExportStopped(f"the export of {path} asked to stop")
         # else it runs to its end (up to the time limit), and the load goes on
 
@@ -42,3 +44,4 @@ def test_a_worker_that_stops_during_a_hot_swaps_export_kills_it_and_starts_no_sc
     with pytest.raises(ScorerProcessError, match="closed while .* exported"):
         process.load(folder(tmp_path, "new"))
     assert started == [] and process.pid is None
+    assert killed == ["new"]  # the stop reached the export, not only the check after it
