@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from finsent.services import local_credentials
 from finsent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,9 @@ def elasticsearch_kwargs(settings: Settings) -> dict[str, Any]:
     elif settings.elasticsearch_username:
         password = settings.elasticsearch_password.get_secret_value() if settings.elasticsearch_password else ""
         kwargs["basic_auth"] = (settings.elasticsearch_username, password)
+    elif local_credentials.is_loopback_http(settings.elasticsearch_url) and (
+            password := local_credentials.read_password(settings.cache_dir, settings.elasticsearch_port)):
+        kwargs["basic_auth"] = (local_credentials.USER, password)  # the local server of `finsent services up`
     if settings.elasticsearch_url.startswith("https://"):
         kwargs["verify_certs"] = settings.elasticsearch_verify_certs
         if settings.elasticsearch_ca_certs:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from finsent.services import artifacts
+from finsent.services import artifacts, local_credentials
 from finsent.services.java import find_java_home
 from finsent.services.process import (
     PidFile, ServiceError, port_in_use, start_background, stop_process, wait_until)
@@ -31,8 +31,10 @@ network.host: 127.0.0.1
 http.port: {port}
 transport.port: {transport_port}
 discovery.type: single-node
-# Security is off only for this loopback-only single node; docker-compose keeps it on.
-xpack.security.enabled: false
+# Security on, without TLS on loopback: a page that rebinds its name to 127.0.0.1 gets a 401 (local_credentials).
+xpack.security.enabled: true
+xpack.security.http.ssl.enabled: false
+xpack.security.transport.ssl.enabled: false
 xpack.ml.enabled: false
 action.destructive_requires_name: false
 cluster.routing.allocation.disk.threshold_enabled: false
@@ -115,6 +117,11 @@ class ElasticsearchServer:
                 transport_port=self.settings.elasticsearch_transport_port,
             )
         )
+        # Written at every start from the port's kept password, so the node answers the password clients read.
+        password = local_credentials.ensure_password(self.settings.cache_dir, self.settings.elasticsearch_port)
+        for name, text in local_credentials.realm_files(password).items():
+            (self.config / name).write_text(text)
+            (self.config / name).chmod(0o600)  # the node's user alone (chowned below when we are root)
         if user is not None:
             entry = pwd.getpwnam(user)
             for path in [self.root, *self.root.rglob("*")]:
@@ -164,7 +171,9 @@ class ElasticsearchServer:
         # log a warning and a traceback for each of its retries.
         if not port_in_use(self.settings.elasticsearch_port):
             return None
-        with Elasticsearch(self.url, request_timeout=5, max_retries=0) as es:
+        password = local_credentials.read_password(self.settings.cache_dir, self.settings.elasticsearch_port)
+        with Elasticsearch(self.url, basic_auth=(local_credentials.USER, password or ""), request_timeout=5,
+                           max_retries=0) as es:
             status = es.cluster.health(wait_for_status="yellow", timeout="5s")["status"]
         return status if status in ("green", "yellow") else None
 

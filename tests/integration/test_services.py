@@ -8,11 +8,12 @@ import socket
 import time
 import uuid
 
+import httpx
 import psutil
 import pytest
 
 from finsent import clients, topology
-from finsent.services import manager
+from finsent.services import local_credentials, manager
 from finsent.services.process import ServiceError
 from tests.conftest import ROOT
 from tests.topic_reading import read_to_end
@@ -187,6 +188,15 @@ def test_up_status_down_cycle(private_settings):
     kafka = KafkaServer(private_settings)
     assert "Kafka Server started" in kafka.info_log_path.read_text()
     assert " INFO " not in kafka.log_path.read_text()
+
+    # Security is on: the indices answer finsent's clients, and no one else, whatever Host a rebound page sends.
+    url = private_settings.elasticsearch_url
+    for headers in ({}, {"Host": "rebound.attacker.example"}):
+        assert httpx.get(f"{url}/_cat/indices", headers=headers).status_code == 401
+    password = local_credentials.read_password(private_settings.cache_dir, private_settings.elasticsearch_port)
+    assert httpx.get(f"{url}/_cat/indices", auth=(local_credentials.USER, password)).status_code == 200
+    with clients.elasticsearch(private_settings) as es:
+        assert es.security.authenticate()["username"] == local_credentials.USER
 
     # idempotent: a second up starts nothing new
     again = manager.up(private_settings, echo=lambda m: None)

@@ -18,6 +18,7 @@ import pytest
 from alerts.receiver import WebhookReceiver
 from finsent import clients
 from finsent.schemas import Aggregate
+from finsent.services import local_credentials
 from tests.integration.stream_harness import make_doc, produce, read_topic, wait_for
 from tests.reliability.processes import Proc, env_for, free_port
 
@@ -27,21 +28,28 @@ SECRETS = {
     "FINSENT_PUSH_TOKEN": "push-tok-3b1f9e",
     "FINSENT_LABEL_TOKEN": "label-tok-77c2aa",
     "FINSENT_ALERTS_WEBHOOK_SECRET": "hook-secret-91d0c4",
-    "FINSENT_ELASTICSEARCH_PASSWORD": "es-pass-5e2b71",  # sent as basic auth; the local ES ignores it
     "FINSENT_KAFKA_SASL_PASSWORD": "kafka-pass-0a8d33",  # set but unused (PLAINTEXT): must still not show
     "FINSENT_KIBANA_PASSWORD": "kibana-pass-c4e812",
     "FINSENT_KIBANA_API_KEY": "kibana-key-6f19b0",
 }
 
 
+def secrets_of(settings) -> dict[str, str]:
+    """:data:`SECRETS` and the local Elasticsearch's real password: it has security on, so a made-up one gets 401."""
+    password = local_credentials.read_password(settings.cache_dir, settings.elasticsearch_port)
+    assert password, "the local Elasticsearch has no password kept"
+    return SECRETS | {"FINSENT_ELASTICSEARCH_USERNAME": local_credentials.USER,
+                      "FINSENT_ELASTICSEARCH_PASSWORD": password}
+
+
 def secret_env(settings, state_dir, **extra):
-    return env_for(settings, state_dir, FINSENT_LOG_LEVEL="DEBUG", FINSENT_ELASTICSEARCH_USERNAME="finsent",
-                   **SECRETS, **extra)
+    return env_for(settings, state_dir, FINSENT_LOG_LEVEL="DEBUG", **secrets_of(settings), **extra)
 
 
-def assert_no_secret(*outputs: str) -> None:
+def assert_no_secret(settings, *outputs: str) -> None:
     text = "\n".join(outputs)
-    leaked = [name for name, value in SECRETS.items() if value in text]
+    leaked = [name for name, value in secrets_of(settings).items()
+              if value in text and name != "FINSENT_ELASTICSEARCH_USERNAME"]
     assert not leaked, f"secret values of {leaked} appear in the output"
 
 
@@ -67,7 +75,7 @@ def test_config_command_never_prints_a_secret(settings, tmp_path):
     shown = subprocess.run([str(FINSENT), "config"], env=secret_env(settings, tmp_path), capture_output=True,
                            text=True, timeout=60)
     assert shown.returncode == 0 and "FINSENT_PUSH_TOKEN" in shown.stdout
-    assert_no_secret(shown.stdout, shown.stderr)
+    assert_no_secret(settings, shown.stdout, shown.stderr)
 
 
 def test_ingest_serve(bootstrapped, tmp_path):
@@ -86,7 +94,7 @@ def test_ingest_serve(bootstrapped, tmp_path):
     finally:
         proc.ensure_stopped()
     assert len(read_topic(bootstrapped, "raw", 20)) == 20  # acknowledged documents were flushed
-    assert_no_secret(proc.output())
+    assert_no_secret(bootstrapped, proc.output())
 
 
 def test_labels_serve(bootstrapped, tmp_path):
@@ -104,7 +112,7 @@ def test_labels_serve(bootstrapped, tmp_path):
     finally:
         proc.ensure_stopped()
     assert len(read_topic(bootstrapped, "labels", 1)) == 1
-    assert_no_secret(proc.output())
+    assert_no_secret(bootstrapped, proc.output())
 
 
 def test_alerts_run_commits_and_delivers_signed(bootstrapped, tmp_path):
@@ -132,7 +140,7 @@ def test_alerts_run_commits_and_delivers_signed(bootstrapped, tmp_path):
             proc.ensure_stopped()
     assert len(receiver.delivered) == 1 and receiver.delivered[0].verified
     assert committed_lag(settings, f"{settings.topic_prefix}-alerts", settings.topic("aggregates")) == 0
-    assert_no_secret(proc.output(), *(r.body.decode() for r in receiver.received))
+    assert_no_secret(settings, proc.output(), *(r.body.decode() for r in receiver.received))
 
 
 def test_retrain_scheduler(bootstrapped, model_registry, tmp_path):
@@ -148,7 +156,7 @@ def test_retrain_scheduler(bootstrapped, model_registry, tmp_path):
         assert proc.terminate() == 0, proc.tail()
     finally:
         proc.ensure_stopped()
-    assert_no_secret(proc.output())
+    assert_no_secret(bootstrapped, proc.output())
 
 
 def test_dashboards_serve(bootstrapped, tmp_path):
@@ -161,7 +169,7 @@ def test_dashboards_serve(bootstrapped, tmp_path):
         assert proc.terminate() == 0, proc.tail()
     finally:
         proc.ensure_stopped()
-    assert_no_secret(proc.output())
+    assert_no_secret(bootstrapped, proc.output())
 
 
 @pytest.mark.slow
@@ -171,8 +179,8 @@ def test_stream_worker_commits_everything_on_sigterm(bootstrapped, tiny_model, t
     settings = bootstrapped
     docs = [make_doc(i, tag="term") for i in range(60)]
     worker = Worker(settings, tiny_model.registry_root, tmp_path / "state", tmp_path / "w.log",
-                    FINSENT_LOG_LEVEL="DEBUG", FINSENT_ELASTICSEARCH_USERNAME="finsent",
-                    **{k: v for k, v in SECRETS.items() if k != "FINSENT_KAFKA_SASL_PASSWORD"})
+                    FINSENT_LOG_LEVEL="DEBUG",
+                    **{k: v for k, v in secrets_of(settings).items() if k != "FINSENT_KAFKA_SASL_PASSWORD"})
     try:
         worker.start().wait_ready(timeout=180)
         produce(settings, docs)
@@ -181,5 +189,5 @@ def test_stream_worker_commits_everything_on_sigterm(bootstrapped, tiny_model, t
     finally:
         worker.ensure_stopped()
     assert committed_lag(settings, f"{settings.topic_prefix}-stream", settings.topic("raw")) == 0
-    assert_no_secret(worker.log.read_text(errors="replace"))
+    assert_no_secret(settings, worker.log.read_text(errors="replace"))
     assert orjson.loads(read_topic(settings, "scored", 1)[0].value)["id"]

@@ -37,7 +37,7 @@ def _refused(**_):
 
 def test_credentials_that_may_not_read_the_disk_leave_it_unknown_not_unhealthy():
     # A stand-in for a cluster whose API key reads finsent's indices but not the nodes' disks (the local
-    # server runs without security, so it cannot refuse).
+    # server's one user is a superuser, so it cannot refuse).
     es = SimpleNamespace(
         cat=SimpleNamespace(indices=lambda **_: [{"index": "finsent-docs", "status": "open"},
                                                  {"index": "finsent-old", "status": "close"}],
