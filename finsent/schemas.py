@@ -70,12 +70,16 @@ def json_time(value: datetime) -> str:
     return _JSON_TIME.dump_python(_to_utc(value), mode="json")
 
 
-def document_id(source: str, source_id: str | None = None, url: str | None = None) -> str:
-    """The stable id of DESIGN.md: a hash of source + source id, else of the canonical URL."""
+def document_id(source: str, source_id: str | None = None, url: str | None = None, *, url_shared: bool = True) -> str:
+    """The stable id of DESIGN.md: a hash of source + source id, else of the canonical URL. The URL alone is the id
+    whatever the source (a syndicated story is one document) unless ``url_shared`` is False: then it is the source's
+    and the URL's, for a pushed document, whose sender must not take (and replace) another source's document."""
     if source_id:
         key = f"{source}\x1f{source_id}"
-    elif url:
+    elif url and url_shared:
         key = f"url\x1f{url}"
+    elif url:  # sources and source ids hold no \x1f (clean_text), a canonical URL starts "http": no other key
+        key = f"{source}\x1furl\x1f{url}"
     else:
         raise ValueError("a document id needs a source_id or a canonical url")
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]

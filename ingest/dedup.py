@@ -22,6 +22,15 @@ recorded (an older release's) may name anything, so it hides only documents with
 A near-duplicate is never produced, but its id is remembered (without a signature) along with its
 original's, so it stays known for the retention instead of becoming news again once the original
 leaves the window.
+A URL or a text is one story whatever the source, but a push sender is not trusted with other sources' documents:
+a document checked with a ``scope`` (the push endpoint gives its sender's, ingest.push_tokens) is a URL or
+near-duplicate of ingest's own documents (no scope) and of its scope's, while only ingest's own make one of theirs
+a duplicate. So a pushed text carrying a feed entry's link, or close to its text, cannot keep the entry from being
+produced; a syndicated story pushed before the feed has it comes through twice, the lesser harm. An id is a
+duplicate whatever the scope: a pushed document takes another source's id only where its sender may write that
+source (ingest.push_tokens), and one without a source_id takes its source's id for the URL, not the URL's alone
+(finsent.schemas.document_id). Scopes are kept in a table of their own (``seen_scope``), for the reason tickers are;
+a row without one (ingest's own, or written before scopes were) counts as ingest's own.
 Old rows are pruned at start and then at most every ``prune_every_hours``, on commit, so a
 long-running process keeps its state to the retention.
 """
@@ -35,6 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -68,6 +78,17 @@ def _tickers_text(doc: RawDocument) -> str:
     return " ".join(sorted(set(doc.tickers)))  # tickers hold no spaces; "" = names none
 
 
+def _covers(theirs: str | None, ours: str | None) -> bool:
+    """Whether a document of scope ``theirs`` may make one of scope ``ours`` a URL or near-duplicate."""
+    return theirs is None or theirs == ours
+
+
+class _Staged(NamedTuple):
+    doc: RawDocument  # carries its tickers
+    signature: np.ndarray | None
+    scope: str | None
+
+
 class DedupIndex:
     def __init__(
         self,
@@ -92,9 +113,10 @@ class DedupIndex:
         # (seen_at, id), a heap: another process's rows can arrive older than ones already held.
         self._in_lsh: list[tuple[float, str]] = []
         self._last: tuple[int, str] | None = None  # (rowid, id) of the newest row looked at; None: never looked
-        self._staged: dict[str, tuple[RawDocument, np.ndarray | None]] = {}  # the doc carries its tickers
-        self._staged_urls: dict[str, str] = {}
-        self._staged_near: dict[str, tuple[RawDocument, str]] = {}  # id -> (near-duplicate, id of its staged original)
+        self._staged: dict[str, _Staged] = {}
+        self._staged_urls: dict[tuple[str | None, str], str] = {}  # (scope, url) -> id
+        # id -> (near-duplicate, id of its staged original, its scope)
+        self._staged_near: dict[str, tuple[RawDocument, str, str | None]] = {}
         self._pruned_at: datetime | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -110,6 +132,7 @@ class DedupIndex:
             CREATE TABLE IF NOT EXISTS seen (
                 id TEXT PRIMARY KEY, url TEXT, source TEXT, seen_at REAL NOT NULL, minhash BLOB);
             CREATE TABLE IF NOT EXISTS seen_tickers (id TEXT PRIMARY KEY, tickers TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS seen_scope (id TEXT PRIMARY KEY, scope TEXT NOT NULL);
             CREATE INDEX IF NOT EXISTS seen_url ON seen(url) WHERE url IS NOT NULL;
             CREATE INDEX IF NOT EXISTS seen_at ON seen(seen_at);
             """
@@ -131,9 +154,10 @@ class DedupIndex:
         return self._conn().execute("SELECT COUNT(*) FROM seen").fetchone()[0]
 
     # --- the two phases ----------------------------------------------------------------
-    def check(self, doc: RawDocument) -> Duplicate | None:
+    def check(self, doc: RawDocument, scope: str | None = None) -> Duplicate | None:
         """The duplicate this document is, or None (and the document is staged). A near-duplicate's
-        id is remembered, with its original (see :meth:`_remember_near`)."""
+        id is remembered, with its original (see :meth:`_remember_near`). ``scope``: a push sender's, whose
+        documents only it and ingest's own sources may make duplicates of by URL or text (module docstring)."""
         db = self._conn()
         self._expire()
         if doc.id in self._staged or doc.id in self._staged_near:
@@ -143,11 +167,13 @@ class DedupIndex:
             self._renew(*row)
             return Duplicate("id", doc.id)
         if doc.url:
-            if doc.url in self._staged_urls:
-                return Duplicate("url", self._staged_urls[doc.url])
+            for key in {(None, doc.url), (scope, doc.url)}:
+                if key in self._staged_urls:
+                    return Duplicate("url", self._staged_urls[key])
             row = db.execute(
-                "SELECT id, seen_at FROM seen WHERE url = ? AND seen_at >= ? LIMIT 1",
-                (doc.url, (self.clock() - self.retention).timestamp()),
+                "SELECT s.id, s.seen_at FROM seen s LEFT JOIN seen_scope c ON c.id = s.id "
+                "WHERE s.url = ? AND s.seen_at >= ? AND (c.scope IS NULL OR c.scope = ?) LIMIT 1",
+                (doc.url, (self.clock() - self.retention).timestamp(), scope),
             ).fetchone()
             if row:
                 self._renew(*row)
@@ -155,28 +181,28 @@ class DedupIndex:
         signature = self.signature(dedup_text(doc))
         if signature is not None:
             self._load()
-            near = self._nearest(signature, frozenset(doc.tickers))
+            near = self._nearest(signature, frozenset(doc.tickers), scope)
             if near is not None:
-                self._remember_near(doc, near.of)
+                self._remember_near(doc, near.of, scope)
                 return near
             self._lsh_insert(doc.id, signature, self.clock().timestamp())
-        self._staged[doc.id] = (doc, signature)
+        self._staged[doc.id] = _Staged(doc, signature, scope)
         if doc.url:
-            self._staged_urls[doc.url] = doc.id
+            self._staged_urls[(scope, doc.url)] = doc.id
         return None
 
     def commit(self, ids: Iterable[str]) -> None:
         now = self.clock().timestamp()
         rows, committed = [], set()
         for doc_id in ids:
-            doc, signature = self._staged.pop(doc_id)
+            doc, signature, scope = self._staged.pop(doc_id)
             if doc.url:
-                self._staged_urls.pop(doc.url, None)
+                self._staged_urls.pop((scope, doc.url), None)
             blob, tickers = (signature.tobytes(), _tickers_text(doc)) if signature is not None else (None, None)
-            rows.append((doc.id, doc.url, doc.source, now, blob, tickers))
+            rows.append((doc.id, doc.url, doc.source, now, blob, tickers, scope))
             committed.add(doc_id)
-        for near in self._near_of(committed):
-            rows.append((near.id, near.url, near.source, now, None, None))
+        for near, scope in self._near_of(committed):
+            rows.append((near.id, near.url, near.source, now, None, None, scope))
         self._write(rows)
         if self._pruned_at is None or self.clock() - self._pruned_at >= self.prune_every:
             self.prune()
@@ -184,12 +210,13 @@ class DedupIndex:
     def rollback(self, ids: Iterable[str]) -> None:
         forgotten = set()
         for doc_id in ids:
-            doc, signature = self._staged.pop(doc_id, (None, None))
-            if doc is None:
+            staged = self._staged.pop(doc_id, None)
+            if staged is None:
                 continue
+            doc, signature, scope = staged
             forgotten.add(doc_id)
             if doc.url:
-                self._staged_urls.pop(doc.url, None)
+                self._staged_urls.pop((scope, doc.url), None)
             if signature is not None and doc_id in self._lsh and not self._committed(doc_id):
                 self._lsh.remove(doc_id)
         self._near_of(forgotten)  # sent again, the original finds its near-duplicates again
@@ -198,7 +225,12 @@ class DedupIndex:
         """Forget ids past the retention and signatures past the window."""
         now = self.clock()
         db = self._conn()
+        # Together: a pushed row that lost its scope would count as ingest's own.
+        db.execute("BEGIN")
+        db.execute("DELETE FROM seen_scope WHERE id IN (SELECT id FROM seen WHERE seen_at < ?)",
+                   ((now - self.retention).timestamp(),))
         db.execute("DELETE FROM seen WHERE seen_at < ?", ((now - self.retention).timestamp(),))
+        db.execute("COMMIT")
         # Only the rows that left the window since the last prune: hourly, it touches an hour of rows.
         since = (self._pruned_at - self.window).timestamp() if self._pruned_at is not None else 0.0
         leaving = (since, (now - self.window).timestamp())
@@ -223,18 +255,18 @@ class DedupIndex:
         db.execute("COMMIT")
 
     # --- near-duplicates ---------------------------------------------------------------
-    def _remember_near(self, doc: RawDocument, of: str) -> None:
-        """Remember a near-duplicate's id once its original is safe: now if the original is already
-        committed, else with it (and not at all if the original's delivery fails)."""
+    def _remember_near(self, doc: RawDocument, of: str, scope: str | None) -> None:
+        """Remember a near-duplicate's id (in its own scope: its URL is its sender's) once its original is safe:
+        now if the original is already committed, else with it (and not at all if the original's delivery fails)."""
         if of in self._staged:
-            self._staged_near[doc.id] = (doc, of)
+            self._staged_near[doc.id] = (doc, of, scope)
         else:
-            self._write([(doc.id, doc.url, doc.source, self.clock().timestamp(), None, None)])
+            self._write([(doc.id, doc.url, doc.source, self.clock().timestamp(), None, None, scope)])
 
-    def _near_of(self, originals: set[str]) -> list[RawDocument]:
-        """Unstage and return the near-duplicates staged with any of ``originals``."""
-        found = [doc_id for doc_id, (_, of) in self._staged_near.items() if of in originals]
-        return [self._staged_near.pop(doc_id)[0] for doc_id in found]
+    def _near_of(self, originals: set[str]) -> list[tuple[RawDocument, str | None]]:
+        """Unstage and return the near-duplicates staged with any of ``originals``, with their scopes."""
+        found = [doc_id for doc_id, (_, of, _) in self._staged_near.items() if of in originals]
+        return [(doc, scope) for doc, _, scope in (self._staged_near.pop(doc_id) for doc_id in found)]
 
     def _write(self, rows: list[tuple]) -> None:
         if rows:
@@ -244,6 +276,10 @@ class DedupIndex:
                            [row[:5] for row in rows])
             db.executemany("INSERT OR REPLACE INTO seen_tickers (id, tickers) VALUES (?, ?)",
                            [(row[0], row[5]) for row in rows if row[5] is not None])
+            # Each row's scope exactly: a scope left by a row an older release pruned must not stick to a new one.
+            db.executemany("INSERT OR REPLACE INTO seen_scope (id, scope) VALUES (?, ?)",
+                           [(row[0], row[6]) for row in rows if row[6] is not None])
+            db.executemany("DELETE FROM seen_scope WHERE id = ?", [(row[0],) for row in rows if row[6] is None])
             db.execute("COMMIT")
 
     # --- MinHash -----------------------------------------------------------------------
@@ -257,14 +293,14 @@ class DedupIndex:
         minhash.update_batch([g.encode("utf-8") for g in grams])
         return minhash.hashvalues.astype(np.uint32)
 
-    def _nearest(self, signature: np.ndarray, tickers: frozenset[str]) -> Duplicate | None:
-        """The most similar earlier document that also names all of ``tickers``."""
+    def _nearest(self, signature: np.ndarray, tickers: frozenset[str], scope: str | None) -> Duplicate | None:
+        """The most similar earlier document that also names all of ``tickers``, of ingest's own or ``scope``'s."""
         from datasketch import MinHash
 
         best: Duplicate | None = None
         for candidate in self._lsh.query(MinHash(num_perm=NUM_PERM, hashvalues=signature, scheme=SCHEME)):
-            other, named = self._signature_of(candidate)
-            if other is None:
+            other, named, theirs = self._signature_of(candidate)
+            if other is None or not _covers(theirs, scope):
                 continue
             # Unknown tickers (an older release's row) may not name ours: better a possible
             # duplicate produced than a company's news lost.
@@ -276,16 +312,18 @@ class DedupIndex:
                 best = Duplicate("near", candidate, similarity)
         return best
 
-    def _signature_of(self, doc_id: str) -> tuple[np.ndarray | None, frozenset[str] | None]:
-        """A document's signature and the tickers it names (None: not recorded)."""
+    def _signature_of(self, doc_id: str) -> tuple[np.ndarray | None, frozenset[str] | None, str | None]:
+        """A document's signature, the tickers it names (None: not recorded) and its scope."""
         if doc_id in self._staged:
-            doc, signature = self._staged[doc_id]
-            return signature, frozenset(doc.tickers)
-        row = self._conn().execute("SELECT s.minhash, t.tickers FROM seen s LEFT JOIN seen_tickers t ON t.id = s.id "
+            doc, signature, scope = self._staged[doc_id]
+            return signature, frozenset(doc.tickers), scope
+        row = self._conn().execute("SELECT s.minhash, t.tickers, c.scope FROM seen s "
+                                   "LEFT JOIN seen_tickers t ON t.id = s.id LEFT JOIN seen_scope c ON c.id = s.id "
                                    "WHERE s.id = ?", (doc_id,)).fetchone()
         if not row or not row[0]:
-            return None, None
-        return np.frombuffer(row[0], dtype=np.uint32), (frozenset(row[1].split()) if row[1] is not None else None)
+            return None, None, None
+        return (np.frombuffer(row[0], dtype=np.uint32), frozenset(row[1].split()) if row[1] is not None else None,
+                row[2])
 
     def _load(self) -> None:
         """Take into the LSH index the signatures committed to the file since the last look (this process's

@@ -232,16 +232,18 @@ class Normaliser:
         self.future_tolerance = timedelta(seconds=future_tolerance)
         self.clock = clock
 
-    def normalise(self, item: SourceItem) -> RawDocument:
+    def normalise(self, item: SourceItem, *, url_shared: bool = True) -> RawDocument:
+        """``url_shared`` False: a document without a ``source_id`` takes its id from its source and URL, not the URL
+        alone (finsent.schemas.document_id), for a sender confined to its own sources (ingest.dedup)."""
         try:
-            return self._normalise(item)
+            return self._normalise(item, url_shared)
         except Rejected as exc:
             if not exc.where:
                 exc.where = item.where
                 exc.args = (f"{item.where}: {exc.detail}" if item.where else exc.detail,)
             raise
 
-    def _normalise(self, item: SourceItem) -> RawDocument:
+    def _normalise(self, item: SourceItem, url_shared: bool) -> RawDocument:
         source = clean_text(item.source or "")
         if not source or len(source) > MAX_SOURCE_CHARS:
             raise Rejected("bad_source", f"source name {item.source!r} must be 1-{MAX_SOURCE_CHARS} characters")
@@ -275,7 +277,7 @@ class Normaliser:
         tickers = self._tickers(item.tickers, title, text)
         try:
             doc = RawDocument(
-                id=document_id(source, source_id or None, url),
+                id=document_id(source, source_id or None, url, url_shared=url_shared),
                 source=source,
                 source_id=source_id or None,
                 url=url,

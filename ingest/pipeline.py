@@ -119,15 +119,20 @@ class Pipeline:
             self.dedup.close()
 
     async def submit(self, source: str, batch: FetchResult | list[SourceItem], *,
-                     summarise: bool = False) -> BatchReport:
+                     summarise: bool = False, scope: str | None = None) -> BatchReport:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: self.process(source, batch, summarise=summarise))
+        return await loop.run_in_executor(self._executor,
+                                          lambda: self.process(source, batch, summarise=summarise, scope=scope))
 
-    def process(self, source: str, batch: FetchResult | list[SourceItem], *, summarise: bool = False) -> BatchReport:
+    def process(self, source: str, batch: FetchResult | list[SourceItem], *, summarise: bool = False,
+                scope: str | None = None) -> BatchReport:
         """Process one batch from ``source`` (the metric label); never raises for bad documents.
 
         Each skipped document is logged, or with ``summarise`` the batch's skips in one line: a request
         from outside (the push endpoint) must not write a log line per document it sends.
+        ``scope``: the push sender's (ingest.push_tokens.Sender.scope), None for ingest's own sources. By URL or text
+        its documents make duplicates of its own only (ingest.dedup), and one without a ``source_id`` takes an id of
+        its source's, not the URL's alone (finsent.schemas.document_id).
         Whatever happens, no document of the batch stays staged in the dedup index: what Kafka
         did not acknowledge is forgotten, so sending it again later is never taken for a duplicate.
 
@@ -148,10 +153,10 @@ class Pipeline:
             for item in result.items:
                 report.fetched += 1
                 self.metrics.fetched.labels(source).inc()
-                doc = self._normalise(source, item, report)
+                doc = self._normalise(source, item, report, url_shared=scope is None)
                 if doc is None:
                     continue
-                duplicate = self.dedup.check(doc) if self.dedup is not None else None
+                duplicate = self.dedup.check(doc, scope) if self.dedup is not None else None
                 if duplicate is not None:
                     known = known or (duplicate.kind == "id" and duplicate.of not in where)  # not this batch's
                     report.duplicates += 1
@@ -187,9 +192,9 @@ class Pipeline:
                      "(remembered as seen, not produced)", source, len(backlog))
         return [doc for doc in docs if doc.published_at is not None]
 
-    def _normalise(self, source: str, item: SourceItem, report: BatchReport) -> RawDocument | None:
+    def _normalise(self, source: str, item: SourceItem, report: BatchReport, *, url_shared: bool) -> RawDocument | None:
         try:
-            return self.normaliser.normalise(item)
+            return self.normaliser.normalise(item, url_shared=url_shared)
         except Rejected as bad:
             self._reject(source, bad, report)
         except Exception as exc:  # a bug on one document must not fail its batch: the source would retry it forever

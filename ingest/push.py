@@ -181,7 +181,7 @@ def make_app(pipeline: Pipeline, settings: Settings, *, max_waiting: int = MAX_W
             metrics.errors.labels(LABEL, "auth", "forbidden_source").inc()
             return _json(403, {"error": forbidden})
         try:
-            report = await request.app[_PIPELINE].submit(LABEL, batch, summarise=True)
+            report = await request.app[_PIPELINE].submit(LABEL, batch, summarise=True, scope=sender.scope)
         except Exception:  # a bug, not the sender's fault: a JSON answer, and the traceback in the log
             log.exception("push batch of %d document(s) failed", len(batch.items))
             metrics.errors.labels(LABEL, "delivery", "unexpected").inc()

@@ -14,6 +14,10 @@ without case or width (NFKC, then casefold): an ``RSS:host`` or a fullwidth ``ï½
 id, but would pass for it on the dashboard. Look-alikes from other scripts (a Cyrillic ``Ñ•``) are not caught. An RSS
 feed given a ``name`` of its own in sources.yml is not known here: list it in a sender's line to keep it from the
 shared token.
+
+A source name guards ids only: a URL or a text is one story whatever the source (ingest.dedup). So each sender's
+documents are deduplicated in a :attr:`Sender.scope` of their own, where they can make duplicates only of that
+sender's documents, and a document without a ``source_id`` takes an id of its source's rather than its URL's alone.
 """
 
 from __future__ import annotations
@@ -51,6 +55,15 @@ class Sender:
 
     name: str | None
     sources: tuple[str, ...] = ()
+
+    @property
+    def scope(self) -> str | None:
+        """The dedup scope of its documents (ingest.dedup): None, that of ingest's own sources, for a sender that may
+        write any source (``*``: it can take any document's id already); else its own, one for all holders of the
+        shared token (each of them may write the others' sources anyway). Names hold no ':'."""
+        if ANY in self.sources:
+            return None
+        return f"sender:{self.name}" if self.name is not None else "shared-token"
 
 
 def matches(pattern: str, source: str) -> bool:

@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from ingest.items import SourceItem
 from ingest.pipeline import Pipeline
 from ingest.push import make_app
 from tests.integration.ingest_support import consume_raw
@@ -93,6 +94,43 @@ async def test_push_endpoint(push_settings) -> None:
     docs = {d.source_id: d for _, d in consume_raw(push_settings, 3)}
     assert set(docs) == {"n1", "p2", "p4"}
     assert docs["n1"].tickers == ["NVDA"] and docs["n1"].source == "wire"
+
+
+async def test_a_sender_s_link_neither_hides_nor_replaces_an_api_article(push_settings, tmp_path) -> None:
+    # RELIABILITY.md, "A pushed link or text hides no feed's document": acme, confined to push:acme, pushes a text with
+    # an API article's link and no source_id before the API source is polled. Both reach Kafka, under two ids (the
+    # index keeps both); acme's own second copy is still a duplicate.
+    tokens = tmp_path / "push-tokens"
+    tokens.write_text("acme: acme-token-0123456789 push:acme\n")
+    tokens.chmod(0o600)
+    settings = push_settings.model_copy(update={"push_tokens_file": tokens})
+    acme = {"Authorization": "Bearer acme-token-0123456789"}
+    pipeline = Pipeline.build(settings, CollectorRegistry())
+    pipeline.start()
+    runner = web.AppRunner(make_app(pipeline, settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    link = "https://news.example.com/acme-record-sales"
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}") as client:
+            forged = await client.post("/documents", headers=acme,
+                                       json={"text": "Acme files for bankruptcy", "source": "push:acme", "url": link})
+            assert forged.status_code == 202 and forged.json()["accepted"] == 1
+            article = SourceItem(source="api:newsapi", text="Acme shares jump after record sales", url=link)
+            assert (await pipeline.submit("api:newsapi", [article])).produced == 1
+            again = await client.post("/documents", headers=acme, json={"text": "Acme files for bankruptcy (update)",
+                                                                        "source": "push:acme", "url": link})
+            assert again.status_code == 202 and again.json()["duplicates"] == 1
+    finally:
+        await runner.cleanup()
+        pipeline.close()
+
+    records = consume_raw(settings, 2)
+    docs = {d.source: d for _, d in records}
+    assert len(records) == 2 and set(docs) == {"push:acme", "api:newsapi"}
+    assert docs["push:acme"].id != docs["api:newsapi"].id
+    assert docs["push:acme"].id == forged.json()["ids"][0]
 
 
 def test_push_refuses_to_start_without_token(settings, tmp_path) -> None:

@@ -364,3 +364,72 @@ def test_a_renewal_keeps_the_id_but_not_the_signature_past_the_window(tmp_path: 
     assert db.execute("SELECT COUNT(*) FROM seen_tickers").fetchone()[0] == 0
     assert index.check(doc("b", SYNDICATED)) is None
     index.close()
+
+
+# A push sender's documents (a scope of their own): they make duplicates of that sender's only, while ingest's own
+# sources (no scope) make duplicates of everyone's.
+ACME, BETA = "sender:acme", "sender:beta"
+
+
+def pushed(doc_id: str, text: str = WIRE, url: str | None = None, source: str = "push:acme") -> RawDocument:
+    return doc(doc_id, text, url, source)
+
+
+def test_a_pushed_link_or_text_hides_no_other_source_s_document(index: DedupIndex) -> None:
+    # The probe of RELIABILITY.md: acme pushes another text with a feed entry's link, and the wire story, first.
+    assert index.check(pushed("p1", "Acme files for bankruptcy", "https://news.example/a"), ACME) is None
+    assert index.check(pushed("p2", url="https://acme.example/2"), ACME) is None
+    for committed in (False, True):  # staged (this batch), then in the file
+        if committed:
+            index.commit(["p1", "p2"])
+        assert index.check(pushed("b1", "Acme is fine", "https://news.example/a", "push:beta"), BETA) is None
+        assert index.check(doc("f1", "Acme shares jump after record sales", "https://news.example/a")) is None
+        assert index.check(doc("f2", SYNDICATED, "https://news.example/b")) is None
+        index.rollback(["b1", "f1", "f2"])
+    # acme's own copies still are: under another of its sources, by link or by text.
+    dup = index.check(pushed("p3", "Acme files, again", "https://news.example/a", "push:acme-eu"), ACME)
+    assert (dup.kind, dup.of) == ("url", "p1")
+    dup = index.check(pushed("p4", SYNDICATED, "https://acme.example/4"), ACME)
+    assert (dup.kind, dup.of) == ("near", "p2")
+
+
+def test_ingest_s_own_documents_still_make_pushed_copies_duplicates(index: DedupIndex) -> None:
+    assert index.check(doc("f1", url="https://news.example/a")) is None
+    index.commit(["f1"])
+    assert index.check(pushed("p1", "Acme files for bankruptcy", "https://news.example/a"), ACME).of == "f1"
+    assert index.check(pushed("p2", SYNDICATED, "https://acme.example/2"), ACME).of == "f1"
+    assert index.check(doc("f2", SYNDICATED, "https://news.example/b", source="rss:b")).of == "f1"
+
+
+def test_a_pushed_near_duplicate_s_link_is_its_sender_s_too(index: DedupIndex) -> None:
+    # p2, a copy of acme's p1, is remembered with its link: that link must not hide a feed's entry either.
+    index.check(pushed("p1"), ACME)
+    assert index.check(pushed("p2", SYNDICATED, "https://news.example/a"), ACME).of == "p1"  # p1 staged
+    index.commit(["p1"])
+    assert index.check(pushed("p3", SYNDICATED, "https://news.example/b"), ACME).of == "p1"  # p1 committed
+    assert index.check(pushed("p4", "Acme again", "https://news.example/b"), ACME).of == "p3"  # acme's own
+    for n, link in enumerate(("https://news.example/a", "https://news.example/b")):
+        assert index.check(doc(f"f{n}", "Acme shares jump after record sales", link)) is None, link
+
+
+def test_scopes_hold_across_processes_and_are_pruned_with_their_rows(pair, clock: Clock) -> None:
+    first, second = pair
+    first.check(pushed("p1", url="https://news.example/a"), ACME)
+    first.commit(["p1"])
+    assert second.check(doc("f1", "Acme shares jump after record sales", "https://news.example/a")) is None
+    assert second.check(doc("f2", SYNDICATED, "https://news.example/b")) is None
+    second.rollback(["f1", "f2"])
+    assert second.check(pushed("p2", SYNDICATED, "https://acme.example/2"), ACME).of == "p1"
+    db = first._conn()
+    assert db.execute("SELECT id, scope FROM seen_scope ORDER BY id").fetchall() == [("p1", ACME), ("p2", ACME)]
+    clock.now += timedelta(days=31)
+    first.prune()
+    assert db.execute("SELECT COUNT(*) FROM seen_scope").fetchone()[0] == 0
+
+
+def test_a_scope_left_behind_by_an_older_release_sticks_to_no_new_row(index: DedupIndex) -> None:
+    # An older release prunes `seen` alone: a pushed row's scope may outlive it, and must not pass to a feed's row.
+    index._conn().execute("INSERT INTO seen_scope VALUES ('x', ?)", (ACME,))
+    index.check(doc("x", url="https://news.example/a"))
+    index.commit(["x"])
+    assert index.check(pushed("b1", "Beta's copy", "https://news.example/a", "push:beta"), BETA).of == "x"

@@ -227,6 +227,11 @@ def test_id_from_source_id_else_canonical_url_else_content(normaliser: Normalise
     assert by_url.id == document_id("test", None, by_url.url)
     by_text = normaliser.normalise(item())
     assert by_text.source_id.startswith("sha256:") and by_text.id == normaliser.normalise(item()).id
+    # A push sender's document: the URL alone would be any source's id (ingest.push_tokens).
+    pushed = normaliser.normalise(item(url="https://news.example.com/a"), url_shared=False)
+    assert pushed.id == document_id("test", None, pushed.url, url_shared=False)
+    assert pushed.id != document_id("api:x", None, pushed.url)
+    assert pushed.source_id is None
 
 
 def test_tickers_from_source_first_then_text(normaliser: Normaliser) -> None:

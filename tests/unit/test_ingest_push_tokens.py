@@ -11,10 +11,12 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from finsent.cli import app as cli
+from finsent.schemas import document_id
 from finsent.settings import load_settings
 from ingest.pipeline import Pipeline
 from ingest.push import ensure_token, make_app
 from ingest.inbound import to_item
+from ingest.items import SourceItem
 from ingest.push_tokens import PushAuth, PushTokensError, Sender, parse_tokens, read_tokens
 from ingest.sources.rss import parse_feed
 from tests.unit.test_ingest_pipeline import started_pipeline
@@ -187,3 +189,39 @@ def test_ingest_serve_required_to_have_a_token_refuses_to_start_without_one(tmp_
     assert result.exit_code == 1, result.output
     assert "neither FINSENT_PUSH_TOKEN nor FINSENT_PUSH_TOKENS_FILE is set" in result.output
     assert not (state / "ingest" / "push-token").exists()  # no token generated
+
+
+STORY = ("Acme shares jumped eleven percent on Tuesday after the maker of industrial robots reported quarterly revenue "
+         "well above analyst estimates and raised its outlook for the year")
+
+
+async def test_a_sender_s_link_or_text_neither_hides_nor_replaces_a_feed_s_document(tmp_path,
+                                                                                    pipeline: Pipeline) -> None:
+    # The probe of RELIABILITY.md: acme, confined to its own sources, pushes before the feeds are polled another text
+    # with the RSS entry's link, a copy of a wire story, and a text with an API article's link and no source_id (whose
+    # id was then the link's alone, whatever the source).
+    entry = parse_feed(RSS, FEED, "rss:news.example.com").items[0]
+    wire = SourceItem(source="rss:wire.example.com", source_id="w1", text=STORY, url="https://wire.example.com/1")
+    article = SourceItem(source="api:newsapi", text="Acme shares jump after record sales", url="https://x.example/a")
+    async with serving(make_app(pipeline, settings(tmp_path))) as client:
+        status, body = await push(client, ACME, [
+            {"text": "Acme files for bankruptcy", "source": "push:acme", "source_id": "1", "url": entry.url},
+            {"text": STORY + " (wire)", "source": "push:acme", "source_id": "2"},
+            {"text": "Acme files for bankruptcy, sources say", "source": "push:acme", "url": article.url}])
+        assert status == 202 and body["accepted"] == 3
+        for item in (entry, wire, article):
+            assert pipeline.process(item.source, [item]).produced == 1, item.source
+        assert body["ids"][2] != pipeline.sink.sent[-1].id  # the index keeps both documents
+        # acme's own copies are still duplicates, and ingest's own documents make pushed copies duplicates.
+        status, body = await push(client, ACME, [
+            {"text": "Acme files, again", "source": "push:acme-eu", "source_id": "3", "url": entry.url + "?utm_x=1"},
+            {"text": STORY + " (Reuters)", "source": "push:acme", "source_id": "4"}])
+        assert (status, body["accepted"], body["duplicates"]) == (202, 0, 2)
+        status, body = await push(client, SHARED, {"text": "Acme files, again", "source": "wire", "url": entry.url})
+        assert (status, body["accepted"], body["duplicates"]) == (202, 0, 1)
+        # A sender that may write any source ('*', a bridge replaying feeds) dedups as ingest's own, ids included.
+        relayed = {"text": "Acme shares jump", "source": "api:newsapi", "url": "https://x.example/b"}
+        status, body = await push(client, BRIDGE, relayed)
+        assert status == 202 and body["ids"] == [document_id("api:newsapi", None, "https://x.example/b")]
+        assert pipeline.process("api:newsapi", [SourceItem(**relayed)]).duplicates == 1
+    assert len(pipeline.sink.sent) == 7

@@ -135,6 +135,17 @@ def test_document_id_is_stable_and_source_scoped():
     assert document_id("rss", url="https://x.com/a") == document_id("rss2", url="https://x.com/a")
     with pytest.raises(ValueError):
         document_id("rss")
+    # The ids already indexed (exactly-once indexing keys on them) do not change.
+    assert document_id("reddit", "t3_abc") == "8d96f8864e4b9f541d6166baed833941"
+    assert document_id("rss", url="https://x.com/a") == "d29291ddd0b93f541483f25d2eae7778"
+
+
+def test_a_pushed_document_s_id_from_its_url_is_its_source_s():
+    pushed = document_id("push:acme", url="https://x.com/a", url_shared=False)
+    assert pushed not in {document_id("rss", url="https://x.com/a"), document_id("push:acme-eu", url="https://x.com/a",
+                                                                               url_shared=False)}
+    assert pushed == document_id("push:acme", url="https://x.com/a", url_shared=False)
+    assert document_id("push:acme", "1", "https://x.com/a", url_shared=False) == document_id("push:acme", "1")
 
 
 def test_dead_letter_keeps_every_byte():
