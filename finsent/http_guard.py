@@ -105,6 +105,13 @@ class ClientConnections:
                      "closed %d connection(s) from %s that did not send a request's headers within %g s "
                      "(FINSENT_HTTP_HEADER_TIMEOUT; one line a minute per client)", self.header_timeout)
 
+    def answer_late(self, client: str, timeout: float) -> None:
+        """A connection closed because its client did not take the answer within ``timeout`` seconds (the /metrics
+        server of :mod:`finsent.metrics_server`; aiohttp's servers have no such deadline)."""
+        self._report("answer", client, logging.INFO,
+                     "closed %d connection(s) from %s that did not take their answer within %g s "
+                     "(FINSENT_HTTP_BODY_TIMEOUT; one line a minute per client)", timeout)
+
     def malformed(self, client: str) -> None:
         if self.metrics is not None:
             self.metrics.malformed.inc()
