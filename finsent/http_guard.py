@@ -156,7 +156,8 @@ class _Connection(RequestHandler):
     def data_received(self, data: bytes) -> None:
         # The first byte of a later request starts its clock; a byte that arrives while a request is being read or
         # answered (its body, a pipelined request) does not: half a request pipelined behind one being answered
-        # waits under aiohttp's keep-alive timer (75 s) instead.
+        # waits under aiohttp's keep-alive timer (75 s) instead, as an idle connection does. aiohttp's C parser keeps
+        # such a half in C state, so nothing here can tell it from an idle connection (RELIABILITY.md).
         if data and self._header_timer is None and self._waiter is not None and not self._waiter.done():
             self._start_header_clock()
         parsed = self._request_count
