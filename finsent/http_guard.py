@@ -105,6 +105,13 @@ class ClientConnections:
                      "closed %d connection(s) from %s that did not send a request's headers within %g s "
                      "(FINSENT_HTTP_HEADER_TIMEOUT; one line a minute per client)", self.header_timeout)
 
+    def answer_late(self, client: str, timeout: float) -> None:
+        """A connection closed because its client did not take the answer within ``timeout`` seconds (the /metrics
+        server of :mod:`finsent.metrics_server`; aiohttp's servers have no such deadline)."""
+        self._report("answer", client, logging.INFO,
+                     "closed %d connection(s) from %s that did not take their answer within %g s "
+                     "(FINSENT_HTTP_BODY_TIMEOUT; one line a minute per client)", timeout)
+
     def malformed(self, client: str) -> None:
         if self.metrics is not None:
             self.metrics.malformed.inc()
@@ -149,7 +156,8 @@ class _Connection(RequestHandler):
     def data_received(self, data: bytes) -> None:
         # The first byte of a later request starts its clock; a byte that arrives while a request is being read or
         # answered (its body, a pipelined request) does not: half a request pipelined behind one being answered
-        # waits under aiohttp's keep-alive timer (75 s) instead.
+        # waits under aiohttp's keep-alive timer (75 s) instead, as an idle connection does. aiohttp's C parser keeps
+        # such a half in C state, so nothing here can tell it from an idle connection (RELIABILITY.md).
         if data and self._header_timer is None and self._waiter is not None and not self._waiter.done():
             self._start_header_clock()
         parsed = self._request_count

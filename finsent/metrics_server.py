@@ -9,12 +9,19 @@ request line and headers are not complete ``FINSENT_HTTP_HEADER_TIMEOUT`` second
 ``FINSENT_HTTP_MAX_CONNECTIONS_PER_CLIENT`` has its next connection closed at once. A socket timeout alone restarts
 on every read, so a client sending a byte at a time would never meet it: before each read of the headers the
 socket's timeout is set to the time left.
+
+The answer, likewise, must be taken within ``FINSENT_HTTP_BODY_TIMEOUT`` seconds of its first byte: a client that
+sent a whole request and never read held its thread and descriptor, blocked in a write, for as long as it stayed
+connected, once the answer was larger than the socket buffers (megabytes on loopback). Such a connection is reset,
+its unsent answer discarded, and logged as the late headers are (the guard's INFO line, once a minute per client),
+not with wsgiref's traceback on stderr, one per connection.
 """
 
 from __future__ import annotations
 
 import io
 import socket
+import struct
 import threading
 import time
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -48,8 +55,43 @@ class _Deadline(io.RawIOBase):
         return self.sock.recv_into(buffer)
 
 
+class _AnswerTooSlow(ConnectionAbortedError):
+    """The client did not take the answer in time. A ConnectionAbortedError, which wsgiref takes for a client gone:
+    no traceback, no error page on a connection that takes nothing."""
+
+
+class _Writes(io.BufferedIOBase):
+    """A connection's writes, all of them within ``timeout`` seconds of the first (a socket timeout bounds one
+    ``sendall``, and an answer is several: before each the socket's timeout is set to the time left)."""
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        super().__init__()
+        self.sock, self.timeout = sock, timeout
+        self.deadline: float | None = None  # set by the first write
+        self.late = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]  # any bytes-like object, as io's
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.timeout
+        left = self.deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            self.sock.settimeout(left)
+            self.sock.sendall(data)
+        except TimeoutError as exc:
+            self.late = True
+            raise _AnswerTooSlow("the client did not take the answer in time") from exc
+        with memoryview(data) as view:
+            return view.nbytes
+
+
 class _Handler(WSGIRequestHandler):
-    """wsgiref's handler (one request a connection) reading the request line and headers under the deadline."""
+    """wsgiref's handler (one request a connection) reading the request line and headers under their deadline and
+    writing the answer under its own."""
 
     server: _MetricsServer
 
@@ -58,10 +100,11 @@ class _Handler(WSGIRequestHandler):
         self.rfile.close()  # the socket's own reader, replaced: an open one would keep the socket from closing
         self._reader = _Deadline(self.connection, time.monotonic() + self.server.clients.header_timeout)
         self.rfile = io.BufferedReader(self._reader)
+        self.wfile = self._writer = _Writes(self.connection, self.server.answer_timeout)  # socketserver's: no limit
 
     def parse_request(self) -> bool:
         parsed = super().parse_request()
-        self._reader.deadline = None  # the headers are in: the answer is written as before, without a timeout
+        self._reader.deadline = None  # the headers are in: the answer has its own deadline (_Writes)
         self.connection.settimeout(None)
         return parsed
 
@@ -73,10 +116,16 @@ class _Handler(WSGIRequestHandler):
             if self._reader.deadline is None:
                 raise
             self.server.headers_late(self.client_address)
+        except _AnswerTooSlow:
+            pass  # an error page (400, 414) not taken; wsgiref's run() handles an answer's own
         except ConnectionError:
             if self._reader.deadline is None:
                 raise
             # the client left mid-headers: nothing to answer, nothing to report
+        if self._writer.late:
+            # Reset, not closed: a close would leave the kernel trying to deliver the rest to a client that takes none.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.server.answer_late(self.client_address)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
         """A line on stderr for every scrape is noise (prometheus_client's handler is silent too)."""
@@ -87,9 +136,10 @@ class _MetricsServer(ThreadingWSGIServer):
     (the accepting thread), released in ``shutdown_request``, which socketserver calls once for every connection
     however it ends (refused, answered, failed, or its thread not started)."""
 
-    def __init__(self, address: tuple[str, int], family: socket.AddressFamily, clients: ClientConnections) -> None:
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily, clients: ClientConnections,
+                 answer_timeout: float) -> None:
         self.address_family = family  # IPv6 binds too
-        self.clients = clients
+        self.clients, self.answer_timeout = clients, answer_timeout
         self._lock = threading.Lock()  # ClientConnections is plain logic: the accepting and handler threads share it
         self._admitted: dict[socket.socket, str] = {}
         super().__init__(address, _Handler)
@@ -115,6 +165,10 @@ class _MetricsServer(ThreadingWSGIServer):
         with self._lock:
             self.clients.headers_late(client_key(client_address[0]))
 
+    def answer_late(self, client_address) -> None:
+        with self._lock:
+            self.clients.answer_late(client_key(client_address[0]), self.answer_timeout)
+
 
 def serve_metrics(registry: CollectorRegistry, port: int, settings: Settings) -> WSGIServer:
     """Serve ``registry`` on ``FINSENT_METRICS_HOST:port`` (0: a free port) until the process exits; OSError when
@@ -122,7 +176,7 @@ def serve_metrics(registry: CollectorRegistry, port: int, settings: Settings) ->
     host = settings.metrics_host
     family, *_, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     clients = ClientConnections(settings.http_max_connections_per_client, settings.http_header_timeout)
-    server = _MetricsServer((sockaddr[0], port), family, clients)
+    server = _MetricsServer((sockaddr[0], port), family, clients, settings.http_body_timeout)
     server.set_app(allowed_hosts.wsgi(make_wsgi_app(registry), allowed_hosts.AllowedHosts.of(settings, host)))
     threading.Thread(target=server.serve_forever, name=f"metrics-{server.server_port}", daemon=True).start()
     return server

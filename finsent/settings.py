@@ -285,8 +285,9 @@ class Settings(BaseSettings):
         64, ge=0, description="Open connections to each of those servers per client (an IPv4 address or an IPv6 "
                               "/64); one more is closed at once (0: no cap)")
     http_body_timeout: float = Field(
-        60.0, gt=0, allow_inf_nan=False, description="Seconds a push or labels request may take to send its body; "
-                                                     "later it is answered 408 and the connection closed")
+        60.0, gt=0, allow_inf_nan=False, description="Seconds a push or labels request may take to send its body "
+        "(later it is answered 408 and the connection closed), and a client of the /metrics of ingest, alerts and the "
+        "scheduler to take its answer from the first byte (later the connection is reset)")
 
     # --- processes ----------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

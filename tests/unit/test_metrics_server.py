@@ -1,7 +1,8 @@
 """The /metrics server of ingest, alerts and the scheduler (finsent.metrics_server) holds a thread and a descriptor
 per connection: connections that never finish their headers are closed after FINSENT_HTTP_HEADER_TIMEOUT, a trickle
-included, and a client over FINSENT_HTTP_MAX_CONNECTIONS_PER_CLIENT is closed at once. Real servers on 127.0.0.1
-with short deadlines; a test only waits, generously, for a connection to be closed, or checks it still answers."""
+included, those that never take their answer after FINSENT_HTTP_BODY_TIMEOUT, and a client over
+FINSENT_HTTP_MAX_CONNECTIONS_PER_CLIENT is closed at once. Real servers on 127.0.0.1 with short deadlines; a test only
+waits, generously, for a connection to be closed, or checks it still answers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import select
 import socket
 import struct
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from finsent.metrics_server import serve_metrics
 from finsent.settings import load_settings
@@ -22,9 +23,14 @@ GENEROUS = 15.0  # seconds a closing may take on a loaded machine
 
 
 @contextlib.contextmanager
-def served(**settings):
+def served(series: int = 0, **settings):
+    """A /metrics server on a free port; ``series`` more samples of about 500 bytes each make its answer large."""
     registry = CollectorRegistry()
     Counter("finsent_probe_total", "A counter to scrape", registry=registry).inc()
+    if series:
+        big = Gauge("finsent_probe_big", "A large family", ["key"], registry=registry)
+        for i in range(series):
+            big.labels(f"{i:07d}" + "x" * 480).set(i)
     server = serve_metrics(registry, 0, load_settings(**settings))
     try:
         yield server
@@ -33,8 +39,13 @@ def served(**settings):
         server.server_close()
 
 
-def connect(port: int, sent: bytes = b"", source: str = "127.0.0.1") -> socket.socket:
-    conn = socket.create_connection(("127.0.0.1", port), timeout=GENEROUS, source_address=(source, 0))
+def connect(port: int, sent: bytes = b"", source: str = "127.0.0.1", receive_buffer: int = 0) -> socket.socket:
+    conn = socket.socket()
+    if receive_buffer:  # before connecting, so that the window offered is small too
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    conn.settimeout(GENEROUS)
+    conn.bind((source, 0))
+    conn.connect(("127.0.0.1", port))
     conn.sendall(sent)
     return conn
 
@@ -147,3 +158,28 @@ def test_the_count_is_released_however_a_connection_ends() -> None:
         held.close()  # by its client
         counted(server, {})
         assert scrape(port)[0] == 200
+
+
+def test_a_client_that_never_takes_its_answer_is_reset_and_its_thread_freed(caplog, capfd) -> None:
+    # a whole request, then nothing read: the handler's thread and descriptor stayed blocked in a write for as long
+    # as the client stayed, once the answer (here about 8 MB) was more than the socket buffers hold
+    caplog.set_level(logging.INFO, "finsent.http_guard")
+    with served(series=16_000, http_body_timeout=0.3, http_max_connections_per_client=0) as server:
+        port = server.server_port
+        stalled = [connect(port, b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", receive_buffer=4096)
+                   for _ in range(3)]
+        for conn in stalled:  # the answer has begun (read without taking it): the server counts it until it ends
+            assert conn.recv(1, socket.MSG_PEEK)
+        counted(server, {})  # every handler is through
+        for conn in stalled:
+            taken = 0
+            with contextlib.suppress(ConnectionError):
+                while chunk := conn.recv(65536):
+                    taken += len(chunk)
+            assert 0 < taken < 1_000_000  # cut short: what the buffers held
+            conn.close()
+    late = [r for r in caplog.records if "did not take their answer" in r.getMessage()]
+    assert len(late) == 1 and late[0].levelno == logging.INFO  # one line a minute per client, not one a connection
+    assert late[0].getMessage().startswith("closed 1 connection(s) from 127.0.0.1")
+    assert "FINSENT_HTTP_BODY_TIMEOUT" in late[0].getMessage()
+    assert "Traceback" not in capfd.readouterr().err
