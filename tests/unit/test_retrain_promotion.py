@@ -349,3 +349,39 @@ def test_a_challenger_stopped_or_failed_while_judged_leaves_no_scorer_in_memory(
     assert ctx.registry.exists(challenger) == (ending == "failed")
     gc.collect()
     assert loaded[challenger]() is None
+
+
+@pytest.mark.parametrize("ending", ["rejected", "superseded", "promoted"])
+def test_a_decided_challenger_leaves_the_scorer_cache_unless_it_became_champion(tmp_path, monkeypatch, ending) -> None:
+    # A challenger rejected, or superseded (better, but the champion was promoted by hand meanwhile), kept its scorer
+    # in the context's cache (a model's memory) until the next check loaded the champion. A promoted one is the
+    # champion the next drift check scores: it stays, and is not loaded again.
+    import gc
+    import weakref
+
+    from retrain.retraining import run_retrain
+
+    batches: list[str] = []
+    loaded: dict[str, weakref.ref] = {}
+    champion_of: dict[str, str] = {}
+
+    def scorer(version):
+        if version != champion_of["v"] and ending == "superseded":
+            ctx.registry.promote(_version(ctx.registry, tmp_path, "by-hand"))  # `finsent model promote` meanwhile
+        made = (_BatchedScorer(version, batches) if ending == "rejected"
+                else _ChallengerBetter(version, champion_of["v"], batches))
+        loaded[version] = weakref.ref(made)
+        return made
+
+    ctx, es, champion = _retrain_to_judge(tmp_path, monkeypatch, scorer)
+    champion_of["v"] = champion
+    ctx.publish_control = lambda message: None  # the broker's side is the integration tests'
+    outcome = run_retrain(ctx, trigger="cron", should_stop=lambda: False)
+    challenger = outcome.challenger_version
+    assert outcome.decision == ending and challenger in loaded, outcome.reasons
+    assert (ctx.registry.champion() == challenger) == (ending == "promoted")
+    gc.collect()
+    if ending == "promoted":
+        assert ctx.scorer(challenger) is loaded[challenger]()  # cached, not loaded again
+    else:
+        assert loaded[challenger]() is None
