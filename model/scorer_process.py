@@ -120,7 +120,7 @@ class ScorerProcess:
         Raises :class:`ScorerProcessError` when the model cannot load; the models already loaded
         stay."""
         from model.onnx_runtime import export_missing
-        from model.registry import Registry, VersionHold
+        from model.registry import Registry, VersionGone, VersionHold
         from model.requirements import check_folder
 
         # The folder, not the reference: a restart after a promotion loads the same model.
@@ -128,6 +128,8 @@ class ScorerProcess:
         check_folder(path)  # refused here, before an ONNX export of it or a word to the child
         try:
             hold = VersionHold(path)  # a prune leaves it while this process may load it again
+        except VersionGone as exc:  # a prune or discard deleted it meanwhile
+            raise ScorerProcessError(str(exc)) from None
         except FileNotFoundError:
             raise ScorerProcessError(f"{path} is not a model folder (no config.json)") from None
         try:
