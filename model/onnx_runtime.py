@@ -10,7 +10,9 @@ file and renamed, so two workers loading the same version never see half a file)
 :func:`export_apart` runs the export in a process of its own that a stop or a time limit kills: in
 process, ``torch.onnx.export`` cannot be interrupted (6-10 s for MiniLM on two shared cores, a spawned
 process 15 s; a larger model takes longer). Its temporary files stay in the model's cache, so a kill removes them,
-and it ends with a parent that dies (SIGKILL) rather than run on as an orphan.
+and it ends with a parent that dies (SIGKILL) rather than run on as an orphan. It ignores SIGINT and SIGTERM, which
+a terminal or ``finsent down`` sends the whole family: the parent decides, so a stop reads as a stop, never as an
+export that failed.
 
 Mixed precision: the feed-forward layers of the first :data:`FP32_FFN_BLOCKS` encoder blocks stay
 fp32. Quantised one at a time on unlabelled training texts, they were the only layers that
@@ -27,6 +29,7 @@ from __future__ import annotations
 import inspect
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import re
 import shutil
@@ -128,6 +131,9 @@ def export_apart(folder: Path | str, *, should_stop: Callable[[], bool] | None =
     started = time.monotonic()
     child.start()
     writer.close()  # the child's end: a child that dies leaves the reader at EOF
+    # The child ignores SIGTERM, with which multiprocessing ends daemon children at exit before it joins them: a
+    # process that exits while a thread of its waits here (a daemon thread) kills the export first instead.
+    end = multiprocessing.util.Finalize(None, _end_export, args=(child, str(folder)), exitpriority=0)
     why = error = None
     stopped: type[ExportStopped] = ExportStopped
     try:
@@ -144,11 +150,10 @@ def export_apart(folder: Path | str, *, should_stop: Callable[[], bool] | None =
                 error = reader.recv()  # the child has ended: its word, or the end of the pipe at once
             except EOFError:
                 error = f"its process died (exit code {child.exitcode})"
+            if error is not None and should_stop is not None and should_stop():  # the stop wins over its failure
+                raise ExportStopped(f"the export of {folder} was asked to stop; its process had ended: {error}")
     finally:
-        if child.is_alive():  # stopped, out of time, or this process interrupted (Ctrl-C)
-            child.kill()
-            child.join()
-            remove_partial_export(folder, child.pid)  # a kill skips the child's own clean-up
+        end()  # stopped, out of time, or this process interrupted (Ctrl-C): the child is killed
         reader.close()
     if why is not None:
         raise stopped(f"the export of {folder} {why}: killed after {time.monotonic() - started:.1f} s")
@@ -156,16 +161,26 @@ def export_apart(folder: Path | str, *, should_stop: Callable[[], bool] | None =
         raise ExportFailed(f"ONNX export of {folder} failed: {error}")
 
 
+def _end_export(child: Any, folder: str) -> None:
+    """Kill the export's process if it still runs, and remove what it wrote (a kill skips its own clean-up)."""
+    if child.is_alive():
+        child.kill()
+        child.join()
+        remove_partial_export(folder, child.pid)
+
+
 def _export_child(export: Callable[[str], object], folder: str, conn: Any, parent: int) -> None:
     """In the spawned process: export, then say None (done) or the error. A Ctrl-C in a terminal reaches the
-    whole process group: the parent acts on it (a stop kills the child), rather than reading a stop as a failed
-    export. SIGTERM stays: multiprocessing ends a daemon child with it when its parent exits.
+    whole process group, and ``finsent down`` or a service manager SIGTERMs every process of the family: the parent
+    acts on it (a stop kills the child), rather than reading a stop as a failed export (a worker then exported the
+    model in its scorer process, holding up scoring and the stop; a scheduler recorded the retrain ``failed``).
 
     Temporary files (the ONNX optimiser's and quantiser's copies of the model, up to a few hundred MB) go to a
     folder under this process's partial prefix in the model's cache, which a kill's :func:`remove_partial_export`
     removes; in /tmp they stayed. A parent that dies without killing this process (SIGKILL, the OOM killer) ends it
     too, with what it wrote: nobody would read its word, and a hung export would run on for good."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_end_with_parent, args=(parent, folder), name="finsent-parent-watch", daemon=True).start()
     scratch = Path(folder) / CACHE_DIR / f"{_partial_prefix(os.getpid())}tmp"
     try:

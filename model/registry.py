@@ -14,7 +14,9 @@ written to a temporary file and ``os.replace``-d, so a reader that resolves ``ch
 gets a complete folder. ``prune`` renames a version out of ``versions/`` before deleting it, so
 a version is either whole or gone (which versions go: :mod:`model.retention`), and leaves a
 version that a running worker scores with (:class:`VersionHold`); ``discard`` deletes a single
-version the same way (a retrain's challenger that was never judged). Metadata is mirrored to the
+version the same way (a retrain's challenger that was never judged). Both check for a hold with an exclusive flock on
+the version's config.json that they keep until it is renamed out, so a hold taken meanwhile waits, then finds the
+version gone (:class:`VersionGone`), instead of holding a folder about to be deleted. Metadata is mirrored to the
 ``finsent-models`` index when an Elasticsearch client is given; a mirror failure is logged, never
 fatal (the files are the truth).
 
@@ -96,31 +98,66 @@ def new_version(now: datetime | None = None) -> str:
     return f"v{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
+class VersionGone(FileNotFoundError):
+    """:class:`VersionHold` of a version that a prune or discard deleted while the hold was being taken."""
+
+
 class VersionHold:
     """A shared flock on a model folder's config.json (never rewritten after register) while a
     worker scores with it: :meth:`Registry.prune` leaves a held version, so a worker pinned to an
-    old version can still start its scorer process again. The lock ends with the process."""
+    old version can still start its scorer process again. The lock ends with the process.
+
+    Taken while a prune or discard deletes the version, it waits for their exclusive lock (:func:`_unless_held`),
+    then finds the folder gone: :class:`VersionGone`. Before, a hold taken between their check and the rename held a
+    deleted folder."""
 
     def __init__(self, folder: Path | str) -> None:
-        self._file = open(Path(folder) / "config.json", "rb")  # noqa: SIM115 - held until release()
-        fcntl.flock(self._file, fcntl.LOCK_SH)
+        config = Path(folder) / "config.json"
+        self._file = open(config, "rb")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_SH)
+            if not _same_file(self._file, config):
+                raise VersionGone(f"{folder} was deleted (a prune or discard of the model registry) as it was held")
+        except BaseException:
+            self._file.close()
+            raise
 
     def release(self) -> None:
         self._file.close()
 
 
-def is_held(folder: Path) -> bool:
-    """Whether some process holds a :class:`VersionHold` on the folder."""
+def _same_file(fh: Any, path: Path) -> bool:
+    """Whether ``path`` still names the file ``fh`` opened (a folder renamed out of versions/ does not)."""
+    opened = os.fstat(fh.fileno())
     try:
-        with open(folder / "config.json", "rb") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            return False
+        now = os.stat(path)
     except FileNotFoundError:
         return False
+    return (opened.st_dev, opened.st_ino) == (now.st_dev, now.st_ino)
+
+
+@contextlib.contextmanager
+def _unless_held(folder: Path) -> Iterator[bool]:
+    """Whether no process holds a :class:`VersionHold` on the folder; if none does, an exclusive flock on its
+    config.json for the block, so that a hold taken meanwhile waits for the block's end (the version renamed out)."""
+    try:
+        fh = open(folder / "config.json", "rb")  # noqa: SIM115 - closed below, which releases the lock
+    except FileNotFoundError:
+        yield True
+        return
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            free = True
+        except BlockingIOError:
+            free = False
+        yield free
+
+
+def is_held(folder: Path) -> bool:
+    """Whether some process holds a :class:`VersionHold` on the folder."""
+    with _unless_held(folder) as free:
+        return not free
 
 
 def is_model_folder(folder: Path | str) -> bool:
@@ -380,12 +417,14 @@ class Registry:
 
         if not self.versions_dir.is_dir():
             return []
-        with self._locked():
+        with self._locked(), contextlib.ExitStack() as unheld:
             pointer = self._pointer()
             versions = [p.name for p in sorted(self.versions_dir.iterdir()) if self.exists(p.name)]
             doomed = versions_to_prune(versions, pointer.get("champion"),
                                        [entry["version"] for entry in pointer.get("history", [])], keep)
-            held = [version for version in doomed if is_held(self.versions_dir / version)]
+            # The versions no worker holds stay locked until renamed out: a worker's hold waits, then finds them gone.
+            held = [version for version in doomed
+                    if not unheld.enter_context(_unless_held(self.versions_dir / version))]
             if held:
                 log.info("keeping %s: a running worker scores with %s", ", ".join(held),
                          "it" if len(held) == 1 else "them")
@@ -414,9 +453,10 @@ class Registry:
             pointer = self._pointer()
             if version == pointer.get("champion") or version in {e["version"] for e in pointer.get("history", [])}:
                 raise VersionInUse(f"{version} is or was the champion (promoted meanwhile)")
-            if is_held(self.versions_dir / version):
-                raise VersionInUse(f"a running worker scores with {version}")
-            self._rename_out(version)
+            with _unless_held(self.versions_dir / version) as free:  # locked until renamed out, as in prune
+                if not free:
+                    raise VersionInUse(f"a running worker scores with {version}")
+                self._rename_out(version)
         self._remove_renamed()
         self._unmirror([version])
         log.info("deleted model version %s from %s", version, self.root)

@@ -12,7 +12,8 @@ a second model in the same child costs its weights (about 60 MB), and it loads i
 a second, since the child has torch imported already. Requests go one at a time, so scoring
 waits while a model loads. The ONNX export a new model needs first (``onnx-int8``, seconds) is
 built by the retrain or the ``finsent model promote`` that promotes it; for one still missing (a
-model promoted on another machine, say), a one-off process builds it before the load.
+model promoted on another machine, say), a one-off process builds it before the load. If that process fails, the load
+fails and the worker keeps its model: exported in this child instead, it held up every batch for as long again.
 
 The child answers one request at a time, and exits when the pipe closes: when its last model
 is closed, when the worker exits without closing it (the pipe is closed at interpreter exit), and
@@ -119,7 +120,7 @@ class ScorerProcess:
         Raises :class:`ScorerProcessError` when the model cannot load; the models already loaded
         stay."""
         from model.onnx_runtime import export_missing
-        from model.registry import Registry, VersionHold
+        from model.registry import Registry, VersionGone, VersionHold
         from model.requirements import check_folder
 
         # The folder, not the reference: a restart after a promotion loads the same model.
@@ -127,13 +128,16 @@ class ScorerProcess:
         check_folder(path)  # refused here, before an ONNX export of it or a word to the child
         try:
             hold = VersionHold(path)  # a prune leaves it while this process may load it again
+        except VersionGone as exc:  # a prune or discard deleted it meanwhile
+            raise ScorerProcessError(str(exc)) from None
         except FileNotFoundError:
             raise ScorerProcessError(f"{path} is not a model folder (no config.json)") from None
         try:
             if self._models and export_missing(self._settings.model_quantize, path):
                 # Seconds of work that would stall scoring in the child. A hot swap's: the models it would join are
                 # all closed only when the worker stops, which then kills the export and ends the load (its export
-                # child ignores Ctrl-C, and a scorer process started now would serve nothing).
+                # child ignores Ctrl-C and SIGTERM, and a scorer process started now would serve nothing). An export
+                # that fails fails the load: the worker keeps its model.
                 _export_apart(path, self._start_timeout, should_stop=lambda: not self._models)
                 if not self._models:
                     raise ScorerProcessError(f"{path} not loaded: this process's models were closed while it was "
@@ -341,15 +345,19 @@ class HostedModel:
 def _export_apart(path: Path, timeout: float, should_stop: Callable[[], bool] | None = None) -> None:
     """Build a model folder's ONNX cache (:mod:`model.onnx_runtime`) in a one-off process, so the
     scorer process, which answers one request at a time, loads it at once. One that fails or takes
-    over ``timeout`` seconds is left to the load, which exports in the scorer process and reports
-    what failed (within its own time limit). One is killed as soon as ``should_stop()`` says so."""
+    over ``timeout`` seconds fails the load (:class:`ScorerProcessError`): exported again in the scorer process, it
+    held the lock that every batch and the worker's stop wait for, as long again (up to the same limit), and an
+    export that raised failed the same way there. One is killed as soon as ``should_stop()`` says so."""
     from model.onnx_runtime import ExportFailed, ExportStopped, ExportTimedOut, export_apart
 
     log.info("exporting %s to ONNX before loading it", path)
     try:
         export_apart(path, timeout=timeout, should_stop=should_stop)
     except (ExportTimedOut, ExportFailed) as exc:
-        log.warning("%s; the load exports it", exc)
+        raise ScorerProcessError(
+            f"{path} not loaded: {exc}; not exported in the scorer process, where scoring would wait for it "
+            "(`finsent model promote VERSION` builds the export and tells the workers again; a worker that starts "
+            "exports its model before it scores)") from None
     except ExportStopped as exc:  # the worker stops: the load ends without it (ScorerProcess.load)
         log.info("%s", exc)
 

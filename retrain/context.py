@@ -69,9 +69,9 @@ class Context:
             return self._scorers[version]
 
     def release_scorer(self, version: str) -> None:
-        """Drop ``version``'s cached scorer, if cached: a challenger deleted, failed or left unjudged is never
-        scored again, and held here it kept a model's memory (about 90 MB for MiniLM, a larger base far more) until
-        the next check loaded the champion."""
+        """Drop ``version``'s cached scorer, if cached: a challenger rejected, superseded, failed, deleted or left
+        unjudged is never scored again, and held here it kept a model's memory (about 90 MB for MiniLM, a larger base
+        far more) until the next check loaded the champion."""
         with self._scorer_lock:
             self._scorers.pop(version, None)
 

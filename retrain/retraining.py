@@ -291,12 +291,20 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
         audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen)
         return outcome
     figures = decision.figures | {"unresolved_labels": unresolved}
-    ctx.registry.update_metadata(challenger, retrain={"decision": "promoted" if decision.promote else "rejected",
-                                                      "figures": figures, "reasons": list(decision.reasons)})
-    outcome = Outcome("promoted" if decision.promote else "rejected", list(decision.reasons),
-                      champion_version=champion, challenger_version=challenger, figures=figures)
-    if decision.promote:
-        promote_challenger(ctx, outcome, trigger=trigger)
+    champion_now = False
+    try:
+        ctx.registry.update_metadata(challenger, retrain={"decision": "promoted" if decision.promote else "rejected",
+                                                          "figures": figures, "reasons": list(decision.reasons)})
+        outcome = Outcome("promoted" if decision.promote else "rejected", list(decision.reasons),
+                          champion_version=champion, challenger_version=challenger, figures=figures)
+        if decision.promote:
+            promote_challenger(ctx, outcome, trigger=trigger)
+        champion_now = outcome.decision == "promoted"
+    finally:
+        # Decided: one rejected or superseded is never scored again, and cached it kept a model's memory until the
+        # next check. A new champion stays cached: the next drift check scores it.
+        if not champion_now:
+            ctx.release_scorer(challenger)
     ctx.metrics.retrain_seconds.set(time.monotonic() - started)
     outcome.pruned = prune_registry(ctx)
     audit(ctx, outcome, trigger=trigger, started=started, fresh=fresh, seen=seen,

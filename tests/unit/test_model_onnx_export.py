@@ -63,6 +63,21 @@ def exports_and_waits(folder: str) -> None:
     export_apart(folder, export=says_its_pid_then_hangs)
 
 
+def marks_then_dies(folder: str) -> None:
+    """Its process ends (as the OOM killer would leave it) just as its parent is asked to stop."""
+    (Path(folder) / "stop.txt").write_text("stop")
+    os._exit(3)
+
+
+def exports_in_a_daemon_thread_and_exits(folder: str) -> None:
+    """A process that exits while a daemon thread of its waits for an export under way."""
+    import threading
+
+    threading.Thread(target=export_apart, args=(folder,), kwargs={"export": says_its_pid_then_hangs},
+                     daemon=True).start()
+    wait_for(lambda: partial_written(Path(folder)), 120, "the export under way", every=0.1)
+
+
 def partial_written(folder: Path) -> bool:
     return any((folder / CACHE_DIR).glob(".export-*/raw.onnx"))
 
@@ -127,3 +142,46 @@ def test_the_export_ends_with_the_process_that_asked_for_it(tmp_path) -> None:
             parent.kill()
         if pid_file.exists() and not process_gone(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_a_sigterm_to_the_family_leaves_the_export_to_its_parent(tmp_path) -> None:
+    # `finsent down` and service managers SIGTERM every process of the family. The export died of it at once, and its
+    # parent, which acted on its own SIGTERM a moment later, read a failed export: the worker exported the model in its
+    # scorer process instead (scoring and the stop waited for it), the scheduler recorded the retrain "failed".
+    pid_file, signalled = tmp_path / "pid.txt", []
+
+    def stop_comes() -> bool:
+        if signalled:  # the parent's own handler, a poll later
+            return True
+        if pid_file.exists() and partial_written(tmp_path):
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            signalled.append(True)
+        return False
+
+    with pytest.raises(ExportStopped, match="asked to stop: killed after"):
+        export_apart(tmp_path, should_stop=stop_comes, timeout=120, export=says_its_pid_then_hangs, poll_s=0.5)
+    assert signalled and process_gone(int(pid_file.read_text()))
+    assert not partial_written(tmp_path)
+
+
+def test_an_export_that_ends_as_a_stop_is_asked_for_is_stopped_not_failed(tmp_path) -> None:
+    # Read as a failure, a hot swap's load exported in the scorer process and a retrain was recorded "failed".
+    with pytest.raises(ExportStopped, match=r"asked to stop; its process had ended: its process died \(exit code 3\)"):
+        export_apart(tmp_path, should_stop=(tmp_path / "stop.txt").exists, export=marks_then_dies, poll_s=5)
+
+
+def test_a_process_that_exits_while_a_thread_of_its_waits_for_an_export_kills_it(tmp_path) -> None:
+    # The export ignores SIGTERM, with which multiprocessing ends daemon children at exit before joining them: the
+    # exit would wait for the whole export.
+    parent = multiprocessing.get_context("spawn").Process(target=exports_in_a_daemon_thread_and_exits,
+                                                          args=(str(tmp_path),))
+    parent.start()
+    try:
+        wait_for(lambda: not parent.is_alive(), 120, "the process to exit", every=0.1)
+        child = int((tmp_path / "pid.txt").read_text())
+        assert process_gone(child) and not partial_written(tmp_path)
+    finally:
+        if parent.is_alive():
+            parent.kill()
+        if (tmp_path / "pid.txt").exists() and not process_gone(int((tmp_path / "pid.txt").read_text())):
+            os.kill(int((tmp_path / "pid.txt").read_text()), signal.SIGKILL)

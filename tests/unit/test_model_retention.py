@@ -107,3 +107,52 @@ def test_discard_deletes_one_version_unless_it_is_or_was_champion_or_held(tmp_pa
     hold.release()
     reg.discard(v[2])
     assert [m["version"] for m in reg.list()] == [v[0], v[1], v[4]] and reg.es.deleted == [v[3], v[2]]
+
+
+@pytest.mark.parametrize("deletion", ["prune", "discard"])
+def test_a_hold_taken_while_a_version_is_deleted_finds_it_gone(tmp_path, monkeypatch, deletion):
+    # A worker started with `--model VERSION` took its hold between the prune's (or discard's) check for holds and the
+    # rename: it held a folder then deleted, and scored from, or restarted its scorer process with, nothing.
+    import fcntl
+    import threading
+
+    reg = Registry(tmp_path / "models")
+    v = [_register(reg, tmp_path, f"m{i}", version=V[i]) for i in range(3)]
+    reg.promote(v[2])
+    folder = reg.path(v[0])
+    taking, shared_lock = threading.Event(), fcntl.flock
+    ended: list[object] = []
+
+    def flock(fh, operation):
+        if operation == fcntl.LOCK_SH:
+            taking.set()  # the worker's hold has its file open: only the lock is left to take
+        return shared_lock(fh, operation)
+
+    def worker() -> None:
+        try:
+            ended.append(VersionHold(folder))
+        except FileNotFoundError as exc:
+            ended.append(exc)
+
+    rename_out = Registry._rename_out
+
+    def hold_taken_meanwhile(self, version):  # the checks are done; the rename comes next
+        if version == v[0]:
+            threads.append(threading.Thread(target=worker))
+            threads[0].start()
+            taking.wait(30)
+        rename_out(self, version)
+
+    threads: list[threading.Thread] = []
+    monkeypatch.setattr(fcntl, "flock", flock)
+    monkeypatch.setattr(Registry, "_rename_out", hold_taken_meanwhile)
+    if deletion == "prune":
+        assert reg.prune(1) == [v[0], v[1]]
+    else:
+        reg.discard(v[0])
+    for thread in threads:
+        thread.join(30)
+    assert not reg.exists(v[0])
+    [hold] = ended
+    assert isinstance(hold, FileNotFoundError), "a hold on a deleted version"
+    assert "was deleted (a prune or discard of the model registry)" in str(hold)

@@ -349,3 +349,74 @@ def test_a_challenger_stopped_or_failed_while_judged_leaves_no_scorer_in_memory(
     assert ctx.registry.exists(challenger) == (ending == "failed")
     gc.collect()
     assert loaded[challenger]() is None
+
+
+@pytest.mark.parametrize("ending", ["rejected", "superseded", "promoted"])
+def test_a_decided_challenger_leaves_the_scorer_cache_unless_it_became_champion(tmp_path, monkeypatch, ending) -> None:
+    # A challenger rejected, or superseded (better, but the champion was promoted by hand meanwhile), kept its scorer
+    # in the context's cache (a model's memory) until the next check loaded the champion. A promoted one is the
+    # champion the next drift check scores: it stays, and is not loaded again.
+    import gc
+    import weakref
+
+    from retrain.retraining import run_retrain
+
+    batches: list[str] = []
+    loaded: dict[str, weakref.ref] = {}
+    champion_of: dict[str, str] = {}
+
+    def scorer(version):
+        if version != champion_of["v"] and ending == "superseded":
+            ctx.registry.promote(_version(ctx.registry, tmp_path, "by-hand"))  # `finsent model promote` meanwhile
+        made = (_BatchedScorer(version, batches) if ending == "rejected"
+                else _ChallengerBetter(version, champion_of["v"], batches))
+        loaded[version] = weakref.ref(made)
+        return made
+
+    ctx, es, champion = _retrain_to_judge(tmp_path, monkeypatch, scorer)
+    champion_of["v"] = champion
+    ctx.publish_control = lambda message: None  # the broker's side is the integration tests'
+    outcome = run_retrain(ctx, trigger="cron", should_stop=lambda: False)
+    challenger = outcome.challenger_version
+    assert outcome.decision == ending and challenger in loaded, outcome.reasons
+    assert (ctx.registry.champion() == challenger) == (ending == "promoted")
+    gc.collect()
+    if ending == "promoted":
+        assert ctx.scorer(challenger) is loaded[challenger]()  # cached, not loaded again
+    else:
+        assert loaded[challenger]() is None
+
+
+def test_a_scheduler_sigtermed_with_its_family_during_the_onnx_export_records_a_stop(tmp_path, monkeypatch) -> None:
+    # `finsent down` SIGTERMs the scheduler and its export child alike: the child died at once, the retrain read a
+    # failed export before its own stop, and recorded "failed" (the challenger kept, an attempt counted).
+    import functools
+    import os
+    import signal
+
+    from model import onnx_runtime
+    from retrain.retraining import run_retrain
+    from tests.unit.test_model_onnx_export import partial_written, says_its_pid_then_hangs
+
+    champion_of: dict[str, str] = {}
+    ctx, es, champion = _retrain_to_judge(
+        tmp_path, monkeypatch, lambda version: _ChallengerBetter(version, champion_of["v"], []))
+    champion_of["v"] = champion
+    ctx.settings = ctx.settings.model_copy(update={"model_quantize": "onnx-int8"})
+    monkeypatch.setattr(onnx_runtime, "export_apart", functools.partial(
+        onnx_runtime.export_apart, export=says_its_pid_then_hangs, timeout=120, poll_s=0.5))
+    signalled: list[int] = []
+
+    def sigterm_to_the_family() -> bool:
+        if signalled:  # the scheduler's own handler, a poll later
+            return True
+        for folder in ctx.registry.versions_dir.iterdir():
+            if (folder / "pid.txt").exists() and partial_written(folder):
+                signalled.append(int((folder / "pid.txt").read_text()))
+                os.kill(signalled[0], signal.SIGTERM)
+        return False
+
+    outcome = run_retrain(ctx, trigger="cron", should_stop=sigterm_to_the_family)
+    assert signalled and outcome.decision == "stopped", outcome.reasons
+    assert "asked to stop" in outcome.reasons[0] and not ctx.registry.exists(outcome.challenger_version)
+    assert es.docs[-1]["decision"] == "stopped" and ctx.registry.champion() == champion
