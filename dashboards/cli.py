@@ -21,6 +21,10 @@ def serve(
     ctx: typer.Context,
     host: Optional[str] = typer.Option(None, help="Address to bind (default FINSENT_DASHBOARD_HOST, 127.0.0.1)"),
     port: Optional[int] = typer.Option(None, min=1, max=65535, help="Port (default FINSENT_DASHBOARD_PORT, 8000)"),
+    require_label_token: bool = typer.Option(
+        False, "--require-label-token",
+        help="Refuse to start without FINSENT_LABEL_TOKEN or FINSENT_LABEL_TOKENS_FILE, or with a tokens file the "
+             "labels API cannot use, rather than serve the review page with labelling off (docker-compose.yml)"),
 ) -> None:
     """Serve the built-in live dashboard (page, JSON API, review page, /health, /metrics)."""
     from dashboards.web_app import REGISTRY, create_app
@@ -28,6 +32,13 @@ def serve(
     from finsent.stop_signals import StoppedWhileStarting
 
     settings = settings_of(ctx)
+    if require_label_token:  # checked before Kafka, as `ingest serve --require-token` does
+        from retrain.label_tokens import LabelAuth
+
+        try:
+            LabelAuth.from_settings(settings)
+        except ValueError as exc:
+            fail(str(exc))
     host = host or settings.dashboard_host
     port = port or settings.dashboard_port
     try:

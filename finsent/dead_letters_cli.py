@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Optional
 
 import typer
 
-from finsent.cli_support import fail, settings_of
+from finsent.cli_support import fail, settings_of, stopped_before_the_end
 from finsent.dead_letters import (
     REPLAY, LetterFilter, ReplayPlanner, StoredLetter, Summary, replay_headers, verdict_counts)
 from finsent.settings import Settings
@@ -56,49 +56,84 @@ def _moment(option: str, value: str) -> datetime:
         fail(f"{option}: {exc}", code=2)
 
 
-def read_dead_letters(settings: Settings, since: datetime, unreadable: list[str]) -> Iterator[StoredLetter]:
-    """Every letter of the DLQ topic written since ``since``, up to its end when the call began.
-    Records that are not dead letters are described in ``unreadable``."""
-    from kafka import TopicPartition
+class DeadLetterReader:
+    """The letters of the DLQ topic written since ``since``, up to its end when :meth:`open` ran. ``in_range`` is how
+    many records lie there, ``read`` how many have been read: what a replay stopped before the end reports."""
 
-    from finsent import clients
-    from finsent.dead_letters import read_letter
-    from finsent.schemas import RecordError
+    def __init__(self, settings: Settings, since: datetime) -> None:
+        self.settings = settings
+        self.since = since
+        self.topic = settings.topic("dlq")
+        self.in_range = 0
+        self.read = 0
+        self._consumer: Any = None
+        self._left: dict[Any, int] = {}
 
-    topic = settings.topic("dlq")
-    consumer = clients.kafka_consumer(settings, group_id=None)  # no group: nothing committed
-    try:
-        partitions = consumer.partitions_for_topic(topic)
+    def open(self) -> DeadLetterReader:
+        from kafka import TopicPartition
+
+        from finsent import clients
+
+        consumer = self._consumer = clients.kafka_consumer(self.settings, group_id=None)  # no group: no commit
+        partitions = consumer.partitions_for_topic(self.topic)
         if not partitions:
-            raise RuntimeError(f"Kafka at {settings.kafka_bootstrap} has no topic {topic} (run `finsent init`)")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            raise RuntimeError(f"Kafka at {self.settings.kafka_bootstrap} has no topic {self.topic} "
+                               "(run `finsent init`)")
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
-        starts = consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
+        starts = consumer.offsets_for_times({tp: int(self.since.timestamp() * 1000) for tp in tps})
         ends = consumer.end_offsets(tps)
-        left = {}
         for tp in tps:
             if starts[tp] is not None and starts[tp].offset < ends[tp]:
                 consumer.seek(tp, starts[tp].offset)
-                left[tp] = ends[tp]
+                self._left[tp] = ends[tp]
+                self.in_range += ends[tp] - starts[tp].offset
+        return self
+
+    def letters(self, unreadable: list[str], stopped: Callable[[], bool] = lambda: False) -> Iterator[StoredLetter]:
+        """The letters, in each partition's order; records that are not dead letters are described in ``unreadable``.
+        ``stopped()`` true ends them before the next record."""
+        from finsent.dead_letters import read_letter
+        from finsent.schemas import RecordError
+
         progress_at = time.monotonic()
-        while left:
-            batch = consumer.poll(timeout_ms=1000)
+        while self._left and not stopped():
+            batch = self._consumer.poll(timeout_ms=1000)
             if batch:
                 progress_at = time.monotonic()
             elif time.monotonic() - progress_at > _STUCK_AFTER_S:
-                raise RuntimeError(f"no record from {topic} for {_STUCK_AFTER_S} s, with more to read")
+                raise RuntimeError(f"no record from {self.topic} for {_STUCK_AFTER_S} s, with more to read")
             for tp, records in batch.items():
                 for record in records:
-                    if record.offset >= left.get(tp, -1):
+                    if record.offset >= self._left.get(tp, -1):
                         continue
+                    if stopped():  # the records polled after this one are read again by the next run
+                        return
+                    self.read += 1
                     try:
                         yield read_letter(record.partition, record.offset, record.key, record.value)
                     except RecordError as exc:
-                        unreadable.append(f"{topic}[{record.partition}]@{record.offset}: {exc.reason}")
-                if tp in left and consumer.position(tp) >= left[tp]:
-                    del left[tp]
+                        unreadable.append(f"{self.topic}[{record.partition}]@{record.offset}: {exc.reason}")
+                if tp in self._left and self._consumer.position(tp) >= self._left[tp]:
+                    del self._left[tp]
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether the letters ended before the end of the range (once :meth:`letters` ran out: a stop)."""
+        return bool(self._left)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+
+
+def read_dead_letters(settings: Settings, since: datetime, unreadable: list[str]) -> Iterator[StoredLetter]:
+    """Every letter of the DLQ topic written since ``since``, up to its end when the call began."""
+    reader = DeadLetterReader(settings, since)
+    try:
+        yield from reader.open().letters(unreadable)
     finally:
-        consumer.close()
+        reader.close()
 
 
 def _letter_json(stored: StoredLetter, **extra: Any) -> dict[str, Any]:
@@ -189,6 +224,29 @@ def _indexed(es: Any, settings: Settings, ids: list[str]) -> set[str]:
     return {doc["_id"] for doc in answer["docs"] if doc.get("found")}
 
 
+def _connect(settings: Settings, signals: Any, dry_run: bool, reader: DeadLetterReader) -> Any:
+    """The producer (None for a dry run), with ``reader`` opened: each in a thread a stop leaves behind (Kafka's
+    bootstrap retries for 30 s), so a stop then ends the command at once, nothing sent."""
+    from finsent import clients
+    from finsent.cli_support import stopped_while_starting
+    from finsent.stop_signals import StoppedWhileStarting, start_unless_stopped, stopped_status
+
+    try:
+        producer = None if dry_run else start_unless_stopped(lambda: clients.kafka_producer(settings), signals)
+        try:
+            start_unless_stopped(reader.open, signals)
+        except BaseException:
+            if producer is not None:
+                producer.close(timeout=10)
+            raise
+    except StoppedWhileStarting:
+        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was replayed",
+                               code=stopped_status(signals))
+    except Exception as exc:  # noqa: BLE001 - no broker, no topic, bad credentials: one line, not a traceback
+        fail(f"cannot read {reader.topic} at {settings.kafka_bootstrap}: {clients.error_text(exc)}")
+    return producer
+
+
 @app.command()
 def replay(
     ctx: typer.Context,
@@ -204,12 +262,16 @@ def replay(
     Documents already in the index are skipped, so a second replay sends nothing twice. Replayed
     documents keep their ingest time; a header carries the replay's, from which the worker measures
     their latency (their wait in the DLQ is not the pipeline's).
+
+    SIGTERM or Ctrl-C stops it before the next letter: the letters read are sent and flushed, the counts printed,
+    and the exit status is 128 + the signal's number (143, 130); run it again to go on.
     """
     import orjson
 
     from finsent import clients
     from finsent.cli_tables import Column, print_table
     from finsent.schemas import utc_now
+    from finsent.stop_signals import StopSignals
 
     settings = settings_of(ctx)
     start, end = _moment("--since", since), _moment("--until", until) if until else None
@@ -217,10 +279,13 @@ def replay(
     planner = ReplayPlanner(_checks(settings))
     counts: Counter[str] = Counter()
     unreadable: list[str] = []
+    signals = StopSignals()  # the first stop ends the reading; a second one ends the process
+    ctx.call_on_close(signals.restore)
+    reader = DeadLetterReader(settings, start)
+    producer = _connect(settings, signals, dry_run, reader)
     es = clients.elasticsearch(settings)
-    producer = None if dry_run else clients.kafka_producer(settings)
     try:
-        letters = read_dead_letters(settings, start, unreadable)
+        letters = reader.letters(unreadable, stopped=lambda: bool(signals.received))
         for chunk in _chunks((s for s in letters if wanted.matches(s)), _CHUNK):
             planned = planner.plan(chunk)
             planned = ReplayPlanner.drop_indexed(planned, _indexed(
@@ -242,9 +307,21 @@ def replay(
         if producer is not None:
             producer.close(timeout=10)
         es.close()
+        reader.close()
     _warn_unreadable(unreadable)
-    if as_json:
-        return
-    typer.echo(f"{'dry run: ' if dry_run else ''}{counts.total()} letters since {since}")
-    print_table([Column("verdict"), Column("letters", justify="right")], counts.most_common())
-    typer.echo(f"{'would send' if dry_run else 'sent'} {counts[REPLAY]}")
+    if not as_json:
+        typer.echo(f"{'dry run: ' if dry_run else ''}{counts.total()} letters since {since}")
+        print_table([Column("verdict"), Column("letters", justify="right")], counts.most_common())
+        typer.echo(f"{'would send' if dry_run else 'sent'} {counts[REPLAY]}")
+    if reader.unfinished:
+        stopped_before_the_end(signals, _stopped_line(reader, since, counts[REPLAY], dry_run))
+
+
+def _stopped_line(reader: DeadLetterReader, since: str, sent: int, dry_run: bool) -> str:
+    done = f"{reader.read} of the {reader.in_range} records of {reader.topic} since {since} read"
+    if dry_run:
+        return f"{done}, {sent} would be sent"
+    # The next run skips what the index holds by then; it cannot know what this one sent that is not indexed yet.
+    return (f"{done}, {sent} sent and acknowledged; run it again to go on once the worker has caught up: it skips the "
+            "documents the index holds by then (one sent now and not indexed yet would go again, and count twice in "
+            "the windows), and a label sent again overwrites itself")

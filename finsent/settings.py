@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from finsent.kafka_bootstrap import HOST_NAME, bootstrap_problem
 from finsent.window_sizes import parse_windows
 
 ENV_PREFIX = "FINSENT_"
@@ -27,11 +28,6 @@ def _default_cache_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/cache/finsent")
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "finsent"
-
-
-# A DNS name (labels of letters, digits, - and _, dot-separated, an optional final dot), as a Host header carries it.
-_HOST_NAME = re.compile(r"(?=.{1,254}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-                        r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?")
 
 
 class SettingsError(ValueError):
@@ -296,22 +292,15 @@ class Settings(BaseSettings):
     @field_validator("kafka_bootstrap")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
-        for server in value.split(","):
-            if "@" in server:  # user:password@host:port passed as host:port; errors and status print the servers
-                shown = "***@" + server.strip().rpartition("@")[2]
-                raise ValueError(f"{shown!r} carries credentials: set FINSENT_KAFKA_SASL_USERNAME and "
-                                 "FINSENT_KAFKA_SASL_PASSWORD (with FINSENT_KAFKA_SASL_MECHANISM and "
-                                 "FINSENT_KAFKA_SECURITY_PROTOCOL=SASL_SSL) instead")
-            host, sep, port = server.strip().rpartition(":")
-            if not sep or not host or not port.isdigit():
-                raise ValueError(f"{server!r} is not host:port")
+        if problem := bootstrap_problem(value):
+            raise ValueError(problem)
         return value
 
     @field_validator("allowed_hosts")
     @classmethod
     def _host_names(cls, value: str) -> str:
         for name in value.split(","):
-            if name.strip() and not _HOST_NAME.fullmatch(name.strip()):
+            if name.strip() and not HOST_NAME.fullmatch(name.strip()):
                 raise ValueError(f"{name.strip()!r} is not a host name (a name alone, no scheme, port or path: "
                                  "metrics.example.com)")
         return value
@@ -426,15 +415,21 @@ def without_credentials(url: str) -> str:
         return without_credentials("http://" + url).removeprefix("http://")
     try:
         parts = urlsplit(url)
-        netloc = parts.netloc if parts.username is None else "***@" + parts.netloc.rpartition("@")[2]
     except ValueError:  # not even a URL (an unclosed IPv6 bracket): mask what may be a user part all the same
-        head, sep, rest = url.partition("://")
-        user, at, host = rest.partition("/")[0].rpartition("@")
-        return f"{head}{sep}***@{rest[len(user) + len(at):]}" if at else url
+        return _masked_user(url)
+    if not parts.scheme:  # a scheme urlsplit does not take (SASL_SSL://): all of it read as a path, nothing masked
+        return _masked_user(url)
+    netloc = parts.netloc if parts.username is None else "***@" + parts.netloc.rpartition("@")[2]
     query = "&".join(_masked_param(param) for param in parts.query.split("&")) if parts.query else ""
     if netloc == parts.netloc and query == parts.query:
         return url  # not rebuilt: geturl() would drop an empty query or fragment of what may be no URL at all
     return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def _masked_user(url: str) -> str:
+    head, sep, rest = url.partition("://")
+    user, at, _host = rest.partition("/")[0].rpartition("@")
+    return f"{head}{sep}***@{rest[len(user) + len(at):]}" if at else url
 
 
 def _masked_param(param: str) -> str:

@@ -47,11 +47,16 @@ class StopSignals:
         self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP}
 
     def _handle(self, signum: int, _frame) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
+        self.restore()
         self.received.append(signum)
         if self._then is not None:
             self._then.set()
+
+    def restore(self) -> None:
+        """Put the previous handlers back: at the first signal, and when a command run in the process (a test's)
+        ends without one (``ctx.call_on_close``), which would otherwise leave its handler to swallow the next."""
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
     def wait(self, poll_seconds: float = 0.25) -> int:
         while not self.received:
@@ -111,10 +116,28 @@ async def in_daemon_thread(call: Callable[[], T]) -> T:
 
 def install_stop_handlers(stop: asyncio.Event, recorded: StopSignals | None = None) -> None:
     """SIGINT and SIGTERM set ``stop`` from now on; so does one that ``recorded`` (the command's handler until the
-    event loop ran) received already."""
+    event loop ran) received already. A signal the loop handles is added to ``recorded.received`` too, so a
+    one-shot command can say which one stopped it and exit with its number (:func:`stopped_status`)."""
     loop = asyncio.get_running_loop()
+
+    def stop_by(signum: int) -> None:
+        if recorded is not None:
+            recorded.received.append(signum)
+        stop.set()
+
     for sig in STOP:
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stop_by, sig)
     if recorded is not None and recorded.received:
         stop.set()
+
+
+def stopped_status(signals: StopSignals) -> int:
+    """The exit status of a one-shot command (a replay, ``--once``) that a signal stopped before its end: 128 + the
+    signal's number (130 for Ctrl-C, 143 for SIGTERM), the status a shell reports for a process the signal killed, so
+    a script still sees that the work is not all done; long-running commands exit 0 on a stop, their normal end."""
+    return 128 + int(signals.received[0])
+
+
+def signal_name(signals: StopSignals) -> str:
+    return signal.Signals(signals.received[0]).name

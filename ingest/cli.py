@@ -3,6 +3,11 @@
 Polling commands run until SIGTERM/SIGINT (then flush and exit 0) unless ``--once``; each
 prints what it did. Exit status 1 when a fetch or a Kafka delivery failed. A stop while Kafka still does not answer
 (its client retries for 30 s) exits 0 at once too, with "stopped while starting" (``finsent/stop_signals.py``).
+
+The one-shot commands (``--once``, ``file``) stop on SIGTERM/SIGINT at the next source or line: what was produced is
+flushed, the counts are printed, a line says what was left, and the exit status is 128 + the signal's number (143 for
+SIGTERM, 130 for Ctrl-C), as when the signal killed them, so that a script sees the work is not all done; the same
+status when the stop came while Kafka was still being connected to.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Annotated
 import typer
 
 from finsent import clients
-from finsent.cli_support import fail, settings_of, stopped_while_starting
+from finsent.cli_support import fail, settings_of, stopped_before_the_end, stopped_while_starting
 from finsent.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Pull or receive documents into Kafka.")
@@ -32,12 +37,12 @@ def _summary(label: str, report, errors: int = 0) -> str:
             f"fetch errors {errors}")
 
 
-def _start(settings: Settings, signals=None, **build):
-    """The started pipeline. With ``signals`` (a command that handles SIGTERM), a stop that comes while Kafka is
-    still being connected to ends the command at once; without, SIGTERM kills it there as anywhere (``--once``)."""
+def _start(settings: Settings, signals, *, one_shot: bool, **build):
+    """The started pipeline. A stop (recorded by ``signals``) that comes while Kafka is still being connected to ends
+    the command at once: with 0, or with a one-shot command's status (module docstring)."""
     from prometheus_client import CollectorRegistry
 
-    from finsent.stop_signals import StoppedWhileStarting, start_unless_stopped
+    from finsent.stop_signals import StoppedWhileStarting, start_unless_stopped, stopped_status
     from ingest.pipeline import Pipeline
 
     registry = CollectorRegistry()
@@ -46,12 +51,10 @@ def _start(settings: Settings, signals=None, **build):
     except (OSError, ValueError) as exc:
         fail(f"cannot load the ticker dictionary: {exc}")
     try:
-        if signals is None:
-            pipeline.start()
-        else:
-            start_unless_stopped(pipeline.start, signals)
+        start_unless_stopped(pipeline.start, signals)
     except StoppedWhileStarting:  # the start goes on in a daemon thread: not closed under it
-        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was ingested")
+        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was ingested",
+                               code=stopped_status(signals) if one_shot else 0)
     except Exception as exc:  # no broker, bad credentials…: say so, do not dump a trace
         pipeline.close()
         fail(f"cannot connect to Kafka at {settings.kafka_bootstrap}: {clients.error_text(exc)}")
@@ -82,20 +85,22 @@ def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: 
     from ingest.runner import poll_forever, poll_once, start_metrics_server
 
     push_auth = _push_auth(settings) if push is not None else None
-    signals = None if once else StopSignals()  # recorded from here until the event loop's handlers take over
-    pipeline = _start(settings, signals)
+    signals = StopSignals()  # recorded from here until the event loop's handlers take over
+    pipeline = _start(settings, signals, one_shot=once)
     http = _fetcher(settings)
+    not_polled: list[str] = []
 
     async def main() -> int:
         sources = make_sources(http)
         try:
-            if once:
-                total, errors = await poll_once(sources, pipeline,
-                                                lambda source, why: typer.echo(f"{source.name}: {why}", err=True))
-                typer.echo(_summary("ingest", total, errors))
-                return 1 if errors or total.failed else 0
             stop = asyncio.Event()
             install_stop_handlers(stop, signals)  # and a stop that came after the start, before them
+            if once:
+                done = await poll_once(sources, pipeline,
+                                       lambda source, why: typer.echo(f"{source.name}: {why}", err=True), stop)
+                typer.echo(_summary("ingest", done.total, done.errors))
+                not_polled.extend(done.not_polled)
+                return 1 if done.errors or done.total.failed else 0
             tasks = [poll_forever(source, pipeline, stop) for source in sources]
             if push is not None:
                 from ingest.push import make_app, serve
@@ -114,6 +119,9 @@ def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: 
         code = asyncio.run(main())
     finally:
         pipeline.close()  # flushes the producer: SIGTERM never loses an acknowledged batch
+    if not_polled:
+        stopped_before_the_end(signals, f"{len(not_polled)} source(s) not polled ({', '.join(not_polled)}); run the "
+                                        "command again to poll them (the documents produced count as duplicates then)")
     raise typer.Exit(code)
 
 
@@ -252,7 +260,7 @@ def file_(ctx: typer.Context, path: Annotated[Path, typer.Argument(exists=True, 
         typer.echo(f"{path}: holds no records (empty, blank lines only, or a CSV header alone); nothing to replay")
         raise typer.Exit(0)
     signals = StopSignals()
-    pipeline = _start(settings, signals, dedup=not no_dedup)
+    pipeline = _start(settings, signals, one_shot=True, dedup=not no_dedup)
 
     async def main():
         stop = asyncio.Event()
@@ -264,4 +272,8 @@ def file_(ctx: typer.Context, path: Annotated[Path, typer.Argument(exists=True, 
     finally:
         pipeline.close()
     typer.echo(_summary(str(path), report))
+    if report.stopped_at is not None:
+        again = ("the lines produced count as duplicates then" if not no_dedup
+                 else "with --no-dedup, the lines produced are produced again")
+        stopped_before_the_end(signals, f"the replay ended before {report.stopped_at}; run it again to go on ({again})")
     raise typer.Exit(1 if report.failed else 0)

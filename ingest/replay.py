@@ -17,6 +17,7 @@ import csv
 import stat
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -175,12 +176,19 @@ async def _sleep(seconds: float, stop: asyncio.Event | None) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
+@dataclass
+class ReplayReport(BatchReport):
+    stopped_at: str | None = None  # the first line a stop left unread (file:line); None once the file was read
+
+
 async def replay(path: Path, pipeline: Pipeline, *, rate: float | None = None, speed: float | None = None,
                  fmt: str | None = None, source: str = "replay", label: str | None = None,
-                 stop: asyncio.Event | None = None, clock: Callable[[], float] = time.monotonic) -> BatchReport:
+                 stop: asyncio.Event | None = None, clock: Callable[[], float] = time.monotonic) -> ReplayReport:
+    """The file's lines, produced; a ``stop`` ends the replay before the next line, with the lines read so far
+    submitted (and ``stopped_at`` naming the next)."""
     label = label or f"file:{path.name}"[:64]
     pacer = Pacer(rate, speed)
-    total = BatchReport()
+    total = ReplayReport()
     batch = FetchResult()
     started = clock()
 
@@ -192,6 +200,7 @@ async def replay(path: Path, pipeline: Pipeline, *, rate: float | None = None, s
 
     for entry in read_items(path, fmt, source=source):
         if stop is not None and stop.is_set():
+            total.stopped_at = entry.where
             break
         if isinstance(entry, Rejected):
             batch.rejected.append(entry)

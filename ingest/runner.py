@@ -1,7 +1,8 @@
-"""Running sources: one poll, or polling forever with backoff, until SIGTERM/SIGINT.
+"""Running sources: one poll of each (``--once``), or polling forever with backoff, until SIGTERM/SIGINT.
 
 A stop signal lets the batch in flight finish (it waits for Kafka's acknowledgement),
-then the producer is flushed and closed: nothing acknowledged to a source is lost.
+then the producer is flushed and closed: nothing acknowledged to a source is lost. A stop during ``--once`` leaves
+out the sources not polled yet, and the command says which.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from finsent.settings import Settings
 from ingest.backoff import Backoff
@@ -41,25 +43,38 @@ async def poll(source: Source, pipeline: Pipeline) -> BatchReport:
     return report
 
 
-async def poll_once(sources: list[Source], pipeline: Pipeline,
-                    on_error: Callable[[Source, str], None]) -> tuple[BatchReport, int]:
-    """Poll each source once (``--once``): their reports added up, and how many polls failed.
+@dataclass
+class OnceReport:
+    """What one poll of each source did (``--once``)."""
+
+    total: BatchReport = field(default_factory=BatchReport)  # the polls' reports added up
+    errors: int = 0  # polls that failed
+    not_polled: list[str] = field(default_factory=list)  # sources a stop came before, by name
+
+
+async def poll_once(sources: list[Source], pipeline: Pipeline, on_error: Callable[[Source, str], None],
+                    stop: asyncio.Event | None = None) -> OnceReport:
+    """Poll each source once (``--once``).
 
     A poll that fails, for whatever reason, is told to ``on_error`` in one line; the other
-    sources still run."""
-    total, errors = BatchReport(), 0
-    for source in sources:
+    sources still run. A ``stop`` ends the round between two sources: the poll under way finishes (its batch
+    acknowledged by Kafka, or not), the sources after it are left out."""
+    once = OnceReport()
+    for n, source in enumerate(sources):
+        if stop is not None and stop.is_set():
+            once.not_polled = [later.name for later in sources[n:]]
+            break
         try:
-            total.add(await poll(source, pipeline))
+            once.total.add(await poll(source, pipeline))
         except FetchError as exc:
-            errors += 1
+            once.errors += 1
             on_error(source, f"fetch failed: {exc.detail}")
         except Exception as exc:  # a bug in one source: the others still run, and no traceback ends the command
-            errors += 1
+            once.errors += 1
             log.debug("%s: unexpected error", source.name, exc_info=True)
             pipeline.metrics.errors.labels(source.name, "fetch", "unexpected").inc()
             on_error(source, f"unexpected error: {type(exc).__name__}: {exc} (FINSENT_LOG_LEVEL=DEBUG shows where)")
-    return total, errors
+    return once
 
 
 async def poll_forever(source: Source, pipeline: Pipeline, stop: asyncio.Event, *,

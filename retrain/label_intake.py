@@ -144,13 +144,16 @@ class LabelPublisher:
         self._producer = clients.kafka_producer(self.settings)
         return self
 
-    def publish(self, records: Sequence[LabelRecord]) -> list[str]:
-        """Send and wait; returns the label ids. Raises the Kafka error if any send failed."""
+    def publish(self, records: Sequence[LabelRecord], stopped: Callable[[], bool] = lambda: False) -> list[str]:
+        """Send and wait; returns the label ids. Raises the Kafka error if any send failed. Once ``stopped()`` is
+        true no more is sent: the ids returned are those of the labels before it, sent and acknowledged."""
         if self._producer is None:
             raise RuntimeError("LabelPublisher.start() was not called")
         futures = []
         ids = []
         for record in records:
+            if stopped():
+                break
             key = label_id(record)
             ids.append(key)
             futures.append(self._producer.send(self.topic, key=key.encode(), value=record.to_json()))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from finsent.cli_support import fail, settings_of, stopped_while_starting
+from finsent.cli_support import fail, settings_of, stopped_before_the_end, stopped_while_starting
 
 app = typer.Typer(no_args_is_help=True, help="Add and review labels.")
 
@@ -25,7 +25,13 @@ def add(
         False, "--from-review", help="The documents came from `finsent labels review` (the model's least sure): "
                                      "the performance drift monitor leaves them out, as it does the review page's"),
 ) -> None:
-    """Publish one label (--text/--label) or a CSV of labels to the labels topic."""
+    """Publish one label (--text/--label) or a CSV of labels to the labels topic.
+
+    SIGTERM or Ctrl-C stops it before the next label: those sent are acknowledged, and the exit status is 128 + the
+    signal's number (143, 130). Publishing the file again is harmless: a label's id is its document's and annotator's.
+    """
+    from finsent import clients
+    from finsent.stop_signals import StopSignals, StoppedWhileStarting, start_unless_stopped, stopped_status
     from retrain.label_intake import LabelInputError, LabelPublisher, build_records, read_csv
     from retrain.review import REVIEW_SOURCE
 
@@ -44,12 +50,25 @@ def add(
         fail("labels refused, nothing was published:\n  " + "\n  ".join(exc.problems))
     if not records:
         fail(f"{csv_file}: no labels in the file")
+    signals = StopSignals()  # the first stop ends the sending; a second one ends the process
+    ctx.call_on_close(signals.restore)
+    publisher = LabelPublisher(settings)
     try:
-        with LabelPublisher(settings) as publisher:
-            ids = publisher.publish(records)
+        start_unless_stopped(publisher.start, signals)
+        ids = publisher.publish(records, stopped=lambda: bool(signals.received))
+    except StoppedWhileStarting:  # the start goes on in a daemon thread: not closed under it
+        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was published",
+                               code=stopped_status(signals))
     except Exception as exc:
-        fail(f"could not publish to {settings.topic('labels')} at {settings.kafka_bootstrap}: {exc}")
+        publisher.close()
+        fail(f"could not publish to {settings.topic('labels')} at {settings.kafka_bootstrap}: "
+             f"{clients.error_text(exc)}")
+    publisher.close()
     typer.echo(f"published {len(ids)} label(s) to {settings.topic('labels')}")
+    if len(ids) < len(records):
+        stopped_before_the_end(signals, f"{len(records) - len(ids)} of the {len(records)} labels not published; run "
+                                        "the command again to publish them (the index keeps a label published twice "
+                                        "once: its id is its document's and annotator's)")
 
 
 @app.command()

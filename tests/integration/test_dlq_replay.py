@@ -1,8 +1,11 @@
 """``finsent dlq`` against the real worker: documents Elasticsearch refused because the live index's
-mapping had drifted go to the DLQ, and a replay after the mapping is fixed indexes each of them once."""
+mapping had drifted go to the DLQ, and a replay after the mapping is fixed indexes each of them once; a replay stopped
+half-way by SIGTERM sends what it read, and run again sends the rest, each once."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import Counter
 from datetime import timedelta
 
@@ -110,4 +113,51 @@ def test_documents_refused_by_a_drifted_mapping_are_replayed_once(bootstrapped, 
     finally:
         es.options(ignore_status=404).indices.put_settings(index=docs_index, settings={"index.blocks.write": None})
         es.close()
+        worker.ensure_stopped()
+
+
+def test_a_replay_stopped_half_way_sends_what_it_read_and_run_again_sends_the_rest_once(
+        bootstrapped, tiny_model, tmp_path, monkeypatch):
+    import finsent.dead_letters_cli as dlq_cli
+    from finsent.cli import app
+
+    settings = bootstrapped
+    monkeypatch.setenv("FINSENT_TOPIC_PREFIX", settings.topic_prefix)
+    monkeypatch.setenv("FINSENT_INDEX_PREFIX", settings.index_prefix)
+    worker = Worker(settings, tiny_model.registry_root, tmp_path / "state", tmp_path / "worker.log")
+    try:
+        worker.start().wait_ready()
+        docs = [make_doc(i, tag="stopped") for i in range(1200)]  # more than two of the replay's chunks (500)
+        producer = clients.kafka_producer(settings)
+        for i, doc in enumerate(docs):  # as the worker writes them for documents the index refused
+            letter = dead_letter("index", "elasticsearch refused: test", doc.to_json(),
+                                 Origin(settings.topic("raw"), 0, i), utc_now())
+            producer.send(settings.topic("dlq"), key=doc.tickers[0].encode(), value=letter.to_json())
+        producer.flush()
+        producer.close()
+        read_topic(settings, "dlq", len(docs), timeout=120)
+
+        indexed = dlq_cli._indexed
+
+        def stop_in_the_first_chunk(*args):
+            os.kill(os.getpid(), signal.SIGTERM)  # recorded by the replay's handler: this chunk still goes
+            return indexed(*args)
+
+        monkeypatch.setattr(dlq_cli, "_indexed", stop_in_the_first_chunk)
+        stopped = CliRunner().invoke(app, ["dlq", "replay"])
+        monkeypatch.setattr(dlq_cli, "_indexed", indexed)
+        assert stopped.exit_code == 128 + signal.SIGTERM, stopped.output
+        assert "sent 500" in stopped.stdout
+        assert (f"finsent: stopped by SIGTERM: 500 of the 1200 records of {settings.topic('dlq')} since 24h read, "
+                "500 sent and acknowledged; run it again to go on") in stopped.stderr
+        assert len(topic_held(settings, "raw")) == 500
+        wait_for(lambda: es_count(settings) >= 500, 120, "the first run's documents indexed")
+
+        again, _ = _dlq("replay")
+        assert "sent 700" in again
+        wait_for(lambda: es_count(settings) >= len(docs), 120, "every replayed document indexed")
+        replayed = [orjson.loads(record.value)["id"] for record in topic_held(settings, "raw")]
+        assert sorted(replayed) == sorted(doc.id for doc in docs)  # each sent once, over the two runs
+        assert worker.terminate() == 0
+    finally:
         worker.ensure_stopped()

@@ -134,6 +134,7 @@ def _interpolated(value, env: dict[str, str]):
 
 
 PUSH_TOKENS = "/run/secrets/finsent-push-tokens"
+LABEL_TOKENS = "/run/secrets/finsent-label-tokens"
 OTHER_SECRETS = {"ELASTIC_PASSWORD": "e", "KIBANA_PASSWORD": "k", "FINSENT_LABEL_TOKEN": "l" * 32,
                  "FINSENT_ALERTS_WEBHOOK_SECRET": "w" * 32}
 
@@ -159,3 +160,28 @@ def test_compose_takes_a_push_token_or_a_tokens_file(monkeypatch, push):
     # With neither, ingest refuses to start (test_ingest_push_tokens) rather than generate a token in its volume.
     assert "--require-token" in ingest["command"]
     assert mounts["/var/lib/finsent"] == "finsent-state"
+
+
+@pytest.mark.parametrize("labels", [{"FINSENT_LABEL_TOKENS_FILE": "/srv/finsent/label-tokens"},
+                                    {"FINSENT_LABEL_TOKEN": "l" * 32}, {}],
+                         ids=["tokens file only", "shared token only", "neither"])
+def test_compose_gives_the_dashboards_labels_api_a_shared_token_or_a_tokens_file(monkeypatch, labels):
+    # Before, compose required FINSENT_LABEL_TOKEN, also of annotators who each have their own token in
+    # FINSENT_LABEL_TOKENS_FILE, which it did not pass to the dashboard (the review page's labels API) either.
+    others = {key: value for key, value in OTHER_SECRETS.items() if key != "FINSENT_LABEL_TOKEN"}
+    compose = _interpolated(COMPOSE, others | labels)
+    dashboard = compose["services"]["dashboard"]
+    mounts = {target: (source, options) for source, target, *options in (v.split(":") for v in dashboard["volumes"])}
+    for key, value in dashboard["environment"].items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    if "FINSENT_LABEL_TOKENS_FILE" in labels:
+        assert settings.label_tokens_file == Path(LABEL_TOKENS)
+        assert mounts[LABEL_TOKENS] == (labels["FINSENT_LABEL_TOKENS_FILE"], ["ro"])
+    else:
+        assert settings.label_tokens_file is None
+    shared = labels.get("FINSENT_LABEL_TOKEN", "")
+    assert (settings.label_token.get_secret_value() if settings.label_token else "") == shared
+    # With neither, the dashboard refuses to start (test_retrain_label_tokens) rather than serve labelling off.
+    assert "--require-label-token" in dashboard["command"]
+    assert mounts["/var/lib/finsent"][0] == "finsent-state" and mounts["/data"][1] == ["ro"]

@@ -147,9 +147,9 @@ class One(Source):
 
 async def test_once_a_source_that_fails_unexpectedly_is_reported_and_the_others_run(pipeline: Pipeline) -> None:
     said = []
-    report, errors = await poll_once([Boom(None, name="boom", interval=1), One(None, name="one", interval=1)],
-                                     pipeline, lambda source, why: said.append(f"{source.name}: {why}"))
-    assert (report.produced, errors) == (1, 1)
+    once = await poll_once([Boom(None, name="boom", interval=1), One(None, name="one", interval=1)],
+                           pipeline, lambda source, why: said.append(f"{source.name}: {why}"))
+    assert (once.total.produced, once.errors, once.not_polled) == (1, 1, [])
     assert said[0].startswith("boom: unexpected error: ValueError: a bug in this source")
     assert pipeline.metrics.value("finsent_ingest_errors_total", source="boom", reason="unexpected") == 1
 

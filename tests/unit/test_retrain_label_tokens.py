@@ -100,3 +100,43 @@ def test_the_review_page_mounts_with_only_a_tokens_file_and_is_off_with_a_bad_on
     bad = settings(tmp_path, label_token=None, label_tokens_file=tokens_file(tmp_path, mode=0o644))
     assert mount_review(web.Application(), bad) == "off: FINSENT_LABEL_TOKENS_FILE cannot be used, the dashboard's " \
                                                    "log says why"
+
+
+@pytest.mark.parametrize(("env", "problem"), [
+    ({"FINSENT_LABEL_TOKEN": "", "FINSENT_LABEL_TOKENS_FILE": ""},
+     "neither FINSENT_LABEL_TOKEN nor FINSENT_LABEL_TOKENS_FILE is set"),
+    ({"FINSENT_LABEL_TOKEN": ""}, "every user of this machine may read it"),  # the file, given below, is 0644
+], ids=["neither", "a tokens file it cannot use"])
+def test_dashboards_serve_required_to_have_a_label_token_refuses_to_start_without_a_usable_one(tmp_path, monkeypatch,
+                                                                                              env, problem) -> None:
+    # docker-compose.yml passes --require-label-token: with neither setting, or a tokens file the labels API cannot
+    # use, the dashboard would otherwise serve its review page with labelling off.
+    from typer.testing import CliRunner
+
+    import dashboards.web_app
+    from finsent.cli import app
+
+    def no_app(*_, **__):
+        raise AssertionError("the dashboard was made (and Kafka connected to) without a usable label token")
+
+    monkeypatch.setattr(dashboards.web_app, "create_app", no_app)
+    env = {"FINSENT_LABEL_TOKENS_FILE": str(tokens_file(tmp_path, mode=0o644)), "FINSENT_STATE_DIR": str(tmp_path)} | env
+    result = CliRunner().invoke(app, ["dashboards", "serve", "--require-label-token"], env=env)
+    assert result.exit_code == 1, result.output
+    assert problem in result.output and LEAD not in result.output
+
+
+def test_dashboards_serve_required_to_have_a_label_token_starts_with_a_usable_tokens_file(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import dashboards.web_app
+    from finsent.cli import app
+
+    def made(*_, **__):
+        raise ValueError("the dashboard was made")  # stands in for the start, which needs Kafka
+
+    monkeypatch.setattr(dashboards.web_app, "create_app", made)
+    env = {"FINSENT_LABEL_TOKEN": "", "FINSENT_LABEL_TOKENS_FILE": str(tokens_file(tmp_path)),
+           "FINSENT_STATE_DIR": str(tmp_path)}
+    result = CliRunner().invoke(app, ["dashboards", "serve", "--require-label-token"], env=env)
+    assert "the dashboard was made" in result.output, result.output

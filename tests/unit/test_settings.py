@@ -116,6 +116,42 @@ def test_credentials_in_the_kafka_bootstrap_are_refused_without_showing_them(mon
     assert "hunter2-secret" not in message and "kafka:" not in message and "***@broker1" in message
 
 
+@pytest.mark.parametrize(("bootstrap", "entry", "reason"), [
+    ("http://kafka:9092", "'http://kafka:9092'", "has a scheme (http://)"),
+    ("PLAINTEXT://kafka:9092", "'PLAINTEXT://kafka:9092'", "has a scheme (PLAINTEXT://)"),
+    ("k1:9092,SASL_SSL://k2:9093", "'SASL_SSL://k2:9093'", "has a scheme (SASL_SSL://)"),  # not the first entry
+    ("kafka:9092/", "'kafka:9092/'", "has a path"),
+    ("k1:9092, k2:9093/kafka", "'k2:9093/kafka'", "has a path"),
+    ("::1:9092", "'::1:9092'", "an IPv6 address goes in brackets"),
+    ("[not-ip]:9092", "'[not-ip]:9092'", "[not-ip] is not an IPv6 address"),
+    ("kafka:0", "'kafka:0'", "a port from 1 to 65535"),
+    ("k1:9092,", "an empty entry", "a stray comma"),
+    ("kafka server:9092", "'kafka server'", "is not a host name or address"),
+])
+def test_a_kafka_bootstrap_entry_that_is_not_host_port_is_refused_by_name(monkeypatch, bootstrap, entry, reason):
+    # http://kafka:9092 passed: aiokafka (the worker's client) took "http://kafka" as the host name, and the worker
+    # failed later with a resolver error that named neither the setting nor the scheme.
+    monkeypatch.setenv("FINSENT_KAFKA_BOOTSTRAP", bootstrap)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    problem = str(info.value).splitlines()[1]
+    assert problem.lstrip().startswith("FINSENT_KAFKA_BOOTSTRAP: ") and entry in problem and reason in problem
+
+
+def test_a_scheme_with_credentials_is_refused_for_the_credentials_without_showing_them(monkeypatch):
+    monkeypatch.setenv("FINSENT_KAFKA_BOOTSTRAP", "SASL_SSL://kafka:hunter2-secret@broker1:9093")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "carries credentials" in str(info.value) and "hunter2-secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("bootstrap", ["[::1]:9092", "k1:9092, k2:9093", "127.0.0.1:9092,[2001:db8::7]:19092",
+                                       "broker_1.example.com.:9093"])
+def test_kafka_bootstrap_lists_of_host_port_pass(monkeypatch, bootstrap):
+    monkeypatch.setenv("FINSENT_KAFKA_BOOTSTRAP", bootstrap)
+    assert load_settings().kafka_bootstrap == bootstrap
+
+
 @pytest.mark.parametrize("url, shown", [
     ("http://ops:hunter2@kibana:5601/", "http://***@kibana:5601/"),
     ("https://news.example/feed.xml?apikey=hunter2&q=AAPL", "https://news.example/feed.xml?apikey=***&q=AAPL"),
@@ -123,6 +159,7 @@ def test_credentials_in_the_kafka_bootstrap_are_refused_without_showing_them(mon
      "https://x/a?api_key=***&Access-Token=***&token=***&X-Amz-Signature=***&subscription-key=***&apiKey=***"),
     ("https://x/a?keyword=oil&monkey=1&token=", "https://x/a?keyword=oil&monkey=1&token="),  # no credential there
     ("http://u:hunter2@[::1/feed", "http://***@[::1/feed"),  # not even a URL
+    ("SASL_SSL://kafka:hunter2@broker1:9093", "SASL_SSL://***@broker1:9093"),  # urlsplit takes no _ in a scheme
     ("news.example/feed", "news.example/feed"),
     ("ops:hunter2@kibana:5601", "***@kibana:5601"),  # typed without a scheme (`--kibana`)
     ("ops:hunter2@kibana/s?token=t0ken", "***@kibana/s?token=***"),

@@ -1,9 +1,11 @@
-"""A long-running command stopped while it still waits for Kafka exits at once, with a line that says so.
+"""A command stopped while it still waits for Kafka exits at once, with a line that says so.
 
 Kafka here is a closed local port: a client's bootstrap retries it for 30 s. Before, a SIGTERM in that time was
 recorded and acted on only when the start-up gave up, with its error: `labels serve` and `dashboards serve` with a
 traceback (exit 1), `alerts run` and `retrain scheduler` with "cannot start" (exit 1). `ingest serve`, `run` and
-`file` connected before they installed a handler: the SIGTERM killed them (exit 143, no line).
+`file` connected before they installed a handler: the SIGTERM killed them (exit 143, no line). So it still killed the
+one-shot commands (`ingest … --once`, `dlq replay`, `labels add`), which installed none: they now exit with the
+signal's status (143) too, but with the line, as their stop later does (the work not done, nothing half-sent).
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ def _documents(folder: Path) -> str:
     return str(folder / "docs.jsonl")
 
 
+def _feeds(folder: Path) -> str:
+    (folder / "feeds.yml").write_text('sources:\n  - {type: rss, urls: ["http://127.0.0.1:9/feed.xml"]}\n')
+    return str(folder / "feeds.yml")
+
+
+def _labels(folder: Path) -> str:
+    (folder / "labels.csv").write_text("text,label\nProfit soared,positive\n")
+    return str(folder / "labels.csv")
+
+
 @pytest.mark.parametrize("command", [
     lambda _: ["labels", "serve", "--no-indexer"],
     lambda _: ["dashboards", "serve"],
@@ -42,11 +54,27 @@ def _documents(folder: Path) -> str:
     lambda _: ["retrain", "scheduler", "--no-indexer"],
     lambda _: ["ingest", "serve"],
     lambda folder: ["ingest", "run", "--config", _sources(folder), "--metrics-port", "0"],
-    lambda folder: ["ingest", "file", _documents(folder)],
-], ids=["labels serve", "dashboards serve", "alerts run", "retrain scheduler", "ingest serve", "ingest run",
-        "ingest file"])
+], ids=["labels serve", "dashboards serve", "alerts run", "retrain scheduler", "ingest serve", "ingest run"])
 def test_a_stop_while_kafka_is_still_unreachable_ends_the_command_at_once(tmp_path, command):
-    command = command(tmp_path)
+    output = _stopped_while_starting(tmp_path, command(tmp_path), 0)  # a long-running command's stop: its normal end
+    assert "finsent: stopped while starting (still connecting to Kafka at 127.0.0.1:" in output
+
+
+@pytest.mark.parametrize("command", [
+    lambda folder: ["ingest", "file", _documents(folder)],
+    lambda folder: ["ingest", "run", "--config", _feeds(folder), "--once"],
+    lambda _: ["ingest", "rss", "http://127.0.0.1:9/feed.xml", "--once"],
+    lambda _: ["dlq", "replay"],
+    lambda _: ["dlq", "replay", "--dry-run"],
+    lambda folder: ["labels", "add", "--csv", _labels(folder)],
+], ids=["ingest file", "ingest run --once", "ingest rss --once", "dlq replay", "dlq replay --dry-run", "labels add"])
+def test_a_one_shot_command_stopped_while_kafka_is_unreachable_says_so_with_the_signals_status(tmp_path, command):
+    output = _stopped_while_starting(tmp_path, command(tmp_path), 128 + signal.SIGTERM)
+    assert "finsent: stopped while starting (still connecting to Kafka at 127.0.0.1:" in output
+    assert "nothing was" in output
+
+
+def _stopped_while_starting(tmp_path: Path, command: list[str], status: int) -> str:
     env = os.environ | {
         "PYTHONPATH": str(ROOT), "FINSENT_STATE_DIR": str(tmp_path),
         "FINSENT_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
@@ -74,9 +102,9 @@ def test_a_stop_while_kafka_is_still_unreachable_ends_the_command_at_once(tmp_pa
             proc.wait()
     reader.join(10)
     output = "".join(lines)
-    assert code == 0, output
-    assert "finsent: stopped while starting (still connecting to Kafka at 127.0.0.1:" in output
+    assert code == status, output
     assert "Traceback" not in output
+    return output
 
 
 def test_the_stop_does_not_wait_for_an_indexer_still_connecting(monkeypatch):
