@@ -11,9 +11,11 @@ replays feed documents. A sender's names are matched exactly, as the normaliser 
 The shared ``FINSENT_PUSH_TOKEN`` writes any source but those of ingest's own polling sources and file replay
 (:data:`FEED_SOURCES`) and those a sender's own token has (its names and prefixes; ``*`` is no claim), compared
 without case or width (NFKC, then casefold): an ``RSS:host`` or a fullwidth ``ｒｓｓ:host`` would not take a feed's
-id, but would pass for it on the dashboard. Look-alikes from other scripts (a Cyrillic ``ѕ``) are not caught. An RSS
-feed given a ``name`` of its own in sources.yml is not known here: list it in a sender's line to keep it from the
-shared token.
+id, but would pass for it on the dashboard. Nor may it write a source with a character outside :data:`SHARED_CHARS`
+(ASCII letters and digits, space, ``-._:/@``): a letter of another script can be drawn as a Latin one (a Cyrillic
+``е`` in ``rеddit``, an all-Cyrillic ``арі:news``; a single script is no safeguard), and so can a semicolon for a
+colon. A sender that needs such a name gets a line of its own listing it. An RSS feed given a ``name`` of its own in
+sources.yml is not known here: list it in a sender's line to keep it from the shared token.
 
 A source name guards ids only: a URL or a text is one story whatever the source (ingest.dedup). So each sender's
 documents are deduplicated in a :attr:`Sender.scope` of their own, where they can make duplicates only of that
@@ -42,6 +44,9 @@ ANY = "*"
 # and `finsent ingest file` lines that name none.
 FEED_SOURCES = ("rss:*", "api:*", "reddit", "stocktwits", "replay")  # folded already (lower-case ASCII)
 DEFAULT_SOURCE = "push"  # what a pushed document without a source gets (ingest.push.LABEL)
+# What the shared token's sources are written with: enough for `push:acme-eu`, `wire`, `desk/fx@london`, and no
+# character that a font draws like another's (TR39's confusables need a table; a set this small needs none).
+SHARED_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -._:/@")
 _LINE = re.compile(r"([^\s:#]{1,128})\s*(?::\s*|\s+)(\S+)((?:\s+\S+)+)")
 
 
@@ -162,4 +167,14 @@ class PushAuth:
             if any(matches(p, plain) for p in self._claimed):
                 return (f"{item.where}: the shared token (FINSENT_PUSH_TOKEN) cannot write {shown}, a source a "
                         "sender's own token has (FINSENT_PUSH_TOKENS_FILE): send that token")
+            if odd := next((ch for ch in source if ch not in SHARED_CHARS), None):
+                return (f"{item.where}: the shared token (FINSENT_PUSH_TOKEN) cannot write {shown}: its {_named(odd)} "
+                        "is not an ASCII letter, digit, space or one of '-._:/@', the characters it writes (a look-"
+                        "alike of another source's name would pass for it on the dashboard). A sender's token that "
+                        "lists it can (FINSENT_PUSH_TOKENS_FILE)")
         return None
+
+
+def _named(ch: str) -> str:
+    """``ch`` as an error shows it: ``'е' (U+0435 CYRILLIC SMALL LETTER IE)``."""
+    return f"{ch!r} (U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed')})"

@@ -88,7 +88,9 @@ def _or_wrong(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 push_documents = st.fixed_dictionaries(
     {"text": _or_wrong(hostile_text(min_size=1))},
     optional={
-        "source": _or_wrong(st.text(_ANY_CHAR, min_size=1, max_size=80)),
+        # Any text (the shared token refuses a character outside ingest.push_tokens.SHARED_CHARS), or a name of those
+        "source": _or_wrong(st.text(_ANY_CHAR, min_size=1, max_size=80)
+                            | st.from_regex(r"\A[a-z0-9 ._:/@-]{1,40}\Z")),
         "source_id": _or_wrong(st.text(_ANY_CHAR, min_size=1, max_size=40) | st.integers(min_value=-(2**63), max_value=2**63 - 1)),
         "title": _or_wrong(hostile_text(max_size=100)),
         "url": _or_wrong(st.sampled_from(["https://news.example/a?utm_source=x", "http://[::1", "javascript:alert(1)",

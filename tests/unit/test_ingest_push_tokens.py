@@ -3,6 +3,7 @@ whose source its token may not write, since the document's id derives from that 
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,29 @@ def test_the_shared_token_s_refusals_see_through_width_and_case(source: str) -> 
     assert auth.refusal(Sender(None), [item]).startswith("document: the shared token (FINSENT_PUSH_TOKEN) cannot")
 
 
+@pytest.mark.parametrize("source, odd", [
+    ("r\u0435ddit", "CYRILLIC SMALL LETTER IE"),  # Latin and Cyrillic mixed
+    ("r\u0455s:news.example.com", "CYRILLIC SMALL LETTER DZE"),  # a feed's prefix
+    ("\u0430\u0440\u0456:news", "CYRILLIC SMALL LETTER A"),  # all Cyrillic: one script is no safeguard
+    ("\u0440\u0435\u0440\u04cf\u0430\u0443", "CYRILLIC SMALL LETTER ER"),  # "replay"
+    ("push:\u0430cme", "CYRILLIC SMALL LETTER A"),  # a sender's name
+    ("st\u03bfcktwits", "GREEK SMALL LETTER OMICRON"),
+    ("rss;news.example.com", "SEMICOLON"),  # a colon at a glance
+    ("red\u200ddit", "ZERO WIDTH JOINER"),  # the one format character clean_text keeps
+])
+def test_the_shared_token_writes_no_look_alike_of_another_script(source: str, odd: str) -> None:
+    # Each passed the folded comparison and showed on the dashboard, alerts and Kibana as Reddit's, a feed's or
+    # acme's documents.
+    auth = PushAuth(shared=SHARED.encode(), senders={"acme": (ACME.encode(), ("push:acme", "push:acme-*"))})
+    item = to_item({"text": "Acme files", "source": source}, default_source="push", where="documents[2]")
+    ch = unicodedata.lookup(odd)
+    assert auth.refusal(Sender(None), [item]) == (
+        f"documents[2]: the shared token (FINSENT_PUSH_TOKEN) cannot write source {source!r}: its {ch!r} "
+        f"(U+{ord(ch):04X} {odd}) is not an ASCII letter, digit, space or one of '-._:/@', the characters it writes "
+        "(a look-alike of another source's name would pass for it on the dashboard). A sender's token that lists it "
+        "can (FINSENT_PUSH_TOKENS_FILE)")
+
+
 def test_a_sender_s_names_are_judged_as_the_normaliser_stores_them(tmp_path) -> None:
     # What is checked is what the id is made of: clean_text's result, exact. A blank source takes no id (the
     # normaliser rejects it), and a missing one is "push", which the sender must have.
@@ -121,9 +145,27 @@ async def test_the_shared_token_cannot_take_a_feed_entry_s_id(tmp_path, pipeline
         assert pipeline.sink.sent == []
         assert pipeline.metrics.value("finsent_ingest_errors_total", reason="forbidden_source") == 5
         assert pipeline.process("rss:news.example.com", [entry]).produced == 1  # the feed's entry is news
-        # The shared token keeps every other source, as before.
-        status, body = await push(client, SHARED, {"text": "Acme beats", "source": "wire", "source_id": "1"})
-        assert status == 202 and body["accepted"] == 1
+        # The shared token keeps every other source of plain ASCII names, as before.
+        status, body = await push(client, SHARED, [{"text": "Acme beats", "source": source, "source_id": "1"}
+                                                   for source in ("wire", "push:acme-eu", "Desk FX/london@bank_2")])
+        assert status == 202 and body["accepted"] == 3
+
+
+async def test_a_look_alike_source_is_refused_whole_and_a_sender_that_lists_it_writes_it(tmp_path,
+                                                                                         pipeline: Pipeline) -> None:
+    path = tokens_file(tmp_path, f"zurich: {ACME} push:z\u00fcrich\n")
+    async with serving(make_app(pipeline, settings(tmp_path, push_tokens_file=path))) as client:
+        documents = [{"text": "Acme beats", "source": "wire", "source_id": "1"},
+                     {"text": "Acme files for bankruptcy", "source": "r\u0435ddit", "source_id": "2"}]
+        status, body = await push(client, SHARED, documents)
+        assert status == 403 and body["error"].startswith("documents[1]: the shared token (FINSENT_PUSH_TOKEN) cannot "
+                                                          "write source 'r\u0435ddit': its '\u0435' (U+0435")
+        assert pipeline.sink.sent == []  # nothing of the batch
+        assert pipeline.metrics.value("finsent_ingest_errors_total", reason="forbidden_source") == 1
+        assert (await push(client, SHARED, {"text": "Acme beats", "source": "push:z\u00fcrich"}))[0] == 403
+        status, body = await push(client, ACME, {"text": "Acme beats", "source": "push:z\u00fcrich",
+                                                 "source_id": "3"})
+        assert status == 202 and [d.source for d in pipeline.sink.sent] == ["push:z\u00fcrich"]
 
 
 async def test_a_sender_s_token_writes_its_own_sources_only_and_refuses_the_batch_whole(tmp_path,
