@@ -61,6 +61,9 @@ async def poll_once(sources: list[Source], pipeline: Pipeline, on_error: Callabl
     acknowledged by Kafka, or not), the sources after it are left out."""
     once = OnceReport()
     for n, source in enumerate(sources):
+        # One turn of the loop first: a signal that came during the last poll is queued behind that poll's own
+        # wake-up, and its handler (which sets ``stop``) runs only once this coroutine yields.
+        await asyncio.sleep(0)
         if stop is not None and stop.is_set():
             once.not_polled = [later.name for later in sources[n:]]
             break
