@@ -1,6 +1,6 @@
 """How finsent's aiohttp servers (ingest push, labels API, dashboard, and the stream worker's through
-:mod:`stream.guarded_web`) hold connections: a deadline for each request's headers and a cap on each client's open
-connections.
+:mod:`stream.guarded_web`) hold connections: a deadline for each request's headers, one for taking each answer, and
+a cap on each client's open connections.
 
 aiohttp waits for a request's line and headers as long as its keep-alive timer allows (75 s under ``run_app``,
 an hour under a bare ``AppRunner``), and each waiting connection holds a file descriptor: 300 connections that
@@ -8,16 +8,28 @@ sent half a request line starved a server limited to 256 open files (RELIABILITY
 
 - a connection whose request line and headers are not complete ``http_header_timeout`` seconds after it opened
   (its first request) or after the first byte of a later request arrived is closed;
+- a connection whose client has not taken what was written to it ``http_body_timeout`` seconds after the first
+  write the kernel could not take whole is reset, its unsent answer dropped (see below);
 - a client (:func:`finsent.rate_limit.client_key`: an IPv4 address or an IPv6 /64) holding
   ``http_max_connections_per_client`` open connections has its next one closed at once.
+
+aiohttp writes an answer without a deadline (its keep-alive timer runs only between requests): a client that sent a
+request and read nothing held the connection, the handler's coroutine and the unsent answer (asyncio's write buffer,
+once the kernel's is full) for as long as it stayed connected, and a closing connection still waits for its buffer
+to empty. Here each connection's transport pauses its writer as soon as anything is left unsent (a high-water mark
+of 0, asyncio's public ``set_write_buffer_limits``: pause and resume then mean "bytes unsent" and "all handed to the
+kernel"), and a pause that lasts ``http_body_timeout`` seconds resets the connection (``SO_LINGER`` 0, so that the
+kernel drops its copy too). Each of finsent's answers is written whole (``web.Response``: one write, one pause), so
+the client must take all but what the kernel buffers within the deadline; a streamed answer would get the deadline
+for each stall, and a ``FileResponse`` sent with ``sendfile`` (the dashboard's pages, under 8 KB) never pauses.
 
 Two errors that aiohttp logs at ERROR with a traceback, one line per connection, are a client's doing: a malformed
 request (the traceback quoted the bad header line, a token included) gets 400 and the same rate-limited line as the
 refusals, with nothing of its bytes; a client gone mid-request, aiohttp's DEBUG line for a client gone. Refusals,
-late headers and malformed requests are counted in the server's registry (:class:`GuardMetrics`). A stop waits
-``SHUTDOWN_TIMEOUT`` for the requests under way, not aiohttp's 60 s.
+late headers, answers not taken and malformed requests are counted in the server's registry (:class:`GuardMetrics`).
+A stop waits ``SHUTDOWN_TIMEOUT`` for the requests under way, not aiohttp's 60 s.
 
-Neither deadline nor cap is an aiohttp setting, and aiohttp has no hook for either (its ``keepalive_timeout`` also
+No deadline nor the cap is an aiohttp setting, and aiohttp has no hook for them (its ``keepalive_timeout`` also
 bounds an idle connection between requests, and counts from the previous answer, not from the request's first
 byte), so :class:`_Connection` is a narrow subclass of aiohttp's protocol, ``RequestHandler`` (pinned in
 constraints.txt; ``tests/unit/test_http_guard.py`` runs it against real sockets). The count and the log lines are
@@ -28,6 +40,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -65,6 +79,8 @@ class GuardMetrics:
         self.late_headers = counter("finsent_http_late_headers_total", "Connections closed: a request's line and "
                                     "headers were not complete within FINSENT_HTTP_HEADER_TIMEOUT")
         self.malformed = counter("finsent_http_malformed_requests_total", "Malformed requests, answered 400")
+        self.late_answers = counter("finsent_http_late_answers_total", "Connections reset: their client did not take "
+                                    "an answer within FINSENT_HTTP_BODY_TIMEOUT")
 
 
 class ClientConnections:
@@ -106,8 +122,9 @@ class ClientConnections:
                      "(FINSENT_HTTP_HEADER_TIMEOUT; one line a minute per client)", self.header_timeout)
 
     def answer_late(self, client: str, timeout: float) -> None:
-        """A connection closed because its client did not take the answer within ``timeout`` seconds (the /metrics
-        server of :mod:`finsent.metrics_server`; aiohttp's servers have no such deadline)."""
+        """A connection reset because its client did not take the answer within ``timeout`` seconds."""
+        if self.metrics is not None:
+            self.metrics.late_answers.inc()
         self._report("answer", client, logging.INFO,
                      "closed %d connection(s) from %s that did not take their answer within %g s "
                      "(FINSENT_HTTP_BODY_TIMEOUT; one line a minute per client)", timeout)
@@ -131,17 +148,26 @@ class ClientConnections:
 
 
 class _Connection(RequestHandler):
-    """aiohttp's protocol for one connection, plus the cap and the header deadline. It reads two private attributes
-    of aiohttp 3.14's RequestHandler: ``_request_count`` (requests whose headers were parsed) and ``_waiter``
-    (pending while the connection waits for its next request), the same test aiohttp's own keep-alive timer makes."""
+    """aiohttp's protocol for one connection, plus the cap and the header and answer deadlines. It reads two private
+    attributes of aiohttp 3.14's RequestHandler: ``_request_count`` (requests whose headers were parsed) and
+    ``_waiter`` (pending while the connection waits for its next request), the same test aiohttp's own keep-alive
+    timer makes. The answer deadline reads nothing private: it overrides asyncio's flow-control callbacks,
+    ``pause_writing`` and ``resume_writing``, on which aiohttp 3.14's ``BaseProtocol`` makes its writer's drain wait
+    (``connection_lost`` ends that wait), and keeps the transport itself, which aiohttp's ``force_close`` drops
+    before the close is through. ``test_a_client_that_never_takes_a_large_answer_is_reset_logged_once_and_counted``
+    and ``test_the_unsent_rest_of_a_finished_answer_does_not_hold_the_connection_it_closes`` fail if that changes."""
 
-    __slots__ = ("_clients", "_client", "_header_timer")
+    __slots__ = ("_clients", "_client", "_header_timer", "_answer_timeout", "_writes_to", "_answer_timer")
 
-    def __init__(self, manager: web.Server, clients: ClientConnections, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, clients: ClientConnections, answer_timeout: float,
+                 **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
-        self._clients = clients
+        self._clients, self._answer_timeout = clients, answer_timeout
         self._client: str | None = None  # set once admitted
         self._header_timer: asyncio.TimerHandle | None = None
+        # aiohttp forgets its transport when it closes it, and a close waits for the unsent bytes: kept until lost
+        self._writes_to: asyncio.Transport | None = None
+        self._answer_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -151,6 +177,8 @@ class _Connection(RequestHandler):
             self.force_close()
             return
         self._client = client
+        self._writes_to = transport = self.transport
+        transport.set_write_buffer_limits(high=0)  # pause_writing as soon as a byte is left unsent
         self._start_header_clock()
 
     def data_received(self, data: bytes) -> None:
@@ -166,10 +194,22 @@ class _Connection(RequestHandler):
             self._header_timer.cancel()
             self._header_timer = None
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._client is not None:
+            self._answer_timer = self._loop.call_later(self._answer_timeout, self._answer_late)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._answer_timer is not None:  # all of it handed to the kernel
+            self._answer_timer.cancel()
+            self._answer_timer = None
+
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        for timer in (self._header_timer, self._answer_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._answer_timer = self._writes_to = None
         if self._client is not None:
             self._clients.release(self._client)
             self._client = None
@@ -199,23 +239,36 @@ class _Connection(RequestHandler):
             self._clients.headers_late(self._client)
         self.force_close()
 
+    def _answer_late(self) -> None:
+        self._answer_timer = None
+        transport, self._writes_to = self._writes_to, None
+        if transport is None or not transport.get_write_buffer_size():  # dropped by an abort already under way
+            return
+        # Reset, not closed: a close waits for asyncio's buffer to empty, and the kernel would go on offering its own.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()  # connection_lost follows: the handler's drain returns, and the client's count is released
+        if self._client is not None:
+            self._clients.answer_late(self._client, self._answer_timeout)
+
 
 class _Server(web.Server):
     """aiohttp's Server making :class:`_Connection` protocols: ``Server.__call__`` builds ``RequestHandler`` by
     name, with the keyword arguments the runner gathered (``_kwargs``), and offers no setting for the class."""
 
-    def __init__(self, made: web.Server, clients: ClientConnections) -> None:
+    def __init__(self, made: web.Server, clients: ClientConnections, answer_timeout: float) -> None:
         super().__init__(made.request_handler, request_factory=made.request_factory,
                          handler_cancellation=made.handler_cancellation, **made._kwargs)
-        self.clients = clients
+        self.clients, self.answer_timeout = clients, answer_timeout
 
     def __call__(self) -> RequestHandler:
-        return _Connection(self, self.clients, loop=self._loop, **self._kwargs)
+        return _Connection(self, self.clients, self.answer_timeout, loop=self._loop, **self._kwargs)
 
 
 class GuardedRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections have the header deadline and the per-client cap of ``settings``, counted
-    in ``metrics``."""
+    """``web.AppRunner`` whose connections have the header and answer deadlines and the per-client cap of
+    ``settings``, counted in ``metrics``."""
 
     def __init__(self, app: web.Application, settings: Settings, *, metrics: GuardMetrics | None = None,
                  **kwargs: Any) -> None:
@@ -224,10 +277,11 @@ class GuardedRunner(web.AppRunner):
         super().__init__(app, **kwargs)
         self.clients = ClientConnections(settings.http_max_connections_per_client, settings.http_header_timeout,
                                          metrics=metrics)
+        self.answer_timeout = settings.http_body_timeout
 
     async def _make_server(self) -> web.Server:
         # AppRunner's private hook (aiohttp 3.14), the one place that builds the Server: there is no public setting.
-        return _Server(await super()._make_server(), self.clients)
+        return _Server(await super()._make_server(), self.clients, self.answer_timeout)
 
 
 async def serve(app: web.Application, host: str, port: int, settings: Settings, stop: asyncio.Event, *,

@@ -283,8 +283,8 @@ class Settings(BaseSettings):
                               "/64); one more is closed at once (0: no cap)")
     http_body_timeout: float = Field(
         60.0, gt=0, allow_inf_nan=False, description="Seconds a push or labels request may take to send its body "
-        "(later it is answered 408 and the connection closed), and a client of the /metrics of ingest, alerts and the "
-        "scheduler to take its answer from the first byte (later the connection is reset)")
+        "(later it is answered 408 and the connection closed), and a client of those servers to take an answer once it "
+        "has begun (later the connection is reset)")
 
     # --- processes ----------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

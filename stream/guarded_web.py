@@ -1,6 +1,6 @@
 """The stream worker's web server (``/metrics``, ``/health``): Faust's aiohttp driver with the connection limits of
-finsent's other aiohttp servers (:mod:`finsent.http_guard`: the header deadline, the per-client cap, the short
-stop, the counters).
+finsent's other aiohttp servers (:mod:`finsent.http_guard`: the header and answer deadlines, the per-client cap, the
+short stop, the counters).
 
 Faust's driver serves its aiohttp Application through a bare ``AppRunner``, which waits for a request's headers as
 long as aiohttp's keep-alive timer allows (3,630 s there): 300 connections that each sent half a request line held
@@ -22,7 +22,7 @@ from finsent.settings import Settings
 
 
 class GuardedWeb(faust_aiohttp.Web):
-    """Faust's aiohttp web driver whose connections have the header deadline and per-client cap of ``settings``,
+    """Faust's aiohttp web driver whose connections have the deadlines and per-client cap of ``settings``,
     counted in ``metrics``."""
 
     def __init__(self, app: Any, settings: Settings, *, metrics: GuardMetrics, **kwargs: Any) -> None:

@@ -1,14 +1,17 @@
-"""Connections that never finish their headers, and clients that open too many (finsent.http_guard), against real
-servers on 127.0.0.1: the guard itself, the push endpoint and `finsent dashboards serve`. Deadlines are short; a
-test only waits, generously, for a connection to be closed, or checks it still answers."""
+"""Connections that never finish their headers, clients that never take their answer, and clients that open too many
+(finsent.http_guard), against real servers on 127.0.0.1: the guard itself, the push endpoint and `finsent dashboards
+serve`. Deadlines are short; a test only waits, generously, for a connection to be closed, or checks it still
+answers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,6 +81,43 @@ async def closed_by_server(reader: asyncio.StreamReader) -> bool:
 async def answer_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
     writer.write(REQUEST)
     return await asyncio.wait_for(reader.readuntil(b"\r\n\r\nok"), GENEROUS)
+
+
+async def stalled(port: int, path: str) -> socket.socket:
+    """A raw connection with a small receive buffer that sent ``GET path`` and reads nothing (until told)."""
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window offered is small too
+    conn.settimeout(GENEROUS)
+    conn.connect(("127.0.0.1", port))
+    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    return conn
+
+
+def taken_until_closed(conn: socket.socket) -> tuple[int, str]:
+    """What the client gets once it reads (in a thread: the server shares the test's loop), and how it ends."""
+    taken = 0
+    try:
+        while chunk := conn.recv(65536):
+            taken += len(chunk)
+    except TimeoutError:
+        return taken, "still open"
+    except ConnectionError:
+        return taken, "reset"
+    return taken, "closed"
+
+
+async def late_answers(registry: CollectorRegistry, expected: int) -> float | None:
+    """The count of answers not taken once it is ``expected``, or what it is GENEROUS seconds later."""
+    for _ in range(int(GENEROUS / 0.05)):
+        if (count := registry.get_sample_value("finsent_http_late_answers_total", {"server": "push"})) == expected:
+            break
+        await asyncio.sleep(0.05)
+    return count
+
+
+def guarded(registry: CollectorRegistry):
+    """http_guard.serve counting in ``registry`` (server="push")."""
+    return functools.partial(http_guard.serve, metrics=http_guard.GuardMetrics(registry, "push"))
 
 
 # --- the guard on its own ------------------------------------------------------------------------------------------
@@ -191,6 +231,8 @@ def test_connections_are_counted_per_client_and_refusals_reported_once_a_minute_
     assert {name: registry.get_sample_value(f"finsent_http_{name}_total", {"server": "push"})
             for name in ("connections_refused", "late_headers", "malformed_requests")} == {
         "connections_refused": 5, "late_headers": 1, "malformed_requests": 1}
+    clients.answer_late("10.0.0.2", 60.0)
+    assert registry.get_sample_value("finsent_http_late_answers_total", {"server": "push"}) == 1
     unlimited = ClientConnections(0, 10.0)
     assert all(unlimited.admit("10.0.0.1") for _ in range(1000))
 
@@ -208,6 +250,54 @@ async def test_malformed_requests_are_answered_400_and_logged_once_without_their
     assert "s3cr3t" not in caplog.text and not [r for r in caplog.records if r.levelno >= logging.WARNING]
     malformed = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
     assert malformed == ["answered 1 malformed request(s) from 127.0.0.1 with 400 (one line a minute per client)"]
+
+
+async def test_a_client_that_never_takes_a_large_answer_is_reset_logged_once_and_counted(caplog) -> None:
+    # aiohttp's keep-alive timer runs only between requests: a client that sent a request and read nothing held its
+    # connection, the handler and the answer's unsent megabytes for as long as it stayed connected
+    caplog.set_level(logging.INFO, "finsent.http_guard")
+    answer, registry = b"x" * 8_000_000, CollectorRegistry()  # more than the kernel's buffers take on loopback
+
+    async def big(_: web.Request) -> web.Response:
+        return web.Response(body=answer)
+
+    app = ok_app()
+    app.router.add_get("/big", big)
+    async with serving(app, guarded(registry), http_body_timeout=0.3, http_max_connections_per_client=0) as port:
+        conns = [await stalled(port, "/big") for _ in range(3)]
+        await late_answers(registry, 3)
+        for conn in conns:
+            taken, end = await asyncio.to_thread(taken_until_closed, conn)
+            assert end == "reset" and taken < len(answer) / 2  # the kernel's copy dropped too
+            conn.close()
+        assert (await answer_on(*await asyncio.open_connection("127.0.0.1", port))).startswith(b"HTTP/1.1 200")
+    assert registry.get_sample_value("finsent_http_late_answers_total", {"server": "push"}) == 3
+    late = [r for r in caplog.records if "did not take their answer" in r.getMessage()]
+    assert len(late) == 1 and late[0].levelno == logging.INFO  # one line a minute per client, not one a connection
+    assert late[0].getMessage().startswith("closed 1 connection(s) from 127.0.0.1")
+    assert "within 0.3 s (FINSENT_HTTP_BODY_TIMEOUT" in late[0].getMessage()
+
+
+async def test_the_unsent_rest_of_a_finished_answer_does_not_hold_the_connection_it_closes(monkeypatch) -> None:
+    # Under asyncio's high-water mark (64 KiB) an answer's rest waits unsent once the kernel's buffers are full, with
+    # no pause: the handler is through, the keep-alive timer closes the connection, and a close waits for that rest
+    # to be taken, for as long as the client stays. The server's send buffer is made small so that the kernel takes
+    # little of the 40 KB.
+    monkeypatch.setattr(http_guard, "KEEPALIVE_TIMEOUT", 0.3)
+
+    async def middling(request: web.Request) -> web.Response:
+        request.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return web.Response(body=b"x" * 40_000)
+
+    app = ok_app()
+    app.router.add_get("/middling", middling)
+    registry = CollectorRegistry()
+    async with serving(app, guarded(registry), http_body_timeout=0.3) as port:
+        conn = await stalled(port, "/middling")
+        assert await late_answers(registry, 1) == 1
+        taken, end = await asyncio.to_thread(taken_until_closed, conn)  # before: all of it, once the client read
+        conn.close()
+    assert end == "reset" and taken < 40_000
 
 
 @pytest.mark.parametrize("value, problem", [("0", "greater than 0"), ("inf", "finite number"), ("-1", "greater")])
@@ -334,6 +424,8 @@ async def test_the_stream_workers_web_server_closes_late_headers_and_caps_a_clie
     assert page.startswith(b"HTTP/1.1 200")
     assert b'finsent_http_late_headers_total{server="worker"} 1.0' in page
     assert b'finsent_http_connections_refused_total{server="worker"} 1.0' in page
+    assert b'finsent_http_late_answers_total{server="worker"} 0.0' in page
+    assert app.web._runner.answer_timeout == settings.http_body_timeout
 
 
 def test_dashboards_serve_closes_late_headers_and_stops_on_sigterm(tmp_path) -> None:
