@@ -13,16 +13,15 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import typer
 
 from finsent.cli_support import fail, settings_of
 from finsent.settings import Settings
+from model import champion_moves as moves
 from model.data import SPLIT_FRACTION, SPLIT_SEED
 
-if TYPE_CHECKING:
-    from model.registry import Pointer
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 log = logging.getLogger(__name__)
@@ -208,8 +207,10 @@ def calibrate(
     version, calibration = register_calibrated(registry, scorer, registry.path(model), report.examples,
                                                [str(p) for p in data], bias=bias)
     if promote:
+        signals = moves.stop_signals(ctx)  # from here: a stop while the workers are told says the champion moved
+        previous = moves.champion_of(registry)
         moved = registry.promote(version)
-        _announce(settings, "promote", moved, registry.path(version), True)
+        moves.announce(settings, "promote", moved, registry.path(version), previous, signals)
     if as_json:
         typer.echo(json.dumps({"version": version, "promoted": promote, "calibration": calibration}))
         return
@@ -338,57 +339,40 @@ def _minute(iso: str | None) -> str:
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def _export_for_workers(settings: Settings, path: Path) -> None:
-    """Workers that score in onnx-int8 load a model's ONNX export. Build it here, before they are told, as a
-    retrain does: otherwise each worker builds it in a one-off process of its own, torch and all
-    (model.scorer_process)."""
-    from model.onnx_runtime import export_missing, onnx_file
-
-    if not export_missing(settings.model_quantize, path):
-        return
-    typer.echo(f"building the ONNX export of {path.name} for the workers (FINSENT_MODEL_QUANTIZE=onnx-int8) ...")
-    onnx_file(path)
-
-
-def _announce(settings: Settings, action: str, moved: Pointer, path: Path, notify: bool) -> None:
-    """Tell running workers (finsent.control) to load the new champion, with the number of its move (a worker
-    ignores a move older than one it has); warn if Kafka is away."""
-    if not notify:
-        return
-    from finsent.schemas import ControlMessage, utc_now
-    from stream.control import publish
-
-    message = ControlMessage(action=action, model_version=moved.champion, model_path=str(path),
-                             reason=f"finsent model {action}", issued_at=utc_now(), **moved.control_fields())
-    try:
-        publish(settings, message)
-    except Exception as exc:
-        typer.echo(f"warning: could not tell workers on {settings.topic('control')} ({exc}); "
-                   "they load the champion when they restart", err=True)
-
-
 @app.command()
 def promote(
     ctx: typer.Context,
     version: str = typer.Argument(..., help="Version to make champion"),
     notify: bool = typer.Option(True, help="Send a control message so running workers swap models"),
 ) -> None:
-    """Make VERSION the champion (atomically) and tell running workers (for the champion itself: tell them again)."""
+    """Make VERSION the champion (atomically) and tell running workers (for the champion itself: tell them again).
+
+    SIGTERM or Ctrl-C before the move changes nothing; after it, while the workers are being told, it ends the
+    command with a line that says the champion moved and how to tell them. Either exits 128 + the signal's number
+    (143, 130)."""
+    from model.onnx_runtime import ExportStopped
     from model.registry import RegistryError
 
     settings = settings_of(ctx)
-    registry = _registry(settings)
+    signals = moves.stop_signals(ctx)
+    registry = moves.open_registry(settings, signals)
+    previous = moves.champion_of(registry)
     if registry.exists(version):
         try:
-            _export_for_workers(settings, registry.path(version))
+            moves.export_for_workers(settings, registry.path(version), signals)
+        except ExportStopped:
+            moves.unchanged(signals, f"{version} not promoted: stopped while its ONNX export was built", previous)
         except Exception as exc:  # the workers could not load it either
             fail(f"{version} not promoted: its ONNX export failed ({exc})")
+    if signals.received:
+        moves.unchanged(signals, f"{version} not promoted", previous)
     try:
         moved = registry.promote(version)
     except RegistryError as exc:
         fail(str(exc))
-    _announce(settings, "promote", moved, registry.path(version), notify)
     typer.echo(f"champion is now {version}")
+    if notify:
+        moves.announce(settings, "promote", moved, registry.path(version), previous, signals)
 
 
 @app.command()
@@ -396,22 +380,34 @@ def rollback(
     ctx: typer.Context,
     notify: bool = typer.Option(True, help="Send a control message so running workers swap models"),
 ) -> None:
-    """Make the previous champion the champion again."""
+    """Make the previous champion the champion again.
+
+    SIGTERM or Ctrl-C before the move changes nothing; after it, while the workers are being told, it ends the
+    command with a line that says the champion moved and how to tell them. Either exits 128 + the signal's number
+    (143, 130)."""
+    from model.onnx_runtime import ExportStopped
     from model.registry import RegistryError
 
     settings = settings_of(ctx)
-    registry = _registry(settings)
+    signals = moves.stop_signals(ctx)
+    registry = moves.open_registry(settings, signals)
+    previous = moves.champion_of(registry)
+    if signals.received:
+        moves.unchanged(signals, "not rolled back", previous)
     try:
         moved = registry.rollback()
     except RegistryError as exc:
         fail(str(exc))
     version = moved.champion
+    typer.echo(f"champion is now {version}")
     try:  # the earlier champion was served before, so its export is normally there still
-        _export_for_workers(settings, registry.path(version))
+        moves.export_for_workers(settings, registry.path(version), signals)
+    except ExportStopped:
+        moves.untold(settings, version, previous, signals)
     except Exception as exc:
         typer.echo(f"warning: the ONNX export of {version} failed ({exc}); each worker tries again", err=True)
-    _announce(settings, "rollback", moved, registry.path(version), notify)
-    typer.echo(f"champion is now {version}")
+    if notify:
+        moves.announce(settings, "rollback", moved, registry.path(version), previous, signals)
 
 
 @app.command()

@@ -6,18 +6,45 @@ import json
 
 import typer
 
-from finsent.cli_support import fail, settings_of, stopped_while_starting
+from finsent.cli_support import fail, settings_of, stopped_before_the_end, stopped_while_starting
 
 app = typer.Typer(no_args_is_help=True, help="Drift checks, retraining and promotion.")
 
 
-def _context(settings):
+def _stop_signals(ctx: typer.Context):
+    """SIGTERM and Ctrl-C recorded from now on: a one-shot check or retrain stops at its next step (a training
+    step, a scoring batch) as the scheduler's jobs do; the first puts the previous handlers back, so a second one
+    ends the process at once."""
+    from finsent.stop_signals import StopSignals
+
+    signals = StopSignals()
+    ctx.call_on_close(signals.restore)
+    return signals
+
+
+def _context(settings, signals, nothing: str):
+    """The clients, connected in a thread that a stop leaves behind (Kafka's bootstrap retries for 30 s): a stop then
+    ends the command at once, saying ``nothing`` was done, with 128 + the signal's number."""
+    from finsent import clients
+    from finsent.settings import without_credentials
+    from finsent.stop_signals import StoppedWhileStarting, start_unless_stopped, stopped_status
     from retrain.context import Context
 
     try:
-        return Context.open(settings)
+        return start_unless_stopped(lambda: Context.open(settings), signals)
+    except StoppedWhileStarting:
+        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap} or Elasticsearch at "
+                               f"{without_credentials(settings.elasticsearch_url)}; {nothing}",
+                               code=stopped_status(signals))
     except Exception as exc:
-        fail(f"could not connect to Kafka/Elasticsearch: {exc}")
+        fail(f"could not connect to Kafka/Elasticsearch: {clients.error_text(exc)}")
+
+
+def _stopped_retrain(signals, outcome) -> None:
+    """A retrain the stop ended while it trained or judged: the champion stays, the challenger is deleted (its
+    reasons say so, or why it stays), and it counts as no attempt, so the next run starts it again at once."""
+    stopped_before_the_end(signals, f"the retrain did not finish; the champion is still {outcome.champion_version} "
+                                    "(a stopped retrain is no attempt: run the command again to retrain)")
 
 
 @app.command()
@@ -28,14 +55,22 @@ def check(
 ) -> None:
     """Run every drift monitor once, record the figures, publish a drift message if any fired.
 
-    Exit status: 0 no drift, 3 drift found, 1 or 2 an error."""
-    from retrain.drift_check import run_check
+    Exit status: 0 no drift, 3 drift found, 1 or 2 an error. SIGTERM or Ctrl-C stops the check before it records
+    anything (at the next scoring batch), or a retrain after it as `finsent retrain run`'s: 128 + the signal's
+    number (143, 130)."""
+    from retrain.drift_check import CheckStopped, run_check
     from retrain.retraining import run_retrain
 
     settings = settings_of(ctx)
-    with _context(settings) as rctx:
-        report = run_check(rctx)
-        outcome = run_retrain(rctx, trigger="drift", drift_detected=True) if then_retrain and report.drift_detected else None
+    signals = _stop_signals(ctx)
+    stopped = lambda: bool(signals.received)  # noqa: E731 - asked between steps
+    with _context(settings, signals, "nothing was checked") as rctx:
+        try:
+            report = run_check(rctx, should_stop=stopped)
+        except CheckStopped as exc:
+            stopped_before_the_end(signals, f"{exc}: nothing was recorded or published; run it again")
+        outcome = run_retrain(rctx, trigger="drift", drift_detected=True, should_stop=stopped) \
+            if then_retrain and report.drift_detected else None
     if as_json:
         typer.echo(json.dumps({
             "model_version": report.model_version, "drift_detected": report.drift_detected, "skipped": report.skipped,
@@ -50,6 +85,8 @@ def check(
             typer.echo(f"retrain: {outcome.decision}: {'; '.join(outcome.reasons)}")
             for warning in outcome.warnings:
                 typer.echo(f"warning: {warning}", err=True)
+    if outcome is not None and outcome.decision == "stopped":
+        _stopped_retrain(signals, outcome)
     if report.drift_detected:
         raise typer.Exit(3)  # scripts can tell "drift" from "ok" (0) and errors (1, 2)
 
@@ -63,12 +100,15 @@ def run(
     """Retrain from the champion on replayed data + fresh labels, evaluate, promote if better. Needs no drift
     (as the cron fallback), but at least FINSENT_RETRAIN_MIN_LABELS fresh labels.
 
-    Exit status: 0 done, 1 failed or busy, 4 promoted but the running workers were not told."""
+    Exit status: 0 done, 1 failed or busy, 4 promoted but the running workers were not told. SIGTERM or Ctrl-C
+    stops it at the next training step or scoring batch, as the scheduler's stop does (the challenger under judging
+    is deleted, nothing is promoted): 128 + the signal's number (143, 130)."""
     from retrain.retraining import run_retrain
 
     settings = settings_of(ctx)
-    with _context(settings) as rctx:
-        outcome = run_retrain(rctx, trigger="manual" if force else "cron")
+    signals = _stop_signals(ctx)
+    with _context(settings, signals, "nothing was retrained") as rctx:
+        outcome = run_retrain(rctx, trigger="manual" if force else "cron", should_stop=lambda: bool(signals.received))
     typer.echo(f"{outcome.decision}: {'; '.join(outcome.reasons)}")
     for key in ("champion_golden_macro_f1", "challenger_golden_macro_f1", "champion_fresh_macro_f1",
                 "challenger_fresh_macro_f1"):
@@ -78,6 +118,8 @@ def run(
         typer.echo(f"  challenger: {outcome.challenger_version} (champion was {outcome.champion_version})")
     for warning in outcome.warnings:
         typer.echo(f"warning: {warning}", err=True)
+    if outcome.decision == "stopped":
+        _stopped_retrain(signals, outcome)
     if code := run_exit_code(outcome):
         raise typer.Exit(code)
 

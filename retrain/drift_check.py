@@ -4,11 +4,16 @@ Reference = the earliest ``drift_reference_size`` documents the champion scored;
 latest ``drift_window_size``. Until it has scored both, the document monitors report "not
 enough data" (no statistic, no drift). Every monitor's result goes to ``<prefix>-drift`` and
 to the metrics; any drift publishes ``ControlMessage(action="drift")`` on ``<prefix>.control``.
+
+A check can be stopped (``should_stop``, asked before the champion loads and after each scoring batch of the fresh
+labels, the slow part: up to ``drift_max_labels`` of them): :class:`CheckStopped`, with nothing recorded or published.
+Once the figures are recorded it runs to its end, so a drift it found is published.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +28,10 @@ from retrain.statistics import confusion_pairs
 
 log = logging.getLogger(__name__)
 _DOC_FIELDS = ["text", "sentiment.label", "sentiment.confidence", "scored_at"]
+
+
+class CheckStopped(Exception):
+    """``should_stop`` said so before the check recorded anything."""
 
 
 @dataclass(frozen=True)
@@ -118,14 +127,29 @@ def validation_pairs(meta: dict[str, Any]) -> tuple[list[str], list[str]] | None
     return confusion_pairs(confusion) if confusion else None
 
 
-def _performance(ctx: Context, version: str, meta: dict[str, Any], fresh: list[ResolvedLabel]) -> MonitorResult:
+def _performance(ctx: Context, version: str, meta: dict[str, Any], fresh: list[ResolvedLabel],
+                 should_stop: Callable[[], bool] = lambda: False) -> MonitorResult:
+    from model.scorer import to_sentiment
+
     s = ctx.settings
     monitor = PerformanceDrift(validation_pairs(meta), threshold=s.drift_f1_drop, min_samples=s.drift_min_labels)
     recent, left_out = performance_labels(fresh, s.drift_max_labels)
     if len(recent) >= s.drift_min_labels:
-        predicted = ctx.scorer(version).score([r.text for r in recent])
-        for label, sentiment in zip(recent, predicted, strict=True):
-            monitor.update((label.label, sentiment.label))
+        batches = [0]
+
+        def stop_if_asked() -> None:
+            if should_stop():
+                raise CheckStopped(f"drift check of {version} stopped while scoring {len(recent)} fresh labels, "
+                                   f"after {batches[0]} batch(es)")
+
+        def after_batch() -> None:
+            batches[0] += 1
+            stop_if_asked()
+
+        stop_if_asked()
+        predicted = ctx.scorer(version).predict_proba([r.text for r in recent], on_batch=after_batch)
+        for label, probabilities in zip(recent, predicted, strict=True):
+            monitor.update((label.label, to_sentiment(probabilities).label))
     details = monitor.details() | {"fresh_labels": len(fresh), "review_labels_left_out": left_out}
     # The reason is "n labels, need m" then.
     if left_out and monitor.baseline is not None and len(recent) < s.drift_min_labels:
@@ -146,7 +170,7 @@ def record(ctx: Context, version: str | None, results: list[MonitorResult]) -> N
             ctx.metrics.drift_statistic.labels(monitor=r.monitor).set(r.statistic)
 
 
-def run_check(ctx: Context) -> CheckReport:
+def run_check(ctx: Context, should_stop: Callable[[], bool] = lambda: False) -> CheckReport:
     version = ctx.registry.champion()
     if version is None:
         ctx.metrics.drift_checks.labels(outcome="skipped").inc()
@@ -154,7 +178,7 @@ def run_check(ctx: Context) -> CheckReport:
     meta = ctx.registry.get(version)
     fresh, unresolved = ctx.fresh_labels(meta)
     ctx.metrics.fresh_labels.set(len(fresh))
-    results = _document_monitors(ctx, version) + [_performance(ctx, version, meta, fresh)]
+    results = _document_monitors(ctx, version) + [_performance(ctx, version, meta, fresh, should_stop)]
     report = CheckReport(version, results, fresh)
     record(ctx, version, results)
     if report.drift_detected:

@@ -11,8 +11,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 from finsent.schemas import DeadLetter, LabelRecord, RecordError, original_text, parse_record, utc_now
 from finsent.settings import Settings
@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 # it leaves unfinished is read again (nothing is lost), but a consumer that does not close leaves
 # its partitions to wait out the group's session timeout.
 STOP_SECONDS = 15.0
+
+
+class Drained(NamedTuple):
+    """What :meth:`LabelIndexer.run_until_idle` read, and whether it went on until the topic had no more."""
+
+    records: int
+    to_the_end: bool
 
 
 class LabelIndexer:
@@ -111,14 +118,16 @@ class LabelIndexer:
                 stop.wait(delay)
                 delay = min(backoff_max, delay * 2)
 
-    def run_until_idle(self, *, idle_polls: int = 2, deadline_s: float = 60.0) -> int:
-        """Drain what is in the topic now (CLI ``labels index --once`` and tests)."""
+    def run_until_idle(self, *, idle_polls: int = 2, deadline_s: float = 60.0,
+                       stopped: Callable[[], bool] = lambda: False) -> Drained:
+        """Drain what is in the topic now (CLI ``labels index --once`` and tests); ``stopped()`` true ends it after
+        the batch under way, indexed and committed."""
         total, idle, end = 0, 0, time.monotonic() + deadline_s
-        while idle < idle_polls and time.monotonic() < end:
+        while idle < idle_polls and time.monotonic() < end and not stopped():
             n = self.poll_once(timeout_ms=1000)
             total += n
             idle = idle + 1 if n == 0 else 0
-        return total
+        return Drained(total, idle >= idle_polls)
 
     def close(self) -> None:
         # A producer's close waits without end by default (Kafka away), and raises when its flush times

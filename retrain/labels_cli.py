@@ -106,20 +106,39 @@ def index(
     ctx: typer.Context,
     once: bool = typer.Option(False, "--once", help="Drain the topic and exit"),
 ) -> None:
-    """Consume the labels topic into the labels index (bad records to the DLQ)."""
+    """Consume the labels topic into the labels index (bad records to the DLQ).
+
+    SIGTERM or Ctrl-C ends it after the batch under way, indexed and committed: exit 0, or with --once, whose topic
+    is then not drained, 128 + the signal's number (143, 130); run it again to go on."""
+    from finsent import clients
+    from finsent.stop_signals import StopSignals, StoppedWhileStarting, start_unless_stopped, stopped_status
     from retrain.label_indexer import LabelIndexer
 
     settings = settings_of(ctx)
-    with LabelIndexer(settings, refresh=once) as indexer:
-        if once:
-            n = indexer.run_until_idle()
-            typer.echo(f"read {n} record(s): {indexer.indexed} indexed, {indexer.dead} to the DLQ")
-            return
-        stop = threading.Event()
-        try:
+    stop = threading.Event()
+    signals = StopSignals(then=stop)  # the first stop ends the loop; a second one ends the process
+    ctx.call_on_close(signals.restore)
+    indexer = LabelIndexer(settings, refresh=once)
+    try:
+        start_unless_stopped(indexer.start, signals)
+    except StoppedWhileStarting:  # the start goes on in a daemon thread: not closed under it
+        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was indexed",
+                               code=stopped_status(signals) if once else 0)
+    except Exception as exc:  # no broker, bad credentials: one line, not a traceback
+        fail(f"cannot start the label indexer (Kafka at {settings.kafka_bootstrap}): {clients.error_text(exc)}")
+    try:
+        if not once:
             indexer.run(stop)
-        except KeyboardInterrupt:
-            stop.set()
+            return
+        drained = indexer.run_until_idle(stopped=stop.is_set)
+    except Exception as exc:  # Elasticsearch away: the batch was not committed, so the next run reads it again
+        fail(f"label indexing failed ({clients.error_text(exc)}); the batch under way is read again next time")
+    finally:
+        indexer.close()
+    typer.echo(f"read {drained.records} record(s): {indexer.indexed} indexed, {indexer.dead} to the DLQ")
+    if not drained.to_the_end and signals.received:
+        stopped_before_the_end(signals, "the topic was not drained: what was read is indexed and committed; run it "
+                                        "again to go on")
 
 
 @app.command()

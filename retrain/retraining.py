@@ -318,8 +318,9 @@ def export_for_workers(folder: Path, should_stop: Callable[[], bool] | None, *, 
     runs it in a process of its own, which a stop kills (:class:`JudgingStopped`): in this one it cannot be cut
     short, and a stop would wait for it (seconds for MiniLM, longer for a larger model). It is killed too after
     ``timeout`` seconds (FINSENT_RETRAIN_EXPORT_TIMEOUT_S): :class:`ExportTimedOut`, a failed retrain; a hung export
-    held the retrain lock until a stop. One that nothing stops (the CLI's, whose user can press Ctrl-C) exports here,
-    where torch is loaded already: about 8 s sooner for MiniLM."""
+    held the retrain lock until a stop. The commands (`finsent retrain run`, `check --retrain`) stop too, so they pay
+    the child's imports (about 8 s for MiniLM) as the scheduler does; a retrain nothing stops (``should_stop`` None)
+    exports here, where torch is loaded already."""
     from model.onnx_runtime import ExportStopped, ExportTimedOut, export_apart
 
     if should_stop is None:

@@ -6,6 +6,8 @@ traceback (exit 1), `alerts run` and `retrain scheduler` with "cannot start" (ex
 `file` connected before they installed a handler: the SIGTERM killed them (exit 143, no line). So it still killed the
 one-shot commands (`ingest … --once`, `dlq replay`, `labels add`), which installed none: they now exit with the
 signal's status (143) too, but with the line, as their stop later does (the work not done, nothing half-sent).
+`labels index [--once]`, `retrain check` and `retrain run` too; `model promote` and `rollback` move the pointer before
+they connect, so stopped then they say that it moved and how to tell the workers.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ def _labels(folder: Path) -> str:
     lambda _: ["retrain", "scheduler", "--no-indexer"],
     lambda _: ["ingest", "serve"],
     lambda folder: ["ingest", "run", "--config", _sources(folder), "--metrics-port", "0"],
-], ids=["labels serve", "dashboards serve", "alerts run", "retrain scheduler", "ingest serve", "ingest run"])
+    lambda _: ["labels", "index"],
+], ids=["labels serve", "dashboards serve", "alerts run", "retrain scheduler", "ingest serve", "ingest run",
+        "labels index"])
 def test_a_stop_while_kafka_is_still_unreachable_ends_the_command_at_once(tmp_path, command):
     output = _stopped_while_starting(tmp_path, command(tmp_path), 0)  # a long-running command's stop: its normal end
     assert "finsent: stopped while starting (still connecting to Kafka at 127.0.0.1:" in output
@@ -67,11 +71,39 @@ def test_a_stop_while_kafka_is_still_unreachable_ends_the_command_at_once(tmp_pa
     lambda _: ["dlq", "replay"],
     lambda _: ["dlq", "replay", "--dry-run"],
     lambda folder: ["labels", "add", "--csv", _labels(folder)],
-], ids=["ingest file", "ingest run --once", "ingest rss --once", "dlq replay", "dlq replay --dry-run", "labels add"])
+    lambda _: ["labels", "index", "--once"],
+    lambda _: ["retrain", "check"],
+    lambda _: ["retrain", "run"],
+], ids=["ingest file", "ingest run --once", "ingest rss --once", "dlq replay", "dlq replay --dry-run", "labels add",
+        "labels index --once", "retrain check", "retrain run"])
 def test_a_one_shot_command_stopped_while_kafka_is_unreachable_says_so_with_the_signals_status(tmp_path, command):
     output = _stopped_while_starting(tmp_path, command(tmp_path), 128 + signal.SIGTERM)
     assert "finsent: stopped while starting (still connecting to Kafka at 127.0.0.1:" in output
     assert "nothing was" in output
+
+
+@pytest.mark.parametrize("command", ["promote", "rollback"])
+def test_a_move_stopped_while_kafka_is_unreachable_says_the_champion_moved_and_how_to_tell_the_workers(
+        tmp_path, command):
+    # The pointer moves before Kafka is connected to: stopped then, the command was killed with nothing said.
+    from model.registry import Registry
+
+    registry = Registry(tmp_path / "models")
+    older, newer = (registry.register(_model_folder(tmp_path / name), {}) for name in ("older", "newer"))
+    registry.promote(older)
+    registry.promote(newer)
+    output = _stopped_while_starting(tmp_path, ["model", "promote", older] if command == "promote"
+                                     else ["model", "rollback"], 128 + signal.SIGTERM)
+    assert registry.champion() == older
+    assert f"champion is now {older}" in output
+    assert (f"finsent: stopped by SIGTERM: the champion is now {older} (was {newer}), but running workers were not "
+            f"told") in output and f"run `finsent model promote {older}` to tell them" in output
+
+
+def _model_folder(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return folder
 
 
 def _stopped_while_starting(tmp_path: Path, command: list[str], status: int) -> str:

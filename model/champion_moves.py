@@ -1,0 +1,106 @@
+"""The steps of `finsent model promote`, `rollback` and `calibrate --promote` around the registry's move of the
+champion: the ONNX export the workers need, built before it; the control message that tells them, sent after it; and
+what a stop (SIGTERM, Ctrl-C) between the steps leaves and says. Before the move a stop changes nothing; after it the
+command ends at once with a line that names the new champion and the command that tells the workers (a worker that
+has the move ignores it when told again). Either way the exit status is 128 + the signal's number.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from finsent.cli_support import stopped_before_the_end
+from finsent.settings import Settings
+
+if TYPE_CHECKING:
+    from finsent.stop_signals import StopSignals
+    from model.registry import Pointer, Registry
+
+
+def export_for_workers(settings: Settings, path: Path, signals: StopSignals) -> None:
+    """Workers that score in onnx-int8 load a model's ONNX export. Build it here, before they are told, as a
+    retrain does: otherwise each worker builds it in a one-off process of its own, torch and all
+    (model.scorer_process). In a process of its own, which a stop kills (``ExportStopped``), partial files and all:
+    in this one, ``torch.onnx.export`` cannot be cut short, and a SIGTERM left them in the model's cache."""
+    from model.onnx_runtime import export_apart, export_missing
+
+    if not export_missing(settings.model_quantize, path):
+        return
+    typer.echo(f"building the ONNX export of {path.name} for the workers (FINSENT_MODEL_QUANTIZE=onnx-int8) ...")
+    export_apart(path, should_stop=lambda: bool(signals.received))
+
+
+def stop_signals(ctx: typer.Context) -> StopSignals:
+    """SIGTERM and Ctrl-C recorded from now on, for a promote or rollback to act on between its steps; the first
+    puts the previous handlers back, so a second one ends the process at once."""
+    from finsent.stop_signals import StopSignals
+
+    signals = StopSignals()
+    ctx.call_on_close(signals.restore)
+    return signals
+
+
+def open_registry(settings: Settings, signals: StopSignals):
+    """The registry, its mirror checked (up to 5 s when Elasticsearch does not answer); a stop meanwhile ends the
+    command with nothing changed."""
+    from finsent.cli_support import stopped_while_starting
+    from finsent.settings import without_credentials
+    from finsent.stop_signals import StoppedWhileStarting, start_unless_stopped, stopped_status
+    from model.registry import open_registry as open_registry_of
+
+    try:
+        return start_unless_stopped(lambda: open_registry_of(settings, mirror=True), signals)
+    except StoppedWhileStarting:
+        stopped_while_starting(f"still connecting to Elasticsearch at {without_credentials(settings.elasticsearch_url)}"
+                               "; nothing was changed", code=stopped_status(signals))
+
+
+def unchanged(signals: StopSignals, what: str, champion: str | None) -> None:
+    """Stopped before the pointer moved: say so, and exit 128 + the signal's number."""
+    stopped_before_the_end(signals, f"{what}; nothing was changed: the champion is still {champion or 'none'}")
+
+
+def announce(settings: Settings, action: str, moved: Pointer, path: Path, previous: str | None,
+             signals: StopSignals) -> None:
+    """Tell running workers (finsent.control) to load the new champion, with the number of its move (a worker
+    ignores a move older than one it has); warn if Kafka is away. A stop while Kafka is still connecting (up to 30 s)
+    or the message is sent ends the command at once, with the pointer moved and a line that says so and how to tell
+    the workers: sent again, a move a worker has is ignored."""
+    from finsent.schemas import ControlMessage, utc_now
+    from finsent.stop_signals import StoppedWhileStarting, start_unless_stopped
+    from stream.control import publish
+
+    message = ControlMessage(action=action, model_version=moved.champion, model_path=str(path),
+                             reason=f"finsent model {action}", issued_at=utc_now(), **moved.control_fields())
+    again = f"`finsent model promote {moved.champion}` tells them"
+    try:
+        start_unless_stopped(lambda: publish(settings, message), signals)
+    except StoppedWhileStarting:
+        untold(settings, moved.champion, previous, signals)
+    except Exception as exc:
+        typer.echo(f"warning: could not tell workers on {settings.topic('control')} ({exc}); "
+                   f"they load the champion when they restart, or {again}", err=True)
+
+
+def untold(settings: Settings, champion: str, previous: str | None, signals: StopSignals) -> None:
+    """Stopped after the pointer moved and before the workers were told: the state it leaves, and what to run."""
+    moved = (f"the champion is now {champion} (was {previous or 'none'})" if previous != champion
+             else f"the champion is {champion}, as before")
+    scoring = f"; they score with {previous} until they restart" if previous and previous != champion else ""
+    stopped_before_the_end(signals, f"{moved}, but running workers were not told: the control message on "
+                                    f"{settings.topic('control')} was not confirmed sent{scoring}; run `finsent "
+                                    f"model promote {champion}` to tell them (a worker that has the move ignores it)")
+
+
+def champion_of(registry: Registry) -> str | None:
+    """The champion before the move, for the line a stop prints; None when the pointer is unreadable (the move then
+    fails and says why)."""
+    from model.registry import RegistryError
+
+    try:
+        return registry.champion()
+    except RegistryError:
+        return None
