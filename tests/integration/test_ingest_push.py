@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
 from aiohttp import web
@@ -19,6 +22,22 @@ TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+@contextlib.asynccontextmanager
+async def serving(settings) -> AsyncIterator[tuple[Pipeline, str]]:
+    """The push endpoint of ``settings`` on a free port: its pipeline and base URL."""
+    pipeline = Pipeline.build(settings, CollectorRegistry())
+    pipeline.start()
+    runner = web.AppRunner(make_app(pipeline, settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield pipeline, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+        pipeline.close()
+
+
 @pytest.fixture
 def push_settings(bootstrapped, tmp_path):
     return bootstrapped.model_copy(update={
@@ -26,14 +45,7 @@ def push_settings(bootstrapped, tmp_path):
 
 
 async def test_push_endpoint(push_settings) -> None:
-    pipeline = Pipeline.build(push_settings, CollectorRegistry())
-    pipeline.start()
-    runner = web.AppRunner(make_app(pipeline, push_settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    try:
+    async with serving(push_settings) as (pipeline, base):
         async with httpx.AsyncClient(base_url=base) as client:
             one = {"text": "Nvidia shares jump after record data-center sales", "source": "wire", "source_id": "n1",
                    "published_at": "2026-11-27T10:00:00Z"}
@@ -87,9 +99,6 @@ async def test_push_endpoint(push_settings) -> None:
             metrics = (await client.get("/metrics")).text
             assert 'finsent_ingest_produced_total{source="push"} 3.0' in metrics
             assert 'finsent_ingest_duplicates_total{kind="id",source="push"} 2.0' in metrics
-    finally:
-        await runner.cleanup()
-        pipeline.close()
 
     docs = {d.source_id: d for _, d in consume_raw(push_settings, 3)}
     assert set(docs) == {"n1", "p2", "p4"}
@@ -105,15 +114,9 @@ async def test_a_sender_s_link_neither_hides_nor_replaces_an_api_article(push_se
     tokens.chmod(0o600)
     settings = push_settings.model_copy(update={"push_tokens_file": tokens})
     acme = {"Authorization": "Bearer acme-token-0123456789"}
-    pipeline = Pipeline.build(settings, CollectorRegistry())
-    pipeline.start()
-    runner = web.AppRunner(make_app(pipeline, settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
     link = "https://news.example.com/acme-record-sales"
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}") as client:
+    async with serving(settings) as (pipeline, base):
+        async with httpx.AsyncClient(base_url=base) as client:
             forged = await client.post("/documents", headers=acme,
                                        json={"text": "Acme files for bankruptcy", "source": "push:acme", "url": link})
             assert forged.status_code == 202 and forged.json()["accepted"] == 1
@@ -122,9 +125,6 @@ async def test_a_sender_s_link_neither_hides_nor_replaces_an_api_article(push_se
             again = await client.post("/documents", headers=acme, json={"text": "Acme files for bankruptcy (update)",
                                                                         "source": "push:acme", "url": link})
             assert again.status_code == 202 and again.json()["duplicates"] == 1
-    finally:
-        await runner.cleanup()
-        pipeline.close()
 
     records = consume_raw(settings, 2)
     docs = {d.source: d for _, d in records}
