@@ -27,7 +27,7 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
-from ingest.ticker_hits import LIST_SEP, Hit
+from ingest.ticker_hits import LIST_GAP, LIST_SEP, Hit
 
 # Banks whose analysts rate other companies' stocks: in "Goldman Sachs upgrades Tesla" the news is about Tesla.
 BROKERS = frozenset({"GS", "MS", "JPM", "BAC", "C", "WFC"})
@@ -83,9 +83,8 @@ _FORECAST = re.compile(r"(?i:(?:['’]s)?(?:\s+(?:shares|stock))?\s+(?:could|may
 # The company a headline is about, before the bank's action: "Tesla: Goldman initiates at buy".
 _HEADLINE_SUBJECT = re.compile(r"\s*:\s+|\s+[-–—|]\s+")
 _SENTENCE_BREAK = re.compile(r"[.!?;](?=\s|$)|\n")
-# The characters of the gaps that join a mention to its neighbour: a list of banks (LIST_SEP), "'s " or " says " or
-# ": " before the company, ": " or " - " after a headline's subject. A neighbour past a run of them is not joined.
-_LIST_GAP = re.compile(r"[\s,/&andorvsue.]*")
+# The characters of the gaps that join a mention to its neighbour (beside LIST_GAP, those of a list): "'s " or " says "
+# or ": " before the company, ": " or " - " after a headline's subject. A neighbour past a run of them is not joined.
 _SAYS_GAP = re.compile(r"(?i:[\s:'’say]*)")
 _SUBJECT_GAP = re.compile(r"[\s:|–—-]")
 _SPACE, _WORD_CHAR = re.compile(r"\s"), re.compile(r"\w")
@@ -182,7 +181,7 @@ class _Mentions:
 
     def _next_in_list(self, end: int) -> int | None:
         """The end of the first bank joined to text[:end] by a separator ("and", ", "), if one is."""
-        reach = _LIST_GAP.match(self.text, end).end()  # a bank further on is not joined by a separator
+        reach = LIST_GAP.match(self.text, end).end()  # a bank further on is not joined by a separator
         i = bisect_left(self.broker_starts, end)
         while i < len(self.brokers) and self.brokers[i][0] <= reach:
             s, e, _ = self.brokers[i]

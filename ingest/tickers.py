@@ -24,18 +24,23 @@ Precision first: a wrong ticker puts a document on the wrong dashboard. So
 
 Dictionary file (CSV): ``ticker,name,exchange,aliases[,exclude]``, aliases and excluded phrases
 separated by ``|``.
+
+Each rule reads the text a fixed number of times, and each mention reads its neighbours, found by bisection: a text
+that repeats a headline n times takes O(n log n). (Every ambiguous name read every hit and the whole text, round after
+round, and every name and symbol every listing: "Investors eye Target" 2,000 times took seconds.)
 """
 
 from __future__ import annotations
 
 import csv
 import re
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from ingest.brokers import without_acting_brokers
-from ingest.ticker_hits import LIST_SEP, Hit
+from ingest.ticker_hits import LIST_GAP, LIST_SEP, Hit
 
 _WORD = re.compile(r"[^\W\d_]+")  # runs of letters
 _TICKER = re.compile(r"^[A-Z][A-Z0-9]{0,9}(?:\.[A-Z0-9]{1,4})?$")
@@ -90,6 +95,9 @@ _VERB_AFTER = re.compile(
     r"scraps|ends|extends|confirms|denies|seeks|weighs|considers|completes|invests|bets|issues|"
     r"to (?:buy|sell|cut|close|open|acquire|raise|pay|launch|merge|exit|lay|spin))\b)"
 )
+# A symbol in parentheses: "Zoom (ZM)", "($TGT)".
+_IN_PARENTHESES = re.compile(r"\(\s*\$?([^\s()$]+)\s*\)")
+_NEWLINE = re.compile("\n")
 _CAPITALISED_WORD = re.compile(r"(?<![\w'’-])[A-Z][\w'’.&-]*[ \t]+$")
 _SENTENCE_END = frozenset(".!?;:|-–—(\"“'‘")
 
@@ -184,19 +192,16 @@ class TickerExtractor:
 
     def extract(self, text: str) -> list[str]:
         hits = self._cashtags(text)
-        prefixed, masked = self._prefixed(text)
+        prefixed, listings = self._prefixed(text)
         hits += prefixed
+        masked = _Spans(listings)
         if not _shouting(text, self.dictionary):
             hits += [(m.start(), m.end(), m.group(1)) for m in _BARE.finditer(text)
                      if m.group(1) in self.dictionary and m.group(1) not in COMMON_WORDS
-                     and not _overlaps(masked, m.start(), m.end())]
+                     and not masked.overlap(m.start(), m.end())]
         hits += self._company_names(text, hits, masked)
         hits = without_acting_brokers(text, hits)
-        ordered: list[str] = []
-        for _, _, ticker in sorted(hits):
-            if ticker not in ordered:
-                ordered.append(ticker)
-        return ordered
+        return list(dict.fromkeys(ticker for _, _, ticker in sorted(hits)))
 
     def _cashtags(self, text: str) -> list[Hit]:
         hits = []
@@ -229,60 +234,153 @@ class TickerExtractor:
                 hits.append((match.start(), match.end(), ticker))
         return hits, masked
 
-    def _company_names(self, text: str, hits: list[Hit], masked: list[tuple[int, int]]) -> list[Hit]:
+    def _company_names(self, text: str, hits: list[Hit], masked: _Spans) -> list[Hit]:
         if self._names is None:
             return []
-        blocked = masked + ([m.span() for m in self._excluded.finditer(text)] if self._excluded else [])
+        excluded = _Spans([m.span() for m in self._excluded.finditer(text)] if self._excluded else [])
         found: list[Hit] = []
         pending: list[Hit] = []
         for match in self._names.finditer(text):
-            if _overlaps(blocked, match.start(), match.end()):
+            if masked.overlap(match.start(), match.end()) or excluded.overlap(match.start(), match.end()):
                 continue
             alias = match.group(1)
             hit = (match.start(), match.end(), self.dictionary.alias_to_ticker[alias])
             (pending if alias in self.dictionary.ambiguous else found).append(hit)
-        # An ambiguous name listed beside one accepted before may be accepted in turn: "Ford, GM and Tesla".
-        while accepted := [hit for hit in pending if _names_company(text, hit, hits + found)]:
-            found += accepted
-            pending = [hit for hit in pending if hit not in accepted]
-        return found
+        if not pending:
+            return found
+        return found + _ambiguous_names(text, pending, hits + found)
 
 
-def _names_company(text: str, hit: Hit, others: list[Hit]) -> bool:
-    """Whether an ambiguous name ("Target", "Zoom", "Ford") is the company here: it needs a signal next to it,
-    since almost every headline has a market word somewhere ("Investors Target Beaten-Down Tech Shares")."""
-    start, end, ticker = hit
-    before, after = text[max(0, start - 40):start], text[end:end + 40]
-    if after[:1] == "-":  # "Meta-analysis", "Target-date fund"
-        return False
-    if any(other[2] == ticker for other in others) or re.search(rf"\(\s*\$?{re.escape(ticker)}\s*\)", text):
-        return True  # its own symbol: "Zoom (ZM)", "$TGT"
-    if _COMPANY_AFTER.match(after) or _COMPANY_BEFORE.search(before):
+def _ambiguous_names(text: str, pending: list[Hit], others: list[Hit]) -> list[Hit]:
+    """The ambiguous names (``pending``, in text order) that name the company, beside the ``others`` found.
+
+    A name needs a signal next to it, since almost every headline has a market word somewhere ("Investors Target
+    Beaten-Down Tech Shares"). One listed beside a name accepted in a round, or of the same company, is accepted in the
+    next: "Ford, GM and Tesla". Each name is judged once from what is next to it (what it reads of the whole text is
+    found once per text) and again only when a neighbour or its company is accepted, so the rounds are linear in the
+    mentions; judging every name against every hit, round after round, took seconds for a headline repeated 2,000
+    times. The names come back round by round, each round in text order.
+    """
+    signals = _TextSignals(text)
+    known = {ticker for _, _, ticker in others}
+    accepted: list[int] = []  # indices into pending
+    waiting: dict[int, bool] = {}  # index → whether a company listed beside it would do
+    for i, (start, end, ticker) in enumerate(pending):
+        before, after = text[max(0, start - 40):start], text[end:end + 40]
+        if after[:1] == "-":  # "Meta-analysis", "Target-date fund"
+            continue
+        if (ticker in known or signals.in_parentheses(ticker)  # its own symbol: "Zoom (ZM)", "$TGT"
+                or _COMPANY_AFTER.match(after) or _COMPANY_BEFORE.search(before)):
+            accepted.append(i)
+        elif _CAPITALISED_WORD.search(before) and not _sentence_start(text, start):
+            waiting[i] = False  # part of a longer name ("Harrison Ford", "H-1B Visa"): only its own symbol will do
+        elif signals.weak_evidence(start, end):
+            accepted.append(i)
+        else:
+            waiting[i] = True
+    if not waiting:
+        return [pending[i] for i in accepted]
+    neighbours = _Neighbours(text, others, pending)
+    accepted += [i for i, listable in waiting.items() if listable and neighbours.beside_others(i)]
+    by_ticker: dict[str, list[int]] = {}
+    for i in waiting:
+        by_ticker.setdefault(pending[i][2], []).append(i)
+    names, newly = [], sorted(accepted)
+    while newly:
+        names += newly
+        for i in newly:
+            waiting.pop(i, None)
+        following: set[int] = set()
+        for i in newly:  # what this round's names let in: the names of their companies, and those listed beside them
+            if pending[i][2] not in known:
+                known.add(pending[i][2])
+                following.update(j for j in by_ticker.get(pending[i][2], ()) if j in waiting)
+            following.update(j for j in neighbours.of(i) if waiting.get(j))
+        newly = sorted(following)
+    return [pending[i] for i in names]
+
+
+class _TextSignals:
+    """What the ambiguous names of one text read of the whole text, each found at most once: the symbols in
+    parentheses, whether it has a market word, and which of its lines are in title case."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._symbols: set[str] | None = None
+        self._market_word: bool | None = None
+        self._newlines: list[int] | None = None
+        self._title_case: dict[int, bool] = {}  # line number → whether in title case
+
+    def in_parentheses(self, ticker: str) -> bool:
+        if self._symbols is None:
+            self._symbols = {m.group(1) for m in _IN_PARENTHESES.finditer(self.text)}
+        return ticker in self._symbols
+
+    def weak_evidence(self, start: int, end: int) -> bool:
+        """A market word anywhere in the text, the old rule, is weak: most headlines have one. It suffices for a
+        capital mid-sentence, which marks a proper noun ("Investors cheer Caterpillar cost cuts"). At the start of a
+        sentence, or in a title-case line, every word is capitalised, so the name must also act like a company:
+        "Ford recalls 90,000 pickups; shares slip", but not "Stocks Zoom Higher; Traders Cheer"."""
+        if self._market_word is None:
+            self._market_word = _CONTEXT.search(self.text) is not None
+        if not self._market_word:
+            return False
+        if _sentence_start(self.text, start) or self._in_title_case(start):
+            return bool(_VERB_AFTER.match(self.text, end))
         return True
-    if _CAPITALISED_WORD.search(before) and not _sentence_start(text, start):
-        return False  # part of a longer name: "Harrison Ford", "H-1B Visa", "Investors Target"
-    if _listed_with(text, hit, others):
-        return True
-    return _weak_evidence(text, start, end)
+
+    def _in_title_case(self, pos: int) -> bool:
+        if self._newlines is None:
+            self._newlines = [m.start() for m in _NEWLINE.finditer(self.text)]
+        line = bisect_left(self._newlines, pos)  # the first new line at or after pos ends its line
+        if line not in self._title_case:
+            start = self._newlines[line - 1] + 1 if line else 0
+            end = self._newlines[line] if line < len(self._newlines) else len(self.text)
+            self._title_case[line] = _title_case(self.text[start:end])
+        return self._title_case[line]
 
 
-def _listed_with(text: str, hit: Hit, others: list[Hit]) -> bool:
-    start, end, _ = hit
-    return any(LIST_SEP.fullmatch(text[o_end:start]) if o_end <= start else
-               o_start >= end and LIST_SEP.fullmatch(text[end:o_start])
-               for o_start, o_end, _ in others)
+class _Neighbours:
+    """Which ambiguous names are listed beside which hits ("Visa and Mastercard", "Exxon, Chevron"): each hit reads
+    the hits that start in the run of separator characters after it (LIST_GAP), found by bisection. As a hit has a
+    character no separator has (a capital, "$"), at most one of each rule's hits starts in a run and goes past it."""
+
+    def __init__(self, text: str, others: list[Hit], pending: list[Hit]) -> None:
+        spans = sorted([(s, e, i) for i, (s, e, _) in enumerate(pending)] + [(s, e, -1) for s, e, _ in others])
+        starts = [s for s, _, _ in spans]
+        self._pending: dict[int, list[int]] = {}  # a pending name → the pending names listed beside it
+        self._beside_others: set[int] = set()
+        for _, end, i in spans:
+            reach = LIST_GAP.match(text, end).end()
+            k = bisect_left(starts, end)
+            while k < len(spans) and starts[k] <= reach:
+                start, _, j = spans[k]
+                if (i >= 0 or j >= 0) and LIST_SEP.fullmatch(text, end, start):
+                    if i >= 0 and j >= 0:
+                        self._pending.setdefault(i, []).append(j)
+                        self._pending.setdefault(j, []).append(i)
+                    else:
+                        self._beside_others.add(max(i, j))
+                k += 1
+
+    def beside_others(self, i: int) -> bool:
+        return i in self._beside_others
+
+    def of(self, i: int) -> list[int]:
+        return self._pending.get(i, [])
 
 
-def _weak_evidence(text: str, start: int, end: int) -> bool:
-    """A market word anywhere in the text, the old rule, is weak: most headlines have one. It suffices for a
-    capital mid-sentence, which marks a proper noun ("Investors cheer Caterpillar cost cuts"). At the start of a
-    sentence, or in a title-case line, every word is capitalised, so the name must also act like a company:
-    "Ford recalls 90,000 pickups; shares slip", but not "Stocks Zoom Higher; Traders Cheer"."""
-    if not _CONTEXT.search(text):
-        return False
-    if _sentence_start(text, start) or _title_case(_line(text, start)):
-        return bool(_VERB_AFTER.match(text, end))
-    return True
+class _Spans:
+    """Spans that do not overlap, in order, as one ``finditer`` gives them: whether a hit overlaps one is a
+    bisection."""
+
+    def __init__(self, spans: list[tuple[int, int]]) -> None:
+        self._starts = [s for s, _ in spans]
+        self._ends = [e for _, e in spans]  # in order too, as the spans do not overlap
+
+    def overlap(self, start: int, end: int) -> bool:
+        i = bisect_right(self._ends, start)  # the first span that ends after start
+        return i < len(self._starts) and self._starts[i] < end
 
 
 def _sentence_start(text: str, start: int) -> bool:
@@ -291,19 +389,10 @@ def _sentence_start(text: str, start: int) -> bool:
     return last == "" or last in _SENTENCE_END
 
 
-def _line(text: str, pos: int) -> str:
-    end = text.find("\n", pos)
-    return text[text.rfind("\n", 0, pos) + 1:end if end >= 0 else len(text)]
-
-
 def _title_case(line: str) -> bool:
     """A headline with Every Word Capitalised; short words (as, of, the) are left out of the count."""
     words = [w for w in _WORD.findall(line) if len(w) >= 4]
     return len(words) >= 3 and sum(w[0].isupper() for w in words) >= 0.75 * len(words)
-
-
-def _overlaps(spans: list[tuple[int, int]], start: int, end: int) -> bool:
-    return any(s < end and start < e for s, e in spans)
 
 
 def _shouting(text: str, dictionary: TickerDictionary) -> bool:
