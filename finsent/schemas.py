@@ -70,6 +70,11 @@ def json_time(value: datetime) -> str:
     return _JSON_TIME.dump_python(_to_utc(value), mode="json")
 
 
+# The id of a document known by its link alone is that of a document of this source with the link as its source id:
+# a source by this name takes such ids (ingest.push_tokens refuses it to push senders).
+URL_ID_SOURCE = "url"
+
+
 def document_id(source: str, source_id: str | None = None, url: str | None = None, *, url_shared: bool = True) -> str:
     """The stable id of DESIGN.md: a hash of source + source id, else of the canonical URL. The URL alone is the id
     whatever the source (a syndicated story is one document) unless ``url_shared`` is False: then it is the source's
@@ -77,7 +82,7 @@ def document_id(source: str, source_id: str | None = None, url: str | None = Non
     if source_id:
         key = f"{source}\x1f{source_id}"
     elif url and url_shared:
-        key = f"url\x1f{url}"
+        key = f"{URL_ID_SOURCE}\x1f{url}"
     elif url:  # sources and source ids hold no \x1f (clean_text), a canonical URL starts "http": no other key
         key = f"{source}\x1furl\x1f{url}"
     else:

@@ -417,9 +417,9 @@ def without_credentials(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:  # not even a URL (an unclosed IPv6 bracket): mask what may be a user part all the same
-        return _masked_user(url)
-    if not parts.scheme:  # a scheme urlsplit does not take (SASL_SSL://): all of it read as a path, nothing masked
-        return _masked_user(url)
+        return _masked_query(_masked_user(url))
+    if not parts.scheme:  # a scheme urlsplit does not take (SASL_SSL://, ht tp://): all of it read as a path
+        return _masked_query(_masked_user(url))
     netloc = parts.netloc if parts.username is None else "***@" + parts.netloc.rpartition("@")[2]
     query = "&".join(_masked_param(param) for param in parts.query.split("&")) if parts.query else ""
     if netloc == parts.netloc and query == parts.query:
@@ -433,10 +433,27 @@ def _masked_user(url: str) -> str:
     return f"{head}{sep}***@{rest[len(user) + len(at):]}" if at else url
 
 
+def _masked_query(url: str) -> str:
+    """``url``'s credential query values masked, found by hand where urlsplit cannot read ``url``."""
+    head, mark, rest = url.partition("?")
+    query, hash_mark, fragment = rest.partition("#")
+    return head + mark + "&".join(_masked_param(param) for param in query.split("&")) + hash_mark + fragment if mark \
+        else url
+
+
 def _masked_param(param: str) -> str:
     name, sep, value = param.partition("=")
     secret = sep and value and _SECRET_PARAM.search(name)
     return f"{name}=***" if secret else param
+
+
+def _shown(field: str, value: object) -> object:
+    """A refused value as an error quotes it: credentials masked, in each entry of the bootstrap list."""
+    if not isinstance(value, str):
+        return value
+    if field == "kafka_bootstrap":
+        return ",".join(without_credentials(entry) for entry in value.split(","))
+    return without_credentials(value)
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -457,7 +474,6 @@ def load_settings(**overrides: object) -> Settings:
                 continue
             field = str(err["loc"][0])
             value = err.get("input")
-            shown = "***" if field in _SECRET_FIELDS else repr(without_credentials(value) if isinstance(value, str)
-                                                                else value)
+            shown = "***" if field in _SECRET_FIELDS else repr(_shown(field, value))
             problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']} (got {shown})")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from None

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from finsent.http_requests import bearer_matches
 from finsent.private_files import read_private_text, token_lines
+from finsent.schemas import URL_ID_SOURCE
 from finsent.settings import Settings
 from ingest.items import SourceItem
 from ingest.normalise import MAX_SOURCE_CHARS, clean_text
@@ -45,7 +46,8 @@ ANY = "*"
 FEED_SOURCES = ("rss:*", "api:*", "reddit", "stocktwits", "replay")  # folded already (lower-case ASCII)
 DEFAULT_SOURCE = "push"  # what a pushed document without a source gets (ingest.push.LABEL)
 # What the shared token's sources are written with: enough for `push:acme-eu`, `wire`, `desk/fx@london`, and no
-# character that a font draws like another's (TR39's confusables need a table; a set this small needs none).
+# letter of another script drawn like a Latin one (TR39's confusables need a table; a set this small needs none).
+# Look-alikes within ASCII (`1`/`l`, `rn`/`m`) remain (RELIABILITY.md).
 SHARED_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -._:/@")
 _LINE = re.compile(r"([^\s:#]{1,128})\s*(?::\s*|\s+)(\S+)((?:\s+\S+)+)")
 
@@ -154,6 +156,10 @@ class PushAuth:
             if not source:
                 continue  # the normaliser rejects it (bad_source): no id is taken
             shown = f"source {source!r}" + (" (given when a document names none)" if source == DEFAULT_SOURCE else "")
+            if folded(source) == URL_ID_SOURCE and not (sender.name is not None and ANY in sender.sources):
+                return (f"{item.where}: {shown} cannot be pushed: a document of it with a link as its source_id takes "
+                        "the id of any document known by that link alone (an API article, a file line). A sender "
+                        "given '*' can (FINSENT_PUSH_TOKENS_FILE)")
             if sender.name is not None:
                 if not any(matches(p, source) for p in sender.sources):
                     return (f"{item.where}: {shown} is not one that sender {sender.name!r} may write "

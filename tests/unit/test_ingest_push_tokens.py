@@ -151,6 +151,24 @@ async def test_the_shared_token_cannot_take_a_feed_entry_s_id(tmp_path, pipeline
         assert status == 202 and body["accepted"] == 3
 
 
+async def test_no_push_sender_but_one_given_any_source_takes_ids_through_the_source_url(tmp_path,
+                                                                                         pipeline: Pipeline) -> None:
+    # Source "url" with a link as its source_id hashes to the id of a document known by that link alone: the shared
+    # token took an API article's id that way (202), hiding the article, which then came as a duplicate.
+    link = "https://news.example.com/acme-record-sales"
+    article = SourceItem(source="api:newsapi", text="Acme shares jump after record sales", url=link)
+    path = tokens_file(tmp_path, f"acme: {ACME} url push:acme\nbridge {BRIDGE} *\n")
+    async with serving(make_app(pipeline, settings(tmp_path, push_tokens_file=path))) as client:
+        forged = {"text": "Acme files for bankruptcy", "source": "url", "source_id": link}
+        for token, source in ((SHARED, "url"), (SHARED, "URL"), (ACME, "url")):
+            status, body = await push(client, token, forged | {"source": source})
+            assert status == 403 and "cannot be pushed" in body["error"], (token, source)
+        assert pipeline.sink.sent == []
+        assert pipeline.process("api:newsapi", [article]).produced == 1  # the article is news
+        assert (await push(client, BRIDGE, forged))[0] == 202  # a trusted bridge may replay such documents
+    assert document_id("url", link) == document_id("api:newsapi", None, link)  # why: the same id
+
+
 async def test_a_look_alike_source_is_refused_whole_and_a_sender_that_lists_it_writes_it(tmp_path,
                                                                                          pipeline: Pipeline) -> None:
     path = tokens_file(tmp_path, f"zurich: {ACME} push:z\u00fcrich\n")

@@ -138,8 +138,12 @@ def test_a_kafka_bootstrap_entry_that_is_not_host_port_is_refused_by_name(monkey
     assert problem.lstrip().startswith("FINSENT_KAFKA_BOOTSTRAP: ") and entry in problem and reason in problem
 
 
-def test_a_scheme_with_credentials_is_refused_for_the_credentials_without_showing_them(monkeypatch):
-    monkeypatch.setenv("FINSENT_KAFKA_BOOTSTRAP", "SASL_SSL://kafka:hunter2-secret@broker1:9093")
+@pytest.mark.parametrize("bootstrap", ["SASL_SSL://kafka:hunter2-secret@broker1:9093",
+                                       "SASL_SSL://a:hunter2-secret@b1:9093,SASL_SSL://a:hunter2-secret@b2:9093",
+                                       "http://u:pw@k1:9092,http://u:hunter2-secret@k2:9092"])
+def test_a_scheme_with_credentials_is_refused_for_the_credentials_without_showing_them(monkeypatch, bootstrap):
+    # The "(got ...)" part masked the first entry's user part only: the second entry's password was printed.
+    monkeypatch.setenv("FINSENT_KAFKA_BOOTSTRAP", bootstrap)
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert "carries credentials" in str(info.value) and "hunter2-secret" not in str(info.value)
@@ -164,6 +168,9 @@ def test_kafka_bootstrap_lists_of_host_port_pass(monkeypatch, bootstrap):
     ("ops:hunter2@kibana:5601", "***@kibana:5601"),  # typed without a scheme (`--kibana`)
     ("ops:hunter2@kibana/s?token=t0ken", "***@kibana/s?token=***"),
     ("/var/lib/finsent#", "/var/lib/finsent#"),  # nothing to mask: not rebuilt as a URL
+    ("ht tp://news.example/feed?apikey=S3CRET#top", "ht tp://news.example/feed?apikey=***#top"),  # no scheme urlsplit takes
+    ("feed_rss://u:pw@news.example/feed?apikey=S3CRET", "feed_rss://***@news.example/feed?apikey=***"),
+    ("http://u:hunter2@[::1/feed?token=S3CRET", "http://***@[::1/feed?token=***"),  # not even a URL
 ])
 def test_without_credentials_masks_a_urls_user_part_and_credential_parameters(url, shown):
     from finsent.settings import without_credentials
