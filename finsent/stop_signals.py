@@ -114,15 +114,22 @@ async def in_daemon_thread(call: Callable[[], T]) -> T:
     return await future
 
 
-def install_stop_handlers(stop: asyncio.Event, recorded: StopSignals | None = None) -> None:
+def install_stop_handlers(stop: asyncio.Event, recorded: StopSignals | None = None, *,
+                          second_ends: bool = False) -> None:
     """SIGINT and SIGTERM set ``stop`` from now on; so does one that ``recorded`` (the command's handler until the
     event loop ran) received already. A signal the loop handles is added to ``recorded.received`` too, so a
-    one-shot command can say which one stopped it and exit with its number (:func:`stopped_status`)."""
+    one-shot command can say which one stopped it and exit with its number (:func:`stopped_status`). With
+    ``second_ends`` (one-shot commands, as :class:`StopSignals` does), the first signal gives the signals back to
+    their default action, so a second one ends the process at once: a poll stuck on a slow feed or a Kafka gone
+    would otherwise hold it until SIGKILL."""
     loop = asyncio.get_running_loop()
 
     def stop_by(signum: int) -> None:
         if recorded is not None:
             recorded.received.append(signum)
+        if second_ends:
+            for sig in STOP:
+                loop.remove_signal_handler(sig)
         stop.set()
 
     for sig in STOP:

@@ -94,7 +94,7 @@ def _run_sources(settings: Settings, make_sources, *, once: bool, metrics_port: 
         sources = make_sources(http)
         try:
             stop = asyncio.Event()
-            install_stop_handlers(stop, signals)  # and a stop that came after the start, before them
+            install_stop_handlers(stop, signals, second_ends=once)  # and a stop that came after the start
             if once:
                 done = await poll_once(sources, pipeline,
                                        lambda source, why: typer.echo(f"{source.name}: {why}", err=True), stop)
@@ -264,7 +264,7 @@ def file_(ctx: typer.Context, path: Annotated[Path, typer.Argument(exists=True, 
 
     async def main():
         stop = asyncio.Event()
-        install_stop_handlers(stop, signals)
+        install_stop_handlers(stop, signals, second_ends=True)
         return await replay(path, pipeline, rate=rate, speed=speed, fmt=fmt, source=source, stop=stop)
 
     try:
