@@ -44,7 +44,9 @@ class Settings(BaseSettings):
 
     # --- where things live -------------------------------------------------------------
     state_dir: Path = Field(Path(".finsent"), description="Data, logs and pid files of local services and processes")
-    cache_dir: Path = Field(default_factory=_default_cache_dir, description="Maven repository and unpacked servers")
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="Maven repository, unpacked servers, and the "
+                            "local Elasticsearch's password (credentials/: removing it while the node runs makes every "
+                            "client get 401 until `finsent services down` and `up`)")
     model_dir: Path | None = Field(None, description="Model registry folder (default: <state_dir>/models)")
 
     # --- Kafka --------------------------------------------------------------------------

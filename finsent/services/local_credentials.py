@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import bcrypt
 
+from finsent.services.process import ServiceError
+
 USER = "finsent"
 ROLE = "superuser"  # finsent creates and deletes indices and templates, and tests set cluster settings
 
@@ -53,7 +55,10 @@ def ensure_password(cache_dir: Path, port: int) -> str:
             pass
     finally:
         os.unlink(temporary)
-    return read_password(cache_dir, port) or password
+    if (kept := read_password(cache_dir, port)) is None:  # there, but empty or not ours to read
+        raise ServiceError(f"{path} holds no password this user can read: the local Elasticsearch would take one no "
+                           "client knows. Fix its owner, or remove it (a new password is made at the next start)")
+    return kept
 
 
 def realm_files(password: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from finsent import clients
 from finsent.services import local_credentials
+from finsent.services.process import ServiceError
 from finsent.settings import Settings
 
 
@@ -29,6 +30,15 @@ def test_a_port_keeps_its_password_private_and_for_good(tmp_path: Path):
 
 def test_no_password_where_no_server_was_started(tmp_path: Path):
     assert local_credentials.read_password(tmp_path, 9200) is None
+
+
+def test_a_kept_password_that_cannot_be_read_stops_the_start_instead_of_making_one_no_client_knows(tmp_path: Path):
+    path = local_credentials.password_path(tmp_path, 9200)
+    path.parent.mkdir(parents=True)
+    path.write_text("")  # emptied (or another user's): a new password went to the node, and clients read none
+    with pytest.raises(ServiceError, match="holds no password this user can read"):
+        local_credentials.ensure_password(tmp_path, 9200)
+    assert path.read_text() == ""  # left for the user to look at
 
 
 def test_the_realm_files_hold_the_user_with_the_password_hashed(tmp_path: Path):
