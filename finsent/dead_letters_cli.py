@@ -243,7 +243,8 @@ def _connect(settings: Settings, signals: Any, dry_run: bool, reader: DeadLetter
         stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was replayed",
                                code=stopped_status(signals))
     except Exception as exc:  # noqa: BLE001 - no broker, no topic, bad credentials: one line, not a traceback
-        fail(f"cannot read {reader.topic} at {settings.kafka_bootstrap}: {clients.error_text(exc)}")
+        fail(f"cannot connect to Kafka at {settings.kafka_bootstrap} to read {reader.topic}"
+             f"{'' if dry_run else ' and send its letters'}: {clients.error_text(exc)}")
     return producer
 
 

@@ -3,6 +3,7 @@ champion: the ONNX export the workers need, built before it; the control message
 what a stop (SIGTERM, Ctrl-C) between the steps leaves and says. Before the move a stop changes nothing; after it the
 command ends at once with a line that names the new champion and the command that tells the workers (a worker that
 has the move ignores it when told again). Either way the exit status is 128 + the signal's number.
+``calibrate --promote`` uses the last step only: its copy carries the source version's export.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import typer
 
-from finsent.cli_support import fail, settings_of
+from finsent.cli_support import fail, settings_of, stopped_before_the_end
 from finsent.settings import Settings
 from model import champion_moves as moves
 from model.data import SPLIT_FRACTION, SPLIT_SEED
@@ -347,9 +347,9 @@ def promote(
 ) -> None:
     """Make VERSION the champion (atomically) and tell running workers (for the champion itself: tell them again).
 
-    SIGTERM or Ctrl-C before the move changes nothing; after it, while the workers are being told, it ends the
-    command with a line that says the champion moved and how to tell them. Either exits 128 + the signal's number
-    (143, 130)."""
+    SIGTERM or Ctrl-C before the move changes nothing; after it, while the earlier champion's ONNX export is built
+    (onnx-int8; it is normally there still) or the workers are being told, it ends the command with a line that says
+    the champion moved and how to tell them. Either exits 128 + the signal's number (143, 130)."""
     from model.onnx_runtime import ExportStopped
     from model.registry import RegistryError
 
@@ -382,9 +382,9 @@ def rollback(
 ) -> None:
     """Make the previous champion the champion again.
 
-    SIGTERM or Ctrl-C before the move changes nothing; after it, while the workers are being told, it ends the
-    command with a line that says the champion moved and how to tell them. Either exits 128 + the signal's number
-    (143, 130)."""
+    SIGTERM or Ctrl-C before the move changes nothing; after it, while the earlier champion's ONNX export is built
+    (onnx-int8; it is normally there still) or the workers are being told, it ends the command with a line that says
+    the champion moved and how to tell them. Either exits 128 + the signal's number (143, 130)."""
     from model.onnx_runtime import ExportStopped
     from model.registry import RegistryError
 
@@ -402,8 +402,11 @@ def rollback(
     typer.echo(f"champion is now {version}")
     try:  # the earlier champion was served before, so its export is normally there still
         moves.export_for_workers(settings, registry.path(version), signals)
-    except ExportStopped:
-        moves.untold(settings, version, previous, signals)
+    except ExportStopped:  # after the move: the target is known only once it is made
+        told = ("running workers were not told: `finsent model promote {v}` builds it and tells them" if notify
+                else "each worker builds it as it loads the model").format(v=version)
+        stopped_before_the_end(signals, f"the champion is now {version} (was {previous or 'none'}), but its ONNX "
+                                        f"export was stopped before it was built; {told}")
     except Exception as exc:
         typer.echo(f"warning: the ONNX export of {version} failed ({exc}); each worker tries again", err=True)
     if notify:

@@ -69,6 +69,10 @@ def check(
             report = run_check(rctx, should_stop=stopped)
         except CheckStopped as exc:
             stopped_before_the_end(signals, f"{exc}: nothing was recorded or published; run it again")
+        if then_retrain and report.drift_detected and stopped():  # recorded and published; no retrain begun
+            typer.echo(report.summary())
+            stopped_before_the_end(signals, "drift found, recorded and published; the retrain was not started: run "
+                                            "`finsent retrain run`")
         outcome = run_retrain(rctx, trigger="drift", drift_detected=True, should_stop=stopped) \
             if then_retrain and report.drift_detected else None
     if as_json:

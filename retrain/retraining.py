@@ -210,7 +210,9 @@ def _run(ctx: Context, *, trigger: str, drift_detected: bool, started: float,
     fresh, unresolved = ctx.fresh_labels(meta)
     go, why = gate(fresh)
     stored: list[StoredLabel] = []
-    if go:  # once more, from the one read the training takes its earlier labels from too (Context.earlier_labels)
+    # Once more, from the one read the training takes its earlier labels from too (Context.earlier_labels); not after
+    # a stop, which the training's first check then ends without that scan of every label.
+    if go and not (should_stop is not None and should_stop()):
         stored = ctx.all_labels()
         fresh, unresolved = ctx.fresh_labels(meta, stored)
         go, why = gate(fresh)
@@ -235,9 +237,11 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
                       unresolved: int, seen: LabelsSeen, *, trigger: str, started: float,
                       should_stop: Callable[[], bool] | None) -> Outcome:
     from model.data import Example
-    from model.training import train
+    from model.training import TrainingStopped, train
 
     s = ctx.settings
+    if should_stop is not None and should_stop():  # before the rows, the golden set and the model are loaded
+        raise TrainingStopped("stopped before training began")
     fresh_train, fresh_held = split_holdout(fresh, s.retrain_holdout_fraction)
     rows = goldenmod.load_rows(goldenmod.data_paths(s))
     golden = goldenmod.ensure_golden(s, rows, registry=ctx.registry)

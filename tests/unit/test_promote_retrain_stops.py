@@ -146,6 +146,32 @@ def test_a_promote_stopped_while_the_onnx_export_is_built_changes_nothing(regist
             f"changed: the champion is still {newer}") in result.stderr
 
 
+@pytest.mark.parametrize("notify", [True, False])
+def test_a_rollback_stopped_while_the_onnx_export_is_built_says_the_champion_moved(registry, env, monkeypatch,
+                                                                                   notify):
+    # The rollback's target is known once the pointer moved, so its export is built after: the line said "was not
+    # confirmed sent" (no message was tried) and, with --no-notify, told the user to tell the workers.
+    from model.onnx_runtime import ExportStopped
+
+    registry, older, newer = registry
+
+    def export_apart(folder, *, should_stop, **kwargs):
+        _sigterm()
+        assert should_stop(), "the export was not asked to stop"
+        raise ExportStopped(f"the export of {folder} asked to stop: killed after 0.1 s")
+
+    monkeypatch.setattr("model.onnx_runtime.export_apart", export_apart)
+    monkeypatch.setattr("stream.control.publish", lambda *_: pytest.fail("workers told after the stop"))
+    command = ["model", "rollback"] + ([] if notify else ["--no-notify"])
+    result = CliRunner().invoke(app, command, env=env | {"FINSENT_MODEL_QUANTIZE": "onnx-int8"})
+    assert result.exit_code == STOPPED, result.output
+    assert registry.champion() == older
+    assert (f"finsent: stopped by SIGTERM: the champion is now {older} (was {newer}), but its ONNX export was stopped "
+            "before it was built; ") in result.stderr
+    assert "not confirmed sent" not in result.stderr
+    assert (f"`finsent model promote {older}` builds it and tells them" in result.stderr) is notify
+
+
 # --- finsent retrain run, retrain check -----------------------------------------------------------------------------
 
 class Producer:
@@ -184,6 +210,30 @@ def test_a_retrain_stopped_while_it_trains_registers_nothing_and_keeps_the_champ
             "retrain is no attempt: run the command again to retrain)") in result.stderr
     assert [p.name for p in ctx.registry.versions_dir.iterdir()] == [champion] and ctx.registry.champion() == champion
     assert audits.docs[-1]["decision"] == "stopped"
+
+
+def test_a_retrain_stopped_while_it_reads_the_labels_loads_nothing_more_and_trains_nothing(tmp_path, env,
+                                                                                            monkeypatch):
+    # It went on to read every label, load the training rows and the golden set, and load the model, to stop at
+    # step 0 of the training.
+    from retrain import golden as goldenmod
+
+    ctx, audits, champion = _retrain_to_judge(tmp_path, monkeypatch, lambda version: pytest.fail("judged"))
+    fresh_labels = ctx.fresh_labels
+
+    def stopped_while_read(*args, **kwargs):
+        _sigterm()
+        return fresh_labels(*args, **kwargs)
+
+    monkeypatch.setattr(ctx, "fresh_labels", stopped_while_read)
+    monkeypatch.setattr(ctx, "all_labels", lambda: pytest.fail("every label read after the stop"))
+    monkeypatch.setattr(goldenmod, "load_rows", lambda paths: pytest.fail("training rows loaded after the stop"))
+    monkeypatch.setattr("model.training.train", lambda *a, **kw: pytest.fail("trained after the stop"))
+    _opened(ctx, monkeypatch)
+    result = CliRunner().invoke(app, ["retrain", "run"], env=env)
+    assert result.exit_code == STOPPED, result.output
+    assert "stopped: stopped before training began" in result.stdout
+    assert audits.docs[-1]["decision"] == "stopped" and ctx.registry.champion() == champion
 
 
 class StoppedAtBatch(_BatchedScorer):
