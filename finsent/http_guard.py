@@ -32,8 +32,9 @@ A stop waits ``SHUTDOWN_TIMEOUT`` for the requests under way, not aiohttp's 60 s
 No deadline nor the cap is an aiohttp setting, and aiohttp has no hook for them (its ``keepalive_timeout`` also
 bounds an idle connection between requests, and counts from the previous answer, not from the request's first
 byte), so :class:`_Connection` is a narrow subclass of aiohttp's protocol, ``RequestHandler`` (pinned in
-constraints.txt; ``tests/unit/test_http_guard.py`` runs it against real sockets). The count and the log lines are
-plain logic (:class:`ClientConnections`).
+constraints.txt; ``tests/unit/test_http_guard.py`` runs it against real sockets). The cap, the deadlines, the count
+and the log lines are plain logic (:class:`ClientConnections`), shared with :mod:`finsent.metrics_server`, as is the
+reset (:func:`reset_on_close`).
 """
 
 from __future__ import annotations
@@ -84,12 +85,17 @@ class GuardMetrics:
 
 
 class ClientConnections:
-    """Open connections per client, the refusals over the cap and the late headers, logged at most once per
+    """A server's connection limits: the cap on each client's open connections (``max_per_client``, 0: none) and the
+    deadlines for a request's headers (``header_timeout``) and for taking an answer (``answer_timeout``), in seconds;
+    the open connections per client; and what the guard turned away: refusals over the cap, late headers, answers
+    not taken and malformed requests (answered 400), each counted in ``metrics`` and logged at most once per
     ``report_every`` seconds per client and kind with the count since the previous line. Pure apart from logging."""
 
-    def __init__(self, max_per_client: int, header_timeout: float, *, metrics: GuardMetrics | None = None,
-                 report_every: float = REPORT_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_per_client, self.header_timeout, self.metrics = max_per_client, header_timeout, metrics
+    def __init__(self, max_per_client: int, header_timeout: float, answer_timeout: float, *,
+                 metrics: GuardMetrics | None = None, report_every: float = REPORT_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_per_client, self.metrics = max_per_client, metrics
+        self.header_timeout, self.answer_timeout = header_timeout, answer_timeout
         self.report_every, self.clock = report_every, clock
         self.open: dict[str, int] = {}
         self.refused = 0  # since the start, every client
@@ -121,13 +127,13 @@ class ClientConnections:
                      "closed %d connection(s) from %s that did not send a request's headers within %g s "
                      "(FINSENT_HTTP_HEADER_TIMEOUT; one line a minute per client)", self.header_timeout)
 
-    def answer_late(self, client: str, timeout: float) -> None:
-        """A connection reset because its client did not take the answer within ``timeout`` seconds."""
+    def answer_late(self, client: str) -> None:
+        """A connection reset because its client did not take the answer within ``answer_timeout`` seconds."""
         if self.metrics is not None:
             self.metrics.late_answers.inc()
         self._report("answer", client, logging.INFO,
                      "closed %d connection(s) from %s that did not take their answer within %g s "
-                     "(FINSENT_HTTP_BODY_TIMEOUT; one line a minute per client)", timeout)
+                     "(FINSENT_HTTP_BODY_TIMEOUT; one line a minute per client)", self.answer_timeout)
 
     def malformed(self, client: str) -> None:
         if self.metrics is not None:
@@ -147,6 +153,12 @@ class ClientConnections:
             self._unreported.popitem(last=False)
 
 
+def reset_on_close(sock: socket.socket) -> None:
+    """Make ``sock``'s close a reset (``SO_LINGER`` on, 0 s): the kernel drops what is unsent instead of going on
+    offering it to a client that takes none."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 class _Connection(RequestHandler):
     """aiohttp's protocol for one connection, plus the cap and the header and answer deadlines. It reads two private
     attributes of aiohttp 3.14's RequestHandler: ``_request_count`` (requests whose headers were parsed) and
@@ -157,12 +169,11 @@ class _Connection(RequestHandler):
     before the close is through. ``test_a_client_that_never_takes_a_large_answer_is_reset_logged_once_and_counted``
     and ``test_the_unsent_rest_of_a_finished_answer_does_not_hold_the_connection_it_closes`` fail if that changes."""
 
-    __slots__ = ("_clients", "_client", "_header_timer", "_answer_timeout", "_writes_to", "_answer_timer")
+    __slots__ = ("_clients", "_client", "_header_timer", "_writes_to", "_answer_timer")
 
-    def __init__(self, manager: web.Server, clients: ClientConnections, answer_timeout: float,
-                 **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, clients: ClientConnections, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
-        self._clients, self._answer_timeout = clients, answer_timeout
+        self._clients = clients
         self._client: str | None = None  # set once admitted
         self._header_timer: asyncio.TimerHandle | None = None
         # aiohttp forgets its transport when it closes it, and a close waits for the unsent bytes: kept until lost
@@ -197,7 +208,7 @@ class _Connection(RequestHandler):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._client is not None:
-            self._answer_timer = self._loop.call_later(self._answer_timeout, self._answer_late)
+            self._answer_timer = self._loop.call_later(self._clients.answer_timeout, self._answer_late)
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -247,23 +258,23 @@ class _Connection(RequestHandler):
         # Reset, not closed: a close waits for asyncio's buffer to empty, and the kernel would go on offering its own.
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            reset_on_close(sock)
         transport.abort()  # connection_lost follows: the handler's drain returns, and the client's count is released
         if self._client is not None:
-            self._clients.answer_late(self._client, self._answer_timeout)
+            self._clients.answer_late(self._client)
 
 
 class _Server(web.Server):
     """aiohttp's Server making :class:`_Connection` protocols: ``Server.__call__`` builds ``RequestHandler`` by
     name, with the keyword arguments the runner gathered (``_kwargs``), and offers no setting for the class."""
 
-    def __init__(self, made: web.Server, clients: ClientConnections, answer_timeout: float) -> None:
+    def __init__(self, made: web.Server, clients: ClientConnections) -> None:
         super().__init__(made.request_handler, request_factory=made.request_factory,
                          handler_cancellation=made.handler_cancellation, **made._kwargs)
-        self.clients, self.answer_timeout = clients, answer_timeout
+        self.clients = clients
 
     def __call__(self) -> RequestHandler:
-        return _Connection(self, self.clients, self.answer_timeout, loop=self._loop, **self._kwargs)
+        return _Connection(self, self.clients, loop=self._loop, **self._kwargs)
 
 
 class GuardedRunner(web.AppRunner):
@@ -276,12 +287,11 @@ class GuardedRunner(web.AppRunner):
         kwargs.setdefault("shutdown_timeout", SHUTDOWN_TIMEOUT)
         super().__init__(app, **kwargs)
         self.clients = ClientConnections(settings.http_max_connections_per_client, settings.http_header_timeout,
-                                         metrics=metrics)
-        self.answer_timeout = settings.http_body_timeout
+                                         settings.http_body_timeout, metrics=metrics)
 
     async def _make_server(self) -> web.Server:
         # AppRunner's private hook (aiohttp 3.14), the one place that builds the Server: there is no public setting.
-        return _Server(await super()._make_server(), self.clients, self.answer_timeout)
+        return _Server(await super()._make_server(), self.clients)
 
 
 async def serve(app: web.Application, host: str, port: int, settings: Settings, stop: asyncio.Event, *,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import socket
-import struct
 import threading
 import time
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -30,7 +29,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from finsent import allowed_hosts
-from finsent.http_guard import ClientConnections
+from finsent.http_guard import ClientConnections, reset_on_close
 from finsent.rate_limit import client_key
 from finsent.settings import Settings
 
@@ -100,7 +99,8 @@ class _Handler(WSGIRequestHandler):
         self.rfile.close()  # the socket's own reader, replaced: an open one would keep the socket from closing
         self._reader = _Deadline(self.connection, time.monotonic() + self.server.clients.header_timeout)
         self.rfile = io.BufferedReader(self._reader)
-        self.wfile = self._writer = _Writes(self.connection, self.server.answer_timeout)  # socketserver's: no limit
+        # socketserver's writer has no limit
+        self.wfile = self._writer = _Writes(self.connection, self.server.clients.answer_timeout)
 
     def parse_request(self) -> bool:
         parsed = super().parse_request()
@@ -123,8 +123,7 @@ class _Handler(WSGIRequestHandler):
                 raise
             # the client left mid-headers: nothing to answer, nothing to report
         if self._writer.late:
-            # Reset, not closed: a close would leave the kernel trying to deliver the rest to a client that takes none.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            reset_on_close(self.connection)
             self.server.answer_late(self.client_address)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
@@ -136,10 +135,9 @@ class _MetricsServer(ThreadingWSGIServer):
     (the accepting thread), released in ``shutdown_request``, which socketserver calls once for every connection
     however it ends (refused, answered, failed, or its thread not started)."""
 
-    def __init__(self, address: tuple[str, int], family: socket.AddressFamily, clients: ClientConnections,
-                 answer_timeout: float) -> None:
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily, clients: ClientConnections) -> None:
         self.address_family = family  # IPv6 binds too
-        self.clients, self.answer_timeout = clients, answer_timeout
+        self.clients = clients
         self._lock = threading.Lock()  # ClientConnections is plain logic: the accepting and handler threads share it
         self._admitted: dict[socket.socket, str] = {}
         super().__init__(address, _Handler)
@@ -167,7 +165,7 @@ class _MetricsServer(ThreadingWSGIServer):
 
     def answer_late(self, client_address) -> None:
         with self._lock:
-            self.clients.answer_late(client_key(client_address[0]), self.answer_timeout)
+            self.clients.answer_late(client_key(client_address[0]))
 
 
 def serve_metrics(registry: CollectorRegistry, port: int, settings: Settings) -> WSGIServer:
@@ -175,8 +173,9 @@ def serve_metrics(registry: CollectorRegistry, port: int, settings: Settings) ->
     the address cannot be bound. The server is returned for its port and for tests to shut it down."""
     host = settings.metrics_host
     family, *_, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    clients = ClientConnections(settings.http_max_connections_per_client, settings.http_header_timeout)
-    server = _MetricsServer((sockaddr[0], port), family, clients, settings.http_body_timeout)
+    clients = ClientConnections(settings.http_max_connections_per_client, settings.http_header_timeout,
+                                settings.http_body_timeout)
+    server = _MetricsServer((sockaddr[0], port), family, clients)
     server.set_app(allowed_hosts.wsgi(make_wsgi_app(registry), allowed_hosts.AllowedHosts.of(settings, host)))
     threading.Thread(target=server.serve_forever, name=f"metrics-{server.server_port}", daemon=True).start()
     return server

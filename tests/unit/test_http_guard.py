@@ -215,7 +215,7 @@ def test_the_guards_stop_fits_in_docker_composes_grace_period() -> None:
 
 def test_connections_are_counted_per_client_and_refusals_reported_once_a_minute_and_counted(caplog) -> None:
     now, registry = [0.0], CollectorRegistry()
-    clients = ClientConnections(2, 10.0, metrics=http_guard.GuardMetrics(registry, "push"), clock=lambda: now[0])
+    clients = ClientConnections(2, 10.0, 60.0, metrics=http_guard.GuardMetrics(registry, "push"), clock=lambda: now[0])
     caplog.set_level(logging.INFO, "finsent.http_guard")
     assert clients.admit("10.0.0.1") and clients.admit("10.0.0.1") and clients.admit("10.0.0.2")
     assert [clients.admit("10.0.0.1") for _ in range(4)] == [False] * 4
@@ -231,9 +231,10 @@ def test_connections_are_counted_per_client_and_refusals_reported_once_a_minute_
     assert {name: registry.get_sample_value(f"finsent_http_{name}_total", {"server": "push"})
             for name in ("connections_refused", "late_headers", "malformed_requests")} == {
         "connections_refused": 5, "late_headers": 1, "malformed_requests": 1}
-    clients.answer_late("10.0.0.2", 60.0)
+    clients.answer_late("10.0.0.2")
     assert registry.get_sample_value("finsent_http_late_answers_total", {"server": "push"}) == 1
-    unlimited = ClientConnections(0, 10.0)
+    assert "did not take their answer within 60 s" in caplog.records[-1].getMessage()
+    unlimited = ClientConnections(0, 10.0, 60.0)
     assert all(unlimited.admit("10.0.0.1") for _ in range(1000))
 
 
@@ -425,7 +426,7 @@ async def test_the_stream_workers_web_server_closes_late_headers_and_caps_a_clie
     assert b'finsent_http_late_headers_total{server="worker"} 1.0' in page
     assert b'finsent_http_connections_refused_total{server="worker"} 1.0' in page
     assert b'finsent_http_late_answers_total{server="worker"} 0.0' in page
-    assert app.web._runner.answer_timeout == settings.http_body_timeout
+    assert app.web._runner.clients.answer_timeout == settings.http_body_timeout
 
 
 def test_dashboards_serve_closes_late_headers_and_stops_on_sigterm(tmp_path) -> None:
