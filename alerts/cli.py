@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from finsent.cli_support import fail, settings_of, stopped_while_starting
+from finsent.cli_support import fail, settings_of, start_or_exit
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -84,7 +84,7 @@ def run(
     from alerts.service import AlertsConfigError, AlertService, consumer_group, outbox_path
     from finsent.metrics_server import serve_metrics
     from finsent.settings import without_credentials
-    from finsent.stop_signals import StopSignals, StoppedWhileStarting, start_unless_stopped
+    from finsent.stop_signals import StopSignals
 
     settings = settings_of(ctx)
     parsed = _load(rules, settings.windows)
@@ -96,14 +96,14 @@ def run(
     port = settings.alerts_metrics_port if metrics_port is None else metrics_port
     stop = threading.Event()
     signals = StopSignals(then=stop)
-    try:
-        start_unless_stopped(service.start, signals)
-    except StoppedWhileStarting:
-        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap} or Elasticsearch at "
-                               f"{without_credentials(settings.elasticsearch_url)}; nothing was consumed")
-    except Exception as exc:
+
+    def failed(exc: Exception) -> None:
         service.close()
         fail(f"cannot start the alert engine: {exc}")
+
+    start_or_exit(service.start, signals, f"still connecting to Kafka at {settings.kafka_bootstrap} or Elasticsearch "
+                                          f"at {without_credentials(settings.elasticsearch_url)}; nothing was consumed",
+                  one_shot=False, failed=failed)
     if port:  # after the start: `finsent up` reads a listening port as a started engine
         try:
             serve_metrics(registry, port, settings)

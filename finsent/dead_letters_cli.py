@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from finsent.cli_support import fail, settings_of, stopped_before_the_end
+from finsent.cli_support import fail, settings_of, stop_signals, stopped_before_the_end
 from finsent.dead_letters import (
     REPLAY, LetterFilter, ReplayPlanner, StoredLetter, Summary, replay_headers, verdict_counts)
 from finsent.settings import Settings
@@ -272,7 +272,6 @@ def replay(
     from finsent import clients
     from finsent.cli_tables import Column, print_table
     from finsent.schemas import utc_now
-    from finsent.stop_signals import StopSignals
 
     settings = settings_of(ctx)
     start, end = _moment("--since", since), _moment("--until", until) if until else None
@@ -280,8 +279,7 @@ def replay(
     planner = ReplayPlanner(_checks(settings))
     counts: Counter[str] = Counter()
     unreadable: list[str] = []
-    signals = StopSignals()  # the first stop ends the reading; a second one ends the process
-    ctx.call_on_close(signals.restore)
+    signals = stop_signals(ctx)  # the first stop ends the reading; a second one ends the process
     reader = DeadLetterReader(settings, start)
     producer = _connect(settings, signals, dry_run, reader)
     es = clients.elasticsearch(settings)

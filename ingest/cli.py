@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from finsent import clients
-from finsent.cli_support import fail, settings_of, stopped_before_the_end, stopped_while_starting
+from finsent.cli_support import fail, settings_of, start_or_exit, stopped_before_the_end
 from finsent.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Pull or receive documents into Kafka.")
@@ -42,7 +42,6 @@ def _start(settings: Settings, signals, *, one_shot: bool, **build):
     the command at once: with 0, or with a one-shot command's status (module docstring)."""
     from prometheus_client import CollectorRegistry
 
-    from finsent.stop_signals import StoppedWhileStarting, start_unless_stopped, stopped_status
     from ingest.pipeline import Pipeline
 
     registry = CollectorRegistry()
@@ -50,14 +49,14 @@ def _start(settings: Settings, signals, *, one_shot: bool, **build):
         pipeline = Pipeline.build(settings, registry, **build)
     except (OSError, ValueError) as exc:
         fail(f"cannot load the ticker dictionary: {exc}")
-    try:
-        start_unless_stopped(pipeline.start, signals)
-    except StoppedWhileStarting:  # the start goes on in a daemon thread: not closed under it
-        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was ingested",
-                               code=stopped_status(signals) if one_shot else 0)
-    except Exception as exc:  # no broker, bad credentials…: say so, do not dump a trace
+
+    def failed(exc: Exception) -> None:  # no broker, bad credentials…: say so, do not dump a trace
         pipeline.close()
         fail(f"cannot connect to Kafka at {settings.kafka_bootstrap}: {clients.error_text(exc)}")
+
+    # A stop while starting leaves the start going on in a daemon thread: the pipeline is not closed under it.
+    start_or_exit(pipeline.start, signals, f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was "
+                                           "ingested", one_shot=one_shot, failed=failed)
     return pipeline
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from finsent.cli_support import stopped_before_the_end
+from finsent.cli_support import start_or_exit, stopped_before_the_end
 from finsent.settings import Settings
 
 if TYPE_CHECKING:
@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from model.registry import Pointer, Registry
 
 
-def export_for_workers(settings: Settings, path: Path, signals: StopSignals) -> None:
-    """Workers that score in onnx-int8 load a model's ONNX export. Build it here, before they are told, as a
-    retrain does: otherwise each worker builds it in a one-off process of its own, torch and all
+def ensure_export(settings: Settings, path: Path, signals: StopSignals) -> None:
+    """Workers that score in onnx-int8 load a model's ONNX export. Build it here when it is missing, before they are
+    told, as a retrain does: otherwise each worker builds it in a one-off process of its own, torch and all
     (model.scorer_process). In a process of its own, which a stop kills (``ExportStopped``), partial files and all:
     in this one, ``torch.onnx.export`` cannot be cut short, and a SIGTERM left them in the model's cache."""
     from model.onnx_runtime import export_apart, export_missing
@@ -34,29 +34,14 @@ def export_for_workers(settings: Settings, path: Path, signals: StopSignals) -> 
     export_apart(path, should_stop=lambda: bool(signals.received))
 
 
-def stop_signals(ctx: typer.Context) -> StopSignals:
-    """SIGTERM and Ctrl-C recorded from now on, for a promote or rollback to act on between its steps; the first
-    puts the previous handlers back, so a second one ends the process at once."""
-    from finsent.stop_signals import StopSignals
-
-    signals = StopSignals()
-    ctx.call_on_close(signals.restore)
-    return signals
-
-
-def open_registry(settings: Settings, signals: StopSignals):
+def open_registry_or_exit(settings: Settings, signals: StopSignals) -> Registry:
     """The registry, its mirror checked (up to 5 s when Elasticsearch does not answer); a stop meanwhile ends the
     command with nothing changed."""
-    from finsent.cli_support import stopped_while_starting
     from finsent.settings import without_credentials
-    from finsent.stop_signals import StoppedWhileStarting, start_unless_stopped, stopped_status
-    from model.registry import open_registry as open_registry_of
+    from model.registry import open_registry
 
-    try:
-        return start_unless_stopped(lambda: open_registry_of(settings, mirror=True), signals)
-    except StoppedWhileStarting:
-        stopped_while_starting(f"still connecting to Elasticsearch at {without_credentials(settings.elasticsearch_url)}"
-                               "; nothing was changed", code=stopped_status(signals))
+    return start_or_exit(lambda: open_registry(settings, mirror=True), signals, "still connecting to Elasticsearch "
+                         f"at {without_credentials(settings.elasticsearch_url)}; nothing was changed")
 
 
 def unchanged(signals: StopSignals, what: str, champion: str | None) -> None:

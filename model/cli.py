@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import typer
 
-from finsent.cli_support import fail, settings_of, stopped_before_the_end
+from finsent.cli_support import fail, settings_of, stop_signals, stopped_before_the_end
 from finsent.settings import Settings
 from model import champion_moves as moves
 from model.data import SPLIT_FRACTION, SPLIT_SEED
@@ -207,7 +207,7 @@ def calibrate(
     version, calibration = register_calibrated(registry, scorer, registry.path(model), report.examples,
                                                [str(p) for p in data], bias=bias)
     if promote:
-        signals = moves.stop_signals(ctx)  # from here: a stop while the workers are told says the champion moved
+        signals = stop_signals(ctx)  # from here: a stop while the workers are told says the champion moved
         previous = moves.champion_of(registry)
         moved = registry.promote(version)
         moves.announce(settings, "promote", moved, registry.path(version), previous, signals)
@@ -354,12 +354,12 @@ def promote(
     from model.registry import RegistryError
 
     settings = settings_of(ctx)
-    signals = moves.stop_signals(ctx)
-    registry = moves.open_registry(settings, signals)
+    signals = stop_signals(ctx)
+    registry = moves.open_registry_or_exit(settings, signals)
     previous = moves.champion_of(registry)
     if registry.exists(version):
         try:
-            moves.export_for_workers(settings, registry.path(version), signals)
+            moves.ensure_export(settings, registry.path(version), signals)
         except ExportStopped:
             moves.unchanged(signals, f"{version} not promoted: stopped while its ONNX export was built", previous)
         except Exception as exc:  # the workers could not load it either
@@ -389,8 +389,8 @@ def rollback(
     from model.registry import RegistryError
 
     settings = settings_of(ctx)
-    signals = moves.stop_signals(ctx)
-    registry = moves.open_registry(settings, signals)
+    signals = stop_signals(ctx)
+    registry = moves.open_registry_or_exit(settings, signals)
     previous = moves.champion_of(registry)
     if signals.received:
         moves.unchanged(signals, "not rolled back", previous)
@@ -401,7 +401,7 @@ def rollback(
     version = moved.champion
     typer.echo(f"champion is now {version}")
     try:  # the earlier champion was served before, so its export is normally there still
-        moves.export_for_workers(settings, registry.path(version), signals)
+        moves.ensure_export(settings, registry.path(version), signals)
     except ExportStopped:  # after the move: the target is known only once it is made
         told = ("running workers were not told: `finsent model promote {v}` builds it and tells them" if notify
                 else "each worker builds it as it loads the model").format(v=version)

@@ -6,20 +6,9 @@ import json
 
 import typer
 
-from finsent.cli_support import fail, settings_of, stopped_before_the_end, stopped_while_starting
+from finsent.cli_support import fail, settings_of, start_or_exit, stop_signals, stopped_before_the_end
 
 app = typer.Typer(no_args_is_help=True, help="Drift checks, retraining and promotion.")
-
-
-def _stop_signals(ctx: typer.Context):
-    """SIGTERM and Ctrl-C recorded from now on: a one-shot check or retrain stops at its next step (a training
-    step, a scoring batch) as the scheduler's jobs do; the first puts the previous handlers back, so a second one
-    ends the process at once."""
-    from finsent.stop_signals import StopSignals
-
-    signals = StopSignals()
-    ctx.call_on_close(signals.restore)
-    return signals
 
 
 def _context(settings, signals, nothing: str):
@@ -27,17 +16,13 @@ def _context(settings, signals, nothing: str):
     ends the command at once, saying ``nothing`` was done, with 128 + the signal's number."""
     from finsent import clients
     from finsent.settings import without_credentials
-    from finsent.stop_signals import StoppedWhileStarting, start_unless_stopped, stopped_status
     from retrain.context import Context
 
-    try:
-        return start_unless_stopped(lambda: Context.open(settings), signals)
-    except StoppedWhileStarting:
-        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap} or Elasticsearch at "
-                               f"{without_credentials(settings.elasticsearch_url)}; {nothing}",
-                               code=stopped_status(signals))
-    except Exception as exc:
-        fail(f"could not connect to Kafka/Elasticsearch: {clients.error_text(exc)}")
+    return start_or_exit(lambda: Context.open(settings), signals,
+                         f"still connecting to Kafka at {settings.kafka_bootstrap} or Elasticsearch at "
+                         f"{without_credentials(settings.elasticsearch_url)}; {nothing}",
+                         failed=lambda exc: fail(f"could not connect to Kafka/Elasticsearch: "
+                                                 f"{clients.error_text(exc)}"))
 
 
 def _stopped_retrain(signals, outcome) -> None:
@@ -62,7 +47,7 @@ def check(
     from retrain.retraining import run_retrain
 
     settings = settings_of(ctx)
-    signals = _stop_signals(ctx)
+    signals = stop_signals(ctx)
     stopped = lambda: bool(signals.received)  # noqa: E731 - asked between steps
     with _context(settings, signals, "nothing was checked") as rctx:
         try:
@@ -110,7 +95,7 @@ def run(
     from retrain.retraining import run_retrain
 
     settings = settings_of(ctx)
-    signals = _stop_signals(ctx)
+    signals = stop_signals(ctx)
     with _context(settings, signals, "nothing was retrained") as rctx:
         outcome = run_retrain(rctx, trigger="manual" if force else "cron", should_stop=lambda: bool(signals.received))
     typer.echo(f"{outcome.decision}: {'; '.join(outcome.reasons)}")
@@ -144,7 +129,7 @@ def scheduler(
     """Run the drift-check / retrain schedule until interrupted (jobs persist in SQLite)."""
     from finsent.metrics_server import serve_metrics
     from finsent.settings import without_credentials
-    from finsent.stop_signals import StopSignals, StoppedWhileStarting, start_unless_stopped
+    from finsent.stop_signals import StopSignals
     from retrain.label_indexer import indexing_in_background
     from retrain.metrics import RetrainMetrics
     from retrain.scheduler import RetrainScheduler
@@ -155,13 +140,9 @@ def scheduler(
 
     sched = RetrainScheduler(settings, context_factory=lambda s: Context.open(s, metrics=metrics))
     signals = StopSignals()
-    try:
-        start_unless_stopped(sched.start, signals)
-    except StoppedWhileStarting:
-        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap} or Elasticsearch at "
-                               f"{without_credentials(settings.elasticsearch_url)}; no job ran")
-    except Exception as exc:
-        fail(f"could not start the scheduler: {exc}")
+    start_or_exit(sched.start, signals, f"still connecting to Kafka at {settings.kafka_bootstrap} or Elasticsearch at "
+                                        f"{without_credentials(settings.elasticsearch_url)}; no job ran",
+                  one_shot=False, failed=lambda exc: fail(f"could not start the scheduler: {exc}"))
     if settings.retrain_metrics_port:
         try:
             serve_metrics(metrics.registry, settings.retrain_metrics_port, settings)

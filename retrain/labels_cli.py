@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from finsent.cli_support import fail, settings_of, stopped_before_the_end, stopped_while_starting
+from finsent.cli_support import (fail, settings_of, start_or_exit, stop_signals, stopped_before_the_end,
+                                 stopped_while_starting)
 
 app = typer.Typer(no_args_is_help=True, help="Add and review labels.")
 
@@ -31,7 +32,6 @@ def add(
     signal's number (143, 130). Publishing the file again is harmless: a label's id is its document's and annotator's.
     """
     from finsent import clients
-    from finsent.stop_signals import StopSignals, StoppedWhileStarting, start_unless_stopped, stopped_status
     from retrain.label_intake import LabelInputError, LabelPublisher, build_records, read_csv
     from retrain.review import REVIEW_SOURCE
 
@@ -50,19 +50,21 @@ def add(
         fail("labels refused, nothing was published:\n  " + "\n  ".join(exc.problems))
     if not records:
         fail(f"{csv_file}: no labels in the file")
-    signals = StopSignals()  # the first stop ends the sending; a second one ends the process
-    ctx.call_on_close(signals.restore)
+    signals = stop_signals(ctx)  # the first stop ends the sending; a second one ends the process
     publisher = LabelPublisher(settings)
-    try:
-        start_unless_stopped(publisher.start, signals)
-        ids = publisher.publish(records, stopped=lambda: bool(signals.received))
-    except StoppedWhileStarting:  # the start goes on in a daemon thread: not closed under it
-        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was published",
-                               code=stopped_status(signals))
-    except Exception as exc:
+
+    def failed(exc: Exception) -> None:
         publisher.close()
         fail(f"could not publish to {settings.topic('labels')} at {settings.kafka_bootstrap}: "
              f"{clients.error_text(exc)}")
+
+    # A stop while starting leaves the start going on in a daemon thread: the publisher is not closed under it.
+    start_or_exit(publisher.start, signals, f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was "
+                                            "published", failed=failed)
+    try:
+        ids = publisher.publish(records, stopped=lambda: bool(signals.received))
+    except Exception as exc:
+        failed(exc)
     publisher.close()
     typer.echo(f"published {len(ids)} label(s) to {settings.topic('labels')}")
     if len(ids) < len(records):
@@ -111,21 +113,18 @@ def index(
     SIGTERM or Ctrl-C ends it after the batch under way, indexed and committed: exit 0, or with --once, whose topic
     is then not drained, 128 + the signal's number (143, 130); run it again to go on."""
     from finsent import clients
-    from finsent.stop_signals import StopSignals, StoppedWhileStarting, start_unless_stopped, stopped_status
     from retrain.label_indexer import LabelIndexer
 
     settings = settings_of(ctx)
     stop = threading.Event()
-    signals = StopSignals(then=stop)  # the first stop ends the loop; a second one ends the process
-    ctx.call_on_close(signals.restore)
+    signals = stop_signals(ctx, then=stop)  # the first stop ends the loop; a second one ends the process
     indexer = LabelIndexer(settings, refresh=once)
-    try:
-        start_unless_stopped(indexer.start, signals)
-    except StoppedWhileStarting:  # the start goes on in a daemon thread: not closed under it
-        stopped_while_starting(f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was indexed",
-                               code=stopped_status(signals) if once else 0)
-    except Exception as exc:  # no broker, bad credentials: one line, not a traceback
-        fail(f"cannot start the label indexer (Kafka at {settings.kafka_bootstrap}): {clients.error_text(exc)}")
+    # A stop while starting leaves the start going on in a daemon thread: the indexer is not closed under it. No
+    # broker, bad credentials: one line, not a traceback.
+    start_or_exit(indexer.start, signals, f"still connecting to Kafka at {settings.kafka_bootstrap}; nothing was "
+                                          "indexed", one_shot=once,
+                  failed=lambda exc: fail(f"cannot start the label indexer (Kafka at {settings.kafka_bootstrap}): "
+                                          f"{clients.error_text(exc)}"))
     try:
         if not once:
             indexer.run(stop)

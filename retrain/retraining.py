@@ -279,7 +279,7 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
         if decision.promote and export_missing(s.model_quantize, ctx.registry.path(challenger)):
             # Here, not in a one-off process beside every worker (model.scorer_process). A model that cannot be
             # exported is not promoted: the retrain fails.
-            export_for_workers(ctx.registry.path(challenger), should_stop, timeout=s.retrain_export_timeout_s)
+            export_challenger(ctx.registry.path(challenger), should_stop, timeout=s.retrain_export_timeout_s)
     except JudgingStopped as exc:  # as a stopped training: no attempt; the next drift check or cron run retrains
         outcome = Outcome("stopped", [str(exc)], champion_version=champion, challenger_version=challenger)
         discard_unjudged(ctx, outcome)
@@ -317,13 +317,15 @@ def _train_and_decide(ctx: Context, champion: str, fresh: list[ResolvedLabel], s
     return outcome
 
 
-def export_for_workers(folder: Path, should_stop: Callable[[], bool] | None, *, timeout: float | None = None) -> None:
-    """The ONNX export the workers load (:mod:`model.onnx_runtime`). A retrain that can be stopped (the scheduler's)
-    runs it in a process of its own, which a stop kills (:class:`JudgingStopped`): in this one it cannot be cut
-    short, and a stop would wait for it (seconds for MiniLM, longer for a larger model). It is killed too after
-    ``timeout`` seconds (FINSENT_RETRAIN_EXPORT_TIMEOUT_S): :class:`ExportTimedOut`, a failed retrain; a hung export
-    held the retrain lock until a stop. The commands (`finsent retrain run`, `check --retrain`) stop too, so they pay
-    the child's imports (about 8 s for MiniLM) as the scheduler does; a retrain nothing stops (``should_stop`` None)
+def export_challenger(folder: Path, should_stop: Callable[[], bool] | None, *,
+                      timeout: float | None = None) -> None:
+    """The challenger's ONNX export, which the workers load (:mod:`model.onnx_runtime`), built while it is judged: a
+    stop is :class:`JudgingStopped` (``champion_moves.ensure_export``, a promote's, lets ``ExportStopped`` through). A
+    retrain that can be stopped (the scheduler's) runs it in a process of its own, which a stop kills: in this one it
+    cannot be cut short, and a stop would wait for it (seconds for MiniLM, longer for a larger model). It is killed too
+    after ``timeout`` seconds (FINSENT_RETRAIN_EXPORT_TIMEOUT_S): :class:`ExportTimedOut`, a failed retrain; a hung
+    export held the retrain lock until a stop. The commands (`finsent retrain run`, `check --retrain`) stop too, so they
+    pay the child's imports (about 8 s for MiniLM) as the scheduler does; a retrain nothing stops (``should_stop`` None)
     exports here, where torch is loaded already."""
     from model.onnx_runtime import ExportStopped, ExportTimedOut, export_apart
 
