@@ -16,7 +16,6 @@ the run. Kafka and Elasticsearch are stand-ins; a closed Kafka port is tests/uni
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from types import SimpleNamespace
@@ -27,9 +26,9 @@ from typer.testing import CliRunner
 from finsent.cli import app
 from finsent.schemas import LabelRecord
 from model.registry import Registry
+from tests.unit.test_one_shot_stops import STOPPED, _sigterm
 from tests.unit.test_retrain_promotion import FRESH, NOW, _BatchedScorer, _retrain_to_judge, _version
 
-STOPPED = 128 + signal.SIGTERM
 
 
 class Killed(BaseException):
@@ -47,10 +46,6 @@ def killed_by_default():
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
-
-
-def _sigterm() -> None:
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @pytest.fixture
