@@ -17,7 +17,7 @@ from finsent.services import local_credentials, manager
 from finsent.services.process import ServiceError
 from tests.conftest import ROOT
 from tests.topic_reading import read_to_end
-from tests.waiting import wait_for
+from tests.waiting import process_gone, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -212,7 +212,7 @@ def test_up_status_down_cycle(private_settings):
         assert not es.indices.exists(index=refused.index("docs"))
 
     manager.down(private_settings, echo=lambda m: None)
-    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in family)
+    assert all(not p.is_running() or process_gone(p.pid) for p in family)
     assert manager.status_json(private_settings)["healthy"] is False
     # the shared servers were not touched
     assert manager.status_json(private_settings.model_copy(update={"state_dir": ROOT / ".finsent"}))

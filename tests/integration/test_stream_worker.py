@@ -40,8 +40,14 @@ pytestmark = pytest.mark.integration
 
 def scorer_pids(worker: Worker) -> list[int]:
     """The worker's scorer processes (FINSENT_WORKER_SCORER=process, the default)."""
-    return sorted(child.pid for child in psutil.Process(worker.proc.pid).children()
-                  if "spawn_main" in " ".join(child.cmdline()))  # not multiprocessing's resource tracker
+    pids = []
+    for child in psutil.Process(worker.proc.pid).children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):  # not multiprocessing's resource tracker
+                pids.append(child.pid)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue  # a short-lived child (an export, a library's helper) that ended before it was read: no scorer
+    return sorted(pids)
 
 
 def _start_of(iso: str, size: int) -> int:

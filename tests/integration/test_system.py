@@ -11,11 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from finsent import clients
 from tests.ports import free_port
+from tests.waiting import process_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -76,6 +76,5 @@ def test_up_runs_the_whole_system_and_down_stops_it(settings, model_registry, tm
     finally:
         down = subprocess.run([FINSENT, "down"], env=env, capture_output=True, text=True, timeout=300)
     assert down.returncode == 0, down.stderr
-    assert pids and not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-                            for pid in pids)
+    assert pids and all(process_gone(pid) for pid in pids)
     assert not any(row["healthy"] for row in _status(env).values() if row["kind"] == "process")
