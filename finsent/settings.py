@@ -124,7 +124,8 @@ class Settings(BaseSettings):
     # --- ingest (ingest/) ----------------------------------------------------------------
     push_token: SecretStr | None = Field(None, description="Shared bearer token of the HTTP push endpoint; it cannot "
                                          "write the sources of ingest's own feeds nor those of a sender's own token, "
-                                         "nor names of other than ASCII letters, digits, space and `-._:/@`")
+                                         "nor names that read as them (the same words, other separators), nor names "
+                                         "of other than ASCII letters, digits, space and `-._:/@`")
     push_tokens_file: Path | None = Field(None, description="File of `sender: token source…` lines: each sender's own "
                                           "push token and the source names (or prefixes ending in `*`) it may write")
     push_max_bytes: int = Field(1_000_000, ge=1024, description="Largest push request body")

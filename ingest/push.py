@@ -10,9 +10,10 @@
 - 400 with the field errors when no document of the body is usable (or the body is not JSON);
 - 401 without a valid token (compared in constant time); 403, nothing sent, when a document's ``source`` is not
   one the token may write (its id would be another source's, or, for the shared token, it has a character a
-  look-alike of another's name needs: ingest.push_tokens); 413 above ``push_max_bytes`` or
-  ``push_max_documents`` documents; 408 (and the connection closed) when the body is not all there
-  ``http_body_timeout`` seconds after it was first read (it holds one of the ``max_waiting`` slots meanwhile);
+  look-alike of another's name needs, or it reads as another's name with other separators: ingest.push_tokens);
+  413 above ``push_max_bytes`` or ``push_max_documents`` documents; 408 (and the connection closed) when the body
+  is not all there ``http_body_timeout`` seconds after it was first read (it holds one of the ``max_waiting`` slots
+  meanwhile);
 - 429 with Retry-After above ``push_rate_limit`` requests per second per client (finsent.rate_limit);
 - 503 with Retry-After when Kafka did not acknowledge (nothing was remembered, send again), or
   when ``max_waiting`` batches already wait for Kafka: during an outage each waits up to the

@@ -14,8 +14,11 @@ without case or width (NFKC, then casefold): an ``RSS:host`` or a fullwidth ``�
 id, but would pass for it on the dashboard. Nor may it write a source with a character outside :data:`SHARED_CHARS`
 (ASCII letters and digits, space, ``-._:/@``): a letter of another script can be drawn as a Latin one (a Cyrillic
 ``е`` in ``rеddit``, an all-Cyrillic ``арі:news``; a single script is no safeguard), and so can a semicolon for a
-colon. A sender that needs such a name gets a line of its own listing it. An RSS feed given a ``name`` of its own in
-sources.yml is not known here: list it in a sender's line to keep it from the shared token.
+colon. A sender that needs such a name gets a line of its own listing it. Within those characters a reader goes by a
+name's :func:`words`, not by what separates them: the shared token writes no name whose words are those of one it
+may not write, or begin with them and a separator (``reddit.``, ``:rss :news.example.com``, ``push.acme``,
+``reddit:wsb``). An RSS feed given a ``name`` of its own in sources.yml is not known here: list it in a sender's line
+to keep it from the shared token.
 
 A source name guards ids only: a URL or a text is one story whatever the source (ingest.dedup). So each sender's
 documents are deduplicated in a :attr:`Sender.scope` of their own, where they can make duplicates only of that
@@ -24,6 +27,7 @@ sender's documents, and a document without a ``source_id`` takes an id of its so
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -49,6 +53,10 @@ DEFAULT_SOURCE = "push"  # what a pushed document without a source gets (ingest.
 # letter of another script drawn like a Latin one (TR39's confusables need a table; a set this small needs none).
 # Look-alikes within ASCII (`1`/`l`, `rn`/`m`) remain (RELIABILITY.md).
 SHARED_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -._:/@")
+SEPARATORS = " -._:/@"  # what stands between the words of a name; which of them, or how many, a reader hardly sees
+_SEPARATOR_RUN = re.compile(r"[ \-._:/@]+")
+_WORDS_RULE = ("Names are compared by their words, whatever separates them (spaces and '-._:/@', one or several, "
+               "none at the ends), and one that begins with another's words and a separator reads as that one")
 _LINE = re.compile(r"([^\s:#]{1,128})\s*(?::\s*|\s+)(\S+)((?:\s+\S+)+)")
 
 
@@ -81,6 +89,34 @@ def matches(pattern: str, source: str) -> bool:
 def folded(name: str) -> str:
     """``name`` without case or width (NFKC, casefold, NFKC: Unicode's NFKC_Casefold, near enough)."""
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+def words(name: str) -> str:
+    """``name`` as a reader goes by it: folded, each run of separators one space, none at either end, so
+    ``:Reddit.`` is ``reddit``, and ``rss :x``, ``rss.x`` and ``rss:x`` are all ``rss x``."""
+    return _SEPARATOR_RUN.sub(" ", folded(name)).strip()
+
+
+@functools.cache  # of a pattern: ingest's own and the tokens file's, a bounded set
+def _pattern_words(pattern: str) -> tuple[str, bool]:
+    """The words of ``pattern``'s name, and whether a source's words must go on past them with a separator (a name,
+    or a prefix that ends with a separator: ``rss:*`` reads as ``rss news``, not as ``rss`` or ``rssfeed``)."""
+    stem = pattern.removesuffix(ANY)
+    return words(stem), not pattern.endswith(ANY) or stem.endswith(tuple(SEPARATORS))
+
+
+def reads_as(pattern: str, source: str, ours: str) -> bool:
+    """Whether ``source`` (folded; ``ours``, its :func:`words`) :func:`matches` ``pattern`` (folded), or would be read
+    as a source of it: its words are those of the pattern's name, or begin with them (``reddit.``, ``reddit:wsb``,
+    ``push.acme-eu``)."""
+    if matches(pattern, source):
+        return True
+    theirs, boundary = _pattern_words(pattern)
+    if not theirs:
+        return False
+    if not boundary:  # a prefix that ends inside a word: push:ac* is push:acme's
+        return ours.startswith(theirs)
+    return ours.startswith(theirs + " ") or (ours == theirs and not pattern.endswith(ANY))
 
 
 def _pattern_problem(pattern: str) -> str | None:
@@ -165,19 +201,30 @@ class PushAuth:
                     return (f"{item.where}: {shown} is not one that sender {sender.name!r} may write "
                             f"({', '.join(sender.sources)}; FINSENT_PUSH_TOKENS_FILE)")
                 continue
-            plain = folded(source)
-            if any(matches(p, plain) for p in FEED_SOURCES):  # written folded
-                return (f"{item.where}: the shared token (FINSENT_PUSH_TOKEN) cannot write {shown}, a name of "
-                        f"ingest's own sources ({', '.join(FEED_SOURCES)}): its documents would take their ids. "
-                        "A sender's token that lists it can (FINSENT_PUSH_TOKENS_FILE)")
-            if any(matches(p, plain) for p in self._claimed):
-                return (f"{item.where}: the shared token (FINSENT_PUSH_TOKEN) cannot write {shown}, a source a "
-                        "sender's own token has (FINSENT_PUSH_TOKENS_FILE): send that token")
-            if odd := next((ch for ch in source if ch not in SHARED_CHARS), None):
-                return (f"{item.where}: the shared token (FINSENT_PUSH_TOKEN) cannot write {shown}: its {_named(odd)} "
-                        "is not an ASCII letter, digit, space or one of '-._:/@', the characters it writes (a look-"
-                        "alike of another source's name would pass for it on the dashboard). A sender's token that "
-                        "lists it can (FINSENT_PUSH_TOKENS_FILE)")
+            if refused := self._shared_refusal(source, f"{item.where}: the shared token (FINSENT_PUSH_TOKEN) cannot "
+                                                       f"write {shown}"):
+                return refused
+        return None
+
+    def _shared_refusal(self, source: str, cannot: str) -> str | None:
+        """Why the shared token may not write ``source`` (``cannot`` begins the answer), or None."""
+        plain, ours = folded(source), words(source)
+        if feed := next((p for p in FEED_SOURCES if reads_as(p, plain, ours)), None):  # written folded
+            if matches(feed, plain):
+                return (f"{cannot}, a name of ingest's own sources ({', '.join(FEED_SOURCES)}): its documents would "
+                        "take their ids. A sender's token that lists it can (FINSENT_PUSH_TOKENS_FILE)")
+            return (f"{cannot}: it reads as {feed!r}, ingest's own ({', '.join(FEED_SOURCES)}), and its documents "
+                    f"would pass for theirs. {_WORDS_RULE}. A sender's token that lists it can "
+                    "(FINSENT_PUSH_TOKENS_FILE)")
+        if claimed := next((p for p in self._claimed if reads_as(p, plain, ours)), None):
+            if matches(claimed, plain):
+                return f"{cannot}, a source a sender's own token has (FINSENT_PUSH_TOKENS_FILE): send that token"
+            return (f"{cannot}: it reads as a source a sender's own token has (FINSENT_PUSH_TOKENS_FILE). "
+                    f"{_WORDS_RULE}. Send that token")
+        if odd := next((ch for ch in source if ch not in SHARED_CHARS), None):
+            return (f"{cannot}: its {_named(odd)} is not an ASCII letter, digit, space or one of '-._:/@', the "
+                    "characters it writes (a look-alike of another source's name would pass for it on the "
+                    "dashboard). A sender's token that lists it can (FINSENT_PUSH_TOKENS_FILE)")
         return None
 
 

@@ -116,6 +116,34 @@ def test_the_shared_token_writes_no_look_alike_of_another_script(source: str, od
         "can (FINSENT_PUSH_TOKENS_FILE)")
 
 
+@pytest.mark.parametrize("source, read_as", [
+    ("reddit.", "'reddit', ingest's own"), (":Reddit", "'reddit', ingest's own"),
+    ("reddit:wsb", "'reddit', ingest's own"), ("stocktwits:", "'stocktwits', ingest's own"),
+    ("replay/", "'replay', ingest's own"), ("rss :news.example.com", "'rss:*', ingest's own"),
+    (":rss:news.example.com", "'rss:*', ingest's own"), ("RSS.news.example.com", "'rss:*', ingest's own"),
+    ("rss  news.example.com", "'rss:*', ingest's own"), ("api :newsapi", "'api:*', ingest's own"),
+    ("Api/newsapi", "'api:*', ingest's own"),
+    ("push:acme.", "a source a sender's own token has"), ("push.acme", "a source a sender's own token has"),
+    ("push acme", "a source a sender's own token has"), ("push:acme:eu", "a source a sender's own token has"),
+    ("push:zed-eu", "a source a sender's own token has"), ("@push_zed", "a source a sender's own token has"),
+])
+def test_the_shared_token_writes_no_name_that_reads_as_one_it_may_not_write(source: str, read_as: str) -> None:
+    # Each was a 202 under an id and a dedup scope of its own, and showed on the dashboard and in Kibana as a source
+    # of Reddit's, a feed's, an API's or a sender's beside theirs: a reader goes by the words, not the separators.
+    auth = PushAuth(shared=SHARED.encode(), senders={"acme": (ACME.encode(), ("push:acme", "push:acme-*")),
+                                                     "zed": (BRIDGE.encode(), ("push:zed",))})
+    item = to_item({"text": "Acme files", "source": source}, default_source="push", where="documents[1]")
+    shown = " ".join(source.split())  # as the normaliser would store it
+    assert auth.refusal(Sender(None), [item]).startswith(
+        f"documents[1]: the shared token (FINSENT_PUSH_TOKEN) cannot write source {shown!r}: it reads as {read_as}")
+    # Names of other words stay the shared token's: a word that only begins like a protected name's, a feed prefix's
+    # word alone, and the name a document without a source gets.
+    for kept in ("redditor", "rss", "rss.", "rsshub:x", "apiary", "push:acmeco", "push:zedd", "push", "wire",
+                 "Desk FX/london@bank_2"):
+        assert auth.refusal(Sender(None), [to_item({"text": "Acme", "source": kept}, default_source="push",
+                                                         where="d")]) is None, kept
+
+
 def test_a_sender_s_names_are_judged_as_the_normaliser_stores_them(tmp_path) -> None:
     # What is checked is what the id is made of: clean_text's result, exact. A blank source takes no id (the
     # normaliser rejects it), and a missing one is "push", which the sender must have.
@@ -184,6 +212,23 @@ async def test_a_look_alike_source_is_refused_whole_and_a_sender_that_lists_it_w
         status, body = await push(client, ACME, {"text": "Acme beats", "source": "push:z\u00fcrich",
                                                  "source_id": "3"})
         assert status == 202 and [d.source for d in pipeline.sink.sent] == ["push:z\u00fcrich"]
+
+
+async def test_a_name_that_reads_as_a_feed_s_or_a_sender_s_is_refused_whole(tmp_path, pipeline: Pipeline) -> None:
+    # The probe: 'reddit.', 'rss :news.example.com' and 'push.acme' were accepted from the shared token (202), each
+    # indexed under that name beside the source it reads as.
+    async with serving(make_app(pipeline, settings(tmp_path))) as client:
+        for n, source in enumerate(("reddit.", "rss :news.example.com", "push.acme")):
+            documents = [{"text": "Acme beats", "source": "wire", "source_id": f"w{n}"},
+                         {"text": "Acme files for bankruptcy", "source": source, "source_id": str(n)}]
+            status, body = await push(client, SHARED, documents)
+            assert status == 403 and body["error"].startswith(
+                f"documents[1]: the shared token (FINSENT_PUSH_TOKEN) cannot write source {source!r}: it reads as")
+            assert "Names are compared by their words" in body["error"] and ACME not in body["error"]
+        assert pipeline.sink.sent == []
+        assert pipeline.metrics.value("finsent_ingest_errors_total", reason="forbidden_source") == 3
+        # The sender whose names they read as is not held to the rule: its own line says what it writes.
+        assert (await push(client, ACME, {"text": "Acme beats", "source": "push:acme-eu.", "source_id": "4"}))[0] == 202
 
 
 async def test_a_sender_s_token_writes_its_own_sources_only_and_refuses_the_batch_whole(tmp_path,
