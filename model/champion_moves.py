@@ -2,7 +2,9 @@
 champion: the ONNX export the workers need, built before it; the control message that tells them, sent after it; and
 what a stop (SIGTERM, Ctrl-C) between the steps leaves and says. Before the move a stop changes nothing; after it the
 command ends at once with a line that names the new champion and the command that tells the workers (a worker that
-has the move ignores it when told again). Either way the exit status is 128 + the signal's number.
+has the move ignores it when told again). Either way the exit status is 128 + the signal's number. Without a stop, a
+control message that Kafka does not take leaves the champion moved and the workers untold: a warning names the command
+that tells them, and the command exits ``WORKERS_NOT_TOLD``.
 ``calibrate --promote`` uses the last step only: its copy carries the source version's export.
 """
 
@@ -19,6 +21,11 @@ from finsent.settings import Settings
 if TYPE_CHECKING:
     from finsent.stop_signals import StopSignals
     from model.registry import Pointer, Registry
+
+# Exit status of a command that moved the champion but could not tell the running workers (Kafka away): not 0, so a
+# deploy script's `promote V && ...` does not go on as if they score with V; not 1, as the move stands. The same
+# status as `finsent retrain run`'s promotion that was not announced.
+WORKERS_NOT_TOLD = 4
 
 
 def ensure_export(settings: Settings, path: Path, signals: StopSignals) -> None:
@@ -50,11 +57,12 @@ def unchanged(signals: StopSignals, what: str, champion: str | None) -> None:
 
 
 def announce(settings: Settings, action: str, moved: Pointer, path: Path, previous: str | None,
-             signals: StopSignals) -> None:
+             signals: StopSignals) -> bool:
     """Tell running workers (finsent.control) to load the new champion, with the number of its move (a worker
-    ignores a move older than one it has); warn if Kafka is away. A stop while Kafka is still connecting (up to 30 s)
-    or the message is sent ends the command at once, with the pointer moved and a line that says so and how to tell
-    the workers: sent again, a move a worker has is ignored."""
+    ignores a move older than one it has). Whether Kafka took the message: when it did not, a warning says how to
+    tell the workers, and the caller ends with ``exit_if_untold``. A stop while Kafka is still connecting (up to
+    30 s) or the message is sent ends the command at once, with the pointer moved and a line that says so and how to
+    tell the workers: sent again, a move a worker has is ignored."""
     from finsent.schemas import ControlMessage, utc_now
     from finsent.stop_signals import StoppedWhileStarting, start_unless_stopped
     from stream.control import publish
@@ -69,6 +77,14 @@ def announce(settings: Settings, action: str, moved: Pointer, path: Path, previo
     except Exception as exc:
         typer.echo(f"warning: could not tell workers on {settings.topic('control')} ({exc}); "
                    f"they load the champion when they restart, or {again}", err=True)
+        return False
+    return True
+
+
+def exit_if_untold(told: bool) -> None:
+    """The end of a command whose champion moved: exit ``WORKERS_NOT_TOLD`` when the workers were not told."""
+    if not told:
+        raise typer.Exit(WORKERS_NOT_TOLD)
 
 
 def untold(settings: Settings, champion: str, previous: str | None, signals: StopSignals) -> None:

@@ -194,7 +194,8 @@ def calibrate(
 
     Training already calibrates on its validation split; this is for a model trained before that, or for
     rows closer to what it will score. The temperature changes no label; biases do (model/calibration.py).
-    The figures after, and the new version's validation figures, are measured on the fitting rows."""
+    The figures after, and the new version's validation figures, are measured on the fitting rows. With --promote,
+    exit status 4 when the new version became champion but the running workers were not told (Kafka away)."""
     from model.calibrated import register_calibrated
 
     if bias not in ("auto", "on", "off"):
@@ -206,14 +207,20 @@ def calibrate(
     had_bias = any(scorer.bias)
     version, calibration = register_calibrated(registry, scorer, registry.path(model), report.examples,
                                                [str(p) for p in data], bias=bias)
+    told = True
     if promote:
         signals = stop_signals(ctx)  # from here: a stop while the workers are told says the champion moved
         previous = moves.champion_of(registry)
         moved = registry.promote(version)
-        moves.announce(settings, "promote", moved, registry.path(version), previous, signals)
+        told = moves.announce(settings, "promote", moved, registry.path(version), previous, signals)
     if as_json:
         typer.echo(json.dumps({"version": version, "promoted": promote, "calibration": calibration}))
-        return
+    else:
+        _print_calibrated(version, calibration, had_bias=had_bias, promoted=promote)
+    moves.exit_if_untold(told)  # after the output: the new version is registered, and champion
+
+
+def _print_calibrated(version: str, calibration: dict[str, Any], *, had_bias: bool, promoted: bool) -> None:
     check = calibration["bias_check"]
     if calibration["bias"]:
         biases = ", ".join(f"{label} {value:+.2f}" for label, value in calibration["bias"].items() if value)
@@ -224,7 +231,7 @@ def calibrate(
                                      else "labels unchanged")
     typer.echo(f"temperature {calibration['temperature']:.3f} on {calibration['n']} rows: ECE "
                f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}; {said}")
-    if promote:
+    if promoted:
         typer.echo(f"promoted {version} to champion")
     typer.echo(version)
 
@@ -347,9 +354,11 @@ def promote(
 ) -> None:
     """Make VERSION the champion (atomically) and tell running workers (for the champion itself: tell them again).
 
-    SIGTERM or Ctrl-C before the move changes nothing; after it, while the earlier champion's ONNX export is built
-    (onnx-int8; it is normally there still) or the workers are being told, it ends the command with a line that says
-    the champion moved and how to tell them. Either exits 128 + the signal's number (143, 130)."""
+    Exit status: 0 done (with --no-notify: moved, no one told), 1 not moved, 4 moved but the workers were not told
+    (Kafka away; the warning names the command that tells them). SIGTERM or Ctrl-C before the move changes nothing;
+    after it, while the earlier champion's ONNX export is built (onnx-int8; it is normally there still) or the
+    workers are being told, it ends the command with a line that says the champion moved and how to tell them. Either
+    exits 128 + the signal's number (143, 130)."""
     from model.onnx_runtime import ExportStopped
     from model.registry import RegistryError
 
@@ -372,7 +381,7 @@ def promote(
         fail(str(exc))
     typer.echo(f"champion is now {version}")
     if notify:
-        moves.announce(settings, "promote", moved, registry.path(version), previous, signals)
+        moves.exit_if_untold(moves.announce(settings, "promote", moved, registry.path(version), previous, signals))
 
 
 @app.command()
@@ -382,9 +391,11 @@ def rollback(
 ) -> None:
     """Make the previous champion the champion again.
 
-    SIGTERM or Ctrl-C before the move changes nothing; after it, while the earlier champion's ONNX export is built
-    (onnx-int8; it is normally there still) or the workers are being told, it ends the command with a line that says
-    the champion moved and how to tell them. Either exits 128 + the signal's number (143, 130)."""
+    Exit status: 0 done (with --no-notify: moved, no one told), 1 not moved, 4 moved but the workers were not told
+    (Kafka away; the warning names the command that tells them). SIGTERM or Ctrl-C before the move changes nothing;
+    after it, while the earlier champion's ONNX export is built (onnx-int8; it is normally there still) or the
+    workers are being told, it ends the command with a line that says the champion moved and how to tell them. Either
+    exits 128 + the signal's number (143, 130)."""
     from model.onnx_runtime import ExportStopped
     from model.registry import RegistryError
 
@@ -410,7 +421,7 @@ def rollback(
     except Exception as exc:
         typer.echo(f"warning: the ONNX export of {version} failed ({exc}); each worker tries again", err=True)
     if notify:
-        moves.announce(settings, "rollback", moved, registry.path(version), previous, signals)
+        moves.exit_if_untold(moves.announce(settings, "rollback", moved, registry.path(version), previous, signals))
 
 
 @app.command()

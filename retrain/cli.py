@@ -116,9 +116,11 @@ def run(
 def run_exit_code(outcome) -> int:
     """1: failed or busy; 4: promoted, but the running workers were not told (scripts can tell that
     partial failure, which needs `finsent model promote`, from a failed retrain, which changed nothing)."""
+    from model.champion_moves import WORKERS_NOT_TOLD
+
     if outcome.decision in ("failed", "busy"):
         return 1
-    return 4 if outcome.workers_notified is False else 0
+    return WORKERS_NOT_TOLD if outcome.workers_notified is False else 0
 
 
 @app.command()

@@ -94,3 +94,34 @@ def test_a_temperature_alone_measures_the_confidences_again(model_registry) -> N
     # The fit's own figures after calibration are the scorer's on these rows (each text is one window).
     assert validation["ece"] == pytest.approx(calibration["ece_after"], abs=1e-5)
     assert validation["accuracy"] == pytest.approx(calibration["accuracy_after"])
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_calibrate_promote_whose_workers_kafka_cannot_reach_exits_4_after_its_output(model_registry, tmp_path,
+                                                                                       monkeypatch, as_json) -> None:
+    # The new version is the champion but the workers were not told: it exited 0, as a full success.
+    import csv
+    import json
+
+    from typer.testing import CliRunner
+
+    from finsent.cli import app
+
+    def away(settings, message):  # Kafka stands aside here; a closed port costs 30 s of bootstrap tries
+        raise ConnectionError("Kafka away")
+
+    monkeypatch.setattr("stream.control.publish", away)
+    data = tmp_path / "handmade.csv"
+    with data.open("w", newline="") as fh:
+        csv.writer(fh).writerows([("text", "label"), *ROWS])
+    env = {"FINSENT_MODEL_DIR": str(model_registry.root), "FINSENT_STATE_DIR": str(tmp_path / "state"),
+           "FINSENT_ELASTICSEARCH_URL": "http://127.0.0.1:9", "FINSENT_MODEL_THREADS": "1"}
+    before = model_registry.champion()
+    result = CliRunner().invoke(app, ["model", "calibrate", "--data", str(data), "--bias", "off", "--promote",
+                                      *(["--json"] if as_json else [])], env=env)
+    assert result.exit_code == 4, result.output
+    champion = model_registry.champion()
+    assert champion != before  # the move stands
+    said = json.loads(result.stdout)["version"] if as_json else result.stdout.splitlines()[-1]
+    assert said == champion  # the output is all there before the exit
+    assert f"`finsent model promote {champion}` tells them" in result.stderr

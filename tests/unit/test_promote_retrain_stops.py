@@ -6,8 +6,9 @@ no version registered and the champion as it was, as the scheduler's stop does; 
 scores records nothing; `labels index` ends after the batch under way, indexed and committed. Each one-shot command
 exits 128 + the signal's number (143). Before, SIGTERM killed each wherever it was, status 143 and no line: a promote's
 pointer moved with the workers never told and nothing said, a retrain's challenger stayed registered, undecided.
-Without a stop: a promote whose message Kafka does not take names the command that sends it again, and `labels index
---once` with Kafka away says so in one line (it ended in a traceback).
+Without a stop: a promote or rollback whose message Kafka does not take names the command that sends it again and
+exits 4 (it exited 0, as with --no-notify, which still does), and `labels index --once` with Kafka away says so in one
+line (it ended in a traceback).
 
 The signal is real, sent to this process. Until a command puts its handler in, a test handler stands in for the
 default action (the process ends where it is: :class:`Killed`), so that the old code fails a test rather than end
@@ -101,18 +102,35 @@ def test_a_move_stopped_while_the_workers_are_told_says_it_moved_and_how_to_tell
             f"restart; run `finsent model promote {older}` to tell them") in result.stderr
 
 
-def test_a_promote_whose_workers_kafka_cannot_reach_says_how_to_tell_them(registry, env, monkeypatch):
+@pytest.mark.parametrize("command", ["promote", "rollback"])
+def test_a_move_whose_workers_kafka_cannot_reach_exits_4_and_says_how_to_tell_them(registry, env, monkeypatch,
+                                                                                   command):
+    # Before, it exited 0: `finsent model promote V && …` went on as if the workers scored with V.
     registry, older, newer = registry
 
     def away(settings, message):
         raise ConnectionError("Kafka away")
 
     monkeypatch.setattr("stream.control.publish", away)
-    result = CliRunner().invoke(app, ["model", "promote", older], env=env)
-    assert result.exit_code == 0, result.output  # the promotion stands: the registry is the truth
-    assert registry.champion() == older
+    args = ["model", "promote", older] if command == "promote" else ["model", "rollback"]
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 4, result.output  # moved (not 1), but the workers were not told (not 0)
+    assert registry.champion() == older  # the move stands: the registry is the truth
+    assert f"champion is now {older}" in result.stdout
     assert (f"warning: could not tell workers on finsent.control (Kafka away); they load the champion when they "
             f"restart, or `finsent model promote {older}` tells them") in result.stderr
+
+
+@pytest.mark.parametrize("command", ["promote", "rollback"])
+def test_a_move_told_to_no_one_exits_0(registry, env, monkeypatch, command):
+    registry, older, newer = registry
+    sent: list[str] = []
+    monkeypatch.setattr("stream.control.publish", lambda settings, message: sent.append(message.model_version))
+    args = ["model", "promote", older] if command == "promote" else ["model", "rollback"]
+    result = CliRunner().invoke(app, [*args, "--no-notify"], env=env)
+    assert result.exit_code == 0, result.output  # no one to tell, on purpose: nothing failed
+    assert registry.champion() == older and sent == []
+    assert "warning" not in result.stderr
 
 
 def test_a_promote_stopped_while_the_onnx_export_is_built_changes_nothing(registry, env, monkeypatch):
