@@ -178,7 +178,11 @@ def run_check(ctx: Context, should_stop: Callable[[], bool] = lambda: False) -> 
     meta = ctx.registry.get(version)
     fresh, unresolved = ctx.fresh_labels(meta)
     ctx.metrics.fresh_labels.set(len(fresh))
-    results = _document_monitors(ctx, version) + [_performance(ctx, version, meta, fresh, should_stop)]
+    try:
+        results = _document_monitors(ctx, version) + [_performance(ctx, version, meta, fresh, should_stop)]
+    except CheckStopped:
+        ctx.metrics.drift_checks.labels(outcome="stopped").inc()  # as a stopped retrain is counted: no check done
+        raise
     report = CheckReport(version, results, fresh)
     record(ctx, version, results)
     if report.drift_detected:

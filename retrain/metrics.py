@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+CHECK_OUTCOMES = ("drift", "stable", "skipped", "stopped")  # retrain.drift_check.run_check
 DECISIONS = ("promoted", "rejected", "superseded", "skipped", "stopped", "failed", "busy")  # retrain.retraining.Outcome
 
 
@@ -18,6 +19,8 @@ class RetrainMetrics:
                                     ["monitor"], registry=self.registry)
         self.drift_checks = Counter("finsent_drift_checks", "Drift checks run, by outcome",
                                     ["outcome"], registry=self.registry)
+        for outcome in CHECK_OUTCOMES:
+            self.drift_checks.labels(outcome=outcome)
         self.fresh_labels = Gauge("finsent_fresh_labels", "Resolved labels newer than the champion's training data",
                                   registry=self.registry)
         self.retrain_decisions = Counter("finsent_retrain_decisions", "Retrain decisions by outcome",

@@ -45,10 +45,14 @@ _RUNNING_LOCK = threading.Lock()
 
 def check_job(key: str) -> None:
     owner = _owner(key)
-    from retrain.drift_check import run_check
+    from retrain.drift_check import CheckStopped, run_check
 
     with owner.running():
-        report = run_check(owner.ctx)
+        try:
+            report = run_check(owner.ctx, should_stop=lambda: owner.stopping)
+        except CheckStopped as exc:  # a stop, not a failure: nothing recorded; the next start checks again
+            log.info("%s: nothing recorded; the scheduler checks again when it next runs", exc)
+            return
         owner.checks += 1
         if report.drift_detected and not owner.stopping:
             owner.scheduler.add_job(f"{__name__}:retrain_job", trigger="date", id=DRIFT_RETRAIN_JOB,
