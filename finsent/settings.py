@@ -204,6 +204,10 @@ class Settings(BaseSettings):
                                  "is answered 413")
     labels_host: str = Field("127.0.0.1", description="Address `finsent labels serve` binds")
     labels_port: int = Field(8094, ge=1, le=65535, description="Port of `finsent labels serve`")
+    labels_drain_stall_s: float = Field(
+        120.0, gt=0, allow_inf_nan=False, description="Seconds `finsent labels index --once` retries without progress "
+        "(Kafka or Elasticsearch away, its consumer group handing it no partition) before it exits 1 with how far it "
+        "got; a rerun goes on from there")
     trusted_annotators: str = Field("", description="Comma-separated annotators whose latest label wins conflicts")
     review_lookback_hours: float = Field(72.0, gt=0, description="How far back the review queue looks for documents")
     review_candidates: int = Field(1000, ge=1, le=10_000, description="Recent documents ranked for review")

@@ -12,26 +12,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 from finsent.schemas import DeadLetter, LabelRecord, RecordError, original_text, parse_record, utc_now
 from finsent.settings import Settings
+from retrain.drain_progress import DrainProgress, Drained, DrainTarget
 from retrain.label_intake import future_problem
 from retrain.label_store import index_labels
 
 log = logging.getLogger(__name__)
 
+# A drain's requests for offsets while Kafka is away fail after this (kafka-python waits without end by default).
+OFFSETS_TIMEOUT_MS = 10_000
+# A drain retries a failed batch after 1 s, then twice as long each time, up to this.
+DRAIN_BACKOFF_MAX_S = 15.0
+
 # How long a command waits for its indexer thread to finish its batch and close at exit: a batch
 # it leaves unfinished is read again (nothing is lost), but a consumer that does not close leaves
 # its partitions to wait out the group's session timeout.
 STOP_SECONDS = 15.0
-
-
-class Drained(NamedTuple):
-    """What :meth:`LabelIndexer.run_until_idle` read, and whether it went on until the topic had no more."""
-
-    records: int
-    to_the_end: bool
 
 
 class LabelIndexer:
@@ -61,20 +60,27 @@ class LabelIndexer:
         return self
 
     def poll_once(self, timeout_ms: int = 1000) -> int:
-        """Process one batch; returns the records handled. Raises if Elasticsearch is unreachable
-        (after rewinding, so the next call re-reads the same records)."""
+        """Process one batch; returns the records handled. Raises if Elasticsearch is unreachable or Kafka takes no
+        commit (after rewinding, so the next call re-reads the same records)."""
         batch = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
         if not batch:
             return 0
         messages = [m for msgs in batch.values() for m in msgs]
         try:
             self._handle(messages)
+            self._consumer.commit()
         except Exception:
-            for tp, msgs in batch.items():
-                self._consumer.seek(tp, msgs[0].offset)
+            self._rewind(batch)
             raise
-        self._consumer.commit()
         return len(messages)
+
+    def _rewind(self, batch: dict[Any, list[Any]]) -> None:
+        # A batch indexed but not committed is read again too: a drain that went on past it would wait for its commit
+        # in vain. A partition the group took away meanwhile (a rebalance fails the commit) goes on from its commit.
+        assigned = self._consumer.assignment()
+        for tp, msgs in batch.items():
+            if tp in assigned:
+                self._consumer.seek(tp, msgs[0].offset)
 
     def _handle(self, messages: list[Any]) -> None:
         good: list[tuple[Any, LabelRecord]] = []
@@ -118,16 +124,47 @@ class LabelIndexer:
                 stop.wait(delay)
                 delay = min(backoff_max, delay * 2)
 
-    def run_until_idle(self, *, idle_polls: int = 2, deadline_s: float = 60.0,
-                       stopped: Callable[[], bool] = lambda: False) -> Drained:
-        """Drain what is in the topic now (CLI ``labels index --once`` and tests); ``stopped()`` true ends it after
-        the batch under way, indexed and committed."""
-        total, idle, end = 0, 0, time.monotonic() + deadline_s
-        while idle < idle_polls and time.monotonic() < end and not stopped():
-            n = self.poll_once(timeout_ms=1000)
-            total += n
-            idle = idle + 1 if n == 0 else 0
-        return Drained(total, idle >= idle_polls)
+    def drain(self, stop: threading.Event, *, stall_s: float, clock: Callable[[], float] = time.monotonic) -> Drained:
+        """Index and commit every record the topic held when it began (CLI ``labels index --once``, tests): up to the
+        end offsets its partitions had then, reached when the group's committed offsets are there, whichever member
+        read them; records produced since may be read too. A failure (Elasticsearch, Kafka away) is retried, the
+        batch read again, until ``stall_s`` seconds went by without the records left falling; a set ``stop`` ends it
+        after the batch under way, indexed and committed."""
+        progress = DrainProgress(stall_s, clock)
+        target: DrainTarget | None = None
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                target = target or self._drain_target()
+                progress.saw(target.left(self._committed(target)))
+                if progress.left == 0 or progress.stalled():
+                    break
+                progress.read(self.poll_once(timeout_ms=1000))
+                delay = 1.0
+            except Exception as exc:  # the batch is read again; Kafka or Elasticsearch may be back soon
+                from finsent.clients import error_text
+
+                progress.failed(error_text(exc))
+                if progress.stalled():
+                    break
+                log.error("label indexing failed, retrying in %.0fs: %s", min(delay, progress.seconds_left()), exc)
+                stop.wait(min(delay, progress.seconds_left()))
+                delay = min(DRAIN_BACKOFF_MAX_S, delay * 2)
+        return progress.drained()
+
+    def _drain_target(self) -> DrainTarget:
+        partitions = self._consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            raise RuntimeError(f"no partitions known for topic {self.topic}")
+        from kafka import TopicPartition
+
+        tps = [TopicPartition(self.topic, number) for number in sorted(partitions)]
+        return DrainTarget(self._consumer.end_offsets(tps, timeout_ms=OFFSETS_TIMEOUT_MS),
+                           self._consumer.beginning_offsets(tps, timeout_ms=OFFSETS_TIMEOUT_MS))
+
+    def _committed(self, target: DrainTarget) -> dict[Any, int | None]:
+        """The group's committed offsets, as Kafka has them (those of partitions another member reads too)."""
+        return {tp: self._consumer.committed(tp, timeout_ms=OFFSETS_TIMEOUT_MS) for tp in target.ends}
 
     def close(self) -> None:
         # A producer's close waits without end by default (Kafka away), and raises when its flush times

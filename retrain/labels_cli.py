@@ -106,9 +106,15 @@ def review(
 @app.command()
 def index(
     ctx: typer.Context,
-    once: bool = typer.Option(False, "--once", help="Drain the topic and exit"),
+    once: bool = typer.Option(False, "--once", help="Index every record the topic holds now, then exit; exit 1 when "
+                                                    "Kafka or Elasticsearch stay away (FINSENT_LABELS_DRAIN_STALL_S)"),
 ) -> None:
     """Consume the labels topic into the labels index (bad records to the DLQ).
+
+    With --once it reads what the topic held when it started (up to the end offsets its partitions had then; another
+    indexer of the consumer group may read some), indexes and commits it, and exits 0. A failure is retried until
+    FINSENT_LABELS_DRAIN_STALL_S seconds go by without progress; it then exits 1 with how far it got: what was read is
+    indexed and committed, and a rerun goes on from there.
 
     SIGTERM or Ctrl-C ends it after the batch under way, indexed and committed: exit 0, or with --once, whose topic
     is then not drained, 128 + the signal's number (143, 130); run it again to go on."""
@@ -129,15 +135,24 @@ def index(
         if not once:
             indexer.run(stop)
             return
-        drained = indexer.run_until_idle(stopped=stop.is_set)
-    except Exception as exc:  # Elasticsearch away: the batch was not committed, so the next run reads it again
-        fail(f"label indexing failed ({clients.error_text(exc)}); the batch under way is read again next time")
+        drained = indexer.drain(stop, stall_s=settings.labels_drain_stall_s)
     finally:
         indexer.close()
     typer.echo(f"read {drained.records} record(s): {indexer.indexed} indexed, {indexer.dead} to the DLQ")
-    if not drained.to_the_end and signals.received:
+    if drained.to_the_end:
+        return
+    if signals.received:
         stopped_before_the_end(signals, "the topic was not drained: what was read is indexed and committed; run it "
                                         "again to go on")
+    why = drained.error or "no record came: the consumer group gave this run none of the partitions left"
+    fail(f"{settings.topic('labels')} was not drained: {_how_far(drained)} after {settings.labels_drain_stall_s:g} s "
+         f"without progress ({why}); what was read is indexed and committed: run it again to go on from there")
+
+
+def _how_far(drained) -> str:
+    if drained.left is None:
+        return "its end offsets could not be read"
+    return f"{drained.left} of its {drained.at_start} unread record(s) left"
 
 
 @app.command()

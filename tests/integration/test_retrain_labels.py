@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 import orjson
@@ -33,7 +34,7 @@ def label_settings(bootstrapped):
 
 def drain(settings) -> LabelIndexer:
     with LabelIndexer(settings, refresh=True) as indexer:
-        indexer.run_until_idle()
+        assert indexer.drain(threading.Event(), stall_s=60).to_the_end
     return indexer
 
 

@@ -314,7 +314,7 @@ class LabelsTopic:
         self.batches = [[SimpleNamespace(topic="finsent.labels", partition=0, offset=4 * b + n, value=label.to_json())
                          for n in range(4)] for b in range(3)]
         self.polls = 0
-        self.committed: list[int] = []
+        self.commits: list[int] = []
         self.closed = False
 
     def poll(self, timeout_ms=0, max_records=None):
@@ -325,7 +325,21 @@ class LabelsTopic:
         return {("finsent.labels", 0): batch} if batch else {}
 
     def commit(self) -> None:
-        self.committed.append(self.batches[self.polls - 1][-1].offset + 1)
+        self.commits.append(self.batches[self.polls - 1][-1].offset + 1)
+
+    # --- where a drain (--once) ends: offset 12 ------------------------------------------------------------------
+
+    def partitions_for_topic(self, topic) -> set[int]:
+        return {0}
+
+    def end_offsets(self, partitions, timeout_ms=None) -> dict:
+        return dict.fromkeys(partitions, 12)
+
+    def beginning_offsets(self, partitions, timeout_ms=None) -> dict:
+        return dict.fromkeys(partitions, 0)
+
+    def committed(self, partition, metadata=False, timeout_ms=None) -> int | None:
+        return self.commits[-1] if self.commits else None
 
     def seek(self, tp, offset) -> None:
         pytest.fail("a batch failed")
@@ -353,7 +367,7 @@ def test_labels_index_stopped_half_way_indexes_and_commits_the_batch_under_way_t
     monkeypatch.setattr("retrain.label_indexer.index_labels", index_labels)
     result = CliRunner().invoke(app, ["labels", "index", *(["--once"] if once else [])], env=env)
     assert result.exit_code == (STOPPED if once else 0), result.output  # the long-running one ends as it should
-    assert indexed == [4, 4] and topic.committed == [4, 8] and topic.closed  # the third batch is the next run's
+    assert indexed == [4, 4] and topic.commits == [4, 8] and topic.closed  # the third batch is the next run's
     if once:
         assert "read 8 record(s): 8 indexed, 0 to the DLQ" in result.stdout
         assert ("finsent: stopped by SIGTERM: the topic was not drained: what was read is indexed and committed; run "
