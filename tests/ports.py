@@ -1,4 +1,4 @@
-"""A loopback port nothing listens on, for servers a test starts (or for none at all).
+"""Loopback ports nothing listens on, for servers a test starts (or for none at all).
 
 The port is drawn below the kernel's ephemeral range: a port the kernel hands out (``bind(0)``) is also what
 it gives the outgoing connections of Kafka and Elasticsearch clients, so one taken between this pick and the
@@ -38,3 +38,13 @@ def free_port() -> int:
     with socket.socket() as sock:  # a crowded range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different ports drawn as :func:`free_port` draws one, for a test that starts several servers: two
+    draws may give the same port, and the second server would then find it taken by the first."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return ports

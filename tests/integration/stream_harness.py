@@ -224,6 +224,10 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not listener:  # stop() ran while this one was dialled: cut it like the rest
+                    client.close()
+                    upstream.close()
+                    return
                 self._conns += [client, upstream]
             threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
             threading.Thread(target=pump, args=(upstream, client), daemon=True).start()

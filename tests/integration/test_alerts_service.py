@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from alerts.rules import parse_rules
 from alerts.service import AlertService
 from finsent import clients
 from finsent.schemas import Aggregate, DeadLetter, ScoredDocument, Sentiment
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -174,9 +174,7 @@ def test_the_engine_adds_z_to_an_alerts_index_made_before_it(alert_settings):
 
 def test_receiver_down_then_up_across_a_restart_delivers_once(alert_settings):
     settings = alert_settings
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # bound only once the first engine has run: below the range its connections draw from
     rules = rules_for(f"http://127.0.0.1:{port}/hook")
     # Documents the engine never saw on Kafka (indexed before it started): found in the docs index.
     with clients.elasticsearch(settings) as es:
@@ -231,9 +229,7 @@ def test_dead_letter_after_max_attempts(alert_settings, monkeypatch):
 
 def test_cli_run_delivers_and_lists(alert_settings, tmp_path):
     settings = alert_settings
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        metrics_port = sock.getsockname()[1]
+    metrics_port = free_port()  # bound by the process started below (tests.ports)
     with WebhookReceiver(SECRET) as receiver:
         rules_file = tmp_path / "rules.yml"
         rules_file.write_text(

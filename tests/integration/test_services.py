@@ -16,6 +16,7 @@ from finsent import clients, topology
 from finsent.services import local_credentials, manager
 from finsent.services.process import ServiceError
 from tests.conftest import ROOT
+from tests.ports import free_ports
 from tests.topic_reading import read_to_end
 from tests.waiting import process_gone, wait_for
 
@@ -152,11 +153,9 @@ def test_index_and_search_with_explicit_mappings(bootstrapped):
 def private_settings(services):
     """Settings for a second pair of servers on free ports with their own state folder (the
     state folder sits inside the clone, since /tmp/pytest-of-root is closed to the ES user)."""
-    ports = []
-    for _ in range(4):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
+    # Below the kernel's ephemeral range (tests.ports): a port from bind(0) was free when drawn, and a Kafka or
+    # Elasticsearch client's connection could take it as its local port before the private server bound it.
+    ports = free_ports(4)
     state = ROOT / ".finsent" / f"test-services-{uuid.uuid4().hex[:8]}"
     settings = services.model_copy(update={
         "state_dir": state, "kafka_port": ports[0], "kafka_controller_port": ports[1],

@@ -194,13 +194,16 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
         by_id = {d["_id"]: d for d in es_docs(settings)}
         assert {by_id[d.id]["model_version"] for d in late} == {"local:model-b"}
         assert {by_id[d.id]["model_version"] for d in docs} == {tiny_model.version}
+        # Counted once the broker also has their scored records and window events (stream.pipeline): a moment
+        # after Elasticsearch shows the documents.
+        counted = f"finsent_stream_documents_indexed_total {float(n + len(more) + len(late))}"
+        wait_for(lambda: counted in worker.metrics(), 30, "the documents counted as indexed")
         metrics = worker.metrics()
         assert "finsent_stream_model_swaps_total 1.0" in metrics  # the late move was not loaded
         ignored = (f"control: ignoring promote of late-move: move {late_move.sequence} of registry "
                    f"{late_move.registry_id}")
         assert ignored in worker.log.read_text(errors="replace")
         assert 'finsent_stream_model_info{version="local:model-b"} 1.0' in metrics
-        assert f"finsent_stream_documents_indexed_total {float(n + len(more) + len(late))}" in metrics
         assert 'finsent_stream_dead_letters_total{stage="validate"} 4.0' in metrics
         wait_for(lambda: f"model {tiny_model.version} is no longer used; closing it" in worker.tail(400), 30,
                  "the old model to be closed")

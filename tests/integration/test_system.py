@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from finsent import clients
-from tests.ports import free_port
+from tests.ports import free_ports
 from tests.waiting import process_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,8 +38,8 @@ def test_up_runs_the_whole_system_and_down_stops_it(settings, model_registry, tm
         "FINSENT_MODEL_THREADS": "1",
     }
     # Ports of their own: a `make up` on this machine (or another test) may hold the defaults.
-    ports = {f"FINSENT_{name}_PORT": free_port()
-             for name in ("PUSH", "RECEIVER", "DASHBOARD", "WORKER_WEB", "ALERTS_METRICS", "RETRAIN_METRICS")}
+    names = ("PUSH", "RECEIVER", "DASHBOARD", "WORKER_WEB", "ALERTS_METRICS", "RETRAIN_METRICS")
+    ports = {f"FINSENT_{name}_PORT": port for name, port in zip(names, free_ports(len(names)), strict=True)}
     env |= {name: str(port) for name, port in ports.items()}
     up = subprocess.run([FINSENT, "up", "--detach"], env=env, capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stdout + up.stderr

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import time
 import uuid
@@ -36,6 +35,7 @@ from tests.integration.stream_harness import (
     settle_daily_counts,
     wait_for,
 )
+from tests.ports import free_ports
 from tests.reliability.figures import record
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -252,11 +252,7 @@ def test_mapping_conflict_dead_letters_only_the_refused_documents(bootstrapped, 
 @pytest.fixture
 def private_kafka(services):
     """A private broker on free ports with its own state folder (never the shared broker)."""
-    ports = []
-    for _ in range(2):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
+    ports = free_ports(2)  # below the ephemeral range, where no client connection can take one first (tests.ports)
     tag = "t" + uuid.uuid4().hex[:10]
     state = ROOT / ".finsent" / f"reliability-kafka-{tag}"
     settings = services.model_copy(update={
