@@ -1,11 +1,13 @@
-"""The steps of `finsent model promote`, `rollback` and `calibrate --promote` around the registry's move of the
-champion: the ONNX export the workers need, built before it; the control message that tells them, sent after it; and
-what a stop (SIGTERM, Ctrl-C) between the steps leaves and says. Before the move a stop changes nothing; after it the
-command ends at once with a line that names the new champion and the command that tells the workers (a worker that
-has the move ignores it when told again). Either way the exit status is 128 + the signal's number. Without a stop, a
-control message that Kafka does not take leaves the champion moved and the workers untold: a warning names the command
-that tells them, and the command exits ``WORKERS_NOT_TOLD``.
-``calibrate --promote`` uses the last step only: its copy carries the source version's export.
+"""The steps of `finsent model promote`, `rollback`, `train --promote` and `calibrate --promote` around the
+registry's move of the champion: the ONNX export the workers need, built before it; the control message that tells
+them, sent after it; and what a stop (SIGTERM, Ctrl-C) between the steps leaves and says. Before the move a stop
+changes nothing (`train --promote`'s new version stays registered); after it the command ends at once with a line
+that names the new champion and the command that tells the workers (a worker that has the move ignores it when told
+again). Either way the exit status is 128 + the signal's number. Without a stop, a control message that Kafka does
+not take leaves the champion moved and the workers untold: a warning names the command that tells them, and the
+command exits ``WORKERS_NOT_TOLD``.
+``train --promote`` takes all three steps (``promote_registered``, then ``announce``); ``calibrate --promote`` uses the
+last one only: its copy carries the source version's export.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from finsent.cli_support import start_or_exit, stopped_before_the_end
+from finsent.cli_support import fail, start_or_exit, stopped_before_the_end
 from finsent.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,6 +41,32 @@ def ensure_export(settings: Settings, path: Path, signals: StopSignals) -> None:
         return
     typer.echo(f"building the ONNX export of {path.name} for the workers (FINSENT_MODEL_QUANTIZE=onnx-int8) ...")
     export_apart(path, should_stop=lambda: bool(signals.received))
+
+
+def promote_registered(settings: Settings, registry: Registry, version: str, signals: StopSignals,
+                       previous: str | None) -> Pointer:
+    """Make VERSION, which this command registered (``train --promote``), the champion as ``promote`` does: its ONNX
+    export first where the workers need one, then the move. Short of the move, VERSION stays registered and the
+    champion as it was; the line says so and names the command that promotes it later: after a stop, exit 128 + the
+    signal's number, after a failed export or move, 1."""
+    from model.onnx_runtime import ExportStopped
+    from model.registry import RegistryError
+
+    not_promoted = f"{version} is registered but not promoted"
+    later = f"the champion is still {previous or 'none'}; `finsent model promote {version}` makes it champion"
+    try:
+        ensure_export(settings, registry.path(version), signals)
+    except ExportStopped:
+        stopped_before_the_end(signals, f"{not_promoted}: stopped while its ONNX export was built; {later}")
+    except Exception as exc:  # the workers could not load it either
+        fail(f"{not_promoted}: its ONNX export failed ({exc}); {later}")
+    if signals.received:
+        stopped_before_the_end(signals, f"{not_promoted}; {later}")
+    try:
+        return registry.promote(version)
+    except RegistryError as exc:
+        fail(f"{not_promoted}: {exc}")
+    raise AssertionError("fail exits")
 
 
 def open_registry_or_exit(settings: Settings, signals: StopSignals) -> Registry:

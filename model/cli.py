@@ -81,11 +81,16 @@ def train(
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch"),
     precision: str = typer.Option("auto", help="auto (bf16/fp16 autocast on a GPU, bf16 on a CPU with AMX or "
                                                "AVX512_BF16, else fp32) or fp32"),
-    promote: bool = typer.Option(False, help="Make the new version the champion"),
+    promote: bool = typer.Option(False, help="Make the new version the champion and tell running workers"),
+    notify: bool = typer.Option(True, help="With --promote: send a control message so running workers swap models"),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object: version and validation metrics"),
     progress: bool = typer.Option(True, help="Progress bar with ETA on stderr"),
 ) -> None:
-    """Fine-tune a classifier and register it; the last line of output is the version."""
+    """Fine-tune a classifier and register it; the last line of output is the version (with --json, its object).
+
+    With --promote, the new version becomes champion as `finsent model promote` makes it: exit status 4 when it did
+    but the running workers were not told (Kafka away), 1 or 128 + the signal's number when it stays registered only
+    (its ONNX export failed; SIGTERM or Ctrl-C before the move). The output comes first in each case."""
     from model.data import BadDataError
     from model.pooling import POOLINGS
     from model.training import train as run_training
@@ -112,17 +117,32 @@ def train(
         fail(f"rejected the training data: {exc}")
     except (FileNotFoundError, OSError, ValueError) as exc:
         fail(str(exc))
-    if promote:
-        registry.promote(result.version)
+    if not promote:
+        _print_trained(result, promoted=False, as_json=as_json)
+        return
+    signals = stop_signals(ctx)  # from here: a stop says whether the new version became champion, and what to run
+    previous = moves.champion_of(registry)
+    try:
+        moved = moves.promote_registered(settings, registry, result.version, signals, previous)
+    except typer.Exit:
+        _print_trained(result, promoted=False, as_json=as_json)  # registered all the same: its version goes last
+        raise
+    _print_trained(result, promoted=True, as_json=as_json)  # before the workers are told, which a stop cuts short
+    if notify:
+        moves.exit_if_untold(moves.announce(settings, "promote", moved, registry.path(result.version), previous,
+                                            signals))
+
+
+def _print_trained(result: Any, *, promoted: bool, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps({"version": result.version, "promoted": promote, "validation": result.metrics}))
+        typer.echo(json.dumps({"version": result.version, "promoted": promoted, "validation": result.metrics}))
         return
     if result.metrics:
         from model.evaluation import summary_lines
 
         for line in summary_lines(result.metrics):
             typer.echo(line)
-    if promote:
+    if promoted:
         typer.echo(f"promoted {result.version} to champion")
     typer.echo(result.version)
 

@@ -99,11 +99,12 @@ def test_train_predict_eval_list_promote_rollback(cli_env, tmp_path):
     # promote / rollback, announced on the control topic and mirrored to finsent-models
     _run("promote", first)
     assert _run("rollback").stdout.strip().endswith(second["version"])
-    # promote and rollback returned once the broker had their message
+    # train --promote, promote and rollback returned once the broker had their message
     messages = [ControlMessage.model_validate_json(m.value) for m in topic_held(cli_env, "control")]
-    assert [(m.action, m.model_version) for m in messages] == [("promote", first), ("rollback", second["version"])]
+    assert [(m.action, m.model_version) for m in messages] == [("promote", second["version"]), ("promote", first),
+                                                               ("rollback", second["version"])]
     # the numbers of the moves (train --promote made move 1), so workers can drop one the broker writes late
-    assert [m.sequence for m in messages] == [2, 3] and len({m.registry_id for m in messages}) == 1
+    assert [m.sequence for m in messages] == [1, 2, 3] and len({m.registry_id for m in messages}) == 1
     with clients.elasticsearch(cli_env) as es:
         es.indices.refresh(index=cli_env.index("models"))
         docs = {h["_id"]: h["_source"] for h in es.search(index=cli_env.index("models"), size=10)["hits"]["hits"]}
