@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import typer
 
@@ -22,7 +22,7 @@ def settings_of(ctx: typer.Context) -> Settings:
     return ctx.find_root().obj
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``finsent: message`` to stderr and exit with ``code``."""
     typer.echo(f"finsent: {message}", err=True)
     raise typer.Exit(code)
@@ -65,7 +65,7 @@ def start_or_exit(start: Callable[[], T], signals: StopSignals, not_done: str, *
     raise AssertionError("stopped_while_starting and failed exit")
 
 
-def stopped_before_the_end(signals, what: str) -> None:
+def stopped_before_the_end(signals, what: str) -> NoReturn:
     """A one-shot command stopped by a signal before its end, with what it produced flushed: say what was done and
     what was not (``what``), and exit 128 + the signal's number (``stop_signals.stopped_status``)."""
     from finsent.stop_signals import signal_name, stopped_status

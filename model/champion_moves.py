@@ -66,7 +66,6 @@ def promote_registered(settings: Settings, registry: Registry, version: str, sig
         return registry.promote(version)
     except RegistryError as exc:
         fail(f"{not_promoted}: {exc}")
-    raise AssertionError("fail exits")
 
 
 def open_registry_or_exit(settings: Settings, signals: StopSignals) -> Registry:
