@@ -239,6 +239,11 @@ def train(
         amp_dtype = torch.bfloat16 if native_bf16() else None
     grad_scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     rng = random.Random(seed)
+    precision_used = str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32"
+    # Once the model and rows are loaded (seconds; more on a busy machine): a stop from this line on ends at a step
+    # ("training stopped at step ..."), which tests/reliability waits for.
+    log.info("training on %s (%s): %d rows, %d for validation, %d steps (batches of %d) in %d epoch(s)", dev,
+             precision_used, len(train_set), len(val_set), total_steps, batch_size, epochs)
 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"macro_f1": -1.0, "epoch": 0, "state": None}
@@ -329,7 +334,7 @@ def train(
             "learning_rate": learning_rate, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
             "max_length": max_length, "eval_max_length": eval_max_length, "pooling": model.config.finsent_pooling,
             "patience": patience, "device": dev,
-            "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32", "history": history,
+            "precision": precision_used, "history": history,
             "class_weights": dict(zip(LABELS, weights)), "duration_s": round(time.monotonic() - started, 1),
         } | (notes or {}),
     }

@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FINSENT = ROOT / ".venv" / "bin" / "finsent"
 TICKERS = ["AAPL", "MSFT", "TSLA", "NVDA", "JPM", "XOM"]
 T0 = datetime(2025, 3, 3, 14, 0, tzinfo=UTC)
+# How long one answer (/health, /metrics) of a process a test started may take: a loaded CI machine is 3-5x slower.
+ANSWER_WITHIN_S = 30
 TEXTS = [
     "{t} shares surge after record quarterly profit beats expectations",
     "{t} warns of weaker demand and cuts its full-year outlook",
@@ -104,6 +106,13 @@ def settle_daily_counts(settings: Settings, expected: dict[str, int], timeout: f
         raise AssertionError(f"{exc}: expected {expected}, counted {seen}") from None
 
 
+def _samples(metrics: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {tuple(sorted(s.labels.items())): s.value for family in text_string_to_metric_families(metrics)
+            for s in family.samples if s.name == name}
+
+
 class Worker:
     """``finsent stream worker`` as a real subprocess configured through FINSENT_* variables."""
 
@@ -144,8 +153,9 @@ class Worker:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def health(self) -> tuple[int, dict[str, Any]] | None:
+        """The /health status and body; None when the worker did not answer (a wait_for tries again)."""
         try:
-            answer = httpx.get(self.url("/health"), timeout=5)
+            answer = httpx.get(self.url("/health"), timeout=ANSWER_WITHIN_S)
             return answer.status_code, answer.json()
         except (httpx.HTTPError, ValueError):
             return None
@@ -160,14 +170,25 @@ class Worker:
         wait_for(ready, timeout, f"worker ready (log {self.log})")
 
     def metrics(self) -> str:
-        return httpx.get(self.url("/metrics"), timeout=5).text
+        """The /metrics text, for a read that must succeed (an error fails the test)."""
+        return httpx.get(self.url("/metrics"), timeout=ANSWER_WITHIN_S).text
+
+    def metrics_or_none(self) -> str | None:
+        """:meth:`metrics` for a wait_for: None when the worker did not answer this time, so the wait tries again
+        instead of failing."""
+        try:
+            return self.metrics()
+        except httpx.HTTPError:
+            return None
 
     def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
         """The values of metric sample ``name`` (``…_total`` for a counter), keyed by sorted labels."""
-        from prometheus_client.parser import text_string_to_metric_families
+        return _samples(self.metrics(), name)
 
-        return {tuple(sorted(s.labels.items())): s.value for family in text_string_to_metric_families(self.metrics())
-                for s in family.samples if s.name == name}
+    def samples_or_none(self, name: str) -> dict[tuple[tuple[str, str], ...], float] | None:
+        """:meth:`samples` for a wait_for: None when the worker did not answer this time."""
+        text = self.metrics_or_none()
+        return None if text is None else _samples(text, name)
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

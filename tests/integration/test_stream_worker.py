@@ -22,6 +22,7 @@ from finsent import clients
 from finsent.schemas import ControlMessage, utc_now
 from model.registry import Registry
 from tests.integration.stream_harness import (
+    ANSWER_WITHIN_S,
     TcpProxy,
     Worker,
     es_count,
@@ -96,7 +97,8 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
     try:
         worker.start().wait_ready()
         # Beside /metrics, the worker's web server serves no table state and no cluster routes.
-        assert [httpx.get(worker.url(path), timeout=5).status_code for path in ("/table/", "/router/")] == [404, 404]
+        assert [httpx.get(worker.url(path), timeout=ANSWER_WITHIN_S).status_code
+                for path in ("/table/", "/router/")] == [404, 404]
 
         # 1. N good documents and four bad records.
         n = 120
@@ -156,7 +158,8 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
         proxy.stop()
         more = [make_doc(i, tag="outage") for i in range(40)]
         produce(settings, more)
-        wait_for(lambda: "finsent_stream_es_retries_total 0.0" not in worker.metrics(), 90,
+        no_retries = "finsent_stream_es_retries_total 0.0"
+        wait_for(lambda: (m := worker.metrics_or_none()) is not None and no_retries not in m, 90,
                  "the worker to find Elasticsearch away")
         wait_for(lambda: (h := worker.health()) is not None and h[0] == 503, 60, "health 503 while ES is away")
         assert es_count(settings) == n
@@ -197,7 +200,8 @@ def test_worker_scores_indexes_dead_letters_windows_outage_and_hot_swap(bootstra
         # Counted once the broker also has their scored records and window events (stream.pipeline): a moment
         # after Elasticsearch shows the documents.
         counted = f"finsent_stream_documents_indexed_total {float(n + len(more) + len(late))}"
-        wait_for(lambda: counted in worker.metrics(), 30, "the documents counted as indexed")
+        wait_for(lambda: (m := worker.metrics_or_none()) is not None and counted in m, 30,
+                 "the documents counted as indexed")
         metrics = worker.metrics()
         assert "finsent_stream_model_swaps_total 1.0" in metrics  # the late move was not loaded
         ignored = (f"control: ignoring promote of late-move: move {late_move.sequence} of registry "
@@ -261,8 +265,9 @@ def test_kill_9_and_two_workers_index_every_document_exactly_once(bootstrapped, 
         assert all(c > 0 for c in consumed), consumed
         # Between them they own every partition, and each owns some (their /health says how many).
         def shared() -> bool:
-            owned = [w.samples("finsent_stream_assigned_partitions")[()] for w in (second, third)]
-            return sum(owned) == settings.topic_partitions and all(owned)
+            read = [w.samples_or_none("finsent_stream_assigned_partitions") for w in (second, third)]
+            owned = [samples[()] for samples in read if samples is not None]
+            return len(owned) == 2 and sum(owned) == settings.topic_partitions and all(owned)
 
         wait_for(shared, 60, "the partitions shared")
         per_ticker_total = Counter(t for d in indexed for t in dict.fromkeys(d["tickers"]))

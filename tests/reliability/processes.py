@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from finsent.settings import Settings
-from tests.integration.stream_harness import FINSENT, ROOT, free_port, wait_for
+from tests.integration.stream_harness import ANSWER_WITHIN_S, FINSENT, ROOT, free_port, wait_for
 
 
 def env_for(settings: Settings, state_dir: Path, **extra: Any) -> dict[str, str]:
@@ -63,7 +63,7 @@ class Proc:
             if not self.alive:
                 raise AssertionError(f"{self.args} exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                return httpx.get(url, timeout=3).status_code in ok
+                return httpx.get(url, timeout=ANSWER_WITHIN_S).status_code in ok
             except httpx.HTTPError:
                 return False
 

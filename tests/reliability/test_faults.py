@@ -371,6 +371,10 @@ def test_webhook_receiver_down_then_up_delivers_every_alert_once(bootstrapped, t
     assert max(a["attempts"] for a in raised) >= 2
 
 
+# model.training logs it once the model is loaded, just before the first step (and the first stop check).
+TRAINING_STEPS_BEGIN = "model.training: training on "
+
+
 def _retrain_running(lock_path) -> bool:
     """Whether some process holds the retrain lock (read from /proc/locks, without taking it)."""
     try:
@@ -403,7 +407,7 @@ def test_scheduler_killed_mid_retrain(bootstrapped, model_registry, tmp_path):
     second = None
     try:
         wait_for(lambda: _retrain_running(lock) or not first.alive, 240, "a retrain to start")
-        time.sleep(3)  # into the training loop
+        first.wait_output(TRAINING_STEPS_BEGIN, 240)  # into the training loop (3 s fell short on a busy machine)
         assert _retrain_running(lock), first.tail()
         first.kill()
         versions = sorted(p.name for p in model_registry.versions_dir.iterdir())
@@ -417,7 +421,7 @@ def test_scheduler_killed_mid_retrain(bootstrapped, model_registry, tmp_path):
                       tmp_path / "s-term.log").start()
         try:
             wait_for(lambda: _retrain_running(lock) or not middle.alive, 240, "the second retrain to start")
-            time.sleep(3)  # into the training loop
+            middle.wait_output(TRAINING_STEPS_BEGIN, 240)  # the stop then lands at a step, not "before training began"
             assert middle.terminate() == 0, middle.tail()
         finally:
             middle.ensure_stopped()
