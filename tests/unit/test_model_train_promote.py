@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
 
 import pytest
 from typer.testing import CliRunner
@@ -22,16 +21,8 @@ from typer.testing import CliRunner
 from finsent.cli import app
 from model.registry import Registry
 from tests.unit.test_model_calibrated import ROWS
-from tests.unit.test_one_shot_stops import STOPPED, _sigterm
+from tests.unit.test_one_shot_stops import STOPPED, export_stopped_by_sigterm, handlers_put_back  # noqa: F401
 from tests.unit.test_retrain_promotion import _version
-
-
-@pytest.fixture(autouse=True)
-def handlers_put_back():
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
 
 
 @pytest.fixture
@@ -111,18 +102,9 @@ def test_a_train_promote_told_to_no_one_exits_0(registry, tmp_path, monkeypatch)
 
 def test_a_train_promote_stopped_while_the_export_is_built_keeps_the_version_registered_only(registry, tmp_path,
                                                                                             monkeypatch):
-    from model.onnx_runtime import ExportStopped
-
     earlier = registry.champion()
     exported: list[str] = []
-
-    def export_apart(folder, *, should_stop, **kwargs):  # its contract: killed, files and all, once asked to stop
-        exported.append(folder.name)
-        _sigterm()
-        assert should_stop(), "the export was not asked to stop"
-        raise ExportStopped(f"the export of {folder} asked to stop: killed after 0.1 s")
-
-    monkeypatch.setattr("model.onnx_runtime.export_apart", export_apart)
+    monkeypatch.setattr("model.onnx_runtime.export_apart", export_stopped_by_sigterm(exported))
     monkeypatch.setattr("stream.control.publish", lambda *_: pytest.fail("workers told of a promotion not made"))
     result = _train(registry, tmp_path, quantize="onnx-int8")
     assert result.exit_code == STOPPED, result.output

@@ -40,6 +40,20 @@ def _sigterm() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def export_stopped_by_sigterm(exported: list[str]):
+    """A stand-in for ``model.onnx_runtime.export_apart`` that a SIGTERM reaches while it runs, true to its contract:
+    killed, files and all, once asked to stop. Each export's folder name goes to ``exported``."""
+    from model.onnx_runtime import ExportStopped
+
+    def export_apart(folder, *, should_stop, **kwargs):
+        exported.append(folder.name)
+        _sigterm()
+        assert should_stop(), "the export was not asked to stop"
+        raise ExportStopped(f"the export of {folder} asked to stop: killed after 0.1 s")
+
+    return export_apart
+
+
 @pytest.fixture
 def env(tmp_path):
     return {"FINSENT_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "200"}

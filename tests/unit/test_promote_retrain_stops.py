@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from finsent.cli import app
 from finsent.schemas import LabelRecord
 from model.registry import Registry
-from tests.unit.test_one_shot_stops import STOPPED, _sigterm
+from tests.unit.test_one_shot_stops import STOPPED, _sigterm, export_stopped_by_sigterm
 from tests.unit.test_retrain_promotion import FRESH, NOW, _BatchedScorer, _retrain_to_judge, _version
 
 
@@ -134,16 +134,9 @@ def test_a_move_told_to_no_one_exits_0(registry, env, monkeypatch, command):
 
 
 def test_a_promote_stopped_while_the_onnx_export_is_built_changes_nothing(registry, env, monkeypatch):
-    from model.onnx_runtime import ExportStopped
-
     registry, older, newer = registry
     exported: list[str] = []
-
-    def export_apart(folder, *, should_stop, **kwargs):  # its contract: killed, files and all, once asked to stop
-        exported.append(folder.name)
-        _sigterm()
-        assert should_stop(), "the export was not asked to stop"
-        raise ExportStopped(f"the export of {folder} asked to stop: killed after 0.1 s")
+    export_apart = export_stopped_by_sigterm(exported)
 
     def onnx_file(folder, **kwargs):  # in this process, as before: a SIGTERM killed it half-written
         exported.append(folder.name)
@@ -164,16 +157,9 @@ def test_a_rollback_stopped_while_the_onnx_export_is_built_says_the_champion_mov
                                                                                    notify):
     # The rollback's target is known once the pointer moved, so its export is built after: the line said "was not
     # confirmed sent" (no message was tried) and, with --no-notify, told the user to tell the workers.
-    from model.onnx_runtime import ExportStopped
-
     registry, older, newer = registry
 
-    def export_apart(folder, *, should_stop, **kwargs):
-        _sigterm()
-        assert should_stop(), "the export was not asked to stop"
-        raise ExportStopped(f"the export of {folder} asked to stop: killed after 0.1 s")
-
-    monkeypatch.setattr("model.onnx_runtime.export_apart", export_apart)
+    monkeypatch.setattr("model.onnx_runtime.export_apart", export_stopped_by_sigterm([]))
     monkeypatch.setattr("stream.control.publish", lambda *_: pytest.fail("workers told after the stop"))
     command = ["model", "rollback"] + ([] if notify else ["--no-notify"])
     result = CliRunner().invoke(app, command, env=env | {"FINSENT_MODEL_QUANTIZE": "onnx-int8"})
